@@ -1,0 +1,29 @@
+"""Server-side sessions for any WSGI application, stored in PostgreSQL."""
+
+from .errors import (
+    ConfigurationError,
+    OutsideRequestError,
+    SessionError,
+    SessionTooLarge,
+    StoreUnavailable,
+)
+from .middleware import ENVIRON_KEY, SessionMiddleware, current_session, get_session
+from .session import Session
+from .store import PostgresStore, SessionInfo
+
+__all__ = [
+    "ENVIRON_KEY",
+    "ConfigurationError",
+    "OutsideRequestError",
+    "PostgresStore",
+    "Session",
+    "SessionError",
+    "SessionInfo",
+    "SessionMiddleware",
+    "SessionTooLarge",
+    "StoreUnavailable",
+    "current_session",
+    "get_session",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,160 @@
+"""Session ids, their signatures and the Set-Cookie header.
+
+The cookie carries only ``<id>.<signature>``. Ids are 256 random bits; the database keys rows by
+the SHA-256 of the id, so the id itself exists only in the browser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+from itsdangerous import BadSignature, Signer
+from werkzeug.http import dump_cookie, parse_cookie
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "CookieSettings",
+    "HmacIdSigner",
+    "IdSigner",
+    "hash_session_id",
+    "new_session_id",
+]
+
+#: Cookies longer than this are not even parsed: no browser sends a valid one that long.
+MAX_COOKIE_LENGTH = 4096
+
+_OUR_COOKIE = re.compile(r"[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{43}")
+
+
+def new_session_id() -> str:
+    """A fresh id with 256 bits from the OS random source."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_session_id(session_id: str) -> bytes:
+    """The primary key a session id is stored under."""
+    return hashlib.sha256(session_id.encode("utf-8")).digest()
+
+
+class IdSigner(Protocol):
+    """Turns session ids into cookie values and back; swap it to read another cookie format."""
+
+    def sign(self, session_id: str) -> str: ...
+
+    def unsign(self, value: str) -> Optional[tuple[str, bool]]:
+        """``(session_id, needs_resign)`` for a valid value, else None. Must never raise."""
+        ...
+
+
+class HmacIdSigner:
+    """HMAC-SHA256 signatures from itsdangerous; fallback keys verify but never sign."""
+
+    def __init__(
+        self,
+        secret_key: str | bytes,
+        fallback_secret_keys: Iterable[str | bytes] = (),
+        salt: str = "pgsession-wsgi",
+    ) -> None:
+        if not secret_key:
+            raise ConfigurationError(
+                "secret_key is empty: pass a long random string, e.g. secrets.token_hex(32)"
+            )
+        options = {"salt": salt, "key_derivation": "hmac", "digest_method": hashlib.sha256}
+        self._signer = Signer(secret_key, **options)  # type: ignore[arg-type]
+        fallbacks = [key for key in fallback_secret_keys if key]
+        self._fallback = Signer(fallbacks, **options) if fallbacks else None  # type: ignore[arg-type]
+
+    def sign(self, session_id: str) -> str:
+        return self._signer.sign(session_id).decode("ascii")
+
+    def unsign(self, value: str) -> Optional[tuple[str, bool]]:
+        if not _OUR_COOKIE.fullmatch(value):
+            return None
+        try:
+            return self._signer.unsign(value).decode("ascii"), False
+        except BadSignature:
+            pass
+        if self._fallback is None:
+            return None
+        try:
+            return self._fallback.unsign(value).decode("ascii"), True
+        except BadSignature:
+            return None
+
+
+@dataclass(frozen=True)
+class CookieSettings:
+    """Where and how the session cookie is set; validates the ``__Host-``/``__Secure-`` rules."""
+
+    name: str = "session"
+    path: str = "/"
+    domain: Optional[str] = None
+    secure: Optional[bool] = None  # None: Secure when the request came over https
+    httponly: bool = True
+    samesite: Optional[str] = "Lax"
+
+    def __post_init__(self) -> None:
+        if not self.name or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", self.name):
+            raise ConfigurationError(
+                f"cookie_name {self.name!r} is not a valid cookie name: use letters, digits, - and _"
+            )
+        if self.samesite not in (None, "Lax", "Strict", "None"):
+            raise ConfigurationError(
+                f"cookie_samesite must be 'Lax', 'Strict', 'None' or None, not {self.samesite!r}"
+            )
+        if self.samesite == "None" and self.secure is False:
+            raise ConfigurationError("cookie_samesite='None' needs Secure cookies: drop cookie_secure=False")
+        prefixed = self.name.startswith(("__Host-", "__Secure-"))
+        if prefixed and self.secure is False:
+            raise ConfigurationError(
+                f"a cookie named {self.name!r} must be Secure: drop cookie_secure=False"
+            )
+        if self.name.startswith("__Host-") and (self.domain is not None or self.path != "/"):
+            raise ConfigurationError(
+                f"a cookie named {self.name!r} must have cookie_path='/' and cookie_domain=None"
+            )
+
+    def is_secure(self, environ_scheme: str) -> bool:
+        if self.name.startswith(("__Host-", "__Secure-")):
+            return True
+        return self.secure if self.secure is not None else environ_scheme == "https"
+
+    def read(self, cookie_header: str) -> Optional[str]:
+        """This cookie's value from a Cookie header; None if absent or not plausible."""
+        if self.name not in cookie_header:
+            return None
+        value = parse_cookie(cookie_header).get(self.name)
+        if not value or len(value) > MAX_COOKIE_LENGTH or not value.isascii():
+            return None
+        return value
+
+    def set_header(self, value: str, max_age: Optional[int], scheme: str) -> str:
+        return dump_cookie(
+            self.name,
+            value,
+            max_age=max_age,
+            path=self.path,
+            domain=self.domain,
+            secure=self.is_secure(scheme),
+            httponly=self.httponly,
+            samesite=self.samesite,
+        )
+
+    def delete_header(self, scheme: str) -> str:
+        return dump_cookie(
+            self.name,
+            "",
+            max_age=0,
+            expires=0,
+            path=self.path,
+            domain=self.domain,
+            secure=self.is_secure(scheme),
+            httponly=self.httponly,
+            samesite=self.samesite,
+        )

@@ -1,0 +1,33 @@
+"""The exceptions pgsession-wsgi raises; every one is a :class:`SessionError`."""
+
+from __future__ import annotations
+
+
+class SessionError(Exception):
+    """Base class: catch this to handle any failure of the session layer."""
+
+
+class ConfigurationError(SessionError, ValueError):
+    """An option is missing or contradicts another; raised at construction, never per request."""
+
+
+class StoreUnavailable(SessionError):
+    """The database cannot be reached in time; the middleware answers 503 for it."""
+
+    status_code = 503
+
+
+class SessionTooLarge(SessionError):
+    """The encoded session is over ``max_size``; nothing was written."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the session encodes to {size} bytes, over the limit of {limit} bytes: store less "
+            "in the session (keep large data in your own tables) or raise max_size"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class OutsideRequestError(SessionError, RuntimeError):
+    """A session was asked for where no request (or no middleware) provides one."""

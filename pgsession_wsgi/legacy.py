@@ -1,0 +1,308 @@
+"""Safe reading of flask-pg-session's pickled rows, for migrating them to pgsession-wsgi.
+
+flask-pg-session stores ``pickle.dumps(dict(session))`` in a ``bytea`` column. Plain
+``pickle.loads`` on that column would run any code an attacker (or a compromised replica,
+backup or SQL injection elsewhere) managed to write there, so this module unpickles with an
+allow-list of plain data types and refuses everything else before it is called.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import datetime as _dt
+import decimal
+import io
+import pickle
+import uuid
+from collections.abc import Iterator
+from typing import Any, Callable, NamedTuple
+
+from markupsafe import Markup
+from psycopg2 import sql
+
+from .errors import SessionError
+
+__all__ = [
+    "LegacyDataError",
+    "LegacyRow",
+    "UnsafePickleError",
+    "is_legacy_table",
+    "read_legacy_rows",
+    "restricted_loads",
+]
+
+
+class UnsafePickleError(SessionError):
+    """A pickle asked for a global or type outside the allow-list; nothing of it was run."""
+
+    def __init__(self, global_name: str) -> None:
+        super().__init__(
+            f"refused to unpickle {global_name}: only plain data types (dict, list, tuple, str, "
+            "bytes, int, float, bool, None, datetime types, UUID, Decimal, Markup) are allowed; "
+            "the row was not converted"
+        )
+        self.global_name = global_name
+
+
+class LegacyDataError(SessionError):
+    """A legacy payload is not a readable pickle of a session dict (corrupt or wrong shape)."""
+
+
+_LATIN1_NAMES = frozenset({"latin1", "latin-1", "latin_1", "iso8859-1", "iso-8859-1"})
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """Stand-in for ``_codecs.encode``, which protocol 2 uses to rebuild ``bytes``.
+
+    The real function accepts any codec name; only the latin-1 form pickle emits is
+    accepted, so a crafted pickle cannot reach other codecs through it.
+    """
+    if type(text) is not str or encoding not in _LATIN1_NAMES:
+        raise UnsafePickleError(f"_codecs.encode({type(text).__name__}, {encoding!r})")
+    return text.encode("latin-1")
+
+
+def _empty_bytes(*args: object) -> bytes:
+    """Stand-in for ``bytes``, which protocol 2 calls with no arguments for ``b""``.
+
+    ``bytes(n)`` would allocate ``n`` zero bytes, so any argument is refused.
+    """
+    if args:
+        raise UnsafePickleError("builtins.bytes(<arguments>)")
+    return b""
+
+
+# (module, name) exactly as they appear in the pickle stream -> what to hand back.
+# Python 2 spellings are mapped to these first (see find_class).
+_ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
+    ("datetime", "datetime"): _dt.datetime,
+    ("datetime", "date"): _dt.date,
+    ("datetime", "time"): _dt.time,
+    ("datetime", "timedelta"): _dt.timedelta,
+    ("datetime", "timezone"): _dt.timezone,
+    ("uuid", "UUID"): uuid.UUID,
+    ("decimal", "Decimal"): decimal.Decimal,
+    ("markupsafe", "Markup"): Markup,
+    ("_codecs", "encode"): _latin1_encode,
+    ("builtins", "bytes"): _empty_bytes,
+}
+
+_SCALAR_TYPES: frozenset[type] = frozenset(
+    {
+        str,
+        bytes,
+        int,
+        float,
+        bool,
+        type(None),
+        _dt.date,
+        _dt.timedelta,
+        _dt.timezone,
+        decimal.Decimal,
+        Markup,
+    }
+)
+_CONTAINER_TYPES: frozenset[type] = frozenset({dict, list, tuple})
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler whose only reachable callables are the allow-listed constructors."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Resolve only allow-listed globals; the module is never imported for a refused one."""
+        # Protocol 2 writes Python 2 names (``__builtin__.set``); speak Python 3 names.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(f"{module}.{name}") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        """Refuse persistent ids: they would ask us to resolve an external object."""
+        raise UnsafePickleError("persistent_load")
+
+
+def _type_name(obj: object) -> str:
+    """``module.qualname`` of the object's type, as the error names it."""
+    kind = type(obj)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _check_plain(value: object) -> None:
+    """Refuse anything but allow-listed exact types, found without recursion.
+
+    Protocol 4+ builds ``set``, ``frozenset`` and ``bytearray`` from opcodes that never call
+    ``find_class``, and BUILD can give an allowed class odd state; this walk catches both.
+    Shared references are fine, cycles are refused (the result must be encodable as JSON).
+    """
+    on_path: set[int] = set()
+    done: set[int] = set()
+    stack: list[tuple[object, bool]] = [(value, False)]
+    while stack:
+        obj, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(obj))
+            done.add(id(obj))
+            continue
+        kind = type(obj)
+        if kind in _SCALAR_TYPES:
+            continue
+        if kind in (_dt.datetime, _dt.time):
+            tz = obj.tzinfo  # type: ignore[attr-defined]
+            if tz is not None and type(tz) is not _dt.timezone:
+                raise UnsafePickleError(_type_name(tz))
+            continue
+        if kind is uuid.UUID:
+            number = getattr(obj, "int", None)
+            if type(number) is not int or not 0 <= number < 1 << 128:
+                raise LegacyDataError("a pickled UUID has no valid 128-bit value")
+            continue
+        if kind not in _CONTAINER_TYPES:
+            raise UnsafePickleError(_type_name(obj))
+        if id(obj) in on_path:
+            raise LegacyDataError("the pickled data refers to itself (a cycle)")
+        if id(obj) in done:
+            continue
+        on_path.add(id(obj))
+        stack.append((obj, True))
+        if kind is dict:
+            for key, item in obj.items():  # type: ignore[attr-defined]
+                stack.append((key, False))
+                stack.append((item, False))
+        else:
+            stack.extend((item, False) for item in obj)  # type: ignore[attr-defined]
+
+
+def restricted_loads(payload: bytes) -> Any:
+    """Unpickle ``payload`` allowing only plain data types.
+
+    Raises :class:`UnsafePickleError` (naming the refused ``module.name``) before any
+    refused callable could run, and :class:`LegacyDataError` for bytes that are not a
+    well-formed pickle.
+    """
+    try:
+        value = _RestrictedUnpickler(io.BytesIO(payload)).load()
+    except SessionError:
+        raise
+    except Exception as exc:  # corrupt stream: UnpicklingError, EOFError, ValueError, ...
+        raise LegacyDataError(f"not a readable pickle: {type(exc).__name__}: {exc}") from exc
+    _check_plain(value)
+    return value
+
+
+class LegacyRow(NamedTuple):
+    """One live flask-pg-session row, decoded (``data``) or with the reason it was not.
+
+    ``session_id`` is the id the cookie carries (the stored column minus ``key_prefix``).
+    ``expiry`` is aware UTC, or ``None`` for a non-permanent session (flask-pg-session
+    writes NULL then and serves the row until the browser drops its cookie).
+    ``created`` is the row's ``created`` column as aware UTC, when present.
+    """
+
+    session_id: str
+    data: dict[str, Any] | None
+    expiry: _dt.datetime | None
+    error: str | None
+    created: _dt.datetime | None = None
+
+
+def _as_utc(value: _dt.datetime | None) -> _dt.datetime | None:
+    """flask-pg-session writes naive UTC ``timestamp``; make it aware (or normalise to UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=_dt.timezone.utc)
+    return value.astimezone(_dt.timezone.utc)
+
+
+def _decode(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    """Decode one ``data`` cell into (dict, None) or (None, reason)."""
+    if payload is None:
+        return None, "the row has no data (NULL)"
+    try:
+        value = restricted_loads(bytes(payload))
+    except SessionError as exc:
+        return None, str(exc)
+    if type(value) is not dict:
+        return None, f"the pickled data is a {_type_name(value)}, not a dict; not converted"
+    return value, None
+
+
+def read_legacy_rows(
+    conn: Any,
+    table: str,
+    schema: str = "public",
+    *,
+    key_prefix: str = "",
+    batch_size: int = 500,
+) -> Iterator[LegacyRow]:
+    """Yield the live rows of a flask-pg-session table, ``batch_size`` rows per query.
+
+    Live means ``expiry`` is NULL or later than the database's current UTC time, taken once
+    at the start so the cut-off is the same for every batch. Batches are keyset-paginated on
+    the primary key, so the table is never held in memory, no transaction or server-side
+    cursor stays open between batches (works in autocommit and behind PgBouncer), and the
+    caller may write on the same connection between rows. Only rows whose stored id starts
+    with ``key_prefix`` (flask-pg-session's ``SESSION_KEY_PREFIX``) are read.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+    query = sql.SQL(
+        "SELECT session_id, data, expiry, created FROM {target}"
+        " WHERE session_id > %(after)s"
+        " AND left(session_id, char_length(%(prefix)s)) = %(prefix)s"
+        " AND (expiry IS NULL OR expiry > %(cutoff)s)"
+        " ORDER BY session_id LIMIT %(limit)s"
+    ).format(target=target)
+    with conn.cursor() as cur:
+        # The column is "timestamp without time zone" holding UTC: compare in UTC, not in
+        # the server's TimeZone (flask-pg-session's own `expiry < NOW()` gets that wrong).
+        cur.execute("SELECT now() AT TIME ZONE 'UTC'")
+        cutoff = cur.fetchone()[0]
+    after = ""
+    while True:
+        with conn.cursor() as cur:
+            params = {"after": after, "prefix": key_prefix, "cutoff": cutoff, "limit": batch_size}
+            cur.execute(query, params)
+            batch = cur.fetchall()
+        for stored_id, payload, expiry, created in batch:
+            data, error = _decode(payload)
+            yield LegacyRow(
+                session_id=stored_id[len(key_prefix) :],
+                data=data,
+                expiry=_as_utc(expiry),
+                error=error,
+                created=_as_utc(created),
+            )
+        if len(batch) < batch_size:
+            return
+        after = batch[-1][0]
+
+
+def is_legacy_table(conn: Any, table: str, schema: str = "public") -> bool:
+    """True if ``schema.table`` looks like flask-pg-session's table and not like ours.
+
+    Requires ``session_id``, ``data bytea`` and ``expiry`` columns and no ``id bytea`` column
+    (pgsession-wsgi's primary key), so the migration never reads our own table by mistake.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT a.attname, format_type(a.atttypid, NULL)"
+            " FROM pg_catalog.pg_attribute a"
+            " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')"
+            " AND a.attnum > 0 AND NOT a.attisdropped",
+            (schema, table),
+        )
+        columns = dict(cur.fetchall())
+    return (
+        "session_id" in columns
+        and columns.get("data") == "bytea"
+        and "expiry" in columns
+        and columns.get("id") != "bytea"
+    )

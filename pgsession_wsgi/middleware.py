@@ -1,0 +1,392 @@
+"""``SessionMiddleware``: puts a lazy session into each request and saves it before the headers.
+
+Saving happens inside ``start_response``, before the status line can reach the client, so a
+failed save becomes an error response instead of a silently lost write.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union, cast
+
+from werkzeug.local import LocalProxy
+
+from .cookies import CookieSettings, HmacIdSigner, IdSigner, hash_session_id, new_session_id
+from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
+from .session import Changes, Session
+from .store import PostgresStore
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["SessionMiddleware", "current_session", "get_session", "ENVIRON_KEY"]
+
+log = logging.getLogger("pgsession_wsgi")
+
+#: Where the middleware puts the session in the WSGI environ.
+ENVIRON_KEY = "pgsession.session"
+
+_current: ContextVar[Session] = ContextVar("pgsession_current_session")
+
+
+def _current_or_raise() -> Session:
+    try:
+        return _current.get()
+    except LookupError:
+        raise OutsideRequestError(
+            "current_session is only bound while SessionMiddleware handles a request; outside "
+            "one, pass the session explicitly or use get_session(environ)"
+        ) from None
+
+
+#: The session of the request being handled in this thread or context, like Flask's ``request``.
+current_session: Session = cast(Session, LocalProxy(_current_or_raise))
+
+
+def get_session(environ: WSGIEnvironment) -> Session:
+    """The session the middleware put into ``environ``."""
+    try:
+        return cast(Session, environ[ENVIRON_KEY])
+    except KeyError:
+        raise OutsideRequestError(
+            "this WSGI environ has no session: wrap the application with "
+            "pgsession_wsgi.SessionMiddleware(app, store, secret_key=...)"
+        ) from None
+
+
+def _seconds(value: Union[timedelta, float, int, None], name: str) -> Optional[timedelta]:
+    if value is None:
+        return None
+    delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if delta.total_seconds() <= 0:
+        raise ConfigurationError(f"{name} must be positive, not {value!r}")
+    return delta
+
+
+class _Binding:
+    """What the request's cookie said, worked out only when the session is first used."""
+
+    __slots__ = ("cookie_header", "scheme", "parsed", "cookie_sent", "session_id", "resign",
+                 "touch_due")
+
+    def __init__(self, cookie_header: str, scheme: str) -> None:
+        self.cookie_header = cookie_header
+        self.scheme = scheme
+        self.parsed = False
+        self.cookie_sent = False
+        self.session_id: Optional[str] = None
+        self.resign = False
+        self.touch_due = False
+
+
+_ERROR_BODIES = {
+    503: b"Service Unavailable: the session store cannot be reached. Please try again shortly.\n",
+    500: b"Internal Server Error\n",
+}
+
+
+class _SaveFailed(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class SessionMiddleware:
+    """Give every request of ``app`` a server-side session stored by ``store``.
+
+    See the README for every option; ``secret_key`` signs the cookie and
+    ``fallback_secret_keys`` are older keys still accepted while you rotate.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        store: PostgresStore,
+        secret_key: Union[str, bytes, None] = None,
+        *,
+        cookie_name: str = "session",
+        idle_timeout: Union[timedelta, float] = timedelta(days=31),
+        absolute_timeout: Union[timedelta, float, None] = None,
+        touch_interval: Union[timedelta, float] = timedelta(seconds=60),
+        permanent: bool = True,
+        refresh_each_request: bool = True,
+        cookie_path: str = "/",
+        cookie_domain: Optional[str] = None,
+        cookie_secure: Optional[bool] = None,
+        cookie_httponly: bool = True,
+        cookie_samesite: Optional[str] = "Lax",
+        fallback_secret_keys: Iterable[Union[str, bytes]] = (),
+        user_key: Optional[str] = None,
+        max_size: Optional[int] = 256 * 1024,
+        signer: Optional[IdSigner] = None,
+    ) -> None:
+        if not isinstance(store, PostgresStore):
+            raise ConfigurationError("store must be a pgsession_wsgi.PostgresStore")
+        if signer is None:
+            if not secret_key:
+                raise ConfigurationError(
+                    "secret_key is missing: pass SessionMiddleware(app, store, secret_key=...) "
+                    "with a long random value, e.g. from secrets.token_hex(32)"
+                )
+            signer = HmacIdSigner(secret_key, fallback_secret_keys)
+        self.app = app
+        self.store = store
+        self.signer = signer
+        self.cookie = CookieSettings(
+            name=cookie_name, path=cookie_path, domain=cookie_domain, secure=cookie_secure,
+            httponly=cookie_httponly, samesite=cookie_samesite,
+        )
+        self.idle_timeout = cast(timedelta, _seconds(idle_timeout, "idle_timeout"))
+        self.absolute_timeout = _seconds(absolute_timeout, "absolute_timeout")
+        interval = cast(timedelta, _seconds(touch_interval, "touch_interval"))
+        # A touch at most every tenth of the idle timeout keeps expiry within 10% of exact.
+        self.touch_interval = min(interval, self.idle_timeout / 10)
+        self.permanent = permanent
+        self.refresh_each_request = refresh_each_request
+        self.user_key = user_key
+        if max_size is not None and max_size < 1:
+            raise ConfigurationError("max_size must be a positive number of bytes, or None")
+        self.max_size = max_size
+        self._max_age = int(self.idle_timeout.total_seconds())
+
+    # -- per request -----------------------------------------------------------------------
+
+    def open_session(self, environ: WSGIEnvironment) -> Session:
+        """A lazy session for this request: nothing is parsed or loaded until it is used."""
+        binding = _Binding(environ.get("HTTP_COOKIE", ""), environ.get("wsgi.url_scheme", "http"))
+        session = Session(lambda: self._load(binding, session), permanent=self.permanent)
+        session._binding = binding  # type: ignore[attr-defined]
+        return session
+
+    def _resolve(self, binding: _Binding) -> None:
+        if binding.parsed:
+            return
+        binding.parsed = True
+        if not binding.cookie_header:
+            return
+        value = self.cookie.read(binding.cookie_header)
+        if value is None:
+            binding.cookie_sent = self.cookie.name in binding.cookie_header
+            return
+        binding.cookie_sent = True
+        verified = self.signer.unsign(value)
+        if verified is not None:
+            binding.session_id, binding.resign = verified
+
+    def _load(self, binding: _Binding, session: Session) -> Optional[dict[str, Any]]:
+        self._resolve(binding)
+        if binding.session_id is None:
+            return None
+        row = self.store.load(hash_session_id(binding.session_id), self.touch_interval)
+        if row is None:
+            binding.session_id = None  # no live row: this id is never used again
+            return None
+        binding.touch_due = row.touch_due
+        session._id = binding.session_id
+        return row.data
+
+    def commit(self, session: Session) -> list[tuple[str, str]]:
+        """Save ``session`` and return the headers the response needs (Set-Cookie, Vary)."""
+        if not session.accessed:
+            return []
+        binding: _Binding = session._binding  # type: ignore[attr-defined]
+        self._resolve(binding)
+        headers = [("Vary", "Cookie")]
+        cookie = self._save(session, binding)
+        if cookie is not None:
+            headers.append(("Set-Cookie", cookie))
+        return headers
+
+    def _save(self, session: Session, binding: _Binding) -> Optional[str]:
+        """Write what changed; return a Set-Cookie value, if the cookie must change."""
+        old_id = binding.session_id
+        if session._invalidated and old_id is not None:
+            self.store.delete(hash_session_id(old_id))
+            old_id = binding.session_id = None
+        changes = session.changes(self.max_size)
+        if changes.empty:
+            if old_id is not None and session._row_found is not False:
+                self.store.delete(hash_session_id(old_id))
+            session._mark_saved(None)
+            return self.cookie.delete_header(binding.scheme) if binding.cookie_sent else None
+        if old_id is None or session._row_found is False:
+            return self._insert_new(session, binding, changes)
+        return self._update(session, binding, changes, old_id)
+
+    def _insert_new(self, session: Session, binding: _Binding, changes: Changes) -> str:
+        new_id = new_session_id()
+        data = changes.full_json if changes.full_json is not None else changes.changed_json
+        self.store.insert(hash_session_id(new_id), data, self.user_key,
+                          self.idle_timeout, self.absolute_timeout)
+        permanent = self._is_permanent(session, None)
+        binding.session_id = new_id
+        session._mark_saved(new_id)
+        return self._cookie_for(new_id, permanent, binding)
+
+    def _update(self, session: Session, binding: _Binding, changes: Changes,
+                old_id: str) -> Optional[str]:
+        old_hash = hash_session_id(old_id)
+        if not (changes.any or session._regenerate):
+            if binding.touch_due:
+                self.store.touch(old_hash, self.idle_timeout, self.absolute_timeout)
+                binding.touch_due = False
+                return self._refresh_cookie(session, binding, old_id, None)
+            if binding.resign:
+                return self._cookie_for(old_id, self._is_permanent(session, None), binding)
+            return None
+        # Row state unknown (the session was written without being read): if the row is gone,
+        # the same statement stores the written keys under a fresh id.
+        blind = session._row_found is None
+        new_id = new_session_id() if (session._regenerate or blind) else None
+        new_hash = hash_session_id(new_id) if new_id is not None else None
+        result = self.store.write(
+            old_hash, changes.changed_json, changes.removed, replace=changes.replace,
+            new_hash=new_hash if session._regenerate else None,
+            fresh_hash=new_hash if blind else None,
+            user_key=self.user_key, idle=self.idle_timeout, absolute=self.absolute_timeout,
+        )
+        if not (result.updated or result.inserted):
+            # Another request invalidated or regenerated this session meanwhile: resurrecting it
+            # would undo a logout, so this save is dropped (and the cookie left alone).
+            log.warning("session save dropped: the session was invalidated or regenerated by "
+                        "a concurrent request")
+            session._mark_saved(None)
+            return None
+        current_id = new_id if (session._regenerate or result.inserted) else old_id
+        assert current_id is not None
+        binding.session_id = current_id
+        if current_id != old_id:
+            permanent = self._is_permanent(session, result.permanent)
+            session._mark_saved(current_id)
+            return self._cookie_for(current_id, permanent, binding)
+        cookie = self._refresh_cookie(session, binding, current_id, result.permanent)
+        session._mark_saved(current_id)
+        return cookie
+
+    def _refresh_cookie(self, session: Session, binding: _Binding, session_id: str,
+                        stored_permanent: Optional[bool]) -> Optional[str]:
+        """After the expiry moved, a permanent cookie is re-sent so its Max-Age moves too."""
+        permanent = self._is_permanent(session, stored_permanent)
+        if binding.resign or (permanent and self.refresh_each_request):
+            return self._cookie_for(session_id, permanent, binding)
+        return None
+
+    def _is_permanent(self, session: Session, stored: Optional[bool]) -> bool:
+        value = session._peek("_permanent")
+        if value is None:
+            value = stored
+        return self.permanent if value is None else bool(value)
+
+    def _cookie_for(self, session_id: str, permanent: bool, binding: _Binding) -> str:
+        binding.resign = False
+        max_age = self._max_age if permanent else None
+        return self.cookie.set_header(self.signer.sign(session_id), max_age, binding.scheme)
+
+    # -- WSGI ------------------------------------------------------------------------------
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        session = self.open_session(environ)
+        environ[ENVIRON_KEY] = session
+        token = _current.set(session)
+        saved = False
+        extra_headers: list[tuple[str, str]] = []
+
+        def session_start_response(status: str, headers: list[tuple[str, str]],
+                                   exc_info: Any = None) -> Callable[[bytes], object]:
+            nonlocal saved, extra_headers
+            if not saved and session.accessed:
+                saved = True
+                extra_headers = self._commit_or_fail(session)
+            return start_response(status, list(headers) + extra_headers, exc_info)
+
+        try:
+            body = self.app(environ, session_start_response)
+        except _SaveFailed as failure:
+            _reset(token)
+            return self._error_response(start_response, failure.status)
+        except StoreUnavailable as exc:
+            _reset(token)
+            log.error("session store unavailable, answering 503: %s", exc)
+            return self._error_response(start_response, 503)
+        except BaseException:
+            _reset(token)
+            raise
+
+        def on_close() -> None:
+            try:
+                if session.accessed and session.modified:
+                    self._save_after_headers(session)
+            finally:
+                _reset(token)
+
+        return _ClosingBody(body, on_close)
+
+    def _commit_or_fail(self, session: Session) -> list[tuple[str, str]]:
+        try:
+            return self.commit(session)
+        except StoreUnavailable as exc:
+            log.error("session store unavailable, answering 503: %s", exc)
+            raise _SaveFailed(503) from None
+        except SessionError as exc:
+            log.error("session not saved, answering 500: %s", exc)
+            raise _SaveFailed(500) from None
+
+    def _save_after_headers(self, session: Session) -> None:
+        """A streaming body changed the session after the headers went out."""
+        binding: _Binding = session._binding  # type: ignore[attr-defined]
+        self._resolve(binding)
+        if binding.session_id is None or session._regenerate or session._invalidated:
+            log.warning("session changed after the response headers were sent and needs a new "
+                        "cookie, which can no longer be set; the change was not saved")
+            return
+        try:
+            self.commit(session)
+        except SessionError as exc:
+            log.error("session change made while streaming was not saved: %s", exc)
+
+    def _error_response(self, start_response: StartResponse, status: int) -> list[bytes]:
+        body = _ERROR_BODIES[status]
+        reason = "503 Service Unavailable" if status == 503 else "500 Internal Server Error"
+        headers = [("Content-Type", "text/plain; charset=utf-8"),
+                   ("Content-Length", str(len(body)))]
+        if status == 503:
+            headers.append(("Retry-After", "5"))
+        start_response(reason, headers, _exc_info())
+        return [body]
+
+
+def _exc_info() -> Any:
+    import sys
+
+    info = sys.exc_info()
+    return info if info[0] is not None else None
+
+
+def _reset(token: Any) -> None:
+    try:
+        _current.reset(token)
+    except ValueError:  # closed from another context by an async server
+        pass
+
+
+class _ClosingBody:
+    """Passes the body through untouched and runs ``on_close`` from ``close()``."""
+
+    __slots__ = ("_body", "_on_close")
+
+    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
+        self._body = body
+        self._on_close = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._on_close()

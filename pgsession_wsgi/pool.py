@@ -1,0 +1,164 @@
+"""A small, bounded, blocking pool of psycopg2 connections.
+
+Why not ``psycopg2.pool``: it raises at once when empty instead of waiting, it does not notice
+dead connections, and it hands a forked child the parent's sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from .errors import StoreUnavailable
+
+__all__ = ["ConnectionPool"]
+
+Connection = psycopg2.extensions.connection
+
+_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
+# Connections a forked child inherited. Closing them would end the parent's sessions on the
+# server, so the child only keeps them referenced and never touches them.
+_inherited: list[Connection] = []
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_pools):
+        pool._forget_inherited()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _is_dead(conn: Connection) -> bool:
+    """True if an idle connection has been closed by the server (restart, pg_terminate_backend).
+
+    An idle connection has nothing to read; if its socket is readable, the server has sent an
+    error and closed it. This costs one system call and no round trip.
+    """
+    if conn.closed:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, psycopg2.Error):
+        return True
+
+
+class ConnectionPool:
+    """Hands out autocommit connections, at most ``max_connections`` at once."""
+
+    def __init__(self, connect_kwargs: dict[str, Any], max_connections: int, timeout: float) -> None:
+        self._connect_kwargs = connect_kwargs
+        self.max_connections = max_connections
+        self.timeout = timeout
+        self._cond = threading.Condition()
+        self._idle: list[Connection] = []
+        self._open = 0
+        self._closed = False
+        _pools.add(self)
+
+    def _forget_inherited(self) -> None:
+        _inherited.extend(self._idle)
+        self._idle = []
+        self._open = 0
+        self._cond = threading.Condition()
+
+    def _connect(self) -> Connection:
+        try:
+            conn = psycopg2.connect(**self._connect_kwargs)
+        except psycopg2.OperationalError as exc:
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL ({_first_line(exc)}); check that the server is "
+                "running and the DSN is right"
+            ) from None
+        conn.autocommit = True
+        return conn
+
+    def _acquire(self) -> Connection:
+        deadline = time.monotonic() + self.timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise StoreUnavailable("the session store was closed; create a new PostgresStore")
+                while self._idle:
+                    conn = self._idle.pop()
+                    if not _is_dead(conn):
+                        return conn
+                    self._discard_locked(conn)
+                if self._open < self.max_connections:
+                    self._open += 1
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StoreUnavailable(
+                        f"no database connection became free within pool_timeout={self.timeout}s "
+                        f"(max_connections={self.max_connections}); raise max_connections or "
+                        "look for slow queries"
+                    )
+                self._cond.wait(remaining)
+        try:
+            return self._connect()
+        except BaseException:
+            with self._cond:
+                self._open -= 1
+                self._cond.notify()
+            raise
+
+    def _discard_locked(self, conn: Connection) -> None:
+        self._open -= 1
+        try:
+            conn.close()
+        except psycopg2.Error:
+            pass
+
+    def _release(self, conn: Connection, broken: bool) -> None:
+        with self._cond:
+            if broken or conn.closed or self._closed:
+                self._discard_locked(conn)
+            elif conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                # Left inside a transaction by an error mid-way: never reuse that state.
+                self._discard_locked(conn)
+            else:
+                self._idle.append(conn)
+            self._cond.notify()
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """Borrow a connection; it goes back to the pool unless it broke."""
+        conn = self._acquire()
+        broken = False
+        try:
+            yield conn
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            broken = bool(conn.closed)
+            raise
+        finally:
+            self._release(conn, broken)
+
+    def connect_unpooled(self) -> Connection:
+        """A connection outside the pool, for work that must never make a request wait."""
+        return self._connect()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            for conn in idle:
+                self._discard_locked(conn)
+            self._cond.notify_all()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

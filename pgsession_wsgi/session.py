@@ -1,0 +1,246 @@
+"""``Session``: the dict an app sees, which loads itself lazily and knows what changed.
+
+Change detection compares each value's encoded form with what was loaded, so a nested change
+(``session["cart"].append(x)``) is saved without ``modified = True``, and a request that only
+reads is never written back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .codec import decode_value, dumps, encode_value, same
+from .errors import SessionError, SessionTooLarge
+
+__all__ = ["Session"]
+
+_MISSING = object()
+#: Keys that alone do not make a session worth storing (Flask writes ``_permanent`` eagerly).
+META_KEYS = frozenset({"_permanent"})
+
+Loader = Callable[[], Optional[dict[str, Any]]]
+
+
+@dataclass
+class Changes:
+    """What a save must send: changed keys as JSON text, removed keys, or a whole replacement."""
+
+    changed_json: str
+    changed_keys: list[str]
+    removed: list[str]
+    replace: bool
+    full_json: Optional[str]  # the whole session, when it is fully known (a loaded session)
+    empty: bool
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.changed_keys or self.removed or self.replace)
+
+
+class Session(MutableMapping[str, Any]):
+    """A server-side session: a mutable mapping of str keys to storable values.
+
+    ``new``: no stored session existed for this request (or it expired).
+    ``modified``: a save would write something.
+    ``accessed``: the app read or wrote the session; only then is the database touched.
+    ``permanent``: the cookie outlives the browser (``Max-Age``); stored as ``_permanent``.
+    """
+
+    def __init__(self, loader: Optional[Loader] = None, *, permanent: bool = True,
+                 session_id: Optional[str] = None) -> None:
+        self._loader = loader
+        self._default_permanent = permanent
+        self._data: dict[str, Any] = {}
+        self._raw: dict[str, Any] = {}
+        self._loaded = loader is None
+        self._row_found: Optional[bool] = None if loader is not None else False
+        self._assigned: set[str] = set()
+        self._cleared = False
+        self._regenerate = False
+        self._invalidated = False
+        self._id = session_id
+        self.accessed = False
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        raw = self._loader() if self._loader is not None else None
+        self._row_found = raw is not None
+        raw = raw or {}
+        try:
+            decoded = {key: decode_value(value) for key, value in raw.items()}
+        except (ValueError, TypeError, KeyError) as exc:
+            raise SessionError(
+                f"a stored session could not be decoded ({exc}); its row was written by something "
+                "other than pgsession-wsgi: delete the row or fix the writer"
+            ) from None
+        decoded.update(self._data)  # writes made before the load win
+        self._raw = raw
+        self._data = decoded
+        self._loaded = True
+
+    def _ensure_loaded(self) -> dict[str, Any]:
+        self.accessed = True
+        if not self._loaded:
+            self._load()
+        return self._data
+
+    # -- the mapping -----------------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self._ensure_loaded()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if type(key) is not str:
+            raise TypeError(f"session keys must be str, not {type(key).__name__}")
+        self.accessed = True
+        self._data[key] = value
+        self._assigned.add(key)
+
+    def __delitem__(self, key: str) -> None:
+        del self._ensure_loaded()[key]
+        self._assigned.discard(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._ensure_loaded()))
+
+    def __len__(self) -> int:
+        return len(self._ensure_loaded())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._ensure_loaded()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Session):
+            return self._ensure_loaded() == other._ensure_loaded()
+        if isinstance(other, dict):
+            return self._ensure_loaded() == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def clear(self) -> None:
+        """Empty the session; the next save replaces the stored value as a whole."""
+        self.accessed = True
+        self._data = {}
+        self._raw = {}
+        self._assigned.clear()
+        self._loaded = True
+        self._cleared = True
+
+    def __repr__(self) -> str:
+        if not self._loaded:
+            return "<Session (not loaded)>"
+        return f"<Session {sorted(self._data)!r}{' new' if self._row_found is False else ''}>"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def id(self) -> Optional[str]:
+        """The live session's id, None for a session not stored yet. A secret: never log it."""
+        if self._id is None and not self._loaded:
+            self._ensure_loaded()
+        return self._id
+
+    def _peek(self, key: str) -> Any:
+        """A value already in memory, without loading (None if absent)."""
+        return self._data.get(key)
+
+    @property
+    def new(self) -> bool:
+        self._ensure_loaded()
+        return not self._row_found
+
+    @property
+    def permanent(self) -> bool:
+        return bool(self.get("_permanent", self._default_permanent))
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        if self.permanent != bool(value):
+            self["_permanent"] = bool(value)
+
+    @property
+    def modified(self) -> bool:
+        if not self.accessed:
+            return False
+        return self._regenerate or self._invalidated or self.changes(max_size=None).any
+
+    def regenerate(self) -> None:
+        """Keep the data under a new id (call at login and on privilege changes)."""
+        self.accessed = True
+        self._regenerate = True
+
+    def invalidate(self) -> None:
+        """Delete the stored session, empty this one and expire its cookie (logout)."""
+        self.clear()
+        self._cleared = False
+        self._invalidated = True
+        self._regenerate = False
+
+    # -- for the middleware ----------------------------------------------------------------
+
+    def changes(self, max_size: Optional[int]) -> Changes:
+        """Encode what changed since the load; raise ``SessionError`` naming a bad key."""
+        encoded: dict[str, str] = {}
+        if self._loaded:
+            changed: list[str] = []
+            for key, value in self._data.items():
+                enc = _encode(key, value)
+                encoded[key] = dumps(enc)
+                if key in self._assigned or not same(enc, self._raw.get(key, _MISSING)):
+                    changed.append(key)
+            removed = [] if self._cleared else [k for k in self._raw if k not in self._data]
+        else:
+            changed = list(self._data)
+            for key in changed:
+                encoded[key] = dumps(_encode(key, self._data[key]))
+            removed = []
+        sizes = {key: len(text) + len(key) + 4 for key, text in encoded.items()}
+        if max_size is not None:
+            size = sum(sizes.values()) + 2
+            if size > max_size:
+                raise SessionTooLarge(size, max_size)
+        full = _object_json(encoded, list(encoded)) if self._loaded else None
+        empty = self._loaded and all(key in META_KEYS for key in self._data)
+        return Changes(
+            changed_json=_object_json(encoded, changed),
+            changed_keys=changed,
+            removed=removed,
+            replace=self._cleared,
+            full_json=full,
+            empty=empty,
+            sizes=sizes,
+        )
+
+    def _mark_saved(self, session_id: Optional[str]) -> None:
+        """Make the state just written the new baseline (for saves after the headers)."""
+        self._id = session_id
+        self._regenerate = self._invalidated = self._cleared = False
+        self._assigned.clear()
+        if self._loaded and session_id is not None:
+            self._raw = {key: encode_value(value) for key, value in self._data.items()}
+            self._row_found = True
+        elif self._loaded:
+            self._raw = {}
+            self._row_found = False
+        else:
+            self._data = {}
+
+
+def _encode(key: str, value: Any) -> Any:
+    try:
+        return encode_value(value)
+    except (TypeError, ValueError) as exc:
+        raise SessionError(
+            f"the session value under key {key!r} cannot be stored: {exc}. Store plain data "
+            "(str, int, float, bool, None, list, dict, tuple, datetime, date, time, bytes, UUID, "
+            "Decimal, Markup) instead"
+        ) from None
+
+
+def _object_json(encoded: dict[str, str], keys: list[str]) -> str:
+    return "{" + ",".join(f"{dumps(key)}:{encoded[key]}" for key in keys) + "}"

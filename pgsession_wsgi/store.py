@@ -1,0 +1,512 @@
+"""``PostgresStore``: every SQL statement pgsession-wsgi sends, and the pool they go through.
+
+Each request-path statement is a single autocommit statement that touches one row by its primary
+key and filters ``expires_at > now()``, so an expired row is never served whether or not it has
+been purged yet, and the store works unchanged behind PgBouncer in transaction mode.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import math
+import os
+import re
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Optional, TypeVar
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+
+from .errors import ConfigurationError, SessionError, StoreUnavailable
+from .pool import ConnectionPool, _first_line
+
+__all__ = ["PostgresStore", "SessionInfo", "LoadedRow", "WriteResult"]
+
+log = logging.getLogger("pgsession_wsgi")
+
+T = TypeVar("T")
+Cursor = psycopg2.extensions.cursor
+
+_DRIVER_SUFFIX = re.compile(r"^(postgres(?:ql)?)\+[a-z0-9_]+://", re.IGNORECASE)
+
+
+def normalize_dsn(dsn: str) -> str:
+    """Accept SQLAlchemy-style URLs (``postgresql+psycopg2://``) and reject non-PostgreSQL ones."""
+    if not isinstance(dsn, str) or not dsn.strip():
+        raise ConfigurationError("the DSN is empty: pass a PostgreSQL URL such as postgresql://user@host/db")
+    dsn = _DRIVER_SUFFIX.sub(lambda m: m.group(1) + "://", dsn.strip())
+    scheme = re.match(r"^([a-z][a-z0-9+.-]*)://", dsn, re.IGNORECASE)
+    if scheme and scheme.group(1).lower() not in ("postgres", "postgresql"):
+        raise ConfigurationError(
+            f"the DSN is a {scheme.group(1)}:// URL; pgsession-wsgi needs PostgreSQL: "
+            "postgresql://user:password@host:5432/dbname"
+        )
+    try:
+        psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        # The parser's message may quote the DSN, password included, so it is not repeated here.
+        raise ConfigurationError(
+            "the DSN cannot be parsed: use postgresql://user:password@host:5432/dbname "
+            "or 'host=... dbname=... user=...'"
+        ) from None
+    return dsn
+
+
+def quote_identifier(name: str, what: str) -> str:
+    """Quote a table or schema name the way PostgreSQL does, so any name is data, never SQL."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ConfigurationError(f"the {what} name must be a non-empty string without NUL characters")
+    if len(name.encode("utf-8")) > 63:
+        raise ConfigurationError(
+            f"the {what} name {name!r} is longer than PostgreSQL's 63-byte limit: choose a shorter one"
+        )
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One live session of a user, for a "your devices" page; never carries the session id."""
+
+    id_hash: str
+    created_at: datetime
+    accessed_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class LoadedRow:
+    data: dict[str, Any]
+    touch_due: bool
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    updated: bool
+    inserted: bool
+    permanent: Optional[bool]
+
+
+class PostgresStore:
+    """Sessions in one PostgreSQL table, keyed by the SHA-256 of their id.
+
+    :param dsn: a libpq connection string or ``postgresql://`` URL.
+    :param table: table name; quoted as an identifier, so any name is safe.
+    :param schema: schema holding the table; created if missing.
+    :param max_connections: pool size per process.
+    :param pool_timeout: seconds a request waits for a free connection before
+        :class:`StoreUnavailable`.
+    :param connect_timeout: seconds to wait for a new connection.
+    :param statement_timeout: seconds any one statement may run (sent as a startup option).
+    :param create_table: create the schema, table and indexes on first use.
+    :param purge_interval: seconds between background purges of expired rows; None for none.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        table: str = "pgsession",
+        schema: str = "public",
+        *,
+        max_connections: int = 10,
+        pool_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        statement_timeout: Optional[float] = 5.0,
+        create_table: bool = True,
+        purge_interval: Optional[float] = 300,
+    ) -> None:
+        dsn = normalize_dsn(dsn)
+        if max_connections < 1:
+            raise ConfigurationError("max_connections must be at least 1")
+        if pool_timeout <= 0 or connect_timeout <= 0:
+            raise ConfigurationError("pool_timeout and connect_timeout must be positive numbers of seconds")
+        if purge_interval is not None and purge_interval <= 0:
+            raise ConfigurationError("purge_interval must be a positive number of seconds, or None")
+        self.table = table
+        self.schema = schema
+        self.statement_timeout = statement_timeout
+        self.purge_interval = purge_interval
+        self._create_table = create_table
+        self._qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
+        self._lock_key = int.from_bytes(
+            hashlib.sha256(f"pgsession-wsgi:{schema}.{table}".encode()).digest()[:8], "big", signed=True
+        )
+        connect_kwargs: dict[str, Any] = {
+            "dsn": dsn,
+            # libpq takes whole seconds and treats 1 as 2.
+            "connect_timeout": max(2, math.ceil(connect_timeout)),
+            "application_name": "pgsession-wsgi",
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
+        if statement_timeout:
+            connect_kwargs["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
+        self._pool = ConnectionPool(connect_kwargs, max_connections, pool_timeout)
+        self._sql = _Statements(self._qualified, table)
+        self._ready_pid: Optional[int] = None
+        self._ready_lock = threading.Lock()
+        self._purger: Optional[_Purger] = None
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self._qualified}>"
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def ddl(self) -> str:
+        """The statements that create the table and its indexes, for a DBA to run by hand."""
+        return ";\n".join(self._sql.create) + ";\n"
+
+    def create_table(self) -> None:
+        """Create schema, table and indexes if missing; safe when many processes start at once.
+
+        ``CREATE ... IF NOT EXISTS`` alone races in PostgreSQL (a concurrent create fails on a
+        catalog unique index), so the statements run under a transaction-scoped advisory lock.
+        """
+        def create(cur: Cursor) -> None:
+            cur.execute("BEGIN")
+            try:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+                cur.execute("SELECT to_regnamespace(%s) IS NULL", (quote_identifier(self.schema, "schema"),))
+                missing_schema = cur.fetchone()[0]
+                statements = self._sql.create if missing_schema else self._sql.create[1:]
+                for statement in statements:
+                    cur.execute(statement)
+                cur.execute("COMMIT")
+            except BaseException:
+                if not cur.connection.closed:
+                    cur.execute("ROLLBACK")
+                raise
+            self._check_layout(cur)
+
+        self._run(create, retry=True, setup=True)
+
+    def _check_layout(self, cur: Cursor) -> None:
+        cur.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+            (self._qualified,),
+        )
+        columns = dict(cur.fetchall())
+        if all(columns.get(name) == kind for name, kind in _EXPECTED_COLUMNS.items()):
+            return
+        if {"session_id", "data", "expiry"} <= columns.keys():
+            raise ConfigurationError(
+                f"the table {self._qualified} has the flask-pg-session layout; convert it once with "
+                f"`pgsession-wsgi migrate-flask-pg-session --dsn ... --table {self.table} "
+                f"--schema {self.schema}` (the old table is kept, renamed)"
+            )
+        raise ConfigurationError(
+            f"the table {self._qualified} exists but is not a pgsession-wsgi table (columns: "
+            f"{', '.join(sorted(columns))}); choose another table name or schema"
+        )
+
+    def _ensure_ready(self) -> None:
+        pid = os.getpid()
+        if self._ready_pid == pid:
+            return
+        with self._ready_lock:
+            if self._ready_pid == pid:
+                return
+            if self._create_table:
+                self.create_table()
+            if self.purge_interval is not None:
+                self._purger = _Purger(self, self.purge_interval)
+                self._purger.start()
+            self._ready_pid = pid
+
+    # -- running statements ----------------------------------------------------------------
+
+    def _run(self, work: Callable[[Cursor], T], *, retry: bool, setup: bool = False) -> T:
+        """Run ``work`` on a pooled connection, turning database trouble into clear errors.
+
+        ``retry`` is for statements that are safe to repeat (reads, idempotent writes): they get
+        one more try on a fresh connection when the first one turns out to be broken.
+        """
+        if not setup:
+            self._ensure_ready()
+        attempts = 2 if retry else 1
+        for attempt in range(attempts):
+            try:
+                with self._pool.connection() as conn, conn.cursor() as cur:
+                    return work(cur)
+            except psycopg2.errors.QueryCanceled:
+                raise StoreUnavailable(
+                    f"a session statement ran longer than statement_timeout={self.statement_timeout}s; "
+                    "check the database load, or raise statement_timeout"
+                ) from None
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                if attempt + 1 < attempts:
+                    continue
+                raise StoreUnavailable(
+                    f"lost the connection to PostgreSQL ({_first_line(exc)}); it is retried on the "
+                    "next request"
+                ) from None
+            except psycopg2.errors.UndefinedTable:
+                raise SessionError(
+                    f"the session table {self._qualified} does not exist: create it with "
+                    "`pgsession-wsgi init` or PostgresStore(create_table=True)"
+                ) from None
+            except psycopg2.Error as exc:
+                raise SessionError(f"the session store failed: {_first_line(exc)}") from None
+        raise AssertionError("unreachable")
+
+    # -- the request path ------------------------------------------------------------------
+
+    def load(self, id_hash: bytes, touch_interval: timedelta) -> Optional[LoadedRow]:
+        """The live row for ``id_hash``, or None."""
+        def select(cur: Cursor) -> Optional[LoadedRow]:
+            cur.execute(self._sql.load, {"id": id_hash, "touch": touch_interval})
+            row = cur.fetchone()
+            return None if row is None else LoadedRow(row[0], row[1])
+
+        return self._run(select, retry=True)
+
+    def insert(
+        self, id_hash: bytes, data_json: str, user_key: Optional[str],
+        idle: timedelta, absolute: Optional[timedelta],
+    ) -> None:
+        """Store a new session."""
+        params = {"id": id_hash, "data": data_json, "user_key": user_key, "idle": idle, "absolute": absolute}
+        self._run(lambda cur: cur.execute(self._sql.insert, params), retry=False)
+
+    def write(
+        self, id_hash: bytes, changed_json: str, removed: Sequence[str], *, replace: bool,
+        new_hash: Optional[bytes], fresh_hash: Optional[bytes], user_key: Optional[str],
+        idle: timedelta, absolute: Optional[timedelta],
+    ) -> WriteResult:
+        """Merge changed keys into a live row (moving it to ``new_hash`` if given).
+
+        When no live row matches and ``fresh_hash`` is given, the changes become a new row there,
+        in the same statement.
+        """
+        params = {
+            "id": id_hash, "new_id": new_hash, "fresh_id": fresh_hash, "changed": changed_json,
+            "removed": list(removed), "replace": replace, "user_key": user_key,
+            "idle": idle, "absolute": absolute,
+        }
+
+        def execute(cur: Cursor) -> WriteResult:
+            cur.execute(self._sql.write, params)
+            updated, inserted, permanent = cur.fetchone()
+            return WriteResult(bool(updated), bool(inserted), permanent if isinstance(permanent, bool) else None)
+
+        return self._run(execute, retry=False)
+
+    def touch(self, id_hash: bytes, idle: timedelta, absolute: Optional[timedelta]) -> bool:
+        """Push a live row's expiry forward without rewriting its data."""
+        def execute(cur: Cursor) -> bool:
+            cur.execute(self._sql.touch, {"id": id_hash, "idle": idle, "absolute": absolute})
+            return bool(cur.rowcount)
+
+        return self._run(execute, retry=True)
+
+    def delete(self, id_hash: bytes) -> bool:
+        """Remove a session; true if a row was there."""
+        def execute(cur: Cursor) -> bool:
+            cur.execute(self._sql.delete, {"id": id_hash})
+            return bool(cur.rowcount)
+
+        return self._run(execute, retry=True)
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    def purge_expired(self, batch_size: int = 1000) -> int:
+        """Delete expired rows in batches of ``batch_size``; returns how many went.
+
+        Each batch is one short statement that skips rows other transactions hold, so requests
+        never wait on it. Batches take a transaction-scoped advisory lock: while another process
+        is purging, this call stops early (and may return 0).
+        """
+        if batch_size < 1:
+            raise ConfigurationError("batch_size must be at least 1")
+        return self._run(lambda cur: self._purge_batches(cur, batch_size), retry=True)
+
+    def _purge_batches(self, cur: Cursor, batch_size: int) -> int:
+        total = 0
+        while True:
+            cur.execute(self._sql.purge, {"lock": self._lock_key, "limit": batch_size})
+            total += cur.rowcount
+            if cur.rowcount < batch_size:
+                return total
+
+    def sessions_for_user(self, user_id: Any) -> list[SessionInfo]:
+        """The live sessions whose ``user_key`` value is ``user_id``, most recently used first."""
+        def select(cur: Cursor) -> list[SessionInfo]:
+            cur.execute(self._sql.for_user, {"user_id": str(user_id)})
+            return [SessionInfo(*row) for row in cur.fetchall()]
+
+        return self._run(select, retry=True)
+
+    def revoke_user(self, user_id: Any, keep: Any = None) -> int:
+        """Delete every session of ``user_id`` ("log out everywhere"), except ``keep``.
+
+        ``keep`` is a :class:`Session` or a session id, typically the current request's session.
+        """
+        keep_hash = None
+        if keep is not None:
+            from .cookies import hash_session_id
+
+            keep_id = keep if isinstance(keep, str) else getattr(keep, "id", None)
+            keep_hash = hash_session_id(keep_id) if keep_id else None
+
+        def execute(cur: Cursor) -> int:
+            cur.execute(self._sql.revoke, {"user_id": str(user_id), "keep": keep_hash})
+            return int(cur.rowcount)
+
+        return self._run(execute, retry=True)
+
+    def stats(self) -> dict[str, int]:
+        """Counts of live and expired rows and the table's size on disk, in bytes."""
+        def select(cur: Cursor) -> dict[str, int]:
+            cur.execute(self._sql.stats)
+            live, expired, users, size = cur.fetchone()
+            return {"live": live, "expired": expired, "users": users, "total_bytes": size}
+
+        return self._run(select, retry=True)
+
+    def close(self) -> None:
+        """Stop the purge thread and close pooled connections."""
+        if self._purger is not None:
+            self._purger.stop()
+        self._pool.close()
+
+
+_EXPECTED_COLUMNS = {
+    "id": "bytea",
+    "data": "jsonb",
+    "user_id": "text",
+    "created_at": "timestamp with time zone",
+    "accessed_at": "timestamp with time zone",
+    "expires_at": "timestamp with time zone",
+}
+
+# Expiry is the earlier of the idle and the absolute limit; LEAST ignores a NULL absolute limit.
+_EXPIRY = "LEAST(now() + %(idle)s, created_at + %(absolute)s)"
+_MERGED = (
+    "(CASE WHEN %(replace)s THEN '{}'::jsonb ELSE data - %(removed)s::text[] END"
+    " || %(changed)s::jsonb)"
+)
+
+
+class _Statements:
+    """The SQL text, built once per store with the quoted table name."""
+
+    def __init__(self, qualified: str, table: str) -> None:
+        t = qualified
+        index_base = table[:40]
+        schema_part = qualified.rsplit(".", 1)[0]
+        self.create = [
+            f"CREATE SCHEMA IF NOT EXISTS {schema_part}",
+            f"CREATE TABLE IF NOT EXISTS {t} (\n"
+            "    id          bytea        PRIMARY KEY,\n"
+            "    data        jsonb        NOT NULL,\n"
+            "    user_id     text,\n"
+            "    created_at  timestamptz  NOT NULL DEFAULT now(),\n"
+            "    accessed_at timestamptz  NOT NULL DEFAULT now(),\n"
+            "    expires_at  timestamptz  NOT NULL\n"
+            ") WITH (fillfactor = 90)",
+            f"CREATE INDEX IF NOT EXISTS {_quote(index_base + '_expires_at_idx')} ON {t} (expires_at)",
+            f"CREATE INDEX IF NOT EXISTS {_quote(index_base + '_user_id_idx')} ON {t} (user_id)"
+            " WHERE user_id IS NOT NULL",
+        ]
+        self.load = (
+            f"SELECT data, accessed_at < now() - %(touch)s FROM {t}"
+            " WHERE id = %(id)s AND expires_at > now()"
+        )
+        self.insert = (
+            f"INSERT INTO {t} (id, data, user_id, expires_at) VALUES"
+            " (%(id)s, %(data)s::jsonb, %(data)s::jsonb ->> %(user_key)s,"
+            " now() + LEAST(%(idle)s, %(absolute)s))"
+        )
+        self.write = (
+            f"WITH updated AS (UPDATE {t} SET id = COALESCE(%(new_id)s, id), data = {_MERGED},"
+            f" user_id = {_MERGED} ->> %(user_key)s, accessed_at = now(), expires_at = {_EXPIRY}"
+            " WHERE id = %(id)s AND expires_at > now() RETURNING data -> '_permanent' AS permanent),"
+            f" inserted AS (INSERT INTO {t} (id, data, user_id, expires_at)"
+            " SELECT %(fresh_id)s, %(changed)s::jsonb, %(changed)s::jsonb ->> %(user_key)s,"
+            " now() + LEAST(%(idle)s, %(absolute)s)"
+            " WHERE %(fresh_id)s IS NOT NULL AND NOT EXISTS (SELECT 1 FROM updated) RETURNING 1)"
+            " SELECT EXISTS (SELECT 1 FROM updated), EXISTS (SELECT 1 FROM inserted),"
+            " (SELECT permanent FROM updated)"
+        )
+        self.touch = (
+            f"UPDATE {t} SET accessed_at = now(), expires_at = {_EXPIRY}"
+            " WHERE id = %(id)s AND expires_at > now()"
+        )
+        self.delete = f"DELETE FROM {t} WHERE id = %(id)s"
+        self.purge = (
+            "WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%(lock)s) AS acquired)"
+            f" DELETE FROM {t} WHERE id IN (SELECT s.id FROM {t} s, lock WHERE lock.acquired"
+            " AND s.expires_at <= now() ORDER BY s.expires_at LIMIT %(limit)s FOR UPDATE OF s SKIP LOCKED)"
+        )
+        self.for_user = (
+            f"SELECT encode(id, 'hex'), created_at, accessed_at, expires_at FROM {t}"
+            " WHERE user_id = %(user_id)s AND expires_at > now() ORDER BY accessed_at DESC"
+        )
+        self.revoke = (
+            f"DELETE FROM {t} WHERE user_id = %(user_id)s AND id IS DISTINCT FROM %(keep)s"
+        )
+        self.stats = (
+            "SELECT count(*) FILTER (WHERE expires_at > now()),"
+            " count(*) FILTER (WHERE expires_at <= now()),"
+            " count(DISTINCT user_id) FILTER (WHERE expires_at > now()),"
+            f" pg_total_relation_size(to_regclass(%(name)s)) FROM {t}"
+        ).replace("%(name)s", _literal(qualified))
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class _Purger(threading.Thread):
+    """Background purge loop; one per process, restarted in forked children by the store."""
+
+    def __init__(self, store: PostgresStore, interval: float) -> None:
+        super().__init__(name="pgsession-purge", daemon=True)
+        self._store = weakref.ref(store)
+        self._interval = interval
+        self._stopped = threading.Event()
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=5)
+
+    def run(self) -> None:
+        # A connection of its own, outside the pool, so a purge never makes a request wait.
+        conn: Optional[psycopg2.extensions.connection] = None
+        failing = False
+        while not self._stopped.wait(self._interval):
+            store = self._store()
+            if store is None:
+                break
+            try:
+                if conn is None or conn.closed:
+                    conn = store._pool.connect_unpooled()
+                with conn.cursor() as cur:
+                    removed = store._purge_batches(cur, 1000)
+                if removed:
+                    log.info("purged %d expired sessions from %s", removed, store._qualified)
+                failing = False
+            except (SessionError, psycopg2.Error) as exc:
+                if conn is not None and not conn.closed and isinstance(exc, psycopg2.Error):
+                    conn.close()
+                if not failing:
+                    log.warning("purging expired sessions failed, will retry: %s", _first_line(exc))
+                failing = True
+            del store
+        if conn is not None and not conn.closed:
+            conn.close()

@@ -1,0 +1,369 @@
+"""The restricted unpickler for flask-pg-session rows: what it rebuilds, what it refuses.
+
+The database test drives the real flask-pg-session 0.1.0 under Flask's test client, so the
+rows read back are exactly what a deployed app left behind.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import decimal
+import os
+import pickle
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from markupsafe import Markup
+
+from pgsession_wsgi.errors import SessionError
+from pgsession_wsgi.legacy import (
+    LegacyDataError,
+    LegacyRow,
+    UnsafePickleError,
+    is_legacy_table,
+    read_legacy_rows,
+    restricted_loads,
+)
+
+PROTOCOLS = [2, 3, 4, 5]
+DSN = os.environ.get("PGSESSION_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _every_allowed_type() -> dict[str, Any]:
+    """A session-like dict holding each allowed type, nested in each allowed container."""
+    utc_plus_2 = dt.timezone(dt.timedelta(hours=2), "CEST")
+    leaf: dict[str, Any] = {
+        "str": "héllo ✓",
+        "empty_str": "",
+        "bytes": b"\x00\xffraw",
+        "empty_bytes": b"",
+        "int": -(2**70),
+        "float": 1.25,
+        "true": True,
+        "false": False,
+        "none": None,
+        "naive": dt.datetime(2024, 2, 29, 23, 59, 59, 999999),
+        "aware": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+        "named_tz": dt.datetime(2024, 6, 1, 12, 0, tzinfo=utc_plus_2),
+        "date": dt.date(1999, 12, 31),
+        "time": dt.time(8, 30, 15, 250),
+        "aware_time": dt.time(8, 30, tzinfo=dt.timezone(dt.timedelta(minutes=-90))),
+        "timedelta": dt.timedelta(days=-3, seconds=7, microseconds=1),
+        "timezone": dt.timezone.utc,
+        "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "decimal": decimal.Decimal("-12.3400"),
+        "markup": Markup("<b>hi</b>"),
+        "empty_tuple": (),
+        "empty_list": [],
+        "empty_dict": {},
+    }
+    return {
+        **leaf,
+        "_flashes": [("message", Markup("<i>saved</i>")), ("error", "plain")],
+        "nested": {"list": [leaf, (leaf, [1, (2, {"deep": leaf})])], "tuple": (leaf,)},
+        7: "non-str key",
+    }
+
+
+def _assert_same(actual: Any, expected: Any) -> None:
+    """Equal and of exactly the same type all the way down (Markup stays Markup, tuple tuple)."""
+    assert type(actual) is type(expected), (actual, expected)
+    assert actual == expected
+    if isinstance(expected, dict):
+        for key in expected:
+            _assert_same(actual[key], expected[key])
+    elif isinstance(expected, (list, tuple)):
+        for got, want in zip(actual, expected):
+            _assert_same(got, want)
+    elif isinstance(expected, (dt.datetime, dt.time)):
+        assert actual.tzinfo == expected.tzinfo
+        assert actual.tzname() == expected.tzname()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_round_trips_every_allowed_type(protocol: int) -> None:
+    value = _every_allowed_type()
+    _assert_same(restricted_loads(pickle.dumps(value, protocol=protocol)), value)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_shared_references_are_fine(protocol: int) -> None:
+    shared = [1, 2]
+    value = restricted_loads(pickle.dumps({"a": shared, "b": shared}, protocol=protocol))
+    assert value == {"a": [1, 2], "b": [1, 2]}
+
+
+class Custom:
+    """An application class a session might have held: refused, never imported."""
+
+    def __init__(self) -> None:
+        self.x = 1
+
+
+class _Call:
+    """Pickles as a call of ``func(*args)``: the shape of every pickle exploit."""
+
+    def __init__(self, func: Any, *args: Any) -> None:
+        self.func = func
+        self.args = args
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return self.func, self.args
+
+
+def _refused(payload: bytes) -> UnsafePickleError:
+    with pytest.raises(UnsafePickleError) as info:
+        restricted_loads(payload)
+    assert isinstance(info.value, SessionError)
+    assert "the row was not converted" in str(info.value)
+    assert info.value.global_name in str(info.value)
+    return info.value
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [
+        (_Call(os.system, "true"), f"{os.system.__module__}.system"),
+        (_Call(subprocess.check_call, ["true"]), "subprocess.check_call"),
+        (_Call(builtins.eval, "1+1"), "builtins.eval"),
+        (Custom(), f"{__name__}.Custom"),
+        ({1, 2}, "builtins.set"),
+        (frozenset({1}), "builtins.frozenset"),
+        (bytearray(b"x"), "builtins.bytearray"),
+    ],
+    ids=["os.system", "subprocess", "eval", "custom", "set", "frozenset", "bytearray"],
+)
+def test_refuses_non_data(protocol: int, value: Any, name: str) -> None:
+    error = _refused(pickle.dumps({"nested": [value]}, protocol=protocol))
+    assert error.global_name == name
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_refuses_tzinfo_other_than_fixed_offsets(protocol: int) -> None:
+    zoneinfo = pytest.importorskip("zoneinfo")
+    try:
+        paris = zoneinfo.ZoneInfo("Europe/Paris")
+    except zoneinfo.ZoneInfoNotFoundError:
+        pytest.skip("no time zone database")
+    value = {"when": dt.datetime(2024, 1, 1, tzinfo=paris)}
+    # ZoneInfo pickles as getattr(ZoneInfo, "_unpickle")(key, 1): getattr is refused first.
+    name = _refused(pickle.dumps(value, protocol=protocol)).global_name
+    assert name == "builtins.getattr" or name.startswith("zoneinfo.")
+
+
+def test_refuses_os_system_by_its_portable_name() -> None:
+    # A hand-written protocol 0 exploit naming os.system (not posix.system).
+    error = _refused(b"cos\nsystem\n(S'true'\ntR.")
+    assert error.global_name == "os.system"
+
+
+def test_refuses_dotted_attribute_lookup_on_an_allowed_module() -> None:
+    # Protocol 4 STACK_GLOBAL accepts dotted names; datetime.datetime.now is not a class.
+    payload = b"\x80\x04\x8c\x08datetime\x8c\x0cdatetime.now\x93)R."
+    assert _refused(payload).global_name == "datetime.datetime.now"
+
+
+def test_refuses_codecs_encode_with_another_codec() -> None:
+    payload = b"c_codecs\nencode\n(Vx\nVrot13\ntR."
+    assert "_codecs.encode" in _refused(payload).global_name
+
+
+def test_refuses_bytes_with_arguments() -> None:
+    # bytes(10**12) would try to allocate a terabyte.
+    payload = b"c__builtin__\nbytes\n(I1000000000000\ntR."
+    assert _refused(payload).global_name == "builtins.bytes(<arguments>)"
+
+
+def test_refuses_persistent_ids() -> None:
+    assert _refused(b"\x80\x02X\x01\x00\x00\x00xQ.").global_name == "persistent_load"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_malicious_pickle_does_not_run(protocol: int, tmp_path: Path) -> None:
+    by_shell = tmp_path / "by_shell"
+    by_open = tmp_path / "by_open"
+    payload = pickle.dumps(
+        {"a": _Call(os.system, f"touch {by_shell}"), "b": _Call(builtins.open, str(by_open), "w")},
+        protocol=protocol,
+    )
+    _refused(payload)
+    assert not by_shell.exists()
+    assert not by_open.exists()
+    # The payload is a real exploit: the unrestricted loader does run it.
+    pickle.loads(payload)  # noqa: S301
+    assert by_shell.exists()
+    assert by_open.exists()
+
+
+def test_malicious_global_is_refused_before_the_module_is_imported() -> None:
+    name = "pgsession_never_imported_" + uuid.uuid4().hex
+    error = _refused(f"c{name}\nboom\n(tR.".encode())
+    assert error.global_name == f"{name}.boom"
+
+
+@pytest.mark.parametrize("payload", [b"", b"not a pickle", pickle.dumps({"a": 1})[:-3]])
+def test_corrupt_payload_is_a_legacy_data_error(payload: bytes) -> None:
+    with pytest.raises(LegacyDataError):
+        restricted_loads(payload)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cycles_are_refused(protocol: int) -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(LegacyDataError, match="cycle"):
+        restricted_loads(pickle.dumps({"loop": loop}, protocol=protocol))
+
+
+def test_uuid_with_forged_state_is_refused() -> None:
+    # NEWOBJ uuid.UUID then BUILD {"int": "x"}: UUID.__setstate__ accepts any value.
+    payload = b"\x80\x02cuuid\nUUID\n)\x81}X\x03\x00\x00\x00intX\x01\x00\x00\x00xsb."
+    with pytest.raises(LegacyDataError, match="UUID"):
+        restricted_loads(payload)
+
+
+# -- reading a real flask-pg-session table ---------------------------------------------------
+
+
+@pytest.fixture
+def pg_conn() -> Iterator[Any]:
+    try:
+        conn = psycopg2.connect(DSN, connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {DSN}: {exc}")
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def schema(pg_conn: Any) -> Iterator[str]:
+    """A throwaway schema; flask-pg-session creates it (CREATE SCHEMA IF NOT EXISTS) itself."""
+    name = f"t_{uuid.uuid4().hex}"
+    yield name
+    with pg_conn.cursor() as cur:
+        cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def test_reads_rows_written_by_real_flask_pg_session(pg_conn: Any, schema: str) -> None:
+    flask = pytest.importorskip("flask")
+    flask_pg_session = pytest.importorskip("flask_pg_session")
+    itsdangerous = pytest.importorskip("itsdangerous")
+
+    app = flask.Flask(__name__)
+    app.config.update(
+        SECRET_KEY="legacy-secret",
+        SQLALCHEMY_DATABASE_URI=DSN,
+        SESSION_PG_SCHEMA=schema,
+        SESSION_KEY_PREFIX="app:",
+        SESSION_USE_SIGNER=True,
+        SESSION_AUTODELETE_EXPIRED=False,
+    )
+    extension = flask_pg_session.FlaskPgSession(app)
+    stored = _every_allowed_type()
+    del stored[7]  # Flask's session is str-keyed; non-str keys are covered above.
+
+    @app.route("/store")
+    def store() -> str:
+        flask.session.update(stored)
+        return "ok"
+
+    @app.route("/browser-session")
+    def browser_session() -> str:
+        flask.session.permanent = False
+        flask.session["kind"] = "until the browser closes"
+        return "ok"
+
+    def cookie_of(client: Any, path: str) -> str:
+        response = client.get(path)
+        assert response.status_code == 200
+        signed = client.get_cookie("session").value
+        return str(
+            itsdangerous.Signer("legacy-secret", salt="flask-session", key_derivation="hmac")
+            .unsign(signed)
+            .decode()
+        )
+
+    try:
+        live_ids = [cookie_of(app.test_client(), "/store") for _ in range(3)]
+        browser_id = cookie_of(app.test_client(), "/browser-session")
+        app.config["PERMANENT_SESSION_LIFETIME"] = dt.timedelta(seconds=-60)
+        expired_id = cookie_of(app.test_client(), "/store")
+    finally:
+        extension.pool.closeall()
+
+    table = "flask_sessions"
+    with pg_conn.cursor() as cur:
+        target = f'"{schema}".{table}'
+        cur.execute(f"SELECT count(*) FROM {target} WHERE session_id = %s", ("app:" + expired_id,))
+        assert cur.fetchone()[0] == 1  # written, but expired
+        # Rows flask-pg-session would not write itself: an exploit, a non-dict, other prefix.
+        evil = pickle.dumps({"x": _Call(os.system, "true")}, protocol=4)
+        cur.execute(
+            f"INSERT INTO {target} (session_id, data, expiry) VALUES"
+            " ('app:evil', %s, now() AT TIME ZONE 'UTC' + interval '1 day'),"
+            " ('app:list', %s, now() AT TIME ZONE 'UTC' + interval '1 day'),"
+            " ('other:x', %s, now() AT TIME ZONE 'UTC' + interval '1 day')",
+            (evil, pickle.dumps([1]), pickle.dumps({"a": 1})),
+        )
+
+    assert is_legacy_table(pg_conn, table, schema)
+    rows = {
+        row.session_id: row
+        for row in read_legacy_rows(pg_conn, table, schema, key_prefix="app:", batch_size=2)
+    }
+    assert set(rows) == {*live_ids, browser_id, "evil", "list"}
+
+    before = dt.datetime.now(dt.timezone.utc)
+    for session_id in live_ids:
+        row = rows[session_id]
+        assert isinstance(row, LegacyRow)
+        assert row.error is None
+        expected = dict(stored, _permanent=True)  # Flask's SessionMixin keeps this key
+        _assert_same(row.data, expected)
+        assert row.expiry is not None and row.expiry.tzinfo is dt.timezone.utc
+        assert dt.timedelta(days=30) < row.expiry - before <= dt.timedelta(days=31)
+        assert row.created is not None and abs(row.created - before) < dt.timedelta(minutes=5)
+
+    browser = rows[browser_id]
+    assert browser.data == {"kind": "until the browser closes", "_permanent": False}
+    assert browser.expiry is None
+
+    assert rows["evil"].data is None
+    assert "posix.system" in (rows["evil"].error or "") or "os.system" in (rows["evil"].error or "")
+    assert rows["list"].data is None and "not a dict" in (rows["list"].error or "")
+
+    everything = list(read_legacy_rows(pg_conn, table, schema))
+    assert {row.session_id for row in everything} == {
+        *("app:" + i for i in live_ids),
+        "app:" + browser_id,
+        "app:evil",
+        "app:list",
+        "other:x",
+    }
+
+
+def test_is_legacy_table_tells_tables_apart(pg_conn: Any, schema: str) -> None:
+    with pg_conn.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA "{schema}"')
+        cur.execute(
+            f'CREATE TABLE "{schema}".legacy (session_id varchar(255) PRIMARY KEY,'
+            " created timestamp, data bytea, expiry timestamp)"
+        )
+        cur.execute(
+            f'CREATE TABLE "{schema}".ours (id bytea PRIMARY KEY, session_id text,'
+            " data bytea, expiry timestamp)"
+        )
+        cur.execute(f'CREATE TABLE "{schema}".jsonish (session_id text, data jsonb, expiry date)')
+    assert is_legacy_table(pg_conn, "legacy", schema)
+    assert not is_legacy_table(pg_conn, "ours", schema)
+    assert not is_legacy_table(pg_conn, "jsonish", schema)
+    assert not is_legacy_table(pg_conn, "missing", schema)
+    assert not is_legacy_table(pg_conn, "legacy", "no_such_schema_" + uuid.uuid4().hex)
