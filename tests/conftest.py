@@ -1,0 +1,124 @@
+"""Shared fixtures: a real PostgreSQL for every test, never a mock.
+
+The database is ``PGSESSION_TEST_DSN`` when set (e.g. ``postgresql://postgres@127.0.0.1:5432/test``),
+else one embedded server started for the whole run. Each test gets its own schema, so tests never
+see each other's rows. Fault tests take a private server (``owned_server``) they may stop, restart
+or cut connections on; mark them ``@pytest.mark.slow`` (run them alone with ``-m slow``, skip them
+with ``-m "not slow"``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg2
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests import the helpers as `wire`
+
+from wire import PgBouncer, RoundTripCounter  # noqa: E402
+
+if TYPE_CHECKING:
+    from pgsession_wsgi.embedded import EmbeddedPostgres
+    from pgsession_wsgi.store import PostgresStore
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """The DSN of the database the tests share: PGSESSION_TEST_DSN, or an embedded server."""
+    dsn = os.environ.get("PGSESSION_TEST_DSN")
+    if dsn:
+        yield dsn
+        return
+    from pgsession_wsgi.embedded import start_embedded
+
+    server = start_embedded()
+    try:
+        yield server.dsn
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def schema(pg_dsn: str) -> Iterator[str]:
+    """A new, empty schema ``t_<hex>`` for this test alone; dropped with everything in it after."""
+    name = f"t_{uuid.uuid4().hex}"
+    conn = psycopg2.connect(pg_dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE SCHEMA "{name}"')
+        yield name
+        with conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def make_store(pg_dsn: str, schema: str) -> Iterator[Callable[..., PostgresStore]]:
+    """``make_store(**kwargs)``: a PostgresStore in this test's schema, no purge thread.
+
+    Any keyword (dsn, schema, purge_interval, table, ...) overrides the defaults; every store made
+    is closed after the test.
+    """
+    from pgsession_wsgi.store import PostgresStore
+
+    stores: list[PostgresStore] = []
+
+    def make(**kwargs: Any) -> PostgresStore:
+        options: dict[str, Any] = {"dsn": pg_dsn, "schema": schema, "purge_interval": None}
+        options.update(kwargs)
+        store = PostgresStore(**options)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def owned_server() -> Iterator[EmbeddedPostgres]:
+    """A private throwaway PostgreSQL this test may stop, restart or cut connections on."""
+    from pgsession_wsgi.embedded import start_embedded
+
+    server = start_embedded()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def wire_counter(pg_dsn: str) -> Iterator[RoundTripCounter]:
+    """A proxy counting the statements sent to the test database: connect through ``.dsn``."""
+    counter = RoundTripCounter(pg_dsn)
+    try:
+        yield counter
+    finally:
+        counter.close()
+
+
+@pytest.fixture
+def make_pgbouncer() -> Iterator[Callable[[str], PgBouncer]]:
+    """``make_pgbouncer(backend_dsn)``: PgBouncer (transaction pooling) in front of that server.
+
+    Needs the ``pgbouncer`` program (Debian: ``apt-get install pgbouncer``); each one started is
+    stopped after the test.
+    """
+    started: list[PgBouncer] = []
+
+    def make(backend_dsn: str) -> PgBouncer:
+        bouncer = PgBouncer(backend_dsn)
+        started.append(bouncer)
+        return bouncer
+
+    yield make
+    for bouncer in started:
+        bouncer.close()

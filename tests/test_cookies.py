@@ -1,0 +1,87 @@
+"""Ids, signatures and cookie attributes, without a database."""
+
+from __future__ import annotations
+
+import pytest
+
+from pgsession_wsgi import ConfigurationError
+from pgsession_wsgi.cookies import (
+    CookieSettings,
+    HmacIdSigner,
+    hash_session_id,
+    new_session_id,
+)
+
+
+def test_ids_are_256_bit_and_unique() -> None:
+    ids = {new_session_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) == 43 for i in ids)  # 32 bytes in url-safe base64
+
+
+def test_hash_is_sha256_of_the_id() -> None:
+    import hashlib
+
+    assert hash_session_id("abc") == hashlib.sha256(b"abc").digest()
+
+
+def test_sign_and_verify() -> None:
+    signer = HmacIdSigner("secret")
+    sid = new_session_id()
+    value = signer.sign(sid)
+    assert value.startswith(sid + ".")
+    assert signer.unsign(value) == (sid, False)
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda v: v[:-1] + ("A" if v[-1] != "A" else "B"),
+    lambda v: v.split(".")[0],
+    lambda v: v + "x",
+    lambda v: "x" + v,
+    lambda v: "",
+    lambda v: v.replace(".", ".."),
+])
+def test_tampered_values_are_refused(mangle: object) -> None:
+    signer = HmacIdSigner("secret")
+    value = signer.sign(new_session_id())
+    assert signer.unsign(mangle(value)) is None  # type: ignore[operator]
+
+
+def test_fallback_keys_verify_but_never_sign() -> None:
+    old = HmacIdSigner("old")
+    current = HmacIdSigner("new", fallback_secret_keys=["old"])
+    sid = new_session_id()
+    assert current.unsign(old.sign(sid)) == (sid, True)
+    assert old.unsign(current.sign(sid)) is None
+    assert HmacIdSigner("other").unsign(old.sign(sid)) is None
+
+
+def test_empty_secret_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="secret_key"):
+        HmacIdSigner("")
+
+
+def test_cookie_defaults_are_safe() -> None:
+    header = CookieSettings().set_header("v", 60, "http")
+    assert "HttpOnly" in header and "SameSite=Lax" in header and "Max-Age=60" in header
+    assert "Secure" not in header
+    assert "Secure" in CookieSettings().set_header("v", 60, "https")
+
+
+def test_host_prefix_forces_secure_and_forbids_domain_and_path() -> None:
+    header = CookieSettings(name="__Host-session").set_header("v", None, "http")
+    assert "Secure" in header and "Path=/" in header and "Domain" not in header
+    with pytest.raises(ConfigurationError, match="__Host-session"):
+        CookieSettings(name="__Host-session", domain="example.com")
+    with pytest.raises(ConfigurationError, match="__Host-session"):
+        CookieSettings(name="__Host-session", path="/app")
+    with pytest.raises(ConfigurationError, match="Secure"):
+        CookieSettings(name="__Host-session", secure=False)
+
+
+def test_oversized_and_non_ascii_cookies_are_ignored() -> None:
+    settings = CookieSettings()
+    assert settings.read("session=" + "a" * 5000) is None
+    assert settings.read("session=\u00e9t\u00e9") is None
+    assert settings.read("other=1") is None
+    assert settings.read("session=abc") == "abc"

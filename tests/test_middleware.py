@@ -1,0 +1,306 @@
+"""The middleware end to end on a real PostgreSQL: laziness, cookies, storage, expiry, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import psycopg2
+import pytest
+from session_app import session_app
+from webtest import TestApp
+
+from pgsession_wsgi import (
+    ConfigurationError,
+    OutsideRequestError,
+    PostgresStore,
+    Session,
+    SessionMiddleware,
+    current_session,
+    get_session,
+)
+
+SECRET = "test-secret"
+
+
+@pytest.fixture
+def store(make_store: Callable[..., PostgresStore]) -> PostgresStore:
+    store = make_store()
+    store.create_table()
+    return store
+
+
+@pytest.fixture
+def make_client(store: PostgresStore) -> Callable[..., TestApp]:
+    def make(app: Any = session_app, **options: Any) -> TestApp:
+        options.setdefault("secret_key", SECRET)
+        return TestApp(SessionMiddleware(app, store, **options))
+
+    return make
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestApp]) -> TestApp:
+    return make_client()
+
+
+def rows(store: PostgresStore) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(store._pool._connect_kwargs["dsn"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT id, data, user_id FROM {store._qualified} ORDER BY created_at")
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def sql(store: PostgresStore, statement: str, *params: Any) -> None:
+    conn = psycopg2.connect(store._pool._connect_kwargs["dsn"])
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement.replace("{t}", store._qualified), params)
+    finally:
+        conn.close()
+
+
+def cookie_id(client: TestApp) -> str:
+    return str(client.cookies["session"]).split(".")[0]
+
+
+def test_untouched_session_sets_no_cookie_and_stores_nothing(client: TestApp,
+                                                             store: PostgresStore) -> None:
+    response = client.get("/none")
+    assert "Set-Cookie" not in response.headers
+    assert "Vary" not in response.headers
+    assert rows(store) == []
+
+
+def test_session_round_trip(client: TestApp, store: PostgresStore) -> None:
+    first = client.get("/inc")
+    assert first.json == 1
+    assert "Set-Cookie" in first.headers
+    assert first.headers["Vary"] == "Cookie"
+    assert client.get("/inc").json == 2
+    assert client.get("/read").json == {"n": 2}
+    assert len(rows(store)) == 1
+
+
+def test_environ_and_current_session_are_the_same_object(make_client: Callable[..., TestApp]) -> None:
+    seen: list[bool] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        session = environ["pgsession.session"]
+        seen.append(session is get_session(environ))
+        seen.append(isinstance(current_session, Session))
+        current_session["x"] = 1
+        seen.append(session["x"] == 1)
+        start_response("200 OK", [])
+        return [b""]
+
+    make_client(app).get("/")
+    assert seen == [True, True, True]
+
+
+def test_current_session_outside_a_request_raises() -> None:
+    with pytest.raises(RuntimeError, match="current_session"):
+        current_session["x"]
+    with pytest.raises(OutsideRequestError):
+        len(current_session)
+
+
+def test_get_session_without_middleware_says_what_to_wrap() -> None:
+    with pytest.raises(OutsideRequestError, match="SessionMiddleware"):
+        get_session({})
+
+
+def test_empty_session_is_not_stored(client: TestApp, store: PostgresStore) -> None:
+    response = client.get("/read")
+    assert "Set-Cookie" not in response.headers
+    assert response.headers["Vary"] == "Cookie"
+    assert rows(store) == []
+
+
+def test_session_that_becomes_empty_is_deleted_and_cookie_expired(client: TestApp,
+                                                                  store: PostgresStore) -> None:
+    client.get("/set?a=1")
+    assert len(rows(store)) == 1
+    response = client.get("/del?k=a")
+    assert "Max-Age=0" in response.headers["Set-Cookie"]
+    assert rows(store) == []
+
+
+def test_table_stores_the_hash_never_the_id(client: TestApp, store: PostgresStore) -> None:
+    client.get("/set?a=1")
+    sid = cookie_id(client)
+    [(stored_id, data, _)] = rows(store)
+    assert bytes(stored_id) == hashlib.sha256(sid.encode()).digest()
+    assert sid not in str(data)
+
+
+@pytest.mark.parametrize("value", [
+    "garbage", "a.b", "", "x" * 5000, "\u00e9t\u00e9",
+    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+])
+def test_bad_cookies_get_a_fresh_session(client: TestApp, store: PostgresStore, value: str) -> None:
+    client.set_cookie("session", value)
+    response = client.get("/inc")
+    assert response.json == 1
+    assert cookie_id(client) != value.split(".")[0]
+
+
+def test_forged_cookie_signed_with_another_key_is_not_used(client: TestApp,
+                                                           make_client: Callable[..., TestApp]) -> None:
+    other = make_client(secret_key="someone-else")
+    other.get("/set?a=1")
+    client.set_cookie("session", str(other.cookies["session"]))
+    assert client.get("/read").json == {}
+
+
+def test_id_without_live_row_is_never_reused(client: TestApp, store: PostgresStore) -> None:
+    client.get("/set?a=1")
+    old = cookie_id(client)
+    sql(store, "DELETE FROM {t}")
+    client.get("/set?b=2")
+    assert cookie_id(client) != old
+    [(stored_id, data, _)] = rows(store)
+    assert data == {"b": "2"}
+    assert bytes(stored_id) != hashlib.sha256(old.encode()).digest()
+
+
+def test_expired_row_is_never_served_even_before_purge(client: TestApp, store: PostgresStore) -> None:
+    client.get("/set?a=1")
+    sql(store, "UPDATE {t} SET expires_at = now() - interval '1 second'")
+    assert client.get("/read").json == {}
+    assert len(rows(store)) == 1  # still there, unpurged, but not served
+
+
+def test_idle_timeout_expires_sessions_by_the_database_clock(make_client: Callable[..., TestApp]) -> None:
+    client = make_client(idle_timeout=timedelta(seconds=1), touch_interval=0.05)
+    client.get("/set?a=1")
+    assert client.get("/read").json == {"a": "1"}
+    time.sleep(1.3)
+    assert client.get("/read").json == {}
+
+
+def test_permanent_cookie_has_max_age(make_client: Callable[..., TestApp]) -> None:
+    client = make_client(idle_timeout=timedelta(hours=2))
+    header = client.get("/set?a=1").headers["Set-Cookie"]
+    assert "Max-Age=7200" in header and "Expires=" in header
+
+
+def test_non_permanent_cookie_is_a_browser_session_cookie(make_client: Callable[..., TestApp],
+                                                          store: PostgresStore) -> None:
+    client = make_client(permanent=False, idle_timeout=timedelta(hours=2))
+    header = client.get("/set?a=1").headers["Set-Cookie"]
+    assert "Max-Age" not in header and "Expires" not in header
+    conn = psycopg2.connect(store._pool._connect_kwargs["dsn"])
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT expires_at - now() FROM {store._qualified}")
+        (remaining,) = cur.fetchone()
+    conn.close()
+    assert timedelta(hours=1, minutes=59) < remaining <= timedelta(hours=2)
+
+
+def test_permanent_flag_is_remembered(make_client: Callable[..., TestApp]) -> None:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        session = get_session(environ)
+        if environ["PATH_INFO"] == "/login":
+            session["user"] = "u"
+            session.permanent = True
+        else:
+            session["n"] = session.get("n", 0) + 1
+        start_response("200 OK", [])
+        return [b""]
+
+    client = make_client(app, permanent=False)
+    assert "Max-Age" in client.get("/login").headers["Set-Cookie"]
+    assert "Max-Age" in client.get("/other").headers["Set-Cookie"]
+
+
+def test_nested_change_is_saved_without_modified(client: TestApp) -> None:
+    client.get("/append")
+    client.get("/append")
+    assert client.get("/read").json == {"cart": [0, 1]}
+
+
+def test_read_only_request_writes_nothing(client: TestApp, store: PostgresStore) -> None:
+    client.get("/set?a=1")
+    sql(store, "UPDATE {t} SET data = data || '{\"marker\": 1}'")  # a change made elsewhere
+    client.get("/read")
+    [(_, data, _)] = rows(store)
+    assert data == {"a": "1", "marker": 1}
+
+
+def test_changes_after_headers_are_saved_at_close(client: TestApp) -> None:
+    client.get("/set?a=1")
+    assert client.get("/stream").body == b"first chunk\nsecond chunk\n"
+    client.get("/stream")
+    assert client.get("/read").json == {"a": "1", "streamed": 2}
+
+
+def test_unencodable_value_is_a_500_naming_the_key(client: TestApp, store: PostgresStore,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    client.get("/set?a=1")
+    with caplog.at_level(logging.ERROR, logger="pgsession_wsgi"):
+        response = client.get("/bad", status=500)
+    assert "'sock'" in caplog.text
+    assert "Set-Cookie" not in response.headers
+    [(_, data, _)] = rows(store)
+    assert data == {"a": "1"}
+
+
+def test_clear_replaces_the_whole_value(client: TestApp, store: PostgresStore) -> None:
+    client.get("/set?a=1&b=2")
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        session = get_session(environ)
+        session.clear()
+        session["c"] = 3
+        start_response("200 OK", [])
+        return [b""]
+
+    wrapped = SessionMiddleware(app, store, secret_key=SECRET)
+    other = TestApp(wrapped, cookiejar=client.cookiejar)
+    sql(store, "UPDATE {t} SET data = data || '{\"late\": 1}'")
+    other.get("/")
+    [(_, data, _)] = rows(store)
+    assert data == {"c": 3}
+
+
+def test_missing_secret_is_a_configuration_error(store: PostgresStore) -> None:
+    with pytest.raises(ConfigurationError, match="secret_key"):
+        SessionMiddleware(session_app, store)
+    with pytest.raises(ConfigurationError, match="secret_key"):
+        SessionMiddleware(session_app, store, secret_key="")
+
+
+def test_secure_cookie_follows_the_request_scheme(client: TestApp) -> None:
+    response = client.get("/set?a=1", extra_environ={"wsgi.url_scheme": "https"})
+    assert "Secure" in response.headers["Set-Cookie"]
+    assert "HttpOnly" in response.headers["Set-Cookie"]
+    assert "SameSite=Lax" in response.headers["Set-Cookie"]
+
+
+def test_repr_never_shows_the_id(client: TestApp) -> None:
+    reprs: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        session = get_session(environ)
+        session["k"] = 1
+        reprs.append(repr(session))
+        list(session)
+        reprs.append(repr(session))
+        start_response("200 OK", [])
+        return [b""]
+
+    wrapped = SessionMiddleware(app, client.app.store, secret_key=SECRET)
+    other = TestApp(wrapped, cookiejar=client.cookiejar)
+    other.get("/")
+    other.get("/")
+    sid = cookie_id(other)
+    assert reprs and all(sid not in text for text in reprs)
