@@ -206,7 +206,7 @@ class SessionMiddleware:
             self.store.delete(hash_session_id(old_id))
             old_id = binding.session_id = None
         changes = session.changes(self.max_size)
-        if changes.empty:
+        if changes.empty and (session._loaded or old_id is None):
             if old_id is not None and session._row_found is not False:
                 self.store.delete(hash_session_id(old_id))
             session._mark_saved(None)

@@ -205,7 +205,8 @@ class Session(MutableMapping[str, Any]):
             if size > max_size:
                 raise SessionTooLarge(size, max_size)
         full = _object_json(encoded, list(encoded)) if self._loaded else None
-        empty = self._loaded and all(key in META_KEYS for key in self._data)
+        # Loaded: the whole session is empty. Not loaded: nothing was written to it.
+        empty = all(key in META_KEYS for key in self._data)
         return Changes(
             changed_json=_object_json(encoded, changed),
             changed_keys=changed,

@@ -152,6 +152,7 @@ class PostgresStore:
         self._pool = ConnectionPool(connect_kwargs, max_connections, pool_timeout)
         self._sql = _Statements(self._qualified, table)
         self._ready_pid: Optional[int] = None
+        self._table_created = False
         self._ready_lock = threading.Lock()
         self._purger: Optional[_Purger] = None
 
@@ -187,6 +188,7 @@ class PostgresStore:
             self._check_layout(cur)
 
         self._run(create, retry=True, setup=True)
+        self._table_created = True
 
     def _check_layout(self, cur: Cursor) -> None:
         cur.execute(
@@ -215,7 +217,7 @@ class PostgresStore:
         with self._ready_lock:
             if self._ready_pid == pid:
                 return
-            if self._create_table:
+            if self._create_table and not self._table_created:
                 self.create_table()
             if self.purge_interval is not None:
                 self._purger = _Purger(self, self.purge_interval)
