@@ -32,7 +32,6 @@ from pgsession_wsgi.legacy import (
 )
 
 PROTOCOLS = [2, 3, 4, 5]
-DSN = os.environ.get("PGSESSION_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def _every_allowed_type() -> dict[str, Any]:
@@ -233,11 +232,8 @@ def test_uuid_with_forged_state_is_refused() -> None:
 
 
 @pytest.fixture
-def pg_conn() -> Iterator[Any]:
-    try:
-        conn = psycopg2.connect(DSN, connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {DSN}: {exc}")
+def pg_conn(pg_dsn: str) -> Iterator[Any]:
+    conn = psycopg2.connect(pg_dsn, connect_timeout=3)
     conn.autocommit = True
     yield conn
     conn.close()
@@ -252,15 +248,17 @@ def schema(pg_conn: Any) -> Iterator[str]:
         cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
-def test_reads_rows_written_by_real_flask_pg_session(pg_conn: Any, schema: str) -> None:
-    flask = pytest.importorskip("flask")
-    flask_pg_session = pytest.importorskip("flask_pg_session")
-    itsdangerous = pytest.importorskip("itsdangerous")
+def test_reads_rows_written_by_real_flask_pg_session(
+    pg_conn: Any, schema: str, pg_dsn: str
+) -> None:
+    import flask
+    import flask_pg_session
+    import itsdangerous
 
     app = flask.Flask(__name__)
     app.config.update(
         SECRET_KEY="legacy-secret",
-        SQLALCHEMY_DATABASE_URI=DSN,
+        SQLALCHEMY_DATABASE_URI=pg_dsn,
         SESSION_PG_SCHEMA=schema,
         SESSION_KEY_PREFIX="app:",
         SESSION_USE_SIGNER=True,
