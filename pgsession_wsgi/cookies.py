@@ -12,7 +12,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Protocol
 
 from itsdangerous import Signer
 from werkzeug.http import dump_cookie, parse_cookie
@@ -48,7 +48,7 @@ class IdSigner(Protocol):
 
     def sign(self, session_id: str) -> str: ...
 
-    def unsign(self, value: str) -> Optional[tuple[str, bool]]:
+    def unsign(self, value: str) -> tuple[str, bool] | None:
         """``(session_id, needs_resign)`` for a valid value, else None. Must never raise."""
         ...
 
@@ -73,7 +73,7 @@ class HmacIdSigner:
     def sign(self, session_id: str) -> str:
         return self._signers[0].sign(session_id).decode("ascii")
 
-    def unsign(self, value: str) -> Optional[tuple[str, bool]]:
+    def unsign(self, value: str) -> tuple[str, bool] | None:
         if not _OUR_COOKIE.fullmatch(value):
             return None
         session_id, signature = value.split(".")
@@ -92,10 +92,10 @@ class CookieSettings:
 
     name: str = "session"
     path: str = "/"
-    domain: Optional[str] = None
-    secure: Optional[bool] = None  # None: Secure when the request came over https
+    domain: str | None = None
+    secure: bool | None = None  # None: Secure when the request came over https
     httponly: bool = True
-    samesite: Optional[str] = "Lax"
+    samesite: str | None = "Lax"
 
     def __post_init__(self) -> None:
         if not self.name or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", self.name):
@@ -110,9 +110,7 @@ class CookieSettings:
             raise ConfigurationError("cookie_samesite='None' needs Secure cookies: drop cookie_secure=False")
         prefixed = self.name.startswith(("__Host-", "__Secure-"))
         if prefixed and self.secure is False:
-            raise ConfigurationError(
-                f"a cookie named {self.name!r} must be Secure: drop cookie_secure=False"
-            )
+            raise ConfigurationError(f"a cookie named {self.name!r} must be Secure: drop cookie_secure=False")
         if self.name.startswith("__Host-") and (self.domain is not None or self.path != "/"):
             raise ConfigurationError(
                 f"a cookie named {self.name!r} must have cookie_path='/' and cookie_domain=None"
@@ -123,7 +121,7 @@ class CookieSettings:
             return True
         return self.secure if self.secure is not None else environ_scheme == "https"
 
-    def read(self, cookie_header: str) -> Optional[str]:
+    def read(self, cookie_header: str) -> str | None:
         """This cookie's value from a Cookie header; None if absent or not plausible."""
         if self.name not in cookie_header:
             return None
@@ -135,7 +133,7 @@ class CookieSettings:
             return None
         return value
 
-    def set_header(self, value: str, max_age: Optional[int], scheme: str) -> str:
+    def set_header(self, value: str, max_age: int | None, scheme: str) -> str:
         return dump_cookie(
             self.name,
             value,

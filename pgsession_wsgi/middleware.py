@@ -6,11 +6,12 @@ failed save becomes an error response instead of a silently lost write.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from werkzeug.local import LocalProxy
 
@@ -57,7 +58,7 @@ def get_session(environ: WSGIEnvironment) -> Session:
         ) from None
 
 
-def _seconds(value: Union[timedelta, float, int, None], name: str) -> Optional[timedelta]:
+def _seconds(value: timedelta | float | int | None, name: str) -> timedelta | None:
     if value is None:
         return None
     delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
@@ -69,15 +70,14 @@ def _seconds(value: Union[timedelta, float, int, None], name: str) -> Optional[t
 class _Binding:
     """What the request's cookie said, worked out only when the session is first used."""
 
-    __slots__ = ("cookie_header", "scheme", "parsed", "cookie_sent", "session_id", "resign",
-                 "touch_due")
+    __slots__ = ("cookie_header", "scheme", "parsed", "cookie_sent", "session_id", "resign", "touch_due")
 
     def __init__(self, cookie_header: str, scheme: str) -> None:
         self.cookie_header = cookie_header
         self.scheme = scheme
         self.parsed = False
         self.cookie_sent = False
-        self.session_id: Optional[str] = None
+        self.session_id: str | None = None
         self.resign = False
         self.touch_due = False
 
@@ -104,23 +104,23 @@ class SessionMiddleware:
         self,
         app: WSGIApplication,
         store: PostgresStore,
-        secret_key: Union[str, bytes, None] = None,
+        secret_key: str | bytes | None = None,
         *,
         cookie_name: str = "session",
-        idle_timeout: Union[timedelta, float] = timedelta(days=31),
-        absolute_timeout: Union[timedelta, float, None] = None,
-        touch_interval: Union[timedelta, float] = timedelta(seconds=60),
+        idle_timeout: timedelta | float = timedelta(days=31),
+        absolute_timeout: timedelta | float | None = None,
+        touch_interval: timedelta | float = timedelta(seconds=60),
         permanent: bool = True,
         refresh_each_request: bool = True,
         cookie_path: str = "/",
-        cookie_domain: Optional[str] = None,
-        cookie_secure: Optional[bool] = None,
+        cookie_domain: str | None = None,
+        cookie_secure: bool | None = None,
         cookie_httponly: bool = True,
-        cookie_samesite: Optional[str] = "Lax",
-        fallback_secret_keys: Iterable[Union[str, bytes]] = (),
-        user_key: Optional[str] = None,
-        max_size: Optional[int] = 256 * 1024,
-        signer: Optional[IdSigner] = None,
+        cookie_samesite: str | None = "Lax",
+        fallback_secret_keys: Iterable[str | bytes] = (),
+        user_key: str | None = None,
+        max_size: int | None = 256 * 1024,
+        signer: IdSigner | None = None,
     ) -> None:
         if not isinstance(store, PostgresStore):
             raise ConfigurationError("store must be a pgsession_wsgi.PostgresStore")
@@ -135,8 +135,12 @@ class SessionMiddleware:
         self.store = store
         self.signer = signer
         self.cookie = CookieSettings(
-            name=cookie_name, path=cookie_path, domain=cookie_domain, secure=cookie_secure,
-            httponly=cookie_httponly, samesite=cookie_samesite,
+            name=cookie_name,
+            path=cookie_path,
+            domain=cookie_domain,
+            secure=cookie_secure,
+            httponly=cookie_httponly,
+            samesite=cookie_samesite,
         )
         self.idle_timeout = cast(timedelta, _seconds(idle_timeout, "idle_timeout"))
         self.absolute_timeout = _seconds(absolute_timeout, "absolute_timeout")
@@ -175,7 +179,7 @@ class SessionMiddleware:
         if verified is not None:
             binding.session_id, binding.resign = verified
 
-    def _load(self, binding: _Binding, session: Session) -> Optional[dict[str, Any]]:
+    def _load(self, binding: _Binding, session: Session) -> dict[str, Any] | None:
         self._resolve(binding)
         if binding.session_id is None:
             return None
@@ -199,7 +203,7 @@ class SessionMiddleware:
             headers.append(("Set-Cookie", cookie))
         return headers
 
-    def _save(self, session: Session, binding: _Binding) -> Optional[str]:
+    def _save(self, session: Session, binding: _Binding) -> str | None:
         """Write what changed; return a Set-Cookie value, if the cookie must change."""
         old_id = binding.session_id
         if session._invalidated and old_id is not None:
@@ -218,15 +222,15 @@ class SessionMiddleware:
     def _insert_new(self, session: Session, binding: _Binding, changes: Changes) -> str:
         new_id = new_session_id()
         data = changes.full_json if changes.full_json is not None else changes.changed_json
-        self.store.insert(hash_session_id(new_id), data, self.user_key,
-                          self.idle_timeout, self.absolute_timeout)
+        self.store.insert(
+            hash_session_id(new_id), data, self.user_key, self.idle_timeout, self.absolute_timeout
+        )
         permanent = self._is_permanent(session, None)
         binding.session_id = new_id
         session._mark_saved(new_id)
         return self._cookie_for(new_id, permanent, binding)
 
-    def _update(self, session: Session, binding: _Binding, changes: Changes,
-                old_id: str) -> Optional[str]:
+    def _update(self, session: Session, binding: _Binding, changes: Changes, old_id: str) -> str | None:
         old_hash = hash_session_id(old_id)
         if not (changes.any or session._regenerate):
             if binding.touch_due:
@@ -242,16 +246,22 @@ class SessionMiddleware:
         new_id = new_session_id() if (session._regenerate or blind) else None
         new_hash = hash_session_id(new_id) if new_id is not None else None
         result = self.store.write(
-            old_hash, changes.changed_json, changes.removed, replace=changes.replace,
+            old_hash,
+            changes.changed_json,
+            changes.removed,
+            replace=changes.replace,
             new_hash=new_hash if session._regenerate else None,
             fresh_hash=new_hash if blind else None,
-            user_key=self.user_key, idle=self.idle_timeout, absolute=self.absolute_timeout,
+            user_key=self.user_key,
+            idle=self.idle_timeout,
+            absolute=self.absolute_timeout,
         )
         if not (result.updated or result.inserted):
             # Another request invalidated or regenerated this session meanwhile: resurrecting it
             # would undo a logout, so this save is dropped (and the cookie left alone).
-            log.warning("session save dropped: the session was invalidated or regenerated by "
-                        "a concurrent request")
+            log.warning(
+                "session save dropped: the session was invalidated or regenerated by a concurrent request"
+            )
             session._mark_saved(None)
             return None
         current_id = new_id if (session._regenerate or result.inserted) else old_id
@@ -265,15 +275,16 @@ class SessionMiddleware:
         session._mark_saved(current_id)
         return cookie
 
-    def _refresh_cookie(self, session: Session, binding: _Binding, session_id: str,
-                        stored_permanent: Optional[bool]) -> Optional[str]:
+    def _refresh_cookie(
+        self, session: Session, binding: _Binding, session_id: str, stored_permanent: bool | None
+    ) -> str | None:
         """After the expiry moved, a permanent cookie is re-sent so its Max-Age moves too."""
         permanent = self._is_permanent(session, stored_permanent)
         if binding.resign or (permanent and self.refresh_each_request):
             return self._cookie_for(session_id, permanent, binding)
         return None
 
-    def _is_permanent(self, session: Session, stored: Optional[bool]) -> bool:
+    def _is_permanent(self, session: Session, stored: bool | None) -> bool:
         value = session._peek("_permanent")
         if value is None:
             value = stored
@@ -293,8 +304,9 @@ class SessionMiddleware:
         saved = False
         extra_headers: list[tuple[str, str]] = []
 
-        def session_start_response(status: str, headers: list[tuple[str, str]],
-                                   exc_info: Any = None) -> Callable[[bytes], object]:
+        def session_start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], object]:
             nonlocal saved, extra_headers
             if not saved and session.accessed:
                 saved = True
@@ -338,8 +350,10 @@ class SessionMiddleware:
         binding: _Binding = session._binding  # type: ignore[attr-defined]
         self._resolve(binding)
         if binding.session_id is None or session._regenerate or session._invalidated:
-            log.warning("session changed after the response headers were sent and needs a new "
-                        "cookie, which can no longer be set; the change was not saved")
+            log.warning(
+                "session changed after the response headers were sent and needs a new "
+                "cookie, which can no longer be set; the change was not saved"
+            )
             return
         try:
             self.commit(session)
@@ -349,8 +363,7 @@ class SessionMiddleware:
     def _error_response(self, start_response: StartResponse, status: int) -> list[bytes]:
         body = _ERROR_BODIES[status]
         reason = "503 Service Unavailable" if status == 503 else "500 Internal Server Error"
-        headers = [("Content-Type", "text/plain; charset=utf-8"),
-                   ("Content-Length", str(len(body)))]
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
         if status == 503:
             headers.append(("Retry-After", "5"))
         start_response(reason, headers, _exc_info())
@@ -365,10 +378,8 @@ def _exc_info() -> Any:
 
 
 def _reset(token: Any) -> None:
-    try:
+    with contextlib.suppress(ValueError):  # closed from another context by an async server
         _current.reset(token)
-    except ValueError:  # closed from another context by an async server
-        pass
 
 
 class _ClosingBody:

@@ -12,7 +12,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg2
@@ -76,7 +76,7 @@ class ConnectionPool:
 
     def _connect(self) -> Connection:
         try:
-            conn = psycopg2.connect(**self._connect_kwargs)
+            conn: Connection = psycopg2.connect(**self._connect_kwargs)
         except psycopg2.OperationalError as exc:
             raise StoreUnavailable(
                 f"cannot connect to PostgreSQL ({_first_line(exc)}); check that the server is "
@@ -117,10 +117,8 @@ class ConnectionPool:
 
     def _discard_locked(self, conn: Connection) -> None:
         self._open -= 1
-        try:
+        with suppress(psycopg2.Error):
             conn.close()
-        except psycopg2.Error:
-            pass
 
     def _release(self, conn: Connection, broken: bool) -> None:
         with self._cond:

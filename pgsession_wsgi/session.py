@@ -31,7 +31,7 @@ class Changes:
     changed_keys: list[str]
     removed: list[str]
     replace: bool
-    full_json: Optional[str]  # the whole session, when it is fully known (a loaded session)
+    full_json: str | None  # the whole session, when it is fully known (a loaded session)
     empty: bool
     sizes: dict[str, int] = field(default_factory=dict)
 
@@ -49,14 +49,15 @@ class Session(MutableMapping[str, Any]):
     ``permanent``: the cookie outlives the browser (``Max-Age``); stored as ``_permanent``.
     """
 
-    def __init__(self, loader: Optional[Loader] = None, *, permanent: bool = True,
-                 session_id: Optional[str] = None) -> None:
+    def __init__(
+        self, loader: Loader | None = None, *, permanent: bool = True, session_id: str | None = None
+    ) -> None:
         self._loader = loader
         self._default_permanent = permanent
         self._data: dict[str, Any] = {}
         self._raw: dict[str, Any] = {}
         self._loaded = loader is None
-        self._row_found: Optional[bool] = None if loader is not None else False
+        self._row_found: bool | None = None if loader is not None else False
         self._assigned: set[str] = set()
         self._cleared = False
         self._regenerate = False
@@ -139,7 +140,7 @@ class Session(MutableMapping[str, Any]):
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
-    def id(self) -> Optional[str]:
+    def id(self) -> str | None:
         """The live session's id, None for a session not stored yet. A secret: never log it."""
         if self._id is None and not self._loaded:
             self._ensure_loaded()
@@ -183,7 +184,7 @@ class Session(MutableMapping[str, Any]):
 
     # -- for the middleware ----------------------------------------------------------------
 
-    def changes(self, max_size: Optional[int]) -> Changes:
+    def changes(self, max_size: int | None) -> Changes:
         """Encode what changed since the load; raise ``SessionError`` naming a bad key."""
         encoded: dict[str, str] = {}
         if self._loaded:
@@ -217,7 +218,7 @@ class Session(MutableMapping[str, Any]):
             sizes=sizes,
         )
 
-    def _mark_saved(self, session_id: Optional[str]) -> None:
+    def _mark_saved(self, session_id: str | None) -> None:
         """Make the state just written the new baseline (for saves after the headers)."""
         self._id = session_id
         self._regenerate = self._invalidated = self._cleared = False

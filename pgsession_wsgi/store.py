@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.errors
@@ -90,7 +90,7 @@ class LoadedRow:
 class WriteResult:
     updated: bool
     inserted: bool
-    permanent: Optional[bool]
+    permanent: bool | None
 
 
 class PostgresStore:
@@ -117,9 +117,9 @@ class PostgresStore:
         max_connections: int = 10,
         pool_timeout: float = 5.0,
         connect_timeout: float = 5.0,
-        statement_timeout: Optional[float] = 5.0,
+        statement_timeout: float | None = 5.0,
         create_table: bool = True,
-        purge_interval: Optional[float] = 300,
+        purge_interval: float | None = 300,
     ) -> None:
         dsn = normalize_dsn(dsn)
         if max_connections < 1:
@@ -151,10 +151,10 @@ class PostgresStore:
             connect_kwargs["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
         self._pool = ConnectionPool(connect_kwargs, max_connections, pool_timeout)
         self._sql = _Statements(self._qualified, table)
-        self._ready_pid: Optional[int] = None
+        self._ready_pid: int | None = None
         self._table_created = False
         self._ready_lock = threading.Lock()
-        self._purger: Optional[_Purger] = None
+        self._purger: _Purger | None = None
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self._qualified}>"
@@ -171,12 +171,13 @@ class PostgresStore:
         ``CREATE ... IF NOT EXISTS`` alone races in PostgreSQL (a concurrent create fails on a
         catalog unique index), so the statements run under a transaction-scoped advisory lock.
         """
+
         def create(cur: Cursor) -> None:
             cur.execute("BEGIN")
             try:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
                 cur.execute("SELECT to_regnamespace(%s) IS NULL", (quote_identifier(self.schema, "schema"),))
-                missing_schema = cur.fetchone()[0]
+                missing_schema = _one_row(cur)[0]
                 statements = self._sql.create if missing_schema else self._sql.create[1:]
                 for statement in statements:
                     cur.execute(statement)
@@ -262,9 +263,10 @@ class PostgresStore:
 
     # -- the request path ------------------------------------------------------------------
 
-    def load(self, id_hash: bytes, touch_interval: timedelta) -> Optional[LoadedRow]:
+    def load(self, id_hash: bytes, touch_interval: timedelta) -> LoadedRow | None:
         """The live row for ``id_hash``, or None."""
-        def select(cur: Cursor) -> Optional[LoadedRow]:
+
+        def select(cur: Cursor) -> LoadedRow | None:
             cur.execute(self._sql.load, {"id": id_hash, "touch": touch_interval})
             row = cur.fetchone()
             return None if row is None else LoadedRow(row[0], row[1])
@@ -272,17 +274,29 @@ class PostgresStore:
         return self._run(select, retry=True)
 
     def insert(
-        self, id_hash: bytes, data_json: str, user_key: Optional[str],
-        idle: timedelta, absolute: Optional[timedelta],
+        self,
+        id_hash: bytes,
+        data_json: str,
+        user_key: str | None,
+        idle: timedelta,
+        absolute: timedelta | None,
     ) -> None:
         """Store a new session."""
         params = {"id": id_hash, "data": data_json, "user_key": user_key, "idle": idle, "absolute": absolute}
         self._run(lambda cur: cur.execute(self._sql.insert, params), retry=False)
 
     def write(
-        self, id_hash: bytes, changed_json: str, removed: Sequence[str], *, replace: bool,
-        new_hash: Optional[bytes], fresh_hash: Optional[bytes], user_key: Optional[str],
-        idle: timedelta, absolute: Optional[timedelta],
+        self,
+        id_hash: bytes,
+        changed_json: str,
+        removed: Sequence[str],
+        *,
+        replace: bool,
+        new_hash: bytes | None,
+        fresh_hash: bytes | None,
+        user_key: str | None,
+        idle: timedelta,
+        absolute: timedelta | None,
     ) -> WriteResult:
         """Merge changed keys into a live row (moving it to ``new_hash`` if given).
 
@@ -290,20 +304,29 @@ class PostgresStore:
         in the same statement.
         """
         params = {
-            "id": id_hash, "new_id": new_hash, "fresh_id": fresh_hash, "changed": changed_json,
-            "removed": list(removed), "replace": replace, "user_key": user_key,
-            "idle": idle, "absolute": absolute,
+            "id": id_hash,
+            "new_id": new_hash,
+            "fresh_id": fresh_hash,
+            "changed": changed_json,
+            "removed": list(removed),
+            "replace": replace,
+            "user_key": user_key,
+            "idle": idle,
+            "absolute": absolute,
         }
 
         def execute(cur: Cursor) -> WriteResult:
             cur.execute(self._sql.write, params)
-            updated, inserted, permanent = cur.fetchone()
-            return WriteResult(bool(updated), bool(inserted), permanent if isinstance(permanent, bool) else None)
+            updated, inserted, permanent = _one_row(cur)
+            return WriteResult(
+                bool(updated), bool(inserted), permanent if isinstance(permanent, bool) else None
+            )
 
         return self._run(execute, retry=False)
 
-    def touch(self, id_hash: bytes, idle: timedelta, absolute: Optional[timedelta]) -> bool:
+    def touch(self, id_hash: bytes, idle: timedelta, absolute: timedelta | None) -> bool:
         """Push a live row's expiry forward without rewriting its data."""
+
         def execute(cur: Cursor) -> bool:
             cur.execute(self._sql.touch, {"id": id_hash, "idle": idle, "absolute": absolute})
             return bool(cur.rowcount)
@@ -312,6 +335,7 @@ class PostgresStore:
 
     def delete(self, id_hash: bytes) -> bool:
         """Remove a session; true if a row was there."""
+
         def execute(cur: Cursor) -> bool:
             cur.execute(self._sql.delete, {"id": id_hash})
             return bool(cur.rowcount)
@@ -341,6 +365,7 @@ class PostgresStore:
 
     def sessions_for_user(self, user_id: Any) -> list[SessionInfo]:
         """The live sessions whose ``user_key`` value is ``user_id``, most recently used first."""
+
         def select(cur: Cursor) -> list[SessionInfo]:
             cur.execute(self._sql.for_user, {"user_id": str(user_id)})
             return [SessionInfo(*row) for row in cur.fetchall()]
@@ -367,9 +392,10 @@ class PostgresStore:
 
     def stats(self) -> dict[str, int]:
         """Counts of live and expired rows and the table's size on disk, in bytes."""
+
         def select(cur: Cursor) -> dict[str, int]:
             cur.execute(self._sql.stats)
-            live, expired, users, size = cur.fetchone()
+            live, expired, users, size = _one_row(cur)
             return {"live": live, "expired": expired, "users": users, "total_bytes": size}
 
         return self._run(select, retry=True)
@@ -392,10 +418,7 @@ _EXPECTED_COLUMNS = {
 
 # Expiry is the earlier of the idle and the absolute limit; LEAST ignores a NULL absolute limit.
 _EXPIRY = "LEAST(now() + %(idle)s, created_at + %(absolute)s)"
-_MERGED = (
-    "(CASE WHEN %(replace)s THEN '{}'::jsonb ELSE data - %(removed)s::text[] END"
-    " || %(changed)s::jsonb)"
-)
+_MERGED = "(CASE WHEN %(replace)s THEN '{}'::jsonb ELSE data - %(removed)s::text[] END || %(changed)s::jsonb)"
 
 
 class _Statements:
@@ -420,8 +443,7 @@ class _Statements:
             " WHERE user_id IS NOT NULL",
         ]
         self.load = (
-            f"SELECT data, accessed_at < now() - %(touch)s FROM {t}"
-            " WHERE id = %(id)s AND expires_at > now()"
+            f"SELECT data, accessed_at < now() - %(touch)s FROM {t} WHERE id = %(id)s AND expires_at > now()"
         )
         self.insert = (
             f"INSERT INTO {t} (id, data, user_id, expires_at) VALUES"
@@ -453,15 +475,20 @@ class _Statements:
             f"SELECT encode(id, 'hex'), created_at, accessed_at, expires_at FROM {t}"
             " WHERE user_id = %(user_id)s AND expires_at > now() ORDER BY accessed_at DESC"
         )
-        self.revoke = (
-            f"DELETE FROM {t} WHERE user_id = %(user_id)s AND id IS DISTINCT FROM %(keep)s"
-        )
+        self.revoke = f"DELETE FROM {t} WHERE user_id = %(user_id)s AND id IS DISTINCT FROM %(keep)s"
         self.stats = (
             "SELECT count(*) FILTER (WHERE expires_at > now()),"
             " count(*) FILTER (WHERE expires_at <= now()),"
             " count(DISTINCT user_id) FILTER (WHERE expires_at > now()),"
             f" pg_total_relation_size(to_regclass(%(name)s)) FROM {t}"
         ).replace("%(name)s", _literal(qualified))
+
+
+def _one_row(cur: Cursor) -> tuple[Any, ...]:
+    row = cur.fetchone()
+    if row is None:
+        raise SessionError("the database returned no row where one was expected")
+    return row
 
 
 def _quote(name: str) -> str:
@@ -489,7 +516,7 @@ class _Purger(threading.Thread):
 
     def run(self) -> None:
         # A connection of its own, outside the pool, so a purge never makes a request wait.
-        conn: Optional[psycopg2.extensions.connection] = None
+        conn: psycopg2.extensions.connection | None = None
         failing = False
         while not self._stopped.wait(self._interval):
             store = self._store()

@@ -13,9 +13,7 @@ def session_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     """Routes: /none /read /set?k=v /inc /append /del?k= /clear /regen /logout /bad /stream."""
     session = get_session(environ)
     path = environ["PATH_INFO"]
-    query = dict(
-        part.split("=", 1) for part in environ.get("QUERY_STRING", "").split("&") if "=" in part
-    )
+    query = dict(part.split("=", 1) for part in environ.get("QUERY_STRING", "").split("&") if "=" in part)
     body: Any = None
     if path == "/read":
         body = dict(session)

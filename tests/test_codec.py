@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -14,13 +15,33 @@ from markupsafe import Markup
 from pgsession_wsgi.codec import decode_value, dumps, encode_value, same
 
 VALUES: list[Any] = [
-    "text", "", "a\x00b", 0, -7, 2**70, 1.5, 1e20, 1e-7, True, False, None,
-    [1, "two", [3]], {"nested": {"deep": [1, 2]}},
-    (1, 2), ((1,), [2, (3,)]),
-    datetime(2026, 1, 2, 3, 4, 5, 6), datetime(2026, 1, 2, tzinfo=timezone.utc),
+    "text",
+    "",
+    "a\x00b",
+    0,
+    -7,
+    2**70,
+    1.5,
+    1e20,
+    1e-7,
+    True,
+    False,
+    None,
+    [1, "two", [3]],
+    {"nested": {"deep": [1, 2]}},
+    (1, 2),
+    ((1,), [2, (3,)]),
+    datetime(2026, 1, 2, 3, 4, 5, 6),
+    datetime(2026, 1, 2, tzinfo=timezone.utc),
     datetime(2026, 1, 2, tzinfo=timezone(timedelta(hours=5, minutes=30))),
-    date(2026, 11, 25), time(23, 59, 1), b"\x00\xffbytes", uuid4(), Decimal("1.10"),
-    Markup("<b>safe</b>"), {" t": "looks like a tag"}, {" dt": {" t": [1]}},
+    date(2026, 11, 25),
+    time(23, 59, 1),
+    b"\x00\xffbytes",
+    uuid4(),
+    Decimal("1.10"),
+    Markup("<b>safe</b>"),
+    {" t": "looks like a tag"},
+    {" dt": {" t": [1]}},
 ]
 
 
@@ -56,5 +77,5 @@ def test_same_tells_types_apart() -> None:
 def test_codec_never_imports_pickle() -> None:
     import pgsession_wsgi.codec as codec
 
-    source = open(codec.__file__).read()
+    source = Path(codec.__file__).read_text()
     assert "pickle" not in source.replace("without pickle", "")

@@ -33,14 +33,17 @@ def test_sign_and_verify() -> None:
     assert signer.unsign(value) == (sid, False)
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda v: v[:-1] + ("A" if v[-1] != "A" else "B"),
-    lambda v: v.split(".")[0],
-    lambda v: v + "x",
-    lambda v: "x" + v,
-    lambda v: "",
-    lambda v: v.replace(".", ".."),
-])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda v: v[:-1] + ("A" if v[-1] != "A" else "B"),
+        lambda v: v.split(".")[0],
+        lambda v: v + "x",
+        lambda v: "x" + v,
+        lambda v: "",
+        lambda v: v.replace(".", ".."),
+    ],
+)
 def test_tampered_values_are_refused(mangle: object) -> None:
     signer = HmacIdSigner("secret")
     value = signer.sign(new_session_id())

@@ -55,6 +55,7 @@ def id_of(client: TestApp, name: str = "session") -> str:
 
 # -- regenerate and invalidate --------------------------------------------------------------
 
+
 def test_regenerate_moves_data_to_a_new_id_and_kills_the_old_one(store: PostgresStore) -> None:
     client = client_for(store)
     client.get("/set?user=alice")
@@ -106,9 +107,11 @@ def test_invalidate_deletes_row_and_expires_cookie(store: PostgresStore) -> None
 
 # -- timeouts -------------------------------------------------------------------------------
 
+
 def test_absolute_timeout_ends_even_an_active_session(store: PostgresStore) -> None:
-    client = client_for(store, idle_timeout=timedelta(hours=1), absolute_timeout=timedelta(seconds=2),
-                        touch_interval=0.1)
+    client = client_for(
+        store, idle_timeout=timedelta(hours=1), absolute_timeout=timedelta(seconds=2), touch_interval=0.1
+    )
     client.get("/set?a=1")
     deadline = time.monotonic() + 1.5
     while time.monotonic() < deadline:  # keep it busy: idle expiry never comes
@@ -132,8 +135,11 @@ def test_regenerate_keeps_the_creation_time(store: PostgresStore) -> None:
 def test_touch_moves_only_the_expiry(store: PostgresStore) -> None:
     client = client_for(store, idle_timeout=timedelta(seconds=30), touch_interval=1)
     client.get("/set?a=1")
-    execute(store, "UPDATE {t} SET accessed_at = now() - interval '5 seconds',"
-                   " expires_at = now() + interval '10 seconds'")
+    execute(
+        store,
+        "UPDATE {t} SET accessed_at = now() - interval '5 seconds',"
+        " expires_at = now() + interval '10 seconds'",
+    )
     [(xmin_data_before,)] = execute(store, "SELECT data::text FROM {t}")
     client.get("/read")
     [(data_after, remaining)] = execute(store, "SELECT data::text, expires_at - now() FROM {t}")
@@ -142,28 +148,42 @@ def test_touch_moves_only_the_expiry(store: PostgresStore) -> None:
 
 
 def test_touch_interval_is_capped_at_a_tenth_of_idle(store: PostgresStore) -> None:
-    middleware = SessionMiddleware(session_app, store, secret_key=SECRET,
-                                   idle_timeout=timedelta(seconds=100),
-                                   touch_interval=timedelta(hours=1))
+    middleware = SessionMiddleware(
+        session_app,
+        store,
+        secret_key=SECRET,
+        idle_timeout=timedelta(seconds=100),
+        touch_interval=timedelta(hours=1),
+    )
     assert middleware.touch_interval == timedelta(seconds=10)
 
 
 # -- purge ----------------------------------------------------------------------------------
 
+
 def fill(store: PostgresStore, live: int, expired: int) -> None:
-    execute(store,
-            "INSERT INTO {t} (id, data, expires_at) SELECT sha256(('live' || g)::bytea),"
-            " '{\"k\": 1}', now() + interval '1 hour' FROM generate_series(1, %s) g", live)
-    execute(store,
-            "INSERT INTO {t} (id, data, expires_at) SELECT sha256(('dead' || g)::bytea),"
-            " '{\"k\": 1}', now() - interval '1 minute' FROM generate_series(1, %s) g", expired)
+    execute(
+        store,
+        "INSERT INTO {t} (id, data, expires_at) SELECT sha256(('live' || g)::bytea),"
+        " '{\"k\": 1}', now() + interval '1 hour' FROM generate_series(1, %s) g",
+        live,
+    )
+    execute(
+        store,
+        "INSERT INTO {t} (id, data, expires_at) SELECT sha256(('dead' || g)::bytea),"
+        " '{\"k\": 1}', now() - interval '1 minute' FROM generate_series(1, %s) g",
+        expired,
+    )
 
 
 def test_purge_removes_expired_rows_in_batches_and_keeps_live_ones(store: PostgresStore) -> None:
     fill(store, live=3000, expired=5500)
     assert store.purge_expired(batch_size=1000) == 5500
-    [(live, dead)] = execute(store, "SELECT count(*) FILTER (WHERE expires_at > now()),"
-                                    " count(*) FILTER (WHERE expires_at <= now()) FROM {t}")
+    [(live, dead)] = execute(
+        store,
+        "SELECT count(*) FILTER (WHERE expires_at > now()),"
+        " count(*) FILTER (WHERE expires_at <= now()) FROM {t}",
+    )
     assert (live, dead) == (3000, 0)
     assert store.purge_expired() == 0
 
@@ -181,8 +201,7 @@ def test_concurrent_purgers_in_two_processes(store: PostgresStore, pg_dsn: str) 
     fill(store, live=2000, expired=20000)
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    children = [ctx.Process(target=_purge_in_child, args=(pg_dsn, store.schema, results))
-                for _ in range(2)]
+    children = [ctx.Process(target=_purge_in_child, args=(pg_dsn, store.schema, results)) for _ in range(2)]
     for child in children:
         child.start()
     for child in children:
@@ -214,6 +233,7 @@ def test_background_purge_thread_runs_and_stops(make_store: Callable[..., Postgr
 
 
 # -- log out everywhere ---------------------------------------------------------------------
+
 
 def login_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
     session = get_session(environ)
@@ -249,6 +269,7 @@ def test_revoke_user_keeps_the_current_session(store: PostgresStore) -> None:
         def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             environ["test.store"] = store
             return app(environ, start_response)
+
         return wrapped
 
     devices = [client_for(store, with_store(login_app), user_key="_user_id") for _ in range(3)]
@@ -270,6 +291,7 @@ def test_removing_the_user_key_clears_the_column(store: PostgresStore) -> None:
 
 # -- hardening ------------------------------------------------------------------------------
 
+
 def test_fallback_key_cookie_is_resigned_with_the_current_key(store: PostgresStore) -> None:
     old = client_for(store, secret_key="old-key")
     old.get("/set?a=1")
@@ -286,8 +308,9 @@ def test_fallback_key_cookie_is_resigned_with_the_current_key(store: PostgresSto
     assert current_only.get("/read", headers={"Cookie": f"session={old_cookie}"}).json == {}
 
 
-def test_session_over_max_size_is_refused_and_nothing_is_written(store: PostgresStore,
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_session_over_max_size_is_refused_and_nothing_is_written(
+    store: PostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
     client = client_for(store, max_size=1000)
     client.get("/set?a=1")
     with caplog.at_level(logging.ERROR, logger="pgsession_wsgi"):
@@ -308,18 +331,21 @@ def test_host_prefixed_cookie_works_end_to_end(store: PostgresStore) -> None:
     assert header.startswith("__Host-session=") and "Secure" in header and "Path=/" in header
     assert "Domain" not in header
     cookie = header.split(";")[0]
-    assert client.get("/read", headers={"Cookie": cookie},
-                      extra_environ={"wsgi.url_scheme": "https"}).json == {"a": "1"}
+    assert client.get(
+        "/read", headers={"Cookie": cookie}, extra_environ={"wsgi.url_scheme": "https"}
+    ).json == {"a": "1"}
 
 
 def test_host_prefix_with_contradicting_options_fails_at_construction(store: PostgresStore) -> None:
     with pytest.raises(ConfigurationError, match="__Host-"):
-        SessionMiddleware(session_app, store, secret_key=SECRET, cookie_name="__Host-s",
-                          cookie_domain="example.com")
+        SessionMiddleware(
+            session_app, store, secret_key=SECRET, cookie_name="__Host-s", cookie_domain="example.com"
+        )
 
 
-def test_session_id_never_reaches_logs_or_errors(store: PostgresStore,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_session_id_never_reaches_logs_or_errors(
+    store: PostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
     client = client_for(store)
     client.get("/set?a=1")
     sid = id_of(client)

@@ -72,8 +72,7 @@ def cookie_id(client: TestApp) -> str:
     return str(client.cookies["session"]).split(".")[0]
 
 
-def test_untouched_session_sets_no_cookie_and_stores_nothing(client: TestApp,
-                                                             store: PostgresStore) -> None:
+def test_untouched_session_sets_no_cookie_and_stores_nothing(client: TestApp, store: PostgresStore) -> None:
     response = client.get("/none")
     assert "Set-Cookie" not in response.headers
     assert "Vary" not in response.headers
@@ -125,8 +124,9 @@ def test_empty_session_is_not_stored(client: TestApp, store: PostgresStore) -> N
     assert rows(store) == []
 
 
-def test_session_that_becomes_empty_is_deleted_and_cookie_expired(client: TestApp,
-                                                                  store: PostgresStore) -> None:
+def test_session_that_becomes_empty_is_deleted_and_cookie_expired(
+    client: TestApp, store: PostgresStore
+) -> None:
     client.get("/set?a=1")
     assert len(rows(store)) == 1
     response = client.get("/del?k=a")
@@ -142,10 +142,17 @@ def test_table_stores_the_hash_never_the_id(client: TestApp, store: PostgresStor
     assert sid not in str(data)
 
 
-@pytest.mark.parametrize("value", [
-    "garbage", "a.b", "", "x" * 5000, "\u00e9t\u00e9",
-    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "garbage",
+        "a.b",
+        "",
+        "x" * 5000,
+        "\u00e9t\u00e9",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ],
+)
 def test_bad_cookies_get_a_fresh_session(client: TestApp, store: PostgresStore, value: str) -> None:
     client.set_cookie("session", value)
     response = client.get("/inc")
@@ -153,8 +160,9 @@ def test_bad_cookies_get_a_fresh_session(client: TestApp, store: PostgresStore, 
     assert cookie_id(client) != value.split(".")[0]
 
 
-def test_forged_cookie_signed_with_another_key_is_not_used(client: TestApp,
-                                                           make_client: Callable[..., TestApp]) -> None:
+def test_forged_cookie_signed_with_another_key_is_not_used(
+    client: TestApp, make_client: Callable[..., TestApp]
+) -> None:
     other = make_client(secret_key="someone-else")
     other.get("/set?a=1")
     client.set_cookie("session", str(other.cookies["session"]))
@@ -193,8 +201,9 @@ def test_permanent_cookie_has_max_age(make_client: Callable[..., TestApp]) -> No
     assert "Max-Age=7200" in header and "Expires=" in header
 
 
-def test_non_permanent_cookie_is_a_browser_session_cookie(make_client: Callable[..., TestApp],
-                                                          store: PostgresStore) -> None:
+def test_non_permanent_cookie_is_a_browser_session_cookie(
+    make_client: Callable[..., TestApp], store: PostgresStore
+) -> None:
     client = make_client(permanent=False, idle_timeout=timedelta(hours=2))
     header = client.get("/set?a=1").headers["Set-Cookie"]
     assert "Max-Age" not in header and "Expires" not in header
@@ -243,8 +252,9 @@ def test_changes_after_headers_are_saved_at_close(client: TestApp) -> None:
     assert client.get("/read").json == {"a": "1", "streamed": 2}
 
 
-def test_unencodable_value_is_a_500_naming_the_key(client: TestApp, store: PostgresStore,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_unencodable_value_is_a_500_naming_the_key(
+    client: TestApp, store: PostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
     client.get("/set?a=1")
     with caplog.at_level(logging.ERROR, logger="pgsession_wsgi"):
         response = client.get("/bad", status=500)

@@ -17,8 +17,10 @@ SECRET = "round-trips"
 
 
 @pytest.fixture
-def counted(make_store: Callable[..., PostgresStore], wire_counter: RoundTripCounter,
-            ) -> Callable[..., tuple[TestApp, RoundTripCounter]]:
+def counted(
+    make_store: Callable[..., PostgresStore],
+    wire_counter: RoundTripCounter,
+) -> Callable[..., tuple[TestApp, RoundTripCounter]]:
     def make(app: Any = session_app, **options: Any) -> tuple[TestApp, RoundTripCounter]:
         store = make_store(dsn=wire_counter.dsn)
         store.create_table()
@@ -95,8 +97,9 @@ def test_touch_is_capped_by_touch_interval(counted: Callable[..., Any]) -> None:
     assert statements_for(client, counter, "/read") == 1  # touched: not due again yet
 
 
-def test_table_is_created_once_per_process(make_store: Callable[..., PostgresStore],
-                                           wire_counter: RoundTripCounter) -> None:
+def test_table_is_created_once_per_process(
+    make_store: Callable[..., PostgresStore], wire_counter: RoundTripCounter
+) -> None:
     store = make_store(dsn=wire_counter.dsn)
     client = TestApp(SessionMiddleware(session_app, store, secret_key=SECRET))
     client.get("/set?a=1")
