@@ -199,6 +199,7 @@ class SessionMiddleware:
         self._resolve(binding)
         headers = [("Vary", "Cookie")]
         cookie = self._save(session, binding)
+        session._used_since_save = False
         if cookie is not None:
             headers.append(("Set-Cookie", cookie))
         return headers
@@ -240,23 +241,24 @@ class SessionMiddleware:
             if binding.resign:
                 return self._cookie_for(old_id, self._is_permanent(session, None), binding)
             return None
-        # Row state unknown (the session was written without being read): if the row is gone,
-        # the same statement stores the written keys under a fresh id.
-        blind = session._row_found is None
-        new_id = new_session_id() if (session._regenerate or blind) else None
-        new_hash = hash_session_id(new_id) if new_id is not None else None
+        regenerating = session._regenerate
+        new_id = new_session_id() if regenerating else None
         result = self.store.write(
             old_hash,
             changes.changed_json,
             changes.removed,
             replace=changes.replace,
-            new_hash=new_hash if session._regenerate else None,
-            fresh_hash=new_hash if blind else None,
+            new_hash=hash_session_id(new_id) if new_id is not None else None,
             user_key=self.user_key,
             idle=self.idle_timeout,
             absolute=self.absolute_timeout,
+            touch_interval=self.touch_interval,
         )
-        if not (result.updated or result.inserted):
+        if not result.updated:
+            if session._row_found is None:
+                # Written without being read, and the row is gone: the written keys start a
+                # new session under a new id (the old id is never reused).
+                return self._insert_new(session, binding, changes)
             # Another request invalidated or regenerated this session meanwhile: resurrecting it
             # would undo a logout, so this save is dropped (and the cookie left alone).
             log.warning(
@@ -264,16 +266,17 @@ class SessionMiddleware:
             )
             session._mark_saved(None)
             return None
-        current_id = new_id if (session._regenerate or result.inserted) else old_id
-        assert current_id is not None
+        current_id = new_id if new_id is not None else old_id
         binding.session_id = current_id
-        if current_id != old_id:
-            permanent = self._is_permanent(session, result.permanent)
-            session._mark_saved(current_id)
-            return self._cookie_for(current_id, permanent, binding)
-        cookie = self._refresh_cookie(session, binding, current_id, result.permanent)
+        permanent = self._is_permanent(session, result.permanent)
         session._mark_saved(current_id)
-        return cookie
+        if (
+            current_id != old_id
+            or binding.resign
+            or (result.touched and permanent and self.refresh_each_request)
+        ):
+            return self._cookie_for(current_id, permanent, binding)
+        return None
 
     def _refresh_cookie(
         self, session: Session, binding: _Binding, session_id: str, stored_permanent: bool | None
@@ -328,7 +331,8 @@ class SessionMiddleware:
 
         def on_close() -> None:
             try:
-                if session.accessed and session.modified:
+                # Only a session used after the save (e.g. by a streaming body) can have changed.
+                if session._used_since_save and session.modified:
                     self._save_after_headers(session)
             finally:
                 _reset(token)

@@ -8,7 +8,7 @@ reads is never written back.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from .codec import decode_value, dumps, encode_value, same
@@ -33,7 +33,6 @@ class Changes:
     replace: bool
     full_json: str | None  # the whole session, when it is fully known (a loaded session)
     empty: bool
-    sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def any(self) -> bool:
@@ -58,11 +57,12 @@ class Session(MutableMapping[str, Any]):
         self._raw: dict[str, Any] = {}
         self._loaded = loader is None
         self._row_found: bool | None = None if loader is not None else False
-        self._assigned: set[str] = set()
         self._cleared = False
         self._regenerate = False
         self._invalidated = False
         self._id = session_id
+        self._encoded: dict[str, Any] = {}
+        self._used_since_save = False
         self.accessed = False
 
     # -- loading ---------------------------------------------------------------------------
@@ -84,7 +84,7 @@ class Session(MutableMapping[str, Any]):
         self._loaded = True
 
     def _ensure_loaded(self) -> dict[str, Any]:
-        self.accessed = True
+        self.accessed = self._used_since_save = True
         if not self._loaded:
             self._load()
         return self._data
@@ -97,13 +97,11 @@ class Session(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if type(key) is not str:
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
-        self.accessed = True
+        self.accessed = self._used_since_save = True
         self._data[key] = value
-        self._assigned.add(key)
 
     def __delitem__(self, key: str) -> None:
         del self._ensure_loaded()[key]
-        self._assigned.discard(key)
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._ensure_loaded()))
@@ -125,10 +123,9 @@ class Session(MutableMapping[str, Any]):
 
     def clear(self) -> None:
         """Empty the session; the next save replaces the stored value as a whole."""
-        self.accessed = True
+        self.accessed = self._used_since_save = True
         self._data = {}
         self._raw = {}
-        self._assigned.clear()
         self._loaded = True
         self._cleared = True
 
@@ -172,7 +169,7 @@ class Session(MutableMapping[str, Any]):
 
     def regenerate(self) -> None:
         """Keep the data under a new id (call at login and on privilege changes)."""
-        self.accessed = True
+        self.accessed = self._used_since_save = True
         self._regenerate = True
 
     def invalidate(self) -> None:
@@ -185,46 +182,45 @@ class Session(MutableMapping[str, Any]):
     # -- for the middleware ----------------------------------------------------------------
 
     def changes(self, max_size: int | None) -> Changes:
-        """Encode what changed since the load; raise ``SessionError`` naming a bad key."""
-        encoded: dict[str, str] = {}
+        """Encode what changed since the load; raise ``SessionError`` naming a bad key.
+
+        A loaded session compares each value's encoded form with what was loaded, so assigning
+        an equal value writes nothing; a session written without being read sends every key
+        it was given.
+        """
+        values = {key: _encode(key, value) for key, value in self._data.items()}
+        self._encoded = values
         if self._loaded:
-            changed: list[str] = []
-            for key, value in self._data.items():
-                enc = _encode(key, value)
-                encoded[key] = dumps(enc)
-                if key in self._assigned or not same(enc, self._raw.get(key, _MISSING)):
-                    changed.append(key)
-            removed = [] if self._cleared else [k for k in self._raw if k not in self._data]
+            raw = self._raw
+            changed = [key for key, enc in values.items() if not same(enc, raw.get(key, _MISSING))]
+            removed = [] if self._cleared else [key for key in raw if key not in values]
         else:
-            changed = list(self._data)
-            for key in changed:
-                encoded[key] = dumps(_encode(key, self._data[key]))
-            removed = []
-        sizes = {key: len(text) + len(key) + 4 for key, text in encoded.items()}
+            changed, removed = list(values), []
+        # Loaded: the whole session is empty. Not loaded: nothing was written to it.
+        empty = all(key in META_KEYS for key in values)
+        if not (changed or removed or self._cleared):
+            return Changes("{}", [], [], False, None, empty)
+        texts = {key: dumps(enc) for key, enc in values.items()}
         if max_size is not None:
-            size = sum(sizes.values()) + 2
+            size = sum(len(text) + len(key) + 4 for key, text in texts.items()) + 2
             if size > max_size:
                 raise SessionTooLarge(size, max_size)
-        full = _object_json(encoded, list(encoded)) if self._loaded else None
-        # Loaded: the whole session is empty. Not loaded: nothing was written to it.
-        empty = all(key in META_KEYS for key in self._data)
         return Changes(
-            changed_json=_object_json(encoded, changed),
+            changed_json=_object_json(texts, changed),
             changed_keys=changed,
             removed=removed,
             replace=self._cleared,
-            full_json=full,
+            full_json=_object_json(texts, list(texts)) if self._loaded else None,
             empty=empty,
-            sizes=sizes,
         )
 
     def _mark_saved(self, session_id: str | None) -> None:
         """Make the state just written the new baseline (for saves after the headers)."""
         self._id = session_id
         self._regenerate = self._invalidated = self._cleared = False
-        self._assigned.clear()
+        self._used_since_save = False
         if self._loaded and session_id is not None:
-            self._raw = {key: encode_value(value) for key, value in self._data.items()}
+            self._raw = self._encoded
             self._row_found = True
         elif self._loaded:
             self._raw = {}

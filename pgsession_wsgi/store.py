@@ -89,7 +89,7 @@ class LoadedRow:
 @dataclass(frozen=True)
 class WriteResult:
     updated: bool
-    inserted: bool
+    touched: bool
     permanent: bool | None
 
 
@@ -293,34 +293,36 @@ class PostgresStore:
         *,
         replace: bool,
         new_hash: bytes | None,
-        fresh_hash: bytes | None,
         user_key: str | None,
         idle: timedelta,
         absolute: timedelta | None,
+        touch_interval: timedelta,
     ) -> WriteResult:
-        """Merge changed keys into a live row (moving it to ``new_hash`` if given).
+        """Merge changed keys into a live row, moving it to ``new_hash`` if given.
 
-        When no live row matches and ``fresh_hash`` is given, the changes become a new row there,
-        in the same statement.
+        The expiry columns change only when a touch is due, so most writes leave every indexed
+        column as it was and PostgreSQL can update the row in place (a HOT update).
         """
         params = {
             "id": id_hash,
             "new_id": new_hash,
-            "fresh_id": fresh_hash,
             "changed": changed_json,
             "removed": list(removed),
             "replace": replace,
             "user_key": user_key,
             "idle": idle,
             "absolute": absolute,
+            "touch": touch_interval,
         }
+        statement = self._sql.write if user_key is None else self._sql.write_user
 
         def execute(cur: Cursor) -> WriteResult:
-            cur.execute(self._sql.write, params)
-            updated, inserted, permanent = _one_row(cur)
-            return WriteResult(
-                bool(updated), bool(inserted), permanent if isinstance(permanent, bool) else None
-            )
+            cur.execute(statement, params)
+            row = cur.fetchone()
+            if row is None:
+                return WriteResult(updated=False, touched=False, permanent=None)
+            permanent, touched = row
+            return WriteResult(True, bool(touched), permanent if isinstance(permanent, bool) else None)
 
         return self._run(execute, retry=False)
 
@@ -418,6 +420,7 @@ _EXPECTED_COLUMNS = {
 
 # Expiry is the earlier of the idle and the absolute limit; LEAST ignores a NULL absolute limit.
 _EXPIRY = "LEAST(now() + %(idle)s, created_at + %(absolute)s)"
+_TOUCH_DUE = "accessed_at < now() - %(touch)s"
 _MERGED = "(CASE WHEN %(replace)s THEN '{}'::jsonb ELSE data - %(removed)s::text[] END || %(changed)s::jsonb)"
 
 
@@ -450,17 +453,16 @@ class _Statements:
             " (%(id)s, %(data)s::jsonb, %(data)s::jsonb ->> %(user_key)s,"
             " now() + LEAST(%(idle)s, %(absolute)s))"
         )
-        self.write = (
-            f"WITH updated AS (UPDATE {t} SET id = COALESCE(%(new_id)s, id), data = {_MERGED},"
-            f" user_id = {_MERGED} ->> %(user_key)s, accessed_at = now(), expires_at = {_EXPIRY}"
-            " WHERE id = %(id)s AND expires_at > now() RETURNING data -> '_permanent' AS permanent),"
-            f" inserted AS (INSERT INTO {t} (id, data, user_id, expires_at)"
-            " SELECT %(fresh_id)s, %(changed)s::jsonb, %(changed)s::jsonb ->> %(user_key)s,"
-            " now() + LEAST(%(idle)s, %(absolute)s)"
-            " WHERE %(fresh_id)s IS NOT NULL AND NOT EXISTS (SELECT 1 FROM updated) RETURNING 1)"
-            " SELECT EXISTS (SELECT 1 FROM updated), EXISTS (SELECT 1 FROM inserted),"
-            " (SELECT permanent FROM updated)"
+        update = (
+            f"UPDATE {t} SET id = COALESCE(%(new_id)s, id), data = {_MERGED},<user>"
+            f" accessed_at = CASE WHEN {_TOUCH_DUE} THEN now() ELSE accessed_at END,"
+            f" expires_at = CASE WHEN {_TOUCH_DUE} THEN {_EXPIRY} ELSE expires_at END"
+            " WHERE id = %(id)s AND expires_at > now()"
+            " RETURNING data -> '_permanent', accessed_at = now()"
         )
+        # user_id is written only when a user_key is set, so other writes stay HOT-eligible.
+        self.write = update.replace("<user>", "")
+        self.write_user = update.replace("<user>", f" user_id = {_MERGED} ->> %(user_key)s,")
         self.touch = (
             f"UPDATE {t} SET accessed_at = now(), expires_at = {_EXPIRY}"
             " WHERE id = %(id)s AND expires_at > now()"

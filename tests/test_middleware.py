@@ -226,9 +226,12 @@ def test_permanent_flag_is_remembered(make_client: Callable[..., TestApp]) -> No
         start_response("200 OK", [])
         return [b""]
 
-    client = make_client(app, permanent=False)
+    client = make_client(app, permanent=False, touch_interval=0.05)
     assert "Max-Age" in client.get("/login").headers["Set-Cookie"]
+    time.sleep(0.1)  # let a touch fall due: the expiry moves, so the cookie is re-sent
     assert "Max-Age" in client.get("/other").headers["Set-Cookie"]
+    never_permanent = make_client(permanent=False, touch_interval=0.05)
+    assert "Max-Age" not in never_permanent.get("/set?a=1").headers["Set-Cookie"]
 
 
 def test_nested_change_is_saved_without_modified(client: TestApp) -> None:
