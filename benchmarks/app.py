@@ -1,0 +1,141 @@
+"""The benchmark's Flask app, with the session backend chosen by environment variables.
+
+Environment:
+    BENCH_VARIANT    one of VARIANTS (default ``none``)
+    BENCH_PG_DSN     libpq URI of the PostgreSQL database (PostgreSQL variants)
+    BENCH_REDIS_URL  Redis URL (``flask-session-redis``; default redis://127.0.0.1:6379/0)
+
+Serve with gunicorn: ``gunicorn --chdir benchmarks 'app:create_app()'``.
+``python app.py`` builds the app once and exits: the driver runs it before starting gunicorn so that
+schema creation happens once, not concurrently in every worker.
+
+Routes:
+    /login  writes an initial session (user id and a counter); used once per client for a cookie
+    /read   reads a session value and returns it
+    /write  increments the counter in the session
+    /none   does not touch the session
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from flask import Flask, session
+
+VARIANTS = (
+    "none",
+    "cookie",
+    "flask-session-sqlalchemy",
+    "flask-pg-session",
+    "flask-session-redis",
+    "pgsession-wsgi",
+)
+PG_VARIANTS = ("flask-session-sqlalchemy", "flask-pg-session", "pgsession-wsgi")
+SECRET_KEY = "benchmark-only-secret-key-not-for-production"
+
+
+def _require_dsn() -> str:
+    dsn = os.environ.get("BENCH_PG_DSN")
+    if not dsn:
+        raise RuntimeError("BENCH_PG_DSN is not set")
+    return dsn
+
+
+def _sqlalchemy_url(dsn: str) -> str:
+    """The libpq URI as an SQLAlchemy URL with the psycopg2 driver."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or scheme not in ("postgres", "postgresql"):
+        raise RuntimeError(f"not a postgresql:// URI: {dsn!r}")
+    return f"postgresql+psycopg2://{rest}"
+
+
+def _setup_flask_session_sqlalchemy(app: Flask) -> None:
+    from flask_session import Session
+    from flask_sqlalchemy import SQLAlchemy
+
+    app.config["SQLALCHEMY_DATABASE_URI"] = _sqlalchemy_url(_require_dsn())
+    app.config["SESSION_TYPE"] = "sqlalchemy"
+    app.config["SESSION_SQLALCHEMY"] = SQLAlchemy(app)
+    app.config["SESSION_SQLALCHEMY_TABLE"] = "flask_session_sessions"
+    Session(app)
+
+
+def _setup_flask_pg_session(app: Flask) -> None:
+    from flask_pg_session import FlaskPgSession
+
+    # flask-pg-session 0.1.0 reads its (libpq) DSN from SQLALCHEMY_DATABASE_URI.
+    app.config["SQLALCHEMY_DATABASE_URI"] = _require_dsn()
+    FlaskPgSession(app)
+
+
+def _setup_flask_session_redis(app: Flask) -> None:
+    from flask_session import Session
+    from redis import Redis
+
+    url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    app.config["SESSION_TYPE"] = "redis"
+    app.config["SESSION_REDIS"] = Redis.from_url(url)
+    Session(app)
+
+
+def _setup_pgsession_wsgi(app: Flask) -> None:
+    from pgsession_wsgi.flask import PgSession
+
+    app.config["PGSESSION_DSN"] = _require_dsn()
+    PgSession(app)
+
+
+# "none" and "cookie" keep Flask's default session interface (the signed cookie).
+_SETUP: dict[str, Callable[[Flask], None]] = {
+    "flask-session-sqlalchemy": _setup_flask_session_sqlalchemy,
+    "flask-pg-session": _setup_flask_pg_session,
+    "flask-session-redis": _setup_flask_session_redis,
+    "pgsession-wsgi": _setup_pgsession_wsgi,
+}
+
+
+def create_app(variant: str | None = None) -> Flask:
+    variant = variant or os.environ.get("BENCH_VARIANT", "none")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    app = Flask(__name__)
+    # SECRET_KEY is a per-variant choice: without one, Flask's default interface gives every
+    # request a NullSession and does no cookie work, which is what "none" means.
+    app.config["SECRET_KEY"] = SECRET_KEY if variant != "none" else None
+    uses_session = variant != "none"
+    setup = _SETUP.get(variant)
+    if setup is not None:
+        setup(app)
+
+    @app.get("/login")
+    def login() -> str:
+        if uses_session:
+            session["user_id"] = "user-42"
+            session["counter"] = 0
+            session.permanent = True
+        return "logged in"
+
+    @app.get("/read")
+    def read() -> str:
+        user_id = session.get("user_id") if uses_session else None
+        return f"user_id={user_id}"
+
+    @app.get("/write")
+    def write() -> str:
+        counter = 0
+        if uses_session:
+            counter = int(session.get("counter", 0)) + 1
+            session["counter"] = counter
+        return f"counter={counter}"
+
+    @app.get("/none")
+    def no_session() -> str:
+        return "no session"
+
+    return app
+
+
+if __name__ == "__main__":
+    create_app()
+    print(f"app for variant {os.environ.get('BENCH_VARIANT', 'none')!r} builds")
