@@ -1,0 +1,95 @@
+"""The connection pool: bounded, blocking, self-healing and safe across fork()."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg2
+import pytest
+
+from pgsession_wsgi import PostgresStore, StoreUnavailable
+
+
+def backend_pid(store: PostgresStore) -> int:
+    return store._run(lambda cur: (cur.execute("SELECT pg_backend_pid()"), cur.fetchone())[1][0], retry=True)
+
+
+def test_pool_is_bounded_and_times_out_with_store_unavailable(
+    make_store: Callable[..., PostgresStore],
+) -> None:
+    store = make_store(max_connections=2, pool_timeout=0.5)
+    store.create_table()
+    holders = [store._pool.connection() for _ in range(2)]
+    for holder in holders:
+        holder.__enter__()
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="pool_timeout"):
+        backend_pid(store)
+    waited = time.monotonic() - started
+    assert 0.4 < waited < 3
+    for holder in holders:
+        holder.__exit__(None, None, None)
+    assert backend_pid(store) > 0
+
+
+def test_a_waiting_request_gets_the_connection_when_it_is_returned(
+    make_store: Callable[..., PostgresStore],
+) -> None:
+    store = make_store(max_connections=1, pool_timeout=5)
+    store.create_table()
+    holder = store._pool.connection()
+    holder.__enter__()
+    result: list[int] = []
+    waiter = threading.Thread(target=lambda: result.append(backend_pid(store)))
+    waiter.start()
+    time.sleep(0.3)
+    assert result == []  # still waiting: the pool never opens a second connection
+    holder.__exit__(None, None, None)
+    waiter.join(5)
+    assert len(result) == 1
+
+
+def test_killed_connection_is_replaced_without_an_error(
+    make_store: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    store = make_store(max_connections=1)
+    store.create_table()
+    first = backend_pid(store)
+    admin = psycopg2.connect(pg_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", (first,))
+    admin.close()
+    time.sleep(0.1)
+    second = backend_pid(store)
+    assert second != first
+
+
+def test_forked_child_never_uses_the_parents_connection(make_store: Callable[..., PostgresStore]) -> None:
+    store = make_store(max_connections=2)
+    store.create_table()
+    parent_pid = backend_pid(store)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: use the store, report its backend, exit without cleanup
+        try:
+            os.write(write_end, str(backend_pid(store)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(child, 0)
+    child_backend = int(os.read(read_end, 64).decode())
+    os.close(read_end)
+    assert status == 0
+    assert child_backend != parent_pid
+    assert backend_pid(store) == parent_pid  # the parent's connection survived the child's exit
+
+
+def test_statements_run_in_autocommit(make_store: Callable[..., PostgresStore]) -> None:
+    store = make_store()
+    store.create_table()
+    with store._pool.connection() as conn:
+        assert conn.autocommit
