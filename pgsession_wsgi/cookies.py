@@ -127,8 +127,10 @@ class CookieSettings:
             return None
         try:
             value = parse_cookie(cookie_header).get(self.name)
-        except ValueError:  # undecodable bytes: treat as no cookie, never as an error
-            return None
+        except ValueError:
+            # Another cookie holds bytes that are not UTF-8: mask them so ours still counts.
+            ascii_only = cookie_header.encode("ascii", "replace").decode("ascii")
+            value = parse_cookie(ascii_only).get(self.name)
         if not value or len(value) > MAX_COOKIE_LENGTH or not value.isascii():
             return None
         return value

@@ -229,9 +229,7 @@ def _hand_over(path: Path) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def start_embedded(
-    data_dir: str | Path | None = None, *, throwaway: bool | None = None
-) -> EmbeddedPostgres:
+def start_embedded(data_dir: str | Path | None = None, *, throwaway: bool | None = None) -> EmbeddedPostgres:
     """Start (creating if needed) a private server and return it running.
 
     Without ``data_dir`` the server lives in a new temporary directory. ``throwaway`` (default:

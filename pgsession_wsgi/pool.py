@@ -11,7 +11,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -58,8 +58,15 @@ def _is_dead(conn: Connection) -> bool:
 class ConnectionPool:
     """Hands out autocommit connections, at most ``max_connections`` at once."""
 
-    def __init__(self, connect_kwargs: dict[str, Any], max_connections: int, timeout: float) -> None:
+    def __init__(
+        self,
+        connect_kwargs: dict[str, Any],
+        max_connections: int,
+        timeout: float,
+        on_connect: Callable[[Connection], None] | None = None,
+    ) -> None:
         self._connect_kwargs = connect_kwargs
+        self._on_connect = on_connect
         self.max_connections = max_connections
         self.timeout = timeout
         self._cond = threading.Condition()
@@ -83,6 +90,14 @@ class ConnectionPool:
                 "running and the DSN is right"
             ) from None
         conn.autocommit = True
+        if self._on_connect is not None:
+            try:
+                self._on_connect(conn)
+            except psycopg2.Error as exc:
+                conn.close()
+                raise StoreUnavailable(
+                    f"a new database connection failed its first check ({_first_line(exc)})"
+                ) from None
         return conn
 
     def _acquire(self) -> Connection:

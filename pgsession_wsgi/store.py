@@ -149,8 +149,11 @@ class PostgresStore:
         }
         if statement_timeout:
             connect_kwargs["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
-        self._pool = ConnectionPool(connect_kwargs, max_connections, pool_timeout)
-        self._sql = _Statements(self._qualified, table)
+        self._pool = ConnectionPool(
+            connect_kwargs, max_connections, pool_timeout, on_connect=self._check_first_connection
+        )
+        self._sql = _Statements(self._qualified, table, None)
+        self._settings_checked = not statement_timeout
         self._ready_pid: int | None = None
         self._table_created = False
         self._ready_lock = threading.Lock()
@@ -211,11 +214,34 @@ class PostgresStore:
             f"{', '.join(sorted(columns))}); choose another table name or schema"
         )
 
+    def _check_first_connection(self, conn: psycopg2.extensions.connection) -> None:
+        """Find out once whether the server kept our statement_timeout startup option.
+
+        PgBouncer in transaction mode drops startup options; then every statement carries its own
+        ``SET LOCAL statement_timeout`` (one round trip still, a little more server work).
+        """
+        if self._settings_checked:
+            return
+        with conn.cursor() as cur:
+            cur.execute("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'")
+            row = cur.fetchone()
+        wanted = int((self.statement_timeout or 0) * 1000)
+        if row is None or int(row[0]) != wanted:
+            self._sql = _Statements(self._qualified, self.table, wanted)
+            log.info("statement_timeout startup option not kept (PgBouncer?); setting it per statement")
+        self._settings_checked = True
+
     def _ensure_ready(self) -> None:
         pid = os.getpid()
         if self._ready_pid == pid:
             return
-        with self._ready_lock:
+        # Requests queue here only while the first one sets up; never longer than a pool wait.
+        if not self._ready_lock.acquire(timeout=self._pool.timeout):
+            raise StoreUnavailable(
+                f"the session table setup did not finish within pool_timeout={self._pool.timeout}s; "
+                "check that PostgreSQL is reachable"
+            )
+        try:
             if self._ready_pid == pid:
                 return
             if self._create_table and not self._table_created:
@@ -224,6 +250,8 @@ class PostgresStore:
                 self._purger = _Purger(self, self.purge_interval)
                 self._purger.start()
             self._ready_pid = pid
+        finally:
+            self._ready_lock.release()
 
     # -- running statements ----------------------------------------------------------------
 
@@ -427,9 +455,10 @@ _MERGED = "(CASE WHEN %(replace)s THEN '{}'::jsonb ELSE data - %(removed)s::text
 class _Statements:
     """The SQL text, built once per store with the quoted table name."""
 
-    def __init__(self, qualified: str, table: str) -> None:
+    def __init__(self, qualified: str, table: str, timeout_ms: int | None) -> None:
         t = qualified
-        index_base = table[:40]
+        # Distinct per table even when long names share a prefix (PostgreSQL cuts names at 63).
+        index_base = f"{table[:30]}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
         schema_part = qualified.rsplit(".", 1)[0]
         self.create = [
             f"CREATE SCHEMA IF NOT EXISTS {schema_part}",
@@ -484,6 +513,22 @@ class _Statements:
             " count(DISTINCT user_id) FILTER (WHERE expires_at > now()),"
             f" pg_total_relation_size(to_regclass(%(name)s)) FROM {t}"
         ).replace("%(name)s", _literal(qualified))
+        if timeout_ms is not None:
+            # Sent in the same query string: one round trip, one implicit transaction.
+            guard = f"SET LOCAL statement_timeout = {int(timeout_ms)}; "
+            for name in (
+                "load",
+                "insert",
+                "write",
+                "write_user",
+                "touch",
+                "delete",
+                "purge",
+                "for_user",
+                "revoke",
+                "stats",
+            ):
+                setattr(self, name, guard + getattr(self, name))
 
 
 def _one_row(cur: Cursor) -> tuple[Any, ...]:

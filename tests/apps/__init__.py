@@ -1,0 +1,1 @@
+"""Small WSGI apps and helpers for the reliability tests (gunicorn imports the apps by module)."""
