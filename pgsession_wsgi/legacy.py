@@ -306,3 +306,245 @@ def is_legacy_table(conn: Any, table: str, schema: str = "public") -> bool:
         and "expiry" in columns
         and columns.get("id") != "bytea"
     )
+
+
+# -- converting a flask-pg-session table --------------------------------------------------------
+
+import hashlib as _hashlib  # noqa: E402  (appended section: kept apart from the readers above)
+import re as _re  # noqa: E402
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+from .errors import ConfigurationError as _ConfigurationError  # noqa: E402
+
+
+class NothingToMigrate(_ConfigurationError):
+    """The table is missing or already a pgsession-wsgi table: there is nothing to convert."""
+
+
+@_dataclass
+class MigrationReport:
+    """What :func:`migrate_flask_pg_session` did.
+
+    ``refused`` holds ``(id_hash_prefix, reason)`` pairs: the first 12 hex digits of the SHA-256
+    of the session id (never the id itself, which would be a usable cookie).
+    ``skipped_empty`` counts live rows holding nothing but Flask's ``_permanent`` flag (never
+    stored by pgsession-wsgi); ``other_prefix`` counts live rows under another
+    ``SESSION_KEY_PREFIX``, left behind in the renamed table.
+    """
+
+    migrated: int
+    refused: list[tuple[str, str]]
+    renamed_to: str
+    skipped_empty: int = 0
+    other_prefix: int = 0
+
+
+#: Suffix of the name the old table is kept under.
+RENAMED_SUFFIX = "_flask_pg_session_old"
+# Ids flask-pg-session issues (str(uuid4())) and ids pgsession-wsgi issues: no other id can be
+# served by FlaskPgSession, so no other row is worth converting (client-chosen ids, fixation).
+_SERVABLE_ID = _re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}|[A-Za-z0-9_-]{43}"
+)
+
+
+def _renamed(table: str) -> str:
+    suffix = RENAMED_SUFFIX.encode()
+    head = table.encode("utf-8")[: 63 - len(suffix)].decode("utf-8", "ignore")
+    return head + RENAMED_SUFFIX
+
+
+def _encode_row(data: dict[Any, Any]) -> tuple[str | None, str | None]:
+    """``(json, None)`` for a convertible session dict, ``(None, reason)`` otherwise."""
+    from .codec import dumps, encode_value
+
+    encoded: dict[str, Any] = {}
+    for key, value in data.items():
+        if type(key) is not str:
+            return None, f"a session key is a {type(key).__name__}, not a str"
+        if "\x00" in key:
+            return None, "a session key contains a NUL character"
+        try:
+            encoded[key] = encode_value(value)
+        except (TypeError, ValueError) as exc:
+            return None, f"the value under key {key!r} cannot be stored: {exc}"
+    return dumps(encoded), None
+
+
+def _columns(cur: Any, qualified: str) -> dict[str, str]:
+    cur.execute(
+        "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute"
+        " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+        (qualified,),
+    )
+    return dict(cur.fetchall())
+
+
+def migrate_flask_pg_session(
+    dsn: str,
+    table: str = "flask_sessions",
+    schema: str = "public",
+    *,
+    key_prefix: str = "",
+    lifetime: _dt.timedelta = _dt.timedelta(days=31),
+    batch_size: int = 500,
+) -> MigrationReport:
+    """Convert a flask-pg-session table into a pgsession-wsgi table of the same name.
+
+    In one transaction, under the advisory lock ``PostgresStore.create_table`` takes (so an app
+    starting meanwhile waits and then finds the new table): the old table is renamed to
+    ``<table>_flask_pg_session_old`` and kept, the new one is created, and every live row is
+    copied, keyed by the SHA-256 of its session id so existing cookies keep working. Pickles
+    are read with :func:`restricted_loads`; a row it refuses is reported, never executed.
+    Rows with NULL expiry (non-permanent sessions) get ``now() + lifetime``. Any failure rolls
+    everything back. Raises :class:`NothingToMigrate` when the table is missing or already ours.
+    """
+    import psycopg2
+
+    from .errors import StoreUnavailable
+    from .pool import _first_line
+    from .session import META_KEYS
+    from .store import PostgresStore, normalize_dsn, quote_identifier
+
+    if lifetime.total_seconds() <= 0:
+        raise _ConfigurationError(f"lifetime must be positive, not {lifetime!r}")
+    if batch_size < 1:
+        raise _ConfigurationError("batch_size must be at least 1")
+    # Validates the names and gives the exact DDL and advisory lock the app itself uses.
+    target = PostgresStore(dsn, table, schema, create_table=False, purge_interval=None)
+    target.close()
+    renamed = _renamed(table)
+    qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
+    old_qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(renamed, 'table')}"
+    try:
+        conn = psycopg2.connect(
+            normalize_dsn(dsn), connect_timeout=10, application_name="pgsession-wsgi migrate"
+        )
+    except psycopg2.OperationalError as exc:
+        raise StoreUnavailable(f"cannot connect to PostgreSQL ({_first_line(exc)})") from None
+    report = MigrationReport(migrated=0, refused=[], renamed_to=old_qualified)
+    try:
+        with conn, conn.cursor() as cur:  # one transaction: commit at the end, or roll back
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (target._lock_key,))
+            columns = _columns(cur, qualified)
+            if not columns:
+                raise NothingToMigrate(f"there is no table {qualified}: nothing to migrate")
+            if columns.get("id") == "bytea" and columns.get("data") == "jsonb":
+                raise NothingToMigrate(f"{qualified} is already a pgsession-wsgi table: nothing to migrate")
+            if not is_legacy_table(conn, table, schema):
+                raise _ConfigurationError(
+                    f"{qualified} is not a flask-pg-session table (columns: "
+                    f"{', '.join(sorted(columns))}); check --table and --schema"
+                )
+            if _columns(cur, old_qualified):
+                raise _ConfigurationError(
+                    f"cannot keep the old table as {old_qualified}: a table of that name already "
+                    "exists; rename or drop it first"
+                )
+            _rename(cur, qualified, renamed)
+            cur.execute(target.ddl())
+            _copy_rows(
+                conn,
+                cur,
+                report,
+                renamed,
+                schema,
+                key_prefix,
+                lifetime,
+                batch_size,
+                target._qualified,
+                META_KEYS,
+            )
+            if key_prefix:
+                cur.execute(
+                    f"SELECT count(*) FROM {old_qualified}"
+                    " WHERE left(session_id, char_length(%(p)s)) <> %(p)s"
+                    " AND (expiry IS NULL OR expiry > now() AT TIME ZONE 'UTC')",
+                    {"p": key_prefix},
+                )
+                (count,) = cur.fetchone() or (0,)
+                report.other_prefix = int(count)
+    finally:
+        conn.close()
+    return report
+
+
+def _rename(cur: Any, qualified: str, renamed: str) -> None:
+    """Rename the old table and its primary key, so the new table's key gets the plain name."""
+    from .store import quote_identifier
+
+    cur.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
+        (qualified,),
+    )
+    primary = cur.fetchone()
+    cur.execute(f"ALTER TABLE {qualified} RENAME TO {quote_identifier(renamed, 'table')}")
+    if primary is not None:
+        schema_part = qualified.rsplit(".", 1)[0]
+        new_key = renamed.encode("utf-8")[:58].decode("utf-8", "ignore") + "_pkey"
+        cur.execute(
+            f"ALTER TABLE {schema_part}.{quote_identifier(renamed, 'table')}"
+            f" RENAME CONSTRAINT {quote_identifier(primary[0], 'constraint')}"
+            f" TO {quote_identifier(new_key, 'constraint')}"
+        )
+
+
+def _copy_rows(
+    conn: Any,
+    cur: Any,
+    report: MigrationReport,
+    old_table: str,
+    schema: str,
+    key_prefix: str,
+    lifetime: _dt.timedelta,
+    batch_size: int,
+    new_qualified: str,
+    meta_keys: frozenset[str],
+) -> None:
+    import psycopg2
+
+    insert = f"INSERT INTO {new_qualified} (id, data, created_at, accessed_at, expires_at) VALUES %s"
+    template = "(%s, %s::jsonb, COALESCE(%s, now()), now(), COALESCE(%s, now() + %s))"
+    pending: list[tuple[Any, ...]] = []
+
+    def flush() -> None:
+        if pending:
+            _insert_batch(cur, insert, template, pending)
+            report.migrated += len(pending)
+            pending.clear()
+
+    for row in read_legacy_rows(conn, old_table, schema, key_prefix=key_prefix, batch_size=batch_size):
+        digest = _hashlib.sha256(row.session_id.encode("utf-8")).digest()
+        label = digest.hex()[:12]
+        if not _SERVABLE_ID.fullmatch(row.session_id):
+            report.refused.append(
+                (
+                    label,
+                    "the session id is not one flask-pg-session issues "
+                    "(a uuid4); a client-chosen id is not carried over",
+                )
+            )
+            continue
+        if row.data is None:
+            report.refused.append((label, row.error or "unreadable data"))
+            continue
+        if all(key in meta_keys for key in row.data):
+            report.skipped_empty += 1
+            continue
+        data_json, reason = _encode_row(row.data)
+        if data_json is None:
+            report.refused.append((label, reason or "cannot be stored"))
+            continue
+        pending.append((psycopg2.Binary(digest), data_json, row.created, row.expiry, lifetime))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+
+
+def _insert_batch(cur: Any, insert: str, template: str, rows: list[tuple[Any, ...]]) -> None:
+    import psycopg2.extras
+
+    psycopg2.extras.execute_values(cur, insert, rows, template=template, page_size=len(rows))
+
+
+__all__ += ["MigrationReport", "NothingToMigrate", "migrate_flask_pg_session"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from datetime import timedelta
@@ -270,9 +271,11 @@ class SessionMiddleware:
         binding.session_id = current_id
         permanent = self._is_permanent(session, result.permanent)
         session._mark_saved(current_id)
+        permanence_changed = "_permanent" in changes.changed_keys or "_permanent" in changes.removed
         if (
             current_id != old_id
             or binding.resign
+            or permanence_changed
             or (result.touched and permanent and self.refresh_each_request)
         ):
             return self._cookie_for(current_id, permanent, binding)
@@ -304,27 +307,28 @@ class SessionMiddleware:
         session = self.open_session(environ)
         environ[ENVIRON_KEY] = session
         token = _current.set(session)
-        saved = False
+        saved = started = False
         extra_headers: list[tuple[str, str]] = []
 
         def session_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], object]:
-            nonlocal saved, extra_headers
+            nonlocal saved, started, extra_headers
             if not saved and session.accessed:
                 saved = True
                 extra_headers = self._commit_or_fail(session)
+            started = True
             return start_response(status, list(headers) + extra_headers, exc_info)
 
         try:
             body = self.app(environ, session_start_response)
         except _SaveFailed as failure:
             _reset(token)
-            return self._error_response(start_response, failure.status)
+            return self._error_response(start_response, failure.status, started)
         except StoreUnavailable as exc:
             _reset(token)
             log.error("session store unavailable, answering 503: %s", exc)
-            return self._error_response(start_response, 503)
+            return self._error_response(start_response, 503, started)
         except BaseException:
             _reset(token)
             raise
@@ -364,21 +368,15 @@ class SessionMiddleware:
         except SessionError as exc:
             log.error("session change made while streaming was not saved: %s", exc)
 
-    def _error_response(self, start_response: StartResponse, status: int) -> list[bytes]:
+    def _error_response(self, start_response: StartResponse, status: int, started: bool) -> list[bytes]:
         body = _ERROR_BODIES[status]
         reason = "503 Service Unavailable" if status == 503 else "500 Internal Server Error"
         headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
         if status == 503:
             headers.append(("Retry-After", "5"))
-        start_response(reason, headers, _exc_info())
+        # exc_info only replaces a status the app already gave; servers re-raise it otherwise.
+        start_response(reason, headers, sys.exc_info() if started else None)
         return [body]
-
-
-def _exc_info() -> Any:
-    import sys
-
-    info = sys.exc_info()
-    return info if info[0] is not None else None
 
 
 def _reset(token: Any) -> None:
@@ -387,16 +385,26 @@ def _reset(token: Any) -> None:
 
 
 class _ClosingBody:
-    """Passes the body through untouched and runs ``on_close`` from ``close()``."""
+    """Passes the body through and runs ``on_finish`` once: at its end, or at ``close()``.
 
-    __slots__ = ("_body", "_on_close")
+    Finishing at the end of the body too unbinds ``current_session`` even under clients that
+    never call ``close()`` (Flask's test client, for one).
+    """
 
-    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
+    __slots__ = ("_body", "_on_finish")
+
+    def __init__(self, body: Iterable[bytes], on_finish: Callable[[], None]) -> None:
         self._body = body
-        self._on_close = on_close
+        self._on_finish: Callable[[], None] | None = on_finish
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
+        yield from self._body
+        self._finish()
+
+    def _finish(self) -> None:
+        on_finish, self._on_finish = self._on_finish, None
+        if on_finish is not None:
+            on_finish()
 
     def close(self) -> None:
         try:
@@ -404,4 +412,4 @@ class _ClosingBody:
             if close is not None:
                 close()
         finally:
-            self._on_close()
+            self._finish()

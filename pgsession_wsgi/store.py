@@ -181,15 +181,18 @@ class PostgresStore:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
                 cur.execute("SELECT to_regnamespace(%s) IS NULL", (quote_identifier(self.schema, "schema"),))
                 missing_schema = _one_row(cur)[0]
-                statements = self._sql.create if missing_schema else self._sql.create[1:]
-                for statement in statements:
+                schema_sql, table_sql, *index_sql = self._sql.create
+                if missing_schema:
+                    cur.execute(schema_sql)
+                cur.execute(table_sql)
+                self._check_layout(cur)  # before the indexes, which need our columns
+                for statement in index_sql:
                     cur.execute(statement)
                 cur.execute("COMMIT")
             except BaseException:
                 if not cur.connection.closed:
                     cur.execute("ROLLBACK")
                 raise
-            self._check_layout(cur)
 
         self._run(create, retry=True, setup=True)
         self._table_created = True
@@ -386,12 +389,16 @@ class PostgresStore:
         return self._run(lambda cur: self._purge_batches(cur, batch_size), retry=True)
 
     def _purge_batches(self, cur: Cursor, batch_size: int) -> int:
-        total = 0
+        # Each batch starts where the last one ended in expires_at order, so it never walks
+        # over index entries of rows already deleted (and not yet vacuumed).
+        total, after = 0, "-infinity"
         while True:
-            cur.execute(self._sql.purge, {"lock": self._lock_key, "limit": batch_size})
-            total += cur.rowcount
-            if cur.rowcount < batch_size:
-                return total
+            cur.execute(self._sql.purge, {"lock": self._lock_key, "limit": batch_size, "after": after})
+            removed, last = _one_row(cur)
+            total += removed
+            if removed < batch_size:
+                return int(total)
+            after = last
 
     def sessions_for_user(self, user_id: Any) -> list[SessionInfo]:
         """The live sessions whose ``user_key`` value is ``user_id``, most recently used first."""
@@ -498,9 +505,11 @@ class _Statements:
         )
         self.delete = f"DELETE FROM {t} WHERE id = %(id)s"
         self.purge = (
-            "WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%(lock)s) AS acquired)"
-            f" DELETE FROM {t} WHERE id IN (SELECT s.id FROM {t} s, lock WHERE lock.acquired"
-            " AND s.expires_at <= now() ORDER BY s.expires_at LIMIT %(limit)s FOR UPDATE OF s SKIP LOCKED)"
+            "WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%(lock)s) AS acquired),"
+            f" deleted AS (DELETE FROM {t} WHERE id IN (SELECT s.id FROM {t} s, lock"
+            " WHERE lock.acquired AND s.expires_at <= now() AND s.expires_at >= %(after)s::timestamptz"
+            " ORDER BY s.expires_at LIMIT %(limit)s FOR UPDATE OF s SKIP LOCKED) RETURNING expires_at)"
+            " SELECT count(*), max(expires_at) FROM deleted"
         )
         self.for_user = (
             f"SELECT encode(id, 'hex'), created_at, accessed_at, expires_at FROM {t}"

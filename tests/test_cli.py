@@ -1,0 +1,278 @@
+"""The ``pgsession-wsgi`` command against a real PostgreSQL: in-process through ``main`` and as
+the installed console script, which is what cron jobs and DBAs actually run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from apps.support import free_port, query
+
+from pgsession_wsgi import PostgresStore
+from pgsession_wsgi.cli import main
+
+SCRIPT = str(Path(sys.executable).with_name("pgsession-wsgi"))
+HOUR = dt.timedelta(hours=1)
+PASSWORD = "s3cret-Pw-never-printed"
+
+
+def closed_port_dsn() -> str:
+    """A DSN nothing listens on, with a password that must never show up in any output."""
+    return f"postgresql://someone:{PASSWORD}@127.0.0.1:{free_port()}/nodb"
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    status = main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+AddSession = Callable[..., bytes]
+
+
+@pytest.fixture
+def add_session(pg_dsn: str, make_store: Callable[..., PostgresStore]) -> AddSession:
+    """``add_session(user=None, expired=False)``: store one session as the middleware does."""
+    store = make_store()
+
+    def add(user: str | None = None, *, expired: bool = False) -> bytes:
+        id_hash = os.urandom(32)
+        data = {"n": 1} if user is None else {"uid": user}
+        store.insert(id_hash, json.dumps(data), "uid", HOUR, None)
+        if expired:
+            query(pg_dsn, f"UPDATE {store._qualified} SET expires_at = now() - interval '1 hour'"
+                          " WHERE id = %s", (id_hash,))
+        return id_hash
+
+    return add
+
+
+def count_rows(dsn: str, schema: str, table: str = "pgsession") -> int:
+    return int(query(dsn, f'SELECT count(*) FROM "{schema}"."{table}"')[0][0])
+
+
+# -- init ----------------------------------------------------------------------------------------
+
+
+def test_init_creates_table_and_indexes(pg_dsn: str, schema: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(["init", "--dsn", pg_dsn, "--schema", schema, "--table", "web"], capsys)
+    assert (status, err) == (0, "")
+    assert f"{schema}.web" in out
+    assert query(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}"."web"',)) == [(True,)]
+    indexes = " | ".join(row[0] for row in query(
+        pg_dsn, "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 'web'",
+        (schema,)))
+    assert "(id)" in indexes and "(expires_at)" in indexes and "(user_id) WHERE" in indexes
+    # Idempotent: a second run (a deploy script run twice) succeeds too.
+    assert run(["init", "--dsn", pg_dsn, "--schema", schema, "--table", "web"], capsys)[0] == 0
+
+
+def test_init_reads_dsn_and_schema_from_the_environment(
+        pg_dsn: str, schema: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGSESSION_DSN", pg_dsn)
+    monkeypatch.setenv("PGSESSION_SCHEMA", schema)
+    assert run(["init"], capsys)[0] == 0
+    assert query(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".pgsession',)) == [(True,)]
+
+
+def test_init_sql_prints_the_ddl_without_connecting(capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    started = time.monotonic()
+    status, out, err = run(["init", "--sql", "--dsn", closed_port_dsn(), "--schema", "app data"],
+                           capsys)
+    assert (status, err) == (0, "")
+    assert time.monotonic() - started < 1.5  # no connection attempt (connect_timeout is 5s)
+    assert 'CREATE TABLE IF NOT EXISTS "app data"."pgsession"' in out
+    assert 'CREATE SCHEMA IF NOT EXISTS "app data"' in out
+    assert "expires_at" in out and out.rstrip().endswith(";")
+    # With no DSN at all, as a DBA would run it.
+    monkeypatch.delenv("PGSESSION_DSN", raising=False)
+    status, out, _ = run(["init", "--sql"], capsys)
+    assert status == 0 and 'CREATE TABLE IF NOT EXISTS "public"."pgsession"' in out
+
+
+def test_init_sql_output_runs_as_is(pg_dsn: str, schema: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """What a DBA pastes into psql creates a table the store accepts."""
+    status, out, _ = run(["init", "--sql", "--schema", schema], capsys)
+    assert status == 0
+    query(pg_dsn, out)
+    store = PostgresStore(pg_dsn, schema=schema, create_table=False, purge_interval=None)
+    try:
+        store.create_table()  # checks the layout: raises if the table were not ours
+        assert store.stats()["live"] == 0
+    finally:
+        store.close()
+
+
+# -- cleanup, stats, revoke ----------------------------------------------------------------------
+
+
+def test_cleanup_removes_expired_rows_and_prints_the_count(
+        pg_dsn: str, schema: str, add_session: AddSession, capsys: pytest.CaptureFixture[str]) -> None:
+    for _ in range(3):
+        add_session()
+    for _ in range(2):
+        add_session(expired=True)
+    status, out, err = run(["cleanup", "--dsn", pg_dsn, "--schema", schema, "--batch-size", "1"],
+                           capsys)
+    assert (status, err) == (0, "")
+    assert "removed 2 expired session(s)" in out
+    assert count_rows(pg_dsn, schema) == 3
+    assert "removed 0 expired" in run(["cleanup", "--dsn", pg_dsn, "--schema", schema], capsys)[1]
+
+
+def test_cleanup_rejects_a_zero_batch_size(pg_dsn: str, schema: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(["cleanup", "--dsn", pg_dsn, "--schema", schema, "--batch-size", "0"],
+                         capsys)
+    assert status == 2 and "batch_size must be at least 1" in err
+
+
+def test_stats_prints_live_and_expired_counts(
+        pg_dsn: str, schema: str, add_session: AddSession, capsys: pytest.CaptureFixture[str]) -> None:
+    add_session("alice")
+    add_session("alice")
+    add_session("bob")
+    add_session()
+    add_session("carol", expired=True)
+    status, out, err = run(["stats", "--dsn", pg_dsn, "--schema", schema], capsys)
+    assert (status, err) == (0, "")
+    lines = dict(line.split(": ", 1) for line in out.splitlines())
+    assert lines["table"] == f"{schema}.pgsession"
+    assert (lines["live"], lines["expired"], lines["users"]) == ("4", "1", "2")
+    assert int(lines["total_bytes"]) > 0
+
+
+def test_revoke_removes_every_session_of_one_user(
+        pg_dsn: str, schema: str, add_session: AddSession, capsys: pytest.CaptureFixture[str]) -> None:
+    add_session("42")
+    add_session("42")
+    kept = add_session("7")
+    status, out, err = run(["revoke", "--dsn", pg_dsn, "--schema", schema, "--user", "42",
+                            "--keep-none"], capsys)
+    assert (status, err) == (0, "")
+    assert "removed 2 session(s) of user '42'" in out
+    assert [bytes(row[0]) for row in query(pg_dsn, f'SELECT id FROM "{schema}".pgsession')] == [kept]
+    status, out, _ = run(["revoke", "--dsn", pg_dsn, "--schema", schema, "--user", "42"], capsys)
+    assert status == 0 and "removed 0 session(s)" in out and "user_key" in out
+
+
+# -- migrate-flask-pg-session ---------------------------------------------------------------------
+
+
+def test_migrate_prints_the_report(pg_dsn: str, schema: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    table = f'"{schema}".legacy'
+    query(pg_dsn, f"CREATE TABLE {table} (session_id VARCHAR(255) NOT NULL PRIMARY KEY,"
+                  " created TIMESTAMP DEFAULT (NOW() AT TIME ZONE 'utc'), data BYTEA,"
+                  " expiry TIMESTAMP)")
+    live, refused = str(uuid.uuid4()), str(uuid.uuid4())
+    for sid, payload in ((live, pickle.dumps({"n": 1})), (refused, b"not a pickle")):
+        query(pg_dsn, f"INSERT INTO {table} (session_id, data, expiry)"
+                      " VALUES (%s, %s, now() AT TIME ZONE 'utc' + interval '1 day')",
+              (sid, payload))
+    status, out, err = run(["migrate-flask-pg-session", "--dsn", pg_dsn, "--schema", schema,
+                            "--table", "legacy"], capsys)
+    assert (status, err) == (0, "")
+    assert f"migrated 1 session(s) into {schema}.legacy" in out
+    assert "refused 1 row(s)" in out and "not a readable pickle" in out
+    assert "legacy_flask_pg_session_old" in out
+    assert live not in out and refused not in out  # ids are cookies: never printed
+    assert count_rows(pg_dsn, schema, "legacy") == 1
+    # Run again: the table is ours now, a configuration error, not a traceback.
+    status, _, err = run(["migrate-flask-pg-session", "--dsn", pg_dsn, "--schema", schema,
+                          "--table", "legacy"], capsys)
+    assert status == 2 and "nothing to migrate" in err and "Traceback" not in err
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+def test_unreachable_database_is_one_line_without_the_password(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (["stats"], ["init"], ["cleanup"], ["revoke", "--user", "1"]):
+        status, out, err = run([*command, "--dsn", closed_port_dsn()], capsys)
+        assert status == 1, (command, err)
+        assert err.startswith(f"pgsession-wsgi {command[0]}: error: cannot connect to PostgreSQL")
+        assert err.count("\n") == 1 and PASSWORD not in err + out and "Traceback" not in err
+
+
+@pytest.mark.parametrize("dsn, message", [
+    (f"mysql://root:{PASSWORD}@localhost/db", "needs PostgreSQL"),
+    (f"host=localhost password={PASSWORD} = =", "cannot be parsed"),
+])
+def test_bad_dsn_is_a_usage_error(dsn: str, message: str,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(["stats", "--dsn", dsn], capsys)
+    assert status == 2 and message in err
+    assert err.count("\n") == 1 and PASSWORD not in err + out
+
+
+def test_missing_dsn_says_how_to_give_one(capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGSESSION_DSN", raising=False)
+    status, _, err = run(["cleanup"], capsys)
+    assert status == 2 and "--dsn" in err and "PGSESSION_DSN" in err
+
+
+def test_missing_table_points_at_init(pg_dsn: str, schema: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(["stats", "--dsn", pg_dsn, "--schema", schema], capsys)
+    assert status == 1 and "does not exist" in err and "pgsession-wsgi init" in err
+    assert query(pg_dsn, "SELECT to_regclass(%s)", (f'"{schema}".pgsession',)) == [(None,)]
+
+
+@pytest.mark.parametrize("argv", [[], ["revoke"], ["nonsense"], ["cleanup", "--batch-size", "x"]])
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(argv, capsys)
+    assert status == 2 and "usage:" in err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(["--help"], capsys)
+    assert status == 0
+    for command in ("demo", "init", "cleanup", "stats", "revoke", "migrate-flask-pg-session"):
+        assert command in out
+
+
+# -- the installed console script ------------------------------------------------------------------
+
+
+def script(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PGSESSION_")}
+    full_env.update(env)
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=full_env,
+                          timeout=60, check=False)
+
+
+def test_console_script_init_then_stats(pg_dsn: str, schema: str) -> None:
+    result = script("init", "--schema", schema, PGSESSION_DSN=pg_dsn)
+    assert result.returncode == 0, result.stderr
+    assert query(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".pgsession',)) == [(True,)]
+    result = script("stats", "--dsn", pg_dsn, "--schema", schema)
+    assert result.returncode == 0 and "live: 0" in result.stdout
+
+
+def test_console_script_error_has_no_traceback(pg_dsn: str) -> None:
+    result = script("cleanup", "--dsn", closed_port_dsn())
+    assert result.returncode == 1
+    assert result.stderr.startswith("pgsession-wsgi cleanup: error: cannot connect")
+    assert "Traceback" not in result.stderr and PASSWORD not in result.stderr + result.stdout
+
+
+def test_module_runs_as_a_script(pg_dsn: str, schema: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "pgsession_wsgi.cli", "init", "--sql"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0 and "CREATE TABLE" in result.stdout

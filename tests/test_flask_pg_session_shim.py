@@ -1,0 +1,394 @@
+"""pgsession_wsgi.flask.FlaskPgSession: a drop-in for flask-pg-session 0.1.0, against a real PostgreSQL.
+
+Cookies are built exactly as flask-pg-session builds them (itsdangerous Signer, salt
+"flask-session", HMAC key derivation, SHA-1) and, where the package is installed, by the package
+itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+import pytest
+from flask import Flask, session
+from flask.testing import FlaskClient
+from itsdangerous import Signer
+from webtest import TestApp
+
+from pgsession_wsgi import ConfigurationError
+from pgsession_wsgi.flask import EXTENSION_KEY, EnvironSessionInterface, FlaskPgSession, FlaskPgSessionSigner
+
+
+class ClosingClient(FlaskClient):
+    """Reads and closes every response, as a WSGI server does.
+
+    Flask's test client leaves the body open by default, so the middleware's close() (which
+    unbinds ``current_session``) would never run and the binding would leak into later tests.
+    """
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
+
+def sql(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def legacy_signer(secret: str) -> Signer:
+    return Signer(secret, salt="flask-session", key_derivation="hmac")
+
+
+def h(session_id: str) -> bytes:
+    return hashlib.sha256(session_id.encode()).digest()
+
+
+def insert_row(
+    dsn: str, schema: str, session_id: str, data: dict[str, Any], table: str = "flask_sessions"
+) -> None:
+    """A live session in our table, as the migration leaves it."""
+    sql(
+        dsn,
+        f'INSERT INTO "{schema}"."{table}" (id, data, expires_at)'
+        " VALUES (%s, %s::jsonb, now() + interval '1 day')",
+        (h(session_id), psycopg2.extras.Json(data)),
+    )
+
+
+@pytest.fixture
+def make_app(pg_dsn: str, schema: str) -> Iterator[Callable[..., Flask]]:
+    made: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        app = Flask(f"shim{len(made)}")
+        app.test_client_class = ClosingClient
+        app.config.update(
+            SECRET_KEY="legacy-secret", SQLALCHEMY_DATABASE_URI=pg_dsn, SESSION_PG_SCHEMA=schema
+        )
+        app.config.update(config)
+        FlaskPgSession(app)
+        made.append(app)
+
+        @app.route("/count")
+        def count() -> str:
+            session["n"] = session.get("n", 0) + 1
+            return str(session["n"])
+
+        @app.route("/read")
+        def read() -> dict[str, Any]:
+            return {"data": dict(session), "permanent": session.permanent}
+
+        @app.route("/touch")
+        def touch() -> str:
+            return str(len(session))
+
+        return app
+
+    yield make
+    for app in made:
+        app.extensions[EXTENSION_KEY].store.close()
+
+
+def stored(dsn: str, schema: str, table: str = "flask_sessions") -> list[Any]:
+    return [r[0] for r in sql(dsn, f'SELECT data FROM "{schema}"."{table}" ORDER BY created_at')]
+
+
+# -- construction and config --------------------------------------------------------------------
+
+
+def test_same_construction_and_defaults(pg_dsn: str, schema: str) -> None:
+    app = Flask(__name__)
+    app.test_client_class = ClosingClient
+    app.config.update(SECRET_KEY="k", SQLALCHEMY_DATABASE_URI=pg_dsn, SESSION_PG_SCHEMA=schema)
+    ext = FlaskPgSession()
+    interface = ext.init_app(app)
+    try:
+        assert isinstance(interface, EnvironSessionInterface)
+        assert app.session_interface is interface
+        store = ext.store
+        assert (store.table, store.schema) == ("flask_sessions", schema)
+        assert store._pool.max_connections == 10  # SESSION_PG_MAX_DB_CONN default
+        assert store.purge_interval is not None  # SESSION_AUTODELETE_EXPIRED default True
+        middleware = app.extensions[EXTENSION_KEY]
+        assert middleware.permanent is True  # SESSION_PERMANENT default True
+        assert isinstance(middleware.signer, FlaskPgSessionSigner)
+        assert middleware.signer.use_signer is False  # SESSION_USE_SIGNER default False
+        # The positional form, as in flask-pg-session.
+        other = Flask("other")
+        other.test_client_class = ClosingClient
+        other.config.update(
+            app.config,
+            SESSION_PG_TABLE="other_sessions",
+            SESSION_PG_MAX_DB_CONN=2,
+            SESSION_AUTODELETE_EXPIRED=False,
+            SESSION_PERMANENT=False,
+        )
+        second = FlaskPgSession(other)
+        assert second.store.table == "other_sessions"
+        assert second.store._pool.max_connections == 2
+        assert second.store.purge_interval is None
+        assert other.extensions[EXTENSION_KEY].permanent is False
+        second.store.close()
+    finally:
+        ext.store.close()
+
+
+def test_missing_database_uri_names_the_key() -> None:
+    app = Flask(__name__)
+    app.test_client_class = ClosingClient
+    app.config["SECRET_KEY"] = "k"
+    with pytest.raises(ConfigurationError, match="SQLALCHEMY_DATABASE_URI"):
+        FlaskPgSession(app)
+
+
+def test_signer_without_secret_key_names_the_key(pg_dsn: str, schema: str) -> None:
+    app = Flask(__name__)
+    app.test_client_class = ClosingClient
+    app.config.update(SQLALCHEMY_DATABASE_URI=pg_dsn, SESSION_PG_SCHEMA=schema, SESSION_USE_SIGNER=True)
+    with pytest.raises(ConfigurationError, match="SECRET_KEY"):
+        FlaskPgSession(app)
+
+
+def test_unsigned_mode_needs_no_secret_key(make_app: Callable[..., Flask]) -> None:
+    client = make_app(SECRET_KEY=None).test_client()
+    assert [client.get("/count").text for _ in range(2)] == ["1", "2"]
+
+
+def test_sqlalchemy_driver_urls_are_accepted(make_app: Callable[..., Flask], pg_dsn: str) -> None:
+    if not pg_dsn.startswith("postgresql://"):
+        pytest.skip("needs a URL-style PGSESSION_TEST_DSN")
+    uri = "postgresql+psycopg2://" + pg_dsn.removeprefix("postgresql://")
+    assert make_app(SQLALCHEMY_DATABASE_URI=uri).test_client().get("/count").text == "1"
+
+
+# -- cookies stay valid ---------------------------------------------------------------------------
+
+
+def test_signed_legacy_cookie_stays_valid(make_app: Callable[..., Flask], pg_dsn: str, schema: str) -> None:
+    app = make_app(SESSION_USE_SIGNER=True)
+    sid = str(uuid.uuid4())
+    insert_row(pg_dsn, schema, sid, {"_permanent": True, "_user_id": "42", "n": 5})
+    client = app.test_client()
+    client.set_cookie("session", legacy_signer("legacy-secret").sign(sid).decode())
+    assert client.get("/read").json == {
+        "data": {"_permanent": True, "_user_id": "42", "n": 5},
+        "permanent": True,
+    }
+    response = client.get("/count")
+    assert response.text == "6"
+    # The cookie keeps flask-pg-session's format: it is still the same signed id.
+    assert client.get_cookie("session").value == legacy_signer("legacy-secret").sign(sid).decode()  # type: ignore[union-attr]
+
+
+def test_new_signed_cookies_use_the_flask_pg_session_signer(
+    make_app: Callable[..., Flask], pg_dsn: str, schema: str
+) -> None:
+    client = make_app(SESSION_USE_SIGNER=True).test_client()
+    client.get("/count")
+    value = client.get_cookie("session").value  # type: ignore[union-attr]
+    session_id = legacy_signer("legacy-secret").unsign(value).decode()
+    assert len(session_id) == 43  # our 256-bit ids, not uuid4
+    assert sql(pg_dsn, f'SELECT data FROM "{schema}".flask_sessions WHERE id = %s', (h(session_id),)) == [
+        ({"n": 1},)
+    ]
+
+
+def test_bad_signature_gets_a_new_session(make_app: Callable[..., Flask], pg_dsn: str, schema: str) -> None:
+    app = make_app(SESSION_USE_SIGNER=True)
+    sid = str(uuid.uuid4())
+    insert_row(pg_dsn, schema, sid, {"n": 5})
+    client = app.test_client()
+    client.set_cookie("session", legacy_signer("another-secret").sign(sid).decode())
+    assert client.get("/count").text == "1"
+    # A bare (unsigned) id is refused when signing is on.
+    client = app.test_client()
+    client.set_cookie("session", sid)
+    assert client.get("/count").text == "1"
+
+
+def test_unsigned_legacy_cookie_stays_valid(make_app: Callable[..., Flask], pg_dsn: str, schema: str) -> None:
+    app = make_app()
+    sid = str(uuid.uuid4())
+    insert_row(pg_dsn, schema, sid, {"_permanent": True, "n": 9})
+    web = TestApp(app)
+    web.set_cookie("session", sid)
+    assert web.get("/count").text == "10"
+    assert web.cookies["session"].strip('"') == sid  # unsigned stays unsigned
+
+
+def test_unsigned_unknown_id_is_never_reused(
+    make_app: Callable[..., Flask], pg_dsn: str, schema: str
+) -> None:
+    # flask-pg-session stored the session under whatever id the client chose (fixation).
+    web = TestApp(make_app())
+    chosen = str(uuid.uuid4())
+    web.set_cookie("session", chosen)
+    assert web.get("/count").text == "1"
+    issued = web.cookies["session"]
+    assert issued != chosen and len(issued) == 43
+    assert sql(pg_dsn, f'SELECT count(*) FROM "{schema}".flask_sessions WHERE id = %s', (h(chosen),)) == [
+        (0,)
+    ]
+    for junk in ("evil", "x" * 300, chosen.upper(), chosen + ".sig"):
+        other = TestApp(web.app)
+        other.set_cookie("session", junk)
+        assert other.get("/count").text == "1"
+        assert other.cookies["session"] != junk
+
+
+def test_cookie_from_the_real_flask_pg_session_package(pg_dsn: str, schema: str) -> None:
+    """The real package writes a session; after the migration the shim serves its cookie."""
+    flask_pg_session = pytest.importorskip("flask_pg_session")
+    from pgsession_wsgi.legacy import migrate_flask_pg_session
+
+    config = dict(
+        SECRET_KEY="legacy-secret",
+        SQLALCHEMY_DATABASE_URI=pg_dsn,
+        SESSION_PG_SCHEMA=schema,
+        SESSION_USE_SIGNER=True,
+        SESSION_AUTODELETE_EXPIRED=False,
+    )
+    old = Flask("old")
+    old.test_client_class = ClosingClient
+    old.config.update(config)
+    legacy = flask_pg_session.FlaskPgSession(old)
+
+    @old.route("/login")
+    def login() -> str:
+        session["_user_id"] = "7"
+        return "ok"
+
+    old_client = old.test_client()
+    old_client.get("/login")
+    cookie = old_client.get_cookie("session").value  # type: ignore[union-attr]
+    legacy.pool.closeall()
+
+    new = Flask("new")
+    new.test_client_class = ClosingClient
+    new.config.update(config)
+    with pytest.raises(ConfigurationError, match="migrate-flask-pg-session"):
+        FlaskPgSession(new)
+    assert migrate_flask_pg_session(pg_dsn, schema=schema).migrated == 1
+    ext = FlaskPgSession(new)
+    try:
+
+        @new.route("/me")
+        def me() -> str:
+            return str(session.get("_user_id"))
+
+        client = new.test_client()
+        client.set_cookie("session", cookie)
+        assert client.get("/me").text == "7"
+    finally:
+        ext.store.close()
+
+
+# -- permanence ---------------------------------------------------------------------------------
+
+
+def test_session_permanent_default_follows_session_permanent(make_app: Callable[..., Flask]) -> None:
+    lifetime = timedelta(hours=3)
+    permanent = make_app(PERMANENT_SESSION_LIFETIME=lifetime).test_client()
+    header = permanent.get("/count").headers["Set-Cookie"]
+    assert "Max-Age=10800" in header and "Expires=" in header
+    assert permanent.get("/read").json["permanent"] is True
+    browser = make_app(SESSION_PERMANENT=False).test_client()
+    header = browser.get("/count").headers["Set-Cookie"]
+    assert "Max-Age" not in header and "Expires" not in header
+    assert browser.get("/read").json["permanent"] is False
+
+
+# -- the defects that are not carried over ------------------------------------------------------
+
+
+def test_no_pickle_and_expiry_in_timestamptz_by_the_database_clock(
+    make_app: Callable[..., Flask], pg_dsn: str, schema: str
+) -> None:
+    make_app(PERMANENT_SESSION_LIFETIME=timedelta(hours=1)).test_client().get("/count")
+    types = dict(
+        sql(
+            pg_dsn,
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = 'flask_sessions'",
+            (schema,),
+        )
+    )
+    assert types["data"] == "jsonb" and types["expires_at"] == "timestamp with time zone"
+    assert "session_id" not in types  # the id itself is never stored, only its hash
+    ((data, remaining),) = sql(pg_dsn, f'SELECT data, expires_at - now() FROM "{schema}".flask_sessions')
+    assert data == {"n": 1}
+    assert timedelta(minutes=59) < remaining <= timedelta(hours=1)
+
+
+def test_empty_sessions_are_not_stored(make_app: Callable[..., Flask], pg_dsn: str, schema: str) -> None:
+    # flask-pg-session writes `_permanent` into every session it saves.
+    client = make_app().test_client()
+    response = client.get("/touch")
+    assert response.text == "0" and "Set-Cookie" not in response.headers
+    assert stored(pg_dsn, schema) == []
+
+
+def test_a_full_pool_waits_instead_of_failing(make_app: Callable[..., Flask]) -> None:
+    app = make_app(SESSION_PG_MAX_DB_CONN=1)
+    client = app.test_client()
+    client.get("/count")
+    pool = app.extensions[EXTENSION_KEY].store._pool
+    results: list[str] = []
+    with pool.connection():  # the only connection is busy
+        worker = threading.Thread(target=lambda: results.append(client.get("/count").text))
+        worker.start()
+        time.sleep(0.5)
+        assert results == []  # waiting, not failed
+    worker.join(10)
+    assert results == ["2"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_safety(make_app: Callable[..., Flask]) -> None:
+    app = make_app()
+    client = app.test_client()
+    assert client.get("/count").text == "1"  # the parent holds a pooled connection now
+    pid = os.fork()
+    if pid == 0:  # the child: its own connections, the parent's left alone
+        status = 1
+        try:
+            status = 0 if client.get("/count").text == "2" else 3
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert client.get("/count").text == "3"  # the parent's connection still works
+
+
+def test_legacy_table_layout_fails_at_start_with_the_command(pg_dsn: str, schema: str) -> None:
+    sql(
+        pg_dsn,
+        f'CREATE TABLE "{schema}".flask_sessions (session_id varchar(255) PRIMARY KEY,'
+        " created timestamp DEFAULT (now() AT TIME ZONE 'utc'), data bytea, expiry timestamp)",
+    )
+    app = Flask(__name__)
+    app.test_client_class = ClosingClient
+    app.config.update(SQLALCHEMY_DATABASE_URI=pg_dsn, SESSION_PG_SCHEMA=schema, SESSION_KEY_PREFIX="app:")
+    with pytest.raises(ConfigurationError) as caught:
+        FlaskPgSession(app)
+    message = str(caught.value)
+    assert "pgsession-wsgi migrate-flask-pg-session --dsn ..." in message
+    assert f"--table flask_sessions --schema {schema}" in message
+    assert "--key-prefix app:" in message
+    assert EXTENSION_KEY not in app.extensions
