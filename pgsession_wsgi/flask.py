@@ -405,6 +405,9 @@ def _fallback_keys(app: Flask) -> list[SecretKey]:
     return [key for key in keys if key]
 
 
-def _samesite(value: str | None) -> str | None:
-    """Flask and werkzeug accept any case ("lax"); the core wants "Lax"."""
-    return value.title() if isinstance(value, str) and value else None
+def _samesite(value: str | None) -> str:
+    """Flask's default (unset) becomes Lax, so a new app is safe without configuring it.
+
+    Flask and werkzeug accept any case ("lax"); the core wants "Lax".
+    """
+    return value.title() if isinstance(value, str) and value else "Lax"

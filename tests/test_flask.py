@@ -257,12 +257,12 @@ def test_cookie_settings_come_from_flask_config(make_app: Callable[..., Flask]) 
     assert parts["samesite"] == "SameSite=Strict"
 
 
-def test_flask_default_cookie_has_no_forced_secure_or_samesite(
+def test_flask_default_cookie_is_lax_and_not_forced_secure(
     make_app: Callable[..., Flask],
 ) -> None:
     app = make_app()
     (plain,) = set_cookies(app.test_client().get("/count"))
-    assert "HttpOnly" in plain and "Secure" not in plain and "SameSite" not in plain
+    assert "HttpOnly" in plain and "Secure" not in plain and "SameSite=Lax" in plain
     assert "Path=/" in plain
     # SESSION_COOKIE_SECURE=False (Flask's default) still marks the cookie Secure over https.
     (https,) = set_cookies(app.test_client().get("/count", base_url="https://localhost/"))
