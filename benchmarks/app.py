@@ -30,8 +30,9 @@ VARIANTS = (
     "flask-pg-session",
     "flask-session-redis",
     "pgsession-wsgi",
+    "pgsession-wsgi-async",
 )
-PG_VARIANTS = ("flask-session-sqlalchemy", "flask-pg-session", "pgsession-wsgi")
+PG_VARIANTS = ("flask-session-sqlalchemy", "flask-pg-session", "pgsession-wsgi", "pgsession-wsgi-async")
 SECRET_KEY = "benchmark-only-secret-key-not-for-production"
 
 
@@ -86,12 +87,20 @@ def _setup_pgsession_wsgi(app: Flask) -> None:
     PgSession(app)
 
 
+def _setup_pgsession_wsgi_async(app: Flask) -> None:
+    """pgsession-wsgi with synchronous_commit off: writes no longer wait for the WAL flush,
+    which is the durability the Redis variant (no persistence) has anyway."""
+    app.config["PGSESSION_SYNCHRONOUS_COMMIT"] = False
+    _setup_pgsession_wsgi(app)
+
+
 # "none" and "cookie" keep Flask's default session interface (the signed cookie).
 _SETUP: dict[str, Callable[[Flask], None]] = {
     "flask-session-sqlalchemy": _setup_flask_session_sqlalchemy,
     "flask-pg-session": _setup_flask_pg_session,
     "flask-session-redis": _setup_flask_session_redis,
     "pgsession-wsgi": _setup_pgsession_wsgi,
+    "pgsession-wsgi-async": _setup_pgsession_wsgi_async,
 }
 
 

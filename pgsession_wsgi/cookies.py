@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from itsdangerous import Signer
+from itsdangerous.encoding import base64_encode
 from werkzeug.http import dump_cookie, parse_cookie
 
 from .errors import ConfigurationError
@@ -68,10 +69,17 @@ class HmacIdSigner:
             )
         options = {"salt": salt, "key_derivation": "hmac", "digest_method": hashlib.sha256}
         keys = [secret_key, *(key for key in fallback_secret_keys if key)]
-        self._signers = [Signer(key, **options) for key in keys]  # type: ignore[arg-type]
+        signers = [Signer(key, **options) for key in keys]  # type: ignore[arg-type]
+        # itsdangerous derives the key again on every call; derived once here, each check is a
+        # single HMAC over the id.
+        self._derived = [(signer.algorithm, signer.derive_key()) for signer in signers]
+
+    def _signature(self, position: int, session_id: str) -> str:
+        algorithm, key = self._derived[position]
+        return base64_encode(algorithm.get_signature(key, session_id.encode("ascii"))).decode("ascii")
 
     def sign(self, session_id: str) -> str:
-        return self._signers[0].sign(session_id).decode("ascii")
+        return f"{session_id}.{self._signature(0, session_id)}"
 
     def unsign(self, value: str) -> tuple[str, bool] | None:
         if not _OUR_COOKIE.fullmatch(value):
@@ -79,9 +87,8 @@ class HmacIdSigner:
         session_id, signature = value.split(".")
         # Comparing the exact text (not the decoded bytes) rejects base64 variants of a
         # signature, so each id has exactly one valid cookie value.
-        for position, signer in enumerate(self._signers):
-            expected = signer.get_signature(session_id).decode("ascii")
-            if hmac.compare_digest(expected, signature):
+        for position in range(len(self._derived)):
+            if hmac.compare_digest(self._signature(position, session_id), signature):
                 return session_id, position > 0
         return None
 

@@ -204,6 +204,7 @@ class _Settings:
     schema: str
     max_connections: int
     purge_interval: float | None
+    synchronous_commit: bool
     secret_key: SecretKey | None
     permanent: bool
     signer: IdSigner | None
@@ -233,6 +234,7 @@ class _Extension:
             settings.schema,
             max_connections=settings.max_connections,
             purge_interval=settings.purge_interval,
+            synchronous_commit=settings.synchronous_commit,
         )
         try:
             middleware = SessionMiddleware(
@@ -345,6 +347,7 @@ class PgSession(_Extension):
             schema=config.get("PGSESSION_SCHEMA", "public"),
             max_connections=int(config.get("PGSESSION_MAX_CONNECTIONS", 10)),
             purge_interval=300,
+            synchronous_commit=bool(config.get("PGSESSION_SYNCHRONOUS_COMMIT", True)),
             secret_key=app.secret_key,
             permanent=False,  # as in Flask: a browser-session cookie until session.permanent = True
             signer=None,
@@ -383,6 +386,7 @@ class FlaskPgSession(_Extension):
             schema=config.get("SESSION_PG_SCHEMA", "public"),
             max_connections=int(config.get("SESSION_PG_MAX_DB_CONN", 10)),
             purge_interval=300 if config.get("SESSION_AUTODELETE_EXPIRED", True) else None,
+            synchronous_commit=True,
             secret_key=app.secret_key,
             permanent=bool(config.get("SESSION_PERMANENT", True)),
             signer=signer,

@@ -441,7 +441,7 @@ def migrate_flask_pg_session(
                     f"cannot keep the old table as {old_qualified}: a table of that name already "
                     "exists; rename or drop it first"
                 )
-            _rename(cur, qualified, renamed)
+            _rename(cur, schema, table, renamed)
             cur.execute(target.ddl())
             _copy_rows(
                 conn,
@@ -469,10 +469,12 @@ def migrate_flask_pg_session(
     return report
 
 
-def _rename(cur: Any, qualified: str, renamed: str) -> None:
+def _rename(cur: Any, schema: str, table: str, renamed: str) -> None:
     """Rename the old table and its primary key, so the new table's key gets the plain name."""
     from .store import quote_identifier
 
+    schema_part = quote_identifier(schema, "schema")
+    qualified = f"{schema_part}.{quote_identifier(table, 'table')}"
     cur.execute(
         "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
         (qualified,),
@@ -480,7 +482,6 @@ def _rename(cur: Any, qualified: str, renamed: str) -> None:
     primary = cur.fetchone()
     cur.execute(f"ALTER TABLE {qualified} RENAME TO {quote_identifier(renamed, 'table')}")
     if primary is not None:
-        schema_part = qualified.rsplit(".", 1)[0]
         new_key = renamed.encode("utf-8")[:58].decode("utf-8", "ignore") + "_pkey"
         cur.execute(
             f"ALTER TABLE {schema_part}.{quote_identifier(renamed, 'table')}"

@@ -139,7 +139,7 @@ class ConnectionPool:
         with self._cond:
             if broken or conn.closed or self._closed:
                 self._discard_locked(conn)
-            elif conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            elif conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
                 # Left inside a transaction by an error mid-way: never reuse that state.
                 self._discard_locked(conn)
             else:

@@ -48,22 +48,25 @@ class Session(MutableMapping[str, Any]):
     ``permanent``: the cookie outlives the browser (``Max-Age``); stored as ``_permanent``.
     """
 
+    # Defaults live on the class so that a request that never touches its session pays only
+    # for the few attributes __init__ sets. The dict defaults are only ever replaced, never mutated.
+    _raw: dict[str, Any] = {}
+    _encoded: dict[str, Any] = {}
+    _cleared = False
+    _regenerate = False
+    _invalidated = False
+    _used_since_save = False
+    accessed = False
+
     def __init__(
         self, loader: Loader | None = None, *, permanent: bool = True, session_id: str | None = None
     ) -> None:
         self._loader = loader
         self._default_permanent = permanent
         self._data: dict[str, Any] = {}
-        self._raw: dict[str, Any] = {}
         self._loaded = loader is None
         self._row_found: bool | None = None if loader is not None else False
-        self._cleared = False
-        self._regenerate = False
-        self._invalidated = False
         self._id = session_id
-        self._encoded: dict[str, Any] = {}
-        self._used_since_save = False
-        self.accessed = False
 
     # -- loading ---------------------------------------------------------------------------
 

@@ -104,6 +104,9 @@ class PostgresStore:
         :class:`StoreUnavailable`.
     :param connect_timeout: seconds to wait for a new connection.
     :param statement_timeout: seconds any one statement may run (sent as a startup option).
+    :param synchronous_commit: ``False`` acknowledges writes before their WAL reaches disk: much
+        faster writes, but a database *crash* (not a clean restart) can lose the last fraction
+        of a second of session changes. Sessions are never corrupted either way.
     :param create_table: create the schema, table and indexes on first use.
     :param purge_interval: seconds between background purges of expired rows; None for none.
     """
@@ -118,6 +121,7 @@ class PostgresStore:
         pool_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         statement_timeout: float | None = 5.0,
+        synchronous_commit: bool = True,
         create_table: bool = True,
         purge_interval: float | None = 300,
     ) -> None:
@@ -147,13 +151,16 @@ class PostgresStore:
             "keepalives_interval": 5,
             "keepalives_count": 3,
         }
-        if statement_timeout:
-            connect_kwargs["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
+        # Per-connection settings travel as startup options: free on every statement after.
+        self._settings = {"statement_timeout": str(int((statement_timeout or 0) * 1000))}
+        if not synchronous_commit:
+            self._settings["synchronous_commit"] = "off"
+        connect_kwargs["options"] = " ".join(f"-c {name}={value}" for name, value in self._settings.items())
         self._pool = ConnectionPool(
             connect_kwargs, max_connections, pool_timeout, on_connect=self._check_first_connection
         )
-        self._sql = _Statements(self._qualified, table, None)
-        self._settings_checked = not statement_timeout
+        self._sql = _Statements(schema, table, "")
+        self._settings_checked = False
         self._ready_pid: int | None = None
         self._table_created = False
         self._ready_lock = threading.Lock()
@@ -218,20 +225,20 @@ class PostgresStore:
         )
 
     def _check_first_connection(self, conn: psycopg2.extensions.connection) -> None:
-        """Find out once whether the server kept our statement_timeout startup option.
+        """Find out once whether the server kept our startup options.
 
-        PgBouncer in transaction mode drops startup options; then every statement carries its own
-        ``SET LOCAL statement_timeout`` (one round trip still, a little more server work).
+        PgBouncer in transaction mode drops them; then every statement carries its own
+        ``SET LOCAL`` (still one round trip, a little more server work).
         """
         if self._settings_checked:
             return
         with conn.cursor() as cur:
-            cur.execute("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'")
-            row = cur.fetchone()
-        wanted = int((self.statement_timeout or 0) * 1000)
-        if row is None or int(row[0]) != wanted:
-            self._sql = _Statements(self._qualified, self.table, wanted)
-            log.info("statement_timeout startup option not kept (PgBouncer?); setting it per statement")
+            cur.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(self._settings),))
+            kept = dict(cur.fetchall())
+        if kept != self._settings:
+            guard = "".join(f"SET LOCAL {name} = {value}; " for name, value in self._settings.items())
+            self._sql = _Statements(self.schema, self.table, guard)
+            log.info("startup options not kept (PgBouncer?); setting them per statement")
         self._settings_checked = True
 
     def _ensure_ready(self) -> None:
@@ -462,11 +469,12 @@ _MERGED = "(CASE WHEN %(replace)s THEN '{}'::jsonb ELSE data - %(removed)s::text
 class _Statements:
     """The SQL text, built once per store with the quoted table name."""
 
-    def __init__(self, qualified: str, table: str, timeout_ms: int | None) -> None:
-        t = qualified
+    def __init__(self, schema: str, table: str, guard: str) -> None:
+        schema_part = quote_identifier(schema, "schema")
+        t = qualified = f"{schema_part}.{quote_identifier(table, 'table')}"
         # Distinct per table even when long names share a prefix (PostgreSQL cuts names at 63).
-        index_base = f"{table[:30]}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
-        schema_part = qualified.rsplit(".", 1)[0]
+        short = table.encode()[:30].decode("utf-8", "ignore")  # bytes: PostgreSQL's limit is 63
+        index_base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
         self.create = [
             f"CREATE SCHEMA IF NOT EXISTS {schema_part}",
             f"CREATE TABLE IF NOT EXISTS {t} (\n"
@@ -522,9 +530,8 @@ class _Statements:
             " count(DISTINCT user_id) FILTER (WHERE expires_at > now()),"
             f" pg_total_relation_size(to_regclass(%(name)s)) FROM {t}"
         ).replace("%(name)s", _literal(qualified))
-        if timeout_ms is not None:
+        if guard:
             # Sent in the same query string: one round trip, one implicit transaction.
-            guard = f"SET LOCAL statement_timeout = {int(timeout_ms)}; "
             for name in (
                 "load",
                 "insert",

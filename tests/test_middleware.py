@@ -317,3 +317,35 @@ def test_repr_never_shows_the_id(client: TestApp) -> None:
     other.get("/")
     sid = cookie_id(other)
     assert reprs and all(sid not in text for text in reprs)
+
+
+@pytest.mark.parametrize(
+    ("schema_name", "table_name"),
+    [("sch.ema", 'odd.name "x"'), ("s", "\u8868" * 21), ("s", "t; DROP TABLE x; --")],
+)
+def test_odd_table_and_schema_names_work_with_both_indexes(
+    make_store: Callable[..., PostgresStore], pg_dsn: str, schema_name: str, table_name: str
+) -> None:
+    import uuid
+
+    schema_name = f"{schema_name}{uuid.uuid4().hex[:6]}"
+    store = make_store(schema=schema_name, table=table_name)
+    try:
+        client = TestApp(SessionMiddleware(session_app, store, secret_key=SECRET))
+        client.get("/set?a=1")
+        assert client.get("/read").json == {"a": "1"}
+        conn = psycopg2.connect(pg_dsn)
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+                (schema_name, table_name),
+            )
+            (indexes,) = cur.fetchone()
+        conn.close()
+        assert indexes == 3  # primary key, expires_at, user_id
+    finally:
+        conn = psycopg2.connect(pg_dsn)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute('DROP SCHEMA IF EXISTS "{}" CASCADE'.format(schema_name.replace('"', '""')))
+        conn.close()

@@ -93,3 +93,13 @@ def test_statements_run_in_autocommit(make_store: Callable[..., PostgresStore]) 
     store.create_table()
     with store._pool.connection() as conn:
         assert conn.autocommit
+
+
+@pytest.mark.parametrize(("option", "expected"), [(True, "on"), (False, "off")])
+def test_synchronous_commit_option_reaches_the_server(
+    make_store: Callable[..., PostgresStore], option: bool, expected: str
+) -> None:
+    store = make_store(synchronous_commit=option)
+    store.create_table()
+    shown = store._run(lambda cur: (cur.execute("SHOW synchronous_commit"), cur.fetchone())[1][0], retry=True)
+    assert shown == expected
