@@ -273,6 +273,7 @@ class Options:
     redis_port: int
     keep_tmp: bool
     json_path: Path | None
+    rounds: int = 1
 
 
 def _variant_env(variant: str, pg: EmbeddedPostgres | None, redis_port: int) -> dict[str, str]:
@@ -432,9 +433,18 @@ def _format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+def median_runs(results: Sequence[RouteResult]) -> list[RouteResult]:
+    """Per (variant, route), the run with the median throughput, in first-seen order."""
+    groups: dict[tuple[str, str], list[RouteResult]] = {}
+    for result in results:
+        groups.setdefault((result.variant, result.route), []).append(result)
+    return [sorted(runs, key=lambda r: r.rps)[(len(runs) - 1) // 2] for runs in groups.values()]
+
+
 def print_report(report: Report, opts: Options) -> None:
-    by_key = {(r.variant, r.route): r for r in report.results}
-    if report.results:
+    results = median_runs(report.results)
+    by_key = {(r.variant, r.route): r for r in results}
+    if results:
         rows = [
             [
                 r.variant,
@@ -446,9 +456,11 @@ def print_report(report: Report, opts: Options) -> None:
                 _ratio(r.rps, by_key.get(("none", r.route))),
                 _ratio(r.rps, by_key.get(("cookie", r.route))),
             ]
-            for r in report.results
+            for r in results
         ]
         print()
+        if opts.rounds > 1:
+            print(f"median run of {opts.rounds} interleaved rounds")
         print(
             f"gunicorn gthread {opts.workers} workers x {opts.worker_threads} threads;"
             f" wrk {opts.threads} threads, {opts.connections} connections,"
@@ -467,7 +479,7 @@ def print_report(report: Report, opts: Options) -> None:
         print(_format_table(headers, rows, "llrrrrrr"))
 
     pg_rows = []
-    for r in report.results:
+    for r in results:
         if r.statements is None:
             continue
         per_request = r.statements_per_request()
@@ -568,6 +580,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="also write the results to this JSON file",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every variant this many times, interleaved, and report the median run (default 1)",
+    )
+    parser.add_argument(
         "--keep-tmp",
         action="store_true",
         help="keep the temporary directory (gunicorn logs, PostgreSQL data)",
@@ -609,17 +627,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if variant in PG_VARIANTS:
                         report.failures[variant] = f"embedded PostgreSQL did not start: {exc!r}"
                 print(f"  embedded PostgreSQL did not start: {exc!r}", flush=True)
-        for variant in opts.variants:
-            if variant in report.failures:
-                continue
-            print(f"{variant}:", flush=True)
-            try:
-                if variant == "flask-session-redis":
-                    _ensure_redis(opts.redis_port, workdir, stack)
-                _run_variant(variant, opts, pg if variant in PG_VARIANTS else None, workdir, report)
-            except (VariantFailed, OSError, subprocess.SubprocessError, ValueError) as exc:
-                report.failures[variant] = str(exc)
-                print(f"  failed: {str(exc).splitlines()[0]}", flush=True)
+        # Rounds interleave the variants, so a slow spell of a shared machine hits them all
+        # alike; the report keeps each (variant, route)'s median run.
+        for round_number in range(1, opts.rounds + 1):
+            if opts.rounds > 1:
+                print(f"round {round_number} of {opts.rounds}", flush=True)
+            for variant in opts.variants:
+                if variant in report.failures:
+                    continue
+                print(f"{variant}:", flush=True)
+                try:
+                    if variant == "flask-session-redis":
+                        _ensure_redis(opts.redis_port, workdir, stack)
+                    _run_variant(variant, opts, pg if variant in PG_VARIANTS else None, workdir, report)
+                except (VariantFailed, OSError, subprocess.SubprocessError, ValueError) as exc:
+                    report.failures[variant] = str(exc)
+                    print(f"  failed: {str(exc).splitlines()[0]}", flush=True)
     except (KeyboardInterrupt, Interrupted):
         interrupted = True
         print("\ninterrupted; stopping everything", file=sys.stderr)
