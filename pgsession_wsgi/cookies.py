@@ -16,7 +16,7 @@ from typing import Protocol
 
 from itsdangerous import Signer
 from itsdangerous.encoding import base64_encode
-from werkzeug.http import dump_cookie, parse_cookie
+from werkzeug.http import dump_cookie
 
 from .errors import ConfigurationError
 
@@ -72,11 +72,13 @@ class HmacIdSigner:
         signers = [Signer(key, **options) for key in keys]  # type: ignore[arg-type]
         # itsdangerous derives the key again on every call; derived once here, each check is a
         # single HMAC over the id.
-        self._derived = [(signer.algorithm, signer.derive_key()) for signer in signers]
+        self._derived = [signer.derive_key() for signer in signers]
 
     def _signature(self, position: int, session_id: str) -> str:
-        algorithm, key = self._derived[position]
-        return base64_encode(algorithm.get_signature(key, session_id.encode("ascii"))).decode("ascii")
+        # One C-level HMAC (what itsdangerous's HMACAlgorithm computes, without its per-call
+        # object) over the id, with the key derived once in __init__.
+        raw = hmac.digest(self._derived[position], session_id.encode("ascii"), "sha256")
+        return base64_encode(raw).decode("ascii")
 
     def sign(self, session_id: str) -> str:
         return f"{session_id}.{self._signature(0, session_id)}"
@@ -129,18 +131,23 @@ class CookieSettings:
         return self.secure if self.secure is not None else environ_scheme == "https"
 
     def read(self, cookie_header: str) -> str | None:
-        """This cookie's value from a Cookie header; None if absent or not plausible."""
+        """This cookie's value from a Cookie header; None if absent or not plausible.
+
+        A plain split is enough for the values this layer issues (plain or in quotes), and
+        anything odd in the header (another cookie's bytes included) cannot become an error.
+        """
         if self.name not in cookie_header:
             return None
-        try:
-            value = parse_cookie(cookie_header).get(self.name)
-        except ValueError:
-            # Another cookie holds bytes that are not UTF-8: mask them so ours still counts.
-            ascii_only = cookie_header.encode("ascii", "replace").decode("ascii")
-            value = parse_cookie(ascii_only).get(self.name)
-        if not value or len(value) > MAX_COOKIE_LENGTH or not value.isascii():
-            return None
-        return value
+        for part in cookie_header.split(";"):
+            name, _, value = part.strip().partition("=")
+            if name.rstrip() == self.name:
+                value = value.strip()
+                if len(value) > 1 and value[0] == value[-1] == '"':  # RFC 6265 allows quotes
+                    value = value[1:-1]
+                if not value or len(value) > MAX_COOKIE_LENGTH or not value.isascii():
+                    return None
+                return value
+        return None
 
     def set_header(self, value: str, max_age: int | None, scheme: str) -> str:
         return dump_cookie(

@@ -17,6 +17,7 @@ from .errors import SessionError, SessionTooLarge
 __all__ = ["Session"]
 
 _MISSING = object()
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 #: Keys that alone do not make a session worth storing (Flask writes ``_permanent`` eagerly).
 META_KEYS = frozenset({"_permanent"})
 
@@ -56,6 +57,7 @@ class Session(MutableMapping[str, Any]):
     _regenerate = False
     _invalidated = False
     _used_since_save = False
+    _mutated = False  # set, deleted or cleared since the load (nested changes are found apart)
     accessed = False
 
     def __init__(
@@ -100,11 +102,12 @@ class Session(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if type(key) is not str:
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
-        self.accessed = self._used_since_save = True
+        self.accessed = self._used_since_save = self._mutated = True
         self._data[key] = value
 
     def __delitem__(self, key: str) -> None:
         del self._ensure_loaded()[key]
+        self._mutated = True
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._ensure_loaded()))
@@ -126,7 +129,7 @@ class Session(MutableMapping[str, Any]):
 
     def clear(self) -> None:
         """Empty the session; the next save replaces the stored value as a whole."""
-        self.accessed = self._used_since_save = True
+        self.accessed = self._used_since_save = self._mutated = True
         self._data = {}
         self._raw = {}
         self._loaded = True
@@ -191,6 +194,10 @@ class Session(MutableMapping[str, Any]):
         an equal value writes nothing; a session written without being read sends every key
         it was given.
         """
+        if self._loaded and not self._mutated and all(type(v) in _IMMUTABLE for v in self._data.values()):
+            # Read only, and nothing that could have been changed in place: no work at all.
+            self._encoded = self._raw
+            return Changes("{}", [], [], False, None, all(key in META_KEYS for key in self._data))
         values = {key: _encode(key, value) for key, value in self._data.items()}
         self._encoded = values
         if self._loaded:
@@ -221,7 +228,7 @@ class Session(MutableMapping[str, Any]):
         """Make the state just written the new baseline (for saves after the headers)."""
         self._id = session_id
         self._regenerate = self._invalidated = self._cleared = False
-        self._used_since_save = False
+        self._used_since_save = self._mutated = False
         if self._loaded and session_id is not None:
             self._raw = self._encoded
             self._row_found = True

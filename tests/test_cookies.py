@@ -91,3 +91,13 @@ def test_oversized_and_non_ascii_cookies_are_ignored() -> None:
     assert settings.read("other=\u00e9\u00ff; session=abc") == "abc"
     assert settings.read("other=1") is None
     assert settings.read("session=abc") == "abc"
+
+
+def test_cookie_header_parsing_edge_cases() -> None:
+    settings = CookieSettings()
+    assert settings.read('session="abc"') == "abc"  # quoted, as some clients send it
+    assert settings.read("a=1;session=first; session=second") == "first"
+    assert settings.read("  session = spaced ; b=2") == "spaced"
+    assert settings.read("mysession=x; session_old=y") is None  # names must match exactly
+    assert settings.read("session=") is None
+    assert settings.read("session") is None
