@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Union, cast
 
-from flask import Flask, current_app, has_app_context, has_request_context, request
+from flask import Flask, current_app, has_app_context
 from flask.globals import request_ctx
 from flask.sessions import NullSession, SessionInterface, SessionMixin
 from flask.typing import ResponseReturnValue
@@ -42,9 +42,6 @@ log = logging.getLogger("pgsession_wsgi")
 
 #: ``app.extensions`` key holding the app's :class:`SessionMiddleware` (its ``.store`` too).
 EXTENSION_KEY = "pgsession_wsgi"
-# Marks a session opened by the interface itself (test client's session_transaction), which the
-# interface must then save; sessions the middleware opened are saved by the middleware.
-_OPENED_HERE = "pgsession.flask.opened_here"
 _POSTGRES_URL = re.compile(r"^postgres(?:ql)?(?:\+[a-z0-9_]+)?://", re.IGNORECASE)
 SecretKey = Union[str, bytes]
 
@@ -74,17 +71,16 @@ class EnvironSessionInterface(SessionInterface):
                     "pgsession_wsgi.flask.PgSession(app), which does both"
                 )
             session = self.middleware.open_session(request.environ)
-            request.environ[_OPENED_HERE] = session
+            session._opened_by_interface = True  # type: ignore[attr-defined]
         # Not a SessionMixin subclass, but it has the same attributes (permanent, new,
         # modified, accessed) and is a MutableMapping, which is all Flask relies on.
         return cast(SessionMixin, session)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        if self.middleware is None or not has_request_context():
+        # Sessions the middleware opened are saved by it when the response starts.
+        if self.middleware is None or not getattr(session, "_opened_by_interface", False):
             return
-        if request.environ.get(_OPENED_HERE) is not session:
-            return  # the middleware opened it and saves it when the response starts
-        del request.environ[_OPENED_HERE]
+        session._opened_by_interface = False  # type: ignore[attr-defined]
         for name, value in self.middleware.commit(cast(Session, session)):
             response.headers.add(name, value)
 
