@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import flask
-import psycopg2
 import pytest
 from flask import Flask, flash, get_flashed_messages, request, session
-from flask.testing import FlaskClient
+from helpers import ClosingClient, sql
 from markupsafe import Markup
 from webtest import TestApp
 from wire import RoundTripCounter
@@ -34,30 +33,7 @@ from pgsession_wsgi.flask import EXTENSION_KEY, EnvironSessionInterface, PgSessi
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class ClosingClient(FlaskClient):
-    """Reads and closes every response, as a WSGI server does.
-
-    Flask's test client leaves the body open by default, so the middleware's close() (which
-    unbinds ``current_session``) would never run and the binding would leak into later tests.
-    """
-
-    def open(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("buffered", True)
-        return super().open(*args, **kwargs)
-
-
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def sql(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def stored(dsn: str, schema: str, table: str = "pgsession") -> list[dict[str, Any]]:

@@ -20,35 +20,12 @@ import psycopg2
 import psycopg2.extras
 import pytest
 from flask import Flask, session
-from flask.testing import FlaskClient
+from helpers import ClosingClient, sql
 from itsdangerous import Signer
 from webtest import TestApp
 
 from pgsession_wsgi import ConfigurationError
 from pgsession_wsgi.flask import EXTENSION_KEY, EnvironSessionInterface, FlaskPgSession, FlaskPgSessionSigner
-
-
-class ClosingClient(FlaskClient):
-    """Reads and closes every response, as a WSGI server does.
-
-    Flask's test client leaves the body open by default, so the middleware's close() (which
-    unbinds ``current_session``) would never run and the binding would leak into later tests.
-    """
-
-    def open(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("buffered", True)
-        return super().open(*args, **kwargs)
-
-
-def sql(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def legacy_signer(secret: str) -> Signer:

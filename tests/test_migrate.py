@@ -21,7 +21,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 from flask import Flask, session
-from flask.testing import FlaskClient
+from helpers import ClosingClient, sql
 from itsdangerous import Signer
 from markupsafe import Markup
 
@@ -30,29 +30,6 @@ from pgsession_wsgi.flask import EXTENSION_KEY, FlaskPgSession
 from pgsession_wsgi.legacy import MigrationReport, NothingToMigrate, migrate_flask_pg_session
 
 SECRET = "legacy-secret"
-
-
-class ClosingClient(FlaskClient):
-    """Reads and closes every response, as a WSGI server does.
-
-    Flask's test client leaves the body open by default, so the middleware's close() (which
-    unbinds ``current_session``) would never run and the binding would leak into later tests.
-    """
-
-    def open(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("buffered", True)
-        return super().open(*args, **kwargs)
-
-
-def sql(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def q(name: str) -> str:
