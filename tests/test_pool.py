@@ -95,11 +95,18 @@ def test_statements_run_in_autocommit(make_store: Callable[..., PostgresStore]) 
         assert conn.autocommit
 
 
-@pytest.mark.parametrize(("option", "expected"), [(True, "on"), (False, "off")])
-def test_synchronous_commit_option_reaches_the_server(
-    make_store: Callable[..., PostgresStore], option: bool, expected: str
+def test_synchronous_commit_off_reaches_the_server_and_on_leaves_its_default(
+    make_store: Callable[..., PostgresStore], pg_dsn: str
 ) -> None:
-    store = make_store(synchronous_commit=option)
-    store.create_table()
-    shown = store._run(lambda cur: (cur.execute("SHOW synchronous_commit"), cur.fetchone())[1][0], retry=True)
-    assert shown == expected
+    def shown(store: PostgresStore) -> str:
+        return str(
+            store._run(lambda cur: (cur.execute("SHOW synchronous_commit"), cur.fetchone())[1][0], retry=True)
+        )
+
+    server_default = psycopg2.connect(pg_dsn)
+    with server_default.cursor() as cur:
+        cur.execute("SHOW synchronous_commit")
+        (default,) = cur.fetchone()
+    server_default.close()
+    assert shown(make_store(synchronous_commit=False)) == "off"
+    assert shown(make_store()) == default  # True: the DBA's setting is left alone

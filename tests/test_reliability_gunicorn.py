@@ -93,9 +93,9 @@ def test_the_purge_runs_in_one_process_at_a_time(
     query(pg_dsn, PURGE_LOG.format(s=f'"{schema}"'))
     insert_expired = (
         f'INSERT INTO "{schema}".pgsession (id, data, expires_at)'
-        " SELECT gen_random_bytes(32), '{}', now() - interval '1 hour' FROM generate_series(1, %s)"
+        " SELECT sha256(gen_random_uuid()::text::bytea), '{}', now() - interval '1 hour'"
+        " FROM generate_series(1, %s)"
     )
-    query(pg_dsn, "CREATE EXTENSION IF NOT EXISTS pgcrypto")
     env = app_env(pg_dsn, schema, PGSESSION_APP_PURGE_INTERVAL="0.05")
     args = ("--preload", "--workers", str(WORKERS), "-c", str(APPS_DIR / "gunicorn_conf.py"))
     with gunicorn("counter_app:app", env, tmp_path, *args) as server:
@@ -110,7 +110,7 @@ def test_the_purge_runs_in_one_process_at_a_time(
         assert server.alive, server.log()
     batches = query(
         pg_dsn,
-        f'SELECT txid, min(backend), max(backend), min(at), max(at), count(*)'
+        f"SELECT txid, min(backend), max(backend), min(at), max(at), count(*)"
         f' FROM "{schema}".purge_log GROUP BY txid ORDER BY min(at)',
     )
     assert sum(rows for *_, rows in batches) == 40 * 15
@@ -131,8 +131,9 @@ def test_workers_starting_together_on_a_fresh_schema_all_create_the_table(
         fresh = f"{schema}_r{attempt}"  # does not exist yet: the workers create it
         barrier = tmp_path / f"barrier-{attempt}"
         barrier.mkdir()
-        env = app_env(pg_dsn, fresh, PGSESSION_APP_BARRIER_DIR=str(barrier),
-                      PGSESSION_APP_BARRIER_COUNT=str(WORKERS))
+        env = app_env(
+            pg_dsn, fresh, PGSESSION_APP_BARRIER_DIR=str(barrier), PGSESSION_APP_BARRIER_COUNT=str(WORKERS)
+        )
         try:
             with gunicorn("counter_app:app", env, tmp_path, "--workers", str(WORKERS)) as server:
                 wait_for_files(barrier, "created-*", WORKERS, server)
@@ -142,8 +143,11 @@ def test_workers_starting_together_on_a_fresh_schema_all_create_the_table(
                 answer = http_get(server.port, "/inc")
                 assert (answer.status, answer.json()["n"]) == (200, 1)
                 assert server.alive, server.log()
-            tables = query(pg_dsn, "SELECT count(*) FROM pg_tables WHERE schemaname = %s"
-                                   " AND tablename = 'pgsession'", (fresh,))
+            tables = query(
+                pg_dsn,
+                "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename = 'pgsession'",
+                (fresh,),
+            )
             assert tables == [(1,)]
         finally:
             query(pg_dsn, f'DROP SCHEMA IF EXISTS "{fresh}" CASCADE')
@@ -166,5 +170,6 @@ def test_counter_app_reports_its_worker(pg_dsn: str, schema: str, tmp_path: Path
         body = json.loads(http_get(server.port, "/backend").body)
         worker_pids = {int(p) for p in os.listdir("/proc") if p.isdigit()}
         assert body["pid"] in worker_pids
-        assert query(pg_dsn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
-                     (body["backend"],)) == [(1,)]
+        assert query(pg_dsn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (body["backend"],)) == [
+            (1,)
+        ]
