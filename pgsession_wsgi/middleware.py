@@ -226,25 +226,21 @@ class SessionMiddleware:
         self.store.insert(
             hash_session_id(new_id), data, self.user_key, self.idle_timeout, self.absolute_timeout
         )
-        permanent = self._is_permanent(session, None)
+        cookie = self._cookie_for(new_id, self._is_permanent(session, None), binding)
         binding.session_id = new_id
         session._mark_saved(new_id)
-        return self._cookie_for(new_id, permanent, binding)
+        return cookie
 
     def _update(self, session: Session, binding: _Binding, changes: Changes, old_id: str) -> str | None:
-        old_hash = hash_session_id(old_id)
         if not (changes.any or session._regenerate):
             if binding.touch_due:
-                self.store.touch(old_hash, self.idle_timeout, self.absolute_timeout)
+                self.store.touch(hash_session_id(old_id), self.idle_timeout, self.absolute_timeout)
                 binding.touch_due = False
-                return self._refresh_cookie(session, binding, old_id, None)
-            if binding.resign:
-                return self._cookie_for(old_id, self._is_permanent(session, None), binding)
-            return None
-        regenerating = session._regenerate
-        new_id = new_session_id() if regenerating else None
+                return self._cookie_after_save(session, binding, old_id, expiry_moved=True)
+            return self._cookie_after_save(session, binding, old_id)
+        new_id = new_session_id() if session._regenerate else None
         result = self.store.write(
-            old_hash,
+            hash_session_id(old_id),
             changes.changed_json,
             changes.removed,
             replace=changes.replace,
@@ -266,26 +262,33 @@ class SessionMiddleware:
             )
             session._mark_saved(None)
             return None
-        current_id = new_id if new_id is not None else old_id
+        current_id = new_id or old_id
+        cookie = self._cookie_after_save(
+            session,
+            binding,
+            current_id,
+            stored_permanent=result.permanent,
+            expiry_moved=result.touched,
+            must_send=new_id is not None or "_permanent" in (*changes.changed_keys, *changes.removed),
+        )
         binding.session_id = current_id
-        permanent = self._is_permanent(session, result.permanent)
         session._mark_saved(current_id)
-        permanence_changed = "_permanent" in changes.changed_keys or "_permanent" in changes.removed
-        if (
-            current_id != old_id
-            or binding.resign
-            or permanence_changed
-            or (result.touched and permanent and self.refresh_each_request)
-        ):
-            return self._cookie_for(current_id, permanent, binding)
-        return None
+        return cookie
 
-    def _refresh_cookie(
-        self, session: Session, binding: _Binding, session_id: str, stored_permanent: bool | None
+    def _cookie_after_save(
+        self,
+        session: Session,
+        binding: _Binding,
+        session_id: str,
+        *,
+        stored_permanent: bool | None = None,
+        expiry_moved: bool = False,
+        must_send: bool = False,
     ) -> str | None:
-        """After the expiry moved, a permanent cookie is re-sent so its Max-Age moves too."""
+        """The cookie goes out only when it changes: a new id or permanence, a re-signature,
+        or a permanent session's expiry moving forward (so its Max-Age moves too)."""
         permanent = self._is_permanent(session, stored_permanent)
-        if binding.resign or (permanent and self.refresh_each_request):
+        if must_send or binding.resign or (expiry_moved and permanent and self.refresh_each_request):
             return self._cookie_for(session_id, permanent, binding)
         return None
 

@@ -104,9 +104,10 @@ class PostgresStore:
         :class:`StoreUnavailable`.
     :param connect_timeout: seconds to wait for a new connection.
     :param statement_timeout: seconds any one statement may run (sent as a startup option).
-    :param synchronous_commit: ``True`` keeps the server's setting; ``False`` acknowledges writes before their WAL reaches disk: much
-        faster writes, but a database *crash* (not a clean restart) can lose the last fraction
-        of a second of session changes. Sessions are never corrupted either way.
+    :param synchronous_commit: ``True`` keeps the server's setting. ``False`` acknowledges writes
+        before their WAL reaches disk: much faster writes, but a database *crash* (not a clean
+        restart) can lose the last fraction of a second of session changes. Sessions are never
+        corrupted either way.
     :param create_table: create the schema, table and indexes on first use.
     :param purge_interval: seconds between background purges of expired rows; None for none.
     """
