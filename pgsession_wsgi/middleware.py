@@ -68,18 +68,20 @@ def _seconds(value: timedelta | float | int | None, name: str) -> timedelta | No
 
 
 class _Binding:
-    """What the request's cookie said, worked out only when the session is first used."""
+    """What the request's cookie said, worked out only when the session is first used.
 
-    __slots__ = ("cookie_header", "scheme", "parsed", "cookie_sent", "session_id", "resign", "touch_due")
+    The defaults live on the class: an untouched request sets only the two fields it has.
+    """
+
+    parsed = False
+    cookie_sent = False
+    session_id: str | None = None
+    resign = False
+    touch_due = False
 
     def __init__(self, cookie_header: str, scheme: str) -> None:
         self.cookie_header = cookie_header
         self.scheme = scheme
-        self.parsed = False
-        self.cookie_sent = False
-        self.session_id: str | None = None
-        self.resign = False
-        self.touch_due = False
 
 
 _ERROR_BODIES = {
@@ -320,7 +322,9 @@ class SessionMiddleware:
                 saved = True
                 extra_headers = self._commit_or_fail(session)
             started = True
-            return start_response(status, list(headers) + extra_headers, exc_info)
+            if extra_headers:
+                headers = [*headers, *extra_headers]
+            return start_response(status, headers, exc_info)
 
         try:
             body = self.app(environ, session_start_response)
