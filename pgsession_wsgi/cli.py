@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
@@ -155,8 +156,14 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     """Convert a flask-pg-session table in place; the old table is kept, renamed."""
     from .legacy import migrate_flask_pg_session
 
+    if args.lifetime_days <= 0:
+        raise ConfigurationError("--lifetime-days must be a positive number of days")
     report = migrate_flask_pg_session(
-        _require_dsn(args), table=args.table, schema=args.schema, key_prefix=args.key_prefix
+        _require_dsn(args),
+        table=args.table,
+        schema=args.schema,
+        key_prefix=args.key_prefix,
+        lifetime=timedelta(days=args.lifetime_days),
     )
     _say(f"{PROG} migrate-flask-pg-session: migrated {report.migrated} session(s) into {_where(args)}")
     if report.skipped_empty:
@@ -397,6 +404,14 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         metavar="PREFIX",
         help="flask-pg-session's SESSION_KEY_PREFIX (default: none)",
+    )
+    migrate.add_argument(
+        "--lifetime-days",
+        type=float,
+        default=31.0,
+        metavar="DAYS",
+        help="lifetime given to sessions stored without an expiry (non-permanent ones); use the "
+        "app's PERMANENT_SESSION_LIFETIME (default: %(default)g)",
     )
     migrate.set_defaults(run=_cmd_migrate)
     return parser

@@ -276,3 +276,22 @@ def test_module_runs_as_a_script(pg_dsn: str, schema: str) -> None:
     result = subprocess.run([sys.executable, "-m", "pgsession_wsgi.cli", "init", "--sql"],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0 and "CREATE TABLE" in result.stdout
+
+
+def test_migrate_gives_rows_without_expiry_the_lifetime_asked_for(
+    pg_dsn: str, schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = f'"{schema}".legacy'
+    query(pg_dsn, f"CREATE TABLE {table} (session_id VARCHAR(255) NOT NULL PRIMARY KEY,"
+                  " created TIMESTAMP DEFAULT (NOW() AT TIME ZONE 'utc'), data BYTEA,"
+                  " expiry TIMESTAMP)")
+    query(pg_dsn, f"INSERT INTO {table} (session_id, data, expiry) VALUES (%s, %s, NULL)",
+          (str(uuid.uuid4()), pickle.dumps({"_permanent": False, "n": 1})))
+    status, _, err = run(["migrate-flask-pg-session", "--dsn", pg_dsn, "--schema", schema,
+                          "--table", "legacy", "--lifetime-days", "2"], capsys)
+    assert (status, err) == (0, "")
+    [(remaining,)] = query(pg_dsn, f'SELECT expires_at - now() FROM "{schema}".legacy')
+    assert dt.timedelta(days=1, hours=23) < remaining <= dt.timedelta(days=2)
+    status, _, err = run(["migrate-flask-pg-session", "--dsn", pg_dsn, "--schema", schema,
+                          "--table", "legacy", "--lifetime-days", "0"], capsys)
+    assert status == 2 and "--lifetime-days" in err
