@@ -2,6 +2,7 @@
 
 from .errors import (
     ConfigurationError,
+    LegacyTableError,
     OutsideRequestError,
     SessionError,
     SessionTooLarge,
@@ -14,6 +15,7 @@ from .store import PostgresStore, SessionInfo
 __all__ = [
     "ENVIRON_KEY",
     "ConfigurationError",
+    "LegacyTableError",
     "OutsideRequestError",
     "PostgresStore",
     "Session",

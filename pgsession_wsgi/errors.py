@@ -11,6 +11,18 @@ class ConfigurationError(SessionError, ValueError):
     """An option is missing or contradicts another; raised at construction, never per request."""
 
 
+class LegacyTableError(ConfigurationError):
+    """The session table still has flask-pg-session's layout; ``command`` converts it."""
+
+    def __init__(self, table: str, command: str) -> None:
+        super().__init__(
+            f"the table {table} has the flask-pg-session layout; convert it once with `{command}` "
+            "(the old table is kept, renamed), then start the app again"
+        )
+        self.table = table
+        self.command = command
+
+
 class StoreUnavailable(SessionError):
     """The database cannot be reached in time; the middleware answers 503 for it."""
 

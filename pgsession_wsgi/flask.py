@@ -23,8 +23,7 @@ from itsdangerous import BadSignature, Signer
 from werkzeug.exceptions import ServiceUnavailable
 
 from .cookies import IdSigner
-from .errors import ConfigurationError, OutsideRequestError, StoreUnavailable
-from .legacy import is_legacy_table
+from .errors import ConfigurationError, LegacyTableError, OutsideRequestError, StoreUnavailable
 from .middleware import ENVIRON_KEY, SessionMiddleware
 from .session import Session
 from .store import PostgresStore
@@ -292,19 +291,14 @@ class _Extension:
         raise NotImplementedError
 
     def _create_table(self, store: PostgresStore) -> None:
-        # Checked first: create_table's index statements would fail on the old layout with a
-        # less helpful message.
-        with store._pool.connection() as conn:
-            legacy = is_legacy_table(conn, store.table, store.schema)
-        if legacy:
-            prefix = f" --key-prefix {shlex.quote(self.key_prefix)}" if self.key_prefix else ""
-            raise ConfigurationError(
-                f"the table {store._qualified} has the flask-pg-session layout; convert it once "
-                "with `pgsession-wsgi migrate-flask-pg-session --dsn ... --table "
-                f"{shlex.quote(store.table)} --schema {shlex.quote(store.schema)}{prefix}` (the "
-                "old table is kept, renamed), then start the app again"
-            )
-        store.create_table()
+        try:
+            store.create_table()
+        except LegacyTableError as exc:
+            if not self.key_prefix:
+                raise
+            # The migration must know the prefix to find the rows: put it in the command.
+            command = f"{exc.command} --key-prefix {shlex.quote(self.key_prefix)}"
+            raise LegacyTableError(exc.table, command) from None
 
 
 class PgSession(_Extension):

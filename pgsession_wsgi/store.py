@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from .errors import ConfigurationError, SessionError, StoreUnavailable
+from .errors import ConfigurationError, LegacyTableError, SessionError, StoreUnavailable
 from .pool import ConnectionPool, _first_line
 
 __all__ = ["PostgresStore", "SessionInfo", "LoadedRow", "WriteResult"]
@@ -215,10 +216,10 @@ class PostgresStore:
         if all(columns.get(name) == kind for name, kind in _EXPECTED_COLUMNS.items()):
             return
         if {"session_id", "data", "expiry"} <= columns.keys():
-            raise ConfigurationError(
-                f"the table {self._qualified} has the flask-pg-session layout; convert it once with "
-                f"`pgsession-wsgi migrate-flask-pg-session --dsn ... --table {self.table} "
-                f"--schema {self.schema}` (the old table is kept, renamed)"
+            raise LegacyTableError(
+                self._qualified,
+                "pgsession-wsgi migrate-flask-pg-session --dsn ... "
+                f"--table {shlex.quote(self.table)} --schema {shlex.quote(self.schema)}",
             )
         raise ConfigurationError(
             f"the table {self._qualified} exists but is not a pgsession-wsgi table (columns: "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.client
 import logging
 import threading
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs
 
 import pytest
-from apps.support import Response, query, wsgi_call
+from apps.support import Response, http_get, query, wsgi_call
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from pgsession_wsgi import PostgresStore, SessionMiddleware, get_session
@@ -90,13 +89,7 @@ def serve() -> Iterator[Callable[[Any], int]]:
 
 
 def get(port: int, path: str, cookie: str | None) -> Response:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("GET", path, headers={"Cookie": f"session={cookie}"} if cookie else {})
-        answer = conn.getresponse()
-        return Response(answer.status, answer.getheaders(), answer.read())
-    finally:
-        conn.close()
+    return http_get(port, path, cookie, timeout=30)
 
 
 def hammer(port: int, cookie: str) -> list[str]:

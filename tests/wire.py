@@ -64,6 +64,17 @@ def _hang_up(*socks: socket.socket) -> None:
             s.shutdown(socket.SHUT_RDWR)
 
 
+def pump(src: socket.socket, dst: socket.socket) -> None:
+    """Copy bytes one way until either side closes, then hang up both."""
+    try:
+        while chunk := src.recv(65536):
+            dst.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        _hang_up(src, dst)
+
+
 class RoundTripCounter:
     """A TCP proxy on 127.0.0.1 in front of a PostgreSQL server that counts statements sent.
 
@@ -149,21 +160,21 @@ class RoundTripCounter:
         server = socket.socket(self._family, socket.SOCK_STREAM)
         with self._lock:
             self._live.update((client, server))
-        pump = threading.Thread(target=self._pump, args=(server, client), daemon=True)
+        backward = threading.Thread(target=pump, args=(server, client), daemon=True)
         try:
             server.connect(self._target)
             if not self._closed:
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if not self._unix:
                     server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                pump.start()
+                backward.start()
                 self._client_to_server(client, server)
         except OSError:
             pass  # either side went away: hang up on both, as a real network failure would
         finally:
             _hang_up(client, server)
-            if pump.is_alive():
-                pump.join()
+            if backward.is_alive():
+                backward.join()
             with self._lock:
                 self._live.difference_update((client, server))
             client.close()
@@ -203,16 +214,6 @@ class RoundTripCounter:
         with self._lock:
             self._count += 1
             self._statements.append(text.decode("utf-8", "replace"))
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while chunk := src.recv(65536):
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            _hang_up(src, dst)
 
 
 def _free_port() -> int:
@@ -272,9 +273,7 @@ class PgBouncer:
             for path in (self.dir, *self.dir.iterdir()):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
             cmd[1:1] = ["-u", entry.pw_name]
-        self._proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=self.dir
-        )
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=self.dir)
         self.dsn: str = _proxied_dsn(backend_dsn, self.port)
         try:
             self._wait_ready()

@@ -21,6 +21,7 @@ import psycopg2
 import psycopg2.extensions
 from werkzeug.http import parse_cookie
 from werkzeug.test import create_environ
+from wire import pump
 
 APPS_DIR = Path(__file__).resolve().parent
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
@@ -49,8 +50,9 @@ class Response:
         return json.loads(self.body)
 
 
-def wsgi_call(app: Any, path: str, cookie: str | None = None, *,
-              cookie_header: str | None = None) -> Response:
+def wsgi_call(
+    app: Any, path: str, cookie: str | None = None, *, cookie_header: str | None = None
+) -> Response:
     """Call ``app`` in this thread the way a WSGI server would, closing the body afterwards."""
     query = ""
     if "?" in path:
@@ -100,8 +102,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_get(port: int, path: str, cookie: str | None = None,
-             timeout: float = 10.0) -> Response:
+def http_get(port: int, path: str, cookie: str | None = None, timeout: float = 10.0) -> Response:
     """One GET to 127.0.0.1:port on a new connection."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -163,12 +164,24 @@ def gunicorn(app: str, env: dict[str, str], tmp_path: Path, *args: str) -> Itera
     """Start ``gunicorn app`` on a free 127.0.0.1 port in its own process group; always stopped."""
     port = free_port()
     log_path = tmp_path / f"gunicorn-{port}.log"
-    cmd = [GUNICORN, "--bind", f"127.0.0.1:{port}", "--chdir", str(APPS_DIR),
-           "--graceful-timeout", "2", "--log-level", "info", *args, app]
+    cmd = [
+        GUNICORN,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--chdir",
+        str(APPS_DIR),
+        "--graceful-timeout",
+        "2",
+        "--log-level",
+        "info",
+        *args,
+        app,
+    ]
     full_env = {**os.environ, **env, "PYTHONPATH": str(APPS_DIR.parent.parent)}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+        )
     server = Gunicorn(proc, port, log_path)
     try:
         yield server
@@ -186,13 +199,11 @@ class SwitchProxy:
     def __init__(self, dsn: str) -> None:
         params = psycopg2.extensions.parse_dsn(dsn)
         host, port = params.get("host", ""), int(params.get("port") or 5432)
-        self._target: Any = os.path.join(host, f".s.PGSQL.{port}") if host.startswith("/") else (
-            host, port)
+        self._target: Any = os.path.join(host, f".s.PGSQL.{port}") if host.startswith("/") else (host, port)
         self._family = socket.AF_UNIX if host.startswith("/") else socket.AF_INET
         self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
         self._listener.settimeout(0.1)
-        params.update(host="127.0.0.1", port=str(self._listener.getsockname()[1]),
-                      sslmode="disable")
+        params.update(host="127.0.0.1", port=str(self._listener.getsockname()[1]), sslmode="disable")
         self.dsn = psycopg2.extensions.make_dsn(**params)
         self.silent = False
         self._closed = False
@@ -217,19 +228,7 @@ class SwitchProxy:
                 client.close()
                 continue
             for src, dst in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while chunk := src.recv(65536):
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+                threading.Thread(target=pump, args=(src, dst), daemon=True).start()
 
     def close(self) -> None:
         self._closed = True
