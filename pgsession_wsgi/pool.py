@@ -39,6 +39,27 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _readable_poll(fd: int) -> bool:
+    """Whether ``fd`` has something to read, an error or a hang-up, without waiting: poll()."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
+
+
+def _readable_select(fd: int) -> bool:
+    """The same with select(), for platforms without poll() (Windows); a hang-up reads as EOF."""
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
+def _choose_readable() -> Callable[[int], bool]:
+    """poll() where it exists: unlike select() it takes descriptors above FD_SETSIZE (1024)."""
+    return _readable_poll if hasattr(select, "poll") else _readable_select
+
+
+_readable = _choose_readable()  # chosen once, at import
+
+
 def _is_dead(conn: Connection) -> bool:
     """True if an idle connection has been closed by the server (restart, pg_terminate_backend).
 
@@ -48,9 +69,7 @@ def _is_dead(conn: Connection) -> bool:
     if conn.closed:
         return True
     try:
-        poller = select.poll()
-        poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
-        return bool(poller.poll(0))
+        return _readable(conn.fileno())
     except (OSError, ValueError, psycopg2.Error):
         return True
 

@@ -5,6 +5,10 @@ else one embedded server started for the whole run. Each test gets its own schem
 see each other's rows. Fault tests take a private server (``owned_server``) they may stop, restart
 or cut connections on; mark them ``@pytest.mark.slow`` (run them alone with ``-m slow``, skip them
 with ``-m "not slow"``).
+
+Tests through PgBouncer (``make_pgbouncer``) need the ``pgbouncer`` program (Debian: ``apt-get install
+pgbouncer``). Without it they are skipped, so a laptop run stays green; set
+``PGSESSION_REQUIRE_PGBOUNCER=1`` (CI does) to make a missing pgbouncer fail them instead.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests import the helpers as `wire`
 
-from wire import PgBouncer, RoundTripCounter  # noqa: E402
+from wire import PGBOUNCER_INSTALL_HINT, PgBouncer, RoundTripCounter, find_pgbouncer  # noqa: E402
 
 if TYPE_CHECKING:
     from pgsession_wsgi.embedded import EmbeddedPostgres
@@ -109,9 +113,15 @@ def wire_counter(pg_dsn: str) -> Iterator[RoundTripCounter]:
 def make_pgbouncer() -> Iterator[Callable[[str], PgBouncer]]:
     """``make_pgbouncer(backend_dsn)``: PgBouncer (transaction pooling) in front of that server.
 
-    Needs the ``pgbouncer`` program (Debian: ``apt-get install pgbouncer``); each one started is
-    stopped after the test.
+    Needs the ``pgbouncer`` program: without it the test is skipped, or fails when
+    PGSESSION_REQUIRE_PGBOUNCER is set (so CI cannot pass by skipping). Each one started is stopped
+    after the test. Decided at setup, before the test starts any server.
     """
+    if find_pgbouncer() is None:
+        reason = f"pgbouncer is not installed ({PGBOUNCER_INSTALL_HINT})"
+        if os.environ.get("PGSESSION_REQUIRE_PGBOUNCER", "") not in ("", "0"):
+            pytest.fail(f"{reason}; PGSESSION_REQUIRE_PGBOUNCER is set, so it is required", pytrace=False)
+        pytest.skip(f"{reason}; set PGSESSION_REQUIRE_PGBOUNCER=1 to fail instead")
     started: list[PgBouncer] = []
 
     def make(backend_dsn: str) -> PgBouncer:

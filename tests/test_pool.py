@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import psycopg2
 import pytest
 
 from pgsession_wsgi import PostgresStore, StoreUnavailable
+from pgsession_wsgi import pool as pool_module
+from pgsession_wsgi.pool import ConnectionPool
 
 
 def backend_pid(store: PostgresStore) -> int:
@@ -110,3 +114,43 @@ def test_synchronous_commit_off_reaches_the_server_and_on_leaves_its_default(
     server_default.close()
     assert shown(make_store(synchronous_commit=False)) == "off"
     assert shown(make_store()) == default  # True: the DBA's setting is left alone
+
+
+def test_without_poll_select_finds_a_killed_connection_and_keeps_a_live_one(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows has no select.poll(): the pool falls back to select() and still heals itself."""
+    native = pool_module._readable_poll if hasattr(select, "poll") else pool_module._readable_select
+    assert pool_module._readable is native  # the import-time choice
+    monkeypatch.delattr(select, "poll", raising=False)
+    monkeypatch.setattr(pool_module, "_readable", pool_module._choose_readable())  # as an import would
+    assert pool_module._readable is pool_module._readable_select
+
+    name = f"pool-select-{uuid.uuid4().hex[:12]}"
+    pool = ConnectionPool({"dsn": pg_dsn, "application_name": name}, max_connections=1, timeout=5)
+    admin = psycopg2.connect(pg_dsn)
+    admin.autocommit = True
+    try:
+        with pool.connection() as conn:
+            first, first_pid = conn, conn.get_backend_pid()
+        assert not pool_module._is_dead(first)  # idle and alive: nothing to read
+        with pool.connection() as conn:
+            assert conn is first  # so the pool hands the same one back
+
+        with admin.cursor() as cur:  # waits (up to 10 s) until the backend has exited
+            cur.execute("SELECT pid, pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+                        " WHERE application_name = %s", (name,))
+            assert cur.fetchall() == [(first_pid, True)]
+        select.select([first.fileno()], [], [], 10)  # until the server's goodbye reaches us
+        assert pool_module._is_dead(first)
+
+        with pool.connection() as conn:
+            assert conn is not first
+            assert conn.get_backend_pid() != first_pid
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                assert cur.fetchone() == (1,)
+        assert first.closed  # the dead one was discarded, not handed out
+    finally:
+        pool.close()
+        admin.close()

@@ -17,7 +17,8 @@ from apps.support import Response, query, wsgi_call
 from pgsession_wsgi import PostgresStore, SessionMiddleware, get_session
 from pgsession_wsgi.embedded import EmbeddedPostgres
 
-pytestmark = pytest.mark.slow
+# make_pgbouncer first: without pgbouncer the test is skipped before a private server is started.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("make_pgbouncer")]
 
 SCHEMA = "bounced"
 

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import psycopg2.extensions
 
-__all__ = ["PgBouncer", "RoundTripCounter", "backend_address"]
+__all__ = ["PGBOUNCER_INSTALL_HINT", "PgBouncer", "RoundTripCounter", "backend_address", "find_pgbouncer"]
+
+PGBOUNCER_INSTALL_HINT = "Debian: apt-get install pgbouncer"
 
 # Startup-phase request codes (the int32 after the length in an untyped first packet).
 _SSL_REQUEST = 80877103
@@ -222,8 +224,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _unprivileged_user() -> str:
-    """PgBouncer refuses to run as root: the user to switch to (-u) when we are root."""
+def find_pgbouncer(executable: str = "pgbouncer") -> str | None:
+    """The path of the pgbouncer program, or None; Debian installs it in /usr/sbin, off a user's PATH."""
+    return shutil.which(executable) or shutil.which(executable, path="/usr/sbin:/sbin")
+
+
+def _unprivileged_user(host: str) -> str:
+    """PgBouncer refuses to run as root: the user to switch to (-u) when we are root.
+
+    For a unix-socket backend, the owner of the socket directory: an embedded server's is 0700,
+    so only its own (non-root) user can reach the socket.
+    """
+    if host.startswith("/"):
+        owner = os.stat(host).st_uid
+        if owner != 0:
+            return pwd.getpwuid(owner).pw_name
     for name in ("postgres", "embedded_postgres", "nobody"):
         try:
             pwd.getpwnam(name)
@@ -241,9 +256,9 @@ class PgBouncer:
     """
 
     def __init__(self, backend_dsn: str, executable: str = "pgbouncer") -> None:
-        binary = shutil.which(executable) or shutil.which(executable, path="/usr/sbin:/sbin")
+        binary = find_pgbouncer(executable)
         if binary is None:
-            raise RuntimeError("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+            raise RuntimeError(f"pgbouncer is not installed ({PGBOUNCER_INSTALL_HINT})")
         host, port = backend_address(backend_dsn)
         user = psycopg2.extensions.parse_dsn(backend_dsn).get("user") or "postgres"
         self.port = _free_port()
@@ -269,7 +284,7 @@ class PgBouncer:
         )
         cmd = [binary, str(config)]
         if os.geteuid() == 0:
-            entry = pwd.getpwnam(_unprivileged_user())
+            entry = pwd.getpwnam(_unprivileged_user(host))
             for path in (self.dir, *self.dir.iterdir()):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
             cmd[1:1] = ["-u", entry.pw_name]

@@ -1,0 +1,83 @@
+"""The embedded server's socket is its only lock (trust auth): no other local user may reach it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psycopg2
+
+from pgsession_wsgi.embedded import EmbeddedPostgres, start_embedded
+
+SOCKET = ".s.PGSQL.5432"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def server_uid() -> int:
+    """Root hands the server to the package's system user; anyone else runs it as themselves."""
+    if os.geteuid() != 0:
+        return os.geteuid()
+    import pwd
+
+    return pwd.getpwnam("embedded_postgres").pw_uid
+
+
+def psql_as(server: EmbeddedPostgres, user: str | None) -> subprocess.CompletedProcess[str]:
+    """``SELECT 1`` through the server's socket with the package's psql, as ``user`` (None: us)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | {"LC_ALL": "C"}
+    cmd = [str(server.bin_dir / "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1",
+           "-h", str(server.socket_dir), "-p", "5432", "-U", "postgres", "-d", "postgres", "-c", "SELECT 1"]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd="/", timeout=30, user=user)
+
+
+def test_socket_directory_and_socket_are_private(owned_server: EmbeddedPostgres) -> None:
+    socket_file = owned_server.socket_dir / SOCKET
+    assert stat.S_ISSOCK(os.stat(socket_file).st_mode)
+    assert oct(mode(owned_server.socket_dir)) == oct(0o700)
+    assert oct(mode(socket_file)) == oct(0o700)
+    assert os.stat(owned_server.socket_dir).st_uid == server_uid()
+    assert os.stat(socket_file).st_uid == server_uid()
+    conn = psycopg2.connect(owned_server.dsn)  # and we, its creator, still get in
+    conn.close()
+
+
+def test_other_local_users_cannot_connect(owned_server: EmbeddedPostgres) -> None:
+    """As root: ``nobody`` is refused by the file system, root gets in. Not root: one cannot
+    become another user, so the modes that do the refusing are checked instead."""
+    if os.geteuid() != 0:
+        assert mode(owned_server.socket_dir) & 0o077 == 0
+        assert mode(owned_server.socket_dir / SOCKET) & 0o077 == 0
+        return
+    refused = psql_as(owned_server, "nobody")
+    assert refused.returncode != 0, refused.stdout
+    assert "Permission denied" in refused.stderr, refused.stderr
+    allowed = psql_as(owned_server, None)
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.strip() == "1"
+
+
+def test_a_separate_socket_directory_is_private_too() -> None:
+    """A data directory too deep for a socket path gets a ``pgsession-sock-`` directory: 0700 too."""
+    parent = Path(tempfile.mkdtemp(prefix="pgsession-test-"))
+    try:
+        server = start_embedded(parent / ("d" * 100), throwaway=True)
+        try:
+            assert server.socket_dir != server.data_dir
+            assert server.socket_dir.name.startswith("pgsession-sock-")
+            assert oct(mode(server.socket_dir)) == oct(0o700)
+            assert oct(mode(server.socket_dir / SOCKET)) == oct(0o700)
+            assert os.stat(server.socket_dir).st_uid == server_uid()
+            conn = psycopg2.connect(server.dsn)
+            conn.close()
+        finally:
+            server.close()
+        assert not server.socket_dir.exists()
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
