@@ -41,5 +41,15 @@ class SessionTooLarge(SessionError):
         self.limit = limit
 
 
+class SessionDataError(SessionError):
+    """A stored session cannot be decoded; the request fails (500) rather than start empty."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"a stored session could not be decoded ({reason}); its row was written by something "
+            "other than pgsession-wsgi: delete the row or fix the writer"
+        )
+
+
 class OutsideRequestError(SessionError, RuntimeError):
     """A session was asked for where no request (or no middleware) provides one."""

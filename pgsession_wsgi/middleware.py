@@ -18,12 +18,12 @@ from werkzeug.local import LocalProxy
 from .cookies import CookieSettings, HmacIdSigner, IdSigner, hash_session_id, new_session_id
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
 from .session import Changes, Session
-from .store import PostgresStore
+from .store import KEEP_USER, PostgresStore, user_id_text
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["SessionMiddleware", "current_session", "get_session", "ENVIRON_KEY"]
+__all__ = ["SessionMiddleware", "current_session", "get_session", "ENVIRON_KEY", "private_cache_control"]
 
 log = logging.getLogger("pgsession_wsgi")
 
@@ -56,6 +56,34 @@ def get_session(environ: WSGIEnvironment) -> Session:
             "this WSGI environ has no session: wrap the application with "
             "pgsession_wsgi.SessionMiddleware(app, store, secret_key=...)"
         ) from None
+
+
+def private_cache_control(value: str | None) -> str | None:
+    """The Cache-Control a response that sets a session cookie needs, or None to keep ``value``.
+
+    A shared cache (CDN, proxy) that stored such a response would hand one user's cookie to
+    everyone, so ``public`` becomes ``private``; ``private`` and ``no-store`` already suffice.
+    """
+    directives = [part.strip() for part in (value or "").split(",") if part.strip()]
+    names = {part.split("=", 1)[0].strip().lower() for part in directives}
+    if "private" in names or "no-store" in names:
+        return None
+    kept = [part for part in directives if part.split("=", 1)[0].strip().lower() != "public"]
+    return ", ".join(["private", *kept])
+
+
+def _with_session_headers(
+    headers: list[tuple[str, str]], extra: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The app's headers plus ours; a response that sets the cookie is made uncacheable by others."""
+    if not any(name == "Set-Cookie" for name, _ in extra):
+        return [*headers, *extra]
+    cache = [value for name, value in headers if name.lower() == "cache-control"]
+    private = private_cache_control(", ".join(cache) if cache else None)
+    if private is None:
+        return [*headers, *extra]
+    others = [(name, value) for name, value in headers if name.lower() != "cache-control"]
+    return [*others, ("Cache-Control", private), *extra]
 
 
 def _seconds(value: timedelta | float | int | None, name: str) -> timedelta | None:
@@ -100,6 +128,9 @@ class SessionMiddleware:
 
     See the README for every option; ``secret_key`` signs the cookie and
     ``fallback_secret_keys`` are older keys still accepted while you rotate.
+    With ``user_key`` set, a session whose user changes (a login, or another user logging in
+    on the same session) gets a new id by itself unless ``regenerate_on_user_change=False``:
+    a cookie planted before the login is worthless after it.
     """
 
     def __init__(
@@ -121,6 +152,7 @@ class SessionMiddleware:
         cookie_samesite: str | None = "Lax",
         fallback_secret_keys: Iterable[str | bytes] = (),
         user_key: str | None = None,
+        regenerate_on_user_change: bool = True,
         max_size: int | None = 256 * 1024,
         signer: IdSigner | None = None,
     ) -> None:
@@ -152,6 +184,7 @@ class SessionMiddleware:
         self.permanent = permanent
         self.refresh_each_request = refresh_each_request
         self.user_key = user_key
+        self.regenerate_on_user_change = regenerate_on_user_change
         if max_size is not None and max_size < 1:
             raise ConfigurationError("max_size must be a positive number of bytes, or None")
         self.max_size = max_size
@@ -225,32 +258,57 @@ class SessionMiddleware:
     def _insert_new(self, session: Session, binding: _Binding, changes: Changes) -> str:
         new_id = new_session_id()
         data = changes.full_json if changes.full_json is not None else changes.changed_json
+        user = self._user_column(session, changes)
         self.store.insert(
-            hash_session_id(new_id), data, self.user_key, self.idle_timeout, self.absolute_timeout
+            hash_session_id(new_id),
+            data,
+            None if user is KEEP_USER else user,
+            self.idle_timeout,
+            self.absolute_timeout,
+            self.max_size,
         )
         cookie = self._cookie_for(new_id, self._is_permanent(session, None), binding)
         binding.session_id = new_id
         session._mark_saved(new_id)
         return cookie
 
+    def _user_column(self, session: Session, changes: Changes) -> Any:
+        """What the save writes to the user column: its text, None to clear it, or KEEP_USER."""
+        key = self.user_key
+        if key is None:
+            return KEEP_USER
+        if key in changes.changed_keys:
+            value = session._peek(key)
+            return None if value is None else user_id_text(value, key)
+        if changes.replace or key in changes.removed:
+            return None
+        return KEEP_USER
+
+    def _user_changed(self, user: Any) -> bool:
+        """A new user came into the session: the id it had before must stop working."""
+        return self.regenerate_on_user_change and user is not KEEP_USER and user is not None
+
     def _update(self, session: Session, binding: _Binding, changes: Changes, old_id: str) -> str | None:
-        if not (changes.any or session._regenerate):
+        user = self._user_column(session, changes)
+        regenerate = session._regenerate or self._user_changed(user)
+        if not (changes.any or regenerate):
             if binding.touch_due:
                 self.store.touch(hash_session_id(old_id), self.idle_timeout, self.absolute_timeout)
                 binding.touch_due = False
                 return self._cookie_after_save(session, binding, old_id, expiry_moved=True)
             return self._cookie_after_save(session, binding, old_id)
-        new_id = new_session_id() if session._regenerate else None
+        new_id = new_session_id() if regenerate else None
         result = self.store.write(
             hash_session_id(old_id),
             changes.changed_json,
             changes.removed,
             replace=changes.replace,
             new_hash=hash_session_id(new_id) if new_id is not None else None,
-            user_key=self.user_key,
+            user_id=user,
             idle=self.idle_timeout,
             absolute=self.absolute_timeout,
             touch_interval=self.touch_interval,
+            max_size=self.max_size,
         )
         if not result.updated:
             if session._row_found is None:
@@ -323,7 +381,7 @@ class SessionMiddleware:
                 extra_headers = self._commit_or_fail(session)
             started = True
             if extra_headers:
-                headers = [*headers, *extra_headers]
+                headers = _with_session_headers(headers, extra_headers)
             return start_response(status, headers, exc_info)
 
         try:
@@ -335,6 +393,12 @@ class SessionMiddleware:
             _reset(token)
             log.error("session store unavailable, answering 503: %s", exc)
             return self._error_response(start_response, 503, started)
+        except SessionError as exc:
+            _reset(token)
+            if isinstance(exc, OutsideRequestError):  # a programming error: keep its traceback
+                raise
+            log.error("session error, answering 500: %s", exc)
+            return self._error_response(start_response, 500, started)
         except BaseException:
             _reset(token)
             raise
@@ -363,7 +427,12 @@ class SessionMiddleware:
         """A streaming body changed the session after the headers went out."""
         binding: _Binding = session._binding  # type: ignore[attr-defined]
         self._resolve(binding)
-        if binding.session_id is None or session._regenerate or session._invalidated:
+        if (
+            binding.session_id is None
+            or session._regenerate
+            or session._invalidated
+            or self._new_user(session)
+        ):
             log.warning(
                 "session changed after the response headers were sent and needs a new "
                 "cookie, which can no longer be set; the change was not saved"
@@ -373,6 +442,15 @@ class SessionMiddleware:
             self.commit(session)
         except SessionError as exc:
             log.error("session change made while streaming was not saved: %s", exc)
+
+    def _new_user(self, session: Session) -> bool:
+        """Would a save now regenerate the id because a user logged in?"""
+        if self.user_key is None or not self.regenerate_on_user_change:
+            return False
+        try:
+            return self._user_changed(self._user_column(session, session.changes(None)))
+        except SessionError:
+            return False  # the save itself reports it
 
     def _error_response(self, start_response: StartResponse, status: int, started: bool) -> list[bytes]:
         body = _ERROR_BODIES[status]

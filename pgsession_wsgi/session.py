@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .codec import decode_value, dumps, encode_value, same
-from .errors import SessionError, SessionTooLarge
+from .codec import check_key, decode_value, dumps, encode_value, same
+from .errors import SessionDataError, SessionError, SessionTooLarge
 
 __all__ = ["Session"]
 
@@ -78,11 +78,8 @@ class Session(MutableMapping[str, Any]):
         raw = raw or {}
         try:
             decoded = {key: decode_value(value) for key, value in raw.items()}
-        except (ValueError, TypeError, KeyError) as exc:
-            raise SessionError(
-                f"a stored session could not be decoded ({exc}); its row was written by something "
-                "other than pgsession-wsgi: delete the row or fix the writer"
-            ) from None
+        except Exception as exc:  # anything a foreign or damaged row can make the decoders raise
+            raise SessionDataError(type(exc).__name__) from None
         decoded.update(self._data)  # writes made before the load win
         self._raw = raw
         self._data = decoded
@@ -212,7 +209,9 @@ class Session(MutableMapping[str, Any]):
             return Changes("{}", [], [], False, None, empty)
         texts = {key: dumps(enc) for key, enc in values.items()}
         if max_size is not None:
-            size = sum(len(text) + len(key) + 4 for key, text in texts.items()) + 2
+            # A lower bound of what the database measures (it prints ", " and ": "), so a session
+            # refused here would be refused there too, and without sending it.
+            size = sum(_utf8_length(text) + _utf8_length(key) + 4 for key, text in texts.items()) + 2
             if size > max_size:
                 raise SessionTooLarge(size, max_size)
         return Changes(
@@ -239,8 +238,13 @@ class Session(MutableMapping[str, Any]):
             self._data = {}
 
 
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
 def _encode(key: str, value: Any) -> Any:
     try:
+        check_key(key)
         return encode_value(value)
     except (TypeError, ValueError) as exc:
         raise SessionError(

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import math
 import os
-import re
 import shlex
 import threading
 import weakref
@@ -20,48 +19,38 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
+from uuid import UUID
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from .errors import ConfigurationError, LegacyTableError, SessionError, StoreUnavailable
+from .dsn import connect_arguments
+from .dsn import normalize_dsn as normalize_dsn  # re-exported: cli and legacy import it from here
+from .errors import (
+    ConfigurationError,
+    LegacyTableError,
+    SessionDataError,
+    SessionError,
+    SessionTooLarge,
+    StoreUnavailable,
+)
 from .pool import ConnectionPool, _first_line
 
-__all__ = ["PostgresStore", "SessionInfo", "LoadedRow", "WriteResult"]
+__all__ = ["KEEP_USER", "PostgresStore", "SessionInfo", "LoadedRow", "WriteResult", "user_id_text"]
 
 log = logging.getLogger("pgsession_wsgi")
 
 T = TypeVar("T")
 Cursor = psycopg2.extensions.cursor
 
-_DRIVER_SUFFIX = re.compile(r"^(postgres(?:ql)?)\+[a-z0-9_]+://", re.IGNORECASE)
-
-
-def normalize_dsn(dsn: str) -> str:
-    """Accept SQLAlchemy-style URLs (``postgresql+psycopg2://``) and reject non-PostgreSQL ones."""
-    if not isinstance(dsn, str) or not dsn.strip():
-        raise ConfigurationError("the DSN is empty: pass a PostgreSQL URL such as postgresql://user@host/db")
-    dsn = _DRIVER_SUFFIX.sub(lambda m: m.group(1) + "://", dsn.strip())
-    scheme = re.match(r"^([a-z][a-z0-9+.-]*)://", dsn, re.IGNORECASE)
-    if scheme and scheme.group(1).lower() not in ("postgres", "postgresql"):
-        raise ConfigurationError(
-            f"the DSN is a {scheme.group(1)}:// URL; pgsession-wsgi needs PostgreSQL: "
-            "postgresql://user:password@host:5432/dbname"
-        )
-    try:
-        psycopg2.extensions.parse_dsn(dsn)
-    except psycopg2.ProgrammingError:
-        # The parser's message may quote the DSN, password included, so it is not repeated here.
-        raise ConfigurationError(
-            "the DSN cannot be parsed: use postgresql://user:password@host:5432/dbname "
-            "or 'host=... dbname=... user=...'"
-        ) from None
-    return dsn
-
 
 def quote_identifier(name: str, what: str) -> str:
-    """Quote a table or schema name the way PostgreSQL does, so any name is data, never SQL."""
+    """Quote a table or schema name the way PostgreSQL does, so any name is data, never SQL.
+
+    The result is exact SQL text: fit for DDL run without parameters and for binding as a value.
+    A statement run *with* parameters needs :func:`_in_template` too (psycopg2 reads ``%``).
+    """
     if not isinstance(name, str) or not name or "\x00" in name:
         raise ConfigurationError(f"the {what} name must be a non-empty string without NUL characters")
     if len(name.encode("utf-8")) > 63:
@@ -69,6 +58,33 @@ def quote_identifier(name: str, what: str) -> str:
             f"the {what} name {name!r} is longer than PostgreSQL's 63-byte limit: choose a shorter one"
         )
     return '"' + name.replace('"', '""') + '"'
+
+
+def _in_template(sql_text: str) -> str:
+    """SQL text made safe inside a statement that is run with parameters: ``%`` becomes ``%%``."""
+    return sql_text.replace("%", "%%")
+
+
+#: Passed as ``user_id`` to :meth:`PostgresStore.write`: leave the stored user id as it is.
+KEEP_USER: Any = object()
+
+
+def user_id_text(value: Any, key: str | None = None) -> str:
+    """The one text form a user id is stored and looked up under: str as is, int and UUID as str.
+
+    Anything else is refused, so "log out everywhere" can never miss a session because the
+    app stored the id in one type and looks it up in another.
+    """
+    kind = type(value)
+    if kind is str:
+        return str(value)
+    if kind is int or kind is UUID:
+        return str(value)
+    where = f"the session value under user_key {key!r}" if key is not None else "a user id"
+    raise SessionError(
+        f"{where} is a {kind.__module__}.{kind.__qualname__}; user ids must be str, int or UUID: "
+        "store the user's id in one of those types"
+    )
 
 
 @dataclass(frozen=True)
@@ -143,21 +159,25 @@ class PostgresStore:
         self._lock_key = int.from_bytes(
             hashlib.sha256(f"pgsession-wsgi:{schema}.{table}".encode()).digest()[:8], "big", signed=True
         )
-        connect_kwargs: dict[str, Any] = {
-            "dsn": dsn,
-            # libpq takes whole seconds and treats 1 as 2.
-            "connect_timeout": max(2, math.ceil(connect_timeout)),
-            "application_name": "pgsession-wsgi",
-            "keepalives": 1,
-            "keepalives_idle": 10,
-            "keepalives_interval": 5,
-            "keepalives_count": 3,
-        }
         # Per-connection settings travel as startup options: free on every statement after.
-        self._settings = {"statement_timeout": str(int((statement_timeout or 0) * 1000))}
+        settings = {"statement_timeout": str(int((statement_timeout or 0) * 1000))}
         if not synchronous_commit:
-            self._settings["synchronous_commit"] = "off"
-        connect_kwargs["options"] = " ".join(f"-c {name}={value}" for name, value in self._settings.items())
+            settings["synchronous_commit"] = "off"
+        # What the DSN or libpq's PG* variables name wins; these fill in only where they are silent.
+        # self._settings keeps only the settings we send, so a user's own is never "re-applied".
+        connect_kwargs, self._settings = connect_arguments(
+            dsn,
+            defaults={
+                # libpq takes whole seconds and treats 1 as 2.
+                "connect_timeout": max(2, math.ceil(connect_timeout)),
+                "application_name": "pgsession-wsgi",
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+            },
+            settings=settings,
+        )
         self._pool = ConnectionPool(
             connect_kwargs, max_connections, pool_timeout, on_connect=self._check_first_connection
         )
@@ -281,9 +301,14 @@ class PostgresStore:
                 with self._pool.connection() as conn, conn.cursor() as cur:
                     return work(cur)
             except psycopg2.errors.QueryCanceled:
+                limit = (
+                    f"statement_timeout={self.statement_timeout}s"
+                    if "statement_timeout" in self._settings
+                    else "the statement_timeout your DSN or server sets"
+                )
                 raise StoreUnavailable(
-                    f"a session statement ran longer than statement_timeout={self.statement_timeout}s; "
-                    "check the database load, or raise statement_timeout"
+                    f"a session statement ran longer than {limit}; check the database load, "
+                    "or raise statement_timeout"
                 ) from None
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 if attempt + 1 < attempts:
@@ -308,7 +333,10 @@ class PostgresStore:
 
         def select(cur: Cursor) -> LoadedRow | None:
             cur.execute(self._sql.load, {"id": id_hash, "touch": touch_interval})
-            row = cur.fetchone()
+            try:
+                row = cur.fetchone()
+            except (ValueError, RecursionError) as exc:  # JSON our codec never writes
+                raise SessionDataError(type(exc).__name__) from None
             return None if row is None else LoadedRow(row[0], row[1])
 
         return self._run(select, retry=True)
@@ -317,13 +345,32 @@ class PostgresStore:
         self,
         id_hash: bytes,
         data_json: str,
-        user_key: str | None,
+        user_id: str | None,
         idle: timedelta,
         absolute: timedelta | None,
+        max_size: int | None = None,
     ) -> None:
-        """Store a new session."""
-        params = {"id": id_hash, "data": data_json, "user_key": user_key, "idle": idle, "absolute": absolute}
-        self._run(lambda cur: cur.execute(self._sql.insert, params), retry=False)
+        """Store a new session; :class:`SessionTooLarge` (nothing stored) if it is over ``max_size``.
+
+        The size is what the database stores (``octet_length(data::text)``), checked in the
+        same statement.
+        """
+        params = {
+            "id": id_hash,
+            "data": data_json,
+            "user_id": user_id,
+            "idle": idle,
+            "absolute": absolute,
+            "max_size": max_size,
+        }
+
+        def execute(cur: Cursor) -> None:
+            cur.execute(self._sql.insert, params)
+            if cur.rowcount == 0 and max_size is not None:
+                cur.execute(self._sql.size_of, params)
+                raise SessionTooLarge(int(_one_row(cur)[0]), max_size)
+
+        self._run(execute, retry=False)
 
     def write(
         self,
@@ -333,15 +380,19 @@ class PostgresStore:
         *,
         replace: bool,
         new_hash: bytes | None,
-        user_key: str | None,
+        user_id: Any = KEEP_USER,
         idle: timedelta,
         absolute: timedelta | None,
         touch_interval: timedelta,
+        max_size: int | None = None,
     ) -> WriteResult:
         """Merge changed keys into a live row, moving it to ``new_hash`` if given.
 
-        The expiry columns change only when a touch is due, so most writes leave every indexed
-        column as it was and PostgreSQL can update the row in place (a HOT update).
+        ``user_id`` is the new text of the user column (None clears it), or :data:`KEEP_USER`.
+        The merged row is measured in the same statement: over ``max_size`` nothing is written
+        and :class:`SessionTooLarge` is raised. The expiry columns change only when a touch is
+        due, so most writes leave every indexed column as it was and PostgreSQL can update the
+        row in place (a HOT update).
         """
         params = {
             "id": id_hash,
@@ -349,17 +400,24 @@ class PostgresStore:
             "changed": changed_json,
             "removed": list(removed),
             "replace": replace,
-            "user_key": user_key,
+            "set_user": user_id is not KEEP_USER,
+            "user_id": None if user_id is KEEP_USER else user_id,
             "idle": idle,
             "absolute": absolute,
             "touch": touch_interval,
+            "max_size": max_size,
         }
-        statement = self._sql.write if user_key is None else self._sql.write_user
 
         def execute(cur: Cursor) -> WriteResult:
-            cur.execute(statement, params)
+            cur.execute(self._sql.write, params)
             row = cur.fetchone()
             if row is None:
+                if max_size is not None:
+                    # Rare: the row is gone, or the merge would pass the limit. Ask which.
+                    cur.execute(self._sql.merged_size, params)
+                    found = cur.fetchone()
+                    if found is not None and found[0] > max_size:
+                        raise SessionTooLarge(int(found[0]), max_size)
                 return WriteResult(updated=False, touched=False, permanent=None)
             permanent, touched = row
             return WriteResult(True, bool(touched), permanent if isinstance(permanent, bool) else None)
@@ -413,7 +471,7 @@ class PostgresStore:
         """The live sessions whose ``user_key`` value is ``user_id``, most recently used first."""
 
         def select(cur: Cursor) -> list[SessionInfo]:
-            cur.execute(self._sql.for_user, {"user_id": str(user_id)})
+            cur.execute(self._sql.for_user, {"user_id": user_id_text(user_id)})
             return [SessionInfo(*row) for row in cur.fetchall()]
 
         return self._run(select, retry=True)
@@ -423,6 +481,7 @@ class PostgresStore:
 
         ``keep`` is a :class:`Session` or a session id, typically the current request's session.
         """
+        user_text = user_id_text(user_id)
         keep_hash = None
         if keep is not None:
             from .cookies import hash_session_id
@@ -431,7 +490,7 @@ class PostgresStore:
             keep_hash = hash_session_id(keep_id) if keep_id else None
 
         def execute(cur: Cursor) -> int:
-            cur.execute(self._sql.revoke, {"user_id": str(user_id), "keep": keep_hash})
+            cur.execute(self._sql.revoke, {"user_id": user_text, "keep": keep_hash})
             return int(cur.rowcount)
 
         return self._run(execute, retry=True)
@@ -440,7 +499,7 @@ class PostgresStore:
         """Counts of live and expired rows and the table's size on disk, in bytes."""
 
         def select(cur: Cursor) -> dict[str, int]:
-            cur.execute(self._sql.stats)
+            cur.execute(self._sql.stats, {"name": self._qualified})
             live, expired, users, size = _one_row(cur)
             return {"live": live, "expired": expired, "users": users, "total_bytes": size}
 
@@ -466,6 +525,8 @@ _EXPECTED_COLUMNS = {
 _EXPIRY = "LEAST(now() + %(idle)s, created_at + %(absolute)s)"
 _TOUCH_DUE = "accessed_at < now() - %(touch)s"
 _MERGED = "(CASE WHEN %(replace)s THEN '{}'::jsonb ELSE data - %(removed)s::text[] END || %(changed)s::jsonb)"
+# max_size bounds what the database stores, measured as it prints the jsonb value.
+_FITS = "(%(max_size)s::bigint IS NULL OR octet_length({data}::text) <= %(max_size)s::bigint)"
 
 
 class _Statements:
@@ -473,13 +534,16 @@ class _Statements:
 
     def __init__(self, schema: str, table: str, guard: str) -> None:
         schema_part = quote_identifier(schema, "schema")
-        t = qualified = f"{schema_part}.{quote_identifier(table, 'table')}"
+        exact = f"{schema_part}.{quote_identifier(table, 'table')}"
+        # DDL runs without parameters and takes the exact name; every other statement runs
+        # with parameters and takes the template form.
+        t = _in_template(exact)
         # Distinct per table even when long names share a prefix (PostgreSQL cuts names at 63).
         short = table.encode()[:30].decode("utf-8", "ignore")  # bytes: PostgreSQL's limit is 63
         index_base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
         self.create = [
             f"CREATE SCHEMA IF NOT EXISTS {schema_part}",
-            f"CREATE TABLE IF NOT EXISTS {t} (\n"
+            f"CREATE TABLE IF NOT EXISTS {exact} (\n"
             "    id          bytea        PRIMARY KEY,\n"
             "    data        jsonb        NOT NULL,\n"
             "    user_id     text,\n"
@@ -487,28 +551,32 @@ class _Statements:
             "    accessed_at timestamptz  NOT NULL DEFAULT now(),\n"
             "    expires_at  timestamptz  NOT NULL\n"
             ") WITH (fillfactor = 90)",
-            f"CREATE INDEX IF NOT EXISTS {_quote(index_base + '_expires_at_idx')} ON {t} (expires_at)",
-            f"CREATE INDEX IF NOT EXISTS {_quote(index_base + '_user_id_idx')} ON {t} (user_id)"
+            f"CREATE INDEX IF NOT EXISTS {_quote(index_base + '_expires_at_idx')} ON {exact} (expires_at)",
+            f"CREATE INDEX IF NOT EXISTS {_quote(index_base + '_user_id_idx')} ON {exact} (user_id)"
             " WHERE user_id IS NOT NULL",
         ]
         self.load = (
             f"SELECT data, accessed_at < now() - %(touch)s FROM {t} WHERE id = %(id)s AND expires_at > now()"
         )
         self.insert = (
-            f"INSERT INTO {t} (id, data, user_id, expires_at) VALUES"
-            " (%(id)s, %(data)s::jsonb, %(data)s::jsonb ->> %(user_key)s,"
-            " now() + LEAST(%(idle)s, %(absolute)s))"
+            f"INSERT INTO {t} (id, data, user_id, expires_at)"
+            " SELECT %(id)s, s.data, %(user_id)s, now() + LEAST(%(idle)s, %(absolute)s)"
+            " FROM (SELECT %(data)s::jsonb AS data) s"
+            f" WHERE {_FITS.format(data='s.data')}"
         )
-        update = (
-            f"UPDATE {t} SET id = COALESCE(%(new_id)s, id), data = {_MERGED},<user>"
+        self.size_of = "SELECT octet_length(%(data)s::jsonb::text)"
+        # Setting user_id to its own value keeps the update HOT-eligible (PostgreSQL compares).
+        self.write = (
+            f"UPDATE {t} SET id = COALESCE(%(new_id)s, id), data = {_MERGED},"
+            " user_id = CASE WHEN %(set_user)s THEN %(user_id)s ELSE user_id END,"
             f" accessed_at = CASE WHEN {_TOUCH_DUE} THEN now() ELSE accessed_at END,"
             f" expires_at = CASE WHEN {_TOUCH_DUE} THEN {_EXPIRY} ELSE expires_at END"
-            " WHERE id = %(id)s AND expires_at > now()"
+            f" WHERE id = %(id)s AND expires_at > now() AND {_FITS.format(data=_MERGED)}"
             " RETURNING data -> '_permanent', accessed_at = now()"
         )
-        # user_id is written only when a user_key is set, so other writes stay HOT-eligible.
-        self.write = update.replace("<user>", "")
-        self.write_user = update.replace("<user>", f" user_id = {_MERGED} ->> %(user_key)s,")
+        self.merged_size = (
+            f"SELECT octet_length({_MERGED}::text) FROM {t} WHERE id = %(id)s AND expires_at > now()"
+        )
         self.touch = (
             f"UPDATE {t} SET accessed_at = now(), expires_at = {_EXPIRY}"
             " WHERE id = %(id)s AND expires_at > now()"
@@ -531,14 +599,15 @@ class _Statements:
             " count(*) FILTER (WHERE expires_at <= now()),"
             " count(DISTINCT user_id) FILTER (WHERE expires_at > now()),"
             f" pg_total_relation_size(to_regclass(%(name)s)) FROM {t}"
-        ).replace("%(name)s", _literal(qualified))
+        )
         if guard:
             # Sent in the same query string: one round trip, one implicit transaction.
             for name in (
                 "load",
                 "insert",
+                "size_of",
                 "write",
-                "write_user",
+                "merged_size",
                 "touch",
                 "delete",
                 "purge",
@@ -558,10 +627,6 @@ def _one_row(cur: Cursor) -> tuple[Any, ...]:
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 class _Purger(threading.Thread):

@@ -1,0 +1,144 @@
+"""Turning a user's DSN into ``psycopg2.connect`` arguments without overriding the user.
+
+psycopg2 lets keyword arguments replace the DSN's parameters, and libpq reads its ``PG*``
+environment variables only for parameters no keyword names. So the store's own values are passed
+only where the DSN and the environment are silent, and its per-connection settings are merged
+into the user's ``options`` rather than replacing them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from .errors import ConfigurationError
+
+__all__ = ["normalize_dsn", "connect_arguments", "parse_options"]
+
+_DRIVER_SUFFIX = re.compile(r"^(postgres(?:ql)?)\+[a-z0-9_]+://", re.IGNORECASE)
+
+# The libpq environment variables for parameters a caller may want a default for. libpq reads one
+# only when no keyword names its parameter, so passing our default would silently hide it.
+ENVIRONMENT = {
+    "application_name": "PGAPPNAME",
+    "client_encoding": "PGCLIENTENCODING",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "options": "PGOPTIONS",
+    "sslmode": "PGSSLMODE",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+}
+
+
+def normalize_dsn(dsn: str) -> str:
+    """Accept SQLAlchemy-style URLs (``postgresql+psycopg2://``) and reject non-PostgreSQL ones."""
+    if not isinstance(dsn, str) or not dsn.strip():
+        raise ConfigurationError("the DSN is empty: pass a PostgreSQL URL such as postgresql://user@host/db")
+    dsn = _DRIVER_SUFFIX.sub(lambda m: m.group(1) + "://", dsn.strip())
+    scheme = re.match(r"^([a-z][a-z0-9+.-]*)://", dsn, re.IGNORECASE)
+    if scheme and scheme.group(1).lower() not in ("postgres", "postgresql"):
+        raise ConfigurationError(
+            f"the DSN is a {scheme.group(1)}:// URL; pgsession-wsgi needs PostgreSQL: "
+            "postgresql://user:password@host:5432/dbname"
+        )
+    try:
+        psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        # The parser's message may quote the DSN, password included, so it is not repeated here.
+        raise ConfigurationError(
+            "the DSN cannot be parsed: use postgresql://user:password@host:5432/dbname "
+            "or 'host=... dbname=... user=...'"
+        ) from None
+    return dsn
+
+
+def _split_options(options: str) -> list[str]:
+    """Split like the server does (``pg_split_opts``): on whitespace, ``\\`` escapes, no quotes."""
+    trailing = len(options) - len(options.rstrip("\\"))
+    if trailing % 2:  # the server drops a lone trailing backslash; shlex would refuse it
+        options = options[:-1]
+    lexer = shlex.shlex(options, posix=True)
+    lexer.whitespace = " \t\n\r\v\f"
+    lexer.whitespace_split = True
+    lexer.quotes = ""
+    lexer.commenters = ""
+    return list(lexer)
+
+
+def _setting_name(name: str) -> str:
+    """Settings are case-insensitive and the server reads ``-`` in their names as ``_``."""
+    return name.strip().lower().replace("-", "_")
+
+
+def _escape(value: str) -> str:
+    """Quote a value for the server's splitter, which knows only backslash escapes."""
+    return re.sub(r"([\\\s])", r"\\\1", value)
+
+
+def parse_options(options: str) -> dict[str, str]:
+    """The server settings an ``options`` string sets: ``-c name=value``, ``-cname=value``,
+    ``--name=value``; names lower-cased with ``-`` read as ``_``, the last of a repeated one wins.
+
+    Other switches (``-B 100`` and the like) are not settings the store owns and are skipped.
+    """
+    settings: dict[str, str] = {}
+    words = iter(_split_options(options))
+    for word in words:
+        if word == "-c":
+            assignment = next(words, "")
+        elif word.startswith(("--", "-c")):
+            assignment = word[2:]
+        else:
+            continue
+        name, equals, value = assignment.partition("=")
+        if equals and _setting_name(name):
+            settings[_setting_name(name)] = value
+    return settings
+
+
+def connect_arguments(
+    dsn: str,
+    *,
+    defaults: Mapping[str, Any],
+    settings: Mapping[str, str],
+    environ: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Keyword arguments for ``psycopg2.connect`` in which everything the user chose wins.
+
+    :param dsn: the user's DSN, URL or ``key=value`` form; normalized with :func:`normalize_dsn`.
+    :param defaults: libpq parameters the caller would like (``application_name``, keepalives...);
+        each is passed only if the DSN does not name it and its ``PG*`` variable is unset or empty.
+        ``options`` is not one of them: it is built from ``settings``.
+    :param settings: server settings the caller would send as ``-c name=value`` startup options.
+        One the user's options (the DSN's, else ``PGOPTIONS``) already set is left to the user.
+    :param environ: the environment libpq will read; ``os.environ`` by default.
+    :returns: the connect arguments (``dsn`` included) and the settings the caller still owns, i.e.
+        those it actually sends; empty if the user set them all.
+    """
+    if "dsn" in defaults or "options" in defaults:
+        raise ValueError("defaults cannot hold dsn or options: pass the DSN itself and options as settings")
+    env = os.environ if environ is None else environ
+    dsn = normalize_dsn(dsn)
+    named: dict[str, str] = psycopg2.extensions.parse_dsn(dsn)
+
+    def user_value(parameter: str) -> str | None:
+        if parameter in named:
+            return named[parameter]
+        variable = ENVIRONMENT.get(parameter)
+        return (env.get(variable) or None) if variable else None
+
+    kwargs: dict[str, Any] = {"dsn": dsn}
+    kwargs.update((key, value) for key, value in defaults.items() if user_value(key) is None)
+    user_options = user_value("options")
+    user_settings = parse_options(user_options) if user_options else {}
+    owned = {name: value for name, value in settings.items() if _setting_name(name) not in user_settings}
+    if owned:
+        # Ours first, the user's after: should any of ours slip through, the server keeps the last.
+        ours = " ".join(f"-c {name}={_escape(value)}" for name, value in owned.items())
+        kwargs["options"] = f"{ours} {user_options}" if user_options else ours
+    return kwargs, owned

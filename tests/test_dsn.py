@@ -1,0 +1,320 @@
+"""The user's DSN wins: what it (or libpq's PG* variables) names is what the store connects with.
+
+Every store test runs against the real database and reads the settings back from the store's own
+pooled connection, once with a ``postgresql://`` URL and once with a ``key=value`` DSN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from pgsession_wsgi.dsn import connect_arguments, parse_options
+from pgsession_wsgi.errors import ConfigurationError
+from pgsession_wsgi.legacy import NothingToMigrate, migrate_flask_pg_session
+from pgsession_wsgi.store import PostgresStore
+from pgsession_wsgi.store import normalize_dsn as normalize_dsn_from_store
+
+# Parameters the store has defaults for; stripped from the test DSN so "silent" really is silent.
+STORE_PARAMETERS = (
+    "application_name",
+    "options",
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+)
+LIBPQ_VARIABLES = ("PGAPPNAME", "PGCONNECT_TIMEOUT", "PGOPTIONS")
+
+
+@pytest.fixture(autouse=True)
+def _no_libpq_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own PGAPPNAME or PGOPTIONS must not decide these tests."""
+    for name in LIBPQ_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def as_url(parts: dict[str, str]) -> str:
+    """A ``postgresql://user@host:port/db?...`` URL; a unix-socket host goes in the query."""
+    params = dict(parts)
+    user = quote(params.pop("user", ""), safe="")
+    password = params.pop("password", "")
+    host = params.pop("host", "")
+    port = params.pop("port", "")
+    dbname = params.pop("dbname", "")
+    auth = user + (":" + quote(password, safe="") if password else "") + ("@" if user or password else "")
+    netloc = auth
+    if host.startswith("/") or "," in host:
+        params["host"] = host
+        if port:
+            params["port"] = port
+    else:
+        netloc += host + (f":{port}" if port else "")
+    query = urlencode(params, quote_via=quote)
+    return f"postgresql://{netloc}/{quote(dbname, safe='')}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(params=["url", "key=value"])
+def make_dsn(request: pytest.FixtureRequest, pg_dsn: str) -> Callable[..., str]:
+    """``make_dsn(**params)``: the test database's DSN with these parameters, in one form or the other."""
+    base = psycopg2.extensions.parse_dsn(pg_dsn)
+    for name in STORE_PARAMETERS:
+        base.pop(name, None)
+
+    def make(**params: str) -> str:
+        parts = {**base, **params}
+        if request.param == "url":
+            dsn = as_url(parts)
+            assert dsn.startswith("postgresql://")
+        else:
+            dsn = psycopg2.extensions.make_dsn(**parts)
+            assert "://" not in dsn
+        assert psycopg2.extensions.parse_dsn(dsn) == parts  # the form says exactly what we asked
+        return dsn
+
+    return make
+
+
+def connection_facts(store: PostgresStore, *settings: str) -> dict[str, Any]:
+    """Run a statement through the store, then read its pooled connection's parameters and settings."""
+    store.create_table()
+    store.stats()
+    with store._pool.connection() as conn, conn.cursor() as cur:
+        facts: dict[str, Any] = dict(conn.get_dsn_parameters())
+        cur.execute("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+        facts["pg_stat_activity.application_name"] = cur.fetchone()[0]  # type: ignore[index]
+        for name in ("application_name", *settings):
+            cur.execute(f"SHOW {name}")
+            facts[f"SHOW {name}"] = cur.fetchone()[0]  # type: ignore[index]
+    return facts
+
+
+# -- through a real store ------------------------------------------------------------------------
+
+
+def test_the_dsns_connection_parameters_win(
+    make_store: Callable[..., PostgresStore], make_dsn: Callable[..., str]
+) -> None:
+    dsn = make_dsn(
+        application_name="shop",
+        connect_timeout="7",
+        keepalives="1",
+        keepalives_idle="42",
+        keepalives_interval="3",
+        keepalives_count="9",
+        sslmode="disable",
+    )
+    facts = connection_facts(make_store(dsn=dsn, connect_timeout=5))
+    assert facts["SHOW application_name"] == "shop"
+    assert facts["pg_stat_activity.application_name"] == "shop"
+    assert facts["application_name"] == "shop"
+    assert facts["connect_timeout"] == "7"
+    assert (facts["keepalives_idle"], facts["keepalives_interval"], facts["keepalives_count"]) == (
+        "42",
+        "3",
+        "9",
+    )
+    assert facts["sslmode"] == "disable"
+
+
+def test_dsn_options_apply_with_the_stores_settings_and_defaults_fill_the_rest(
+    make_store: Callable[..., PostgresStore], make_dsn: Callable[..., str], schema: str
+) -> None:
+    dsn = make_dsn(options=f"-c search_path={schema},public -c work_mem=5MB")
+    store = make_store(dsn=dsn, statement_timeout=3, synchronous_commit=False)
+    facts = connection_facts(store, "search_path", "work_mem", "statement_timeout", "synchronous_commit")
+    assert facts["SHOW search_path"] == f"{schema},public"
+    assert facts["SHOW work_mem"] == "5MB"
+    assert facts["SHOW statement_timeout"] == "3s"
+    assert facts["SHOW synchronous_commit"] == "off"
+    assert store._settings == {"statement_timeout": "3000", "synchronous_commit": "off"}
+    # Where the DSN is silent, the store's own values.
+    assert facts["SHOW application_name"] == "pgsession-wsgi"
+    assert facts["connect_timeout"] == "5"
+    assert (facts["keepalives"], facts["keepalives_idle"], facts["keepalives_count"]) == ("1", "10", "3")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        "-c statement_timeout=10s",
+        "-cstatement_timeout=10s",
+        "--statement-timeout=10s",
+        "-c STATEMENT_TIMEOUT=10s",
+    ],
+)
+def test_a_dsn_statement_timeout_wins_and_is_not_reapplied(
+    make_store: Callable[..., PostgresStore], make_dsn: Callable[..., str], options: str
+) -> None:
+    store = make_store(dsn=make_dsn(options=options), statement_timeout=2)
+    facts = connection_facts(store, "statement_timeout")
+    assert facts["SHOW statement_timeout"] == "10s"
+    # The store owns nothing here, so the first-connection check cannot take the user's value
+    # for a dropped startup option and override it with SET LOCAL on every statement.
+    assert store._settings == {}
+    assert store._settings_checked
+    assert "SET LOCAL" not in store._sql.stats
+
+
+def test_a_dsn_synchronous_commit_wins_while_the_stores_timeout_stays(
+    make_store: Callable[..., PostgresStore], make_dsn: Callable[..., str]
+) -> None:
+    store = make_store(dsn=make_dsn(options="-c synchronous_commit=local"), synchronous_commit=False)
+    facts = connection_facts(store, "synchronous_commit", "statement_timeout")
+    assert facts["SHOW synchronous_commit"] == "local"
+    assert facts["SHOW statement_timeout"] == "5s"
+    assert store._settings == {"statement_timeout": "5000"}
+    assert "SET LOCAL" not in store._sql.stats
+
+
+def test_libpq_variables_win_over_the_stores_defaults(
+    make_store: Callable[..., PostgresStore],
+    make_dsn: Callable[..., str],
+    schema: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PGAPPNAME", "from-env")
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "8")
+    monkeypatch.setenv("PGOPTIONS", f"-c search_path={schema}")
+    store = make_store(dsn=make_dsn(), statement_timeout=3)
+    facts = connection_facts(store, "search_path", "statement_timeout")
+    assert facts["SHOW application_name"] == "from-env"
+    assert facts["pg_stat_activity.application_name"] == "from-env"
+    assert facts["connect_timeout"] == "8"
+    assert facts["SHOW search_path"] == schema
+    assert facts["SHOW statement_timeout"] == "3s"
+
+
+def test_the_dsn_wins_over_the_libpq_variables_too(
+    make_store: Callable[..., PostgresStore],
+    make_dsn: Callable[..., str],
+    schema: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """libpq ignores PGOPTIONS when the DSN has options; merging must not bring it back."""
+    monkeypatch.setenv("PGAPPNAME", "from-env")
+    monkeypatch.setenv("PGOPTIONS", "-c work_mem=7MB")
+    dsn = make_dsn(application_name="shop", options=f"-c search_path={schema}")
+    facts = connection_facts(make_store(dsn=dsn), "search_path", "work_mem", "statement_timeout")
+    assert facts["SHOW application_name"] == "shop"
+    assert facts["SHOW search_path"] == schema
+    assert facts["SHOW work_mem"] != "7MB"
+    assert facts["SHOW statement_timeout"] == "5s"
+
+
+def test_migrate_connects_with_the_dsns_parameters(
+    make_dsn: Callable[..., str], schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spies on psycopg2.connect only to see the real connection it returns."""
+    seen: list[tuple[dict[str, str], str | None]] = []
+    real_connect = psycopg2.connect
+
+    def spy(*args: Any, **kwargs: Any) -> psycopg2.extensions.connection:
+        conn: psycopg2.extensions.connection = real_connect(*args, **kwargs)
+        seen.append((conn.get_dsn_parameters(), conn.info.parameter_status("application_name")))
+        return conn
+
+    monkeypatch.setattr(psycopg2, "connect", spy)
+    with pytest.raises(NothingToMigrate):  # connects first, then finds no table
+        migrate_flask_pg_session(
+            make_dsn(application_name="shop-migrate", connect_timeout="4"), schema=schema
+        )
+    assert len(seen) == 1
+    parameters, server_application_name = seen[0]
+    assert server_application_name == "shop-migrate"
+    assert parameters["connect_timeout"] == "4"
+
+
+# -- the parts, without a server -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ("-c statement_timeout=10s", {"statement_timeout": "10s"}),
+        ("-cstatement_timeout=10s", {"statement_timeout": "10s"}),
+        ("--statement_timeout=10s", {"statement_timeout": "10s"}),
+        ("--statement-timeout=10s", {"statement_timeout": "10s"}),
+        ("-c Statement_Timeout=10s", {"statement_timeout": "10s"}),
+        ("  -c  a=1\t-cb=2\n--c=3  ", {"a": "1", "b": "2", "c": "3"}),
+        (r"-c search_path=a\ b,c", {"search_path": "a b,c"}),
+        (r"-c x=back\\slash", {"x": "back\\slash"}),
+        ("-c x='quoted' -c y=it's", {"x": "'quoted'", "y": "it's"}),  # the server has no quotes
+        ("-c x=#not-a-comment", {"x": "#not-a-comment"}),
+        ("-c x=1 -c x=2", {"x": "2"}),
+        ("-c x=", {"x": ""}),
+        ("-B 100 -e -F -c x=1", {"x": "1"}),
+        ("-c noequals -c", {}),
+        ("--", {}),
+        ("-c x=1\\", {"x": "1"}),  # a lone trailing backslash is dropped, as by the server
+        ("", {}),
+    ],
+)
+def test_parse_options(options: str, expected: dict[str, str]) -> None:
+    assert parse_options(options) == expected
+
+
+DEFAULTS = {"application_name": "ours", "connect_timeout": 5, "keepalives_idle": 10}
+SETTINGS = {"statement_timeout": "5000", "synchronous_commit": "off"}
+
+
+def test_connect_arguments_fill_in_only_where_the_user_is_silent() -> None:
+    kwargs, owned = connect_arguments(
+        "host=db application_name=shop options='-c synchronous_commit=on -c work_mem=4MB'",
+        defaults=DEFAULTS,
+        settings=SETTINGS,
+        environ={"PGCONNECT_TIMEOUT": "9"},
+    )
+    assert kwargs == {
+        "dsn": "host=db application_name=shop options='-c synchronous_commit=on -c work_mem=4MB'",
+        "keepalives_idle": 10,
+        "options": "-c statement_timeout=5000 -c synchronous_commit=on -c work_mem=4MB",
+    }
+    assert owned == {"statement_timeout": "5000"}
+
+
+def test_connect_arguments_merge_pgoptions_and_treat_empty_variables_as_unset() -> None:
+    kwargs, owned = connect_arguments(
+        "postgresql+psycopg2://db/x",
+        defaults=DEFAULTS,
+        settings={"search_path": "a b"},
+        environ={"PGOPTIONS": "-c work_mem=4MB", "PGAPPNAME": ""},
+    )
+    assert kwargs == {
+        "dsn": "postgresql://db/x",
+        "application_name": "ours",
+        "connect_timeout": 5,
+        "keepalives_idle": 10,
+        "options": r"-c search_path=a\ b -c work_mem=4MB",
+    }
+    assert owned == {"search_path": "a b"}
+    assert parse_options(kwargs["options"]) == {"search_path": "a b", "work_mem": "4MB"}
+
+
+def test_connect_arguments_pass_no_options_when_the_user_set_every_setting() -> None:
+    kwargs, owned = connect_arguments(
+        "host=db",
+        defaults={},
+        settings=SETTINGS,
+        environ={"PGOPTIONS": "--statement-timeout=1s -c synchronous_commit=on"},
+    )
+    assert kwargs == {"dsn": "host=db"}  # libpq reads PGOPTIONS itself
+    assert owned == {}
+
+
+def test_bad_dsns_are_configuration_errors_without_the_password() -> None:
+    with pytest.raises(ConfigurationError, match="cannot be parsed") as caught:
+        connect_arguments("host=db password=s3cret 'unterminated", defaults={}, settings={})
+    assert "s3cret" not in str(caught.value)
+    with pytest.raises(ConfigurationError, match="needs PostgreSQL"):
+        connect_arguments("mysql://u:s3cret@db/x", defaults={}, settings={})
+
+
+def test_normalize_dsn_is_still_importable_from_the_store() -> None:
+    assert normalize_dsn_from_store("postgres+psycopg2://db/x") == "postgres://db/x"
