@@ -8,6 +8,7 @@ line to stderr and exit 1 or 2; a DSN's password is never printed.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import os
 import re
@@ -17,7 +18,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import timedelta
-from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
@@ -154,16 +154,19 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     """Convert a flask-pg-session table in place; the old table is kept, renamed."""
-    from .legacy import migrate_flask_pg_session
+    from .legacy import DEFAULT_MAX_SIZE, migrate_flask_pg_session
 
     if args.lifetime_days <= 0:
         raise ConfigurationError("--lifetime-days must be a positive number of days")
+    if args.max_size is not None and args.max_size < 1:
+        raise ConfigurationError("--max-size must be a positive number of bytes")
     report = migrate_flask_pg_session(
         _require_dsn(args),
         table=args.table,
         schema=args.schema,
         key_prefix=args.key_prefix,
         lifetime=timedelta(days=args.lifetime_days),
+        max_size=DEFAULT_MAX_SIZE if args.max_size is None else args.max_size,
     )
     _say(f"{PROG} migrate-flask-pg-session: migrated {report.migrated} session(s) into {_where(args)}")
     if report.skipped_empty:
@@ -181,28 +184,42 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 # -- demo ------------------------------------------------------------------------------------
 
 
-def _examples_dir() -> Path:
-    """The examples ship in the source checkout, next to the package, not in the wheel."""
-    import pgsession_wsgi
-
-    return Path(pgsession_wsgi.__file__).resolve().parent.parent / "examples"
+# The checkout's examples/ folder, which the wheel ships as this package (see pyproject.toml).
+_EXAMPLES = "pgsession_wsgi.examples"
 
 
 def _default_app() -> str:
-    flask_found = importlib.util.find_spec("flask") is not None
-    return "flask" if flask_found and (_examples_dir() / "flask_app.py").is_file() else "wsgi"
+    """The Flask example when Flask is installed (the ``demo`` extra brings it), else the plain one."""
+    return "flask" if importlib.util.find_spec("flask") is not None else "wsgi"
 
 
-def _load_example(path: Path) -> ModuleType:
-    """Import an example by file path: a pip-installed command has no repo root on sys.path."""
-    name = f"pgsession_wsgi_demo_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigurationError(f"cannot load the example app {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def _load_example(name: str) -> ModuleType:
+    """Import an example by module name, so the installed command works outside any checkout.
+
+    Importing one starts nothing (its ``app`` is built on first use), so a missing dependency is
+    reported before any database is touched.
+    """
+    module_name = f"{_EXAMPLES}.{name}_app"
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing in (_EXAMPLES, module_name):
+            raise ConfigurationError(
+                f"the example apps are not installed ({module_name} is missing): reinstall with "
+                "`pip install --force-reinstall 'pgsession-wsgi[demo]'`, or in a source checkout "
+                "`pip install -e '.[demo]'`"
+            ) from exc
+        if name == "flask" and missing.partition(".")[0] == "flask":
+            raise ConfigurationError(
+                "the Flask example needs Flask, which is not installed: "
+                "`pip install 'pgsession-wsgi[demo]'` (or `pip install flask`), "
+                "or serve the plain WSGI example with --app wsgi"
+            ) from exc
+        raise ConfigurationError(
+            f"the {name} example needs the module {missing or '?'}, which is not installed: "
+            "`pip install 'pgsession-wsgi[demo]'`"
+        ) from exc
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -225,14 +242,7 @@ def _stop_on_signals() -> dict[int, Any]:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Serve an example app, on your database or on a private one that is deleted afterwards."""
-    name = args.app or _default_app()
-    path = _examples_dir() / f"{name}_app.py"
-    if not path.is_file():
-        raise ConfigurationError(
-            f"the demo needs the example apps from the source checkout, and {path} is missing: "
-            "clone the pgsession-wsgi repository and run `pip install -e '.[demo]'` in it, "
-            "then run the demo again (or run an example with gunicorn, see the README)"
-        )
+    example = _load_example(args.app or _default_app())
     dsn, source = _dsn_and_source(args)
     server = None
     if dsn:
@@ -263,9 +273,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         finally:
             setup.close()
         secret_key = os.environ.get("SECRET_KEY") or secrets.token_hex(32)
-        app = _load_example(path).create_app(dsn, secret_key, table=args.table, schema=args.schema)
+        app = example.create_app(dsn, secret_key, table=args.table, schema=args.schema)
         _say(
-            f"{PROG} demo: serving examples/{path.name} on http://{args.host}:{args.port}/ "
+            f"{PROG} demo: serving {example.__name__} on http://{args.host}:{args.port}/ "
             f"(sessions in {_where(args)}); press Ctrl-C to stop"
         )
         previous = _stop_on_signals()
@@ -325,7 +335,8 @@ def _parser() -> argparse.ArgumentParser:
         "--app",
         choices=("flask", "wsgi"),
         default=None,
-        help="examples/flask_app.py or examples/wsgi_app.py (default: flask if Flask is installed)",
+        help="the example to serve, examples/flask_app.py or examples/wsgi_app.py (installed as "
+        "pgsession_wsgi.examples; default: flask if Flask is installed)",
     )
     demo.set_defaults(run=_cmd_demo)
 
@@ -374,12 +385,6 @@ def _parser() -> argparse.ArgumentParser:
         "pass user_key=... to SessionMiddleware.",
     )
     revoke.add_argument("--user", required=True, metavar="ID", help="the user id to log out")
-    revoke.add_argument(
-        "--keep-none",
-        action="store_true",
-        help="keep no session (the only choice from the command line; accepted for scripts "
-        "that want to say so)",
-    )
     revoke.set_defaults(run=_cmd_revoke)
 
     migrate = commands.add_parser(
@@ -412,6 +417,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DAYS",
         help="lifetime given to sessions stored without an expiry (non-permanent ones); use the "
         "app's PERMANENT_SESSION_LIFETIME (default: %(default)g)",
+    )
+    migrate.add_argument(
+        "--max-size",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="refuse a session whose JSON would be larger; use the app's max_size (default: "
+        "256 KiB, SessionMiddleware's default)",
     )
     migrate.set_defaults(run=_cmd_migrate)
     return parser

@@ -7,6 +7,7 @@ same data. Importing this module imports Flask; importing ``pgsession_wsgi`` doe
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import shlex
@@ -19,7 +20,7 @@ from flask.globals import request_ctx
 from flask.sessions import NullSession, SessionInterface, SessionMixin
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Request, Response
-from itsdangerous import BadSignature, Signer
+from itsdangerous import Signer
 from werkzeug.exceptions import ServiceUnavailable
 
 from .cookies import IdSigner
@@ -139,6 +140,7 @@ class FlaskPgSessionSigner:
     Signed: ``<id>.<sig>`` from ``itsdangerous.Signer(key, salt="flask-session",
     key_derivation="hmac")`` (SHA-1). Unsigned: the bare id. Either way only ids shaped like the
     ones flask-pg-session (uuid4) or pgsession-wsgi (43 urlsafe characters) issue are accepted.
+    A signature is compared as text, so each id has exactly one valid cookie per key.
     """
 
     def __init__(
@@ -149,8 +151,8 @@ class FlaskPgSessionSigner:
         use_signer: bool = True,
     ) -> None:
         self.use_signer = use_signer
-        self._signer: Signer | None = None
-        self._fallback: Signer | None = None
+        # The primary key's signer first; the fallback keys' ones only verify.
+        self._signers: list[Signer] = []
         if not use_signer:
             return
         if not secret_key:
@@ -158,35 +160,27 @@ class FlaskPgSessionSigner:
                 "SESSION_USE_SIGNER is on but SECRET_KEY is not set: set app.config['SECRET_KEY'] "
                 "(the same value as before, so existing cookies stay valid)"
             )
-        self._signer = Signer(secret_key, salt="flask-session", key_derivation="hmac")
-        fallbacks = [key for key in fallback_secret_keys if key]
-        if fallbacks:
-            self._fallback = Signer(
-                fallbacks,  # type: ignore[arg-type]  # a list of keys: the stubs say str | bytes
-                salt="flask-session",
-                key_derivation="hmac",
-            )
+        keys = [secret_key, *(key for key in fallback_secret_keys if key)]
+        self._signers = [Signer(key, salt="flask-session", key_derivation="hmac") for key in keys]
 
     def sign(self, session_id: str) -> str:
-        if self._signer is None:
+        if not self._signers:
             return session_id
-        return self._signer.sign(session_id).decode("ascii")
+        return self._signers[0].sign(session_id).decode("ascii")
 
     def unsign(self, value: str) -> tuple[str, bool] | None:
-        if self._signer is None:
+        if not self._signers:
             return (value, False) if _BARE_ID.fullmatch(value) else None
         if not _SIGNED_ID.fullmatch(value):
             return None
-        try:
-            return self._signer.unsign(value).decode("ascii"), False
-        except BadSignature:
-            pass
-        if self._fallback is None:
-            return None
-        try:
-            return self._fallback.unsign(value).decode("ascii"), True
-        except BadSignature:
-            return None
+        session_id, signature = value.split(".")
+        # itsdangerous compares decoded bytes, so several base64 spellings of one signature
+        # pass its unsign; comparing the text it would write accepts only the one it issues.
+        for position, signer in enumerate(self._signers):
+            expected = signer.get_signature(session_id).decode("ascii")
+            if hmac.compare_digest(expected, signature):
+                return session_id, position > 0
+        return None
 
 
 # -- the extensions ---------------------------------------------------------------------------
@@ -203,6 +197,7 @@ class _Settings:
     secret_key: SecretKey | None
     permanent: bool
     signer: IdSigner | None
+    user_key: str | None
 
 
 class _Extension:
@@ -248,6 +243,7 @@ class _Extension:
                 cookie_samesite=_samesite(interface.get_cookie_samesite(app)),
                 fallback_secret_keys=_fallback_keys(app),
                 signer=settings.signer,
+                user_key=settings.user_key,
             )
             self._create_table(store)
         except BaseException:
@@ -306,8 +302,9 @@ class PgSession(_Extension):
 
     Wraps ``app.wsgi_app`` with :class:`SessionMiddleware` and installs
     :class:`EnvironSessionInterface`. Reads Flask's session config plus ``PGSESSION_DSN``,
-    ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA`` and ``PGSESSION_MAX_CONNECTIONS``; one instance
-    may serve several apps, each with its own store.
+    ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA``, ``PGSESSION_MAX_CONNECTIONS`` and
+    ``PGSESSION_USER_KEY`` (default ``"_user_id"``, Flask-Login's key: a login gets a new
+    session id by itself); one instance may serve several apps, each with its own store.
     """
 
     def init_app(self, app: Flask) -> None:
@@ -341,6 +338,7 @@ class PgSession(_Extension):
             secret_key=app.secret_key,
             permanent=False,  # as in Flask: a browser-session cookie until session.permanent = True
             signer=None,
+            user_key=_user_key(config),
         )
 
 
@@ -349,7 +347,8 @@ class FlaskPgSession(_Extension):
 
     Same construction and config keys (``SQLALCHEMY_DATABASE_URI``, ``SESSION_PG_TABLE``,
     ``SESSION_PG_SCHEMA``, ``SESSION_KEY_PREFIX``, ``SESSION_USE_SIGNER``, ``SESSION_PERMANENT``,
-    ``SESSION_AUTODELETE_EXPIRED``, ``SESSION_PG_MAX_DB_CONN``) and the same cookie format, so
+    ``SESSION_AUTODELETE_EXPIRED``, ``SESSION_PG_MAX_DB_CONN``; plus ``PGSESSION_USER_KEY`` as
+    for :class:`PgSession`) and the same cookie format, so
     users stay logged in once the table has been converted with
     ``pgsession-wsgi migrate-flask-pg-session``.
     """
@@ -380,7 +379,19 @@ class FlaskPgSession(_Extension):
             secret_key=app.secret_key,
             permanent=bool(config.get("SESSION_PERMANENT", True)),
             signer=signer,
+            user_key=_user_key(config),
         )
+
+
+#: Flask-Login keeps the logged-in user's id under this session key.
+FLASK_LOGIN_USER_KEY = "_user_id"
+
+
+def _user_key(config: Any) -> str | None:
+    """``PGSESSION_USER_KEY``, Flask-Login's key by default: a login then gets a new session id
+    and the user's sessions can be listed and revoked. None turns both off."""
+    value = config.get("PGSESSION_USER_KEY", FLASK_LOGIN_USER_KEY)
+    return str(value) if value else None
 
 
 def _text_url(value: Any) -> str | None:

@@ -13,6 +13,7 @@ import datetime as _dt
 import decimal
 import io
 import pickle
+import pickletools
 import uuid
 from collections.abc import Iterator
 from typing import Any, Callable, NamedTuple
@@ -176,14 +177,79 @@ def _check_plain(value: object) -> None:
             stack.extend((item, False) for item in obj)  # type: ignore[attr-defined]
 
 
+#: Tuples nested deeper than this are refused before unpickling: unpickling hashes dict keys
+#: and set members, and hashing a tuple recurses in C with no limit, so a deep enough one
+#: crashes the whole process (a segmentation fault, not an exception).
+_MAX_TUPLE_DEPTH = 1000
+# EMPTY_TUPLE, TUPLE, TUPLE1, TUPLE2, TUPLE3: each level of nesting needs one of them run.
+_TUPLE_OPCODES = (b")", b"t", b"\x85", b"\x86", b"\x87")
+# How many stack items each fixed-size tuple opcode takes (TUPLE takes all above the mark).
+_TUPLE_SIZES = {"EMPTY_TUPLE": 0, "TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
+_PUT_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_GET_OPCODES = frozenset({"GET", "BINGET", "LONG_BINGET"})
+
+
+def _check_tuple_depth(payload: bytes) -> None:
+    """Refuse tuples nested over ``_MAX_TUPLE_DEPTH`` deep by reading the opcodes, running none.
+
+    A pickle holding fewer tuple opcode bytes than the limit cannot nest deeper, so the usual
+    row costs five ``bytes.count`` calls; otherwise the unpickler's stack is replayed, keeping
+    only each item's tuple depth. Whatever the replay cannot follow fails ``load`` too.
+    """
+    if sum(payload.count(code) for code in _TUPLE_OPCODES) <= _MAX_TUPLE_DEPTH:
+        return
+    stack: list[int] = []  # tuple depth of each stack item: 0 for anything but a tuple
+    marks: list[int] = []
+    memo: dict[Any, int] = {}
+    for opcode, arg, _ in pickletools.genops(payload):
+        name = opcode.name
+        if name in _PUT_OPCODES:
+            memo[arg] = stack[-1]
+        elif name == "MEMOIZE":
+            memo[len(memo)] = stack[-1]
+        elif name in _GET_OPCODES:
+            stack.append(memo.get(arg, 0))
+        elif name == "DUP":
+            stack.append(stack[-1])
+        elif name == "POP" and marks and marks[-1] == len(stack):
+            marks.pop()  # as _pickle does: POP right after MARK drops the mark
+        elif name == "TUPLE" or name in _TUPLE_SIZES:
+            start = marks.pop() if name == "TUPLE" else len(stack) - _TUPLE_SIZES[name]
+            if start < 0:
+                raise ValueError("stack underflow")
+            depth = 1 + max(stack[start:], default=0)
+            del stack[start:]
+            if depth > _MAX_TUPLE_DEPTH:
+                raise LegacyDataError(
+                    f"the pickled data nests tuples more than {_MAX_TUPLE_DEPTH} deep; not converted"
+                )
+            stack.append(depth)
+        else:  # nothing else makes a tuple (the allow-listed callables never return one)
+            before = opcode.stack_before
+            if pickletools.markobject in before:
+                del stack[marks.pop() :]
+                count = before.index(pickletools.markobject)
+            else:
+                count = len(before)
+            if count > len(stack):
+                raise ValueError("stack underflow")
+            del stack[len(stack) - count :]
+            for item in opcode.stack_after:
+                if item is pickletools.markobject:
+                    marks.append(len(stack))
+                else:
+                    stack.append(0)
+
+
 def restricted_loads(payload: bytes) -> Any:
     """Unpickle ``payload`` allowing only plain data types.
 
     Raises :class:`UnsafePickleError` (naming the refused ``module.name``) before any
     refused callable could run, and :class:`LegacyDataError` for bytes that are not a
-    well-formed pickle.
+    well-formed pickle or that nest tuples deep enough to crash the interpreter.
     """
     try:
+        _check_tuple_depth(payload)
         value = _RestrictedUnpickler(io.BytesIO(payload)).load()
     except SessionError:
         raise
@@ -226,6 +292,8 @@ def _decode(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
         value = restricted_loads(bytes(payload))
     except SessionError as exc:
         return None, str(exc)
+    except Exception as exc:  # MemoryError and the like: this row is lost, not the others
+        return None, f"the pickled data cannot be read ({type(exc).__name__}); not converted"
     if type(value) is not dict:
         return None, f"the pickled data is a {_type_name(value)}, not a dict; not converted"
     return value, None
@@ -341,11 +409,17 @@ class MigrationReport:
 
 #: Suffix of the name the old table is kept under.
 RENAMED_SUFFIX = "_flask_pg_session_old"
-# Ids flask-pg-session issues (str(uuid4())) and ids pgsession-wsgi issues: no other id can be
-# served by FlaskPgSession, so no other row is worth converting (client-chosen ids, fixation).
-_SERVABLE_ID = _re.compile(
-    r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}|[A-Za-z0-9_-]{43}"
-)
+# The only ids flask-pg-session issues, str(uuid4()). It also stored sessions under any id a
+# client sent (fixation): converting such a row would keep serving the attacker-chosen id.
+_ISSUED_ID = _re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+#: The default ``max_size``: the same as :class:`SessionMiddleware`'s, so what is converted
+#: can be saved again.
+DEFAULT_MAX_SIZE = 256 * 1024
+# What the size estimate counts per value, and the longest reason put in the report.
+_NODE_BYTES = 2
+_MAX_REASON = 200
+# Encoded rows held for one INSERT at most (a batch of large rows is sent early).
+_MAX_BATCH_CHARS = 16 * 1024 * 1024
 
 
 def _renamed(table: str) -> str:
@@ -354,10 +428,69 @@ def _renamed(table: str) -> str:
     return head + RENAMED_SUFFIX
 
 
-def _encode_row(data: dict[Any, Any]) -> tuple[str | None, str | None]:
-    """``(json, None)`` for a convertible session dict, ``(None, reason)`` otherwise."""
+def _estimate_exceeds(value: object, limit: int) -> bool:
+    """True as soon as ``value`` is sure to encode to more than ``limit`` bytes.
+
+    Shared references are counted once per use, as the JSON would copy them, but nothing is
+    copied: a 100-byte pickle whose references expand to gigabytes is stopped after at most
+    ``limit / 2`` values. Iterative, so depth costs no recursion. The count (2 bytes per value
+    plus text, byte and digit lengths) never exceeds the real encoded size, so a row that fits
+    is never refused here.
+    """
+    total = 0
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or kind is bytes or kind is Markup:
+            total += len(item)
+        elif kind is int:
+            bits = abs(item).bit_length()
+            total += (bits - 1) * 30102 // 100000 if bits else 0  # digits - 1, rounded down
+        elif kind is decimal.Decimal:
+            total += len(item.as_tuple().digits)
+        elif kind is dict:
+            total += 2 * _NODE_BYTES * len(item)
+            if total > limit:
+                return True
+            stack.extend(item)
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            total += _NODE_BYTES * len(item)
+            if total > limit:
+                return True
+            stack.extend(item)
+        if total > limit:
+            return True
+    return False
+
+
+def _short(text: str) -> str:
+    """One printable line of at most ``_MAX_REASON`` characters, safe to print to a terminal.
+
+    Reasons quote pickled names and session keys, which are attacker-controlled text.
+    """
+    line = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text[: _MAX_REASON * 2])
+    return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
+
+
+def _encode_row(data: dict[Any, Any], max_size: int) -> tuple[str | None, str | None]:
+    """``(json, None)`` for a convertible session dict, ``(None, reason)`` otherwise.
+
+    Never raises: whatever one row does (RecursionError, MemoryError, ...) refuses that row.
+    """
+    try:
+        return _encode_row_or_raise(data, max_size)
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return None, f"the data cannot be converted ({detail})"
+
+
+def _encode_row_or_raise(data: dict[Any, Any], max_size: int) -> tuple[str | None, str | None]:
     from .codec import dumps, encode_value
 
+    if _estimate_exceeds(data, max_size):
+        return None, f"the data would encode to more than max_size ({max_size} bytes); not converted"
     encoded: dict[str, Any] = {}
     for key, value in data.items():
         if type(key) is not str:
@@ -365,10 +498,21 @@ def _encode_row(data: dict[Any, Any]) -> tuple[str | None, str | None]:
         if "\x00" in key:
             return None, "a session key contains a NUL character"
         try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            return None, "a session key contains a lone surrogate (not valid UTF-8)"
+        try:
             encoded[key] = encode_value(value)
         except (TypeError, ValueError) as exc:
             return None, f"the value under key {key!r} cannot be stored: {exc}"
-    return dumps(encoded), None
+    text = dumps(encoded)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # jsonb (and the UTF-8 connection) cannot carry it
+        return None, "the data holds a lone surrogate (not valid UTF-8)"
+    if size > max_size:
+        return None, f"the data encodes to {size} bytes, more than max_size ({max_size} bytes)"
+    return text, None
 
 
 def _columns(cur: Any, qualified: str) -> dict[str, str]:
@@ -388,6 +532,7 @@ def migrate_flask_pg_session(
     key_prefix: str = "",
     lifetime: _dt.timedelta = _dt.timedelta(days=31),
     batch_size: int = 500,
+    max_size: int = DEFAULT_MAX_SIZE,
 ) -> MigrationReport:
     """Convert a flask-pg-session table into a pgsession-wsgi table of the same name.
 
@@ -396,20 +541,27 @@ def migrate_flask_pg_session(
     ``<table>_flask_pg_session_old`` and kept, the new one is created, and every live row is
     copied, keyed by the SHA-256 of its session id so existing cookies keep working. Pickles
     are read with :func:`restricted_loads`; a row it refuses is reported, never executed.
-    Rows with NULL expiry (non-permanent sessions) get ``now() + lifetime``. Any failure rolls
-    everything back. Raises :class:`NothingToMigrate` when the table is missing or already ours.
+    Rows with NULL expiry (non-permanent sessions) get ``now() + lifetime``. Each row is
+    converted or refused on its own, with the reason in the report: an id flask-pg-session did
+    not issue (not a uuid4), data that cannot be stored, or data whose JSON would exceed
+    ``max_size`` bytes (judged before building it: a tiny pickle can expand enormously through
+    shared references). Any other failure rolls everything back. Raises
+    :class:`NothingToMigrate` when the table is missing or already ours.
     """
     import psycopg2
 
+    from .dsn import connect_arguments
     from .errors import StoreUnavailable
     from .pool import _first_line
     from .session import META_KEYS
-    from .store import PostgresStore, normalize_dsn, quote_identifier
+    from .store import PostgresStore, quote_identifier
 
     if lifetime.total_seconds() <= 0:
         raise _ConfigurationError(f"lifetime must be positive, not {lifetime!r}")
     if batch_size < 1:
         raise _ConfigurationError("batch_size must be at least 1")
+    if max_size < 1:
+        raise _ConfigurationError(f"max_size must be a positive number of bytes, not {max_size!r}")
     # Validates the names and gives the exact DDL and advisory lock the app itself uses.
     target = PostgresStore(dsn, table, schema, create_table=False, purge_interval=None)
     target.close()
@@ -417,9 +569,9 @@ def migrate_flask_pg_session(
     qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
     old_qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(renamed, 'table')}"
     try:
-        conn = psycopg2.connect(
-            normalize_dsn(dsn), connect_timeout=10, application_name="pgsession-wsgi migrate"
-        )
+        # The DSN (and PGAPPNAME, PGCONNECT_TIMEOUT) win over these, as for the store.
+        defaults = {"connect_timeout": 10, "application_name": "pgsession-wsgi migrate"}
+        conn = psycopg2.connect(**connect_arguments(dsn, defaults=defaults, settings={})[0])
     except psycopg2.OperationalError as exc:
         raise StoreUnavailable(f"cannot connect to PostgreSQL ({_first_line(exc)})") from None
     report = MigrationReport(migrated=0, refused=[], renamed_to=old_qualified)
@@ -454,6 +606,7 @@ def migrate_flask_pg_session(
                 batch_size,
                 target._qualified,
                 META_KEYS,
+                max_size,
             )
             if key_prefix:
                 cur.execute(
@@ -501,43 +654,46 @@ def _copy_rows(
     batch_size: int,
     new_qualified: str,
     meta_keys: frozenset[str],
+    max_size: int,
 ) -> None:
     import psycopg2
 
     insert = f"INSERT INTO {new_qualified} (id, data, created_at, accessed_at, expires_at) VALUES %s"
     template = "(%s, %s::jsonb, COALESCE(%s, now()), now(), COALESCE(%s, now() + %s))"
     pending: list[tuple[Any, ...]] = []
+    pending_size = 0
 
     def flush() -> None:
+        nonlocal pending_size
         if pending:
             _insert_batch(cur, insert, template, pending)
             report.migrated += len(pending)
             pending.clear()
+            pending_size = 0
+
+    def refuse(label: str, reason: str) -> None:
+        report.refused.append((label, _short(reason)))
 
     for row in read_legacy_rows(conn, old_table, schema, key_prefix=key_prefix, batch_size=batch_size):
         digest = _hashlib.sha256(row.session_id.encode("utf-8")).digest()
         label = digest.hex()[:12]
-        if not _SERVABLE_ID.fullmatch(row.session_id):
-            report.refused.append(
-                (
-                    label,
-                    "the session id is not one flask-pg-session issues "
-                    "(a uuid4); a client-chosen id is not carried over",
-                )
-            )
+        if not _ISSUED_ID.fullmatch(row.session_id):
+            refuse(label, "the session id is not a uuid4, the only id flask-pg-session issues; not converted")
             continue
         if row.data is None:
-            report.refused.append((label, row.error or "unreadable data"))
+            refuse(label, row.error or "unreadable data")
             continue
         if all(key in meta_keys for key in row.data):
             report.skipped_empty += 1
             continue
-        data_json, reason = _encode_row(row.data)
+        data_json, reason = _encode_row(row.data, max_size)
         if data_json is None:
-            report.refused.append((label, reason or "cannot be stored"))
+            refuse(label, reason or "cannot be stored")
             continue
         pending.append((psycopg2.Binary(digest), data_json, row.created, row.expiry, lifetime))
-        if len(pending) >= batch_size:
+        pending_size += len(data_json)
+        # Rows may be up to max_size each: bound the batch's memory too, not only its count.
+        if len(pending) >= batch_size or pending_size >= _MAX_BATCH_CHARS:
             flush()
     flush()
 
@@ -548,4 +704,4 @@ def _insert_batch(cur: Any, insert: str, template: str, rows: list[tuple[Any, ..
     psycopg2.extras.execute_values(cur, insert, rows, template=template, page_size=len(rows))
 
 
-__all__ += ["MigrationReport", "NothingToMigrate", "migrate_flask_pg_session"]
+__all__ += ["DEFAULT_MAX_SIZE", "MigrationReport", "NothingToMigrate", "migrate_flask_pg_session"]

@@ -47,7 +47,7 @@ def add_session(pg_dsn: str, make_store: Callable[..., PostgresStore]) -> AddSes
     def add(user: str | None = None, *, expired: bool = False) -> bytes:
         id_hash = os.urandom(32)
         data = {"n": 1} if user is None else {"uid": user}
-        store.insert(id_hash, json.dumps(data), "uid", HOUR, None)
+        store.insert(id_hash, json.dumps(data), user_id=user, idle=HOUR, absolute=None)
         if expired:
             query(pg_dsn, f"UPDATE {store._qualified} SET expires_at = now() - interval '1 hour'"
                           " WHERE id = %s", (id_hash,))
@@ -160,13 +160,24 @@ def test_revoke_removes_every_session_of_one_user(
     add_session("42")
     add_session("42")
     kept = add_session("7")
-    status, out, err = run(["revoke", "--dsn", pg_dsn, "--schema", schema, "--user", "42",
-                            "--keep-none"], capsys)
+    status, out, err = run(["revoke", "--dsn", pg_dsn, "--schema", schema, "--user", "42"], capsys)
     assert (status, err) == (0, "")
     assert "removed 2 session(s) of user '42'" in out
     assert [bytes(row[0]) for row in query(pg_dsn, f'SELECT id FROM "{schema}".pgsession')] == [kept]
     status, out, _ = run(["revoke", "--dsn", pg_dsn, "--schema", schema, "--user", "42"], capsys)
     assert status == 0 and "removed 0 session(s)" in out and "user_key" in out
+
+
+def test_revoke_keep_none_is_gone(pg_dsn: str, schema: str, add_session: AddSession,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The option did nothing; now it is refused before anything is deleted."""
+    add_session("42")
+    status, out, err = run(["revoke", "--dsn", pg_dsn, "--schema", schema, "--user", "42",
+                            "--keep-none"], capsys)
+    assert (status, out) == (2, "")
+    assert "usage:" in err and "unrecognized arguments: --keep-none" in err
+    assert count_rows(pg_dsn, schema) == 1
+    assert "--keep-none" not in run(["revoke", "--help"], capsys)[1]
 
 
 # -- migrate-flask-pg-session ---------------------------------------------------------------------

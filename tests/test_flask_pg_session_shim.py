@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import string
 import threading
 import time
 import uuid
@@ -22,6 +24,7 @@ import pytest
 from flask import Flask, session
 from helpers import ClosingClient, sql
 from itsdangerous import Signer
+from itsdangerous.encoding import base64_decode
 from webtest import TestApp
 
 from pgsession_wsgi import ConfigurationError
@@ -184,6 +187,60 @@ def test_new_signed_cookies_use_the_flask_pg_session_signer(
     assert sql(pg_dsn, f'SELECT data FROM "{schema}".flask_sessions WHERE id = %s', (h(session_id),)) == [
         ({"n": 1},)
     ]
+
+
+def signature_variants(cookie: str) -> list[str]:
+    """Every other spelling of the cookie's signature that decodes to the same bytes.
+
+    27 base64 characters carry 162 bits for a 160-bit HMAC-SHA1, so the last character's two
+    low bits are ignored by the decoder: four texts, one signature.
+    """
+    session_id, signature = cookie.split(".")
+    raw = base64_decode(signature)
+    alphabet = string.ascii_letters + string.digits + "-_"
+    return [
+        f"{session_id}.{signature[:-1]}{char}"
+        for char in alphabet
+        if char != signature[-1] and base64_decode(signature[:-1] + char) == raw
+    ]
+
+
+@pytest.mark.parametrize("session_id", [str(uuid.uuid4()), secrets.token_urlsafe(32)], ids=["uuid4", "token"])
+def test_only_the_exact_signature_text_is_accepted(session_id: str) -> None:
+    signer = FlaskPgSessionSigner("current", ["older", "oldest"])
+    genuine = legacy_signer("current").sign(session_id).decode()
+    assert signer.sign(session_id) == genuine
+    assert signer.unsign(genuine) == (session_id, False)
+    for key in ("older", "oldest"):  # fallback keys verify, and ask for a cookie under the new key
+        old_cookie = legacy_signer(key).sign(session_id).decode()
+        assert signer.unsign(old_cookie) == (session_id, True)
+        variants = signature_variants(old_cookie)
+        assert len(variants) == 3
+        assert [signer.unsign(variant) for variant in variants] == [None] * 3
+    variants = signature_variants(genuine)
+    assert len(variants) == 3
+    for variant in variants:
+        # itsdangerous itself takes each of them: the shim must not.
+        assert legacy_signer("current").unsign(variant).decode() == session_id
+        assert signer.unsign(variant) is None
+    assert FlaskPgSessionSigner("another").unsign(genuine) is None
+
+
+def test_a_variant_signature_gets_a_new_session(
+    make_app: Callable[..., Flask], pg_dsn: str, schema: str
+) -> None:
+    app = make_app(SESSION_USE_SIGNER=True)
+    sid = str(uuid.uuid4())
+    insert_row(pg_dsn, schema, sid, {"n": 5})
+    genuine = legacy_signer("legacy-secret").sign(sid).decode()
+    for variant in signature_variants(genuine):
+        client = app.test_client()
+        client.set_cookie("session", variant)
+        assert client.get("/count").text == "1"
+        assert client.get_cookie("session").value not in (variant, genuine)  # type: ignore[union-attr]
+    client = app.test_client()
+    client.set_cookie("session", genuine)
+    assert client.get("/count").text == "6"
 
 
 def test_bad_signature_gets_a_new_session(make_app: Callable[..., Flask], pg_dsn: str, schema: str) -> None:

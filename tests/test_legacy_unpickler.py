@@ -11,9 +11,11 @@ import datetime as dt
 import decimal
 import os
 import pickle
+import struct
 import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +230,74 @@ def test_uuid_with_forged_state_is_refused() -> None:
         restricted_loads(payload)
 
 
+def _tuple_chain_through_the_memo(levels: int) -> bytes:
+    """``{((...((),)...),): 1}`` nested ``levels`` deep, each level fetched back from the memo.
+
+    Every tuple is popped off the stack and read again with LONG_BINGET, so the depth check
+    has to follow the memo to see it.
+    """
+    body = b"\x80\x04}" + b")\x94"  # {}, () memoized as 0
+    for index in range(levels):
+        body += b"0j" + struct.pack("<I", index) + b"\x85\x94"  # POP, GET index, TUPLE1, MEMOIZE
+    return body + b"K\x01s."  # the chain as a key: 1
+
+
+def _depth(value: Any) -> int:
+    depth = 0
+    while value:
+        value, depth = value[0], depth + 1
+    return depth
+
+
+_DEEP_TUPLES: dict[str, Callable[[int], bytes]] = {
+    "memo chain as a key": _tuple_chain_through_the_memo,
+    "TUPLE1 as a value": lambda levels: b"\x80\x04}K\x01)" + b"\x85" * levels + b"s.",
+    "MARK and TUPLE as a value": lambda levels: (
+        b"\x80\x02}K\x01" + b"(" * levels + b")" + b"t" * levels + b"s."
+    ),
+}
+
+
+@pytest.mark.parametrize("build", _DEEP_TUPLES.values(), ids=_DEEP_TUPLES)
+def test_tuples_nested_too_deep_are_refused_without_unpickling(build: Callable[[int], bytes]) -> None:
+    value = restricted_loads(build(900))  # the same shape, shallower: a valid pickle
+    (key, item), *_ = value.items()
+    assert _depth(key if isinstance(key, tuple) else item) == 900
+    with pytest.raises(LegacyDataError, match="nests tuples more than"):
+        restricted_loads(build(5000))
+
+
+@pytest.mark.parametrize("protocol", [0, 1, *PROTOCOLS])
+def test_many_shallow_tuples_are_fine(protocol: int) -> None:
+    # Over the byte count that triggers the opcode replay: every protocol's tuple, mark and
+    # memo opcodes go through it and must not be mistaken for nesting.
+    shared = ("s", 1)
+    value = {
+        "pairs": [(i, str(i), ()) for i in range(1500)],
+        "shared": [shared, (shared, shared), shared],
+        "nested": ((((("t" * 3000,),),),),),
+        ("key", (1, 2)): {"a": [(), (None,)]},
+    }
+    assert restricted_loads(pickle.dumps(value, protocol=protocol)) == value
+
+
+def test_a_tuple_key_deep_enough_to_crash_python_is_refused() -> None:
+    # Unpickling hashes dict keys, and hashing a tuple recurses in C without a limit: two
+    # million levels are a segmentation fault, so this runs in a child process.
+    script = (
+        "import sys\n"
+        "from pgsession_wsgi.legacy import LegacyDataError, restricted_loads\n"
+        "payload = b'\\x80\\x04})' + b'\\x85' * 2_000_000 + b'K\\x01s.'\n"
+        "try:\n"
+        "    restricted_loads(payload)\n"
+        "except LegacyDataError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "refused: the pickled data nests tuples more than" in done.stdout
+
+
 # -- reading a real flask-pg-session table ---------------------------------------------------
 
 
@@ -248,9 +318,7 @@ def schema(pg_conn: Any) -> Iterator[str]:
         cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
-def test_reads_rows_written_by_real_flask_pg_session(
-    pg_conn: Any, schema: str, pg_dsn: str
-) -> None:
+def test_reads_rows_written_by_real_flask_pg_session(pg_conn: Any, schema: str, pg_dsn: str) -> None:
     import flask
     import flask_pg_session
     import itsdangerous

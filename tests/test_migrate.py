@@ -8,9 +8,14 @@ plain dict (default protocol), naive UTC ``expiry`` (NULL for non-permanent sess
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import pickle
 import re
+import secrets
+import subprocess
+import sys
+import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -26,6 +31,7 @@ from itsdangerous import Signer
 from markupsafe import Markup
 
 from pgsession_wsgi import ConfigurationError, legacy
+from pgsession_wsgi.codec import decode_value
 from pgsession_wsgi.flask import EXTENSION_KEY, FlaskPgSession
 from pgsession_wsgi.legacy import MigrationReport, NothingToMigrate, migrate_flask_pg_session
 
@@ -195,7 +201,7 @@ def test_migrates_live_sessions_and_serves_the_same_cookies(
     assert any("system" in reason for reason in reasons.values())
     assert any("builtins.set" in reason for reason in reasons.values())
     assert any("not a str" in reason for reason in reasons.values())
-    assert any("client-chosen" in reason for reason in reasons.values())
+    assert any("not a uuid4" in reason for reason in reasons.values())
 
     # The old table is kept, renamed, with every row; the new one has the pgsession layout.
     old = sql(pg_dsn, f"SELECT count(*) FROM {report.renamed_to}")
@@ -353,6 +359,27 @@ def test_a_failure_rolls_everything_back(pg_dsn: str, schema: str, monkeypatch: 
     assert migrate_flask_pg_session(pg_dsn, schema=schema, batch_size=2).migrated == 5
 
 
+def test_large_rows_are_inserted_in_smaller_batches(
+    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rows may be up to max_size each: a batch is sent once it holds _MAX_BATCH_CHARS of JSON.
+    create_legacy_table(pg_dsn, schema)
+    for size in (10, 20, 30):
+        write_row(pg_dsn, schema, str(uuid.uuid4()), {"s": "x" * size}, naive_utc(dt.timedelta(days=1)))
+    real_insert = legacy._insert_batch
+    batches: list[int] = []
+
+    def counting_insert(cur: Any, insert: str, template: str, rows: list[tuple[Any, ...]]) -> None:
+        batches.append(len(rows))
+        real_insert(cur, insert, template, rows)
+
+    monkeypatch.setattr(legacy, "_insert_batch", counting_insert)
+    monkeypatch.setattr(legacy, "_MAX_BATCH_CHARS", 40)
+    assert migrate_flask_pg_session(pg_dsn, schema=schema).migrated == 3
+    assert sorted(batches) == [1, 2]  # each row is under 40 characters (18, 28, 38), any two over
+    assert sql(pg_dsn, f"SELECT count(*) FROM {q(schema)}.flask_sessions") == [(3,)]
+
+
 def test_an_existing_renamed_table_stops_the_migration(pg_dsn: str, schema: str) -> None:
     create_legacy_table(pg_dsn, schema)
     sql(pg_dsn, f"CREATE TABLE {q(schema)}.flask_sessions_flask_pg_session_old (x int)")
@@ -383,3 +410,219 @@ def test_the_cli_command(pg_dsn: str, schema: str, capsys: pytest.CaptureFixture
     assert status == 0, out
     assert "migrated 1 session" in out and "refused 1 row" in out
     assert "flask_sessions_flask_pg_session_old" in out
+
+
+# -- one bad row refuses that row only ---------------------------------------------------------------
+
+
+def label(session_id: str) -> str:
+    """The report's name for a row: a hash prefix, never the id."""
+    return hashlib.sha256(session_id.encode()).hexdigest()[:12]
+
+
+def deep_list_pickle(levels: int) -> bytes:
+    """``{"deep": [[[...]]]}`` nested ``levels`` deep; pickle.dumps itself recurses too deep."""
+    return b"\x80\x04}\x8c\x04deep" + b"]" * levels + b"a" * (levels - 1) + b"s."
+
+
+def expansion_bomb(levels: int) -> tuple[dict[str, Any], int]:
+    """A session of ``levels`` lists each holding the one below twice, and its JSON size.
+
+    The pickle keeps one copy of each level (about 5 bytes a level); the JSON, which has no
+    references, holds 2**levels copies of the innermost list.
+    """
+    node: list[Any] = []
+    size = len("[]")
+    for _ in range(levels):
+        node = [node, node]
+        size = 2 * size + len("[,]")
+    return {"bomb": node}, size + len('{"bomb":}')
+
+
+def new_rows(dsn: str, schema: str) -> dict[bytes, Any]:
+    rows = sql(dsn, f"SELECT id, data FROM {q(schema)}.flask_sessions")
+    return {bytes(row_id): data for row_id, data in rows}
+
+
+def write_bad_rows(dsn: str, schema: str) -> dict[str, str]:
+    """One live row of each kind that used to stop the migration; name -> session id."""
+    ids = {
+        name: str(uuid.uuid4())
+        for name in ("deep", "bigint", "surrogate_key", "nul_key", "bomb", "good", "good_too")
+    }
+    month = naive_utc(dt.timedelta(days=31))
+    write_row(dsn, schema, ids["deep"], None, month, raw=deep_list_pickle(50_000))
+    write_row(dsn, schema, ids["bigint"], {"n": 10**5000 - 1}, month)  # 5,000 digits
+    write_row(dsn, schema, ids["surrogate_key"], {"\ud800": 1, "n": 2}, month)
+    write_row(dsn, schema, ids["nul_key"], {"a\x00b": 1}, month)
+    write_row(dsn, schema, ids["bomb"], expansion_bomb(22)[0], month)
+    write_row(dsn, schema, ids["good"], {"_user_id": "7", "cart": [1, 2]}, month)
+    write_row(dsn, schema, ids["good_too"], {"n": 1}, None)
+    return ids
+
+
+def test_each_bad_row_is_refused_alone_and_the_others_migrate(pg_dsn: str, schema: str) -> None:
+    create_legacy_table(pg_dsn, schema)
+    ids = write_bad_rows(pg_dsn, schema)
+    # A real pickle: plain pickle.loads (what flask-pg-session runs) reads 50,000 levels.
+    value, depth = pickle.loads(deep_list_pickle(50_000))["deep"], 1
+    while value:
+        value, depth = value[0], depth + 1
+    assert depth == 50_000
+    surrogate_value = str(uuid.uuid4())
+    write_row(pg_dsn, schema, surrogate_value, {"s": "a\udfffb"}, naive_utc(dt.timedelta(days=1)))
+
+    report = migrate_flask_pg_session(pg_dsn, schema=schema)
+
+    rows = new_rows(pg_dsn, schema)
+    assert rows[hashlib.sha256(ids["good"].encode()).digest()] == {"_user_id": "7", "cart": [1, 2]}
+    assert rows[hashlib.sha256(ids["good_too"].encode()).digest()] == {"n": 1}
+    reasons = dict(report.refused)
+    bad = ("deep", "bigint", "surrogate_key", "nul_key", "bomb")
+    assert set(reasons) - {label(surrogate_value)} == {label(ids[name]) for name in bad}
+    for name in bad:
+        reason = reasons[label(ids[name])]
+        assert reason and "\n" not in reason and len(reason) <= 200, (name, reason)
+    assert "surrogate" in reasons[label(ids["surrogate_key"])]
+    assert "NUL" in reasons[label(ids["nul_key"])]
+    assert "max_size" in reasons[label(ids["bomb"])]
+    # A lone surrogate in a value: stored losslessly by the codec, or refused with a reason.
+    stored = rows.get(hashlib.sha256(surrogate_value.encode()).digest())
+    if stored is None:
+        assert "surrogate" in reasons[label(surrogate_value)]
+    else:
+        assert decode_value(stored["s"]) == "a\udfffb"
+    assert report.migrated == len(rows) == 2 + (stored is not None)
+
+
+def test_an_expansion_bomb_is_refused_without_being_built(pg_dsn: str, schema: str) -> None:
+    create_legacy_table(pg_dsn, schema)
+    bomb, expanded = expansion_bomb(22)
+    payload = pickle.dumps(bomb)
+    assert len(payload) < 200 and expanded > 20_000_000  # 200 bytes that mean 20 MB of JSON
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, sid, None, None, raw=payload)
+    write_row(pg_dsn, schema, str(uuid.uuid4()), {"n": 1}, None)
+
+    tracemalloc.start()
+    try:
+        report = migrate_flask_pg_session(pg_dsn, schema=schema)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert report.migrated == 1
+    assert [lbl for lbl, _ in report.refused] == [label(sid)]
+    assert "more than max_size (262144 bytes)" in report.refused[0][1]
+    # Building it would take the 20 MB of JSON and far more in Python lists.
+    assert peak < expanded // 10, peak
+
+
+def test_max_size_bounds_the_real_encoded_size(pg_dsn: str, schema: str) -> None:
+    create_legacy_table(pg_dsn, schema)
+    month = naive_utc(dt.timedelta(days=31))
+    ids = {name: str(uuid.uuid4()) for name in ("exact", "over", "wide", "shared")}
+    write_row(pg_dsn, schema, ids["exact"], {"s": "x" * 992}, month)  # {"s":"x..."}: 1,000 bytes
+    write_row(pg_dsn, schema, ids["over"], {"s": "x" * 993}, month)
+    # 600 characters, 1,200 bytes in UTF-8: only the real encoding shows it is too large.
+    write_row(pg_dsn, schema, ids["wide"], {"s": "é" * 600}, month)
+    # Shared references count once per use: 6 uses of 200 characters.
+    text = "y" * 200
+    write_row(pg_dsn, schema, ids["shared"], {"l": [text, text, text, text, text, text]}, month)
+
+    report = migrate_flask_pg_session(pg_dsn, schema=schema, max_size=1000)
+
+    assert report.migrated == 1
+    assert list(new_rows(pg_dsn, schema).values()) == [{"s": "x" * 992}]
+    reasons = dict(report.refused)
+    assert set(reasons) == {label(ids[name]) for name in ("over", "wide", "shared")}
+    assert "encodes to 1001 bytes, more than max_size (1000 bytes)" in reasons[label(ids["over"])]
+    assert "encodes to 1208 bytes" in reasons[label(ids["wide"])]
+    assert "more than max_size (1000 bytes)" in reasons[label(ids["shared"])]
+    with pytest.raises(ConfigurationError, match="max_size"):
+        migrate_flask_pg_session(pg_dsn, schema=schema, max_size=0)
+
+
+def test_only_uuid4_ids_are_carried_over(pg_dsn: str, schema: str) -> None:
+    create_legacy_table(pg_dsn, schema)
+    month = naive_utc(dt.timedelta(days=31))
+    issued = str(uuid.uuid4())
+    chosen = [
+        secrets.token_urlsafe(32),  # 43 characters: the shape pgsession-wsgi issues, not this table
+        "A" * 43,
+        str(uuid.uuid1()),
+        str(uuid.uuid4()).upper(),
+        "{" + str(uuid.uuid4()) + "}",
+        str(uuid.uuid4()) + "\n",
+    ]
+    for session_id in [issued, *chosen]:
+        write_row(pg_dsn, schema, session_id, {"_user_id": "1"}, month)
+
+    report = migrate_flask_pg_session(pg_dsn, schema=schema)
+
+    assert report.migrated == 1
+    assert list(new_rows(pg_dsn, schema)) == [hashlib.sha256(issued.encode()).digest()]
+    reasons = dict(report.refused)
+    assert set(reasons) == {label(session_id) for session_id in chosen}
+    assert all("not a uuid4" in reason for reason in reasons.values())
+
+
+def test_the_cli_refuses_bad_rows_without_a_traceback(pg_dsn: str, schema: str) -> None:
+    """The installed command, in its own process: a crash there would not be caught by pytest."""
+    create_legacy_table(pg_dsn, schema)
+    ids = write_bad_rows(pg_dsn, schema)
+    month = naive_utc(dt.timedelta(days=31))
+    # Hashing this key while unpickling would overflow the C stack (a segmentation fault).
+    ids["deep_tuple_key"] = str(uuid.uuid4())
+    write_row(
+        pg_dsn,
+        schema,
+        ids["deep_tuple_key"],
+        None,
+        month,
+        raw=b"\x80\x04})" + b"\x85" * 2_000_000 + b"K\x01s.",
+    )
+    ids["chosen"] = secrets.token_urlsafe(32)
+    write_row(pg_dsn, schema, ids["chosen"], {"n": 1}, month)
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgsession_wsgi",
+            "migrate-flask-pg-session",
+            "--dsn",
+            pg_dsn,
+            "--schema",
+            schema,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "Traceback" not in output and done.stderr == ""
+    assert "migrated 2 session(s)" in done.stdout
+    assert "refused 7 row(s)" in done.stdout
+    for name, session_id in ids.items():
+        assert session_id not in output
+        if not name.startswith("good"):
+            assert f"\n  {label(session_id)}: " in done.stdout, name
+    assert len(done.stdout.splitlines()) < 20
+
+
+def test_the_cli_max_size_option(pg_dsn: str, schema: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cli = pytest.importorskip("pgsession_wsgi.cli")
+    create_legacy_table(pg_dsn, schema)
+    small, large = str(uuid.uuid4()), str(uuid.uuid4())
+    write_row(pg_dsn, schema, small, {"s": "x" * 100}, naive_utc(dt.timedelta(days=1)))
+    write_row(pg_dsn, schema, large, {"s": "x" * 300}, naive_utc(dt.timedelta(days=1)))
+    assert cli.main(["migrate-flask-pg-session", "--dsn", pg_dsn, "--schema", schema, "--max-size", "0"]) == 2
+    assert "--max-size must be a positive number" in capsys.readouterr().err
+    status = cli.main(["migrate-flask-pg-session", "--dsn", pg_dsn, "--schema", schema, "--max-size", "200"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "migrated 1 session" in out and "refused 1 row" in out
+    assert f"  {label(large)}: " in out and "max_size (200 bytes)" in out
