@@ -16,7 +16,7 @@ from typing import Any
 import psycopg2
 import pytest
 from apps.support import wsgi_call
-from helpers import sql
+from helpers import ClosingClient, sql
 
 from pgsession_wsgi import PostgresStore, SessionError, SessionMiddleware, get_session
 from pgsession_wsgi.cli import main as cli_main
@@ -439,6 +439,7 @@ def test_flask_login_on_the_drop_in_regenerates_without_any_call(
     from pgsession_wsgi.flask import EXTENSION_KEY, FlaskPgSession
 
     app = flask.Flask("drop_in")
+    app.test_client_class = ClosingClient  # closes every response, as a server does
     app.config.update(SECRET_KEY="s", SQLALCHEMY_DATABASE_URI=pg_dsn, SESSION_PG_SCHEMA=schema)
     if user_key is None:
         app.config["PGSESSION_USER_KEY"] = None
