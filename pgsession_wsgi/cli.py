@@ -24,7 +24,15 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from .defaults import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_PURGE_BATCH_SIZE,
+    DEFAULT_SCHEMA,
+    DEFAULT_TABLE,
+)
 from .errors import ConfigurationError, SessionError
+from .flask_pg_session import FLASK_PG_SESSION_TABLE, migrate_flask_pg_session
 from .store import PostgresStore, normalize_dsn
 
 __all__ = ["main"]
@@ -154,8 +162,6 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     """Convert a flask-pg-session table in place; the old table is kept, renamed."""
-    from .legacy import DEFAULT_MAX_SIZE, migrate_flask_pg_session
-
     if args.lifetime_days <= 0:
         raise ConfigurationError("--lifetime-days must be a positive number of days")
     if args.max_size is not None and args.max_size < 1:
@@ -306,13 +312,13 @@ def _parser() -> argparse.ArgumentParser:
     table_options = argparse.ArgumentParser(add_help=False)
     table_options.add_argument(
         "--table",
-        default=os.environ.get("PGSESSION_TABLE") or "pgsession",
-        help="session table (default: $PGSESSION_TABLE, else pgsession)",
+        default=os.environ.get("PGSESSION_TABLE") or DEFAULT_TABLE,
+        help=f"session table (default: $PGSESSION_TABLE, else {DEFAULT_TABLE})",
     )
     table_options.add_argument(
         "--schema",
-        default=os.environ.get("PGSESSION_SCHEMA") or "public",
-        help="schema holding it (default: $PGSESSION_SCHEMA, else public)",
+        default=os.environ.get("PGSESSION_SCHEMA") or DEFAULT_SCHEMA,
+        help=f"schema holding it (default: $PGSESSION_SCHEMA, else {DEFAULT_SCHEMA})",
     )
     common = [dsn_options, table_options]
 
@@ -362,7 +368,7 @@ def _parser() -> argparse.ArgumentParser:
     cleanup.add_argument(
         "--batch-size",
         type=int,
-        default=1000,
+        default=DEFAULT_PURGE_BATCH_SIZE,
         metavar="N",
         help="rows deleted per statement (default: %(default)s)",
     )
@@ -396,12 +402,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument(
         "--table",
-        default="flask_sessions",
+        default=FLASK_PG_SESSION_TABLE,
         help="the flask-pg-session table, SESSION_PG_TABLE (default: %(default)s)",
     )
     migrate.add_argument(
         "--schema",
-        default="public",
+        default=DEFAULT_SCHEMA,
         help="its schema, SESSION_PG_SCHEMA (default: %(default)s)",
     )
     migrate.add_argument(
@@ -413,7 +419,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--lifetime-days",
         type=float,
-        default=31.0,
+        default=DEFAULT_IDLE_TIMEOUT / timedelta(days=1),
         metavar="DAYS",
         help="lifetime given to sessions stored without an expiry (non-permanent ones); use the "
         "app's PERMANENT_SESSION_LIFETIME (default: %(default)g)",
@@ -424,7 +430,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="BYTES",
         help="refuse a session whose JSON would be larger; use the app's max_size (default: "
-        "256 KiB, SessionMiddleware's default)",
+        f"{DEFAULT_MAX_SIZE // 1024} KiB, SessionMiddleware's default)",
     )
     migrate.set_defaults(run=_cmd_migrate)
     return parser

@@ -7,24 +7,25 @@ same data. Importing this module imports Flask; importing ``pgsession_wsgi`` doe
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import shlex
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Union, cast
 
 from flask import Flask, current_app, has_app_context
+from flask import request as flask_request
 from flask.globals import request_ctx
 from flask.sessions import NullSession, SessionInterface, SessionMixin
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Request, Response
-from itsdangerous import Signer
 from werkzeug.exceptions import ServiceUnavailable
 
 from .cookies import IdSigner
+from .core import private_cache_control
+from .defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_PURGE_INTERVAL, DEFAULT_SCHEMA, DEFAULT_TABLE
 from .errors import ConfigurationError, LegacyTableError, OutsideRequestError, StoreUnavailable
+from .flask_pg_session import FLASK_PG_SESSION_TABLE, FlaskPgSessionSigner
 from .middleware import ENVIRON_KEY, SessionMiddleware
 from .session import Session
 from .store import PostgresStore
@@ -33,6 +34,7 @@ __all__ = [
     "EXTENSION_KEY",
     "EnvironSessionInterface",
     "FlaskPgSession",
+    # Defined in pgsession_wsgi.flask_pg_session; re-exported here, its 0.1.0 path.
     "FlaskPgSessionSigner",
     "PgSession",
     "register_store_unavailable_handler",
@@ -42,6 +44,8 @@ log = logging.getLogger("pgsession_wsgi")
 
 #: ``app.extensions`` key holding the app's :class:`SessionMiddleware` (its ``.store`` too).
 EXTENSION_KEY = "pgsession_wsgi"
+# Marks, in the environ, a session this interface opened (no middleware ran) and must save.
+_OPENED_HERE = "pgsession.opened_by_interface"
 _POSTGRES_URL = re.compile(r"^postgres(?:ql)?(?:\+[a-z0-9_]+)?://", re.IGNORECASE)
 SecretKey = Union[str, bytes]
 
@@ -71,17 +75,23 @@ class EnvironSessionInterface(SessionInterface):
                     "pgsession_wsgi.flask.PgSession(app), which does both"
                 )
             session = self.middleware.open_session(request.environ)
-            session._opened_by_interface = True  # type: ignore[attr-defined]
+            # This interface, not the middleware, saves it: remember that in the environ.
+            request.environ[ENVIRON_KEY] = session
+            request.environ[_OPENED_HERE] = True
         # Not a SessionMixin subclass, but it has the same attributes (permanent, new,
         # modified, accessed) and is a MutableMapping, which is all Flask relies on.
         return cast(SessionMixin, session)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         # Sessions the middleware opened are saved by it when the response starts.
-        if self.middleware is None or not getattr(session, "_opened_by_interface", False):
+        environ = flask_request.environ
+        if self.middleware is None or not environ.pop(_OPENED_HERE, False):
             return
-        session._opened_by_interface = False  # type: ignore[attr-defined]
         for name, value in self.middleware.commit(cast(Session, session)):
+            if name == "Set-Cookie":
+                private = private_cache_control(response.headers.get("Cache-Control"))
+                if private is not None:
+                    response.headers["Cache-Control"] = private
             response.headers.add(name, value)
 
 
@@ -123,64 +133,6 @@ def register_store_unavailable_handler(app: Flask) -> None:
     existing = app.error_handler_spec.get(None, {}).get(None, {})
     if StoreUnavailable not in existing:
         app.register_error_handler(StoreUnavailable, _store_unavailable)
-
-
-# -- flask-pg-session cookies -----------------------------------------------------------------
-
-_UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
-_TOKEN = r"[A-Za-z0-9_-]{43}"  # pgsession_wsgi.cookies.new_session_id()
-_BARE_ID = re.compile(f"{_UUID4}|{_TOKEN}")
-# HMAC-SHA1 is 20 bytes: 27 characters of unpadded urlsafe base64.
-_SIGNED_ID = re.compile(f"(?:{_UUID4}|{_TOKEN})\\.[A-Za-z0-9_-]{{27}}")
-
-
-class FlaskPgSessionSigner:
-    """Session cookies in flask-pg-session's format, so cookies issued by it stay valid.
-
-    Signed: ``<id>.<sig>`` from ``itsdangerous.Signer(key, salt="flask-session",
-    key_derivation="hmac")`` (SHA-1). Unsigned: the bare id. Either way only ids shaped like the
-    ones flask-pg-session (uuid4) or pgsession-wsgi (43 urlsafe characters) issue are accepted.
-    A signature is compared as text, so each id has exactly one valid cookie per key.
-    """
-
-    def __init__(
-        self,
-        secret_key: SecretKey | None,
-        fallback_secret_keys: Iterable[SecretKey] = (),
-        *,
-        use_signer: bool = True,
-    ) -> None:
-        self.use_signer = use_signer
-        # The primary key's signer first; the fallback keys' ones only verify.
-        self._signers: list[Signer] = []
-        if not use_signer:
-            return
-        if not secret_key:
-            raise ConfigurationError(
-                "SESSION_USE_SIGNER is on but SECRET_KEY is not set: set app.config['SECRET_KEY'] "
-                "(the same value as before, so existing cookies stay valid)"
-            )
-        keys = [secret_key, *(key for key in fallback_secret_keys if key)]
-        self._signers = [Signer(key, salt="flask-session", key_derivation="hmac") for key in keys]
-
-    def sign(self, session_id: str) -> str:
-        if not self._signers:
-            return session_id
-        return self._signers[0].sign(session_id).decode("ascii")
-
-    def unsign(self, value: str) -> tuple[str, bool] | None:
-        if not self._signers:
-            return (value, False) if _BARE_ID.fullmatch(value) else None
-        if not _SIGNED_ID.fullmatch(value):
-            return None
-        session_id, signature = value.split(".")
-        # itsdangerous compares decoded bytes, so several base64 spellings of one signature
-        # pass its unsign; comparing the text it would write accepts only the one it issues.
-        for position, signer in enumerate(self._signers):
-            expected = signer.get_signature(session_id).decode("ascii")
-            if hmac.compare_digest(expected, signature):
-                return session_id, position > 0
-        return None
 
 
 # -- the extensions ---------------------------------------------------------------------------
@@ -330,10 +282,10 @@ class PgSession(_Extension):
             )
         return _Settings(
             dsn=dsn,
-            table=config.get("PGSESSION_TABLE", "pgsession"),
-            schema=config.get("PGSESSION_SCHEMA", "public"),
-            max_connections=int(config.get("PGSESSION_MAX_CONNECTIONS", 10)),
-            purge_interval=300,
+            table=config.get("PGSESSION_TABLE", DEFAULT_TABLE),
+            schema=config.get("PGSESSION_SCHEMA", DEFAULT_SCHEMA),
+            max_connections=int(config.get("PGSESSION_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)),
+            purge_interval=DEFAULT_PURGE_INTERVAL,
             synchronous_commit=bool(config.get("PGSESSION_SYNCHRONOUS_COMMIT", True)),
             secret_key=app.secret_key,
             permanent=False,  # as in Flask: a browser-session cookie until session.permanent = True
@@ -371,10 +323,10 @@ class FlaskPgSession(_Extension):
         signer = FlaskPgSessionSigner(app.secret_key, _fallback_keys(app), use_signer=use_signer)
         return _Settings(
             dsn=dsn,
-            table=config.get("SESSION_PG_TABLE", "flask_sessions"),
-            schema=config.get("SESSION_PG_SCHEMA", "public"),
-            max_connections=int(config.get("SESSION_PG_MAX_DB_CONN", 10)),
-            purge_interval=300 if config.get("SESSION_AUTODELETE_EXPIRED", True) else None,
+            table=config.get("SESSION_PG_TABLE", FLASK_PG_SESSION_TABLE),
+            schema=config.get("SESSION_PG_SCHEMA", DEFAULT_SCHEMA),
+            max_connections=int(config.get("SESSION_PG_MAX_DB_CONN", DEFAULT_MAX_CONNECTIONS)),
+            purge_interval=DEFAULT_PURGE_INTERVAL if config.get("SESSION_AUTODELETE_EXPIRED", True) else None,
             synchronous_commit=True,
             secret_key=app.secret_key,
             permanent=bool(config.get("SESSION_PERMANENT", True)),

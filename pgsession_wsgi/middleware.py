@@ -1,7 +1,12 @@
-"""``SessionMiddleware``: puts a lazy session into each request and saves it before the headers.
+"""``SessionMiddleware``: server-side sessions for any WSGI application.
 
-Saving happens inside ``start_response``, before the status line can reach the client, so a
-failed save becomes an error response instead of a silently lost write.
+The WSGI adapter of :mod:`pgsession_wsgi.core`: it puts a lazy session into each request, runs
+the statements the core asks for on a :class:`PostgresStore`, and saves inside
+``start_response``, before the status line can reach the client, so a failed save becomes an
+error response instead of a silently lost write::
+
+    store = PostgresStore("postgresql://app@db/app")
+    app = SessionMiddleware(app, store, secret_key=os.environ["SECRET_KEY"])
 """
 
 from __future__ import annotations
@@ -15,15 +20,17 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 
 from werkzeug.local import LocalProxy
 
-from .cookies import CookieSettings, HmacIdSigner, IdSigner, hash_session_id, new_session_id
+from .cookies import IdSigner
+from .core import Policy, SessionCore, private_cache_control, run
+from .defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_TOUCH_INTERVAL
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
-from .session import Changes, Session
-from .store import KEEP_USER, PostgresStore, user_id_text
+from .session import Session
+from .store import PostgresStore
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["SessionMiddleware", "current_session", "get_session", "ENVIRON_KEY", "private_cache_control"]
+__all__ = ["SessionMiddleware", "current_session", "get_session", "ENVIRON_KEY"]
 
 log = logging.getLogger("pgsession_wsgi")
 
@@ -58,20 +65,6 @@ def get_session(environ: WSGIEnvironment) -> Session:
         ) from None
 
 
-def private_cache_control(value: str | None) -> str | None:
-    """The Cache-Control a response that sets a session cookie needs, or None to keep ``value``.
-
-    A shared cache (CDN, proxy) that stored such a response would hand one user's cookie to
-    everyone, so ``public`` becomes ``private``; ``private`` and ``no-store`` already suffice.
-    """
-    directives = [part.strip() for part in (value or "").split(",") if part.strip()]
-    names = {part.split("=", 1)[0].strip().lower() for part in directives}
-    if "private" in names or "no-store" in names:
-        return None
-    kept = [part for part in directives if part.split("=", 1)[0].strip().lower() != "public"]
-    return ", ".join(["private", *kept])
-
-
 def _with_session_headers(
     headers: list[tuple[str, str]], extra: list[tuple[str, str]]
 ) -> list[tuple[str, str]]:
@@ -84,32 +77,6 @@ def _with_session_headers(
         return [*headers, *extra]
     others = [(name, value) for name, value in headers if name.lower() != "cache-control"]
     return [*others, ("Cache-Control", private), *extra]
-
-
-def _seconds(value: timedelta | float | int | None, name: str) -> timedelta | None:
-    if value is None:
-        return None
-    delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
-    if delta.total_seconds() <= 0:
-        raise ConfigurationError(f"{name} must be positive, not {value!r}")
-    return delta
-
-
-class _Binding:
-    """What the request's cookie said, worked out only when the session is first used.
-
-    The defaults live on the class: an untouched request sets only the two fields it has.
-    """
-
-    parsed = False
-    cookie_sent = False
-    session_id: str | None = None
-    resign = False
-    touch_due = False
-
-    def __init__(self, cookie_header: str, scheme: str) -> None:
-        self.cookie_header = cookie_header
-        self.scheme = scheme
 
 
 _ERROR_BODIES = {
@@ -126,11 +93,37 @@ class _SaveFailed(Exception):
 class SessionMiddleware:
     """Give every request of ``app`` a server-side session stored by ``store``.
 
-    See the README for every option; ``secret_key`` signs the cookie and
-    ``fallback_secret_keys`` are older keys still accepted while you rotate.
-    With ``user_key`` set, a session whose user changes (a login, or another user logging in
-    on the same session) gets a new id by itself unless ``regenerate_on_user_change=False``:
-    a cookie planted before the login is worthless after it.
+    The session is ``environ["pgsession.session"]`` (:func:`get_session`), and
+    :data:`current_session` while the request runs. Nothing touches the database until the app
+    touches its session. A store that cannot be reached is a 503 and one log line; a value that
+    cannot be stored is a 500 naming its key.
+
+    :param app: the WSGI application to wrap.
+    :param store: where sessions live.
+    :param secret_key: signs the cookie (HMAC-SHA256); required unless ``signer`` is given.
+    :param cookie_name: the cookie's name; ``__Host-`` and ``__Secure-`` names are checked.
+    :param idle_timeout: a session unused this long is gone (``timedelta`` or seconds); also
+        the cookie's ``Max-Age``.
+    :param absolute_timeout: a session older than this is gone however active it is.
+    :param touch_interval: the expiry is pushed forward at most this often (and at most every
+        tenth of ``idle_timeout``).
+    :param permanent: the default of ``session.permanent`` (``Max-Age`` or a browser-session
+        cookie).
+    :param refresh_each_request: re-send a permanent session's cookie when its expiry moves.
+    :param cookie_path: the cookie's ``Path``.
+    :param cookie_domain: the cookie's ``Domain``; None sends none (the safest).
+    :param cookie_secure: ``Secure``; None: when the request came over https.
+    :param cookie_httponly: ``HttpOnly``.
+    :param cookie_samesite: ``"Lax"``, ``"Strict"``, ``"None"`` (needs Secure) or None.
+    :param fallback_secret_keys: older keys still accepted while you rotate; never used to sign.
+    :param user_key: the session key holding the user's id (Flask-Login: ``"_user_id"``),
+        mirrored into the table for :meth:`PostgresStore.sessions_for_user`; a ``str``, ``int``
+        or ``UUID``.
+    :param regenerate_on_user_change: with ``user_key``, a save whose user changes (a login)
+        moves the session to a new id by itself, so a cookie planted before it is worthless.
+    :param max_size: the most bytes a stored session may take, checked by the database on the
+        merged row; None for no limit.
+    :param signer: reads and writes another cookie format (the flask-pg-session drop-in uses it).
     """
 
     def __init__(
@@ -140,9 +133,9 @@ class SessionMiddleware:
         secret_key: str | bytes | None = None,
         *,
         cookie_name: str = "session",
-        idle_timeout: timedelta | float = timedelta(days=31),
+        idle_timeout: timedelta | float = DEFAULT_IDLE_TIMEOUT,
         absolute_timeout: timedelta | float | None = None,
-        touch_interval: timedelta | float = timedelta(seconds=60),
+        touch_interval: timedelta | float = DEFAULT_TOUCH_INTERVAL,
         permanent: bool = True,
         refresh_each_request: bool = True,
         cookie_path: str = "/",
@@ -153,215 +146,61 @@ class SessionMiddleware:
         fallback_secret_keys: Iterable[str | bytes] = (),
         user_key: str | None = None,
         regenerate_on_user_change: bool = True,
-        max_size: int | None = 256 * 1024,
+        max_size: int | None = DEFAULT_MAX_SIZE,
         signer: IdSigner | None = None,
     ) -> None:
         if not isinstance(store, PostgresStore):
             raise ConfigurationError("store must be a pgsession_wsgi.PostgresStore")
-        if signer is None:
-            if not secret_key:
-                raise ConfigurationError(
-                    "secret_key is missing: pass SessionMiddleware(app, store, secret_key=...) "
-                    "with a long random value, e.g. from secrets.token_hex(32)"
-                )
-            signer = HmacIdSigner(secret_key, fallback_secret_keys)
         self.app = app
         self.store = store
-        self.signer = signer
-        self.cookie = CookieSettings(
-            name=cookie_name,
-            path=cookie_path,
-            domain=cookie_domain,
-            secure=cookie_secure,
-            httponly=cookie_httponly,
-            samesite=cookie_samesite,
+        self.core = SessionCore.configure(
+            secret_key,
+            cookie_name=cookie_name,
+            idle_timeout=idle_timeout,
+            absolute_timeout=absolute_timeout,
+            touch_interval=touch_interval,
+            permanent=permanent,
+            refresh_each_request=refresh_each_request,
+            cookie_path=cookie_path,
+            cookie_domain=cookie_domain,
+            cookie_secure=cookie_secure,
+            cookie_httponly=cookie_httponly,
+            cookie_samesite=cookie_samesite,
+            fallback_secret_keys=fallback_secret_keys,
+            user_key=user_key,
+            regenerate_on_user_change=regenerate_on_user_change,
+            max_size=max_size,
+            signer=signer,
         )
-        self.idle_timeout = cast(timedelta, _seconds(idle_timeout, "idle_timeout"))
-        self.absolute_timeout = _seconds(absolute_timeout, "absolute_timeout")
-        interval = cast(timedelta, _seconds(touch_interval, "touch_interval"))
-        # A touch at most every tenth of the idle timeout keeps expiry within 10% of exact.
-        self.touch_interval = min(interval, self.idle_timeout / 10)
-        self.permanent = permanent
-        self.refresh_each_request = refresh_each_request
-        self.user_key = user_key
-        self.regenerate_on_user_change = regenerate_on_user_change
-        if max_size is not None and max_size < 1:
-            raise ConfigurationError("max_size must be a positive number of bytes, or None")
-        self.max_size = max_size
-        self._max_age = int(self.idle_timeout.total_seconds())
+
+    @property
+    def policy(self) -> Policy:
+        """Lifetimes, size limit and user key, as checked at construction."""
+        return self.core.policy
+
+    @property
+    def signer(self) -> IdSigner:
+        """Turns ids into cookie values and back (from ``secret_key``, or the one given)."""
+        return self.core.signer
 
     # -- per request -----------------------------------------------------------------------
 
     def open_session(self, environ: WSGIEnvironment) -> Session:
-        """A lazy session for this request: nothing is parsed or loaded until it is used."""
-        binding = _Binding(environ.get("HTTP_COOKIE", ""), environ.get("wsgi.url_scheme", "http"))
-        session = Session(lambda: self._load(binding, session), permanent=self.permanent)
-        session._binding = binding  # type: ignore[attr-defined]
-        return session
+        """A lazy session for this request: nothing is parsed or loaded until it is used.
 
-    def _resolve(self, binding: _Binding) -> None:
-        if binding.parsed:
-            return
-        binding.parsed = True
-        if not binding.cookie_header:
-            return
-        value = self.cookie.read(binding.cookie_header)
-        if value is None:
-            binding.cookie_sent = self.cookie.name in binding.cookie_header
-            return
-        binding.cookie_sent = True
-        verified = self.signer.unsign(value)
-        if verified is not None:
-            binding.session_id, binding.resign = verified
+        For framework integrations that open a session outside the WSGI call; save it with
+        :meth:`commit`.
+        """
+        return self.core.open(
+            environ.get("HTTP_COOKIE", ""), environ.get("wsgi.url_scheme", "http"), self._load
+        )
 
-    def _load(self, binding: _Binding, session: Session) -> dict[str, Any] | None:
-        self._resolve(binding)
-        if binding.session_id is None:
-            return None
-        row = self.store.load(hash_session_id(binding.session_id), self.touch_interval)
-        if row is None:
-            binding.session_id = None  # no live row: this id is never used again
-            return None
-        binding.touch_due = row.touch_due
-        session._id = binding.session_id
-        return row.data
+    def _load(self, session: Session) -> dict[str, Any] | None:
+        return run(self.core.load(session), self.store.execute)
 
     def commit(self, session: Session) -> list[tuple[str, str]]:
         """Save ``session`` and return the headers the response needs (Set-Cookie, Vary)."""
-        if not session.accessed:
-            return []
-        binding: _Binding = session._binding  # type: ignore[attr-defined]
-        self._resolve(binding)
-        headers = [("Vary", "Cookie")]
-        cookie = self._save(session, binding)
-        session._used_since_save = False
-        if cookie is not None:
-            headers.append(("Set-Cookie", cookie))
-        return headers
-
-    def _save(self, session: Session, binding: _Binding) -> str | None:
-        """Write what changed; return a Set-Cookie value, if the cookie must change."""
-        old_id = binding.session_id
-        if session._invalidated and old_id is not None:
-            self.store.delete(hash_session_id(old_id))
-            old_id = binding.session_id = None
-        changes = session.changes(self.max_size)
-        if changes.empty and (session._loaded or old_id is None):
-            if old_id is not None and session._row_found is not False:
-                self.store.delete(hash_session_id(old_id))
-            session._mark_saved(None)
-            return self.cookie.delete_header(binding.scheme) if binding.cookie_sent else None
-        if old_id is None or session._row_found is False:
-            return self._insert_new(session, binding, changes)
-        return self._update(session, binding, changes, old_id)
-
-    def _insert_new(self, session: Session, binding: _Binding, changes: Changes) -> str:
-        new_id = new_session_id()
-        data = changes.full_json if changes.full_json is not None else changes.changed_json
-        user = self._user_column(session, changes)
-        self.store.insert(
-            hash_session_id(new_id),
-            data,
-            None if user is KEEP_USER else user,
-            self.idle_timeout,
-            self.absolute_timeout,
-            self.max_size,
-        )
-        cookie = self._cookie_for(new_id, self._is_permanent(session, None), binding)
-        binding.session_id = new_id
-        session._mark_saved(new_id)
-        return cookie
-
-    def _user_column(self, session: Session, changes: Changes) -> Any:
-        """What the save writes to the user column: its text, None to clear it, or KEEP_USER."""
-        key = self.user_key
-        if key is None:
-            return KEEP_USER
-        if key in changes.changed_keys:
-            value = session._peek(key)
-            return None if value is None else user_id_text(value, key)
-        if changes.replace or key in changes.removed:
-            return None
-        return KEEP_USER
-
-    def _user_changed(self, user: Any) -> bool:
-        """A new user came into the session: the id it had before must stop working."""
-        return self.regenerate_on_user_change and user is not KEEP_USER and user is not None
-
-    def _update(self, session: Session, binding: _Binding, changes: Changes, old_id: str) -> str | None:
-        user = self._user_column(session, changes)
-        regenerate = session._regenerate or self._user_changed(user)
-        if not (changes.any or regenerate):
-            if binding.touch_due:
-                self.store.touch(hash_session_id(old_id), self.idle_timeout, self.absolute_timeout)
-                binding.touch_due = False
-                return self._cookie_after_save(session, binding, old_id, expiry_moved=True)
-            return self._cookie_after_save(session, binding, old_id)
-        new_id = new_session_id() if regenerate else None
-        result = self.store.write(
-            hash_session_id(old_id),
-            changes.changed_json,
-            changes.removed,
-            replace=changes.replace,
-            new_hash=hash_session_id(new_id) if new_id is not None else None,
-            user_id=user,
-            idle=self.idle_timeout,
-            absolute=self.absolute_timeout,
-            touch_interval=self.touch_interval,
-            max_size=self.max_size,
-        )
-        if not result.updated:
-            if session._row_found is None:
-                # Written without being read, and the row is gone: the written keys start a
-                # new session under a new id (the old id is never reused).
-                return self._insert_new(session, binding, changes)
-            # Another request invalidated or regenerated this session meanwhile: resurrecting it
-            # would undo a logout, so this save is dropped (and the cookie left alone).
-            log.warning(
-                "session save dropped: the session was invalidated or regenerated by a concurrent request"
-            )
-            session._mark_saved(None)
-            return None
-        current_id = new_id or old_id
-        cookie = self._cookie_after_save(
-            session,
-            binding,
-            current_id,
-            stored_permanent=result.permanent,
-            expiry_moved=result.touched,
-            must_send=new_id is not None or "_permanent" in (*changes.changed_keys, *changes.removed),
-        )
-        binding.session_id = current_id
-        session._mark_saved(current_id)
-        return cookie
-
-    def _cookie_after_save(
-        self,
-        session: Session,
-        binding: _Binding,
-        session_id: str,
-        *,
-        stored_permanent: bool | None = None,
-        expiry_moved: bool = False,
-        must_send: bool = False,
-    ) -> str | None:
-        """The cookie goes out only when it changes: a new id or permanence, a re-signature,
-        or a permanent session's expiry moving forward (so its Max-Age moves too)."""
-        permanent = self._is_permanent(session, stored_permanent)
-        if must_send or binding.resign or (expiry_moved and permanent and self.refresh_each_request):
-            return self._cookie_for(session_id, permanent, binding)
-        return None
-
-    def _is_permanent(self, session: Session, stored: bool | None) -> bool:
-        value = session._peek("_permanent")
-        if value is None:
-            value = stored
-        return self.permanent if value is None else bool(value)
-
-    def _cookie_for(self, session_id: str, permanent: bool, binding: _Binding) -> str:
-        binding.resign = False
-        max_age = self._max_age if permanent else None
-        return self.cookie.set_header(self.signer.sign(session_id), max_age, binding.scheme)
+        return run(self.core.save(session), self.store.execute)
 
     # -- WSGI ------------------------------------------------------------------------------
 
@@ -405,8 +244,7 @@ class SessionMiddleware:
 
         def on_close() -> None:
             try:
-                # Only a session used after the save (e.g. by a streaming body) can have changed.
-                if session._used_since_save and session.modified:
+                if self.core.needs_late_save(session):
                     self._save_after_headers(session)
             finally:
                 _reset(token)
@@ -425,14 +263,7 @@ class SessionMiddleware:
 
     def _save_after_headers(self, session: Session) -> None:
         """A streaming body changed the session after the headers went out."""
-        binding: _Binding = session._binding  # type: ignore[attr-defined]
-        self._resolve(binding)
-        if (
-            binding.session_id is None
-            or session._regenerate
-            or session._invalidated
-            or self._new_user(session)
-        ):
+        if self.core.late_save_refused(session):
             log.warning(
                 "session changed after the response headers were sent and needs a new "
                 "cookie, which can no longer be set; the change was not saved"
@@ -442,15 +273,6 @@ class SessionMiddleware:
             self.commit(session)
         except SessionError as exc:
             log.error("session change made while streaming was not saved: %s", exc)
-
-    def _new_user(self, session: Session) -> bool:
-        """Would a save now regenerate the id because a user logged in?"""
-        if self.user_key is None or not self.regenerate_on_user_change:
-            return False
-        try:
-            return self._user_changed(self._user_column(session, session.changes(None)))
-        except SessionError:
-            return False  # the save itself reports it
 
     def _error_response(self, start_response: StartResponse, status: int, started: bool) -> list[bytes]:
         body = _ERROR_BODIES[status]

@@ -84,7 +84,7 @@ class ConnectionPool:
         timeout: float,
         on_connect: Callable[[Connection], None] | None = None,
     ) -> None:
-        self._connect_kwargs = connect_kwargs
+        self.connect_kwargs = connect_kwargs
         self._on_connect = on_connect
         self.max_connections = max_connections
         self.timeout = timeout
@@ -102,7 +102,7 @@ class ConnectionPool:
 
     def _connect(self) -> Connection:
         try:
-            conn: Connection = psycopg2.connect(**self._connect_kwargs)
+            conn: Connection = psycopg2.connect(**self.connect_kwargs)
         except psycopg2.OperationalError as exc:
             raise StoreUnavailable(
                 f"cannot connect to PostgreSQL ({_first_line(exc)}); check that the server is "

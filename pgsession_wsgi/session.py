@@ -21,7 +21,31 @@ _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 #: Keys that alone do not make a session worth storing (Flask writes ``_permanent`` eagerly).
 META_KEYS = frozenset({"_permanent"})
 
-Loader = Callable[[], Optional[dict[str, Any]]]
+#: Fetches the stored data of a session (None: no live row); the adapter supplies it.
+Loader = Callable[["Session"], Optional[dict[str, Any]]]
+
+
+class SessionState:
+    """The request-scoped facts about a session: what its cookie said and what was asked of it.
+
+    The session id lives here and nowhere else. :mod:`pgsession_wsgi.core` reads and updates
+    these fields; apps read the session through its mapping and properties instead.
+    """
+
+    # Class defaults: an untouched request pays only for the two fields __init__ sets.
+    cookie_read = False  #: the Cookie header has been parsed
+    cookie_sent = False  #: the request carried our cookie (valid or not)
+    session_id: str | None = None  #: the verified id; after a load or save, the live one
+    resign = False  #: the cookie verified with a fallback key: send it signed anew
+    touch_due = False  #: the load found the expiry due to be pushed forward
+    row_found: bool | None = None  #: None until the store was asked
+    regenerate = False  #: the app asked for a new id
+    invalidate = False  #: the app asked to end the session
+    used_since_save = False  #: touched since the last save (a streaming body's late change)
+
+    def __init__(self, cookie_header: str = "", scheme: str = "http") -> None:
+        self.cookie_header = cookie_header
+        self.scheme = scheme
 
 
 @dataclass
@@ -34,6 +58,7 @@ class Changes:
     replace: bool
     full_json: str | None  # the whole session, when it is fully known (a loaded session)
     empty: bool
+    loaded: bool  # the stored data was read: the changes are against it
 
     @property
     def any(self) -> bool:
@@ -54,27 +79,30 @@ class Session(MutableMapping[str, Any]):
     _raw: dict[str, Any] = {}
     _encoded: dict[str, Any] = {}
     _cleared = False
-    _regenerate = False
-    _invalidated = False
-    _used_since_save = False
     _mutated = False  # set, deleted or cleared since the load (nested changes are found apart)
     accessed = False
 
     def __init__(
-        self, loader: Loader | None = None, *, permanent: bool = True, session_id: str | None = None
+        self, loader: Loader | None = None, *, permanent: bool = True, state: SessionState | None = None
     ) -> None:
+        """
+        :param loader: fetches the stored data on first use; None for a session known to be new.
+        :param permanent: the default of :attr:`permanent` (the middleware's ``permanent``).
+        :param state: the request's :class:`SessionState` (the core makes it); a fresh one if None.
+        """
         self._loader = loader
         self._default_permanent = permanent
         self._data: dict[str, Any] = {}
         self._loaded = loader is None
-        self._row_found: bool | None = None if loader is not None else False
-        self._id = session_id
+        self.state = state if state is not None else SessionState()
+        if loader is None:
+            self.state.row_found = False
 
     # -- loading ---------------------------------------------------------------------------
 
     def _load(self) -> None:
-        raw = self._loader() if self._loader is not None else None
-        self._row_found = raw is not None
+        raw = self._loader(self) if self._loader is not None else None
+        self.state.row_found = raw is not None
         raw = raw or {}
         try:
             decoded = {key: decode_value(value) for key, value in raw.items()}
@@ -86,7 +114,7 @@ class Session(MutableMapping[str, Any]):
         self._loaded = True
 
     def _ensure_loaded(self) -> dict[str, Any]:
-        self.accessed = self._used_since_save = True
+        self.accessed = self.state.used_since_save = True
         if not self._loaded:
             self._load()
         return self._data
@@ -99,7 +127,7 @@ class Session(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if type(key) is not str:
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
-        self.accessed = self._used_since_save = self._mutated = True
+        self.accessed = self.state.used_since_save = self._mutated = True
         self._data[key] = value
 
     def __delitem__(self, key: str) -> None:
@@ -126,7 +154,7 @@ class Session(MutableMapping[str, Any]):
 
     def clear(self) -> None:
         """Empty the session; the next save replaces the stored value as a whole."""
-        self.accessed = self._used_since_save = self._mutated = True
+        self.accessed = self.state.used_since_save = self._mutated = True
         self._data = {}
         self._raw = {}
         self._loaded = True
@@ -135,25 +163,31 @@ class Session(MutableMapping[str, Any]):
     def __repr__(self) -> str:
         if not self._loaded:
             return "<Session (not loaded)>"
-        return f"<Session {sorted(self._data)!r}{' new' if self._row_found is False else ''}>"
+        return f"<Session {sorted(self._data)!r}{' new' if self.state.row_found is False else ''}>"
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
     def id(self) -> str | None:
         """The live session's id, None for a session not stored yet. A secret: never log it."""
-        if self._id is None and not self._loaded:
+        state = self.state
+        if state.row_found is None:
             self._ensure_loaded()
-        return self._id
+        return state.session_id if state.row_found else None
 
-    def _peek(self, key: str) -> Any:
-        """A value already in memory, without loading (None if absent)."""
+    def peek(self, key: str) -> Any:
+        """The value under ``key`` if it is already in memory, without loading (else None)."""
         return self._data.get(key)
+
+    @property
+    def loaded(self) -> bool:
+        """The stored data has been read (or is known not to exist, or was cleared)."""
+        return self._loaded
 
     @property
     def new(self) -> bool:
         self._ensure_loaded()
-        return not self._row_found
+        return not self.state.row_found
 
     @property
     def permanent(self) -> bool:
@@ -168,21 +202,22 @@ class Session(MutableMapping[str, Any]):
     def modified(self) -> bool:
         if not self.accessed:
             return False
-        return self._regenerate or self._invalidated or self.changes(max_size=None).any
+        state = self.state
+        return state.regenerate or state.invalidate or self.changes(max_size=None).any
 
     def regenerate(self) -> None:
         """Keep the data under a new id (call at login and on privilege changes)."""
-        self.accessed = self._used_since_save = True
-        self._regenerate = True
+        self.accessed = self.state.used_since_save = True
+        self.state.regenerate = True
 
     def invalidate(self) -> None:
         """Delete the stored session, empty this one and expire its cookie (logout)."""
         self.clear()
         self._cleared = False
-        self._invalidated = True
-        self._regenerate = False
+        self.state.invalidate = True
+        self.state.regenerate = False
 
-    # -- for the middleware ----------------------------------------------------------------
+    # -- for the core ----------------------------------------------------------------------
 
     def changes(self, max_size: int | None) -> Changes:
         """Encode what changed since the load; raise ``SessionError`` naming a bad key.
@@ -194,7 +229,7 @@ class Session(MutableMapping[str, Any]):
         if self._loaded and not self._mutated and all(type(v) in _IMMUTABLE for v in self._data.values()):
             # Read only, and nothing that could have been changed in place: no work at all.
             self._encoded = self._raw
-            return Changes("{}", [], [], False, None, all(key in META_KEYS for key in self._data))
+            return Changes("{}", [], [], False, None, all(key in META_KEYS for key in self._data), True)
         values = {key: _encode(key, value) for key, value in self._data.items()}
         self._encoded = values
         if self._loaded:
@@ -206,7 +241,7 @@ class Session(MutableMapping[str, Any]):
         # Loaded: the whole session is empty. Not loaded: nothing was written to it.
         empty = all(key in META_KEYS for key in values)
         if not (changed or removed or self._cleared):
-            return Changes("{}", [], [], False, None, empty)
+            return Changes("{}", [], [], False, None, empty, self._loaded)
         texts = {key: dumps(enc) for key, enc in values.items()}
         if max_size is not None:
             # A lower bound of what the database measures (it prints ", " and ": "), so a session
@@ -221,21 +256,26 @@ class Session(MutableMapping[str, Any]):
             replace=self._cleared,
             full_json=_object_json(texts, list(texts)) if self._loaded else None,
             empty=empty,
+            loaded=self._loaded,
         )
 
-    def _mark_saved(self, session_id: str | None) -> None:
-        """Make the state just written the new baseline (for saves after the headers)."""
-        self._id = session_id
-        self._regenerate = self._invalidated = self._cleared = False
-        self._used_since_save = self._mutated = False
-        if self._loaded and session_id is not None:
+    def mark_saved(self, session_id: str | None) -> None:
+        """Make what was just written the new baseline, under ``session_id`` (None: no row).
+
+        Called by the core after a save, so that a later save (a streaming body's) sends only
+        what changed since.
+        """
+        state = self.state
+        state.session_id = session_id
+        state.regenerate = state.invalidate = self._cleared = False
+        state.used_since_save = self._mutated = False
+        if not self._loaded:
+            self._data = {}  # what was written blind is stored; a later read loads it all
+        elif session_id is not None:
             self._raw = self._encoded
-            self._row_found = True
-        elif self._loaded:
-            self._raw = {}
-            self._row_found = False
         else:
-            self._data = {}
+            self._raw = {}
+        state.row_found = session_id is not None
 
 
 def _utf8_length(text: str) -> int:

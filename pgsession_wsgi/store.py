@@ -7,24 +7,39 @@ been purged yet, and the store works unchanged behind PgBouncer in transaction m
 
 from __future__ import annotations
 
-import atexit
-import hashlib
 import logging
 import math
 import os
 import shlex
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from uuid import UUID
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
+from .core import (
+    KEEP_USER,
+    Delete,
+    Insert,
+    Load,
+    LoadedRow,
+    Operation,
+    Touch,
+    Write,
+    WriteResult,
+    user_id_text,
+)
+from .defaults import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PURGE_BATCH_SIZE,
+    DEFAULT_PURGE_INTERVAL,
+    DEFAULT_SCHEMA,
+    DEFAULT_TABLE,
+)
 from .dsn import connect_arguments
 from .dsn import normalize_dsn as normalize_dsn  # re-exported: cli and legacy import it from here
 from .errors import (
@@ -36,6 +51,18 @@ from .errors import (
     StoreUnavailable,
 )
 from .pool import ConnectionPool, _first_line
+from .purge import PurgeWorker
+from .sql import (
+    EXPECTED_COLUMNS,
+    LAYOUT,
+    LOCK,
+    SCHEMA_MISSING,
+    SETTINGS,
+    Statements,
+    guard,
+    lock_key,
+    quote_identifier,
+)
 
 __all__ = ["KEEP_USER", "PostgresStore", "SessionInfo", "LoadedRow", "WriteResult", "user_id_text"]
 
@@ -43,48 +70,6 @@ log = logging.getLogger("pgsession_wsgi")
 
 T = TypeVar("T")
 Cursor = psycopg2.extensions.cursor
-
-
-def quote_identifier(name: str, what: str) -> str:
-    """Quote a table or schema name the way PostgreSQL does, so any name is data, never SQL.
-
-    The result is exact SQL text: fit for DDL run without parameters and for binding as a value.
-    A statement run *with* parameters needs :func:`_in_template` too (psycopg2 reads ``%``).
-    """
-    if not isinstance(name, str) or not name or "\x00" in name:
-        raise ConfigurationError(f"the {what} name must be a non-empty string without NUL characters")
-    if len(name.encode("utf-8")) > 63:
-        raise ConfigurationError(
-            f"the {what} name {name!r} is longer than PostgreSQL's 63-byte limit: choose a shorter one"
-        )
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _in_template(sql_text: str) -> str:
-    """SQL text made safe inside a statement that is run with parameters: ``%`` becomes ``%%``."""
-    return sql_text.replace("%", "%%")
-
-
-#: Passed as ``user_id`` to :meth:`PostgresStore.write`: leave the stored user id as it is.
-KEEP_USER: Any = object()
-
-
-def user_id_text(value: Any, key: str | None = None) -> str:
-    """The one text form a user id is stored and looked up under: str as is, int and UUID as str.
-
-    Anything else is refused, so "log out everywhere" can never miss a session because the
-    app stored the id in one type and looks it up in another.
-    """
-    kind = type(value)
-    if kind is str:
-        return str(value)
-    if kind is int or kind is UUID:
-        return str(value)
-    where = f"the session value under user_key {key!r}" if key is not None else "a user id"
-    raise SessionError(
-        f"{where} is a {kind.__module__}.{kind.__qualname__}; user ids must be str, int or UUID: "
-        "store the user's id in one of those types"
-    )
 
 
 @dataclass(frozen=True)
@@ -95,19 +80,6 @@ class SessionInfo:
     created_at: datetime
     accessed_at: datetime
     expires_at: datetime
-
-
-@dataclass(frozen=True)
-class LoadedRow:
-    data: dict[str, Any]
-    touch_due: bool
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    updated: bool
-    touched: bool
-    permanent: bool | None
 
 
 class PostgresStore:
@@ -132,16 +104,16 @@ class PostgresStore:
     def __init__(
         self,
         dsn: str,
-        table: str = "pgsession",
-        schema: str = "public",
+        table: str = DEFAULT_TABLE,
+        schema: str = DEFAULT_SCHEMA,
         *,
-        max_connections: int = 10,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         pool_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         statement_timeout: float | None = 5.0,
         synchronous_commit: bool = True,
         create_table: bool = True,
-        purge_interval: float | None = 300,
+        purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
     ) -> None:
         dsn = normalize_dsn(dsn)
         if max_connections < 1:
@@ -156,9 +128,7 @@ class PostgresStore:
         self.purge_interval = purge_interval
         self._create_table = create_table
         self._qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
-        self._lock_key = int.from_bytes(
-            hashlib.sha256(f"pgsession-wsgi:{schema}.{table}".encode()).digest()[:8], "big", signed=True
-        )
+        self._lock_key = lock_key(schema, table)
         # Per-connection settings travel as startup options: free on every statement after.
         settings = {"statement_timeout": str(int((statement_timeout or 0) * 1000))}
         if not synchronous_commit:
@@ -181,15 +151,25 @@ class PostgresStore:
         self._pool = ConnectionPool(
             connect_kwargs, max_connections, pool_timeout, on_connect=self._check_first_connection
         )
-        self._sql = _Statements(schema, table, "")
+        self._sql = Statements(schema, table, "")
         self._settings_checked = False
         self._ready_pid: int | None = None
         self._table_created = False
         self._ready_lock = threading.Lock()
-        self._purger: _Purger | None = None
+        self._purger: PurgeWorker | None = None
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self._qualified}>"
+
+    @property
+    def dsn(self) -> str:
+        """The DSN the store connects with (as given, normalised); it may hold a password."""
+        return str(self._pool.connect_kwargs["dsn"])
+
+    @property
+    def qualified_name(self) -> str:
+        """The table's quoted, schema-qualified name, as the store's SQL names it."""
+        return self._qualified
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -207,8 +187,8 @@ class PostgresStore:
         def create(cur: Cursor) -> None:
             cur.execute("BEGIN")
             try:
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
-                cur.execute("SELECT to_regnamespace(%s) IS NULL", (quote_identifier(self.schema, "schema"),))
+                cur.execute(LOCK, (self._lock_key,))
+                cur.execute(SCHEMA_MISSING, (quote_identifier(self.schema, "schema"),))
                 missing_schema = _one_row(cur)[0]
                 schema_sql, table_sql, *index_sql = self._sql.create
                 if missing_schema:
@@ -227,13 +207,9 @@ class PostgresStore:
         self._table_created = True
 
     def _check_layout(self, cur: Cursor) -> None:
-        cur.execute(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
-            " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
-            (self._qualified,),
-        )
+        cur.execute(LAYOUT, (self._qualified,))
         columns = dict(cur.fetchall())
-        if all(columns.get(name) == kind for name, kind in _EXPECTED_COLUMNS.items()):
+        if all(columns.get(name) == kind for name, kind in EXPECTED_COLUMNS.items()):
             return
         if {"session_id", "data", "expiry"} <= columns.keys():
             raise LegacyTableError(
@@ -255,11 +231,10 @@ class PostgresStore:
         if self._settings_checked:
             return
         with conn.cursor() as cur:
-            cur.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(self._settings),))
+            cur.execute(SETTINGS, (list(self._settings),))
             kept = dict(cur.fetchall())
         if kept != self._settings:
-            guard = "".join(f"SET LOCAL {name} = {value}; " for name, value in self._settings.items())
-            self._sql = _Statements(self.schema, self.table, guard)
+            self._sql = Statements(self.schema, self.table, guard(self._settings))
             log.info("startup options not kept (PgBouncer?); setting them per statement")
         self._settings_checked = True
 
@@ -279,7 +254,7 @@ class PostgresStore:
             if self._create_table and not self._table_created:
                 self.create_table()
             if self.purge_interval is not None:
-                self._purger = _Purger(self, self.purge_interval)
+                self._purger = PurgeWorker(self, self.purge_interval)
                 self._purger.start()
             self._ready_pid = pid
         finally:
@@ -327,6 +302,32 @@ class PostgresStore:
         raise AssertionError("unreachable")
 
     # -- the request path ------------------------------------------------------------------
+
+    def execute(self, operation: Operation) -> Any:
+        """Run one statement the core asked for (see :mod:`pgsession_wsgi.core`), answer it."""
+        if isinstance(operation, Load):
+            return self.load(operation.id_hash, operation.touch_interval)
+        if isinstance(operation, Write):
+            return self.write(
+                operation.id_hash,
+                operation.changed_json,
+                operation.removed,
+                replace=operation.replace,
+                new_hash=operation.new_hash,
+                user_id=operation.user_id,
+                idle=operation.idle,
+                absolute=operation.absolute,
+                touch_interval=operation.touch_interval,
+                max_size=operation.max_size,
+            )
+        if isinstance(operation, Insert):
+            op = operation
+            return self.insert(op.id_hash, op.data_json, op.user_id, op.idle, op.absolute, op.max_size)
+        if isinstance(operation, Touch):
+            return self.touch(operation.id_hash, operation.idle, operation.absolute)
+        if isinstance(operation, Delete):
+            return self.delete(operation.id_hash)
+        raise TypeError(f"not a session store operation: {operation!r}")
 
     def load(self, id_hash: bytes, touch_interval: timedelta) -> LoadedRow | None:
         """The live row for ``id_hash``, or None."""
@@ -444,7 +445,7 @@ class PostgresStore:
 
     # -- maintenance -----------------------------------------------------------------------
 
-    def purge_expired(self, batch_size: int = 1000) -> int:
+    def purge_expired(self, batch_size: int = DEFAULT_PURGE_BATCH_SIZE) -> int:
         """Delete expired rows in batches of ``batch_size``; returns how many went.
 
         Each batch is one short statement that skips rows other transactions hold, so requests
@@ -454,6 +455,15 @@ class PostgresStore:
         if batch_size < 1:
             raise ConfigurationError("batch_size must be at least 1")
         return self._run(lambda cur: self._purge_batches(cur, batch_size), retry=True)
+
+    def purge_on(self, conn: psycopg2.extensions.connection, batch_size: int) -> int:
+        """:meth:`purge_expired` on a connection outside the pool (the purge worker's own)."""
+        with conn.cursor() as cur:
+            return self._purge_batches(cur, batch_size)
+
+    def connect_unpooled(self) -> psycopg2.extensions.connection:
+        """A connection outside the pool, for work that must never make a request wait."""
+        return self._pool.connect_unpooled()
 
     def _purge_batches(self, cur: Cursor, batch_size: int) -> int:
         # Each batch starts where the last one ended in expires_at order, so it never walks
@@ -512,160 +522,8 @@ class PostgresStore:
         self._pool.close()
 
 
-_EXPECTED_COLUMNS = {
-    "id": "bytea",
-    "data": "jsonb",
-    "user_id": "text",
-    "created_at": "timestamp with time zone",
-    "accessed_at": "timestamp with time zone",
-    "expires_at": "timestamp with time zone",
-}
-
-# Expiry is the earlier of the idle and the absolute limit; LEAST ignores a NULL absolute limit.
-_EXPIRY = "LEAST(now() + %(idle)s, created_at + %(absolute)s)"
-_TOUCH_DUE = "accessed_at < now() - %(touch)s"
-_MERGED = "(CASE WHEN %(replace)s THEN '{}'::jsonb ELSE data - %(removed)s::text[] END || %(changed)s::jsonb)"
-# max_size bounds what the database stores, measured as it prints the jsonb value.
-_FITS = "(%(max_size)s::bigint IS NULL OR octet_length({data}::text) <= %(max_size)s::bigint)"
-
-
-class _Statements:
-    """The SQL text, built once per store with the quoted table name."""
-
-    def __init__(self, schema: str, table: str, guard: str) -> None:
-        schema_part = quote_identifier(schema, "schema")
-        exact = f"{schema_part}.{quote_identifier(table, 'table')}"
-        # DDL runs without parameters and takes the exact name; every other statement runs
-        # with parameters and takes the template form.
-        t = _in_template(exact)
-        # Distinct per table even when long names share a prefix (PostgreSQL cuts names at 63).
-        short = table.encode()[:30].decode("utf-8", "ignore")  # bytes: PostgreSQL's limit is 63
-        index_base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
-        self.create = [
-            f"CREATE SCHEMA IF NOT EXISTS {schema_part}",
-            f"CREATE TABLE IF NOT EXISTS {exact} (\n"
-            "    id          bytea        PRIMARY KEY,\n"
-            "    data        jsonb        NOT NULL,\n"
-            "    user_id     text,\n"
-            "    created_at  timestamptz  NOT NULL DEFAULT now(),\n"
-            "    accessed_at timestamptz  NOT NULL DEFAULT now(),\n"
-            "    expires_at  timestamptz  NOT NULL\n"
-            ") WITH (fillfactor = 90)",
-            f"CREATE INDEX IF NOT EXISTS {_quote(index_base + '_expires_at_idx')} ON {exact} (expires_at)",
-            f"CREATE INDEX IF NOT EXISTS {_quote(index_base + '_user_id_idx')} ON {exact} (user_id)"
-            " WHERE user_id IS NOT NULL",
-        ]
-        self.load = (
-            f"SELECT data, accessed_at < now() - %(touch)s FROM {t} WHERE id = %(id)s AND expires_at > now()"
-        )
-        self.insert = (
-            f"INSERT INTO {t} (id, data, user_id, expires_at)"
-            " SELECT %(id)s, s.data, %(user_id)s, now() + LEAST(%(idle)s, %(absolute)s)"
-            " FROM (SELECT %(data)s::jsonb AS data) s"
-            f" WHERE {_FITS.format(data='s.data')}"
-        )
-        self.size_of = "SELECT octet_length(%(data)s::jsonb::text)"
-        # Setting user_id to its own value keeps the update HOT-eligible (PostgreSQL compares).
-        self.write = (
-            f"UPDATE {t} SET id = COALESCE(%(new_id)s, id), data = {_MERGED},"
-            " user_id = CASE WHEN %(set_user)s THEN %(user_id)s ELSE user_id END,"
-            f" accessed_at = CASE WHEN {_TOUCH_DUE} THEN now() ELSE accessed_at END,"
-            f" expires_at = CASE WHEN {_TOUCH_DUE} THEN {_EXPIRY} ELSE expires_at END"
-            f" WHERE id = %(id)s AND expires_at > now() AND {_FITS.format(data=_MERGED)}"
-            " RETURNING data -> '_permanent', accessed_at = now()"
-        )
-        self.merged_size = (
-            f"SELECT octet_length({_MERGED}::text) FROM {t} WHERE id = %(id)s AND expires_at > now()"
-        )
-        self.touch = (
-            f"UPDATE {t} SET accessed_at = now(), expires_at = {_EXPIRY}"
-            " WHERE id = %(id)s AND expires_at > now()"
-        )
-        self.delete = f"DELETE FROM {t} WHERE id = %(id)s"
-        self.purge = (
-            "WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%(lock)s) AS acquired),"
-            f" deleted AS (DELETE FROM {t} WHERE id IN (SELECT s.id FROM {t} s, lock"
-            " WHERE lock.acquired AND s.expires_at <= now() AND s.expires_at >= %(after)s::timestamptz"
-            " ORDER BY s.expires_at LIMIT %(limit)s FOR UPDATE OF s SKIP LOCKED) RETURNING expires_at)"
-            " SELECT count(*), max(expires_at) FROM deleted"
-        )
-        self.for_user = (
-            f"SELECT encode(id, 'hex'), created_at, accessed_at, expires_at FROM {t}"
-            " WHERE user_id = %(user_id)s AND expires_at > now() ORDER BY accessed_at DESC"
-        )
-        self.revoke = f"DELETE FROM {t} WHERE user_id = %(user_id)s AND id IS DISTINCT FROM %(keep)s"
-        self.stats = (
-            "SELECT count(*) FILTER (WHERE expires_at > now()),"
-            " count(*) FILTER (WHERE expires_at <= now()),"
-            " count(DISTINCT user_id) FILTER (WHERE expires_at > now()),"
-            f" pg_total_relation_size(to_regclass(%(name)s)) FROM {t}"
-        )
-        if guard:
-            # Sent in the same query string: one round trip, one implicit transaction.
-            for name in (
-                "load",
-                "insert",
-                "size_of",
-                "write",
-                "merged_size",
-                "touch",
-                "delete",
-                "purge",
-                "for_user",
-                "revoke",
-                "stats",
-            ):
-                setattr(self, name, guard + getattr(self, name))
-
-
 def _one_row(cur: Cursor) -> tuple[Any, ...]:
     row = cur.fetchone()
     if row is None:
         raise SessionError("the database returned no row where one was expected")
     return row
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-class _Purger(threading.Thread):
-    """Background purge loop; one per process, restarted in forked children by the store."""
-
-    def __init__(self, store: PostgresStore, interval: float) -> None:
-        super().__init__(name="pgsession-purge", daemon=True)
-        self._store = weakref.ref(store)
-        self._interval = interval
-        self._stopped = threading.Event()
-        atexit.register(self.stop)
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(timeout=5)
-
-    def run(self) -> None:
-        # A connection of its own, outside the pool, so a purge never makes a request wait.
-        conn: psycopg2.extensions.connection | None = None
-        failing = False
-        while not self._stopped.wait(self._interval):
-            store = self._store()
-            if store is None:
-                break
-            try:
-                if conn is None or conn.closed:
-                    conn = store._pool.connect_unpooled()
-                with conn.cursor() as cur:
-                    removed = store._purge_batches(cur, 1000)
-                if removed:
-                    log.info("purged %d expired sessions from %s", removed, store._qualified)
-                failing = False
-            except (SessionError, psycopg2.Error) as exc:
-                if conn is not None and not conn.closed and isinstance(exc, psycopg2.Error):
-                    conn.close()
-                if not failing:
-                    log.warning("purging expired sessions failed, will retry: %s", _first_line(exc))
-                failing = True
-            del store
-        if conn is not None and not conn.closed:
-            conn.close()

@@ -28,7 +28,8 @@ from itsdangerous.encoding import base64_decode
 from webtest import TestApp
 
 from pgsession_wsgi import ConfigurationError
-from pgsession_wsgi.flask import EXTENSION_KEY, EnvironSessionInterface, FlaskPgSession, FlaskPgSessionSigner
+from pgsession_wsgi.flask import EXTENSION_KEY, EnvironSessionInterface, FlaskPgSession
+from pgsession_wsgi.flask_pg_session import FlaskPgSessionSigner
 
 
 def legacy_signer(secret: str) -> Signer:
@@ -106,7 +107,7 @@ def test_same_construction_and_defaults(pg_dsn: str, schema: str) -> None:
         assert store._pool.max_connections == 10  # SESSION_PG_MAX_DB_CONN default
         assert store.purge_interval is not None  # SESSION_AUTODELETE_EXPIRED default True
         middleware = app.extensions[EXTENSION_KEY]
-        assert middleware.permanent is True  # SESSION_PERMANENT default True
+        assert middleware.policy.permanent is True  # SESSION_PERMANENT default True
         assert isinstance(middleware.signer, FlaskPgSessionSigner)
         assert middleware.signer.use_signer is False  # SESSION_USE_SIGNER default False
         # The positional form, as in flask-pg-session.
@@ -123,7 +124,7 @@ def test_same_construction_and_defaults(pg_dsn: str, schema: str) -> None:
         assert second.store.table == "other_sessions"
         assert second.store._pool.max_connections == 2
         assert second.store.purge_interval is None
-        assert other.extensions[EXTENSION_KEY].permanent is False
+        assert other.extensions[EXTENSION_KEY].policy.permanent is False
         second.store.close()
     finally:
         ext.store.close()
@@ -289,7 +290,7 @@ def test_unsigned_unknown_id_is_never_reused(
 def test_cookie_from_the_real_flask_pg_session_package(pg_dsn: str, schema: str) -> None:
     """The real package writes a session; after the migration the shim serves its cookie."""
     flask_pg_session = pytest.importorskip("flask_pg_session")
-    from pgsession_wsgi.legacy import migrate_flask_pg_session
+    from pgsession_wsgi.flask_pg_session import migrate_flask_pg_session
 
     config = dict(
         SECRET_KEY="legacy-secret",

@@ -78,8 +78,8 @@ def middleware(store: PostgresStore, **options: Any) -> SessionMiddleware:
 
 
 def rows(store: PostgresStore) -> list[tuple[Any, ...]]:
-    dsn = store._pool._connect_kwargs["dsn"]
-    return sql(dsn, f"SELECT data, user_id FROM {store._qualified}")
+    dsn = store.dsn
+    return sql(dsn, f"SELECT data, user_id FROM {store.qualified_name}")
 
 
 # -- 1. user ids ---------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_cli_revoke_finds_a_uuid_user(store: PostgresStore, capsys: pytest.Captu
     VALUES["user"] = user
     mw = middleware(store, user_key="uid")
     wsgi_call(mw, "/user?name=user")
-    dsn = store._pool._connect_kwargs["dsn"]
+    dsn = store.dsn
     status = cli_main(
         ["revoke", "--dsn", dsn, "--schema", store.schema, "--table", store.table, "--user", str(user)]
     )
@@ -153,8 +153,8 @@ def test_any_table_name_works_through_the_whole_lifecycle(
     assert len(store.sessions_for_user("bob")) == 1
     assert store.revoke_user("bob") == 1
     assert store.purge_expired() == 0
-    dsn = store._pool._connect_kwargs["dsn"]
-    found = sql(dsn, "SELECT relname FROM pg_class WHERE oid = to_regclass(%s)", (store._qualified,))
+    dsn = store.dsn
+    found = sql(dsn, "SELECT relname FROM pg_class WHERE oid = to_regclass(%s)", (store.qualified_name,))
     assert found == [(table,)]
 
 
@@ -170,7 +170,7 @@ def test_any_schema_name_works(
         assert store.stats()["live"] == 1
     finally:
         store.close()
-        sql(pg_dsn, f"DROP SCHEMA IF EXISTS {store._qualified.rsplit('.', 1)[0]} CASCADE")
+        sql(pg_dsn, f"DROP SCHEMA IF EXISTS {store.qualified_name.rsplit('.', 1)[0]} CASCADE")
 
 
 def test_stats_binds_the_table_name_even_without_standard_conforming_strings(
@@ -241,9 +241,9 @@ def test_too_large_write_error_comes_from_the_database_measure(store: PostgresSt
             [],
             replace=False,
             new_hash=None,
-            idle=mw.idle_timeout,
+            idle=mw.policy.idle_timeout,
             absolute=None,
-            touch_interval=mw.touch_interval,
+            touch_interval=mw.policy.touch_interval,
             max_size=4096,
         )
     assert raised.value.limit == 4096 and raised.value.size > 6000
@@ -325,10 +325,10 @@ def test_a_row_that_cannot_be_decoded_is_a_500_with_one_log_line(
     assert cookie
     session_id = mw.signer.unsign(cookie)
     assert session_id is not None
-    dsn = store._pool._connect_kwargs["dsn"]
+    dsn = store.dsn
     sql(
         dsn,
-        f"UPDATE {store._qualified} SET data = %s::jsonb WHERE id = %s",
+        f"UPDATE {store.qualified_name} SET data = %s::jsonb WHERE id = %s",
         (stored, psycopg2.Binary(hash_session_id(session_id[0]))),
     )
     with caplog.at_level(logging.ERROR, logger="pgsession_wsgi"):

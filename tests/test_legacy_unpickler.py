@@ -24,7 +24,7 @@ import pytest
 from markupsafe import Markup
 
 from pgsession_wsgi.errors import SessionError
-from pgsession_wsgi.legacy import (
+from pgsession_wsgi.flask_pg_session import (
     LegacyDataError,
     LegacyRow,
     UnsafePickleError,
@@ -286,7 +286,7 @@ def test_a_tuple_key_deep_enough_to_crash_python_is_refused() -> None:
     # million levels are a segmentation fault, so this runs in a child process.
     script = (
         "import sys\n"
-        "from pgsession_wsgi.legacy import LegacyDataError, restricted_loads\n"
+        "from pgsession_wsgi.flask_pg_session import LegacyDataError, restricted_loads\n"
         "payload = b'\\x80\\x04})' + b'\\x85' * 2_000_000 + b'K\\x01s.'\n"
         "try:\n"
         "    restricted_loads(payload)\n"

@@ -30,10 +30,11 @@ from helpers import ClosingClient, sql
 from itsdangerous import Signer
 from markupsafe import Markup
 
-from pgsession_wsgi import ConfigurationError, legacy
+from pgsession_wsgi import ConfigurationError
 from pgsession_wsgi.codec import decode_value
 from pgsession_wsgi.flask import EXTENSION_KEY, FlaskPgSession
-from pgsession_wsgi.legacy import MigrationReport, NothingToMigrate, migrate_flask_pg_session
+from pgsession_wsgi.flask_pg_session import MigrationReport, NothingToMigrate, migrate_flask_pg_session
+from pgsession_wsgi.flask_pg_session import migrate as migrate_module
 
 SECRET = "legacy-secret"
 
@@ -340,7 +341,7 @@ def test_a_failure_rolls_everything_back(pg_dsn: str, schema: str, monkeypatch: 
     create_legacy_table(pg_dsn, schema)
     for _ in range(5):
         write_row(pg_dsn, schema, str(uuid.uuid4()), {"n": 1}, naive_utc(dt.timedelta(days=1)))
-    real_insert = legacy._insert_batch
+    real_insert = migrate_module._insert_batch
     calls: list[int] = []
 
     def insert_then_fail(*args: Any) -> None:
@@ -349,7 +350,7 @@ def test_a_failure_rolls_everything_back(pg_dsn: str, schema: str, monkeypatch: 
             raise RuntimeError("disk full")
         real_insert(*args)
 
-    monkeypatch.setattr(legacy, "_insert_batch", insert_then_fail)
+    monkeypatch.setattr(migrate_module, "_insert_batch", insert_then_fail)
     with pytest.raises(RuntimeError, match="disk full"):
         migrate_flask_pg_session(pg_dsn, schema=schema, batch_size=2)
     assert len(calls) == 2  # one batch really went in before the failure
@@ -366,15 +367,15 @@ def test_large_rows_are_inserted_in_smaller_batches(
     create_legacy_table(pg_dsn, schema)
     for size in (10, 20, 30):
         write_row(pg_dsn, schema, str(uuid.uuid4()), {"s": "x" * size}, naive_utc(dt.timedelta(days=1)))
-    real_insert = legacy._insert_batch
+    real_insert = migrate_module._insert_batch
     batches: list[int] = []
 
     def counting_insert(cur: Any, insert: str, template: str, rows: list[tuple[Any, ...]]) -> None:
         batches.append(len(rows))
         real_insert(cur, insert, template, rows)
 
-    monkeypatch.setattr(legacy, "_insert_batch", counting_insert)
-    monkeypatch.setattr(legacy, "_MAX_BATCH_CHARS", 40)
+    monkeypatch.setattr(migrate_module, "_insert_batch", counting_insert)
+    monkeypatch.setattr(migrate_module, "_MAX_BATCH_CHARS", 40)
     assert migrate_flask_pg_session(pg_dsn, schema=schema).migrated == 3
     assert sorted(batches) == [1, 2]  # each row is under 40 characters (18, 28, 38), any two over
     assert sql(pg_dsn, f"SELECT count(*) FROM {q(schema)}.flask_sessions") == [(3,)]

@@ -1,0 +1,534 @@
+"""The request algorithm, with no I/O: what to load, which statement to run, which cookie to send.
+
+The core knows neither WSGI nor a database driver. Its two steps, :meth:`SessionCore.load` and
+:meth:`SessionCore.save`, are generators: each yields the statements it needs (:class:`Load`,
+:class:`Insert`, :class:`Write`, :class:`Touch`, :class:`Delete`), receives each result, and
+returns its answer. An adapter runs them with a store, sync or async::
+
+    headers = run(core.save(session), store.execute)            # WSGI: psycopg2
+    headers = await run_async(core.save(session), store.execute)  # ASGI: psycopg 3
+
+so both front ends share one copy of every rule below.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar, Union
+from uuid import UUID
+
+from .cookies import CookieSettings, HmacIdSigner, IdSigner, hash_session_id, new_session_id
+from .errors import ConfigurationError, SessionError
+from .session import Changes, Session, SessionState
+
+__all__ = [
+    "KEEP_USER",
+    "Delete",
+    "Insert",
+    "Load",
+    "LoadedRow",
+    "Operation",
+    "Policy",
+    "SessionCore",
+    "Touch",
+    "Write",
+    "WriteResult",
+    "private_cache_control",
+    "run",
+    "run_async",
+    "user_id_text",
+]
+
+log = logging.getLogger("pgsession_wsgi")
+
+T = TypeVar("T")
+
+
+# -- the statements the core asks for, and their answers -----------------------------------------
+
+#: The ``user_id`` of a :class:`Write` that leaves the stored user id as it is.
+KEEP_USER: Any = object()
+
+
+def user_id_text(value: Any, key: str | None = None) -> str:
+    """The one text form a user id is stored and looked up under: str as is, int and UUID as str.
+
+    Anything else is refused, so "log out everywhere" can never miss a session because the
+    app stored the id in one type and looks it up in another.
+    """
+    kind = type(value)
+    if kind is str:
+        return str(value)
+    if kind is int or kind is UUID:
+        return str(value)
+    where = f"the session value under user_key {key!r}" if key is not None else "a user id"
+    raise SessionError(
+        f"{where} is a {kind.__module__}.{kind.__qualname__}; user ids must be str, int or UUID: "
+        "store the user's id in one of those types"
+    )
+
+
+@dataclass(frozen=True)
+class LoadedRow:
+    """A live row, as :class:`Load` is answered: its data and whether a touch is due."""
+
+    data: dict[str, Any]
+    touch_due: bool
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """How a :class:`Write` went: whether the row was there, whether its expiry moved, and
+    the stored ``_permanent`` flag (None if unset)."""
+
+    updated: bool
+    touched: bool
+    permanent: bool | None
+
+
+@dataclass(frozen=True)
+class Load:
+    """Read the live row under ``id_hash``; answered with a :class:`LoadedRow` or None."""
+
+    id_hash: bytes
+    touch_interval: timedelta
+
+
+@dataclass(frozen=True)
+class Insert:
+    """Store a new session; answered with None, or :class:`SessionTooLarge` raised."""
+
+    id_hash: bytes
+    data_json: str
+    user_id: str | None
+    idle: timedelta
+    absolute: timedelta | None
+    max_size: int | None
+
+
+@dataclass(frozen=True)
+class Write:
+    """Merge changes into a live row (maybe moving it); answered with a :class:`WriteResult`."""
+
+    id_hash: bytes
+    changed_json: str
+    removed: list[str]
+    replace: bool
+    new_hash: bytes | None
+    user_id: Any  # text, None to clear, or KEEP_USER
+    idle: timedelta
+    absolute: timedelta | None
+    touch_interval: timedelta
+    max_size: int | None
+
+
+@dataclass(frozen=True)
+class Touch:
+    """Push a live row's expiry forward; answered with True if the row was there."""
+
+    id_hash: bytes
+    idle: timedelta
+    absolute: timedelta | None
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Remove a row; answered with True if it was there."""
+
+    id_hash: bytes
+
+
+Operation = Union[Load, Insert, Write, Touch, Delete]
+#: A step of the core: yields operations, is sent their results, returns ``T``.
+Steps = Generator[Operation, Any, T]
+
+
+def run(steps: Steps[T], execute: Callable[[Operation], Any]) -> T:
+    """Drive ``steps`` with a blocking ``execute`` (for example ``PostgresStore.execute``)."""
+    try:
+        operation = next(steps)
+        while True:
+            operation = steps.send(execute(operation))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def run_async(steps: Steps[T], execute: Callable[[Operation], Awaitable[Any]]) -> T:
+    """Drive ``steps`` with an awaitable ``execute`` (an async store)."""
+    try:
+        operation = next(steps)
+        while True:
+            operation = steps.send(await execute(operation))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+# -- policy -----------------------------------------------------------------------------------
+
+
+def _duration(value: timedelta | float | None, name: str) -> timedelta | None:
+    if value is None:
+        return None
+    delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if delta.total_seconds() <= 0:
+        raise ConfigurationError(f"{name} must be positive, not {value!r}")
+    return delta
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How long sessions live, when they are written, and what they may hold; set once.
+
+    Build it with :meth:`from_options`, which checks every value.
+    """
+
+    idle_timeout: timedelta
+    absolute_timeout: timedelta | None
+    touch_interval: timedelta
+    permanent: bool
+    refresh_each_request: bool
+    user_key: str | None
+    regenerate_on_user_change: bool
+    max_size: int | None
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        idle_timeout: timedelta | float,
+        absolute_timeout: timedelta | float | None,
+        touch_interval: timedelta | float,
+        permanent: bool,
+        refresh_each_request: bool,
+        user_key: str | None,
+        regenerate_on_user_change: bool,
+        max_size: int | None,
+    ) -> Policy:
+        """Check and normalise the middleware's options (seconds become ``timedelta``).
+
+        :raises ConfigurationError: a duration that is not positive, or a ``max_size`` below 1.
+        """
+        idle = _duration(idle_timeout, "idle_timeout")
+        interval = _duration(touch_interval, "touch_interval")
+        assert idle is not None and interval is not None
+        if max_size is not None and max_size < 1:
+            raise ConfigurationError("max_size must be a positive number of bytes, or None")
+        return cls(
+            idle_timeout=idle,
+            absolute_timeout=_duration(absolute_timeout, "absolute_timeout"),
+            # A touch at most every tenth of the idle timeout keeps expiry within 10% of exact.
+            touch_interval=min(interval, idle / 10),
+            permanent=permanent,
+            refresh_each_request=refresh_each_request,
+            user_key=user_key,
+            regenerate_on_user_change=regenerate_on_user_change,
+            max_size=max_size,
+        )
+
+
+def private_cache_control(value: str | None) -> str | None:
+    """The Cache-Control a response that sets a session cookie needs, or None to keep ``value``.
+
+    A shared cache (CDN, proxy) that stored such a response would hand one user's cookie to
+    everyone, so ``public`` becomes ``private``; ``private`` and ``no-store`` already suffice.
+
+    :param value: the response's Cache-Control (its headers joined with ", "), or None.
+    """
+    directives = [part.strip() for part in (value or "").split(",") if part.strip()]
+    names = {part.split("=", 1)[0].strip().lower() for part in directives}
+    if "private" in names or "no-store" in names:
+        return None
+    kept = [part for part in directives if part.split("=", 1)[0].strip().lower() != "public"]
+    return ", ".join(["private", *kept])
+
+
+# -- the algorithm ----------------------------------------------------------------------------
+
+
+class SessionCore:
+    """Every decision of a request's session, for any front end.
+
+    :param policy: lifetimes, size limit and user key, from :meth:`Policy.from_options`.
+    :param cookie: the cookie's name and attributes.
+    :param signer: turns ids into cookie values and back.
+    """
+
+    def __init__(self, policy: Policy, cookie: CookieSettings, signer: IdSigner) -> None:
+        self.policy = policy
+        self.cookie = cookie
+        self.signer = signer
+        self._max_age = int(policy.idle_timeout.total_seconds())
+
+    @classmethod
+    def configure(
+        cls,
+        secret_key: str | bytes | None,
+        *,
+        cookie_name: str,
+        idle_timeout: timedelta | float,
+        absolute_timeout: timedelta | float | None,
+        touch_interval: timedelta | float,
+        permanent: bool,
+        refresh_each_request: bool,
+        cookie_path: str,
+        cookie_domain: str | None,
+        cookie_secure: bool | None,
+        cookie_httponly: bool,
+        cookie_samesite: str | None,
+        fallback_secret_keys: Iterable[str | bytes],
+        user_key: str | None,
+        regenerate_on_user_change: bool,
+        max_size: int | None,
+        signer: IdSigner | None,
+    ) -> SessionCore:
+        """A core from a middleware's options (each front end takes the same ones).
+
+        :raises ConfigurationError: a missing secret or an option that contradicts another.
+        """
+        if signer is None:
+            if not secret_key:
+                raise ConfigurationError(
+                    "secret_key is missing: pass SessionMiddleware(app, store, secret_key=...) "
+                    "with a long random value, e.g. from secrets.token_hex(32)"
+                )
+            signer = HmacIdSigner(secret_key, fallback_secret_keys)
+        cookie = CookieSettings(
+            name=cookie_name,
+            path=cookie_path,
+            domain=cookie_domain,
+            secure=cookie_secure,
+            httponly=cookie_httponly,
+            samesite=cookie_samesite,
+        )
+        policy = Policy.from_options(
+            idle_timeout=idle_timeout,
+            absolute_timeout=absolute_timeout,
+            touch_interval=touch_interval,
+            permanent=permanent,
+            refresh_each_request=refresh_each_request,
+            user_key=user_key,
+            regenerate_on_user_change=regenerate_on_user_change,
+            max_size=max_size,
+        )
+        return cls(policy, cookie, signer)
+
+    def open(self, cookie_header: str, scheme: str, loader: Callable[[Session], Any]) -> Session:
+        """A lazy session for one request: nothing is parsed or loaded until it is used.
+
+        :param cookie_header: the request's ``Cookie`` header ("" if none).
+        :param scheme: ``"https"`` or ``"http"``: decides ``Secure`` when not forced.
+        :param loader: runs :meth:`load` with the adapter's store when the app first reads.
+        """
+        state = SessionState(cookie_header, scheme)
+        return Session(loader, permanent=self.policy.permanent, state=state)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def read_cookie(self, state: SessionState) -> None:
+        """Verify the request's cookie once; a bad one leaves no id (and costs no statement)."""
+        if state.cookie_read:
+            return
+        state.cookie_read = True
+        header = state.cookie_header
+        if not header:
+            return
+        value = self.cookie.read(header)
+        if value is None:
+            state.cookie_sent = self.cookie.name in header
+            return
+        state.cookie_sent = True
+        verified = self.signer.unsign(value)
+        if verified is not None:
+            state.session_id, state.resign = verified
+
+    def wants_load(self, state: SessionState) -> bool:
+        """Whether loading would ask the store anything: only for a validly signed cookie."""
+        self.read_cookie(state)
+        return state.session_id is not None
+
+    def load(self, session: Session) -> Steps[dict[str, Any] | None]:
+        """The stored data of ``session`` (None: no live row, and its id is never used again)."""
+        state = session.state
+        self.read_cookie(state)
+        if state.session_id is None:
+            return None
+        row: LoadedRow | None = yield Load(hash_session_id(state.session_id), self.policy.touch_interval)
+        if row is None:
+            state.session_id = None
+            return None
+        state.touch_due = row.touch_due
+        return row.data
+
+    # -- saving ----------------------------------------------------------------------------
+
+    def save(self, session: Session) -> Steps[list[tuple[str, str]]]:
+        """Write what changed; return the headers to add (``Vary``, maybe ``Set-Cookie``).
+
+        :raises SessionError: a value cannot be stored (naming its key), or it is too large.
+        """
+        if not session.accessed:
+            return []
+        state = session.state
+        self.read_cookie(state)
+        headers = [("Vary", "Cookie")]
+        cookie = yield from self._save(session, state)
+        state.used_since_save = False
+        if cookie is not None:
+            headers.append(("Set-Cookie", cookie))
+        return headers
+
+    def late_save_refused(self, session: Session) -> bool:
+        """A change made after the headers went out that needs a cookie it can no longer get.
+
+        True for a new session, a regenerated or ended one, or a login under ``user_key``;
+        the adapter logs it and does not save.
+        """
+        state = session.state
+        self.read_cookie(state)
+        return state.session_id is None or state.regenerate or state.invalidate or self._new_user(session)
+
+    def needs_late_save(self, session: Session) -> bool:
+        """Only a session used after the save (by a streaming body) can have changed since."""
+        return session.state.used_since_save and session.modified
+
+    def _save(self, session: Session, state: SessionState) -> Steps[str | None]:
+        old_id = state.session_id
+        if state.invalidate and old_id is not None:
+            yield Delete(hash_session_id(old_id))
+            old_id = state.session_id = None
+        changes = session.changes(self.policy.max_size)
+        if changes.empty and (changes.loaded or old_id is None):
+            if old_id is not None and state.row_found is not False:
+                yield Delete(hash_session_id(old_id))
+            session.mark_saved(None)
+            return self.cookie.delete_header(state.scheme) if state.cookie_sent else None
+        if old_id is None or state.row_found is False:
+            return (yield from self._insert_new(session, state, changes))
+        return (yield from self._update(session, state, changes, old_id))
+
+    def _insert_new(self, session: Session, state: SessionState, changes: Changes) -> Steps[str]:
+        policy = self.policy
+        new_id = new_session_id()
+        data = changes.full_json if changes.full_json is not None else changes.changed_json
+        user = self._user_column(session, changes)
+        yield Insert(
+            hash_session_id(new_id),
+            data,
+            None if user is KEEP_USER else user,
+            policy.idle_timeout,
+            policy.absolute_timeout,
+            policy.max_size,
+        )
+        cookie = self._cookie_for(new_id, self._is_permanent(session, None), state)
+        session.mark_saved(new_id)
+        return cookie
+
+    def _update(
+        self, session: Session, state: SessionState, changes: Changes, old_id: str
+    ) -> Steps[str | None]:
+        policy = self.policy
+        blind = state.row_found is None  # written without being read
+        user = self._user_column(session, changes)
+        regenerate = state.regenerate or self._user_changed(user)
+        if not (changes.any or regenerate):
+            if state.touch_due:
+                yield Touch(hash_session_id(old_id), policy.idle_timeout, policy.absolute_timeout)
+                state.touch_due = False
+                return self._cookie_after_save(session, state, old_id, expiry_moved=True)
+            return self._cookie_after_save(session, state, old_id)
+        new_id = new_session_id() if regenerate else None
+        result: WriteResult = yield Write(
+            hash_session_id(old_id),
+            changes.changed_json,
+            changes.removed,
+            changes.replace,
+            hash_session_id(new_id) if new_id is not None else None,
+            user,
+            policy.idle_timeout,
+            policy.absolute_timeout,
+            policy.touch_interval,
+            policy.max_size,
+        )
+        if not result.updated:
+            if blind:
+                # Written without being read, and the row is gone: the written keys start a
+                # new session under a new id (the old id is never reused).
+                return (yield from self._insert_new(session, state, changes))
+            # Another request invalidated or regenerated this session meanwhile: resurrecting it
+            # would undo a logout, so this save is dropped (and the cookie left alone).
+            log.warning(
+                "session save dropped: the session was invalidated or regenerated by a concurrent request"
+            )
+            session.mark_saved(None)
+            return None
+        current_id = new_id or old_id
+        cookie = self._cookie_after_save(
+            session,
+            state,
+            current_id,
+            stored_permanent=result.permanent,
+            expiry_moved=result.touched,
+            must_send=new_id is not None or "_permanent" in (*changes.changed_keys, *changes.removed),
+        )
+        session.mark_saved(current_id)
+        return cookie
+
+    # -- the user column -------------------------------------------------------------------
+
+    def _user_column(self, session: Session, changes: Changes) -> Any:
+        """What the save writes to the user column: its text, None to clear it, or KEEP_USER."""
+        key = self.policy.user_key
+        if key is None:
+            return KEEP_USER
+        if key in changes.changed_keys:
+            value = session.peek(key)
+            return None if value is None else user_id_text(value, key)
+        if changes.replace or key in changes.removed:
+            return None
+        return KEEP_USER
+
+    def _user_changed(self, user: Any) -> bool:
+        """A new user came into the session: the id it had before must stop working."""
+        return self.policy.regenerate_on_user_change and user is not KEEP_USER and user is not None
+
+    def _new_user(self, session: Session) -> bool:
+        """Would a save now regenerate the id because a user logged in?"""
+        if self.policy.user_key is None or not self.policy.regenerate_on_user_change:
+            return False
+        try:
+            return self._user_changed(self._user_column(session, session.changes(None)))
+        except SessionError:
+            return False  # the save itself reports it
+
+    # -- the cookie ------------------------------------------------------------------------
+
+    def _cookie_after_save(
+        self,
+        session: Session,
+        state: SessionState,
+        session_id: str,
+        *,
+        stored_permanent: bool | None = None,
+        expiry_moved: bool = False,
+        must_send: bool = False,
+    ) -> str | None:
+        """The cookie goes out only when it changes: a new id or permanence, a re-signature,
+        or a permanent session's expiry moving forward (so its Max-Age moves too)."""
+        permanent = self._is_permanent(session, stored_permanent)
+        if must_send or state.resign or (expiry_moved and permanent and self.policy.refresh_each_request):
+            return self._cookie_for(session_id, permanent, state)
+        return None
+
+    def _is_permanent(self, session: Session, stored: bool | None) -> bool:
+        value = session.peek("_permanent")
+        if value is None:
+            value = stored
+        return self.policy.permanent if value is None else bool(value)
+
+    def _cookie_for(self, session_id: str, permanent: bool, state: SessionState) -> str:
+        state.resign = False
+        max_age = self._max_age if permanent else None
+        return self.cookie.set_header(self.signer.sign(session_id), max_age, state.scheme)

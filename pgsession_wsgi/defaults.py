@@ -1,0 +1,40 @@
+"""The defaults more than one part of pgsession-wsgi offers, each defined once.
+
+The store, the middleware, the Flask extensions and the command line all expose some of these;
+reading them from here keeps, say, ``pgsession-wsgi init``'s ``--table`` and ``PostgresStore``'s
+``table`` from drifting apart when one of them changes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Final
+
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_SIZE",
+    "DEFAULT_PURGE_BATCH_SIZE",
+    "DEFAULT_PURGE_INTERVAL",
+    "DEFAULT_SCHEMA",
+    "DEFAULT_TABLE",
+    "DEFAULT_TOUCH_INTERVAL",
+]
+
+#: The session table, and the schema holding it.
+DEFAULT_TABLE: Final = "pgsession"
+DEFAULT_SCHEMA: Final = "public"
+#: How long an unused session lives: Flask's ``PERMANENT_SESSION_LIFETIME`` default, so a Flask
+#: app (or a migrated flask-pg-session table) keeps the lifetime it had.
+DEFAULT_IDLE_TIMEOUT: Final = timedelta(days=31)
+#: A read moves the expiry forward at most this often, so a busy session is not a write per request.
+DEFAULT_TOUCH_INTERVAL: Final = timedelta(seconds=60)
+#: Seconds between background purges of expired rows.
+DEFAULT_PURGE_INTERVAL: Final[float] = 300
+#: Rows one purge statement deletes (the background purge and ``pgsession-wsgi cleanup``).
+DEFAULT_PURGE_BATCH_SIZE: Final = 1000
+#: Connections in each process's pool.
+DEFAULT_MAX_CONNECTIONS: Final = 10
+#: The largest encoded session, in bytes: the middleware's limit, and the migration's, so that
+#: whatever the migration converts can be saved again.
+DEFAULT_MAX_SIZE: Final = 256 * 1024

@@ -1,0 +1,99 @@
+"""One decoded flask-pg-session dict to the JSON a pgsession-wsgi row stores, or why it cannot be.
+
+The migration calls :func:`encode_row` once per row. It never raises: a row that cannot be
+converted is refused with a reason, and the others carry on.
+"""
+
+from __future__ import annotations
+
+import decimal
+from typing import Any, Final
+
+from markupsafe import Markup
+
+from ..codec import dumps, encode_value
+
+__all__ = ["encode_row"]
+
+# What the size estimate counts per value (a separator and a quote, at the least).
+_NODE_BYTES: Final = 2
+
+
+def _estimate_exceeds(value: object, limit: int) -> bool:
+    """True as soon as ``value`` is sure to encode to more than ``limit`` bytes.
+
+    Shared references are counted once per use, as the JSON would copy them, but nothing is
+    copied: a 100-byte pickle whose references expand to gigabytes is stopped after at most
+    ``limit / 2`` values. Iterative, so depth costs no recursion. The count (2 bytes per value
+    plus text, byte and digit lengths) never exceeds the real encoded size, so a row that fits
+    is never refused here.
+    """
+    total = 0
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or kind is bytes or kind is Markup:
+            total += len(item)
+        elif kind is int:
+            bits = abs(item).bit_length()
+            total += (bits - 1) * 30102 // 100000 if bits else 0  # digits - 1, rounded down
+        elif kind is decimal.Decimal:
+            total += len(item.as_tuple().digits)
+        elif kind is dict:
+            total += 2 * _NODE_BYTES * len(item)
+            if total > limit:
+                return True
+            stack.extend(item)
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            total += _NODE_BYTES * len(item)
+            if total > limit:
+                return True
+            stack.extend(item)
+        if total > limit:
+            return True
+    return False
+
+
+def encode_row(data: dict[Any, Any], max_size: int) -> tuple[str | None, str | None]:
+    """``(json, None)`` for a convertible session dict, ``(None, reason)`` otherwise.
+
+    Never raises: whatever one row does (RecursionError, MemoryError, ...) refuses that row.
+
+    :param data: a session dict as :func:`~.unpickle.restricted_loads` returned it.
+    :param max_size: the largest JSON, in UTF-8 bytes, to accept; judged before the JSON is
+        built, since a tiny pickle can expand enormously through shared references.
+    """
+    try:
+        return _encode_row_or_raise(data, max_size)
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return None, f"the data cannot be converted ({detail})"
+
+
+def _encode_row_or_raise(data: dict[Any, Any], max_size: int) -> tuple[str | None, str | None]:
+    if _estimate_exceeds(data, max_size):
+        return None, f"the data would encode to more than max_size ({max_size} bytes); not converted"
+    encoded: dict[str, Any] = {}
+    for key, value in data.items():
+        if type(key) is not str:
+            return None, f"a session key is a {type(key).__name__}, not a str"
+        if "\x00" in key:
+            return None, "a session key contains a NUL character"
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            return None, "a session key contains a lone surrogate (not valid UTF-8)"
+        try:
+            encoded[key] = encode_value(value)
+        except (TypeError, ValueError) as exc:
+            return None, f"the value under key {key!r} cannot be stored: {exc}"
+    text = dumps(encoded)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # jsonb (and the UTF-8 connection) cannot carry it
+        return None, "the data holds a lone surrogate (not valid UTF-8)"
+    if size > max_size:
+        return None, f"the data encodes to {size} bytes, more than max_size ({max_size} bytes)"
+    return text, None

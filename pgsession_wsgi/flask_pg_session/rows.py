@@ -1,0 +1,151 @@
+"""Reading a flask-pg-session table: which tables are one, and their live rows, decoded safely.
+
+Every pickle goes through :func:`~.unpickle.restricted_loads`; a row that cannot be read comes
+back with the reason instead of its data, so one bad row never stops a reader of the others.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterator
+from typing import Any, Final, NamedTuple
+
+from psycopg2 import sql
+
+from ..defaults import DEFAULT_SCHEMA
+from ..errors import SessionError
+from .unpickle import restricted_loads, type_name
+
+__all__ = ["DEFAULT_BATCH_SIZE", "LegacyRow", "is_legacy_table", "read_legacy_rows"]
+
+#: Rows read (and, in the migration, inserted) per query.
+DEFAULT_BATCH_SIZE: Final = 500
+
+
+class LegacyRow(NamedTuple):
+    """One live flask-pg-session row, decoded (``data``) or with the reason it was not.
+
+    ``session_id`` is the id the cookie carries (the stored column minus ``key_prefix``).
+    ``expiry`` is aware UTC, or ``None`` for a non-permanent session (flask-pg-session
+    writes NULL then and serves the row until the browser drops its cookie).
+    ``created`` is the row's ``created`` column as aware UTC, when present.
+    """
+
+    session_id: str
+    data: dict[str, Any] | None
+    expiry: _dt.datetime | None
+    error: str | None
+    created: _dt.datetime | None = None
+
+
+def _as_utc(value: _dt.datetime | None) -> _dt.datetime | None:
+    """flask-pg-session writes naive UTC ``timestamp``; make it aware (or normalise to UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=_dt.timezone.utc)
+    return value.astimezone(_dt.timezone.utc)
+
+
+def _decode(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    """Decode one ``data`` cell into (dict, None) or (None, reason)."""
+    if payload is None:
+        return None, "the row has no data (NULL)"
+    try:
+        value = restricted_loads(bytes(payload))
+    except SessionError as exc:
+        return None, str(exc)
+    except Exception as exc:  # MemoryError and the like: this row is lost, not the others
+        return None, f"the pickled data cannot be read ({type(exc).__name__}); not converted"
+    if type(value) is not dict:
+        return None, f"the pickled data is a {type_name(value)}, not a dict; not converted"
+    return value, None
+
+
+def read_legacy_rows(
+    conn: Any,
+    table: str,
+    schema: str = DEFAULT_SCHEMA,
+    *,
+    key_prefix: str = "",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Iterator[LegacyRow]:
+    """Yield the live rows of a flask-pg-session table, ``batch_size`` rows per query.
+
+    Live means ``expiry`` is NULL or later than the database's current UTC time, taken once
+    at the start so the cut-off is the same for every batch. Batches are keyset-paginated on
+    the primary key, so the table is never held in memory, no transaction or server-side
+    cursor stays open between batches (works in autocommit and behind PgBouncer), and the
+    caller may write on the same connection between rows. Only rows whose stored id starts
+    with ``key_prefix`` (flask-pg-session's ``SESSION_KEY_PREFIX``) are read.
+
+    :param conn: an open psycopg2 connection; only read from, so the caller owns its transaction.
+    :param table: the flask-pg-session table (its ``SESSION_PG_TABLE``), not quoted.
+    :param schema: its schema (``SESSION_PG_SCHEMA``), not quoted.
+    :param key_prefix: flask-pg-session's ``SESSION_KEY_PREFIX``; rows under another prefix are
+        skipped, and the prefix is cut from the ids yielded (the cookie carries the id without it).
+    :param batch_size: rows per query: memory held at once against round trips.
+    :raises ValueError: when ``batch_size`` is below 1.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+    query = sql.SQL(
+        "SELECT session_id, data, expiry, created FROM {target}"
+        " WHERE session_id > %(after)s"
+        " AND left(session_id, char_length(%(prefix)s)) = %(prefix)s"
+        " AND (expiry IS NULL OR expiry > %(cutoff)s)"
+        " ORDER BY session_id LIMIT %(limit)s"
+    ).format(target=target)
+    with conn.cursor() as cur:
+        # The column is "timestamp without time zone" holding UTC: compare in UTC, not in
+        # the server's TimeZone (flask-pg-session's own `expiry < NOW()` gets that wrong).
+        cur.execute("SELECT now() AT TIME ZONE 'UTC'")
+        cutoff = cur.fetchone()[0]
+    after = ""
+    while True:
+        with conn.cursor() as cur:
+            params = {"after": after, "prefix": key_prefix, "cutoff": cutoff, "limit": batch_size}
+            cur.execute(query, params)
+            batch = cur.fetchall()
+        for stored_id, payload, expiry, created in batch:
+            data, error = _decode(payload)
+            yield LegacyRow(
+                session_id=stored_id[len(key_prefix) :],
+                data=data,
+                expiry=_as_utc(expiry),
+                error=error,
+                created=_as_utc(created),
+            )
+        if len(batch) < batch_size:
+            return
+        after = batch[-1][0]
+
+
+def is_legacy_table(conn: Any, table: str, schema: str = DEFAULT_SCHEMA) -> bool:
+    """True if ``schema.table`` looks like flask-pg-session's table and not like ours.
+
+    Requires ``session_id``, ``data bytea`` and ``expiry`` columns and no ``id bytea`` column
+    (pgsession-wsgi's primary key), so the migration never reads our own table by mistake.
+
+    :param conn: an open psycopg2 connection; the catalog is read, nothing is written.
+    :param table: the table name, not quoted; a missing table is simply not a legacy one.
+    :param schema: its schema, not quoted.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT a.attname, format_type(a.atttypid, NULL)"
+            " FROM pg_catalog.pg_attribute a"
+            " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')"
+            " AND a.attnum > 0 AND NOT a.attisdropped",
+            (schema, table),
+        )
+        columns = dict(cur.fetchall())
+    return (
+        "session_id" in columns
+        and columns.get("data") == "bytea"
+        and "expiry" in columns
+        and columns.get("id") != "bytea"
+    )

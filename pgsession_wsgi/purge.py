@@ -1,0 +1,68 @@
+"""The background purge: one thread per process deleting expired rows, off the request pool."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import weakref
+from typing import TYPE_CHECKING
+
+import psycopg2
+import psycopg2.extensions
+
+from .defaults import DEFAULT_PURGE_BATCH_SIZE
+from .errors import SessionError
+from .pool import _first_line
+
+if TYPE_CHECKING:
+    from .store import PostgresStore
+
+__all__ = ["PurgeWorker"]
+
+log = logging.getLogger("pgsession_wsgi")
+
+
+class PurgeWorker(threading.Thread):
+    """Purges ``store`` every ``interval`` seconds on a connection of its own.
+
+    One per process, started (again, in forked children) by the store. It holds the store
+    weakly, so a store that is dropped without ``close()`` still stops it.
+    """
+
+    def __init__(self, store: PostgresStore, interval: float) -> None:
+        super().__init__(name="pgsession-purge", daemon=True)
+        self._store = weakref.ref(store)
+        self._interval = interval
+        self._stopped = threading.Event()
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=5)
+
+    def run(self) -> None:
+        # A connection of its own, outside the pool, so a purge never makes a request wait.
+        conn: psycopg2.extensions.connection | None = None
+        failing = False
+        while not self._stopped.wait(self._interval):
+            store = self._store()
+            if store is None:
+                break
+            try:
+                if conn is None or conn.closed:
+                    conn = store.connect_unpooled()
+                removed = store.purge_on(conn, DEFAULT_PURGE_BATCH_SIZE)
+                if removed:
+                    log.info("purged %d expired sessions from %s", removed, store.qualified_name)
+                failing = False
+            except (SessionError, psycopg2.Error) as exc:
+                if conn is not None and not conn.closed and isinstance(exc, psycopg2.Error):
+                    conn.close()
+                if not failing:
+                    log.warning("purging expired sessions failed, will retry: %s", _first_line(exc))
+                failing = True
+            del store
+        if conn is not None and not conn.closed:
+            conn.close()

@@ -1,0 +1,180 @@
+"""Every SQL statement pgsession-wsgi sends, and the DDL, written once.
+
+The text uses ``%(name)s`` placeholders, which psycopg2 and psycopg 3 both read, so the sync and
+the async store run the same statements. Each request statement touches one row by its primary
+key and filters ``expires_at > now()``: an expired row is never served, purged or not. Names
+travel only as quoted identifiers; values only as bound parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "EXPECTED_COLUMNS",
+    "LAYOUT",
+    "LOCK",
+    "SCHEMA_MISSING",
+    "SETTINGS",
+    "Statements",
+    "guard",
+    "lock_key",
+    "quote_identifier",
+]
+
+#: Take the table's advisory lock for the rest of the transaction (creation, migration).
+LOCK = "SELECT pg_advisory_xact_lock(%s)"
+#: Whether a schema (its quoted name bound as the value) is missing.
+SCHEMA_MISSING = "SELECT to_regnamespace(%s) IS NULL"
+#: A table's columns and their types (its quoted, qualified name bound as the value).
+LAYOUT = (
+    "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+    " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped"
+)
+#: The current values of some settings (their names bound as an array).
+SETTINGS = "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)"
+
+
+def quote_identifier(name: str, what: str) -> str:
+    """Quote a table or schema name the way PostgreSQL does, so any name is data, never SQL.
+
+    The result is exact SQL text: fit for DDL run without parameters and for binding as a value.
+    A statement run *with* parameters needs :func:`_in_template` too (the drivers read ``%``).
+    """
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ConfigurationError(f"the {what} name must be a non-empty string without NUL characters")
+    if len(name.encode("utf-8")) > 63:
+        raise ConfigurationError(
+            f"the {what} name {name!r} is longer than PostgreSQL's 63-byte limit: choose a shorter one"
+        )
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _in_template(sql_text: str) -> str:
+    """SQL text made safe inside a statement that is run with parameters: ``%`` becomes ``%%``."""
+    return sql_text.replace("%", "%%")
+
+
+def lock_key(schema: str, table: str) -> int:
+    """The advisory lock key of one table: creation, migration and purges serialise on it."""
+    digest = hashlib.sha256(f"pgsession-wsgi:{schema}.{table}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def guard(settings: dict[str, str]) -> str:
+    """``SET LOCAL`` for each setting, to prefix statements where startup options are dropped."""
+    return "".join(f"SET LOCAL {name} = {value}; " for name, value in settings.items())
+
+
+EXPECTED_COLUMNS = {
+    "id": "bytea",
+    "data": "jsonb",
+    "user_id": "text",
+    "created_at": "timestamp with time zone",
+    "accessed_at": "timestamp with time zone",
+    "expires_at": "timestamp with time zone",
+}
+
+# Expiry is the earlier of the idle and the absolute limit; LEAST ignores a NULL absolute limit.
+_EXPIRY = "LEAST(now() + %(idle)s, created_at + %(absolute)s)"
+_TOUCH_DUE = "accessed_at < now() - %(touch)s"
+_MERGED = "(CASE WHEN %(replace)s THEN '{}'::jsonb ELSE data - %(removed)s::text[] END || %(changed)s::jsonb)"
+# max_size bounds what the database stores, measured as it prints the jsonb value.
+_FITS = "(%(max_size)s::bigint IS NULL OR octet_length({data}::text) <= %(max_size)s::bigint)"
+
+
+class Statements:
+    """The SQL text for one table, built once per store.
+
+    :param schema: the schema name (quoted here).
+    :param table: the table name (quoted here).
+    :param guard: a prefix for every request statement (see :func:`guard`), or "".
+    """
+
+    def __init__(self, schema: str, table: str, guard: str) -> None:
+        schema_part = quote_identifier(schema, "schema")
+        exact = f"{schema_part}.{quote_identifier(table, 'table')}"
+        # DDL runs without parameters and takes the exact name; every other statement runs
+        # with parameters and takes the template form.
+        t = _in_template(exact)
+        # Distinct per table even when long names share a prefix (PostgreSQL cuts names at 63).
+        short = table.encode()[:30].decode("utf-8", "ignore")  # bytes: PostgreSQL's limit is 63
+        index_base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
+        expires_index = quote_identifier(index_base + "_expires_at_idx", "index")
+        user_index = quote_identifier(index_base + "_user_id_idx", "index")
+        self.create = [
+            f"CREATE SCHEMA IF NOT EXISTS {schema_part}",
+            f"CREATE TABLE IF NOT EXISTS {exact} (\n"
+            "    id          bytea        PRIMARY KEY,\n"
+            "    data        jsonb        NOT NULL,\n"
+            "    user_id     text,\n"
+            "    created_at  timestamptz  NOT NULL DEFAULT now(),\n"
+            "    accessed_at timestamptz  NOT NULL DEFAULT now(),\n"
+            "    expires_at  timestamptz  NOT NULL\n"
+            ") WITH (fillfactor = 90)",
+            f"CREATE INDEX IF NOT EXISTS {expires_index} ON {exact} (expires_at)",
+            f"CREATE INDEX IF NOT EXISTS {user_index} ON {exact} (user_id) WHERE user_id IS NOT NULL",
+        ]
+        self.load = (
+            f"SELECT data, accessed_at < now() - %(touch)s FROM {t} WHERE id = %(id)s AND expires_at > now()"
+        )
+        self.insert = (
+            f"INSERT INTO {t} (id, data, user_id, expires_at)"
+            " SELECT %(id)s, s.data, %(user_id)s, now() + LEAST(%(idle)s, %(absolute)s)"
+            " FROM (SELECT %(data)s::jsonb AS data) s"
+            f" WHERE {_FITS.format(data='s.data')}"
+        )
+        self.size_of = "SELECT octet_length(%(data)s::jsonb::text)"
+        # Setting user_id to its own value keeps the update HOT-eligible (PostgreSQL compares).
+        self.write = (
+            f"UPDATE {t} SET id = COALESCE(%(new_id)s, id), data = {_MERGED},"
+            " user_id = CASE WHEN %(set_user)s THEN %(user_id)s ELSE user_id END,"
+            f" accessed_at = CASE WHEN {_TOUCH_DUE} THEN now() ELSE accessed_at END,"
+            f" expires_at = CASE WHEN {_TOUCH_DUE} THEN {_EXPIRY} ELSE expires_at END"
+            f" WHERE id = %(id)s AND expires_at > now() AND {_FITS.format(data=_MERGED)}"
+            " RETURNING data -> '_permanent', accessed_at = now()"
+        )
+        self.merged_size = (
+            f"SELECT octet_length({_MERGED}::text) FROM {t} WHERE id = %(id)s AND expires_at > now()"
+        )
+        self.touch = (
+            f"UPDATE {t} SET accessed_at = now(), expires_at = {_EXPIRY}"
+            " WHERE id = %(id)s AND expires_at > now()"
+        )
+        self.delete = f"DELETE FROM {t} WHERE id = %(id)s"
+        self.purge = (
+            "WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%(lock)s) AS acquired),"
+            f" deleted AS (DELETE FROM {t} WHERE id IN (SELECT s.id FROM {t} s, lock"
+            " WHERE lock.acquired AND s.expires_at <= now() AND s.expires_at >= %(after)s::timestamptz"
+            " ORDER BY s.expires_at LIMIT %(limit)s FOR UPDATE OF s SKIP LOCKED) RETURNING expires_at)"
+            " SELECT count(*), max(expires_at) FROM deleted"
+        )
+        self.for_user = (
+            f"SELECT encode(id, 'hex'), created_at, accessed_at, expires_at FROM {t}"
+            " WHERE user_id = %(user_id)s AND expires_at > now() ORDER BY accessed_at DESC"
+        )
+        self.revoke = f"DELETE FROM {t} WHERE user_id = %(user_id)s AND id IS DISTINCT FROM %(keep)s"
+        self.stats = (
+            "SELECT count(*) FILTER (WHERE expires_at > now()),"
+            " count(*) FILTER (WHERE expires_at <= now()),"
+            " count(DISTINCT user_id) FILTER (WHERE expires_at > now()),"
+            f" pg_total_relation_size(to_regclass(%(name)s)) FROM {t}"
+        )
+        if guard:
+            # Sent in the same query string: one round trip, one implicit transaction.
+            for name in (
+                "load",
+                "insert",
+                "size_of",
+                "write",
+                "merged_size",
+                "touch",
+                "delete",
+                "purge",
+                "for_user",
+                "revoke",
+                "stats",
+            ):
+                setattr(self, name, guard + getattr(self, name))
