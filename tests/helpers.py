@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
@@ -18,6 +20,14 @@ def sql(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
             return cur.fetchall() if cur.description else []
     finally:
         conn.close()
+
+
+def wait_for(condition: Callable[[], object], what: str, limit: float = 30.0) -> None:
+    """Poll until ``condition()`` is true. ``limit`` only stops a hang; it is never what a test checks."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
 
 
 class ClosingClient(FlaskClient):

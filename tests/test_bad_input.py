@@ -120,7 +120,7 @@ def test_any_cookie_header_gets_a_normal_response_and_no_write_for_a_forged_id(
     header, forged = data.draw(cookie_headers(real))
     store: PostgresStore = middleware.store
     dsn = wire_counter.dsn
-    before = query(dsn, f"SELECT count(*) FROM {store._qualified}")[0][0]
+    before = query(dsn, f"SELECT count(*) FROM {store.qualified_name}")[0][0]
     wire_counter.reset()
 
     answer = wsgi_call(middleware, path, cookie_header=header)
@@ -139,10 +139,10 @@ def test_any_cookie_header_gets_a_normal_response_and_no_write_for_a_forged_id(
         writes = [s for s in statements if forged_hex in s and not s.startswith("SELECT")]
         if path != "/blind":  # a blind write may probe the id with an UPDATE that matches nothing
             assert writes == [], f"a statement wrote for a forged id: {writes}"
-        rows = query(dsn, f"SELECT count(*) FROM {store._qualified} WHERE id = %s",
+        rows = query(dsn, f"SELECT count(*) FROM {store.qualified_name} WHERE id = %s",
                      (id_hash(session_id),))
         assert rows == [(0,)], "a row exists under a forged id"
-    after = query(dsn, f"SELECT count(*) FROM {store._qualified}")[0][0]
+    after = query(dsn, f"SELECT count(*) FROM {store.qualified_name}")[0][0]
     assert after - before in (0, 1)
     new_cookie = answer.cookie()
     if new_cookie:
@@ -291,16 +291,16 @@ def test_an_unstorable_value_answers_500_naming_the_key_and_leaves_the_session_a
     middleware = SessionMiddleware(app, store, secret_key=SECRET)
     cookie = wsgi_call(middleware, "/login").cookie()
     assert cookie
-    before = query(store._pool._connect_kwargs["dsn"],
-                   f"SELECT data, accessed_at FROM {store._qualified}")
+    before = query(store.dsn,
+                   f"SELECT data, accessed_at FROM {store.qualified_name}")
 
     with caplog.at_level(logging.ERROR, logger="pgsession_wsgi"):
         answer = wsgi_call(middleware, f"/bad?kind={kind}", cookie)
 
     assert answer.status == 500
     assert "'bad'" in caplog.text
-    assert query(store._pool._connect_kwargs["dsn"],
-                 f"SELECT data, accessed_at FROM {store._qualified}") == before
+    assert query(store.dsn,
+                 f"SELECT data, accessed_at FROM {store.qualified_name}") == before
 
 
 @pytest.mark.parametrize("kind", ["object", "nested", "int-keys"])
@@ -313,8 +313,8 @@ def test_an_unstorable_value_in_a_new_session_stores_nothing(
     answer = wsgi_call(middleware, f"/bad?kind={kind}")
     assert answer.status == 500
     assert answer.cookie() is None
-    assert query(store._pool._connect_kwargs["dsn"],
-                 f"SELECT count(*) FROM {store._qualified}") == [(0,)]
+    assert query(store.dsn,
+                 f"SELECT count(*) FROM {store.qualified_name}") == [(0,)]
 
 
 def test_saving_an_unstorable_value_raises_session_error_naming_the_key() -> None:

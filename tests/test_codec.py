@@ -7,12 +7,12 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from markupsafe import Markup
 
-from pgsession_wsgi.codec import decode_value, dumps, encode_value, same
+from pgsession_wsgi.codec import MAX_DEPTH, decode_value, dumps, encode_value, same
 
 VALUES: list[Any] = [
     "text",
@@ -79,3 +79,63 @@ def test_codec_never_imports_pickle() -> None:
 
     source = Path(codec.__file__).read_text()
     assert "pickle" not in source.replace("without pickle", "")
+
+
+# Rows as pgsession-wsgi 0.1.0 wrote them, one per built-in tag: the stored format, which the
+# registry must keep reading and keep writing byte for byte.
+ROWS_OF_0_1_0: list[tuple[str, Any]] = [
+    ('{" t":[1,"a"]}', (1, "a")),
+    ('{" dt":"2026-01-02T03:04:05.000006"}', datetime(2026, 1, 2, 3, 4, 5, 6)),
+    ('{" dt":"2026-01-02T00:00:00+05:30"}', datetime(2026, 1, 2, tzinfo=timezone(timedelta(minutes=330)))),
+    ('{" d":"2026-11-25"}', date(2026, 11, 25)),
+    ('{" tm":"23:59:01"}', time(23, 59, 1)),
+    ('{" b":"AP9ieXRlcw=="}', b"\x00\xffbytes"),
+    ('{" u":"12345678123456781234567812345678"}', UUID("12345678-1234-5678-1234-567812345678")),
+    ('{" dec":"1.10"}', Decimal("1.10")),
+    ('{" m":"<b>safe</b>"}', Markup("<b>safe</b>")),
+    ('{" f":"1e+20"}', 1e20),
+    ('{" f":"1e-07"}', 1e-7),
+    ('{" s":"YQBi"}', "a\x00b"),
+    ('{" s":"eO2ggA=="}', "x\ud800"),
+    ('{" di":{" t":"looks like a tag"}}', {" t": "looks like a tag"}),
+    (
+        '{"cart":[{" t":[{" dec":"2.50"},{" u":"12345678123456781234567812345678"}]}],"n":1.5}',
+        {"cart": [(Decimal("2.50"), UUID("12345678-1234-5678-1234-567812345678"))], "n": 1.5},
+    ),
+]
+
+
+@pytest.mark.parametrize("text, value", ROWS_OF_0_1_0, ids=lambda v: v if isinstance(v, str) else "")
+def test_rows_of_0_1_0_still_load_and_are_written_the_same(text: str, value: Any) -> None:
+    back = decode_value(json.loads(text))
+    assert back == value and type(back) is type(value)
+    if isinstance(value, tuple):
+        assert [type(item) for item in back] == [type(item) for item in value]
+    assert dumps(encode_value(value)) == text
+
+
+def test_every_built_in_tag_has_a_row_of_0_1_0() -> None:
+    names = {next(iter(json.loads(text))) for text, _ in ROWS_OF_0_1_0}
+    assert names >= {" t", " dt", " d", " tm", " b", " u", " dec", " m", " f", " s", " di"}
+
+
+@pytest.mark.parametrize(
+    "leaf",
+    [datetime(2026, 1, 1), b"x", Decimal("1"), Markup("m"), 1e20, "nul\x00", (1,), {" k": 1}, "plain", 7],
+    ids=lambda v: type(v).__name__,
+)
+def test_whatever_encodes_at_the_depth_limit_decodes(leaf: Any) -> None:
+    """A tagged value is a level of its own: at MAX_DEPTH it is refused when stored, as a row
+    holding it would be refused when read (0.1.0 stored such values and could not read them)."""
+    deepest = leaf
+    for _ in range(MAX_DEPTH - 1):
+        deepest = [deepest]
+    assert decode_value(json.loads(dumps(encode_value(deepest)))) == deepest
+    is_a_level = type(leaf) not in (str, int) or "\x00" in leaf
+    if not is_a_level:
+        assert decode_value(json.loads(dumps(encode_value([deepest])))) == [deepest]
+    else:
+        with pytest.raises(ValueError, match="nested deeper"):
+            encode_value([deepest])
+        with pytest.raises(ValueError, match="nested deeper"):
+            decode_value(json.loads(dumps([encode_value(deepest)])))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import flask
+import flask_login
 import pytest
 from flask import Flask, flash, get_flashed_messages, request, session
 from helpers import ClosingClient, sql
@@ -360,7 +361,6 @@ def test_markup_values_keep_their_type(make_app: Callable[..., Flask]) -> None:
 
 
 def test_flask_login_works_unchanged(make_app: Callable[..., Flask], pg_dsn: str, schema: str) -> None:
-    flask_login = pytest.importorskip("flask_login")
     app = make_app()
     manager = flask_login.LoginManager(app)
 
@@ -446,7 +446,6 @@ def test_session_transaction_that_changes_nothing_writes_nothing(
 
 
 def test_session_transaction_can_log_a_flask_login_user_in(make_app: Callable[..., Flask]) -> None:
-    flask_login = pytest.importorskip("flask_login")
     app = make_app()
     manager = flask_login.LoginManager(app)
 
@@ -544,7 +543,6 @@ def test_store_unavailable_stays_a_503_with_flask_login(
     make_app: Callable[..., Flask], wire_counter: RoundTripCounter
 ) -> None:
     # Flask-Login reads the session again in after_request; that must not turn into a 500.
-    flask_login = pytest.importorskip("flask_login")
     app = broken_app(make_app, wire_counter)
     flask_login.LoginManager(app).user_loader(lambda user_id: None)
 

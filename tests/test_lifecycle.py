@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+from helpers import wait_for
 from session_app import session_app
 from webtest import TestApp
 
@@ -39,11 +40,11 @@ def client_for(store: PostgresStore, app: Any = session_app, **options: Any) -> 
 
 
 def execute(store: PostgresStore, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(store._pool._connect_kwargs["dsn"])
+    conn = psycopg2.connect(store.dsn)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(statement.replace("{t}", store._qualified), params)
+            cur.execute(statement.replace("{t}", store.qualified_name), params)
             return cur.fetchall() if cur.description else []
     finally:
         conn.close()
@@ -108,16 +109,27 @@ def test_invalidate_deletes_row_and_expires_cookie(store: PostgresStore) -> None
 # -- timeouts -------------------------------------------------------------------------------
 
 
+def age(store: PostgresStore, minutes: int) -> None:
+    """Move every row ``minutes`` into the past: as if that much time went by, without waiting."""
+    shift = f"interval '{minutes} minutes'"
+    execute(
+        store,
+        f"UPDATE {{t}} SET created_at = created_at - {shift}, accessed_at = accessed_at - {shift},"
+        f" expires_at = expires_at - {shift}",
+    )
+
+
 def test_absolute_timeout_ends_even_an_active_session(store: PostgresStore) -> None:
     client = client_for(
-        store, idle_timeout=timedelta(hours=1), absolute_timeout=timedelta(seconds=2), touch_interval=0.1
+        store, idle_timeout=timedelta(minutes=30), absolute_timeout=timedelta(hours=1), touch_interval=1
     )
     client.get("/set?a=1")
-    deadline = time.monotonic() + 1.5
-    while time.monotonic() < deadline:  # keep it busy: idle expiry never comes
+    for _ in range(2):  # used every 20 minutes: the idle timeout alone would never end it
+        age(store, 20)
         assert client.get("/read").json == {"a": "1"}
-        time.sleep(0.2)
-    time.sleep(1.0)
+    [(capped,)] = execute(store, "SELECT expires_at = created_at + interval '1 hour' FROM {t}")
+    assert capped  # the touch moved the expiry only as far as the absolute limit
+    age(store, 20)  # an hour since the login, 20 minutes since the last request
     assert client.get("/read").json == {}
 
 
@@ -133,18 +145,18 @@ def test_regenerate_keeps_the_creation_time(store: PostgresStore) -> None:
 
 
 def test_touch_moves_only_the_expiry(store: PostgresStore) -> None:
-    client = client_for(store, idle_timeout=timedelta(seconds=30), touch_interval=1)
+    client = client_for(store, idle_timeout=timedelta(hours=1), touch_interval=1)
     client.get("/set?a=1")
     execute(
         store,
         "UPDATE {t} SET accessed_at = now() - interval '5 seconds',"
-        " expires_at = now() + interval '10 seconds'",
+        " expires_at = now() + interval '10 minutes'",
     )
     [(xmin_data_before,)] = execute(store, "SELECT data::text FROM {t}")
     client.get("/read")
     [(data_after, remaining)] = execute(store, "SELECT data::text, expires_at - now() FROM {t}")
     assert data_after == xmin_data_before
-    assert remaining > timedelta(seconds=25)
+    assert remaining > timedelta(minutes=30)  # moved to an hour from the touch
 
 
 def test_touch_interval_is_capped_at_a_tenth_of_idle(store: PostgresStore) -> None:
@@ -155,7 +167,7 @@ def test_touch_interval_is_capped_at_a_tenth_of_idle(store: PostgresStore) -> No
         idle_timeout=timedelta(seconds=100),
         touch_interval=timedelta(hours=1),
     )
-    assert middleware.touch_interval == timedelta(seconds=10)
+    assert middleware.policy.touch_interval == timedelta(seconds=10)
 
 
 # -- purge ----------------------------------------------------------------------------------
@@ -230,6 +242,100 @@ def test_background_purge_thread_runs_and_stops(make_store: Callable[..., Postgr
     assert purger is not None and purger.is_alive()
     store.close()
     assert not purger.is_alive()
+
+
+def purge_backends(store: PostgresStore, waiting: bool) -> list[tuple[Any, ...]]:
+    """This store's purge statements now running (those waiting for a lock, if ``waiting``)."""
+    return execute(
+        store,
+        "SELECT pid FROM pg_stat_activity WHERE query LIKE '%%pg_try_advisory_xact_lock%%'"
+        " AND position(%s in query) > 0 AND (NOT %s OR wait_event_type = 'Lock')"
+        " AND pid <> pg_backend_pid()",
+        store.schema,
+        waiting,
+    )
+
+
+def test_the_background_purge_never_takes_the_requests_connection(
+    make_store: Callable[..., PostgresStore],
+) -> None:
+    """With a one-connection pool and the purge stuck, a request is still served: the purge has
+    a connection of its own. (A statement_timeout longer than the test keeps the purge stuck.)"""
+    store = make_store(max_connections=1, pool_timeout=5, purge_interval=0.05, statement_timeout=120)
+    store.create_table()
+    client = client_for(store)
+    client.get("/set?a=1")  # first use starts the purge thread
+    fill(store, live=0, expired=5)
+    locker = psycopg2.connect(store.dsn)
+    try:
+        with locker.cursor() as cur:  # reads pass a SHARE lock, the purge's DELETE does not
+            cur.execute(f"LOCK TABLE {store.qualified_name} IN SHARE MODE")
+        wait_for(lambda: purge_backends(store, waiting=True), "the purge waits for the lock")
+
+        response = client.get("/read")  # needs the pool's only connection
+
+        assert response.json == {"a": "1"}
+        assert purge_backends(store, waiting=True), "the purge was no longer stuck: nothing shown"
+    finally:
+        locker.rollback()
+        locker.close()
+    wait_for(lambda: execute(store, "SELECT count(*) FROM {t}") == [(1,)], "the purge finishes")
+
+
+def test_purge_skips_rows_a_request_holds_and_never_waits_for_them(store: PostgresStore) -> None:
+    fill(store, live=1, expired=3)
+    [(held,)] = execute(store, "SELECT id FROM {t} WHERE expires_at <= now() LIMIT 1")
+    locker = psycopg2.connect(store.dsn)
+    try:
+        with locker.cursor() as cur:  # as a request's statement on that row would
+            cur.execute(f"SELECT 1 FROM {store.qualified_name} WHERE id = %s FOR UPDATE", (held,))
+        assert store.purge_expired() == 2  # returns (statement_timeout is 5 s): it did not wait
+        [(still_there,)] = execute(store, "SELECT count(*) FROM {t} WHERE id = %s", held)
+        assert still_there == 1
+    finally:
+        locker.rollback()
+        locker.close()
+    assert store.purge_expired() == 1  # the next purge takes it
+
+
+def test_purge_returns_at_once_while_another_process_purges(store: PostgresStore) -> None:
+    fill(store, live=0, expired=3)
+    other = psycopg2.connect(store.dsn)
+    try:
+        with other.cursor() as cur:  # another process in the middle of a purge batch
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (store._lock_key,))
+        assert store.purge_expired() == 0  # gave way rather than waited
+        assert execute(store, "SELECT count(*) FROM {t}") == [(3,)]
+    finally:
+        other.rollback()
+        other.close()
+    assert store.purge_expired() == 3
+
+
+def test_a_request_on_an_expired_row_never_waits_for_the_purge_holding_it(store: PostgresStore) -> None:
+    """A purge batch locks the expired rows it deletes; a request bringing the cookie of one of
+    them reads or writes past it instead of queueing behind the purge."""
+    client = client_for(store)
+    client.get("/set?user=alice")
+    execute(store, "UPDATE {t} SET expires_at = now() - interval '1 second'")
+    [(expired_id,)] = execute(store, "SELECT id FROM {t}")
+    quick = PostgresStore(
+        store.dsn, schema=store.schema, statement_timeout=3, purge_interval=None
+    )
+    locker = psycopg2.connect(store.dsn)
+    try:
+        with locker.cursor() as cur:  # what the purge's DELETE ... FOR UPDATE SKIP LOCKED holds
+            cur.execute(f"SELECT 1 FROM {store.qualified_name} WHERE id = %s FOR UPDATE", (expired_id,))
+        replay = TestApp(SessionMiddleware(session_app, quick, secret_key=SECRET))
+        cookie = {"Cookie": f"session={client.cookies['session']}"}
+        assert replay.get("/read", headers=cookie).json == {}
+        written = replay.get("/set?b=2", headers=cookie)  # a blind write: 503 had it waited
+        assert "Set-Cookie" in written.headers  # a new session, not the expired one
+        assert replay.get("/read").json == {"b": "2"}
+    finally:
+        locker.rollback()
+        locker.close()
+        quick.close()
 
 
 # -- log out everywhere ---------------------------------------------------------------------

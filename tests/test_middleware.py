@@ -49,21 +49,31 @@ def client(make_client: Callable[..., TestApp]) -> TestApp:
 
 
 def rows(store: PostgresStore) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(store._pool._connect_kwargs["dsn"])
+    conn = psycopg2.connect(store.dsn)
     try:
         with conn.cursor() as cur:
-            cur.execute(f"SELECT id, data, user_id FROM {store._qualified} ORDER BY created_at")
+            cur.execute(f"SELECT id, data, user_id FROM {store.qualified_name} ORDER BY created_at")
             return cur.fetchall()
     finally:
         conn.close()
 
 
 def sql(store: PostgresStore, statement: str, *params: Any) -> None:
-    conn = psycopg2.connect(store._pool._connect_kwargs["dsn"])
+    conn = psycopg2.connect(store.dsn)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(statement.replace("{t}", store._qualified), params)
+            cur.execute(statement.replace("{t}", store.qualified_name), params)
+    finally:
+        conn.close()
+
+
+def query(store: PostgresStore, statement: str) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(store.dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement.replace("{t}", store.qualified_name))
+            return cur.fetchall()
     finally:
         conn.close()
 
@@ -187,12 +197,56 @@ def test_expired_row_is_never_served_even_before_purge(client: TestApp, store: P
     assert len(rows(store)) == 1  # still there, unpurged, but not served
 
 
-def test_idle_timeout_expires_sessions_by_the_database_clock(make_client: Callable[..., TestApp]) -> None:
+def test_a_blind_write_to_an_idle_expired_session_does_not_bring_it_back(
+    client: TestApp, store: PostgresStore
+) -> None:
+    """A user logged out by the idle timeout stays logged out, even if the next request only writes.
+
+    The row is expired by the database clock and left unpurged; the write does not read first.
+    """
+    client.get("/set?user=alice")
+    old_cookie = str(client.cookies["session"])
+    sql(
+        store,
+        "UPDATE {t} SET accessed_at = now() - interval '2 hours', expires_at = now() - interval '1 second'",
+    )
+    response = client.get("/set?b=2")  # sets a key without reading the session
+    assert "Set-Cookie" in response.headers, "the write went into the expired row"
+    new_cookie = str(client.cookies["session"])
+    assert new_cookie.split(".")[0] != old_cookie.split(".")[0]
+    assert client.get("/read").json == {"b": "2"}
+    replay = TestApp(client.app)
+    replay.set_cookie("session", old_cookie)
+    assert replay.get("/read").json == {}
+    expired = [data for _, data, _ in rows(store) if data.get("user") == "alice"]
+    assert expired == [{"user": "alice"}]  # untouched, waiting for the purge
+
+
+def test_idle_timeout_expires_sessions_by_the_database_clock(
+    make_client: Callable[..., TestApp], store: PostgresStore
+) -> None:
     client = make_client(idle_timeout=timedelta(seconds=1), touch_interval=0.05)
-    client.get("/set?a=1")
-    assert client.get("/read").json == {"a": "1"}
-    time.sleep(1.3)
-    assert client.get("/read").json == {}
+    created = client.get("/set?a=1")
+    value = str(client.cookies["session"])
+    assert "Max-Age=1" in created.headers["Set-Cookie"]
+    [(lifetime,)] = query(store, "SELECT expires_at - accessed_at FROM {t}")
+    assert lifetime == timedelta(seconds=1)  # computed by the database from its own now()
+    wait_until_expired_by_the_database(store)
+    # The browser has dropped the cookie by now (Max-Age=1); replay it by hand, as an attacker
+    # holding a copy would, so the server is the one that must refuse it.
+    replay = TestApp(client.app)
+    response = replay.get("/read", headers={"Cookie": f"session={value}"})
+    assert response.json == {}
+    assert "Max-Age=0" in response.headers["Set-Cookie"]  # the cookie arrived, and was refused
+    assert len(rows(store)) == 1  # not purged: the expiry check alone refused it
+
+
+def wait_until_expired_by_the_database(store: PostgresStore, limit: float = 30.0) -> None:
+    """Poll until every row is past its expiry by the database clock (an outer bound, not a test)."""
+    deadline = time.monotonic() + limit
+    while query(store, "SELECT count(*) FROM {t} WHERE expires_at > now()") != [(0,)]:
+        assert time.monotonic() < deadline, "rows never expired"
+        time.sleep(0.1)
 
 
 def test_permanent_cookie_has_max_age(make_client: Callable[..., TestApp]) -> None:
@@ -201,15 +255,26 @@ def test_permanent_cookie_has_max_age(make_client: Callable[..., TestApp]) -> No
     assert "Max-Age=7200" in header and "Expires=" in header
 
 
+def test_cookie_has_no_domain_unless_cookie_domain_is_set(make_client: Callable[..., TestApp]) -> None:
+    """Host-only by default: a Domain attribute would hand the session to every subdomain."""
+    client = make_client()
+    headers = [client.get("/set?a=1").headers["Set-Cookie"], client.get("/regen").headers["Set-Cookie"]]
+    headers.append(client.get("/logout").headers["Set-Cookie"])
+    assert all("domain" not in header.lower() for header in headers), headers
+    scoped = make_client(cookie_domain="example.com")
+    created = scoped.get("/set?a=1", extra_environ={"HTTP_HOST": "www.example.com"})
+    assert "Domain=example.com" in created.headers["Set-Cookie"]
+
+
 def test_non_permanent_cookie_is_a_browser_session_cookie(
     make_client: Callable[..., TestApp], store: PostgresStore
 ) -> None:
     client = make_client(permanent=False, idle_timeout=timedelta(hours=2))
     header = client.get("/set?a=1").headers["Set-Cookie"]
     assert "Max-Age" not in header and "Expires" not in header
-    conn = psycopg2.connect(store._pool._connect_kwargs["dsn"])
+    conn = psycopg2.connect(store.dsn)
     with conn.cursor() as cur:
-        cur.execute(f"SELECT expires_at - now() FROM {store._qualified}")
+        cur.execute(f"SELECT expires_at - now() FROM {store.qualified_name}")
         (remaining,) = cur.fetchone()
     conn.close()
     assert timedelta(hours=1, minutes=59) < remaining <= timedelta(hours=2)

@@ -25,14 +25,14 @@ def stored(store: PostgresStore, cookie: str | None) -> dict[str, Any] | None:
     if not cookie:
         return None
     id_hash = hashlib.sha256(cookie.rsplit(".", 1)[0].encode()).digest()
-    dsn = store._pool._connect_kwargs["dsn"]
-    rows = query(dsn, f"SELECT data FROM {store._qualified} WHERE id = %s", (id_hash,))
+    dsn = store.dsn
+    rows = query(dsn, f"SELECT data FROM {store.qualified_name} WHERE id = %s", (id_hash,))
     return rows[0][0] if rows else None
 
 
 def row_count(store: PostgresStore) -> int:
-    dsn = store._pool._connect_kwargs["dsn"]
-    return int(query(dsn, f"SELECT count(*) FROM {store._qualified}")[0][0])
+    dsn = store.dsn
+    return int(query(dsn, f"SELECT count(*) FROM {store.qualified_name}")[0][0])
 
 
 # -- many threads, one session, a real threaded WSGI server ----------------------------------

@@ -85,17 +85,18 @@ def test_expired_sessions_are_purged_through_pgbouncer(
 ) -> None:
     live = wsgi_call(bounced, "/set?user=bob").cookie()
     assert live
-    query(owned_server.dsn,
-          f"INSERT INTO {SCHEMA}.pgsession (id, data, expires_at) SELECT sha256(i::text::bytea),"
-          " '{}', now() - interval '1 minute' FROM generate_series(1, 2500) i")
+    query(
+        owned_server.dsn,
+        f"INSERT INTO {SCHEMA}.pgsession (id, data, expires_at) SELECT sha256(i::text::bytea),"
+        " '{}', now() - interval '1 minute' FROM generate_series(1, 2500) i",
+    )
 
     assert bounced.store.purge_expired(batch_size=1000) == 2500
 
     assert query(owned_server.dsn, f"SELECT count(*) FROM {SCHEMA}.pgsession") == [(1,)]
     assert row(owned_server.dsn, live) == {"user": "bob"}
     # The purge's lock is transaction-scoped: nothing stays held on a pooled server connection.
-    assert query(owned_server.dsn,
-                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == [(0,)]
+    assert query(owned_server.dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == [(0,)]
 
 
 def test_concurrent_sessions_through_pgbouncer_keep_every_write(
@@ -123,8 +124,11 @@ def test_concurrent_sessions_through_pgbouncer_keep_every_write(
     for answers in results.values():
         assert [a.status for a in answers] == [200] * 15
         assert answers[-1].body == b"[('n', 15)]"
-    servers = query(owned_server.dsn, "SELECT count(*) FROM pg_stat_activity WHERE"
-                                      " backend_type = 'client backend' AND pid <> pg_backend_pid()")
+    servers = query(
+        owned_server.dsn,
+        "SELECT count(*) FROM pg_stat_activity WHERE"
+        " backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    )
     assert servers[0][0] >= 2, "PgBouncer used a single server connection: nothing was shown"
 
 
@@ -133,8 +137,9 @@ def test_statement_timeout_still_applies_through_pgbouncer(
 ) -> None:
     """PgBouncer drops the startup option that carries statement_timeout; a blocked write must
     still end with 503 after statement_timeout, not hang the worker."""
-    store = PostgresStore(bounced.store._pool._connect_kwargs["dsn"], schema=SCHEMA,
-                          purge_interval=None, statement_timeout=1)
+    store = PostgresStore(
+        bounced.store.dsn, schema=SCHEMA, purge_interval=None, statement_timeout=1
+    )
     timed_app = SessionMiddleware(app, store, secret_key="bouncer-secret")
     cookie = wsgi_call(timed_app, "/set?user=carol").cookie()
     assert cookie
@@ -143,7 +148,8 @@ def test_statement_timeout_still_applies_through_pgbouncer(
         with locker.cursor() as cur:
             id_hash = hashlib.sha256(cookie.rsplit(".", 1)[0].encode()).digest()
             cur.execute(f"SELECT 1 FROM {SCHEMA}.pgsession WHERE id = %s FOR UPDATE", (id_hash,))
-        release = threading.Timer(4, locker.rollback)  # bounds the test if the timeout is lost
+        # Bounds the test if the timeout were lost: the write would then succeed, 30 s late.
+        release = threading.Timer(30, locker.rollback)
         release.start()
         started = time.monotonic()
         answer = wsgi_call(timed_app, "/set?user=dave", cookie)
@@ -152,4 +158,5 @@ def test_statement_timeout_still_applies_through_pgbouncer(
     finally:
         locker.close()
         store.close()
-    assert answer.status == 503 and took < 3, (answer.status, took)
+    # Gave up after statement_timeout=1 s; the upper bound is wide, for a busy machine.
+    assert answer.status == 503 and 1 <= took < 20, (answer.status, took)

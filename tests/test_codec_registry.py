@@ -1,0 +1,336 @@
+"""The codec's registry: an app's own types are stored the way the built-in ones are."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from apps.support import wsgi_call
+from helpers import sql
+from markupsafe import Markup
+
+from pgsession_wsgi import ConfigurationError, PostgresStore, SessionMiddleware, get_session
+from pgsession_wsgi import codec as codec_module
+from pgsession_wsgi.codec import MAX_DEPTH, Codec, Recurse, TagRegistrationError, TypeTag, dumps
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
+@dataclass
+class Stop:
+    where: Point
+    at: datetime
+    fare: Decimal
+
+
+class LazyText:
+    """A stand-in for flask-babel's LazyString: not a str, but text when asked."""
+
+    def __init__(self, make: Callable[[], str]) -> None:
+        self._make = make
+
+    def __str__(self) -> str:
+        return self._make()
+
+
+def with_app_types(codec: Codec) -> Codec:
+    codec.register_type(Point, " pt", lambda p: [p.x, p.y], lambda data: Point(*data))
+    codec.register_type(
+        Stop, " stop", lambda s: {"where": s.where, "at": s.at, "fare": s.fare}, lambda data: Stop(**data)
+    )
+    codec.register_type(LazyText, None, str)
+    return codec
+
+
+def round_trip(codec: Codec, value: Any) -> Any:
+    return codec.decode(json.loads(dumps(codec.encode(value))))
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+STOP = Stop(Point(1, 2), datetime(2026, 3, 4, 5, 6), Decimal("2.50"))
+
+
+# -- app types round-trip ---------------------------------------------------------------------
+
+
+def test_a_registered_dataclass_is_stored_under_its_tag_and_read_back() -> None:
+    codec = with_app_types(Codec())
+    assert codec.encode(Point(1, 2)) == {" pt": [1, 2]}
+    assert codec.encode(STOP) == {
+        " stop": {"where": {" pt": [1, 2]}, "at": {" dt": "2026-03-04T05:06:00"}, "fare": {" dec": "2.50"}}
+    }
+    back = round_trip(codec, STOP)
+    assert back == STOP and type(back.where) is Point and type(back.at) is datetime
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[Point(1, 2), STOP], {"p": Point(3, 4), "s": [STOP]}, (Point(5, 6), (STOP,)), {" pt": Point(0, 0)}],
+    ids=["list", "dict", "tuple", "dict-looking-like-a-tag"],
+)
+def test_registered_types_inside_containers_round_trip(value: Any) -> None:
+    assert round_trip(with_app_types(Codec()), value) == value
+
+
+def test_a_tag_class_gets_the_codec_for_its_payload() -> None:
+    class Interval:
+        def __init__(self, start: date, end: date) -> None:
+            self.start, self.end = start, end
+
+    class IntervalTag(TypeTag):
+        name = " iv"
+        types = (Interval,)
+
+        def to_json(self, value: Any, encode: Recurse) -> Any:
+            return [encode(value.start), encode(value.end)]
+
+        def from_json(self, data: Any, decode: Recurse) -> Any:
+            return Interval(*(decode(item) for item in data))
+
+    codec = Codec()
+    codec.register(IntervalTag())
+    encoded = codec.encode([Interval(date(2026, 1, 1), date(2026, 2, 1))])
+    assert encoded == [{" iv": [{" d": "2026-01-01"}, {" d": "2026-02-01"}]}]
+    (back,) = codec.decode(encoded)
+    assert (back.start, back.end) == (date(2026, 1, 1), date(2026, 2, 1))
+
+
+def test_a_lazy_string_is_stored_as_plain_text() -> None:
+    codec = with_app_types(Codec())
+    assert codec.encode({"greeting": LazyText(lambda: "Hallo")}) == {"greeting": "Hallo"}
+    back = round_trip(codec, [LazyText(lambda: "nul\x00")])  # still jsonb-safe
+    assert back == ["nul\x00"] and type(back[0]) is str
+
+
+def test_subclasses_are_taken_only_when_asked_for() -> None:
+    class Point3(Point):
+        pass
+
+    codec = with_app_types(Codec())
+    with pytest.raises(TypeError, match="Point3 cannot be stored"):
+        codec.encode(Point3(1, 2))
+    codec.register_type(
+        Point, " pt", lambda p: [p.x, p.y], lambda d: Point(*d), subclasses=True, replace=True
+    )
+    assert codec.encode(Point3(1, 2)) == {" pt": [1, 2]}
+
+
+def test_index_puts_a_subclass_tag_before_its_base() -> None:
+    class Trusted(Markup):
+        pass
+
+    class VeryTrusted(Trusted):
+        pass
+
+    codec = Codec()
+    codec.register_type(Trusted, " tr", str, Trusted, subclasses=True)
+    assert codec.encode(VeryTrusted("x")) == {" m": "x"}  # Markup's tag is asked first
+    codec.register_type(Trusted, " tr", str, Trusted, subclasses=True, replace=True, index=0)
+    assert codec.encode(VeryTrusted("x")) == {" tr": "x"}
+    assert codec.encode(Markup("x")) == {" m": "x"}
+
+
+def test_codecs_keep_their_registrations_apart() -> None:
+    with_app_types(Codec())
+    with pytest.raises(TypeError, match="register_type"):
+        Codec().encode(Point(1, 2))
+    with pytest.raises(TypeError):
+        codec_module.encode_value(Point(1, 2))
+    assert Codec().decode({" pt": [1, 2]}) == {" pt": [1, 2]}  # an unknown tag is a plain dict
+
+
+# -- what registration refuses ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [" dt", " t", " s", " f", " m"])
+def test_a_built_in_name_is_not_shadowed_without_replace(name: str) -> None:
+    codec = Codec()
+    with pytest.raises(TagRegistrationError, match="replace=True") as raised:
+        codec.register_type(Point, name, lambda p: [p.x, p.y], lambda d: Point(*d))
+    assert isinstance(raised.value, ConfigurationError)
+    assert codec.decode(json.loads(dumps(codec.encode((1, "nul\x00", 1e20))))) == (1, "nul\x00", 1e20)
+
+
+def test_replace_takes_a_name_over_explicitly() -> None:
+    codec = Codec()
+    codec.register_type(Point, " dt", lambda p: [p.x, p.y], lambda d: Point(*d), replace=True)
+    assert codec.decode({" dt": [1, 2]}) == Point(1, 2)
+    with pytest.raises(TypeError):  # datetime lost its tag with it
+        codec.encode(datetime(2026, 1, 1))
+
+
+def test_a_type_already_stored_needs_replace_and_its_old_rows_still_load() -> None:
+    codec = Codec()
+    with pytest.raises(TagRegistrationError, match="already stored with"):
+        codec.register_type(date, " day", date.toordinal, date.fromordinal)
+    codec.register_type(date, " day", date.toordinal, date.fromordinal, replace=True)
+    assert codec.encode(date(2026, 1, 1)) == {" day": date(2026, 1, 1).toordinal()}
+    assert codec.decode({" d": "2026-01-01"}) == date(2026, 1, 1)
+
+
+def test_a_name_is_registered_once() -> None:
+    codec = with_app_types(Codec())
+    with pytest.raises(TagRegistrationError, match="' pt' is taken"):
+        codec.register_type(Stop, " pt", repr, eval)
+    tag = TypeTagForPoints()
+    codec.register(tag, replace=True)
+    with pytest.raises(TagRegistrationError, match="already registered"):
+        codec.register(tag)
+
+
+class TypeTagForPoints(TypeTag):
+    name = " pt"
+    types = (Point,)
+
+    def to_json(self, value: Any, encode: Recurse) -> Any:
+        return [value.x, value.y]
+
+    def from_json(self, data: Any, decode: Recurse) -> Any:
+        return Point(*data)
+
+
+@pytest.mark.parametrize("name", ["pt", "", "pt ", "\tpt", b" pt", " nul\x00"])
+def test_a_name_must_start_with_a_space(name: Any) -> None:
+    with pytest.raises(TagRegistrationError) as raised:
+        Codec().register_type(Point, name, lambda p: [p.x, p.y], lambda d: Point(*d))
+    assert isinstance(raised.value, ConfigurationError)
+    assert repr(name) in str(raised.value)
+
+
+def test_the_wrapped_dict_tag_cannot_be_replaced() -> None:
+    with pytest.raises(TagRegistrationError, match="the codec's own"):
+        Codec().register_type(Point, " di", lambda p: [p.x, p.y], lambda d: Point(*d), replace=True)
+
+
+@pytest.mark.parametrize("kind", [int, bool, type(None), list, dict])
+def test_a_tag_for_plain_json_is_refused(kind: type) -> None:
+    with pytest.raises(TagRegistrationError, match="never be used"):
+        Codec().register_type(kind, " x", str, str)
+
+
+def test_name_and_from_json_go_together() -> None:
+    with pytest.raises(TagRegistrationError, match="go together"):
+        Codec().register_type(Point, " pt", str)
+    with pytest.raises(TagRegistrationError, match="go together"):
+        Codec().register_type(LazyText, None, str, str)  # type: ignore[arg-type]
+
+
+def test_a_tag_class_must_read_back_what_it_writes() -> None:
+    class WriteOnly(TypeTag):
+        name = " wo"
+        types = (Point,)
+
+        def to_json(self, value: Any, encode: Recurse) -> Any:
+            return [value.x, value.y]
+
+    with pytest.raises(TagRegistrationError, match="from_json"):
+        Codec().register(WriteOnly())
+
+
+# -- limits hold inside an app's payloads ------------------------------------------------------
+
+
+class Box:
+    def __init__(self, content: Any) -> None:
+        self.content = content
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Box) and other.content == self.content
+
+
+def boxing(codec: Codec) -> Codec:
+    codec.register_type(Box, " box", lambda box: box.content, Box)
+    return codec
+
+
+def test_depth_limit_counts_the_tag_and_its_payload() -> None:
+    codec = boxing(Codec())
+    assert round_trip(codec, Box(nested(MAX_DEPTH - 1))) == Box(nested(MAX_DEPTH - 1))
+    assert round_trip(codec, nested(MAX_DEPTH - 1, Box(1))) == nested(MAX_DEPTH - 1, Box(1))
+    with pytest.raises(ValueError, match="nested deeper"):
+        codec.encode(Box(nested(MAX_DEPTH)))
+    with pytest.raises(ValueError, match="nested deeper"):
+        codec.encode(nested(MAX_DEPTH, Box(1)))  # the tag itself is a level
+    with pytest.raises(ValueError, match="nested deeper"):
+        codec.decode({" box": nested(MAX_DEPTH)})  # a row written by something else
+    with pytest.raises(ValueError, match="integers wider"):
+        codec.encode(Box([10**400]))
+
+
+def test_a_converter_that_returns_its_own_type_ends_at_the_depth_limit() -> None:
+    codec = Codec()
+    codec.register_type(LazyText, None, lambda text: text)
+    with pytest.raises(ValueError, match="nested deeper"):
+        codec.encode(LazyText(lambda: "loop"))
+
+
+def test_a_self_containing_value_inside_a_tag_is_refused() -> None:
+    loop: list[Any] = []
+    loop.append(Box(loop))
+    with pytest.raises(ValueError, match="nested deeper"):
+        boxing(Codec()).encode(loop)
+
+
+# -- through a real session --------------------------------------------------------------------
+
+TABLE = "codec_sessions"
+VALUES: dict[str, Any] = {
+    "point": Point(1, 2),
+    "stops": [STOP, {"next": Point(3, 4)}],
+    "pair": (Point(5, 6), [STOP]),
+    "by_name": {"home": Point(0, 0), "trip": (STOP,)},
+    "title": LazyText(lambda: "Reise"),
+}
+LOADED: dict[str, Any] = {}
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """/put stores VALUES in the session; /read copies the session into LOADED."""
+    session = get_session(environ)
+    if environ["PATH_INFO"] == "/put":
+        for key, value in VALUES.items():
+            session[key] = value
+    else:
+        LOADED.clear()
+        LOADED.update(session)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b""]
+
+
+@pytest.fixture
+def app_codec(monkeypatch: pytest.MonkeyPatch) -> Iterator[Codec]:
+    """The default codec, with the app's types, for this test only."""
+    codec = with_app_types(Codec())
+    monkeypatch.setattr(codec_module, "default_codec", codec)
+    yield codec
+
+
+def test_app_types_survive_a_session_save_and_load(
+    app_codec: Codec, make_store: Callable[..., PostgresStore], pg_dsn: str, schema: str
+) -> None:
+    store = make_store(table=TABLE)
+    store.create_table()
+    middleware = SessionMiddleware(app, store, secret_key="codec-secret")
+    cookie = wsgi_call(middleware, "/put").cookie()
+    assert cookie
+    ((stored,),) = sql(pg_dsn, f'SELECT data FROM "{schema}".{TABLE}')
+    assert stored["point"] == {" pt": [1, 2]} and stored["title"] == "Reise"
+    assert stored["pair"][" t"][0] == {" pt": [5, 6]}
+    assert wsgi_call(middleware, "/read", cookie).status == 200
+    assert LOADED == {**VALUES, "title": "Reise"}
+    assert type(LOADED["pair"]) is tuple and type(LOADED["stops"][0].at) is datetime
+    assert type(LOADED["by_name"]["trip"][0].where) is Point
