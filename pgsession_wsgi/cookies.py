@@ -21,6 +21,7 @@ from werkzeug.http import dump_cookie
 from .errors import ConfigurationError
 
 __all__ = [
+    "SESSION_ID_PATTERN",
     "CookieSettings",
     "HmacIdSigner",
     "IdSigner",
@@ -31,7 +32,9 @@ __all__ = [
 #: Cookies longer than this are not even parsed: no browser sends a valid one that long.
 MAX_COOKIE_LENGTH = 4096
 
-_OUR_COOKIE = re.compile(r"[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{43}")
+#: What :func:`new_session_id` returns: 32 random bytes as unpadded url-safe base64.
+SESSION_ID_PATTERN = r"[A-Za-z0-9_-]{43}"
+_OUR_COOKIE = re.compile(rf"{SESSION_ID_PATTERN}\.[A-Za-z0-9_-]{{43}}")
 
 
 def new_session_id() -> str:

@@ -12,15 +12,15 @@ from collections.abc import Iterable
 
 from itsdangerous import Signer
 
+from ..cookies import SESSION_ID_PATTERN
 from ..errors import ConfigurationError
 from .conventions import UUID4_PATTERN
 
 __all__ = ["FlaskPgSessionSigner"]
 
-_TOKEN = r"[A-Za-z0-9_-]{43}"  # pgsession_wsgi.cookies.new_session_id()
-_BARE_ID = re.compile(f"{UUID4_PATTERN}|{_TOKEN}")
+_BARE_ID = re.compile(f"{UUID4_PATTERN}|{SESSION_ID_PATTERN}")
 # HMAC-SHA1 is 20 bytes: 27 characters of unpadded urlsafe base64.
-_SIGNED_ID = re.compile(f"(?:{UUID4_PATTERN}|{_TOKEN})\\.[A-Za-z0-9_-]{{27}}")
+_SIGNED_ID = re.compile(f"(?:{UUID4_PATTERN}|{SESSION_ID_PATTERN})\\.[A-Za-z0-9_-]{{27}}")
 
 
 class FlaskPgSessionSigner:
