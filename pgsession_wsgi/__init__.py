@@ -1,5 +1,6 @@
 """Server-side sessions for any WSGI application, stored in PostgreSQL."""
 
+from .codec import TypeTag, register_type
 from .errors import (
     ConfigurationError,
     LegacyTableError,
@@ -8,6 +9,7 @@ from .errors import (
     SessionError,
     SessionTooLarge,
     StoreUnavailable,
+    TagRegistrationError,
 )
 from .middleware import ENVIRON_KEY, SessionMiddleware, current_session, get_session
 from .session import Session
@@ -26,8 +28,11 @@ __all__ = [
     "SessionMiddleware",
     "SessionTooLarge",
     "StoreUnavailable",
+    "TagRegistrationError",
+    "TypeTag",
     "current_session",
     "get_session",
+    "register_type",
 ]
 
 __version__ = "0.1.0"

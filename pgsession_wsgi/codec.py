@@ -37,6 +37,10 @@ reads back as that plain value::
 
     register_type(LazyString, None, str)
 
+A name or a type already registered, a built-in one included, is refused unless ``replace=True``
+says so: the name is in every row stored with it. Each tagged value is a level towards
+:data:`MAX_DEPTH`, and its payload's containers count too.
+
 For full control subclass :class:`TypeTag` and register an instance with
 ``default_codec.register(tag)``; the built-in types are registered that way. A :class:`Codec` of
 your own starts with the built-ins and keeps its registrations apart from :data:`default_codec`.
@@ -56,7 +60,7 @@ from uuid import UUID
 
 from markupsafe import Markup
 
-from .errors import ConfigurationError
+from .errors import TagRegistrationError
 
 __all__ = [
     "MAX_DEPTH",
@@ -92,10 +96,6 @@ _PLAIN_TYPES = (int, bool, type(None), list, dict)
 _CONTAINERS = (dict, list)
 # The codec writes this tag itself (dicts that look like a tag); it cannot be replaced.
 _DICT_TAG = " di"
-
-
-class TagRegistrationError(ConfigurationError):
-    """A tag cannot be registered: its name is no tag name, or it collides with a registered tag."""
 
 
 def check_key(key: str) -> None:

@@ -11,6 +11,10 @@ class ConfigurationError(SessionError, ValueError):
     """An option is missing or contradicts another; raised at construction, never per request."""
 
 
+class TagRegistrationError(ConfigurationError):
+    """A codec tag cannot be registered: its name is no tag name, or it collides with another."""
+
+
 class LegacyTableError(ConfigurationError):
     """The session table still has flask-pg-session's layout; ``command`` converts it."""
 
