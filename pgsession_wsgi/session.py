@@ -101,7 +101,17 @@ class Session(MutableMapping[str, Any]):
     # -- loading ---------------------------------------------------------------------------
 
     def _load(self) -> None:
-        raw = self._loader(self) if self._loader is not None else None
+        self.preload(self._loader(self) if self._loader is not None else None)
+
+    def preload(self, raw: dict[str, Any] | None) -> None:
+        """Give the session its stored data now, for front ends that cannot load lazily.
+
+        An async front end runs the core's load before the app and hands the row over here;
+        the session then counts as loaded but not yet accessed.
+
+        :param raw: the stored JSON object (None: no live row).
+        :raises SessionDataError: the row cannot be decoded.
+        """
         self.state.row_found = raw is not None
         raw = raw or {}
         try:
