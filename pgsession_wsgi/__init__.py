@@ -1,4 +1,17 @@
-"""Server-side sessions for any WSGI application, stored in PostgreSQL."""
+"""Server-side sessions for any WSGI application, stored in PostgreSQL.
+
+Quick start (plain WSGI)::
+
+    from pgsession_wsgi import PostgresStore, SessionMiddleware, get_session
+
+    store = PostgresStore("postgresql://app@db/app")  # creates its table on first use
+    app = SessionMiddleware(app, store, secret_key=os.environ["SECRET_KEY"])
+    # per request, in the app: session = get_session(environ); session["user"] = 42
+
+``__all__`` is everything an application imports. Flask apps use :mod:`pgsession_wsgi.flask`;
+:mod:`pgsession_wsgi.codec` and :mod:`pgsession_wsgi.core` serve those who add a type or write
+another front end. The other modules are internal building blocks.
+"""
 
 from .codec import TypeTag, register_type
 from .errors import (

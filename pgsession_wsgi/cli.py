@@ -437,7 +437,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 failed, 2 usage or configuration)."""
+    """Run the command line, callable from Python too (the ``pgsession-wsgi`` script calls it).
+
+    Expected failures print one line to stderr, never a traceback or a password.
+
+    :param argv: the arguments after the program name; None for ``sys.argv[1:]``.
+    :returns: the exit status: 0 ok, 1 failed, 2 usage or configuration, 130 interrupted.
+    """
     parser = _parser()
     try:
         args = parser.parse_args(argv)

@@ -184,6 +184,8 @@ class Codec:
         :param index: where ``tag`` goes among the tags whose ``check`` is asked, when more than
             one may accept a value (a subclass's tag before its base's); default: last, or the
             place of the tag it replaces.
+        :raises TagRegistrationError: the tag is malformed (a name without a leading space, no
+            ``to_json``...), or it collides with a registered tag and ``replace`` is off.
         """
         self._validate(tag)
         holders = self._holders(tag)
@@ -225,6 +227,8 @@ class Codec:
             back as whatever ``from_json`` makes).
         :param replace: as for :meth:`register`: take a name or type another tag holds.
         :param index: as for :meth:`register`: the place among tags that check subclasses.
+        :raises TagRegistrationError: as for :meth:`register`, or a name without ``from_json``
+            (or ``from_json`` without a name).
         """
         if (name is None) != (from_json is None):
             raise TagRegistrationError(
@@ -596,6 +600,8 @@ def register_type(
     :param subclasses: store instances of subclasses of ``cls`` with this tag too.
     :param replace: take a tag name or type over from the tag holding it.
     :param index: the place among the tags that check subclasses.
+    :raises TagRegistrationError: a malformed tag name, or one or a type already registered
+        (without ``replace``).
     """
     default_codec.register_type(
         cls, name, to_json, from_json, subclasses=subclasses, replace=replace, index=index

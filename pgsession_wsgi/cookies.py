@@ -38,27 +38,44 @@ _OUR_COOKIE = re.compile(rf"{SESSION_ID_PATTERN}\.[A-Za-z0-9_-]{{43}}")
 
 
 def new_session_id() -> str:
-    """A fresh id with 256 bits from the OS random source."""
+    """A fresh id with 256 bits from the OS random source, so that no id can be guessed."""
     return secrets.token_urlsafe(32)
 
 
 def hash_session_id(session_id: str) -> bytes:
-    """The primary key a session id is stored under."""
+    """The primary key a session id is stored under, so a leaked table or backup opens no session.
+
+    :param session_id: the id as the cookie carries it.
+    """
     return hashlib.sha256(session_id.encode("utf-8")).digest()
 
 
 class IdSigner(Protocol):
     """Turns session ids into cookie values and back; swap it to read another cookie format."""
 
-    def sign(self, session_id: str) -> str: ...
+    def sign(self, session_id: str) -> str:
+        """The cookie value that carries ``session_id``.
+
+        :param session_id: an id from :func:`new_session_id` (or one the old format issued).
+        """
+        ...
 
     def unsign(self, value: str) -> tuple[str, bool] | None:
-        """``(session_id, needs_resign)`` for a valid value, else None. Must never raise."""
+        """``(session_id, needs_resign)`` for a valid value, else None. Must never raise.
+
+        :param value: the cookie's value as the browser sent it (untrusted).
+        """
         ...
 
 
 class HmacIdSigner:
-    """HMAC-SHA256 signatures from itsdangerous; fallback keys verify but never sign."""
+    """HMAC-SHA256 signatures from itsdangerous; fallback keys verify but never sign.
+
+    :param secret_key: signs every cookie.
+    :param fallback_secret_keys: older keys still accepted while you rotate; empty ones are skipped.
+    :param salt: keeps these signatures apart from others made with the same key.
+    :raises ConfigurationError: ``secret_key`` is empty.
+    """
 
     def __init__(
         self,
@@ -84,9 +101,18 @@ class HmacIdSigner:
         return base64_encode(raw).decode("ascii")
 
     def sign(self, session_id: str) -> str:
+        """``<id>.<signature>``, signed with ``secret_key``.
+
+        :param session_id: the id to carry.
+        """
         return f"{session_id}.{self._signature(0, session_id)}"
 
     def unsign(self, value: str) -> tuple[str, bool] | None:
+        """``(session_id, needs_resign)`` if a key signed ``value``, else None; never raises.
+
+        :param value: the cookie's value as the browser sent it (untrusted).
+        :returns: ``needs_resign`` is true when a fallback key verified it.
+        """
         if not _OUR_COOKIE.fullmatch(value):
             return None
         session_id, signature = value.split(".")
@@ -100,7 +126,16 @@ class HmacIdSigner:
 
 @dataclass(frozen=True)
 class CookieSettings:
-    """Where and how the session cookie is set; validates the ``__Host-``/``__Secure-`` rules."""
+    """Where and how the session cookie is set, checked once so no response sends a bad one.
+
+    :param name: the cookie's name; ``__Host-`` and ``__Secure-`` names are always Secure.
+    :param path: its ``Path``.
+    :param domain: its ``Domain``; None sends none (the safest).
+    :param secure: force ``Secure`` on or off; None: when the request came over https.
+    :param httponly: ``HttpOnly``.
+    :param samesite: ``"Lax"``, ``"Strict"``, ``"None"`` (needs Secure) or None.
+    :raises ConfigurationError: an invalid name or SameSite, or options the name's prefix forbids.
+    """
 
     name: str = "session"
     path: str = "/"
@@ -129,6 +164,10 @@ class CookieSettings:
             )
 
     def is_secure(self, environ_scheme: str) -> bool:
+        """Whether the cookie gets ``Secure`` in the response to this request.
+
+        :param environ_scheme: the request's URL scheme, ``"https"`` or ``"http"``.
+        """
         if self.name.startswith(("__Host-", "__Secure-")):
             return True
         return self.secure if self.secure is not None else environ_scheme == "https"
@@ -138,6 +177,8 @@ class CookieSettings:
 
         A plain split is enough for the values this layer issues (plain or in quotes), and
         anything odd in the header (another cookie's bytes included) cannot become an error.
+
+        :param cookie_header: the request's ``Cookie`` header.
         """
         if self.name not in cookie_header:
             return None
@@ -153,6 +194,12 @@ class CookieSettings:
         return None
 
     def set_header(self, value: str, max_age: int | None, scheme: str) -> str:
+        """The ``Set-Cookie`` value that stores ``value`` in the browser.
+
+        :param value: the signed id.
+        :param max_age: seconds the cookie lives; None for a browser-session cookie.
+        :param scheme: the request's URL scheme, for ``Secure``.
+        """
         return dump_cookie(
             self.name,
             value,
@@ -165,6 +212,10 @@ class CookieSettings:
         )
 
     def delete_header(self, scheme: str) -> str:
+        """The ``Set-Cookie`` value that makes the browser drop the cookie of an ended session.
+
+        :param scheme: the request's URL scheme; the attributes must match the set cookie's.
+        """
         return dump_cookie(
             self.name,
             "",

@@ -3,12 +3,14 @@
 The core knows neither WSGI nor a database driver. Its two steps, :meth:`SessionCore.load` and
 :meth:`SessionCore.save`, are generators: each yields the statements it needs (:class:`Load`,
 :class:`Insert`, :class:`Write`, :class:`Touch`, :class:`Delete`), receives each result, and
-returns its answer. An adapter runs them with a store, sync or async::
+returns its answer. An adapter runs them with a store, sync or async, so that every front end
+shares one copy of every rule below::
 
-    headers = run(core.save(session), store.execute)            # WSGI: psycopg2
+    core = SessionCore.configure(secret_key, **options)  # all of SessionMiddleware's options
+    session = core.open(cookie_header, scheme, lambda s: run(core.load(s), store.execute))
+    ...                                                   # the app uses the session
+    headers = run(core.save(session), store.execute)              # WSGI: psycopg2
     headers = await run_async(core.save(session), store.execute)  # ASGI: psycopg 3
-
-so both front ends share one copy of every rule below.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ def user_id_text(value: Any, key: str | None = None) -> str:
 
     Anything else is refused, so "log out everywhere" can never miss a session because the
     app stored the id in one type and looks it up in another.
+
+    :param value: the user id.
+    :param key: the session key it was found under, for the error message; None for a lookup.
+    :raises SessionError: ``value`` is not a str, int or UUID.
     """
     kind = type(value)
     if kind is str:
@@ -73,7 +79,11 @@ def user_id_text(value: Any, key: str | None = None) -> str:
 
 @dataclass(frozen=True)
 class LoadedRow:
-    """A live row, as :class:`Load` is answered: its data and whether a touch is due."""
+    """A live row, as :class:`Load` is answered: its data and whether a touch is due.
+
+    :param data: the stored JSON object, parsed (its values still encoded).
+    :param touch_due: the expiry is due to be pushed forward at the save.
+    """
 
     data: dict[str, Any]
     touch_due: bool
@@ -81,8 +91,12 @@ class LoadedRow:
 
 @dataclass(frozen=True)
 class WriteResult:
-    """How a :class:`Write` went: whether the row was there, whether its expiry moved, and
-    the stored ``_permanent`` flag (None if unset)."""
+    """How a :class:`Write` went: the core decides from it whether a cookie must go out.
+
+    :param updated: the live row was there and was written.
+    :param touched: its expiry moved forward.
+    :param permanent: the stored ``_permanent`` flag; None if unset.
+    """
 
     updated: bool
     touched: bool
@@ -91,7 +105,11 @@ class WriteResult:
 
 @dataclass(frozen=True)
 class Load:
-    """Read the live row under ``id_hash``; answered with a :class:`LoadedRow` or None."""
+    """Read the live row under ``id_hash``; answered with a :class:`LoadedRow` or None.
+
+    :param id_hash: the SHA-256 of the session id, the row's key.
+    :param touch_interval: how old ``accessed_at`` may get before a touch is due.
+    """
 
     id_hash: bytes
     touch_interval: timedelta
@@ -99,7 +117,15 @@ class Load:
 
 @dataclass(frozen=True)
 class Insert:
-    """Store a new session; answered with None, or :class:`SessionTooLarge` raised."""
+    """Store a new session; answered with None, or :class:`SessionTooLarge` raised.
+
+    :param id_hash: the SHA-256 of the new id.
+    :param data_json: the whole session, a JSON object.
+    :param user_id: the text of the user column (:func:`user_id_text`), or None.
+    :param idle: the row expires this long after its last touch.
+    :param absolute: the row expires this long after its creation at the latest; None: never.
+    :param max_size: the most bytes the stored data may take; None for no limit.
+    """
 
     id_hash: bytes
     data_json: str
@@ -111,7 +137,19 @@ class Insert:
 
 @dataclass(frozen=True)
 class Write:
-    """Merge changes into a live row (maybe moving it); answered with a :class:`WriteResult`."""
+    """Merge changes into a live row (maybe moving it); answered with a :class:`WriteResult`.
+
+    :param id_hash: the SHA-256 of the current id.
+    :param changed_json: the changed keys, a JSON object merged over the stored one.
+    :param removed: the keys to delete from the stored object.
+    :param replace: start from an empty object instead (after ``clear()``).
+    :param new_hash: the SHA-256 of a new id to move the row to; None to keep the id.
+    :param user_id: the user column's new text, None to clear it, or :data:`KEEP_USER`.
+    :param idle: as for :class:`Insert`; applied only when a touch is due.
+    :param absolute: as for :class:`Insert`.
+    :param touch_interval: as for :class:`Load`.
+    :param max_size: as for :class:`Insert`, measured on the merged row.
+    """
 
     id_hash: bytes
     changed_json: str
@@ -127,7 +165,12 @@ class Write:
 
 @dataclass(frozen=True)
 class Touch:
-    """Push a live row's expiry forward; answered with True if the row was there."""
+    """Push a live row's expiry forward; answered with True if the row was there.
+
+    :param id_hash: the SHA-256 of the session id.
+    :param idle: as for :class:`Insert`.
+    :param absolute: as for :class:`Insert`.
+    """
 
     id_hash: bytes
     idle: timedelta
@@ -136,18 +179,27 @@ class Touch:
 
 @dataclass(frozen=True)
 class Delete:
-    """Remove a row; answered with True if it was there."""
+    """Remove a row; answered with True if it was there.
+
+    :param id_hash: the SHA-256 of the session id.
+    """
 
     id_hash: bytes
 
 
+#: Any statement the core may ask a store to run.
 Operation = Union[Load, Insert, Write, Touch, Delete]
 #: A step of the core: yields operations, is sent their results, returns ``T``.
 Steps = Generator[Operation, Any, T]
 
 
 def run(steps: Steps[T], execute: Callable[[Operation], Any]) -> T:
-    """Drive ``steps`` with a blocking ``execute`` (for example ``PostgresStore.execute``)."""
+    """Drive ``steps`` with a blocking ``execute`` (for example ``PostgresStore.execute``).
+
+    :param steps: a step of the core, such as ``core.save(session)``.
+    :param execute: runs one operation and returns its answer.
+    :returns: what the step returns.
+    """
     try:
         operation = next(steps)
         while True:
@@ -157,7 +209,12 @@ def run(steps: Steps[T], execute: Callable[[Operation], Any]) -> T:
 
 
 async def run_async(steps: Steps[T], execute: Callable[[Operation], Awaitable[Any]]) -> T:
-    """Drive ``steps`` with an awaitable ``execute`` (an async store)."""
+    """Drive ``steps`` with an awaitable ``execute`` (an async store).
+
+    :param steps: a step of the core, such as ``core.save(session)``.
+    :param execute: a coroutine function that runs one operation and returns its answer.
+    :returns: what the step returns.
+    """
     try:
         operation = next(steps)
         while True:
@@ -182,7 +239,17 @@ def _duration(value: timedelta | float | None, name: str) -> timedelta | None:
 class Policy:
     """How long sessions live, when they are written, and what they may hold; set once.
 
-    Build it with :meth:`from_options`, which checks every value.
+    Build it with :meth:`from_options`, which checks every value. The fields are the
+    :class:`~pgsession_wsgi.SessionMiddleware` options of the same names:
+
+    :param idle_timeout: a session unused this long is gone; also the cookie's ``Max-Age``.
+    :param absolute_timeout: a session older than this is gone; None for no limit.
+    :param touch_interval: the expiry is pushed forward at most this often.
+    :param permanent: the default of ``session.permanent``.
+    :param refresh_each_request: re-send a permanent session's cookie when its expiry moves.
+    :param user_key: the session key mirrored into the user column; None for none.
+    :param regenerate_on_user_change: a login under ``user_key`` moves the session to a new id.
+    :param max_size: the most bytes a stored session may take; None for no limit.
     """
 
     idle_timeout: timedelta
@@ -207,7 +274,10 @@ class Policy:
         regenerate_on_user_change: bool,
         max_size: int | None,
     ) -> Policy:
-        """Check and normalise the middleware's options (seconds become ``timedelta``).
+        """Check and normalise the middleware's options, so a bad one fails at start-up.
+
+        The parameters are the fields; durations may be given in seconds, and
+        ``touch_interval`` is capped at a tenth of ``idle_timeout``.
 
         :raises ConfigurationError: a duration that is not positive, or a ``max_size`` below 1.
         """
@@ -284,8 +354,13 @@ class SessionCore:
         max_size: int | None,
         signer: IdSigner | None,
     ) -> SessionCore:
-        """A core from a middleware's options (each front end takes the same ones).
+        """A core from a middleware's options, so that every front end takes the same ones.
 
+        The options other than these two are :class:`~pgsession_wsgi.SessionMiddleware`'s,
+        documented there.
+
+        :param secret_key: signs the cookie; required unless ``signer`` is given.
+        :param signer: reads and writes another cookie format; None: HMAC with ``secret_key``.
         :raises ConfigurationError: a missing secret or an option that contradicts another.
         """
         if signer is None:
@@ -328,7 +403,10 @@ class SessionCore:
     # -- loading ---------------------------------------------------------------------------
 
     def read_cookie(self, state: SessionState) -> None:
-        """Verify the request's cookie once; a bad one leaves no id (and costs no statement)."""
+        """Verify the request's cookie once; a bad one leaves no id (and costs no statement).
+
+        :param state: the request's state; ``session_id`` and ``resign`` are set on it.
+        """
         if state.cookie_read:
             return
         state.cookie_read = True
@@ -345,12 +423,19 @@ class SessionCore:
             state.session_id, state.resign = verified
 
     def wants_load(self, state: SessionState) -> bool:
-        """Whether loading would ask the store anything: only for a validly signed cookie."""
+        """Whether loading would ask the store anything: only for a validly signed cookie.
+
+        :param state: the request's state.
+        """
         self.read_cookie(state)
         return state.session_id is not None
 
     def load(self, session: Session) -> Steps[dict[str, Any] | None]:
-        """The stored data of ``session`` (None: no live row, and its id is never used again)."""
+        """The stored data of ``session`` (None: no live row, and its id is never used again).
+
+        :param session: a session from :meth:`open`.
+        :returns: the stored object, values still encoded; the loader hands it to the session.
+        """
         state = session.state
         self.read_cookie(state)
         if state.session_id is None:
@@ -367,6 +452,7 @@ class SessionCore:
     def save(self, session: Session) -> Steps[list[tuple[str, str]]]:
         """Write what changed; return the headers to add (``Vary``, maybe ``Set-Cookie``).
 
+        :param session: a session from :meth:`open`; one never used needs no statement.
         :raises SessionError: a value cannot be stored (naming its key), or it is too large.
         """
         if not session.accessed:
@@ -385,13 +471,18 @@ class SessionCore:
 
         True for a new session, a regenerated or ended one, or a login under ``user_key``;
         the adapter logs it and does not save.
+
+        :param session: a session that :meth:`needs_late_save`.
         """
         state = session.state
         self.read_cookie(state)
         return state.session_id is None or state.regenerate or state.invalidate or self._new_user(session)
 
     def needs_late_save(self, session: Session) -> bool:
-        """Only a session used after the save (by a streaming body) can have changed since."""
+        """Only a session used after the save (by a streaming body) can have changed since.
+
+        :param session: a session saved before its response body finished.
+        """
         return session.state.used_since_save and session.modified
 
     def _save(self, session: Session, state: SessionState) -> Steps[str | None]:

@@ -1,4 +1,4 @@
-"""The defaults more than one part of pgsession-wsgi offers, each defined once.
+"""Internal: the defaults more than one part of pgsession-wsgi offers, each defined once.
 
 The store, the middleware, the Flask extensions and the command line all expose some of these;
 reading them from here keeps, say, ``pgsession-wsgi init``'s ``--table`` and ``PostgresStore``'s

@@ -1,4 +1,4 @@
-"""Turning a user's DSN into ``psycopg2.connect`` arguments without overriding the user.
+"""Internal: turning a user's DSN into ``psycopg2.connect`` arguments without overriding the user.
 
 psycopg2 lets keyword arguments replace the DSN's parameters, and libpq reads its ``PG*``
 environment variables only for parameters no keyword names. So the store's own values are passed
@@ -36,7 +36,13 @@ ENVIRONMENT = {
 
 
 def normalize_dsn(dsn: str) -> str:
-    """Accept SQLAlchemy-style URLs (``postgresql+psycopg2://``) and reject non-PostgreSQL ones."""
+    """Accept SQLAlchemy-style URLs (``postgresql+psycopg2://``) and reject non-PostgreSQL ones.
+
+    :param dsn: a libpq ``key=value`` string or a URL.
+    :returns: the DSN as libpq reads it (a driver suffix removed).
+    :raises ConfigurationError: empty, another database's URL, or unparseable (the message
+        never quotes the DSN, which may hold a password).
+    """
     if not isinstance(dsn, str) or not dsn.strip():
         raise ConfigurationError("the DSN is empty: pass a PostgreSQL URL such as postgresql://user@host/db")
     dsn = _DRIVER_SUFFIX.sub(lambda m: m.group(1) + "://", dsn.strip())
@@ -85,6 +91,8 @@ def parse_options(options: str) -> dict[str, str]:
     ``--name=value``; names lower-cased with ``-`` read as ``_``, the last of a repeated one wins.
 
     Other switches (``-B 100`` and the like) are not settings the store owns and are skipped.
+
+    :param options: a libpq ``options`` value, as the server splits it.
     """
     settings: dict[str, str] = {}
     words = iter(_split_options(options))
@@ -119,6 +127,7 @@ def connect_arguments(
     :param environ: the environment libpq will read; ``os.environ`` by default.
     :returns: the connect arguments (``dsn`` included) and the settings the caller still owns, i.e.
         those it actually sends; empty if the user set them all.
+    :raises ConfigurationError: the DSN is not a usable PostgreSQL one (see :func:`normalize_dsn`).
     """
     if "dsn" in defaults or "options" in defaults:
         raise ValueError("defaults cannot hold dsn or options: pass the DSN itself and options as settings")

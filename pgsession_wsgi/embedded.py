@@ -8,6 +8,13 @@ server runs as the system user ``embedded_postgres`` (PostgreSQL refuses root), 
 Authentication is ``trust`` (anyone who reaches the socket is the superuser), so the socket is the
 only lock: its directory and the socket itself are mode 0700, owned by the server's user. Only that
 user (the current one when not root) and root can connect; other local users get "Permission denied".
+
+Usage::
+
+    from pgsession_wsgi.embedded import start_embedded
+
+    with start_embedded() as server:  # a throwaway server in a temporary directory
+        store = PostgresStore(server.dsn)
 """
 
 from __future__ import annotations
@@ -51,7 +58,17 @@ def _bin_dir() -> Path:
 
 
 class EmbeddedPostgres:
-    """One PostgreSQL server in its own data directory, reachable only through its unix socket."""
+    """One PostgreSQL server in its own data directory, reachable only through its unix socket.
+
+    Made by :func:`start_embedded`, which prepares the directories; a context manager that
+    calls :meth:`close`.
+
+    :param data_dir: the data directory; :meth:`start` runs ``initdb`` in it if it is empty.
+    :param socket_dir: the directory of the server's socket, mode 0700.
+    :param throwaway: skip the disk flushes (fsync and the like): nothing is worth keeping.
+    :param remove: the directories :meth:`close` deletes.
+    :raises ConfigurationError: the ``embedded-postgres`` package is not installed.
+    """
 
     def __init__(
         self, data_dir: Path, socket_dir: Path, *, throwaway: bool, remove: tuple[Path, ...] = ()
@@ -85,7 +102,10 @@ class EmbeddedPostgres:
         return result.returncode == 0
 
     def start(self) -> None:
-        """Initialise the data directory if needed, then start and wait until connections work."""
+        """Initialise the data directory if needed, then start and wait until connections work.
+
+        :raises RuntimeError: ``initdb`` or ``pg_ctl`` failed; the message ends with the log.
+        """
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(self.data_dir)
         if self.running:  # started by an earlier run on this data directory: use its socket
@@ -121,6 +141,8 @@ class EmbeddedPostgres:
         """Kill the other client connections (all, or those with this application_name).
 
         Returns how many ended: each is waited for, so the count is final when this returns.
+
+        :param application_name: end only connections with this ``application_name``; None: all.
         """
         import psycopg2
 
@@ -244,10 +266,14 @@ def _hand_over(path: Path) -> None:
 
 
 def start_embedded(data_dir: str | Path | None = None, *, throwaway: bool | None = None) -> EmbeddedPostgres:
-    """Start (creating if needed) a private server and return it running.
+    """A private server, created if needed and running, so the demo and tests need no other.
 
-    Without ``data_dir`` the server lives in a new temporary directory. ``throwaway`` (default:
-    only for that temporary directory) also turns off fsync and makes close() delete the files.
+    :param data_dir: where the server keeps its data (created if missing, reused if there);
+        None for a new temporary directory.
+    :param throwaway: turn fsync off and make ``close()`` delete the files; default: only for
+        the temporary directory.
+    :raises ConfigurationError: the ``embedded-postgres`` package is not installed.
+    :raises RuntimeError: the server did not start; the message ends with its log.
     """
     _bin_dir()  # fail with the install hint before creating anything
     user = _server_user()

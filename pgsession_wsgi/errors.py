@@ -16,7 +16,13 @@ class TagRegistrationError(ConfigurationError):
 
 
 class LegacyTableError(ConfigurationError):
-    """The session table still has flask-pg-session's layout; ``command`` converts it."""
+    """The session table still has flask-pg-session's layout; ``command`` converts it.
+
+    Raised at start-up instead of reading the old rows, which would mean unpickling them.
+
+    :param table: the table's quoted, qualified name.
+    :param command: the ``pgsession-wsgi migrate-flask-pg-session ...`` command line to run.
+    """
 
     def __init__(self, table: str, command: str) -> None:
         super().__init__(
@@ -30,11 +36,16 @@ class LegacyTableError(ConfigurationError):
 class StoreUnavailable(SessionError):
     """The database cannot be reached in time; the middleware answers 503 for it."""
 
+    #: The HTTP status the middleware and the Flask extensions answer with.
     status_code = 503
 
 
 class SessionTooLarge(SessionError):
-    """The encoded session is over ``max_size``; nothing was written."""
+    """The encoded session is over ``max_size``; nothing was written.
+
+    :param size: the encoded size in bytes (as measured; a lower bound if refused before sending).
+    :param limit: the ``max_size`` it exceeds.
+    """
 
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(
@@ -46,7 +57,10 @@ class SessionTooLarge(SessionError):
 
 
 class SessionDataError(SessionError):
-    """A stored session cannot be decoded; the request fails (500) rather than start empty."""
+    """A stored session cannot be decoded; the request fails (500) rather than start empty.
+
+    :param reason: what failed (an exception's name); never the row's data, which may be secret.
+    """
 
     def __init__(self, reason: str) -> None:
         super().__init__(

@@ -3,6 +3,15 @@
 ``flask.session`` *is* the :class:`pgsession_wsgi.Session` that ``SessionMiddleware`` put into the
 WSGI environ: one lazy object, saved by the middleware, so Flask code and plain WSGI code see the
 same data. Importing this module imports Flask; importing ``pgsession_wsgi`` does not.
+
+Usage::
+
+    from flask import Flask
+    from pgsession_wsgi.flask import PgSession
+
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=os.environ["SECRET_KEY"], PGSESSION_DSN="postgresql://app@db/app")
+    PgSession(app)  # flask.session now lives in PostgreSQL
 """
 
 from __future__ import annotations
@@ -59,12 +68,20 @@ class EnvironSessionInterface(SessionInterface):
     The middleware loads and saves it, so this interface never touches the database itself,
     except for sessions it had to open because no middleware ran: Flask's test client opens
     ``session_transaction()`` sessions that way. Pass the ``middleware`` to support that.
+
+    :param middleware: opens and saves the sessions no middleware ran for; None refuses them.
     """
 
     def __init__(self, middleware: SessionMiddleware | None = None) -> None:
         self.middleware = middleware
 
     def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        """The environ's session, as ``flask.session``; Flask calls this for every request.
+
+        :param app: the Flask app.
+        :param request: the request whose environ holds the session.
+        :raises OutsideRequestError: no middleware ran and none was given to this interface.
+        """
         session = request.environ.get(ENVIRON_KEY)
         if session is None:
             if self.middleware is None:
@@ -83,6 +100,12 @@ class EnvironSessionInterface(SessionInterface):
         return cast(SessionMixin, session)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Save a session this interface opened; one the middleware opened is the middleware's.
+
+        :param app: the Flask app.
+        :param session: ``flask.session``.
+        :param response: gets the ``Set-Cookie`` and ``Vary`` headers the save needs.
+        """
         # Sessions the middleware opened are saved by it when the response starts.
         environ = flask_request.environ
         if self.middleware is None or not environ.pop(_OPENED_HERE, False):
@@ -129,6 +152,8 @@ def register_store_unavailable_handler(app: Flask) -> None:
 
     ``PgSession`` does this itself; call it when you wire ``EnvironSessionInterface`` by hand.
     An app's own handler for ``StoreUnavailable`` is left in place.
+
+    :param app: the Flask app.
     """
     existing = app.error_handler_spec.get(None, {}).get(None, {})
     if StoreUnavailable not in existing:
@@ -210,7 +235,12 @@ class _Extension:
         return interface
 
     def get_middleware(self, app: Flask | None = None) -> SessionMiddleware:
-        """The middleware of ``app``; by default of ``current_app``, or of the only app set up."""
+        """The middleware of ``app``; by default of ``current_app``, or of the only app set up.
+
+        :param app: the app; None for the current one, or the only one this extension set up.
+        :raises OutsideRequestError: no ``app``, no app context, and not exactly one app set up.
+        :raises ConfigurationError: pgsession-wsgi is not set up on the app.
+        """
         if app is None:
             if has_app_context():
                 app = cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
@@ -230,7 +260,10 @@ class _Extension:
 
     @property
     def store(self) -> PostgresStore:
-        """The :class:`PostgresStore` of this app (see :meth:`get_middleware`)."""
+        """The :class:`PostgresStore` of this app, for ``revoke_user`` and the like.
+
+        Found as :meth:`get_middleware` finds the app, and raises as it does.
+        """
         return self.get_middleware().store
 
     # -- for subclasses --------------------------------------------------------------------
@@ -257,10 +290,19 @@ class PgSession(_Extension):
     ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA``, ``PGSESSION_MAX_CONNECTIONS`` and
     ``PGSESSION_USER_KEY`` (default ``"_user_id"``, Flask-Login's key: a login gets a new
     session id by itself); one instance may serve several apps, each with its own store.
+
+    :param app: the app to set up now; None to call :meth:`init_app` later.
     """
 
     def init_app(self, app: Flask) -> None:
-        """Set the app up; the table is checked (and created) now, so a bad one fails at start."""
+        """Set the app up; the table is checked (and created) now, so a bad one fails at start.
+
+        :param app: the Flask app.
+        :raises ConfigurationError: ``SECRET_KEY`` or the DSN is missing, an option is invalid,
+            or the app is set up already.
+        :raises LegacyTableError: the table still has flask-pg-session's layout.
+        :raises StoreUnavailable: the database cannot be reached.
+        """
         self._setup(app)
 
     def _settings(self, app: Flask) -> _Settings:
@@ -303,10 +345,19 @@ class FlaskPgSession(_Extension):
     for :class:`PgSession`) and the same cookie format, so
     users stay logged in once the table has been converted with
     ``pgsession-wsgi migrate-flask-pg-session``.
+
+    :param app: the app to set up now; None to call :meth:`init_app` later.
     """
 
     def init_app(self, app: Flask) -> EnvironSessionInterface:
-        """Set the app up; returns the session interface, as flask-pg-session does."""
+        """Set the app up; returns the session interface, as flask-pg-session does.
+
+        :param app: the Flask app.
+        :raises ConfigurationError: as for :meth:`PgSession.init_app`.
+        :raises LegacyTableError: the table is not converted yet; the message has the command,
+            ``SESSION_KEY_PREFIX`` included.
+        :raises StoreUnavailable: the database cannot be reached.
+        """
         return self._setup(app)
 
     def _settings(self, app: Flask) -> _Settings:

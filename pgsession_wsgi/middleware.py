@@ -5,8 +5,11 @@ the statements the core asks for on a :class:`PostgresStore`, and saves inside
 ``start_response``, before the status line can reach the client, so a failed save becomes an
 error response instead of a silently lost write::
 
+    from pgsession_wsgi import PostgresStore, SessionMiddleware, current_session
+
     store = PostgresStore("postgresql://app@db/app")
     app = SessionMiddleware(app, store, secret_key=os.environ["SECRET_KEY"])
+    # while the app handles a request: current_session["cart"] = [], or get_session(environ)
 """
 
 from __future__ import annotations
@@ -50,12 +53,17 @@ def _current_or_raise() -> Session:
         ) from None
 
 
-#: The session of the request being handled in this thread or context, like Flask's ``request``.
+#: The session of the request being handled in this thread or context, like Flask's ``request``,
+#: for code that has no environ at hand; outside a request it raises :class:`OutsideRequestError`.
 current_session: Session = cast(Session, LocalProxy(_current_or_raise))
 
 
 def get_session(environ: WSGIEnvironment) -> Session:
-    """The session the middleware put into ``environ``."""
+    """The session the middleware put into ``environ``, for code that has the environ at hand.
+
+    :param environ: the WSGI environ of a request the middleware handles.
+    :raises OutsideRequestError: no :class:`SessionMiddleware` is in front of the app.
+    """
     try:
         return cast(Session, environ[ENVIRON_KEY])
     except KeyError:
@@ -124,6 +132,8 @@ class SessionMiddleware:
     :param max_size: the most bytes a stored session may take, checked by the database on the
         merged row; None for no limit.
     :param signer: reads and writes another cookie format (the flask-pg-session drop-in uses it).
+    :raises ConfigurationError: ``secret_key`` is missing, an option is invalid or contradicts
+        another, or ``store`` is no :class:`PostgresStore`.
     """
 
     def __init__(
@@ -151,8 +161,11 @@ class SessionMiddleware:
     ) -> None:
         if not isinstance(store, PostgresStore):
             raise ConfigurationError("store must be a pgsession_wsgi.PostgresStore")
+        #: The wrapped application.
         self.app = app
+        #: Where sessions live; also the handle for ``revoke_user``, ``stats`` and the like.
         self.store = store
+        #: The request algorithm, with the options as checked.
         self.core = SessionCore.configure(
             secret_key,
             cookie_name=cookie_name,
@@ -190,6 +203,8 @@ class SessionMiddleware:
 
         For framework integrations that open a session outside the WSGI call; save it with
         :meth:`commit`.
+
+        :param environ: the request's WSGI environ (its ``Cookie`` header and URL scheme are read).
         """
         return self.core.open(
             environ.get("HTTP_COOKIE", ""), environ.get("wsgi.url_scheme", "http"), self._load
@@ -199,12 +214,25 @@ class SessionMiddleware:
         return run(self.core.load(session), self.store.execute)
 
     def commit(self, session: Session) -> list[tuple[str, str]]:
-        """Save ``session`` and return the headers the response needs (Set-Cookie, Vary)."""
+        """Save ``session`` and return the headers the response needs (Set-Cookie, Vary).
+
+        For sessions from :meth:`open_session`; the WSGI call saves its own.
+
+        :param session: the session to save.
+        :returns: the headers to add; empty if the session was never used.
+        :raises StoreUnavailable: the database cannot be reached in time.
+        :raises SessionError: a value cannot be stored, or the session is over ``max_size``.
+        """
         return run(self.core.save(session), self.store.execute)
 
     # -- WSGI ------------------------------------------------------------------------------
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """Run the app with a session bound; save it before the status line can go out.
+
+        :param environ: the request's WSGI environ; the session is put under :data:`ENVIRON_KEY`.
+        :param start_response: the server's ``start_response``.
+        """
         session = self.open_session(environ)
         environ[ENVIRON_KEY] = session
         token = _current.set(session)

@@ -1,4 +1,4 @@
-"""A small, bounded, blocking pool of psycopg2 connections.
+"""Internal: the small, bounded, blocking pool of psycopg2 connections a store goes through.
 
 Why not ``psycopg2.pool``: it raises at once when empty instead of waiting, it does not notice
 dead connections, and it hands a forked child the parent's sockets.
@@ -75,7 +75,13 @@ def _is_dead(conn: Connection) -> bool:
 
 
 class ConnectionPool:
-    """Hands out autocommit connections, at most ``max_connections`` at once."""
+    """Hands out autocommit connections, at most ``max_connections``, waiting while all are busy.
+
+    :param connect_kwargs: the arguments of ``psycopg2.connect``.
+    :param max_connections: the most connections open at once.
+    :param timeout: seconds a borrower waits for a free connection.
+    :param on_connect: called with each new connection before its first use.
+    """
 
     def __init__(
         self,
@@ -167,7 +173,11 @@ class ConnectionPool:
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
-        """Borrow a connection; it goes back to the pool unless it broke."""
+        """Borrow a connection; it goes back to the pool unless it broke.
+
+        :raises StoreUnavailable: none became free within ``timeout``, a new one could not
+            connect, or the pool is closed.
+        """
         conn = self._acquire()
         broken = False
         try:
@@ -183,6 +193,7 @@ class ConnectionPool:
         return self._connect()
 
     def close(self) -> None:
+        """Close the idle connections and refuse new borrowers; borrowed ones close on return."""
         with self._cond:
             self._closed = True
             idle, self._idle = self._idle, []

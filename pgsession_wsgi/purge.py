@@ -1,4 +1,4 @@
-"""The background purge: one thread per process deleting expired rows, off the request pool."""
+"""Internal: the background purge, one thread per process deleting expired rows off the pool."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ class PurgeWorker(threading.Thread):
 
     One per process, started (again, in forked children) by the store. It holds the store
     weakly, so a store that is dropped without ``close()`` still stops it.
+
+    :param store: the store to purge.
+    :param interval: seconds between purges.
     """
 
     def __init__(self, store: PostgresStore, interval: float) -> None:
@@ -38,11 +41,13 @@ class PurgeWorker(threading.Thread):
         atexit.register(self.stop)
 
     def stop(self) -> None:
+        """Stop after the purge under way, waiting for it a few seconds at most."""
         self._stopped.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=5)
 
     def run(self) -> None:
+        """Purge every ``interval`` until stopped; an outage is logged once and retried."""
         # A connection of its own, outside the pool, so a purge never makes a request wait.
         conn: psycopg2.extensions.connection | None = None
         failing = False

@@ -30,6 +30,9 @@ class SessionState:
 
     The session id lives here and nowhere else. :mod:`pgsession_wsgi.core` reads and updates
     these fields; apps read the session through its mapping and properties instead.
+
+    :param cookie_header: the request's ``Cookie`` header, parsed only when the session is used.
+    :param scheme: ``"https"`` or ``"http"``: decides ``Secure`` when it is not forced.
     """
 
     # Class defaults: an untouched request pays only for the two fields __init__ sets.
@@ -50,7 +53,16 @@ class SessionState:
 
 @dataclass
 class Changes:
-    """What a save must send: changed keys as JSON text, removed keys, or a whole replacement."""
+    """What a save must send: changed keys as JSON text, removed keys, or a whole replacement.
+
+    :param changed_json: the changed keys and their values, a JSON object.
+    :param changed_keys: the names of those keys.
+    :param removed: keys deleted since the load.
+    :param replace: the session was cleared: the stored object is replaced, not merged into.
+    :param full_json: the whole session, when it is fully known (a loaded session).
+    :param empty: the session holds nothing worth storing (at most ``_permanent``).
+    :param loaded: the stored data was read: the changes are against it.
+    """
 
     changed_json: str
     changed_keys: list[str]
@@ -62,16 +74,21 @@ class Changes:
 
     @property
     def any(self) -> bool:
+        """Whether the save has any data to send (else at most a touch of the expiry)."""
         return bool(self.changed_keys or self.removed or self.replace)
 
 
 class Session(MutableMapping[str, Any]):
-    """A server-side session: a mutable mapping of str keys to storable values.
+    """The dict an app keeps per user: loaded on first use, it finds by itself what to save.
 
-    ``new``: no stored session existed for this request (or it expired).
-    ``modified``: a save would write something.
-    ``accessed``: the app read or wrote the session; only then is the database touched.
-    ``permanent``: the cookie outlives the browser (``Max-Age``); stored as ``_permanent``.
+    Besides the mapping methods: keys must be ``str`` (``TypeError`` otherwise), ``==`` compares
+    with a dict or another session, and :meth:`clear` replaces the stored data as a whole. Apps
+    get one from :func:`~pgsession_wsgi.get_session` or :data:`~pgsession_wsgi.current_session`;
+    adapters make one with :meth:`~pgsession_wsgi.core.SessionCore.open`.
+
+    :param loader: fetches the stored data on first use; None for a session known to be new.
+    :param permanent: the default of :attr:`permanent` (the middleware's ``permanent``).
+    :param state: the request's :class:`SessionState` (the core makes it); a fresh one if None.
     """
 
     # Defaults live on the class so that a request that never touches its session pays only
@@ -80,20 +97,17 @@ class Session(MutableMapping[str, Any]):
     _encoded: dict[str, Any] = {}
     _cleared = False
     _mutated = False  # set, deleted or cleared since the load (nested changes are found apart)
+    #: The app read or wrote the session: only then is the database touched and a cookie sent.
     accessed = False
 
     def __init__(
         self, loader: Loader | None = None, *, permanent: bool = True, state: SessionState | None = None
     ) -> None:
-        """
-        :param loader: fetches the stored data on first use; None for a session known to be new.
-        :param permanent: the default of :attr:`permanent` (the middleware's ``permanent``).
-        :param state: the request's :class:`SessionState` (the core makes it); a fresh one if None.
-        """
         self._loader = loader
         self._default_permanent = permanent
         self._data: dict[str, Any] = {}
         self._loaded = loader is None
+        #: The request-scoped :class:`SessionState`: what the core reads and updates.
         self.state = state if state is not None else SessionState()
         if loader is None:
             self.state.row_found = False
@@ -179,28 +193,48 @@ class Session(MutableMapping[str, Any]):
 
     @property
     def id(self) -> str | None:
-        """The live session's id, None for a session not stored yet. A secret: never log it."""
+        """The live session's id, e.g. for ``keep`` in :meth:`PostgresStore.revoke_user`.
+
+        None for a session not stored yet; reading it loads the session. The id is as good as
+        the cookie: never log it.
+        """
         state = self.state
         if state.row_found is None:
             self._ensure_loaded()
         return state.session_id if state.row_found else None
 
     def peek(self, key: str) -> Any:
-        """The value under ``key`` if it is already in memory, without loading (else None)."""
+        """The value under ``key`` without loading, for code that must not cost a round trip.
+
+        :param key: a session key.
+        :returns: the value if it is in memory; None if absent or not loaded yet.
+        """
         return self._data.get(key)
 
     @property
     def loaded(self) -> bool:
-        """The stored data has been read (or is known not to exist, or was cleared)."""
+        """Whether the data is in memory, so that reading a key costs no round trip.
+
+        True also when no stored session exists, or after :meth:`clear`.
+        """
         return self._loaded
 
     @property
     def new(self) -> bool:
+        """True when no stored session existed for this request (or it had expired).
+
+        Tells a first visit from a returning one; reading it loads the session.
+        """
         self._ensure_loaded()
         return not self.state.row_found
 
     @property
     def permanent(self) -> bool:
+        """Whether the cookie outlives the browser (``Max-Age``) or ends with it.
+
+        Stored in the session as ``_permanent``, as Flask does; the default is the middleware's
+        ``permanent``. Setting the value it already has writes nothing.
+        """
         return bool(self.get("_permanent", self._default_permanent))
 
     @permanent.setter
@@ -210,18 +244,31 @@ class Session(MutableMapping[str, Any]):
 
     @property
     def modified(self) -> bool:
+        """Whether a save would write something; nothing ever needs to set it.
+
+        Changes are found by comparing encoded values, so ``session["cart"].append(x)`` counts.
+        Setting it (Flask's ``session.modified = True`` idiom) is accepted and changes nothing:
+        there is no change a comparison would miss.
+        """
         if not self.accessed:
             return False
         state = self.state
         return state.regenerate or state.invalidate or self.changes(max_size=None).any
 
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self.accessed = self.state.used_since_save = True
+
     def regenerate(self) -> None:
-        """Keep the data under a new id (call at login and on privilege changes)."""
+        """Keep the data under a new id, so that an id known before (a planted cookie) dies.
+
+        Call it at login and on privilege changes; the move is one statement at the save.
+        """
         self.accessed = self.state.used_since_save = True
         self.state.regenerate = True
 
     def invalidate(self) -> None:
-        """Delete the stored session, empty this one and expire its cookie (logout)."""
+        """End the session (logout): delete the stored row, empty this one, expire the cookie."""
         self.clear()
         self._cleared = False
         self.state.invalidate = True
@@ -230,11 +277,15 @@ class Session(MutableMapping[str, Any]):
     # -- for the core ----------------------------------------------------------------------
 
     def changes(self, max_size: int | None) -> Changes:
-        """Encode what changed since the load; raise ``SessionError`` naming a bad key.
+        """What a save must send, encoded once: the core builds its statement from it.
 
         A loaded session compares each value's encoded form with what was loaded, so assigning
         an equal value writes nothing; a session written without being read sends every key
         it was given.
+
+        :param max_size: refuse a session whose JSON is surely larger; None for no check.
+        :raises SessionError: a key or value cannot be stored (the message names the key).
+        :raises SessionTooLarge: the encoded session is over ``max_size``.
         """
         if self._loaded and not self._mutated and all(type(v) in _IMMUTABLE for v in self._data.values()):
             # Read only, and nothing that could have been changed in place: no work at all.
@@ -270,10 +321,11 @@ class Session(MutableMapping[str, Any]):
         )
 
     def mark_saved(self, session_id: str | None) -> None:
-        """Make what was just written the new baseline, under ``session_id`` (None: no row).
+        """Make what was just written the new baseline, so a later save sends only what changed.
 
-        Called by the core after a save, so that a later save (a streaming body's) sends only
-        what changed since.
+        Called by the core after each save: a streaming body may change the session again.
+
+        :param session_id: the id the data now lives under; None if no row remains.
         """
         state = self.state
         state.session_id = session_id

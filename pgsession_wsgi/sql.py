@@ -1,4 +1,4 @@
-"""Every SQL statement pgsession-wsgi sends, and the DDL, written once.
+"""Internal: every SQL statement pgsession-wsgi sends, and the DDL, written once.
 
 The text uses ``%(name)s`` placeholders, which psycopg2 and psycopg 3 both read, so the sync and
 the async store run the same statements. Each request statement touches one row by its primary
@@ -42,6 +42,10 @@ def quote_identifier(name: str, what: str) -> str:
 
     The result is exact SQL text: fit for DDL run without parameters and for binding as a value.
     A statement run *with* parameters needs :func:`_in_template` too (the drivers read ``%``).
+
+    :param name: the table or schema name, as given.
+    :param what: what it names (``"table"``, ``"schema"``...), for the error message.
+    :raises ConfigurationError: the name is empty, holds NUL, or is over 63 bytes.
     """
     if not isinstance(name, str) or not name or "\x00" in name:
         raise ConfigurationError(f"the {what} name must be a non-empty string without NUL characters")
@@ -58,16 +62,24 @@ def _in_template(sql_text: str) -> str:
 
 
 def lock_key(schema: str, table: str) -> int:
-    """The advisory lock key of one table: creation, migration and purges serialise on it."""
+    """The advisory lock key of one table: creation, migration and purges serialise on it.
+
+    :param schema: the schema name, as given.
+    :param table: the table name, as given.
+    """
     digest = hashlib.sha256(f"pgsession-wsgi:{schema}.{table}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def guard(settings: dict[str, str]) -> str:
-    """``SET LOCAL`` for each setting, to prefix statements where startup options are dropped."""
+    """``SET LOCAL`` for each setting, to prefix statements where startup options are dropped.
+
+    :param settings: setting names and values, as the store sends them as startup options.
+    """
     return "".join(f"SET LOCAL {name} = {value}; " for name, value in settings.items())
 
 
+#: The columns and types a table must have to be taken as ours.
 EXPECTED_COLUMNS = {
     "id": "bytea",
     "data": "jsonb",

@@ -1,8 +1,14 @@
-"""``PostgresStore``: every SQL statement pgsession-wsgi sends, and the pool they go through.
+"""``PostgresStore``: where sessions live, and the pool every statement goes through.
 
 Each request-path statement is a single autocommit statement that touches one row by its primary
 key and filters ``expires_at > now()``, so an expired row is never served whether or not it has
-been purged yet, and the store works unchanged behind PgBouncer in transaction mode.
+been purged yet, and the store works unchanged behind PgBouncer in transaction mode::
+
+    from pgsession_wsgi import PostgresStore, SessionMiddleware, current_session
+
+    store = PostgresStore("postgresql://app@db/app", max_connections=20)
+    app = SessionMiddleware(app, store, secret_key=os.environ["SECRET_KEY"])
+    store.revoke_user(user_id, keep=current_session)  # in a view: "log out everywhere else"
 """
 
 from __future__ import annotations
@@ -64,7 +70,8 @@ from .sql import (
     quote_identifier,
 )
 
-__all__ = ["KEEP_USER", "PostgresStore", "SessionInfo", "LoadedRow", "WriteResult", "user_id_text"]
+# LoadedRow, WriteResult, KEEP_USER and user_id_text live in core; importable here as in 0.1.0.
+__all__ = ["PostgresStore", "SessionInfo"]
 
 log = logging.getLogger("pgsession_wsgi")
 
@@ -74,7 +81,13 @@ Cursor = psycopg2.extensions.cursor
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """One live session of a user, for a "your devices" page; never carries the session id."""
+    """One live session of a user, for a "your devices" page; never carries the session id.
+
+    :param id_hash: the hex SHA-256 of the session id: tells sessions apart, opens none.
+    :param created_at: when the session began (a regenerated id keeps it).
+    :param accessed_at: when its expiry was last pushed forward (at most every touch interval).
+    :param expires_at: when it ends unless it is used again.
+    """
 
     id_hash: str
     created_at: datetime
@@ -83,7 +96,10 @@ class SessionInfo:
 
 
 class PostgresStore:
-    """Sessions in one PostgreSQL table, keyed by the SHA-256 of their id.
+    """Sessions in one PostgreSQL table, keyed by the SHA-256 of their id so a leak opens none.
+
+    Every method that reaches the database raises :class:`StoreUnavailable` when it cannot do
+    so in time, and :class:`SessionError` when a statement fails.
 
     :param dsn: a libpq connection string or ``postgresql://`` URL.
     :param table: table name; quoted as an identifier, so any name is safe.
@@ -99,6 +115,7 @@ class PostgresStore:
         corrupted either way.
     :param create_table: create the schema, table and indexes on first use.
     :param purge_interval: seconds between background purges of expired rows; None for none.
+    :raises ConfigurationError: the DSN is not PostgreSQL's, or a number is out of range.
     """
 
     def __init__(
@@ -122,9 +139,13 @@ class PostgresStore:
             raise ConfigurationError("pool_timeout and connect_timeout must be positive numbers of seconds")
         if purge_interval is not None and purge_interval <= 0:
             raise ConfigurationError("purge_interval must be a positive number of seconds, or None")
+        #: The table's name, as given (unquoted).
         self.table = table
+        #: The schema's name, as given (unquoted).
         self.schema = schema
+        #: Seconds any one statement may run, as given; None for no limit.
         self.statement_timeout = statement_timeout
+        #: Seconds between background purges, as given; None for none.
         self.purge_interval = purge_interval
         self._create_table = create_table
         self._qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
@@ -182,6 +203,9 @@ class PostgresStore:
 
         ``CREATE ... IF NOT EXISTS`` alone races in PostgreSQL (a concurrent create fails on a
         catalog unique index), so the statements run under a transaction-scoped advisory lock.
+
+        :raises LegacyTableError: the table has flask-pg-session's layout; convert it first.
+        :raises ConfigurationError: the table exists with another layout.
         """
 
         def create(cur: Cursor) -> None:
@@ -304,7 +328,11 @@ class PostgresStore:
     # -- the request path ------------------------------------------------------------------
 
     def execute(self, operation: Operation) -> Any:
-        """Run one statement the core asked for (see :mod:`pgsession_wsgi.core`), answer it."""
+        """Run one statement the core asked for (see :mod:`pgsession_wsgi.core`), answer it.
+
+        :param operation: a ``Load``, ``Insert``, ``Write``, ``Touch`` or ``Delete``.
+        :returns: the answer that operation's docstring names.
+        """
         if isinstance(operation, Load):
             return self.load(operation.id_hash, operation.touch_interval)
         if isinstance(operation, Write):
@@ -330,7 +358,12 @@ class PostgresStore:
         raise TypeError(f"not a session store operation: {operation!r}")
 
     def load(self, id_hash: bytes, touch_interval: timedelta) -> LoadedRow | None:
-        """The live row for ``id_hash``, or None."""
+        """The live row for ``id_hash``, or None: the answer to a ``Load``.
+
+        :param id_hash: the SHA-256 of the session id.
+        :param touch_interval: how old ``accessed_at`` may get before ``touch_due`` is set.
+        :raises SessionDataError: the row holds JSON the codec never writes.
+        """
 
         def select(cur: Cursor) -> LoadedRow | None:
             cur.execute(self._sql.load, {"id": id_hash, "touch": touch_interval})
@@ -355,6 +388,14 @@ class PostgresStore:
 
         The size is what the database stores (``octet_length(data::text)``), checked in the
         same statement.
+
+        :param id_hash: the SHA-256 of the new id.
+        :param data_json: the whole session, a JSON object.
+        :param user_id: the text of the user column, or None.
+        :param idle: the row expires this long after its last touch.
+        :param absolute: the row expires this long after its creation at the latest; None: never.
+        :param max_size: the most bytes the stored data may take; None for no limit.
+        :raises SessionTooLarge: the data is over ``max_size``.
         """
         params = {
             "id": id_hash,
@@ -389,11 +430,23 @@ class PostgresStore:
     ) -> WriteResult:
         """Merge changed keys into a live row, moving it to ``new_hash`` if given.
 
-        ``user_id`` is the new text of the user column (None clears it), or :data:`KEEP_USER`.
-        The merged row is measured in the same statement: over ``max_size`` nothing is written
-        and :class:`SessionTooLarge` is raised. The expiry columns change only when a touch is
-        due, so most writes leave every indexed column as it was and PostgreSQL can update the
-        row in place (a HOT update).
+        The merged row is measured in the same statement, so concurrent writes cannot pass
+        ``max_size`` together. The expiry columns change only when a touch is due, so most
+        writes leave every indexed column as it was and PostgreSQL can update the row in place
+        (a HOT update).
+
+        :param id_hash: the SHA-256 of the current id.
+        :param changed_json: the changed keys, a JSON object merged over the stored one.
+        :param removed: the keys to delete from the stored object.
+        :param replace: start from an empty object instead (after ``clear()``).
+        :param new_hash: the SHA-256 of a new id to move the row to; None to keep the id.
+        :param user_id: the user column's new text, None to clear it, or :data:`KEEP_USER`.
+        :param idle: as for :meth:`insert`; applied only when a touch is due.
+        :param absolute: as for :meth:`insert`.
+        :param touch_interval: a touch is due when ``accessed_at`` is older than this.
+        :param max_size: the most bytes the merged data may take; None for no limit.
+        :returns: whether the row was there, whether its expiry moved, its ``_permanent``.
+        :raises SessionTooLarge: the merged row is over ``max_size``; nothing was written.
         """
         params = {
             "id": id_hash,
@@ -426,7 +479,13 @@ class PostgresStore:
         return self._run(execute, retry=False)
 
     def touch(self, id_hash: bytes, idle: timedelta, absolute: timedelta | None) -> bool:
-        """Push a live row's expiry forward without rewriting its data."""
+        """Push a live row's expiry forward without rewriting its data.
+
+        :param id_hash: the SHA-256 of the session id.
+        :param idle: as for :meth:`insert`.
+        :param absolute: as for :meth:`insert`.
+        :returns: whether the row was there.
+        """
 
         def execute(cur: Cursor) -> bool:
             cur.execute(self._sql.touch, {"id": id_hash, "idle": idle, "absolute": absolute})
@@ -435,7 +494,10 @@ class PostgresStore:
         return self._run(execute, retry=True)
 
     def delete(self, id_hash: bytes) -> bool:
-        """Remove a session; true if a row was there."""
+        """Remove a session; true if a row was there.
+
+        :param id_hash: the SHA-256 of the session id.
+        """
 
         def execute(cur: Cursor) -> bool:
             cur.execute(self._sql.delete, {"id": id_hash})
@@ -451,13 +513,20 @@ class PostgresStore:
         Each batch is one short statement that skips rows other transactions hold, so requests
         never wait on it. Batches take a transaction-scoped advisory lock: while another process
         is purging, this call stops early (and may return 0).
+
+        :param batch_size: rows per statement: shorter statements against more round trips.
+        :raises ConfigurationError: ``batch_size`` is below 1.
         """
         if batch_size < 1:
             raise ConfigurationError("batch_size must be at least 1")
         return self._run(lambda cur: self._purge_batches(cur, batch_size), retry=True)
 
     def purge_on(self, conn: psycopg2.extensions.connection, batch_size: int) -> int:
-        """:meth:`purge_expired` on a connection outside the pool (the purge worker's own)."""
+        """:meth:`purge_expired` on a connection outside the pool (the purge worker's own).
+
+        :param conn: an open autocommit connection, e.g. from :meth:`connect_unpooled`.
+        :param batch_size: rows per statement.
+        """
         with conn.cursor() as cur:
             return self._purge_batches(cur, batch_size)
 
@@ -478,7 +547,11 @@ class PostgresStore:
             after = last
 
     def sessions_for_user(self, user_id: Any) -> list[SessionInfo]:
-        """The live sessions whose ``user_key`` value is ``user_id``, most recently used first."""
+        """The live sessions whose ``user_key`` value is ``user_id``, most recently used first.
+
+        :param user_id: a str, int or UUID (``42`` and ``"42"`` are the same user).
+        :raises SessionError: ``user_id`` is of another type.
+        """
 
         def select(cur: Cursor) -> list[SessionInfo]:
             cur.execute(self._sql.for_user, {"user_id": user_id_text(user_id)})
@@ -489,7 +562,10 @@ class PostgresStore:
     def revoke_user(self, user_id: Any, keep: Any = None) -> int:
         """Delete every session of ``user_id`` ("log out everywhere"), except ``keep``.
 
-        ``keep`` is a :class:`Session` or a session id, typically the current request's session.
+        :param user_id: as for :meth:`sessions_for_user`.
+        :param keep: a :class:`Session` or a session id to spare, typically the current one.
+        :returns: how many sessions were deleted.
+        :raises SessionError: ``user_id`` is not a str, int or UUID.
         """
         user_text = user_id_text(user_id)
         keep_hash = None
@@ -506,7 +582,11 @@ class PostgresStore:
         return self._run(execute, retry=True)
 
     def stats(self) -> dict[str, int]:
-        """Counts of live and expired rows and the table's size on disk, in bytes."""
+        """How full the table is, for monitoring and ``pgsession-wsgi stats``.
+
+        :returns: ``live`` and ``expired`` rows, distinct ``users`` with a live session, and
+            ``total_bytes``, the table's size on disk with its indexes.
+        """
 
         def select(cur: Cursor) -> dict[str, int]:
             cur.execute(self._sql.stats, {"name": self._qualified})
@@ -516,7 +596,7 @@ class PostgresStore:
         return self._run(select, retry=True)
 
     def close(self) -> None:
-        """Stop the purge thread and close pooled connections."""
+        """Stop the purge thread and close pooled connections; the store is unusable after."""
         if self._purger is not None:
             self._purger.stop()
         self._pool.close()

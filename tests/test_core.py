@@ -379,3 +379,15 @@ def test_the_async_driver_runs_the_same_steps() -> None:
 
     assert asyncio.run(scenario()) == [("Vary", "Cookie")]
     assert [type(op) for op in asked] == [Load, Write]
+
+
+def test_flask_s_modified_idiom_is_accepted() -> None:
+    """``session.modified = True`` (a Flask habit) marks the session used and changes nothing."""
+    core, sid = make_core(), new_session_id()
+    script = Script(LoadedRow({"cart": [1]}, False), WriteResult(True, False, None))
+    session = open_session(core, cookie_for(core, sid), script)
+    session["cart"].append(2)
+    session.modified = True
+    assert session.modified
+    run(core.save(session), script)
+    assert script.kinds() == [Load, Write]

@@ -7,6 +7,13 @@
 
 The Flask extension itself, ``FlaskPgSession``, is in :mod:`pgsession_wsgi.flask`: this package
 does not import Flask. ``pgsession_wsgi.legacy`` (the 0.1.0 path) re-exports the same objects.
+
+Converting the table once, from Python (``pgsession-wsgi migrate-flask-pg-session`` does the same)::
+
+    from pgsession_wsgi.flask_pg_session import migrate_flask_pg_session
+
+    report = migrate_flask_pg_session("postgresql://app@db/app", "flask_sessions")
+    print(report.migrated, "converted,", len(report.refused), "refused")
 """
 
 from __future__ import annotations

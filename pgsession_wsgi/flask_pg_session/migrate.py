@@ -36,13 +36,16 @@ class NothingToMigrate(ConfigurationError):
 
 @dataclass
 class MigrationReport:
-    """What :func:`migrate_flask_pg_session` did.
+    """What :func:`migrate_flask_pg_session` did, to check before deleting the old table.
 
-    ``refused`` holds ``(id_hash_prefix, reason)`` pairs: the first 12 hex digits of the SHA-256
-    of the session id (never the id itself, which would be a usable cookie).
-    ``skipped_empty`` counts live rows holding nothing but Flask's ``_permanent`` flag (never
-    stored by pgsession-wsgi); ``other_prefix`` counts live rows under another
-    ``SESSION_KEY_PREFIX``, left behind in the renamed table.
+    :param migrated: rows converted.
+    :param refused: ``(id_hash_prefix, reason)`` pairs: the first 12 hex digits of the SHA-256
+        of the session id (never the id itself, which would be a usable cookie).
+    :param renamed_to: the quoted, qualified name the old table is kept under.
+    :param skipped_empty: live rows holding nothing but Flask's ``_permanent`` flag (never
+        stored by pgsession-wsgi).
+    :param other_prefix: live rows under another ``SESSION_KEY_PREFIX``, left behind in the
+        renamed table.
     """
 
     migrated: int

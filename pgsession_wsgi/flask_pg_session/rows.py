@@ -25,10 +25,12 @@ DEFAULT_BATCH_SIZE: Final = 500
 class LegacyRow(NamedTuple):
     """One live flask-pg-session row, decoded (``data``) or with the reason it was not.
 
-    ``session_id`` is the id the cookie carries (the stored column minus ``key_prefix``).
-    ``expiry`` is aware UTC, or ``None`` for a non-permanent session (flask-pg-session
-    writes NULL then and serves the row until the browser drops its cookie).
-    ``created`` is the row's ``created`` column as aware UTC, when present.
+    :param session_id: the id the cookie carries (the stored column minus ``key_prefix``).
+    :param data: the session dict; None if it could not be read.
+    :param expiry: aware UTC, or None for a non-permanent session (flask-pg-session writes NULL
+        then and serves the row until the browser drops its cookie).
+    :param error: why ``data`` is None; None when it was read.
+    :param created: the row's ``created`` column as aware UTC, when present.
     """
 
     session_id: str

@@ -25,7 +25,10 @@ __all__ = ["LegacyDataError", "UnsafePickleError", "restricted_loads"]
 
 
 class UnsafePickleError(SessionError):
-    """A pickle asked for a global or type outside the allow-list; nothing of it was run."""
+    """A pickle asked for a global or type outside the allow-list; nothing of it was run.
+
+    :param global_name: the refused ``module.name`` (or a description of the refused call).
+    """
 
     def __init__(self, global_name: str) -> None:
         super().__init__(
@@ -118,7 +121,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def type_name(obj: object) -> str:
-    """``module.qualname`` of the object's type, as the errors (and the row readers) name it."""
+    """``module.qualname`` of the object's type, as the errors (and the row readers) name it.
+
+    :param obj: any object.
+    """
     kind = type(obj)
     return f"{kind.__module__}.{kind.__qualname__}"
 
@@ -233,15 +239,15 @@ def _check_tuple_depth(payload: bytes) -> None:
 
 
 def restricted_loads(payload: bytes) -> Any:
-    """Unpickle ``payload`` allowing only plain data types.
-
-    Raises :class:`UnsafePickleError` (naming the refused ``module.name``) before any
-    refused callable could run, and :class:`LegacyDataError` for bytes that are not a
-    well-formed pickle or that nest tuples deep enough to crash the interpreter.
+    """Unpickle ``payload`` allowing only plain data types, so a crafted row runs nothing.
 
     :param payload: one ``data`` cell of a flask-pg-session table (any pickle protocol).
     :returns: the unpickled value, made only of the allow-listed types (not always a dict:
         the caller decides whether the shape is a session).
+    :raises UnsafePickleError: the pickle names a global or type outside the allow-list;
+        raised before any refused callable could run.
+    :raises LegacyDataError: the bytes are not a well-formed pickle, or nest tuples deep
+        enough to crash the interpreter.
     """
     try:
         _check_tuple_depth(payload)
