@@ -289,7 +289,8 @@ def test_unsigned_unknown_id_is_never_reused(
 
 def test_cookie_from_the_real_flask_pg_session_package(pg_dsn: str, schema: str) -> None:
     """The real package writes a session; after the migration the shim serves its cookie."""
-    flask_pg_session = pytest.importorskip("flask_pg_session")
+    import flask_pg_session
+
     from pgsession_wsgi.flask_pg_session import migrate_flask_pg_session
 
     config = dict(

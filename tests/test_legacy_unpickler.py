@@ -148,7 +148,7 @@ def test_refuses_non_data(protocol: int, value: Any, name: str) -> None:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_refuses_tzinfo_other_than_fixed_offsets(protocol: int) -> None:
-    zoneinfo = pytest.importorskip("zoneinfo")
+    import zoneinfo
     try:
         paris = zoneinfo.ZoneInfo("Europe/Paris")
     except zoneinfo.ZoneInfoNotFoundError:

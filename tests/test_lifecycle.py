@@ -319,9 +319,7 @@ def test_a_request_on_an_expired_row_never_waits_for_the_purge_holding_it(store:
     client.get("/set?user=alice")
     execute(store, "UPDATE {t} SET expires_at = now() - interval '1 second'")
     [(expired_id,)] = execute(store, "SELECT id FROM {t}")
-    quick = PostgresStore(
-        store.dsn, schema=store.schema, statement_timeout=3, purge_interval=None
-    )
+    quick = PostgresStore(store.dsn, schema=store.schema, statement_timeout=3, purge_interval=None)
     locker = psycopg2.connect(store.dsn)
     try:
         with locker.cursor() as cur:  # what the purge's DELETE ... FOR UPDATE SKIP LOCKED holds

@@ -252,7 +252,7 @@ def test_migrates_live_sessions_and_serves_the_same_cookies(
 
 
 def test_flask_login_user_stays_logged_in(pg_dsn: str, schema: str, shim_apps: Callable[..., Flask]) -> None:
-    flask_login = pytest.importorskip("flask_login")
+    import flask_login
     create_legacy_table(pg_dsn, schema)
     sid = str(uuid.uuid4())
     write_row(
@@ -402,7 +402,7 @@ def test_the_app_refuses_to_start_on_the_old_table_then_starts_after(pg_dsn: str
 
 
 def test_the_cli_command(pg_dsn: str, schema: str, capsys: pytest.CaptureFixture[str]) -> None:
-    cli = pytest.importorskip("pgsession_wsgi.cli")
+    from pgsession_wsgi import cli
     create_legacy_table(pg_dsn, schema)
     write_row(pg_dsn, schema, str(uuid.uuid4()), {"n": 1}, naive_utc(dt.timedelta(days=1)))
     write_row(pg_dsn, schema, str(uuid.uuid4()), {"s": {1}}, naive_utc(dt.timedelta(days=1)))
@@ -615,7 +615,7 @@ def test_the_cli_refuses_bad_rows_without_a_traceback(pg_dsn: str, schema: str) 
 
 
 def test_the_cli_max_size_option(pg_dsn: str, schema: str, capsys: pytest.CaptureFixture[str]) -> None:
-    cli = pytest.importorskip("pgsession_wsgi.cli")
+    from pgsession_wsgi import cli
     create_legacy_table(pg_dsn, schema)
     small, large = str(uuid.uuid4()), str(uuid.uuid4())
     write_row(pg_dsn, schema, small, {"s": "x" * 100}, naive_utc(dt.timedelta(days=1)))

@@ -137,9 +137,7 @@ def test_statement_timeout_still_applies_through_pgbouncer(
 ) -> None:
     """PgBouncer drops the startup option that carries statement_timeout; a blocked write must
     still end with 503 after statement_timeout, not hang the worker."""
-    store = PostgresStore(
-        bounced.store.dsn, schema=SCHEMA, purge_interval=None, statement_timeout=1
-    )
+    store = PostgresStore(bounced.store.dsn, schema=SCHEMA, purge_interval=None, statement_timeout=1)
     timed_app = SessionMiddleware(app, store, secret_key="bouncer-secret")
     cookie = wsgi_call(timed_app, "/set?user=carol").cookie()
     assert cookie
