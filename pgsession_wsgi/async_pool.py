@@ -9,7 +9,8 @@ Three things the pool does not do by itself, added here with its public API only
   system call, as the sync pool does) and a dead one is closed and replaced, at once.
 * **A refused connection fails the waiting request at once**, as it does in the sync pool, rather
   than after ``pool_timeout``: the pool connects in background tasks and tells a waiting client
-  nothing when that fails, so connection attempts report failures to the requests waiting.
+  nothing when that fails. Its ``reconnect_failed`` callback, run once it has given up (and freed
+  the slot, so a request arriving later makes a new attempt), wakes the requests waiting.
 * **Connections are made on demand** (``min_size=0``) and a failed attempt is not retried in the
   background (``reconnect_timeout=0``): the next request that needs a connection tries again. The
   pool's own backoff would otherwise leave an app answering 503 for up to minutes after the
@@ -37,7 +38,7 @@ OnConnect = Callable[[Connection], Awaitable[None]]
 
 
 class _Failures:
-    """Wakes every request waiting for a connection when an attempt to make one fails.
+    """Wakes every request waiting for a connection when the pool gives up making one.
 
     Its event is made inside the running loop (Python 3.9's asyncio objects bind the loop they are
     created in, and a store is often built at import time, before the server's loop exists).
@@ -53,16 +54,22 @@ class _Failures:
             self._event = asyncio.Event()
         return self._event
 
-    def report(self, exc: BaseException) -> None:
-        """An attempt failed: wake those waiting now; later waiters wait for a later failure."""
+    def record(self, exc: BaseException) -> None:
+        """Keep why an attempt failed, for the message of the requests it fails."""
         self.last = exc
+
+    def gave_up(self, pool: object = None) -> None:
+        """The pool's ``reconnect_failed``: wake those waiting now; later waiters wait for a later one.
+
+        :param pool: the pool that gave up (the callback's argument; there is only ours).
+        """
         event, self._event = self._event, None
         if event is not None:
             event.set()
 
 
 def _watched_connection_class(failures: _Failures) -> type[Connection]:
-    """The pool's ``connection_class``: an ``AsyncConnection`` whose failed connects are reported."""
+    """The pool's ``connection_class``: an ``AsyncConnection`` whose failed connects are recorded."""
 
     class WatchedConnection(AsyncConnection[Any]):
         @classmethod
@@ -70,7 +77,7 @@ def _watched_connection_class(failures: _Failures) -> type[Connection]:
             try:
                 return await super().connect(conninfo, **kwargs)
             except psycopg.Error as exc:
-                failures.report(exc)
+                failures.record(exc)
                 raise
 
     return WatchedConnection
@@ -123,6 +130,7 @@ class AsyncPool:
             configure=self._configure,
             timeout=timeout,
             reconnect_timeout=0,
+            reconnect_failed=self._failures.gave_up,
             name="pgsession-wsgi",
         )
         self._closed = False
@@ -135,7 +143,7 @@ class AsyncPool:
         try:
             await self._on_connect(conn)
         except psycopg.Error as exc:
-            self._failures.report(exc)
+            self._failures.record(exc)
             await conn.close()  # the pool drops it without closing it
             raise
 

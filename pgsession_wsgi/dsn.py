@@ -8,6 +8,7 @@ into the user's ``options`` rather than replacing them.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -19,7 +20,7 @@ import psycopg2.extensions
 
 from .errors import ConfigurationError
 
-__all__ = ["normalize_dsn", "connect_arguments", "parse_options"]
+__all__ = ["normalize_dsn", "connect_arguments", "parse_options", "store_connect_arguments"]
 
 _DRIVER_SUFFIX = re.compile(r"^(postgres(?:ql)?)\+[a-z0-9_]+://", re.IGNORECASE)
 
@@ -151,3 +152,34 @@ def connect_arguments(
         ours = " ".join(f"-c {name}={_escape(value)}" for name, value in owned.items())
         kwargs["options"] = f"{ours} {user_options}" if user_options else ours
     return kwargs, owned
+
+
+def store_connect_arguments(
+    dsn: str, *, connect_timeout: float, statement_timeout: float | None, synchronous_commit: bool
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The connection arguments both stores use, and the settings they own (see above).
+
+    Per-connection settings travel as startup options, free on every statement after; the
+    store's defaults fill in only where the DSN and libpq's ``PG*`` variables are silent.
+
+    :param dsn: the user's DSN.
+    :param connect_timeout: seconds to wait for a new connection (libpq takes whole seconds
+        and treats 1 as 2).
+    :param statement_timeout: seconds a statement may run; None for no limit.
+    :param synchronous_commit: False to acknowledge writes before their WAL is flushed.
+    """
+    settings = {"statement_timeout": str(int((statement_timeout or 0) * 1000))}
+    if not synchronous_commit:
+        settings["synchronous_commit"] = "off"
+    return connect_arguments(
+        dsn,
+        defaults={
+            "connect_timeout": max(2, math.ceil(connect_timeout)),
+            "application_name": "pgsession-wsgi",
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        },
+        settings=settings,
+    )

@@ -14,9 +14,7 @@ been purged yet, and the store works unchanged behind PgBouncer in transaction m
 from __future__ import annotations
 
 import logging
-import math
 import os
-import shlex
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,20 +44,19 @@ from .defaults import (
     DEFAULT_SCHEMA,
     DEFAULT_TABLE,
 )
-from .dsn import connect_arguments
 from .dsn import normalize_dsn as normalize_dsn  # re-exported: cli and legacy import it from here
+from .dsn import store_connect_arguments
 from .errors import (
     ConfigurationError,
-    LegacyTableError,
     SessionDataError,
     SessionError,
     SessionTooLarge,
     StoreUnavailable,
 )
+from .layout import check_layout
 from .pool import ConnectionPool, _first_line
 from .purge import PurgeWorker
 from .sql import (
-    EXPECTED_COLUMNS,
     LAYOUT,
     LOCK,
     SCHEMA_MISSING,
@@ -150,24 +147,12 @@ class PostgresStore:
         self._create_table = create_table
         self._qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
         self._lock_key = lock_key(schema, table)
-        # Per-connection settings travel as startup options: free on every statement after.
-        settings = {"statement_timeout": str(int((statement_timeout or 0) * 1000))}
-        if not synchronous_commit:
-            settings["synchronous_commit"] = "off"
-        # What the DSN or libpq's PG* variables name wins; these fill in only where they are silent.
         # self._settings keeps only the settings we send, so a user's own is never "re-applied".
-        connect_kwargs, self._settings = connect_arguments(
+        connect_kwargs, self._settings = store_connect_arguments(
             dsn,
-            defaults={
-                # libpq takes whole seconds and treats 1 as 2.
-                "connect_timeout": max(2, math.ceil(connect_timeout)),
-                "application_name": "pgsession-wsgi",
-                "keepalives": 1,
-                "keepalives_idle": 10,
-                "keepalives_interval": 5,
-                "keepalives_count": 3,
-            },
-            settings=settings,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            synchronous_commit=synchronous_commit,
         )
         self._pool = ConnectionPool(
             connect_kwargs, max_connections, pool_timeout, on_connect=self._check_first_connection
@@ -232,19 +217,7 @@ class PostgresStore:
 
     def _check_layout(self, cur: Cursor) -> None:
         cur.execute(LAYOUT, (self._qualified,))
-        columns = dict(cur.fetchall())
-        if all(columns.get(name) == kind for name, kind in EXPECTED_COLUMNS.items()):
-            return
-        if {"session_id", "data", "expiry"} <= columns.keys():
-            raise LegacyTableError(
-                self._qualified,
-                "pgsession-wsgi migrate-flask-pg-session --dsn ... "
-                f"--table {shlex.quote(self.table)} --schema {shlex.quote(self.schema)}",
-            )
-        raise ConfigurationError(
-            f"the table {self._qualified} exists but is not a pgsession-wsgi table (columns: "
-            f"{', '.join(sorted(columns))}); choose another table name or schema"
-        )
+        check_layout(dict(cur.fetchall()), qualified=self._qualified, table=self.table, schema=self.schema)
 
     def _check_first_connection(self, conn: psycopg2.extensions.connection) -> None:
         """Find out once whether the server kept our startup options.

@@ -1,0 +1,624 @@
+"""``AsyncPostgresStore``: the async twin of :class:`~pgsession_wsgi.store.PostgresStore` on psycopg 3.
+
+It runs the same statement text (:mod:`pgsession_wsgi.sql`) and answers the core's operations
+exactly as the sync store does, so an async front end saves with::
+
+    headers = await run_async(core.save(session), store.execute)
+
+Driver choices, each made so that an answer never depends on which store gave it:
+
+* **JSON** comes back through ``json.loads`` on every connection, as psycopg2 does (psycopg 3's
+  global default could be changed by the app); values go out as text cast by the statements
+  (``%(data)s::jsonb``), which psycopg 3 sends untyped, so the server reads them as jsonb.
+* **No prepared statements** (``prepare_threshold=None``): PgBouncer in transaction mode breaks
+  them, and it cannot always be detected (see :mod:`pgsession_wsgi.async_pool`).
+* **Behind PgBouncer** the startup options are dropped, so (as the sync store does) each statement
+  is prefixed with ``SET LOCAL ...``. Several commands cannot go in one extended-protocol
+  statement, so such statements go through psycopg's ``AsyncClientCursor``: values bound on the
+  client, the whole text in one simple-protocol message, exactly what psycopg2 sends: one round
+  trip, one implicit transaction, so ``SET LOCAL`` covers the statement and nothing after it.
+  Otherwise values are bound on the server (one extended-protocol round trip).
+
+The store is asyncio-only (psycopg 3's async connections and pool need asyncio) and lives in one
+event loop: the one that opens it, explicitly or at its first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.errors
+from psycopg import AsyncClientCursor, AsyncConnection, AsyncCursor
+from psycopg.types.json import set_json_loads
+
+from .async_pool import AsyncPool
+from .async_purge import AsyncPurgeTask
+from .cookies import hash_session_id
+from .core import (
+    KEEP_USER,
+    Delete,
+    Insert,
+    Load,
+    LoadedRow,
+    Operation,
+    Touch,
+    Write,
+    WriteResult,
+    user_id_text,
+)
+from .defaults import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PURGE_BATCH_SIZE,
+    DEFAULT_PURGE_INTERVAL,
+    DEFAULT_SCHEMA,
+    DEFAULT_TABLE,
+)
+from .dsn import normalize_dsn, store_connect_arguments
+from .errors import ConfigurationError, SessionDataError, SessionError, SessionTooLarge, StoreUnavailable
+from .layout import check_layout
+from .pool import _first_line
+from .sql import LAYOUT, LOCK, SCHEMA_MISSING, SETTINGS, Statements, guard, lock_key, quote_identifier
+from .store import SessionInfo
+
+__all__ = ["AsyncPostgresStore"]
+
+log = logging.getLogger("pgsession_wsgi")
+
+T = TypeVar("T")
+Connection = AsyncConnection[Any]
+Cursor = AsyncCursor[Any]
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    """The statements and how to send them; replaced as a whole when PgBouncer is found."""
+
+    sql: Statements
+    client_side: bool  # guarded statements hold several commands: bind on the client
+
+    def cursor(self, conn: Connection) -> Cursor:
+        return AsyncClientCursor(conn) if self.client_side else conn.cursor()
+
+
+#: What runs on a borrowed connection: given it and the statements to use.
+Work = Callable[[Connection, _Dialect], Awaitable[T]]
+
+
+async def _execute(dialect: _Dialect, conn: Connection, statement: str, params: dict[str, Any]) -> Cursor:
+    """Run one statement; the cursor is left on its last result (past a ``SET LOCAL`` prefix)."""
+    cur = dialect.cursor(conn)
+    await cur.execute(statement, params)
+    while cur.nextset():
+        pass
+    return cur
+
+
+async def _one_row(cur: Cursor) -> tuple[Any, ...]:
+    row = await cur.fetchone()
+    if row is None:
+        raise SessionError("the database returned no row where one was expected")
+    return tuple(row)
+
+
+class AsyncPostgresStore:
+    """Sessions in one PostgreSQL table, keyed by the SHA-256 of their id, for asyncio apps.
+
+    The parameters are :class:`~pgsession_wsgi.store.PostgresStore`'s, with the same meaning:
+
+    :param dsn: a libpq connection string or ``postgresql://`` URL; its own parameters win over
+        the store's defaults (``application_name``, ``options``, timeouts...).
+    :param table: table name; quoted as an identifier, so any name is safe.
+    :param schema: schema holding the table; created if missing.
+    :param max_connections: pool size per process; requests beyond it wait for a connection.
+    :param pool_timeout: seconds a request waits for a free connection before
+        :class:`StoreUnavailable` (a 503, not a hung request).
+    :param connect_timeout: seconds to wait for a new connection.
+    :param statement_timeout: seconds any one statement may run (a startup option, or a
+        ``SET LOCAL`` per statement behind PgBouncer); None for the server's own limit.
+    :param synchronous_commit: ``False`` acknowledges writes before their WAL reaches disk: faster,
+        but a database crash can lose the last fraction of a second of session changes.
+    :param create_table: create the schema, table and indexes when the store opens.
+    :param purge_interval: seconds between background purges of expired rows; None for none.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        table: str = DEFAULT_TABLE,
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        statement_timeout: float | None = 5.0,
+        synchronous_commit: bool = True,
+        create_table: bool = True,
+        purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+    ) -> None:
+        dsn = normalize_dsn(dsn)
+        if max_connections < 1:
+            raise ConfigurationError("max_connections must be at least 1")
+        if pool_timeout <= 0 or connect_timeout <= 0:
+            raise ConfigurationError("pool_timeout and connect_timeout must be positive numbers of seconds")
+        if purge_interval is not None and purge_interval <= 0:
+            raise ConfigurationError("purge_interval must be a positive number of seconds, or None")
+        self.table = table
+        self.schema = schema
+        self.statement_timeout = statement_timeout
+        self.purge_interval = purge_interval
+        self.max_connections = max_connections
+        self.pool_timeout = pool_timeout
+        self._create_table = create_table
+        self._qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
+        self._lock_key = lock_key(schema, table)
+        self._connect_kwargs, self._settings = store_connect_arguments(
+            dsn,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            synchronous_commit=synchronous_commit,
+        )
+        self._dialect = _Dialect(Statements(schema, table, ""), client_side=False)
+        self._settings_checked = False
+        self._pool: AsyncPool | None = None
+        self._pool_lock: asyncio.Lock | None = None  # made in the loop (Python 3.9 binds it)
+        self._setup: asyncio.Future[None] | None = None
+        self._ready = False
+        self._table_created = False
+        self._closed = False
+        self._purger: AsyncPurgeTask | None = None
+
+    def __repr__(self) -> str:
+        return f"<AsyncPostgresStore {self._qualified}>"
+
+    @property
+    def dsn(self) -> str:
+        """The DSN the store connects with (as given, normalised); it may hold a password."""
+        return str(self._connect_kwargs["dsn"])
+
+    @property
+    def qualified_name(self) -> str:
+        """The table's quoted, schema-qualified name, as the store's SQL names it."""
+        return self._qualified
+
+    # -- opening and closing ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the pool, create the table (if ``create_table``) and start the purge task.
+
+        Safe to call again, and from many requests at once: the work is done once. Not needed
+        before :meth:`execute`, which opens the store at its first use; an app calls it at
+        startup (e.g. in its lifespan) to find a wrong DSN before the first request does.
+
+        :raises StoreUnavailable: the database cannot be reached, or the store was closed.
+        :raises LegacyTableError: the table still has flask-pg-session's layout.
+        :raises ConfigurationError: the table exists and is not a pgsession-wsgi table.
+        """
+        await self._ensure_ready()
+
+    async def close(self) -> None:
+        """Stop the purge task and close every connection; the store cannot be opened again."""
+        self._closed = True
+        setup = self._setup
+        if setup is not None and not setup.done():
+            setup.cancel()  # a first-use setup still running: it must not outlive the pool
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await setup
+        if self._purger is not None:
+            await self._purger.stop()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def __aenter__(self) -> AsyncPostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _ensure_ready(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("the session store was closed; create a new AsyncPostgresStore")
+        if self._ready:
+            return
+        # One setup for all the requests that arrive before it is done; each waits at most
+        # pool_timeout, and one that gives up (or is cancelled) leaves it running for the others.
+        if self._setup is None or self._setup.done():
+            self._setup = asyncio.ensure_future(self._set_up())
+            self._setup.add_done_callback(_retrieve_exception)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._setup), self.pool_timeout)
+        except asyncio.TimeoutError:
+            raise StoreUnavailable(
+                f"the session table setup did not finish within pool_timeout={self.pool_timeout}s; "
+                "check that PostgreSQL is reachable"
+            ) from None
+
+    async def _open_pool(self) -> AsyncPool:
+        if self._closed:
+            raise StoreUnavailable("the session store was closed; create a new AsyncPostgresStore")
+        if self._pool_lock is None:
+            self._pool_lock = asyncio.Lock()
+        async with self._pool_lock:
+            if self._pool is None:
+                pool = AsyncPool(
+                    self._connect_kwargs, self.max_connections, self.pool_timeout, self._on_connect
+                )
+                await pool.open()
+                self._pool = pool
+        return self._pool
+
+    async def _set_up(self) -> None:
+        pool = await self._open_pool()
+        if self._create_table and not self._table_created:
+            await self._create(pool)
+        if self.purge_interval is not None and self._purger is None and not self._closed:
+            self._purger = AsyncPurgeTask(self, self.purge_interval)
+            self._purger.start()
+        self._ready = True
+
+    async def _on_connect(self, conn: Connection) -> None:
+        """Every new connection: psycopg2's JSON decoding; the first: were our settings kept?
+
+        PgBouncer in transaction mode drops startup options; then every statement carries its own
+        ``SET LOCAL`` (still one round trip, a little more server work).
+        """
+        set_json_loads(json.loads, conn)
+        if self._settings_checked:
+            return
+        cur = await conn.execute(SETTINGS, (list(self._settings),))
+        kept = dict(await cur.fetchall())
+        if kept != self._settings:
+            self._dialect = _Dialect(Statements(self.schema, self.table, guard(self._settings)), True)
+            log.info("startup options not kept (PgBouncer?); setting them per statement")
+        self._settings_checked = True
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def ddl(self) -> str:
+        """The statements that create the table and its indexes, for a DBA to run by hand."""
+        return ";\n".join(self._dialect.sql.create) + ";\n"
+
+    async def create_table(self) -> None:
+        """Create schema, table and indexes if missing; safe when many processes start at once.
+
+        The statements run in one transaction under the table's advisory lock (concurrent
+        ``CREATE ... IF NOT EXISTS`` race in PostgreSQL), then the table's layout is checked.
+
+        :raises LegacyTableError: the table still has flask-pg-session's layout.
+        :raises ConfigurationError: the table exists and is not a pgsession-wsgi table.
+        """
+        await self._create(await self._open_pool())
+
+    async def _create(self, pool: AsyncPool) -> None:
+        async def create(conn: Connection, dialect: _Dialect) -> None:
+            async with conn.transaction():
+                await conn.execute(LOCK, (self._lock_key,))
+                cur = await conn.execute(SCHEMA_MISSING, (quote_identifier(self.schema, "schema"),))
+                missing_schema = (await _one_row(cur))[0]
+                schema_sql, table_sql, *index_sql = dialect.sql.create
+                if missing_schema:
+                    await conn.execute(schema_sql)
+                await conn.execute(table_sql)
+                cur = await conn.execute(LAYOUT, (self._qualified,))
+                columns = dict(await cur.fetchall())
+                # Before the indexes, which need our columns.
+                check_layout(columns, qualified=self._qualified, table=self.table, schema=self.schema)
+                for statement in index_sql:
+                    await conn.execute(statement)
+
+        await self._run_on(pool, create, retry=True)
+        self._table_created = True
+
+    # -- running statements ----------------------------------------------------------------
+
+    async def _run(self, work: Work[T], *, retry: bool) -> T:
+        await self._ensure_ready()
+        assert self._pool is not None
+        return await self._run_on(self._pool, work, retry=retry)
+
+    async def _run_on(self, pool: AsyncPool, work: Work[T], *, retry: bool) -> T:
+        """Run ``work`` on a pooled connection, turning database trouble into clear errors.
+
+        ``work`` is given the statements to use, read once the connection is out of the pool:
+        the first connection may just have found PgBouncer. ``retry`` is for statements that are
+        safe to repeat (reads, idempotent writes): they get one more try on a fresh connection
+        when the first one turns out to be broken.
+        """
+        attempts = 2 if retry else 1
+        for attempt in range(attempts):
+            try:
+                async with pool.connection() as conn:
+                    return await work(conn, self._dialect)
+            except psycopg.errors.QueryCanceled:
+                limit = (
+                    f"statement_timeout={self.statement_timeout}s"
+                    if "statement_timeout" in self._settings
+                    else "the statement_timeout your DSN or server sets"
+                )
+                raise StoreUnavailable(
+                    f"a session statement ran longer than {limit}; check the database load, "
+                    "or raise statement_timeout"
+                ) from None
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if attempt + 1 < attempts:
+                    continue
+                raise StoreUnavailable(
+                    f"lost the connection to PostgreSQL ({_first_line(exc)}); it is retried on the "
+                    "next request"
+                ) from None
+            except psycopg.errors.UndefinedTable:
+                raise SessionError(
+                    f"the session table {self._qualified} does not exist: create it with "
+                    "`pgsession-wsgi init` or AsyncPostgresStore(create_table=True)"
+                ) from None
+            except psycopg.Error as exc:
+                raise SessionError(f"the session store failed: {_first_line(exc)}") from None
+        raise AssertionError("unreachable")
+
+    # -- the request path ------------------------------------------------------------------
+
+    async def execute(self, operation: Operation) -> Any:
+        """Run one statement the core asked for (see :mod:`pgsession_wsgi.core`), answer it.
+
+        :param operation: a :class:`Load`, :class:`Insert`, :class:`Write`, :class:`Touch` or
+            :class:`Delete`; answered with a :class:`LoadedRow` or None, None,
+            a :class:`WriteResult`, and True/False (the row was there) respectively.
+        :raises SessionTooLarge: an insert or write over its ``max_size`` (nothing written).
+        :raises StoreUnavailable: the database cannot be reached in time.
+        """
+        if isinstance(operation, Load):
+            return await self.load(operation.id_hash, operation.touch_interval)
+        if isinstance(operation, Write):
+            return await self.write(
+                operation.id_hash,
+                operation.changed_json,
+                operation.removed,
+                replace=operation.replace,
+                new_hash=operation.new_hash,
+                user_id=operation.user_id,
+                idle=operation.idle,
+                absolute=operation.absolute,
+                touch_interval=operation.touch_interval,
+                max_size=operation.max_size,
+            )
+        if isinstance(operation, Insert):
+            op = operation
+            return await self.insert(op.id_hash, op.data_json, op.user_id, op.idle, op.absolute, op.max_size)
+        if isinstance(operation, Touch):
+            return await self.touch(operation.id_hash, operation.idle, operation.absolute)
+        if isinstance(operation, Delete):
+            return await self.delete(operation.id_hash)
+        raise TypeError(f"not a session store operation: {operation!r}")
+
+    async def load(self, id_hash: bytes, touch_interval: timedelta) -> LoadedRow | None:
+        """The live row for ``id_hash``, or None.
+
+        :param id_hash: the SHA-256 of the session id (the row's key).
+        :param touch_interval: how old ``accessed_at`` may be before a touch is due.
+        :raises SessionDataError: the stored JSON cannot be decoded (not written by us).
+        """
+
+        async def select(conn: Connection, dialect: _Dialect) -> LoadedRow | None:
+            cur = await _execute(dialect, conn, dialect.sql.load, {"id": id_hash, "touch": touch_interval})
+            try:
+                row = await cur.fetchone()
+            except (ValueError, RecursionError) as exc:  # JSON our codec never writes
+                raise SessionDataError(type(exc).__name__) from None
+            return None if row is None else LoadedRow(row[0], row[1])
+
+        return await self._run(select, retry=True)
+
+    async def insert(
+        self,
+        id_hash: bytes,
+        data_json: str,
+        user_id: str | None,
+        idle: timedelta,
+        absolute: timedelta | None,
+        max_size: int | None = None,
+    ) -> None:
+        """Store a new session; :class:`SessionTooLarge` (nothing stored) if it is over ``max_size``.
+
+        :param id_hash: the SHA-256 of the new session id.
+        :param data_json: the encoded session, a JSON object.
+        :param user_id: the user column's text, or None.
+        :param idle: how long the session lives unused.
+        :param absolute: how long it lives at most, or None.
+        :param max_size: the most bytes the stored JSON may take (as the database prints it).
+        """
+        params = {
+            "id": id_hash,
+            "data": data_json,
+            "user_id": user_id,
+            "idle": idle,
+            "absolute": absolute,
+            "max_size": max_size,
+        }
+
+        async def execute(conn: Connection, dialect: _Dialect) -> None:
+            cur = await _execute(dialect, conn, dialect.sql.insert, params)
+            if cur.rowcount == 0 and max_size is not None:
+                cur = await _execute(dialect, conn, dialect.sql.size_of, params)
+                raise SessionTooLarge(int((await _one_row(cur))[0]), max_size)
+
+        await self._run(execute, retry=False)
+
+    async def write(
+        self,
+        id_hash: bytes,
+        changed_json: str,
+        removed: Sequence[str],
+        *,
+        replace: bool,
+        new_hash: bytes | None,
+        user_id: Any = KEEP_USER,
+        idle: timedelta,
+        absolute: timedelta | None,
+        touch_interval: timedelta,
+        max_size: int | None = None,
+    ) -> WriteResult:
+        """Merge changed keys into a live row, moving it to ``new_hash`` if given.
+
+        :param id_hash: the SHA-256 of the session id.
+        :param changed_json: the changed keys and their new values, a JSON object.
+        :param removed: the keys to delete.
+        :param replace: drop every stored key first (the session was cleared).
+        :param new_hash: the row's new key (a regenerated id), or None to keep it.
+        :param user_id: the user column's new text (None clears it), or :data:`KEEP_USER`.
+        :param idle: the idle lifetime, applied when a touch is due.
+        :param absolute: the absolute lifetime, or None.
+        :param touch_interval: how old ``accessed_at`` may be before the expiry moves.
+        :param max_size: the most bytes the merged row may take; over it nothing is written and
+            :class:`SessionTooLarge` is raised.
+        """
+        params = {
+            "id": id_hash,
+            "new_id": new_hash,
+            "changed": changed_json,
+            "removed": list(removed),
+            "replace": replace,
+            "set_user": user_id is not KEEP_USER,
+            "user_id": None if user_id is KEEP_USER else user_id,
+            "idle": idle,
+            "absolute": absolute,
+            "touch": touch_interval,
+            "max_size": max_size,
+        }
+
+        async def execute(conn: Connection, dialect: _Dialect) -> WriteResult:
+            cur = await _execute(dialect, conn, dialect.sql.write, params)
+            row = await cur.fetchone()
+            if row is None:
+                if max_size is not None:
+                    # Rare: the row is gone, or the merge would pass the limit. Ask which.
+                    cur = await _execute(dialect, conn, dialect.sql.merged_size, params)
+                    found = await cur.fetchone()
+                    if found is not None and found[0] > max_size:
+                        raise SessionTooLarge(int(found[0]), max_size)
+                return WriteResult(updated=False, touched=False, permanent=None)
+            permanent, touched = row
+            return WriteResult(True, bool(touched), permanent if isinstance(permanent, bool) else None)
+
+        return await self._run(execute, retry=False)
+
+    async def touch(self, id_hash: bytes, idle: timedelta, absolute: timedelta | None) -> bool:
+        """Push a live row's expiry forward without rewriting its data; True if it was there.
+
+        :param id_hash: the SHA-256 of the session id.
+        :param idle: the new idle lifetime, from now.
+        :param absolute: the absolute lifetime (from the row's creation), or None.
+        """
+        params = {"id": id_hash, "idle": idle, "absolute": absolute}
+
+        async def execute(conn: Connection, dialect: _Dialect) -> bool:
+            return bool((await _execute(dialect, conn, dialect.sql.touch, params)).rowcount)
+
+        return await self._run(execute, retry=True)
+
+    async def delete(self, id_hash: bytes) -> bool:
+        """Remove a session; True if a row was there.
+
+        :param id_hash: the SHA-256 of the session id.
+        """
+
+        async def execute(conn: Connection, dialect: _Dialect) -> bool:
+            return bool((await _execute(dialect, conn, dialect.sql.delete, {"id": id_hash})).rowcount)
+
+        return await self._run(execute, retry=True)
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    async def purge_expired(self, batch_size: int = DEFAULT_PURGE_BATCH_SIZE) -> int:
+        """Delete expired rows in batches of ``batch_size``; returns how many went.
+
+        Each batch is one short statement that skips rows other transactions hold, under the
+        table's advisory lock: while another process is purging, this stops early (maybe at 0).
+
+        :param batch_size: rows per statement; smaller batches hold fewer row locks at a time.
+        """
+        if batch_size < 1:
+            raise ConfigurationError("batch_size must be at least 1")
+        return await self._run(
+            lambda conn, dialect: self._purge_batches(conn, dialect, batch_size), retry=True
+        )
+
+    async def connect_unpooled(self) -> Connection:
+        """A connection outside the pool (the purge task's), set up as the pool's are."""
+        await self._ensure_ready()
+        assert self._pool is not None
+        return await self._pool.connect_unpooled()
+
+    async def purge_on(self, conn: Connection, batch_size: int) -> int:
+        """:meth:`purge_expired` on a given connection; driver errors are left to the caller.
+
+        :param conn: an autocommit connection from :meth:`connect_unpooled` (or the pool).
+        :param batch_size: rows per statement.
+        """
+        return await self._purge_batches(conn, self._dialect, batch_size)
+
+    async def _purge_batches(self, conn: Connection, dialect: _Dialect, batch_size: int) -> int:
+        # Each batch starts where the last one ended in expires_at order, so it never walks
+        # over index entries of rows already deleted (and not yet vacuumed).
+        total, after = 0, "-infinity"
+        while True:
+            params = {"lock": self._lock_key, "limit": batch_size, "after": after}
+            removed, last = await _one_row(await _execute(dialect, conn, dialect.sql.purge, params))
+            total += removed
+            if removed < batch_size:
+                return int(total)
+            after = last
+
+    async def sessions_for_user(self, user_id: Any) -> list[SessionInfo]:
+        """The live sessions whose ``user_key`` value is ``user_id``, most recently used first.
+
+        :param user_id: a str, int or UUID, matched by its text form (42 finds "42").
+        """
+        params = {"user_id": user_id_text(user_id)}
+
+        async def select(conn: Connection, dialect: _Dialect) -> list[SessionInfo]:
+            cur = await _execute(dialect, conn, dialect.sql.for_user, params)
+            return [SessionInfo(*row) for row in await cur.fetchall()]
+
+        return await self._run(select, retry=True)
+
+    async def revoke_user(self, user_id: Any, keep: Any = None) -> int:
+        """Delete every session of ``user_id`` ("log out everywhere"), except ``keep``.
+
+        :param user_id: a str, int or UUID, matched by its text form.
+        :param keep: a :class:`~pgsession_wsgi.session.Session` or a session id to spare,
+            typically the current request's own session; None spares nothing.
+        """
+        keep_id = keep if isinstance(keep, str) else getattr(keep, "id", None)
+        params = {"user_id": user_id_text(user_id), "keep": hash_session_id(keep_id) if keep_id else None}
+
+        async def execute(conn: Connection, dialect: _Dialect) -> int:
+            return int((await _execute(dialect, conn, dialect.sql.revoke, params)).rowcount)
+
+        return await self._run(execute, retry=True)
+
+    async def stats(self) -> dict[str, int]:
+        """Counts of live and expired rows, distinct users, and the table's size on disk in bytes."""
+
+        async def select(conn: Connection, dialect: _Dialect) -> dict[str, int]:
+            cur = await _execute(dialect, conn, dialect.sql.stats, {"name": self._qualified})
+            live, expired, users, size = await _one_row(cur)
+            return {"live": live, "expired": expired, "users": users, "total_bytes": size}
+
+        return await self._run(select, retry=True)
+
+
+def _retrieve_exception(future: asyncio.Future[None]) -> None:
+    """Mark a failed setup's error as seen: the requests that waited for it have their own."""
+    if not future.cancelled():
+        future.exception()

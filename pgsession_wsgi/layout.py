@@ -1,0 +1,41 @@
+"""Whether an existing table is a pgsession-wsgi table: the decision, without a driver.
+
+Both stores read the table's columns with :data:`pgsession_wsgi.sql.LAYOUT` on their own driver
+and hand them here, so a flask-pg-session table or a stranger's table is refused the same way.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+
+from .errors import ConfigurationError, LegacyTableError
+from .sql import EXPECTED_COLUMNS
+
+__all__ = ["check_layout"]
+
+
+def check_layout(columns: Mapping[str, str], *, qualified: str, table: str, schema: str) -> None:
+    """Refuse a table whose columns are not ours, naming what to do about it.
+
+    :param columns: column name to type (``format_type``), as :data:`~pgsession_wsgi.sql.LAYOUT`
+        answers for the table, which ``CREATE TABLE IF NOT EXISTS`` has just made or found.
+    :param qualified: the table's quoted, qualified name, for the message.
+    :param table: the table's own name, for the migration command the message suggests.
+    :param schema: the schema's own name, for the same command.
+    :raises LegacyTableError: the table has flask-pg-session's layout (the message gives the
+        command that converts it).
+    :raises ConfigurationError: any other table that is not ours.
+    """
+    if all(columns.get(name) == kind for name, kind in EXPECTED_COLUMNS.items()):
+        return
+    if {"session_id", "data", "expiry"} <= columns.keys():
+        raise LegacyTableError(
+            qualified,
+            "pgsession-wsgi migrate-flask-pg-session --dsn ... "
+            f"--table {shlex.quote(table)} --schema {shlex.quote(schema)}",
+        )
+    raise ConfigurationError(
+        f"the table {qualified} exists but is not a pgsession-wsgi table (columns: "
+        f"{', '.join(sorted(columns))}); choose another table name or schema"
+    )
