@@ -1,4 +1,7 @@
-"""Shared fixtures: a real PostgreSQL for every test, never a mock.
+"""unit/ needs no database (run only it: ``python -m pytest tests/unit``); integration/ and faults/ do.
+
+Shared fixtures: a real PostgreSQL for every test that uses one, never a mock. integration/ shares
+one database; faults/ stops or cuts servers, injects faults and runs real servers under load.
 
 The database is ``PGSESSION_TEST_DSN`` when set (e.g. ``postgresql://postgres@127.0.0.1:5432/test``),
 else one embedded server started for the whole run. Each test gets its own schema, so tests never
@@ -23,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg2
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests import the helpers as `wire`
+# Tests in every folder import the modules here as top-level ones: `wire`, `db`, `helpers`, `apps.support`.
+sys.path.insert(0, str(Path(__file__).parent))
 
 from wire import PGBOUNCER_INSTALL_HINT, PgBouncer, RoundTripCounter, find_pgbouncer  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Small helpers the test modules share."""
+"""Small helpers the test modules share (SQL of their own goes through ``db.sql``)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psycopg2
 from flask.testing import FlaskClient
-
-
-def sql(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-    """Run one statement on its own autocommit connection; rows if it returns any."""
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def wait_for(condition: Callable[[], object], what: str, limit: float = 30.0) -> None:

@@ -1,4 +1,4 @@
-"""Helpers shared by the reliability tests: direct WSGI calls, SQL, and a real gunicorn."""
+"""Helpers shared by the reliability tests: direct WSGI calls, a real gunicorn, a silent proxy."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import psycopg2.extensions
 from werkzeug.http import parse_cookie
 from werkzeug.test import create_environ
@@ -77,23 +76,6 @@ def wsgi_call(
         if close is not None:
             close()
     return Response(captured["status"], captured["headers"], data)
-
-
-def connect(dsn: str) -> Any:
-    conn = psycopg2.connect(dsn, connect_timeout=5, application_name="pgsession-test")
-    conn.autocommit = True
-    return conn
-
-
-def query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    """Run one statement on a connection of its own; the rows, or [] for a statement without."""
-    conn = connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def free_port() -> int:

@@ -10,7 +10,8 @@ from typing import Any, Callable
 from urllib.parse import parse_qs
 
 import pytest
-from apps.support import Response, http_get, query, wsgi_call
+from apps.support import Response, http_get, wsgi_call
+from db import sql
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from pgsession_wsgi import PostgresStore, SessionMiddleware, get_session
@@ -25,14 +26,12 @@ def stored(store: PostgresStore, cookie: str | None) -> dict[str, Any] | None:
     if not cookie:
         return None
     id_hash = hashlib.sha256(cookie.rsplit(".", 1)[0].encode()).digest()
-    dsn = store.dsn
-    rows = query(dsn, f"SELECT data FROM {store.qualified_name} WHERE id = %s", (id_hash,))
+    rows = sql(store, "SELECT data FROM {t} WHERE id = %s", (id_hash,))
     return rows[0][0] if rows else None
 
 
 def row_count(store: PostgresStore) -> int:
-    dsn = store.dsn
-    return int(query(dsn, f"SELECT count(*) FROM {store.qualified_name}")[0][0])
+    return int(sql(store, "SELECT count(*) FROM {t}")[0][0])
 
 
 # -- many threads, one session, a real threaded WSGI server ----------------------------------

@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 import psycopg2
 import pytest
-from apps.support import Response, SwitchProxy, query, wsgi_call
+from apps.support import Response, SwitchProxy, wsgi_call
+from db import sql
 from helpers import wait_for
 from wire import RoundTripCounter
 
@@ -53,7 +54,7 @@ def make_app(owned_server: EmbeddedPostgres) -> Iterator[Callable[..., SessionMi
 
 def stored_n(dsn: str, cookie: str) -> int | None:
     id_hash = hashlib.sha256(cookie.rsplit(".", 1)[0].encode()).digest()
-    rows = query(dsn, f'SELECT data FROM "{SCHEMA}".pgsession WHERE id = %s', (id_hash,))
+    rows = sql(dsn, f'SELECT data FROM "{SCHEMA}".pgsession WHERE id = %s', (id_hash,))
     return rows[0][0].get("n") if rows else None
 
 
@@ -272,7 +273,7 @@ def test_a_write_cut_off_mid_statement_is_not_retried_blindly(
         thread = threading.Thread(target=lambda: result.append(wsgi_call(app, "/inc", cookie)))
         thread.start()
         waiting = wait_for_waiting_backend(owned_server.dsn)
-        query(owned_server.dsn, "SELECT pg_terminate_backend(%s, 5000)", (waiting,))
+        sql(owned_server.dsn, "SELECT pg_terminate_backend(%s, 5000)", (waiting,))
         thread.join(10)
         release()
         assert result and result[0].status == 503
@@ -289,7 +290,7 @@ def wait_for_waiting_backend(dsn: str, timeout: float = 30.0) -> int:
     """The pid of the pgsession-wsgi backend waiting for a lock."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = query(
+        rows = sql(
             dsn,
             "SELECT pid FROM pg_stat_activity WHERE application_name = "
             "'pgsession-wsgi' AND wait_event_type = 'Lock'",

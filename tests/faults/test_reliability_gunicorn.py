@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apps.support import APPS_DIR, gunicorn, http_get, query
+from apps.support import APPS_DIR, gunicorn, http_get
+from db import sql
 
 from pgsession_wsgi import PostgresStore
 
@@ -90,7 +91,7 @@ def test_the_purge_runs_in_one_process_at_a_time(
     """Every worker has a purge thread; a trigger logs each deleted row with its backend and
     transaction; the batches of different transactions must never overlap in time."""
     make_store().create_table()
-    query(pg_dsn, PURGE_LOG.format(s=f'"{schema}"'))
+    sql(pg_dsn, PURGE_LOG.format(s=f'"{schema}"'))
     insert_expired = (
         f'INSERT INTO "{schema}".pgsession (id, data, expires_at)'
         " SELECT sha256(gen_random_uuid()::text::bytea), '{}', now() - interval '1 hour'"
@@ -101,14 +102,14 @@ def test_the_purge_runs_in_one_process_at_a_time(
     with gunicorn("counter_app:app", env, tmp_path, *args) as server:
         server.wait_ready()
         for _ in range(40):  # keep expired rows coming for about two seconds
-            query(pg_dsn, insert_expired, (15,))
+            sql(pg_dsn, insert_expired, (15,))
             time.sleep(0.05)
         deadline = time.monotonic() + 10
-        while query(pg_dsn, f'SELECT count(*) FROM "{schema}".pgsession')[0][0]:
+        while sql(pg_dsn, f'SELECT count(*) FROM "{schema}".pgsession')[0][0]:
             assert time.monotonic() < deadline, "the purge threads left expired rows behind"
             time.sleep(0.1)
         assert server.alive, server.log()
-    batches = query(
+    batches = sql(
         pg_dsn,
         f"SELECT txid, min(backend), max(backend), min(at), max(at), count(*)"
         f' FROM "{schema}".purge_log GROUP BY txid ORDER BY min(at)',
@@ -143,14 +144,14 @@ def test_workers_starting_together_on_a_fresh_schema_all_create_the_table(
                 answer = http_get(server.port, "/inc")
                 assert (answer.status, answer.json()["n"]) == (200, 1)
                 assert server.alive, server.log()
-            tables = query(
+            tables = sql(
                 pg_dsn,
                 "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename = 'pgsession'",
                 (fresh,),
             )
             assert tables == [(1,)]
         finally:
-            query(pg_dsn, f'DROP SCHEMA IF EXISTS "{fresh}" CASCADE')
+            sql(pg_dsn, f'DROP SCHEMA IF EXISTS "{fresh}" CASCADE')
 
 
 def wait_for_files(folder: Path, pattern: str, count: int, server: Any) -> None:
@@ -170,6 +171,6 @@ def test_counter_app_reports_its_worker(pg_dsn: str, schema: str, tmp_path: Path
         body = json.loads(http_get(server.port, "/backend").body)
         worker_pids = {int(p) for p in os.listdir("/proc") if p.isdigit()}
         assert body["pid"] in worker_pids
-        assert query(pg_dsn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (body["backend"],)) == [
+        assert sql(pg_dsn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (body["backend"],)) == [
             (1,)
         ]

@@ -12,7 +12,8 @@ from typing import Any
 
 import psycopg2
 import pytest
-from apps.support import Response, query, wsgi_call
+from apps.support import Response, wsgi_call
+from db import sql
 
 from pgsession_wsgi import PostgresStore, SessionMiddleware, get_session
 from pgsession_wsgi.embedded import EmbeddedPostgres
@@ -55,7 +56,7 @@ def bounced(
 
 def row(dsn: str, cookie: str) -> Any:
     id_hash = hashlib.sha256(cookie.rsplit(".", 1)[0].encode()).digest()
-    rows = query(dsn, f"SELECT data FROM {SCHEMA}.pgsession WHERE id = %s", (id_hash,))
+    rows = sql(dsn, f"SELECT data FROM {SCHEMA}.pgsession WHERE id = %s", (id_hash,))
     return rows[0][0] if rows else None
 
 
@@ -85,7 +86,7 @@ def test_expired_sessions_are_purged_through_pgbouncer(
 ) -> None:
     live = wsgi_call(bounced, "/set?user=bob").cookie()
     assert live
-    query(
+    sql(
         owned_server.dsn,
         f"INSERT INTO {SCHEMA}.pgsession (id, data, expires_at) SELECT sha256(i::text::bytea),"
         " '{}', now() - interval '1 minute' FROM generate_series(1, 2500) i",
@@ -93,10 +94,10 @@ def test_expired_sessions_are_purged_through_pgbouncer(
 
     assert bounced.store.purge_expired(batch_size=1000) == 2500
 
-    assert query(owned_server.dsn, f"SELECT count(*) FROM {SCHEMA}.pgsession") == [(1,)]
+    assert sql(owned_server.dsn, f"SELECT count(*) FROM {SCHEMA}.pgsession") == [(1,)]
     assert row(owned_server.dsn, live) == {"user": "bob"}
     # The purge's lock is transaction-scoped: nothing stays held on a pooled server connection.
-    assert query(owned_server.dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == [(0,)]
+    assert sql(owned_server.dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == [(0,)]
 
 
 def test_concurrent_sessions_through_pgbouncer_keep_every_write(
@@ -124,7 +125,7 @@ def test_concurrent_sessions_through_pgbouncer_keep_every_write(
     for answers in results.values():
         assert [a.status for a in answers] == [200] * 15
         assert answers[-1].body == b"[('n', 15)]"
-    servers = query(
+    servers = sql(
         owned_server.dsn,
         "SELECT count(*) FROM pg_stat_activity WHERE"
         " backend_type = 'client backend' AND pid <> pg_backend_pid()",

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-import psycopg2
 import pytest
-from apps.support import query, wsgi_call
+from apps.support import wsgi_call
+from db import sql
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from itsdangerous import Signer
@@ -120,7 +120,7 @@ def test_any_cookie_header_gets_a_normal_response_and_no_write_for_a_forged_id(
     header, forged = data.draw(cookie_headers(real))
     store: PostgresStore = middleware.store
     dsn = wire_counter.dsn
-    before = query(dsn, f"SELECT count(*) FROM {store.qualified_name}")[0][0]
+    before = sql(dsn, f"SELECT count(*) FROM {store.qualified_name}")[0][0]
     wire_counter.reset()
 
     answer = wsgi_call(middleware, path, cookie_header=header)
@@ -139,10 +139,10 @@ def test_any_cookie_header_gets_a_normal_response_and_no_write_for_a_forged_id(
         writes = [s for s in statements if forged_hex in s and not s.startswith("SELECT")]
         if path != "/blind":  # a blind write may probe the id with an UPDATE that matches nothing
             assert writes == [], f"a statement wrote for a forged id: {writes}"
-        rows = query(dsn, f"SELECT count(*) FROM {store.qualified_name} WHERE id = %s",
+        rows = sql(dsn, f"SELECT count(*) FROM {store.qualified_name} WHERE id = %s",
                      (id_hash(session_id),))
         assert rows == [(0,)], "a row exists under a forged id"
-    after = query(dsn, f"SELECT count(*) FROM {store.qualified_name}")[0][0]
+    after = sql(dsn, f"SELECT count(*) FROM {store.qualified_name}")[0][0]
     assert after - before in (0, 1)
     new_cookie = answer.cookie()
     if new_cookie:
@@ -173,8 +173,8 @@ HOSTILE_NAMES = [
 @pytest.fixture
 def victim(pg_dsn: str, schema: str) -> Iterator[Callable[[], bool]]:
     """A table an injection would try to drop; call the fixture to see if it survived."""
-    query(pg_dsn, f'CREATE TABLE "{schema}".victim (x int)')
-    yield lambda: bool(query(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL",
+    sql(pg_dsn, f'CREATE TABLE "{schema}".victim (x int)')
+    yield lambda: bool(sql(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL",
                              (f'"{schema}".victim',))[0][0])
 
 
@@ -199,7 +199,7 @@ def test_a_hostile_table_name_is_quoted_never_executed(
 ) -> None:
     exercise(make_store(table=name))
     assert victim()
-    tables = query(pg_dsn, "SELECT relname FROM pg_class c JOIN pg_namespace n ON"
+    tables = sql(pg_dsn, "SELECT relname FROM pg_class c JOIN pg_namespace n ON"
                            " n.oid = relnamespace WHERE nspname = %s AND relkind = 'r'", (schema,))
     assert sorted(t for (t,) in tables) == sorted([name, "victim"])
 
@@ -212,10 +212,10 @@ def test_a_hostile_schema_name_is_quoted_never_executed(
     try:
         exercise(make_store(schema=hostile))
         assert victim()
-        assert query(pg_dsn, "SELECT count(*) FROM pg_namespace WHERE nspname = %s",
+        assert sql(pg_dsn, "SELECT count(*) FROM pg_namespace WHERE nspname = %s",
                      (hostile,)) == [(1,)]
     finally:
-        query(pg_dsn, 'DROP SCHEMA IF EXISTS "{}" CASCADE'.format(hostile.replace('"', '""')))
+        sql(pg_dsn, 'DROP SCHEMA IF EXISTS "{}" CASCADE'.format(hostile.replace('"', '""')))
 
 
 @pytest.mark.parametrize("name", ["", "a\x00b", "x" * 64, "é" * 32])
@@ -233,7 +233,7 @@ def test_two_long_table_names_in_one_schema_each_get_their_indexes(
     prefix = "sessions_of_the_application_number_forty_"
     for suffix in ("one", "two"):
         make_store(table=prefix + suffix).create_table()
-    indexed = query(pg_dsn, "SELECT tablename, count(*) FROM pg_indexes WHERE schemaname = %s"
+    indexed = sql(pg_dsn, "SELECT tablename, count(*) FROM pg_indexes WHERE schemaname = %s"
                             " GROUP BY tablename ORDER BY tablename", (schema,))
     assert indexed == [(prefix + "one", 3), (prefix + "two", 3)]  # primary key + 2
 
@@ -291,7 +291,7 @@ def test_an_unstorable_value_answers_500_naming_the_key_and_leaves_the_session_a
     middleware = SessionMiddleware(app, store, secret_key=SECRET)
     cookie = wsgi_call(middleware, "/login").cookie()
     assert cookie
-    before = query(store.dsn,
+    before = sql(store.dsn,
                    f"SELECT data, accessed_at FROM {store.qualified_name}")
 
     with caplog.at_level(logging.ERROR, logger="pgsession_wsgi"):
@@ -299,7 +299,7 @@ def test_an_unstorable_value_answers_500_naming_the_key_and_leaves_the_session_a
 
     assert answer.status == 500
     assert "'bad'" in caplog.text
-    assert query(store.dsn,
+    assert sql(store.dsn,
                  f"SELECT data, accessed_at FROM {store.qualified_name}") == before
 
 
@@ -313,7 +313,7 @@ def test_an_unstorable_value_in_a_new_session_stores_nothing(
     answer = wsgi_call(middleware, f"/bad?kind={kind}")
     assert answer.status == 500
     assert answer.cookie() is None
-    assert query(store.dsn,
+    assert sql(store.dsn,
                  f"SELECT count(*) FROM {store.qualified_name}") == [(0,)]
 
 
@@ -332,9 +332,5 @@ def test_the_hostile_names_fixture_really_detects_a_dropped_table(
 ) -> None:
     """The injection checks above rely on this: dropping the victim is noticed."""
     assert victim()
-    conn = psycopg2.connect(pg_dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP TABLE "{schema}".victim')
-    conn.close()
+    sql(pg_dsn, f'DROP TABLE "{schema}".victim')
     assert not victim()

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from apps.support import free_port, query
+from apps.support import free_port
+from db import sql
 
 from pgsession_wsgi import PostgresStore
 from pgsession_wsgi.cli import main
@@ -49,7 +50,7 @@ def add_session(pg_dsn: str, make_store: Callable[..., PostgresStore]) -> AddSes
         data = {"n": 1} if user is None else {"uid": user}
         store.insert(id_hash, json.dumps(data), user_id=user, idle=HOUR, absolute=None)
         if expired:
-            query(pg_dsn, f"UPDATE {store.qualified_name} SET expires_at = now() - interval '1 hour'"
+            sql(pg_dsn, f"UPDATE {store.qualified_name} SET expires_at = now() - interval '1 hour'"
                           " WHERE id = %s", (id_hash,))
         return id_hash
 
@@ -57,7 +58,7 @@ def add_session(pg_dsn: str, make_store: Callable[..., PostgresStore]) -> AddSes
 
 
 def count_rows(dsn: str, schema: str, table: str = "pgsession") -> int:
-    return int(query(dsn, f'SELECT count(*) FROM "{schema}"."{table}"')[0][0])
+    return int(sql(dsn, f'SELECT count(*) FROM "{schema}"."{table}"')[0][0])
 
 
 # -- init ----------------------------------------------------------------------------------------
@@ -68,8 +69,8 @@ def test_init_creates_table_and_indexes(pg_dsn: str, schema: str,
     status, out, err = run(["init", "--dsn", pg_dsn, "--schema", schema, "--table", "web"], capsys)
     assert (status, err) == (0, "")
     assert f"{schema}.web" in out
-    assert query(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}"."web"',)) == [(True,)]
-    indexes = " | ".join(row[0] for row in query(
+    assert sql(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}"."web"',)) == [(True,)]
+    indexes = " | ".join(row[0] for row in sql(
         pg_dsn, "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 'web'",
         (schema,)))
     assert "(id)" in indexes and "(expires_at)" in indexes and "(user_id) WHERE" in indexes
@@ -83,7 +84,7 @@ def test_init_reads_dsn_and_schema_from_the_environment(
     monkeypatch.setenv("PGSESSION_DSN", pg_dsn)
     monkeypatch.setenv("PGSESSION_SCHEMA", schema)
     assert run(["init"], capsys)[0] == 0
-    assert query(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".pgsession',)) == [(True,)]
+    assert sql(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".pgsession',)) == [(True,)]
 
 
 def test_init_sql_prints_the_ddl_without_connecting(capsys: pytest.CaptureFixture[str],
@@ -109,7 +110,7 @@ def test_init_sql_output_runs_as_is(pg_dsn: str, schema: str,
     """What a DBA pastes into psql creates a table the store accepts."""
     status, out, _ = run(["init", "--sql", "--schema", schema], capsys)
     assert status == 0
-    query(pg_dsn, out)
+    sql(pg_dsn, out)
     store = PostgresStore(pg_dsn, schema=schema, create_table=False, purge_interval=None)
     try:
         store.create_table()  # checks the layout: raises if the table were not ours
@@ -165,7 +166,7 @@ def test_revoke_removes_every_session_of_one_user(
     status, out, err = run(["revoke", "--dsn", pg_dsn, "--schema", schema, "--user", "42"], capsys)
     assert (status, err) == (0, "")
     assert "removed 2 session(s) of user '42'" in out
-    assert [bytes(row[0]) for row in query(pg_dsn, f'SELECT id FROM "{schema}".pgsession')] == [kept]
+    assert [bytes(row[0]) for row in sql(pg_dsn, f'SELECT id FROM "{schema}".pgsession')] == [kept]
     status, out, _ = run(["revoke", "--dsn", pg_dsn, "--schema", schema, "--user", "42"], capsys)
     assert status == 0 and "removed 0 session(s)" in out and "user_key" in out
 
@@ -188,12 +189,12 @@ def test_revoke_keep_none_is_gone(pg_dsn: str, schema: str, add_session: AddSess
 def test_migrate_prints_the_report(pg_dsn: str, schema: str,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     table = f'"{schema}".legacy'
-    query(pg_dsn, f"CREATE TABLE {table} (session_id VARCHAR(255) NOT NULL PRIMARY KEY,"
+    sql(pg_dsn, f"CREATE TABLE {table} (session_id VARCHAR(255) NOT NULL PRIMARY KEY,"
                   " created TIMESTAMP DEFAULT (NOW() AT TIME ZONE 'utc'), data BYTEA,"
                   " expiry TIMESTAMP)")
     live, refused = str(uuid.uuid4()), str(uuid.uuid4())
     for sid, payload in ((live, pickle.dumps({"n": 1})), (refused, b"not a pickle")):
-        query(pg_dsn, f"INSERT INTO {table} (session_id, data, expiry)"
+        sql(pg_dsn, f"INSERT INTO {table} (session_id, data, expiry)"
                       " VALUES (%s, %s, now() AT TIME ZONE 'utc' + interval '1 day')",
               (sid, payload))
     status, out, err = run(["migrate-flask-pg-session", "--dsn", pg_dsn, "--schema", schema,
@@ -244,7 +245,7 @@ def test_missing_table_points_at_init(pg_dsn: str, schema: str,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = run(["stats", "--dsn", pg_dsn, "--schema", schema], capsys)
     assert status == 1 and "does not exist" in err and "pgsession-wsgi init" in err
-    assert query(pg_dsn, "SELECT to_regclass(%s)", (f'"{schema}".pgsession',)) == [(None,)]
+    assert sql(pg_dsn, "SELECT to_regclass(%s)", (f'"{schema}".pgsession',)) == [(None,)]
 
 
 @pytest.mark.parametrize("argv", [[], ["revoke"], ["nonsense"], ["cleanup", "--batch-size", "x"]])
@@ -273,7 +274,7 @@ def script(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_console_script_init_then_stats(pg_dsn: str, schema: str) -> None:
     result = script("init", "--schema", schema, PGSESSION_DSN=pg_dsn)
     assert result.returncode == 0, result.stderr
-    assert query(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".pgsession',)) == [(True,)]
+    assert sql(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".pgsession',)) == [(True,)]
     result = script("stats", "--dsn", pg_dsn, "--schema", schema)
     assert result.returncode == 0 and "live: 0" in result.stdout
 
@@ -295,15 +296,15 @@ def test_migrate_gives_rows_without_expiry_the_lifetime_asked_for(
     pg_dsn: str, schema: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     table = f'"{schema}".legacy'
-    query(pg_dsn, f"CREATE TABLE {table} (session_id VARCHAR(255) NOT NULL PRIMARY KEY,"
+    sql(pg_dsn, f"CREATE TABLE {table} (session_id VARCHAR(255) NOT NULL PRIMARY KEY,"
                   " created TIMESTAMP DEFAULT (NOW() AT TIME ZONE 'utc'), data BYTEA,"
                   " expiry TIMESTAMP)")
-    query(pg_dsn, f"INSERT INTO {table} (session_id, data, expiry) VALUES (%s, %s, NULL)",
+    sql(pg_dsn, f"INSERT INTO {table} (session_id, data, expiry) VALUES (%s, %s, NULL)",
           (str(uuid.uuid4()), pickle.dumps({"_permanent": False, "n": 1})))
     status, _, err = run(["migrate-flask-pg-session", "--dsn", pg_dsn, "--schema", schema,
                           "--table", "legacy", "--lifetime-days", "2"], capsys)
     assert (status, err) == (0, "")
-    [(remaining,)] = query(pg_dsn, f'SELECT expires_at - now() FROM "{schema}".legacy')
+    [(remaining,)] = sql(pg_dsn, f'SELECT expires_at - now() FROM "{schema}".legacy')
     assert dt.timedelta(days=1, hours=23) < remaining <= dt.timedelta(days=2)
     status, _, err = run(["migrate-flask-pg-session", "--dsn", pg_dsn, "--schema", schema,
                           "--table", "legacy", "--lifetime-days", "0"], capsys)

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apps.support import Response, free_port, http_get, query
+from apps.support import Response, free_port, http_get
+from db import sql
 from webtest import TestApp
 
 from pgsession_wsgi import SessionMiddleware
 from pgsession_wsgi.cli import _default_app, main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PASSWORD = "demo-pw-never-printed"
 
@@ -81,11 +82,11 @@ def test_counts_visits_and_reset_starts_over(counter_app: SessionMiddleware, pg_
     assert visits(browser.get("/")) == 2
     browser.get("/favicon.ico", status=404)  # not a visit
     assert visits(browser.get("/")) == 3
-    assert query(pg_dsn, f'SELECT data FROM "{schema}".pgsession') == [({"visits": 3},)]
+    assert sql(pg_dsn, f'SELECT data FROM "{schema}".pgsession') == [({"visits": 3},)]
 
     reset = browser.get("/reset", status=303)
     assert reset.headers["Location"].endswith("/")
-    assert query(pg_dsn, f'SELECT count(*) FROM "{schema}".pgsession') == [(0,)]
+    assert sql(pg_dsn, f'SELECT count(*) FROM "{schema}".pgsession') == [(0,)]
     assert visits(reset.follow()) == 1
 
 
@@ -235,7 +236,7 @@ def test_demo_serves_on_the_given_database_and_stops_on_ctrl_c(pg_dsn: str, sche
     assert "stopped" in rest
     assert PASSWORD not in line + rest + demo.stderr()
     assert "Traceback" not in demo.stderr()
-    assert query(pg_dsn, f'SELECT count(*) FROM "{schema}".pgsession') == [(1,)]
+    assert sql(pg_dsn, f'SELECT count(*) FROM "{schema}".pgsession') == [(1,)]
 
 
 def test_demo_says_it_uses_pgsession_dsn(pg_dsn: str, schema: str, tmp_path: Path) -> None:
@@ -410,4 +411,4 @@ def test_demo_runs_from_the_built_wheel_outside_the_checkout(pg_dsn: str, schema
         status, rest = demo.interrupt()
     assert status == 0, demo.stderr()
     assert "stopped" in rest and "Traceback" not in demo.stderr()
-    assert query(pg_dsn, f'SELECT count(*) FROM "{schema}".pgsession') == [(1,)]
+    assert sql(pg_dsn, f'SELECT count(*) FROM "{schema}".pgsession') == [(1,)]

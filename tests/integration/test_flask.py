@@ -15,8 +15,9 @@ from typing import Any
 import flask
 import flask_login
 import pytest
+from db import sql
 from flask import Flask, flash, get_flashed_messages, request, session
-from helpers import ClosingClient, sql
+from helpers import ClosingClient
 from markupsafe import Markup
 from webtest import TestApp
 from wire import RoundTripCounter
@@ -31,7 +32,7 @@ from pgsession_wsgi import (
 )
 from pgsession_wsgi.flask import EXTENSION_KEY, EnvironSessionInterface, PgSession
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- helpers --------------------------------------------------------------------------------------

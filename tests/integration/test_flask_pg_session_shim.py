@@ -21,8 +21,9 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 import pytest
+from db import sql
 from flask import Flask, session
-from helpers import ClosingClient, sql
+from helpers import ClosingClient
 from itsdangerous import Signer
 from itsdangerous.encoding import base64_decode
 from webtest import TestApp

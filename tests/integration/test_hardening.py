@@ -16,7 +16,8 @@ from typing import Any
 import psycopg2
 import pytest
 from apps.support import wsgi_call
-from helpers import ClosingClient, sql
+from db import sql
+from helpers import ClosingClient
 
 from pgsession_wsgi import PostgresStore, SessionError, SessionMiddleware, get_session
 from pgsession_wsgi.cli import main as cli_main

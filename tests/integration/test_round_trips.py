@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from helpers import sql
+from db import sql
 from session_app import session_app
 from webtest import TestApp
 from wire import RoundTripCounter

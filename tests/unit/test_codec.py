@@ -127,7 +127,7 @@ def test_every_built_in_tag_has_a_row_of_0_1_0() -> None:
 def test_a_tagged_value_is_a_level_of_its_own(leaf: Any) -> None:
     """At MAX_DEPTH a tagged value is refused when stored, as a row holding it would be refused
     when read (0.1.0 stored such values and then could not read them). Plain leaves are no level
-    (tests/test_hardening.py: test_depth_limit_is_exact)."""
+    (tests/integration/test_hardening.py: test_depth_limit_is_exact)."""
     deepest = leaf
     for _ in range(MAX_DEPTH - 1):
         deepest = [deepest]

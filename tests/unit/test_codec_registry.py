@@ -1,54 +1,21 @@
-"""The codec's registry: an app's own types are stored the way the built-in ones are."""
+"""The codec's registry: an app's own types are stored the way the built-in ones are.
+
+The same types through a real session and table: tests/integration/test_codec_registry_sessions.py.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 import pytest
-from apps.support import wsgi_call
-from helpers import sql
+from codec_types import STOP, LazyText, Point, Stop, with_app_types
 from markupsafe import Markup
 
-from pgsession_wsgi import ConfigurationError, PostgresStore, SessionMiddleware, get_session
+from pgsession_wsgi import ConfigurationError
 from pgsession_wsgi import codec as codec_module
 from pgsession_wsgi.codec import MAX_DEPTH, Codec, Recurse, TagRegistrationError, TypeTag, dumps
-
-
-@dataclass
-class Point:
-    x: int
-    y: int
-
-
-@dataclass
-class Stop:
-    where: Point
-    at: datetime
-    fare: Decimal
-
-
-class LazyText:
-    """A stand-in for flask-babel's LazyString: not a str, but text when asked."""
-
-    def __init__(self, make: Callable[[], str]) -> None:
-        self._make = make
-
-    def __str__(self) -> str:
-        return self._make()
-
-
-def with_app_types(codec: Codec) -> Codec:
-    codec.register_type(Point, " pt", lambda p: [p.x, p.y], lambda data: Point(*data))
-    codec.register_type(
-        Stop, " stop", lambda s: {"where": s.where, "at": s.at, "fare": s.fare}, lambda data: Stop(**data)
-    )
-    codec.register_type(LazyText, None, str)
-    return codec
 
 
 def round_trip(codec: Codec, value: Any) -> Any:
@@ -59,9 +26,6 @@ def nested(depth: int, leaf: Any = 1) -> Any:
     for _ in range(depth):
         leaf = [leaf]
     return leaf
-
-
-STOP = Stop(Point(1, 2), datetime(2026, 3, 4, 5, 6), Decimal("2.50"))
 
 
 # -- app types round-trip ---------------------------------------------------------------------
@@ -283,54 +247,3 @@ def test_a_self_containing_value_inside_a_tag_is_refused() -> None:
     loop.append(Box(loop))
     with pytest.raises(ValueError, match="nested deeper"):
         boxing(Codec()).encode(loop)
-
-
-# -- through a real session --------------------------------------------------------------------
-
-TABLE = "codec_sessions"
-VALUES: dict[str, Any] = {
-    "point": Point(1, 2),
-    "stops": [STOP, {"next": Point(3, 4)}],
-    "pair": (Point(5, 6), [STOP]),
-    "by_name": {"home": Point(0, 0), "trip": (STOP,)},
-    "title": LazyText(lambda: "Reise"),
-}
-LOADED: dict[str, Any] = {}
-
-
-def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    """/put stores VALUES in the session; /read copies the session into LOADED."""
-    session = get_session(environ)
-    if environ["PATH_INFO"] == "/put":
-        for key, value in VALUES.items():
-            session[key] = value
-    else:
-        LOADED.clear()
-        LOADED.update(session)
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b""]
-
-
-@pytest.fixture
-def app_codec(monkeypatch: pytest.MonkeyPatch) -> Iterator[Codec]:
-    """The default codec, with the app's types, for this test only."""
-    codec = with_app_types(Codec())
-    monkeypatch.setattr(codec_module, "default_codec", codec)
-    yield codec
-
-
-def test_app_types_survive_a_session_save_and_load(
-    app_codec: Codec, make_store: Callable[..., PostgresStore], pg_dsn: str, schema: str
-) -> None:
-    store = make_store(table=TABLE)
-    store.create_table()
-    middleware = SessionMiddleware(app, store, secret_key="codec-secret")
-    cookie = wsgi_call(middleware, "/put").cookie()
-    assert cookie
-    ((stored,),) = sql(pg_dsn, f'SELECT data FROM "{schema}".{TABLE}')
-    assert stored["point"] == {" pt": [1, 2]} and stored["title"] == "Reise"
-    assert stored["pair"][" t"][0] == {" pt": [5, 6]}
-    assert wsgi_call(middleware, "/read", cookie).status == 200
-    assert LOADED == {**VALUES, "title": "Reise"}
-    assert type(LOADED["pair"]) is tuple and type(LOADED["stops"][0].at) is datetime
-    assert type(LOADED["by_name"]["trip"][0].where) is Point

@@ -14,7 +14,7 @@ import pgsession_wsgi.flask
 import pgsession_wsgi.legacy
 from pgsession_wsgi import defaults, flask_pg_session
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_old_legacy_module_re_exports_the_same_objects() -> None:
