@@ -39,26 +39,7 @@ SECRET = "core-secret"
 
 
 def make_core(**options: Any) -> SessionCore:
-    settings: dict[str, Any] = dict(
-        cookie_name="session",
-        idle_timeout=timedelta(days=1),
-        absolute_timeout=None,
-        touch_interval=timedelta(seconds=60),
-        permanent=True,
-        refresh_each_request=True,
-        cookie_path="/",
-        cookie_domain=None,
-        cookie_secure=None,
-        cookie_httponly=True,
-        cookie_samesite="Lax",
-        fallback_secret_keys=(),
-        user_key=None,
-        regenerate_on_user_change=True,
-        max_size=None,
-        signer=None,
-    )
-    settings.update(options)
-    return SessionCore.configure(SECRET, **settings)
+    return SessionCore.configure(SECRET, **{**_options(), **options})
 
 
 class Script:
