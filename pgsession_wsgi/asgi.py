@@ -1,0 +1,578 @@
+"""Server-side sessions for ASGI apps (Starlette, FastAPI, Litestar), on psycopg 3 async.
+
+The ASGI adapter of :mod:`pgsession_wsgi.core`, sharing the table, the cookie format and the
+codec with the WSGI side, so one login can span a Flask app and a FastAPI app::
+
+    from pgsession_wsgi.asgi import AsyncPostgresStore, SessionMiddleware
+
+    store = AsyncPostgresStore("postgresql://app@db/app")
+    app.add_middleware(SessionMiddleware, store=store, secret_key=os.environ["SECRET_KEY"])
+
+    @app.get("/")
+    async def home(request: Request) -> dict:
+        request.session["visits"] = request.session.get("visits", 0) + 1
+        return {"visits": request.session["visits"]}
+
+A cookie cannot be read lazily without blocking the event loop, so with ``autoload=True`` a
+request carrying a validly signed cookie is loaded (one statement) before the app runs; a request
+with no cookie or a bad signature costs nothing. With ``autoload=False`` the app calls
+``await load_session(request)`` where it needs the session, and may write without loading (a
+blind write, one statement).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import sys
+from collections.abc import Awaitable, Iterable, Mapping, MutableMapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from .cookies import IdSigner
+from .core import Operation, Policy, SessionCore, private_cache_control, run_async
+from .defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_TOUCH_INTERVAL
+from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
+from .session import Session
+
+if TYPE_CHECKING:
+    from .async_store import AsyncPostgresStore
+
+__all__ = [
+    "SCOPE_KEY",
+    "WEBSOCKET_UNAVAILABLE",
+    "AsyncPostgresStore",
+    "AsyncStore",
+    "SessionMiddleware",
+    "SessionNotLoaded",
+    "load_session",
+    "save_session",
+]
+
+log = logging.getLogger("pgsession_wsgi")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Where the middleware keeps its per-connection state in the scope (for :func:`load_session`
+#: and :func:`save_session`); the session itself is ``scope["session"]``.
+SCOPE_KEY = "pgsession.connection"
+
+#: The close code of a websocket handshake refused because the session could not be loaded:
+#: 1013, "Try Again Later" (the store is unreachable; 1011 for any other session error).
+WEBSOCKET_UNAVAILABLE = 1013
+_WEBSOCKET_ERROR = 1011
+
+_ERROR_BODIES = {
+    503: b"Service Unavailable: the session store cannot be reached. Please try again shortly.\n",
+    500: b"Internal Server Error\n",
+}
+
+
+class AsyncStore(Protocol):
+    """What the middleware needs of a store: :class:`AsyncPostgresStore` is one."""
+
+    async def open(self) -> None:
+        """Open the pool (and create the table); called at lifespan startup."""
+
+    async def close(self) -> None:
+        """Close the pool; called at lifespan shutdown."""
+
+    async def execute(self, operation: Operation) -> Any:
+        """Run one statement the core asks for.
+
+        :param operation: a :class:`~pgsession_wsgi.core.Load`, ``Insert``, ``Write``, ``Touch``
+            or ``Delete``.
+        """
+
+
+class SessionNotLoaded(SessionError, RuntimeError):
+    """The app read a session that has a cookie before loading it (``autoload=False``)."""
+
+
+def __getattr__(name: str) -> Any:
+    # The store needs psycopg 3 (the [asgi] extra); import it only when it is asked for.
+    if name == "AsyncPostgresStore":
+        from .async_store import AsyncPostgresStore
+
+        return AsyncPostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Connection:
+    """What the middleware knows about one HTTP request or websocket, kept in its scope."""
+
+    __slots__ = ("middleware", "session", "websocket", "started", "pending", "unavailable")
+
+    def __init__(self, middleware: SessionMiddleware, session: Session, websocket: bool) -> None:
+        self.middleware = middleware
+        self.session = session
+        self.websocket = websocket
+        #: The response headers went out: a change needing a new cookie cannot be saved any more.
+        self.started = False
+        #: Headers from an explicit :func:`save_session` before the response started.
+        self.pending: list[tuple[str, str]] = []
+        #: :func:`load_session` found the store unreachable: a 5xx the app answers becomes a 503.
+        self.unavailable: StoreUnavailable | None = None
+
+
+class SessionMiddleware:
+    """Give every HTTP and websocket connection of ``app`` a server-side session.
+
+    The session is ``scope["session"]``, so ``request.session`` works unchanged in Starlette,
+    FastAPI and Litestar. It is saved when ``http.response.start`` is sent, before the headers go
+    out: a store that cannot be reached is a 503 and one log line, a value that cannot be stored a
+    500 and one log line naming its key. Litestar's ``request.set_session(data)`` replaces the
+    session's data and ``request.clear_session()`` ends it (row deleted, cookie expired).
+
+    A websocket's session is loaded at connect; if the store cannot be reached the handshake is
+    closed with code :data:`WEBSOCKET_UNAVAILABLE` (1013, "Try Again Later"). A websocket cannot
+    set cookies, so its session is saved only when the handler calls ``await save_session(ws)``.
+
+    The store's pool opens at lifespan startup (or at first use) and closes at lifespan shutdown,
+    after the app's own shutdown handlers. A store that cannot be reached at startup is logged
+    and retried by the first request; a table that is not a pgsession-wsgi table fails startup.
+
+    :param app: the ASGI application to wrap.
+    :param store: an async store (:class:`AsyncPostgresStore`); a sync ``PostgresStore`` would
+        block the event loop and is refused.
+    :param secret_key: signs the cookie; the same key as a WSGI or Flask app's to share its
+        sessions (with the same ``cookie_name`` and table).
+    :param autoload: load a validly signed session before the app runs (one statement); False
+        leaves it to :func:`load_session`.
+    :param cookie_name: the cookie's name; ``__Host-`` and ``__Secure-`` names are checked.
+    :param idle_timeout: a session unused this long is gone (``timedelta`` or seconds); also
+        the cookie's ``Max-Age``.
+    :param absolute_timeout: a session older than this is gone however active it is.
+    :param touch_interval: the expiry is pushed forward at most this often (and at most every
+        tenth of ``idle_timeout``).
+    :param permanent: the default of ``session.permanent`` (``Max-Age`` or a browser-session
+        cookie).
+    :param refresh_each_request: re-send a permanent session's cookie when its expiry moves.
+    :param cookie_path: the cookie's ``Path``.
+    :param cookie_domain: the cookie's ``Domain``; None sends none (the safest).
+    :param cookie_secure: ``Secure``; None: when the request came over https (or wss).
+    :param cookie_httponly: ``HttpOnly``.
+    :param cookie_samesite: ``"Lax"``, ``"Strict"``, ``"None"`` (needs Secure) or None.
+    :param fallback_secret_keys: older keys still accepted while you rotate; never used to sign.
+    :param user_key: the session key holding the user's id, mirrored into the table for
+        ``store.sessions_for_user`` and ``store.revoke_user``; a ``str``, ``int`` or ``UUID``.
+    :param regenerate_on_user_change: with ``user_key``, a login moves the session to a new id.
+    :param max_size: the most bytes a stored session may take; None for no limit.
+    :param signer: reads and writes another cookie format.
+    :raises ConfigurationError: ``store`` is not async, ``secret_key`` is missing, or an option
+        is invalid or contradicts another.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: AsyncStore,
+        secret_key: str | bytes | None = None,
+        *,
+        autoload: bool = True,
+        cookie_name: str = "session",
+        idle_timeout: timedelta | float = DEFAULT_IDLE_TIMEOUT,
+        absolute_timeout: timedelta | float | None = None,
+        touch_interval: timedelta | float = DEFAULT_TOUCH_INTERVAL,
+        permanent: bool = True,
+        refresh_each_request: bool = True,
+        cookie_path: str = "/",
+        cookie_domain: str | None = None,
+        cookie_secure: bool | None = None,
+        cookie_httponly: bool = True,
+        cookie_samesite: str | None = "Lax",
+        fallback_secret_keys: Iterable[str | bytes] = (),
+        user_key: str | None = None,
+        regenerate_on_user_change: bool = True,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        signer: IdSigner | None = None,
+    ) -> None:
+        if not inspect.iscoroutinefunction(getattr(store, "execute", None)):
+            raise ConfigurationError(
+                "the ASGI SessionMiddleware needs an async store (a sync one would block the event "
+                f"loop), not {type(store).__name__}: pass pgsession_wsgi.asgi.AsyncPostgresStore(dsn)"
+            )
+        #: The wrapped application.
+        self.app = app
+        #: Where sessions live; also the handle for ``revoke_user``, ``stats`` and the like.
+        self.store = store
+        #: Load a validly signed session before the app runs.
+        self.autoload = autoload
+        #: The request algorithm, with the options as checked.
+        self.core = SessionCore.configure(
+            secret_key,
+            cookie_name=cookie_name,
+            idle_timeout=idle_timeout,
+            absolute_timeout=absolute_timeout,
+            touch_interval=touch_interval,
+            permanent=permanent,
+            refresh_each_request=refresh_each_request,
+            cookie_path=cookie_path,
+            cookie_domain=cookie_domain,
+            cookie_secure=cookie_secure,
+            cookie_httponly=cookie_httponly,
+            cookie_samesite=cookie_samesite,
+            fallback_secret_keys=fallback_secret_keys,
+            user_key=user_key,
+            regenerate_on_user_change=regenerate_on_user_change,
+            max_size=max_size,
+            signer=signer,
+        )
+
+    @property
+    def policy(self) -> Policy:
+        """Lifetimes, size limit and user key, as checked at construction."""
+        return self.core.policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app with a session in ``scope["session"]``; saved before the headers go out.
+
+        :param scope: the connection's scope (``http``, ``websocket`` or ``lifespan``).
+        :param receive: the server's receive callable.
+        :param send: the server's send callable.
+        """
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), self._lifespan_send(send))
+        else:
+            await self.app(scope, receive, send)
+
+    # -- per connection --------------------------------------------------------------------
+
+    def open_session(self, scope: Scope) -> Session:
+        """A session for this connection, not loaded yet (see :meth:`load`).
+
+        :param scope: an ``http`` or ``websocket`` scope; its ``Cookie`` header and scheme are read.
+        """
+        scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+        return self.core.open(_cookie_header(scope), scheme, self._not_loaded)
+
+    def _not_loaded(self, session: Session) -> None:
+        if self.core.wants_load(session.state):
+            raise SessionNotLoaded(
+                "this session has a cookie but was not loaded: call `await load_session(request)` "
+                "before reading it, or create the middleware with autoload=True"
+            )
+        return None  # no (valid) cookie: a new session, nothing to load
+
+    async def load(self, session: Session) -> None:
+        """Load ``session`` now if it has a valid cookie and is not loaded yet.
+
+        :param session: a session from :meth:`open_session`.
+        :raises StoreUnavailable: the database cannot be reached in time.
+        :raises SessionDataError: the stored row cannot be decoded.
+        """
+        if not session.loaded and self.core.wants_load(session.state):
+            session.preload(await run_async(self.core.load(session), self.store.execute))
+
+    async def commit(self, session: Session) -> list[tuple[str, str]]:
+        """Save ``session``; return the headers the response needs (``Vary``, ``Set-Cookie``).
+
+        :param session: a session from :meth:`open_session`.
+        :raises StoreUnavailable: the database cannot be reached in time.
+        :raises SessionError: a value cannot be stored, or the session is over ``max_size``.
+        """
+        return await run_async(self.core.save(session), self.store.execute)
+
+    # -- lifespan --------------------------------------------------------------------------
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.store.open()
+                except StoreUnavailable as exc:
+                    # Not fatal: the store opens at the first request instead (503s until then).
+                    log.warning("session store not reachable at startup, will retry on use: %s", exc)
+            return message
+
+        return lifespan_receive
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.store.close()  # after the app's own shutdown handlers
+            await send(message)
+
+        return lifespan_send
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session = self.open_session(scope)
+        if self.autoload:
+            try:
+                await self.load(session)
+            except SessionError as exc:
+                await _error_response(send, _log_failure(exc, "loading"))
+                return
+        connection = _Connection(self, session, websocket=False)
+        scope["session"] = session
+        scope[SCOPE_KEY] = connection
+        replaced = False  # our error response went out instead of the app's
+
+        async def send_with_session(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return  # the rest of the app's response, which was replaced
+            if message["type"] == "http.response.start":
+                status = _answer_instead(connection, message)
+                if status is None:
+                    try:
+                        headers = await self._save(scope, connection)
+                    except SessionError as exc:
+                        status = _log_failure(exc, "saving")
+                    else:
+                        if headers:
+                            app_headers = list(message.get("headers", []))
+                            message["headers"] = _with_session_headers(app_headers, headers)
+                if status is not None:
+                    replaced = connection.started = True
+                    await _error_response(send, status)
+                    return
+                connection.started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_session)
+        except SessionError as exc:
+            # Starlette and FastAPI let the app's exceptions through to here: the store failing
+            # in `await load_session(request)` is a 503, as it would be had the middleware loaded.
+            if connection.started or isinstance(exc, (OutsideRequestError, SessionNotLoaded)):
+                raise  # too late for another status, or a programming error: keep the traceback
+            connection.started = replaced = True
+            await _error_response(send, _log_failure(exc, "handling the request"))
+            return
+        if not replaced:
+            await self._save_late(scope, connection)
+
+    async def _save(self, scope: Scope, connection: _Connection) -> list[tuple[str, str]]:
+        """The save at ``http.response.start``, merged with an explicit save's headers."""
+        headers = await self.commit(_adopt(scope, connection))
+        pending, connection.pending = connection.pending, []
+        if not pending:
+            return headers
+        names = {name for name, _ in headers}
+        return [*headers, *((name, value) for name, value in pending if name not in names)]
+
+    async def _save_late(self, scope: Scope, connection: _Connection) -> None:
+        """A streaming body changed the session after the headers went out."""
+        session = _adopt(scope, connection)
+        if not connection.started or not self.core.needs_late_save(session):
+            return
+        if self.core.late_save_refused(session):
+            log.warning(
+                "session changed after the response headers were sent and needs a new "
+                "cookie, which can no longer be set; the change was not saved"
+            )
+            return
+        try:
+            await self.commit(session)
+        except SessionError as exc:
+            log.error("session change made while streaming was not saved: %s", exc)
+
+    # -- websockets ------------------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session = self.open_session(scope)
+        if self.autoload:
+            try:
+                await self.load(session)
+            except SessionError as exc:
+                status = _log_failure(exc, "loading")
+                await receive()  # websocket.connect: the handshake is answered, then refused
+                await _refuse_websocket(send, status)
+                return
+        connection = _Connection(self, session, websocket=True)
+        scope["session"] = session
+        scope[SCOPE_KEY] = connection
+
+        async def watch_accept(message: Message) -> None:
+            if message["type"] in ("websocket.accept", "websocket.close", "websocket.http.response.start"):
+                connection.started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch_accept)
+        except StoreUnavailable as exc:
+            # `await load_session(websocket)` before accepting: refuse the handshake as autoload does.
+            if connection.started:
+                raise
+            await _refuse_websocket(send, _log_failure(exc, "loading"))
+
+
+# -- for apps ---------------------------------------------------------------------------------
+
+
+def _connection_of(connection: Any) -> tuple[Scope, _Connection]:
+    scope = getattr(connection, "scope", connection)
+    state = scope.get(SCOPE_KEY) if isinstance(scope, Mapping) else None
+    if not isinstance(state, _Connection):
+        raise OutsideRequestError(
+            "this connection has no session: wrap the app with "
+            "pgsession_wsgi.asgi.SessionMiddleware(app, store=..., secret_key=...)"
+        )
+    return scope, state
+
+
+async def load_session(connection: Any) -> Session:
+    """Load the connection's session now (with ``autoload=False``); returns it.
+
+    Costs one statement for a validly signed cookie, nothing otherwise or when already loaded.
+    If the store cannot be reached the response is a 503 whatever the framework makes of the
+    exception (Starlette and FastAPI pass it through, Litestar answers a 500 that becomes a 503).
+
+    :param connection: a Starlette/FastAPI/Litestar request or websocket, or an ASGI scope.
+    :raises StoreUnavailable: the database cannot be reached.
+    :raises OutsideRequestError: no :class:`SessionMiddleware` handles this connection.
+    """
+    scope, state = _connection_of(connection)
+    session = _adopt(scope, state)
+    try:
+        await state.middleware.load(session)
+    except StoreUnavailable as exc:
+        state.unavailable = exc
+        raise
+    return session
+
+
+async def save_session(connection: Any) -> None:
+    """Save the session now: from a websocket handler, the only way its changes are stored.
+
+    A websocket cannot set a cookie, so a change that needs one (a new session, ``regenerate()``,
+    ``invalidate()``, a login under ``user_key``) raises :class:`SessionError` and is not saved;
+    make it in an HTTP request. From an HTTP handler this saves early (the response still gets
+    its cookie); the middleware saves HTTP responses by itself anyway.
+
+    :param connection: a websocket (or request) object, or an ASGI scope.
+    :raises SessionError: the change needs a new cookie, or the session could not be stored.
+    :raises StoreUnavailable: the database cannot be reached.
+    """
+    scope, state = _connection_of(connection)
+    session = _adopt(scope, state)
+    core = state.middleware.core
+    if not session.accessed:
+        return
+    if not (state.websocket or state.started):
+        state.pending = [*state.pending, *await state.middleware.commit(session)]
+        return
+    if core.late_save_refused(session):
+        raise SessionError(
+            "this session change needs a new cookie, which cannot be set any more: make it in "
+            "an HTTP request before its response starts (a new session, regenerate(), "
+            "invalidate() or a login)"
+        )
+    before = session.state.session_id
+    await state.middleware.commit(session)
+    if session.state.session_id != before:
+        raise SessionError(
+            "the session had ended (expired or logged out elsewhere) before this save; its "
+            "changes went into a new session the browser cannot be told about here"
+        )
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _adopt(scope: Scope, connection: _Connection) -> Session:
+    """The connection's session after the app ran.
+
+    Litestar's ``set_session(data)`` puts ``data`` in ``scope["session"]`` (its data replaces
+    ours) and ``clear_session()`` puts ``Empty`` there (the session ends).
+    """
+    session = connection.session
+    current: object = scope.get("session")
+    if current is session:
+        return session
+    if isinstance(current, Session):
+        connection.session = current  # the app put another of our sessions there: it wins
+        return current
+    if current is None or _is_litestar_empty(current):
+        session.invalidate()
+    else:
+        data = _as_mapping(current)
+        session.clear()
+        session.update(data)
+    scope["session"] = session
+    return session
+
+
+def _is_litestar_empty(value: Any) -> bool:
+    empty = sys.modules.get("litestar.types.empty")  # only if Litestar is in use: never imported
+    return empty is not None and value is getattr(empty, "Empty", object())
+
+
+def _as_mapping(value: Any) -> Mapping[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    dump = getattr(value, "model_dump", None) or getattr(value, "dict", None)
+    if callable(dump):
+        return dict(dump())
+    raise SessionError(
+        f"the session was replaced by a {type(value).__name__} (set_session()?): pass a dict, a "
+        "dataclass or a pydantic model of storable values"
+    )
+
+
+def _cookie_header(scope: Scope) -> str:
+    # HTTP/2 may split the Cookie header; joined with "; " it reads as one.
+    headers = scope.get("headers", ())
+    return "; ".join(value.decode("latin-1") for name, value in headers if name.lower() == b"cookie")
+
+
+def _answer_instead(connection: _Connection, message: Message) -> int | None:
+    """A 503 for the app's own error response after :func:`load_session` found the store down."""
+    if connection.unavailable is not None and int(message.get("status", 200)) >= 500:
+        exc, connection.unavailable = connection.unavailable, None
+        return _log_failure(exc, "loading")
+    return None
+
+
+def _with_session_headers(
+    headers: list[tuple[bytes, bytes]], extra: list[tuple[str, str]]
+) -> list[tuple[bytes, bytes]]:
+    """The app's headers plus ours; a response that sets the cookie is made uncacheable by others."""
+    if any(name == "Set-Cookie" for name, _ in extra):
+        cache = [value.decode("latin-1") for name, value in headers if name.lower() == b"cache-control"]
+        private = private_cache_control(", ".join(cache) if cache else None)
+        if private is not None:
+            headers = [(name, value) for name, value in headers if name.lower() != b"cache-control"]
+            headers.append((b"cache-control", private.encode("latin-1")))
+    return [*headers, *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in extra)]
+
+
+def _log_failure(exc: SessionError, doing: str) -> int:
+    if isinstance(exc, StoreUnavailable):
+        log.error("session store unavailable, answering 503: %s", exc)
+        return 503
+    log.error("session error while %s, answering 500: %s", doing, exc)
+    return 500
+
+
+async def _error_response(send: Send, status: int) -> None:
+    body = _ERROR_BODIES[status]
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    if status == 503:
+        headers.append((b"retry-after", b"5"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _refuse_websocket(send: Send, status: int) -> None:
+    if status == 503:
+        code, reason = WEBSOCKET_UNAVAILABLE, "session store unavailable"
+    else:
+        code, reason = _WEBSOCKET_ERROR, "session error"
+    await send({"type": "websocket.close", "code": code, "reason": reason})

@@ -1,0 +1,398 @@
+"""Quart integration: ``quart.session`` stored in PostgreSQL, configured like the Flask extension.
+
+::
+
+    from quart import Quart, session
+    from pgsession_wsgi.quart import PgSession
+
+    app = Quart(__name__)
+    app.config.update(SECRET_KEY="...", PGSESSION_DSN="postgresql://app@db/app")
+    PgSession(app)
+
+It runs the same core as every other front end on the async store, so a Quart app shares its
+sessions (table, cookie, codec) with Flask, WSGI and ASGI apps using the same secret. Quart opens
+a request's session before the handler runs: a request with a validly signed cookie is loaded
+then (one statement); one without costs nothing. The pool opens before serving (creating the
+table, so a wrong DSN or table fails at startup, as with Flask) and closes after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterable
+from types import TracebackType
+from typing import Any, cast
+
+from quart import Quart, has_websocket_context, session, websocket
+from quart.sessions import NullSession, SessionInterface, SessionMixin
+from quart.wrappers import BaseRequestWebsocket, Response
+from quart.wrappers.response import IterableBody, ResponseBody
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from .async_store import AsyncPostgresStore
+from .core import SessionCore, private_cache_control, run_async
+from .defaults import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_PURGE_INTERVAL,
+    DEFAULT_SCHEMA,
+    DEFAULT_TABLE,
+    DEFAULT_TOUCH_INTERVAL,
+)
+from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
+from .flask import _POSTGRES_URL, _samesite, _text_url, _user_key
+from .session import Session
+
+__all__ = ["EXTENSION_KEY", "WEBSOCKET_UNAVAILABLE", "PgSession", "PgSessionInterface", "save_session"]
+
+log = logging.getLogger("pgsession_wsgi")
+
+#: ``app.extensions`` key holding the app's :class:`PgSessionInterface` (its ``.store`` too).
+EXTENSION_KEY = "pgsession_wsgi"
+#: The close code of a websocket whose session store cannot be reached: "Try Again Later".
+WEBSOCKET_UNAVAILABLE = 1013
+_ERROR_BODIES = {
+    503: "Service Unavailable: the session store cannot be reached. Please try again shortly.\n",
+    500: "Internal Server Error\n",
+}
+
+
+class _UnavailableSession(NullSession):
+    """Stands in when the session could not be loaded: reads see nothing, writes fail.
+
+    The hook :func:`_refuse_unavailable` answers the request (503 or 500) before the handler
+    runs, so only the app's own earlier hooks can meet it.
+
+    :param error: why the session could not be loaded.
+    """
+
+    def __init__(self, error: SessionError) -> None:
+        super().__init__()
+        self.error = error
+
+    def _fail(self, *args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable(
+            "the session store is unavailable; the session is read-only and empty for the rest of "
+            "this request"
+        )
+
+    __setitem__ = __delitem__ = clear = pop = popitem = update = setdefault = _fail
+
+
+class PgSessionInterface(SessionInterface):
+    """Opens (and loads) each request's session and saves it into the response.
+
+    :param core: the request algorithm, configured from the app's config.
+    :param store: the async store the sessions live in.
+    """
+
+    def __init__(self, core: SessionCore, store: AsyncPostgresStore) -> None:
+        self.core = core
+        self.store = store
+
+    async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> SessionMixin | None:
+        """The request's session, loaded now if its cookie is validly signed.
+
+        :param app: the Quart app.
+        :param request: the request or websocket.
+        """
+        scheme = "https" if request.scheme in ("https", "wss") else "http"
+        cookie_header = "; ".join(request.headers.getlist("Cookie"))
+        session = self.core.open(cookie_header, scheme, _loaded_up_front)
+        try:
+            if self.core.wants_load(session.state):
+                session.preload(await run_async(self.core.load(session), self.store.execute))
+        except SessionError as exc:
+            return _UnavailableSession(exc)  # answered by _refuse_unavailable, which logs it
+        # Not a SessionMixin subclass, but it has the same attributes (permanent, new,
+        # modified, accessed) and is a MutableMapping, which is all Quart relies on.
+        return cast(SessionMixin, session)
+
+    async def save_session(
+        self, app: Quart, session: SessionMixin, response: Response | WerkzeugResponse | None
+    ) -> None:
+        """Save the session; its headers go on ``response``.
+
+        A websocket has no response once accepted (``response`` is None): its session is saved
+        if the change keeps the cookie the browser has, else the change is dropped with a warning.
+
+        :param app: the Quart app.
+        :param session: ``quart.session``.
+        :param response: the response about to be sent, or None for an accepted websocket.
+        """
+        if not isinstance(session, Session):
+            return
+        if response is None:
+            await self._save_without_cookie(session)
+            return
+        try:
+            headers = await run_async(self.core.save(session), self.store.execute)
+        except SessionError as exc:
+            _replace_with_error(response, _log_failure(exc, "saving"))
+            return
+        for name, value in headers:
+            if name == "Set-Cookie":
+                private = private_cache_control(response.headers.get("Cache-Control"))
+                if private is not None:
+                    response.headers["Cache-Control"] = private
+            response.headers.add(name, value)
+        if isinstance(response, Response) and isinstance(response.response, IterableBody):
+            # A streamed body may change the session after the headers went out.
+            response.response = _SaveAfterBody(response.response, self, session)
+
+    async def _save_without_cookie(self, session: Session, where: str = "in a websocket") -> None:
+        """Save a change made where no cookie can be set any more (a websocket, a streamed body).
+
+        :param session: the session.
+        :param where: for the log lines.
+        """
+        if not self.core.needs_late_save(session):
+            return
+        if self.core.late_save_refused(session):
+            log.warning(
+                "session changed %s in a way that needs a new cookie, which can no longer be set; "
+                "the change was not saved",
+                where,
+            )
+            return
+        try:
+            await run_async(self.core.save(session), self.store.execute)
+        except SessionError as exc:
+            log.error("session change made %s was not saved: %s", where, exc)
+
+
+class _SaveAfterBody(ResponseBody):
+    """A streamed body that saves the session's late changes once it is sent (or cut off).
+
+    :param body: the response's own body.
+    :param interface: saves the session.
+    :param session: the request's session.
+    """
+
+    def __init__(self, body: ResponseBody, interface: PgSessionInterface, session: Session) -> None:
+        self._body = body
+        self._interface = interface
+        self._session = session
+
+    async def __aenter__(self) -> AsyncIterable[Any]:
+        return await self._body.__aenter__()
+
+    async def __aexit__(self, exc_type: type, exc_value: BaseException, tb: TracebackType) -> None:
+        try:
+            await self._body.__aexit__(exc_type, exc_value, tb)
+        finally:
+            await self._interface._save_without_cookie(self._session, "while streaming")
+
+
+def _loaded_up_front(session: Session) -> None:
+    return None  # open_session loads what there is to load before the handler runs
+
+
+class PgSession:
+    """Server-side Quart sessions in PostgreSQL: ``PgSession(app)`` or ``init_app(app)`` later.
+
+    Reads the same config as :class:`pgsession_wsgi.flask.PgSession`: ``SECRET_KEY`` (and
+    ``SECRET_KEY_FALLBACKS``), ``PGSESSION_DSN`` (else a PostgreSQL ``SQLALCHEMY_DATABASE_URI``),
+    ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA``, ``PGSESSION_MAX_CONNECTIONS``,
+    ``PGSESSION_SYNCHRONOUS_COMMIT``, ``PGSESSION_USER_KEY`` (default ``"_user_id"``),
+    ``PERMANENT_SESSION_LIFETIME``, ``SESSION_REFRESH_EACH_REQUEST`` and the
+    ``SESSION_COOKIE_*`` keys. A store that cannot be reached during a request is a 503 (an
+    app's own ``StoreUnavailable`` handler is kept); a websocket is closed with code 1013.
+
+    :param app: the Quart app to set up now, or None to call :meth:`init_app` later.
+    """
+
+    def __init__(self, app: Quart | None = None) -> None:
+        self._apps: list[Quart] = []
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Quart) -> PgSessionInterface:
+        """Install the session interface, the 503 answers and the pool's lifecycle.
+
+        :param app: the Quart app.
+        :raises ConfigurationError: ``SECRET_KEY`` or the DSN is missing, an option is invalid,
+            or the app is set up already.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise ConfigurationError(f"pgsession-wsgi is already set up on the app {app.name!r}")
+        config = app.config
+        if not app.secret_key:
+            raise ConfigurationError(
+                "SECRET_KEY is not set: PgSession signs the session cookie with it; set "
+                "app.config['SECRET_KEY'] to a long random value, e.g. secrets.token_hex(32)"
+            )
+        if config.get("SESSION_COOKIE_PARTITIONED"):
+            raise ConfigurationError("SESSION_COOKIE_PARTITIONED is not supported by pgsession-wsgi")
+        dsn = _text_url(config.get("PGSESSION_DSN"))
+        if not dsn:
+            fallback = _text_url(config.get("SQLALCHEMY_DATABASE_URI"))
+            if fallback and _POSTGRES_URL.match(fallback):
+                dsn = fallback
+        if not dsn:
+            raise ConfigurationError(
+                "PGSESSION_DSN is not set (and SQLALCHEMY_DATABASE_URI is not a PostgreSQL URL): "
+                "set app.config['PGSESSION_DSN'] = 'postgresql://user:password@host:5432/dbname'"
+            )
+        base = SessionInterface()
+        fallbacks = config.get("SECRET_KEY_FALLBACKS") or []
+        if isinstance(fallbacks, (str, bytes)):
+            fallbacks = [fallbacks]
+        core = SessionCore.configure(
+            app.secret_key,
+            cookie_name=base.get_cookie_name(app),
+            idle_timeout=app.permanent_session_lifetime,
+            absolute_timeout=None,
+            touch_interval=DEFAULT_TOUCH_INTERVAL,
+            permanent=False,  # as in Quart: a browser-session cookie until session.permanent = True
+            refresh_each_request=bool(config["SESSION_REFRESH_EACH_REQUEST"]),
+            cookie_path=base.get_cookie_path(app) or "/",
+            cookie_domain=base.get_cookie_domain(app) or None,
+            # Quart's False means "not forced": Secure still follows an https request.
+            cookie_secure=True if base.get_cookie_secure(app) else None,
+            cookie_httponly=bool(base.get_cookie_httponly(app)),
+            cookie_samesite=_samesite(base.get_cookie_samesite(app)),
+            fallback_secret_keys=[key for key in fallbacks if key],
+            user_key=_user_key(config),
+            regenerate_on_user_change=True,
+            max_size=DEFAULT_MAX_SIZE,
+            signer=None,
+        )
+        store = AsyncPostgresStore(
+            dsn,
+            config.get("PGSESSION_TABLE", DEFAULT_TABLE),
+            config.get("PGSESSION_SCHEMA", DEFAULT_SCHEMA),
+            max_connections=int(config.get("PGSESSION_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)),
+            purge_interval=DEFAULT_PURGE_INTERVAL,
+            synchronous_commit=bool(config.get("PGSESSION_SYNCHRONOUS_COMMIT", True)),
+        )
+        interface = PgSessionInterface(core, store)
+        app.session_interface = interface  # type: ignore[assignment]  # Quart annotates its default
+        app.extensions[EXTENSION_KEY] = interface
+        app.before_serving(store.open)
+        pass
+        # First, so that no other hook meets a session that could not be loaded.
+        app.before_request_funcs.setdefault(None, []).insert(0, _refuse_unavailable)
+        app.before_websocket_funcs.setdefault(None, []).insert(0, _refuse_unavailable)
+        existing = app.error_handler_spec.get(None, {}).get(None, {})
+        if StoreUnavailable not in existing:
+            app.register_error_handler(StoreUnavailable, _store_unavailable)
+        self._apps.append(app)
+        return interface
+
+    def get_interface(self, app: Quart | None = None) -> PgSessionInterface:
+        """The session interface of ``app``; by default of the current app, or the only one set up.
+
+        :param app: the app; None for the current one, or the only one this extension set up.
+        :raises OutsideRequestError: no ``app``, no app context, and not exactly one app set up.
+        :raises ConfigurationError: pgsession-wsgi is not set up on the app.
+        """
+        if app is None:
+            from quart import current_app, has_app_context
+
+            if has_app_context():
+                app = cast(Quart, current_app._get_current_object())  # type: ignore[attr-defined]
+            elif len(self._apps) == 1:
+                app = self._apps[0]
+            else:
+                raise OutsideRequestError(
+                    "several apps (or none) use this extension: pass the app, or call this "
+                    "inside an app context"
+                )
+        try:
+            return cast(PgSessionInterface, app.extensions[EXTENSION_KEY])
+        except KeyError:
+            raise ConfigurationError(
+                f"pgsession-wsgi is not set up on the app {app.name!r}: call init_app(app) first"
+            ) from None
+
+    @property
+    def store(self) -> AsyncPostgresStore:
+        """The :class:`AsyncPostgresStore` of this app, for ``revoke_user`` and the like.
+
+        Found as :meth:`get_interface` finds the app, and raises as it does.
+        """
+        return self.get_interface().store
+
+
+async def save_session() -> None:
+    """Save ``quart.session`` now, from a websocket handler: the reliable way to keep its changes.
+
+    Quart cancels a websocket handler when the client disconnects, so changes left for the end
+    of the handler may never be saved. A websocket cannot set a cookie either: a change that
+    needs one (a new session, ``regenerate()``, ``invalidate()``, a login under ``user_key``)
+    raises :class:`SessionError`; make it in an HTTP request. In an HTTP request this does
+    nothing: the response saves the session.
+
+    :raises SessionError: the change needs a new cookie, or the session cannot be stored.
+    :raises StoreUnavailable: the database cannot be reached.
+    """
+    from quart import current_app
+
+    if not has_websocket_context():
+        return
+    current = session._get_current_object()  # type: ignore[attr-defined]
+    interface = current_app.extensions.get(EXTENSION_KEY)
+    if not isinstance(current, Session) or not isinstance(interface, PgSessionInterface):
+        raise OutsideRequestError(
+            "quart.session is not a pgsession-wsgi session: set the app up with PgSession(app) first"
+        )
+    if not current.accessed:
+        return
+    if interface.core.late_save_refused(current):
+        raise SessionError(
+            "this session change needs a new cookie, which a websocket cannot set: make it in an "
+            "HTTP request (a new session, regenerate(), invalidate() or a login)"
+        )
+    before = current.state.session_id
+    await run_async(interface.core.save(current), interface.store.execute)
+    if current.state.session_id != before:
+        raise SessionError(
+            "the session had ended (expired or logged out elsewhere) before this save; its "
+            "changes went into a new session the browser cannot be told about here"
+        )
+
+
+async def _refuse_unavailable() -> Any:
+    """Before any other hook: a session that could not be loaded answers the request."""
+    current = session._get_current_object()  # type: ignore[attr-defined]
+    if not isinstance(current, _UnavailableSession):
+        return None
+    error = current.error
+    if isinstance(error, StoreUnavailable):
+        raise error  # to _store_unavailable, or the app's own handler
+    log.error("session error while loading, answering 500: %s", error)
+    if has_websocket_context():
+        await _close_websocket(1011, "session error")
+        return None
+    return Response(_ERROR_BODIES[500], status=500, mimetype="text/plain")
+
+
+async def _store_unavailable(error: StoreUnavailable) -> Any:
+    log.error("session store unavailable, answering 503: %s", error)
+    if has_websocket_context():
+        await _close_websocket(WEBSOCKET_UNAVAILABLE, "session store unavailable")
+        return None
+    return Response(_ERROR_BODIES[503], status=503, headers={"Retry-After": "5"}, mimetype="text/plain")
+
+
+async def _close_websocket(code: int, reason: str) -> None:
+    with contextlib.suppress(RuntimeError):  # closed already
+        await websocket.close(code, reason)
+
+
+def _log_failure(exc: SessionError, doing: str) -> int:
+    if isinstance(exc, StoreUnavailable):
+        log.error("session store unavailable, answering 503: %s", exc)
+        return 503
+    log.error("session error while %s, answering 500: %s", doing, exc)
+    return 500
+
+
+def _replace_with_error(response: Response | WerkzeugResponse, status: int) -> None:
+    response.status_code = status
+    response.set_data(_ERROR_BODIES[status])
+    response.headers["Content-Type"] = "text/plain; charset=utf-8"
+    if status == 503:
+        response.headers["Retry-After"] = "5"

@@ -1,0 +1,644 @@
+"""The ASGI SessionMiddleware on a real PostgreSQL, through Starlette (httpx's ASGI transport and
+Starlette's TestClient): loading, saving, cookies, statements on the wire, lifetimes, websockets,
+the lifespan and the errors. The other frameworks are in test_asgi_frameworks.py."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from apps.asgi_apps import SECRET, starlette_app
+from apps.asgi_support import (
+    MakeAsyncStore,
+    dead_dsn,
+    http_client,
+    lifespan,
+    session_records,
+    signed_cookie,
+    websocket_call,
+)
+from db import sql
+from helpers import wait_for
+from psycopg.conninfo import make_conninfo
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+from wire import RoundTripCounter
+
+import pgsession_wsgi.async_store
+from pgsession_wsgi import ConfigurationError, OutsideRequestError, PostgresStore, Session
+from pgsession_wsgi.asgi import (
+    WEBSOCKET_UNAVAILABLE,
+    AsyncPostgresStore,
+    SessionMiddleware,
+    SessionNotLoaded,
+    load_session,
+    save_session,
+)
+from pgsession_wsgi.async_purge import TASK_NAME
+from pgsession_wsgi.cookies import HmacIdSigner
+from pgsession_wsgi.errors import StoreUnavailable
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """psycopg 3's async connections and pool run on asyncio only."""
+    return "asyncio"
+
+
+@pytest.fixture
+async def make_async_store(pg_dsn: str, schema: str) -> AsyncIterator[MakeAsyncStore]:
+    """``make_async_store(**kwargs)``: an AsyncPostgresStore in this test's schema, closed after."""
+    stores: list[AsyncPostgresStore] = []
+
+    def make(**kwargs: Any) -> AsyncPostgresStore:
+        options: dict[str, Any] = {"dsn": pg_dsn, "schema": schema, "purge_interval": None}
+        options.update(kwargs)
+        store = AsyncPostgresStore(**options)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        await store.close()
+
+
+@pytest.fixture
+async def store(make_async_store: MakeAsyncStore) -> AsyncPostgresStore:
+    store = make_async_store()
+    await store.open()
+    return store
+
+
+@pytest.fixture
+async def client(store: AsyncPostgresStore) -> AsyncIterator[httpx.AsyncClient]:
+    async with http_client(starlette_app(store)) as client:
+        yield client
+
+
+def rows(store: AsyncPostgresStore) -> list[tuple[Any, ...]]:
+    return sql(store, "SELECT id, data, user_id FROM {t} ORDER BY created_at")
+
+
+def id_of(client: httpx.AsyncClient, name: str = "session") -> str:
+    return str(client.cookies[name]).split(".")[0]
+
+
+def set_cookies(response: httpx.Response) -> list[str]:
+    return response.headers.get_list("set-cookie")
+
+
+# -- the API ----------------------------------------------------------------------------------
+
+
+def test_the_public_names_import_from_pgsession_wsgi_asgi() -> None:
+    assert AsyncPostgresStore is pgsession_wsgi.async_store.AsyncPostgresStore
+    assert callable(load_session) and callable(save_session)
+
+
+def test_a_sync_store_is_a_configuration_error(make_store: Any) -> None:
+    sync_store: PostgresStore = make_store()
+    with pytest.raises(ConfigurationError, match="AsyncPostgresStore"):
+        SessionMiddleware(starlette_app, sync_store, secret_key=SECRET)  # type: ignore[arg-type]
+
+
+async def test_a_missing_secret_is_a_configuration_error(make_async_store: MakeAsyncStore) -> None:
+    with pytest.raises(ConfigurationError, match="secret_key"):
+        SessionMiddleware(starlette_app, make_async_store())  # type: ignore[arg-type]
+
+
+async def test_request_session_is_the_scope_session_and_is_stored(store: AsyncPostgresStore) -> None:
+    async def identity(request: Request) -> JSONResponse:
+        request.session["k"] = "v"
+        same = request.session is request.scope["session"]
+        return JSONResponse({"same": same, "ours": isinstance(request.session, Session)})
+
+    app = Starlette(routes=[Route("/", identity)])
+    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET)
+    async with http_client(app) as client:
+        assert (await client.get("/")).json() == {"same": True, "ours": True}
+        [(id_hash, data, _)] = rows(store)
+        assert data == {"k": "v"}
+        assert bytes(id_hash) == hashlib.sha256(id_of(client).encode()).digest()  # the hash, never the id
+
+
+async def test_round_trip_vary_and_no_cookie_for_an_untouched_session(
+    client: httpx.AsyncClient, store: AsyncPostgresStore
+) -> None:
+    untouched = await client.get("/none")
+    assert set_cookies(untouched) == [] and "vary" not in untouched.headers
+    assert rows(store) == []
+    first = await client.get("/inc")
+    assert first.json() == 1 and first.headers["vary"] == "Cookie"
+    assert "Max-Age=" in set_cookies(first)[0] and "HttpOnly" in set_cookies(first)[0]
+    second = await client.get("/inc")
+    assert second.json() == 2 and set_cookies(second) == []
+    assert (await client.get("/read")).json() == {"n": 2}
+
+
+async def test_a_cookie_signed_with_another_key_gets_a_fresh_session(
+    client: httpx.AsyncClient, store: AsyncPostgresStore
+) -> None:
+    await client.get("/set?a=1")
+    forged = HmacIdSigner("another-secret").sign(id_of(client))
+    response = await client.get("/read", headers={"Cookie": f"session={forged}"})
+    assert response.json() == {}
+
+
+# -- statements on the wire -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def counted(
+    make_async_store: MakeAsyncStore, wire_counter: RoundTripCounter
+) -> AsyncIterator[tuple[Any, RoundTripCounter]]:
+    """``(make_client(**options), counter)``: clients whose store talks through the counting proxy."""
+    store = make_async_store(dsn=wire_counter.dsn)
+    await store.open()  # the settings check and the DDL are not a request's statements
+    clients: list[httpx.AsyncClient] = []
+
+    def make(**options: Any) -> httpx.AsyncClient:
+        client = http_client(starlette_app(store, **options))
+        clients.append(client)
+        return client
+
+    yield make, wire_counter
+    for client in clients:
+        await client.aclose()
+
+
+async def statements(client: httpx.AsyncClient, counter: RoundTripCounter, path: str, **kwargs: Any) -> int:
+    counter.reset()
+    response = await client.get(path, **kwargs)
+    assert response.status_code == 200, response.text
+    return counter.count
+
+
+async def test_statements_per_request_with_autoload(counted: tuple[Any, RoundTripCounter]) -> None:
+    make, counter = counted
+    client = make()
+    assert await statements(client, counter, "/read") == 0  # no cookie: nothing to load or store
+    assert await statements(client, counter, "/set?a=1") == 1  # new: one insert
+    assert await statements(client, counter, "/read") == 1, counter.statements  # read: one load
+    assert await statements(client, counter, "/none") == 1  # a valid cookie is loaded up front
+    assert await statements(client, counter, "/inc") == 2, counter.statements  # load + write
+    bad = {"Cookie": "session=" + signed_cookie("not-the-secret")}
+    assert await statements(client, counter, "/read", headers=bad) == 0  # bad signature: nothing
+
+
+async def test_statements_per_request_without_autoload(counted: tuple[Any, RoundTripCounter]) -> None:
+    make, counter = counted
+    client = make(autoload=False)
+    assert await statements(client, counter, "/set?a=1") == 1  # new
+    assert await statements(client, counter, "/none") == 0  # a cookie, but nothing asked
+    assert await statements(client, counter, "/set?b=2") == 1, counter.statements  # blind write
+    assert counter.statements[0].lstrip().startswith("UPDATE")
+    assert await statements(client, counter, "/load") == 1  # explicit load
+    assert (await client.get("/load")).json() == {"a": "1", "b": "2"}  # merged into the row
+
+
+async def test_without_autoload_reading_an_unloaded_session_names_load_session(
+    make_async_store: MakeAsyncStore,
+) -> None:
+    async with http_client(starlette_app(make_async_store(), autoload=False)) as client:
+        assert (await client.get("/read")).json() == {}  # no cookie: a new session, readable
+        await client.get("/set?a=1")
+        with pytest.raises(SessionNotLoaded, match=r"await load_session\(request\)"):
+            await client.get("/read")
+        assert (await client.get("/load")).json() == {"a": "1"}
+
+
+async def test_load_session_outside_the_middleware_says_what_to_wrap() -> None:
+    with pytest.raises(OutsideRequestError, match="SessionMiddleware"):
+        await load_session({"type": "http", "headers": []})
+
+
+# -- concurrency ------------------------------------------------------------------------------
+
+
+async def test_concurrent_requests_changing_different_keys_keep_every_change(
+    client: httpx.AsyncClient, store: AsyncPostgresStore
+) -> None:
+    await client.get("/set?base=0")
+    answers = await asyncio.gather(*(client.get(f"/set?k{i}={i}") for i in range(40)))
+    assert {response.status_code for response in answers} == {200}
+    expected = {"base": "0", **{f"k{i}": str(i) for i in range(40)}}
+    assert (await client.get("/read")).json() == expected
+    assert [data for _, data, _ in rows(store)] == [expected]
+
+
+async def test_concurrent_counters_in_separate_sessions_do_not_mix(store: AsyncPostgresStore) -> None:
+    app = starlette_app(store)
+    clients = [http_client(app) for _ in range(8)]
+    try:
+        for _ in range(3):
+            await asyncio.gather(*(client.get("/inc") for client in clients))
+        assert [(await client.get("/read")).json() for client in clients] == [{"n": 3}] * 8
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+# -- saving before the headers, and after them ------------------------------------------------
+
+
+async def test_an_unstorable_value_is_a_500_naming_the_key_in_one_log_line(
+    client: httpx.AsyncClient, store: AsyncPostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    await client.get("/set?a=1")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        response = await client.get("/bad")
+    assert response.status_code == 500
+    assert set_cookies(response) == []
+    [record] = session_records(caplog)
+    assert "'sock'" in record.getMessage()
+    assert [data for _, data, _ in rows(store)] == [{"a": "1"}]
+
+
+async def test_a_session_over_max_size_is_a_500_and_nothing_is_written(
+    make_async_store: MakeAsyncStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make_async_store()
+    async with http_client(starlette_app(store, max_size=200)) as client:
+        await client.get("/set?a=1")
+        with caplog.at_level(logging.ERROR, logger="pgsession_wsgi"):
+            response = await client.get("/set?big=" + "x" * 300)
+        assert response.status_code == 500
+        assert "limit of 200 bytes" in caplog.text
+        assert [data for _, data, _ in rows(store)] == [{"a": "1"}]
+
+
+async def test_the_store_down_is_a_503_with_one_log_line(
+    pg_dsn: str, make_async_store: MakeAsyncStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make_async_store(dsn=dead_dsn(pg_dsn), connect_timeout=1, pool_timeout=1)
+    async with http_client(starlette_app(store)) as client:
+        for path, cookie in (("/read", signed_cookie()), ("/set?a=1", None)):  # at the load, at the save
+            caplog.clear()
+            headers = {"Cookie": f"session={cookie}"} if cookie else {}
+            with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+                response = await client.get(path, headers=headers)
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "5"
+            assert set_cookies(response) == []
+            [record] = session_records(caplog)
+            assert "503" in record.getMessage()
+        assert (await client.get("/none")).status_code == 200  # no cookie, untouched: no store needed
+
+
+async def test_the_store_down_in_load_session_is_a_503(
+    pg_dsn: str, make_async_store: MakeAsyncStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make_async_store(dsn=dead_dsn(pg_dsn), connect_timeout=1, pool_timeout=1)
+    async with http_client(starlette_app(store, autoload=False)) as client:
+        with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+            response = await client.get("/load", headers={"Cookie": f"session={signed_cookie()}"})
+    assert response.status_code == 503
+    assert len(session_records(caplog)) == 1
+
+
+async def test_changes_made_while_streaming_are_saved_after_the_body(client: httpx.AsyncClient) -> None:
+    await client.get("/set?a=1")
+    assert (await client.get("/stream")).text == "first chunk\nsecond chunk\n"
+    await client.get("/stream")
+    assert (await client.get("/read")).json() == {"a": "1", "streamed": 2}
+
+
+async def test_a_new_session_started_while_streaming_is_not_saved(
+    client: httpx.AsyncClient, store: AsyncPostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        response = await client.get("/stream")  # no cookie: the session would need one
+    assert response.status_code == 200 and set_cookies(response) == []
+    assert "can no longer be set" in caplog.text
+    assert rows(store) == []
+
+
+async def test_a_response_setting_the_cookie_is_made_private(store: AsyncPostgresStore) -> None:
+    async def public(request: Request) -> PlainTextResponse:
+        request.session["k"] = "v"
+        return PlainTextResponse("ok", headers={"Cache-Control": "public, max-age=60"})
+
+    async def public_read(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(dict(request.session)), headers={"Cache-Control": "public"})
+
+    app = Starlette(routes=[Route("/write", public), Route("/read", public_read)])
+    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET)
+    async with http_client(app) as client:
+        written = await client.get("/write")
+        assert written.headers.get_list("cache-control") == ["private, max-age=60"]
+        assert written.headers["vary"] == "Cookie"
+        read = await client.get("/read")  # no cookie goes out: the app's caching stands
+        assert read.headers["cache-control"] == "public" and read.headers["vary"] == "Cookie"
+
+
+async def test_save_session_in_an_http_handler_keeps_the_responses_cookie(store: AsyncPostgresStore) -> None:
+    async def early(request: Request) -> PlainTextResponse:
+        request.session["a"] = "1"
+        await save_session(request)  # a new session: its cookie must still go out
+        request.session["b"] = "2"
+        return PlainTextResponse("ok")
+
+    async def read(request: Request) -> JSONResponse:
+        return JSONResponse(dict(request.session))
+
+    app = Starlette(routes=[Route("/early", early), Route("/read", read)])
+    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET)
+    async with http_client(app) as client:
+        response = await client.get("/early")
+        assert len(set_cookies(response)) == 1
+        assert (await client.get("/read")).json() == {"a": "1", "b": "2"}
+
+
+# -- lifecycle: regenerate, invalidate, timeouts, users -----------------------------------------
+
+
+async def test_regenerate_moves_the_data_to_a_new_id_and_kills_the_old_one(
+    client: httpx.AsyncClient, store: AsyncPostgresStore
+) -> None:
+    await client.get("/set?a=1")
+    old = str(client.cookies["session"])
+    response = await client.get("/regen")
+    assert len(set_cookies(response)) == 1
+    assert str(client.cookies["session"]) != old
+    assert (await client.get("/read")).json() == {"a": "1"}
+    stale = await client.get("/read", headers={"Cookie": f"session={old}"})
+    assert stale.json() == {}
+    assert len(rows(store)) == 1
+
+
+async def test_invalidate_deletes_the_row_and_expires_the_cookie(
+    client: httpx.AsyncClient, store: AsyncPostgresStore
+) -> None:
+    await client.get("/set?a=1")
+    old = str(client.cookies["session"])
+    response = await client.get("/logout")
+    [header] = set_cookies(response)
+    assert header.startswith("session=;") and "Max-Age=0" in header
+    assert rows(store) == []
+    assert (await client.get("/read", headers={"Cookie": f"session={old}"})).json() == {}
+
+
+def age(store: AsyncPostgresStore, minutes: int) -> None:
+    """Move every row ``minutes`` into the past: as if that much time went by, without waiting."""
+    shift = f"interval '{minutes} minutes'"
+    sql(
+        store,
+        f"UPDATE {{t}} SET created_at = created_at - {shift}, accessed_at = accessed_at - {shift},"
+        f" expires_at = expires_at - {shift}",
+    )
+
+
+async def test_idle_timeout_ends_a_session_by_the_database_clock(make_async_store: MakeAsyncStore) -> None:
+    store = make_async_store()
+    async with http_client(starlette_app(store, idle_timeout=timedelta(minutes=30))) as client:
+        await client.get("/set?a=1")
+        age(store, 20)
+        assert (await client.get("/read")).json() == {"a": "1"}
+        age(store, 40)  # past the idle timeout (the read above was within the touch interval)
+        assert (await client.get("/read")).json() == {}
+
+
+async def test_absolute_timeout_ends_even_an_active_session(make_async_store: MakeAsyncStore) -> None:
+    store = make_async_store()
+    app = starlette_app(
+        store, idle_timeout=timedelta(minutes=30), absolute_timeout=timedelta(hours=1), touch_interval=1
+    )
+    async with http_client(app) as client:
+        await client.get("/set?a=1")
+        for _ in range(2):  # used every 20 minutes: the idle timeout alone would never end it
+            age(store, 20)
+            assert (await client.get("/read")).json() == {"a": "1"}
+        age(store, 20)
+        assert (await client.get("/read")).json() == {}
+
+
+async def test_a_touch_moves_the_expiry_at_most_once_per_touch_interval(
+    make_async_store: MakeAsyncStore, wire_counter: RoundTripCounter
+) -> None:
+    store = make_async_store(dsn=wire_counter.dsn)
+    app = starlette_app(store, idle_timeout=timedelta(hours=1), touch_interval=timedelta(minutes=1))
+    async with http_client(app) as client:
+        await client.get("/set?a=1")
+        wire_counter.reset()
+        fresh = await client.get("/read")
+        assert wire_counter.count == 1 and set_cookies(fresh) == []  # not due: no touch, no cookie
+        sql(store, "UPDATE {t} SET accessed_at = now() - interval '2 minutes'")
+        wire_counter.reset()
+        due = await client.get("/read")
+        assert wire_counter.count == 2, wire_counter.statements  # the load, then the touch
+        assert len(set_cookies(due)) == 1  # a permanent cookie follows its expiry
+        [(moved,)] = sql(store, "SELECT accessed_at > now() - interval '1 minute' FROM {t}")
+        assert moved
+
+
+async def test_user_key_lists_and_revokes_a_users_sessions(make_async_store: MakeAsyncStore) -> None:
+    store = make_async_store()
+    app = starlette_app(store, user_key="user_id")
+    async with http_client(app) as laptop, http_client(app) as phone:
+        for device in (laptop, phone):
+            await device.get("/set?a=1")
+            before = str(device.cookies["session"])
+            await device.get("/login?user=alice")
+            assert str(device.cookies["session"]) != before  # a login moves the session to a new id
+        sessions = await store.sessions_for_user("alice")
+        assert len(sessions) == 2
+        assert {user for _, _, user in rows(store)} == {"alice"}
+        assert await store.revoke_user("alice") == 2
+        assert (await laptop.get("/read")).json() == {}
+        assert await store.sessions_for_user("alice") == []
+
+
+async def test_a_fallback_key_cookie_is_accepted_and_signed_anew(make_async_store: MakeAsyncStore) -> None:
+    store = make_async_store()
+    async with http_client(starlette_app(store, secret_key="old-key")) as old:
+        await old.get("/set?a=1")
+        cookie = str(old.cookies["session"])
+    rotated = starlette_app(store, secret_key="new-key", fallback_secret_keys=["old-key"])
+    async with http_client(rotated) as client:
+        response = await client.get("/read", headers={"Cookie": f"session={cookie}"})
+        assert response.json() == {"a": "1"}
+        [header] = set_cookies(response)
+        value = header.split(";", 1)[0].split("=", 1)[1]
+        assert value == HmacIdSigner("new-key").sign(cookie.split(".")[0])
+
+
+async def test_a_host_prefixed_cookie_works_end_to_end(make_async_store: MakeAsyncStore) -> None:
+    store = make_async_store()
+    async with http_client(starlette_app(store, cookie_name="__Host-session"), https=True) as client:
+        response = await client.get("/set?a=1")
+        [header] = set_cookies(response)
+        assert header.startswith("__Host-session=")
+        assert "Secure" in header and "Path=/" in header and "Domain" not in header
+        assert (await client.get("/read")).json() == {"a": "1"}
+
+
+async def test_the_cookie_is_secure_when_the_request_came_over_https(
+    make_async_store: MakeAsyncStore,
+) -> None:
+    store = make_async_store()
+    async with http_client(starlette_app(store), https=True) as client:
+        [header] = set_cookies(await client.get("/set?a=1"))
+        assert "Secure" in header
+    async with http_client(starlette_app(store)) as client:
+        [header] = set_cookies(await client.get("/set?a=1"))
+        assert "Secure" not in header
+
+
+async def test_a_host_prefix_with_a_domain_fails_at_construction(make_async_store: MakeAsyncStore) -> None:
+    with pytest.raises(ConfigurationError):
+        SessionMiddleware(
+            starlette_app,  # type: ignore[arg-type]
+            make_async_store(),
+            secret_key=SECRET,
+            cookie_name="__Host-session",
+            cookie_domain="example.com",
+        )
+
+
+# -- websockets -------------------------------------------------------------------------------
+
+
+def test_a_websocket_reads_the_session_and_saves_only_when_asked(pg_dsn: str, schema: str) -> None:
+    store = AsyncPostgresStore(pg_dsn, schema=schema, purge_interval=None)
+    with TestClient(starlette_app(store)) as client:
+        client.get("/set?a=1")
+        with client.websocket_connect("/ws") as ws:
+            assert ws.receive_json() == {"a": "1"}  # loaded at connect
+            ws.send_text("b=2")
+            assert ws.receive_text() == "saved"
+            ws.send_text("bye")
+        assert client.get("/read").json() == {"a": "1", "b": "2"}
+
+
+def test_a_websocket_cannot_save_a_change_that_needs_a_new_cookie(pg_dsn: str, schema: str) -> None:
+    store = AsyncPostgresStore(pg_dsn, schema=schema, purge_interval=None)
+    with TestClient(starlette_app(store, user_key="user_id")) as client:
+        with client.websocket_connect("/ws") as ws:  # no cookie yet: a new session
+            assert ws.receive_json() == {}
+            ws.send_text("a=1")
+            assert ws.receive_text().startswith("SessionError: this session change needs a new cookie")
+            ws.send_text("bye")
+        client.get("/set?a=1")
+        with client.websocket_connect("/ws") as ws:
+            ws.receive_json()
+            ws.send_text("login=alice")  # a login would move the session to a new id
+            assert "needs a new cookie" in ws.receive_text()
+            ws.send_text("bye")
+        assert client.get("/read").json() == {"a": "1"}
+        assert sql(store, "SELECT user_id FROM {t}") == [(None,)]
+
+
+def test_a_websocket_loads_explicitly_without_autoload(pg_dsn: str, schema: str) -> None:
+    store = AsyncPostgresStore(pg_dsn, schema=schema, purge_interval=None)
+    with TestClient(starlette_app(store, autoload=False)) as client:
+        client.get("/set?a=1")
+        with client.websocket_connect("/ws?load=1") as ws:
+            assert ws.receive_json() == {"a": "1"}
+            ws.send_text("bye")
+
+
+def test_a_store_outage_closes_the_websocket_handshake_with_1013(
+    pg_dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = AsyncPostgresStore(dead_dsn(pg_dsn), schema=schema, connect_timeout=1, pool_timeout=1)
+    with TestClient(starlette_app(store)) as client:
+        client.cookies.set("session", signed_cookie())
+        caplog.set_level(logging.INFO, logger="pgsession_wsgi")
+        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/ws"):
+            pass
+        assert closed.value.code == WEBSOCKET_UNAVAILABLE == 1013
+        assert closed.value.reason == "session store unavailable"
+        assert [r.levelno for r in session_records(caplog, logging.ERROR)] == [logging.ERROR]
+
+
+async def test_a_websocket_without_a_cookie_needs_no_store(
+    pg_dsn: str, make_async_store: MakeAsyncStore
+) -> None:
+    store = make_async_store(dsn=dead_dsn(pg_dsn), connect_timeout=1, pool_timeout=1)
+    sent = await websocket_call(starlette_app(store), "/ws", cookie=None)
+    assert sent[0]["type"] == "websocket.accept"
+
+
+# -- the lifespan: the pool and the purge task ---------------------------------------------------
+
+
+async def test_the_lifespan_opens_the_store_runs_the_purge_task_and_closes_after_the_apps_shutdown(
+    make_async_store: MakeAsyncStore,
+) -> None:
+    store = make_async_store(purge_interval=0.05)
+    seen_at_shutdown: list[dict[str, int]] = []
+
+    async def app_lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        seen_at_shutdown.append(await store.stats())  # the app's own shutdown still has the store
+
+    app = Starlette(routes=[], lifespan=asynccontextmanager(app_lifespan))
+    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET)
+    async with lifespan(app) as sent:
+        assert sent == [{"type": "lifespan.startup.complete"}]
+        assert sql(store, "SELECT count(*) FROM {t}") == [(0,)]  # the table was made at startup
+        assert any(task.get_name() == TASK_NAME for task in asyncio.all_tasks())
+        sql(
+            store,
+            "INSERT INTO {t} (id, data, expires_at)"
+            " VALUES (sha256('x'::bytea), '{}', now() - interval '1 second')",
+        )
+        while sql(store, "SELECT count(*) FROM {t}") != [(0,)]:  # the purge task removes it
+            await asyncio.sleep(0.02)
+    assert sent[-1] == {"type": "lifespan.shutdown.complete"}
+    assert len(seen_at_shutdown) == 1
+    assert not any(task.get_name() == TASK_NAME for task in asyncio.all_tasks())
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.stats()
+
+
+async def test_a_store_unreachable_at_startup_does_not_stop_the_app(
+    pg_dsn: str, make_async_store: MakeAsyncStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make_async_store(dsn=dead_dsn(pg_dsn), connect_timeout=1, pool_timeout=1)
+    app = starlette_app(store)
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        async with lifespan(app) as sent:
+            assert sent == [{"type": "lifespan.startup.complete"}]
+            async with http_client(app) as client:
+                assert (await client.get("/none")).status_code == 200
+                assert (await client.get("/set?a=1")).status_code == 503
+    assert "not reachable at startup" in caplog.text
+
+
+def test_starlettes_test_client_runs_the_lifespan_and_closes_every_connection(
+    pg_dsn: str, schema: str
+) -> None:
+    name = f"pgsession-test-{uuid.uuid4().hex[:12]}"
+    store = AsyncPostgresStore(
+        make_conninfo(pg_dsn, application_name=name), schema=schema, purge_interval=None
+    )
+
+    def connections() -> int:
+        return int(
+            sql(pg_dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,))[0][0]
+        )
+
+    with TestClient(starlette_app(store)) as client:
+        assert sql(store, "SELECT count(*) FROM {t}") == [(0,)]  # opened (and created) at startup
+        assert client.get("/inc").json() == 1
+        assert client.get("/inc").json() == 2
+        assert connections() >= 1
+    wait_for(lambda: connections() == 0, "the shutdown closed the pool's connections")
+    with pytest.raises(StoreUnavailable, match="closed"):
+        asyncio.run(store.stats())

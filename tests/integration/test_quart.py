@@ -1,0 +1,350 @@
+"""pgsession_wsgi.quart.PgSession on a real PostgreSQL, through Quart's own test client:
+statements on the wire, Flask-style config, the 503s, websockets, streaming, the serving
+lifecycle, and one session shared with a Flask app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from apps.asgi_apps import SECRET, quart_app
+from apps.asgi_support import dead_dsn, session_records, signed_cookie
+from db import sql
+from flask import Flask
+from flask import session as flask_session
+from helpers import ClosingClient
+from quart import Quart
+from quart import session as quart_session
+from quart.testing.connections import WebsocketDisconnectError
+from wire import RoundTripCounter
+
+from pgsession_wsgi.errors import ConfigurationError, StoreUnavailable
+from pgsession_wsgi.flask import EXTENSION_KEY as FLASK_EXTENSION_KEY
+from pgsession_wsgi.flask import PgSession as FlaskPgSession
+from pgsession_wsgi.quart import EXTENSION_KEY, WEBSOCKET_UNAVAILABLE, PgSession, PgSessionInterface
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """psycopg 3's async connections and pool run on asyncio only."""
+    return "asyncio"
+
+
+@pytest.fixture
+async def make_app(pg_dsn: str, schema: str) -> AsyncIterator[Any]:
+    """``make_app(dsn=None, **config)``: the Quart test app on this test's schema; stores closed after."""
+    made: list[Quart] = []
+
+    def make(dsn: str | None = None, **config: Any) -> Quart:
+        app = quart_app(dsn or pg_dsn, schema, **config)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        await interface(app).store.close()
+
+
+def interface(app: Quart) -> PgSessionInterface:
+    found = app.extensions[EXTENSION_KEY]
+    assert isinstance(found, PgSessionInterface)
+    return found
+
+
+def stored(app: Quart) -> list[Any]:
+    return [data for (data,) in sql(interface(app).store, "SELECT data FROM {t} ORDER BY created_at")]
+
+
+async def get(client: Any, path: str, **kwargs: Any) -> tuple[int, Any, list[str]]:
+    """(status, the answer, the Set-Cookie headers)."""
+    response = await client.get(path, **kwargs)
+    body = await response.get_json() if response.mimetype == "application/json" else await response.get_data()
+    answer = body["answer"] if isinstance(body, dict) and "answer" in body else body
+    return response.status_code, answer, response.headers.getlist("Set-Cookie")
+
+
+# -- sessions and statements ---------------------------------------------------------------
+
+
+async def test_round_trip_vary_and_nothing_for_an_untouched_session(make_app: Any) -> None:
+    app = make_app()
+    await interface(app).store.open()
+    client = app.test_client()
+    status, answer, cookies = await get(client, "/none")
+    assert (status, answer, cookies) == (200, "untouched", [])
+    assert stored(app) == []
+    response = await client.get("/inc")
+    assert response.headers["Vary"] == "Cookie"
+    [cookie] = response.headers.getlist("Set-Cookie")
+    assert "Max-Age" not in cookie  # as in Quart: a browser-session cookie until made permanent
+    assert (await get(client, "/inc"))[1] == 2
+    assert (await get(client, "/read"))[1] == {"n": 2}
+    assert stored(app) == [{"n": 2}]
+
+
+async def test_statements_on_the_wire(make_app: Any, wire_counter: RoundTripCounter) -> None:
+    app = make_app(wire_counter.dsn)
+    await interface(app).store.open()
+    client = app.test_client()
+
+    async def count(path: str, **kwargs: Any) -> int:
+        wire_counter.reset()
+        status, _, _ = await get(client, path, **kwargs)
+        assert status == 200
+        return wire_counter.count
+
+    assert await count("/read") == 0  # no cookie
+    assert await count("/set?a=1") == 1  # new
+    assert await count("/read") == 1  # read
+    assert await count("/inc") == 2, wire_counter.statements  # read + write
+    stranger = app.test_client()
+    bad = {"Cookie": f"session={signed_cookie('not-the-secret')}"}
+    wire_counter.reset()
+    assert (await get(stranger, "/read", headers=bad))[1] == {}
+    assert wire_counter.count == 0  # bad signature
+
+
+async def test_logout_deletes_the_row_and_expires_the_cookie(make_app: Any) -> None:
+    app = make_app()
+    client = app.test_client()
+    await get(client, "/set?a=1")
+    _, _, [expired] = await get(client, "/logout")
+    assert expired.startswith("session=;") and "Max-Age=0" in expired
+    assert stored(app) == []
+
+
+async def test_a_login_under_the_user_key_regenerates_and_is_listed(make_app: Any) -> None:
+    app = make_app()  # PGSESSION_USER_KEY defaults to Flask-Login's "_user_id"
+    client = app.test_client()
+    _, _, [first] = await get(client, "/set?a=1")
+    _, _, [second] = await get(client, "/set?_user_id=7")
+    assert first.split(";")[0] != second.split(";")[0]
+    [info] = await interface(app).store.sessions_for_user(7)
+    assert info is not None
+    assert await interface(app).store.revoke_user(7) == 1
+    assert (await get(client, "/read"))[1] == {}
+
+
+async def test_changes_made_while_streaming_are_saved_after_the_body(make_app: Any) -> None:
+    app = make_app()
+    client = app.test_client()
+    await get(client, "/set?a=1")
+    assert (await get(client, "/stream"))[1] == b"first chunk\nsecond chunk\n"
+    await get(client, "/stream")
+    assert (await get(client, "/read"))[1] == {"a": "1", "streamed": 2}
+
+
+async def test_an_unstorable_value_is_a_500_naming_the_key(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app()
+    client = app.test_client()
+    await get(client, "/set?a=1")
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        status, _, cookies = await get(client, "/bad")
+    assert status == 500 and cookies == []
+    [record] = session_records(caplog)
+    assert "'sock'" in record.getMessage()
+    assert stored(app) == [{"a": "1"}]
+
+
+# -- configuration, as for the Flask extension ---------------------------------------------
+
+
+async def test_cookie_settings_come_from_the_quart_config(make_app: Any) -> None:
+    app = make_app(
+        SESSION_COOKIE_NAME="qsession",
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_SAMESITE="strict",
+        SESSION_COOKIE_PATH="/app",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=2),
+    )
+
+    @app.route("/permanent")
+    async def permanent() -> str:
+        quart_session.permanent = True
+        quart_session["p"] = 1
+        return "ok"
+
+    client = app.test_client()
+    response = await client.get("/permanent")
+    [cookie] = response.headers.getlist("Set-Cookie")
+    assert cookie.startswith("qsession=")
+    for attribute in ("Secure", "SameSite=Strict", "Path=/app", "Max-Age=7200", "HttpOnly"):
+        assert attribute in cookie
+
+
+async def test_setting_up_twice_or_without_secret_or_dsn_is_refused(pg_dsn: str, schema: str) -> None:
+    app = Quart("twice")
+    app.config.update(SECRET_KEY="s", PGSESSION_DSN=pg_dsn, PGSESSION_SCHEMA=schema)
+    extension = PgSession(app)
+    try:
+        with pytest.raises(ConfigurationError, match="already set up"):
+            PgSession(app)
+        assert extension.store is interface(app).store
+    finally:
+        await extension.store.close()
+    no_secret = Quart("no_secret")
+    no_secret.config.update(PGSESSION_DSN=pg_dsn)
+    with pytest.raises(ConfigurationError, match="SECRET_KEY"):
+        PgSession(no_secret)
+    no_dsn = Quart("no_dsn")
+    no_dsn.config.update(SECRET_KEY="s", SQLALCHEMY_DATABASE_URI="sqlite:///x.db")
+    with pytest.raises(ConfigurationError, match="PGSESSION_DSN"):
+        PgSession(no_dsn)
+
+
+async def test_the_dsn_falls_back_to_a_postgresql_sqlalchemy_uri(pg_dsn: str, schema: str) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(pg_dsn)
+    query = urlencode({key: params[key] for key in ("host", "port", "user") if key in params})
+    url = f"postgresql:///{params['dbname']}?{query}"  # a socket directory as host works too
+    app = Quart("fallback")
+    app.config.update(SECRET_KEY="s", SQLALCHEMY_DATABASE_URI=url, PGSESSION_SCHEMA=schema)
+    extension = PgSession(app)
+    try:
+        assert extension.store.dsn.startswith("postgresql://")
+
+        @app.route("/set")
+        async def set_key() -> str:
+            quart_session["k"] = "v"
+            return "ok"
+
+        assert (await app.test_client().get("/set")).status_code == 200
+        assert [data for (data,) in sql(extension.store, "SELECT data FROM {t}")] == [{"k": "v"}]
+    finally:
+        await extension.store.close()
+
+
+async def test_serving_opens_the_store_and_closes_it_after(make_app: Any) -> None:
+    app = make_app()
+    store = interface(app).store
+    async with app.test_app() as test_app:
+        assert sql(store, "SELECT count(*) FROM {t}") == [(0,)]  # before_serving created the table
+        assert (await get(test_app.test_client(), "/inc"))[1] == 1
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.stats()
+
+
+# -- the store down ------------------------------------------------------------------------
+
+
+async def test_the_store_down_is_a_503_with_one_log_line(
+    make_app: Any, pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(dead_dsn(pg_dsn))
+    client = app.test_client()
+    assert (await get(client, "/none"))[0] == 200  # nothing asked of the store
+    cases = [("/read", {"Cookie": f"session={signed_cookie()}"}), ("/set?a=1", {})]  # load, save
+    for path, headers in cases:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+            response = await client.get(path, headers=headers)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "5"
+        assert response.headers.getlist("Set-Cookie") == []
+        assert len(session_records(caplog)) == 1
+
+
+async def test_an_apps_own_store_unavailable_handler_is_kept(make_app: Any, pg_dsn: str) -> None:
+    app = Quart("own")
+    app.config.update(SECRET_KEY="s", PGSESSION_DSN=dead_dsn(pg_dsn))
+
+    @app.errorhandler(StoreUnavailable)
+    async def own(error: StoreUnavailable) -> tuple[str, int]:
+        return "our own page", 503
+
+    @app.route("/set")
+    async def set_key() -> str:
+        quart_session["k"] = "v"
+        return "ok"
+
+    extension = PgSession(app)
+    try:
+        response = await app.test_client().get("/read", headers={"Cookie": f"session={signed_cookie('s')}"})
+        assert response.status_code == 503
+        assert await response.get_data() == b"our own page"
+    finally:
+        await extension.store.close()
+
+
+async def test_the_store_down_closes_a_websocket_with_1013(
+    make_app: Any, pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(dead_dsn(pg_dsn))
+    headers = {"Cookie": f"session={signed_cookie()}"}
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        async with app.test_client().websocket("/ws", headers=headers) as ws:
+            with pytest.raises(WebsocketDisconnectError) as closed:
+                await ws.receive()
+    assert closed.value.args[0] == WEBSOCKET_UNAVAILABLE == 1013
+    assert len(session_records(caplog)) == 1
+
+
+# -- websockets ----------------------------------------------------------------------------
+
+
+async def test_a_websocket_reads_the_session_and_saves_when_asked(make_app: Any) -> None:
+    app = make_app()
+    client = app.test_client()
+    await get(client, "/set?a=1")
+    async with client.websocket("/ws") as ws:
+        assert await ws.receive_json() == {"a": "1"}
+        await ws.send("b=2")
+        assert await ws.receive() == "saved"
+    assert (await get(client, "/read"))[1] == {"a": "1", "b": "2"}
+
+
+async def test_a_websocket_cannot_save_a_new_session(make_app: Any) -> None:
+    app = make_app()
+    await interface(app).store.open()
+    async with app.test_client().websocket("/ws") as ws:
+        assert await ws.receive_json() == {}
+        await ws.send("a=1")
+        assert str(await ws.receive()).startswith("SessionError: this session change needs a new cookie")
+    assert stored(app) == []
+
+
+# -- one session, Quart and Flask ----------------------------------------------------------
+
+
+@pytest.fixture
+def flask_app(pg_dsn: str, schema: str) -> Iterator[Flask]:
+    app = Flask("shared_with_quart")
+    app.test_client_class = ClosingClient
+    app.config.update(SECRET_KEY=SECRET, PGSESSION_DSN=pg_dsn, PGSESSION_SCHEMA=schema)
+    FlaskPgSession(app)
+
+    @app.route("/set")
+    def set_keys() -> str:
+        from flask import request
+
+        for key, value in request.args.items():
+            flask_session[key] = value
+        return "ok"
+
+    @app.route("/read")
+    def read() -> dict[str, Any]:
+        return dict(flask_session)
+
+    yield app
+    app.extensions[FLASK_EXTENSION_KEY].store.close()
+
+
+async def test_quart_and_flask_share_one_session(make_app: Any, flask_app: Flask) -> None:
+    quart = make_app()
+    flask_client = flask_app.test_client(use_cookies=False)
+    login = flask_client.get("/set?user=alice")
+    cookie = login.headers["Set-Cookie"].split(";", 1)[0].split("=", 1)[1]
+    headers = {"Cookie": f"session={cookie}"}
+    quart_client = quart.test_client(use_cookies=False)
+    assert (await get(quart_client, "/read", headers=headers))[1] == {"user": "alice"}
+    assert (await get(quart_client, "/set?cart=3", headers=headers))[2] == []  # same id, no cookie
+    assert flask_client.get("/read", headers=headers).get_json() == {"user": "alice", "cart": "3"}
