@@ -271,7 +271,7 @@ class PgSession:
         app.session_interface = interface  # type: ignore[assignment]  # Quart annotates its default
         app.extensions[EXTENSION_KEY] = interface
         app.before_serving(store.open)
-        pass
+        app.after_serving(store.close)
         # First, so that no other hook meets a session that could not be loaded.
         app.before_request_funcs.setdefault(None, []).insert(0, _refuse_unavailable)
         app.before_websocket_funcs.setdefault(None, []).insert(0, _refuse_unavailable)
