@@ -352,8 +352,7 @@ def _encode(key: str, value: Any) -> Any:
         raise SessionError(
             f"the session value under key {key!r} cannot be stored: {exc}. Store plain data "
             "(str, int, float, bool, None, list, dict, tuple, datetime, date, time, bytes, UUID, "
-            "Decimal, Markup) instead, or teach the codec your type with "
-            "pgsession_wsgi.register_type(...)"
+            "Decimal, Markup) instead, or teach the codec your type"
         ) from None
 
 
