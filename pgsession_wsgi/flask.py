@@ -17,7 +17,6 @@ Usage::
 from __future__ import annotations
 
 import logging
-import re
 import shlex
 from dataclasses import dataclass
 from typing import Any, Union, cast
@@ -30,6 +29,7 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Request, Response
 from werkzeug.exceptions import ServiceUnavailable
 
+from .appconfig import cookie_options, fallback_keys, pgsession_dsn, text_url, user_key
 from .cookies import IdSigner
 from .core import private_cache_control
 from .defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_PURGE_INTERVAL, DEFAULT_SCHEMA, DEFAULT_TABLE
@@ -55,7 +55,6 @@ log = logging.getLogger("pgsession_wsgi")
 EXTENSION_KEY = "pgsession_wsgi"
 # Marks, in the environ, a session this interface opened (no middleware ran) and must save.
 _OPENED_HERE = "pgsession.opened_by_interface"
-_POSTGRES_URL = re.compile(r"^postgres(?:ql)?(?:\+[a-z0-9_]+)?://", re.IGNORECASE)
 SecretKey = Union[str, bytes]
 
 
@@ -192,9 +191,8 @@ class _Extension:
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError(f"pgsession-wsgi is already set up on the app {app.name!r}")
         settings = self._settings(app)
-        if app.config.get("SESSION_COOKIE_PARTITIONED"):
-            raise ConfigurationError("SESSION_COOKIE_PARTITIONED is not supported by pgsession-wsgi")
         interface = EnvironSessionInterface()
+        options = cookie_options(app, interface)
         store = PostgresStore(
             settings.dsn,
             settings.table,
@@ -209,18 +207,9 @@ class _Extension:
                 store,
                 settings.secret_key,
                 permanent=settings.permanent,
-                idle_timeout=app.permanent_session_lifetime,
-                refresh_each_request=bool(app.config["SESSION_REFRESH_EACH_REQUEST"]),
-                cookie_name=interface.get_cookie_name(app),
-                cookie_path=interface.get_cookie_path(app) or "/",
-                cookie_domain=interface.get_cookie_domain(app) or None,
-                # Flask's False means "not forced": Secure still follows an https request.
-                cookie_secure=True if interface.get_cookie_secure(app) else None,
-                cookie_httponly=bool(interface.get_cookie_httponly(app)),
-                cookie_samesite=_samesite(interface.get_cookie_samesite(app)),
-                fallback_secret_keys=_fallback_keys(app),
                 signer=settings.signer,
                 user_key=settings.user_key,
+                **options,
             )
             self._create_table(store)
         except BaseException:
@@ -312,18 +301,8 @@ class PgSession(_Extension):
                 "SECRET_KEY is not set: PgSession signs the session cookie with it; set "
                 "app.config['SECRET_KEY'] to a long random value, e.g. secrets.token_hex(32)"
             )
-        dsn = _text_url(config.get("PGSESSION_DSN"))
-        if not dsn:
-            fallback = _text_url(config.get("SQLALCHEMY_DATABASE_URI"))
-            if fallback and _POSTGRES_URL.match(fallback):
-                dsn = fallback
-        if not dsn:
-            raise ConfigurationError(
-                "PGSESSION_DSN is not set (and SQLALCHEMY_DATABASE_URI is not a PostgreSQL URL): "
-                "set app.config['PGSESSION_DSN'] = 'postgresql://user:password@host:5432/dbname'"
-            )
         return _Settings(
-            dsn=dsn,
+            dsn=pgsession_dsn(config),
             table=config.get("PGSESSION_TABLE", DEFAULT_TABLE),
             schema=config.get("PGSESSION_SCHEMA", DEFAULT_SCHEMA),
             max_connections=int(config.get("PGSESSION_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)),
@@ -332,7 +311,7 @@ class PgSession(_Extension):
             secret_key=app.secret_key,
             permanent=False,  # as in Flask: a browser-session cookie until session.permanent = True
             signer=None,
-            user_key=_user_key(config),
+            user_key=user_key(config),
         )
 
 
@@ -364,14 +343,14 @@ class FlaskPgSession(_Extension):
         config = app.config
         # Only the migration reads it: ids are random and hashed, there is nothing to prefix.
         self.key_prefix = str(config.get("SESSION_KEY_PREFIX", ""))
-        dsn = _text_url(config.get("SQLALCHEMY_DATABASE_URI"))
+        dsn = text_url(config.get("SQLALCHEMY_DATABASE_URI"))
         if not dsn:
             raise ConfigurationError(
                 "SQLALCHEMY_DATABASE_URI is not set: FlaskPgSession stores sessions in that "
                 "PostgreSQL database; set it to postgresql://user:password@host:5432/dbname"
             )
         use_signer = bool(config.get("SESSION_USE_SIGNER", False))
-        signer = FlaskPgSessionSigner(app.secret_key, _fallback_keys(app), use_signer=use_signer)
+        signer = FlaskPgSessionSigner(app.secret_key, fallback_keys(config), use_signer=use_signer)
         return _Settings(
             dsn=dsn,
             table=config.get("SESSION_PG_TABLE", FLASK_PG_SESSION_TABLE),
@@ -382,40 +361,5 @@ class FlaskPgSession(_Extension):
             secret_key=app.secret_key,
             permanent=bool(config.get("SESSION_PERMANENT", True)),
             signer=signer,
-            user_key=_user_key(config),
+            user_key=user_key(config),
         )
-
-
-#: Flask-Login keeps the logged-in user's id under this session key.
-FLASK_LOGIN_USER_KEY = "_user_id"
-
-
-def _user_key(config: Any) -> str | None:
-    """``PGSESSION_USER_KEY``, Flask-Login's key by default: a login then gets a new session id
-    and the user's sessions can be listed and revoked. None turns both off."""
-    value = config.get("PGSESSION_USER_KEY", FLASK_LOGIN_USER_KEY)
-    return str(value) if value else None
-
-
-def _text_url(value: Any) -> str | None:
-    """A config URL as text; SQLAlchemy URL objects would hide the password in ``str()``."""
-    if value is None:
-        return None
-    render = getattr(value, "render_as_string", None)
-    text = render(hide_password=False) if callable(render) else value
-    return str(text).strip() or None
-
-
-def _fallback_keys(app: Flask) -> list[SecretKey]:
-    keys = app.config.get("SECRET_KEY_FALLBACKS") or []
-    if isinstance(keys, (str, bytes)):
-        keys = [keys]
-    return [key for key in keys if key]
-
-
-def _samesite(value: str | None) -> str:
-    """Flask's default (unset) becomes Lax, so a new app is safe without configuring it.
-
-    Flask and werkzeug accept any case ("lax"); the core wants "Lax".
-    """
-    return value.title() if isinstance(value, str) and value else "Lax"

@@ -30,6 +30,7 @@ from quart.wrappers import BaseRequestWebsocket, Response
 from quart.wrappers.response import IterableBody, ResponseBody
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from .appconfig import cookie_options, pgsession_dsn, user_key
 from .async_store import AsyncPostgresStore
 from .core import SessionCore, private_cache_control, run_async
 from .defaults import (
@@ -41,7 +42,6 @@ from .defaults import (
     DEFAULT_TOUCH_INTERVAL,
 )
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
-from .flask import _POSTGRES_URL, _samesite, _text_url, _user_key
 from .session import Session
 
 __all__ = ["EXTENSION_KEY", "WEBSOCKET_UNAVAILABLE", "PgSession", "PgSessionInterface", "save_session"]
@@ -223,41 +223,17 @@ class PgSession:
                 "SECRET_KEY is not set: PgSession signs the session cookie with it; set "
                 "app.config['SECRET_KEY'] to a long random value, e.g. secrets.token_hex(32)"
             )
-        if config.get("SESSION_COOKIE_PARTITIONED"):
-            raise ConfigurationError("SESSION_COOKIE_PARTITIONED is not supported by pgsession-wsgi")
-        dsn = _text_url(config.get("PGSESSION_DSN"))
-        if not dsn:
-            fallback = _text_url(config.get("SQLALCHEMY_DATABASE_URI"))
-            if fallback and _POSTGRES_URL.match(fallback):
-                dsn = fallback
-        if not dsn:
-            raise ConfigurationError(
-                "PGSESSION_DSN is not set (and SQLALCHEMY_DATABASE_URI is not a PostgreSQL URL): "
-                "set app.config['PGSESSION_DSN'] = 'postgresql://user:password@host:5432/dbname'"
-            )
-        base = SessionInterface()
-        fallbacks = config.get("SECRET_KEY_FALLBACKS") or []
-        if isinstance(fallbacks, (str, bytes)):
-            fallbacks = [fallbacks]
+        dsn = pgsession_dsn(config)
         core = SessionCore.configure(
             app.secret_key,
-            cookie_name=base.get_cookie_name(app),
-            idle_timeout=app.permanent_session_lifetime,
             absolute_timeout=None,
             touch_interval=DEFAULT_TOUCH_INTERVAL,
             permanent=False,  # as in Quart: a browser-session cookie until session.permanent = True
-            refresh_each_request=bool(config["SESSION_REFRESH_EACH_REQUEST"]),
-            cookie_path=base.get_cookie_path(app) or "/",
-            cookie_domain=base.get_cookie_domain(app) or None,
-            # Quart's False means "not forced": Secure still follows an https request.
-            cookie_secure=True if base.get_cookie_secure(app) else None,
-            cookie_httponly=bool(base.get_cookie_httponly(app)),
-            cookie_samesite=_samesite(base.get_cookie_samesite(app)),
-            fallback_secret_keys=[key for key in fallbacks if key],
-            user_key=_user_key(config),
+            user_key=user_key(config),
             regenerate_on_user_change=True,
             max_size=DEFAULT_MAX_SIZE,
             signer=None,
+            **cookie_options(app, SessionInterface()),
         )
         store = AsyncPostgresStore(
             dsn,

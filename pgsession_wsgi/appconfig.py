@@ -1,0 +1,99 @@
+"""Internal: reading a Flask-style app config (Flask and Quart share it) into our options.
+
+Both frameworks keep the session settings under the same keys (``SESSION_COOKIE_*``,
+``PERMANENT_SESSION_LIFETIME``, ...) and expose them through the same session-interface getters,
+so one reading serves the Flask and the Quart extension alike, and neither imports the other.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Union
+
+from .errors import ConfigurationError
+
+__all__ = ["FLASK_LOGIN_USER_KEY", "cookie_options", "fallback_keys", "pgsession_dsn", "text_url", "user_key"]
+
+SecretKey = Union[str, bytes]
+
+#: Flask-Login keeps the logged-in user's id under this session key.
+FLASK_LOGIN_USER_KEY = "_user_id"
+_POSTGRES_URL = re.compile(r"^postgres(?:ql)?(?:\+[a-z0-9_]+)?://", re.IGNORECASE)
+
+
+def text_url(value: Any) -> str | None:
+    """A config URL as text; SQLAlchemy URL objects would hide the password in ``str()``.
+
+    :param value: a string, a SQLAlchemy ``URL``, or None.
+    """
+    if value is None:
+        return None
+    render = getattr(value, "render_as_string", None)
+    text = render(hide_password=False) if callable(render) else value
+    return str(text).strip() or None
+
+
+def pgsession_dsn(config: Any) -> str:
+    """``PGSESSION_DSN``, else ``SQLALCHEMY_DATABASE_URI`` when it is a PostgreSQL URL.
+
+    :param config: the app's config mapping.
+    :raises ConfigurationError: neither names a PostgreSQL database.
+    """
+    dsn = text_url(config.get("PGSESSION_DSN"))
+    if not dsn:
+        fallback = text_url(config.get("SQLALCHEMY_DATABASE_URI"))
+        if fallback and _POSTGRES_URL.match(fallback):
+            dsn = fallback
+    if not dsn:
+        raise ConfigurationError(
+            "PGSESSION_DSN is not set (and SQLALCHEMY_DATABASE_URI is not a PostgreSQL URL): "
+            "set app.config['PGSESSION_DSN'] = 'postgresql://user:password@host:5432/dbname'"
+        )
+    return dsn
+
+
+def user_key(config: Any) -> str | None:
+    """``PGSESSION_USER_KEY``, Flask-Login's key by default: a login then gets a new session id
+    and the user's sessions can be listed and revoked. None turns both off.
+
+    :param config: the app's config mapping.
+    """
+    value = config.get("PGSESSION_USER_KEY", FLASK_LOGIN_USER_KEY)
+    return str(value) if value else None
+
+
+def fallback_keys(config: Any) -> list[SecretKey]:
+    """``SECRET_KEY_FALLBACKS`` as a list (one key or several): older keys still accepted.
+
+    :param config: the app's config mapping.
+    """
+    keys = config.get("SECRET_KEY_FALLBACKS") or []
+    if isinstance(keys, (str, bytes)):
+        keys = [keys]
+    return [key for key in keys if key]
+
+
+def cookie_options(app: Any, interface: Any) -> dict[str, Any]:
+    """The middleware options an app's session config asks for (cookie, lifetime, fallbacks).
+
+    :param app: a Flask or Quart app.
+    :param interface: a session interface of that framework (its ``get_cookie_*`` getters).
+    :raises ConfigurationError: ``SESSION_COOKIE_PARTITIONED`` is set (not supported).
+    """
+    config = app.config
+    if config.get("SESSION_COOKIE_PARTITIONED"):
+        raise ConfigurationError("SESSION_COOKIE_PARTITIONED is not supported by pgsession-wsgi")
+    samesite = interface.get_cookie_samesite(app)
+    return {
+        "idle_timeout": app.permanent_session_lifetime,
+        "refresh_each_request": bool(config["SESSION_REFRESH_EACH_REQUEST"]),
+        "cookie_name": interface.get_cookie_name(app),
+        "cookie_path": interface.get_cookie_path(app) or "/",
+        "cookie_domain": interface.get_cookie_domain(app) or None,
+        # The frameworks' False means "not forced": Secure still follows an https request.
+        "cookie_secure": True if interface.get_cookie_secure(app) else None,
+        "cookie_httponly": bool(interface.get_cookie_httponly(app)),
+        # Unset becomes Lax (safe by default); the frameworks accept any case, the core wants "Lax".
+        "cookie_samesite": samesite.title() if isinstance(samesite, str) and samesite else "Lax",
+        "fallback_secret_keys": fallback_keys(config),
+    }
