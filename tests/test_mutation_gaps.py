@@ -1,7 +1,939 @@
-"""Tests that kill mutants the rest of the suite let survive (see tests/MUTATION.md).
+"""Tests that kill mutants the rest of the suite let survive (tests/MUTATION.md lists them).
 
-Each test names the mutant(s) it was written for. Like every other test here they run against a
-real PostgreSQL through the fixtures in conftest.py; nothing is mocked.
+Each test names, in its docstring, the mutants it was written for (mutmut's names, e.g.
+``codec.xǁCodecǁregister__mutmut_20``: the module, the function, the mutation's number). The
+tests that need a database use the real one through the fixtures in conftest.py: nothing is mocked.
 """
 
 from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+import psycopg2
+import pytest
+from itsdangerous import Signer
+from markupsafe import Markup
+
+from pgsession_wsgi import ConfigurationError
+from pgsession_wsgi import codec as codec_module
+from pgsession_wsgi.codec import (
+    MAX_INT_BITS,
+    Codec,
+    Recurse,
+    TagRegistrationError,
+    TypeTag,
+    check_key,
+    decode_value,
+    default_codec,
+    dumps,
+    encode_value,
+)
+from pgsession_wsgi.cookies import CookieSettings, HmacIdSigner, hash_session_id, new_session_id
+from pgsession_wsgi.core import (
+    Delete,
+    Insert,
+    LoadedRow,
+    SessionCore,
+    Touch,
+    Write,
+    WriteResult,
+    private_cache_control,
+    run,
+    run_async,
+    user_id_text,
+)
+from pgsession_wsgi.errors import SessionDataError, SessionError, SessionTooLarge
+from pgsession_wsgi.session import Session, SessionState
+from pgsession_wsgi.sql import Statements, guard
+
+# -- codec: the registry ----------------------------------------------------------------------
+
+
+class _Base:
+    pass
+
+
+class _Child(_Base):
+    pass
+
+
+class _GrandChild(_Child):
+    pass
+
+
+def test_a_replaced_checked_tag_keeps_its_place_and_markup_subclasses_still_encode() -> None:
+    """codec.xǁCodecǁregister__mutmut_20, _32 and xǁCodecǁ_forget__mutmut_7.
+
+    Replacing a tag that checks subclasses puts the new one where the old one was, ahead of tags
+    registered after it, and forgets exactly the old one (Markup's own tag stays).
+    """
+    codec = Codec()
+    codec.register_type(_Base, " base", lambda v: "old", lambda d: _Base(), subclasses=True)
+    codec.register_type(_Child, " child", lambda v: "child", lambda d: _Child(), subclasses=True)
+    assert codec.encode(_GrandChild()) == {" base": "old"}
+    codec.register_type(_Base, " base", lambda v: "new", lambda d: _Base(), subclasses=True, replace=True)
+    assert codec.encode(_GrandChild()) == {" base": "new"}
+
+    class Safe(Markup):
+        pass
+
+    assert codec.encode(Safe("<b>x</b>")) == {" m": "<b>x</b>"}
+
+
+class _CheckOnly(TypeTag):
+    """A tag with no name and no types: it is found only through check()."""
+
+    def check(self, value: Any) -> bool:
+        return isinstance(value, _Base)
+
+    def to_json(self, value: Any, encode: Recurse) -> Any:
+        return "base"
+
+
+def test_a_tag_registered_twice_is_refused_even_when_only_its_check_holds_it() -> None:
+    """codec.xǁCodecǁ_holders__mutmut_8 and _9."""
+    codec = Codec()
+    tag = _CheckOnly()
+    codec.register(tag)
+    with pytest.raises(TagRegistrationError, match=r"^<_CheckOnly None> is already registered; pass replace"):
+        codec.register(tag)
+
+
+def test_registration_errors_say_what_is_wrong() -> None:
+    """codec.xǁTypeTagǁ__repr____mutmut_1, xǁCodecǁ_validate__mutmut_11, _12, _16, _23, _30."""
+
+    class NoToJson(TypeTag):
+        name = " x"
+
+    class NotAType(TypeTag):
+        name = " y"
+        types = (42,)  # type: ignore[assignment]
+
+        def to_json(self, value: Any, encode: Recurse) -> Any:
+            return value
+
+        def from_json(self, data: Any, decode: Recurse) -> Any:
+            return data
+
+    codec = Codec()
+    with pytest.raises(TagRegistrationError) as no_space:
+        codec.register_type(date, "pt", str, date.fromisoformat)
+    assert str(no_space.value).endswith(
+        "must be a str starting with a space: a name "
+        "without one could be a plain dict key and would change how such dicts decode"
+    )
+    with pytest.raises(TagRegistrationError) as nul:
+        codec.register_type(date, " a\x00", str, date.fromisoformat)
+    assert str(nul.value) == "the tag name ' a\\x00' contains a NUL character or a lone surrogate"
+    with pytest.raises(TagRegistrationError) as no_to_json:
+        codec.register(NoToJson())
+    assert str(no_to_json.value) == "<NoToJson ' x'> does not implement to_json"
+    with pytest.raises(TagRegistrationError) as not_a_type:
+        codec.register(NotAType())
+    assert str(not_a_type.value) == "<NotAType ' y'> lists 42 in its types, which is not a type"
+
+
+class _X:
+    pass
+
+
+class _Y:
+    pass
+
+
+class _Z:
+    pass
+
+
+class _TwoTypes(TypeTag):
+    name = " two"
+    types = (_Y, _Z)
+
+    def to_json(self, value: Any, encode: Recurse) -> Any:
+        return 0
+
+    def from_json(self, data: Any, decode: Recurse) -> Any:
+        return data
+
+
+class _ThreeTypes(TypeTag):
+    name = " three"
+    types = (_X, _Y, _Z)
+
+    def to_json(self, value: Any, encode: Recurse) -> Any:
+        return 0
+
+    def from_json(self, data: Any, decode: Recurse) -> Any:
+        return data
+
+
+def test_collision_messages_name_the_taken_name_or_exactly_the_taken_types() -> None:
+    """codec.x__collision_message__mutmut_2, _5, _6, _7, _9, _10, _11 and
+    xǁ_FunctionTagǁ__repr____mutmut_1."""
+    codec = Codec()
+    codec.register_type(_X, " xy", lambda v: 0, lambda d: _X())
+    codec.register_type(_Y, " y", lambda v: 0, lambda d: _Y())
+    with pytest.raises(TagRegistrationError) as by_name:
+        codec.register_type(_Z, " xy", lambda v: 0, lambda d: _Z())
+    assert str(by_name.value) == (
+        "the tag name ' xy' is taken by <_FunctionTag ' xy' for _X>; pass replace=True to replace it "
+        "(rows already stored with that name are then read by the new tag)"
+    )
+    with pytest.raises(TagRegistrationError) as by_type:
+        codec.register_type(_X, " other", lambda v: 0, lambda d: _X())
+    assert str(by_type.value).startswith("_X values are already stored with <_FunctionTag ' xy' for _X>;")
+    # A tag holding two of the types another tag lists: the message names exactly those two.
+    codec = Codec()
+    codec.register(_TwoTypes())
+    with pytest.raises(TagRegistrationError) as two:
+        codec.register(_ThreeTypes())
+    assert str(two.value).startswith("_Y, _Z values are already stored with <_TwoTypes ' two'>;")
+
+
+# -- codec: encoding and its errors -----------------------------------------------------------
+
+
+def test_encoding_errors_say_what_cannot_be_stored() -> None:
+    """codec.xǁCodecǁ_encode_dict__mutmut_5, _6, xǁCodecǁ_checked_tag_for__mutmut_5,
+    xǁ_MarkupTagǁto_json__mutmut_2.._5 and xǁ_FloatTagǁto_json__mutmut_3.._6."""
+    codec = Codec()
+    with pytest.raises(TypeError) as key:
+        codec.encode({1: "x"})
+    assert str(key.value) == "dict keys must be str, not int"
+    with pytest.raises(TypeError) as unknown:
+        codec.encode(object())
+    assert str(unknown.value) == (
+        "values of type builtins.object cannot be stored "
+        "(pgsession_wsgi.codec.register_type teaches the codec a type)"
+    )
+    with pytest.raises(ValueError) as markup:
+        codec.encode(Markup("a\x00b"))
+    assert str(markup.value) == "Markup with a NUL character or a lone surrogate cannot be stored"
+    with pytest.raises(ValueError) as nan:
+        codec.encode(float("nan"))
+    assert str(nan.value) == "NaN and infinite floats cannot be stored"
+
+
+def test_dumps_is_compact_utf8_and_refuses_nan() -> None:
+    """codec.x_dumps__mutmut_7, _8, _11, _12: its length is what the size check counts."""
+    assert dumps({"k": ["é", 1]}) == '{"k":["é",1]}'
+    with pytest.raises(ValueError):
+        dumps(float("nan"))
+
+
+def test_the_built_in_iso_tags_are_made_from_their_arguments() -> None:
+    """codec.xǁ_IsoFormatTagǁ__init____mutmut_1, _2, _3.
+
+    The built-in tags are made when the module is imported, before mutmut picks a mutant, so a
+    tag made here is the only way to run a mutated __init__.
+    """
+    tag = codec_module._IsoFormatTag(" d", date)
+    assert (tag.name, tag.types) == (" d", (date,))
+    assert tag.from_json("2026-01-02", lambda item: item) == date(2026, 1, 2)
+    assert json.loads(dumps(Codec().encode(date(2026, 1, 2)))) == {" d": "2026-01-02"}
+
+
+def test_the_key_check_and_the_int_limit_are_exact() -> None:
+    """codec.x_check_key__mutmut_2 and xǁCodecǁ_encode__mutmut_7."""
+    with pytest.raises(ValueError) as key:
+        check_key("a\x00")
+    assert str(key.value) == "the key 'a\\x00' contains a NUL character or a lone surrogate"
+    widest = 2**MAX_INT_BITS - 1
+    assert widest.bit_length() == MAX_INT_BITS
+    assert Codec().encode(widest) == widest
+    with pytest.raises(ValueError):
+        Codec().encode(widest + 1)
+
+
+def test_the_module_level_register_type_passes_every_option_on() -> None:
+    """codec.x_register_type__mutmut_1..16 (register_type on the default codec).
+
+    Classes and names are made anew on each call: the default codec keeps registrations for the
+    life of the process, and mutmut runs the same test more than once in one process.
+    """
+    suffix = uuid.uuid4().hex[:8]
+    plain = type(f"Plain{suffix}", (), {})
+    plain_child = type(f"PlainChild{suffix}", (plain,), {})
+    base = type(f"Base{suffix}", (), {})
+    child = type(f"Child{suffix}", (base,), {})
+
+    codec_module.register_type(plain, f" p{suffix}", lambda v: [1], lambda d: plain())
+    assert encode_value(plain()) == {f" p{suffix}": [1]}
+    assert type(decode_value({f" p{suffix}": [1]})) is plain
+    with pytest.raises(TypeError):  # no subclasses unless asked
+        encode_value(plain_child())
+    with pytest.raises(TagRegistrationError):  # no replacing unless asked
+        codec_module.register_type(plain, f" p{suffix}", lambda v: [2], lambda d: plain())
+
+    codec_module.register_type(base, f" b{suffix}", lambda v: [1], lambda d: base(), subclasses=True)
+    assert encode_value(child()) == {f" b{suffix}": [1]}
+    codec_module.register_type(
+        base, f" b{suffix}", lambda v: [2], lambda d: base(), subclasses=True, replace=True, index=0
+    )
+    assert encode_value(child()) == {f" b{suffix}": [2]}
+    assert default_codec._checked[0].name == f" b{suffix}"  # index=0 was passed on
+    default_codec._forget(default_codec._checked[0])  # leave Markup's tag first again
+    default_codec._forget(default_codec._by_name[f" p{suffix}"])
+
+
+def test_tags_that_the_codec_never_asks_still_answer() -> None:
+    """codec.xǁTypeTagǁcheck__mutmut_1 and xǁ_WrappedDictTagǁto_json__mutmut_1: the default
+    check() (no tag of the codec's own that keeps it is ever asked) and the wrapped-dict tag's
+    to_json (the codec wraps such dicts itself)."""
+    assert TypeTag().check(object()) is False
+    assert codec_module._WrappedDictTag().to_json({" a": 1}, lambda item: [item]) == {" a": [1]}
+
+
+# -- cookies ----------------------------------------------------------------------------------
+
+
+def test_the_deleting_cookie_keeps_every_attribute_of_the_cookie_it_deletes() -> None:
+    """cookies.xǁCookieSettingsǁdelete_header__mutmut_4.._22: a browser only drops a cookie whose
+    name, path and domain match, and Secure/SameSite keep the deletion itself acceptable."""
+    cookie = CookieSettings(name="s", path="/app", domain="example.com", samesite="Strict")
+    assert cookie.delete_header("https") == (
+        "s=; Domain=example.com; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Secure; HttpOnly;"
+        " Path=/app; SameSite=Strict"
+    )
+    assert CookieSettings(httponly=False, samesite=None).delete_header("http") == (
+        "session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/"
+    )
+
+
+def test_the_cookie_carries_its_path() -> None:
+    """cookies.xǁCookieSettingsǁset_header__mutmut_12 (a Path other than "/")."""
+    header = CookieSettings(path="/app").set_header("v", None, "http")
+    assert header == "session=v; HttpOnly; Path=/app; SameSite=Lax"
+
+
+def test_reading_the_cookie_splits_at_the_first_equals_sign_and_unquotes_only_pairs() -> None:
+    """cookies.xǁCookieSettingsǁread__mutmut_6, _12, _13."""
+    cookie = CookieSettings()
+    assert cookie.read("session=a=b") == "a=b"
+    assert cookie.read('session="') == '"'
+    assert cookie.read('session=""') is None
+    assert cookie.read('session="v"') == "v"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"name": "a b"}, "cookie_name 'a b' is not a valid cookie name: use letters, digits, - and _"),
+        ({"name": ""}, "cookie_name '' is not a valid cookie name: use letters, digits, - and _"),
+        ({"samesite": "lax"}, "cookie_samesite must be 'Lax', 'Strict', 'None' or None, not 'lax'"),
+        (
+            {"samesite": "None", "secure": False},
+            "cookie_samesite='None' needs Secure cookies: drop cookie_secure=False",
+        ),
+        (
+            {"name": "__Secure-s", "secure": False},
+            "a cookie named '__Secure-s' must be Secure: drop cookie_secure=False",
+        ),
+        (
+            {"name": "__Host-s", "secure": False},
+            "a cookie named '__Host-s' must be Secure: drop cookie_secure=False",
+        ),
+        (
+            {"name": "__Host-s", "path": "/app"},
+            "a cookie named '__Host-s' must have cookie_path='/' and cookie_domain=None",
+        ),
+        (
+            {"name": "__Host-s", "domain": "example.com"},
+            "a cookie named '__Host-s' must have cookie_path='/' and cookie_domain=None",
+        ),
+    ],
+    ids=[
+        "space",
+        "empty",
+        "samesite-case",
+        "samesite-none",
+        "secure",
+        "host-secure",
+        "host-path",
+        "host-domain",
+    ],
+)
+def test_cookie_settings_refuse_what_a_browser_would_drop_saying_why(options: Any, message: str) -> None:
+    """cookies.xǁCookieSettingsǁ__post_init__ mutants: each refusal, and its exact message."""
+    with pytest.raises(ConfigurationError) as refused:
+        CookieSettings(**options)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"samesite": "None"},
+        {"samesite": "None", "secure": True},
+        {"samesite": "Strict", "secure": False},
+        {"samesite": None},
+        {"name": "__Secure-s", "path": "/app", "domain": "example.com"},
+        {"name": "__Host-s", "secure": True},
+        {"name": "Host-s", "secure": False, "path": "/app"},
+        {"name": "x__Host-s", "secure": False, "domain": "example.com"},
+    ],
+)
+def test_cookie_settings_accept_what_the_rules_allow(options: Any) -> None:
+    """cookies.xǁCookieSettingsǁ__post_init__ mutants that refuse too much."""
+    CookieSettings(**options)
+
+
+def test_an_empty_secret_key_is_refused_saying_what_to_pass() -> None:
+    """cookies.xǁHmacIdSignerǁ__init__ message mutants."""
+    with pytest.raises(ConfigurationError) as refused:
+        HmacIdSigner("")
+    assert str(refused.value) == "secret_key is empty: pass a long random string, e.g. secrets.token_hex(32)"
+
+
+def test_prefixed_and_forced_cookies_decide_secure_by_themselves() -> None:
+    """cookies.xǁCookieSettingsǁis_secure__mutmut_5, _6, _7, _9."""
+    assert CookieSettings(name="__Secure-s").is_secure("http") is True
+    assert CookieSettings(name="__Host-s").is_secure("http") is True
+    assert CookieSettings(secure=True).is_secure("http") is True
+    assert CookieSettings(secure=False).is_secure("https") is False
+    assert CookieSettings().is_secure("https") is True
+    assert CookieSettings().is_secure("http") is False
+
+
+def test_the_signature_is_itsdangerous_hmac_sha256_with_our_salt() -> None:
+    """cookies.xǁHmacIdSignerǁ__init____mutmut_1, _2, _20: the cookie format issued cookies keep
+    across upgrades is itsdangerous's Signer with salt "pgsession-wsgi", HMAC key derivation and
+    SHA-256."""
+    session_id = "A" * 43
+    expected = Signer("k", salt="pgsession-wsgi", key_derivation="hmac", digest_method=hashlib.sha256).sign(
+        session_id
+    )
+    assert HmacIdSigner("k").sign(session_id) == expected.decode("ascii")
+
+
+# -- the core ---------------------------------------------------------------------------------
+
+
+def _core_options() -> dict[str, Any]:
+    return dict(
+        cookie_name="session",
+        idle_timeout=timedelta(days=1),
+        absolute_timeout=None,
+        touch_interval=timedelta(seconds=60),
+        permanent=True,
+        refresh_each_request=True,
+        cookie_path="/",
+        cookie_domain=None,
+        cookie_secure=None,
+        cookie_httponly=True,
+        cookie_samesite="Lax",
+        fallback_secret_keys=(),
+        user_key=None,
+        regenerate_on_user_change=True,
+        max_size=None,
+        signer=None,
+    )
+
+
+def _core(**options: Any) -> SessionCore:
+    return SessionCore.configure("gap-secret", **{**_core_options(), **options})
+
+
+class _Answers:
+    """Answers the core's operations in order and records them (the store's part, scripted)."""
+
+    def __init__(self, *answers: Any) -> None:
+        self._answers = iter(answers)
+        self.asked: list[Any] = []
+
+    def __call__(self, operation: Any) -> Any:
+        self.asked.append(operation)
+        return next(self._answers)
+
+
+def _open(core: SessionCore, session_id: str | None, answers: _Answers) -> Session:
+    cookie = f"session={core.signer.sign(session_id)}" if session_id else ""
+    return core.open(cookie, "https", lambda session: run(core.load(session), answers))
+
+
+def test_user_ids_of_other_types_are_refused_saying_what_to_store() -> None:
+    """core.x_user_id_text__mutmut_11, _13, _14, _16, _17."""
+    with pytest.raises(SessionError) as without_key:
+        user_id_text(1.5)
+    assert str(without_key.value) == (
+        "a user id is a builtins.float; user ids must be str, int or UUID: "
+        "store the user's id in one of those types"
+    )
+    with pytest.raises(SessionError) as with_key:
+        user_id_text(1.5, "uid")
+    assert str(with_key.value).startswith("the session value under user_key 'uid' is a builtins.float;")
+
+
+def test_the_async_driver_sends_each_answer_to_the_next_step() -> None:
+    """core.x_run_async__mutmut_4: a save of two statements (a blind write whose row is gone,
+    then the insert under a new id)."""
+    core, sid = _core(), new_session_id()
+    answers = _Answers(WriteResult(False, False, None), None)
+
+    async def execute(operation: Any) -> Any:
+        return answers(operation)
+
+    session = _open(core, sid, _Answers())
+    session["a"] = 1  # written without being read
+    headers = asyncio.run(run_async(core.save(session), execute))
+    assert [type(op) for op in answers.asked] == [Write, Insert]
+    assert any(name == "Set-Cookie" for name, _ in headers)
+
+
+def test_wants_load_only_for_a_validly_signed_cookie() -> None:
+    """core.xǁSessionCoreǁwants_load__mutmut_1, _2."""
+    core = _core()
+    assert core.wants_load(SessionState(f"session={core.signer.sign(new_session_id())}")) is True
+    assert core.wants_load(SessionState("session=forged")) is False
+    assert core.wants_load(SessionState("")) is False
+
+
+def test_a_late_save_is_refused_for_each_reason_alone() -> None:
+    """core.xǁSessionCoreǁlate_save_refused__mutmut_4, _5 and xǁSessionCoreǁ_new_user__mutmut_10."""
+    core, sid = _core(user_key="uid"), new_session_id()
+
+    def loaded() -> Session:
+        session = _open(core, sid, _Answers(LoadedRow({"a": 1}, False)))
+        assert session["a"] == 1
+        return session
+
+    assert core.late_save_refused(loaded()) is False
+    regenerated = loaded()
+    regenerated.regenerate()
+    assert core.late_save_refused(regenerated) is True
+    ended = loaded()
+    ended.invalidate()
+    assert core.late_save_refused(ended) is True
+    new = _open(core, None, _Answers())
+    new["a"] = 1
+    assert core.late_save_refused(new) is True
+    # A value that cannot be stored is the save's to report (a 500), not a refused late save.
+    unstorable = loaded()
+    unstorable["x"] = object()
+    assert core.late_save_refused(unstorable) is False
+
+
+def test_the_stored_permanent_flag_decides_the_cookie_of_a_blind_write() -> None:
+    """core.xǁSessionCoreǁ_cookie_after_save__mutmut_5, _13: a write that did not read the session
+    learns ``_permanent`` from the row; a permanent session's new cookie carries Max-Age."""
+    core, sid = _core(), new_session_id()
+    blind = _open(core, sid, _Answers())
+    blind["a"] = 1
+    stored_not_permanent = _Answers(WriteResult(True, True, False))
+    headers = run(core.save(blind), stored_not_permanent)
+    assert headers == [("Vary", "Cookie")]  # a browser-session cookie has no Max-Age to move
+
+    regenerated = _open(core, sid, _Answers(LoadedRow({"a": 1}, False)))
+    assert regenerated["a"] == 1
+    regenerated.regenerate()
+    headers = run(core.save(regenerated), _Answers(WriteResult(True, False, None)))
+    (cookie,) = [value for name, value in headers if name == "Set-Cookie"]
+    assert "Max-Age=86400" in cookie
+
+
+def test_a_cookie_once_sent_is_not_sent_again_by_a_later_save() -> None:
+    """core.xǁSessionCoreǁ_cookie_for__mutmut_2 (``resign`` is cleared once a cookie is sent)."""
+    core = _core()
+    session = _open(core, None, _Answers())
+    session["a"] = 1
+    first = run(core.save(session), _Answers(None))
+    assert any(name == "Set-Cookie" for name, _ in first)
+    session["a"] = 2  # a streaming body's late change, saved under the id just issued
+    second = run(core.save(session), _Answers(WriteResult(True, False, None)))
+    assert second == [("Vary", "Cookie")]
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"idle_timeout": 0}, "idle_timeout must be positive, not 0"),
+        ({"touch_interval": -1}, "touch_interval must be positive, not -1"),
+        ({"absolute_timeout": 0}, "absolute_timeout must be positive, not 0"),
+        ({"max_size": 0}, "max_size must be a positive number of bytes, or None"),
+    ],
+)
+def test_policy_refusals_name_the_option(option: dict[str, Any], message: str) -> None:
+    """core.xǁPolicyǁfrom_options__mutmut_6, _13, _22.._25, _46."""
+    with pytest.raises(ConfigurationError) as refused:
+        _core(**option)
+    assert str(refused.value) == message
+
+
+def test_a_max_size_of_one_byte_is_allowed() -> None:
+    """core.xǁPolicyǁfrom_options__mutmut_20, _21."""
+    assert _core(max_size=1).policy.max_size == 1
+
+
+def test_a_missing_secret_says_how_to_pass_one() -> None:
+    """core.xǁSessionCoreǁconfigure__mutmut_4, _5, _7, _8."""
+    with pytest.raises(ConfigurationError) as refused:
+        SessionCore.configure(None, **{k: v for k, v in _core_options().items()})
+    assert str(refused.value) == (
+        "secret_key is missing: pass SessionMiddleware(app, store, secret_key=...) "
+        "with a long random value, e.g. from secrets.token_hex(32)"
+    )
+
+
+def test_every_cookie_option_reaches_the_cookie_settings() -> None:
+    """core.xǁSessionCoreǁconfigure__mutmut_18, _22, _24, _25, _26."""
+    core = _core(cookie_path="/app", cookie_secure=False, cookie_httponly=False, cookie_samesite="Strict")
+    assert core.cookie == CookieSettings(
+        name="session", path="/app", domain=None, secure=False, httponly=False, samesite="Strict"
+    )
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ('private="Set-Cookie"', None),
+        ('private="a=b"', None),
+        ("public=a=b, max-age=60", "private, max-age=60"),
+    ],
+)
+def test_cache_control_directives_are_named_by_what_precedes_the_first_equals_sign(
+    given: str, expected: str | None
+) -> None:
+    """core.x_private_cache_control__mutmut_8, _12, _13, _25, _29, _30."""
+    assert private_cache_control(given) == expected
+
+
+def test_a_session_opened_by_the_core_has_the_policy_s_permanence() -> None:
+    """core.xǁSessionCoreǁopen__mutmut_7."""
+    assert _open(_core(permanent=True), None, _Answers()).permanent is True
+    assert _open(_core(permanent=False), None, _Answers()).permanent is False
+
+
+def test_a_late_save_after_an_insert_writes_under_the_new_id() -> None:
+    """core.xǁSessionCoreǁread_cookie__mutmut_1, _2 (the cookie is read once: the id a save
+    issued is not replaced by the request cookie's) and xǁSessionCoreǁ_insert_new__mutmut_38."""
+    core, dead = _core(), new_session_id()
+    session = _open(core, dead, _Answers(None))
+    assert session.get("a") is None  # the cookie's row is gone: the save inserts under a new id
+    session["a"] = 1
+    headers = run(core.save(session), _Answers(None))
+    (cookie,) = [value for name, value in headers if name == "Set-Cookie"]
+    new_id = cookie.split("=", 1)[1].split(".", 1)[0]
+    assert session.id == new_id != dead
+    session["a"] = 2  # a streaming body's change after the headers
+    late = _Answers(WriteResult(True, False, None))
+    run(core.save(session), late)
+    (write,) = late.asked
+    assert isinstance(write, Write) and write.id_hash == hash_session_id(new_id)
+
+
+@pytest.mark.parametrize(
+    "header, expires", [("session=garbage", True), ("session=", True), ("other=1", False)]
+)
+def test_a_bad_cookie_of_ours_is_expired_over_https_and_a_foreign_one_left_alone(
+    header: str, expires: bool
+) -> None:
+    """core.xǁSessionCoreǁread_cookie__mutmut_8, _9 and xǁSessionCoreǁ_save__mutmut_20."""
+    core = _core()
+    session = core.open(header, "https", lambda s: run(core.load(s), _Answers()))
+    assert dict(session) == {}
+    headers = run(core.save(session), _Answers())
+    cookies = [value for name, value in headers if name == "Set-Cookie"]
+    if expires:
+        (cookie,) = cookies
+        assert "Max-Age=0" in cookie and "Secure" in cookie
+    else:
+        assert cookies == []
+
+
+def test_ending_a_session_whose_row_is_gone_or_that_never_had_one_asks_nothing() -> None:
+    """core.xǁSessionCoreǁload__mutmut_11 and xǁSessionCoreǁ_save__mutmut_3."""
+    core = _core()
+    dead = _open(core, new_session_id(), _Answers(None))
+    assert dict(dead) == {}
+    dead.invalidate()
+    asked = _Answers()
+    assert run(core.save(dead), asked)[0] == ("Vary", "Cookie")
+    assert asked.asked == []
+    new = _open(core, None, _Answers())
+    new.invalidate()
+    asked = _Answers()
+    assert run(core.save(new), asked) == [("Vary", "Cookie")]
+    assert asked.asked == []
+
+
+def test_a_session_over_max_size_is_refused_before_any_statement() -> None:
+    """core.xǁSessionCoreǁ_save__mutmut_8."""
+    core = _core(max_size=100)
+    session = _open(core, None, _Answers())
+    session["a"] = "x" * 200
+    asked = _Answers()
+    with pytest.raises(SessionTooLarge):
+        run(core.save(session), asked)
+    assert asked.asked == []
+
+
+def test_the_statements_carry_the_policy_s_limits() -> None:
+    """core.xǁSessionCoreǁ_insert_new__mutmut_17 and xǁSessionCoreǁ_update__mutmut_49."""
+    core = _core(max_size=10_000, absolute_timeout=timedelta(hours=5))
+    new = _open(core, None, _Answers())
+    new["a"] = 1
+    inserted = _Answers(None)
+    run(core.save(new), inserted)
+    (insert,) = inserted.asked
+    assert (insert.max_size, insert.absolute) == (10_000, timedelta(hours=5))
+    live = _open(core, new_session_id(), _Answers(LoadedRow({"a": 1}, False)))
+    live["a"] = 2
+    written = _Answers(WriteResult(True, False, None))
+    run(core.save(live), written)
+    (write,) = written.asked
+    assert (write.max_size, write.absolute) == (10_000, timedelta(hours=5))
+
+
+def test_a_due_touch_is_sent_once() -> None:
+    """core.xǁSessionCoreǁ_update__mutmut_22."""
+    core = _core()
+    session = _open(core, new_session_id(), _Answers(LoadedRow({"a": 1}, True)))
+    assert session["a"] == 1
+    touched = _Answers(True)
+    run(core.save(session), touched)
+    assert [type(op) for op in touched.asked] == [Touch]
+    assert session["a"] == 1  # used again, unchanged (a streaming body's read)
+    again = _Answers()
+    run(core.save(session), again)
+    assert again.asked == []
+
+
+def test_a_dropped_save_says_why_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """core.xǁSessionCoreǁ_update__mutmut_74, _75, _76."""
+    core = _core()
+    session = _open(core, new_session_id(), _Answers(LoadedRow({"a": 1}, False)))
+    assert session["a"] == 1  # read first: a blind write to a vanished row would start anew
+    session["a"] = 2
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        assert run(core.save(session), _Answers(WriteResult(False, False, None))) == [("Vary", "Cookie")]
+    assert caplog.messages == [
+        "session save dropped: the session was invalidated or regenerated by a concurrent request"
+    ]
+    # session.xǁSessionǁmark_saved__mutmut_6: what was dropped is the new baseline, not a change
+    assert session.modified is False
+
+
+def test_making_a_session_non_permanent_sends_its_cookie_without_max_age() -> None:
+    """core.xǁSessionCoreǁ_update__mutmut_94, _95."""
+    core = _core()
+    session = _open(core, new_session_id(), _Answers(LoadedRow({"a": 1}, False)))
+    session.permanent = False
+    headers = run(core.save(session), _Answers(WriteResult(True, False, False)))
+    (cookie,) = [value for name, value in headers if name == "Set-Cookie"]
+    assert "Max-Age" not in cookie
+
+
+def test_setting_the_user_key_to_none_clears_the_user_column() -> None:
+    """core.xǁSessionCoreǁ_user_column__mutmut_6."""
+    core = _core(user_key="uid")
+    session = _open(core, new_session_id(), _Answers(LoadedRow({"uid": "u1"}, False)))
+    session["uid"] = None
+    written = _Answers(WriteResult(True, False, None))
+    run(core.save(session), written)
+    (write,) = written.asked
+    assert write.user_id is None
+
+
+def test_only_a_session_used_after_its_save_is_saved_again() -> None:
+    """core.xǁSessionCoreǁneeds_late_save__mutmut_1: a value changed in place through a reference
+    the app kept, with the session itself untouched after the save, is not looked at (finding
+    it would cost an encoding of every value on every request)."""
+    core = _core()
+    session = _open(core, new_session_id(), _Answers(LoadedRow({"cart": [1]}, False)))
+    cart = session["cart"]
+    run(core.save(session), _Answers())
+    cart.append(2)
+    assert core.needs_late_save(session) is False
+    session["cart"].append(3)
+    assert core.needs_late_save(session) is True
+
+
+# -- the SQL ----------------------------------------------------------------------------------
+
+
+def test_the_guard_sets_each_setting_locally_and_prefixes_every_request_statement(
+    pg_dsn: str, schema: str, make_store: Any
+) -> None:
+    """sql.x_guard__mutmut_1, _2 (the PgBouncer path: startup options dropped), run for real."""
+    settings = {"statement_timeout": "1234", "synchronous_commit": "off"}
+    prefix = guard(settings)
+    assert prefix == "SET LOCAL statement_timeout = 1234; SET LOCAL synchronous_commit = off; "
+    make_store().create_table()
+    statements = Statements(schema, "pgsession", prefix)
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(statements.stats, {"name": f'"{schema}"."pgsession"'})
+            row = cur.fetchone()
+            assert row is not None and row[:3] == (0, 0, 0)
+            cur.execute("SELECT current_setting('statement_timeout'), current_setting('synchronous_commit')")
+            assert cur.fetchone() == ("1234ms", "off")
+    finally:
+        conn.close()
+
+
+def test_statements_name_a_bad_schema_as_a_schema() -> None:
+    """sql.xǁStatementsǁ__init____mutmut_3, _6, _7."""
+    with pytest.raises(ConfigurationError) as refused:
+        Statements("", "pgsession", "")
+    assert str(refused.value) == "the schema name must be a non-empty string without NUL characters"
+
+
+# -- the session ------------------------------------------------------------------------------
+
+
+def test_session_errors_name_what_failed() -> None:
+    """session.xǁSessionǁpreload__mutmut_7, _8, xǁSessionǁ__setitem____mutmut_3, _4 and
+    x__encode__mutmut_4."""
+    damaged = Session(lambda s: {"a": {" d": "not a date"}})
+    with pytest.raises(SessionDataError) as undecodable:
+        damaged.get("a")
+    assert str(undecodable.value).startswith("a stored session could not be decoded (ValueError);")
+    with pytest.raises(TypeError) as key:
+        Session()[1] = "x"  # type: ignore[index]
+    assert str(key.value) == "session keys must be str, not int"
+    unstorable = Session()
+    unstorable["x"] = object()
+    with pytest.raises(SessionError) as refused:
+        unstorable.changes(None)
+    assert (
+        ". Store plain data (str, int, float, bool, None, list, dict, tuple, datetime, date, time, "
+        "bytes, UUID, Decimal, Markup) instead" in str(refused.value)
+    )
+
+
+def test_a_session_compares_and_answers_membership_by_its_data() -> None:
+    """session.xǁSessionǁ__contains____mutmut_1, xǁSessionǁ__eq____mutmut_1, _2."""
+    session = Session(lambda s: {"a": 1})
+    assert "a" in session and "b" not in session
+    assert session == {"a": 1} and session != {"a": 2}
+    assert session == Session(lambda s: {"a": 1}) and session != Session(lambda s: {"a": 2})
+
+
+def test_a_cleared_session_never_loads_the_stored_data_back() -> None:
+    """session.xǁSessionǁclear__mutmut_5, _6."""
+    loads: list[Session] = []
+
+    def loader(session: Session) -> dict[str, Any]:
+        loads.append(session)
+        return {"a": 1}
+
+    session = Session(loader)
+    session.clear()
+    assert dict(session) == {} and loads == []
+
+
+def test_the_repr_says_loaded_or_not_and_new_or_not_and_never_the_id() -> None:
+    """session.xǁSessionǁ__repr____mutmut_1.._12."""
+    stored = Session(lambda s: {"b": 1, "a": 2})
+    assert repr(stored) == "<Session (not loaded)>"
+    assert stored["a"] == 2
+    assert repr(stored) == "<Session ['a', 'b']>"
+    new = Session(lambda s: None)
+    new["x"] = 1
+    assert new.get("y") is None
+    assert repr(new) == "<Session ['x'] new>"
+
+
+def test_the_size_check_counts_utf8_bytes_not_characters() -> None:
+    """session.x__utf8_length__mutmut_2: 60 two-byte characters are 120 bytes."""
+    session = Session()
+    session["k"] = "é" * 60
+    with pytest.raises(SessionTooLarge):
+        session.changes(max_size=100)
+    session["k"] = "e" * 60
+    session.changes(max_size=100)
+
+
+def test_a_session_made_without_the_core_is_new_loaded_and_permanent() -> None:
+    """session.xǁSessionStateǁ__init____mutmut_1, _2, _3 and xǁSessionǁ__init____mutmut_1, _5,
+    _12, _13: ``Session()`` is a session known to be new, as a test or a front end builds it."""
+    state = SessionState()
+    assert (state.cookie_header, state.scheme) == ("", "http")
+    session = Session()
+    assert session.loaded is True and session.permanent is True
+    assert repr(session) == "<Session [] new>"
+    assert session.new is True
+
+
+def test_a_regenerate_without_changes_sends_an_empty_change_and_keeps_the_baseline() -> None:
+    """session.xǁSessionǁchanges__mutmut_7, _8, _11, _21 (the read-only shortcut) and _58 (the
+    compared path): the write moves the row and changes nothing, and a later save still works."""
+    core = _core()
+    for set_again in (False, True):
+        session = _open(core, new_session_id(), _Answers(LoadedRow({"a": 1}, False)))
+        assert session["a"] == 1
+        if set_again:
+            session["a"] = 1  # set to what it was: compared, not taken on trust
+        session.regenerate()
+        moved = _Answers(WriteResult(True, False, None))
+        run(core.save(session), moved)
+        (write,) = moved.asked
+        assert (write.changed_json, write.removed, write.replace) == ("{}", [], False)
+        assert write.new_hash is not None
+        session["b"] = 2
+        later = _Answers(WriteResult(True, False, None))
+        run(core.save(session), later)
+        (write,) = later.asked
+        assert (write.changed_json, write.new_hash) == ('{"b":2}', None)
+
+
+def test_a_session_holding_only_meta_keys_is_deleted() -> None:
+    """session.xǁSessionǁchanges__mutmut_13, _25 (read only) and _60 (set to the same value)."""
+    core = _core()
+    for set_again in (False, True):
+        sid = new_session_id()
+        session = _open(core, sid, _Answers(LoadedRow({"_permanent": True}, False)))
+        assert session.get("x") is None
+        if set_again:
+            session["_permanent"] = True
+        deleted = _Answers(True)
+        run(core.save(session), deleted)
+        assert deleted.asked == [Delete(hash_session_id(sid))]
+
+
+def test_a_new_key_set_to_none_is_a_change() -> None:
+    """session.xǁSessionǁchanges__mutmut_40, _42."""
+    session = Session(lambda s: {"a": 1})
+    assert session["a"] == 1
+    session["b"] = None
+    changes = session.changes(None)
+    assert changes.changed_keys == ["b"] and changes.changed_json == '{"b":null}'
+
+
+def test_the_size_estimate_is_what_postgresql_prints() -> None:
+    """session.xǁSessionǁchanges__mutmut_74, _76, _77, _80, _81, _82, _83: {"k": "v"} is 10 bytes
+    as jsonb prints it, so 10 passes and 9 does not."""
+    session = Session()
+    session["k"] = "v"
+    session.changes(max_size=10)
+    with pytest.raises(SessionTooLarge) as refused:
+        session.changes(max_size=9)
+    assert (refused.value.size, refused.value.limit) == (10, 9)
+
+
+def test_after_a_save_the_session_keeps_its_data_and_sends_only_later_changes() -> None:
+    """session.xǁSessionǁmark_saved__mutmut_7, _9, _11."""
+    core = _core()
+    session = _open(core, new_session_id(), _Answers(LoadedRow({"a": 1}, False)))
+    assert session["a"] == 1
+    session["b"] = 2
+    run(core.save(session), _Answers(WriteResult(True, False, None)))
+    assert dict(session) == {"a": 1, "b": 2}
+    session["c"] = 3
+    later = _Answers(WriteResult(True, False, None))
+    run(core.save(session), later)
+    (write,) = later.asked
+    assert write.changed_json == '{"c":3}'
+    # Emptied and deleted: a later change starts from nothing.
+    emptied = _open(core, new_session_id(), _Answers(LoadedRow({"a": 1}, False)))
+    del emptied["a"]
+    run(core.save(emptied), _Answers(True))
+    emptied["b"] = 1
+    assert emptied.changes(None).changed_keys == ["b"]

