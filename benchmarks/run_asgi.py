@@ -1,0 +1,349 @@
+"""Serve benchmarks/asgi_app.py under uvicorn with each ASGI session variant and drive it with wrk.
+
+    python benchmarks/run_asgi.py [--variants ...] [--routes ...] [--rounds 3] [--duration 8]
+                                  [--warmup 2] [--connections 16] [--threads 2] [--workers 2]
+
+The ASGI counterpart of benchmarks/run.py, built from its pieces: the same private embedded
+PostgreSQL with pg_stat_statements (statements per request), the same Redis handling, the same
+wrk script and settings, the same login check and interleaved rounds (median run reported).
+Only the server differs: uvicorn (``--workers`` processes, uvloop and httptools for every variant)
+instead of gunicorn. Route ``anon`` is ``/none`` requested without any cookie (the "untouched"
+target); ``none`` is ``/none`` with the session cookie, as in run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+import run  # noqa: E402  (run.py's helpers: PostgreSQL, Redis, wrk, tables)
+from asgi_app import ASGI_PG_VARIANTS, ASGI_REDIS_VARIANTS, ASGI_VARIANTS  # noqa: E402
+from run import EmbeddedPostgres, Report, RouteResult, VariantFailed  # noqa: E402
+
+ROUTES = ("read", "write", "none", "anon", "login")
+DEFAULT_ROUTES = ("read", "write", "none", "anon")
+
+# (label, ours, baseline, route, at least): the issue's targets.
+TARGETS = (
+    ("read >= 1.0x starsessions on Redis", "pgsession-asgi-starlette", "starsessions-redis", "read", 1.0),
+    ("read >= 3x advanced-alchemy", "pgsession-asgi-litestar", "advanced-alchemy", "read", 3.0),
+    ("untouched (no cookie) >= 0.97x no session", "pgsession-asgi-starlette", "none", "anon", 0.97),
+)
+# The same comparisons for our other front end, printed for information.
+EXTRA_RATIOS = (
+    ("read, Litestar front end vs starsessions", "pgsession-asgi-litestar", "starsessions-redis", "read"),
+    ("read, Starlette front end vs advanced-alchemy", "pgsession-asgi-starlette", "advanced-alchemy", "read"),
+    (
+        "untouched, Litestar front end vs Litestar without session",
+        "pgsession-asgi-litestar",
+        "litestar-none",
+        "anon",
+    ),
+    ("read vs Litestar's Redis sessions", "pgsession-asgi-litestar", "litestar-redis", "read"),
+)
+
+
+@dataclass
+class AsgiOptions:
+    variants: list[str]
+    routes: list[str]
+    duration: float
+    warmup: float
+    connections: int
+    threads: int
+    workers: int
+    redis_port: int
+    keep_tmp: bool
+    rounds: int
+    json_path: Path | None
+
+    def run_options(self) -> run.Options:
+        """The fields run.py's helpers (wrk) read."""
+        return run.Options(
+            variants=self.variants,
+            routes=self.routes,
+            duration=self.duration,
+            warmup=self.warmup,
+            connections=self.connections,
+            threads=self.threads,
+            workers=self.workers,
+            worker_threads=1,
+            redis_port=self.redis_port,
+            keep_tmp=self.keep_tmp,
+            json_path=self.json_path,
+            rounds=self.rounds,
+        )
+
+
+@contextlib.contextmanager
+def _uvicorn(variant: str, env: dict[str, str], opts: AsgiOptions, workdir: Path) -> Iterator[int]:
+    """Build the app once (tables), then serve it under uvicorn; yields the port."""
+    log = workdir / f"asgi-{variant}.log"
+    build = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "asgi_app.py")],
+        cwd=BENCH_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if build.returncode != 0:
+        last = (build.stderr or build.stdout).strip().splitlines()[-8:]
+        raise VariantFailed("app does not build:\n" + "\n".join(last))
+
+    port = run._free_port()
+    command = [
+        sys.executable, "-m", "uvicorn",
+        "--app-dir", str(BENCH_DIR),
+        "--host", run.HOST,
+        "--port", str(port),
+        "--workers", str(opts.workers),
+        "--loop", "uvloop",
+        "--http", "httptools",
+        "--lifespan", "on",
+        "--no-access-log",
+        "--log-level", "warning",
+        "asgi_app:app",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise VariantFailed(f"uvicorn exited with {proc.returncode}:\n{run._tail(log)}")
+            with contextlib.suppress(OSError):
+                status, _, _ = run._http_get(port, "/none", timeout=2.0)
+                if status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise VariantFailed(f"uvicorn did not answer within 60 s:\n{run._tail(log)}")
+            time.sleep(0.2)
+        # With several workers the first answer comes from one of them: give the others
+        # (their lifespan startup: pools) a moment too.
+        time.sleep(1.0)
+        yield port
+    finally:
+        run._stop_group(proc)
+
+
+def _run_variant(
+    variant: str, opts: AsgiOptions, pg: EmbeddedPostgres | None, workdir: Path, report: Report
+) -> None:
+    env = run._variant_env(variant, pg, opts.redis_port)
+    wrk_opts = opts.run_options()
+    uses_session = variant not in ("none", "litestar-none")
+    with _uvicorn(variant, env, opts, workdir) as port:
+        cookies = run._login_cookies(port, opts.connections) if uses_session else []
+        for route in opts.routes:
+            path, route_cookies = ("none", []) if route == "anon" else (route, cookies)
+            if opts.warmup > 0:
+                run._wrk(port, path, opts.warmup, route_cookies, wrk_opts)
+            time.sleep(0.3)  # let requests abandoned by the warmup finish
+            if pg is not None:
+                pg.reset_statements()
+            raw = run._wrk(port, path, opts.duration, route_cookies, wrk_opts)
+            statements = None
+            if pg is not None:
+                time.sleep(0.3)  # count the statements of requests still in flight at the end
+                statements = pg.statements()
+            result = RouteResult(
+                variant=variant,
+                route=route,
+                requests=raw["requests"],
+                seconds=raw["duration_us"] / 1e6,
+                p50_ms=raw["p50_us"] / 1000,
+                p99_ms=raw["p99_us"] / 1000,
+                non2xx=raw["non2xx"],
+                socket_errors=raw["socket_errors"],
+                statements=statements,
+            )
+            report.results.append(result)
+            print(
+                f"  {variant:<26} /{route:<6} {result.rps:9.0f} req/s"
+                f"  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms"
+                f"  errors {result.errors}",
+                flush=True,
+            )
+
+
+def _route_label(route: str) -> str:
+    return "/none (no cookie)" if route == "anon" else f"/{route}"
+
+
+def print_report(report: Report, opts: AsgiOptions) -> None:
+    results = run.median_runs(report.results)
+    by_key = {(r.variant, r.route): r for r in results}
+    if results:
+        rows = [
+            [
+                r.variant,
+                _route_label(r.route),
+                f"{r.rps:.0f}",
+                f"{r.p50_ms:.2f}",
+                f"{r.p99_ms:.2f}",
+                str(r.errors),
+                run._ratio(r.rps, by_key.get(("none", r.route))),
+                run._ratio(r.rps, by_key.get(("starsessions-redis", r.route))),
+            ]
+            for r in results
+        ]
+        print()
+        if opts.rounds > 1:
+            print(f"median run of {opts.rounds} interleaved rounds")
+        print(
+            f"uvicorn {opts.workers} workers (uvloop, httptools); wrk {opts.threads} threads,"
+            f" {opts.connections} connections, {opts.duration:g} s per run after"
+            f" {opts.warmup:g} s warmup; {os.cpu_count()} CPUs"
+        )
+        headers = ["variant", "route", "req/s", "p50 ms", "p99 ms", "errors", "vs none", "vs starsessions"]
+        print(run._format_table(headers, rows, "llrrrrrr"))
+
+    pg_rows = []
+    for r in results:
+        if r.statements is None:
+            continue
+        per_request = r.statements_per_request()
+        detail = ", ".join(f"{kind} {n:.2f}" for kind, n in sorted(per_request.items()))
+        pg_rows.append(
+            [r.variant, _route_label(r.route), f"{sum(per_request.values()):.2f}", detail or "none"]
+        )
+    if pg_rows:
+        print()
+        print("PostgreSQL statements per request (pg_stat_statements calls / wrk requests):")
+        print(run._format_table(["variant", "route", "stmts/req", "by kind"], pg_rows, "llrl"))
+
+    target_rows = []
+    for label, ours, base, route, at_least in TARGETS:
+        a, b = by_key.get((ours, route)), by_key.get((base, route))
+        if a is None or b is None or not b.rps:
+            target_rows.append([label, f"{ours} / {base}", "-", "not measured"])
+            continue
+        ratio = a.rps / b.rps
+        verdict = "met" if ratio >= at_least else "missed"
+        target_rows.append([label, f"{ours} / {base}", f"{a.rps:.0f} / {b.rps:.0f} = {ratio:.2f}x", verdict])
+    for label, ours, base, route in EXTRA_RATIOS:
+        a, b = by_key.get((ours, route)), by_key.get((base, route))
+        if a is not None and b is not None and b.rps:
+            target_rows.append(
+                [label, f"{ours} / {base}", f"{a.rps:.0f} / {b.rps:.0f} = {a.rps / b.rps:.2f}x", "(info)"]
+            )
+    print()
+    print("Targets (issue 11):")
+    print(run._format_table(["target", "variants", "measured", ""], target_rows, "llrl"))
+
+    for variant, reason in report.failures.items():
+        print(f"\nFAILED {variant}: {reason}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> AsgiOptions:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--variants",
+        type=run._csv(ASGI_VARIANTS),
+        default=list(ASGI_VARIANTS),
+        help=f"comma-separated, default all: {','.join(ASGI_VARIANTS)}",
+    )
+    parser.add_argument(
+        "--routes",
+        type=run._csv(ROUTES),
+        default=list(DEFAULT_ROUTES),
+        help=f"comma-separated from {','.join(ROUTES)}; default {','.join(DEFAULT_ROUTES)}"
+        " (anon: /none without a cookie)",
+    )
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measured run (default 8)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warmup before each (default 2)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections = sessions (default 16)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2)")
+    parser.add_argument("--redis-port", type=int, default=6379, help="Redis on 127.0.0.1 (default 6379)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; median (default 3)")
+    parser.add_argument("--json", type=Path, default=None, dest="json_path", help="also write JSON here")
+    parser.add_argument("--keep-tmp", action="store_true", help="keep uvicorn logs and PostgreSQL data")
+    ns = parser.parse_args(argv)
+    if ns.connections < ns.threads:
+        parser.error("--connections must be at least --threads")
+    if ns.duration < 1:
+        parser.error("--duration must be at least 1 second")
+    return AsgiOptions(**vars(ns))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not on PATH (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, run._raise_interrupted)
+
+    report = Report()
+    workdir = Path(tempfile.mkdtemp(prefix="pgsession-bench-asgi-"))
+    stack = contextlib.ExitStack()
+    interrupted = False
+    try:
+        pg: EmbeddedPostgres | None = None
+        if any(v in ASGI_PG_VARIANTS for v in opts.variants):
+            print("starting embedded PostgreSQL ...", flush=True)
+            pg = EmbeddedPostgres(workdir)
+            stack.callback(pg.stop)
+            try:
+                pg.start()
+            except Exception as exc:  # report it, go on with the other variants
+                for variant in opts.variants:
+                    if variant in ASGI_PG_VARIANTS:
+                        report.failures[variant] = f"embedded PostgreSQL did not start: {exc!r}"
+                print(f"  embedded PostgreSQL did not start: {exc!r}", flush=True)
+        for round_number in range(1, opts.rounds + 1):
+            if opts.rounds > 1:
+                print(f"round {round_number} of {opts.rounds}", flush=True)
+            for variant in opts.variants:
+                if variant in report.failures:
+                    continue
+                print(f"{variant}:", flush=True)
+                try:
+                    if variant in ASGI_REDIS_VARIANTS:
+                        run._ensure_redis(opts.redis_port, workdir, stack)
+                    _run_variant(variant, opts, pg if variant in ASGI_PG_VARIANTS else None, workdir, report)
+                except (VariantFailed, OSError, subprocess.SubprocessError, ValueError) as exc:
+                    report.failures[variant] = str(exc)
+                    print(f"  failed: {str(exc).splitlines()[0]}", flush=True)
+    except (KeyboardInterrupt, run.Interrupted):
+        interrupted = True
+        print("\ninterrupted; stopping everything", file=sys.stderr)
+    finally:
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            stack.close()
+        finally:
+            if opts.keep_tmp:
+                print(f"temporary files kept in {workdir}", file=sys.stderr)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    print_report(report, opts)
+    if opts.json_path is not None:
+        run._write_json(report, opts.json_path)
+    if interrupted:
+        return 130
+    return 1 if report.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
