@@ -61,6 +61,7 @@ from .defaults import (
     DEFAULT_PURGE_INTERVAL,
     DEFAULT_SCHEMA,
     DEFAULT_TABLE,
+    check_store_options,
 )
 from .dsn import normalize_dsn, store_connect_arguments
 from .errors import ConfigurationError, SessionDataError, SessionError, SessionTooLarge, StoreUnavailable
@@ -145,12 +146,7 @@ class AsyncPostgresStore:
         purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
     ) -> None:
         dsn = normalize_dsn(dsn)
-        if max_connections < 1:
-            raise ConfigurationError("max_connections must be at least 1")
-        if pool_timeout <= 0 or connect_timeout <= 0:
-            raise ConfigurationError("pool_timeout and connect_timeout must be positive numbers of seconds")
-        if purge_interval is not None and purge_interval <= 0:
-            raise ConfigurationError("purge_interval must be a positive number of seconds, or None")
+        check_store_options(max_connections, pool_timeout, connect_timeout, purge_interval)
         self.table = table
         self.schema = schema
         self.statement_timeout = statement_timeout

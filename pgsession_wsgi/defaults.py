@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Final
 
 __all__ = [
+    "check_store_options",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_SIZE",
@@ -38,3 +39,20 @@ DEFAULT_MAX_CONNECTIONS: Final = 10
 #: The largest encoded session, in bytes: the middleware's limit, and the migration's, so that
 #: whatever the migration converts can be saved again.
 DEFAULT_MAX_SIZE: Final = 256 * 1024
+
+
+def check_store_options(
+    max_connections: int, pool_timeout: float, connect_timeout: float, purge_interval: float | None
+) -> None:
+    """Refuse pool and purge settings no store can work with (both stores take the same ones).
+
+    :raises ConfigurationError: a count below 1, or a duration that is not positive.
+    """
+    from .errors import ConfigurationError
+
+    if max_connections < 1:
+        raise ConfigurationError("max_connections must be at least 1")
+    if pool_timeout <= 0 or connect_timeout <= 0:
+        raise ConfigurationError("pool_timeout and connect_timeout must be positive numbers of seconds")
+    if purge_interval is not None and purge_interval <= 0:
+        raise ConfigurationError("purge_interval must be a positive number of seconds, or None")

@@ -43,6 +43,7 @@ from .defaults import (
     DEFAULT_PURGE_INTERVAL,
     DEFAULT_SCHEMA,
     DEFAULT_TABLE,
+    check_store_options,
 )
 from .dsn import normalize_dsn as normalize_dsn  # re-exported: cli and legacy import it from here
 from .dsn import store_connect_arguments
@@ -130,12 +131,7 @@ class PostgresStore:
         purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
     ) -> None:
         dsn = normalize_dsn(dsn)
-        if max_connections < 1:
-            raise ConfigurationError("max_connections must be at least 1")
-        if pool_timeout <= 0 or connect_timeout <= 0:
-            raise ConfigurationError("pool_timeout and connect_timeout must be positive numbers of seconds")
-        if purge_interval is not None and purge_interval <= 0:
-            raise ConfigurationError("purge_interval must be a positive number of seconds, or None")
+        check_store_options(max_connections, pool_timeout, connect_timeout, purge_interval)
         #: The table's name, as given (unquoted).
         self.table = table
         #: The schema's name, as given (unquoted).
