@@ -10,12 +10,23 @@ from __future__ import annotations
 import re
 from typing import Any, Union
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, OutsideRequestError
 
-__all__ = ["FLASK_LOGIN_USER_KEY", "cookie_options", "fallback_keys", "pgsession_dsn", "text_url", "user_key"]
+__all__ = [
+    "EXTENSION_KEY",
+    "FLASK_LOGIN_USER_KEY",
+    "cookie_options",
+    "extension_of",
+    "fallback_keys",
+    "pgsession_dsn",
+    "text_url",
+    "user_key",
+]
 
 SecretKey = Union[str, bytes]
 
+#: ``app.extensions`` key holding what the extension set up on an app.
+EXTENSION_KEY = "pgsession_wsgi"
 #: Flask-Login keeps the logged-in user's id under this session key.
 FLASK_LOGIN_USER_KEY = "_user_id"
 _POSTGRES_URL = re.compile(r"^postgres(?:ql)?(?:\+[a-z0-9_]+)?://", re.IGNORECASE)
@@ -97,3 +108,30 @@ def cookie_options(app: Any, interface: Any) -> dict[str, Any]:
         "cookie_samesite": samesite.title() if isinstance(samesite, str) and samesite else "Lax",
         "fallback_secret_keys": fallback_keys(config),
     }
+
+
+def extension_of(app: Any, apps: list[Any], current_app: Any, has_app_context: Any) -> Any:
+    """What the extension set up on ``app``: the one given, else the current one, else the only one.
+
+    :param app: the app asked about, or None.
+    :param apps: the apps this extension instance set up.
+    :param current_app: the framework's ``current_app`` proxy.
+    :param has_app_context: the framework's ``has_app_context``.
+    :raises OutsideRequestError: no ``app``, no app context, and not exactly one app set up.
+    :raises ConfigurationError: pgsession-wsgi is not set up on the app.
+    """
+    if app is None:
+        if has_app_context():
+            app = current_app._get_current_object()
+        elif len(apps) == 1:
+            app = apps[0]
+        else:
+            raise OutsideRequestError(
+                "several apps (or none) use this extension: pass the app, or call this inside an app context"
+            )
+    try:
+        return app.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise ConfigurationError(
+            f"pgsession-wsgi is not set up on the app {app.name!r}: call init_app(app) first"
+        ) from None

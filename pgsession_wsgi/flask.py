@@ -29,7 +29,15 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Request, Response
 from werkzeug.exceptions import ServiceUnavailable
 
-from .appconfig import cookie_options, fallback_keys, pgsession_dsn, text_url, user_key
+from .appconfig import (
+    EXTENSION_KEY,
+    cookie_options,
+    extension_of,
+    fallback_keys,
+    pgsession_dsn,
+    text_url,
+    user_key,
+)
 from .cookies import IdSigner
 from .core import private_cache_control
 from .defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_PURGE_INTERVAL, DEFAULT_SCHEMA, DEFAULT_TABLE
@@ -51,8 +59,6 @@ __all__ = [
 
 log = logging.getLogger("pgsession_wsgi")
 
-#: ``app.extensions`` key holding the app's :class:`SessionMiddleware` (its ``.store`` too).
-EXTENSION_KEY = "pgsession_wsgi"
 # Marks, in the environ, a session this interface opened (no middleware ran) and must save.
 _OPENED_HERE = "pgsession.opened_by_interface"
 SecretKey = Union[str, bytes]
@@ -230,22 +236,7 @@ class _Extension:
         :raises OutsideRequestError: no ``app``, no app context, and not exactly one app set up.
         :raises ConfigurationError: pgsession-wsgi is not set up on the app.
         """
-        if app is None:
-            if has_app_context():
-                app = cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
-            elif len(self._apps) == 1:
-                app = self._apps[0]
-            else:
-                raise OutsideRequestError(
-                    "several apps (or none) use this extension: pass the app, or call this "
-                    "inside an app context"
-                )
-        try:
-            return cast(SessionMiddleware, app.extensions[EXTENSION_KEY])
-        except KeyError:
-            raise ConfigurationError(
-                f"pgsession-wsgi is not set up on the app {app.name!r}: call init_app(app) first"
-            ) from None
+        return cast(SessionMiddleware, extension_of(app, self._apps, current_app, has_app_context))
 
     @property
     def store(self) -> PostgresStore:

@@ -30,7 +30,7 @@ from quart.wrappers import BaseRequestWebsocket, Response
 from quart.wrappers.response import IterableBody, ResponseBody
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from .appconfig import cookie_options, pgsession_dsn, user_key
+from .appconfig import EXTENSION_KEY, cookie_options, extension_of, pgsession_dsn, user_key
 from .async_store import AsyncPostgresStore
 from .core import SessionCore, private_cache_control, run_async
 from .defaults import (
@@ -48,8 +48,6 @@ __all__ = ["EXTENSION_KEY", "WEBSOCKET_UNAVAILABLE", "PgSession", "PgSessionInte
 
 log = logging.getLogger("pgsession_wsgi")
 
-#: ``app.extensions`` key holding the app's :class:`PgSessionInterface` (its ``.store`` too).
-EXTENSION_KEY = "pgsession_wsgi"
 #: The close code of a websocket whose session store cannot be reached: "Try Again Later".
 WEBSOCKET_UNAVAILABLE = 1013
 _ERROR_BODIES = {
@@ -264,24 +262,9 @@ class PgSession:
         :raises OutsideRequestError: no ``app``, no app context, and not exactly one app set up.
         :raises ConfigurationError: pgsession-wsgi is not set up on the app.
         """
-        if app is None:
-            from quart import current_app, has_app_context
+        from quart import current_app, has_app_context
 
-            if has_app_context():
-                app = cast(Quart, current_app._get_current_object())  # type: ignore[attr-defined]
-            elif len(self._apps) == 1:
-                app = self._apps[0]
-            else:
-                raise OutsideRequestError(
-                    "several apps (or none) use this extension: pass the app, or call this "
-                    "inside an app context"
-                )
-        try:
-            return cast(PgSessionInterface, app.extensions[EXTENSION_KEY])
-        except KeyError:
-            raise ConfigurationError(
-                f"pgsession-wsgi is not set up on the app {app.name!r}: call init_app(app) first"
-            ) from None
+        return cast(PgSessionInterface, extension_of(app, self._apps, current_app, has_app_context))
 
     @property
     def store(self) -> AsyncPostgresStore:
