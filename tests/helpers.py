@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -23,3 +24,26 @@ class ClosingClient(FlaskClient):
     def open(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("buffered", True)
         return super().open(*args, **kwargs)
+
+
+def core_options() -> dict[str, Any]:
+    """Every option ``SessionCore.configure`` takes besides the secret, at the middleware's defaults
+    (one day idle), for tests that drive the core without a middleware."""
+    return dict(
+        cookie_name="session",
+        idle_timeout=timedelta(days=1),
+        absolute_timeout=None,
+        touch_interval=timedelta(seconds=60),
+        permanent=True,
+        refresh_each_request=True,
+        cookie_path="/",
+        cookie_domain=None,
+        cookie_secure=None,
+        cookie_httponly=True,
+        cookie_samesite="Lax",
+        fallback_secret_keys=(),
+        user_key=None,
+        regenerate_on_user_change=True,
+        max_size=None,
+        signer=None,
+    )

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+from helpers import core_options
 from itsdangerous import Signer
 from markupsafe import Markup
 
@@ -415,29 +416,8 @@ def test_the_signature_is_itsdangerous_hmac_sha256_with_our_salt() -> None:
 # -- the core ---------------------------------------------------------------------------------
 
 
-def _core_options() -> dict[str, Any]:
-    return dict(
-        cookie_name="session",
-        idle_timeout=timedelta(days=1),
-        absolute_timeout=None,
-        touch_interval=timedelta(seconds=60),
-        permanent=True,
-        refresh_each_request=True,
-        cookie_path="/",
-        cookie_domain=None,
-        cookie_secure=None,
-        cookie_httponly=True,
-        cookie_samesite="Lax",
-        fallback_secret_keys=(),
-        user_key=None,
-        regenerate_on_user_change=True,
-        max_size=None,
-        signer=None,
-    )
-
-
 def _core(**options: Any) -> SessionCore:
-    return SessionCore.configure("gap-secret", **{**_core_options(), **options})
+    return SessionCore.configure("gap-secret", **{**core_options(), **options})
 
 
 class _Answers:
@@ -573,7 +553,7 @@ def test_a_max_size_of_one_byte_is_allowed() -> None:
 def test_a_missing_secret_says_how_to_pass_one() -> None:
     """core.xǁSessionCoreǁconfigure__mutmut_4, _5, _7, _8."""
     with pytest.raises(ConfigurationError) as refused:
-        SessionCore.configure(None, **{k: v for k, v in _core_options().items()})
+        SessionCore.configure(None, **{k: v for k, v in core_options().items()})
     assert str(refused.value) == (
         "secret_key is missing: pass SessionMiddleware(app, store, secret_key=...) "
         "with a long random value, e.g. from secrets.token_hex(32)"

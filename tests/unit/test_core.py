@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from helpers import core_options
 
 from pgsession_wsgi.codec import dumps
 from pgsession_wsgi.cookies import hash_session_id, new_session_id
@@ -39,7 +40,7 @@ SECRET = "core-secret"
 
 
 def make_core(**options: Any) -> SessionCore:
-    return SessionCore.configure(SECRET, **{**_options(), **options})
+    return SessionCore.configure(SECRET, **{**core_options(), **options})
 
 
 class Script:
@@ -285,34 +286,13 @@ def test_user_ids_have_one_text_form() -> None:
 
 def test_a_fallback_key_cookie_is_resigned_with_the_current_key() -> None:
     old = make_core()
-    rotated = SessionCore.configure("new-secret", **{**_options(), "fallback_secret_keys": [SECRET]})
+    rotated = SessionCore.configure("new-secret", **{**core_options(), "fallback_secret_keys": [SECRET]})
     sid = new_session_id()
     script = Script(LoadedRow({"a": 1}, False))
     session = open_session(rotated, cookie_for(old, sid), script)
     session.get("a")
     headers = run(rotated.save(session), script)
     assert set_cookie_value(headers) == rotated.signer.sign(sid)
-
-
-def _options() -> dict[str, Any]:
-    return dict(
-        cookie_name="session",
-        idle_timeout=timedelta(days=1),
-        absolute_timeout=None,
-        touch_interval=timedelta(seconds=60),
-        permanent=True,
-        refresh_each_request=True,
-        cookie_path="/",
-        cookie_domain=None,
-        cookie_secure=None,
-        cookie_httponly=True,
-        cookie_samesite="Lax",
-        fallback_secret_keys=(),
-        user_key=None,
-        regenerate_on_user_change=True,
-        max_size=None,
-        signer=None,
-    )
 
 
 def test_the_touch_interval_is_at_most_a_tenth_of_the_idle_timeout() -> None:
@@ -328,7 +308,7 @@ def test_durations_must_be_positive(option: str) -> None:
 
 def test_a_secret_is_required() -> None:
     with pytest.raises(ConfigurationError, match="secret_key"):
-        SessionCore.configure(None, **_options())
+        SessionCore.configure(None, **core_options())
 
 
 @pytest.mark.parametrize(
