@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from wire import PGBOUNCER_INSTALL_HINT, PgBouncer, RoundTripCounter, find_pgbouncer  # noqa: E402
 
 if TYPE_CHECKING:
+    from pgsession_wsgi.async_store import AsyncPostgresStore
     from pgsession_wsgi.embedded import EmbeddedPostgres
     from pgsession_wsgi.store import PostgresStore
 
@@ -136,3 +137,28 @@ def make_pgbouncer() -> Iterator[Callable[[str], PgBouncer]]:
     yield make
     for bouncer in started:
         bouncer.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The async tests run on asyncio: psycopg 3's async connections and pool need it."""
+    return "asyncio"
+
+
+@pytest.fixture
+async def make_async_store(pg_dsn: str, schema: str) -> AsyncIterator[Callable[..., AsyncPostgresStore]]:
+    """``make_async_store(**kwargs)``: an AsyncPostgresStore in this test's schema, closed after."""
+    from pgsession_wsgi.async_store import AsyncPostgresStore
+
+    stores: list[AsyncPostgresStore] = []
+
+    def make(**kwargs: Any) -> AsyncPostgresStore:
+        options: dict[str, Any] = {"dsn": pg_dsn, "schema": schema, "purge_interval": None}
+        options.update(kwargs)
+        store = AsyncPostgresStore(**options)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        await store.close()

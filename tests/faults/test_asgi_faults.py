@@ -32,12 +32,6 @@ HANG = 60
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    """psycopg 3's async connections and pool run on asyncio only."""
-    return "asyncio"
-
-
-@pytest.fixture
 async def make_store(owned_server: EmbeddedPostgres) -> AsyncIterator[Any]:
     """``make_store(dsn=None, **options)``: an AsyncPostgresStore in the owned server, closed after."""
     stores: list[AsyncPostgresStore] = []

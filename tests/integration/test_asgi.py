@@ -54,29 +54,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    """psycopg 3's async connections and pool run on asyncio only."""
-    return "asyncio"
-
-
-@pytest.fixture
-async def make_async_store(pg_dsn: str, schema: str) -> AsyncIterator[MakeAsyncStore]:
-    """``make_async_store(**kwargs)``: an AsyncPostgresStore in this test's schema, closed after."""
-    stores: list[AsyncPostgresStore] = []
-
-    def make(**kwargs: Any) -> AsyncPostgresStore:
-        options: dict[str, Any] = {"dsn": pg_dsn, "schema": schema, "purge_interval": None}
-        options.update(kwargs)
-        store = AsyncPostgresStore(**options)
-        stores.append(store)
-        return store
-
-    yield make
-    for store in stores:
-        await store.close()
-
-
-@pytest.fixture
 async def store(make_async_store: MakeAsyncStore) -> AsyncPostgresStore:
     store = make_async_store()
     await store.open()

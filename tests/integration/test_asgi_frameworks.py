@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,29 +43,6 @@ APPS: dict[str, Callable[..., Any]] = {
     "fastapi": fastapi_app,
     "litestar": litestar_app,
 }
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """psycopg 3's async connections and pool run on asyncio only."""
-    return "asyncio"
-
-
-@pytest.fixture
-async def make_async_store(pg_dsn: str, schema: str) -> AsyncIterator[MakeAsyncStore]:
-    """``make_async_store(**kwargs)``: an AsyncPostgresStore in this test's schema, closed after."""
-    stores: list[AsyncPostgresStore] = []
-
-    def make(**kwargs: Any) -> AsyncPostgresStore:
-        options: dict[str, Any] = {"dsn": pg_dsn, "schema": schema, "purge_interval": None}
-        options.update(kwargs)
-        store = AsyncPostgresStore(**options)
-        stores.append(store)
-        return store
-
-    yield make
-    for store in stores:
-        await store.close()
 
 
 def rows(store: AsyncPostgresStore | PostgresStore) -> list[Any]:

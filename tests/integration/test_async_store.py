@@ -54,12 +54,6 @@ MakeSync = Callable[..., PostgresStore]
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    """psycopg 3's async connections and pool run on asyncio only."""
-    return "asyncio"
-
-
-@pytest.fixture
 async def make_async(pg_dsn: str, schema: str) -> AsyncIterator[MakeAsync]:
     """``make_async(**kwargs)``: an AsyncPostgresStore in this test's schema, no purge task.
 

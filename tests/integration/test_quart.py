@@ -31,12 +31,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    """psycopg 3's async connections and pool run on asyncio only."""
-    return "asyncio"
-
-
-@pytest.fixture
 async def make_app(pg_dsn: str, schema: str) -> AsyncIterator[Any]:
     """``make_app(dsn=None, **config)``: the Quart test app on this test's schema; stores closed after."""
     made: list[Quart] = []
