@@ -18,6 +18,7 @@ __all__ = [
     "cookie_options",
     "extension_of",
     "fallback_keys",
+    "logout_ends_session",
     "pgsession_dsn",
     "text_url",
     "user_key",
@@ -71,6 +72,17 @@ def user_key(config: Any) -> str | None:
     """
     value = config.get("PGSESSION_USER_KEY", FLASK_LOGIN_USER_KEY)
     return str(value) if value else None
+
+
+def logout_ends_session(config: Any) -> bool:
+    """``PGSESSION_LOGOUT_ENDS_SESSION``: Flask-Login's ``logout_user()`` ends the whole session.
+
+    Off by default, as before: ``logout_user()`` then removes only Flask-Login's own keys and the
+    rest of the session (a cart, a language) outlives the logout under the same id.
+
+    :param config: the app's config mapping.
+    """
+    return bool(config.get("PGSESSION_LOGOUT_ENDS_SESSION", False))
 
 
 def fallback_keys(config: Any) -> list[SecretKey]:

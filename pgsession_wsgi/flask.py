@@ -21,7 +21,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Union, cast
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app, has_app_context, has_request_context
 from flask import request as flask_request
 from flask.globals import request_ctx
 from flask.sessions import NullSession, SessionInterface, SessionMixin
@@ -34,6 +34,7 @@ from .appconfig import (
     cookie_options,
     extension_of,
     fallback_keys,
+    logout_ends_session,
     pgsession_dsn,
     text_url,
     user_key,
@@ -41,6 +42,7 @@ from .appconfig import (
 from .cookies import IdSigner
 from .core import private_cache_control
 from .defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_PURGE_INTERVAL, DEFAULT_SCHEMA, DEFAULT_TABLE
+from .devices import UserSession, mark_current, request_user
 from .errors import ConfigurationError, LegacyTableError, OutsideRequestError, StoreUnavailable
 from .flask_pg_session import FLASK_PG_SESSION_TABLE, FlaskPgSessionSigner
 from .middleware import ENVIRON_KEY, SessionMiddleware
@@ -54,7 +56,10 @@ __all__ = [
     # Defined in pgsession_wsgi.flask_pg_session; re-exported here, its 0.1.0 path.
     "FlaskPgSessionSigner",
     "PgSession",
+    "UserSession",
+    "log_out_other_sessions",
     "register_store_unavailable_handler",
+    "sessions_for_user",
 ]
 
 log = logging.getLogger("pgsession_wsgi")
@@ -180,6 +185,7 @@ class _Settings:
     permanent: bool
     signer: IdSigner | None
     user_key: str | None
+    logout_ends_session: bool
 
 
 class _Extension:
@@ -197,6 +203,8 @@ class _Extension:
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError(f"pgsession-wsgi is already set up on the app {app.name!r}")
         settings = self._settings(app)
+        # Checked before the store opens: a missing Flask-Login fails the setup with nothing to close.
+        logged_out = _logout_signal() if settings.logout_ends_session else None
         interface = EnvironSessionInterface()
         options = cookie_options(app, interface)
         store = PostgresStore(
@@ -225,6 +233,9 @@ class _Extension:
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.session_interface = interface
         register_store_unavailable_handler(app)
+        if logged_out is not None:
+            # For this app only; blinker drops the connection when the app is garbage collected.
+            logged_out.connect(_end_session_on_logout, sender=app)
         app.extensions[EXTENSION_KEY] = middleware
         self._apps.append(app)
         return interface
@@ -245,6 +256,24 @@ class _Extension:
         Found as :meth:`get_middleware` finds the app, and raises as it does.
         """
         return self.get_middleware().store
+
+    def sessions_for_user(self, user_id: Any = None) -> list[UserSession]:
+        """The live sessions of the logged-in user, the request's own marked ``current``.
+
+        The same as :func:`pgsession_wsgi.flask.sessions_for_user`; see there.
+
+        :param user_id: whose sessions; None for the user logged in on the request's session.
+        """
+        return sessions_for_user(user_id)
+
+    def log_out_other_sessions(self, user_id: Any = None) -> int:
+        """End every session of the logged-in user except the request's own.
+
+        The same as :func:`pgsession_wsgi.flask.log_out_other_sessions`; see there.
+
+        :param user_id: whose sessions; None for the user logged in on the request's session.
+        """
+        return log_out_other_sessions(user_id)
 
     # -- for subclasses --------------------------------------------------------------------
 
@@ -303,6 +332,7 @@ class PgSession(_Extension):
             permanent=False,  # as in Flask: a browser-session cookie until session.permanent = True
             signer=None,
             user_key=user_key(config),
+            logout_ends_session=logout_ends_session(config),
         )
 
 
@@ -353,4 +383,94 @@ class FlaskPgSession(_Extension):
             permanent=bool(config.get("SESSION_PERMANENT", True)),
             signer=signer,
             user_key=user_key(config),
+            logout_ends_session=logout_ends_session(config),
         )
+
+
+# -- Flask-Login: logout, and the user's other sessions ----------------------------------------
+
+
+def _logout_signal() -> Any:
+    """Flask-Login's ``user_logged_out`` signal, which ``logout_user()`` sends."""
+    try:
+        from flask_login import user_logged_out
+    except ImportError:
+        raise ConfigurationError(
+            "PGSESSION_LOGOUT_ENDS_SESSION = True makes Flask-Login's logout_user() end the session, "
+            "but Flask-Login is not installed: `pip install flask-login`, or remove the setting and "
+            "call flask.session.invalidate() in your logout view"
+        ) from None
+    return user_logged_out
+
+
+def _end_session_on_logout(app: Flask, **extra: Any) -> None:
+    """Receives ``user_logged_out``: delete the row and expire the cookie, not just a few keys.
+
+    ``logout_user()`` asks its after-request hook to clear the remember-me cookie by leaving
+    ``_remember = "clear"`` in the session; ending the session would drop that request, and the
+    remember-me cookie would log the user in again on the next request, so it is put back.
+
+    :param app: the app whose ``logout_user()`` ran (the signal's sender).
+    :param extra: the signal's other arguments (``user``).
+    """
+    if not has_request_context():
+        return
+    session = flask_request.environ.get(ENVIRON_KEY)
+    if not isinstance(session, Session):
+        return
+    remember = session.get("_remember")
+    session.invalidate()
+    if remember == "clear":
+        session["_remember"] = remember  # Flask-Login's hook pops it again: nothing is stored
+
+
+def _request_session(what: str) -> tuple[SessionMiddleware, Session]:
+    """The current app's middleware and the request's session, for the functions below."""
+    if not has_request_context():
+        raise OutsideRequestError(
+            f"{what}() works on the request's session: call it while handling a request (in a view)"
+        )
+    middleware = current_app.extensions.get(EXTENSION_KEY)
+    session = flask_request.environ.get(ENVIRON_KEY)
+    if not isinstance(middleware, SessionMiddleware) or not isinstance(session, Session):
+        raise ConfigurationError(
+            f"{what}() needs pgsession-wsgi on the app {current_app.name!r}: set it up with "
+            "PgSession(app) or FlaskPgSession(app)"
+        )
+    return middleware, session
+
+
+def sessions_for_user(user_id: Any = None) -> list[UserSession]:
+    """The live sessions of the logged-in user, most recently used first, for a "your devices" page.
+
+    The request's own session is the one with ``current`` set. Works with Flask-Login (the user
+    under ``PGSESSION_USER_KEY``, ``"_user_id"`` by default) or any login that stores the user's id
+    under that key.
+
+    :param user_id: whose sessions; None for the user logged in on the request's session.
+    :raises OutsideRequestError: called outside a request.
+    :raises ConfigurationError: the app does not use pgsession-wsgi, or ``PGSESSION_USER_KEY`` is None.
+    :raises SessionError: no ``user_id`` given and nobody is logged in.
+    :raises StoreUnavailable: the database cannot be reached.
+    """
+    middleware, session = _request_session("sessions_for_user")
+    user = request_user(session, middleware.policy.user_key, user_id)
+    return mark_current(middleware.store.sessions_for_user(user), session)
+
+
+def log_out_other_sessions(user_id: Any = None) -> int:
+    """End every session of the logged-in user except the request's own: "log out other devices".
+
+    Call it after a password change, so that whoever knew the old password is logged out
+    everywhere else; ``flask.session.regenerate()`` in the same view renews this session's id too.
+
+    :param user_id: whose sessions; None for the user logged in on the request's session.
+    :returns: how many sessions were ended.
+    :raises OutsideRequestError: called outside a request.
+    :raises ConfigurationError: the app does not use pgsession-wsgi, or ``PGSESSION_USER_KEY`` is None.
+    :raises SessionError: no ``user_id`` given and nobody is logged in.
+    :raises StoreUnavailable: the database cannot be reached.
+    """
+    middleware, session = _request_session("log_out_other_sessions")
+    user = request_user(session, middleware.policy.user_key, user_id)
+    return middleware.store.revoke_user(user, keep=session)

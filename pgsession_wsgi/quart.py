@@ -41,10 +41,20 @@ from .defaults import (
     DEFAULT_TABLE,
     DEFAULT_TOUCH_INTERVAL,
 )
+from .devices import UserSession, mark_current, request_user
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
 from .session import Session
 
-__all__ = ["EXTENSION_KEY", "WEBSOCKET_UNAVAILABLE", "PgSession", "PgSessionInterface", "save_session"]
+__all__ = [
+    "EXTENSION_KEY",
+    "WEBSOCKET_UNAVAILABLE",
+    "PgSession",
+    "PgSessionInterface",
+    "UserSession",
+    "log_out_other_sessions",
+    "save_session",
+    "sessions_for_user",
+]
 
 log = logging.getLogger("pgsession_wsgi")
 
@@ -273,6 +283,76 @@ class PgSession:
         Found as :meth:`get_interface` finds the app, and raises as it does.
         """
         return self.get_interface().store
+
+    async def sessions_for_user(self, user_id: Any = None) -> list[UserSession]:
+        """The live sessions of the logged-in user, the request's own marked ``current``.
+
+        The same as :func:`pgsession_wsgi.quart.sessions_for_user`; see there.
+
+        :param user_id: whose sessions; None for the user logged in on the request's session.
+        """
+        return await sessions_for_user(user_id)
+
+    async def log_out_other_sessions(self, user_id: Any = None) -> int:
+        """End every session of the logged-in user except the request's own.
+
+        The same as :func:`pgsession_wsgi.quart.log_out_other_sessions`; see there.
+
+        :param user_id: whose sessions; None for the user logged in on the request's session.
+        """
+        return await log_out_other_sessions(user_id)
+
+
+def _request_session(what: str) -> tuple[PgSessionInterface, Session]:
+    """The current app's interface and the request's session, for the functions below."""
+    from quart import current_app, has_request_context
+
+    if not (has_request_context() or has_websocket_context()):
+        raise OutsideRequestError(
+            f"{what}() works on the request's session: call it while handling a request (in a view)"
+        )
+    interface = current_app.extensions.get(EXTENSION_KEY)
+    current = session._get_current_object()  # type: ignore[attr-defined]
+    if not isinstance(interface, PgSessionInterface) or not isinstance(current, Session):
+        raise ConfigurationError(
+            f"{what}() needs pgsession-wsgi on the app {current_app.name!r}: set it up with PgSession(app)"
+        )
+    return interface, current
+
+
+async def sessions_for_user(user_id: Any = None) -> list[UserSession]:
+    """The live sessions of the logged-in user, most recently used first, for a "your devices" page.
+
+    The request's own session is the one with ``current`` set; the user is the one stored under
+    ``PGSESSION_USER_KEY`` (``"_user_id"`` by default) unless ``user_id`` names another.
+
+    :param user_id: whose sessions; None for the user logged in on the request's session.
+    :raises OutsideRequestError: called outside a request.
+    :raises ConfigurationError: the app does not use pgsession-wsgi, or ``PGSESSION_USER_KEY`` is None.
+    :raises SessionError: no ``user_id`` given and nobody is logged in.
+    :raises StoreUnavailable: the database cannot be reached.
+    """
+    interface, current = _request_session("sessions_for_user")
+    user = request_user(current, interface.core.policy.user_key, user_id)
+    return mark_current(await interface.store.sessions_for_user(user), current)
+
+
+async def log_out_other_sessions(user_id: Any = None) -> int:
+    """End every session of the logged-in user except the request's own: "log out other devices".
+
+    Call it after a password change; ``quart.session.regenerate()`` in the same view renews this
+    session's id too.
+
+    :param user_id: whose sessions; None for the user logged in on the request's session.
+    :returns: how many sessions were ended.
+    :raises OutsideRequestError: called outside a request.
+    :raises ConfigurationError: the app does not use pgsession-wsgi, or ``PGSESSION_USER_KEY`` is None.
+    :raises SessionError: no ``user_id`` given and nobody is logged in.
+    :raises StoreUnavailable: the database cannot be reached.
+    """
+    interface, current = _request_session("log_out_other_sessions")
+    user = request_user(current, interface.core.policy.user_key, user_id)
+    return await interface.store.revoke_user(user, keep=current)
 
 
 async def save_session() -> None:
