@@ -20,6 +20,7 @@ __all__ = [
     "SETTINGS",
     "Statements",
     "guard",
+    "index_names",
     "lock_key",
     "quote_identifier",
 ]
@@ -79,6 +80,20 @@ def guard(settings: dict[str, str]) -> str:
     return "".join(f"SET LOCAL {name} = {value}; " for name, value in settings.items())
 
 
+def index_names(table: str) -> tuple[str, str]:
+    """The names of a table's two indexes (on ``expires_at``, and the partial one on ``user_id``).
+
+    Distinct per table even when long names share a prefix (PostgreSQL cuts names at 63 bytes);
+    the DDL and :func:`pgsession_wsgi.sqlalchemy.session_table` both take them from here.
+
+    :param table: the table name, as given (unquoted).
+    :returns: the unquoted names of the ``expires_at`` index and of the ``user_id`` index.
+    """
+    short = table.encode()[:30].decode("utf-8", "ignore")  # bytes: PostgreSQL's limit is 63
+    base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
+    return base + "_expires_at_idx", base + "_user_id_idx"
+
+
 #: The columns and types a table must have to be taken as ours.
 EXPECTED_COLUMNS = {
     "id": "bytea",
@@ -111,11 +126,9 @@ class Statements:
         # DDL runs without parameters and takes the exact name; every other statement runs
         # with parameters and takes the template form.
         t = _in_template(exact)
-        # Distinct per table even when long names share a prefix (PostgreSQL cuts names at 63).
-        short = table.encode()[:30].decode("utf-8", "ignore")  # bytes: PostgreSQL's limit is 63
-        index_base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
-        expires_index = quote_identifier(index_base + "_expires_at_idx", "index")
-        user_index = quote_identifier(index_base + "_user_id_idx", "index")
+        expires_name, user_name = index_names(table)
+        expires_index = quote_identifier(expires_name, "index")
+        user_index = quote_identifier(user_name, "index")
         self.create = [
             f"CREATE SCHEMA IF NOT EXISTS {schema_part}",
             f"CREATE TABLE IF NOT EXISTS {exact} (\n"
