@@ -1,0 +1,382 @@
+"""Flask-Login on both Flask extensions, with real flask_login and a real PostgreSQL: a login
+regenerates and tags the row, ``PGSESSION_LOGOUT_ENDS_SESSION`` makes ``logout_user()`` end the
+session, ``sessions_for_user()`` / ``log_out_other_sessions()``, the same two on Quart, and the
+demo's "Active sessions" page."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import flask
+import flask_login
+import pytest
+from db import sql
+from flask import Flask, flash, get_flashed_messages, request
+from flask.testing import FlaskClient
+from helpers import ClosingClient
+
+from pgsession_wsgi import ConfigurationError, OutsideRequestError, SessionMiddleware
+from pgsession_wsgi.cookies import hash_session_id
+from pgsession_wsgi.flask import (
+    EXTENSION_KEY,
+    FlaskPgSession,
+    PgSession,
+    UserSession,
+    log_out_other_sessions,
+    sessions_for_user,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXTENSIONS = {"PgSession": PgSession, "FlaskPgSession": FlaskPgSession}
+
+
+class User(flask_login.UserMixin):  # type: ignore[misc]
+    def __init__(self, user_id: str) -> None:
+        self.id = user_id
+
+
+def add_login(app: Flask) -> None:
+    """Flask-Login and the views the tests drive; none of them calls pgsession-wsgi at login."""
+    manager = flask_login.LoginManager(app)
+    manager.user_loader(lambda user_id: User(user_id) if user_id in ("7", "8") else None)
+
+    @app.route("/visit")
+    def visit() -> str:
+        flask.session["cart"] = ["book"]
+        return "ok"
+
+    @app.route("/login/<user_id>")
+    def login(user_id: str) -> str:
+        flask_login.login_user(User(user_id), remember=request.args.get("remember") == "1")
+        return "in"
+
+    @app.route("/me")
+    def me() -> dict[str, Any]:
+        return {"id": flask_login.current_user.get_id(), "cart": flask.session.get("cart")}
+
+    @app.route("/logout")
+    def logout() -> str:
+        flask_login.logout_user()
+        flash("bye")  # after logout_user(): it lands in a fresh session
+        return "out"
+
+    @app.route("/flashes")
+    def flashes() -> dict[str, Any]:
+        return {"messages": get_flashed_messages()}
+
+    @app.route("/sessions")
+    def sessions() -> list[dict[str, Any]]:
+        listed = sessions_for_user(request.args.get("user"))
+        return [{"hash": s.id_hash, "current": s.current} for s in listed]
+
+    @app.post("/others")
+    def others() -> str:
+        return str(log_out_other_sessions(request.args.get("user")))
+
+
+@pytest.fixture
+def make_app(pg_dsn: str, schema: str) -> Iterator[Callable[..., Flask]]:
+    """``make_app(kind, **config)``: an app on this test's schema with Flask-Login; closed after."""
+    made: list[Flask] = []
+
+    def make(kind: str = "PgSession", ext: Any = None, **config: Any) -> Flask:
+        app = Flask(f"login{len(made)}")
+        app.test_client_class = ClosingClient
+        app.config.update(SECRET_KEY="login-secret")
+        if kind == "PgSession":
+            app.config.update(PGSESSION_DSN=pg_dsn, PGSESSION_SCHEMA=schema)
+        else:
+            app.config.update(SQLALCHEMY_DATABASE_URI=pg_dsn, SESSION_PG_SCHEMA=schema)
+        app.config.update(config)
+        (ext or EXTENSIONS[kind]()).init_app(app)
+        made.append(app)
+        add_login(app)
+        return app
+
+    yield make
+    for app in made:
+        middleware = app.extensions.get(EXTENSION_KEY)
+        if middleware is not None:
+            middleware.store.close()
+
+
+def middleware(app: Flask) -> SessionMiddleware:
+    found = app.extensions[EXTENSION_KEY]
+    assert isinstance(found, SessionMiddleware)
+    return found
+
+
+def rows(app: Flask) -> list[tuple[str, str | None, dict[str, Any]]]:
+    """(hex id hash, user_id column, data) of every live row, oldest first."""
+    return sql(
+        middleware(app).store,
+        "SELECT encode(id, 'hex'), user_id, data FROM {t} WHERE expires_at > now() ORDER BY created_at",
+    )
+
+
+def session_cookie(client: FlaskClient, name: str = "session") -> str | None:
+    cookie = client.get_cookie(name)
+    return None if cookie is None else cookie.value
+
+
+def set_cookies(response: Any) -> list[str]:
+    return response.headers.getlist("Set-Cookie")
+
+
+def same_browser(app: Flask, cookie: str | None) -> FlaskClient:
+    """A second client replaying a session cookie, as an attacker who copied it would."""
+    client = app.test_client()
+    assert cookie is not None
+    client.set_cookie("session", cookie)
+    return client
+
+
+# -- login_user: a new id and the user column, with no call of ours ------------------------------
+
+
+@pytest.mark.parametrize("kind", EXTENSIONS)
+def test_login_user_regenerates_and_fills_the_user_column(make_app: Callable[..., Flask], kind: str) -> None:
+    app = make_app(kind)
+    client = app.test_client()
+    client.get("/visit")
+    before = session_cookie(client)
+    [(anonymous_hash, anonymous_user, _)] = rows(app)
+    assert anonymous_user is None
+
+    client.get("/login/7")
+    after = session_cookie(client)
+    assert after is not None and after != before
+    [(row_hash, user_id, data)] = rows(app)  # moved, not copied
+    assert row_hash != anonymous_hash and user_id == "7"
+    assert data["_user_id"] == "7" and data["cart"] == ["book"]  # the data came along
+    assert client.get("/me").json == {"id": "7", "cart": ["book"]}
+
+    # The cookie from before the login opens nothing now, not even the cart.
+    assert same_browser(app, before).get("/me").json == {"id": None, "cart": None}
+    assert [user for _, user, _ in rows(app)] == ["7"]
+
+
+# -- logout_user: PGSESSION_LOGOUT_ENDS_SESSION ---------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", EXTENSIONS)
+def test_logout_ends_the_session_with_the_setting(make_app: Callable[..., Flask], kind: str) -> None:
+    app = make_app(kind, PGSESSION_LOGOUT_ENDS_SESSION=True)
+    client = app.test_client()
+    client.get("/visit")
+    client.get("/login/7")
+    logged_in = session_cookie(client)
+    [(row_hash, _, _)] = rows(app)
+
+    response = client.get("/logout")
+    # The row is gone; the flash made after logout_user() is a new session under a new id.
+    [(new_hash, user_id, data)] = rows(app)
+    assert new_hash != row_hash and user_id is None and set(data) == {"_flashes"}
+    assert [c for c in set_cookies(response) if c.startswith("session=")]
+    assert session_cookie(client) not in (None, logged_in)
+    assert client.get("/flashes").json == {"messages": ["bye"]}
+    assert client.get("/me").json == {"id": None, "cart": None}  # the cart went with the session
+    assert rows(app) == []  # the flash was shown: the emptied session is deleted
+    # The logged-in cookie, copied before the logout, opens nothing.
+    assert same_browser(app, logged_in).get("/me").json == {"id": None, "cart": None}
+
+
+def test_logout_with_nothing_after_it_deletes_the_row_and_expires_the_cookie(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(PGSESSION_LOGOUT_ENDS_SESSION=True)
+
+    @app.route("/quiet-logout")
+    def quiet_logout() -> str:
+        flask_login.logout_user()
+        return "out"
+
+    client = app.test_client()
+    client.get("/login/7")
+    client.get("/visit")
+    assert len(rows(app)) == 1
+    response = client.get("/quiet-logout")
+    assert rows(app) == []
+    [expired] = set_cookies(response)
+    assert expired.startswith("session=;") and "Max-Age=0" in expired
+    assert session_cookie(client) is None
+
+
+@pytest.mark.parametrize("kind", EXTENSIONS)
+def test_logout_without_the_setting_only_removes_flask_logins_keys(
+    make_app: Callable[..., Flask], kind: str
+) -> None:
+    app = make_app(kind)
+    client = app.test_client()
+    client.get("/login/7")
+    client.get("/visit")
+    logged_in = session_cookie(client)
+    [(row_hash, _, _)] = rows(app)
+    client.get("/logout")
+    # As before: the same row under the same id, Flask-Login's keys gone, the rest kept.
+    [(same_hash, user_id, data)] = rows(app)
+    assert same_hash == row_hash and user_id is None
+    assert data["cart"] == ["book"] and "_user_id" not in data
+    assert session_cookie(client) == logged_in
+    assert client.get("/me").json == {"id": None, "cart": ["book"]}
+
+
+def test_logout_still_clears_the_remember_me_cookie(make_app: Callable[..., Flask]) -> None:
+    """logout_user() leaves ``_remember = "clear"`` for its own hook; ending the session keeps it."""
+    app = make_app(PGSESSION_LOGOUT_ENDS_SESSION=True)
+    client = app.test_client()
+    login = client.get("/login/7?remember=1")
+    assert any(c.startswith("remember_token=") for c in set_cookies(login))
+    assert session_cookie(client, "remember_token") is not None
+
+    logout = client.get("/logout")
+    [cleared] = [c for c in set_cookies(logout) if c.startswith("remember_token=")]
+    assert "Max-Age=0" in cleared or "1970" in cleared
+    assert session_cookie(client, "remember_token") is None
+    # Not logged in again from the remember-me cookie on the next request.
+    assert client.get("/me").json["id"] is None
+    assert all(user is None and "_remember" not in data for _, user, data in rows(app))
+
+
+def test_the_setting_ends_sessions_only_on_its_own_app(make_app: Callable[..., Flask]) -> None:
+    """One extension instance, two apps: only the app with the setting ends its sessions."""
+    ext = PgSession()
+    ending = make_app(ext=ext, PGSESSION_LOGOUT_ENDS_SESSION=True, PGSESSION_TABLE="ending")
+    keeping = make_app(ext=ext, PGSESSION_TABLE="keeping")
+    for app in (ending, keeping):
+        client = app.test_client()
+        client.get("/login/7")
+        client.get("/visit")
+        client.get("/logout")
+        client.get("/flashes")
+    assert rows(ending) == []
+    [(_, _, kept)] = rows(keeping)
+    assert kept["cart"] == ["book"]
+
+
+def test_the_setting_without_flask_login_is_a_configuration_error(
+    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "flask_login", None)  # as if it were not installed
+    app = Flask("no_login")
+    app.config.update(
+        SECRET_KEY="s", PGSESSION_DSN=pg_dsn, PGSESSION_SCHEMA=schema, PGSESSION_LOGOUT_ENDS_SESSION=True
+    )
+    with pytest.raises(ConfigurationError, match=r"pip install flask-login.*session\.invalidate\(\)"):
+        PgSession(app)
+    assert EXTENSION_KEY not in app.extensions
+    assert app.wsgi_app.__class__ is not SessionMiddleware  # nothing was set up, nothing to close
+    app.config["PGSESSION_LOGOUT_ENDS_SESSION"] = False
+    PgSession(app)  # without the setting Flask-Login is not needed
+    middleware(app).store.close()
+
+
+# -- sessions_for_user() and log_out_other_sessions() --------------------------------------------
+
+
+def logged_in_clients(app: Flask, user_id: str, count: int) -> list[FlaskClient]:
+    clients = []
+    for _ in range(count):
+        client = app.test_client()
+        client.get("/visit")
+        client.get(f"/login/{user_id}")
+        clients.append(client)
+    return clients
+
+
+def own_hash(client: FlaskClient) -> str:
+    """The hex hash of the session id a PgSession client's cookie carries (signed: ``id.sig``)."""
+    cookie = session_cookie(client)
+    assert cookie is not None
+    session_id = cookie.rsplit(".", 1)[0]
+    return hash_session_id(session_id).hex()
+
+
+@pytest.mark.parametrize("kind", EXTENSIONS)
+def test_log_out_other_sessions_keeps_the_current_one(make_app: Callable[..., Flask], kind: str) -> None:
+    app = make_app(kind)
+    this, laptop, phone = logged_in_clients(app, "7", 3)
+    [other_user] = logged_in_clients(app, "8", 1)
+
+    listed = this.get("/sessions").json
+    assert len(listed) == 3 and [s["current"] for s in listed].count(True) == 1
+    [current] = [s["hash"] for s in listed if s["current"]]
+    assert {h for h, user, _ in rows(app) if user == "7"} == {s["hash"] for s in listed}
+
+    response = this.post("/others")
+    assert response.text == "2"
+    assert [(h, user) for h, user, _ in rows(app) if user == "7"] == [(current, "7")]
+    assert this.get("/me").json == {"id": "7", "cart": ["book"]}  # this device stays logged in
+    for gone in (laptop, phone):
+        assert gone.get("/me").json == {"id": None, "cart": None}
+    assert other_user.get("/me").json["id"] == "8"  # another user's sessions are not touched
+    assert this.get("/sessions").json == [{"hash": current, "current": True}]
+    assert this.post("/others").text == "0"
+
+
+def test_the_current_flag_is_the_requests_own_session(make_app: Callable[..., Flask]) -> None:
+    app = make_app()
+    first, second = logged_in_clients(app, "7", 2)
+    for client in (first, second):
+        [current] = [s["hash"] for s in client.get("/sessions").json if s["current"]]
+        assert current == own_hash(client)
+
+
+def test_an_explicit_user_id_and_the_extension_methods(make_app: Callable[..., Flask]) -> None:
+    ext = PgSession()
+    app = make_app(ext=ext)
+
+    @app.route("/admin/<user_id>")
+    def admin_view(user_id: str) -> dict[str, Any]:
+        listed = ext.sessions_for_user(user_id)
+        assert all(isinstance(s, UserSession) and not s.current for s in listed)
+        assert all(len(s.fingerprint) == 8 and s.id_hash.startswith(s.fingerprint) for s in listed)
+        return {"listed": len(listed), "ended": ext.log_out_other_sessions(user_id)}
+
+    admin, _ = logged_in_clients(app, "8", 2)
+    logged_in_clients(app, "7", 2)
+    # Another user's sessions: none is the admin's own, so all of them end.
+    assert admin.get("/admin/7").json == {"listed": 2, "ended": 2}
+    assert [user for _, user, _ in rows(app)] == ["8", "8"]
+    assert [s["current"] for s in admin.get("/sessions?user=8").json].count(True) == 1
+
+
+def test_without_a_logged_in_user_or_a_request_they_say_what_is_missing(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app()
+    anonymous = app.test_client()
+    # A SessionError in a view is the middleware's 500 with one log line saying what to do.
+    assert anonymous.post("/others").status_code == 500
+    assert re.search(r"no user is logged in .*'_user_id'.*user_id=", caplog.text)
+    caplog.clear()
+    assert anonymous.get("/sessions").status_code == 500
+    assert "no user is logged in" in caplog.text
+    with app.app_context(), pytest.raises(OutsideRequestError, match=r"in a view"):
+        log_out_other_sessions("7")
+    with pytest.raises(OutsideRequestError):
+        sessions_for_user("7")
+
+    untagged = make_app(PGSESSION_USER_KEY=None, PGSESSION_TABLE="untagged")
+    [client] = logged_in_clients(untagged, "7", 1)
+    caplog.clear()
+    assert client.post("/others?user=7").status_code == 500
+    assert "PGSESSION_USER_KEY is None" in caplog.text
+    assert len(rows(untagged)) == 1
+
+
+def test_outside_pgsession_it_is_a_configuration_error() -> None:
+    app = Flask("plain")
+    app.config["SECRET_KEY"] = "s"
+    app.testing = True
+
+    @app.route("/others")
+    def others() -> str:
+        return str(log_out_other_sessions("7"))
+
+    with pytest.raises(ConfigurationError, match=r"PgSession\(app\)"):
+        app.test_client().get("/others")
