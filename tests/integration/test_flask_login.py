@@ -380,3 +380,50 @@ def test_outside_pgsession_it_is_a_configuration_error() -> None:
 
     with pytest.raises(ConfigurationError, match=r"PgSession\(app\)"):
         app.test_client().get("/others")
+
+
+# -- the same two on Quart -------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_quart_lists_and_logs_out_other_sessions(pg_dsn: str, schema: str) -> None:
+    from quart import Quart
+    from quart import session as quart_session
+
+    from pgsession_wsgi import quart as pg_quart
+
+    app = Quart("quart_devices")
+    app.config.update(SECRET_KEY="q", PGSESSION_DSN=pg_dsn, PGSESSION_SCHEMA=schema)
+    ext = pg_quart.PgSession(app)
+
+    @app.route("/login/<user_id>")
+    async def login(user_id: str) -> str:
+        quart_session["_user_id"] = user_id  # what a login stores under PGSESSION_USER_KEY
+        return "in"
+
+    @app.route("/me")
+    async def me() -> str:
+        return str(quart_session.get("_user_id"))
+
+    @app.route("/sessions")
+    async def sessions() -> list[bool]:
+        return [s.current for s in await pg_quart.sessions_for_user()]
+
+    @app.post("/others")
+    async def others() -> str:
+        return str(await ext.log_out_other_sessions())
+
+    try:
+        clients = [app.test_client() for _ in range(3)]
+        for client in clients:
+            await client.get("/login/7")
+        this, *others_ = clients
+        assert sorted(await (await this.get("/sessions")).get_json()) == [False, False, True]
+        assert await (await this.post("/others")).get_data(as_text=True) == "2"
+        assert await (await this.get("/me")).get_data(as_text=True) == "7"
+        for gone in others_:
+            assert await (await gone.get("/me")).get_data(as_text=True) == "None"
+        assert await (await this.get("/sessions")).get_json() == [True]
+        assert len(sql(ext.store, "SELECT 1 FROM {t} WHERE user_id = '7'")) == 1
+    finally:
+        await ext.store.close()
