@@ -1,6 +1,14 @@
-"""A Flask app with server-side sessions: log in and out, a visit counter and flash messages.
+"""A Flask app with Flask-Login and server-side sessions: what a cookie session cannot do.
 
-Run it from the repository root:
+- Log in: ``login_user()`` alone gives the session a new id (no ``regenerate()`` call), so a
+  cookie planted or copied before the login is worth nothing.
+- A visit counter and flash messages, stored in PostgreSQL; the cookie holds only a signed id.
+- "Active sessions": every session of the logged-in user, this one marked, and a button that logs
+  out every other device (``log_out_other_sessions()``), e.g. after a password change.
+- Log out: ``logout_user()`` deletes the session on the server (``PGSESSION_LOGOUT_ENDS_SESSION``),
+  so a copy of the cookie is worthless afterwards.
+
+Every POST form carries a per-session CSRF token. Run it from the repository root:
 
     PGSESSION_DSN=postgresql://user@localhost/db SECRET_KEY=change-me gunicorn examples.flask_app:app
 
@@ -15,30 +23,51 @@ import hmac
 import logging
 import os
 import secrets
+from datetime import datetime, timezone
 
-from flask import Flask, flash, redirect, render_template_string, request, session, url_for
+from flask import Flask, abort, flash, redirect, render_template_string, request, session, url_for
+from flask_login import LoginManager, UserMixin, login_required, login_user, logout_user
 from werkzeug.wrappers import Response as BaseResponse
 
 from pgsession_wsgi import Session
-from pgsession_wsgi.flask import PgSession
+from pgsession_wsgi.flask import PgSession, log_out_other_sessions, sessions_for_user
 
 log = logging.getLogger(__name__)
 
 #: The demo's only account. A real app checks a password hash from its own user table.
 USERS = {"alice": "wonderland"}
+#: The session key holding the CSRF token of the session's forms.
+CSRF_KEY = "_csrf"
 
-PAGE = """<!doctype html>
+HEADER = """<!doctype html>
 <meta charset="utf-8">
 <title>pgsession-wsgi: Flask demo</title>
+<style>
+  body { font-family: system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem; }
+  table { border-collapse: collapse; } td, th { padding: .3rem .8rem; border-bottom: 1px solid #ccc; }
+  tr.current { background: #eef6ee; } .error { color: #a00; } .info { color: #060; }
+</style>
+<nav><a href="{{ url_for('index') }}">Home</a>
+{% if current_user.is_authenticated %} &middot;
+  <a href="{{ url_for('active_sessions') }}">Active sessions</a>{% endif %}</nav>
 {% for category, message in get_flashed_messages(with_categories=true) %}
   <p class="{{ category }}">{{ message }}</p>
 {% endfor %}
-{% if user %}
-  <h1>Hello, {{ user }}!</h1>
-  <form method="post" action="{{ url_for('logout') }}"><button>Log out</button></form>
+"""
+
+INDEX = HEADER + """
+{% if current_user.is_authenticated %}
+  <h1>Hello, {{ current_user.id }}!</h1>
+  <p>See every device you are logged in on: <a href="{{ url_for('active_sessions') }}">Active
+     sessions</a>.</p>
+  <form method="post" action="{{ url_for('logout') }}">
+    <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+    <button>Log out</button>
+  </form>
 {% else %}
   <h1>Not logged in</h1>
   <form method="post" action="{{ url_for('login') }}">
+    <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
     <input name="username" placeholder="alice"> <input name="password" type="password"
     placeholder="wonderland"> <button>Log in</button>
   </form>
@@ -47,24 +76,84 @@ PAGE = """<!doctype html>
    The count is stored in PostgreSQL; your cookie holds only a signed session id.</p>
 """
 
+SESSIONS = HEADER + """
+<h1>Active sessions of {{ current_user.id }}</h1>
+<table>
+  <tr><th>Session</th><th>Started</th><th>Last used</th><th>Expires</th></tr>
+  {% for s in sessions %}
+  <tr class="{{ 'current' if s.current else 'other' }}">
+    <td><code>{{ s.fingerprint }}</code>{% if s.current %} <strong>(this device)</strong>{% endif %}</td>
+    <td>{{ when(s.created_at) }}</td><td>{{ when(s.accessed_at) }}</td><td>{{ when(s.expires_at) }}</td>
+  </tr>
+  {% endfor %}
+</table>
+<form method="post" action="{{ url_for('log_out_others') }}">
+  <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+  <button>Log out other devices</button>
+</form>
+<p>Each row is a session stored in PostgreSQL; the code is a short fingerprint of its hash, never
+   the session id. "Last used" moves at most once a minute. A cookie-only session cannot offer
+   this page: the server keeps no list of them and cannot end one before it expires.</p>
+"""
+
+
+class User(UserMixin):  # type: ignore[misc]  # flask_login has no type hints
+    """A user of the demo; Flask-Login stores ``id`` in the session under ``_user_id``."""
+
+    def __init__(self, name: str) -> None:
+        self.id = name
+
 
 def _session() -> Session:
     """``flask.session`` is the pgsession-wsgi :class:`Session`: this only tells the type checker."""
     return session  # type: ignore[return-value]
 
 
+def csrf_token() -> str:
+    """This session's CSRF token, made on first use; every POST form sends it back."""
+    token = _session().get(CSRF_KEY)
+    if token is None:
+        token = _session()[CSRF_KEY] = secrets.token_urlsafe(32)
+    return str(token)
+
+
+def check_csrf() -> None:
+    """Refuse a POST whose form does not carry this session's token (a forged cross-site form)."""
+    if request.method != "POST":
+        return
+    expected = _session().get(CSRF_KEY)
+    sent = request.form.get("csrf_token", "")
+    if not expected or not hmac.compare_digest(str(expected), sent):
+        abort(400, "The form is missing its CSRF token or it has expired: reload the page and try again.")
+
+
+def when(moment: datetime) -> str:
+    """A database timestamp for the page, in UTC to the second."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def create_app(dsn: str, secret_key: str, *, table: str = "pgsession", schema: str = "public") -> Flask:
     """The demo app; ``pgsession-wsgi demo`` and the tests build it this way."""
     app = Flask(__name__)
     app.config.update(
-        SECRET_KEY=secret_key, PGSESSION_DSN=dsn, PGSESSION_TABLE=table, PGSESSION_SCHEMA=schema
+        SECRET_KEY=secret_key,
+        PGSESSION_DSN=dsn,
+        PGSESSION_TABLE=table,
+        PGSESSION_SCHEMA=schema,
+        # logout_user() deletes the session row and expires the cookie, not just Flask-Login's keys.
+        PGSESSION_LOGOUT_ENDS_SESSION=True,
     )
     PgSession(app)
+    login_manager = LoginManager(app)
+    login_manager.login_view = "index"
+    login_manager.user_loader(lambda name: User(name) if name in USERS else None)
+    app.before_request(check_csrf)
+    app.jinja_env.globals.update(csrf_token=csrf_token, when=when)
 
     @app.get("/")
     def index() -> str:
         visits = _session()["visits"] = _session().get("visits", 0) + 1
-        return render_template_string(PAGE, user=_session().get("user"), visits=visits)
+        return render_template_string(INDEX, visits=visits)
 
     @app.post("/login")
     def login() -> BaseResponse:
@@ -73,17 +162,30 @@ def create_app(dsn: str, secret_key: str, *, table: str = "pgsession", schema: s
         if expected is None or not hmac.compare_digest(expected, request.form.get("password", "")):
             flash("Wrong user name or password.", "error")
             return redirect(url_for("index"))
-        _session().regenerate()  # a new session id at login: a planted cookie is worth nothing
-        _session()["user"] = username
+        # No regenerate() call: a login under PGSESSION_USER_KEY ("_user_id") gets a new id itself.
+        login_user(User(username))
+        _session().pop(CSRF_KEY, None)  # a token known before the login is not this user's
         _session().permanent = True  # stay logged in across browser restarts
         flash(f"Welcome, {username}.", "info")
         return redirect(url_for("index"))
 
     @app.post("/logout")
     def logout() -> BaseResponse:
-        _session().invalidate()  # deletes the row; the flash below starts a fresh session
+        logout_user()  # ends the session: the row is deleted, the flash below starts a new one
         flash("You are logged out.", "info")
         return redirect(url_for("index"))
+
+    @app.get("/sessions")
+    @login_required
+    def active_sessions() -> str:
+        return render_template_string(SESSIONS, sessions=sessions_for_user())
+
+    @app.post("/sessions/log-out-others")
+    @login_required
+    def log_out_others() -> BaseResponse:
+        ended = log_out_other_sessions()
+        flash(f"Logged out {ended} other session{'' if ended == 1 else 's'}.", "info")
+        return redirect(url_for("active_sessions"))
 
     return app
 

@@ -5,6 +5,7 @@ Every app gets the test's own schema; the Flask test client and webtest drive th
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -666,6 +667,13 @@ def load_example() -> Any:
     return module
 
 
+def csrf(page: Any) -> str:
+    """The CSRF token of the example's forms on ``page``."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert match, page.text
+    return match.group(1)
+
+
 def test_example_app_login_counter_flash_and_logout(pg_dsn: str, schema: str) -> None:
     app = load_example().create_app(pg_dsn, "example-secret", schema=schema)
     web = TestApp(app)
@@ -673,14 +681,16 @@ def test_example_app_login_counter_flash_and_logout(pg_dsn: str, schema: str) ->
         page = web.get("/")
         assert "visited this page 1 time." in page.text and "Not logged in" in page.text
         anonymous_cookie = web.cookies["session"]
-        assert "visited this page 2 times" in web.get("/").text
+        page = web.get("/")
+        assert "visited this page 2 times" in page.text
 
-        bad = web.post("/login", {"username": "alice", "password": "nope"}).follow()
-        assert "Wrong user name or password." in bad.text
+        bad = web.post("/login", {"username": "alice", "password": "nope", "csrf_token": csrf(page)})
+        page = bad.follow()
+        assert "Wrong user name or password." in page.text
 
-        web.post("/login", {"username": "alice", "password": "wonderland"})
+        web.post("/login", {"username": "alice", "password": "wonderland", "csrf_token": csrf(page)})
         logged_in_cookie = web.cookies["session"]
-        assert logged_in_cookie != anonymous_cookie  # regenerated at login
+        assert logged_in_cookie != anonymous_cookie  # regenerated at login, by login_user() alone
         page = web.get("/")
         assert "Hello, alice!" in page.text and "Welcome, alice." in page.text
         assert "visited this page 4 times" in page.text  # the counter carried over
@@ -691,13 +701,14 @@ def test_example_app_login_counter_flash_and_logout(pg_dsn: str, schema: str) ->
         replay.set_cookie("session", anonymous_cookie)
         assert "visited this page 1 time." in replay.get("/").text
 
-        page = web.post("/logout").follow()
+        page = web.post("/logout", {"csrf_token": csrf(page)}).follow()
         assert "You are logged out." in page.text and "Not logged in" in page.text
         assert "visited this page 1 time." in page.text
         replay = TestApp(app)
         replay.set_cookie("session", logged_in_cookie)
         assert "Not logged in" in replay.get("/").text
         rows = stored(pg_dsn, schema)
-        assert all(row.get("user") is None for row in rows)
+        assert all(row.get("_user_id") is None for row in rows)
+        assert sql(pg_dsn, f'SELECT count(*) FROM "{schema}".pgsession WHERE user_id IS NOT NULL') == [(0,)]
     finally:
         app.extensions[EXTENSION_KEY].store.close()

@@ -427,3 +427,109 @@ async def test_quart_lists_and_logs_out_other_sessions(pg_dsn: str, schema: str)
         assert len(sql(ext.store, "SELECT 1 FROM {t} WHERE user_id = '7'")) == 1
     finally:
         await ext.store.close()
+
+
+# -- the demo's "Active sessions" page -------------------------------------------------------------
+
+
+def load_demo() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("flask_demo_under_test", ROOT / "examples" / "flask_app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def demo(pg_dsn: str, schema: str) -> Iterator[Flask]:
+    app = load_demo().create_app(pg_dsn, "demo-secret", schema=schema)
+    app.test_client_class = ClosingClient
+    yield app
+    middleware(app).store.close()
+
+
+def csrf(page: Any) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert match, page.text
+    return match.group(1)
+
+
+def demo_login(app: Flask) -> tuple[FlaskClient, Any]:
+    """A browser that logged in as alice; and its "Active sessions" page."""
+    client = app.test_client()
+    token = csrf(client.get("/"))
+    form = {"username": "alice", "password": "wonderland", "csrf_token": token}
+    assert client.post("/login", data=form).status_code == 302
+    page = client.get("/sessions")
+    assert page.status_code == 200
+    return client, page
+
+
+def listed(page: Any) -> list[tuple[str, bool]]:
+    """(fingerprint, this device?) of each row on the page."""
+    found = re.findall(r'<tr class="(current|other)">\s*<td><code>([0-9a-f]+)</code>', page.text)
+    return [(fingerprint, kind == "current") for kind, fingerprint in found]
+
+
+def test_demo_lists_the_users_sessions_and_logs_out_the_others(demo: Flask) -> None:
+    laptop, _ = demo_login(demo)
+    phone, _ = demo_login(demo)
+    this, page = demo_login(demo)
+    assert "Active sessions of alice" in page.text
+    shown = listed(page)
+    assert len(shown) == 3 and [current for _, current in shown].count(True) == 1
+    assert page.text.count("(this device)") == 1
+    [(this_fingerprint, _)] = [row for row in shown if row[1]]
+    assert this_fingerprint == own_hash(this)[:8]
+    full_hashes = [h for h, _, _ in rows(demo)]
+    assert {f for f, _ in shown} == {h[:8] for h in full_hashes}
+    # Neither the session id nor its full hash is on the page.
+    assert session_cookie(this).split(".")[0] not in page.text  # type: ignore[union-attr]
+    assert not any(h in page.text for h in full_hashes)
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page.text)  # started, last used, expires
+
+    done = this.post("/sessions/log-out-others", data={"csrf_token": csrf(page)})
+    assert done.status_code == 302 and done.headers["Location"].endswith("/sessions")
+    page = this.get("/sessions")
+    assert "Logged out 2 other sessions." in page.text
+    assert listed(page) == [(this_fingerprint, True)]
+    assert [user for _, user, _ in rows(demo)] == ["alice"]
+    for other in (laptop, phone):
+        home = other.get("/")
+        assert "Not logged in" in home.text
+        assert other.get("/sessions").status_code == 302  # login_required sends it home
+
+
+def test_demo_refuses_a_post_without_its_csrf_token(demo: Flask) -> None:
+    demo_login(demo)
+    this, page = demo_login(demo)
+    for form in ({}, {"csrf_token": "forged"}):
+        refused = this.post("/sessions/log-out-others", data=form)
+        assert refused.status_code == 400 and "CSRF" in refused.text
+    assert len([u for _, u, _ in rows(demo) if u == "alice"]) == 2  # nothing was ended
+    # The same for logging out and in: a cross-site form cannot end or plant a login.
+    assert this.post("/logout").status_code == 400
+    assert "Hello, alice!" in this.get("/").text
+    stranger = demo.test_client()
+    stranger.get("/")
+    form = {"username": "alice", "password": "wonderland"}
+    assert stranger.post("/login", data=form).status_code == 400
+    assert "Not logged in" in stranger.get("/").text
+    assert this.post("/sessions/log-out-others", data={"csrf_token": csrf(page)}).status_code == 302
+
+
+def test_demo_logout_ends_the_session_and_rotates_the_token(demo: Flask) -> None:
+    client = demo.test_client()
+    anonymous_token = csrf(client.get("/"))
+    form = {"username": "alice", "password": "wonderland", "csrf_token": anonymous_token}
+    client.post("/login", data=form)
+    home = client.get("/")
+    assert csrf(home) != anonymous_token  # a token known before the login is not the user's
+    logged_in = session_cookie(client)
+    [(row_hash, _, _)] = rows(demo)
+    page = client.post("/logout", data={"csrf_token": csrf(home)}, follow_redirects=True)
+    assert "You are logged out." in page.text and "Not logged in" in page.text
+    assert row_hash not in [h for h, _, _ in rows(demo)]  # the row is gone, not emptied
+    assert "Not logged in" in same_browser(demo, logged_in).get("/").text
