@@ -44,7 +44,8 @@ HEADER = """<!doctype html>
 <title>pgsession-wsgi: Flask demo</title>
 <style>
   body { font-family: system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem; }
-  table { border-collapse: collapse; } td, th { padding: .3rem .8rem; border-bottom: 1px solid #ccc; }
+  table { border-collapse: collapse; } form { margin: 1rem 0; }
+  td, th { padding: .3rem .8rem; border-bottom: 1px solid #ccc; text-align: left; white-space: nowrap; }
   tr.current { background: #eef6ee; } .error { color: #a00; } .info { color: #060; }
 </style>
 <nav><a href="{{ url_for('index') }}">Home</a>
