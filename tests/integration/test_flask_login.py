@@ -533,3 +533,17 @@ def test_demo_logout_ends_the_session_and_rotates_the_token(demo: Flask) -> None
     assert "You are logged out." in page.text and "Not logged in" in page.text
     assert row_hash not in [h for h, _, _ in rows(demo)]  # the row is gone, not emptied
     assert "Not logged in" in same_browser(demo, logged_in).get("/").text
+
+
+def test_the_demo_without_flask_login_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``import flask_login`` fails as if it were not installed; nothing reaches the database."""
+    from pgsession_wsgi.cli import main
+
+    monkeypatch.setitem(sys.modules, "flask_login", None)
+    monkeypatch.delitem(sys.modules, "pgsession_wsgi.examples.flask_app", raising=False)
+    status = main(["demo", "--app", "flask", "--port", "1", "--dsn", "postgresql://nobody@127.0.0.1:1/x"])
+    out, err = capsys.readouterr()
+    assert (status, out) == (2, "")
+    assert "flask_login" in err and "pip install 'pgsession-wsgi[demo]'" in err
