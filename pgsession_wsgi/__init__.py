@@ -16,6 +16,7 @@ another front end. The other modules are internal building blocks.
 from .codec import TypeTag, register_type
 from .errors import (
     ConfigurationError,
+    InvalidExpiry,
     LegacyTableError,
     OutsideRequestError,
     SessionDataError,
@@ -31,6 +32,7 @@ from .store import PostgresStore, SessionInfo
 __all__ = [
     "ENVIRON_KEY",
     "ConfigurationError",
+    "InvalidExpiry",
     "LegacyTableError",
     "OutsideRequestError",
     "PostgresStore",

@@ -31,7 +31,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -65,7 +65,7 @@ from .defaults import (
 )
 from .dsn import normalize_dsn, store_connect_arguments
 from .errors import ConfigurationError, SessionDataError, SessionError, SessionTooLarge, StoreUnavailable
-from .layout import check_layout
+from .layout import check_layout, needs_upgrade
 from .pool import _first_line
 from .sql import LAYOUT, LOCK, SCHEMA_MISSING, SETTINGS, Statements, guard, lock_key, quote_identifier
 from .store import SessionInfo
@@ -169,6 +169,7 @@ class AsyncPostgresStore:
         self._setup: asyncio.Future[None] | None = None
         self._ready = False
         self._table_created = False
+        self._layout_checked = False
         self._closed = False
         self._purger: AsyncPurgeTask | None = None
 
@@ -258,6 +259,10 @@ class AsyncPostgresStore:
         pool = await self._open_pool()
         if self._create_table and not self._table_created:
             await self._create(pool)
+        elif not self._create_table and not self._layout_checked:
+            # Once per process: an older table is named with its fix, not a failing SELECT.
+            await self._run_on(pool, lambda conn, _: self._check_layout(conn, upgrade=False), retry=True)
+            self._layout_checked = True
         if self.purge_interval is not None and self._purger is None and not self._closed:
             self._purger = AsyncPurgeTask(self, self.purge_interval)
             self._purger.start()
@@ -282,14 +287,20 @@ class AsyncPostgresStore:
     # -- setup -----------------------------------------------------------------------------
 
     def ddl(self) -> str:
-        """The statements that create the table and its indexes, for a DBA to run by hand."""
-        return ";\n".join(self._dialect.sql.create) + ";\n"
+        """The statements that create the table and its indexes, for a DBA to run by hand.
+
+        They also bring a table made by an older version up to date (its missing columns).
+        """
+        sql = self._dialect.sql
+        schema_sql, table_sql, *index_sql = sql.create
+        return ";\n".join([schema_sql, table_sql, sql.upgrade, *index_sql]) + ";\n"
 
     async def create_table(self) -> None:
         """Create schema, table and indexes if missing; safe when many processes start at once.
 
         The statements run in one transaction under the table's advisory lock (concurrent
-        ``CREATE ... IF NOT EXISTS`` race in PostgreSQL), then the table's layout is checked.
+        ``CREATE ... IF NOT EXISTS`` race in PostgreSQL), then the table's layout is checked; a
+        table made by an older version gets the columns added since (metadata only).
 
         :raises LegacyTableError: the table still has flask-pg-session's layout.
         :raises ConfigurationError: the table exists and is not a pgsession-wsgi table.
@@ -306,15 +317,27 @@ class AsyncPostgresStore:
                 if missing_schema:
                     await conn.execute(schema_sql)
                 await conn.execute(table_sql)
-                cur = await conn.execute(LAYOUT, (self._qualified,))
-                columns = dict(await cur.fetchall())
-                # Before the indexes, which need our columns.
-                check_layout(columns, qualified=self._qualified, table=self.table, schema=self.schema)
+                await self._check_layout(conn, upgrade=True)  # before the indexes: they need our columns
                 for statement in index_sql:
                     await conn.execute(statement)
 
         await self._run_on(pool, create, retry=True)
         self._table_created = True
+
+    async def _check_layout(self, conn: Connection, *, upgrade: bool) -> None:
+        """Refuse a table that is not ours; with ``upgrade``, add what an older one of ours lacks.
+
+        A missing table passes (create_table=False): its first statement says how to create it.
+        """
+        cur = await conn.execute(LAYOUT, (self._qualified,))
+        columns = dict(await cur.fetchall())
+        if upgrade and needs_upgrade(columns):
+            # ALTER TABLE waits for an exclusive lock even when there is nothing to add: only now.
+            await conn.execute(self._dialect.sql.upgrade)
+            cur = await conn.execute(LAYOUT, (self._qualified,))
+            columns = dict(await cur.fetchall())
+        if columns:
+            check_layout(columns, qualified=self._qualified, table=self.table, schema=self.schema)
 
     # -- running statements ----------------------------------------------------------------
 
@@ -387,10 +410,22 @@ class AsyncPostgresStore:
                 absolute=operation.absolute,
                 touch_interval=operation.touch_interval,
                 max_size=operation.max_size,
+                set_expiry=operation.set_expiry,
+                idle_timeout=operation.idle_timeout,
+                ends_at=operation.ends_at,
             )
         if isinstance(operation, Insert):
             op = operation
-            return await self.insert(op.id_hash, op.data_json, op.user_id, op.idle, op.absolute, op.max_size)
+            return await self.insert(
+                op.id_hash,
+                op.data_json,
+                op.user_id,
+                op.idle,
+                op.absolute,
+                op.max_size,
+                idle_timeout=op.idle_timeout,
+                ends_at=op.ends_at,
+            )
         if isinstance(operation, Touch):
             return await self.touch(operation.id_hash, operation.idle, operation.absolute)
         if isinstance(operation, Delete):
@@ -411,7 +446,7 @@ class AsyncPostgresStore:
                 row = await cur.fetchone()
             except (ValueError, RecursionError) as exc:  # JSON our codec never writes
                 raise SessionDataError(type(exc).__name__) from None
-            return None if row is None else LoadedRow(row[0], row[1])
+            return None if row is None else LoadedRow(*row)
 
         return await self._run(select, retry=True)
 
@@ -423,6 +458,9 @@ class AsyncPostgresStore:
         idle: timedelta,
         absolute: timedelta | None,
         max_size: int | None = None,
+        *,
+        idle_timeout: timedelta | None = None,
+        ends_at: datetime | None = None,
     ) -> None:
         """Store a new session; :class:`SessionTooLarge` (nothing stored) if it is over ``max_size``.
 
@@ -432,6 +470,8 @@ class AsyncPostgresStore:
         :param idle: how long the session lives unused.
         :param absolute: how long it lives at most, or None.
         :param max_size: the most bytes the stored JSON may take (as the database prints it).
+        :param idle_timeout: the session's own idle lifetime, instead of ``idle``; None: ``idle``.
+        :param ends_at: the session's fixed end, instead of any idle expiry; None: none.
         """
         params = {
             "id": id_hash,
@@ -440,6 +480,8 @@ class AsyncPostgresStore:
             "idle": idle,
             "absolute": absolute,
             "max_size": max_size,
+            "idle_timeout": idle_timeout,
+            "ends_at": ends_at,
         }
 
         async def execute(conn: Connection, dialect: _Dialect) -> None:
@@ -463,6 +505,9 @@ class AsyncPostgresStore:
         absolute: timedelta | None,
         touch_interval: timedelta,
         max_size: int | None = None,
+        set_expiry: bool = False,
+        idle_timeout: timedelta | None = None,
+        ends_at: datetime | None = None,
     ) -> WriteResult:
         """Merge changed keys into a live row, moving it to ``new_hash`` if given.
 
@@ -477,6 +522,9 @@ class AsyncPostgresStore:
         :param touch_interval: how old ``accessed_at`` may be before the expiry moves.
         :param max_size: the most bytes the merged row may take; over it nothing is written and
             :class:`SessionTooLarge` is raised.
+        :param set_expiry: write ``idle_timeout`` and ``ends_at`` and recompute the expiry now.
+        :param idle_timeout: as for :meth:`insert`; written only with ``set_expiry``.
+        :param ends_at: as for :meth:`insert`; written only with ``set_expiry``.
         """
         params = {
             "id": id_hash,
@@ -490,6 +538,9 @@ class AsyncPostgresStore:
             "absolute": absolute,
             "touch": touch_interval,
             "max_size": max_size,
+            "set_expiry": set_expiry,
+            "idle_timeout": idle_timeout,
+            "ends_at": ends_at,
         }
 
         async def execute(conn: Connection, dialect: _Dialect) -> WriteResult:
@@ -503,13 +554,14 @@ class AsyncPostgresStore:
                     if found is not None and found[0] > max_size:
                         raise SessionTooLarge(int(found[0]), max_size)
                 return WriteResult(updated=False, touched=False, permanent=None)
-            permanent, touched = row
-            return WriteResult(True, bool(touched), permanent if isinstance(permanent, bool) else None)
+            permanent, touched, own_idle, own_end = row
+            stored = permanent if isinstance(permanent, bool) else None
+            return WriteResult(True, bool(touched), stored, own_idle, own_end)
 
         return await self._run(execute, retry=False)
 
     async def touch(self, id_hash: bytes, idle: timedelta, absolute: timedelta | None) -> bool:
-        """Push a live row's expiry forward without rewriting its data; True if it was there.
+        """Push a live row's expiry forward (by its own lifetime, if any); True if it was there.
 
         :param id_hash: the SHA-256 of the session id.
         :param idle: the new idle lifetime, from now.

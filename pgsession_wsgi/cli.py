@@ -2,7 +2,9 @@
 
 Each subcommand is a thin wrapper over :class:`PostgresStore`, so cron jobs and DBAs run exactly
 the SQL the application runs. Expected failures (bad DSN, database down, missing table) print one
-line to stderr and exit 1 or 2; a DSN's password is never printed.
+line to stderr and exit 1 or 2; a DSN's password is never printed. The long jobs (``cleanup``,
+``migrate-flask-pg-session``) show their progress on stderr through the library's ``on_batch``
+callbacks, and stop between batches on SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import json
 import os
 import re
 import secrets
@@ -32,7 +35,9 @@ from .defaults import (
     DEFAULT_TABLE,
 )
 from .errors import ConfigurationError, SessionError
-from .flask_pg_session import FLASK_PG_SESSION_TABLE, migrate_flask_pg_session
+from .flask_pg_session import FLASK_PG_SESSION_TABLE, MigrationStopped, migrate_flask_pg_session
+from .flask_pg_session.rows import DEFAULT_BATCH_SIZE as DEFAULT_MIGRATE_BATCH_SIZE
+from .progress import Progress
 from .store import PostgresStore, normalize_dsn
 
 __all__ = ["main"]
@@ -40,6 +45,7 @@ __all__ = ["main"]
 PROG = "pgsession-wsgi"
 EXIT_FAILURE = 1  # the work failed: database unreachable, table missing, statement failed
 EXIT_USAGE = 2  # the command line or configuration is wrong (argparse uses 2 as well)
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, the shell's convention; SIGTERM gives 143
 
 # `init --sql` needs no database; the store still wants a DSN, so it gets one it never uses.
 _UNUSED_DSN = "postgresql://"
@@ -52,6 +58,11 @@ _URL_PASSWORD = re.compile(r"://[^/:@\s]*:([^@\s]*)@")
 def _say(text: str) -> None:
     """Print and flush at once: the demo's first line must reach a pipe before serving starts."""
     print(text, flush=True)
+
+
+def _tell(text: str) -> None:
+    """A line on stderr, next to the progress display: stdout keeps only the results."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def _redact(text: str, dsn: str | None) -> str:
@@ -116,6 +127,69 @@ def _where(args: argparse.Namespace) -> str:
     return f"{args.schema}.{args.table}"
 
 
+class _LongJob:
+    """The command line's side of a library call that reports its batches (``on_batch``).
+
+    It draws the progress, and turns the first SIGINT or SIGTERM into a stop between batches:
+    the library finishes the batch under way and returns (the purge) or rolls back (the
+    migration), so nothing is left half-done. A second signal stops at once (exit 130).
+
+    :param progress: the display; None for ``--quiet``.
+    """
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        #: The signal that asked to stop, if one did.
+        self.signum: int | None = None
+        #: Whether the library was told to stop (and did).
+        self.stopped = False
+        #: The last ``(done, total)`` the library reported.
+        self.done = self.total = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _LongJob:
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        except ValueError:  # main() called outside the main thread: signals stay as they are
+            pass
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        if self.progress is not None:
+            self.progress.finish()  # erase the line before the summary or an error is printed
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def on_batch(self, done: int, total: int) -> bool:
+        """The ``on_batch`` callback: show ``done`` of ``total``; False once a stop was asked."""
+        self.done, self.total = done, total
+        if self.progress is not None:
+            self.progress.update(done, total)
+        if self.signum is not None:
+            self.stopped = True
+            return False
+        return True
+
+    @property
+    def status(self) -> int:
+        """The exit status after a stop: 128 + the signal's number, as a shell reports it."""
+        return 128 + (self.signum or signal.SIGINT)
+
+
+def _progress(args: argparse.Namespace, label: str, what: str, *, approximate: bool) -> Progress | None:
+    if args.progress_interval < 0:
+        raise ConfigurationError("--progress-interval must be 0 or a positive number of seconds")
+    if args.quiet:
+        return None
+    return Progress(label, what, sys.stderr, approximate=approximate, interval=args.progress_interval)
+
+
 # -- subcommands -----------------------------------------------------------------------------
 
 
@@ -135,15 +209,32 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 def _cmd_cleanup(args: argparse.Namespace) -> int:
     """One purge, for cron; expired rows are never served anyway, this only reclaims space."""
-    with _store(args) as store:
-        removed = store.purge_expired(batch_size=args.batch_size)
-    _say(f"{PROG} cleanup: removed {removed} expired session(s) from {_where(args)}")
+    label = f"{PROG} cleanup"
+    progress = _progress(args, label, "expired rows removed", approximate=True)
+    with _store(args) as store, _LongJob(progress) as job:
+        removed = store.purge_expired(batch_size=args.batch_size, on_batch=job.on_batch)
+    if job.stopped:
+        of_total = f" of ~{job.total}" if removed <= job.total else ""
+        _tell(
+            f"{label}: stopped after {removed}{of_total} expired rows removed from {_where(args)}; "
+            "nothing is half-done (each batch is its own transaction); run it again to continue"
+        )
+        return job.status
+    _say(f"{label}: removed {removed} expired session(s) from {_where(args)}")
     return 0
+
+
+#: The keys of ``pgsession-wsgi stats --json``, in order; documented in the README, never removed.
+STATS_JSON_KEYS = ("schema", "table", "live", "expired", "users", "total_bytes")
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     with _store(args) as store:
         stats = store.stats()
+    if args.json:
+        # One object on one line, for monitoring agents; names as given, not quoted.
+        _say(json.dumps({"schema": args.schema, "table": args.table, **stats}))
+        return 0
     _say(f"table: {_where(args)}")
     for key in ("live", "expired", "users", "total_bytes"):
         _say(f"{key}: {stats[key]}")
@@ -166,14 +257,23 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         raise ConfigurationError("--lifetime-days must be a positive number of days")
     if args.max_size is not None and args.max_size < 1:
         raise ConfigurationError("--max-size must be a positive number of bytes")
-    report = migrate_flask_pg_session(
-        _require_dsn(args),
-        table=args.table,
-        schema=args.schema,
-        key_prefix=args.key_prefix,
-        lifetime=timedelta(days=args.lifetime_days),
-        max_size=DEFAULT_MAX_SIZE if args.max_size is None else args.max_size,
-    )
+    label = f"{PROG} migrate-flask-pg-session"
+    progress = _progress(args, label, "rows handled", approximate=False)
+    try:
+        with _LongJob(progress) as job:
+            report = migrate_flask_pg_session(
+                _require_dsn(args),
+                table=args.table,
+                schema=args.schema,
+                key_prefix=args.key_prefix,
+                lifetime=timedelta(days=args.lifetime_days),
+                batch_size=args.batch_size,
+                max_size=DEFAULT_MAX_SIZE if args.max_size is None else args.max_size,
+                on_batch=job.on_batch,
+            )
+    except MigrationStopped as stopped:
+        _tell(f"{label}: {stopped}")
+        return job.status
     _say(f"{PROG} migrate-flask-pg-session: migrated {report.migrated} session(s) into {_where(args)}")
     if report.skipped_empty:
         _say(f"skipped {report.skipped_empty} empty session(s) (only Flask's _permanent flag)")
@@ -321,6 +421,21 @@ def _parser() -> argparse.ArgumentParser:
         help=f"schema holding it (default: $PGSESSION_SCHEMA, else {DEFAULT_SCHEMA})",
     )
     common = [dsn_options, table_options]
+    progress_options = argparse.ArgumentParser(add_help=False)
+    progress_options.add_argument(
+        "--progress-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="when stderr is not a terminal, a progress line every SECONDS (default: %(default)g; "
+        "0: after every batch); on a terminal one line is redrawn in place",
+    )
+    progress_options.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress display; the summary is still printed",
+    )
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -361,9 +476,11 @@ def _parser() -> argparse.ArgumentParser:
 
     cleanup = commands.add_parser(
         "cleanup",
-        parents=common,
+        parents=[*common, progress_options],
         help="delete expired sessions once (for cron)",
-        description="Delete expired rows once and print how many went.",
+        description="Delete expired rows once and print how many went. Progress goes to stderr. "
+        "Ctrl-C or SIGTERM stops after the batch under way (exit 130 or 143): every batch is its "
+        "own transaction, so nothing is half-done and running it again continues.",
     )
     cleanup.add_argument(
         "--batch-size",
@@ -381,6 +498,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Print live and expired session counts, users with live sessions and the "
         "table's size on disk.",
     )
+    stats.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object on one line, for monitoring (keys: " + ", ".join(STATS_JSON_KEYS) + ")",
+    )
     stats.set_defaults(run=_cmd_stats)
 
     revoke = commands.add_parser(
@@ -395,10 +517,12 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser(
         "migrate-flask-pg-session",
-        parents=[dsn_options],
+        parents=[dsn_options, progress_options],
         help="convert a flask-pg-session table to pgsession-wsgi",
         description="Convert a flask-pg-session table in place: live sessions are copied into a "
-        "new pgsession-wsgi table of the same name, the old table is kept under a new name.",
+        "new pgsession-wsgi table of the same name, the old table is kept under a new name. It is "
+        "one transaction: Ctrl-C or SIGTERM stops after the batch under way and rolls it all back "
+        "(exit 130 or 143), leaving the old table as it was.",
     )
     migrate.add_argument(
         "--table",
@@ -432,6 +556,13 @@ def _parser() -> argparse.ArgumentParser:
         help="refuse a session whose JSON would be larger; use the app's max_size (default: "
         f"{DEFAULT_MAX_SIZE // 1024} KiB, SessionMiddleware's default)",
     )
+    migrate.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_MIGRATE_BATCH_SIZE,
+        metavar="N",
+        help="rows read and inserted per statement (default: %(default)s)",
+    )
     migrate.set_defaults(run=_cmd_migrate)
     return parser
 
@@ -442,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     Expected failures print one line to stderr, never a traceback or a password.
 
     :param argv: the arguments after the program name; None for ``sys.argv[1:]``.
-    :returns: the exit status: 0 ok, 1 failed, 2 usage or configuration, 130 interrupted.
+    :returns: the exit status: 0 ok, 1 failed, 2 usage or configuration, 130 stopped by
+        SIGINT (Ctrl-C), 143 stopped by SIGTERM.
     """
     parser = _parser()
     try:
@@ -453,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except SystemExit as exc:  # werkzeug exits when the demo's port is taken, after saying so
         return _exit_status(exc, EXIT_FAILURE)
     except ConfigurationError as exc:

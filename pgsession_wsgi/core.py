@@ -18,13 +18,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar, Union
 from uuid import UUID
 
 from .cookies import CookieSettings, HmacIdSigner, IdSigner, hash_session_id, new_session_id
 from .errors import ConfigurationError, SessionError
-from .session import Changes, Session, SessionState
+from .session import Changes, Expiry, Session, SessionState
 
 __all__ = [
     "KEEP_USER",
@@ -38,6 +38,7 @@ __all__ = [
     "Touch",
     "Write",
     "WriteResult",
+    "expiry_columns",
     "private_cache_control",
     "run",
     "run_async",
@@ -83,10 +84,14 @@ class LoadedRow:
 
     :param data: the stored JSON object, parsed (its values still encoded).
     :param touch_due: the expiry is due to be pushed forward at the save.
+    :param idle_timeout: the session's own idle lifetime (``set_expiry(timedelta)``), or None.
+    :param ends_at: the session's fixed end (``set_expiry(datetime)``), or None.
     """
 
     data: dict[str, Any]
     touch_due: bool
+    idle_timeout: timedelta | None = None
+    ends_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -96,11 +101,15 @@ class WriteResult:
     :param updated: the live row was there and was written.
     :param touched: its expiry moved forward.
     :param permanent: the stored ``_permanent`` flag; None if unset.
+    :param idle_timeout: the row's own idle lifetime after the write, or None.
+    :param ends_at: the row's fixed end after the write, or None.
     """
 
     updated: bool
     touched: bool
     permanent: bool | None
+    idle_timeout: timedelta | None = None
+    ends_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,8 @@ class Insert:
     :param idle: the row expires this long after its last touch.
     :param absolute: the row expires this long after its creation at the latest; None: never.
     :param max_size: the most bytes the stored data may take; None for no limit.
+    :param idle_timeout: the session's own idle lifetime, used instead of ``idle``; None: ``idle``.
+    :param ends_at: the session's fixed end, used instead of any idle expiry; None: none.
     """
 
     id_hash: bytes
@@ -133,6 +144,8 @@ class Insert:
     idle: timedelta
     absolute: timedelta | None
     max_size: int | None
+    idle_timeout: timedelta | None = None
+    ends_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +162,10 @@ class Write:
     :param absolute: as for :class:`Insert`.
     :param touch_interval: as for :class:`Load`.
     :param max_size: as for :class:`Insert`, measured on the merged row.
+    :param set_expiry: store ``idle_timeout`` and ``ends_at`` and recompute the expiry from
+        them now, due or not; False keeps the row's own.
+    :param idle_timeout: as for :class:`Insert`; written only with ``set_expiry``.
+    :param ends_at: as for :class:`Insert`; written only with ``set_expiry``.
     """
 
     id_hash: bytes
@@ -161,11 +178,14 @@ class Write:
     absolute: timedelta | None
     touch_interval: timedelta
     max_size: int | None
+    set_expiry: bool = False
+    idle_timeout: timedelta | None = None
+    ends_at: datetime | None = None
 
 
 @dataclass(frozen=True)
 class Touch:
-    """Push a live row's expiry forward; answered with True if the row was there.
+    """Push a live row's expiry forward (by its own lifetime, if it has one); True if it was there.
 
     :param id_hash: the SHA-256 of the session id.
     :param idle: as for :class:`Insert`.
@@ -185,6 +205,21 @@ class Delete:
     """
 
     id_hash: bytes
+
+
+def expiry_columns(expiry: Expiry) -> tuple[timedelta | None, datetime | None]:
+    """A session's own lifetime as the row holds it: ``(idle_timeout, ends_at)``.
+
+    :param expiry: what ``session.set_expiry()`` was given (None: the store's defaults).
+    """
+    if isinstance(expiry, datetime):
+        return None, expiry
+    return expiry, None
+
+
+def _stored_expiry(idle_timeout: timedelta | None, ends_at: datetime | None) -> Expiry:
+    # A fixed end wins, as it does in the expiry formula (COALESCE(ends_at, ...)).
+    return ends_at if ends_at is not None else idle_timeout
 
 
 #: Any statement the core may ask a store to run.
@@ -445,6 +480,8 @@ class SessionCore:
             state.session_id = None
             return None
         state.touch_due = row.touch_due
+        if not state.expiry_set:  # one the app set before the load wins, as its writes do
+            state.expiry = _stored_expiry(row.idle_timeout, row.ends_at)
         return row.data
 
     # -- saving ----------------------------------------------------------------------------
@@ -505,6 +542,7 @@ class SessionCore:
         new_id = new_session_id()
         data = changes.full_json if changes.full_json is not None else changes.changed_json
         user = self._user_column(session, changes)
+        idle_timeout, ends_at = expiry_columns(state.expiry)
         yield Insert(
             hash_session_id(new_id),
             data,
@@ -512,6 +550,8 @@ class SessionCore:
             policy.idle_timeout,
             policy.absolute_timeout,
             policy.max_size,
+            idle_timeout,
+            ends_at,
         )
         cookie = self._cookie_for(new_id, self._is_permanent(session, None), state)
         session.mark_saved(new_id)
@@ -524,13 +564,15 @@ class SessionCore:
         blind = state.row_found is None  # written without being read
         user = self._user_column(session, changes)
         regenerate = state.regenerate or self._user_changed(user)
-        if not (changes.any or regenerate):
+        set_expiry = state.expiry_set
+        if not (changes.any or regenerate or set_expiry):
             if state.touch_due:
                 yield Touch(hash_session_id(old_id), policy.idle_timeout, policy.absolute_timeout)
                 state.touch_due = False
                 return self._cookie_after_save(session, state, old_id, expiry_moved=True)
             return self._cookie_after_save(session, state, old_id)
         new_id = new_session_id() if regenerate else None
+        idle_timeout, ends_at = expiry_columns(state.expiry)
         result: WriteResult = yield Write(
             hash_session_id(old_id),
             changes.changed_json,
@@ -542,6 +584,9 @@ class SessionCore:
             policy.absolute_timeout,
             policy.touch_interval,
             policy.max_size,
+            set_expiry,
+            idle_timeout,
+            ends_at,
         )
         if not result.updated:
             if blind:
@@ -556,13 +601,18 @@ class SessionCore:
             session.mark_saved(None)
             return None
         current_id = new_id or old_id
+        if not set_expiry:  # a blind write learns the row's own lifetime here, for Max-Age
+            state.expiry = _stored_expiry(result.idle_timeout, result.ends_at)
         cookie = self._cookie_after_save(
             session,
             state,
             current_id,
             stored_permanent=result.permanent,
             expiry_moved=result.touched,
-            must_send=new_id is not None or "_permanent" in (*changes.changed_keys, *changes.removed),
+            # A new lifetime is a new Max-Age: the browser must hear of it.
+            must_send=new_id is not None
+            or set_expiry
+            or "_permanent" in (*changes.changed_keys, *changes.removed),
         )
         session.mark_saved(current_id)
         return cookie
@@ -621,5 +671,25 @@ class SessionCore:
 
     def _cookie_for(self, session_id: str, permanent: bool, state: SessionState) -> str:
         state.resign = False
-        max_age = self._max_age if permanent else None
+        max_age = self.max_age(state.expiry) if permanent else None
         return self.cookie.set_header(self.signer.sign(session_id), max_age, state.scheme)
+
+    def max_age(self, expiry: Expiry) -> int:
+        """The ``Max-Age`` of a permanent session's cookie, in whole seconds, never negative.
+
+        The session's own lifetime if it has one (a fixed end: the time left until it), capped
+        by ``absolute_timeout``; else ``idle_timeout``. The database, not this number, decides
+        when the session ends; the cookie only must not outlive it by much, nor die before it.
+
+        :param expiry: the session's own lifetime (``session.expiry``); None for the default.
+        """
+        if expiry is None:
+            return self._max_age
+        if isinstance(expiry, datetime):
+            seconds = (expiry - datetime.now(timezone.utc)).total_seconds()
+        else:
+            seconds = expiry.total_seconds()
+        absolute = self.policy.absolute_timeout
+        if absolute is not None:
+            seconds = min(seconds, absolute.total_seconds())
+        return max(0, int(seconds))

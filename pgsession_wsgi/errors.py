@@ -33,6 +33,13 @@ class LegacyTableError(ConfigurationError):
         self.command = command
 
 
+class InvalidExpiry(SessionError, ValueError):
+    """``session.set_expiry()`` was given a lifetime no session can have (ended, or zoneless).
+
+    Raised in the view that called it, so the mistake shows where it was made.
+    """
+
+
 class StoreUnavailable(SessionError):
     """The database cannot be reached in time; the middleware answers 503 for it."""
 

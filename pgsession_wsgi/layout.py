@@ -10,9 +10,25 @@ import shlex
 from collections.abc import Mapping
 
 from .errors import ConfigurationError, LegacyTableError
-from .sql import EXPECTED_COLUMNS
+from .sql import ADDED_COLUMNS, EXPECTED_COLUMNS, upgrade_statement
 
-__all__ = ["check_layout"]
+__all__ = ["check_layout", "needs_upgrade"]
+
+
+def needs_upgrade(columns: Mapping[str, str]) -> bool:
+    """Whether the table is ours but made by an older version: only columns added since are missing.
+
+    Only then may a store add them (:func:`~pgsession_wsgi.sql.upgrade_statement`); a table of
+    anyone else is never altered.
+
+    :param columns: column name to type, as :data:`~pgsession_wsgi.sql.LAYOUT` answers.
+    """
+    missing = [name for name in EXPECTED_COLUMNS if name not in columns]
+    return bool(missing) and all(name in ADDED_COLUMNS for name in missing) and _types_match(columns)
+
+
+def _types_match(columns: Mapping[str, str]) -> bool:
+    return all(columns[name] == kind for name, kind in EXPECTED_COLUMNS.items() if name in columns)
 
 
 def check_layout(columns: Mapping[str, str], *, qualified: str, table: str, schema: str) -> None:
@@ -25,10 +41,19 @@ def check_layout(columns: Mapping[str, str], *, qualified: str, table: str, sche
     :param schema: the schema's own name, for the same command.
     :raises LegacyTableError: the table has flask-pg-session's layout (the message gives the
         command that converts it).
-    :raises ConfigurationError: any other table that is not ours.
+    :raises ConfigurationError: a table of an older version that lacks the columns added since
+        (the message gives the DDL that adds them), or any other table that is not ours.
     """
     if all(columns.get(name) == kind for name, kind in EXPECTED_COLUMNS.items()):
         return
+    if needs_upgrade(columns):
+        missing = ", ".join(name for name in ADDED_COLUMNS if name not in columns)
+        raise ConfigurationError(
+            f"the session table {qualified} lacks the column(s) {missing} (per-session lifetimes, "
+            f"added in pgsession-wsgi 0.2.0); add them once with `{upgrade_statement(qualified)}` "
+            "(instant: no rewrite), or `pgsession-wsgi init`, or start a store with create_table=True, "
+            "which adds them itself"
+        )
     if {"session_id", "data", "expiry"} <= columns.keys():
         raise LegacyTableError(
             qualified,

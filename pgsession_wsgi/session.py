@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Optional
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional, Union
 
 from .codec import check_key, decode_value, dumps, encode_value, same
-from .errors import SessionDataError, SessionError, SessionTooLarge
+from .errors import InvalidExpiry, SessionDataError, SessionError, SessionTooLarge
 
 __all__ = ["Session"]
 
@@ -23,6 +24,8 @@ META_KEYS = frozenset({"_permanent"})
 
 #: Fetches the stored data of a session (None: no live row); the adapter supplies it.
 Loader = Callable[["Session"], Optional[dict[str, Any]]]
+#: A session's own lifetime: an idle timeout (rolling), a fixed end, or None for the store's default.
+Expiry = Union[timedelta, datetime, None]
 
 
 class SessionState:
@@ -45,6 +48,8 @@ class SessionState:
     regenerate = False  #: the app asked for a new id
     invalidate = False  #: the app asked to end the session
     used_since_save = False  #: touched since the last save (a streaming body's late change)
+    expiry: Expiry = None  #: the session's own lifetime, as loaded or as the app set it
+    expiry_set = False  #: the app called ``set_expiry()`` since the load or the last save
 
     def __init__(self, cookie_header: str = "", scheme: str = "http") -> None:
         self.cookie_header = cookie_header
@@ -243,6 +248,41 @@ class Session(MutableMapping[str, Any]):
             self["_permanent"] = bool(value)
 
     @property
+    def expiry(self) -> timedelta | datetime | None:
+        """This session's own lifetime, as :meth:`set_expiry` set it; None: the store's default.
+
+        A ``timedelta`` is an idle timeout of its own (rolling), a ``datetime`` a fixed end.
+        Reading it loads the session, unless it was set or saved in this request.
+        """
+        state = self.state
+        if not state.expiry_set and state.row_found is None:  # known once the store was asked
+            self._ensure_loaded()
+        return state.expiry
+
+    def set_expiry(self, value: timedelta | datetime | None) -> None:
+        """Give this session a lifetime of its own ("remember me"), kept across ``regenerate()``.
+
+        The database enforces it with its own clock, as it does the default, and never beyond
+        the middleware's ``absolute_timeout``. A permanent session's cookie gets it as
+        ``Max-Age``; the save re-sends the cookie. Needs no load: a login stays one statement.
+
+        :param value: a positive ``timedelta``: the session ends when unused this long (instead
+            of ``idle_timeout``); an aware ``datetime`` in the future: it ends then however
+            active it is (no idle expiry); None: back to the middleware's timeouts.
+        :raises TypeError: ``value`` is none of those types.
+        :raises InvalidExpiry: a ``timedelta`` that is not positive or ends past year 9999, a
+            ``datetime`` without a time zone, or one not in the future.
+        """
+        value = _checked_expiry(value)
+        state = self.state
+        self.accessed = state.used_since_save = True
+        known = state.row_found is not None  # the store was asked: the stored lifetime is in state
+        if known and not state.expiry_set and value == state.expiry:
+            return  # the stored lifetime already: nothing to write
+        state.expiry = value
+        state.expiry_set = True
+
+    @property
     def modified(self) -> bool:
         """Whether a save would write something; nothing ever needs to set it.
 
@@ -253,7 +293,7 @@ class Session(MutableMapping[str, Any]):
         if not self.accessed:
             return False
         state = self.state
-        return state.regenerate or state.invalidate or self.changes(max_size=None).any
+        return state.regenerate or state.invalidate or state.expiry_set or self.changes(max_size=None).any
 
     @modified.setter
     def modified(self, value: bool) -> None:
@@ -268,11 +308,16 @@ class Session(MutableMapping[str, Any]):
         self.state.regenerate = True
 
     def invalidate(self) -> None:
-        """End the session (logout): delete the stored row, empty this one, expire the cookie."""
+        """End the session (logout): delete the stored row, empty this one, expire the cookie.
+
+        A session started after it in the same request has the default lifetime again.
+        """
         self.clear()
         self._cleared = False
-        self.state.invalidate = True
-        self.state.regenerate = False
+        state = self.state
+        state.invalidate = True
+        state.regenerate = state.expiry_set = False
+        state.expiry = None
 
     # -- for the core ----------------------------------------------------------------------
 
@@ -329,7 +374,9 @@ class Session(MutableMapping[str, Any]):
         """
         state = self.state
         state.session_id = session_id
-        state.regenerate = state.invalidate = self._cleared = False
+        state.regenerate = state.invalidate = state.expiry_set = self._cleared = False
+        if session_id is None:
+            state.expiry = None  # no row keeps it
         state.used_since_save = self._mutated = False
         if not self._loaded:
             self._data = {}  # what was written blind is stored; a later read loads it all
@@ -338,6 +385,43 @@ class Session(MutableMapping[str, Any]):
         else:
             self._raw = {}
         state.row_found = session_id is not None
+
+
+def _checked_expiry(value: Any) -> Expiry:
+    """``value`` if a session can have it as its lifetime; refused here, where the app set it."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        if value <= timedelta(0):
+            raise InvalidExpiry(
+                f"set_expiry() needs a positive timedelta, not {value!r}: to end the session call "
+                "session.invalidate(); for a cookie that ends with the browser set "
+                "session.permanent = False"
+            )
+        try:
+            datetime.now(timezone.utc) + value
+        except OverflowError:
+            raise InvalidExpiry(
+                f"set_expiry({value!r}) ends after year 9999: give a shorter lifetime"
+            ) from None
+        return value
+    if isinstance(value, datetime):
+        if value.utcoffset() is None:
+            raise InvalidExpiry(
+                f"set_expiry() needs an aware datetime, not the naive {value!r} (its time zone "
+                "cannot be known): e.g. datetime.now(timezone.utc) + timedelta(days=30)"
+            )
+        if value <= datetime.now(timezone.utc):
+            raise InvalidExpiry(
+                f"set_expiry({value.isoformat()}) is not in the future: to end the session call "
+                "session.invalidate()"
+            )
+        return value
+    raise TypeError(
+        "set_expiry() takes a timedelta (an idle lifetime of its own), an aware datetime (a fixed "
+        f"end) or None (the middleware's timeouts), not {type(value).__name__}: e.g. "
+        "timedelta(days=30)"
+    )
 
 
 def _utf8_length(text: str) -> int:

@@ -13,6 +13,7 @@ import hashlib
 from .errors import ConfigurationError
 
 __all__ = [
+    "ADDED_COLUMNS",
     "EXPECTED_COLUMNS",
     "LAYOUT",
     "LOCK",
@@ -23,6 +24,7 @@ __all__ = [
     "index_names",
     "lock_key",
     "quote_identifier",
+    "upgrade_statement",
 ]
 
 #: Take the table's advisory lock for the rest of the transaction (creation, migration).
@@ -102,11 +104,38 @@ EXPECTED_COLUMNS = {
     "created_at": "timestamp with time zone",
     "accessed_at": "timestamp with time zone",
     "expires_at": "timestamp with time zone",
+    "idle_timeout": "interval",
+    "ends_at": "timestamp with time zone",
 }
+#: The columns added since 0.1.0 (a session's own lifetime): an older table of ours gets them
+#: from :func:`upgrade_statement`.
+ADDED_COLUMNS = {"idle_timeout": "interval", "ends_at": "timestamptz"}
 
-# Expiry is the earlier of the idle and the absolute limit; LEAST ignores a NULL absolute limit.
-_EXPIRY = "LEAST(now() + %(idle)s, created_at + %(absolute)s)"
-_TOUCH_DUE = "accessed_at < now() - %(touch)s"
+
+def upgrade_statement(qualified: str) -> str:
+    """The DDL that brings a table made by an older version up to date (metadata only, instant).
+
+    :param qualified: the table's quoted, qualified name, as exact SQL.
+    """
+    adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {name} {kind}" for name, kind in ADDED_COLUMNS.items())
+    return f"ALTER TABLE {qualified} {adds}"
+
+
+def _expiry(ends_at: str, idle_timeout: str, created_at: str) -> str:
+    """When a row expires: its fixed end, else its own or the store's idle timeout from now;
+    never later than its absolute limit (LEAST ignores a NULL limit)."""
+    return (
+        f"LEAST(COALESCE({ends_at}, now() + COALESCE({idle_timeout}, %(idle)s)), {created_at} + %(absolute)s)"
+    )
+
+
+# By the lifetime the row holds (a touch, or a write whose touch is due) ...
+_ROW_EXPIRY = _expiry("ends_at", "idle_timeout", "created_at")
+# ... or by the one set_expiry() gave in this request (an insert, or a write that sets it).
+_NEW_ENDS_AT = "%(ends_at)s::timestamptz"
+_NEW_IDLE_TIMEOUT = "%(idle_timeout)s::interval"
+# A session's own idle timeout shortens the touch interval as the store's does (a tenth of it).
+_TOUCH_DUE = "accessed_at < now() - LEAST(%(touch)s, idle_timeout / 10)"
 _MERGED = "(CASE WHEN %(replace)s THEN '{}'::jsonb ELSE data - %(removed)s::text[] END || %(changed)s::jsonb)"
 # max_size bounds what the database stores, measured as it prints the jsonb value.
 _FITS = "(%(max_size)s::bigint IS NULL OR octet_length({data}::text) <= %(max_size)s::bigint)"
@@ -137,17 +166,23 @@ class Statements:
             "    user_id     text,\n"
             "    created_at  timestamptz  NOT NULL DEFAULT now(),\n"
             "    accessed_at timestamptz  NOT NULL DEFAULT now(),\n"
-            "    expires_at  timestamptz  NOT NULL\n"
+            "    expires_at  timestamptz  NOT NULL,\n"
+            "    idle_timeout interval,\n"
+            "    ends_at     timestamptz\n"
             ") WITH (fillfactor = 90)",
             f"CREATE INDEX IF NOT EXISTS {expires_index} ON {exact} (expires_at)",
             f"CREATE INDEX IF NOT EXISTS {user_index} ON {exact} (user_id) WHERE user_id IS NOT NULL",
         ]
+        #: Adds the columns a table made by 0.1.0 lacks; run only when they are missing.
+        self.upgrade = upgrade_statement(exact)
         self.load = (
-            f"SELECT data, accessed_at < now() - %(touch)s FROM {t} WHERE id = %(id)s AND expires_at > now()"
+            f"SELECT data, {_TOUCH_DUE}, idle_timeout, ends_at FROM {t}"
+            " WHERE id = %(id)s AND expires_at > now()"
         )
         self.insert = (
-            f"INSERT INTO {t} (id, data, user_id, expires_at)"
-            " SELECT %(id)s, s.data, %(user_id)s, now() + LEAST(%(idle)s, %(absolute)s)"
+            f"INSERT INTO {t} (id, data, user_id, idle_timeout, ends_at, expires_at)"
+            f" SELECT %(id)s, s.data, %(user_id)s, {_NEW_IDLE_TIMEOUT}, {_NEW_ENDS_AT},"
+            f" {_expiry(_NEW_ENDS_AT, _NEW_IDLE_TIMEOUT, 'now()')}"
             " FROM (SELECT %(data)s::jsonb AS data) s"
             f" WHERE {_FITS.format(data='s.data')}"
         )
@@ -156,16 +191,20 @@ class Statements:
         self.write = (
             f"UPDATE {t} SET id = COALESCE(%(new_id)s, id), data = {_MERGED},"
             " user_id = CASE WHEN %(set_user)s THEN %(user_id)s ELSE user_id END,"
-            f" accessed_at = CASE WHEN {_TOUCH_DUE} THEN now() ELSE accessed_at END,"
-            f" expires_at = CASE WHEN {_TOUCH_DUE} THEN {_EXPIRY} ELSE expires_at END"
+            f" idle_timeout = CASE WHEN %(set_expiry)s THEN {_NEW_IDLE_TIMEOUT} ELSE idle_timeout END,"
+            f" ends_at = CASE WHEN %(set_expiry)s THEN {_NEW_ENDS_AT} ELSE ends_at END,"
+            f" accessed_at = CASE WHEN %(set_expiry)s OR {_TOUCH_DUE} THEN now() ELSE accessed_at END,"
+            " expires_at = CASE"
+            f" WHEN %(set_expiry)s THEN {_expiry(_NEW_ENDS_AT, _NEW_IDLE_TIMEOUT, 'created_at')}"
+            f" WHEN {_TOUCH_DUE} THEN {_ROW_EXPIRY} ELSE expires_at END"
             f" WHERE id = %(id)s AND expires_at > now() AND {_FITS.format(data=_MERGED)}"
-            " RETURNING data -> '_permanent', accessed_at = now()"
+            " RETURNING data -> '_permanent', accessed_at = now(), idle_timeout, ends_at"
         )
         self.merged_size = (
             f"SELECT octet_length({_MERGED}::text) FROM {t} WHERE id = %(id)s AND expires_at > now()"
         )
         self.touch = (
-            f"UPDATE {t} SET accessed_at = now(), expires_at = {_EXPIRY}"
+            f"UPDATE {t} SET accessed_at = now(), expires_at = {_ROW_EXPIRY}"
             " WHERE id = %(id)s AND expires_at > now()"
         )
         self.delete = f"DELETE FROM {t} WHERE id = %(id)s"
@@ -175,6 +214,21 @@ class Statements:
             " WHERE lock.acquired AND s.expires_at <= now() AND s.expires_at >= %(after)s::timestamptz"
             " ORDER BY s.expires_at LIMIT %(limit)s FOR UPDATE OF s SKIP LOCKED) RETURNING expires_at)"
             " SELECT count(*), max(expires_at) FROM deleted"
+        )
+        # About how many rows a purge has ahead, for progress displays: counted exactly up to
+        # %(cap)s rows (bounded work on the expires_at index), else estimated from a sample of
+        # about %(pages)s of the table's pages (the table given as %(name)s), whatever the
+        # freshness of its statistics.
+        self.expired_count = (
+            f"SELECT count(*) FROM (SELECT 1 FROM {t} WHERE expires_at <= now() LIMIT %(cap)s) s"
+        )
+        percent = (
+            "LEAST(100, %(pages)s * 100.0 / GREATEST(1,"
+            " pg_relation_size(to_regclass(%(name)s)) / current_setting('block_size')::int))"
+        )
+        self.expired_sample = (
+            f"SELECT round(count(*) * 100.0 / {percent})::bigint"
+            f" FROM {t} TABLESAMPLE SYSTEM ({percent}) WHERE expires_at <= now()"
         )
         self.for_user = (
             f"SELECT encode(id, 'hex'), created_at, accessed_at, expires_at FROM {t}"
@@ -198,6 +252,8 @@ class Statements:
                 "touch",
                 "delete",
                 "purge",
+                "expired_count",
+                "expired_sample",
                 "for_user",
                 "revoke",
                 "stats",

@@ -54,7 +54,7 @@ from .errors import (
     SessionTooLarge,
     StoreUnavailable,
 )
-from .layout import check_layout
+from .layout import check_layout, needs_upgrade
 from .pool import ConnectionPool, _first_line
 from .purge import PurgeWorker
 from .sql import (
@@ -75,6 +75,11 @@ log = logging.getLogger("pgsession_wsgi")
 
 T = TypeVar("T")
 Cursor = psycopg2.extensions.cursor
+
+#: Up to this many expired rows are counted exactly for a purge's progress; beyond it they are
+#: estimated from about SAMPLED_PAGES of the table's pages (16 MB), so counting never takes long.
+EXACT_COUNT_LIMIT = 100_000
+SAMPLED_PAGES = 2000
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,7 @@ class PostgresStore:
         self._settings_checked = False
         self._ready_pid: int | None = None
         self._table_created = False
+        self._layout_checked = False
         self._ready_lock = threading.Lock()
         self._purger: PurgeWorker | None = None
 
@@ -176,14 +182,19 @@ class PostgresStore:
     # -- setup -----------------------------------------------------------------------------
 
     def ddl(self) -> str:
-        """The statements that create the table and its indexes, for a DBA to run by hand."""
-        return ";\n".join(self._sql.create) + ";\n"
+        """The statements that create the table and its indexes, for a DBA to run by hand.
+
+        They also bring a table made by an older version up to date (its missing columns).
+        """
+        schema_sql, table_sql, *index_sql = self._sql.create
+        return ";\n".join([schema_sql, table_sql, self._sql.upgrade, *index_sql]) + ";\n"
 
     def create_table(self) -> None:
         """Create schema, table and indexes if missing; safe when many processes start at once.
 
         ``CREATE ... IF NOT EXISTS`` alone races in PostgreSQL (a concurrent create fails on a
         catalog unique index), so the statements run under a transaction-scoped advisory lock.
+        A table made by an older version gets the columns added since (metadata only).
 
         :raises LegacyTableError: the table has flask-pg-session's layout; convert it first.
         :raises ConfigurationError: the table exists with another layout.
@@ -199,7 +210,7 @@ class PostgresStore:
                 if missing_schema:
                     cur.execute(schema_sql)
                 cur.execute(table_sql)
-                self._check_layout(cur)  # before the indexes, which need our columns
+                self._check_layout(cur, upgrade=True)  # before the indexes, which need our columns
                 for statement in index_sql:
                     cur.execute(statement)
                 cur.execute("COMMIT")
@@ -211,9 +222,20 @@ class PostgresStore:
         self._run(create, retry=True, setup=True)
         self._table_created = True
 
-    def _check_layout(self, cur: Cursor) -> None:
+    def _check_layout(self, cur: Cursor, *, upgrade: bool) -> None:
+        """Refuse a table that is not ours; with ``upgrade``, add what an older one of ours lacks.
+
+        A missing table passes (create_table=False): its first statement says how to create it.
+        """
         cur.execute(LAYOUT, (self._qualified,))
-        check_layout(dict(cur.fetchall()), qualified=self._qualified, table=self.table, schema=self.schema)
+        columns = dict(cur.fetchall())
+        if upgrade and needs_upgrade(columns):
+            # ALTER TABLE waits for an exclusive lock even when there is nothing to add: only now.
+            cur.execute(self._sql.upgrade)
+            cur.execute(LAYOUT, (self._qualified,))
+            columns = dict(cur.fetchall())
+        if columns:
+            check_layout(columns, qualified=self._qualified, table=self.table, schema=self.schema)
 
     def _check_first_connection(self, conn: psycopg2.extensions.connection) -> None:
         """Find out once whether the server kept our startup options.
@@ -246,6 +268,10 @@ class PostgresStore:
                 return
             if self._create_table and not self._table_created:
                 self.create_table()
+            elif not self._create_table and not self._layout_checked:
+                # Once per process: an older table is named with its fix, not a failing SELECT.
+                self._run(lambda cur: self._check_layout(cur, upgrade=False), retry=True, setup=True)
+                self._layout_checked = True
             if self.purge_interval is not None:
                 self._purger = PurgeWorker(self, self.purge_interval)
                 self._purger.start()
@@ -316,10 +342,22 @@ class PostgresStore:
                 absolute=operation.absolute,
                 touch_interval=operation.touch_interval,
                 max_size=operation.max_size,
+                set_expiry=operation.set_expiry,
+                idle_timeout=operation.idle_timeout,
+                ends_at=operation.ends_at,
             )
         if isinstance(operation, Insert):
             op = operation
-            return self.insert(op.id_hash, op.data_json, op.user_id, op.idle, op.absolute, op.max_size)
+            return self.insert(
+                op.id_hash,
+                op.data_json,
+                op.user_id,
+                op.idle,
+                op.absolute,
+                op.max_size,
+                idle_timeout=op.idle_timeout,
+                ends_at=op.ends_at,
+            )
         if isinstance(operation, Touch):
             return self.touch(operation.id_hash, operation.idle, operation.absolute)
         if isinstance(operation, Delete):
@@ -340,7 +378,7 @@ class PostgresStore:
                 row = cur.fetchone()
             except (ValueError, RecursionError) as exc:  # JSON our codec never writes
                 raise SessionDataError(type(exc).__name__) from None
-            return None if row is None else LoadedRow(row[0], row[1])
+            return None if row is None else LoadedRow(*row)
 
         return self._run(select, retry=True)
 
@@ -352,6 +390,9 @@ class PostgresStore:
         idle: timedelta,
         absolute: timedelta | None,
         max_size: int | None = None,
+        *,
+        idle_timeout: timedelta | None = None,
+        ends_at: datetime | None = None,
     ) -> None:
         """Store a new session; :class:`SessionTooLarge` (nothing stored) if it is over ``max_size``.
 
@@ -364,6 +405,8 @@ class PostgresStore:
         :param idle: the row expires this long after its last touch.
         :param absolute: the row expires this long after its creation at the latest; None: never.
         :param max_size: the most bytes the stored data may take; None for no limit.
+        :param idle_timeout: the session's own idle lifetime, instead of ``idle``; None: ``idle``.
+        :param ends_at: the session's fixed end, instead of any idle expiry; None: none.
         :raises SessionTooLarge: the data is over ``max_size``.
         """
         params = {
@@ -373,6 +416,8 @@ class PostgresStore:
             "idle": idle,
             "absolute": absolute,
             "max_size": max_size,
+            "idle_timeout": idle_timeout,
+            "ends_at": ends_at,
         }
 
         def execute(cur: Cursor) -> None:
@@ -396,11 +441,15 @@ class PostgresStore:
         absolute: timedelta | None,
         touch_interval: timedelta,
         max_size: int | None = None,
+        set_expiry: bool = False,
+        idle_timeout: timedelta | None = None,
+        ends_at: datetime | None = None,
     ) -> WriteResult:
         """Merge changed keys into a live row, moving it to ``new_hash`` if given.
 
         The merged row is measured in the same statement, so concurrent writes cannot pass
-        ``max_size`` together. The expiry columns change only when a touch is due, so most
+        ``max_size`` together. The expiry columns change only when a touch is due (or with
+        ``set_expiry``), so most
         writes leave every indexed column as it was and PostgreSQL can update the row in place
         (a HOT update).
 
@@ -414,7 +463,11 @@ class PostgresStore:
         :param absolute: as for :meth:`insert`.
         :param touch_interval: a touch is due when ``accessed_at`` is older than this.
         :param max_size: the most bytes the merged data may take; None for no limit.
-        :returns: whether the row was there, whether its expiry moved, its ``_permanent``.
+        :param set_expiry: write ``idle_timeout`` and ``ends_at`` and recompute the expiry now.
+        :param idle_timeout: as for :meth:`insert`; written only with ``set_expiry``.
+        :param ends_at: as for :meth:`insert`; written only with ``set_expiry``.
+        :returns: whether the row was there, whether its expiry moved, its ``_permanent``, and
+            its own lifetime.
         :raises SessionTooLarge: the merged row is over ``max_size``; nothing was written.
         """
         params = {
@@ -429,6 +482,9 @@ class PostgresStore:
             "absolute": absolute,
             "touch": touch_interval,
             "max_size": max_size,
+            "set_expiry": set_expiry,
+            "idle_timeout": idle_timeout,
+            "ends_at": ends_at,
         }
 
         def execute(cur: Cursor) -> WriteResult:
@@ -442,13 +498,14 @@ class PostgresStore:
                     if found is not None and found[0] > max_size:
                         raise SessionTooLarge(int(found[0]), max_size)
                 return WriteResult(updated=False, touched=False, permanent=None)
-            permanent, touched = row
-            return WriteResult(True, bool(touched), permanent if isinstance(permanent, bool) else None)
+            permanent, touched, own_idle, own_end = row
+            stored = permanent if isinstance(permanent, bool) else None
+            return WriteResult(True, bool(touched), stored, own_idle, own_end)
 
         return self._run(execute, retry=False)
 
     def touch(self, id_hash: bytes, idle: timedelta, absolute: timedelta | None) -> bool:
-        """Push a live row's expiry forward without rewriting its data.
+        """Push a live row's expiry forward (by its own lifetime, if it has one), data untouched.
 
         :param id_hash: the SHA-256 of the session id.
         :param idle: as for :meth:`insert`.
@@ -476,19 +533,51 @@ class PostgresStore:
 
     # -- maintenance -----------------------------------------------------------------------
 
-    def purge_expired(self, batch_size: int = DEFAULT_PURGE_BATCH_SIZE) -> int:
+    def purge_expired(
+        self,
+        batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
+        *,
+        on_batch: Callable[[int, int], bool | None] | None = None,
+    ) -> int:
         """Delete expired rows in batches of ``batch_size``; returns how many went.
 
-        Each batch is one short statement that skips rows other transactions hold, so requests
-        never wait on it. Batches take a transaction-scoped advisory lock: while another process
-        is purging, this call stops early (and may return 0).
+        Each batch is one short statement, its own transaction, that skips rows other
+        transactions hold, so requests never wait on it and a stop between batches leaves nothing
+        half-done. Batches take a transaction-scoped advisory lock: while another process is
+        purging, this call stops early (and may return 0).
 
         :param batch_size: rows per statement: shorter statements against more round trips.
+        :param on_batch: for a long purge, to show progress or stop it: called as
+            ``on_batch(removed, expected)`` once before the first batch (``removed`` 0) and after
+            each committed batch, ``removed`` counting every row gone so far. ``expected`` is how
+            many rows were expired at the start: an exact count up to
+            :data:`EXACT_COUNT_LIMIT`, beyond it an estimate from a sample of the table's pages
+            (rows expiring meanwhile are purged too, so ``removed`` may pass it). Return
+            ``False`` to stop there; the rows removed so far stay removed and are counted in the
+            result. Without it, no count is made.
         :raises ConfigurationError: ``batch_size`` is below 1.
         """
         if batch_size < 1:
             raise ConfigurationError("batch_size must be at least 1")
-        return self._run(lambda cur: self._purge_batches(cur, batch_size), retry=True)
+        # Kept across the one retry on a fresh connection, so the count never goes back.
+        removed = 0
+        expected: int | None = None
+
+        def batch_done(count: int) -> bool:
+            nonlocal removed
+            removed += count
+            return on_batch is None or on_batch(removed, expected or 0) is not False
+
+        def purge(cur: Cursor) -> int:
+            nonlocal expected
+            if on_batch is not None and expected is None:
+                expected = self._count_expired(cur)
+                if on_batch(0, expected) is False:
+                    return 0
+            self._purge_batches(cur, batch_size, batch_done)
+            return removed
+
+        return self._run(purge, retry=True)
 
     def purge_on(self, conn: psycopg2.extensions.connection, batch_size: int) -> int:
         """:meth:`purge_expired` on a connection outside the pool (the purge worker's own).
@@ -503,7 +592,11 @@ class PostgresStore:
         """A connection outside the pool, for work that must never make a request wait."""
         return self._pool.connect_unpooled()
 
-    def _purge_batches(self, cur: Cursor, batch_size: int) -> int:
+    def _purge_batches(
+        self, cur: Cursor, batch_size: int, batch_done: Callable[[int], bool] | None = None
+    ) -> int:
+        """Purge batch after batch until one comes back short; ``batch_done(count)`` is told of
+        each committed batch and stops the purge by returning False."""
         # Each batch starts where the last one ended in expires_at order, so it never walks
         # over index entries of rows already deleted (and not yet vacuumed).
         total, after = 0, "-infinity"
@@ -511,9 +604,23 @@ class PostgresStore:
             cur.execute(self._sql.purge, {"lock": self._lock_key, "limit": batch_size, "after": after})
             removed, last = _one_row(cur)
             total += removed
+            if batch_done is not None and not batch_done(int(removed)):
+                return int(total)
             if removed < batch_size:
                 return int(total)
             after = last
+
+    def _count_expired(self, cur: Cursor) -> int:
+        """About how many rows are expired: exact up to EXACT_COUNT_LIMIT, else estimated from
+        a sample of the table's pages (counting millions of rows would delay the purge it is
+        meant to describe, and the planner's statistics lag behind a burst of expiries)."""
+        cur.execute(self._sql.expired_count, {"cap": EXACT_COUNT_LIMIT})
+        (counted,) = _one_row(cur)
+        if counted < EXACT_COUNT_LIMIT:
+            return int(counted)
+        cur.execute(self._sql.expired_sample, {"pages": SAMPLED_PAGES, "name": self._qualified})
+        (estimate,) = _one_row(cur)
+        return max(int(counted), int(estimate or 0))
 
     def sessions_for_user(self, user_id: Any) -> list[SessionInfo]:
         """The live sessions whose ``user_key`` value is ``user_id``, most recently used first.

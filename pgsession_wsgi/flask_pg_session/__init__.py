@@ -19,7 +19,13 @@ Converting the table once, from Python (``pgsession-wsgi migrate-flask-pg-sessio
 from __future__ import annotations
 
 from .conventions import FLASK_PG_SESSION_TABLE
-from .migrate import RENAMED_SUFFIX, MigrationReport, NothingToMigrate, migrate_flask_pg_session
+from .migrate import (
+    RENAMED_SUFFIX,
+    MigrationReport,
+    MigrationStopped,
+    NothingToMigrate,
+    migrate_flask_pg_session,
+)
 from .rows import LegacyRow, is_legacy_table, read_legacy_rows
 from .signer import FlaskPgSessionSigner
 from .unpickle import LegacyDataError, UnsafePickleError, restricted_loads
@@ -31,6 +37,7 @@ __all__ = [
     "LegacyDataError",
     "LegacyRow",
     "MigrationReport",
+    "MigrationStopped",
     "NothingToMigrate",
     "UnsafePickleError",
     "is_legacy_table",

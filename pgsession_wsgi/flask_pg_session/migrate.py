@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -18,20 +19,44 @@ import psycopg2.extras
 from ..cookies import hash_session_id
 from ..defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_SCHEMA
 from ..dsn import connect_arguments
-from ..errors import ConfigurationError, StoreUnavailable
+from ..errors import ConfigurationError, SessionError, StoreUnavailable
 from ..pool import _first_line
 from ..session import META_KEYS
 from ..sql import LOCK, lock_key, quote_identifier
 from ..store import PostgresStore
 from .conventions import FLASK_PG_SESSION_TABLE, UUID4_PATTERN
 from .convert import encode_row
-from .rows import DEFAULT_BATCH_SIZE, is_legacy_table, read_legacy_rows
+from .rows import DEFAULT_BATCH_SIZE, LegacyRow, is_legacy_table, read_legacy_rows
 
-__all__ = ["RENAMED_SUFFIX", "MigrationReport", "NothingToMigrate", "migrate_flask_pg_session"]
+__all__ = [
+    "RENAMED_SUFFIX",
+    "MigrationReport",
+    "MigrationStopped",
+    "NothingToMigrate",
+    "migrate_flask_pg_session",
+]
 
 
 class NothingToMigrate(ConfigurationError):
     """The table is missing or already a pgsession-wsgi table: there is nothing to convert."""
+
+
+class MigrationStopped(SessionError):
+    """The ``on_batch`` callback stopped the migration; it was rolled back, nothing changed.
+
+    :param done: rows handled (converted, refused or skipped) before the stop.
+    :param total: the live rows there were to handle.
+    :param table: the quoted, qualified name of the table, still flask-pg-session's.
+    """
+
+    def __init__(self, done: int, total: int, table: str) -> None:
+        super().__init__(
+            f"the migration was stopped after {done} of {total} row(s) and rolled back: nothing "
+            f"changed, {table} is still the flask-pg-session table; run it again to start over"
+        )
+        self.done = done
+        self.total = total
+        self.table = table
 
 
 @dataclass
@@ -100,6 +125,7 @@ def migrate_flask_pg_session(
     lifetime: _dt.timedelta = DEFAULT_IDLE_TIMEOUT,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_size: int = DEFAULT_MAX_SIZE,
+    on_batch: Callable[[int, int], bool | None] | None = None,
 ) -> MigrationReport:
     """Convert a flask-pg-session table into a pgsession-wsgi table of the same name.
 
@@ -126,7 +152,14 @@ def migrate_flask_pg_session(
     :param batch_size: rows read and inserted per statement.
     :param max_size: refuse a row whose JSON would be larger; pass the app's ``max_size`` so
         every converted session can be saved again.
+    :param on_batch: for a long migration, to show progress or stop it: called as
+        ``on_batch(done, total)`` once before the first row (``done`` 0) and after each batch,
+        ``done`` counting the rows handled so far (converted, refused or skipped) and ``total``
+        the live rows under ``key_prefix``, counted exactly at the start (it costs one scan of
+        the old table, made only when ``on_batch`` is given). Return ``False`` to stop: the
+        whole migration is rolled back and :class:`MigrationStopped` is raised.
     :raises NothingToMigrate: the table is missing or already a pgsession-wsgi table.
+    :raises MigrationStopped: ``on_batch`` returned ``False``; nothing was changed.
     :raises ConfigurationError: a bad argument, a table of another layout, or a name clash with
         the renamed table.
     :raises StoreUnavailable: the database cannot be reached.
@@ -170,6 +203,10 @@ def migrate_flask_pg_session(
                 )
             _rename(cur, schema, table, renamed)
             cur.execute(target.ddl())
+            progress = None
+            if on_batch is not None:
+                progress = _reporter(on_batch, _count_live(cur, old_qualified, key_prefix), qualified)
+                progress(0)
             _copy_rows(
                 conn,
                 cur,
@@ -182,6 +219,7 @@ def migrate_flask_pg_session(
                 target.qualified_name,
                 META_KEYS,
                 max_size,
+                progress,
             )
             if key_prefix:
                 cur.execute(
@@ -195,6 +233,30 @@ def migrate_flask_pg_session(
     finally:
         conn.close()
     return report
+
+
+def _reporter(
+    on_batch: Callable[[int, int], bool | None], total: int, qualified: str
+) -> Callable[[int], None]:
+    """``on_batch`` with the total bound; a stop raises, so the transaction rolls back."""
+
+    def progress(done: int) -> None:
+        if on_batch(done, total) is False:
+            raise MigrationStopped(done, total, qualified)
+
+    return progress
+
+
+def _count_live(cur: Any, old_qualified: str, key_prefix: str) -> int:
+    """The rows :func:`read_legacy_rows` will yield (the same filter, the same transaction)."""
+    cur.execute(
+        f"SELECT count(*) FROM {old_qualified}"
+        " WHERE left(session_id, char_length(%(p)s)) = %(p)s"
+        " AND (expiry IS NULL OR expiry > now() AT TIME ZONE 'UTC')",
+        {"p": key_prefix},
+    )
+    (count,) = cur.fetchone() or (0,)
+    return int(count)
 
 
 def _rename(cur: Any, schema: str, table: str, renamed: str) -> None:
@@ -228,11 +290,15 @@ def _copy_rows(
     new_qualified: str,
     meta_keys: frozenset[str],
     max_size: int,
+    progress: Callable[[int], None] | None = None,
 ) -> None:
+    """Convert the rows, inserting them a batch at a time and reporting each batch to
+    ``progress`` with the rows handled so far (converted, refused or skipped)."""
     insert = f"INSERT INTO {new_qualified} (id, data, created_at, accessed_at, expires_at) VALUES %s"
     template = "(%s, %s::jsonb, COALESCE(%s, now()), now(), COALESCE(%s, now() + %s))"
     pending: list[tuple[Any, ...]] = []
     pending_size = 0
+    handled = 0
 
     def flush() -> None:
         nonlocal pending_size
@@ -245,28 +311,37 @@ def _copy_rows(
     def refuse(label: str, reason: str) -> None:
         report.refused.append((label, _short(reason)))
 
-    for row in read_legacy_rows(conn, old_table, schema, key_prefix=key_prefix, batch_size=batch_size):
+    def take(row: LegacyRow) -> None:
+        nonlocal pending_size
         digest = hash_session_id(row.session_id)  # the key the store looks the cookie's id up by
         label = digest.hex()[:12]
         if not _ISSUED_ID.fullmatch(row.session_id):
             refuse(label, "the session id is not a uuid4, the only id flask-pg-session issues; not converted")
-            continue
-        if row.data is None:
+        elif row.data is None:
             refuse(label, row.error or "unreadable data")
-            continue
-        if all(key in meta_keys for key in row.data):
+        elif all(key in meta_keys for key in row.data):
             report.skipped_empty += 1
-            continue
-        data_json, reason = encode_row(row.data, max_size)
-        if data_json is None:
-            refuse(label, reason or "cannot be stored")
-            continue
-        pending.append((psycopg2.Binary(digest), data_json, row.created, row.expiry, lifetime))
-        pending_size += len(data_json)
-        # Rows may be up to max_size each: bound the batch's memory too, not only its count.
-        if len(pending) >= batch_size or pending_size >= _MAX_BATCH_CHARS:
+        else:
+            data_json, reason = encode_row(row.data, max_size)
+            if data_json is None:
+                refuse(label, reason or "cannot be stored")
+            else:
+                pending.append((psycopg2.Binary(digest), data_json, row.created, row.expiry, lifetime))
+                pending_size += len(data_json)
+
+    for row in read_legacy_rows(conn, old_table, schema, key_prefix=key_prefix, batch_size=batch_size):
+        take(row)
+        handled += 1
+        # A batch is batch_size rows handled, or less when their JSON is large: rows may be up to
+        # max_size each, so the batch's memory is bounded too, not only its count.
+        if handled % batch_size == 0 or pending_size >= _MAX_BATCH_CHARS:
             flush()
-    flush()
+            if progress is not None:
+                progress(handled)
+    if pending or handled % batch_size:
+        flush()
+        if progress is not None:
+            progress(handled)
 
 
 def _insert_batch(cur: Any, insert: str, template: str, rows: list[tuple[Any, ...]]) -> None:
