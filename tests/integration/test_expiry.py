@@ -417,6 +417,25 @@ async def test_the_async_store_answers_with_the_rows_own_lifetime(make_async_sto
     check_lifetime_answers(answers, operations[3].ends_at)  # type: ignore[union-attr]
 
 
+@pytest.mark.anyio
+async def test_both_stores_answer_the_same_through_pgbouncer(
+    make_pgbouncer: Callable[[str], Any],
+    make_store: Callable[..., PostgresStore],
+    make_async_store: MakeAsyncStore,
+    pg_dsn: str,
+) -> None:
+    # The startup options are dropped there: each statement carries SET LOCAL, and the async
+    # store binds the new parameters on the client.
+    bouncer = make_pgbouncer(pg_dsn)
+    store = make_store(dsn=bouncer.dsn)
+    operations = lifetime_operations()
+    check_lifetime_answers([store.execute(op) for op in operations], operations[3].ends_at)  # type: ignore[union-attr]
+    async_store = make_async_store(dsn=bouncer.dsn, table="bounced")
+    operations = lifetime_operations()
+    answers = [await async_store.execute(op) for op in operations]
+    check_lifetime_answers(answers, operations[3].ends_at)  # type: ignore[union-attr]
+
+
 # -- tables of an older version -------------------------------------------------------------
 
 
