@@ -18,7 +18,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from .errors import StoreUnavailable
+from .errors import ConfigurationError, StoreUnavailable
 
 __all__ = ["ConnectionPool"]
 
@@ -81,6 +81,8 @@ class ConnectionPool:
     :param max_connections: the most connections open at once.
     :param timeout: seconds a borrower waits for a free connection.
     :param on_connect: called with each new connection before its first use.
+    :param factory: makes each new connection instead of ``psycopg2.connect(**connect_kwargs)``
+        (an app's own connection factory); the pool still owns, checks and closes them.
     """
 
     def __init__(
@@ -89,9 +91,11 @@ class ConnectionPool:
         max_connections: int,
         timeout: float,
         on_connect: Callable[[Connection], None] | None = None,
+        factory: Callable[[], Connection] | None = None,
     ) -> None:
         self.connect_kwargs = connect_kwargs
         self._on_connect = on_connect
+        self._factory = factory
         self.max_connections = max_connections
         self.timeout = timeout
         self._cond = threading.Condition()
@@ -108,12 +112,19 @@ class ConnectionPool:
 
     def _connect(self) -> Connection:
         try:
-            conn: Connection = psycopg2.connect(**self.connect_kwargs)
+            conn: Connection = (
+                psycopg2.connect(**self.connect_kwargs) if self._factory is None else self._factory()
+            )
         except psycopg2.OperationalError as exc:
             raise StoreUnavailable(
                 f"cannot connect to PostgreSQL ({_first_line(exc)}); check that the server is "
                 "running and the DSN is right"
             ) from None
+        if not isinstance(conn, Connection):
+            raise ConfigurationError(
+                f"the connection factory returned {type(conn).__name__}, not a psycopg2 connection: "
+                "make it return psycopg2.connect(...)"
+            )
         conn.autocommit = True
         if self._on_connect is not None:
             try:

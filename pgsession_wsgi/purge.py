@@ -24,7 +24,8 @@ log = logging.getLogger("pgsession_wsgi")
 
 
 class PurgeWorker(threading.Thread):
-    """Purges ``store`` every ``interval`` seconds on a connection of its own.
+    """Purges ``store`` every ``interval`` seconds on a connection of its own (or, on an app's
+    engine or pool, one borrowed for each batch).
 
     One per process, started (again, in forked children) by the store. It holds the store
     weakly, so a store that is dropped without ``close()`` still stops it.
@@ -56,9 +57,13 @@ class PurgeWorker(threading.Thread):
             if store is None:
                 break
             try:
-                if conn is None or conn.closed:
-                    conn = store.connect_unpooled()
-                removed = store.purge_on(conn, DEFAULT_PURGE_BATCH_SIZE)
+                if store.borrows_connections:
+                    # The app's engine or pool: a borrowed connection per batch, never kept.
+                    removed = store.purge_batch_by_batch(DEFAULT_PURGE_BATCH_SIZE)
+                else:
+                    if conn is None or conn.closed:
+                        conn = store.connect_unpooled()
+                    removed = store.purge_on(conn, DEFAULT_PURGE_BATCH_SIZE)
                 if removed:
                     log.info("purged %d expired sessions from %s", removed, store.qualified_name)
                 failing = False

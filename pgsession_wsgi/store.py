@@ -19,12 +19,14 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
+import psycopg2.pool
 
+from .borrowed import EngineConnections, LentConnections, PoolConnections, lent_settings, use_own_typecasters
 from .core import (
     KEEP_USER,
     Delete,
@@ -73,7 +75,11 @@ __all__ = ["PostgresStore", "SessionInfo"]
 
 log = logging.getLogger("pgsession_wsgi")
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
 T = TypeVar("T")
+S = TypeVar("S", bound="PostgresStore")
 Cursor = psycopg2.extensions.cursor
 
 #: Up to this many expired rows are counted exactly for a purge's progress; beyond it they are
@@ -103,6 +109,10 @@ class PostgresStore:
 
     Every method that reaches the database raises :class:`StoreUnavailable` when it cannot do
     so in time, and :class:`SessionError` when a statement fails.
+
+    Built from a DSN, the store has a pool of its own. An app that already has a SQLAlchemy
+    engine or a psycopg2 pool can lend the store its connections instead (:meth:`from_engine`,
+    :meth:`from_pool`), or say how to open them (:meth:`from_factory`).
 
     :param dsn: a libpq connection string or ``postgresql://`` URL.
     :param table: table name; quoted as an identifier, so any name is safe.
@@ -137,27 +147,203 @@ class PostgresStore:
     ) -> None:
         dsn = normalize_dsn(dsn)
         check_store_options(max_connections, pool_timeout, connect_timeout, purge_interval)
+        # The settings kept are only those we send, so a user's own is never "re-applied".
+        connect_kwargs, settings = store_connect_arguments(
+            dsn,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            synchronous_commit=synchronous_commit,
+        )
+        pool = ConnectionPool(
+            connect_kwargs, max_connections, pool_timeout, on_connect=self._check_first_connection
+        )
+        self._set_up(pool, table, schema, statement_timeout, settings, create_table, purge_interval)
+
+    @classmethod
+    def from_engine(
+        cls: type[S],
+        engine: Engine,
+        table: str = DEFAULT_TABLE,
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        statement_timeout: float | None = 5.0,
+        synchronous_commit: bool = True,
+        create_table: bool = True,
+        purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+    ) -> S:
+        """A store on the app's SQLAlchemy engine: one engine, one set of credentials, one pool.
+
+        Each statement borrows a connection from the engine's pool (``engine.raw_connection()``)
+        and gives it back at once, as it was lent (see :mod:`pgsession_wsgi.borrowed`). The
+        engine's pool sets how many connections there are and how long a request waits for one
+        (its ``pool_size``, ``max_overflow``, ``pool_timeout``: SQLAlchemy's default wait is 30
+        s, a shorter one answers 503 sooner). ``pool_pre_ping`` is not needed: the store finds
+        dead connections without a round trip, and pre-ping would add one per statement.
+
+        :param engine: a :class:`sqlalchemy.engine.Engine` with the ``postgresql+psycopg2``
+            driver; :meth:`close` leaves it open.
+        :param table: as for :class:`PostgresStore`.
+        :param schema: as for :class:`PostgresStore`.
+        :param statement_timeout: seconds any one of the store's statements may run, set with
+            ``SET LOCAL`` on each (the engine's connections are the app's: nothing outlives the
+            statement); None leaves the connection's own setting.
+        :param synchronous_commit: as for :class:`PostgresStore`, also with ``SET LOCAL``.
+        :param create_table: as for :class:`PostgresStore`; False when a migration tool (e.g.
+            Alembic with :func:`pgsession_wsgi.sqlalchemy.session_table`) creates the table.
+        :param purge_interval: as for :class:`PostgresStore`; the background purge borrows a
+            connection for each batch alone, so it never holds one of the app's for long.
+        :raises ConfigurationError: not an Engine, or not ``postgresql+psycopg2``.
+        """
+        check_store_options(1, 1.0, 1.0, purge_interval)
+        return cls._lent(
+            EngineConnections(engine),
+            table,
+            schema,
+            statement_timeout,
+            synchronous_commit,
+            create_table,
+            purge_interval,
+        )
+
+    @classmethod
+    def from_pool(
+        cls: type[S],
+        pool: psycopg2.pool.AbstractConnectionPool,
+        table: str = DEFAULT_TABLE,
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        pool_timeout: float = 5.0,
+        statement_timeout: float | None = 5.0,
+        synchronous_commit: bool = True,
+        create_table: bool = True,
+        purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+    ) -> S:
+        """A store on the app's psycopg2 pool, borrowing one connection per statement.
+
+        Each connection goes back with ``putconn`` right after its statement, as it was lent,
+        or with ``putconn(conn, close=True)`` if it broke. Use a ``ThreadedConnectionPool``
+        when requests run in threads.
+
+        :param pool: a :class:`psycopg2.pool.AbstractConnectionPool`; :meth:`close` leaves it open.
+        :param table: as for :class:`PostgresStore`.
+        :param schema: as for :class:`PostgresStore`.
+        :param pool_timeout: seconds to wait for one of the pool's connections while all are out
+            (psycopg2's pools refuse at once; the store asks again until then), then
+            :class:`StoreUnavailable`.
+        :param statement_timeout: as for :meth:`from_engine`.
+        :param synchronous_commit: as for :meth:`from_engine`.
+        :param create_table: as for :class:`PostgresStore`.
+        :param purge_interval: as for :meth:`from_engine`.
+        :raises ConfigurationError: not a psycopg2 pool, or a number out of range.
+        """
+        check_store_options(1, pool_timeout, 1.0, purge_interval)
+        return cls._lent(
+            PoolConnections(pool, pool_timeout),
+            table,
+            schema,
+            statement_timeout,
+            synchronous_commit,
+            create_table,
+            purge_interval,
+        )
+
+    @classmethod
+    def from_factory(
+        cls: type[S],
+        factory: Callable[[], psycopg2.extensions.connection],
+        table: str = DEFAULT_TABLE,
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = 5.0,
+        statement_timeout: float | None = 5.0,
+        synchronous_commit: bool = True,
+        create_table: bool = True,
+        purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+    ) -> S:
+        """A store whose own pool opens its connections with the app's factory.
+
+        For credentials only the app knows how to get (a secrets manager, a rotating token):
+        the factory is called for each new connection, and the store pools, checks and closes
+        them as it does its own. The store's settings travel with each statement (``SET
+        LOCAL``) unless the factory's connections already have them, which is checked once.
+
+        :param factory: returns a new psycopg2 connection, e.g.
+            ``lambda: psycopg2.connect(dsn, password=fetch_token())``.
+        :param table: as for :class:`PostgresStore`.
+        :param schema: as for :class:`PostgresStore`.
+        :param max_connections: as for :class:`PostgresStore`.
+        :param pool_timeout: as for :class:`PostgresStore`.
+        :param statement_timeout: as for :meth:`from_engine`.
+        :param synchronous_commit: as for :meth:`from_engine`.
+        :param create_table: as for :class:`PostgresStore`.
+        :param purge_interval: as for :class:`PostgresStore` (the purge has a connection of its
+            own, from the factory).
+        :raises ConfigurationError: ``factory`` is not callable, or a number out of range.
+        """
+        if not callable(factory):
+            raise ConfigurationError(
+                "from_factory() takes a callable returning a new psycopg2 connection, "
+                "e.g. lambda: psycopg2.connect(dsn)"
+            )
+        check_store_options(max_connections, pool_timeout, 1.0, purge_interval)
+        store = cls.__new__(cls)
+        pool = ConnectionPool(
+            {}, max_connections, pool_timeout, on_connect=store._check_first_connection, factory=factory
+        )
+        settings = lent_settings(statement_timeout, synchronous_commit)
+        store._set_up(pool, table, schema, statement_timeout, settings, create_table, purge_interval)
+        store._origin = "your connection factory"
+        return store
+
+    @classmethod
+    def _lent(
+        cls: type[S],
+        source: LentConnections,
+        table: str,
+        schema: str,
+        statement_timeout: float | None,
+        synchronous_commit: bool,
+        create_table: bool,
+        purge_interval: float | None,
+    ) -> S:
+        store = cls.__new__(cls)
+        settings = lent_settings(statement_timeout, synchronous_commit)
+        store._set_up(source, table, schema, statement_timeout, settings, create_table, purge_interval)
+        # No startup option reaches a lent connection: every statement sets them (SET LOCAL).
+        store._sql = Statements(schema, table, guard(settings))
+        store._settings_checked = True
+        store._origin = source.origin
+        return store
+
+    def _set_up(
+        self,
+        pool: ConnectionPool | LentConnections,
+        table: str,
+        schema: str,
+        statement_timeout: float | None,
+        settings: dict[str, str],
+        create_table: bool,
+        purge_interval: float | None,
+    ) -> None:
+        """What every constructor does once it knows where the connections come from."""
         #: The table's name, as given (unquoted).
         self.table = table
         #: The schema's name, as given (unquoted).
         self.schema = schema
-        #: Seconds any one statement may run, as given; None for no limit.
+        #: Seconds any one statement may run, as given; None for no limit (or, on an app's
+        #: connections, their own).
         self.statement_timeout = statement_timeout
         #: Seconds between background purges, as given; None for none.
         self.purge_interval = purge_interval
         self._create_table = create_table
         self._qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
         self._lock_key = lock_key(schema, table)
-        # self._settings keeps only the settings we send, so a user's own is never "re-applied".
-        connect_kwargs, self._settings = store_connect_arguments(
-            dsn,
-            connect_timeout=connect_timeout,
-            statement_timeout=statement_timeout,
-            synchronous_commit=synchronous_commit,
-        )
-        self._pool = ConnectionPool(
-            connect_kwargs, max_connections, pool_timeout, on_connect=self._check_first_connection
-        )
+        self._pool = pool
+        # The settings the store itself sets, by startup option or SET LOCAL.
+        self._settings = settings
+        # Where the app's connections come from ("your SQLAlchemy engine"), None for a DSN.
+        self._origin: str | None = None
         self._sql = Statements(schema, table, "")
         self._settings_checked = False
         self._ready_pid: int | None = None
@@ -171,8 +357,27 @@ class PostgresStore:
 
     @property
     def dsn(self) -> str:
-        """The DSN the store connects with (as given, normalised); it may hold a password."""
-        return str(self._pool.connect_kwargs["dsn"])
+        """The DSN the store connects with (as given, normalised); it may hold a password.
+
+        A store on an engine answers the engine's URL (as libpq reads it).
+
+        :raises ConfigurationError: the store takes its connections from a psycopg2 pool or a
+            connection factory, and so knows no DSN: use the one the app built them with.
+        """
+        if isinstance(self._pool, EngineConnections):
+            return self._pool.dsn
+        if isinstance(self._pool, ConnectionPool) and "dsn" in self._pool.connect_kwargs:
+            return str(self._pool.connect_kwargs["dsn"])
+        raise ConfigurationError(
+            f"this store takes its connections from {self._origin} and knows no DSN; use the DSN "
+            "your app opens them with (e.g. pgsession-wsgi --dsn ...)"
+        )
+
+    @property
+    def borrows_connections(self) -> bool:
+        """Whether every connection is borrowed from the app's engine or pool (the store then
+        opens none of its own, and its background purge borrows one per batch)."""
+        return isinstance(self._pool, LentConnections)
 
     @property
     def qualified_name(self) -> str:
@@ -293,6 +498,8 @@ class PostgresStore:
         for attempt in range(attempts):
             try:
                 with self._pool.connection() as conn, conn.cursor() as cur:
+                    if self._origin is not None:
+                        use_own_typecasters(cur)
                     return work(cur)
             except psycopg2.errors.QueryCanceled:
                 limit = (
@@ -589,8 +796,42 @@ class PostgresStore:
             return self._purge_batches(cur, batch_size)
 
     def connect_unpooled(self) -> psycopg2.extensions.connection:
-        """A connection outside the pool, for work that must never make a request wait."""
+        """A connection outside the pool, for work that must never make a request wait.
+
+        :raises ConfigurationError: the store borrows the app's connections (an engine or a
+            psycopg2 pool) and opens none: see :meth:`purge_batch_by_batch`.
+        """
+        if isinstance(self._pool, LentConnections):
+            raise ConfigurationError(
+                f"this store borrows every connection from {self._origin} and opens none of its "
+                "own; purge with purge_expired() or purge_batch_by_batch()"
+            )
         return self._pool.connect_unpooled()
+
+    def purge_batch_by_batch(self, batch_size: int = DEFAULT_PURGE_BATCH_SIZE) -> int:
+        """:meth:`purge_expired`, borrowing a connection for each batch alone; how many rows went.
+
+        The background purge of a store on the app's engine or pool: between batches the
+        connection is back in the app's pool, so the purge never keeps one from a request for
+        longer than one short statement.
+
+        :param batch_size: rows per statement.
+        :raises ConfigurationError: ``batch_size`` is below 1.
+        """
+        if batch_size < 1:
+            raise ConfigurationError("batch_size must be at least 1")
+        total, after = 0, "-infinity"
+        while True:
+
+            def batch(cur: Cursor, after: Any = after) -> tuple[int, Any]:
+                cur.execute(self._sql.purge, {"lock": self._lock_key, "limit": batch_size, "after": after})
+                removed, last = _one_row(cur)
+                return int(removed), last
+
+            removed, after = self._run(batch, retry=True)
+            total += removed
+            if removed < batch_size:
+                return total
 
     def _purge_batches(
         self, cur: Cursor, batch_size: int, batch_done: Callable[[int], bool] | None = None

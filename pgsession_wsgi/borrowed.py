@@ -1,0 +1,350 @@
+"""Internal: connections the app lends the store, from its SQLAlchemy engine or its psycopg2 pool.
+
+An app that already pools connections to the same database should not need a second pool, a
+second set of credentials, or a second idea of how to connect. So the store can borrow one of the
+app's connections for each statement and give it back right after
+(:meth:`PostgresStore.from_engine <pgsession_wsgi.store.PostgresStore.from_engine>`,
+:meth:`~pgsession_wsgi.store.PostgresStore.from_pool`). What the store promises on its own
+connections still holds, and the app gets its connection back as it lent it:
+
+* **Autocommit, one round trip.** A lent connection is switched to autocommit for the statement
+  and back to the app's setting before it is returned (switching sends nothing to the server).
+  A connection lent inside a transaction (its pool should never do that) is rolled back first.
+* **The store's settings apply to its own statements only.** A lent connection was opened by the
+  app, so no startup option of ours is on it, and a session-level ``SET`` would outlive the loan
+  and change the app's own queries. Each statement therefore carries ``SET LOCAL`` for the
+  store's ``statement_timeout`` and ``synchronous_commit`` (the PgBouncer mechanism of
+  :func:`pgsession_wsgi.sql.guard`: same message, same round trip, gone when the statement ends).
+  With ``statement_timeout=None`` the connection's own setting applies. The app's
+  ``application_name``, ``search_path`` and other settings are left as they are.
+* **A dead connection is never handed back as healthy.** It is found before use (one system
+  call, as in :mod:`pgsession_wsgi.pool`) or by the error it raises, and dropped: an engine's is
+  invalidated, a psycopg2 pool's is returned with ``close=True``; another is borrowed instead.
+* **503, not a hung request.** An exhausted pool or an unreachable database raises
+  :class:`StoreUnavailable`: an engine's pool waits its own ``pool_timeout`` first; a psycopg2
+  pool, which refuses at once when exhausted, is asked again until the store's ``pool_timeout``.
+* **The app's pool stays the app's.** Closing the store refuses further loans and closes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.pool
+
+from .errors import ConfigurationError, StoreUnavailable
+from .pool import _first_line, _readable
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.pool import PoolProxiedConnection
+
+__all__ = ["EngineConnections", "LentConnections", "PoolConnections", "lent_settings", "use_own_typecasters"]
+
+Connection = psycopg2.extensions.connection
+
+#: How many dead connections one borrow throws away before it gives up (after a restart, a pool
+#: may hold nothing but dead ones; each is dropped and the next tried, or a new one made).
+_MAX_DEAD = 64
+
+_IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+_IN_TRANSACTION = (
+    psycopg2.extensions.TRANSACTION_STATUS_INTRANS,
+    psycopg2.extensions.TRANSACTION_STATUS_INERROR,
+)
+
+
+def _jsonb(value: str | bytes | None, cur: psycopg2.extensions.cursor) -> Any:
+    return None if value is None else json.loads(value)
+
+
+# psycopg2's own decoding of jsonb (json.loads) and timestamptz, registered on each cursor: a
+# connection the app made may carry typecasters of its own (SQLAlchemy's json_deserializer...).
+_JSONB = psycopg2.extensions.new_type((3802,), "PGSESSION_JSONB", _jsonb)
+
+
+def use_own_typecasters(cur: psycopg2.extensions.cursor) -> None:
+    """Read jsonb and timestamptz on ``cur`` as on the store's own connections, whatever the app
+    registered on the connection: the answers must not depend on where the connection came from.
+
+    :param cur: a cursor on a connection the app made.
+    """
+    psycopg2.extensions.register_type(_JSONB, cur)
+    psycopg2.extensions.register_type(psycopg2.extensions.PYDATETIMETZ, cur)
+
+
+def lent_settings(statement_timeout: float | None, synchronous_commit: bool) -> dict[str, str]:
+    """The settings the store sets with ``SET LOCAL`` on connections the app made.
+
+    :param statement_timeout: seconds a statement may run; None leaves the connection's own.
+    :param synchronous_commit: False to acknowledge writes before their WAL is flushed.
+    """
+    settings: dict[str, str] = {}
+    if statement_timeout is not None:
+        settings["statement_timeout"] = str(int(statement_timeout * 1000))
+    if not synchronous_commit:
+        settings["synchronous_commit"] = "off"
+    return settings
+
+
+def _is_dead(conn: Connection) -> bool:
+    """Whether a lent, idle connection is gone, without a round trip.
+
+    Unlike the store's own, an app's connection may have something to read while alive (a
+    ``NOTIFY`` for a ``LISTEN`` of the app's): that is read with ``poll()``, which fails only if
+    the server has hung up.
+    """
+    if conn.closed:
+        return True
+    try:
+        # A hang-up reads as a message (the server's FATAL, which libpq files as a notice), then
+        # as the end of the stream, which poll() raises for: a few rounds tell it from traffic.
+        for _ in range(4):
+            if not _readable(conn.fileno()):
+                return False
+            conn.poll()
+    except (OSError, ValueError, psycopg2.Error):
+        return True
+    return True  # still more to read: not an idle connection's state, so not to be trusted
+
+
+def _idle_after_rollback(conn: Connection) -> bool:
+    """End any transaction open on ``conn``; whether it is now idle and fit to use.
+
+    psycopg2's ``rollback()`` ends the transactions psycopg2 began; one begun by an explicit
+    ``BEGIN`` on an autocommit connection it does not know of, and is ended with ``ROLLBACK``.
+    """
+    status = conn.info.transaction_status
+    if status == _IDLE:
+        return True
+    if status not in _IN_TRANSACTION:
+        return False  # busy, or the server is gone
+    conn.rollback()
+    if conn.info.transaction_status != _IDLE and conn.autocommit:
+        with conn.cursor() as cur:
+            cur.execute("ROLLBACK")
+    return bool(conn.info.transaction_status == _IDLE)
+
+
+class LentConnections:
+    """Borrows a connection per use and gives it back as it was lent; subclasses say from where.
+
+    :param timeout: seconds a borrower may wait for a connection (the store's setup waits as long).
+    """
+
+    #: Where the connections come from, for messages ("your SQLAlchemy engine").
+    origin = "your pool"
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._closed = False
+
+    def _take(self) -> tuple[Any, Connection]:
+        """Borrow one: a handle to give it back with, and the psycopg2 connection."""
+        raise NotImplementedError
+
+    def _give_back(self, handle: Any, conn: Connection, healthy: bool) -> None:
+        """Return a connection to the app's pool, or drop it there if it is not ``healthy``."""
+        raise NotImplementedError
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """Borrow a live autocommit connection; it goes back to the app as lent, or is dropped.
+
+        :raises StoreUnavailable: none came within the pool's timeout, the database cannot be
+            reached, or the store was closed.
+        """
+        handle, conn, autocommit = self._borrow()
+        broken = False
+        try:
+            yield conn
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            broken = bool(conn.closed)
+            raise
+        finally:
+            self._return(handle, conn, autocommit, broken)
+
+    def _borrow(self) -> tuple[Any, Connection, bool]:
+        for _ in range(_MAX_DEAD):
+            if self._closed:
+                raise StoreUnavailable("the session store was closed; create a new PostgresStore")
+            handle, conn = self._take()
+            if not isinstance(conn, Connection):
+                self._give_back(handle, conn, True)
+                raise ConfigurationError(
+                    f"{self.origin} lent a {type(conn).__name__}, not a psycopg2 connection: "
+                    "the store needs the psycopg2 driver"
+                )
+            if _is_dead(conn):
+                self._give_back(handle, conn, False)
+                continue
+            try:
+                autocommit = bool(conn.autocommit)
+                # A transaction open on a lent connection is nobody's: it was lent to us.
+                usable = _idle_after_rollback(conn)
+                if usable:
+                    conn.autocommit = True
+            except psycopg2.Error:
+                usable = False
+            if usable:
+                return handle, conn, autocommit
+            self._give_back(handle, conn, False)
+        raise StoreUnavailable(
+            f"{self.origin} lent {_MAX_DEAD} dead or unusable connections in a row; check that "
+            "PostgreSQL is running"
+        )
+
+    def _return(self, handle: Any, conn: Connection, autocommit: bool, broken: bool) -> None:
+        healthy = not broken and not conn.closed
+        if healthy:
+            try:
+                # Left mid-way by an error, or by an explicit BEGIN: never hand that state back.
+                healthy = _idle_after_rollback(conn)
+                if healthy:
+                    conn.autocommit = autocommit
+            except psycopg2.Error:
+                healthy = False
+        self._give_back(handle, conn, healthy)
+
+    def close(self) -> None:
+        """Refuse further loans; the app's pool and its connections are left open."""
+        self._closed = True
+
+
+class EngineConnections(LentConnections):
+    """Connections borrowed through a SQLAlchemy engine's pool (``engine.raw_connection()``).
+
+    The engine's pool decides how many connections there are and how long a borrower waits
+    (its ``pool_size``, ``max_overflow`` and ``pool_timeout``); a broken connection is
+    invalidated, so the pool replaces it.
+
+    :param engine: a :class:`sqlalchemy.engine.Engine` on the ``postgresql+psycopg2`` driver.
+    :raises ConfigurationError: not an Engine, or another database or driver.
+    """
+
+    origin = "your SQLAlchemy engine"
+
+    def __init__(self, engine: Engine) -> None:
+        from sqlalchemy.engine import Engine
+
+        if not isinstance(engine, Engine):
+            hint = (
+                "an async engine lends no psycopg2 connections; make a sync one with "
+                "create_engine('postgresql+psycopg2://...')"
+                if hasattr(engine, "sync_engine")
+                else "pass the Engine itself (sqlalchemy.create_engine(...)), not a Connection or Session"
+            )
+            raise ConfigurationError(
+                f"from_engine() takes a SQLAlchemy Engine, not {type(engine).__name__}: {hint}"
+            )
+        name, driver = engine.dialect.name, engine.dialect.driver
+        if name != "postgresql" or driver != "psycopg2":
+            raise ConfigurationError(
+                f"the engine uses {name}+{driver}; PostgresStore borrows psycopg2 connections: "
+                "create the engine with a postgresql+psycopg2:// URL (or use AsyncPostgresStore "
+                "for psycopg 3)"
+            )
+        pool_timeout = getattr(engine.pool, "timeout", None)
+        super().__init__(float(pool_timeout()) if callable(pool_timeout) else 30.0)
+        self.engine = engine
+
+    def _take(self) -> tuple[PoolProxiedConnection, Connection]:
+        import sqlalchemy.exc
+
+        try:
+            lent = self.engine.raw_connection()
+        except sqlalchemy.exc.TimeoutError:
+            raise StoreUnavailable(
+                f"no connection of {self.origin} became free within its pool_timeout "
+                f"({self.timeout}s); raise the engine's pool_size or max_overflow, or look for slow queries"
+            ) from None
+        except (psycopg2.Error, sqlalchemy.exc.DBAPIError) as exc:
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL through {self.origin} ({_first_line(exc)}); check that "
+                "the server is running and the engine's URL is right"
+            ) from None
+        return lent, lent.dbapi_connection  # type: ignore[return-value]
+
+    def _give_back(self, handle: PoolProxiedConnection, conn: Connection, healthy: bool) -> None:
+        if healthy:
+            handle.close()  # back to the engine's pool, which resets it as usual
+        else:
+            handle.invalidate()  # closed and forgotten: the pool makes a new one when needed
+
+    @property
+    def dsn(self) -> str:
+        """The engine's URL as a libpq ``key=value`` DSN (password included), read the way the
+        engine connects (SQLAlchemy's own ``create_connect_args``), so socket hosts and query
+        parameters come out right.
+
+        :raises ConfigurationError: the URL names nothing (an engine made with ``creator=``).
+        """
+        cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
+        dsn = psycopg2.extensions.make_dsn(*cargs[:1], **cparams)
+        if not dsn:
+            raise ConfigurationError(
+                f"{self.origin}'s URL names no database (was it made with creator=?), so the store "
+                "knows no DSN; use the DSN your app connects with"
+            )
+        return dsn
+
+
+class PoolConnections(LentConnections):
+    """Connections borrowed from a psycopg2 pool (``getconn`` / ``putconn``).
+
+    psycopg2's pools raise at once when all their connections are out; the store asks again,
+    briefly sleeping between tries, until ``timeout`` has passed. Use a
+    ``ThreadedConnectionPool`` when requests run in threads (``SimpleConnectionPool`` is not
+    thread-safe).
+
+    :param pool: a :class:`psycopg2.pool.AbstractConnectionPool`.
+    :param timeout: seconds to wait for one of its connections before :class:`StoreUnavailable`.
+    :raises ConfigurationError: not a psycopg2 pool.
+    """
+
+    origin = "your psycopg2 pool"
+
+    def __init__(self, pool: psycopg2.pool.AbstractConnectionPool, timeout: float) -> None:
+        if not isinstance(pool, psycopg2.pool.AbstractConnectionPool):
+            raise ConfigurationError(
+                f"from_pool() takes a psycopg2 pool (psycopg2.pool.ThreadedConnectionPool), not "
+                f"{type(pool).__name__}; for a SQLAlchemy engine use PostgresStore.from_engine()"
+            )
+        super().__init__(timeout)
+        self.pool = pool
+
+    def _take(self) -> tuple[Connection, Connection]:
+        deadline = time.monotonic() + self.timeout
+        pause = 0.001
+        while True:
+            try:
+                conn: Connection = self.pool.getconn()
+                return conn, conn
+            except psycopg2.pool.PoolError:
+                if self.pool.closed:
+                    raise StoreUnavailable(f"{self.origin} was closed; give the store an open pool") from None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StoreUnavailable(
+                        f"no connection of {self.origin} became free within pool_timeout="
+                        f"{self.timeout}s (its maxconn={self.pool.maxconn} are all out); raise maxconn "
+                        "or look for slow queries"
+                    ) from None
+                time.sleep(min(pause, remaining))
+                pause = min(pause * 2, 0.05)
+            except psycopg2.Error as exc:
+                raise StoreUnavailable(
+                    f"cannot connect to PostgreSQL through {self.origin} ({_first_line(exc)}); check "
+                    "that the server is running and the pool's DSN is right"
+                ) from None
+
+    def _give_back(self, handle: Connection, conn: Connection, healthy: bool) -> None:
+        # A pool closed meanwhile has closed this connection too (closeall closes those out).
+        with suppress(psycopg2.pool.PoolError):
+            self.pool.putconn(conn, close=not healthy)

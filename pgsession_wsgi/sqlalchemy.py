@@ -1,0 +1,88 @@
+"""The session table as SQLAlchemy metadata, for apps whose migrations Alembic writes.
+
+An app that manages its schema with Alembic wants the session table in its own migrations, not
+created behind its back at start-up. :func:`session_table` describes exactly the table the store
+creates (columns, types, defaults, primary key, index names, fillfactor), so autogenerate writes
+it once and then sees no difference, whether Alembic or the store created it::
+
+    from sqlalchemy import MetaData, create_engine
+    from pgsession_wsgi import PostgresStore
+    from pgsession_wsgi.sqlalchemy import session_table
+
+    metadata = MetaData()                   # the app's, the one Alembic's env.py compares
+    session_table(metadata)                 # "public"."pgsession", as the store names it
+    engine = create_engine("postgresql+psycopg2://app@db/app")
+    store = PostgresStore.from_engine(engine, create_table=False)
+
+Needs the ``sqlalchemy`` extra (``pip install pgsession-wsgi[sqlalchemy]``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import DDL, Column, Index, MetaData, PrimaryKeyConstraint, Table, Text, event, func
+from sqlalchemy.dialects.postgresql import BYTEA, INTERVAL, JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql.base import PGDialect
+
+from .defaults import DEFAULT_TABLE
+from .sql import index_names, quote_identifier
+
+__all__ = ["FILLFACTOR", "session_table"]
+
+#: The table's fillfactor: room on each page so that most writes, which leave every indexed
+#: column as it was, are HOT updates (see :meth:`pgsession_wsgi.store.PostgresStore.write`).
+FILLFACTOR = 90
+
+# Table(postgresql_with=...) came with SQLAlchemy 2.1; on 2.0 the fillfactor is set by an
+# ALTER TABLE right after CREATE TABLE instead (Alembic does not compare storage parameters).
+_TABLE_WITH = any(
+    target is Table and "with" in arguments for target, arguments in PGDialect.construct_arguments or ()
+)
+
+
+def _primary_key_name(table: str) -> str:
+    """The name PostgreSQL gives an unnamed primary key (``<table>_pkey``, the table name cut to
+    fit 63 bytes), so a metadata naming convention cannot make it differ from the store's."""
+    return table.encode()[: 63 - len("_pkey")].decode("utf-8", "ignore") + "_pkey"
+
+
+def session_table(metadata: MetaData, name: str = DEFAULT_TABLE, schema: str | None = None) -> Table:
+    """Add the session table to ``metadata``, exactly as :class:`~pgsession_wsgi.PostgresStore`
+    creates it, and return it.
+
+    Then ``metadata.create_all(engine)`` or an Alembic migration creates the table, and the store
+    runs with ``create_table=False``; autogenerate finds nothing to change against a table the
+    store created, and adds what a table made by an older version lacks. The index names are
+    the store's own (:func:`pgsession_wsgi.sql.index_names`) and explicit, so a naming
+    convention on ``metadata`` leaves them alone.
+
+    :param metadata: the app's metadata (the one Alembic's ``target_metadata`` names).
+    :param name: the table name: the store's ``table``.
+    :param schema: the schema: the store's ``schema`` (None: the connection's default schema,
+        ``public`` unless the search path says otherwise; the store's default is ``"public"``).
+    :returns: the :class:`sqlalchemy.Table`; the app may read it, the store writes it.
+    :raises ConfigurationError: a name PostgreSQL cannot hold (empty, NUL, over 63 bytes).
+    """
+    quote_identifier(name, "table")
+    if schema is not None:
+        quote_identifier(schema, "schema")
+    expires_index, user_index = index_names(name)
+    table = Table(
+        name,
+        metadata,
+        Column("id", BYTEA, nullable=False),
+        Column("data", JSONB, nullable=False),
+        Column("user_id", Text),
+        Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+        Column("accessed_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+        Column("expires_at", TIMESTAMP(timezone=True), nullable=False),
+        Column("idle_timeout", INTERVAL),
+        Column("ends_at", TIMESTAMP(timezone=True)),
+        PrimaryKeyConstraint("id", name=_primary_key_name(name)),
+        schema=schema,
+        **({"postgresql_with": {"fillfactor": FILLFACTOR}} if _TABLE_WITH else {}),
+    )
+    Index(expires_index, table.c.expires_at)
+    Index(user_index, table.c.user_id, postgresql_where=table.c.user_id.is_not(None))
+    if not _TABLE_WITH:
+        event.listen(table, "after_create", DDL(f"ALTER TABLE %(fullname)s SET (fillfactor = {FILLFACTOR})"))
+    return table

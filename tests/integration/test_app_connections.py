@@ -1,0 +1,723 @@
+"""The app's own database setup (issue 12, point 3): a store on the app's SQLAlchemy engine, its
+psycopg2 pool or its connection factory, and the session table as SQLAlchemy metadata for Alembic.
+
+Everything runs on the real test database; the engines use ``postgresql+psycopg2``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+import psycopg2.pool
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from db import sql
+from helpers import wait_for
+from session_app import session_app
+from webtest import TestApp
+from wire import RoundTripCounter
+
+from pgsession_wsgi import (
+    ConfigurationError,
+    PostgresStore,
+    SessionMiddleware,
+    StoreUnavailable,
+)
+from pgsession_wsgi.sql import EXPECTED_COLUMNS, Statements, index_names
+from pgsession_wsgi.sqlalchemy import session_table
+
+SECRET = "app-connections"
+KINDS = ["engine", "pool", "factory"]
+ID = hashlib.sha256(b"an id").digest()
+
+
+def engine_url(dsn: str) -> sa.URL:
+    """A ``postgresql+psycopg2`` URL for a libpq DSN (the wire counter's is key=value)."""
+    params = psycopg2.extensions.parse_dsn(dsn)
+    socket = str(params.get("host", "")).startswith("/")  # a socket directory goes in the query
+    main = {"user", "password", "dbname"} | (set() if socket else {"host", "port"})
+    return sa.URL.create(
+        "postgresql+psycopg2",
+        username=params.get("user"),
+        password=params.get("password"),
+        host=None if socket else params.get("host"),
+        port=int(params["port"]) if params.get("port") and not socket else None,
+        database=params.get("dbname"),
+        query={key: value for key, value in params.items() if key not in main},
+    )
+
+
+class RecordingPool(psycopg2.pool.ThreadedConnectionPool):
+    """The app's psycopg2 pool, noting which connections came back to be closed."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.closed_on_return: list[psycopg2.extensions.connection] = []
+
+    def putconn(self, conn: Any = None, key: Any = None, close: bool = False) -> None:
+        if close:
+            self.closed_on_return.append(conn)
+        super().putconn(conn, key, close)
+
+
+def invalidated(engine: sa.Engine) -> list[Any]:
+    """The DBAPI connections ``engine``'s pool invalidates from now on."""
+    seen: list[Any] = []
+    sa.event.listen(engine.pool, "invalidate", lambda dbapi_conn, record, exc: seen.append(dbapi_conn))
+    return seen
+
+
+@pytest.fixture
+def make_engine() -> Iterator[Callable[..., sa.Engine]]:
+    """``make_engine(dsn, **create_engine_options)``; each is disposed of after the test."""
+    engines: list[sa.Engine] = []
+
+    def make(dsn: str, **options: Any) -> sa.Engine:
+        engine = sa.create_engine(engine_url(dsn), **options)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
+def make_psycopg2_pool() -> Iterator[Callable[..., RecordingPool]]:
+    """``make_psycopg2_pool(dsn, minconn, maxconn)``: the app's pool, closed after the test."""
+    pools: list[RecordingPool] = []
+
+    def make(dsn: str, minconn: int = 2, maxconn: int = 2) -> RecordingPool:
+        pool = RecordingPool(minconn, maxconn, dsn)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        if not pool.closed:
+            pool.closeall()
+
+
+@pytest.fixture
+def make_lent(
+    schema: str,
+    make_engine: Callable[..., sa.Engine],
+    make_psycopg2_pool: Callable[..., RecordingPool],
+) -> Iterator[Callable[..., PostgresStore]]:
+    """``make_lent(kind, dsn, **store_options)``: a store in this test's schema on an engine, a
+    psycopg2 pool or a factory pointed at ``dsn``; no purge thread unless asked; closed after."""
+    stores: list[PostgresStore] = []
+
+    def make(kind: str, dsn: str, **options: Any) -> PostgresStore:
+        options = {"schema": schema, "purge_interval": None, **options}
+        if kind == "engine":
+            store = PostgresStore.from_engine(make_engine(dsn), **options)
+        elif kind == "pool":
+            store = PostgresStore.from_pool(make_psycopg2_pool(dsn), **options)
+        else:
+            store = PostgresStore.from_factory(lambda: psycopg2.connect(dsn), **options)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def client_for(store: PostgresStore) -> TestApp:
+    return TestApp(SessionMiddleware(session_app, store, secret_key=SECRET))
+
+
+def statements_for(client: TestApp, counter: RoundTripCounter, path: str) -> int:
+    counter.reset()
+    client.get(path)
+    return counter.count
+
+
+def backend_pid(store: PostgresStore) -> int:
+    return int(
+        store._run(lambda cur: (cur.execute("SELECT pg_backend_pid()"), cur.fetchone())[1][0], retry=True)
+    )
+
+
+def lent_from(store: PostgresStore) -> psycopg2.extensions.connection:
+    """Borrow one connection through the store's plumbing and hand it out (for inspection)."""
+    with store._pool.connection() as conn:
+        return conn
+
+
+# -- the same statements, the same round trips ----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_round_trips_are_the_same_on_the_apps_connections(
+    kind: str, make_lent: Callable[..., PostgresStore], wire_counter: RoundTripCounter
+) -> None:
+    store = make_lent(kind, wire_counter.dsn)
+    store.create_table()
+    client = client_for(store)
+    client.get("/none")  # connects (SQLAlchemy's first-connect queries) before counting
+    assert statements_for(client, wire_counter, "/none") == 0
+    assert statements_for(client, wire_counter, "/set?a=1") == 1, wire_counter.statements
+    assert statements_for(client, wire_counter, "/read") == 1, wire_counter.statements
+    assert statements_for(client, wire_counter, "/set?b=2") == 1, wire_counter.statements
+    assert statements_for(client, wire_counter, "/inc") == 2, wire_counter.statements
+    assert statements_for(client, wire_counter, "/regen") == 1, wire_counter.statements
+    assert client.get("/read").json == {"a": "1", "b": "2", "n": 1}
+    assert statements_for(client, wire_counter, "/logout") == 1, wire_counter.statements
+    assert not any(s.strip().upper() in ("BEGIN", "COMMIT", "ROLLBACK") for s in wire_counter.statements)
+    # The store's settings travel with each statement, in the same message.
+    assert all(s.startswith("SET LOCAL statement_timeout = 5000; ") for s in wire_counter.statements)
+
+
+def test_an_engine_store_serves_requests_and_returns_every_connection(
+    make_lent: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    store = make_lent("engine", pg_dsn)
+    client = client_for(store)  # the table is created at the first request
+    client.get("/set?a=1")
+    assert client.get("/read").json == {"a": "1"}
+    engine = store._pool.engine  # type: ignore[union-attr]
+    assert engine.pool.checkedout() == 0
+    assert sql(store, "SELECT count(*) FROM {t}") == [(1,)]
+
+
+def test_a_factory_whose_connections_have_the_settings_needs_no_set_local(
+    make_lent: Callable[..., PostgresStore], wire_counter: RoundTripCounter
+) -> None:
+    dsn = wire_counter.dsn + " options='-c statement_timeout=5000'"
+    store = make_lent("factory", dsn)
+    store.create_table()  # the first connection is checked once: its settings are ours
+    assert "SET LOCAL" not in store._sql.load
+    client = client_for(store)
+    assert statements_for(client, wire_counter, "/set?a=1") == 1
+    assert wire_counter.statements[0].startswith("INSERT")
+
+
+# -- the app's connection comes back as it was lent -----------------------------------------
+
+
+def test_an_engine_connection_comes_back_with_its_autocommit_and_settings(
+    make_lent: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    store = make_lent("engine", pg_dsn, synchronous_commit=False)
+    store.create_table()
+    assert store._sql.write.startswith(
+        "SET LOCAL statement_timeout = 5000; SET LOCAL synchronous_commit = off; "
+    )
+    client_for(store).get("/set?a=1")
+    engine: sa.Engine = store._pool.engine  # type: ignore[union-attr]
+    raw = engine.raw_connection()  # the pool's one idle connection: the one the store used
+    try:
+        conn = raw.dbapi_connection
+        assert conn is not None
+        assert conn.autocommit is False
+        assert conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        with conn.cursor() as cur:  # SET LOCAL ended with the store's statement
+            cur.execute("SELECT current_setting('statement_timeout'), current_setting('synchronous_commit')")
+            assert cur.fetchone() == sql(pg_dsn, "SELECT '0', current_setting('synchronous_commit')")[0]
+        conn.rollback()
+    finally:
+        raw.close()
+
+
+def test_a_connection_lent_inside_a_transaction_is_rolled_back_and_returned_as_it_was(
+    make_lent: Callable[..., PostgresStore], make_engine: Callable[..., sa.Engine], pg_dsn: str, schema: str
+) -> None:
+    # No reset on return: the pool hands the next borrower whatever the last one left.
+    engine = make_engine(pg_dsn, pool_size=1, max_overflow=0, pool_reset_on_return=None)
+    store = PostgresStore.from_engine(engine, schema=schema, purge_interval=None)
+    try:
+        store.create_table()
+        raw = engine.raw_connection()
+        lent = raw.dbapi_connection
+        with raw.cursor() as cur:
+            cur.execute("SELECT 1")  # opens a transaction, left open
+        raw.close()
+        assert store.load(ID, timedelta(seconds=60)) is None
+        raw = engine.raw_connection()
+        conn = raw.dbapi_connection
+        assert conn is lent  # rolled back and used, not thrown away
+        assert conn.autocommit is False
+        assert conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        raw.close()
+    finally:
+        store.close()
+
+
+def test_a_pool_connection_in_autocommit_stays_in_autocommit(
+    make_lent: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    store = make_lent("pool", pg_dsn)
+    store.create_table()
+    pool: psycopg2.pool.ThreadedConnectionPool = store._pool.pool  # type: ignore[union-attr]
+    in_autocommit, other = pool.getconn(), pool.getconn()
+    in_autocommit.autocommit = True
+    pool.putconn(other)
+    pool.putconn(in_autocommit)  # the last in is the first out: the store borrows this one
+    assert backend_pid(store) == in_autocommit.get_backend_pid()
+    assert in_autocommit.autocommit is True
+    assert other.autocommit is False
+    assert not in_autocommit.closed
+
+
+def test_the_apps_typecasters_do_not_change_what_the_store_reads(
+    make_lent: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    store = make_lent("pool", pg_dsn)
+    store.create_table()
+    pool: psycopg2.pool.ThreadedConnectionPool = store._pool.pool  # type: ignore[union-attr]
+    conns = [pool.getconn(), pool.getconn()]
+    for conn in conns:  # the app decodes jsonb and timestamptz its own way on its connections
+        psycopg2.extras.register_default_jsonb(conn, loads=lambda text: "the app's decoding")
+        psycopg2.extensions.register_type(
+            psycopg2.extensions.new_type((1184,), "APP_TIMESTAMPTZ", lambda value, cur: value), conn
+        )
+        pool.putconn(conn)
+    client = client_for(store)
+    client.get("/set?user=alice")
+    assert client.get("/read").json == {"user": "alice"}
+    store.insert(ID, '{"user_id": "1"}', "1", timedelta(minutes=5), None)
+    [info] = store.sessions_for_user(1)
+    assert isinstance(info.expires_at, datetime)
+
+
+def test_work_that_leaves_a_transaction_open_gives_the_connection_back_rolled_back(
+    make_lent: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    store = make_lent("pool", pg_dsn)
+    store.create_table()
+    lent = lent_from(store)
+    store._run(lambda cur: cur.execute("BEGIN; SELECT 1"), retry=False)
+    assert not lent.closed  # rolled back and returned, not dropped
+    assert lent.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    assert lent.autocommit is False
+    assert backend_pid(store) == lent.get_backend_pid()
+
+
+def test_a_listening_connection_with_a_notification_is_not_taken_for_dead(
+    make_lent: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    store = make_lent("pool", pg_dsn)
+    store.create_table()
+    pool: psycopg2.pool.ThreadedConnectionPool = store._pool.pool  # type: ignore[union-attr]
+    listener = pool.getconn()
+    other = pool.getconn()
+    listener.autocommit = True
+    with listener.cursor() as cur:
+        cur.execute("LISTEN pgsession_test")
+    pid = listener.get_backend_pid()
+    pool.putconn(other)
+    pool.putconn(listener)  # the last in is the first out
+    sql(pg_dsn, "NOTIFY pgsession_test")
+    time.sleep(0.2)  # until the notification is on the listener's socket
+    assert backend_pid(store) == pid
+    assert not listener.closed
+    assert [n.channel for n in listener.notifies] == ["pgsession_test"]
+
+
+# -- broken connections are dropped, not returned ---------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["engine", "pool"])
+def test_a_killed_idle_connection_is_dropped_and_replaced(
+    kind: str, make_lent: Callable[..., PostgresStore], pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make_lent(kind, pg_dsn)
+    store.create_table()
+    dropped = invalidated(store._pool.engine) if kind == "engine" else store._pool.pool.closed_on_return  # type: ignore[union-attr]
+    first = lent_from(store)
+    pid = first.get_backend_pid()
+    assert sql(pg_dsn, "SELECT pg_terminate_backend(%s, 10000)", (pid,)) == [(True,)]
+    wait_for(lambda: first.closed or _has_input(first), "the server's goodbye reaches the client")
+    # An insert is never retried: it succeeds only if the dead connection was found before use.
+    store.insert(ID, "{}", None, timedelta(minutes=5), None)
+    assert backend_pid(store) != pid
+    assert dropped == [first]  # invalidated / returned with close=True, never lent again
+    assert first.closed
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no failed reset in the pool
+
+
+def _has_input(conn: psycopg2.extensions.connection) -> bool:
+    import select
+
+    return bool(select.select([conn.fileno()], [], [], 0)[0])
+
+
+@pytest.mark.parametrize("kind", ["engine", "pool"])
+def test_a_connection_that_breaks_mid_statement_is_dropped(
+    kind: str, make_lent: Callable[..., PostgresStore], pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make_lent(kind, pg_dsn, statement_timeout=None)
+    store.create_table()
+    dropped = invalidated(store._pool.engine) if kind == "engine" else store._pool.pool.closed_on_return  # type: ignore[union-attr]
+    store.insert(ID, '{"a": 1}', None, timedelta(minutes=5), None)
+    locker = psycopg2.connect(pg_dsn)
+    try:
+        with locker.cursor() as cur:  # the write below waits for this lock
+            cur.execute(f"SELECT 1 FROM {store.qualified_name} FOR UPDATE")
+        victim: list[int] = []
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                store.write(
+                    ID,
+                    '{"b": 2}',
+                    [],
+                    replace=False,
+                    new_hash=None,
+                    idle=timedelta(minutes=5),
+                    absolute=None,
+                    touch_interval=timedelta(seconds=60),
+                )
+            except BaseException as exc:  # handed to the test's thread
+                errors.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+
+        def waiting() -> bool:
+            rows = sql(
+                pg_dsn,
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE%'",
+            )
+            victim[:] = [row[0] for row in rows]
+            return bool(victim)
+
+        wait_for(waiting, "the store's write waits for the lock")
+        sql(pg_dsn, "SELECT pg_terminate_backend(%s, 10000)", (victim[0],))
+        writer.join(30)
+        assert len(errors) == 1 and isinstance(errors[0], StoreUnavailable)
+    finally:
+        locker.rollback()
+        locker.close()
+    assert backend_pid(store) != victim[0]  # the next statement works, on another connection
+    assert [conn.closed for conn in dropped] == [True]
+    if kind == "engine":
+        assert store._pool.engine.pool.checkedout() == 0  # type: ignore[union-attr]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no failed reset in the pool
+
+
+# -- 503s: an exhausted pool, a database that is down ------------------------------------------
+
+
+def test_an_exhausted_engine_pool_is_store_unavailable(
+    make_engine: Callable[..., sa.Engine], pg_dsn: str, schema: str
+) -> None:
+    engine = make_engine(pg_dsn, pool_size=1, max_overflow=0, pool_timeout=0.3)
+    store = PostgresStore.from_engine(engine, schema=schema, purge_interval=None)
+    try:
+        store.create_table()
+        # The app holds its only connection.
+        with engine.connect(), pytest.raises(StoreUnavailable, match="pool_timeout"):
+            store.load(ID, timedelta(seconds=60))
+        assert store.load(ID, timedelta(seconds=60)) is None
+    finally:
+        store.close()
+
+
+def test_an_exhausted_psycopg2_pool_waits_pool_timeout_then_is_store_unavailable(
+    make_lent: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    store = make_lent("pool", pg_dsn, pool_timeout=0.3)
+    store.create_table()
+    pool: psycopg2.pool.ThreadedConnectionPool = store._pool.pool  # type: ignore[union-attr]
+    held = [pool.getconn(), pool.getconn()]
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="maxconn"):
+        store.load(ID, timedelta(seconds=60))
+    assert time.monotonic() - started >= 0.3
+    # A request waiting gets a connection as soon as the app returns one.
+    threading.Timer(0.1, pool.putconn, args=(held.pop(),)).start()
+    store._pool.timeout = 30
+    assert store.load(ID, timedelta(seconds=60)) is None
+    pool.putconn(held.pop())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_database_that_is_down_is_store_unavailable(
+    kind: str, make_lent: Callable[..., PostgresStore], schema: str
+) -> None:
+    nowhere = "host=127.0.0.1 port=1 dbname=none user=postgres connect_timeout=2"  # no server there
+    if kind == "pool":  # a pool that opens nothing up front, as an app's may while the database is down
+        pool = psycopg2.pool.ThreadedConnectionPool(0, 2, nowhere)
+        store = PostgresStore.from_pool(pool, schema=schema, create_table=False, purge_interval=None)
+    else:
+        store = make_lent(kind, nowhere, create_table=False)
+    try:
+        with pytest.raises(StoreUnavailable, match="connect"):
+            store.load(ID, timedelta(seconds=60))
+    finally:
+        store.close()
+
+
+# -- the app's pool stays the app's ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["engine", "pool"])
+def test_close_leaves_the_apps_pool_open(
+    kind: str, make_lent: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    store = make_lent(kind, pg_dsn)
+    store.create_table()
+    conn = lent_from(store)
+    store.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.load(ID, timedelta(seconds=60))
+    assert not conn.closed
+    source = store._pool
+    if kind == "engine":
+        with source.engine.connect() as app_conn:  # type: ignore[union-attr]
+            assert app_conn.execute(sa.text("SELECT 1")).scalar() == 1
+    else:
+        assert not source.pool.closed  # type: ignore[union-attr]
+
+
+def test_close_closes_a_factorys_connections_which_are_the_stores(
+    make_lent: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    store = make_lent("factory", pg_dsn)
+    store.create_table()
+    conn = lent_from(store)
+    store.close()
+    assert conn.closed
+
+
+def test_the_purge_borrows_one_connection_per_batch(
+    make_lent: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    store = make_lent("engine", pg_dsn)
+    store.create_table()
+    sql(
+        store,
+        "INSERT INTO {t} (id, data, expires_at)"
+        " SELECT sha256(i::text::bytea), '{}', now() - interval '1 minute' FROM generate_series(1, 5) i",
+    )
+    engine: sa.Engine = store._pool.engine  # type: ignore[union-attr]
+    checkouts: list[int] = []
+    sa.event.listen(engine.pool, "checkout", lambda *args: checkouts.append(engine.pool.checkedout()))
+    assert store.purge_batch_by_batch(batch_size=2) == 5
+    assert len(checkouts) == 3  # 2 + 2 + 1: each batch on a connection of its own loan
+    assert max(checkouts) == 1 and engine.pool.checkedout() == 0
+    with pytest.raises(ConfigurationError, match="opens none"):
+        store.connect_unpooled()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_background_purge_runs_on_the_apps_connections(
+    kind: str, make_lent: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    store = make_lent(kind, pg_dsn, purge_interval=0.1)
+    client = client_for(store)
+    client.get("/set?a=1")
+    sql(pg_dsn, f"UPDATE {store.qualified_name} SET expires_at = now() - interval '1 second'")
+    wait_for(lambda: sql(pg_dsn, f"SELECT count(*) FROM {store.qualified_name}") == [(0,)], "the purge")
+    assert store.borrows_connections is (kind != "factory")
+
+
+# -- what the store refuses, and what it knows ---------------------------------------------------
+
+
+def test_an_engine_on_another_driver_or_database_is_refused(pg_dsn: str) -> None:
+    psycopg3 = sa.create_engine(engine_url(pg_dsn).set(drivername="postgresql+psycopg"))
+    with pytest.raises(ConfigurationError, match=r"postgresql\+psycopg.*postgresql\+psycopg2://"):
+        PostgresStore.from_engine(psycopg3)
+    with pytest.raises(ConfigurationError, match="sqlite"):
+        PostgresStore.from_engine(sa.create_engine("sqlite://"))
+    engine = sa.create_engine(engine_url(pg_dsn))
+    try:
+        with engine.connect() as conn, pytest.raises(ConfigurationError, match="not Connection"):
+            PostgresStore.from_engine(conn)  # type: ignore[arg-type]
+    finally:
+        engine.dispose()
+    with pytest.raises(ConfigurationError, match="psycopg2 pool"):
+        PostgresStore.from_pool(engine)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="callable"):
+        PostgresStore.from_factory("postgresql://")  # type: ignore[arg-type]
+
+
+def test_a_factory_returning_something_else_is_a_configuration_error(schema: str) -> None:
+    store = PostgresStore.from_factory(lambda: "a connection?", schema=schema, purge_interval=None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ConfigurationError, match="not a psycopg2 connection"):
+        store.load(ID, timedelta(seconds=60))
+
+
+def test_the_dsn_is_the_engines_url_and_unknown_for_a_pool_or_factory(
+    make_lent: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    dsn = make_lent("engine", pg_dsn).dsn
+    assert psycopg2.extensions.parse_dsn(dsn) == psycopg2.extensions.parse_dsn(pg_dsn)
+    assert sql(dsn, "SELECT 1") == [(1,)]
+    nameless = PostgresStore.from_engine(sa.create_engine("postgresql+psycopg2://", creator=lambda: None))
+    with pytest.raises(ConfigurationError, match="creator"):
+        _ = nameless.dsn
+    for kind in ("pool", "factory"):
+        with pytest.raises(ConfigurationError, match="knows no DSN"):
+            _ = make_lent(kind, pg_dsn).dsn
+
+
+def test_statement_timeout_applies_to_the_stores_statements_and_none_leaves_the_apps(
+    make_engine: Callable[..., sa.Engine], pg_dsn: str, schema: str
+) -> None:
+    # The app's connections run with a 1 s limit of their own.
+    engine = make_engine(pg_dsn, connect_args={"options": "-c statement_timeout=1000"})
+    ours = PostgresStore.from_engine(engine, schema=schema, purge_interval=None, statement_timeout=2)
+    theirs = PostgresStore.from_engine(engine, schema=schema, purge_interval=None, statement_timeout=None)
+    try:
+        ours.create_table()
+        ours.insert(ID, '{"a": 1}', None, timedelta(minutes=5), None)
+        locker = psycopg2.connect(pg_dsn)
+        try:
+            with locker.cursor() as cur:
+                cur.execute(f"SELECT 1 FROM {ours.qualified_name} FOR UPDATE")
+            for store, limit, seconds in (
+                (ours, "statement_timeout=2s", 2),
+                (theirs, "your DSN or server", 1),
+            ):
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable, match=limit):
+                    store.delete(ID)
+                assert time.monotonic() - started >= seconds
+        finally:
+            locker.rollback()
+            locker.close()
+    finally:
+        ours.close()
+        theirs.close()
+
+
+# -- the table as SQLAlchemy metadata ---------------------------------------------------------
+
+
+def catalog(dsn: str, schema: str, table: str) -> dict[str, Any]:
+    """What PostgreSQL holds about a table: columns (type, not null, default), indexes (their
+    definitions), constraints and storage parameters; the schema name left out."""
+    qualified = f'"{schema}"."{table}"'
+    columns = sql(
+        dsn,
+        "SELECT attname, format_type(atttypid, atttypmod), attnotnull, pg_get_expr(d.adbin, d.adrelid)"
+        " FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+        " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        (qualified,),
+    )
+    indexes = sql(
+        dsn, "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s ORDER BY 1", (schema,)
+    )
+    constraints = sql(
+        dsn,
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(%s)",
+        (qualified,),
+    )
+    options = sql(dsn, "SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)", (qualified,))
+    return {
+        "columns": columns,
+        "indexes": [
+            (name, text.replace(f'"{schema}"', "S").replace(f"{schema}.", "S.")) for name, text in indexes
+        ],
+        "constraints": constraints,
+        "options": options,
+    }
+
+
+def test_the_metadata_table_is_the_table_the_store_creates(
+    make_store: Callable[..., PostgresStore], make_engine: Callable[..., sa.Engine], pg_dsn: str, schema: str
+) -> None:
+    make_store().create_table()
+    other = f"{schema}_sa"
+    sql(pg_dsn, f'CREATE SCHEMA "{other}"')
+    try:
+        # A naming convention on the app's metadata must not rename the store's indexes.
+        metadata = sa.MetaData(naming_convention={"ix": "ix_%(column_0_label)s", "pk": "pk_%(table_name)s"})
+        table = session_table(metadata, schema=other)
+        metadata.create_all(make_engine(pg_dsn))
+        assert catalog(pg_dsn, other, "pgsession") == catalog(pg_dsn, schema, "pgsession")
+        assert {column.name for column in table.columns} == set(EXPECTED_COLUMNS)
+        assert {index.name for index in table.indexes} == set(index_names("pgsession"))
+    finally:
+        sql(pg_dsn, f'DROP SCHEMA "{other}" CASCADE')
+
+
+def test_a_table_created_from_the_metadata_serves_a_store_that_does_not_create_it(
+    make_engine: Callable[..., sa.Engine], pg_dsn: str, schema: str
+) -> None:
+    engine = make_engine(pg_dsn)
+    metadata = sa.MetaData()
+    session_table(metadata, "sessions", schema=schema)
+    metadata.create_all(engine)
+    store = PostgresStore.from_engine(engine, "sessions", schema, create_table=False, purge_interval=None)
+    try:
+        client = client_for(store)
+        client.get("/set?a=1")
+        assert client.get("/read").json == {"a": "1"}
+        assert store.stats()["live"] == 1
+    finally:
+        store.close()
+
+
+def _alembic_diff(engine: sa.Engine, metadata: sa.MetaData, schema: str) -> list[Any]:
+    def in_this_schema(name: str | None, kind: str, parents: Any) -> bool:
+        return kind != "schema" or name == schema
+
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "include_schemas": True,
+                "include_name": in_this_schema,
+                "compare_type": True,
+                "compare_server_default": True,
+            },
+        )
+        return list(compare_metadata(context, metadata))
+
+
+@pytest.mark.parametrize("table", ["pgsession", "a much longer table name for sessions, quoted!"])
+def test_alembic_finds_no_difference_with_a_table_the_store_created(
+    table: str,
+    make_store: Callable[..., PostgresStore],
+    make_engine: Callable[..., sa.Engine],
+    pg_dsn: str,
+    schema: str,
+) -> None:
+    make_store(table=table).create_table()
+    metadata = sa.MetaData()
+    session_table(metadata, table, schema=schema)
+    assert _alembic_diff(make_engine(pg_dsn), metadata, schema) == []
+
+
+def test_alembic_adds_what_a_table_from_an_older_version_lacks(
+    make_engine: Callable[..., sa.Engine], pg_dsn: str, schema: str
+) -> None:
+    # 0.1.0's table: the DDL without the per-session lifetime columns.
+    _, table_sql, *index_sql = Statements(schema, "pgsession", "").create
+    for column in ("idle_timeout", "ends_at"):
+        table_sql = "\n".join(line for line in table_sql.splitlines() if not line.strip().startswith(column))
+    table_sql = table_sql.replace("NOT NULL,\n)", "NOT NULL\n)")
+    for statement in (table_sql, *index_sql):
+        sql(pg_dsn, statement)
+    metadata = sa.MetaData()
+    session_table(metadata, schema=schema)
+    diff = _alembic_diff(make_engine(pg_dsn), metadata, schema)
+    assert sorted((kind, column.name) for kind, _, _, column in diff) == [
+        ("add_column", "ends_at"),
+        ("add_column", "idle_timeout"),
+    ]
+
+
+def test_the_metadata_refuses_names_postgresql_cannot_hold() -> None:
+    with pytest.raises(ConfigurationError, match="63-byte"):
+        session_table(sa.MetaData(), "x" * 64)
+    with pytest.raises(ConfigurationError, match="schema"):
+        session_table(sa.MetaData(), schema="")
