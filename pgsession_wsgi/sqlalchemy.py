@@ -19,7 +19,20 @@ Needs the ``sqlalchemy`` extra (``pip install pgsession-wsgi[sqlalchemy]``).
 
 from __future__ import annotations
 
-from sqlalchemy import DDL, Column, Index, MetaData, PrimaryKeyConstraint, Table, Text, event, func
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    event,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import BYTEA, INTERVAL, JSONB, TIMESTAMP
 from sqlalchemy.dialects.postgresql.base import PGDialect
 
@@ -66,6 +79,7 @@ def session_table(metadata: MetaData, name: str = DEFAULT_TABLE, schema: str | N
     if schema is not None:
         quote_identifier(schema, "schema")
     expires_index, user_index = index_names(name)
+    storage: dict[str, Any] = {"postgresql_with": {"fillfactor": FILLFACTOR}} if _TABLE_WITH else {}
     table = Table(
         name,
         metadata,
@@ -79,10 +93,16 @@ def session_table(metadata: MetaData, name: str = DEFAULT_TABLE, schema: str | N
         Column("ends_at", TIMESTAMP(timezone=True)),
         PrimaryKeyConstraint("id", name=_primary_key_name(name)),
         schema=schema,
-        **({"postgresql_with": {"fillfactor": FILLFACTOR}} if _TABLE_WITH else {}),
+        **storage,
     )
     Index(expires_index, table.c.expires_at)
     Index(user_index, table.c.user_id, postgresql_where=table.c.user_id.is_not(None))
     if not _TABLE_WITH:
-        event.listen(table, "after_create", DDL(f"ALTER TABLE %(fullname)s SET (fillfactor = {FILLFACTOR})"))
+        event.listen(table, "after_create", _set_fillfactor)
     return table
+
+
+def _set_fillfactor(table: Table, connection: Connection, **kw: Any) -> None:
+    """After CREATE TABLE on SQLAlchemy 2.0, which cannot put the fillfactor in it."""
+    name = connection.dialect.identifier_preparer.format_table(table)
+    connection.execute(text(f"ALTER TABLE {name} SET (fillfactor = {FILLFACTOR})"))
