@@ -547,3 +547,23 @@ def test_the_demo_without_flask_login_says_what_to_install(
     out, err = capsys.readouterr()
     assert (status, out) == (2, "")
     assert "flask_login" in err and "pip install 'pgsession-wsgi[demo]'" in err
+
+
+@pytest.mark.parametrize("remember", [True, False])
+def test_demo_remember_me_gives_the_session_30_days(demo: Flask, remember: bool) -> None:
+    client = demo.test_client()
+    form = {"username": "alice", "password": "wonderland", "csrf_token": csrf(client.get("/"))}
+    if remember:
+        form["remember"] = "1"
+    response = client.post("/login", data=form)
+    [cookie] = [c for c in set_cookies(response) if c.startswith("session=")]
+    [(days, seconds)] = sql(
+        middleware(demo).store,
+        "SELECT extract(day FROM expires_at - now())::int, extract(epoch FROM expires_at - now())::int"
+        " FROM {t} WHERE user_id = 'alice'",
+    )
+    if remember:  # a cookie that outlives the browser, a row that lasts 30 days unused
+        assert "Max-Age=2592000" in cookie and days == 29
+    else:  # the defaults: a browser-session cookie, 2 hours unused
+        assert "Max-Age" not in cookie and 7000 < seconds <= 7200
+    assert "Hello, alice!" in client.get("/").text
