@@ -68,9 +68,13 @@ class AsyncPurgeTask:
                 if store is None:
                     return
                 try:
-                    if conn is None or conn.closed:
-                        conn = await store.connect_unpooled()
-                    removed = await store.purge_on(conn, DEFAULT_PURGE_BATCH_SIZE)
+                    if store.borrows_connections:
+                        # The app's pool: a borrowed connection per batch, never kept.
+                        removed = await store.purge_batch_by_batch(DEFAULT_PURGE_BATCH_SIZE)
+                    else:
+                        if conn is None or conn.closed:
+                            conn = await store.connect_unpooled()
+                        removed = await store.purge_on(conn, DEFAULT_PURGE_BATCH_SIZE)
                     if removed:
                         log.info("purged %d expired sessions from %s", removed, store.qualified_name)
                     failing = False

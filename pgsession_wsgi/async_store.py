@@ -38,10 +38,14 @@ from typing import Any, TypeVar
 import psycopg
 import psycopg.errors
 from psycopg import AsyncClientCursor, AsyncConnection, AsyncCursor
+from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import set_json_loads
+from psycopg_pool import AsyncConnectionPool
 
+from .async_borrowed import LentAsyncPool
 from .async_pool import AsyncPool
 from .async_purge import AsyncPurgeTask
+from .borrowed import lent_settings
 from .cookies import hash_session_id
 from .core import (
     KEEP_USER,
@@ -75,6 +79,7 @@ __all__ = ["AsyncPostgresStore"]
 log = logging.getLogger("pgsession_wsgi")
 
 T = TypeVar("T")
+S = TypeVar("S", bound="AsyncPostgresStore")
 Connection = AsyncConnection[Any]
 Cursor = AsyncCursor[Any]
 
@@ -85,9 +90,14 @@ class _Dialect:
 
     sql: Statements
     client_side: bool  # guarded statements hold several commands: bind on the client
+    lent: bool = False  # the app's connections: its own jsonb and timestamptz loaders do not apply
 
     def cursor(self, conn: Connection) -> Cursor:
-        return AsyncClientCursor(conn) if self.client_side else conn.cursor()
+        cur: Cursor = AsyncClientCursor(conn) if self.client_side else conn.cursor()
+        if self.lent:
+            set_json_loads(json.loads, cur)
+            cur.adapters.register_loader("timestamptz", TimestamptzLoader)
+        return cur
 
 
 #: What runs on a borrowed connection: given it and the statements to use.
@@ -147,24 +157,88 @@ class AsyncPostgresStore:
     ) -> None:
         dsn = normalize_dsn(dsn)
         check_store_options(max_connections, pool_timeout, connect_timeout, purge_interval)
-        self.table = table
-        self.schema = schema
-        self.statement_timeout = statement_timeout
-        self.purge_interval = purge_interval
-        self.max_connections = max_connections
-        self.pool_timeout = pool_timeout
-        self._create_table = create_table
-        self._qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
-        self._lock_key = lock_key(schema, table)
-        self._connect_kwargs, self._settings = store_connect_arguments(
+        connect_kwargs, settings = store_connect_arguments(
             dsn,
             connect_timeout=connect_timeout,
             statement_timeout=statement_timeout,
             synchronous_commit=synchronous_commit,
         )
+        self._init_common(table, schema, statement_timeout, purge_interval, create_table, settings)
+        self.max_connections = max_connections
+        self.pool_timeout = pool_timeout
+        self._connect_kwargs = connect_kwargs
+
+    @classmethod
+    def from_pool(
+        cls: type[S],
+        pool: AsyncConnectionPool[Any],
+        table: str = DEFAULT_TABLE,
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        pool_timeout: float | None = None,
+        statement_timeout: float | None = 5.0,
+        synchronous_commit: bool = True,
+        create_table: bool = True,
+        purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+    ) -> S:
+        """A store on the app's psycopg 3 pool, borrowing one connection per statement.
+
+        As :meth:`PostgresStore.from_pool <pgsession_wsgi.store.PostgresStore.from_pool>` does
+        (see :mod:`pgsession_wsgi.async_borrowed`): each connection is switched to autocommit for
+        the statement and given back with its own setting; the store's settings go with each
+        statement as ``SET LOCAL``; a dead or broken connection is closed for the pool to
+        replace; :meth:`close` leaves the pool open; the background purge borrows a connection
+        per batch. The app opens the pool (``await pool.open()``) before the store's first use.
+
+        :param pool: a :class:`psycopg_pool.AsyncConnectionPool` of the app's.
+        :param table: as for :class:`AsyncPostgresStore`.
+        :param schema: as for :class:`AsyncPostgresStore`.
+        :param pool_timeout: seconds to wait for one of the pool's connections before
+            :class:`StoreUnavailable`; None: the pool's own ``timeout``.
+        :param statement_timeout: seconds any one of the store's statements may run, set with
+            ``SET LOCAL`` on each; None leaves the connection's own setting.
+        :param synchronous_commit: as for :class:`AsyncPostgresStore`, also with ``SET LOCAL``.
+        :param create_table: as for :class:`AsyncPostgresStore`.
+        :param purge_interval: as for :class:`AsyncPostgresStore`.
+        :raises ConfigurationError: not a psycopg_pool ``AsyncConnectionPool``, or a number out
+            of range.
+        """
+        lent = LentAsyncPool(pool, pool_timeout)
+        check_store_options(1, lent.timeout, 1.0, purge_interval)
+        settings = lent_settings(statement_timeout, synchronous_commit)
+        store = cls.__new__(cls)
+        store._init_common(table, schema, statement_timeout, purge_interval, create_table, settings)
+        store.max_connections = pool.max_size
+        store.pool_timeout = lent.timeout
+        store._connect_kwargs = {}
+        store._pool = lent
+        # No startup option reaches a lent connection: every statement sets them (SET LOCAL),
+        # several commands in one message, so bound on the client.
+        store._dialect = _Dialect(Statements(schema, table, guard(settings)), client_side=True, lent=True)
+        store._settings_checked = True
+        return store
+
+    def _init_common(
+        self,
+        table: str,
+        schema: str,
+        statement_timeout: float | None,
+        purge_interval: float | None,
+        create_table: bool,
+        settings: dict[str, str],
+    ) -> None:
+        """What every constructor does, whichever pool the connections come from."""
+        self.table = table
+        self.schema = schema
+        self.statement_timeout = statement_timeout
+        self.purge_interval = purge_interval
+        self._create_table = create_table
+        self._qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
+        self._lock_key = lock_key(schema, table)
+        self._settings = settings
         self._dialect = _Dialect(Statements(schema, table, ""), client_side=False)
         self._settings_checked = False
-        self._pool: AsyncPool | None = None
+        self._pool: AsyncPool | LentAsyncPool | None = None
         self._pool_lock: asyncio.Lock | None = None  # made in the loop (Python 3.9 binds it)
         self._setup: asyncio.Future[None] | None = None
         self._ready = False
@@ -178,8 +252,22 @@ class AsyncPostgresStore:
 
     @property
     def dsn(self) -> str:
-        """The DSN the store connects with (as given, normalised); it may hold a password."""
+        """The DSN the store connects with (as given, normalised); it may hold a password.
+
+        :raises ConfigurationError: the store borrows an app's pool (:meth:`from_pool`) and
+            knows no DSN.
+        """
+        if "dsn" not in self._connect_kwargs:
+            raise ConfigurationError(
+                "this store takes its connections from your psycopg_pool pool and knows no DSN; "
+                "use the DSN your app opens them with"
+            )
         return str(self._connect_kwargs["dsn"])
+
+    @property
+    def borrows_connections(self) -> bool:
+        """Whether every connection is borrowed from the app's pool (:meth:`from_pool`)."""
+        return isinstance(self._pool, LentAsyncPool)
 
     @property
     def qualified_name(self) -> str:
@@ -241,7 +329,7 @@ class AsyncPostgresStore:
                 "check that PostgreSQL is reachable"
             ) from None
 
-    async def _open_pool(self) -> AsyncPool:
+    async def _open_pool(self) -> AsyncPool | LentAsyncPool:
         if self._closed:
             raise StoreUnavailable("the session store was closed; create a new AsyncPostgresStore")
         if self._pool_lock is None:
@@ -307,7 +395,7 @@ class AsyncPostgresStore:
         """
         await self._create(await self._open_pool())
 
-    async def _create(self, pool: AsyncPool) -> None:
+    async def _create(self, pool: AsyncPool | LentAsyncPool) -> None:
         async def create(conn: Connection, dialect: _Dialect) -> None:
             async with conn.transaction():
                 await conn.execute(LOCK, (self._lock_key,))
@@ -346,7 +434,7 @@ class AsyncPostgresStore:
         assert self._pool is not None
         return await self._run_on(self._pool, work, retry=retry)
 
-    async def _run_on(self, pool: AsyncPool, work: Work[T], *, retry: bool) -> T:
+    async def _run_on(self, pool: AsyncPool | LentAsyncPool, work: Work[T], *, retry: bool) -> T:
         """Run ``work`` on a pooled connection, turning database trouble into clear errors.
 
         ``work`` is given the statements to use, read once the connection is out of the pool:
@@ -602,10 +690,37 @@ class AsyncPostgresStore:
         )
 
     async def connect_unpooled(self) -> Connection:
-        """A connection outside the pool (the purge task's), set up as the pool's are."""
+        """A connection outside the pool (the purge task's), set up as the pool's are.
+
+        :raises ConfigurationError: the store borrows an app's pool and opens none of its own.
+        """
         await self._ensure_ready()
         assert self._pool is not None
         return await self._pool.connect_unpooled()
+
+    async def purge_batch_by_batch(self, batch_size: int = DEFAULT_PURGE_BATCH_SIZE) -> int:
+        """:meth:`purge_expired`, borrowing a connection for each batch alone; how many rows went.
+
+        The background purge of a store on the app's pool: between batches the connection is
+        back in the app's pool.
+
+        :param batch_size: rows per statement.
+        :raises ConfigurationError: ``batch_size`` is below 1.
+        """
+        if batch_size < 1:
+            raise ConfigurationError("batch_size must be at least 1")
+        total, after = 0, "-infinity"
+        while True:
+
+            async def batch(conn: Connection, dialect: _Dialect, after: Any = after) -> tuple[int, Any]:
+                params = {"lock": self._lock_key, "limit": batch_size, "after": after}
+                removed, last = await _one_row(await _execute(dialect, conn, dialect.sql.purge, params))
+                return int(removed), last
+
+            removed, after = await self._run(batch, retry=True)
+            total += removed
+            if removed < batch_size:
+                return total
 
     async def purge_on(self, conn: Connection, batch_size: int) -> int:
         """:meth:`purge_expired` on a given connection; driver errors are left to the caller.

@@ -6,14 +6,16 @@ Everything runs on the real test database; the engines use ``postgresql+psycopg2
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
@@ -24,6 +26,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from db import sql
 from helpers import wait_for
+from psycopg.types.json import set_json_loads
+from psycopg_pool import AsyncConnectionPool
 from session_app import session_app
 from webtest import TestApp
 from wire import RoundTripCounter
@@ -34,6 +38,8 @@ from pgsession_wsgi import (
     SessionMiddleware,
     StoreUnavailable,
 )
+from pgsession_wsgi.async_borrowed import LentAsyncPool
+from pgsession_wsgi.async_store import AsyncPostgresStore
 from pgsession_wsgi.sql import EXPECTED_COLUMNS, Statements, index_names
 from pgsession_wsgi.sqlalchemy import session_table
 
@@ -721,3 +727,142 @@ def test_the_metadata_refuses_names_postgresql_cannot_hold() -> None:
         session_table(sa.MetaData(), "x" * 64)
     with pytest.raises(ConfigurationError, match="schema"):
         session_table(sa.MetaData(), schema="")
+
+
+# -- the async store on the app's psycopg_pool ----------------------------------------------------
+
+
+@pytest.fixture
+async def make_async_lent(schema: str) -> AsyncIterator[Callable[..., Awaitable[AsyncPostgresStore]]]:
+    """``await make_async_lent(dsn, pool_options={}, **store_options)``: the app's open
+    ``AsyncConnectionPool`` and an AsyncPostgresStore on it; both closed after the test."""
+    made: list[tuple[AsyncPostgresStore, AsyncConnectionPool[Any]]] = []
+
+    async def make(
+        dsn: str, pool_options: dict[str, Any] | None = None, **options: Any
+    ) -> AsyncPostgresStore:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            dsn, **{"min_size": 1, "max_size": 2, "open": False, **(pool_options or {})}
+        )
+        await pool.open(wait=True)
+        store = AsyncPostgresStore.from_pool(pool, **{"schema": schema, "purge_interval": None, **options})
+        made.append((store, pool))
+        return store
+
+    yield make
+    for store, pool in made:
+        await store.close()
+        await pool.close()
+
+
+def lent_pool(store: AsyncPostgresStore) -> AsyncConnectionPool[Any]:
+    assert isinstance(store._pool, LentAsyncPool)
+    return store._pool.pool
+
+
+async def test_the_async_store_on_the_apps_pool_costs_the_same_round_trips(
+    make_async_lent: Callable[..., Awaitable[AsyncPostgresStore]], wire_counter: RoundTripCounter
+) -> None:
+    store = await make_async_lent(wire_counter.dsn)
+    await store.create_table()
+    wire_counter.reset()
+    await store.insert(ID, '{"a": 1}', None, timedelta(minutes=5), None)
+    assert (await store.load(ID, timedelta(seconds=60))).data == {"a": 1}  # type: ignore[union-attr]
+    result = await store.write(
+        ID,
+        '{"b": 2}',
+        [],
+        replace=False,
+        new_hash=None,
+        idle=timedelta(minutes=5),
+        absolute=None,
+        touch_interval=timedelta(seconds=60),
+    )
+    assert result.updated
+    assert await store.delete(ID)
+    assert wire_counter.count == 4, wire_counter.statements
+    assert all(s.startswith("SET LOCAL statement_timeout = 5000; ") for s in wire_counter.statements)
+    # Each connection went back as it was lent: idle, not in autocommit.
+    pool = lent_pool(store)
+    async with pool.connection() as conn:
+        assert conn.autocommit is False
+        assert (await (await conn.execute("SHOW statement_timeout")).fetchone()) == ("0",)
+
+
+async def test_the_apps_json_loader_does_not_change_what_the_async_store_reads(
+    make_async_lent: Callable[..., Awaitable[AsyncPostgresStore]], pg_dsn: str
+) -> None:
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        set_json_loads(lambda data: "the app's decoding", conn)
+
+    store = await make_async_lent(pg_dsn, {"configure": configure})
+    await store.create_table()
+    await store.insert(ID, '{"user_id": "1"}', "1", timedelta(minutes=5), None)
+    assert (await store.load(ID, timedelta(seconds=60))).data == {"user_id": "1"}  # type: ignore[union-attr]
+    [info] = await store.sessions_for_user(1)
+    assert isinstance(info.expires_at, datetime)
+
+
+async def test_a_killed_idle_connection_of_the_apps_async_pool_is_dropped(
+    make_async_lent: Callable[..., Awaitable[AsyncPostgresStore]], pg_dsn: str
+) -> None:
+    store = await make_async_lent(pg_dsn, {"min_size": 1, "max_size": 1})
+    await store.create_table()
+    pool = lent_pool(store)
+    async with pool.connection() as conn:
+        pid = conn.info.backend_pid
+    assert sql(pg_dsn, "SELECT pg_terminate_backend(%s, 10000)", (pid,)) == [(True,)]
+    await asyncio.sleep(0.1)  # until the server's goodbye reaches the socket
+    await store.insert(ID, "{}", None, timedelta(minutes=5), None)  # never retried: must not fail
+    async with pool.connection() as conn:
+        assert conn.info.backend_pid != pid
+
+
+async def test_an_exhausted_async_pool_is_store_unavailable_and_close_leaves_it_open(
+    make_async_lent: Callable[..., Awaitable[AsyncPostgresStore]], pg_dsn: str
+) -> None:
+    store = await make_async_lent(pg_dsn, {"min_size": 1, "max_size": 1}, pool_timeout=0.3)
+    await store.create_table()
+    pool = lent_pool(store)
+    async with pool.connection():
+        with pytest.raises(StoreUnavailable, match="became free"):
+            await store.load(ID, timedelta(seconds=60))
+    assert await store.load(ID, timedelta(seconds=60)) is None
+    await store.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.load(ID, timedelta(seconds=60))
+    async with pool.connection() as conn:  # the app's pool still serves the app
+        assert (await (await conn.execute("SELECT 1")).fetchone()) == (1,)
+
+
+async def test_the_async_purge_borrows_the_apps_pool_per_batch(
+    make_async_lent: Callable[..., Awaitable[AsyncPostgresStore]], pg_dsn: str
+) -> None:
+    store = await make_async_lent(pg_dsn, purge_interval=0.1)
+    await store.open()
+    assert store.borrows_connections
+    with pytest.raises(ConfigurationError, match="opens none"):
+        await store.connect_unpooled()
+    with pytest.raises(ConfigurationError, match="knows no DSN"):
+        _ = store.dsn
+    sql(
+        pg_dsn,
+        f"INSERT INTO {store.qualified_name} (id, data, expires_at)"
+        " SELECT sha256(i::text::bytea), '{}', now() - interval '1 minute' FROM generate_series(1, 5) i",
+    )
+    for _ in range(300):  # the background purge, on the app's pool
+        if sql(pg_dsn, f"SELECT count(*) FROM {store.qualified_name}") == [(0,)]:
+            break
+        await asyncio.sleep(0.05)
+    assert sql(pg_dsn, f"SELECT count(*) FROM {store.qualified_name}") == [(0,)]
+    sql(
+        pg_dsn,
+        f"INSERT INTO {store.qualified_name} (id, data, expires_at)"
+        " SELECT sha256(i::text::bytea), '{}', now() - interval '1 minute' FROM generate_series(1, 5) i",
+    )
+    assert await store.purge_batch_by_batch(2) == 5
+
+
+def test_the_async_store_refuses_what_is_not_a_psycopg_pool() -> None:
+    with pytest.raises(ConfigurationError, match="AsyncConnectionPool"):
+        AsyncPostgresStore.from_pool(psycopg2.pool.ThreadedConnectionPool(0, 1, ""))  # type: ignore[arg-type]

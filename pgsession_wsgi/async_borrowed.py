@@ -1,0 +1,123 @@
+"""Internal: connections an asyncio app lends the async store, from its ``psycopg_pool`` pool.
+
+The async twin of :mod:`pgsession_wsgi.borrowed`, with the same promises: one connection per
+statement, switched to autocommit and back to the app's setting before it is returned (a
+transaction found open on it is rolled back first), the store's settings sent as ``SET LOCAL``
+with each statement, a dead or broken connection closed so that the pool replaces it, and
+:class:`StoreUnavailable` when the pool has no connection in time. Closing the store leaves the
+app's pool open.
+
+One difference: psycopg 3 offers no cheap way to read a notification off an idle connection
+without waiting, so an idle connection with anything to read (a hang-up, or a ``NOTIFY`` for a
+``LISTEN`` of the app's) is closed and left for the pool to replace. Keep listening connections
+out of the pool the store borrows from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+
+from .async_pool import _is_dead
+from .errors import ConfigurationError, StoreUnavailable
+
+__all__ = ["LentAsyncPool"]
+
+Connection = AsyncConnection[Any]
+
+#: As in :mod:`pgsession_wsgi.borrowed`: dead connections one borrow drops before it gives up.
+_MAX_DEAD = 64
+
+
+class LentAsyncPool:
+    """Borrows connections from an app's :class:`psycopg_pool.AsyncConnectionPool`.
+
+    :param pool: the app's pool, opened by the app; :meth:`close` leaves it open.
+    :param timeout: seconds to wait for one of its connections; None: the pool's own timeout.
+    :raises ConfigurationError: not a psycopg_pool ``AsyncConnectionPool``.
+    """
+
+    origin = "your psycopg_pool pool"
+
+    def __init__(self, pool: AsyncConnectionPool[Any], timeout: float | None = None) -> None:
+        if not isinstance(pool, AsyncConnectionPool):
+            raise ConfigurationError(
+                f"AsyncPostgresStore.from_pool() takes a psycopg_pool.AsyncConnectionPool, not "
+                f"{type(pool).__name__}"
+            )
+        self.pool = pool
+        self.timeout = float(pool.timeout if timeout is None else timeout)
+        self._closed = False
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """Borrow a live autocommit connection; it goes back as lent, or closed if it broke.
+
+        :raises StoreUnavailable: none came within ``timeout``, the pool is closed, or the store is.
+        """
+        conn, autocommit = await self._borrow()
+        try:
+            yield conn
+        finally:
+            await self._return(conn, autocommit)
+
+    async def _borrow(self) -> tuple[Connection, bool]:
+        for _ in range(_MAX_DEAD):
+            if self._closed:
+                raise StoreUnavailable("the session store was closed; create a new AsyncPostgresStore")
+            try:
+                conn = await self.pool.getconn(timeout=self.timeout)
+            except PoolTimeout:
+                raise StoreUnavailable(
+                    f"no connection of {self.origin} became free within {self.timeout}s; raise its "
+                    "max_size, look for slow queries, or check that PostgreSQL is running"
+                ) from None
+            except PoolClosed:
+                raise StoreUnavailable(f"{self.origin} was closed; give the store an open pool") from None
+            if not _is_dead(conn):
+                try:
+                    autocommit = conn.autocommit
+                    await conn.rollback()  # a transaction left open on a lent connection is nobody's
+                    await conn.set_autocommit(True)
+                    return conn, autocommit
+                except psycopg.Error:
+                    pass
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+            await self.pool.putconn(conn)  # closed: the pool replaces it
+        raise StoreUnavailable(
+            f"{self.origin} lent {_MAX_DEAD} dead or unusable connections in a row; check that "
+            "PostgreSQL is running"
+        )
+
+    async def _return(self, conn: Connection, autocommit: bool) -> None:
+        try:
+            if conn.closed or conn.broken:
+                raise psycopg.InterfaceError("the connection broke")
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                await conn.rollback()  # left mid-way by an error, or by an explicit BEGIN
+            await conn.set_autocommit(autocommit)
+        except psycopg.Error:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+        await self.pool.putconn(conn)
+
+    async def connect_unpooled(self) -> Connection:
+        """Refused: the store opens no connection of its own on an app's pool.
+
+        :raises ConfigurationError: always.
+        """
+        raise ConfigurationError(
+            f"this store borrows every connection from {self.origin} and opens none of its own; "
+            "purge with purge_expired() or purge_batch_by_batch()"
+        )
+
+    async def close(self) -> None:
+        """Refuse further loans; the app's pool and its connections are left open."""
+        self._closed = True
