@@ -79,7 +79,10 @@ class LentAsyncPool:
                     "max_size, look for slow queries, or check that PostgreSQL is running"
                 ) from None
             except PoolClosed:
-                raise StoreUnavailable(f"{self.origin} was closed; give the store an open pool") from None
+                raise StoreUnavailable(
+                    f"{self.origin} is closed, or not open yet: open it (await pool.open()) before "
+                    "the store's first use"
+                ) from None
             if not _is_dead(conn):
                 try:
                     autocommit = conn.autocommit
