@@ -69,9 +69,20 @@ from .defaults import (
 )
 from .dsn import normalize_dsn, store_connect_arguments
 from .errors import ConfigurationError, SessionDataError, SessionError, SessionTooLarge, StoreUnavailable
-from .layout import check_layout, needs_upgrade
+from .layout import check_layout, check_persistence, needs_upgrade
 from .pool import _first_line
-from .sql import LAYOUT, LOCK, SCHEMA_MISSING, SETTINGS, Statements, guard, lock_key, quote_identifier
+from .sql import (
+    LAYOUT,
+    LOCK,
+    PERSISTENCE,
+    SCHEMA_MISSING,
+    SETTINGS,
+    Statements,
+    guard,
+    lock_key,
+    persistence_statement,
+    quote_identifier,
+)
 from .store import SessionInfo
 
 __all__ = ["AsyncPostgresStore"]
@@ -139,6 +150,9 @@ class AsyncPostgresStore:
         but a database crash can lose the last fraction of a second of session changes.
     :param create_table: create the schema, table and indexes when the store opens.
     :param purge_interval: seconds between background purges of expired rows; None for none.
+    :param unlogged: an ``UNLOGGED`` table: writes skip the WAL, and a database crash empties
+        the table (everyone is logged out); an existing table that differs is refused. None
+        takes an existing table as it is.
     """
 
     def __init__(
@@ -154,6 +168,7 @@ class AsyncPostgresStore:
         synchronous_commit: bool = True,
         create_table: bool = True,
         purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+        unlogged: bool | None = False,
     ) -> None:
         dsn = normalize_dsn(dsn)
         check_store_options(max_connections, pool_timeout, connect_timeout, purge_interval)
@@ -163,7 +178,7 @@ class AsyncPostgresStore:
             statement_timeout=statement_timeout,
             synchronous_commit=synchronous_commit,
         )
-        self._init_common(table, schema, statement_timeout, purge_interval, create_table, settings)
+        self._init_common(table, schema, statement_timeout, purge_interval, create_table, settings, unlogged)
         self.max_connections = max_connections
         self.pool_timeout = pool_timeout
         self._connect_kwargs = connect_kwargs
@@ -180,6 +195,7 @@ class AsyncPostgresStore:
         synchronous_commit: bool = True,
         create_table: bool = True,
         purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+        unlogged: bool | None = False,
     ) -> S:
         """A store on the app's psycopg 3 pool, borrowing one connection per statement.
 
@@ -200,6 +216,7 @@ class AsyncPostgresStore:
         :param synchronous_commit: as for :class:`AsyncPostgresStore`, also with ``SET LOCAL``.
         :param create_table: as for :class:`AsyncPostgresStore`.
         :param purge_interval: as for :class:`AsyncPostgresStore`.
+        :param unlogged: as for :class:`AsyncPostgresStore`.
         :raises ConfigurationError: not a psycopg_pool ``AsyncConnectionPool``, or a number out
             of range.
         """
@@ -207,7 +224,7 @@ class AsyncPostgresStore:
         check_store_options(1, lent.timeout, 1.0, purge_interval)
         settings = lent_settings(statement_timeout, synchronous_commit)
         store = cls.__new__(cls)
-        store._init_common(table, schema, statement_timeout, purge_interval, create_table, settings)
+        store._init_common(table, schema, statement_timeout, purge_interval, create_table, settings, unlogged)
         store.max_connections = pool.max_size
         store.pool_timeout = lent.timeout
         store._connect_kwargs = {}
@@ -226,6 +243,7 @@ class AsyncPostgresStore:
         purge_interval: float | None,
         create_table: bool,
         settings: dict[str, str],
+        unlogged: bool | None = False,
     ) -> None:
         """What every constructor does, whichever pool the connections come from."""
         self.table = table
@@ -233,6 +251,8 @@ class AsyncPostgresStore:
         self.statement_timeout = statement_timeout
         self.purge_interval = purge_interval
         self._create_table = create_table
+        #: Whether the table is (made) unlogged, as given; None takes an existing one as it is.
+        self.unlogged = unlogged
         self._qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
         self._lock_key = lock_key(schema, table)
         self._settings = settings
@@ -377,45 +397,53 @@ class AsyncPostgresStore:
     def ddl(self) -> str:
         """The statements that create the table and its indexes, for a DBA to run by hand.
 
-        They also bring a table made by an older version up to date (its missing columns).
+        They also bring a table made by an older version up to date (its missing columns). With
+        ``unlogged=True`` the table is created ``UNLOGGED``.
         """
         sql = self._dialect.sql
-        schema_sql, table_sql, *index_sql = sql.create
+        schema_sql, table_sql, *index_sql = sql.create_unlogged if self.unlogged else sql.create
         return ";\n".join([schema_sql, table_sql, sql.upgrade, *index_sql]) + ";\n"
 
-    async def create_table(self) -> None:
+    async def create_table(self, *, convert: bool = False) -> None:
         """Create schema, table and indexes if missing; safe when many processes start at once.
 
         The statements run in one transaction under the table's advisory lock (concurrent
         ``CREATE ... IF NOT EXISTS`` race in PostgreSQL), then the table's layout is checked; a
         table made by an older version gets the columns added since (metadata only).
 
+        :param convert: as for :meth:`PostgresStore.create_table
+            <pgsession_wsgi.store.PostgresStore.create_table>`: make an existing table unlogged
+            or logged as ``unlogged`` says (a rewrite) instead of refusing it.
         :raises LegacyTableError: the table still has flask-pg-session's layout.
-        :raises ConfigurationError: the table exists and is not a pgsession-wsgi table.
+        :raises ConfigurationError: the table exists and is not a pgsession-wsgi table, or
+            (without ``convert``) its persistence differs from ``unlogged``.
         """
-        await self._create(await self._open_pool())
+        await self._create(await self._open_pool(), convert=convert)
 
-    async def _create(self, pool: AsyncPool | LentAsyncPool) -> None:
+    async def _create(self, pool: AsyncPool | LentAsyncPool, *, convert: bool = False) -> None:
         async def create(conn: Connection, dialect: _Dialect) -> None:
             async with conn.transaction():
                 await conn.execute(LOCK, (self._lock_key,))
                 cur = await conn.execute(SCHEMA_MISSING, (quote_identifier(self.schema, "schema"),))
                 missing_schema = (await _one_row(cur))[0]
-                schema_sql, table_sql, *index_sql = dialect.sql.create
+                sql = dialect.sql
+                schema_sql, table_sql, *index_sql = sql.create_unlogged if self.unlogged else sql.create
                 if missing_schema:
                     await conn.execute(schema_sql)
                 await conn.execute(table_sql)
-                await self._check_layout(conn, upgrade=True)  # before the indexes: they need our columns
+                # Before the indexes: they need our columns.
+                await self._check_layout(conn, upgrade=True, convert=convert)
                 for statement in index_sql:
                     await conn.execute(statement)
 
         await self._run_on(pool, create, retry=True)
         self._table_created = True
 
-    async def _check_layout(self, conn: Connection, *, upgrade: bool) -> None:
+    async def _check_layout(self, conn: Connection, *, upgrade: bool, convert: bool = False) -> None:
         """Refuse a table that is not ours; with ``upgrade``, add what an older one of ours lacks.
 
         A missing table passes (create_table=False): its first statement says how to create it.
+        One whose persistence differs from ``unlogged`` is refused, or with ``convert`` altered.
         """
         cur = await conn.execute(LAYOUT, (self._qualified,))
         columns = dict(await cur.fetchall())
@@ -424,8 +452,22 @@ class AsyncPostgresStore:
             await conn.execute(self._dialect.sql.upgrade)
             cur = await conn.execute(LAYOUT, (self._qualified,))
             columns = dict(await cur.fetchall())
-        if columns:
-            check_layout(columns, qualified=self._qualified, table=self.table, schema=self.schema)
+        if not columns:
+            return
+        check_layout(columns, qualified=self._qualified, table=self.table, schema=self.schema)
+        if self.unlogged is None:
+            return
+        cur = await conn.execute(PERSISTENCE, (self._qualified,))
+        is_unlogged = bool((await _one_row(cur))[0])
+        if convert and is_unlogged != self.unlogged:
+            log.warning(
+                "converting the session table %s: %s",
+                self._qualified,
+                "SET UNLOGGED" if self.unlogged else "SET LOGGED",
+            )
+            await conn.execute(persistence_statement(self._qualified, self.unlogged))
+            is_unlogged = self.unlogged
+        check_persistence(is_unlogged, self.unlogged, qualified=self._qualified)
 
     # -- running statements ----------------------------------------------------------------
 

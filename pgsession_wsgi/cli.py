@@ -107,8 +107,11 @@ def _describe_dsn(dsn: str) -> str:
 
 
 @contextmanager
-def _store(args: argparse.Namespace) -> Iterator[PostgresStore]:
-    """A store for one maintenance command: no table creation, no purge thread, one connection."""
+def _store(args: argparse.Namespace, unlogged: bool | None = None) -> Iterator[PostgresStore]:
+    """A store for one maintenance command: no table creation, no purge thread, one connection.
+
+    It takes the table as it is, logged or unlogged, unless ``unlogged`` says which it must be.
+    """
     store = PostgresStore(
         _require_dsn(args),
         args.table,
@@ -116,6 +119,7 @@ def _store(args: argparse.Namespace) -> Iterator[PostgresStore]:
         max_connections=1,
         create_table=False,
         purge_interval=None,
+        unlogged=unlogged,
     )
     try:
         yield store
@@ -198,12 +202,16 @@ def _cmd_init(args: argparse.Namespace) -> int:
     if args.sql:
         # ddl() only formats text: a DBA can run this without any database at hand.
         dsn, _ = _dsn_and_source(args)
-        store = PostgresStore(dsn or _UNUSED_DSN, args.table, args.schema, purge_interval=None)
+        store = PostgresStore(
+            dsn or _UNUSED_DSN, args.table, args.schema, purge_interval=None, unlogged=args.unlogged
+        )
         print(store.ddl(), end="")
         return 0
-    with _store(args) as store:
-        store.create_table()
-    _say(f"{PROG} init: the session table {_where(args)} and its indexes are ready")
+    # --unlogged / --logged convert an existing table; neither takes it as it is.
+    with _store(args, args.unlogged) as store:
+        store.create_table(convert=args.unlogged is not None)
+    kind = {True: "unlogged ", False: "logged ", None: ""}[args.unlogged]
+    _say(f"{PROG} init: the {kind}session table {_where(args)} and its indexes are ready")
     return 0
 
 
@@ -471,6 +479,23 @@ def _parser() -> argparse.ArgumentParser:
         "--sql",
         action="store_true",
         help="print the SQL instead of running it (needs no database connection)",
+    )
+    persistence = init.add_mutually_exclusive_group()
+    persistence.add_argument(
+        "--unlogged",
+        dest="unlogged",
+        action="store_const",
+        const=True,
+        default=None,
+        help="an UNLOGGED table: faster writes, no WAL, emptied after a database crash (everyone "
+        "logged out); converts an existing logged table (a rewrite under an exclusive lock)",
+    )
+    persistence.add_argument(
+        "--logged",
+        dest="unlogged",
+        action="store_const",
+        const=False,
+        help="a logged (crash-safe) table; converts an existing unlogged one back",
     )
     init.set_defaults(run=_cmd_init)
 

@@ -10,9 +10,9 @@ import shlex
 from collections.abc import Mapping
 
 from .errors import ConfigurationError, LegacyTableError
-from .sql import ADDED_COLUMNS, EXPECTED_COLUMNS, upgrade_statement
+from .sql import ADDED_COLUMNS, EXPECTED_COLUMNS, persistence_statement, upgrade_statement
 
-__all__ = ["check_layout", "needs_upgrade"]
+__all__ = ["check_layout", "check_persistence", "needs_upgrade"]
 
 
 def needs_upgrade(columns: Mapping[str, str]) -> bool:
@@ -63,4 +63,32 @@ def check_layout(columns: Mapping[str, str], *, qualified: str, table: str, sche
     raise ConfigurationError(
         f"the table {qualified} exists but is not a pgsession-wsgi table (columns: "
         f"{', '.join(sorted(columns))}); choose another table name or schema"
+    )
+
+
+def check_persistence(is_unlogged: bool, unlogged: bool, *, qualified: str) -> None:
+    """Refuse an existing table that is unlogged when the store was told logged, or the reverse.
+
+    Converting it is never done on the way (it rewrites the whole table under an exclusive lock,
+    which would stall every request at an app's start): the message names the option to change,
+    or the command that converts the table when that is what is wanted.
+
+    :param is_unlogged: whether the table is unlogged now.
+    :param unlogged: what the store's ``unlogged`` option asks for.
+    :param qualified: the table's quoted, qualified name, for the message.
+    :raises ConfigurationError: the two differ.
+    """
+    if is_unlogged == unlogged:
+        return
+    if is_unlogged:
+        raise ConfigurationError(
+            f"the session table {qualified} is UNLOGGED (emptied after a database crash) but the "
+            "store was not told so: pass unlogged=True (Flask: PGSESSION_UNLOGGED = True) to keep "
+            "it that way, or make it crash-safe with `pgsession-wsgi init --logged` (or "
+            f"`{persistence_statement(qualified, False)}`), which rewrites the table"
+        )
+    raise ConfigurationError(
+        f"the session table {qualified} is a logged table but the store has unlogged=True: convert "
+        f"it with `pgsession-wsgi init --unlogged` (or `{persistence_statement(qualified, True)}`), "
+        "which rewrites the table under an exclusive lock, or drop unlogged=True"
     )

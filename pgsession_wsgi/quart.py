@@ -203,7 +203,7 @@ class PgSession:
     Reads the same config as :class:`pgsession_wsgi.flask.PgSession`: ``SECRET_KEY`` (and
     ``SECRET_KEY_FALLBACKS``), ``PGSESSION_DSN`` (else a PostgreSQL ``SQLALCHEMY_DATABASE_URI``),
     ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA``, ``PGSESSION_MAX_CONNECTIONS``,
-    ``PGSESSION_SYNCHRONOUS_COMMIT``, ``PGSESSION_USER_KEY`` (default ``"_user_id"``),
+    ``PGSESSION_SYNCHRONOUS_COMMIT``, ``PGSESSION_UNLOGGED``, ``PGSESSION_USER_KEY`` (default ``"_user_id"``),
     ``PERMANENT_SESSION_LIFETIME``, ``SESSION_REFRESH_EACH_REQUEST`` and the
     ``SESSION_COOKIE_*`` keys. A store that cannot be reached during a request is a 503 (an
     app's own ``StoreUnavailable`` handler is kept); a websocket is closed with code 1013.
@@ -250,6 +250,7 @@ class PgSession:
             max_connections=int(config.get("PGSESSION_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)),
             purge_interval=DEFAULT_PURGE_INTERVAL,
             synchronous_commit=bool(config.get("PGSESSION_SYNCHRONOUS_COMMIT", True)),
+            unlogged=bool(config.get("PGSESSION_UNLOGGED", False)),
         )
         interface = PgSessionInterface(core, store)
         app.session_interface = interface  # type: ignore[assignment]  # Quart annotates its default

@@ -17,12 +17,14 @@ __all__ = [
     "EXPECTED_COLUMNS",
     "LAYOUT",
     "LOCK",
+    "PERSISTENCE",
     "SCHEMA_MISSING",
     "SETTINGS",
     "Statements",
     "guard",
     "index_names",
     "lock_key",
+    "persistence_statement",
     "quote_identifier",
     "upgrade_statement",
 ]
@@ -38,6 +40,8 @@ LAYOUT = (
 )
 #: The current values of some settings (their names bound as an array).
 SETTINGS = "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)"
+#: Whether a table (its quoted, qualified name bound as the value) is unlogged; no row if missing.
+PERSISTENCE = "SELECT relpersistence = 'u' FROM pg_class WHERE oid = to_regclass(%s)"
 
 
 def quote_identifier(name: str, what: str) -> str:
@@ -121,6 +125,18 @@ def upgrade_statement(qualified: str) -> str:
     return f"ALTER TABLE {qualified} {adds}"
 
 
+def persistence_statement(qualified: str, unlogged: bool) -> str:
+    """The DDL that makes an existing table unlogged or logged again.
+
+    It rewrites the table and its indexes under an ``ACCESS EXCLUSIVE`` lock (and ``SET LOGGED``
+    writes all of it to the WAL), so it is only run when asked for.
+
+    :param qualified: the table's quoted, qualified name, as exact SQL.
+    :param unlogged: True for ``SET UNLOGGED``, False for ``SET LOGGED``.
+    """
+    return f"ALTER TABLE {qualified} SET {'UNLOGGED' if unlogged else 'LOGGED'}"
+
+
 def _expiry(ends_at: str, idle_timeout: str, created_at: str) -> str:
     """When a row expires: its fixed end, else its own or the store's idle timeout from now;
     never later than its absolute limit (LEAST ignores a NULL limit)."""
@@ -158,9 +174,8 @@ class Statements:
         expires_name, user_name = index_names(table)
         expires_index = quote_identifier(expires_name, "index")
         user_index = quote_identifier(user_name, "index")
-        self.create = [
-            f"CREATE SCHEMA IF NOT EXISTS {schema_part}",
-            f"CREATE TABLE IF NOT EXISTS {exact} (\n"
+        table_columns = (
+            f" TABLE IF NOT EXISTS {exact} (\n"
             "    id          bytea        PRIMARY KEY,\n"
             "    data        jsonb        NOT NULL,\n"
             "    user_id     text,\n"
@@ -169,10 +184,17 @@ class Statements:
             "    expires_at  timestamptz  NOT NULL,\n"
             "    idle_timeout interval,\n"
             "    ends_at     timestamptz\n"
-            ") WITH (fillfactor = 90)",
+            ") WITH (fillfactor = 90)"
+        )
+        schema_and_table = [f"CREATE SCHEMA IF NOT EXISTS {schema_part}", "CREATE" + table_columns]
+        indexes = [
             f"CREATE INDEX IF NOT EXISTS {expires_index} ON {exact} (expires_at)",
             f"CREATE INDEX IF NOT EXISTS {user_index} ON {exact} (user_id) WHERE user_id IS NOT NULL",
         ]
+        #: Schema, table and indexes (the table logged).
+        self.create = [*schema_and_table, *indexes]
+        #: The same with an unlogged table (its indexes are unlogged with it).
+        self.create_unlogged = [schema_and_table[0], "CREATE UNLOGGED" + table_columns, *indexes]
         #: Adds the columns a table made by 0.1.0 lacks; run only when they are missing.
         self.upgrade = upgrade_statement(exact)
         self.load = (

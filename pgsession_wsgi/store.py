@@ -56,17 +56,19 @@ from .errors import (
     SessionTooLarge,
     StoreUnavailable,
 )
-from .layout import check_layout, needs_upgrade
+from .layout import check_layout, check_persistence, needs_upgrade
 from .pool import ConnectionPool, _first_line
 from .purge import PurgeWorker
 from .sql import (
     LAYOUT,
     LOCK,
+    PERSISTENCE,
     SCHEMA_MISSING,
     SETTINGS,
     Statements,
     guard,
     lock_key,
+    persistence_statement,
     quote_identifier,
 )
 
@@ -128,6 +130,12 @@ class PostgresStore:
         corrupted either way.
     :param create_table: create the schema, table and indexes on first use.
     :param purge_interval: seconds between background purges of expired rows; None for none.
+    :param unlogged: keep sessions in an ``UNLOGGED`` table: writes skip the WAL (faster, and
+        ``synchronous_commit`` no longer matters for them), but after a database *crash* the
+        table is emptied (everyone is logged out), and it is not copied to streaming replicas:
+        the durability of Redis without persistence. An existing table that differs is refused
+        with a :class:`ConfigurationError` (``pgsession-wsgi init --unlogged`` / ``--logged``
+        converts it); None takes an existing table as it is (a new one is logged).
     :raises ConfigurationError: the DSN is not PostgreSQL's, or a number is out of range.
     """
 
@@ -144,6 +152,7 @@ class PostgresStore:
         synchronous_commit: bool = True,
         create_table: bool = True,
         purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+        unlogged: bool | None = False,
     ) -> None:
         dsn = normalize_dsn(dsn)
         check_store_options(max_connections, pool_timeout, connect_timeout, purge_interval)
@@ -157,7 +166,7 @@ class PostgresStore:
         pool = ConnectionPool(
             connect_kwargs, max_connections, pool_timeout, on_connect=self._check_first_connection
         )
-        self._set_up(pool, table, schema, statement_timeout, settings, create_table, purge_interval)
+        self._set_up(pool, table, schema, statement_timeout, settings, create_table, purge_interval, unlogged)
 
     @classmethod
     def from_engine(
@@ -170,6 +179,7 @@ class PostgresStore:
         synchronous_commit: bool = True,
         create_table: bool = True,
         purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+        unlogged: bool | None = False,
     ) -> S:
         """A store on the app's SQLAlchemy engine: one engine, one set of credentials, one pool.
 
@@ -192,6 +202,7 @@ class PostgresStore:
             Alembic with :func:`pgsession_wsgi.sqlalchemy.session_table`) creates the table.
         :param purge_interval: as for :class:`PostgresStore`; the background purge borrows a
             connection for each batch alone, so it never holds one of the app's for long.
+        :param unlogged: as for :class:`PostgresStore`.
         :raises ConfigurationError: not an Engine, or not ``postgresql+psycopg2``.
         """
         check_store_options(1, 1.0, 1.0, purge_interval)
@@ -203,6 +214,7 @@ class PostgresStore:
             synchronous_commit,
             create_table,
             purge_interval,
+            unlogged,
         )
 
     @classmethod
@@ -217,6 +229,7 @@ class PostgresStore:
         synchronous_commit: bool = True,
         create_table: bool = True,
         purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+        unlogged: bool | None = False,
     ) -> S:
         """A store on the app's psycopg2 pool, borrowing one connection per statement.
 
@@ -234,6 +247,7 @@ class PostgresStore:
         :param synchronous_commit: as for :meth:`from_engine`.
         :param create_table: as for :class:`PostgresStore`.
         :param purge_interval: as for :meth:`from_engine`.
+        :param unlogged: as for :class:`PostgresStore`.
         :raises ConfigurationError: not a psycopg2 pool, or a number out of range.
         """
         check_store_options(1, pool_timeout, 1.0, purge_interval)
@@ -245,6 +259,7 @@ class PostgresStore:
             synchronous_commit,
             create_table,
             purge_interval,
+            unlogged,
         )
 
     @classmethod
@@ -260,6 +275,7 @@ class PostgresStore:
         synchronous_commit: bool = True,
         create_table: bool = True,
         purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+        unlogged: bool | None = False,
     ) -> S:
         """A store whose own pool opens its connections with the app's factory.
 
@@ -279,6 +295,7 @@ class PostgresStore:
         :param create_table: as for :class:`PostgresStore`.
         :param purge_interval: as for :class:`PostgresStore` (the purge has a connection of its
             own, from the factory).
+        :param unlogged: as for :class:`PostgresStore`.
         :raises ConfigurationError: ``factory`` is not callable, or a number out of range.
         """
         if not callable(factory):
@@ -292,7 +309,9 @@ class PostgresStore:
             {}, max_connections, pool_timeout, on_connect=store._check_first_connection, factory=factory
         )
         settings = lent_settings(statement_timeout, synchronous_commit)
-        store._set_up(pool, table, schema, statement_timeout, settings, create_table, purge_interval)
+        store._set_up(
+            pool, table, schema, statement_timeout, settings, create_table, purge_interval, unlogged
+        )
         store._origin = "your connection factory"
         return store
 
@@ -306,10 +325,13 @@ class PostgresStore:
         synchronous_commit: bool,
         create_table: bool,
         purge_interval: float | None,
+        unlogged: bool | None = False,
     ) -> S:
         store = cls.__new__(cls)
         settings = lent_settings(statement_timeout, synchronous_commit)
-        store._set_up(source, table, schema, statement_timeout, settings, create_table, purge_interval)
+        store._set_up(
+            source, table, schema, statement_timeout, settings, create_table, purge_interval, unlogged
+        )
         # No startup option reaches a lent connection: every statement sets them (SET LOCAL).
         store._sql = Statements(schema, table, guard(settings))
         store._settings_checked = True
@@ -325,6 +347,7 @@ class PostgresStore:
         settings: dict[str, str],
         create_table: bool,
         purge_interval: float | None,
+        unlogged: bool | None = False,
     ) -> None:
         """What every constructor does once it knows where the connections come from."""
         #: The table's name, as given (unquoted).
@@ -337,6 +360,8 @@ class PostgresStore:
         #: Seconds between background purges, as given; None for none.
         self.purge_interval = purge_interval
         self._create_table = create_table
+        #: Whether the table is (made) unlogged, as given; None takes an existing one as it is.
+        self.unlogged = unlogged
         self._qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
         self._lock_key = lock_key(schema, table)
         self._pool = pool
@@ -389,20 +414,25 @@ class PostgresStore:
     def ddl(self) -> str:
         """The statements that create the table and its indexes, for a DBA to run by hand.
 
-        They also bring a table made by an older version up to date (its missing columns).
+        They also bring a table made by an older version up to date (its missing columns). With
+        ``unlogged=True`` the table is created ``UNLOGGED``.
         """
-        schema_sql, table_sql, *index_sql = self._sql.create
+        schema_sql, table_sql, *index_sql = self._sql.create_unlogged if self.unlogged else self._sql.create
         return ";\n".join([schema_sql, table_sql, self._sql.upgrade, *index_sql]) + ";\n"
 
-    def create_table(self) -> None:
+    def create_table(self, *, convert: bool = False) -> None:
         """Create schema, table and indexes if missing; safe when many processes start at once.
 
         ``CREATE ... IF NOT EXISTS`` alone races in PostgreSQL (a concurrent create fails on a
         catalog unique index), so the statements run under a transaction-scoped advisory lock.
         A table made by an older version gets the columns added since (metadata only).
 
+        :param convert: make an existing table unlogged or logged as ``unlogged`` says
+            (``ALTER TABLE ... SET UNLOGGED`` / ``SET LOGGED``: the table is rewritten under an
+            exclusive lock, and ``SET LOGGED`` writes all of it to the WAL) instead of refusing it.
         :raises LegacyTableError: the table has flask-pg-session's layout; convert it first.
-        :raises ConfigurationError: the table exists with another layout.
+        :raises ConfigurationError: the table exists with another layout, or (without
+            ``convert``) is unlogged when ``unlogged`` is False, or the reverse.
         """
 
         def create(cur: Cursor) -> None:
@@ -411,11 +441,13 @@ class PostgresStore:
                 cur.execute(LOCK, (self._lock_key,))
                 cur.execute(SCHEMA_MISSING, (quote_identifier(self.schema, "schema"),))
                 missing_schema = _one_row(cur)[0]
-                schema_sql, table_sql, *index_sql = self._sql.create
+                create = self._sql.create_unlogged if self.unlogged else self._sql.create
+                schema_sql, table_sql, *index_sql = create
                 if missing_schema:
                     cur.execute(schema_sql)
                 cur.execute(table_sql)
-                self._check_layout(cur, upgrade=True)  # before the indexes, which need our columns
+                # Before the indexes, which need our columns.
+                self._check_layout(cur, upgrade=True, convert=convert)
                 for statement in index_sql:
                     cur.execute(statement)
                 cur.execute("COMMIT")
@@ -427,10 +459,11 @@ class PostgresStore:
         self._run(create, retry=True, setup=True)
         self._table_created = True
 
-    def _check_layout(self, cur: Cursor, *, upgrade: bool) -> None:
+    def _check_layout(self, cur: Cursor, *, upgrade: bool, convert: bool = False) -> None:
         """Refuse a table that is not ours; with ``upgrade``, add what an older one of ours lacks.
 
         A missing table passes (create_table=False): its first statement says how to create it.
+        One whose persistence differs from ``unlogged`` is refused, or with ``convert`` altered.
         """
         cur.execute(LAYOUT, (self._qualified,))
         columns = dict(cur.fetchall())
@@ -439,8 +472,22 @@ class PostgresStore:
             cur.execute(self._sql.upgrade)
             cur.execute(LAYOUT, (self._qualified,))
             columns = dict(cur.fetchall())
-        if columns:
-            check_layout(columns, qualified=self._qualified, table=self.table, schema=self.schema)
+        if not columns:
+            return
+        check_layout(columns, qualified=self._qualified, table=self.table, schema=self.schema)
+        if self.unlogged is None:
+            return
+        cur.execute(PERSISTENCE, (self._qualified,))
+        is_unlogged = bool(_one_row(cur)[0])
+        if convert and is_unlogged != self.unlogged:
+            log.warning(
+                "converting the session table %s: %s",
+                self._qualified,
+                "SET UNLOGGED" if self.unlogged else "SET LOGGED",
+            )
+            cur.execute(persistence_statement(self._qualified, self.unlogged))
+            is_unlogged = self.unlogged
+        check_persistence(is_unlogged, self.unlogged, qualified=self._qualified)
 
     def _check_first_connection(self, conn: psycopg2.extensions.connection) -> None:
         """Find out once whether the server kept our startup options.
