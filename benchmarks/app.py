@@ -4,13 +4,16 @@ Environment:
     BENCH_VARIANT    one of VARIANTS (default ``none``)
     BENCH_PG_DSN     libpq URI of the PostgreSQL database (PostgreSQL variants)
     BENCH_REDIS_URL  Redis URL (``flask-session-redis``; default redis://127.0.0.1:6379/0)
+    BENCH_POOL_SIZE  connections per worker process for the PostgreSQL variants (default 4: one
+                     per gunicorn thread)
 
 Serve with gunicorn: ``gunicorn --chdir benchmarks 'app:create_app()'``.
 ``python app.py`` builds the app once and exits: the driver runs it before starting gunicorn so that
 schema creation happens once, not concurrently in every worker.
 
 Routes:
-    /login  writes an initial session (user id and a counter); used once per client for a cookie
+    /login  writes an initial session (user id and a counter); used once per client for a cookie.
+            ``/login?size=N`` adds a value of N bytes under "blob" (the session-size sweep)
     /read   reads a session value and returns it
     /write  increments the counter in the session
     /none   does not touch the session
@@ -19,9 +22,10 @@ Routes:
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Callable
 
-from flask import Flask, session
+from flask import Flask, request, session
 
 VARIANTS = (
     "none",
@@ -31,9 +35,28 @@ VARIANTS = (
     "flask-session-redis",
     "pgsession-wsgi",
     "pgsession-wsgi-async",
+    "pgsession-wsgi-unlogged",
+    "floor",
+    "floor-async",
+    "floor-unlogged",
 )
-PG_VARIANTS = ("flask-session-sqlalchemy", "flask-pg-session", "pgsession-wsgi", "pgsession-wsgi-async")
+PG_VARIANTS = (
+    "flask-session-sqlalchemy",
+    "flask-pg-session",
+    "pgsession-wsgi",
+    "pgsession-wsgi-async",
+    "pgsession-wsgi-unlogged",
+    "floor",
+    "floor-async",
+    "floor-unlogged",
+)
 SECRET_KEY = "benchmark-only-secret-key-not-for-production"
+
+
+def blob(size: int) -> str:
+    """``size`` random URL-safe characters: a value no store can compress away (TOAST would
+    shrink a repeated character to almost nothing)."""
+    return secrets.token_urlsafe(size)[:size]
 
 
 def _require_dsn() -> str:
@@ -94,6 +117,13 @@ def _setup_pgsession_wsgi_async(app: Flask) -> None:
     _setup_pgsession_wsgi(app)
 
 
+def _setup_pgsession_wsgi_unlogged(app: Flask) -> None:
+    """pgsession-wsgi on an unlogged table: no WAL at all, the table is emptied after a crash
+    (everyone is logged out), the durability of a Redis without persistence."""
+    app.config["PGSESSION_UNLOGGED"] = True
+    _setup_pgsession_wsgi(app)
+
+
 # "none" and "cookie" keep Flask's default session interface (the signed cookie).
 _SETUP: dict[str, Callable[[Flask], None]] = {
     "flask-session-sqlalchemy": _setup_flask_session_sqlalchemy,
@@ -101,6 +131,7 @@ _SETUP: dict[str, Callable[[Flask], None]] = {
     "flask-session-redis": _setup_flask_session_redis,
     "pgsession-wsgi": _setup_pgsession_wsgi,
     "pgsession-wsgi-async": _setup_pgsession_wsgi_async,
+    "pgsession-wsgi-unlogged": _setup_pgsession_wsgi_unlogged,
 }
 
 
@@ -109,6 +140,15 @@ def create_app(variant: str | None = None) -> Flask:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     app = Flask(__name__)
+    if variant.startswith("floor"):
+        # No session library: Flask's own session stays a NullSession (no SECRET_KEY), and the
+        # floor's routes do the session work by hand (benchmarks/floor.py).
+        import floor
+
+        pool_size = int(os.environ.get("BENCH_POOL_SIZE", "4"))
+        store = floor.install(app, _require_dsn(), variant=variant, secret=SECRET_KEY, pool_size=pool_size)
+        app.extensions["bench_floor"] = store
+        return app
     # SECRET_KEY is a per-variant choice: without one, Flask's default interface gives every
     # request a NullSession and does no cookie work, which is what "none" means.
     app.config["SECRET_KEY"] = SECRET_KEY if variant != "none" else None
@@ -122,6 +162,9 @@ def create_app(variant: str | None = None) -> Flask:
         if uses_session:
             session["user_id"] = "user-42"
             session["counter"] = 0
+            size = request.args.get("size", type=int)
+            if size:
+                session["blob"] = blob(size)
             session.permanent = True
         return "logged in"
 
@@ -146,5 +189,7 @@ def create_app(variant: str | None = None) -> Flask:
 
 
 if __name__ == "__main__":
-    create_app()
+    built = create_app()
+    if "bench_floor" in built.extensions:
+        built.extensions["bench_floor"].create_table()
     print(f"app for variant {os.environ.get('BENCH_VARIANT', 'none')!r} builds")

@@ -61,6 +61,7 @@ class RouteResult:
     non2xx: int
     socket_errors: int
     statements: dict[str, int] | None = None  # statement kind -> calls in the measured run
+    round: int = 1  # which interleaved round the run belongs to
 
     @property
     def rps(self) -> float:
@@ -274,6 +275,8 @@ class Options:
     keep_tmp: bool
     json_path: Path | None
     rounds: int = 1
+    size: int = 0
+    chart: Path | None = None
 
 
 def _variant_env(variant: str, pg: EmbeddedPostgres | None, redis_port: int) -> dict[str, str]:
@@ -335,14 +338,16 @@ def _gunicorn(variant: str, env: dict[str, str], opts: Options, workdir: Path) -
         _stop_group(proc)
 
 
-def _login_cookies(port: int, count: int) -> list[str]:
+def _login_cookies(port: int, count: int, size: int = 0) -> list[str]:
     """One session per connection: GET /login `count` times, keep each Set-Cookie's name=value.
 
     Each cookie is checked to carry its session: /read must answer with the user id /login stored.
+    With ``size``, each session also holds a value of that many bytes (``/login?size=``).
     """
     cookies: list[str] = []
+    path = f"/login?size={size}" if size else "/login"
     for _ in range(count):
-        status, headers, _ = _http_get(port, "/login")
+        status, headers, _ = _http_get(port, path)
         if status != 200:
             raise VariantFailed(f"/login answered {status}")
         set_cookie = [value for name, value in headers if name.lower() == "set-cookie"]
@@ -377,11 +382,16 @@ def _wrk(port: int, route: str, seconds: float, cookies: list[str], opts: Option
 
 
 def _run_variant(
-    variant: str, opts: Options, pg: EmbeddedPostgres | None, workdir: Path, report: Report
+    variant: str,
+    opts: Options,
+    pg: EmbeddedPostgres | None,
+    workdir: Path,
+    report: Report,
+    round_number: int = 1,
 ) -> None:
     env = _variant_env(variant, pg, opts.redis_port)
     with _gunicorn(variant, env, opts, workdir) as port:
-        cookies = _login_cookies(port, opts.connections) if variant != "none" else []
+        cookies = _login_cookies(port, opts.connections, opts.size) if variant != "none" else []
         for route in opts.routes:
             if opts.warmup > 0:
                 _wrk(port, route, opts.warmup, cookies, opts)
@@ -403,6 +413,7 @@ def _run_variant(
                 non2xx=raw["non2xx"],
                 socket_errors=raw["socket_errors"],
                 statements=statements,
+                round=round_number,
             )
             report.results.append(result)
             print(
@@ -411,6 +422,95 @@ def _run_variant(
                 f"  errors {result.errors}",
                 flush=True,
             )
+
+
+# --------------------------------------------------------------------------- targets (issue 13)
+
+
+@dataclass(frozen=True)
+class Target:
+    """``ours`` / ``base`` on ``route`` should reach ``goal``; None: shown for information."""
+
+    label: str
+    route: str
+    ours: str
+    base: str
+    goal: float | None
+
+
+TARGETS = (
+    Target("read >= 0.95x floor", "read", "pgsession-wsgi", "floor", 0.95),
+    Target("read >= 1.2x Flask-Session on Redis", "read", "pgsession-wsgi", "flask-session-redis", 1.2),
+    Target("write >= 0.95x floor, durable", "write", "pgsession-wsgi", "floor", 0.95),
+    Target("write >= 0.95x floor, unlogged", "write", "pgsession-wsgi-unlogged", "floor-unlogged", 0.95),
+    Target("write >= 1.0x Redis, unlogged", "write", "pgsession-wsgi-unlogged", "flask-session-redis", 1.0),
+    Target("untouched >= 0.97x no session", "none", "pgsession-wsgi", "none", 0.97),
+    Target("write vs floor, synchronous_commit off", "write", "pgsession-wsgi-async", "floor-async", None),
+    Target(
+        "write vs Redis, synchronous_commit off", "write", "pgsession-wsgi-async", "flask-session-redis", None
+    ),
+    Target("write vs Redis, durable", "write", "pgsession-wsgi", "flask-session-redis", None),
+    Target("read vs floor, unlogged", "read", "pgsession-wsgi-unlogged", "floor-unlogged", None),
+    Target("floor's write vs Redis, durable", "write", "floor", "flask-session-redis", None),
+    Target("floor's write vs Redis, unlogged", "write", "floor-unlogged", "flask-session-redis", None),
+)
+
+
+@dataclass
+class TargetResult:
+    target: Target
+    ours_rps: float
+    base_rps: float
+    paired: list[float]  # ours / base within each round
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_rps / self.base_rps if self.base_rps else 0.0
+
+    @property
+    def verdict(self) -> str:
+        if self.target.goal is None:
+            return "(info)"
+        return "met" if self.ratio >= self.target.goal else "missed"
+
+
+def evaluate_targets(results: Sequence[RouteResult]) -> list[TargetResult]:
+    """Each target whose two variants ran: the ratio of their median runs, and the ratio within
+    every round (the same few minutes of a shared machine for both)."""
+    medians = {(r.variant, r.route): r for r in median_runs(results)}
+    by_round = {(r.variant, r.route, r.round): r.rps for r in results}
+    evaluated = []
+    for target in TARGETS:
+        ours = medians.get((target.ours, target.route))
+        base = medians.get((target.base, target.route))
+        if ours is None or base is None:
+            continue
+        rounds = sorted({r.round for r in results})
+        paired = [
+            by_round[(target.ours, target.route, n)] / by_round[(target.base, target.route, n)]
+            for n in rounds
+            if by_round.get((target.ours, target.route, n)) and by_round.get((target.base, target.route, n))
+        ]
+        evaluated.append(TargetResult(target, ours.rps, base.rps, paired))
+    return evaluated
+
+
+def format_targets(evaluated: Sequence[TargetResult]) -> str:
+    rows = []
+    for t in evaluated:
+        paired = sorted(t.paired)
+        spread = f"{paired[(len(paired) - 1) // 2]:.2f} ({paired[0]:.2f}-{paired[-1]:.2f})" if paired else "-"
+        rows.append(
+            [
+                t.target.label,
+                f"{t.target.ours} / {t.target.base}",
+                f"{t.ours_rps:.0f} / {t.base_rps:.0f} = {t.ratio:.2f}x",
+                spread,
+                t.verdict,
+            ]
+        )
+    headers = ["target (issue 13)", "variants", "median runs", "per round: median (min-max)", ""]
+    return _format_table(headers, rows, "llrrl")
 
 
 # --------------------------------------------------------------------------- output
@@ -490,6 +590,11 @@ def print_report(report: Report, opts: Options) -> None:
         print("PostgreSQL statements per request (pg_stat_statements calls / wrk requests):")
         print(_format_table(["variant", "route", "stmts/req", "by kind"], pg_rows, "llrl"))
 
+    evaluated = evaluate_targets(report.results)
+    if evaluated:
+        print()
+        print(format_targets(evaluated))
+
     for variant, reason in report.failures.items():
         print(f"\nFAILED {variant}: {reason}")
 
@@ -508,8 +613,22 @@ def _write_json(report: Report, path: Path) -> None:
                 "non2xx": r.non2xx,
                 "socket_errors": r.socket_errors,
                 "statements_per_request": r.statements_per_request() or None,
+                "round": r.round,
             }
             for r in report.results
+        ],
+        "targets": [
+            {
+                "label": t.target.label,
+                "route": t.target.route,
+                "ours": t.target.ours,
+                "base": t.target.base,
+                "goal": t.target.goal,
+                "ratio": t.ratio,
+                "per_round": t.paired,
+                "verdict": t.verdict,
+            }
+            for t in evaluate_targets(report.results)
         ],
         "failures": report.failures,
     }
@@ -586,6 +705,18 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="run every variant this many times, interleaved, and report the median run (default 1)",
     )
     parser.add_argument(
+        "--size",
+        type=int,
+        default=0,
+        help="each session also holds a value of this many bytes (default 0: none)",
+    )
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        default=None,
+        help="draw the targets' ratios into this PNG (needs matplotlib)",
+    )
+    parser.add_argument(
         "--keep-tmp",
         action="store_true",
         help="keep the temporary directory (gunicorn logs, PostgreSQL data)",
@@ -639,7 +770,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     if variant == "flask-session-redis":
                         _ensure_redis(opts.redis_port, workdir, stack)
-                    _run_variant(variant, opts, pg if variant in PG_VARIANTS else None, workdir, report)
+                    pg_or_none = pg if variant in PG_VARIANTS else None
+                    _run_variant(variant, opts, pg_or_none, workdir, report, round_number)
                 except (VariantFailed, OSError, subprocess.SubprocessError, ValueError) as exc:
                     report.failures[variant] = str(exc)
                     print(f"  failed: {str(exc).splitlines()[0]}", flush=True)
@@ -662,6 +794,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_report(report, opts)
     if opts.json_path is not None:
         _write_json(report, opts.json_path)
+    if opts.chart is not None and report.results:
+        from charts import ratio_chart
+
+        note = (
+            f"median of {opts.rounds} interleaved rounds, {opts.duration:g} s runs;"
+            f" gunicorn {opts.workers}x{opts.worker_threads}, wrk {opts.connections} connections;"
+            f" {os.cpu_count()} CPUs"
+        )
+        if ratio_chart(evaluate_targets(report.results), opts.chart, note):
+            print(f"\nchart written to {opts.chart}")
     if interrupted:
         return 130
     return 1 if report.failures else 0
