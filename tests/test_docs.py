@@ -1,0 +1,237 @@
+"""The docs: they build with warnings as errors, every example in them runs, and they look right.
+
+- The Sphinx build (``python -m sphinx -W --keep-going -b html docs DIR``) fails on any warning: a
+  broken reference to one of our names, a docstring reST error, a page left out of the toctree.
+- Every name in a public module's ``__all__`` is in the API reference.
+- Every code example of docs/*.md and README.md runs against a real PostgreSQL (a database made
+  for this module and dropped after), as tests/docs_examples.py describes; a block that must not
+  run is marked so, with a reason, never skipped silently.
+- The built index and one API page, opened in headless Chromium, have the navigation and a
+  highlighted code block. Without Chromium that test is skipped with the install command, and
+  fails instead when ``PGSESSION_REQUIRE_CHROMIUM=1`` (CI sets it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg2
+import pytest
+from docs_examples import NOT_EXAMPLES, blocks, shell_commands
+
+import pgsession_wsgi
+from pgsession_wsgi import PostgresStore
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.glob("*.md"))
+CHROMIUM_INSTALL = "apt-get install -y chromium"
+# The modules whose __all__ is public API, each with a page in docs/api/.
+PUBLIC_MODULES = [
+    "pgsession_wsgi", "pgsession_wsgi.middleware", "pgsession_wsgi.store", "pgsession_wsgi.session",
+    "pgsession_wsgi.errors", "pgsession_wsgi.flask", "pgsession_wsgi.asgi", "pgsession_wsgi.quart",
+    "pgsession_wsgi.async_store", "pgsession_wsgi.flask_pg_session", "pgsession_wsgi.sqlalchemy",
+    "pgsession_wsgi.codec", "pgsession_wsgi.cookies", "pgsession_wsgi.core", "pgsession_wsgi.cli",
+    "pgsession_wsgi.defaults", "pgsession_wsgi.embedded",
+]
+
+
+# -- the build -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The HTML site, built once for this module into a temporary directory; fails on a warning."""
+    out = tmp_path_factory.mktemp("docs")
+    done = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+         "-d", str(out / "doctrees"), str(DOCS), str(out / "html")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert done.returncode == 0, f"the docs build failed (warnings are errors):\n{done.stderr}{done.stdout}"
+    return out / "html"
+
+
+def test_docs_build_with_warnings_as_errors(built: Path) -> None:
+    assert (built / "index.html").is_file()
+    assert (built / "api" / "pgsession_wsgi.html").is_file()
+
+
+def anchors(site: Path) -> set[str]:
+    ids: set[str] = set()
+    for page in site.rglob("*.html"):
+        ids.update(re.findall(r'<dt class="sig[^"]*" id="([^"]+)"', page.read_text(encoding="utf-8")))
+    return ids
+
+
+def test_every_public_name_is_in_the_api_reference(built: Path) -> None:
+    documented = anchors(built)
+    missing = []
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name)
+            # A name re-exported by another public module is documented once, where an app imports it.
+            places = [f"{other}.{name}" for other in PUBLIC_MODULES
+                      if _same(getattr(importlib.import_module(other), name, _absent), obj)]
+            if not any(place in documented for place in places):
+                missing.append(f"{module_name}.{name}")
+    assert not missing, f"not in the API reference: {missing}"
+
+
+_absent = object()
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is _absent:
+        return False
+    return a is b or (isinstance(a, (int, str)) and type(a) is type(b) and a == b)
+
+
+def test_the_sql_in_the_docs_is_what_init_prints() -> None:
+    """A DBA copies the DDL from the deployment page: it is the store's own, word for word."""
+    page = (DOCS / "deployment.md").read_text(encoding="utf-8")
+    ddl = PostgresStore("postgresql://app@db/app").ddl()
+    sql_blocks = [block.code for block in blocks(page) if block.language == "sql"]
+    assert ddl in sql_blocks
+
+
+# -- the examples --------------------------------------------------------------------------------
+
+
+def url_of(dsn: str, dbname: str) -> str:
+    """A ``postgresql://`` URL for ``dbname`` on the server ``dsn`` names (SQLAlchemy needs a URL)."""
+    params = psycopg2.extensions.parse_dsn(dsn)
+    user = quote(params.get("user", "postgres"), safe="")
+    password = params.get("password")
+    auth = user + (":" + quote(password, safe="") if password else "")
+    host = params.get("host", "")
+    port = params.get("port", "5432")
+    if host.startswith("/"):
+        return f"postgresql://{auth}@/{dbname}?host={quote(host, safe='')}&port={port}"
+    return f"postgresql://{auth}@{host or 'localhost'}:{port}/{dbname}"
+
+
+@pytest.fixture(scope="module")
+def database_url(pg_dsn: str) -> Iterator[str]:
+    """A database of its own for the examples (they use the default ``public.pgsession``)."""
+    name = f"docs_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(pg_dsn)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield url_of(pg_dsn, name)
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_every_example_on_the_page_runs(page: Path, database_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGSESSION_")}
+    env.update(DATABASE_URL=database_url, SECRET_KEY="docs-examples-secret",
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("docs_examples.py")), str(page)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert done.stdout.strip(), f"the example runner printed nothing:\n{done.stderr}"
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "error" not in report, report.get("error")
+    failed = [f"{page.name}:{o['line']} ({o['language']}):\n{o['error']}"
+              for o in report["outcomes"] if o["error"]]
+    assert not failed, "\n\n".join(failed)
+
+
+def test_pages_have_examples_that_run() -> None:
+    """Most examples run: the not-run marker stays the exception it should be."""
+    counted = [(block.runs, block.language) for page in PAGES
+               for block in blocks(page.read_text(encoding="utf-8"), str(page))]
+    ran = sum(1 for runs, _ in counted if runs)
+    marked = sum(1 for runs, language in counted if not runs and language not in NOT_EXAMPLES)
+    assert ran >= 20 and marked <= ran // 2, (ran, marked)
+
+
+def test_the_block_reader_knows_every_kind_of_block() -> None:
+    page = """
+```python
+x = 1
+```
+
+<!-- not run: it serves forever -->
+```sh
+pgsession-wsgi demo
+```
+
+```text
+output
+```
+
+```{toctree}
+api/index
+```
+"""
+    found = blocks(page)
+    assert [(b.language, b.runs, b.not_run) for b in found] == [
+        ("python", True, None), ("sh", False, "it serves forever"), ("text", False, None)]
+    with pytest.raises(ValueError, match="language 'js'"):
+        blocks("```js\nx\n```\n")
+    with pytest.raises(ValueError, match="language ''"):
+        blocks("```\nx\n```\n")
+    with pytest.raises(ValueError, match="needs a reason"):
+        blocks("<!-- not run -->\n```python\nx\n```\n")
+    assert shell_commands("$ a \\\n    --b  # c\n# output\n\nd\n") == ["a      --b  # c", "d"]
+
+
+# -- in a real browser ---------------------------------------------------------------------------
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    reason = f"headless Chromium is not installed ({CHROMIUM_INSTALL})"
+    if os.environ.get("PGSESSION_REQUIRE_CHROMIUM", "") not in ("", "0"):
+        pytest.fail(f"{reason}; PGSESSION_REQUIRE_CHROMIUM is set, so it is required", pytrace=False)
+    pytest.skip(f"{reason}; set PGSESSION_REQUIRE_CHROMIUM=1 to fail instead")
+
+
+def rendered(browser: str, page: Path) -> str:
+    """The page's DOM after Chromium loaded it and ran its scripts."""
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_site_renders_in_a_real_browser(built: Path) -> None:
+    browser = chromium()
+    index = rendered(browser, built / "index.html")
+    api = rendered(browser, built / "api" / "pgsession_wsgi.html")
+    for dom in (index, api):
+        nav = re.search(r'<div class="sidebar-tree">(.*?)</div>', dom, re.S)
+        assert nav, "no navigation"
+        links = re.findall(r'<a class="reference internal" href="[^"]+">([^<]+)</a>', nav.group(1))
+        for title in ("Quick start", "Plain WSGI", "Flask", "Security", "Deployment", "API reference"):
+            assert title in links, f"the navigation lacks {title!r}: {links}"
+        # A code block highlighted by Pygments: its tokens in spans of their own.
+        assert re.search(r'<div class="highlight"><pre>(?:(?!</pre>).)*<span class="\w+">', dom, re.S)
+    # The API page's Python: keywords and strings told apart.
+    assert re.search(r'<div class="highlight"><pre>(?:(?!</pre>).)*<span class="kn">(from|import)</span>',
+                     api, re.S)
+    assert 'id="pgsession_wsgi.SessionMiddleware"' in api
+    assert pgsession_wsgi.__version__ in index
