@@ -97,6 +97,10 @@ def _resolve_short_names(app, env, node, contnode):
                                        node, contnode)
         if found:
             return None
+    # A name that exists but has no entry of its own in the reference (a module's private helper,
+    # a constant left out of __all__) stays plain text; a name that does not exist fails the build.
+    if _exists(node.get("py:module"), node.get("py:class"), parts):
+        return contnode
     return None
 
 
@@ -112,6 +116,37 @@ def _meant(module_name, parts):
         return None
     module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
     return f"{module}.{qualname}" if module and qualname else None
+
+
+def _exists(module_name, class_name, parts):
+    """Whether ``parts`` names an object, seen from the docstring's module or its class's module."""
+    places = [module_name]
+    if module_name and class_name:
+        try:
+            cls = importlib.import_module(module_name)
+            for part in class_name.split("."):
+                cls = getattr(cls, part)
+            places += [getattr(cls, "__module__", None), f"{cls.__module__}.{cls.__qualname__}"]
+        except (ImportError, AttributeError):
+            pass
+    for place in [*places, None]:
+        try:
+            if place is None:
+                obj = importlib.import_module(parts[0])
+                rest = parts[1:]
+            else:
+                head, _, tail = place.partition(".")
+                obj = importlib.import_module(head)
+                rest = [*filter(None, tail.split(".")), *parts]
+            for part in rest:
+                try:
+                    obj = getattr(obj, part)
+                except AttributeError:
+                    obj = importlib.import_module(f"{obj.__name__}.{part}")
+            return True
+        except (ImportError, AttributeError, TypeError):
+            continue
+    return False
 
 
 def _public_bases(app, name, obj, options, bases):
