@@ -53,8 +53,6 @@ nitpick_ignore_regex = [
     # Type variables, and private names (a leading underscore), which the reference leaves out.
     (r"py:class", r"(.*\.)?[A-Z]"),
     (r"py:.*", r"(.*\.)?_[A-Za-z].*"),
-    # The flask-pg-session package's private submodules (its __init__ re-exports their names).
-    (r"py:mod", r"(pgsession_wsgi\.flask_pg_session\.)?(signer|unpickle|rows|migrate|convert|conventions|fallback)"),
 ]
 
 html_theme = "furo"

@@ -114,8 +114,8 @@ def _smoke(app: Any) -> int:
     """One GET / through a WSGI or ASGI app (the ASGI one with its lifespan); its status."""
     import inspect
 
-    call = getattr(type(app), "__call__", None) if not inspect.isfunction(app) else app
-    if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(app):
+    call = app if inspect.isfunction(app) else type(app).__call__
+    if inspect.iscoroutinefunction(call):
         from starlette.testclient import TestClient
 
         with TestClient(app) as client:
