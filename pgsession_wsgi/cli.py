@@ -27,6 +27,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from .appconfig import FLASK_LOGIN_USER_KEY
 from .defaults import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_SIZE,
@@ -260,7 +261,8 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    """Convert a flask-pg-session table in place; the old table is kept, renamed."""
+    """Move a flask-pg-session table's sessions at once: in place (the old table is kept,
+    renamed), or ``--into`` the table a running FlaskPgSession uses (the old one stays)."""
     if args.lifetime_days <= 0:
         raise ConfigurationError("--lifetime-days must be a positive number of days")
     if args.max_size is not None and args.max_size < 1:
@@ -278,11 +280,14 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 max_size=DEFAULT_MAX_SIZE if args.max_size is None else args.max_size,
                 on_batch=job.on_batch,
+                user_key=args.user_key or None,
+                into=args.into,
             )
     except MigrationStopped as stopped:
         _tell(f"{label}: {stopped}")
         return job.status
-    _say(f"{PROG} migrate-flask-pg-session: migrated {report.migrated} session(s) into {_where(args)}")
+    into = report.moved_into or _where(args)
+    _say(f"{PROG} migrate-flask-pg-session: migrated {report.migrated} session(s) into {into}")
     if report.skipped_empty:
         _say(f"skipped {report.skipped_empty} empty session(s) (only Flask's _permanent flag)")
     if report.other_prefix:
@@ -291,7 +296,10 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         _say(f"refused {len(report.refused)} row(s); those users get a new, empty session:")
         for label, reason in report.refused:  # label: a hash prefix, never the session id
             _say(f"  {label}: {reason}")
-    _say(f"the old table is kept as {report.renamed_to}; drop it once the app runs on pgsession-wsgi")
+    if report.moved_into is not None:
+        _say(f"what was not moved stays in {report.renamed_to}; drop it once you no longer need those rows")
+    else:
+        _say(f"the old table is kept as {report.renamed_to}; drop it once the app runs on pgsession-wsgi")
     return 0
 
 
@@ -543,11 +551,15 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser(
         "migrate-flask-pg-session",
         parents=[dsn_options, progress_options],
-        help="convert a flask-pg-session table to pgsession-wsgi",
-        description="Convert a flask-pg-session table in place: live sessions are copied into a "
-        "new pgsession-wsgi table of the same name, the old table is kept under a new name. It is "
-        "one transaction: Ctrl-C or SIGTERM stops after the batch under way and rolls it all back "
-        "(exit 130 or 143), leaving the old table as it was.",
+        help="move a flask-pg-session table's sessions to pgsession-wsgi at once (optional)",
+        description="Optional: FlaskPgSession moves each session by itself when its cookie comes "
+        "back. This moves them all at once. With --into TABLE (the table a running FlaskPgSession "
+        "uses: <table>_v2, or PGSESSION_TABLE) the old table stays and each batch is moved in one "
+        "statement while the app runs; Ctrl-C or SIGTERM stops after the batch under way (exit 130 "
+        "or 143), the batches moved so far stay moved. Without --into, for an app that is stopped: "
+        "the table is converted in place, live sessions are copied into a new pgsession-wsgi "
+        "table of the same name and the old table is kept under a new name, in one transaction "
+        "that Ctrl-C or SIGTERM rolls back entirely.",
     )
     migrate.add_argument(
         "--table",
@@ -564,6 +576,20 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         metavar="PREFIX",
         help="flask-pg-session's SESSION_KEY_PREFIX (default: none)",
+    )
+    migrate.add_argument(
+        "--into",
+        default=None,
+        metavar="TABLE",
+        help="move the sessions into this pgsession-wsgi table (FlaskPgSession's: <table>_v2 unless "
+        "PGSESSION_TABLE names another), leaving the old table in place (default: convert in place)",
+    )
+    migrate.add_argument(
+        "--user-key",
+        default=FLASK_LOGIN_USER_KEY,
+        metavar="KEY",
+        help="the session key holding the user id, PGSESSION_USER_KEY, copied into the user column "
+        "for revoke and sessions_for_user; '' for none (default: %(default)s)",
     )
     migrate.add_argument(
         "--lifetime-days",

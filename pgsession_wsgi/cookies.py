@@ -27,6 +27,7 @@ __all__ = [
     "IdSigner",
     "hash_session_id",
     "new_session_id",
+    "prefixed_id",
 ]
 
 #: Cookies longer than this are not even parsed: no browser sends a valid one that long.
@@ -48,6 +49,19 @@ def hash_session_id(session_id: str) -> bytes:
     :param session_id: the id as the cookie carries it.
     """
     return hashlib.sha256(session_id.encode("utf-8")).digest()
+
+
+def prefixed_id(session_id: str, key_prefix: str) -> str:
+    """The form an id is hashed in when apps share one table: the prefix, a NUL, the id.
+
+    Without a prefix, the id alone. The NUL, which no issued id holds, keeps ``"a" + "bc..."``
+    apart from ``"ab" + "c..."``; the core, the flask-pg-session fallback and its migration
+    all key rows this way, so they find each other's rows.
+
+    :param session_id: the id as the cookie carries it.
+    :param key_prefix: the app's prefix (``SESSION_KEY_PREFIX``); "" for none.
+    """
+    return f"{key_prefix}\x00{session_id}" if key_prefix else session_id
 
 
 class IdSigner(Protocol):

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Generator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar, Union
 from uuid import UUID
 
-from .cookies import CookieSettings, HmacIdSigner, IdSigner, hash_session_id, new_session_id
+from .cookies import CookieSettings, HmacIdSigner, IdSigner, hash_session_id, new_session_id, prefixed_id
 from .errors import ConfigurationError, SessionError
 from .session import Changes, Expiry, Session, SessionState
 
@@ -118,10 +118,15 @@ class Load:
 
     :param id_hash: the SHA-256 of the session id, the row's key.
     :param touch_interval: how old ``accessed_at`` may get before a touch is due.
+    :param session_id: the id as the cookie carries it (without the core's ``key_prefix``), for a
+        store that may also find the session elsewhere, e.g. in flask-pg-session's table, keyed by
+        the id itself; None if not known. Never log it: it is as good as the cookie.
     """
 
     id_hash: bytes
     touch_interval: timedelta
+    # Kept out of repr() and ==: an operation printed in a log must not carry a usable cookie.
+    session_id: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -359,12 +364,25 @@ class SessionCore:
     :param policy: lifetimes, size limit and user key, from :meth:`Policy.from_options`.
     :param cookie: the cookie's name and attributes.
     :param signer: turns ids into cookie values and back.
+    :param key_prefix: keeps apart the sessions of apps that share one table: an id is stored
+        under the SHA-256 of ``key_prefix``, a NUL and the id (of the id alone when empty), so
+        one app's cookie opens none of another's sessions. ``SessionState.session_id`` (and
+        ``Session.id``) hold that prefixed form; the cookie carries the id alone.
+    :raises ConfigurationError: ``key_prefix`` holds a NUL character.
     """
 
-    def __init__(self, policy: Policy, cookie: CookieSettings, signer: IdSigner) -> None:
+    def __init__(
+        self, policy: Policy, cookie: CookieSettings, signer: IdSigner, key_prefix: str = ""
+    ) -> None:
+        if "\x00" in key_prefix:
+            raise ConfigurationError("key_prefix cannot hold a NUL character: choose another prefix")
         self.policy = policy
         self.cookie = cookie
         self.signer = signer
+        #: The prefix given; "" for none.
+        self.key_prefix = key_prefix
+        # What goes before a cookie's id in its stored form (see prefixed_id); "" without a prefix.
+        self._id_head = prefixed_id("", key_prefix)
         self._max_age = int(policy.idle_timeout.total_seconds())
 
     @classmethod
@@ -388,14 +406,16 @@ class SessionCore:
         regenerate_on_user_change: bool,
         max_size: int | None,
         signer: IdSigner | None,
+        key_prefix: str = "",
     ) -> SessionCore:
         """A core from a middleware's options, so that every front end takes the same ones.
 
-        The options other than these two are :class:`~pgsession_wsgi.SessionMiddleware`'s,
+        The options other than these three are :class:`~pgsession_wsgi.SessionMiddleware`'s,
         documented there.
 
         :param secret_key: signs the cookie; required unless ``signer`` is given.
         :param signer: reads and writes another cookie format; None: HMAC with ``secret_key``.
+        :param key_prefix: as for :class:`SessionCore`; "" for none.
         :raises ConfigurationError: a missing secret or an option that contradicts another.
         """
         if signer is None:
@@ -423,7 +443,7 @@ class SessionCore:
             regenerate_on_user_change=regenerate_on_user_change,
             max_size=max_size,
         )
-        return cls(policy, cookie, signer)
+        return cls(policy, cookie, signer, key_prefix)
 
     def open(self, cookie_header: str, scheme: str, loader: Callable[[Session], Any]) -> Session:
         """A lazy session for one request: nothing is parsed or loaded until it is used.
@@ -454,8 +474,9 @@ class SessionCore:
             return
         state.cookie_sent = True
         verified = self.signer.unsign(value)
-        if verified is not None:
-            state.session_id, state.resign = verified
+        # With a prefix, an id holding the separator could pass for another prefix's id.
+        if verified is not None and not (self._id_head and "\x00" in verified[0]):
+            state.session_id, state.resign = self._id_head + verified[0], verified[1]
 
     def wants_load(self, state: SessionState) -> bool:
         """Whether loading would ask the store anything: only for a validly signed cookie.
@@ -475,7 +496,10 @@ class SessionCore:
         self.read_cookie(state)
         if state.session_id is None:
             return None
-        row: LoadedRow | None = yield Load(hash_session_id(state.session_id), self.policy.touch_interval)
+        stored_id = state.session_id
+        row: LoadedRow | None = yield Load(
+            hash_session_id(stored_id), self.policy.touch_interval, stored_id[len(self._id_head) :]
+        )
         if row is None:
             state.session_id = None
             return None
@@ -539,7 +563,7 @@ class SessionCore:
 
     def _insert_new(self, session: Session, state: SessionState, changes: Changes) -> Steps[str]:
         policy = self.policy
-        new_id = new_session_id()
+        new_id = self._id_head + new_session_id()
         data = changes.full_json if changes.full_json is not None else changes.changed_json
         user = self._user_column(session, changes)
         idle_timeout, ends_at = expiry_columns(state.expiry)
@@ -571,7 +595,7 @@ class SessionCore:
                 state.touch_due = False
                 return self._cookie_after_save(session, state, old_id, expiry_moved=True)
             return self._cookie_after_save(session, state, old_id)
-        new_id = new_session_id() if regenerate else None
+        new_id = self._id_head + new_session_id() if regenerate else None
         idle_timeout, ends_at = expiry_columns(state.expiry)
         result: WriteResult = yield Write(
             hash_session_id(old_id),
@@ -672,7 +696,8 @@ class SessionCore:
     def _cookie_for(self, session_id: str, permanent: bool, state: SessionState) -> str:
         state.resign = False
         max_age = self.max_age(state.expiry) if permanent else None
-        return self.cookie.set_header(self.signer.sign(session_id), max_age, state.scheme)
+        cookie_id = session_id[len(self._id_head) :]
+        return self.cookie.set_header(self.signer.sign(cookie_id), max_age, state.scheme)
 
     def max_age(self, expiry: Expiry) -> int:
         """The ``Max-Age`` of a permanent session's cookie, in whole seconds, never negative.

@@ -44,7 +44,7 @@ from .core import private_cache_control
 from .defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_PURGE_INTERVAL, DEFAULT_SCHEMA, DEFAULT_TABLE
 from .devices import UserSession, mark_current, request_user
 from .errors import ConfigurationError, LegacyTableError, OutsideRequestError, StoreUnavailable
-from .flask_pg_session import FLASK_PG_SESSION_TABLE, FlaskPgSessionSigner
+from .flask_pg_session import FLASK_PG_SESSION_TABLE, FlaskPgSessionSigner, LegacyFallbackStore, choose_tables
 from .middleware import ENVIRON_KEY, SessionMiddleware
 from .session import Session
 from .store import PostgresStore
@@ -186,6 +186,7 @@ class _Settings:
     signer: IdSigner | None
     user_key: str | None
     logout_ends_session: bool
+    key_prefix: str = ""
 
 
 class _Extension:
@@ -207,14 +208,7 @@ class _Extension:
         logged_out = _logout_signal() if settings.logout_ends_session else None
         interface = EnvironSessionInterface()
         options = cookie_options(app, interface)
-        store = PostgresStore(
-            settings.dsn,
-            settings.table,
-            settings.schema,
-            max_connections=settings.max_connections,
-            purge_interval=settings.purge_interval,
-            synchronous_commit=settings.synchronous_commit,
-        )
+        store = self._make_store(app, settings)
         try:
             middleware = SessionMiddleware(
                 app.wsgi_app,
@@ -223,6 +217,7 @@ class _Extension:
                 permanent=settings.permanent,
                 signer=settings.signer,
                 user_key=settings.user_key,
+                key_prefix=settings.key_prefix,
                 **options,
             )
             self._create_table(store)
@@ -279,6 +274,16 @@ class _Extension:
 
     def _settings(self, app: Flask) -> _Settings:
         raise NotImplementedError
+
+    def _make_store(self, app: Flask, settings: _Settings) -> PostgresStore:
+        return PostgresStore(
+            settings.dsn,
+            settings.table,
+            settings.schema,
+            max_connections=settings.max_connections,
+            purge_interval=settings.purge_interval,
+            synchronous_commit=settings.synchronous_commit,
+        )
 
     def _create_table(self, store: PostgresStore) -> None:
         try:
@@ -342,9 +347,12 @@ class FlaskPgSession(_Extension):
     Same construction and config keys (``SQLALCHEMY_DATABASE_URI``, ``SESSION_PG_TABLE``,
     ``SESSION_PG_SCHEMA``, ``SESSION_KEY_PREFIX``, ``SESSION_USE_SIGNER``, ``SESSION_PERMANENT``,
     ``SESSION_AUTODELETE_EXPIRED``, ``SESSION_PG_MAX_DB_CONN``; plus ``PGSESSION_USER_KEY`` as
-    for :class:`PgSession`) and the same cookie format, so
-    users stay logged in once the table has been converted with
-    ``pgsession-wsgi migrate-flask-pg-session``.
+    for :class:`PgSession`) and the same cookie format, so users stay logged in with nothing to
+    run first. On flask-pg-session's own table, that table stays where it is and sessions are
+    stored next to it in ``<SESSION_PG_TABLE>_v2`` (or ``PGSESSION_TABLE``); each session moves
+    there when its cookie next comes back (:class:`~pgsession_wsgi.flask_pg_session.LegacyFallbackStore`,
+    :func:`~pgsession_wsgi.flask_pg_session.choose_tables`). ``SESSION_KEY_PREFIX`` keeps apps
+    that share the tables apart, as it did.
 
     :param app: the app to set up now; None to call :meth:`init_app` later.
     """
@@ -353,16 +361,38 @@ class FlaskPgSession(_Extension):
         """Set the app up; returns the session interface, as flask-pg-session does.
 
         :param app: the Flask app.
-        :raises ConfigurationError: as for :meth:`PgSession.init_app`.
-        :raises LegacyTableError: the table is not converted yet; the message has the command,
-            ``SESSION_KEY_PREFIX`` included.
+        :raises ConfigurationError: as for :meth:`PgSession.init_app`, or ``SESSION_PG_TABLE`` is
+            a pgsession-wsgi table and ``<SESSION_PG_TABLE>_v2`` too (set ``PGSESSION_TABLE``).
         :raises StoreUnavailable: the database cannot be reached.
         """
         return self._setup(app)
 
+    def _make_store(self, app: Flask, settings: _Settings) -> PostgresStore:
+        """The store for the table :func:`choose_tables` picks; one that moves sessions in from
+        flask-pg-session's table when that table is there."""
+        configured = app.config.get("PGSESSION_TABLE") or None
+        table, legacy = choose_tables(settings.dsn, settings.table, settings.schema, configured)
+        options: dict[str, Any] = {
+            "max_connections": settings.max_connections,
+            "purge_interval": settings.purge_interval,
+            "synchronous_commit": settings.synchronous_commit,
+        }
+        if legacy is None:
+            return PostgresStore(settings.dsn, table, settings.schema, **options)
+        return LegacyFallbackStore(
+            settings.dsn,
+            table,
+            settings.schema,
+            legacy_table=legacy,
+            key_prefix=settings.key_prefix,
+            user_key=settings.user_key,
+            lifetime=app.permanent_session_lifetime,
+            **options,
+        )
+
     def _settings(self, app: Flask) -> _Settings:
         config = app.config
-        # Only the migration reads it: ids are random and hashed, there is nothing to prefix.
+        # Keys the rows (with the id) and picks the old rows to move; the migrate command's too.
         self.key_prefix = str(config.get("SESSION_KEY_PREFIX", ""))
         dsn = text_url(config.get("SQLALCHEMY_DATABASE_URI"))
         if not dsn:
@@ -384,6 +414,7 @@ class FlaskPgSession(_Extension):
             signer=signer,
             user_key=user_key(config),
             logout_ends_session=logout_ends_session(config),
+            key_prefix=self.key_prefix,
         )
 
 

@@ -132,6 +132,9 @@ class SessionMiddleware:
     :param max_size: the most bytes a stored session may take, checked by the database on the
         merged row; None for no limit.
     :param signer: reads and writes another cookie format (the flask-pg-session drop-in uses it).
+    :param key_prefix: keeps apart the sessions of apps that share one table, one prefix per app:
+        the row is keyed by the hash of the prefix and the id, so one app's cookie opens nothing
+        in another (the flask-pg-session drop-in passes ``SESSION_KEY_PREFIX``); "" for none.
     :raises ConfigurationError: ``secret_key`` is missing, an option is invalid or contradicts
         another, or ``store`` is no :class:`PostgresStore`.
     """
@@ -158,6 +161,7 @@ class SessionMiddleware:
         regenerate_on_user_change: bool = True,
         max_size: int | None = DEFAULT_MAX_SIZE,
         signer: IdSigner | None = None,
+        key_prefix: str = "",
     ) -> None:
         if not isinstance(store, PostgresStore):
             raise ConfigurationError("store must be a pgsession_wsgi.PostgresStore")
@@ -184,6 +188,7 @@ class SessionMiddleware:
             regenerate_on_user_change=regenerate_on_user_change,
             max_size=max_size,
             signer=signer,
+            key_prefix=key_prefix,
         )
 
     @property

@@ -1,7 +1,7 @@
 """One decoded flask-pg-session dict to the JSON a pgsession-wsgi row stores, or why it cannot be.
 
-The migration calls :func:`encode_row` once per row. It never raises: a row that cannot be
-converted is refused with a reason, and the others carry on.
+The migration and the fallback call :func:`encode_row` and :func:`user_column` once per row.
+Neither raises: a row that cannot be converted is refused with a reason, and the others carry on.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from typing import Any, Final
 from markupsafe import Markup
 
 from ..codec import dumps, encode_value
+from ..core import user_id_text
+from ..errors import SessionError
 
-__all__ = ["encode_row"]
+__all__ = ["encode_row", "user_column"]
 
 # What the size estimate counts per value (a separator and a quote, at the least).
 _NODE_BYTES: Final = 2
@@ -97,3 +99,22 @@ def _encode_row_or_raise(data: dict[Any, Any], max_size: int) -> tuple[str | Non
     if size > max_size:
         return None, f"the data encodes to {size} bytes, more than max_size ({max_size} bytes)"
     return text, None
+
+
+def user_column(data: dict[str, Any], user_key: str | None) -> tuple[str | None, str | None]:
+    """``(text, None)`` for the user column of a converted row, or ``(None, reason)``.
+
+    The text is the one the store looks users up by (:func:`~pgsession_wsgi.core.user_id_text`),
+    so "log out everywhere" finds converted sessions too; None when nobody is logged in.
+
+    :param data: the session dict.
+    :param user_key: the session key holding the user's id (Flask-Login's ``"_user_id"``); None
+        leaves the column empty.
+    """
+    value = data.get(user_key) if user_key is not None else None
+    if value is None:
+        return None, None
+    try:
+        return user_id_text(value, user_key), None
+    except SessionError as exc:
+        return None, str(exc)

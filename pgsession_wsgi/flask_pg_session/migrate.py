@@ -1,8 +1,11 @@
-"""Converting a flask-pg-session table, in place, into a pgsession-wsgi table of the same name.
+"""Moving every session out of a flask-pg-session table at once.
 
+Two ways: converting the table in place into a pgsession-wsgi table of the same name (the app
+is stopped meanwhile), or, with ``into``, moving its sessions into the table a running
+``FlaskPgSession`` stores them in, as the fallback (:mod:`.fallback`) does one cookie at a time.
 Reading the old rows is :mod:`.rows`' job and converting one row :mod:`.convert`'s; this module
-holds the transaction around them: the lock, the rename, the new table, the batched inserts and
-the report.
+holds the statements around them: the lock, the rename, the new table, the batched inserts or
+moves, and the report.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any, Final
 import psycopg2
 import psycopg2.extras
 
-from ..cookies import hash_session_id
+from ..appconfig import FLASK_LOGIN_USER_KEY
 from ..defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_SCHEMA
 from ..dsn import connect_arguments
 from ..errors import ConfigurationError, SessionError, StoreUnavailable
@@ -24,8 +27,9 @@ from ..pool import _first_line
 from ..session import META_KEYS
 from ..sql import LOCK, lock_key, quote_identifier
 from ..store import PostgresStore
-from .conventions import FLASK_PG_SESSION_TABLE, UUID4_PATTERN
-from .convert import encode_row
+from .conventions import FLASK_PG_SESSION_TABLE, UUID4_PATTERN, new_table_name
+from .convert import encode_row, user_column
+from .fallback import move_statement, refusal_label, row_key, short_reason
 from .rows import DEFAULT_BATCH_SIZE, LegacyRow, is_legacy_table, read_legacy_rows
 
 __all__ = [
@@ -42,18 +46,28 @@ class NothingToMigrate(ConfigurationError):
 
 
 class MigrationStopped(SessionError):
-    """The ``on_batch`` callback stopped the migration; it was rolled back, nothing changed.
+    """The ``on_batch`` callback stopped the migration: rolled back, or (``into``) half done.
 
     :param done: rows handled (converted, refused or skipped) before the stop.
     :param total: the live rows there were to handle.
     :param table: the quoted, qualified name of the table, still flask-pg-session's.
+    :param moved_into: with ``into``, the table the sessions moved so far stay in (each batch
+        is its own statement, so nothing is rolled back); None for a conversion in place.
     """
 
-    def __init__(self, done: int, total: int, table: str) -> None:
-        super().__init__(
-            f"the migration was stopped after {done} of {total} row(s) and rolled back: nothing "
-            f"changed, {table} is still the flask-pg-session table; run it again to start over"
-        )
+    def __init__(self, done: int, total: int, table: str, moved_into: str | None = None) -> None:
+        if moved_into is None:
+            message = (
+                f"the migration was stopped after {done} of {total} row(s) and rolled back: nothing "
+                f"changed, {table} is still the flask-pg-session table; run it again to start over"
+            )
+        else:
+            message = (
+                f"the move was stopped after {done} of {total} row(s): the sessions moved so far "
+                f"are in {moved_into}, where the app finds them; the others are still in {table}, "
+                "run it again to move them"
+            )
+        super().__init__(message)
         self.done = done
         self.total = total
         self.table = table
@@ -64,13 +78,17 @@ class MigrationReport:
     """What :func:`migrate_flask_pg_session` did, to check before deleting the old table.
 
     :param migrated: rows converted.
-    :param refused: ``(id_hash_prefix, reason)`` pairs: the first 12 hex digits of the SHA-256
-        of the session id (never the id itself, which would be a usable cookie).
-    :param renamed_to: the quoted, qualified name the old table is kept under.
+    :param refused: ``(id_hash_prefix, reason)`` pairs: the first 12 hex digits of the row key
+        the session would have had (never the id itself, which would be a usable cookie); the
+        app's log names a refused session the same way.
+    :param renamed_to: the quoted, qualified name the old table is kept under (with ``into``,
+        its own name: it is not renamed).
     :param skipped_empty: live rows holding nothing but Flask's ``_permanent`` flag (never
         stored by pgsession-wsgi).
     :param other_prefix: live rows under another ``SESSION_KEY_PREFIX``, left behind in the
-        renamed table.
+        old table.
+    :param moved_into: with ``into``, the quoted, qualified table the sessions were moved into;
+        None for a conversion in place.
     """
 
     migrated: int
@@ -78,6 +96,7 @@ class MigrationReport:
     renamed_to: str
     skipped_empty: int = 0
     other_prefix: int = 0
+    moved_into: str | None = None
 
 
 #: Suffix of the name the old table is kept under.
@@ -85,8 +104,6 @@ RENAMED_SUFFIX: Final = "_flask_pg_session_old"
 # Only ids flask-pg-session issued are converted: a client-chosen one would keep serving the
 # attacker's id (see UUID4_PATTERN).
 _ISSUED_ID = re.compile(UUID4_PATTERN)
-# The longest reason put in the report.
-_MAX_REASON: Final = 200
 # Encoded rows held for one INSERT at most (a batch of large rows is sent early); not Final, so
 # a test can lower it.
 _MAX_BATCH_CHARS = 16 * 1024 * 1024
@@ -96,15 +113,6 @@ def _renamed(table: str) -> str:
     suffix = RENAMED_SUFFIX.encode()
     head = table.encode("utf-8")[: 63 - len(suffix)].decode("utf-8", "ignore")
     return head + RENAMED_SUFFIX
-
-
-def _short(text: str) -> str:
-    """One printable line of at most ``_MAX_REASON`` characters, safe to print to a terminal.
-
-    Reasons quote pickled names and session keys, which are attacker-controlled text.
-    """
-    line = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text[: _MAX_REASON * 2])
-    return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
 
 
 def _columns(cur: Any, qualified: str) -> dict[str, str]:
@@ -126,25 +134,37 @@ def migrate_flask_pg_session(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_size: int = DEFAULT_MAX_SIZE,
     on_batch: Callable[[int, int], bool | None] | None = None,
+    user_key: str | None = FLASK_LOGIN_USER_KEY,
+    into: str | None = None,
 ) -> MigrationReport:
-    """Convert a flask-pg-session table into a pgsession-wsgi table of the same name.
+    """Move every live session out of a flask-pg-session table, converted, in one run.
 
-    In one transaction, under the advisory lock ``PostgresStore.create_table`` takes (so an app
-    starting meanwhile waits and then finds the new table): the old table is renamed to
-    ``<table>_flask_pg_session_old`` and kept, the new one is created, and every live row is
-    copied, keyed by the SHA-256 of its session id so existing cookies keep working. Pickles
-    are read with :func:`~.unpickle.restricted_loads`; a row it refuses is reported, never executed.
+    Without ``into`` the table is converted in place, for an app that is stopped meanwhile: in
+    one transaction, under the advisory lock ``PostgresStore.create_table`` takes (so an app
+    starting meanwhile waits and then finds the new table), the old table is renamed to
+    ``<table>_flask_pg_session_old`` and kept, the new one is created under the old name, and
+    every live row is copied. Any failure rolls everything back.
+
+    With ``into`` (a running ``FlaskPgSession``'s table, ``<table>_v2`` unless ``PGSESSION_TABLE``
+    names another) the old table stays where it is and each batch of sessions is moved, its
+    old rows deleted and the new ones inserted in one statement, exactly as the app moves one
+    session when its cookie comes back; the app can serve requests throughout. What is not
+    moved (refused rows, rows under another prefix, empty ones) stays in the old table.
+
+    Either way each row is keyed as the app looks its cookie up (the SHA-256 of the id, with
+    ``key_prefix`` before it when there is one: :func:`~pgsession_wsgi.cookies.prefixed_id`), so
+    existing cookies keep working; its user column is filled from ``user_key``. Pickles are read
+    with :func:`~.unpickle.restricted_loads`; a row it refuses is reported, never executed.
     Rows with NULL expiry (non-permanent sessions) get ``now() + lifetime``. Each row is
     converted or refused on its own, with the reason in the report: an id flask-pg-session did
-    not issue (not a uuid4), data that cannot be stored, or data whose JSON would exceed
-    ``max_size`` bytes (judged before building it: a tiny pickle can expand enormously through
-    shared references). Any other failure rolls everything back. Raises
-    :class:`NothingToMigrate` when the table is missing or already ours.
+    not issue (not a uuid4), data that cannot be stored, a user id that is not a str, int or
+    UUID, or data whose JSON would exceed ``max_size`` bytes (judged before building it: a tiny
+    pickle can expand enormously through shared references).
 
     :param dsn: the database, as for :class:`PostgresStore`; its parameters win over ours.
-    :param table: the flask-pg-session table (``SESSION_PG_TABLE``); the new table takes its name,
-        so the app's config does not change.
-    :param schema: its schema (``SESSION_PG_SCHEMA``).
+    :param table: the flask-pg-session table (``SESSION_PG_TABLE``); converted in place, the new
+        table takes its name, so the app's config does not change.
+    :param schema: its schema (``SESSION_PG_SCHEMA``); ``into`` is in the same schema.
     :param key_prefix: flask-pg-session's ``SESSION_KEY_PREFIX``: only rows under it are
         converted, the others are counted in ``other_prefix`` and stay in the old table.
     :param lifetime: the expiry given to rows stored without one; pass the app's
@@ -156,12 +176,19 @@ def migrate_flask_pg_session(
         ``on_batch(done, total)`` once before the first row (``done`` 0) and after each batch,
         ``done`` counting the rows handled so far (converted, refused or skipped) and ``total``
         the live rows under ``key_prefix``, counted exactly at the start (it costs one scan of
-        the old table, made only when ``on_batch`` is given). Return ``False`` to stop: the
-        whole migration is rolled back and :class:`MigrationStopped` is raised.
+        the old table, made only when ``on_batch`` is given). Return ``False`` to stop and have
+        :class:`MigrationStopped` raised: in place, the whole migration is rolled back; with
+        ``into``, the batches moved so far stay moved.
+    :param user_key: the session key holding the user's id (``PGSESSION_USER_KEY``, Flask-Login's
+        ``"_user_id"`` by default), copied into the user column so ``revoke_user`` and
+        ``sessions_for_user`` find converted sessions; None leaves it empty.
+    :param into: move the sessions into this pgsession-wsgi table (created if missing) and leave
+        the old table in place; None converts the table in place.
     :raises NothingToMigrate: the table is missing or already a pgsession-wsgi table.
-    :raises MigrationStopped: ``on_batch`` returned ``False``; nothing was changed.
-    :raises ConfigurationError: a bad argument, a table of another layout, or a name clash with
-        the renamed table.
+    :raises MigrationStopped: ``on_batch`` returned ``False``.
+    :raises ConfigurationError: a bad argument, a table of another layout, a name clash with
+        the renamed table, or (in place) a ``<table>_v2`` table a running ``FlaskPgSession``
+        moves sessions into: use ``into`` then.
     :raises StoreUnavailable: the database cannot be reached.
     """
     if lifetime.total_seconds() <= 0:
@@ -170,18 +197,20 @@ def migrate_flask_pg_session(
         raise ConfigurationError("batch_size must be at least 1")
     if max_size < 1:
         raise ConfigurationError(f"max_size must be a positive number of bytes, not {max_size!r}")
+    if "\x00" in key_prefix:
+        raise ConfigurationError("key_prefix cannot hold a NUL character")
+    rows = _RowConverter(key_prefix, max_size, user_key)
+    if into is not None:
+        return _move_into(dsn, table, schema, into, rows, lifetime, batch_size, on_batch)
     # Validates the names and gives the exact DDL and advisory lock the app itself uses.
     target = PostgresStore(dsn, table, schema, create_table=False, purge_interval=None)
     target.close()
     renamed = _renamed(table)
-    qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
-    old_qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(renamed, 'table')}"
-    try:
-        # The DSN (and PGAPPNAME, PGCONNECT_TIMEOUT) win over these, as for the store.
-        defaults = {"connect_timeout": 10, "application_name": "pgsession-wsgi migrate"}
-        conn = psycopg2.connect(**connect_arguments(dsn, defaults=defaults, settings={})[0])
-    except psycopg2.OperationalError as exc:
-        raise StoreUnavailable(f"cannot connect to PostgreSQL ({_first_line(exc)})") from None
+    schema_part = quote_identifier(schema, "schema")
+    qualified = f"{schema_part}.{quote_identifier(table, 'table')}"
+    old_qualified = f"{schema_part}.{quote_identifier(renamed, 'table')}"
+    next_qualified = f"{schema_part}.{quote_identifier(new_table_name(table), 'table')}"
+    conn = _connect(dsn)
     report = MigrationReport(migrated=0, refused=[], renamed_to=old_qualified)
     try:
         with conn, conn.cursor() as cur:  # one transaction: commit at the end, or roll back
@@ -201,6 +230,14 @@ def migrate_flask_pg_session(
                     f"cannot keep the old table as {old_qualified}: a table of that name already "
                     "exists; rename or drop it first"
                 )
+            if _columns(cur, next_qualified):
+                # A running FlaskPgSession moves sessions there: renaming its old table under it
+                # would break it, and the sessions it moved would be left behind.
+                raise ConfigurationError(
+                    f"{next_qualified} exists: FlaskPgSession already moves this table's sessions "
+                    f"into it; move the rest there with `--into {new_table_name(table)}` (into=...) "
+                    "instead of converting the table in place"
+                )
             _rename(cur, schema, table, renamed)
             cur.execute(target.ddl())
             progress = None
@@ -213,36 +250,74 @@ def migrate_flask_pg_session(
                 report,
                 renamed,
                 schema,
-                key_prefix,
+                rows,
                 lifetime,
                 batch_size,
                 target.qualified_name,
-                META_KEYS,
-                max_size,
                 progress,
             )
-            if key_prefix:
-                cur.execute(
-                    f"SELECT count(*) FROM {old_qualified}"
-                    " WHERE left(session_id, char_length(%(p)s)) <> %(p)s"
-                    " AND (expiry IS NULL OR expiry > now() AT TIME ZONE 'UTC')",
-                    {"p": key_prefix},
-                )
-                (count,) = cur.fetchone() or (0,)
-                report.other_prefix = int(count)
+            report.other_prefix = _count_other_prefix(cur, old_qualified, key_prefix)
     finally:
         conn.close()
     return report
 
 
+def _connect(dsn: str) -> Any:
+    """A connection of the migration's own; the DSN (and PGAPPNAME, ...) win over our defaults."""
+    try:
+        defaults = {"connect_timeout": 10, "application_name": "pgsession-wsgi migrate"}
+        return psycopg2.connect(**connect_arguments(dsn, defaults=defaults, settings={})[0])
+    except psycopg2.OperationalError as exc:
+        raise StoreUnavailable(f"cannot connect to PostgreSQL ({_first_line(exc)})") from None
+
+
+_NOT_ISSUED = "the session id is not a uuid4, the only id flask-pg-session issues; not converted"
+
+
+@dataclass(frozen=True)
+class _Converted:
+    """One old row's fate: its new key and JSON, or why it stays (``reason``), or that it is empty."""
+
+    digest: bytes
+    data_json: str | None = None
+    user_id: str | None = None
+    reason: str | None = None
+
+
+class _RowConverter:
+    """Turns the old rows into new ones, by the rules the app's fallback applies too."""
+
+    def __init__(self, key_prefix: str, max_size: int, user_key: str | None) -> None:
+        self.key_prefix = key_prefix
+        self.max_size = max_size
+        self.user_key = user_key
+
+    def convert(self, row: LegacyRow) -> _Converted:
+        # The key the app looks the cookie's id up by.
+        digest = row_key(row.session_id, self.key_prefix)
+        if not _ISSUED_ID.fullmatch(row.session_id):
+            return _Converted(digest, reason=_NOT_ISSUED)
+        if row.data is None:
+            return _Converted(digest, reason=row.error or "unreadable data")
+        if all(key in META_KEYS for key in row.data):
+            return _Converted(digest)  # empty: skipped
+        data_json, reason = encode_row(row.data, self.max_size)
+        if data_json is None:
+            return _Converted(digest, reason=reason or "cannot be stored")
+        user_id, reason = user_column(row.data, self.user_key)
+        if reason is not None:
+            return _Converted(digest, reason=reason)
+        return _Converted(digest, data_json, user_id)
+
+
 def _reporter(
-    on_batch: Callable[[int, int], bool | None], total: int, qualified: str
+    on_batch: Callable[[int, int], bool | None], total: int, qualified: str, moved_into: str | None = None
 ) -> Callable[[int], None]:
-    """``on_batch`` with the total bound; a stop raises, so the transaction rolls back."""
+    """``on_batch`` with the total bound; a stop raises (in place, the transaction rolls back)."""
 
     def progress(done: int) -> None:
         if on_batch(done, total) is False:
-            raise MigrationStopped(done, total, qualified)
+            raise MigrationStopped(done, total, qualified, moved_into)
 
     return progress
 
@@ -250,8 +325,22 @@ def _reporter(
 def _count_live(cur: Any, old_qualified: str, key_prefix: str) -> int:
     """The rows :func:`read_legacy_rows` will yield (the same filter, the same transaction)."""
     cur.execute(
-        f"SELECT count(*) FROM {old_qualified}"
+        f"SELECT count(*) FROM {old_qualified.replace('%', '%%')}"
         " WHERE left(session_id, char_length(%(p)s)) = %(p)s"
+        " AND (expiry IS NULL OR expiry > now() AT TIME ZONE 'UTC')",
+        {"p": key_prefix},
+    )
+    (count,) = cur.fetchone() or (0,)
+    return int(count)
+
+
+def _count_other_prefix(cur: Any, old_qualified: str, key_prefix: str) -> int:
+    """The live rows under another prefix, which stay in the old table; 0 without a prefix."""
+    if not key_prefix:
+        return 0
+    cur.execute(
+        f"SELECT count(*) FROM {old_qualified.replace('%', '%%')}"
+        " WHERE left(session_id, char_length(%(p)s)) <> %(p)s"
         " AND (expiry IS NULL OR expiry > now() AT TIME ZONE 'UTC')",
         {"p": key_prefix},
     )
@@ -284,18 +373,16 @@ def _copy_rows(
     report: MigrationReport,
     old_table: str,
     schema: str,
-    key_prefix: str,
+    rows: _RowConverter,
     lifetime: _dt.timedelta,
     batch_size: int,
     new_qualified: str,
-    meta_keys: frozenset[str],
-    max_size: int,
     progress: Callable[[int], None] | None = None,
 ) -> None:
     """Convert the rows, inserting them a batch at a time and reporting each batch to
     ``progress`` with the rows handled so far (converted, refused or skipped)."""
-    insert = f"INSERT INTO {new_qualified} (id, data, created_at, accessed_at, expires_at) VALUES %s"
-    template = "(%s, %s::jsonb, COALESCE(%s, now()), now(), COALESCE(%s, now() + %s))"
+    insert = f"INSERT INTO {new_qualified} (id, data, user_id, created_at, accessed_at, expires_at) VALUES %s"
+    template = "(%s, %s::jsonb, %s, COALESCE(%s, now()), now(), COALESCE(%s, now() + %s))"
     pending: list[tuple[Any, ...]] = []
     pending_size = 0
     handled = 0
@@ -308,28 +395,27 @@ def _copy_rows(
             pending.clear()
             pending_size = 0
 
-    def refuse(label: str, reason: str) -> None:
-        report.refused.append((label, _short(reason)))
-
     def take(row: LegacyRow) -> None:
         nonlocal pending_size
-        digest = hash_session_id(row.session_id)  # the key the store looks the cookie's id up by
-        label = digest.hex()[:12]
-        if not _ISSUED_ID.fullmatch(row.session_id):
-            refuse(label, "the session id is not a uuid4, the only id flask-pg-session issues; not converted")
-        elif row.data is None:
-            refuse(label, row.error or "unreadable data")
-        elif all(key in meta_keys for key in row.data):
+        converted = rows.convert(row)
+        if converted.reason is not None:
+            report.refused.append((refusal_label(converted.digest), short_reason(converted.reason)))
+        elif converted.data_json is None:
             report.skipped_empty += 1
         else:
-            data_json, reason = encode_row(row.data, max_size)
-            if data_json is None:
-                refuse(label, reason or "cannot be stored")
-            else:
-                pending.append((psycopg2.Binary(digest), data_json, row.created, row.expiry, lifetime))
-                pending_size += len(data_json)
+            pending.append(
+                (
+                    psycopg2.Binary(converted.digest),
+                    converted.data_json,
+                    converted.user_id,
+                    row.created,
+                    row.expiry,
+                    lifetime,
+                )
+            )
+            pending_size += len(converted.data_json)
 
-    for row in read_legacy_rows(conn, old_table, schema, key_prefix=key_prefix, batch_size=batch_size):
+    for row in read_legacy_rows(conn, old_table, schema, key_prefix=rows.key_prefix, batch_size=batch_size):
         take(row)
         handled += 1
         # A batch is batch_size rows handled, or less when their JSON is large: rows may be up to
@@ -346,3 +432,116 @@ def _copy_rows(
 
 def _insert_batch(cur: Any, insert: str, template: str, rows: list[tuple[Any, ...]]) -> None:
     psycopg2.extras.execute_values(cur, insert, rows, template=template, page_size=len(rows))
+
+
+def _move_into(
+    dsn: str,
+    table: str,
+    schema: str,
+    into: str,
+    rows: _RowConverter,
+    lifetime: _dt.timedelta,
+    batch_size: int,
+    on_batch: Callable[[int, int], bool | None] | None,
+) -> MigrationReport:
+    """Move the sessions into ``into`` a batch at a time, the old table left in place."""
+    if into == table:
+        raise ConfigurationError(
+            f"into={into!r} is the flask-pg-session table itself; to convert it in place leave "
+            "into out (no --into)"
+        )
+    schema_part = quote_identifier(schema, "schema")
+    qualified = f"{schema_part}.{quote_identifier(table, 'table')}"
+    # Creates the table (or checks and upgrades it) exactly as the app does.
+    target = PostgresStore(dsn, into, schema, create_table=False, purge_interval=None)
+    try:
+        conn = _connect(dsn)
+        try:
+            conn.autocommit = True  # each batch is one statement: moved, or not at all
+            with conn.cursor() as cur:
+                columns = _columns(cur, qualified)
+                if not columns:
+                    raise NothingToMigrate(f"there is no table {qualified}: nothing to move")
+                if columns.get("id") == "bytea" and columns.get("data") == "jsonb":
+                    raise NothingToMigrate(f"{qualified} is already a pgsession-wsgi table: nothing to move")
+                if not is_legacy_table(conn, table, schema):
+                    raise ConfigurationError(
+                        f"{qualified} is not a flask-pg-session table (columns: "
+                        f"{', '.join(sorted(columns))}); check --table and --schema"
+                    )
+                target.create_table()
+                report = MigrationReport(
+                    migrated=0, refused=[], renamed_to=qualified, moved_into=target.qualified_name
+                )
+                progress = None
+                if on_batch is not None:
+                    total = _count_live(cur, qualified, rows.key_prefix)
+                    progress = _reporter(on_batch, total, qualified, target.qualified_name)
+                    progress(0)
+                _move_rows(conn, cur, report, table, schema, rows, lifetime, batch_size, progress)
+                report.other_prefix = _count_other_prefix(cur, qualified, rows.key_prefix)
+        finally:
+            conn.close()
+    finally:
+        target.close()
+    return report
+
+
+def _move_rows(
+    conn: Any,
+    cur: Any,
+    report: MigrationReport,
+    table: str,
+    schema: str,
+    rows: _RowConverter,
+    lifetime: _dt.timedelta,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Move the convertible rows with :func:`~.fallback.move_statement`, one statement a batch."""
+    assert report.moved_into is not None
+    statement = move_statement(report.renamed_to, report.moved_into)
+    batch: list[tuple[str, bytes, str, str | None]] = []
+    batch_chars = 0
+    handled = 0
+
+    def flush() -> None:
+        nonlocal batch_chars
+        if batch:
+            sids, digests, datas, users = zip(*batch)
+            params = {
+                "sids": list(sids),
+                # No payload to compare: the row moves as it is now (flask-pg-session, if it
+                # still runs somewhere, may have rewritten it since it was read: rare, and
+                # the newer data is lost, never the session).
+                "payloads": [None] * len(batch),
+                "ids": [psycopg2.Binary(digest) for digest in digests],
+                "datas": list(datas),
+                "users": list(users),
+                "idle": lifetime,
+                "absolute": None,
+            }
+            cur.execute(statement, params)
+            report.migrated += cur.rowcount
+            batch.clear()
+            batch_chars = 0
+
+    for row in read_legacy_rows(conn, table, schema, key_prefix=rows.key_prefix, batch_size=batch_size):
+        converted = rows.convert(row)
+        if converted.reason is not None:
+            report.refused.append((refusal_label(converted.digest), short_reason(converted.reason)))
+        elif converted.data_json is None:
+            report.skipped_empty += 1
+        else:
+            old_id = rows.key_prefix + row.session_id
+            batch.append((old_id, converted.digest, converted.data_json, converted.user_id))
+            batch_chars += len(converted.data_json)
+        handled += 1
+        if handled % batch_size == 0 or batch_chars >= _MAX_BATCH_CHARS:
+            flush()
+            if progress is not None:
+                progress(handled)
+    if batch or handled % batch_size:
+        flush()
+        if progress is not None:
+            progress(handled)

@@ -16,7 +16,14 @@ from ..defaults import DEFAULT_SCHEMA
 from ..errors import SessionError
 from .unpickle import restricted_loads, type_name
 
-__all__ = ["DEFAULT_BATCH_SIZE", "LegacyRow", "is_legacy_table", "read_legacy_rows"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "LegacyRow",
+    "decode_payload",
+    "is_legacy_table",
+    "looks_legacy",
+    "read_legacy_rows",
+]
 
 #: Rows read (and, in the migration, inserted) per query.
 DEFAULT_BATCH_SIZE: Final = 500
@@ -49,8 +56,11 @@ def _as_utc(value: _dt.datetime | None) -> _dt.datetime | None:
     return value.astimezone(_dt.timezone.utc)
 
 
-def _decode(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
-    """Decode one ``data`` cell into (dict, None) or (None, reason)."""
+def decode_payload(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    """One ``data`` cell as ``(dict, None)``, or ``(None, reason)``; never raises, never runs code.
+
+    :param payload: the pickled session, read with :func:`~.unpickle.restricted_loads`.
+    """
     if payload is None:
         return None, "the row has no data (NULL)"
     try:
@@ -111,7 +121,7 @@ def read_legacy_rows(
             cur.execute(query, params)
             batch = cur.fetchall()
         for stored_id, payload, expiry, created in batch:
-            data, error = _decode(payload)
+            data, error = decode_payload(payload)
             yield LegacyRow(
                 session_id=stored_id[len(key_prefix) :],
                 data=data,
@@ -145,6 +155,14 @@ def is_legacy_table(conn: Any, table: str, schema: str = DEFAULT_SCHEMA) -> bool
             (schema, table),
         )
         columns = dict(cur.fetchall())
+    return looks_legacy(columns)
+
+
+def looks_legacy(columns: dict[str, str]) -> bool:
+    """Whether a table of these columns is flask-pg-session's (and not ours).
+
+    :param columns: column name to type, as ``format_type(atttypid, NULL)`` names it.
+    """
     return (
         "session_id" in columns
         and columns.get("data") == "bytea"

@@ -289,10 +289,8 @@ def test_unsigned_unknown_id_is_never_reused(
 
 
 def test_cookie_from_the_real_flask_pg_session_package(pg_dsn: str, schema: str) -> None:
-    """The real package writes a session; after the migration the shim serves its cookie."""
+    """The real package writes a session; with only the import changed the shim serves its cookie."""
     import flask_pg_session
-
-    from pgsession_wsgi.flask_pg_session import migrate_flask_pg_session
 
     config = dict(
         SECRET_KEY="legacy-secret",
@@ -319,10 +317,7 @@ def test_cookie_from_the_real_flask_pg_session_package(pg_dsn: str, schema: str)
     new = Flask("new")
     new.test_client_class = ClosingClient
     new.config.update(config)
-    with pytest.raises(ConfigurationError, match="migrate-flask-pg-session"):
-        FlaskPgSession(new)
-    assert migrate_flask_pg_session(pg_dsn, schema=schema).migrated == 1
-    ext = FlaskPgSession(new)
+    ext = FlaskPgSession(new)  # no command first
     try:
 
         @new.route("/me")
@@ -332,6 +327,8 @@ def test_cookie_from_the_real_flask_pg_session_package(pg_dsn: str, schema: str)
         client = new.test_client()
         client.set_cookie("session", cookie)
         assert client.get("/me").text == "7"
+        assert sql(pg_dsn, f'SELECT count(*) FROM "{schema}".flask_sessions') == [(0,)]
+        assert sql(pg_dsn, f'SELECT user_id FROM "{schema}".flask_sessions_v2') == [("7",)]
     finally:
         ext.store.close()
 
@@ -413,7 +410,10 @@ def test_fork_safety(make_app: Callable[..., Flask]) -> None:
     assert client.get("/count").text == "3"  # the parent's connection still works
 
 
-def test_legacy_table_layout_fails_at_start_with_the_command(pg_dsn: str, schema: str) -> None:
+def test_storing_into_the_legacy_table_itself_fails_at_start_with_the_command(
+    pg_dsn: str, schema: str
+) -> None:
+    # FlaskPgSession stores next to the old table; told to store in it, it says how to convert it.
     sql(
         pg_dsn,
         f'CREATE TABLE "{schema}".flask_sessions (session_id varchar(255) PRIMARY KEY,'
@@ -421,7 +421,12 @@ def test_legacy_table_layout_fails_at_start_with_the_command(pg_dsn: str, schema
     )
     app = Flask(__name__)
     app.test_client_class = ClosingClient
-    app.config.update(SQLALCHEMY_DATABASE_URI=pg_dsn, SESSION_PG_SCHEMA=schema, SESSION_KEY_PREFIX="app:")
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=pg_dsn,
+        SESSION_PG_SCHEMA=schema,
+        SESSION_KEY_PREFIX="app:",
+        PGSESSION_TABLE="flask_sessions",
+    )
     with pytest.raises(ConfigurationError) as caught:
         FlaskPgSession(app)
     message = str(caught.value)

@@ -390,16 +390,27 @@ def test_an_existing_renamed_table_stops_the_migration(pg_dsn: str, schema: str)
     assert _tables(pg_dsn, schema) == {"flask_sessions", "flask_sessions_flask_pg_session_old"}
 
 
-def test_the_app_refuses_to_start_on_the_old_table_then_starts_after(pg_dsn: str, schema: str) -> None:
+def test_the_app_starts_on_the_old_table_and_then_conversion_in_place_is_refused(
+    pg_dsn: str, schema: str
+) -> None:
+    # No command first: the app stores sessions next to the old table, which it leaves alone.
     create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, sid, {"n": 1}, naive_utc(dt.timedelta(days=1)))
     app = Flask(__name__)
     app.test_client_class = ClosingClient
     app.config.update(SECRET_KEY=SECRET, SQLALCHEMY_DATABASE_URI=pg_dsn, SESSION_PG_SCHEMA=schema)
-    with pytest.raises(ConfigurationError, match="migrate-flask-pg-session"):
-        FlaskPgSession(app)
-    migrate_flask_pg_session(pg_dsn, schema=schema)
     ext = FlaskPgSession(app)
-    ext.store.close()
+    try:
+        assert ext.store.table == "flask_sessions_v2"
+        assert _tables(pg_dsn, schema) == {"flask_sessions", "flask_sessions_v2"}
+        # Renaming the old table under the running app would break it: the move is the way.
+        with pytest.raises(ConfigurationError, match="--into flask_sessions_v2"):
+            migrate_flask_pg_session(pg_dsn, schema=schema)
+        assert _tables(pg_dsn, schema) == {"flask_sessions", "flask_sessions_v2"}
+        assert sql(pg_dsn, f"SELECT count(*) FROM {q(schema)}.flask_sessions") == [(1,)]
+    finally:
+        ext.store.close()
 
 
 def test_the_cli_command(pg_dsn: str, schema: str, capsys: pytest.CaptureFixture[str]) -> None:

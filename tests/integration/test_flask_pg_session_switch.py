@@ -1,0 +1,551 @@
+"""Switching from flask-pg-session by changing one import: no command, nobody logged out.
+
+The old table and its rows are written the way flask-pg-session 0.1.0 writes them: its own DDL,
+``pickle.dumps`` of the session dict, naive UTC ``expiry`` (NULL for a browser session), the
+``created`` default and ``SESSION_KEY_PREFIX`` + uuid4 ids. ``FlaskPgSession`` then runs on the
+same database with nothing run first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import pickle
+import secrets
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from db import sql
+from flask import Flask, session
+from helpers import ClosingClient
+from itsdangerous import Signer
+from wire import RoundTripCounter
+
+from pgsession_wsgi import ConfigurationError, LegacyTableError
+from pgsession_wsgi.defaults import DEFAULT_MAX_SIZE
+from pgsession_wsgi.flask import EXTENSION_KEY, FlaskPgSession, PgSession
+from pgsession_wsgi.flask_pg_session import (
+    LegacyFallbackStore,
+    choose_tables,
+    migrate_flask_pg_session,
+)
+
+SECRET = "legacy-secret"
+OLD = "flask_sessions"
+NEW = "flask_sessions_v2"
+MONTH = dt.timedelta(days=31)
+
+
+def q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def create_legacy_table(dsn: str, schema: str, table: str = OLD) -> None:
+    """flask-pg-session's own DDL (flask_pg_session/_queries.py)."""
+    target = f"{q(schema)}.{q(table)}"
+    sql(
+        dsn,
+        f"CREATE TABLE IF NOT EXISTS {target} ("
+        " session_id VARCHAR(255) NOT NULL PRIMARY KEY,"
+        " created TIMESTAMP WITHOUT TIME ZONE DEFAULT (NOW() AT TIME ZONE 'utc'),"
+        " data BYTEA, expiry TIMESTAMP WITHOUT TIME ZONE)",
+    )
+    sql(dsn, f"CREATE UNIQUE INDEX IF NOT EXISTS {q('uq_' + table + '_session_id')} ON {target} (session_id)")
+    sql(dsn, f"CREATE INDEX IF NOT EXISTS {q(table + '_expiry_idx')} ON {target} (expiry)")
+
+
+def naive_utc(delta: dt.timedelta) -> dt.datetime:
+    """What flask-pg-session stores: now(UTC) + lifetime, tzinfo stripped."""
+    return (dt.datetime.now(dt.timezone.utc) + delta).replace(tzinfo=None)
+
+
+def write_row(
+    dsn: str,
+    schema: str,
+    stored_id: str,
+    data: Any,
+    expiry: dt.datetime | None,
+    table: str = OLD,
+    *,
+    raw: bytes | None = None,
+) -> None:
+    """flask-pg-session's upsert: pickle.dumps(dict(session)) under prefix + id, naive UTC expiry."""
+    payload = raw if raw is not None else pickle.dumps(data)
+    sql(
+        dsn,
+        f"INSERT INTO {q(schema)}.{q(table)} (session_id, data, expiry) VALUES (%s, %s, %s)"
+        " ON CONFLICT (session_id) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry",
+        (stored_id, psycopg2.Binary(payload), expiry),
+    )
+
+
+def old_ids(dsn: str, schema: str, table: str = OLD) -> list[str]:
+    return [row[0] for row in sql(dsn, f"SELECT session_id FROM {q(schema)}.{q(table)} ORDER BY 1")]
+
+
+def new_rows(dsn: str, schema: str, table: str = NEW) -> dict[bytes, tuple[Any, ...]]:
+    rows = sql(dsn, f"SELECT id, data, user_id, created_at, expires_at FROM {q(schema)}.{q(table)}")
+    return {bytes(row[0]): row[1:] for row in rows}
+
+
+def key(session_id: str, prefix: str = "") -> bytes:
+    """The new table's key: SHA-256 of the id, with the prefix and a NUL before it if any."""
+    text = f"{prefix}\x00{session_id}" if prefix else session_id
+    return hashlib.sha256(text.encode()).digest()
+
+
+def signed(session_id: str) -> str:
+    return Signer(SECRET, salt="flask-session", key_derivation="hmac").sign(session_id).decode()
+
+
+class _RunsCommand:
+    """Pickles into ``os.system("touch <path>")``: plain pickle.loads would create the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (os.system, (f"touch {self.path}",))
+
+
+@pytest.fixture
+def make_app(pg_dsn: str, schema: str) -> Iterator[Callable[..., Flask]]:
+    """``make_app(**config)``: a Flask app with only the import changed, in this test's schema."""
+    made: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        app = Flask(f"switched{len(made)}")
+        app.test_client_class = ClosingClient
+        app.config.update(SECRET_KEY=SECRET, SQLALCHEMY_DATABASE_URI=pg_dsn, SESSION_PG_SCHEMA=schema)
+        app.config.update(config)
+        FlaskPgSession(app)
+        made.append(app)
+
+        @app.route("/dump")
+        def dump() -> dict[str, Any]:
+            return {key: repr(value) for key, value in session.items()}
+
+        @app.route("/bump")
+        def bump() -> str:
+            session["n"] = session.get("n", 0) + 1
+            return str(session["n"])
+
+        return app
+
+    yield make
+    for app in made:
+        app.extensions[EXTENSION_KEY].store.close()
+
+
+def get(app: Flask, cookie: str | None, path: str = "/dump") -> Any:
+    client = app.test_client()
+    if cookie is not None:
+        client.set_cookie("session", cookie)
+    return client.get(path)
+
+
+# -- a logged-in user keeps the session -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_signer", [True, False], ids=["signed", "unsigned"])
+def test_a_logged_in_user_keeps_the_session_after_switching_the_import(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask], use_signer: bool
+) -> None:
+    import flask_login
+
+    create_legacy_table(pg_dsn, schema)
+    sid, other = str(uuid.uuid4()), str(uuid.uuid4())
+    data = {"_permanent": True, "_user_id": "42", "_fresh": True, "_id": "f" * 128, "cart": [1, 2]}
+    write_row(pg_dsn, schema, sid, data, naive_utc(dt.timedelta(days=20)))
+    write_row(pg_dsn, schema, other, {"_user_id": "7"}, naive_utc(MONTH))
+    sql(pg_dsn, f"UPDATE {q(schema)}.{OLD} SET created = '2026-01-01 10:00:00' WHERE session_id = %s", (sid,))
+
+    app = make_app(SESSION_USE_SIGNER=use_signer)
+    manager = flask_login.LoginManager(app)
+
+    class User(flask_login.UserMixin):  # type: ignore[name-defined,misc]
+        def __init__(self, user_id: str) -> None:
+            self.id = user_id
+
+    manager.user_loader(User)
+
+    @app.route("/me")
+    @flask_login.login_required
+    def me() -> str:
+        return str(flask_login.current_user.get_id())
+
+    cookie = signed(sid) if use_signer else sid
+    assert get(app, None, "/me").status_code == 401
+    client = app.test_client()
+    client.set_cookie("session", cookie)
+    response = client.get("/me")
+    assert response.text == "42"
+    # The old table lost that row, the new one has it, keyed by the id's hash, nothing reset.
+    assert old_ids(pg_dsn, schema) == [other]
+    stored, user_id, created, expires = new_rows(pg_dsn, schema)[key(sid)]
+    # Flask-Login's session protection marks it not fresh (the test client is not the browser
+    # that made _id): its own rule, the rest is as flask-pg-session stored it.
+    data["_fresh"] = False
+    assert stored == data and user_id == "42"
+    assert created == dt.datetime(2026, 1, 1, 10, tzinfo=dt.timezone.utc)
+    remaining = expires - dt.datetime.now(dt.timezone.utc)
+    assert dt.timedelta(days=19, hours=23) < remaining <= dt.timedelta(days=20)
+    # The same cookie keeps working from the new table.
+    assert client.get("/me").text == "42"
+    assert client.get("/dump").json == {k: repr(v) for k, v in data.items()}
+    assert client.get("/bump").text == "1"
+    assert new_rows(pg_dsn, schema)[key(sid)][0]["n"] == 1
+    assert len(new_rows(pg_dsn, schema)) == 1
+
+
+def test_a_browser_session_gets_the_apps_lifetime(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask]
+) -> None:
+    create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, sid, {"_permanent": False, "cart": [3]}, None)  # NULL expiry
+    app = make_app(PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=5))
+    assert get(app, sid).json == {"_permanent": "False", "cart": "[3]"}
+    _, _, _, expires = new_rows(pg_dsn, schema)[key(sid)]
+    remaining = expires - dt.datetime.now(dt.timezone.utc)
+    assert dt.timedelta(hours=4, minutes=59) < remaining <= dt.timedelta(hours=5)
+
+
+# -- what it costs --------------------------------------------------------------------------------
+
+
+def statements_for(app: Flask, counter: RoundTripCounter, cookie: str | None, path: str = "/dump") -> int:
+    counter.reset()
+    response = get(app, cookie, path)
+    assert response.status_code == 200
+    return counter.count
+
+
+def test_a_moved_session_costs_what_any_session_costs(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask], wire_counter: RoundTripCounter
+) -> None:
+    create_legacy_table(pg_dsn, schema)
+    sid, expired, chosen = str(uuid.uuid4()), str(uuid.uuid4()), secrets.token_urlsafe(32)
+    write_row(pg_dsn, schema, sid, {"n": 5}, naive_utc(MONTH))
+    write_row(pg_dsn, schema, expired, {"n": 6}, naive_utc(-dt.timedelta(hours=1)))
+    write_row(pg_dsn, schema, chosen, {"n": 7}, naive_utc(MONTH))
+    app = make_app(SQLALCHEMY_DATABASE_URI=wire_counter.dsn)
+    client = app.test_client()
+    assert client.get("/bump").text == "1"  # a session of the new table's own
+    native = client.get_cookie("session").value  # type: ignore[union-attr]
+
+    baseline = statements_for(app, wire_counter, native)
+    assert baseline == 1, wire_counter.statements
+    # The first request: the miss, the look into the old table, the move.
+    assert statements_for(app, wire_counter, sid) == 3, wire_counter.statements
+    assert "DELETE FROM" in wire_counter.statements[2] and "INSERT INTO" in wire_counter.statements[2]
+    # From then on, exactly what a session of the new table costs.
+    assert statements_for(app, wire_counter, sid) == baseline, wire_counter.statements
+    assert get(app, sid).json == {"n": "5"}
+    # No row in either table: one statement more than today, and a fresh session.
+    assert statements_for(app, wire_counter, str(uuid.uuid4())) == baseline + 1
+    assert statements_for(app, wire_counter, expired) == baseline + 1  # expired: not live, not moved
+    assert get(app, expired).json == {}
+    # An id flask-pg-session never issues is never looked up there.
+    assert statements_for(app, wire_counter, chosen) == baseline
+    assert get(app, chosen).json == {}
+    assert sorted(old_ids(pg_dsn, schema)) == sorted([expired, chosen])
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("slow_convert", [False, True], ids=["as-is", "all-look-before-any-moves"])
+def test_concurrent_first_requests_move_the_session_exactly_once(
+    pg_dsn: str,
+    schema: str,
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    slow_convert: bool,
+) -> None:
+    threads_per_session = 6
+    create_legacy_table(pg_dsn, schema)
+    sessions = {str(uuid.uuid4()): {"_user_id": str(n), "cart": list(range(n))} for n in range(1, 4)}
+    for sid, data in sessions.items():
+        write_row(pg_dsn, schema, sid, data, naive_utc(MONTH))
+    if slow_convert:
+        # Every request reads the old row before any moves it: all but one lose the move.
+        real = LegacyFallbackStore._convert
+        barrier = threading.Barrier(threads_per_session * len(sessions), timeout=20)
+
+        def convert_after_everyone_looked(self: LegacyFallbackStore, *args: Any) -> Any:
+            barrier.wait()
+            return real(self, *args)
+
+        monkeypatch.setattr(LegacyFallbackStore, "_convert", convert_after_everyone_looked)
+    app = make_app(SESSION_PG_MAX_DB_CONN=threads_per_session * len(sessions), SESSION_USE_SIGNER=True)
+    start = threading.Barrier(threads_per_session * len(sessions), timeout=20)
+    seen: list[tuple[str, Any]] = []
+    errors: list[BaseException] = []
+
+    def request(sid: str) -> None:
+        try:
+            client = app.test_client()
+            client.set_cookie("session", signed(sid))
+            start.wait()
+            response = client.get("/dump")
+            seen.append((sid, response.json))
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    workers = [
+        threading.Thread(target=request, args=(sid,)) for sid in sessions for _ in range(threads_per_session)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert errors == []
+    assert len(seen) == len(workers)
+    for sid, got in seen:  # every request saw the session, none a fresh one
+        assert got == {k: repr(v) for k, v in sessions[sid].items()}, sid
+    rows = new_rows(pg_dsn, schema)
+    assert set(rows) == {key(sid) for sid in sessions}  # exactly one row each
+    for sid, data in sessions.items():
+        assert rows[key(sid)][0] == data
+    assert old_ids(pg_dsn, schema) == []
+
+
+# -- rows that cannot be read safely ------------------------------------------------------------
+
+
+def bad_rows(marker: Path) -> dict[str, tuple[Any, bytes | None]]:
+    """name -> (data, raw payload): each must be refused, never served."""
+    return {
+        "global": ({"x": _RunsCommand(marker)}, None),
+        "garbage": (None, b"\x80\x04 not a pickle at all"),
+        "not-a-dict": ([1, 2, 3], None),
+        "set": ({"tags": {1, 2}}, None),
+        "int-key": ({1: "one"}, None),
+        "too-big": ({"s": "x" * DEFAULT_MAX_SIZE}, None),
+        "odd-user-id": ({"_user_id": 4.5}, None),
+    }
+
+
+@pytest.mark.parametrize("name", list(bad_rows(Path("unused"))))
+def test_an_unreadable_row_is_refused_with_one_log_line_and_never_served(
+    pg_dsn: str,
+    schema: str,
+    make_app: Callable[..., Flask],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+) -> None:
+    marker = tmp_path / "executed"
+    data, raw = bad_rows(marker)[name]
+    create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, sid, data, naive_utc(MONTH), raw=raw)
+    (payload_before,) = sql(pg_dsn, f"SELECT data FROM {q(schema)}.{OLD}")
+    app = make_app()
+    client = app.test_client()
+    client.set_cookie("session", sid)
+
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        response = client.get("/bump")
+
+    assert response.text == "1"  # a fresh session, nothing of the old row
+    new_cookie = client.get_cookie("session").value  # type: ignore[union-attr]
+    assert new_cookie != sid
+    assert not marker.exists()  # the pickle was refused, never run
+    lines = [r for r in caplog.records if r.name == "pgsession_wsgi"]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    message = lines[0].getMessage()
+    assert lines[0].levelno == logging.WARNING
+    assert key(sid).hex()[:12] in message and sid not in message
+    assert "\n" not in message
+    # Refused rows stay in the old table, untouched; the new table has only the fresh session.
+    assert sql(pg_dsn, f"SELECT data FROM {q(schema)}.{OLD}") == [payload_before]
+    assert list(new_rows(pg_dsn, schema)) == [hashlib.sha256(new_cookie.encode()).digest()]
+
+
+def test_a_session_holding_only_the_permanent_flag_is_not_moved(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, sid, {"_permanent": True}, naive_utc(MONTH))
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        assert get(make_app(), sid).json == {}
+    assert [r for r in caplog.records if r.name == "pgsession_wsgi"] == []
+    assert new_rows(pg_dsn, schema) == {}
+
+
+# -- SESSION_KEY_PREFIX ---------------------------------------------------------------------------
+
+
+def test_two_apps_with_different_prefixes_cannot_read_each_others_sessions(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask]
+) -> None:
+    create_legacy_table(pg_dsn, schema, "shared")
+    mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+    write_row(pg_dsn, schema, "a:" + mine, {"app": "a"}, naive_utc(MONTH), "shared")
+    write_row(pg_dsn, schema, "b:" + theirs, {"app": "b"}, naive_utc(MONTH), "shared")
+    # The same secret and unsigned cookies: only the prefix keeps the apps apart.
+    a = make_app(SESSION_PG_TABLE="shared", SESSION_KEY_PREFIX="a:")
+    b = make_app(SESSION_PG_TABLE="shared", SESSION_KEY_PREFIX="b:")
+    assert a.extensions[EXTENSION_KEY].store.table == b.extensions[EXTENSION_KEY].store.table == "shared_v2"
+
+    # B never reads (nor moves) A's old row, and the other way round.
+    assert get(b, mine).json == {}
+    assert get(a, theirs).json == {}
+    assert old_ids(pg_dsn, schema, "shared") == ["a:" + mine, "b:" + theirs]
+    # Each reads its own, which moves into the shared new table under a prefixed key.
+    assert get(a, mine).json == {"app": "'a'"}
+    assert get(b, theirs).json == {"app": "'b'"}
+    rows = new_rows(pg_dsn, schema, "shared_v2")
+    assert set(rows) == {key(mine, "a:"), key(theirs, "b:")}
+    # Once moved, still each its own.
+    assert get(b, mine).json == {}
+    assert get(a, theirs).json == {}
+    assert get(a, mine).json == {"app": "'a'"}
+    # New sessions too: A's fresh cookie opens nothing in B.
+    client = a.test_client()
+    client.get("/bump")
+    fresh = client.get_cookie("session").value  # type: ignore[union-attr]
+    assert get(b, fresh).json == {}
+    assert get(a, fresh).json == {"n": "1"}
+
+
+# -- the command, still there for moving everything at once ----------------------------------------
+
+
+def test_the_command_moves_the_rest_into_the_running_apps_table(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask], wire_counter: RoundTripCounter
+) -> None:
+    create_legacy_table(pg_dsn, schema)
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    for n, sid in enumerate(ids):
+        write_row(pg_dsn, schema, "app:" + sid, {"_user_id": str(n), "n": n}, naive_utc(MONTH))
+    refused, theirs = str(uuid.uuid4()), "other:" + str(uuid.uuid4())
+    write_row(pg_dsn, schema, "app:" + refused, {"tags": {1}}, naive_utc(MONTH))
+    write_row(pg_dsn, schema, theirs, {"n": 9}, naive_utc(MONTH))
+    app = make_app(SESSION_KEY_PREFIX="app:", SQLALCHEMY_DATABASE_URI=wire_counter.dsn)
+    assert get(app, ids[0]).json == {"_user_id": "'0'", "n": "0"}  # moved by the app itself
+
+    report = migrate_flask_pg_session(pg_dsn, schema=schema, key_prefix="app:", into=NEW, batch_size=2)
+
+    assert report.migrated == 4
+    assert report.moved_into == f'"{schema}"."{NEW}"'
+    assert report.other_prefix == 1
+    assert [label for label, _ in report.refused] == [key(refused, "app:").hex()[:12]]
+    assert sorted(old_ids(pg_dsn, schema)) == sorted(["app:" + refused, theirs])  # what was not moved
+    rows = new_rows(pg_dsn, schema)
+    assert {rows[key(sid, "app:")][1] for sid in ids} == {str(n) for n in range(5)}  # user column
+    # The running app finds every one in its own table, at the usual cost.
+    for n, sid in enumerate(ids):
+        wire_counter.reset()
+        assert get(app, sid).json == {"_user_id": repr(str(n)), "n": repr(n)}
+        assert wire_counter.count == 1, wire_counter.statements
+
+
+def test_the_cli_moves_into_the_table_and_converts_in_place_only_when_no_app_moved_yet(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pgsession_wsgi import cli
+
+    create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, sid, {"_user_id": "5"}, naive_utc(MONTH))
+    app = make_app()  # creates flask_sessions_v2 next to the old table
+    base = ["migrate-flask-pg-session", "--dsn", pg_dsn, "--schema", schema, "--quiet"]
+    assert cli.main(base) == 2  # in place would rename the old table under the running app
+    assert "--into flask_sessions_v2" in capsys.readouterr().err
+    assert cli.main([*base, "--into", NEW]) == 0
+    out = capsys.readouterr().out
+    assert "migrated 1 session(s)" in out and NEW in out
+    assert old_ids(pg_dsn, schema) == []
+    assert new_rows(pg_dsn, schema)[key(sid)][1] == "5"
+    assert get(app, sid).json == {"_user_id": "'5'"}
+
+
+def test_the_app_reads_what_the_command_converted_in_place(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask]
+) -> None:
+    create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, "app:" + sid, {"_user_id": "3"}, naive_utc(MONTH))
+    report = migrate_flask_pg_session(pg_dsn, schema=schema, key_prefix="app:")
+    assert report.migrated == 1 and report.moved_into is None
+    rows = new_rows(pg_dsn, schema, OLD)  # converted in place: the new table has the old name
+    assert rows[key(sid, "app:")][1] == "3"
+    app = make_app(SESSION_KEY_PREFIX="app:")
+    assert app.extensions[EXTENSION_KEY].store.table == OLD
+    assert not isinstance(app.extensions[EXTENSION_KEY].store, LegacyFallbackStore)
+    assert get(app, sid).json == {"_user_id": "'3'"}
+    assert get(make_app(SESSION_KEY_PREFIX="other:"), sid).json == {}
+
+
+# -- which table ------------------------------------------------------------------------------------
+
+
+def test_which_tables_the_app_picks(pg_dsn: str, schema: str, make_store: Callable[..., Any]) -> None:
+    assert choose_tables(pg_dsn, OLD, schema) == (OLD, None)  # an empty database: the name as configured
+    assert choose_tables(pg_dsn, OLD, schema, "mine") == ("mine", None)
+    create_legacy_table(pg_dsn, schema)
+    assert choose_tables(pg_dsn, OLD, schema) == (NEW, OLD)
+    assert choose_tables(pg_dsn, OLD, schema, "mine") == ("mine", OLD)
+    make_store(table=NEW).create_table()
+    sql(pg_dsn, f"DROP TABLE {q(schema)}.{OLD}")  # the old table, dropped once empty
+    assert choose_tables(pg_dsn, OLD, schema) == (NEW, None)
+    make_store(table=OLD).create_table()  # ours under the old name and _v2 too: ambiguous
+    with pytest.raises(ConfigurationError, match="PGSESSION_TABLE"):
+        choose_tables(pg_dsn, OLD, schema)
+    assert choose_tables(pg_dsn, OLD, schema, NEW) == (NEW, None)
+
+
+def test_pgsession_on_the_old_table_still_names_the_command(pg_dsn: str, schema: str) -> None:
+    create_legacy_table(pg_dsn, schema)
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=SECRET, PGSESSION_DSN=pg_dsn, PGSESSION_SCHEMA=schema, PGSESSION_TABLE=OLD)
+    with pytest.raises(LegacyTableError, match="migrate-flask-pg-session"):
+        PgSession(app)
+    assert EXTENSION_KEY not in app.extensions
+
+
+# -- the core's side: generic, and no id in a log ------------------------------------------------
+
+
+def test_a_load_carries_the_cookies_id_but_never_prints_it() -> None:
+    from pgsession_wsgi.core import Load
+
+    sid = str(uuid.uuid4())
+    load = Load(key(sid), dt.timedelta(seconds=60), sid)
+    assert load.session_id == sid
+    assert sid not in repr(load)
+    assert load == Load(key(sid), dt.timedelta(seconds=60))
+
+
+def test_a_prefixed_core_refuses_an_id_holding_the_separator() -> None:
+    from helpers import core_options
+
+    from pgsession_wsgi.core import SessionCore
+    from pgsession_wsgi.session import SessionState
+
+    class Bare:
+        def sign(self, session_id: str) -> str:
+            return session_id
+
+        def unsign(self, value: str) -> tuple[str, bool] | None:
+            return value.replace("~", "\x00"), False
+
+    options = {**core_options(), "signer": Bare(), "key_prefix": "a"}
+    core = SessionCore.configure(None, **options)
+    state = SessionState("session=b~" + "c" * 43)  # the id would hold the separator: refused
+    assert core.wants_load(state) is False
+    ok = SessionState("session=" + "c" * 43)
+    assert core.wants_load(ok) is True and ok.session_id == "a\x00" + "c" * 43
+    with pytest.raises(ConfigurationError, match="NUL"):
+        SessionCore.configure(None, **{**options, "key_prefix": "a\x00b"})
