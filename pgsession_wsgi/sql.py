@@ -9,6 +9,7 @@ travel only as quoted identifiers; values only as bound parameters.
 from __future__ import annotations
 
 import hashlib
+import re
 
 from .errors import ConfigurationError
 
@@ -25,6 +26,7 @@ __all__ = [
     "index_names",
     "lock_key",
     "persistence_statement",
+    "prepared",
     "quote_identifier",
     "upgrade_statement",
 ]
@@ -135,6 +137,58 @@ def persistence_statement(qualified: str, unlogged: bool) -> str:
     :param unlogged: True for ``SET UNLOGGED``, False for ``SET LOGGED``.
     """
     return f"ALTER TABLE {qualified} SET {'UNLOGGED' if unlogged else 'LOGGED'}"
+
+
+#: The type of every parameter of the request statements, declared when they are prepared.
+PARAMETER_TYPES = {
+    "id": "bytea",
+    "new_id": "bytea",
+    "data": "text",
+    "changed": "text",
+    "removed": "text[]",
+    "replace": "boolean",
+    "set_user": "boolean",
+    "user_id": "text",
+    "set_expiry": "boolean",
+    "idle": "interval",
+    "absolute": "interval",
+    "touch": "interval",
+    "idle_timeout": "interval",
+    "ends_at": "timestamptz",
+    "max_size": "bigint",
+}
+# A doubled % (in a quoted name) first, so that what follows it is never read as a placeholder.
+_PLACEHOLDER = re.compile(r"%%|%\((\w+)\)s")
+
+
+def prepared(kind: str, text: str) -> tuple[str, str]:
+    """A request statement as a server-side prepared statement: its ``PREPARE`` and ``EXECUTE``.
+
+    The name holds a hash of the text, so one name always means one statement whichever table
+    or connection it meets. Both are templates like the text itself (``%`` doubled, each value
+    a ``%(name)s`` placeholder of the ``EXECUTE``); sent together, ``PREPARE ...; EXECUTE ...``
+    is still one round trip. Each parameter is sent once, however often the statement uses it.
+
+    :param kind: the statement's name in :class:`Statements` (``"load"``, ``"write"``...).
+    :param text: its text, with ``%(name)s`` placeholders and no guard prefix.
+    :returns: ``(prepare, execute)``.
+    :raises KeyError: a placeholder without a type in :data:`PARAMETER_TYPES`.
+    """
+    order: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "%%"
+        if name not in order:
+            order.append(name)
+        return f"${order.index(name) + 1}"
+
+    body = _PLACEHOLDER.sub(number, text)
+    name = f"pgsession_{kind}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    types = ", ".join(PARAMETER_TYPES[param] for param in order)
+    arguments = ", ".join(f"%({param})s" for param in order)
+    return f"PREPARE {name} ({types}) AS {body}", f"EXECUTE {name}({arguments})"
 
 
 def _expiry(ends_at: str, idle_timeout: str, created_at: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -69,6 +70,7 @@ from .sql import (
     guard,
     lock_key,
     persistence_statement,
+    prepared,
     quote_identifier,
 )
 
@@ -83,6 +85,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 S = TypeVar("S", bound="PostgresStore")
 Cursor = psycopg2.extensions.cursor
+
+#: The request statements a store prepares on its own connections (with prepared_statements).
+PREPARED_KINDS = ("load", "insert", "write", "touch", "delete")
 
 #: Up to this many expired rows are counted exactly for a purge's progress; beyond it they are
 #: estimated from about SAMPLED_PAGES of the table's pages (16 MB), so counting never takes long.
@@ -136,6 +141,13 @@ class PostgresStore:
         the durability of Redis without persistence. An existing table that differs is refused
         with a :class:`ConfigurationError` (``pgsession-wsgi init --unlogged`` / ``--logged``
         converts it); None takes an existing table as it is (a new one is logged).
+    :param prepared_statements: prepare the request statements (load, insert, write, touch,
+        delete) on the server, once per connection: PostgreSQL then skips parsing and planning
+        them on every request, and each write sends its values only (about 250 bytes instead of
+        1.2 KB). The ``PREPARE`` travels in the same message as the first ``EXECUTE``, so no
+        round trip is added. Off by itself behind PgBouncer in transaction mode (as found at the
+        first connection, or when a prepared statement goes missing); False turns it off, e.g.
+        for another pooler that shares server connections between clients.
     :raises ConfigurationError: the DSN is not PostgreSQL's, or a number is out of range.
     """
 
@@ -153,6 +165,7 @@ class PostgresStore:
         create_table: bool = True,
         purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
         unlogged: bool | None = False,
+        prepared_statements: bool = True,
     ) -> None:
         dsn = normalize_dsn(dsn)
         check_store_options(max_connections, pool_timeout, connect_timeout, purge_interval)
@@ -167,6 +180,7 @@ class PostgresStore:
             connect_kwargs, max_connections, pool_timeout, on_connect=self._check_first_connection
         )
         self._set_up(pool, table, schema, statement_timeout, settings, create_table, purge_interval, unlogged)
+        self._prepare_statements(prepared_statements)
 
     @classmethod
     def from_engine(
@@ -276,6 +290,7 @@ class PostgresStore:
         create_table: bool = True,
         purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
         unlogged: bool | None = False,
+        prepared_statements: bool = True,
     ) -> S:
         """A store whose own pool opens its connections with the app's factory.
 
@@ -296,6 +311,8 @@ class PostgresStore:
         :param purge_interval: as for :class:`PostgresStore` (the purge has a connection of its
             own, from the factory).
         :param unlogged: as for :class:`PostgresStore`.
+        :param prepared_statements: as for :class:`PostgresStore` (off when the factory's
+            connections lack the store's settings, which then travel with each statement).
         :raises ConfigurationError: ``factory`` is not callable, or a number out of range.
         """
         if not callable(factory):
@@ -312,6 +329,7 @@ class PostgresStore:
         store._set_up(
             pool, table, schema, statement_timeout, settings, create_table, purge_interval, unlogged
         )
+        store._prepare_statements(prepared_statements)
         store._origin = "your connection factory"
         return store
 
@@ -334,7 +352,7 @@ class PostgresStore:
         )
         # No startup option reaches a lent connection: every statement sets them (SET LOCAL).
         store._sql = Statements(schema, table, guard(settings))
-        store._settings_checked = True
+        store._settings_checked = True  # and no prepared statements on the app's connections
         store._origin = source.origin
         return store
 
@@ -370,6 +388,13 @@ class PostgresStore:
         # Where the app's connections come from ("your SQLAlchemy engine"), None for a DSN.
         self._origin: str | None = None
         self._sql = Statements(schema, table, "")
+        # Server-side prepared statements: kind -> (PREPARE, EXECUTE); None when off. Only on
+        # the store's own connections (never on an app's), and never with a SET LOCAL guard.
+        self._prepared: dict[str, tuple[str, str]] | None = None
+        # Per connection, kind -> True (prepared there) or False (tried: it may be there).
+        self._prepared_on: weakref.WeakKeyDictionary[psycopg2.extensions.connection, dict[str, bool]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._settings_checked = False
         self._ready_pid: int | None = None
         self._table_created = False
@@ -502,8 +527,48 @@ class PostgresStore:
             kept = dict(cur.fetchall())
         if kept != self._settings:
             self._sql = Statements(self.schema, self.table, guard(self._settings))
+            self._prepared = None  # PgBouncer in transaction mode would lose them between statements
             log.info("startup options not kept (PgBouncer?); setting them per statement")
         self._settings_checked = True
+
+    def _prepare_statements(self, enabled: bool) -> None:
+        """Turn server-side prepared statements on (the store's own connections only)."""
+        # Built from the unguarded text: a guard (found at the first connection) turns them off.
+        if enabled:
+            self._prepared = {kind: prepared(kind, getattr(self._sql, kind)) for kind in PREPARED_KINDS}
+
+    def _send(self, cur: Cursor, kind: str, params: dict[str, Any]) -> None:
+        """Send the request statement ``kind``: ``EXECUTE`` where it is prepared on this connection,
+        ``PREPARE ...; EXECUTE ...`` in one message where not yet, the plain text where off."""
+        statements = self._prepared
+        if statements is None:
+            cur.execute(getattr(self._sql, kind), params)
+            return
+        prepare, execute = statements[kind]
+        conn = cur.connection
+        done = self._prepared_on.get(conn)
+        if done is None:
+            done = self._prepared_on[conn] = {}
+        before = done.get(kind)
+        try:
+            if before:
+                cur.execute(execute, params)
+            else:
+                # A PREPARE stays even when the EXECUTE after it fails: remember the attempt.
+                done[kind] = False
+                cur.execute(f"{prepare}; {execute}", params)
+                done[kind] = True
+        except (psycopg2.errors.InvalidSqlStatementName, psycopg2.errors.DuplicatePreparedStatement) as exc:
+            # Nothing ran: the statement failed before it started.
+            if before is False and isinstance(exc, psycopg2.errors.DuplicatePreparedStatement):
+                done[kind] = True  # our own earlier attempt did prepare it
+                cur.execute(execute, params)
+                return
+            # Gone, or there without our asking: the server connection is shared with other
+            # clients (PgBouncer in transaction mode, not found by the startup check).
+            self._prepared = None
+            log.info("prepared statements dropped by the server side (PgBouncer?); sending plain statements")
+            cur.execute(getattr(self._sql, kind), params)
 
     def _ensure_ready(self) -> None:
         pid = os.getpid()
@@ -627,7 +692,7 @@ class PostgresStore:
         """
 
         def select(cur: Cursor) -> LoadedRow | None:
-            cur.execute(self._sql.load, {"id": id_hash, "touch": touch_interval})
+            self._send(cur, "load", {"id": id_hash, "touch": touch_interval})
             try:
                 row = cur.fetchone()
             except (ValueError, RecursionError) as exc:  # JSON our codec never writes
@@ -675,7 +740,7 @@ class PostgresStore:
         }
 
         def execute(cur: Cursor) -> None:
-            cur.execute(self._sql.insert, params)
+            self._send(cur, "insert", params)
             if cur.rowcount == 0 and max_size is not None:
                 cur.execute(self._sql.size_of, params)
                 raise SessionTooLarge(int(_one_row(cur)[0]), max_size)
@@ -742,7 +807,7 @@ class PostgresStore:
         }
 
         def execute(cur: Cursor) -> WriteResult:
-            cur.execute(self._sql.write, params)
+            self._send(cur, "write", params)
             row = cur.fetchone()
             if row is None:
                 if max_size is not None:
@@ -768,7 +833,7 @@ class PostgresStore:
         """
 
         def execute(cur: Cursor) -> bool:
-            cur.execute(self._sql.touch, {"id": id_hash, "idle": idle, "absolute": absolute})
+            self._send(cur, "touch", {"id": id_hash, "idle": idle, "absolute": absolute})
             return bool(cur.rowcount)
 
         return self._run(execute, retry=True)
@@ -780,7 +845,7 @@ class PostgresStore:
         """
 
         def execute(cur: Cursor) -> bool:
-            cur.execute(self._sql.delete, {"id": id_hash})
+            self._send(cur, "delete", {"id": id_hash})
             return bool(cur.rowcount)
 
         return self._run(execute, retry=True)

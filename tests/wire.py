@@ -21,7 +21,14 @@ from pathlib import Path
 
 import psycopg2.extensions
 
-__all__ = ["PGBOUNCER_INSTALL_HINT", "PgBouncer", "RoundTripCounter", "backend_address", "find_pgbouncer"]
+__all__ = [
+    "PGBOUNCER_INSTALL_HINT",
+    "PgBouncer",
+    "RoundTripCounter",
+    "backend_address",
+    "find_pgbouncer",
+    "statement_kind",
+]
 
 PGBOUNCER_INSTALL_HINT = "Debian: apt-get install pgbouncer"
 
@@ -30,6 +37,33 @@ _SSL_REQUEST = 80877103
 _GSSENC_REQUEST = 80877104
 _CANCEL_REQUEST = 80877102
 _STATEMENTS = (b"Q", b"P")  # simple query, parse (extended protocol)
+
+
+# What each of the store's prepared statements (pgsession_<kind>_<hash>) runs.
+_PREPARED_COMMANDS = {
+    "load": "SELECT",
+    "insert": "INSERT",
+    "write": "UPDATE",
+    "touch": "UPDATE",
+    "delete": "DELETE",
+}
+
+
+def statement_kind(text: str) -> str:
+    """The SQL command a counted statement runs (``SELECT``, ``UPDATE``...), whether it was sent
+    as text, as ``PREPARE ... AS <statement>; EXECUTE ...`` or as ``EXECUTE pgsession_<kind>_...``
+    of the store's prepared statements; a ``SET LOCAL ...;`` guard in front is skipped."""
+    rest = text.strip()
+    while rest.upper().startswith("SET LOCAL") and ";" in rest:
+        rest = rest.split(";", 1)[1].strip()
+    word = rest.split(None, 1)[0].upper() if rest else ""
+    if word == "PREPARE":
+        return statement_kind(rest.split(" AS ", 1)[1])
+    if word == "EXECUTE":
+        name = rest.split(None, 2)[1].split("(", 1)[0]
+        if name.startswith("pgsession_"):
+            return _PREPARED_COMMANDS.get(name.split("_")[1], word)
+    return word
 
 
 def backend_address(dsn: str) -> tuple[str, int]:

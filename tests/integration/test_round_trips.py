@@ -10,7 +10,7 @@ import pytest
 from db import sql
 from session_app import session_app
 from webtest import TestApp
-from wire import RoundTripCounter
+from wire import RoundTripCounter, statement_kind
 
 from pgsession_wsgi import PostgresStore, SessionMiddleware, get_session
 
@@ -146,7 +146,7 @@ def test_regenerate_costs_one(counted: Callable[..., Any]) -> None:
     client.get("/set?user=alice")
     old_cookie = str(client.cookies["session"])
     assert statements_for(client, counter, "/regen") == 1, counter.statements
-    assert counter.statements[0].lstrip().startswith("UPDATE")  # moves the row to the new id
+    assert statement_kind(counter.statements[0]) == "UPDATE"  # moves the row to the new id
     assert str(client.cookies["session"]) != old_cookie
     assert client.get("/read").json == {"user": "alice"}
 
@@ -157,7 +157,7 @@ def test_invalidate_costs_one(counted: Callable[..., Any]) -> None:
     counter.reset()
     response = client.get("/logout")
     assert counter.count == 1, counter.statements
-    assert counter.statements[0].lstrip().startswith("DELETE")
+    assert statement_kind(counter.statements[0]) == "DELETE"
     assert "Max-Age=0" in response.headers["Set-Cookie"]
     assert client.app.store.stats()["live"] == 0
 

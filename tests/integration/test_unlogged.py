@@ -35,7 +35,9 @@ def persistence(store: PostgresStore | AsyncPostgresStore) -> dict[str, str]:
     return {str(name): str(kind) for name, kind in rows}
 
 
-def test_unlogged_store_creates_an_unlogged_table_and_indexes(make_store: Callable[..., PostgresStore]) -> None:
+def test_unlogged_store_creates_an_unlogged_table_and_indexes(
+    make_store: Callable[..., PostgresStore],
+) -> None:
     store = make_store(unlogged=True)
     store.create_table()
     kinds = persistence(store)

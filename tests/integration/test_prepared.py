@@ -1,0 +1,259 @@
+"""Server-side prepared statements on the store's own connections, on a real PostgreSQL.
+
+The first use of a statement on a connection sends ``PREPARE ...; EXECUTE ...`` in one message
+(still one round trip), later uses ``EXECUTE`` alone; they stay off behind PgBouncer and on an
+app's connections, and a prepared statement that goes missing, or one left behind by a failed
+statement, never fails a request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import psycopg2
+import pytest
+from db import sql
+from session_app import session_app
+from webtest import TestApp
+from wire import RoundTripCounter, statement_kind
+
+from pgsession_wsgi import PostgresStore, SessionMiddleware
+from pgsession_wsgi.errors import StoreUnavailable
+
+HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
+SECRET = "prepared"
+
+
+def add_row(store: PostgresStore, data: dict[str, Any] | None = None) -> bytes:
+    id_hash = os.urandom(32)
+    store.insert(id_hash, json.dumps(data or {"n": 1}), user_id=None, idle=HOUR, absolute=None)
+    return id_hash
+
+
+def prepared_names(store: PostgresStore) -> set[str]:
+    """The names prepared on the store's (single) pooled connection, asked on that connection."""
+    with store._pool.connection() as conn, conn.cursor() as cur:  # type: ignore[union-attr]
+        cur.execute("SELECT name FROM pg_prepared_statements")
+        return {str(name) for (name,) in cur.fetchall()}
+
+
+def test_first_use_prepares_in_the_same_message_then_executes(
+    make_store: Callable[..., PostgresStore], wire_counter: RoundTripCounter
+) -> None:
+    store = make_store(dsn=wire_counter.dsn, max_connections=1)
+    store.create_table()
+    id_hash = add_row(store)
+    wire_counter.reset()
+    assert store.load(id_hash, MINUTE) is not None
+    [first] = wire_counter.statements
+    assert first.startswith("PREPARE pgsession_load_") and "; EXECUTE pgsession_load_" in first
+    wire_counter.reset()
+    row = store.load(id_hash, MINUTE)
+    assert row is not None and row.data == {"n": 1}
+    [second] = wire_counter.statements
+    assert second.startswith("EXECUTE pgsession_load_") and statement_kind(second) == "SELECT"
+    assert {name.split("_")[1] for name in prepared_names(store)} == {"load", "insert"}
+
+
+def test_a_request_costs_the_same_round_trips_and_sends_less(
+    make_store: Callable[..., PostgresStore], wire_counter: RoundTripCounter
+) -> None:
+    plain_store = make_store(dsn=wire_counter.dsn, prepared_statements=False, table="plain")
+    store = make_store(dsn=wire_counter.dsn)
+    sizes: dict[bool, int] = {}
+    for prepared, each in ((False, plain_store), (True, store)):
+        client = TestApp(SessionMiddleware(session_app, each, secret_key=SECRET))
+        client.get("/set?a=1")
+        client.get("/inc")  # prepares load and write on this connection
+        wire_counter.reset()
+        client.get("/inc")
+        assert wire_counter.count == 2, wire_counter.statements  # load, write: as without
+        assert [statement_kind(s) for s in wire_counter.statements] == ["SELECT", "UPDATE"]
+        assert all(s.startswith("EXECUTE") == prepared for s in wire_counter.statements)
+        sizes[prepared] = len(wire_counter.statements[1])
+        assert client.get("/read").json == {"a": "1", "n": 2}
+    assert sizes[True] * 3 < sizes[False]  # the values only, not 1.2 KB of SQL
+
+
+def test_off_sends_the_statements_as_text(
+    make_store: Callable[..., PostgresStore], wire_counter: RoundTripCounter
+) -> None:
+    store = make_store(dsn=wire_counter.dsn, prepared_statements=False)
+    store.create_table()
+    id_hash = add_row(store)
+    wire_counter.reset()
+    store.load(id_hash, MINUTE)
+    store.load(id_hash, MINUTE)
+    assert [s.split(None, 1)[0] for s in wire_counter.statements] == ["SELECT", "SELECT"]
+
+
+def test_behind_pgbouncer_nothing_is_prepared(
+    make_pgbouncer: Callable[[str], Any], make_store: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    bouncer = make_pgbouncer(pg_dsn)
+    with RoundTripCounter(bouncer.dsn) as counter:
+        store = make_store(dsn=counter.dsn)
+        store.create_table()
+        client = TestApp(SessionMiddleware(session_app, store, secret_key=SECRET))
+        client.get("/set?a=1")
+        client.get("/inc")
+        client.get("/inc")
+        assert client.get("/read").json == {"a": "1", "n": 2}
+        assert not any("PREPARE" in s or "EXECUTE" in s for s in counter.statements)
+
+
+def test_pgbouncer_the_startup_check_misses_still_serves_every_request(
+    make_pgbouncer: Callable[[str], Any], make_store: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    """With statement_timeout=None and synchronous_commit=True the store sends no setting, so the
+    startup check cannot see PgBouncer: prepared statements start on, and meet server connections
+    shared with other clients. Each request is still answered, and right."""
+    bouncer = make_pgbouncer(pg_dsn)
+    stores = [make_store(dsn=bouncer.dsn, statement_timeout=None, max_connections=2) for _ in range(3)]
+    stores[0].create_table()
+    ids = [add_row(stores[0], {"k": k}) for k in range(6)]
+    errors: list[BaseException] = []
+
+    def work(store: PostgresStore, offset: int) -> None:
+        try:
+            for i in range(60):
+                k = (i + offset) % len(ids)
+                row = store.load(ids[k], MINUTE)
+                assert row is not None and row.data["k"] == k
+                result = store.write(
+                    ids[k],
+                    json.dumps({f"w{offset}": i}),
+                    [],
+                    replace=False,
+                    new_hash=None,
+                    idle=HOUR,
+                    absolute=None,
+                    touch_interval=MINUTE,
+                )
+                assert result.updated
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s, n)) for n, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    # Shared server connections were met (a name there already, or gone): the fallback ran.
+    assert any(store._prepared is None for store in stores)
+
+
+def test_a_prepared_statement_gone_missing_falls_back_to_text(
+    make_store: Callable[..., PostgresStore], wire_counter: RoundTripCounter
+) -> None:
+    store = make_store(dsn=wire_counter.dsn, max_connections=1)
+    store.create_table()
+    id_hash = add_row(store)
+    store.load(id_hash, MINUTE)
+    with store._pool.connection() as conn, conn.cursor() as cur:  # type: ignore[union-attr]
+        cur.execute("DEALLOCATE ALL")  # as a pooler's reset would
+    wire_counter.reset()
+    row = store.load(id_hash, MINUTE)
+    assert row is not None and row.data == {"n": 1}
+    assert [statement_kind(s) for s in wire_counter.statements] == ["SELECT", "SELECT"]
+    assert wire_counter.statements[0].startswith("EXECUTE")  # missing: nothing ran ...
+    assert wire_counter.statements[1].startswith("SELECT")  # ... then as text, from now on
+    wire_counter.reset()
+    store.load(id_hash, MINUTE)
+    assert wire_counter.statements[0].startswith("SELECT")
+
+
+def test_a_prepare_left_by_a_failed_statement_is_used(
+    make_store: Callable[..., PostgresStore], wire_counter: RoundTripCounter, pg_dsn: str
+) -> None:
+    """The PREPARE stays when the EXECUTE sent with it fails (here: a statement timeout while a
+    row lock is held); the next write on that connection uses it instead of failing."""
+    store = make_store(dsn=wire_counter.dsn, max_connections=1, statement_timeout=0.3)
+    store.create_table()
+    id_hash = add_row(store)
+    locker = psycopg2.connect(pg_dsn)
+    try:
+        with locker.cursor() as cur:
+            cur.execute(f"SELECT 1 FROM {store.qualified_name} WHERE id = %s FOR UPDATE", (id_hash,))
+            with pytest.raises(StoreUnavailable):
+                store.write(
+                    id_hash,
+                    '{"b": 2}',
+                    [],
+                    replace=False,
+                    new_hash=None,
+                    idle=HOUR,
+                    absolute=None,
+                    touch_interval=MINUTE,
+                )
+    finally:
+        locker.rollback()
+        locker.close()
+    wire_counter.reset()
+    result = store.write(
+        id_hash, '{"b": 2}', [], replace=False, new_hash=None, idle=HOUR, absolute=None, touch_interval=MINUTE
+    )
+    assert result.updated
+    assert [s.split(None, 1)[0] for s in wire_counter.statements] == ["PREPARE", "EXECUTE"]
+    row = store.load(id_hash, MINUTE)
+    assert row is not None and row.data == {"n": 1, "b": 2}
+    assert store._prepared is not None  # still on
+
+
+def test_an_apps_engine_connections_get_no_prepared_statements(
+    make_store: Callable[..., PostgresStore], pg_dsn: str, schema: str
+) -> None:
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    engine = sqlalchemy.create_engine(pg_dsn.replace("postgresql://", "postgresql+psycopg2://", 1))
+    try:
+        store = PostgresStore.from_engine(engine, schema=schema, purge_interval=None)
+        try:
+            id_hash = add_row(store)
+            assert store.load(id_hash, MINUTE) is not None
+            with engine.connect() as conn:
+                names = conn.exec_driver_sql("SELECT name FROM pg_prepared_statements").all()
+            assert names == []
+        finally:
+            store.close()
+    finally:
+        engine.dispose()
+
+
+def test_the_same_table_in_another_schema_gets_its_own_names(
+    make_store: Callable[..., PostgresStore], pg_dsn: str, schema: str
+) -> None:
+    other = f"{schema}_b"
+    sql(pg_dsn, f'CREATE SCHEMA "{other}"')
+    try:
+        first = make_store(max_connections=1)
+        second = make_store(schema=other, max_connections=1)
+        a, b = add_row(first, {"in": "first"}), add_row(second, {"in": "second"})
+        row_a, row_b = first.load(a, MINUTE), second.load(b, MINUTE)
+        assert row_a is not None and row_a.data == {"in": "first"}
+        assert row_b is not None and row_b.data == {"in": "second"}
+        assert first.load(b, MINUTE) is None and second.load(a, MINUTE) is None
+        assert prepared_names(first).isdisjoint(prepared_names(second))
+    finally:
+        first.close()
+        second.close()
+        sql(pg_dsn, f'DROP SCHEMA "{other}" CASCADE')
+
+
+def test_prepared_text_numbers_each_value_once_and_keeps_quoted_percent_signs() -> None:
+    from pgsession_wsgi.sql import Statements, prepared
+
+    statements = Statements("s%(id)s", "t%%x", "")
+    prepare, execute = prepared("write", statements.write)
+    assert execute.startswith("EXECUTE pgsession_write_")
+    arguments = execute.split("(", 1)[1]
+    assert arguments.count("%(id)s") == 1 and arguments.count("%(changed)s") == 1
+    assert '"s%%(id)s"."t%%%%x"' in prepare  # still a template: the driver halves them
+    assert "%(" not in prepare.replace("%%(", "")
+    assert prepared("load", statements.load)[0] != prepared("load", Statements("s", "t", "").load)[0]
