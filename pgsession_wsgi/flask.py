@@ -187,6 +187,8 @@ class _Settings:
     user_key: str | None
     logout_ends_session: bool
     key_prefix: str = ""
+    unlogged: bool = False
+    prepared_statements: bool = True
 
 
 class _Extension:
@@ -283,6 +285,8 @@ class _Extension:
             max_connections=settings.max_connections,
             purge_interval=settings.purge_interval,
             synchronous_commit=settings.synchronous_commit,
+            unlogged=settings.unlogged,
+            prepared_statements=settings.prepared_statements,
         )
 
     def _create_table(self, store: PostgresStore) -> None:
@@ -301,7 +305,9 @@ class PgSession(_Extension):
 
     Wraps ``app.wsgi_app`` with :class:`SessionMiddleware` and installs
     :class:`EnvironSessionInterface`. Reads Flask's session config plus ``PGSESSION_DSN``,
-    ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA``, ``PGSESSION_MAX_CONNECTIONS`` and
+    ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA``, ``PGSESSION_MAX_CONNECTIONS``,
+    ``PGSESSION_SYNCHRONOUS_COMMIT``, ``PGSESSION_UNLOGGED`` and ``PGSESSION_PREPARED_STATEMENTS``
+    (:class:`~pgsession_wsgi.PostgresStore`'s ``unlogged`` and ``prepared_statements``) and
     ``PGSESSION_USER_KEY`` (default ``"_user_id"``, Flask-Login's key: a login gets a new
     session id by itself); one instance may serve several apps, each with its own store.
 
@@ -338,6 +344,8 @@ class PgSession(_Extension):
             signer=None,
             user_key=user_key(config),
             logout_ends_session=logout_ends_session(config),
+            unlogged=bool(config.get("PGSESSION_UNLOGGED", False)),
+            prepared_statements=bool(config.get("PGSESSION_PREPARED_STATEMENTS", True)),
         )
 
 
@@ -346,13 +354,14 @@ class FlaskPgSession(_Extension):
 
     Same construction and config keys (``SQLALCHEMY_DATABASE_URI``, ``SESSION_PG_TABLE``,
     ``SESSION_PG_SCHEMA``, ``SESSION_KEY_PREFIX``, ``SESSION_USE_SIGNER``, ``SESSION_PERMANENT``,
-    ``SESSION_AUTODELETE_EXPIRED``, ``SESSION_PG_MAX_DB_CONN``; plus ``PGSESSION_USER_KEY`` as
-    for :class:`PgSession`) and the same cookie format, so users stay logged in with nothing to
-    run first. On flask-pg-session's own table, that table stays where it is and sessions are
-    stored next to it in ``<SESSION_PG_TABLE>_v2`` (or ``PGSESSION_TABLE``); each session moves
-    there when its cookie next comes back (:class:`~pgsession_wsgi.flask_pg_session.LegacyFallbackStore`,
-    :func:`~pgsession_wsgi.flask_pg_session.choose_tables`). ``SESSION_KEY_PREFIX`` keeps apps
-    that share the tables apart, as it did.
+    ``SESSION_AUTODELETE_EXPIRED``, ``SESSION_PG_MAX_DB_CONN``; plus ``PGSESSION_USER_KEY`` and
+    ``PGSESSION_UNLOGGED`` as for :class:`PgSession`) and the same cookie format, so users stay
+    logged in with nothing to run first. On flask-pg-session's own table, that table stays where it
+    is and sessions are stored next to it in ``<SESSION_PG_TABLE>_v2`` (or ``PGSESSION_TABLE``);
+    each session moves there when its cookie next comes back
+    (:class:`~pgsession_wsgi.flask_pg_session.LegacyFallbackStore`,
+    :func:`~pgsession_wsgi.flask_pg_session.choose_tables`). ``SESSION_KEY_PREFIX`` keeps apps that
+    share the tables apart, as it did.
 
     :param app: the app to set up now; None to call :meth:`init_app` later.
     """
@@ -376,6 +385,8 @@ class FlaskPgSession(_Extension):
             "max_connections": settings.max_connections,
             "purge_interval": settings.purge_interval,
             "synchronous_commit": settings.synchronous_commit,
+            "unlogged": settings.unlogged,
+            "prepared_statements": settings.prepared_statements,
         }
         if legacy is None:
             return PostgresStore(settings.dsn, table, settings.schema, **options)
@@ -415,6 +426,7 @@ class FlaskPgSession(_Extension):
             user_key=user_key(config),
             logout_ends_session=logout_ends_session(config),
             key_prefix=self.key_prefix,
+            unlogged=bool(config.get("PGSESSION_UNLOGGED", False)),
         )
 
 

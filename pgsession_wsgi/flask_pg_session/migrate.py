@@ -203,7 +203,7 @@ def migrate_flask_pg_session(
     if into is not None:
         return _move_into(dsn, table, schema, into, rows, lifetime, batch_size, on_batch)
     # Validates the names and gives the exact DDL and advisory lock the app itself uses.
-    target = PostgresStore(dsn, table, schema, create_table=False, purge_interval=None)
+    target = PostgresStore(dsn, table, schema, create_table=False, purge_interval=None, unlogged=None)
     target.close()
     renamed = _renamed(table)
     schema_part = quote_identifier(schema, "schema")
@@ -453,7 +453,7 @@ def _move_into(
     schema_part = quote_identifier(schema, "schema")
     qualified = f"{schema_part}.{quote_identifier(table, 'table')}"
     # Creates the table (or checks and upgrades it) exactly as the app does.
-    target = PostgresStore(dsn, into, schema, create_table=False, purge_interval=None)
+    target = PostgresStore(dsn, into, schema, create_table=False, purge_interval=None, unlogged=None)
     try:
         conn = _connect(dsn)
         try:

@@ -148,3 +148,22 @@ async def test_async_store_unlogged(make_async_store: Callable[..., AsyncPostgre
     await converting.create_table(convert=True)
     assert set(persistence(store).values()) == {"p"}
     assert "CREATE UNLOGGED TABLE" in make_async_store(unlogged=True).ddl()
+
+
+def test_flask_pgsession_unlogged_config(pg_dsn: str, schema: str) -> None:
+    flask = pytest.importorskip("flask")
+    from pgsession_wsgi.flask import PgSession
+
+    app = flask.Flask(__name__)
+    app.config.update(
+        SECRET_KEY="unlogged", PGSESSION_DSN=pg_dsn, PGSESSION_SCHEMA=schema, PGSESSION_UNLOGGED=True
+    )
+    extension = PgSession(app)
+    try:
+        assert set(persistence(extension.get_middleware(app).store).values()) == {"u"}
+        other = flask.Flask(__name__)
+        other.config.update(SECRET_KEY="unlogged", PGSESSION_DSN=pg_dsn, PGSESSION_SCHEMA=schema)
+        with pytest.raises(ConfigurationError, match="PGSESSION_UNLOGGED"):
+            PgSession(other)  # refused at start, not converted
+    finally:
+        extension.get_middleware(app).store.close()
