@@ -984,3 +984,539 @@ def test_after_a_save_the_session_keeps_its_data_and_sends_only_later_changes() 
     run(core.save(emptied), _Answers(True))
     emptied["b"] = 1
     assert emptied.changes(None).changed_keys == ["b"]
+
+
+# -- middleware: the WSGI adapter's error responses, headers and log lines ---------------------
+
+import sys as _sys  # noqa: E402
+import threading  # noqa: E402
+
+from pgsession_wsgi import SessionMiddleware, current_session, get_session  # noqa: E402
+from pgsession_wsgi.errors import OutsideRequestError, StoreUnavailable  # noqa: E402
+from pgsession_wsgi.store import PostgresStore  # noqa: E402
+
+_DEAD_DSN = "postgresql://postgres@127.0.0.1:1/nothing_listens_here?connect_timeout=2"
+
+
+class _Recorder:
+    """A server's ``start_response``: keeps every call's arguments."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[tuple[str, str]], Any]] = []
+
+    def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        self.calls.append((status, list(headers), exc_info))
+        return lambda data: None
+
+
+def _environ(cookie: str | None = None) -> dict[str, Any]:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+    }
+    if cookie is not None:
+        environ["HTTP_COOKIE"] = cookie
+    return environ
+
+
+def _dead_store() -> PostgresStore:
+    return PostgresStore(_DEAD_DSN, purge_interval=None, create_table=False)
+
+
+def _finish(body: Any) -> bytes:
+    """Read and close a response as a server does (closing unbinds ``current_session``)."""
+    try:
+        return b"".join(body)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
+def test_outside_a_request_the_errors_say_what_to_do() -> None:
+    """middleware.x__current_or_raise__mutmut_2, _3, _5, _6 and x_get_session__mutmut_6 to _9."""
+    with pytest.raises(OutsideRequestError) as outside:
+        current_session.get("anything")
+    assert str(outside.value) == (
+        "current_session is only bound while SessionMiddleware handles a request; outside "
+        "one, pass the session explicitly or use get_session(environ)"
+    )
+    with pytest.raises(OutsideRequestError) as no_session:
+        get_session({})
+    assert str(no_session.value) == (
+        "this WSGI environ has no session: wrap the application with "
+        "pgsession_wsgi.SessionMiddleware(app, store, secret_key=...)"
+    )
+
+
+def test_a_store_of_another_kind_is_refused_with_what_to_pass() -> None:
+    """middleware.xǁSessionMiddlewareǁ__init____mutmut_12 to _15."""
+    with pytest.raises(ConfigurationError) as refused:
+        SessionMiddleware(lambda e, s: [], object(), secret_key="k" * 32)  # type: ignore[arg-type]
+    assert str(refused.value) == "store must be a pgsession_wsgi.PostgresStore"
+
+
+def test_the_503_answer_is_exact_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """middleware.xǁSessionMiddlewareǁ_commit_or_fail__mutmut_2 to _9 and _error_response__mutmut_6,
+    _7, _15 to _21, _23, _24, _26 to _29.
+
+    A save that cannot reach the database answers exactly this 503 (with Retry-After) and logs
+    exactly one line naming the cause.
+    """
+    store = _dead_store()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        get_session(environ)["user"] = "alice"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    recorder = _Recorder()
+    with caplog.at_level(logging.ERROR, logger="pgsession_wsgi"):
+        body = SessionMiddleware(app, store, secret_key="k" * 32)(_environ(), recorder)
+    store.close()
+    expected_body = b"Service Unavailable: the session store cannot be reached. Please try again shortly.\n"
+    assert b"".join(body) == expected_body
+    assert recorder.calls == [
+        (
+            "503 Service Unavailable",
+            [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(expected_body))),
+                ("Retry-After", "5"),
+            ],
+            None,
+        )
+    ]
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 1
+    assert lines[0].startswith("session store unavailable, answering 503: cannot connect to PostgreSQL")
+
+
+def test_the_500_answer_for_an_unsavable_session_is_exact_and_logged_once(
+    make_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """middleware.xǁSessionMiddlewareǁ_commit_or_fail__mutmut_12, _14 and _error_response__mutmut_11,
+    _12 (and the 500 half of the header mutants)."""
+    store = make_store()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        get_session(environ)["big"] = "x" * 500
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    recorder = _Recorder()
+    with caplog.at_level(logging.ERROR, logger="pgsession_wsgi"):
+        body = SessionMiddleware(app, store, secret_key="k" * 32, max_size=100)(_environ(), recorder)
+    assert b"".join(body) == b"Internal Server Error\n"
+    assert recorder.calls == [
+        (
+            "500 Internal Server Error",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "22")],
+            None,
+        )
+    ]
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 1
+    assert lines[0].startswith("session not saved, answering 500: ")
+    assert "max_size" in lines[0] or "100" in lines[0]
+
+
+def test_a_load_failing_after_the_app_started_its_response_passes_exc_info_and_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """middleware.xǁSessionMiddlewareǁ__call____mutmut_15, _16, _42 to _45, _49 and
+    _error_response__mutmut_32, _35, _36.
+
+    The app has called start_response (the session untouched, so nothing was saved) when reading
+    the session fails: the 503 replaces its status, which a server allows only with exc_info.
+    """
+    store = _dead_store()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        get_session(environ).get("user")  # a cookie: the load runs, and fails
+        return [b"never"]
+
+    middleware = SessionMiddleware(app, store, secret_key="k" * 32)
+    cookie = "session=" + middleware.signer.sign(new_session_id())
+    recorder = _Recorder()
+    with caplog.at_level(logging.ERROR, logger="pgsession_wsgi"):
+        _finish(middleware(_environ(cookie), recorder))
+    store.close()
+    assert [call[0] for call in recorder.calls] == ["200 OK", "503 Service Unavailable"]
+    exc_info = recorder.calls[1][2]
+    assert exc_info is not None and isinstance(exc_info[1], StoreUnavailable)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [f"session store unavailable, answering 503: {exc_info[1]}"]
+
+
+def test_a_session_error_after_the_app_started_its_response_passes_exc_info_and_logs(
+    make_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """middleware.xǁSessionMiddlewareǁ__call____mutmut_57, _59, _63: a row that cannot be read."""
+    from db import sql
+
+    store = make_store()
+    store.create_table()
+    session_id = new_session_id()
+    sql(
+        store,
+        f"INSERT INTO {store.qualified_name} (id, data, expires_at)"
+        " VALUES (%s, (repeat('[', 5000) || repeat(']', 5000))::jsonb, now() + interval '1 hour')",
+        (hash_session_id(session_id),),
+    )
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        get_session(environ).get("user")
+        return [b"never"]
+
+    middleware = SessionMiddleware(app, store, secret_key="k" * 32)
+    recorder = _Recorder()
+    with caplog.at_level(logging.ERROR, logger="pgsession_wsgi"):
+        _finish(middleware(_environ("session=" + middleware.signer.sign(session_id)), recorder))
+    assert [call[0] for call in recorder.calls] == ["200 OK", "500 Internal Server Error"]
+    assert recorder.calls[1][2] is not None and isinstance(recorder.calls[1][2][1], SessionDataError)
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith("session error, answering 500: ")
+    assert "delete the row or fix the writer" in lines[0]
+
+
+def test_a_save_failing_at_the_second_start_response_passes_exc_info(make_store: Any) -> None:
+    """middleware.xǁSessionMiddlewareǁ__call____mutmut_36: the app started its response with the
+    session untouched, then changed it and restarted with exc_info; that save fails."""
+    store = make_store()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        get_session(environ)["big"] = "x" * 500
+        try:
+            raise RuntimeError("the app's own error page")
+        except RuntimeError:
+            start_response("500 Internal Server Error", [], _sys.exc_info())
+        return [b"error page"]
+
+    recorder = _Recorder()
+    _finish(SessionMiddleware(app, store, secret_key="k" * 32, max_size=100)(_environ(), recorder))
+    assert [call[0] for call in recorder.calls] == ["200 OK", "500 Internal Server Error"]
+    assert recorder.calls[1][1] == [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "22")]
+    assert recorder.calls[1][2] is not None
+
+
+def test_exc_info_is_passed_through_and_a_second_start_response_saves_nothing_more(
+    make_store: Any, wire_counter: Any
+) -> None:
+    """middleware.xǁSessionMiddlewareǁ__call____mutmut_9, _11, _12, _24, _27.
+
+    An app that restarts its response with exc_info: the server gets that exc_info, and the
+    session, saved at the first start_response, is not written again.
+    """
+    store = make_store(dsn=wire_counter.dsn)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        get_session(environ)["user"] = "alice"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise RuntimeError("late failure")
+        except RuntimeError:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], _sys.exc_info())
+        return [b"error page"]
+
+    middleware = SessionMiddleware(app, store, secret_key="k" * 32)
+    store.create_table()
+    wire_counter.reset()
+    recorder = _Recorder()
+    _finish(middleware(_environ(), recorder))
+    assert wire_counter.count == 1
+    assert recorder.calls[0][2] is None
+    assert recorder.calls[1][2] is not None and isinstance(recorder.calls[1][2][1], RuntimeError)
+    # The second start_response carries the cookie too: the headers were fixed at the first.
+    assert any(name == "Set-Cookie" for name, _ in recorder.calls[1][1])
+
+
+def test_an_app_exception_propagates_and_unbinds_current_session(make_store: Any) -> None:
+    """middleware.xǁSessionMiddlewareǁ__call____mutmut_68."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise LookupError("the app's bug")
+
+    with pytest.raises(LookupError, match="the app's bug"):
+        SessionMiddleware(app, make_store(), secret_key="k" * 32)(_environ(), _Recorder())
+    with pytest.raises(OutsideRequestError):
+        current_session.get("x")
+
+
+def test_two_cache_control_headers_are_merged_into_one_private_header(make_store: Any) -> None:
+    """middleware.x__with_session_headers__mutmut_17, _25, _26."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        get_session(environ)["user"] = "alice"
+        start_response("200 OK", [("Cache-Control", "max-age=60"), ("Cache-Control", "public")])
+        return [b"ok"]
+
+    recorder = _Recorder()
+    _finish(SessionMiddleware(app, make_store(), secret_key="k" * 32)(_environ(), recorder))
+    headers = recorder.calls[0][1]
+    cache_control = [h for h in headers if h[0].lower() == "cache-control"]
+    assert cache_control == [("Cache-Control", "private, max-age=60")]
+
+
+def test_closing_the_response_closes_the_apps_body(make_store: Any) -> None:
+    """middleware.xǁ_ClosingBodyǁclose__mutmut_1, _2, _7, _8."""
+    closed: list[bool] = []
+
+    class Body:
+        def __iter__(self) -> Any:
+            return iter([b"ok"])
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Body:
+        start_response("200 OK", [])
+        return Body()
+
+    result = SessionMiddleware(app, make_store(), secret_key="k" * 32)(_environ(), _Recorder())
+    result.close()  # type: ignore[attr-defined]
+    assert closed == [True]
+
+
+def test_streaming_changes_that_cannot_be_saved_are_logged(
+    make_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """middleware.xǁSessionMiddlewareǁ_save_after_headers__mutmut_3 to _5, _8 to _13.
+
+    A new session changed after the headers went out needs a cookie that can no longer be
+    sent (a warning); an existing one whose late change is too big is not saved (an error).
+    """
+    store = make_store()
+
+    def streaming(key: str, value: str) -> Any:
+        def app(environ: dict[str, Any], start_response: Any) -> Any:
+            session = get_session(environ)
+            session.get("user")
+            start_response("200 OK", [])
+
+            def body() -> Any:
+                yield b"part"
+                session[key] = value
+
+            return body()
+
+        return app
+
+    signer_middleware = SessionMiddleware(streaming("late", "v"), store, secret_key="k" * 32, max_size=100)
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        _finish(signer_middleware(_environ(), _Recorder()))
+    assert [r.getMessage() for r in caplog.records] == [
+        "session changed after the response headers were sent and needs a new "
+        "cookie, which can no longer be set; the change was not saved"
+    ]
+    caplog.clear()
+
+    # An existing session: first save it normally, then change it too much while streaming.
+    def login(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        get_session(environ)["user"] = "alice"
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    recorder = _Recorder()
+    _finish(SessionMiddleware(login, store, secret_key="k" * 32)(_environ(), recorder))
+    set_cookie = next(value for name, value in recorder.calls[0][1] if name == "Set-Cookie")
+    cookie = set_cookie.split(";", 1)[0]
+    late = SessionMiddleware(streaming("big", "x" * 500), store, secret_key="k" * 32, max_size=100)
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        _finish(late(_environ(cookie), _Recorder()))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1
+    assert lines[0].startswith("session change made while streaming was not saved: ")
+    assert "max_size" in lines[0]
+
+
+# -- purge: the background worker ----------------------------------------------------------------
+
+
+def _purge_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "pgsession-purge"]
+
+
+def test_the_purge_thread_is_a_named_daemon_and_logs_what_it_removed(
+    make_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """purge.xǁPurgeWorkerǁ__init____mutmut_1 to _7 and run__mutmut_17 to _24.
+
+    A daemon thread never keeps a process from exiting; its name shows in thread dumps.
+    """
+    from db import sql
+    from helpers import wait_for
+
+    before = set(_purge_threads())
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        store = make_store(purge_interval=0.05)
+        store.stats()  # the first statement starts the worker
+        sql(
+            store,
+            f"INSERT INTO {store.qualified_name} (id, data, expires_at)"
+            " SELECT sha256(g::text::bytea), '{}'::jsonb, now() - interval '1 hour'"
+            " FROM generate_series(1, 3) g",
+            None,
+        )
+        wait_for(lambda: any("purged" in r.getMessage() for r in caplog.records), "a purge log line")
+    workers = [t for t in _purge_threads() if t not in before]
+    assert len(workers) == 1 and workers[0].daemon
+    lines = [r.getMessage() for r in caplog.records if "purged" in r.getMessage()]
+    assert lines[0] == f"purged 3 expired sessions from {store.qualified_name}"
+
+
+def test_an_unstarted_purge_worker_stops_quietly(make_store: Any) -> None:
+    """purge.xǁPurgeWorkerǁstop__mutmut_1: joining a thread never started would raise."""
+    from pgsession_wsgi.purge import PurgeWorker
+
+    worker = PurgeWorker(make_store(), 60.0)
+    worker.stop()
+    assert not worker.is_alive()
+
+
+def test_a_failing_purge_warns_once_keeps_running_and_warns_again_after_a_success(
+    make_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """purge.xǁPurgeWorkerǁrun__mutmut_2, _3, _25, _26, _29, _31 to _40.
+
+    The table disappears: one warning, however many purges fail; the worker keeps trying and
+    recovers when the table is back; a new outage warns again.
+    """
+    from db import sql
+    from helpers import wait_for
+
+    before = set(_purge_threads())
+    store = make_store(purge_interval=0.02)
+    store.stats()  # the first statement starts the worker
+    (worker,) = [t for t in _purge_threads() if t not in before]
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    def purges() -> int:
+        return sum("purged" in r.getMessage() for r in caplog.records)
+
+    def add_expired(n: int) -> None:
+        sql(
+            store,
+            f"INSERT INTO {store.qualified_name} (id, data, expires_at)"
+            f" SELECT sha256((g::text || clock_timestamp()::text)::bytea), '{{}}'::jsonb,"
+            " now() - interval '1 hour' FROM generate_series(1, %s) g",
+            (n,),
+        )
+
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        sql(store, f"ALTER TABLE {store.qualified_name} RENAME TO gone", None)
+        wait_for(lambda: len(warnings()) >= 1, "the first warning")
+        first = warnings()[0]
+        # Many more failing rounds (20 ms apart): still one warning.
+        threading.Event().wait(0.5)
+        assert warnings() == [first]
+        assert first.startswith("purging expired sessions failed, will retry: ")
+        assert "does not exist" in first  # the cause, in one line
+        schema = store.qualified_name.split(".")[0]
+        sql(store, f"ALTER TABLE {schema}.gone RENAME TO {store.qualified_name.split('.')[1]}", None)
+        add_expired(2)
+        wait_for(lambda: purges() >= 1, "a purge after the table came back")
+        sql(store, f"ALTER TABLE {store.qualified_name} RENAME TO gone", None)
+        wait_for(lambda: len(warnings()) >= 2, "a warning for the second outage")
+    assert worker.is_alive()
+
+
+def test_the_purge_on_an_apps_pool_borrows_and_purges(
+    pg_dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """purge.xǁPurgeWorkerǁrun__mutmut_9, _10: the per-batch purge on borrowed connections."""
+    import psycopg2.pool
+    from db import sql
+    from helpers import wait_for
+
+    pool = psycopg2.pool.ThreadedConnectionPool(1, 2, pg_dsn)
+    store = PostgresStore.from_pool(pool, schema=schema, purge_interval=0.05)
+    try:
+        with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+            store.stats()  # creates the table and starts the worker
+            sql(
+                pg_dsn,
+                f"INSERT INTO {store.qualified_name} (id, data, expires_at)"
+                " SELECT sha256(g::text::bytea), '{}'::jsonb, now() - interval '1 hour'"
+                " FROM generate_series(1, 4) g",
+                None,
+            )
+            wait_for(lambda: any("purged" in r.getMessage() for r in caplog.records), "a purge")
+        assert [r.getMessage() for r in caplog.records if "purged" in r.getMessage()][0] == (
+            f"purged 4 expired sessions from {store.qualified_name}"
+        )
+    finally:
+        store.close()
+        pool.closeall()
+
+
+def test_a_purge_worker_whose_store_is_gone_ends_without_an_error(
+    make_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """purge.xǁPurgeWorkerǁrun__mutmut_43, _44: it never connected, so it has nothing to close."""
+    import gc
+
+    from pgsession_wsgi.purge import PurgeWorker
+
+    failures: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    store = make_store()
+    worker = PurgeWorker(store, 0.01)
+    # The fixture keeps the store alive; a worker of a store nobody holds is what is tested, so
+    # hand it a dead reference instead.
+    worker._store = lambda: None  # type: ignore[method-assign,assignment]
+    worker.start()
+    worker.join(timeout=10)
+    gc.collect()
+    assert not worker.is_alive()
+    assert failures == []
+
+
+def test_a_purge_that_cannot_connect_at_first_warns_keeps_running_and_recovers(
+    pg_dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """purge.xǁPurgeWorkerǁrun__mutmut_31: its first connection fails (the role may not log in
+    any more); the worker warns, stays alive and purges once it can connect again."""
+    from db import sql
+    from helpers import wait_for
+    from psycopg2.extensions import make_dsn, parse_dsn
+
+    role = f"purge_{uuid.uuid4().hex[:12]}"
+    sql(pg_dsn, f'CREATE ROLE "{role}" SUPERUSER LOGIN', None)
+    params = parse_dsn(pg_dsn)
+    params["user"] = role
+    store = PostgresStore(make_dsn(**params), schema=schema, purge_interval=0.2)
+    try:
+        with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+            store.stats()  # the pool's connection is made; the worker starts
+            sql(pg_dsn, f'ALTER ROLE "{role}" NOLOGIN', None)
+            wait_for(lambda: any(r.levelno == logging.WARNING for r in caplog.records), "the purge's warning")
+            (worker,) = [t for t in _purge_threads() if t.is_alive() and t._store() is store]  # type: ignore[attr-defined]
+            sql(pg_dsn, f'ALTER ROLE "{role}" LOGIN', None)
+            sql(
+                pg_dsn,
+                f"INSERT INTO {store.qualified_name} (id, data, expires_at)"
+                " VALUES (sha256('x'::bytea), '{}'::jsonb, now() - interval '1 hour')",
+                None,
+            )
+            wait_for(lambda: any("purged 1" in r.getMessage() for r in caplog.records), "a purge")
+        assert worker.is_alive()
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and role in warnings[0]
+    finally:
+        store.close()
+        sql(
+            pg_dsn,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+            (role,),
+        )
+        sql(pg_dsn, f'DROP OWNED BY "{role}"', None)
+        sql(pg_dsn, f'DROP ROLE IF EXISTS "{role}"', None)
