@@ -35,7 +35,7 @@ from pgsession_wsgi import PostgresStore
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = sorted(DOCS.glob("*.md"))
+PAGES = sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]
 CHROMIUM_INSTALL = "apt-get install -y chromium"
 # The modules whose __all__ is public API, each with a page in docs/api/.
 PUBLIC_MODULES = [
@@ -105,6 +105,19 @@ def test_the_sql_in_the_docs_is_what_init_prints() -> None:
     ddl = PostgresStore("postgresql://app@db/app").ddl()
     sql_blocks = [block.code for block in blocks(page) if block.language == "sql"]
     assert ddl in sql_blocks
+
+
+def test_the_readme_is_short_and_its_links_lead_somewhere() -> None:
+    """The README introduces and points to the docs; its relative links work on GitHub too."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.encode()) < 8000
+    for command in ('pip install -e ".[demo,test]"', "pgsession-wsgi demo", "python -m pytest",
+                    "python -m sphinx -W --keep-going -b html docs docs/_build/html"):
+        assert command in readme
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [target for target in targets if "://" not in target]
+    assert "docs/index.md" in local and "LICENSE" in local
+    assert [target for target in local if not (ROOT / target).exists()] == []
 
 
 # -- the examples --------------------------------------------------------------------------------
