@@ -3,6 +3,7 @@
 - The Sphinx build (``python -m sphinx -W --keep-going -b html docs DIR``) fails on any warning: a
   broken reference to one of our names, a docstring reST error, a page left out of the toctree.
 - Every name in a public module's ``__all__`` is in the API reference.
+- The code blocks in the docstrings (fragments shown in the API reference) are valid Python.
 - Every code example of docs/*.md and README.md runs against a real PostgreSQL (a database made
   for this module and dropped after), as tests/docs_examples.py describes; a block that must not
   run is marked so, with a reason, never skipped silently.
@@ -13,13 +14,18 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
+import itertools
 import json
 import os
+import pkgutil
 import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +124,47 @@ def test_the_readme_is_short_and_its_links_lead_somewhere() -> None:
     local = [target for target in targets if "://" not in target]
     assert "docs/index.md" in local and "LICENSE" in local
     assert [target for target in local if not (ROOT / target).exists()] == []
+
+
+def docstring_code_blocks() -> Iterator[tuple[str, str]]:
+    """``(where, code)`` for every ``::`` literal block in the package's docstrings."""
+    for info in pkgutil.walk_packages(pgsession_wsgi.__path__, "pgsession_wsgi."):
+        if info.name.startswith("pgsession_wsgi.examples") or info.name.endswith("__main__"):
+            continue
+        spec = importlib.util.find_spec(info.name)
+        assert spec is not None and spec.origin is not None
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            lines = (ast.get_docstring(node, clean=True) or "").splitlines()
+            for i, line in enumerate(lines):
+                if not line.rstrip().endswith("::") or line.lstrip().startswith(".."):
+                    continue
+                body = _indented_after(lines, i)
+                if any(text.strip() for text in body):
+                    yield f"{info.name}.{getattr(node, 'name', '')}", textwrap.dedent("\n".join(body))
+
+
+def _indent(text: str) -> int:
+    return len(text) - len(text.lstrip())
+
+
+def _indented_after(lines: list[str], i: int) -> list[str]:
+    """The lines after ``lines[i]`` indented deeper than it (blank lines included): its block."""
+    base = _indent(lines[i])
+    return list(itertools.takewhile(lambda text: not text.strip() or _indent(text) > base, lines[i + 1:]))
+
+
+def test_the_docstrings_code_blocks_are_python() -> None:
+    """The API reference's snippets are fragments (``app`` is yours), so they are only compiled."""
+    found = list(docstring_code_blocks())
+    assert len(found) >= 10
+    for where, code in found:
+        try:
+            compile(code, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        except SyntaxError as exc:
+            pytest.fail(f"{where}: a code block in the docstring is not Python: {exc}\n{code}")
 
 
 # -- the examples --------------------------------------------------------------------------------
