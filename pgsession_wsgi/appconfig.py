@@ -20,6 +20,7 @@ __all__ = [
     "fallback_keys",
     "logout_ends_session",
     "pgsession_dsn",
+    "refuse_store_keys",
     "text_url",
     "user_key",
 ]
@@ -62,6 +63,28 @@ def pgsession_dsn(config: Any) -> str:
             "set app.config['PGSESSION_DSN'] = 'postgresql://user:password@host:5432/dbname'"
         )
     return dsn
+
+
+def refuse_store_keys(config: Any, keys: tuple[str, ...], example: str) -> None:
+    """Refuse the config keys of the store the extension opens itself, when the app gives its own.
+
+    They configure a store opened from ``PGSESSION_DSN`` (where to connect, how many connections,
+    which table); the app's store was built with its own answers, so a key that is set would be
+    silently ignored. ``SQLALCHEMY_DATABASE_URI`` is the app's, not ours: it is not refused.
+
+    :param config: the app's config mapping.
+    :param keys: the keys the extension reads for its own store.
+    :param example: how the app builds a store, for the message.
+    :raises ConfigurationError: one of ``keys`` is set (to anything but None).
+    """
+    given = [key for key in keys if config.get(key) is not None]
+    if given:
+        raise ConfigurationError(
+            f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} set, but PgSession was given "
+            "the app's own store, which decides where sessions live and how: pass those settings "
+            f"to the store you build ({example}) and remove {'it' if len(given) == 1 else 'them'} "
+            "from the config"
+        )
 
 
 def user_key(config: Any) -> str | None:

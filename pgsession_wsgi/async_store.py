@@ -42,6 +42,7 @@ from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
+from . import store as store_module
 from .async_borrowed import LentAsyncPool
 from .async_pool import AsyncPool
 from .async_purge import AsyncPurgeTask
@@ -717,19 +718,60 @@ class AsyncPostgresStore:
 
     # -- maintenance -----------------------------------------------------------------------
 
-    async def purge_expired(self, batch_size: int = DEFAULT_PURGE_BATCH_SIZE) -> int:
+    async def purge_expired(
+        self,
+        batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
+        *,
+        on_batch: Callable[[int, int], bool | None] | None = None,
+    ) -> int:
         """Delete expired rows in batches of ``batch_size``; returns how many went.
 
         Each batch is one short statement that skips rows other transactions hold, under the
         table's advisory lock: while another process is purging, this stops early (maybe at 0).
 
         :param batch_size: rows per statement; smaller batches hold fewer row locks at a time.
+        :param on_batch: to show progress or stop a long purge, as for
+            :meth:`PostgresStore.purge_expired <pgsession_wsgi.store.PostgresStore.purge_expired>`:
+            a plain (not async) callable, called as ``on_batch(removed, expected)`` once before the
+            first batch (``removed`` 0) and after each committed batch; ``expected`` is how many
+            rows were expired at the start (exact up to
+            :data:`~pgsession_wsgi.store.EXACT_COUNT_LIMIT`, then estimated from a sample of the
+            table's pages). Returning ``False`` stops the purge there; the rows removed so far
+            stay removed and are counted. Without it, no count is made.
+        :raises ConfigurationError: ``batch_size`` is below 1.
         """
         if batch_size < 1:
             raise ConfigurationError("batch_size must be at least 1")
-        return await self._run(
-            lambda conn, dialect: self._purge_batches(conn, dialect, batch_size), retry=True
-        )
+        # Kept across the one retry on a fresh connection, so the count never goes back.
+        removed = 0
+        expected: int | None = None
+
+        def batch_done(count: int) -> bool:
+            nonlocal removed
+            removed += count
+            return on_batch is None or on_batch(removed, expected or 0) is not False
+
+        async def purge(conn: Connection, dialect: _Dialect) -> int:
+            nonlocal expected
+            if on_batch is not None and expected is None:
+                expected = await self._count_expired(conn, dialect)
+                if on_batch(0, expected) is False:
+                    return 0
+            await self._purge_batches(conn, dialect, batch_size, batch_done)
+            return removed
+
+        return await self._run(purge, retry=True)
+
+    async def _count_expired(self, conn: Connection, dialect: _Dialect) -> int:
+        """About how many rows are expired, as :class:`~pgsession_wsgi.store.PostgresStore` counts
+        them: exact up to EXACT_COUNT_LIMIT, else estimated from a sample of the table's pages."""
+        limit = store_module.EXACT_COUNT_LIMIT
+        (counted,) = await _one_row(await _execute(dialect, conn, dialect.sql.expired_count, {"cap": limit}))
+        if counted < limit:
+            return int(counted)
+        params = {"pages": store_module.SAMPLED_PAGES, "name": self._qualified}
+        (estimate,) = await _one_row(await _execute(dialect, conn, dialect.sql.expired_sample, params))
+        return max(int(counted), int(estimate or 0))
 
     async def connect_unpooled(self) -> Connection:
         """A connection outside the pool (the purge task's), set up as the pool's are.
@@ -772,7 +814,15 @@ class AsyncPostgresStore:
         """
         return await self._purge_batches(conn, self._dialect, batch_size)
 
-    async def _purge_batches(self, conn: Connection, dialect: _Dialect, batch_size: int) -> int:
+    async def _purge_batches(
+        self,
+        conn: Connection,
+        dialect: _Dialect,
+        batch_size: int,
+        batch_done: Callable[[int], bool] | None = None,
+    ) -> int:
+        """Purge batch after batch until one comes back short; ``batch_done(count)`` is told of
+        each committed batch and stops the purge by returning False."""
         # Each batch starts where the last one ended in expires_at order, so it never walks
         # over index entries of rows already deleted (and not yet vacuumed).
         total, after = 0, "-infinity"
@@ -780,6 +830,8 @@ class AsyncPostgresStore:
             params = {"lock": self._lock_key, "limit": batch_size, "after": after}
             removed, last = await _one_row(await _execute(dialect, conn, dialect.sql.purge, params))
             total += removed
+            if batch_done is not None and not batch_done(int(removed)):
+                return int(total)
             if removed < batch_size:
                 return int(total)
             after = last

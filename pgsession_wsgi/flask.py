@@ -12,12 +12,16 @@ Usage::
     app = Flask(__name__)
     app.config.update(SECRET_KEY=os.environ["SECRET_KEY"], PGSESSION_DSN="postgresql://app@db/app")
     PgSession(app)  # flask.session now lives in PostgreSQL
+
+An app with its own engine (Flask-SQLAlchemy's ``db``) gives PgSession a store on it instead of a
+DSN: ``PgSession(app, store=lambda app: PostgresStore.from_engine(db.engine))``.
 """
 
 from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Union, cast
 
@@ -36,6 +40,7 @@ from .appconfig import (
     fallback_keys,
     logout_ends_session,
     pgsession_dsn,
+    refuse_store_keys,
     text_url,
     user_key,
 )
@@ -67,6 +72,18 @@ log = logging.getLogger("pgsession_wsgi")
 # Marks, in the environ, a session this interface opened (no middleware ran) and must save.
 _OPENED_HERE = "pgsession.opened_by_interface"
 SecretKey = Union[str, bytes]
+#: What ``PgSession(store=...)`` takes: the app's store, or a callable making one for each app.
+StoreSource = Union[PostgresStore, Callable[[Flask], PostgresStore]]
+#: The config keys of the store PgSession opens from the DSN; refused when the app gives its own.
+STORE_KEYS = (
+    "PGSESSION_DSN",
+    "PGSESSION_MAX_CONNECTIONS",
+    "PGSESSION_TABLE",
+    "PGSESSION_SCHEMA",
+    "PGSESSION_SYNCHRONOUS_COMMIT",
+    "PGSESSION_UNLOGGED",
+    "PGSESSION_PREPARED_STATEMENTS",
+)
 
 
 # -- binding flask.session to the environ session ---------------------------------------------
@@ -175,7 +192,7 @@ def register_store_unavailable_handler(app: Flask) -> None:
 
 @dataclass(frozen=True)
 class _Settings:
-    dsn: str
+    dsn: str  # "" when the app gives its own store (never read then)
     table: str
     schema: str
     max_connections: int
@@ -196,6 +213,8 @@ class _Extension:
 
     #: flask-pg-session's SESSION_KEY_PREFIX, for the migrate command in error messages.
     key_prefix = ""
+    #: The app's own store (or what makes one per app); None: a store opened from the config.
+    _store_source: StoreSource | None = None
 
     def __init__(self, app: Flask | None = None) -> None:
         self._apps: list[Flask] = []
@@ -211,6 +230,8 @@ class _Extension:
         interface = EnvironSessionInterface()
         options = cookie_options(app, interface)
         store = self._make_store(app, settings)
+        # A store the app gave is the app's to close, even when this setup fails.
+        owned = self._store_source is None
         try:
             middleware = SessionMiddleware(
                 app.wsgi_app,
@@ -224,7 +245,8 @@ class _Extension:
             )
             self._create_table(store)
         except BaseException:
-            store.close()
+            if owned:
+                store.close()
             raise
         interface.middleware = middleware
         app.wsgi_app = middleware  # type: ignore[method-assign]
@@ -290,6 +312,8 @@ class _Extension:
         )
 
     def _create_table(self, store: PostgresStore) -> None:
+        if not store._create_table:
+            return  # the app's migrations make the table: the store checks it at its first statement
         try:
             store.create_table()
         except LegacyTableError as exc:
@@ -311,19 +335,73 @@ class PgSession(_Extension):
     ``PGSESSION_USER_KEY`` (default ``"_user_id"``, Flask-Login's key: a login gets a new
     session id by itself); one instance may serve several apps, each with its own store.
 
+    An app that already has its own database setup passes ``store`` instead of a DSN, and the
+    sessions then go through its connections::
+
+        db = SQLAlchemy(app)  # Flask-SQLAlchemy, on postgresql+psycopg2://
+        PgSession(app, store=lambda app: PostgresStore.from_engine(db.engine))
+
+    The store's own arguments then decide what ``PGSESSION_DSN``, ``PGSESSION_TABLE``,
+    ``PGSESSION_SCHEMA``, ``PGSESSION_MAX_CONNECTIONS``, ``PGSESSION_SYNCHRONOUS_COMMIT``,
+    ``PGSESSION_UNLOGGED`` and ``PGSESSION_PREPARED_STATEMENTS`` would: setting any of them is a
+    :class:`ConfigurationError` (``SQLALCHEMY_DATABASE_URI`` is left alone). The rest of the config
+    is read as without a store. The store stays the app's: PgSession never closes it (its
+    :meth:`~pgsession_wsgi.PostgresStore.close` would leave the engine open anyway).
+
     :param app: the app to set up now; None to call :meth:`init_app` later.
+    :param store: None (the default) opens a store from ``PGSESSION_DSN``. A
+        :class:`~pgsession_wsgi.PostgresStore` the app built (e.g. with
+        :meth:`~pgsession_wsgi.PostgresStore.from_engine`) serves every app this instance sets
+        up. A callable ``store(app)`` returning one is called by :meth:`init_app` for each app,
+        inside ``app.app_context()`` (where Flask-SQLAlchemy's ``db.engine`` is that app's
+        engine), so an app factory's apps each get their own store.
+    :raises ConfigurationError: ``store`` is neither a ``PostgresStore`` nor a callable.
     """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        store: PostgresStore | Callable[[Flask], PostgresStore] | None = None,
+    ) -> None:
+        if store is not None and not isinstance(store, PostgresStore) and not callable(store):
+            raise ConfigurationError(
+                "PgSession(store=...) takes a PostgresStore (e.g. PostgresStore.from_engine(engine)) "
+                f"or a callable app -> PostgresStore, not {type(store).__name__}"
+            )
+        self._store_source = store
+        super().__init__(app)
 
     def init_app(self, app: Flask) -> None:
         """Set the app up; the table is checked (and created) now, so a bad one fails at start.
 
+        With the app's own ``store`` the table is created now if that store creates tables
+        (``create_table=True``, the default); with ``create_table=False`` the store checks it at
+        its first statement.
+
         :param app: the Flask app.
         :raises ConfigurationError: ``SECRET_KEY`` or the DSN is missing, an option is invalid,
-            or the app is set up already.
+            or the app is set up already; with ``store``: a config key of the DSN store is set,
+            or the callable returned something other than a ``PostgresStore``.
         :raises LegacyTableError: the table still has flask-pg-session's layout.
         :raises StoreUnavailable: the database cannot be reached.
         """
         self._setup(app)
+
+    def _make_store(self, app: Flask, settings: _Settings) -> PostgresStore:
+        source = self._store_source
+        if source is None:
+            return super()._make_store(app, settings)
+        if isinstance(source, PostgresStore):
+            return source
+        with app.app_context():  # Flask-SQLAlchemy's db.engine is the current app's
+            store = source(app)
+        if not isinstance(store, PostgresStore):
+            raise ConfigurationError(
+                f"the store callable given to PgSession returned {type(store).__name__}, not a "
+                "PostgresStore: return e.g. PostgresStore.from_engine(db.engine)"
+            )
+        return store
 
     def _settings(self, app: Flask) -> _Settings:
         config = app.config
@@ -332,8 +410,10 @@ class PgSession(_Extension):
                 "SECRET_KEY is not set: PgSession signs the session cookie with it; set "
                 "app.config['SECRET_KEY'] to a long random value, e.g. secrets.token_hex(32)"
             )
+        if self._store_source is not None:
+            refuse_store_keys(config, STORE_KEYS, "e.g. PostgresStore.from_engine(engine, table=...)")
         return _Settings(
-            dsn=pgsession_dsn(config),
+            dsn="" if self._store_source is not None else pgsession_dsn(config),
             table=config.get("PGSESSION_TABLE", DEFAULT_TABLE),
             schema=config.get("PGSESSION_SCHEMA", DEFAULT_SCHEMA),
             max_connections=int(config.get("PGSESSION_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)),
@@ -362,6 +442,11 @@ class FlaskPgSession(_Extension):
     (:class:`~pgsession_wsgi.flask_pg_session.LegacyFallbackStore`,
     :func:`~pgsession_wsgi.flask_pg_session.choose_tables`). ``SESSION_KEY_PREFIX`` keeps apps that
     share the tables apart, as it did.
+
+    It takes no ``store`` (unlike :class:`PgSession`): it chooses the table itself, from
+    ``SESSION_PG_TABLE`` and the tables it finds, and moves flask-pg-session's sessions out of
+    the old table as their cookies return, which a store the app built for one fixed table cannot
+    do. It connects with ``SQLALCHEMY_DATABASE_URI``, the URL Flask-SQLAlchemy's engine uses too.
 
     :param app: the app to set up now; None to call :meth:`init_app` later.
     """

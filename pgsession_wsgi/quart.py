@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from types import TracebackType
 from typing import Any, cast
 
@@ -30,7 +30,14 @@ from quart.wrappers import BaseRequestWebsocket, Response
 from quart.wrappers.response import IterableBody, ResponseBody
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from .appconfig import EXTENSION_KEY, cookie_options, extension_of, pgsession_dsn, user_key
+from .appconfig import (
+    EXTENSION_KEY,
+    cookie_options,
+    extension_of,
+    pgsession_dsn,
+    refuse_store_keys,
+    user_key,
+)
 from .async_store import AsyncPostgresStore
 from .core import SessionCore, private_cache_control, run_async
 from .defaults import (
@@ -60,6 +67,15 @@ log = logging.getLogger("pgsession_wsgi")
 
 #: The close code of a websocket whose session store cannot be reached: "Try Again Later".
 WEBSOCKET_UNAVAILABLE = 1013
+#: The config keys of the store PgSession opens from the DSN; refused when the app gives its own.
+STORE_KEYS = (
+    "PGSESSION_DSN",
+    "PGSESSION_MAX_CONNECTIONS",
+    "PGSESSION_TABLE",
+    "PGSESSION_SCHEMA",
+    "PGSESSION_SYNCHRONOUS_COMMIT",
+    "PGSESSION_UNLOGGED",
+)
 _ERROR_BODIES = {
     503: "Service Unavailable: the session store cannot be reached. Please try again shortly.\n",
     500: "Internal Server Error\n",
@@ -208,10 +224,37 @@ class PgSession:
     ``SESSION_COOKIE_*`` keys. A store that cannot be reached during a request is a 503 (an
     app's own ``StoreUnavailable`` handler is kept); a websocket is closed with code 1013.
 
+    An app with its own psycopg 3 pool passes ``store`` instead of a DSN; as with Flask, the
+    keys of the DSN store (``PGSESSION_DSN``, ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA``,
+    ``PGSESSION_MAX_CONNECTIONS``, ``PGSESSION_SYNCHRONOUS_COMMIT``, ``PGSESSION_UNLOGGED``) are
+    then refused, and the store stays the app's: PgSession neither opens nor closes it. It opens
+    at its first use; ``await store.open()`` after the pool opens (in ``before_serving``) finds a
+    wrong table at startup, and ``await store.close()`` before the pool closes stops its purge::
+
+        pool = AsyncConnectionPool(dsn, open=False)
+        store = AsyncPostgresStore.from_pool(pool)
+        PgSession(app, store=store)
+
     :param app: the Quart app to set up now, or None to call :meth:`init_app` later.
+    :param store: None (the default) opens a store from ``PGSESSION_DSN``, opened before serving
+        and closed after. An :class:`AsyncPostgresStore` the app built serves every app this
+        instance sets up; a callable ``store(app)`` returning one is called by :meth:`init_app`
+        for each app (outside any app context: Quart's is async).
+    :raises ConfigurationError: ``store`` is neither an ``AsyncPostgresStore`` nor a callable.
     """
 
-    def __init__(self, app: Quart | None = None) -> None:
+    def __init__(
+        self,
+        app: Quart | None = None,
+        *,
+        store: AsyncPostgresStore | Callable[[Quart], AsyncPostgresStore] | None = None,
+    ) -> None:
+        if store is not None and not isinstance(store, AsyncPostgresStore) and not callable(store):
+            raise ConfigurationError(
+                "PgSession(store=...) takes an AsyncPostgresStore (e.g. AsyncPostgresStore.from_pool(pool)) "
+                f"or a callable app -> AsyncPostgresStore, not {type(store).__name__}"
+            )
+        self._store_source = store
         self._apps: list[Quart] = []
         if app is not None:
             self.init_app(app)
@@ -221,7 +264,8 @@ class PgSession:
 
         :param app: the Quart app.
         :raises ConfigurationError: ``SECRET_KEY`` or the DSN is missing, an option is invalid,
-            or the app is set up already.
+            or the app is set up already; with ``store``: a config key of the DSN store is set,
+            or the callable returned something other than an ``AsyncPostgresStore``.
         """
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError(f"pgsession-wsgi is already set up on the app {app.name!r}")
@@ -231,7 +275,11 @@ class PgSession:
                 "SECRET_KEY is not set: PgSession signs the session cookie with it; set "
                 "app.config['SECRET_KEY'] to a long random value, e.g. secrets.token_hex(32)"
             )
-        dsn = pgsession_dsn(config)
+        source = self._store_source
+        if source is None:
+            dsn = pgsession_dsn(config)
+        else:
+            refuse_store_keys(config, STORE_KEYS, "e.g. AsyncPostgresStore.from_pool(pool, table=...)")
         core = SessionCore.configure(
             app.secret_key,
             absolute_timeout=None,
@@ -243,20 +291,29 @@ class PgSession:
             signer=None,
             **cookie_options(app, SessionInterface()),
         )
-        store = AsyncPostgresStore(
-            dsn,
-            config.get("PGSESSION_TABLE", DEFAULT_TABLE),
-            config.get("PGSESSION_SCHEMA", DEFAULT_SCHEMA),
-            max_connections=int(config.get("PGSESSION_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)),
-            purge_interval=DEFAULT_PURGE_INTERVAL,
-            synchronous_commit=bool(config.get("PGSESSION_SYNCHRONOUS_COMMIT", True)),
-            unlogged=bool(config.get("PGSESSION_UNLOGGED", False)),
-        )
+        if source is None:
+            store = AsyncPostgresStore(
+                dsn,
+                config.get("PGSESSION_TABLE", DEFAULT_TABLE),
+                config.get("PGSESSION_SCHEMA", DEFAULT_SCHEMA),
+                max_connections=int(config.get("PGSESSION_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)),
+                purge_interval=DEFAULT_PURGE_INTERVAL,
+                synchronous_commit=bool(config.get("PGSESSION_SYNCHRONOUS_COMMIT", True)),
+                unlogged=bool(config.get("PGSESSION_UNLOGGED", False)),
+            )
+        else:
+            store = source if isinstance(source, AsyncPostgresStore) else source(app)
+            if not isinstance(store, AsyncPostgresStore):
+                raise ConfigurationError(
+                    f"the store callable given to PgSession returned {type(store).__name__}, not an "
+                    "AsyncPostgresStore: return e.g. AsyncPostgresStore.from_pool(pool)"
+                )
         interface = PgSessionInterface(core, store)
         app.session_interface = interface  # type: ignore[assignment]  # Quart annotates its default
         app.extensions[EXTENSION_KEY] = interface
-        app.before_serving(store.open)
-        app.after_serving(store.close)
+        if source is None:  # the store this extension opened; one the app gave is the app's
+            app.before_serving(store.open)
+            app.after_serving(store.close)
         # First, so that no other hook meets a session that could not be loaded.
         app.before_request_funcs.setdefault(None, []).insert(0, _refuse_unavailable)
         app.before_websocket_funcs.setdefault(None, []).insert(0, _refuse_unavailable)

@@ -811,3 +811,99 @@ async def test_options_are_checked(pg_dsn: str) -> None:
     store = AsyncPostgresStore(pg_dsn, table='t"x', schema="s")
     assert store.qualified_name == '"s"."t""x"'
     assert (store.table, store.schema, store.dsn) == ('t"x', "s", pg_dsn)
+
+
+# -- a long purge's progress (on_batch), as the sync store reports it ---------------------------------
+
+
+def fill_expired(pg_dsn: str, table: str, *, expired: int, live: int = 0) -> None:
+    """``expired`` rows an hour past their expiry and ``live`` rows good for an hour (new ids)."""
+    for count, offset in ((expired, "- interval '1 hour'"), (live, "+ interval '1 hour'")):
+        prefix = uuid.uuid4().hex
+        if count:
+            sql(pg_dsn, f"INSERT INTO {table} (id, data, expires_at) SELECT sha256(('{prefix}' || i)::bytea),"
+                        f" '{{}}', now() {offset} FROM generate_series(1, %s) i", (count,))
+
+
+def expired_left(pg_dsn: str, table: str) -> int:
+    return int(sql(pg_dsn, f"SELECT count(*) FROM {table} WHERE expires_at <= now()")[0][0])
+
+
+@pytest.fixture(params=["own", "lent"])
+async def purgeable(request: pytest.FixtureRequest, make_async: MakeAsync, pg_dsn: str,
+                    schema: str) -> AsyncIterator[AsyncPostgresStore]:
+    """An opened store on its own pool, or on the app's psycopg_pool (SET LOCAL, client-side binding)."""
+    if request.param == "own":
+        store = make_async()
+        await store.open()
+        yield store
+        return
+    from psycopg_pool import AsyncConnectionPool
+
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(pg_dsn, min_size=1, max_size=2, open=False)
+    await pool.open()
+    store = AsyncPostgresStore.from_pool(pool, schema=schema, purge_interval=None)
+    try:
+        await store.open()
+        yield store
+    finally:
+        await store.close()
+        await pool.close()
+
+
+async def test_purge_reports_each_batch_and_stops_when_told(
+    purgeable: AsyncPostgresStore, pg_dsn: str
+) -> None:
+    table = purgeable.qualified_name
+    fill_expired(pg_dsn, table, expired=25, live=2)
+    calls: list[tuple[int, int]] = []
+
+    def on_batch(removed: int, expected: int) -> bool:
+        calls.append((removed, expected))
+        return removed < 20
+
+    assert await purgeable.purge_expired(batch_size=10, on_batch=on_batch) == 20
+    assert calls == [(0, 25), (10, 25), (20, 25)]
+    assert expired_left(pg_dsn, table) == 5
+    calls.clear()
+    assert await purgeable.purge_expired(batch_size=10, on_batch=lambda r, e: calls.append((r, e))) == 5
+    assert calls == [(0, 5), (5, 5)]  # None (no return) means go on
+    assert expired_left(pg_dsn, table) == 0
+    assert sql(pg_dsn, f"SELECT count(*) FROM {table}") == [(2,)]  # the live rows stay
+
+
+async def test_purge_stopped_before_the_first_batch_removes_nothing(
+    purgeable: AsyncPostgresStore, pg_dsn: str
+) -> None:
+    fill_expired(pg_dsn, purgeable.qualified_name, expired=3)
+    assert await purgeable.purge_expired(on_batch=lambda removed, expected: False) == 0
+    assert expired_left(pg_dsn, purgeable.qualified_name) == 3
+
+
+async def test_many_expired_rows_are_estimated_from_a_sample_and_no_callback_counts_nothing(
+    make_async: MakeAsync, wire_counter: RoundTripCounter, monkeypatch: pytest.MonkeyPatch, pg_dsn: str
+) -> None:
+    """Past EXACT_COUNT_LIMIT the count is a page sample (on a table this small, every page: the
+    estimate is exact); without a callback no count is sent at all."""
+    from pgsession_wsgi import store as store_module
+
+    store = make_async(dsn=wire_counter.dsn)
+    await store.open()
+
+    async def purge_and_see(**options: Any) -> tuple[list[int], list[str]]:
+        fill_expired(pg_dsn, store.qualified_name, expired=300, live=10)
+        seen: list[int] = []
+        wire_counter.reset()
+        if options:
+            await store.purge_expired(batch_size=1000, on_batch=lambda removed, total: seen.append(total))
+        else:
+            assert await store.purge_expired(batch_size=1000) == 300
+        return seen, wire_counter.statements
+
+    _, quiet = await purge_and_see()
+    assert not any("count(*) FROM (SELECT 1" in text for text in quiet)
+    seen, exact = await purge_and_see(on_batch=True)
+    assert set(seen) == {300} and not any("TABLESAMPLE" in text for text in exact)
+    monkeypatch.setattr(store_module, "EXACT_COUNT_LIMIT", 50)
+    seen, sampled = await purge_and_see(on_batch=True)
+    assert set(seen) == {300} and any("TABLESAMPLE" in text for text in sampled)
