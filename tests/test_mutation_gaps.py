@@ -1520,3 +1520,35 @@ def test_a_purge_that_cannot_connect_at_first_warns_keeps_running_and_recovers(
         )
         sql(pg_dsn, f'DROP OWNED BY "{role}"', None)
         sql(pg_dsn, f'DROP ROLE IF EXISTS "{role}"', None)
+
+
+def test_the_middleware_passes_cookie_secure_and_key_prefix_to_the_core(make_store: Any) -> None:
+    """middleware.xǁSessionMiddlewareǁ__init____mutmut_29 (cookie_secure) and _55 (key_prefix)."""
+    store = make_store()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        session = get_session(environ)
+        if environ["PATH_INFO"] == "/set":
+            session["user"] = "alice"
+        body = repr(dict(session)).encode()
+        start_response("200 OK", [])
+        return [body]
+
+    def cookie_of(recorder: _Recorder) -> str:
+        return next(value for name, value in recorder.calls[0][1] if name == "Set-Cookie")
+
+    forced = _Recorder()
+    _finish(
+        SessionMiddleware(app, store, secret_key="k" * 32, cookie_secure=True)(
+            dict(_environ(), PATH_INFO="/set"), forced
+        )
+    )
+    assert "; Secure" in cookie_of(forced)  # over http: only the option can have set it
+
+    one = SessionMiddleware(app, store, secret_key="k" * 32, key_prefix="one:")
+    other = SessionMiddleware(app, store, secret_key="k" * 32, key_prefix="other:")
+    recorder = _Recorder()
+    _finish(one(dict(_environ(), PATH_INFO="/set"), recorder))
+    cookie = cookie_of(recorder).split(";", 1)[0]
+    assert _finish(one(_environ(cookie), _Recorder())) == b"{'user': 'alice'}"
+    assert _finish(other(_environ(cookie), _Recorder())) == b"{}"
