@@ -624,12 +624,16 @@ def decode_value(data: Any) -> Any:
     return default_codec.decode(data)
 
 
+# One encoder for every call: json.dumps() with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
 def dumps(data: Any) -> str:
     """Compact JSON text of already-encoded data (UTF-8 as is: its length bounds the stored size).
 
     :param data: what :func:`encode_value` returned.
     """
-    return json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    return _ENCODER.encode(data)
 
 
 def same(left: Any, right: Any) -> bool:

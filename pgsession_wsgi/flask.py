@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import shlex
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Union, cast
 
@@ -69,8 +70,10 @@ __all__ = [
 
 log = logging.getLogger("pgsession_wsgi")
 
-# Marks, in the environ, a session this interface opened (no middleware ran) and must save.
-_OPENED_HERE = "pgsession.opened_by_interface"
+# The session this interface opened itself (no middleware ran) and must save, in this context.
+# A context variable, not an environ key: save_session() runs on every request, and reading
+# the environ there goes through Flask's request proxy.
+_opened_here: ContextVar[Session | None] = ContextVar("pgsession_opened_by_interface", default=None)
 SecretKey = Union[str, bytes]
 #: What ``PgSession(store=...)`` takes: the app's store, or a callable making one for each app.
 StoreSource = Union[PostgresStore, Callable[[Flask], PostgresStore]]
@@ -119,9 +122,9 @@ class EnvironSessionInterface(SessionInterface):
                     "pgsession_wsgi.flask.PgSession(app), which does both"
                 )
             session = self.middleware.open_session(request.environ)
-            # This interface, not the middleware, saves it: remember that in the environ.
+            # This interface, not the middleware, saves it: remember that.
             request.environ[ENVIRON_KEY] = session
-            request.environ[_OPENED_HERE] = True
+            _opened_here.set(session)
         # Not a SessionMixin subclass, but it has the same attributes (permanent, new,
         # modified, accessed) and is a MutableMapping, which is all Flask relies on.
         return cast(SessionMixin, session)
@@ -134,9 +137,9 @@ class EnvironSessionInterface(SessionInterface):
         :param response: gets the ``Set-Cookie`` and ``Vary`` headers the save needs.
         """
         # Sessions the middleware opened are saved by it when the response starts.
-        environ = flask_request.environ
-        if self.middleware is None or not environ.pop(_OPENED_HERE, False):
+        if _opened_here.get() is not cast(Session, session) or self.middleware is None:
             return
+        _opened_here.set(None)
         for name, value in self.middleware.commit(cast(Session, session)):
             if name == "Set-Cookie":
                 private = private_cache_control(response.headers.get("Cache-Control"))

@@ -169,6 +169,8 @@ class SessionMiddleware:
         self.app = app
         #: Where sessions live; also the handle for ``revoke_user``, ``stats`` and the like.
         self.store = store
+        # The loader every request's session gets: bound once, not on every request.
+        self._loader = self._load
         #: The request algorithm, with the options as checked.
         self.core = SessionCore.configure(
             secret_key,
@@ -212,7 +214,7 @@ class SessionMiddleware:
         :param environ: the request's WSGI environ (its ``Cookie`` header and URL scheme are read).
         """
         return self.core.open(
-            environ.get("HTTP_COOKIE", ""), environ.get("wsgi.url_scheme", "http"), self._load
+            environ.get("HTTP_COOKIE", ""), environ.get("wsgi.url_scheme", "http"), self._loader
         )
 
     def _load(self, session: Session) -> dict[str, Any] | None:
@@ -238,51 +240,31 @@ class SessionMiddleware:
         :param environ: the request's WSGI environ; the session is put under :data:`ENVIRON_KEY`.
         :param start_response: the server's ``start_response``.
         """
-        session = self.open_session(environ)
+        session = self.core.open(
+            environ.get("HTTP_COOKIE", ""), environ.get("wsgi.url_scheme", "http"), self._loader
+        )
         environ[ENVIRON_KEY] = session
-        token = _current.set(session)
-        saved = started = False
-        extra_headers: list[tuple[str, str]] = []
-
-        def session_start_response(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Callable[[bytes], object]:
-            nonlocal saved, started, extra_headers
-            if not saved and session.accessed:
-                saved = True
-                extra_headers = self._commit_or_fail(session)
-            started = True
-            if extra_headers:
-                headers = _with_session_headers(headers, extra_headers)
-            return start_response(status, headers, exc_info)
-
+        # One object per request: the app's start_response, then the body the server iterates.
+        exchange = _Exchange(self, session, start_response, _current.set(session))
         try:
-            body = self.app(environ, session_start_response)
+            exchange.body = self.app(environ, exchange)
         except _SaveFailed as failure:
-            _reset(token)
-            return self._error_response(start_response, failure.status, started)
+            exchange.unbind()
+            return self._error_response(start_response, failure.status, exchange.started)
         except StoreUnavailable as exc:
-            _reset(token)
+            exchange.unbind()
             log.error("session store unavailable, answering 503: %s", exc)
-            return self._error_response(start_response, 503, started)
+            return self._error_response(start_response, 503, exchange.started)
         except SessionError as exc:
-            _reset(token)
+            exchange.unbind()
             if isinstance(exc, OutsideRequestError):  # a programming error: keep its traceback
                 raise
             log.error("session error, answering 500: %s", exc)
-            return self._error_response(start_response, 500, started)
+            return self._error_response(start_response, 500, exchange.started)
         except BaseException:
-            _reset(token)
+            exchange.unbind()
             raise
-
-        def on_close() -> None:
-            try:
-                if self.core.needs_late_save(session):
-                    self._save_after_headers(session)
-            finally:
-                _reset(token)
-
-        return _ClosingBody(body, on_close)
+        return exchange
 
     def _commit_or_fail(self, session: Session) -> list[tuple[str, str]]:
         try:
@@ -318,39 +300,70 @@ class SessionMiddleware:
         return [body]
 
 
-def _reset(token: Any) -> None:
-    # try/except rather than contextlib.suppress: this runs on every request.
-    try:  # noqa: SIM105
-        _current.reset(token)
-    except ValueError:  # closed from another context by an async server
-        pass
+class _Exchange:
+    """One request's session work in one object, so an untouched request makes few objects.
 
-
-class _ClosingBody:
-    """Passes the body through and runs ``on_finish`` once: at its end, or at ``close()``.
-
-    Finishing at the end of the body too unbinds ``current_session`` even under clients that
-    never call ``close()`` (Flask's test client, for one).
+    It is the ``start_response`` the app is given (the save happens there, before the status
+    line can go out) and then the response body the server iterates: it passes the app's body
+    through and finishes once, at the body's end or at ``close()``: a late save if a streaming
+    body changed the session, and ``current_session`` unbound. Finishing at the end of the body
+    too unbinds it even under clients that never call ``close()`` (Flask's test client, for one).
     """
 
-    __slots__ = ("_body", "_on_finish")
+    __slots__ = ("_middleware", "_session", "_start_response", "_token", "_extra", "saved", "started", "body")
 
-    def __init__(self, body: Iterable[bytes], on_finish: Callable[[], None]) -> None:
-        self._body = body
-        self._on_finish: Callable[[], None] | None = on_finish
+    def __init__(
+        self, middleware: SessionMiddleware, session: Session, start_response: StartResponse, token: Any
+    ) -> None:
+        self._middleware: SessionMiddleware | None = middleware  # None once finished
+        self._session = session
+        self._start_response = start_response
+        self._token = token
+        self._extra: list[tuple[str, str]] = []
+        self.saved = False
+        self.started = False
+        self.body: Iterable[bytes] = ()
+
+    def __call__(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], object]:
+        session = self._session
+        if not self.saved and session.accessed:
+            self.saved = True
+            middleware = self._middleware
+            assert middleware is not None  # the app calls start_response before the body ends
+            self._extra = middleware._commit_or_fail(session)
+        self.started = True
+        if self._extra:
+            headers = _with_session_headers(headers, self._extra)
+        return self._start_response(status, headers, exc_info)
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self._body
+        yield from self.body
         self._finish()
 
+    def unbind(self) -> None:
+        """Unbind ``current_session`` (once the request is over, or failed)."""
+        # try/except rather than contextlib.suppress: this runs on every request.
+        try:  # noqa: SIM105
+            _current.reset(self._token)
+        except ValueError:  # closed from another context by an async server
+            pass
+
     def _finish(self) -> None:
-        on_finish, self._on_finish = self._on_finish, None
-        if on_finish is not None:
-            on_finish()
+        middleware, self._middleware = self._middleware, None
+        if middleware is None:
+            return
+        try:
+            # Only a session used after the save can have changed since (the common case: not).
+            if self._session.state.used_since_save and middleware.core.needs_late_save(self._session):
+                middleware._save_after_headers(self._session)
+        finally:
+            self.unbind()
 
     def close(self) -> None:
         try:
-            close = getattr(self._body, "close", None)
+            close = getattr(self.body, "close", None)
             if close is not None:
                 close()
         finally:

@@ -8,7 +8,7 @@ reads is never written back.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional, Union
 
@@ -64,23 +64,34 @@ class Changes:
     :param changed_keys: the names of those keys.
     :param removed: keys deleted since the load.
     :param replace: the session was cleared: the stored object is replaced, not merged into.
-    :param full_json: the whole session, when it is fully known (a loaded session).
     :param empty: the session holds nothing worth storing (at most ``_permanent``).
     :param loaded: the stored data was read: the changes are against it.
+    :param values: every key's encoded value, when the whole session is known (a loaded
+        session): :attr:`full_json` is made from it only if a save asks (an insert).
     """
 
     changed_json: str
     changed_keys: list[str]
     removed: list[str]
     replace: bool
-    full_json: str | None  # the whole session, when it is fully known (a loaded session)
     empty: bool
     loaded: bool  # the stored data was read: the changes are against it
+    values: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def any(self) -> bool:
         """Whether the save has any data to send (else at most a touch of the expiry)."""
         return bool(self.changed_keys or self.removed or self.replace)
+
+    @property
+    def full_json(self) -> str | None:
+        """The whole session as a JSON object, when it is fully known (a loaded session).
+
+        Only an insert needs it (a loaded session whose row is gone), so it is written only then.
+        """
+        if self.values is None:
+            return None
+        return _object_json({key: dumps(value) for key, value in self.values.items()}, list(self.values))
 
 
 class Session(MutableMapping[str, Any]):
@@ -102,6 +113,8 @@ class Session(MutableMapping[str, Any]):
     _encoded: dict[str, Any] = {}
     _cleared = False
     _mutated = False  # set, deleted or cleared since the load (nested changes are found apart)
+    # The keys assigned since the load or the last save; the empty default is never mutated.
+    _assigned: frozenset[str] | set[str] = frozenset()
     #: The app read or wrote the session: only then is the database touched and a cookie sent.
     accessed = False
 
@@ -158,6 +171,11 @@ class Session(MutableMapping[str, Any]):
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
         self.accessed = self.state.used_since_save = self._mutated = True
         self._data[key] = value
+        assigned = self._assigned
+        if isinstance(assigned, set):
+            assigned.add(key)
+        else:
+            self._assigned = {key}
 
     def __delitem__(self, key: str) -> None:
         del self._ensure_loaded()[key]
@@ -335,23 +353,36 @@ class Session(MutableMapping[str, Any]):
         if self._loaded and not self._mutated and all(type(v) in _IMMUTABLE for v in self._data.values()):
             # Read only, and nothing that could have been changed in place: no work at all.
             self._encoded = self._raw
-            return Changes("{}", [], [], False, None, all(key in META_KEYS for key in self._data), True)
-        values = {key: _encode(key, value) for key, value in self._data.items()}
-        self._encoded = values
+            empty = all(key in META_KEYS for key in self._data)
+            return Changes("{}", [], [], False, empty, True, self._raw)
+        values: dict[str, Any] = {}
+        changed: list[str] = []
         if self._loaded:
             raw = self._raw
-            changed = [key for key, enc in values.items() if not same(enc, raw.get(key, _MISSING))]
+            assigned = self._assigned
+            for key, value in self._data.items():
+                if key not in assigned and type(value) in _IMMUTABLE and key in raw:
+                    # Loaded and never assigned: it cannot have changed, its stored form stays.
+                    values[key] = raw[key]
+                    continue
+                enc = values[key] = _encode(key, value)
+                if not same(enc, raw.get(key, _MISSING)):
+                    changed.append(key)
             removed = [] if self._cleared else [key for key in raw if key not in values]
         else:
+            values = {key: _encode(key, value) for key, value in self._data.items()}
             changed, removed = list(values), []
+        self._encoded = values
         # Loaded: the whole session is empty. Not loaded: nothing was written to it.
         empty = all(key in META_KEYS for key in values)
+        loaded_values = values if self._loaded else None
         if not (changed or removed or self._cleared):
-            return Changes("{}", [], [], False, None, empty, self._loaded)
-        texts = {key: dumps(enc) for key, enc in values.items()}
+            return Changes("{}", [], [], False, empty, self._loaded, loaded_values)
+        texts = {key: dumps(values[key]) for key in changed}
         if max_size is not None:
             # A lower bound of what the database measures (it prints ", " and ": "), so a session
-            # refused here would be refused there too, and without sending it.
+            # refused here would be refused there too, and without sending it. It counts what
+            # this save sends: the database measures the merged row in the write itself.
             size = sum(_utf8_length(text) + _utf8_length(key) + 4 for key, text in texts.items()) + 2
             if size > max_size:
                 raise SessionTooLarge(size, max_size)
@@ -360,9 +391,9 @@ class Session(MutableMapping[str, Any]):
             changed_keys=changed,
             removed=removed,
             replace=self._cleared,
-            full_json=_object_json(texts, list(texts)) if self._loaded else None,
             empty=empty,
             loaded=self._loaded,
+            values=loaded_values,
         )
 
     def mark_saved(self, session_id: str | None) -> None:
@@ -378,6 +409,7 @@ class Session(MutableMapping[str, Any]):
         if session_id is None:
             state.expiry = None  # no row keeps it
         state.used_since_save = self._mutated = False
+        self._assigned = frozenset()
         if not self._loaded:
             self._data = {}  # what was written blind is stored; a later read loads it all
         elif session_id is not None:
