@@ -36,6 +36,7 @@ VARIANTS = (
     "pgsession-wsgi",
     "pgsession-wsgi-async",
     "pgsession-wsgi-unlogged",
+    "pgsession-wsgi-noprep",
     "floor",
     "floor-async",
     "floor-unlogged",
@@ -46,6 +47,7 @@ PG_VARIANTS = (
     "pgsession-wsgi",
     "pgsession-wsgi-async",
     "pgsession-wsgi-unlogged",
+    "pgsession-wsgi-noprep",
     "floor",
     "floor-async",
     "floor-unlogged",
@@ -121,6 +123,14 @@ def _setup_pgsession_wsgi_unlogged(app: Flask) -> None:
     """pgsession-wsgi on an unlogged table: no WAL at all, the table is emptied after a crash
     (everyone is logged out), the durability of a Redis without persistence."""
     app.config["PGSESSION_UNLOGGED"] = True
+    app.config["PGSESSION_TABLE"] = "pgsession_unlogged"  # the logged variants' table stays logged
+    _setup_pgsession_wsgi(app)
+
+
+def _setup_pgsession_wsgi_noprep(app: Flask) -> None:
+    """pgsession-wsgi without server-side prepared statements: every statement is parsed and
+    planned anew (the 0.1 behaviour), to measure what preparing them gains."""
+    app.config["PGSESSION_PREPARED_STATEMENTS"] = False
     _setup_pgsession_wsgi(app)
 
 
@@ -132,6 +142,7 @@ _SETUP: dict[str, Callable[[Flask], None]] = {
     "pgsession-wsgi": _setup_pgsession_wsgi,
     "pgsession-wsgi-async": _setup_pgsession_wsgi_async,
     "pgsession-wsgi-unlogged": _setup_pgsession_wsgi_unlogged,
+    "pgsession-wsgi-noprep": _setup_pgsession_wsgi_noprep,
 }
 
 

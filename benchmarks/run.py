@@ -206,7 +206,11 @@ class EmbeddedPostgres:
         )
         kinds: dict[str, int] = {}
         for query, calls in rows:
-            words = str(query).split(None, 1)
+            text = str(query)
+            if text.upper().startswith("PREPARE ") and " AS " in text:
+                # An EXECUTE is counted under its prepared statement's text: the kind is after AS.
+                text = text.split(" AS ", 1)[1]
+            words = text.split(None, 1)
             kind = words[0].upper() if words else "?"
             kinds[kind] = kinds.get(kind, 0) + int(calls)
         return kinds
@@ -220,7 +224,7 @@ class EmbeddedPostgres:
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute(sql, params)
-                return list(cur.fetchall())
+                return list(cur.fetchall()) if cur.description else []
 
 
 # --------------------------------------------------------------------------- Redis
@@ -453,6 +457,9 @@ TARGETS = (
     Target("read vs floor, unlogged", "read", "pgsession-wsgi-unlogged", "floor-unlogged", None),
     Target("floor's write vs Redis, durable", "write", "floor", "flask-session-redis", None),
     Target("floor's write vs Redis, unlogged", "write", "floor-unlogged", "flask-session-redis", None),
+    Target("lever: prepared statements, read", "read", "pgsession-wsgi", "pgsession-wsgi-noprep", None),
+    Target("lever: prepared statements, write", "write", "pgsession-wsgi", "pgsession-wsgi-noprep", None),
+    Target("lever: unlogged table, write", "write", "pgsession-wsgi-unlogged", "pgsession-wsgi", None),
 )
 
 

@@ -1,0 +1,196 @@
+"""Where a request's time goes, per variant: the app's own CPU and the database's, in process.
+
+    python benchmarks/cost.py [--variants ...] [--routes read,write,none] [--requests 2000] [--rounds 5]
+
+The wrk runs (run.py) give throughput on a machine where wrk, gunicorn and PostgreSQL share the
+cores, which is noisy. This takes the same Flask app (benchmarks/app.py) for each variant and
+calls it in this process, one request at a time, as a WSGI server would (no HTTP, no threads):
+
+- ``wall``: microseconds per request, database round trips included;
+- ``cpu``: this process's CPU microseconds per request: Flask, the session library, the driver;
+- ``db``: the database's own time per request (``pg_stat_statements``: execution, plus planning
+  where it happens), for the PostgreSQL variants;
+- ``+cpu``: ``cpu`` over the ``none`` variant's on the same route: what the session costs the app.
+
+The variants run interleaved, ``--rounds`` times, and the best round is kept (the least
+disturbed). It starts its own embedded PostgreSQL (with ``pg_stat_statements`` tracking
+planning) and uses the Redis on 127.0.0.1:``--redis-port`` (or starts one), as run.py does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+import run  # noqa: E402
+from app import PG_VARIANTS, VARIANTS  # noqa: E402
+
+DEFAULT_VARIANTS = (
+    "none",
+    "floor",
+    "pgsession-wsgi",
+    "pgsession-wsgi-noprep",
+    "floor-unlogged",
+    "pgsession-wsgi-unlogged",
+    "flask-session-redis",
+)
+
+
+@dataclass
+class Cost:
+    variant: str
+    route: str
+    wall_us: float
+    cpu_us: float
+    db_us: float | None
+
+
+def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    if not status.startswith("200"):
+        raise run.VariantFailed(f"answered {status}")
+    return lambda data: None
+
+
+def _call(flask_app: Any, environ_for: Any, path: str, cookie: str | None) -> bytes:
+    environ = environ_for(path, cookie)
+    body = flask_app(environ, _start_response)
+    try:
+        return b"".join(body)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
+def _environ_builder() -> Any:
+    from werkzeug.test import EnvironBuilder
+
+    def environ_for(path: str, cookie: str | None) -> dict[str, Any]:
+        headers = {"Cookie": cookie} if cookie else {}
+        return EnvironBuilder(path=path, base_url="http://127.0.0.1/", headers=headers).get_environ()
+
+    return environ_for
+
+
+def _login(flask_app: Any) -> str | None:
+    client = flask_app.test_client()
+    answer = client.get("/login")
+    cookies = [v for k, v in answer.headers.items() if k.lower() == "set-cookie"]
+    return cookies[0].split(";", 1)[0] if cookies else None
+
+
+def _db_micros(pg: run.EmbeddedPostgres) -> float:
+    rows = pg._query(
+        "SELECT coalesce(sum(s.total_exec_time + s.total_plan_time), 0) FROM pg_stat_statements s"
+        " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s",
+        (run.BENCH_DB,),
+    )
+    return float(rows[0][0]) * 1000
+
+
+def measure(
+    flask_app: Any, cookie: str | None, route: str, requests: int, pg: run.EmbeddedPostgres | None
+) -> tuple[float, float, float | None]:
+    environ_for = _environ_builder()
+    environs = [environ_for(f"/{route}", cookie) for _ in range(requests)]
+    for _ in range(min(200, requests)):  # warm: connections, prepared statements, caches
+        _call(flask_app, environ_for, f"/{route}", cookie)
+    if pg is not None:
+        pg.reset_statements()
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    for environ in environs:
+        body = flask_app(environ, _start_response)
+        b"".join(body)
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    wall = (time.perf_counter() - start_wall) / requests * 1e6
+    cpu = (time.process_time() - start_cpu) / requests * 1e6
+    db = _db_micros(pg) / requests if pg is not None else None
+    return wall, cpu, db
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--variants", type=run._csv(VARIANTS), default=list(DEFAULT_VARIANTS))
+    parser.add_argument(
+        "--routes", type=run._csv(("read", "write", "none")), default=["read", "write", "none"]
+    )
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--redis-port", type=int, default=6379)
+    ns = parser.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="pgsession-cost-"))
+    stack = contextlib.ExitStack()
+    best: dict[tuple[str, str], Cost] = {}
+    try:
+        pg = run.EmbeddedPostgres(workdir)
+        stack.callback(pg.stop)
+        pg.start()
+        pg._query("ALTER SYSTEM SET pg_stat_statements.track_planning = on")
+        pg._query("SELECT pg_reload_conf()")
+        if "flask-session-redis" in ns.variants:
+            run._ensure_redis(ns.redis_port, workdir, stack)
+        os.environ["BENCH_PG_DSN"] = pg.uri
+        os.environ["BENCH_REDIS_URL"] = f"redis://127.0.0.1:{ns.redis_port}/0"
+        import app as bench_app
+
+        apps: dict[str, tuple[Any, str | None]] = {}
+        for variant in ns.variants:
+            flask_app = bench_app.create_app(variant)
+            floor = flask_app.extensions.get("bench_floor")
+            if floor is not None:
+                floor.create_table()
+            apps[variant] = (flask_app, _login(flask_app) if variant != "none" else None)
+        for round_number in range(1, ns.rounds + 1):
+            print(f"round {round_number} of {ns.rounds}", flush=True)
+            for variant in ns.variants:
+                flask_app, cookie = apps[variant]
+                for route in ns.routes:
+                    uses_pg = pg if variant in PG_VARIANTS else None
+                    wall, cpu, db = measure(flask_app, cookie, route, ns.requests, uses_pg)
+                    known = best.get((variant, route))
+                    if known is None or wall < known.wall_us:
+                        best[(variant, route)] = Cost(variant, route, wall, cpu, db)
+    finally:
+        stack.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    rows = []
+    for (variant, route), cost in best.items():
+        base = best.get(("none", route))
+        rows.append(
+            [
+                variant,
+                f"/{route}",
+                f"{cost.wall_us:.1f}",
+                f"{cost.cpu_us:.1f}",
+                f"{cost.db_us:.1f}" if cost.db_us is not None else "-",
+                f"{cost.cpu_us - base.cpu_us:.1f}" if base else "-",
+            ]
+        )
+    rows.sort(key=lambda r: (r[1], ns.variants.index(r[0])))
+    print()
+    print(
+        f"microseconds per request, in process, one at a time; best of {ns.rounds} interleaved rounds"
+        f" of {ns.requests} requests; {os.cpu_count()} CPUs"
+    )
+    print(run._format_table(["variant", "route", "wall", "cpu", "db", "+cpu"], rows, "llrrrr"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
