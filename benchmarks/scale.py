@@ -1,17 +1,20 @@
 """How pgsession-wsgi behaves with millions of sessions: lookups, purging, disk space.
 
-    python benchmarks/scale.py [--rows 1000000] [--dsn URI] [--lookups 5000] [--before 3]
+    python benchmarks/scale.py [--rows 1000,1000000] [--dsn URI] [--lookups 5000] [--before 3]
+    python benchmarks/scale.py --rows 1000,1000000,10000000     # the 10M sweep (about 20 minutes)
 
 On a private embedded PostgreSQL (started and removed here), or in a schema of its own on --dsn
-(dropped at the end), the session table is created by PostgresStore.create_table(), so it has the
-real layout and indexes, then:
+(dropped at the end), one session table per size is created by PostgresStore.create_table(), so
+it has the real layout and indexes, then:
 
-1. fills a small table (1 000 rows) and the big one (--rows live and --rows expired sessions, by
-   INSERT ... SELECT generate_series on two connections), then times ``store.load`` on random live
-   ids in both, alternating, with the EXPLAIN of the load query;
-2. runs ``store.purge_expired()`` (batches of 1000) while a reader thread keeps calling
-   ``store.load``, and compares the reader's latency before and during the purge;
-3. reports the table and index sizes per live session after VACUUM and after VACUUM FULL.
+1. fills each table with N live and N expired sessions for each N of --rows (INSERT ... SELECT
+   generate_series on two connections), then times ``store.load`` on random live ids in every
+   table, alternating, with the EXPLAIN of the load query;
+2. runs ``store.purge_expired()`` (batches of 1000) on the largest table while a reader thread
+   keeps calling ``store.load`` on it, and compares the reader's latency before and during the
+   purge;
+3. reports the largest table's and indexes' sizes per live session after VACUUM and after
+   VACUUM FULL.
 
 Everything started here is stopped on exit, on errors and on Ctrl-C.
 """
@@ -42,8 +45,7 @@ from pgsession_wsgi.embedded import EmbeddedPostgres, start_embedded
 
 TABLE = "pgsession"
 EMBEDDED_SCHEMA = "scale"
-SMALL_TABLE = "pgsession_small"
-SMALL_ROWS = 1000  # the small table: half live, half expired
+MIN_ROWS = 1000  # the smallest table --rows accepts
 LOOKUP_ROUNDS = 5
 CHUNK = 50_000  # live ids per INSERT statement (twice as many rows): keeps Ctrl-C responsive
 TOUCH = timedelta(minutes=5)  # only decides the load's touch_due flag; irrelevant to its cost
@@ -114,7 +116,8 @@ class Results:
     purged: int = 0
     purge_seconds: float = 0.0
     reader: list[Latency] = field(default_factory=list)
-    full_total: int = 0  # pg_total_relation_size with every row in, before the purge
+    largest: int = 0  # live rows of the largest table (purged and measured)
+    full_total: int = 0  # the largest table's pg_total_relation_size before the purge
     sizes: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> relation -> bytes
 
 
@@ -215,7 +218,7 @@ def compare_lookups(tables: Sequence[tuple[PostgresStore, int, str]], count: int
     """Time ``count`` lookups per (store, live rows, label), in alternating rounds.
 
     Alternating (small, big, small, big, ...) spreads drift in CPU clock and machine load over
-    both tables, so what differs between them is the table size.
+    all tables, so what differs between them is the table size.
     """
     results = [Latency(label, []) for _, _, label in tables]
     for round_no in range(LOOKUP_ROUNDS):
@@ -290,6 +293,11 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: s
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+def rows_label(live: int) -> str:
+    """How a table of ``live`` live sessions (and as many expired) is named in the output."""
+    return f"{live:,} live + {live:,} expired"
+
+
 def print_summary(r: Results, lookups: int) -> None:
     print()
     print("=" * 78)
@@ -333,10 +341,10 @@ def print_summary(r: Results, lookups: int) -> None:
         for stage in stages:
             size_headers += [f"{stage} MiB", "B/live"]
         print(format_table(size_headers, rows, "l" + "r" * (len(size_headers) - 1)))
-        if r.full_total and r.fill_rows:
+        if r.full_total and r.largest:
             print(
-                f"before the purge: {r.full_total / 2**20:,.1f} MiB total for {r.fill_rows:,} rows"
-                f" ({r.full_total / r.fill_rows:.0f} B/row)"
+                f"before the purge: {r.full_total / 2**20:,.1f} MiB total for {2 * r.largest:,} rows"
+                f" ({r.full_total / (2 * r.largest):.0f} B/row)"
             )
 
 
@@ -345,7 +353,7 @@ def print_summary(r: Results, lookups: int) -> None:
 
 @dataclass
 class Options:
-    rows: int
+    rows: list[int]
     dsn: str | None
     lookups: int
     before: float
@@ -355,9 +363,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "--rows",
-        type=int,
-        default=1_000_000,
-        help="live sessions, and as many expired ones (default 1000000)",
+        type=lambda text: sorted({int(part) for part in text.split(",") if part.strip()}),
+        default=[1_000, 1_000_000],
+        help="comma-separated live sessions per table, each with as many expired ones (default 1000,1000000)",
     )
     parser.add_argument(
         "--dsn",
@@ -374,8 +382,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         help="seconds the reader runs alone before the purge starts (default 3)",
     )
     ns = parser.parse_args(argv)
-    if ns.rows < SMALL_ROWS:
-        parser.error(f"--rows must be at least {SMALL_ROWS}")
+    if not ns.rows or ns.rows[0] < MIN_ROWS:
+        parser.error(f"--rows must be at least {MIN_ROWS}")
     if ns.lookups < 10 or ns.before <= 0:
         parser.error("--lookups must be at least 10 and --before positive")
     return Options(**vars(ns))
@@ -416,42 +424,47 @@ def database(opts: Options) -> Iterator[tuple[str, str]]:
 
 def run(opts: Options, results: Results) -> None:
     with database(opts) as (dsn, schema):
-        table = f'"{schema}"."{TABLE}"'
         version = query(dsn, "SELECT current_setting('server_version'), current_setting('shared_buffers')")
         kind = "embedded" if opts.dsn is None else "--dsn"
         results.server = f"PostgreSQL {version[0][0]} ({kind}, shared_buffers {version[0][1]})"
         print(results.server, flush=True)
-        store = PostgresStore(dsn, TABLE, schema, purge_interval=None, statement_timeout=None)
-        small = PostgresStore(dsn, SMALL_TABLE, schema, purge_interval=None, statement_timeout=None)
+        stores: list[PostgresStore] = []
         stop = threading.Event()
         try:
-            small.create_table()
-            store.create_table()
-            small_table = f'"{schema}"."{SMALL_TABLE}"'
-            fill(dsn, small_table, SMALL_ROWS // 2, stop)
-            vacuum(dsn, small_table)
-
-            print(f"filling {opts.rows:,} live + {opts.rows:,} expired sessions ...", flush=True)
-            start = time.perf_counter()
-            results.fill_rows = fill(dsn, table, opts.rows, stop)
-            results.fill_seconds = time.perf_counter() - start
-            done = f"{results.fill_rows:,} rows in {results.fill_seconds:.1f} s"
-            print(f"  {done}; VACUUM ANALYZE ...", flush=True)
-            vacuum(dsn, table)
+            tables: list[tuple[PostgresStore, int, str]] = []
+            for live in opts.rows:
+                store = PostgresStore(
+                    dsn, f"{TABLE}_{live}", schema, purge_interval=None, statement_timeout=None
+                )
+                stores.append(store)
+                store.create_table()
+                print(f"filling {rows_label(live)} sessions ...", flush=True)
+                start = time.perf_counter()
+                filled = fill(dsn, store.qualified_name, live, stop)
+                seconds = time.perf_counter() - start
+                results.fill_rows += filled
+                results.fill_seconds += seconds
+                print(f"  {filled:,} rows in {seconds:.1f} s; VACUUM ANALYZE ...", flush=True)
+                vacuum(dsn, store.qualified_name)
+                tables.append((store, live, rows_label(live)))
+            largest, live, label = tables[-1]
+            table = largest.qualified_name
+            results.largest = live
             results.full_total = relation_sizes(dsn, table)["total"]
 
-            big = f"{2 * opts.rows:,} rows"
-            print(f"{opts.lookups:,} lookups each on {SMALL_ROWS:,} and {big} ...", flush=True)
-            results.lookups = compare_lookups(
-                [(small, SMALL_ROWS // 2, f"{SMALL_ROWS:,} rows"), (store, opts.rows, big)], opts.lookups
+            print(f"{opts.lookups:,} lookups on each of {len(tables)} tables ...", flush=True)
+            results.lookups = compare_lookups(tables, opts.lookups)
+            for store, rows, name in tables:
+                results.plans.append((name, explain_load(dsn, store, live_id(max(1, rows // 2)))))
+            print(
+                f"\nEXPLAIN (ANALYZE, BUFFERS) of store.load, {label}:\n{results.plans[-1][1]}\n", flush=True
             )
-            results.plans.append((f"{SMALL_ROWS:,} rows", explain_load(dsn, small, live_id(1))))
-            plan = explain_load(dsn, store, live_id(opts.rows // 2))
-            results.plans.append((big, plan))
-            print(f"\nEXPLAIN (ANALYZE, BUFFERS) of store.load, {big}:\n{plan}\n", flush=True)
 
-            print(f"purge_expired() with a concurrent reader ({opts.before:g} s alone first) ...", flush=True)
-            purge_with_reader(store, opts.rows, opts.before, results)
+            print(
+                f"purge_expired() on {label} with a concurrent reader ({opts.before:g} s alone first) ...",
+                flush=True,
+            )
+            purge_with_reader(largest, live, opts.before, results)
             print(f"  removed {results.purged:,} in {results.purge_seconds:.1f} s", flush=True)
 
             results.live_rows = int(query(dsn, f"SELECT count(*) FROM {table}")[0][0])
@@ -463,8 +476,8 @@ def run(opts: Options, results: Results) -> None:
         finally:
             stop.set()
             with signals_ignored():
-                store.close()
-                small.close()
+                for store in stores:
+                    store.close()
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
