@@ -276,6 +276,16 @@ class Statements:
             f" WHERE id = %(id)s AND expires_at > now() AND {_FITS.format(data=_MERGED)}"
             " RETURNING data -> '_permanent', accessed_at = now(), idle_timeout, ends_at"
         )
+        # The common write, with nothing but data to change (no new id, user or lifetime, no
+        # clear()): the same UPDATE with half the parameters, so it is smaller to send and to run.
+        merged = "(data - %(removed)s::text[] || %(changed)s::jsonb)"
+        self.merge = (
+            f"UPDATE {t} SET data = {merged},"
+            f" accessed_at = CASE WHEN {_TOUCH_DUE} THEN now() ELSE accessed_at END,"
+            f" expires_at = CASE WHEN {_TOUCH_DUE} THEN {_ROW_EXPIRY} ELSE expires_at END"
+            f" WHERE id = %(id)s AND expires_at > now() AND {_FITS.format(data=merged)}"
+            " RETURNING data -> '_permanent', accessed_at = now(), idle_timeout, ends_at"
+        )
         self.merged_size = (
             f"SELECT octet_length({_MERGED}::text) FROM {t} WHERE id = %(id)s AND expires_at > now()"
         )
@@ -324,6 +334,7 @@ class Statements:
                 "insert",
                 "size_of",
                 "write",
+                "merge",
                 "merged_size",
                 "touch",
                 "delete",

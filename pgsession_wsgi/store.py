@@ -87,7 +87,7 @@ S = TypeVar("S", bound="PostgresStore")
 Cursor = psycopg2.extensions.cursor
 
 #: The request statements a store prepares on its own connections (with prepared_statements).
-PREPARED_KINDS = ("load", "insert", "write", "touch", "delete")
+PREPARED_KINDS = ("load", "insert", "write", "merge", "touch", "delete")
 
 #: Up to this many expired rows are counted exactly for a purge's progress; beyond it they are
 #: estimated from about SAMPLED_PAGES of the table's pages (16 MB), so counting never takes long.
@@ -806,8 +806,13 @@ class PostgresStore:
             "ends_at": ends_at,
         }
 
+        # Only data changes (the common write): the statement without the other columns' cases.
+        kind = (
+            "merge" if new_hash is None and not (replace or set_expiry) and user_id is KEEP_USER else "write"
+        )
+
         def execute(cur: Cursor) -> WriteResult:
-            self._send(cur, "write", params)
+            self._send(cur, kind, params)
             row = cur.fetchone()
             if row is None:
                 if max_size is not None:

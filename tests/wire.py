@@ -44,6 +44,7 @@ _PREPARED_COMMANDS = {
     "load": "SELECT",
     "insert": "INSERT",
     "write": "UPDATE",
+    "merge": "UPDATE",
     "touch": "UPDATE",
     "delete": "DELETE",
 }

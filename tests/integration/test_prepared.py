@@ -257,3 +257,27 @@ def test_prepared_text_numbers_each_value_once_and_keeps_quoted_percent_signs() 
     assert '"s%%(id)s"."t%%%%x"' in prepare  # still a template: the driver halves them
     assert "%(" not in prepare.replace("%%(", "")
     assert prepared("load", statements.load)[0] != prepared("load", Statements("s", "t", "").load)[0]
+
+
+def test_a_data_only_write_uses_the_smaller_merge_statement(
+    make_store: Callable[..., PostgresStore], wire_counter: RoundTripCounter, pg_dsn: str
+) -> None:
+    store = make_store(dsn=wire_counter.dsn)
+    client = TestApp(SessionMiddleware(session_app, store, secret_key=SECRET, user_key="user"))
+    client.get("/set?user=alice")
+    client.get("/inc")
+    wire_counter.reset()
+    client.get("/inc")  # read, then a data-only write
+    assert wire_counter.statements[1].startswith("EXECUTE pgsession_merge_")
+    # A due touch still moves the expiry through it.
+    sql(pg_dsn, f"UPDATE {store.qualified_name} SET accessed_at = accessed_at - interval '2 hours'")
+    before = sql(pg_dsn, f"SELECT expires_at FROM {store.qualified_name}")
+    client.get("/inc")
+    assert sql(pg_dsn, f"SELECT expires_at FROM {store.qualified_name}") > before
+    wire_counter.reset()
+    client.get("/regen")  # a new id: the full statement
+    assert "pgsession_write_" in wire_counter.statements[0]
+    wire_counter.reset()
+    client.get("/set?user=bob")  # a new user (and so a new id): the full statement
+    assert "pgsession_write_" in wire_counter.statements[0]
+    assert client.get("/read").json == {"user": "bob", "n": 3}
