@@ -3,34 +3,52 @@
 Both frameworks keep the session settings under the same keys (``SESSION_COOKIE_*``,
 ``PERMANENT_SESSION_LIFETIME``, ...) and expose them through the same session-interface getters,
 so one reading serves the Flask and the Quart extension alike, and neither imports the other.
+The checks of ``PgSession(store=...)`` and the headers a save adds to a response are shared too.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Union
+from collections.abc import Iterable
+from typing import Any, TypeVar, Union
 
+from .core import private_cache_control
 from .errors import ConfigurationError, OutsideRequestError
 
 __all__ = [
+    "DSN_STORE_KEYS",
     "EXTENSION_KEY",
     "FLASK_LOGIN_USER_KEY",
+    "add_session_headers",
+    "check_store_source",
     "cookie_options",
     "extension_of",
     "fallback_keys",
     "logout_ends_session",
+    "made_store",
     "pgsession_dsn",
     "refuse_store_keys",
+    "require_secret_key",
     "text_url",
     "user_key",
 ]
 
 SecretKey = Union[str, bytes]
+StoreT = TypeVar("StoreT")
 
 #: ``app.extensions`` key holding what the extension set up on an app.
 EXTENSION_KEY = "pgsession_wsgi"
 #: Flask-Login keeps the logged-in user's id under this session key.
 FLASK_LOGIN_USER_KEY = "_user_id"
+#: The config keys of the store both extensions open from the DSN; refused when the app gives its own.
+DSN_STORE_KEYS = (
+    "PGSESSION_DSN",
+    "PGSESSION_MAX_CONNECTIONS",
+    "PGSESSION_TABLE",
+    "PGSESSION_SCHEMA",
+    "PGSESSION_SYNCHRONOUS_COMMIT",
+    "PGSESSION_UNLOGGED",
+)
 _POSTGRES_URL = re.compile(r"^postgres(?:ql)?(?:\+[a-z0-9_]+)?://", re.IGNORECASE)
 
 
@@ -63,6 +81,55 @@ def pgsession_dsn(config: Any) -> str:
             "set app.config['PGSESSION_DSN'] = 'postgresql://user:password@host:5432/dbname'"
         )
     return dsn
+
+
+def require_secret_key(app: Any) -> None:
+    """Refuse an app without ``SECRET_KEY``: the extension signs the session cookie with it.
+
+    :param app: a Flask or Quart app.
+    :raises ConfigurationError: ``app.secret_key`` is not set.
+    """
+    if not app.secret_key:
+        raise ConfigurationError(
+            "SECRET_KEY is not set: PgSession signs the session cookie with it; set "
+            "app.config['SECRET_KEY'] to a long random value, e.g. secrets.token_hex(32)"
+        )
+
+
+def _article(name: str) -> str:
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def check_store_source(store: Any, store_type: type[Any], example: str) -> None:
+    """Refuse a ``PgSession(store=...)`` that is neither a store of ``store_type`` nor a callable.
+
+    :param store: what the app passed; None (a store opened from the DSN) passes.
+    :param store_type: the store class the extension runs on.
+    :param example: how the app builds one, for the message.
+    :raises ConfigurationError: ``store`` is something else.
+    """
+    if store is not None and not isinstance(store, store_type) and not callable(store):
+        name = store_type.__name__
+        raise ConfigurationError(
+            f"PgSession(store=...) takes {_article(name)} (e.g. {example}) "
+            f"or a callable app -> {name}, not {type(store).__name__}"
+        )
+
+
+def made_store(store: object, store_type: type[StoreT], example: str) -> StoreT:
+    """What the app's ``store(app)`` callable returned, refused unless it is a ``store_type``.
+
+    :param store: the callable's answer.
+    :param store_type: the store class the extension runs on.
+    :param example: what the callable should return, for the message.
+    :raises ConfigurationError: ``store`` is not a ``store_type``.
+    """
+    if not isinstance(store, store_type):
+        raise ConfigurationError(
+            f"the store callable given to PgSession returned {type(store).__name__}, not "
+            f"{_article(store_type.__name__)}: return e.g. {example}"
+        )
+    return store
 
 
 def refuse_store_keys(config: Any, keys: tuple[str, ...], example: str) -> None:
@@ -170,3 +237,17 @@ def extension_of(app: Any, apps: list[Any], current_app: Any, has_app_context: A
         raise ConfigurationError(
             f"pgsession-wsgi is not set up on the app {app.name!r}: call init_app(app) first"
         ) from None
+
+
+def add_session_headers(response: Any, headers: Iterable[tuple[str, str]]) -> None:
+    """Add a save's headers to a framework response; a new cookie makes its caching private.
+
+    :param response: a Flask, Quart or Werkzeug response.
+    :param headers: what the core's save returned (``Set-Cookie``, ``Vary``).
+    """
+    for name, value in headers:
+        if name == "Set-Cookie":
+            private = private_cache_control(response.headers.get("Cache-Control"))
+            if private is not None:
+                response.headers["Cache-Control"] = private
+        response.headers.add(name, value)

@@ -35,18 +35,22 @@ from flask.wrappers import Request, Response
 from werkzeug.exceptions import ServiceUnavailable
 
 from .appconfig import (
+    DSN_STORE_KEYS,
     EXTENSION_KEY,
+    add_session_headers,
+    check_store_source,
     cookie_options,
     extension_of,
     fallback_keys,
     logout_ends_session,
+    made_store,
     pgsession_dsn,
     refuse_store_keys,
+    require_secret_key,
     text_url,
     user_key,
 )
 from .cookies import IdSigner
-from .core import private_cache_control
 from .defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_PURGE_INTERVAL, DEFAULT_SCHEMA, DEFAULT_TABLE
 from .devices import UserSession, mark_current, request_user
 from .errors import ConfigurationError, LegacyTableError, OutsideRequestError, StoreUnavailable
@@ -78,15 +82,7 @@ SecretKey = Union[str, bytes]
 #: What ``PgSession(store=...)`` takes: the app's store, or a callable making one for each app.
 StoreSource = Union[PostgresStore, Callable[[Flask], PostgresStore]]
 #: The config keys of the store PgSession opens from the DSN; refused when the app gives its own.
-STORE_KEYS = (
-    "PGSESSION_DSN",
-    "PGSESSION_MAX_CONNECTIONS",
-    "PGSESSION_TABLE",
-    "PGSESSION_SCHEMA",
-    "PGSESSION_SYNCHRONOUS_COMMIT",
-    "PGSESSION_UNLOGGED",
-    "PGSESSION_PREPARED_STATEMENTS",
-)
+STORE_KEYS = (*DSN_STORE_KEYS, "PGSESSION_PREPARED_STATEMENTS")
 
 
 # -- binding flask.session to the environ session ---------------------------------------------
@@ -140,12 +136,7 @@ class EnvironSessionInterface(SessionInterface):
         if _opened_here.get() is not cast(Session, session) or self.middleware is None:
             return
         _opened_here.set(None)
-        for name, value in self.middleware.commit(cast(Session, session)):
-            if name == "Set-Cookie":
-                private = private_cache_control(response.headers.get("Cache-Control"))
-                if private is not None:
-                    response.headers["Cache-Control"] = private
-            response.headers.add(name, value)
+        add_session_headers(response, self.middleware.commit(cast(Session, session)))
 
 
 class _UnavailableSession(NullSession):
@@ -367,11 +358,7 @@ class PgSession(_Extension):
         *,
         store: PostgresStore | Callable[[Flask], PostgresStore] | None = None,
     ) -> None:
-        if store is not None and not isinstance(store, PostgresStore) and not callable(store):
-            raise ConfigurationError(
-                "PgSession(store=...) takes a PostgresStore (e.g. PostgresStore.from_engine(engine)) "
-                f"or a callable app -> PostgresStore, not {type(store).__name__}"
-            )
+        check_store_source(store, PostgresStore, "PostgresStore.from_engine(engine)")
         self._store_source = store
         super().__init__(app)
 
@@ -399,20 +386,11 @@ class PgSession(_Extension):
             return source
         with app.app_context():  # Flask-SQLAlchemy's db.engine is the current app's
             store = source(app)
-        if not isinstance(store, PostgresStore):
-            raise ConfigurationError(
-                f"the store callable given to PgSession returned {type(store).__name__}, not a "
-                "PostgresStore: return e.g. PostgresStore.from_engine(db.engine)"
-            )
-        return store
+        return made_store(store, PostgresStore, "PostgresStore.from_engine(db.engine)")
 
     def _settings(self, app: Flask) -> _Settings:
         config = app.config
-        if not app.secret_key:
-            raise ConfigurationError(
-                "SECRET_KEY is not set: PgSession signs the session cookie with it; set "
-                "app.config['SECRET_KEY'] to a long random value, e.g. secrets.token_hex(32)"
-            )
+        require_secret_key(app)
         if self._store_source is not None:
             refuse_store_keys(config, STORE_KEYS, "e.g. PostgresStore.from_engine(engine, table=...)")
         return _Settings(
@@ -555,8 +533,9 @@ def _end_session_on_logout(app: Flask, **extra: Any) -> None:
         session["_remember"] = remember  # Flask-Login's hook pops it again: nothing is stored
 
 
-def _request_session(what: str) -> tuple[SessionMiddleware, Session]:
-    """The current app's middleware and the request's session, for the functions below."""
+def _request_user(what: str, user_id: Any) -> tuple[SessionMiddleware, Session, Any]:
+    """The current app's middleware, the request's session and whose sessions ``what`` means,
+    for the functions below (:func:`~pgsession_wsgi.devices.request_user`)."""
     if not has_request_context():
         raise OutsideRequestError(
             f"{what}() works on the request's session: call it while handling a request (in a view)"
@@ -568,7 +547,7 @@ def _request_session(what: str) -> tuple[SessionMiddleware, Session]:
             f"{what}() needs pgsession-wsgi on the app {current_app.name!r}: set it up with "
             "PgSession(app) or FlaskPgSession(app)"
         )
-    return middleware, session
+    return middleware, session, request_user(session, middleware.policy.user_key, user_id)
 
 
 def sessions_for_user(user_id: Any = None) -> list[UserSession]:
@@ -584,8 +563,7 @@ def sessions_for_user(user_id: Any = None) -> list[UserSession]:
     :raises SessionError: no ``user_id`` given and nobody is logged in.
     :raises StoreUnavailable: the database cannot be reached.
     """
-    middleware, session = _request_session("sessions_for_user")
-    user = request_user(session, middleware.policy.user_key, user_id)
+    middleware, session, user = _request_user("sessions_for_user", user_id)
     return mark_current(middleware.store.sessions_for_user(user), session)
 
 
@@ -602,6 +580,5 @@ def log_out_other_sessions(user_id: Any = None) -> int:
     :raises SessionError: no ``user_id`` given and nobody is logged in.
     :raises StoreUnavailable: the database cannot be reached.
     """
-    middleware, session = _request_session("log_out_other_sessions")
-    user = request_user(session, middleware.policy.user_key, user_id)
+    middleware, session, user = _request_user("log_out_other_sessions", user_id)
     return middleware.store.revoke_user(user, keep=session)

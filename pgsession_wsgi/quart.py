@@ -31,15 +31,20 @@ from quart.wrappers.response import IterableBody, ResponseBody
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from .appconfig import (
+    DSN_STORE_KEYS,
     EXTENSION_KEY,
+    add_session_headers,
+    check_store_source,
     cookie_options,
     extension_of,
+    made_store,
     pgsession_dsn,
     refuse_store_keys,
+    require_secret_key,
     user_key,
 )
 from .async_store import AsyncPostgresStore
-from .core import SessionCore, private_cache_control, run_async
+from .core import SessionCore, run_async
 from .defaults import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_SIZE,
@@ -68,14 +73,7 @@ log = logging.getLogger("pgsession_wsgi")
 #: The close code of a websocket whose session store cannot be reached: "Try Again Later".
 WEBSOCKET_UNAVAILABLE = 1013
 #: The config keys of the store PgSession opens from the DSN; refused when the app gives its own.
-STORE_KEYS = (
-    "PGSESSION_DSN",
-    "PGSESSION_MAX_CONNECTIONS",
-    "PGSESSION_TABLE",
-    "PGSESSION_SCHEMA",
-    "PGSESSION_SYNCHRONOUS_COMMIT",
-    "PGSESSION_UNLOGGED",
-)
+STORE_KEYS = DSN_STORE_KEYS
 _ERROR_BODIES = {
     503: "Service Unavailable: the session store cannot be reached. Please try again shortly.\n",
     500: "Internal Server Error\n",
@@ -155,12 +153,7 @@ class PgSessionInterface(SessionInterface):
         except SessionError as exc:
             _replace_with_error(response, _log_failure(exc, "saving"))
             return
-        for name, value in headers:
-            if name == "Set-Cookie":
-                private = private_cache_control(response.headers.get("Cache-Control"))
-                if private is not None:
-                    response.headers["Cache-Control"] = private
-            response.headers.add(name, value)
+        add_session_headers(response, headers)
         if isinstance(response, Response) and isinstance(response.response, IterableBody):
             # A streamed body may change the session after the headers went out.
             response.response = _SaveAfterBody(response.response, self, session)
@@ -249,11 +242,7 @@ class PgSession:
         *,
         store: AsyncPostgresStore | Callable[[Quart], AsyncPostgresStore] | None = None,
     ) -> None:
-        if store is not None and not isinstance(store, AsyncPostgresStore) and not callable(store):
-            raise ConfigurationError(
-                "PgSession(store=...) takes an AsyncPostgresStore (e.g. AsyncPostgresStore.from_pool(pool)) "
-                f"or a callable app -> AsyncPostgresStore, not {type(store).__name__}"
-            )
+        check_store_source(store, AsyncPostgresStore, "AsyncPostgresStore.from_pool(pool)")
         self._store_source = store
         self._apps: list[Quart] = []
         if app is not None:
@@ -270,11 +259,7 @@ class PgSession:
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError(f"pgsession-wsgi is already set up on the app {app.name!r}")
         config = app.config
-        if not app.secret_key:
-            raise ConfigurationError(
-                "SECRET_KEY is not set: PgSession signs the session cookie with it; set "
-                "app.config['SECRET_KEY'] to a long random value, e.g. secrets.token_hex(32)"
-            )
+        require_secret_key(app)
         source = self._store_source
         if source is None:
             dsn = pgsession_dsn(config)
@@ -303,11 +288,7 @@ class PgSession:
             )
         else:
             store = source if isinstance(source, AsyncPostgresStore) else source(app)
-            if not isinstance(store, AsyncPostgresStore):
-                raise ConfigurationError(
-                    f"the store callable given to PgSession returned {type(store).__name__}, not an "
-                    "AsyncPostgresStore: return e.g. AsyncPostgresStore.from_pool(pool)"
-                )
+            store = made_store(store, AsyncPostgresStore, "AsyncPostgresStore.from_pool(pool)")
         interface = PgSessionInterface(core, store)
         app.session_interface = interface  # type: ignore[assignment]  # Quart annotates its default
         app.extensions[EXTENSION_KEY] = interface
@@ -361,8 +342,9 @@ class PgSession:
         return await log_out_other_sessions(user_id)
 
 
-def _request_session(what: str) -> tuple[PgSessionInterface, Session]:
-    """The current app's interface and the request's session, for the functions below."""
+def _request_user(what: str, user_id: Any) -> tuple[PgSessionInterface, Session, Any]:
+    """The current app's interface, the request's session and whose sessions ``what`` means,
+    for the functions below (:func:`~pgsession_wsgi.devices.request_user`)."""
     from quart import current_app, has_request_context
 
     if not (has_request_context() or has_websocket_context()):
@@ -375,7 +357,7 @@ def _request_session(what: str) -> tuple[PgSessionInterface, Session]:
         raise ConfigurationError(
             f"{what}() needs pgsession-wsgi on the app {current_app.name!r}: set it up with PgSession(app)"
         )
-    return interface, current
+    return interface, current, request_user(current, interface.core.policy.user_key, user_id)
 
 
 async def sessions_for_user(user_id: Any = None) -> list[UserSession]:
@@ -390,8 +372,7 @@ async def sessions_for_user(user_id: Any = None) -> list[UserSession]:
     :raises SessionError: no ``user_id`` given and nobody is logged in.
     :raises StoreUnavailable: the database cannot be reached.
     """
-    interface, current = _request_session("sessions_for_user")
-    user = request_user(current, interface.core.policy.user_key, user_id)
+    interface, current, user = _request_user("sessions_for_user", user_id)
     return mark_current(await interface.store.sessions_for_user(user), current)
 
 
@@ -408,8 +389,7 @@ async def log_out_other_sessions(user_id: Any = None) -> int:
     :raises SessionError: no ``user_id`` given and nobody is logged in.
     :raises StoreUnavailable: the database cannot be reached.
     """
-    interface, current = _request_session("log_out_other_sessions")
-    user = request_user(current, interface.core.policy.user_key, user_id)
+    interface, current, user = _request_user("log_out_other_sessions", user_id)
     return await interface.store.revoke_user(user, keep=current)
 
 
