@@ -124,6 +124,25 @@ def _columns(cur: Any, qualified: str) -> dict[str, str]:
     return dict(cur.fetchall())
 
 
+def _check_legacy_table(cur: Any, table: str, schema: str, qualified: str, nothing: str) -> None:
+    """Refuse ``qualified`` unless it is flask-pg-session's table ``table``.
+
+    :param nothing: what there would be nothing to do ("migrate", "move"), for the messages.
+    :raises NothingToMigrate: there is no such table, or it is a pgsession-wsgi table already.
+    :raises ConfigurationError: it is some other table.
+    """
+    columns = _columns(cur, qualified)
+    if not columns:
+        raise NothingToMigrate(f"there is no table {qualified}: nothing to {nothing}")
+    if columns.get("id") == "bytea" and columns.get("data") == "jsonb":
+        raise NothingToMigrate(f"{qualified} is already a pgsession-wsgi table: nothing to {nothing}")
+    if not is_legacy_table(cur.connection, table, schema):
+        raise ConfigurationError(
+            f"{qualified} is not a flask-pg-session table (columns: "
+            f"{', '.join(sorted(columns))}); check --table and --schema"
+        )
+
+
 def migrate_flask_pg_session(
     dsn: str,
     table: str = FLASK_PG_SESSION_TABLE,
@@ -215,16 +234,7 @@ def migrate_flask_pg_session(
     try:
         with conn, conn.cursor() as cur:  # one transaction: commit at the end, or roll back
             cur.execute(LOCK, (lock_key(schema, table),))
-            columns = _columns(cur, qualified)
-            if not columns:
-                raise NothingToMigrate(f"there is no table {qualified}: nothing to migrate")
-            if columns.get("id") == "bytea" and columns.get("data") == "jsonb":
-                raise NothingToMigrate(f"{qualified} is already a pgsession-wsgi table: nothing to migrate")
-            if not is_legacy_table(conn, table, schema):
-                raise ConfigurationError(
-                    f"{qualified} is not a flask-pg-session table (columns: "
-                    f"{', '.join(sorted(columns))}); check --table and --schema"
-                )
+            _check_legacy_table(cur, table, schema, qualified, "migrate")
             if _columns(cur, old_qualified):
                 raise ConfigurationError(
                     f"cannot keep the old table as {old_qualified}: a table of that name already "
@@ -282,6 +292,16 @@ class _Converted:
     data_json: str | None = None
     user_id: str | None = None
     reason: str | None = None
+
+
+def _json_to_write(report: MigrationReport, converted: _Converted) -> str | None:
+    """A converted row's JSON to write; None for a refused or an empty one, counted in ``report``."""
+    if converted.reason is not None:
+        report.refused.append((refusal_label(converted.digest), short_reason(converted.reason)))
+        return None
+    if converted.data_json is None:
+        report.skipped_empty += 1
+    return converted.data_json
 
 
 class _RowConverter:
@@ -398,22 +418,19 @@ def _copy_rows(
     def take(row: LegacyRow) -> None:
         nonlocal pending_size
         converted = rows.convert(row)
-        if converted.reason is not None:
-            report.refused.append((refusal_label(converted.digest), short_reason(converted.reason)))
-        elif converted.data_json is None:
-            report.skipped_empty += 1
-        else:
+        data_json = _json_to_write(report, converted)
+        if data_json is not None:
             pending.append(
                 (
                     psycopg2.Binary(converted.digest),
-                    converted.data_json,
+                    data_json,
                     converted.user_id,
                     row.created,
                     row.expiry,
                     lifetime,
                 )
             )
-            pending_size += len(converted.data_json)
+            pending_size += len(data_json)
 
     for row in read_legacy_rows(conn, old_table, schema, key_prefix=rows.key_prefix, batch_size=batch_size):
         take(row)
@@ -459,16 +476,7 @@ def _move_into(
         try:
             conn.autocommit = True  # each batch is one statement: moved, or not at all
             with conn.cursor() as cur:
-                columns = _columns(cur, qualified)
-                if not columns:
-                    raise NothingToMigrate(f"there is no table {qualified}: nothing to move")
-                if columns.get("id") == "bytea" and columns.get("data") == "jsonb":
-                    raise NothingToMigrate(f"{qualified} is already a pgsession-wsgi table: nothing to move")
-                if not is_legacy_table(conn, table, schema):
-                    raise ConfigurationError(
-                        f"{qualified} is not a flask-pg-session table (columns: "
-                        f"{', '.join(sorted(columns))}); check --table and --schema"
-                    )
+                _check_legacy_table(cur, table, schema, qualified, "move")
                 target.create_table()
                 report = MigrationReport(
                     migrated=0, refused=[], renamed_to=qualified, moved_into=target.qualified_name
@@ -528,14 +536,11 @@ def _move_rows(
 
     for row in read_legacy_rows(conn, table, schema, key_prefix=rows.key_prefix, batch_size=batch_size):
         converted = rows.convert(row)
-        if converted.reason is not None:
-            report.refused.append((refusal_label(converted.digest), short_reason(converted.reason)))
-        elif converted.data_json is None:
-            report.skipped_empty += 1
-        else:
+        data_json = _json_to_write(report, converted)
+        if data_json is not None:
             old_id = rows.key_prefix + row.session_id
-            batch.append((old_id, converted.digest, converted.data_json, converted.user_id))
-            batch_chars += len(converted.data_json)
+            batch.append((old_id, converted.digest, data_json, converted.user_id))
+            batch_chars += len(data_json)
         handled += 1
         if handled % batch_size == 0 or batch_chars >= _MAX_BATCH_CHARS:
             flush()
