@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
-import pickle
 import secrets
 import threading
 import uuid
@@ -20,12 +18,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 from db import sql
 from flask import Flask, session
 from helpers import ClosingClient
-from itsdangerous import Signer
+from legacy_rows import (
+    LEGACY_SECRET,
+    LEGACY_TABLE,
+    RunsCommand,
+    add_login_required_view,
+    create_legacy_table,
+    naive_utc,
+    q,
+    signed,
+    write_row,
+)
 from wire import RoundTripCounter
 
 from pgsession_wsgi import ConfigurationError, LegacyTableError
@@ -37,53 +44,10 @@ from pgsession_wsgi.flask_pg_session import (
     migrate_flask_pg_session,
 )
 
-SECRET = "legacy-secret"
-OLD = "flask_sessions"
+SECRET = LEGACY_SECRET
+OLD = LEGACY_TABLE
 NEW = "flask_sessions_v2"
 MONTH = dt.timedelta(days=31)
-
-
-def q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def create_legacy_table(dsn: str, schema: str, table: str = OLD) -> None:
-    """flask-pg-session's own DDL (flask_pg_session/_queries.py)."""
-    target = f"{q(schema)}.{q(table)}"
-    sql(
-        dsn,
-        f"CREATE TABLE IF NOT EXISTS {target} ("
-        " session_id VARCHAR(255) NOT NULL PRIMARY KEY,"
-        " created TIMESTAMP WITHOUT TIME ZONE DEFAULT (NOW() AT TIME ZONE 'utc'),"
-        " data BYTEA, expiry TIMESTAMP WITHOUT TIME ZONE)",
-    )
-    sql(dsn, f"CREATE UNIQUE INDEX IF NOT EXISTS {q('uq_' + table + '_session_id')} ON {target} (session_id)")
-    sql(dsn, f"CREATE INDEX IF NOT EXISTS {q(table + '_expiry_idx')} ON {target} (expiry)")
-
-
-def naive_utc(delta: dt.timedelta) -> dt.datetime:
-    """What flask-pg-session stores: now(UTC) + lifetime, tzinfo stripped."""
-    return (dt.datetime.now(dt.timezone.utc) + delta).replace(tzinfo=None)
-
-
-def write_row(
-    dsn: str,
-    schema: str,
-    stored_id: str,
-    data: Any,
-    expiry: dt.datetime | None,
-    table: str = OLD,
-    *,
-    raw: bytes | None = None,
-) -> None:
-    """flask-pg-session's upsert: pickle.dumps(dict(session)) under prefix + id, naive UTC expiry."""
-    payload = raw if raw is not None else pickle.dumps(data)
-    sql(
-        dsn,
-        f"INSERT INTO {q(schema)}.{q(table)} (session_id, data, expiry) VALUES (%s, %s, %s)"
-        " ON CONFLICT (session_id) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry",
-        (stored_id, psycopg2.Binary(payload), expiry),
-    )
 
 
 def old_ids(dsn: str, schema: str, table: str = OLD) -> list[str]:
@@ -99,20 +63,6 @@ def key(session_id: str, prefix: str = "") -> bytes:
     """The new table's key: SHA-256 of the id, with the prefix and a NUL before it if any."""
     text = f"{prefix}\x00{session_id}" if prefix else session_id
     return hashlib.sha256(text.encode()).digest()
-
-
-def signed(session_id: str) -> str:
-    return Signer(SECRET, salt="flask-session", key_derivation="hmac").sign(session_id).decode()
-
-
-class _RunsCommand:
-    """Pickles into ``os.system("touch <path>")``: plain pickle.loads would create the file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return (os.system, (f"touch {self.path}",))
 
 
 @pytest.fixture
@@ -158,8 +108,6 @@ def get(app: Flask, cookie: str | None, path: str = "/dump") -> Any:
 def test_a_logged_in_user_keeps_the_session_after_switching_the_import(
     pg_dsn: str, schema: str, make_app: Callable[..., Flask], use_signer: bool
 ) -> None:
-    import flask_login
-
     create_legacy_table(pg_dsn, schema)
     sid, other = str(uuid.uuid4()), str(uuid.uuid4())
     data = {"_permanent": True, "_user_id": "42", "_fresh": True, "_id": "f" * 128, "cart": [1, 2]}
@@ -168,18 +116,7 @@ def test_a_logged_in_user_keeps_the_session_after_switching_the_import(
     sql(pg_dsn, f"UPDATE {q(schema)}.{OLD} SET created = '2026-01-01 10:00:00' WHERE session_id = %s", (sid,))
 
     app = make_app(SESSION_USE_SIGNER=use_signer)
-    manager = flask_login.LoginManager(app)
-
-    class User(flask_login.UserMixin):  # type: ignore[name-defined,misc]
-        def __init__(self, user_id: str) -> None:
-            self.id = user_id
-
-    manager.user_loader(User)
-
-    @app.route("/me")
-    @flask_login.login_required
-    def me() -> str:
-        return str(flask_login.current_user.get_id())
+    add_login_required_view(app)
 
     cookie = signed(sid) if use_signer else sid
     assert get(app, None, "/me").status_code == 401
@@ -324,7 +261,7 @@ def test_concurrent_first_requests_move_the_session_exactly_once(
 def bad_rows(marker: Path) -> dict[str, tuple[Any, bytes | None]]:
     """name -> (data, raw payload): each must be refused, never served."""
     return {
-        "global": ({"x": _RunsCommand(marker)}, None),
+        "global": ({"x": RunsCommand(marker)}, None),
         "garbage": (None, b"\x80\x04 not a pickle at all"),
         "not-a-dict": ([1, 2, 3], None),
         "set": ({"tags": {1, 2}}, None),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import pickle
 import re
 import secrets
@@ -28,7 +27,16 @@ import pytest
 from db import sql
 from flask import Flask, session
 from helpers import ClosingClient
-from itsdangerous import Signer
+from legacy_rows import (
+    LEGACY_SECRET,
+    RunsCommand,
+    add_login_required_view,
+    create_legacy_table,
+    naive_utc,
+    q,
+    signed,
+    write_row,
+)
 from markupsafe import Markup
 
 from pgsession_wsgi import ConfigurationError
@@ -37,63 +45,7 @@ from pgsession_wsgi.flask import EXTENSION_KEY, FlaskPgSession
 from pgsession_wsgi.flask_pg_session import MigrationReport, NothingToMigrate, migrate_flask_pg_session
 from pgsession_wsgi.flask_pg_session import migrate as migrate_module
 
-SECRET = "legacy-secret"
-
-
-def q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def create_legacy_table(dsn: str, schema: str, table: str = "flask_sessions") -> None:
-    """flask-pg-session's own DDL (flask_pg_session/_queries.py), names quoted as it quotes them."""
-    target = f"{q(schema)}.{q(table)}"
-    sql(dsn, f"CREATE SCHEMA IF NOT EXISTS {q(schema)}")
-    sql(
-        dsn,
-        f"CREATE TABLE IF NOT EXISTS {target} ("
-        " session_id VARCHAR(255) NOT NULL PRIMARY KEY,"
-        " created TIMESTAMP WITHOUT TIME ZONE DEFAULT (NOW() AT TIME ZONE 'utc'),"
-        " data BYTEA, expiry TIMESTAMP WITHOUT TIME ZONE)",
-    )
-    sql(dsn, f"CREATE UNIQUE INDEX IF NOT EXISTS {q('uq_' + table + '_session_id')} ON {target} (session_id)")
-    sql(dsn, f"CREATE INDEX IF NOT EXISTS {q(table + '_expiry_idx')} ON {target} (expiry)")
-
-
-def naive_utc(delta: dt.timedelta) -> dt.datetime:
-    """What flask-pg-session stores: now(UTC) + lifetime, tzinfo stripped."""
-    return (dt.datetime.now(dt.timezone.utc) + delta).replace(tzinfo=None)
-
-
-def write_row(
-    dsn: str,
-    schema: str,
-    session_id: str,
-    data: Any,
-    expiry: dt.datetime | None,
-    table: str = "flask_sessions",
-    *,
-    raw: bytes | None = None,
-) -> None:
-    """flask-pg-session's upsert: pickle.dumps(dict(session)), naive UTC expiry."""
-    payload = raw if raw is not None else pickle.dumps(data)
-    sql(
-        dsn,
-        f"INSERT INTO {q(schema)}.{q(table)} (session_id, data, expiry) VALUES (%s, %s, %s)"
-        " ON CONFLICT (session_id) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry",
-        (session_id, psycopg2.Binary(payload), expiry),
-    )
-
-
-class _RunsCommand:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return (os.system, (f"touch {self.path}",))
-
-
-def signed(session_id: str) -> str:
-    return Signer(SECRET, salt="flask-session", key_derivation="hmac").sign(session_id).decode()
+SECRET = LEGACY_SECRET
 
 
 @pytest.fixture
@@ -175,7 +127,7 @@ def test_migrates_live_sessions_and_serves_the_same_cookies(
     write_row(pg_dsn, schema, ids["expired"], {"_permanent": True, "n": 1}, naive_utc(-dt.timedelta(hours=1)))
     write_row(pg_dsn, schema, ids["empty"], {"_permanent": True}, naive_utc(month))
     marker = tmp_path / "executed"
-    write_row(pg_dsn, schema, ids["evil"], {"x": _RunsCommand(marker)}, naive_utc(month))
+    write_row(pg_dsn, schema, ids["evil"], {"x": RunsCommand(marker)}, naive_utc(month))
     write_row(pg_dsn, schema, ids["setval"], {"tags": {1, 2}}, naive_utc(month))
     write_row(pg_dsn, schema, ids["intkey"], {1: "one"}, naive_utc(month))
     write_row(pg_dsn, schema, "chosen-by-the-client", {"n": 1}, naive_utc(month))
@@ -253,7 +205,6 @@ def test_migrates_live_sessions_and_serves_the_same_cookies(
 
 
 def test_flask_login_user_stays_logged_in(pg_dsn: str, schema: str, shim_apps: Callable[..., Flask]) -> None:
-    import flask_login
     create_legacy_table(pg_dsn, schema)
     sid = str(uuid.uuid4())
     write_row(
@@ -265,18 +216,7 @@ def test_flask_login_user_stays_logged_in(pg_dsn: str, schema: str, shim_apps: C
     )
     assert migrate_flask_pg_session(pg_dsn, schema=schema).migrated == 1
     app = shim_apps(SESSION_USE_SIGNER=False)
-    manager = flask_login.LoginManager(app)
-
-    class User(flask_login.UserMixin):  # type: ignore[name-defined,misc]
-        def __init__(self, user_id: str) -> None:
-            self.id = user_id
-
-    manager.user_loader(User)
-
-    @app.route("/me")
-    @flask_login.login_required
-    def me() -> str:
-        return str(flask_login.current_user.get_id())
+    add_login_required_view(app)
 
     client = app.test_client()
     assert client.get("/me").status_code == 401
@@ -415,6 +355,7 @@ def test_the_app_starts_on_the_old_table_and_then_conversion_in_place_is_refused
 
 def test_the_cli_command(pg_dsn: str, schema: str, capsys: pytest.CaptureFixture[str]) -> None:
     from pgsession_wsgi import cli
+
     create_legacy_table(pg_dsn, schema)
     write_row(pg_dsn, schema, str(uuid.uuid4()), {"n": 1}, naive_utc(dt.timedelta(days=1)))
     write_row(pg_dsn, schema, str(uuid.uuid4()), {"s": {1}}, naive_utc(dt.timedelta(days=1)))
@@ -628,6 +569,7 @@ def test_the_cli_refuses_bad_rows_without_a_traceback(pg_dsn: str, schema: str) 
 
 def test_the_cli_max_size_option(pg_dsn: str, schema: str, capsys: pytest.CaptureFixture[str]) -> None:
     from pgsession_wsgi import cli
+
     create_legacy_table(pg_dsn, schema)
     small, large = str(uuid.uuid4()), str(uuid.uuid4())
     write_row(pg_dsn, schema, small, {"s": "x" * 100}, naive_utc(dt.timedelta(days=1)))
