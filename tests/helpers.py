@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 from flask.testing import FlaskClient
+
+from pgsession_wsgi.core import Operation, SessionCore
 
 
 def wait_for(condition: Callable[[], object], what: str, limit: float = 30.0) -> None:
@@ -47,3 +49,23 @@ def core_options() -> dict[str, Any]:
         max_size=None,
         signer=None,
     )
+
+
+def build_core(secret: str | None, **options: Any) -> SessionCore:
+    """A core at :func:`core_options`' defaults, ``options`` overriding them."""
+    return SessionCore.configure(secret, **{**core_options(), **options})
+
+
+class Script:
+    """Answers the core's operations from a list, and records what was asked."""
+
+    def __init__(self, *answers: Any) -> None:
+        self.answers: Iterator[Any] = iter(answers)
+        self.asked: list[Operation] = []
+
+    def __call__(self, operation: Operation) -> Any:
+        self.asked.append(operation)
+        return next(self.answers)
+
+    def kinds(self) -> list[type]:
+        return [type(op) for op in self.asked]

@@ -8,12 +8,11 @@ The same decisions run against a real PostgreSQL in the integration tests.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from helpers import core_options
+from helpers import Script, build_core
 
 from pgsession_wsgi.codec import dumps
 from pgsession_wsgi.cookies import hash_session_id, new_session_id
@@ -40,22 +39,7 @@ SECRET = "core-secret"
 
 
 def make_core(**options: Any) -> SessionCore:
-    return SessionCore.configure(SECRET, **{**core_options(), **options})
-
-
-class Script:
-    """Answers the core's operations from a list, and records what was asked."""
-
-    def __init__(self, *answers: Any) -> None:
-        self.answers: Iterator[Any] = iter(answers)
-        self.asked: list[Operation] = []
-
-    def __call__(self, operation: Operation) -> Any:
-        self.asked.append(operation)
-        return next(self.answers)
-
-    def kinds(self) -> list[type]:
-        return [type(op) for op in self.asked]
+    return build_core(SECRET, **options)
 
 
 def open_session(core: SessionCore, cookie: str = "", script: Script | None = None) -> Session:
@@ -286,7 +270,7 @@ def test_user_ids_have_one_text_form() -> None:
 
 def test_a_fallback_key_cookie_is_resigned_with_the_current_key() -> None:
     old = make_core()
-    rotated = SessionCore.configure("new-secret", **{**core_options(), "fallback_secret_keys": [SECRET]})
+    rotated = build_core("new-secret", fallback_secret_keys=[SECRET])
     sid = new_session_id()
     script = Script(LoadedRow({"a": 1}, False))
     session = open_session(rotated, cookie_for(old, sid), script)
@@ -308,7 +292,7 @@ def test_durations_must_be_positive(option: str) -> None:
 
 def test_a_secret_is_required() -> None:
     with pytest.raises(ConfigurationError, match="secret_key"):
-        SessionCore.configure(None, **core_options())
+        build_core(None)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from helpers import core_options
+from helpers import Script, build_core
 
 from pgsession_wsgi import ConfigurationError, InvalidExpiry, SessionError
 from pgsession_wsgi.cookies import hash_session_id, new_session_id
@@ -21,7 +21,6 @@ from pgsession_wsgi.core import (
     Insert,
     Load,
     LoadedRow,
-    Operation,
     SessionCore,
     Touch,
     Write,
@@ -40,22 +39,7 @@ MONTH = timedelta(days=30)
 
 def make_core(**options: Any) -> SessionCore:
     # The middleware's default here: two hours idle; "remember me" is a month.
-    return SessionCore.configure(SECRET, **{**core_options(), "idle_timeout": timedelta(hours=2), **options})
-
-
-class Script:
-    """Answers the core's operations from a list, and records what was asked."""
-
-    def __init__(self, *answers: Any) -> None:
-        self.answers = iter(answers)
-        self.asked: list[Operation] = []
-
-    def __call__(self, operation: Operation) -> Any:
-        self.asked.append(operation)
-        return next(self.answers)
-
-    def kinds(self) -> list[type]:
-        return [type(op) for op in self.asked]
+    return build_core(SECRET, **{"idle_timeout": timedelta(hours=2), **options})
 
 
 def open_session(core: SessionCore, script: Script, session_id: str | None = None) -> Session:
