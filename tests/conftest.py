@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from wire import PGBOUNCER_INSTALL_HINT, PgBouncer, RoundTripCounter, find_pgbouncer  # noqa: E402
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from pgsession_wsgi.async_store import AsyncPostgresStore
     from pgsession_wsgi.embedded import EmbeddedPostgres
     from pgsession_wsgi.store import PostgresStore
@@ -90,6 +92,25 @@ def make_store(pg_dsn: str, schema: str) -> Iterator[Callable[..., PostgresStore
     yield make
     for store in stores:
         store.close()
+
+
+@pytest.fixture
+def make_engine() -> Iterator[Callable[..., sa.Engine]]:
+    """``make_engine(dsn, **create_engine_options)``: an app's SQLAlchemy engine on
+    ``postgresql+psycopg2``; each is disposed of after the test."""
+    import sqlalchemy as sa
+    from db import engine_url
+
+    engines: list[sa.Engine] = []
+
+    def make(dsn: str, **options: Any) -> sa.Engine:
+        engine = sa.create_engine(engine_url(dsn), **options)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.dispose()
 
 
 @pytest.fixture

@@ -3,9 +3,13 @@ and tests that hold a connection open on purpose, keep their own code)."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg2
+import psycopg2.extensions
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 
 class HasTable(Protocol):
@@ -38,3 +42,21 @@ def sql(target: str | HasTable, statement: str, params: Any = None) -> list[tupl
             return cur.fetchall() if cur.description else []
     finally:
         conn.close()
+
+
+def engine_url(dsn: str) -> sa.URL:
+    """A ``postgresql+psycopg2`` SQLAlchemy URL for a libpq DSN (the wire counter's is key=value)."""
+    import sqlalchemy as sa
+
+    params = psycopg2.extensions.parse_dsn(dsn)
+    socket = str(params.get("host", "")).startswith("/")  # a socket directory goes in the query
+    main = {"user", "password", "dbname"} | (set() if socket else {"host", "port"})
+    return sa.URL.create(
+        "postgresql+psycopg2",
+        username=params.get("user"),
+        password=params.get("password"),
+        host=None if socket else params.get("host"),
+        port=int(params["port"]) if params.get("port") and not socket else None,
+        database=params.get("dbname"),
+        query={key: value for key, value in params.items() if key not in main},
+    )

@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from db import sql
+from db import engine_url, sql
 from helpers import wait_for
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
@@ -48,22 +48,6 @@ KINDS = ["engine", "pool", "factory"]
 ID = hashlib.sha256(b"an id").digest()
 
 
-def engine_url(dsn: str) -> sa.URL:
-    """A ``postgresql+psycopg2`` URL for a libpq DSN (the wire counter's is key=value)."""
-    params = psycopg2.extensions.parse_dsn(dsn)
-    socket = str(params.get("host", "")).startswith("/")  # a socket directory goes in the query
-    main = {"user", "password", "dbname"} | (set() if socket else {"host", "port"})
-    return sa.URL.create(
-        "postgresql+psycopg2",
-        username=params.get("user"),
-        password=params.get("password"),
-        host=None if socket else params.get("host"),
-        port=int(params["port"]) if params.get("port") and not socket else None,
-        database=params.get("dbname"),
-        query={key: value for key, value in params.items() if key not in main},
-    )
-
-
 class RecordingPool(psycopg2.pool.ThreadedConnectionPool):
     """The app's psycopg2 pool, noting which connections came back to be closed."""
 
@@ -82,21 +66,6 @@ def invalidated(engine: sa.Engine) -> list[Any]:
     seen: list[Any] = []
     sa.event.listen(engine.pool, "invalidate", lambda dbapi_conn, record, exc: seen.append(dbapi_conn))
     return seen
-
-
-@pytest.fixture
-def make_engine() -> Iterator[Callable[..., sa.Engine]]:
-    """``make_engine(dsn, **create_engine_options)``; each is disposed of after the test."""
-    engines: list[sa.Engine] = []
-
-    def make(dsn: str, **options: Any) -> sa.Engine:
-        engine = sa.create_engine(engine_url(dsn), **options)
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        engine.dispose()
 
 
 @pytest.fixture

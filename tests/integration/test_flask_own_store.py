@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
-import psycopg2.extensions
 import pytest
 import sqlalchemy as sa
-from db import sql
+from db import engine_url, sql
 from flask import Flask, session
 from flask_sqlalchemy import SQLAlchemy
 from helpers import ClosingClient
@@ -36,22 +35,6 @@ from pgsession_wsgi.sqlalchemy import session_table
 SECRET = "own-store-secret"
 # The same requests for every app: (path, statements it costs on any store).
 REQUESTS = [("/nothing", 0), ("/count", 1), ("/read", 1), ("/count", 2), ("/logout", 1), ("/read", 0)]
-
-
-def engine_url(dsn: str) -> sa.URL:
-    """A ``postgresql+psycopg2`` URL for a libpq DSN (the wire counter's is key=value)."""
-    params = psycopg2.extensions.parse_dsn(dsn)
-    socket = str(params.get("host", "")).startswith("/")  # a socket directory goes in the query
-    main = {"user", "password", "dbname"} | (set() if socket else {"host", "port"})
-    return sa.URL.create(
-        "postgresql+psycopg2",
-        username=params.get("user"),
-        password=params.get("password"),
-        host=None if socket else params.get("host"),
-        port=int(params["port"]) if params.get("port") and not socket else None,
-        database=params.get("dbname"),
-        query={key: value for key, value in params.items() if key not in main},
-    )
 
 
 def rows(dsn: str, table: str) -> list[Any]:
@@ -86,21 +69,6 @@ def flask_app(name: str, **config: Any) -> Flask:
         return "bye"
 
     return app
-
-
-@pytest.fixture
-def make_engine() -> Iterator[Callable[[str], sa.Engine]]:
-    """``make_engine(dsn)``: the app's engine; each is disposed of after the test."""
-    engines: list[sa.Engine] = []
-
-    def make(dsn: str) -> sa.Engine:
-        engine = sa.create_engine(engine_url(dsn))
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        engine.dispose()
 
 
 @pytest.fixture
