@@ -46,6 +46,14 @@ from pgsession_wsgi.sqlalchemy import session_table
 SECRET = "app-connections"
 KINDS = ["engine", "pool", "factory"]
 ID = hashlib.sha256(b"an id").digest()
+#: A write's arguments after the row's key, data and removed keys: same id, five minutes idle.
+PLAIN_WRITE: dict[str, Any] = {
+    "replace": False,
+    "new_hash": None,
+    "idle": timedelta(minutes=5),
+    "absolute": None,
+    "touch_interval": timedelta(seconds=60),
+}
 
 
 class RecordingPool(psycopg2.pool.ThreadedConnectionPool):
@@ -124,6 +132,11 @@ def backend_pid(store: PostgresStore) -> int:
     return int(
         store._run(lambda cur: (cur.execute("SELECT pg_backend_pid()"), cur.fetchone())[1][0], retry=True)
     )
+
+
+def apps_pool(store: PostgresStore) -> RecordingPool:
+    """The app's psycopg2 pool a store made by ``make_lent("pool", ...)`` borrows from."""
+    return store._pool.pool  # type: ignore[no-any-return]
 
 
 def lent_from(store: PostgresStore) -> psycopg2.extensions.connection:
@@ -236,7 +249,7 @@ def test_a_pool_connection_in_autocommit_stays_in_autocommit(
 ) -> None:
     store = make_lent("pool", pg_dsn)
     store.create_table()
-    pool: psycopg2.pool.ThreadedConnectionPool = store._pool.pool  # type: ignore[union-attr]
+    pool = apps_pool(store)
     in_autocommit, other = pool.getconn(), pool.getconn()
     in_autocommit.autocommit = True
     pool.putconn(other)
@@ -252,7 +265,7 @@ def test_the_apps_typecasters_do_not_change_what_the_store_reads(
 ) -> None:
     store = make_lent("pool", pg_dsn)
     store.create_table()
-    pool: psycopg2.pool.ThreadedConnectionPool = store._pool.pool  # type: ignore[union-attr]
+    pool = apps_pool(store)
     conns = [pool.getconn(), pool.getconn()]
     for conn in conns:  # the app decodes jsonb and timestamptz its own way on its connections
         psycopg2.extras.register_default_jsonb(conn, loads=lambda text: "the app's decoding")
@@ -286,7 +299,7 @@ def test_a_listening_connection_with_a_notification_is_not_taken_for_dead(
 ) -> None:
     store = make_lent("pool", pg_dsn)
     store.create_table()
-    pool: psycopg2.pool.ThreadedConnectionPool = store._pool.pool  # type: ignore[union-attr]
+    pool = apps_pool(store)
     listener = pool.getconn()
     other = pool.getconn()
     listener.autocommit = True
@@ -311,7 +324,7 @@ def test_a_killed_idle_connection_is_dropped_and_replaced(
 ) -> None:
     store = make_lent(kind, pg_dsn)
     store.create_table()
-    dropped = invalidated(store._pool.engine) if kind == "engine" else store._pool.pool.closed_on_return  # type: ignore[union-attr]
+    dropped = invalidated(store._pool.engine) if kind == "engine" else apps_pool(store).closed_on_return  # type: ignore[union-attr]
     first = lent_from(store)
     pid = first.get_backend_pid()
     assert sql(pg_dsn, "SELECT pg_terminate_backend(%s, 10000)", (pid,)) == [(True,)]
@@ -336,7 +349,7 @@ def test_a_connection_that_breaks_mid_statement_is_dropped(
 ) -> None:
     store = make_lent(kind, pg_dsn, statement_timeout=None)
     store.create_table()
-    dropped = invalidated(store._pool.engine) if kind == "engine" else store._pool.pool.closed_on_return  # type: ignore[union-attr]
+    dropped = invalidated(store._pool.engine) if kind == "engine" else apps_pool(store).closed_on_return  # type: ignore[union-attr]
     store.insert(ID, '{"a": 1}', None, timedelta(minutes=5), None)
     locker = psycopg2.connect(pg_dsn)
     try:
@@ -347,16 +360,7 @@ def test_a_connection_that_breaks_mid_statement_is_dropped(
 
         def write() -> None:
             try:
-                store.write(
-                    ID,
-                    '{"b": 2}',
-                    [],
-                    replace=False,
-                    new_hash=None,
-                    idle=timedelta(minutes=5),
-                    absolute=None,
-                    touch_interval=timedelta(seconds=60),
-                )
+                store.write(ID, '{"b": 2}', [], **PLAIN_WRITE)
             except BaseException as exc:  # handed to the test's thread
                 errors.append(exc)
 
@@ -408,7 +412,7 @@ def test_an_exhausted_psycopg2_pool_waits_pool_timeout_then_is_store_unavailable
 ) -> None:
     store = make_lent("pool", pg_dsn, pool_timeout=0.3)
     store.create_table()
-    pool: psycopg2.pool.ThreadedConnectionPool = store._pool.pool  # type: ignore[union-attr]
+    pool = apps_pool(store)
     held = [pool.getconn(), pool.getconn()]
     started = time.monotonic()
     with pytest.raises(StoreUnavailable, match="maxconn"):
@@ -737,16 +741,7 @@ async def test_the_async_store_on_the_apps_pool_costs_the_same_round_trips(
     wire_counter.reset()
     await store.insert(ID, '{"a": 1}', None, timedelta(minutes=5), None)
     assert (await store.load(ID, timedelta(seconds=60))).data == {"a": 1}  # type: ignore[union-attr]
-    result = await store.write(
-        ID,
-        '{"b": 2}',
-        [],
-        replace=False,
-        new_hash=None,
-        idle=timedelta(minutes=5),
-        absolute=None,
-        touch_interval=timedelta(seconds=60),
-    )
+    result = await store.write(ID, '{"b": 2}', [], **PLAIN_WRITE)
     assert result.updated
     assert await store.delete(ID)
     assert wire_counter.count == 4, wire_counter.statements
