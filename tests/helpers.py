@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
+from flask import Flask, session
 from flask.testing import FlaskClient
 
 from pgsession_wsgi.core import Operation, SessionCore
@@ -26,6 +27,25 @@ class ClosingClient(FlaskClient):
     def open(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("buffered", True)
         return super().open(*args, **kwargs)
+
+
+def add_count_route(app: Flask) -> None:
+    """``/count``: one more in the session's ``n``, answered as text (a write on every request)."""
+
+    @app.route("/count")
+    def count() -> str:
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
+
+
+def close_extension_stores(apps: Iterable[Flask]) -> None:
+    """Close the store of each app the Flask extension was set up on (others are passed over)."""
+    from pgsession_wsgi.flask import EXTENSION_KEY
+
+    for app in apps:
+        middleware = app.extensions.get(EXTENSION_KEY)
+        if middleware is not None:
+            middleware.store.close()
 
 
 def core_options() -> dict[str, Any]:

@@ -18,7 +18,7 @@ import flask_login
 import pytest
 from db import sql
 from flask import Flask, flash, get_flashed_messages, request, session
-from helpers import ClosingClient
+from helpers import ClosingClient, add_count_route, close_extension_stores
 from markupsafe import Markup
 from webtest import TestApp
 from wire import RoundTripCounter
@@ -73,17 +73,11 @@ def make_app(pg_dsn: str, schema: str) -> Iterator[Callable[..., Flask]]:
         return app
 
     yield make
-    for app in made:
-        middleware = app.extensions.get(EXTENSION_KEY)
-        if middleware is not None:
-            middleware.store.close()
+    close_extension_stores(made)
 
 
 def add_routes(app: Flask) -> None:
-    @app.route("/count")
-    def count() -> str:
-        session["n"] = session.get("n", 0) + 1
-        return str(session["n"])
+    add_count_route(app)
 
     @app.route("/read")
     def read() -> dict[str, Any]:

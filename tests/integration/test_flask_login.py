@@ -17,7 +17,7 @@ import pytest
 from db import sql
 from flask import Flask, flash, get_flashed_messages, request
 from flask.testing import FlaskClient
-from helpers import ClosingClient
+from helpers import ClosingClient, close_extension_stores
 
 from pgsession_wsgi import ConfigurationError, OutsideRequestError, SessionMiddleware
 from pgsession_wsgi.cookies import hash_session_id
@@ -98,10 +98,7 @@ def make_app(pg_dsn: str, schema: str) -> Iterator[Callable[..., Flask]]:
         return app
 
     yield make
-    for app in made:
-        middleware = app.extensions.get(EXTENSION_KEY)
-        if middleware is not None:
-            middleware.store.close()
+    close_extension_stores(made)
 
 
 def middleware(app: Flask) -> SessionMiddleware:

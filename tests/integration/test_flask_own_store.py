@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from db import engine_url, sql
 from flask import Flask, session
 from flask_sqlalchemy import SQLAlchemy
-from helpers import ClosingClient
+from helpers import ClosingClient, add_count_route, close_extension_stores
 from psycopg_pool import AsyncConnectionPool
 from quart import Quart
 from quart import session as quart_session
@@ -54,10 +54,7 @@ def flask_app(name: str, **config: Any) -> Flask:
     def nothing() -> str:
         return "no session here"
 
-    @app.route("/count")
-    def count() -> str:
-        session["n"] = session.get("n", 0) + 1
-        return str(session["n"])
+    add_count_route(app)
 
     @app.route("/read")
     def read() -> dict[str, Any]:
@@ -76,10 +73,7 @@ def apps() -> Iterator[list[Flask]]:
     """Apps to close the stores of after the test (the extension never closes an app's store)."""
     made: list[Flask] = []
     yield made
-    for app in made:
-        middleware = app.extensions.get(EXTENSION_KEY)
-        if middleware is not None:
-            middleware.store.close()
+    close_extension_stores(made)
 
 
 # -- the same requests, the same statements -------------------------------------------------------

@@ -23,7 +23,7 @@ import psycopg2.extras
 import pytest
 from db import sql
 from flask import Flask, session
-from helpers import ClosingClient
+from helpers import ClosingClient, add_count_route
 from itsdangerous import Signer
 from itsdangerous.encoding import base64_decode
 from webtest import TestApp
@@ -66,11 +66,7 @@ def make_app(pg_dsn: str, schema: str) -> Iterator[Callable[..., Flask]]:
         app.config.update(config)
         FlaskPgSession(app)
         made.append(app)
-
-        @app.route("/count")
-        def count() -> str:
-            session["n"] = session.get("n", 0) + 1
-            return str(session["n"])
+        add_count_route(app)
 
         @app.route("/read")
         def read() -> dict[str, Any]:
