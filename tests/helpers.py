@@ -29,10 +29,13 @@ class ClosingClient(FlaskClient):
         return super().open(*args, **kwargs)
 
 
-def add_count_route(app: Flask) -> None:
-    """``/count``: one more in the session's ``n``, answered as text (a write on every request)."""
+def add_count_route(app: Flask, path: str = "/count") -> None:
+    """``path``: one more in the session's ``n``, answered as text (a write on every request).
 
-    @app.route("/count")
+    The view's endpoint is the path without its slash (``count``, ``bump``).
+    """
+
+    @app.route(path, endpoint=path.strip("/"))
     def count() -> str:
         session["n"] = session.get("n", 0) + 1
         return str(session["n"])

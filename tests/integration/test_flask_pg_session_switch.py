@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from db import sql
 from flask import Flask, session
-from helpers import ClosingClient
+from helpers import ClosingClient, add_count_route, close_extension_stores
 from legacy_rows import (
     LEGACY_SECRET,
     LEGACY_TABLE,
@@ -82,16 +82,11 @@ def make_app(pg_dsn: str, schema: str) -> Iterator[Callable[..., Flask]]:
         def dump() -> dict[str, Any]:
             return {key: repr(value) for key, value in session.items()}
 
-        @app.route("/bump")
-        def bump() -> str:
-            session["n"] = session.get("n", 0) + 1
-            return str(session["n"])
-
+        add_count_route(app, "/bump")
         return app
 
     yield make
-    for app in made:
-        app.extensions[EXTENSION_KEY].store.close()
+    close_extension_stores(made)
 
 
 def get(app: Flask, cookie: str | None, path: str = "/dump") -> Any:

@@ -26,7 +26,7 @@ import psycopg2.extensions
 import pytest
 from db import sql
 from flask import Flask, session
-from helpers import ClosingClient
+from helpers import ClosingClient, add_count_route, close_extension_stores
 from legacy_rows import (
     LEGACY_SECRET,
     RunsCommand,
@@ -41,7 +41,7 @@ from markupsafe import Markup
 
 from pgsession_wsgi import ConfigurationError
 from pgsession_wsgi.codec import decode_value
-from pgsession_wsgi.flask import EXTENSION_KEY, FlaskPgSession
+from pgsession_wsgi.flask import FlaskPgSession
 from pgsession_wsgi.flask_pg_session import MigrationReport, NothingToMigrate, migrate_flask_pg_session
 from pgsession_wsgi.flask_pg_session import migrate as migrate_module
 
@@ -69,16 +69,11 @@ def shim_apps(pg_dsn: str, schema: str) -> Iterator[Callable[..., Flask]]:
         def dump() -> dict[str, Any]:
             return {"repr": {k: repr(v) for k, v in session.items()}, "permanent": session.permanent}
 
-        @app.route("/bump")
-        def bump() -> str:
-            session["n"] = session.get("n", 0) + 1
-            return str(session["n"])
-
+        add_count_route(app, "/bump")
         return app
 
     yield make
-    for app in made:
-        app.extensions[EXTENSION_KEY].store.close()
+    close_extension_stores(made)
 
 
 # -- the whole path --------------------------------------------------------------------------------
