@@ -1552,3 +1552,20 @@ def test_the_middleware_passes_cookie_secure_and_key_prefix_to_the_core(make_sto
     cookie = cookie_of(recorder).split(";", 1)[0]
     assert _finish(one(_environ(cookie), _Recorder())) == b"{'user': 'alice'}"
     assert _finish(other(_environ(cookie), _Recorder())) == b"{}"
+
+
+def test_open_session_and_commit_serve_framework_integrations(make_store: Any) -> None:
+    """middleware.xǁSessionMiddlewareǁopen_session__mutmut_1 to _7, _9, _11, _12, _14, _16, _18,
+    _19: the session comes from the environ's cookie and scheme, and loads through the store."""
+    middleware = SessionMiddleware(lambda e, s: [], make_store(), secret_key="k" * 32)
+    untouched = middleware.open_session(dict(_environ(), **{"wsgi.url_scheme": "https"}))
+    assert middleware.commit(untouched) == []
+    session = middleware.open_session(dict(_environ(), **{"wsgi.url_scheme": "https"}))
+    session["user"] = "alice"
+    headers = middleware.commit(session)
+    set_cookie = next(value for name, value in headers if name == "Set-Cookie")
+    assert "; Secure" in set_cookie  # https, read from the environ
+    cookie = set_cookie.split(";", 1)[0]
+    again = middleware.open_session(_environ(cookie))
+    assert dict(again) == {"user": "alice"}
+    assert middleware.commit(again) == [("Vary", "Cookie")]  # read: nothing to write
