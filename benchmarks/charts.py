@@ -48,7 +48,8 @@ def ratio_chart(evaluated: Sequence[Any], path: Path, note: str) -> bool:
             ax.plot([min(t.paired), max(t.paired)], [i, i], color="black", linewidth=1)
         if t.target.goal is not None:
             ax.plot([t.target.goal], [i], marker="|", color="black", markersize=18, markeredgewidth=2)
-        ax.text(t.ratio + 0.02, i, f"{t.ratio:.2f}x", va="center", fontsize=8)
+        right = max([t.ratio, *(t.paired or [])])
+        ax.text(right + 0.03, i, f"{t.ratio:.2f}x", va="center", fontsize=8)
     ax.axvline(1.0, color="#555555", linewidth=0.8, linestyle=":")
     ax.set_xlabel("throughput ratio (req/s of the first variant / the second)")
     ax.set_title("pgsession-wsgi against the floor, Redis and no session\n" + note, fontsize=9)

@@ -17,6 +17,7 @@ import contextlib
 import http.client
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -281,6 +282,7 @@ class Options:
     rounds: int = 1
     size: int = 0
     chart: Path | None = None
+    from_json: Path | None = None
 
 
 def _variant_env(variant: str, pg: EmbeddedPostgres | None, redis_port: int) -> dict[str, str]:
@@ -395,7 +397,12 @@ def _run_variant(
 ) -> None:
     env = _variant_env(variant, pg, opts.redis_port)
     with _gunicorn(variant, env, opts, workdir) as port:
-        cookies = _login_cookies(port, opts.connections, opts.size) if variant != "none" else []
+        if variant == "none":
+            # No session, but the same Cookie header a logged-in browser sends (about as long as
+            # the others' cookies), so the baseline parses what every other variant parses.
+            cookies = [f"session={secrets.token_urlsafe(66)}" for _ in range(opts.connections)]
+        else:
+            cookies = _login_cookies(port, opts.connections, opts.size)
         for route in opts.routes:
             if opts.warmup > 0:
                 _wrk(port, route, opts.warmup, cookies, opts)
@@ -455,6 +462,7 @@ TARGETS = (
     ),
     Target("write vs Redis, durable", "write", "pgsession-wsgi", "flask-session-redis", None),
     Target("read vs floor, unlogged", "read", "pgsession-wsgi-unlogged", "floor-unlogged", None),
+    Target("floor's read vs Redis", "read", "floor", "flask-session-redis", None),
     Target("floor's write vs Redis, durable", "write", "floor", "flask-session-redis", None),
     Target("floor's write vs Redis, unlogged", "write", "floor-unlogged", "flask-session-redis", None),
     Target("lever: prepared statements, read", "read", "pgsession-wsgi", "pgsession-wsgi-noprep", None),
@@ -724,6 +732,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="draw the targets' ratios into this PNG (needs matplotlib)",
     )
     parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="run nothing: report (and --chart) the results a --json file holds",
+    )
+    parser.add_argument(
         "--keep-tmp",
         action="store_true",
         help="keep the temporary directory (gunicorn logs, PostgreSQL data)",
@@ -736,12 +750,41 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     return Options(**vars(ns))
 
 
+def _draw(report: Report, opts: Options) -> None:
+    """The targets' chart, with ``--chart``."""
+    if opts.chart is None or not report.results:
+        return
+    from charts import ratio_chart
+
+    note = (
+        f"median of {opts.rounds} interleaved rounds, {opts.duration:g} s runs;"
+        f" gunicorn {opts.workers}x{opts.worker_threads}, wrk {opts.connections} connections;"
+        f" {os.cpu_count()} CPUs"
+    )
+    if ratio_chart(evaluate_targets(report.results), opts.chart, note):
+        print(f"\nchart written to {opts.chart}")
+
+
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
+def _read_json(path: Path) -> Report:
+    """The results a ``--json`` file holds (statement counts are not kept there)."""
+    data = json.loads(path.read_text())
+    keys = ("variant", "route", "requests", "seconds", "p50_ms", "p99_ms", "non2xx", "socket_errors")
+    results = [RouteResult(**{k: r[k] for k in keys}, round=r.get("round", 1)) for r in data["results"]]
+    return Report(results=results, failures=dict(data.get("failures", {})))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
+    if opts.from_json is not None:
+        report = _read_json(opts.from_json)
+        opts.rounds = max((r.round for r in report.results), default=1)
+        print_report(report, opts)
+        _draw(report, opts)
+        return 0
     if shutil.which("wrk") is None:
         print("wrk is not on PATH (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
@@ -801,16 +844,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_report(report, opts)
     if opts.json_path is not None:
         _write_json(report, opts.json_path)
-    if opts.chart is not None and report.results:
-        from charts import ratio_chart
-
-        note = (
-            f"median of {opts.rounds} interleaved rounds, {opts.duration:g} s runs;"
-            f" gunicorn {opts.workers}x{opts.worker_threads}, wrk {opts.connections} connections;"
-            f" {os.cpu_count()} CPUs"
-        )
-        if ratio_chart(evaluate_targets(report.results), opts.chart, note):
-            print(f"\nchart written to {opts.chart}")
+    _draw(report, opts)
     if interrupted:
         return 130
     return 1 if report.failures else 0
