@@ -122,6 +122,22 @@ def measure(
     return wall, cpu, db
 
 
+def _stub(flask_app: Any) -> None:
+    """Make the app's store answer at once with a small logged-in session (after the login)."""
+    from pgsession_wsgi.core import LoadedRow, WriteResult
+
+    row = {"user_id": "user-42", "counter": 0, "_permanent": True}
+    floor = flask_app.extensions.get("bench_floor")
+    if floor is not None:
+        floor.load = lambda key: dict(row)
+        floor.merge = lambda key, changed: None
+    middleware = flask_app.extensions.get("pgsession_wsgi")
+    if middleware is not None:
+        store = middleware.store
+        store.load = lambda id_hash, touch: LoadedRow(dict(row), False)
+        store.write = lambda *args, **kwargs: WriteResult(True, False, True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--variants", type=run._csv(VARIANTS), default=list(DEFAULT_VARIANTS))
@@ -131,6 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--redis-port", type=int, default=6379)
+    parser.add_argument(
+        "--stub-store",
+        action="store_true",
+        help="answer the PostgreSQL variants' loads and writes at once, without the database or"
+        " the driver: only the session layer's own Python is timed",
+    )
     ns = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="pgsession-cost-"))
@@ -155,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if floor is not None:
                 floor.create_table()
             apps[variant] = (flask_app, _login(flask_app) if variant != "none" else None)
+            if ns.stub_store:
+                _stub(flask_app)
         for round_number in range(1, ns.rounds + 1):
             print(f"round {round_number} of {ns.rounds}", flush=True)
             for variant in ns.variants:
