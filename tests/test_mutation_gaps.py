@@ -1569,3 +1569,181 @@ def test_open_session_and_commit_serve_framework_integrations(make_store: Any) -
     again = middleware.open_session(_environ(cookie))
     assert dict(again) == {"user": "alice"}
     assert middleware.commit(again) == [("Vary", "Cookie")]  # read: nothing to write
+
+
+# -- store: stats, a user's sessions, revoking, purging, the retry on a dropped connection -----
+
+
+def _add_rows(store: PostgresStore, rows: list[tuple[str, str | None, str]]) -> None:
+    """Rows of ``(session id, user id or None, expiry offset from now)``, written as SQL."""
+    from db import sql
+
+    for session_id, user_id, offset in rows:
+        sql(
+            store,
+            f"INSERT INTO {store.qualified_name} (id, data, user_id, expires_at)"
+            " VALUES (%s, '{}'::jsonb, %s, now() + %s::interval)",
+            (hash_session_id(session_id), user_id, offset),
+        )
+
+
+def test_stats_names_live_expired_users_and_bytes(make_store: Any) -> None:
+    """store.xǁPostgresStoreǁstats__mutmut_11 to _14: the keys `pgsession-wsgi stats` prints."""
+    store = make_store()
+    store.create_table()
+    _add_rows(
+        store, [("a", "1", "1 hour"), ("b", "1", "1 hour"), ("c", "2", "1 hour"), ("d", "3", "-1 hour")]
+    )
+    stats = store.stats()
+    assert sorted(stats) == ["expired", "live", "total_bytes", "users"]
+    assert (stats["live"], stats["expired"], stats["users"]) == (3, 1, 2)
+    assert stats["total_bytes"] > 0
+
+
+def _dropped_mid_statement(store: PostgresStore, call: Any) -> Any:
+    """``call()``'s answer when the server ends its connection while its statement runs.
+
+    Another connection locks the table, so the statement waits; its backend is then terminated
+    (as a server restart or a failover would), and the lock released.
+    """
+    from db import sql
+    from helpers import wait_for
+
+    locker = psycopg2.connect(store.dsn)
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:  # the answer under test may be an error
+            outcome.append(exc)
+
+    try:
+        with locker.cursor() as cur:
+            cur.execute(f"LOCK TABLE {store.qualified_name} IN ACCESS EXCLUSIVE MODE")
+        thread = threading.Thread(target=run)
+        thread.start()
+        waiting = "SELECT pid FROM pg_locks WHERE relation = to_regclass(%s) AND NOT granted"
+        wait_for(
+            lambda: sql(store.dsn, waiting, (store.qualified_name,)), "the statement to wait on the lock"
+        )
+        ((pid,),) = sql(store.dsn, waiting, (store.qualified_name,))
+        sql(store.dsn, "SELECT pg_terminate_backend(%s)", (pid,))
+        wait_for(
+            lambda: not sql(store.dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)),
+            "the waiting backend to end",
+        )
+    finally:
+        locker.rollback()
+        locker.close()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    return outcome[0]
+
+
+def test_reads_and_idempotent_writes_retry_once_on_a_dropped_connection(make_store: Any) -> None:
+    """store.xǁPostgresStoreǁstats__mutmut_18, _21, sessions_for_user__mutmut_9, _12,
+    revoke_user__mutmut_29, _32, purge_expired__mutmut_41, _44.
+
+    The server ended the connection in the middle of the statement (a restart, a failover): each
+    of these calls is safe to repeat, so it succeeds on a fresh connection instead of failing.
+    """
+    store = make_store(statement_timeout=None)
+    store.create_table()
+    _add_rows(store, [("a", "7", "1 hour"), ("b", "7", "1 hour"), ("x", None, "-1 hour")])
+    assert _dropped_mid_statement(store, store.stats)["live"] == 2
+    assert len(_dropped_mid_statement(store, lambda: store.sessions_for_user(7))) == 2
+    assert _dropped_mid_statement(store, store.purge_expired) == 1
+    assert _dropped_mid_statement(store, lambda: store.revoke_user(7)) == 2
+
+
+def test_revoke_user_spares_the_session_named_by_keep(make_store: Any) -> None:
+    """store.xǁPostgresStoreǁrevoke_user__mutmut_3, _6, _12, _17.
+
+    ``keep`` is a session id, a Session, or anything else (spares nothing); an empty id spares
+    nothing either.
+    """
+    store = make_store()
+    store.create_table()
+
+    def users_rows() -> int:
+        return len(store.sessions_for_user("u"))
+
+    _add_rows(store, [("one", "u", "1 hour"), ("two", "u", "1 hour"), ("three", "u", "1 hour")])
+    assert store.revoke_user("u", keep="two") == 2
+    assert [s.id_hash for s in store.sessions_for_user("u")] == [hash_session_id("two").hex()]
+
+    kept = Session(state=SessionState())
+    kept.state.session_id, kept.state.row_found = "four", True
+    _add_rows(store, [("four", "u", "1 hour"), ("five", "u", "1 hour")])
+    assert store.revoke_user("u", keep=kept) == 2  # two and five
+    assert [s.id_hash for s in store.sessions_for_user("u")] == [hash_session_id("four").hex()]
+
+    assert store.revoke_user("u", keep=object()) == 1  # no id: nothing spared
+    _add_rows(store, [("six", "u", "1 hour")])
+    assert store.revoke_user("u", keep="") == 1
+    _add_rows(store, [("seven", "u", "1 hour")])
+    assert store.revoke_user("u") == 1
+    assert users_rows() == 0
+
+
+def test_purge_expired_reports_progress_and_stops_when_told(make_store: Any) -> None:
+    """store.xǁPostgresStoreǁpurge_expired__mutmut_1 to _5, _8, _13 to _20, _23 to _33.
+
+    ``on_batch(removed, expected)`` is called once before the first batch and after each one;
+    returning False stops there, None or anything else goes on.
+    """
+    store = make_store()
+    store.create_table()
+    with pytest.raises(ConfigurationError) as error:
+        store.purge_expired(batch_size=0)
+    assert str(error.value) == "batch_size must be at least 1"
+
+    expired = [(f"e{i}", None, "-1 hour") for i in range(5)]
+    _add_rows(store, expired)
+    calls: list[tuple[int, int]] = []
+    assert (
+        store.purge_expired(
+            batch_size=2, on_batch=lambda removed, expected: calls.append((removed, expected))
+        )
+        == 5
+    )
+    assert calls == [(0, 5), (2, 5), (4, 5), (5, 5)]
+
+    calls.clear()
+    assert (
+        store.purge_expired(
+            batch_size=2, on_batch=lambda removed, expected: calls.append((removed, expected))
+        )
+        == 0
+    )
+    assert calls == [(0, 0), (0, 0)]  # nothing expired: the expected count is 0, not None
+
+    _add_rows(store, expired)
+
+    def stop_at_start(removed: int, expected: int) -> bool:
+        calls.append((removed, expected))
+        return False
+
+    calls.clear()
+    assert store.purge_expired(batch_size=2, on_batch=stop_at_start) == 0
+    assert calls == [(0, 5)]
+    assert store.stats()["expired"] == 5
+
+    def stop_after_one_batch(removed: int, expected: int) -> bool:
+        calls.append((removed, expected))
+        return removed == 0
+
+    calls.clear()
+    assert store.purge_expired(batch_size=2, on_batch=stop_after_one_batch) == 2
+    assert calls == [(0, 5), (2, 5)]
+    assert store.stats()["expired"] == 3
+    # A batch of one row at a time is allowed.
+    assert store.purge_expired(batch_size=1) == 3
+
+
+def test_an_unknown_operation_is_refused_by_name(make_store: Any) -> None:
+    """store.xǁPostgresStoreǁexecute__mutmut_55."""
+    with pytest.raises(TypeError) as error:
+        make_store().execute("load it")
+    assert str(error.value) == "not a session store operation: 'load it'"
