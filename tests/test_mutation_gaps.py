@@ -1747,3 +1747,162 @@ def test_an_unknown_operation_is_refused_by_name(make_store: Any) -> None:
     with pytest.raises(TypeError) as error:
         make_store().execute("load it")
     assert str(error.value) == "not a session store operation: 'load it'"
+
+
+# -- store: prepared statements, the other request statements, purging batch by batch ---------
+
+_DAY = timedelta(days=1)
+
+
+def _insert(store: PostgresStore, session_id: str, data_json: str = '{"a": 1}') -> None:
+    store.insert(hash_session_id(session_id), data_json, None, _DAY, None)
+
+
+def _prepared_here(store: PostgresStore) -> int:
+    return store._run(
+        lambda cur: (cur.execute("SELECT count(*) FROM pg_prepared_statements"), cur.fetchone())[1][0],
+        retry=True,
+    )
+
+
+def test_request_statements_are_prepared_and_recover_when_the_server_loses_them(
+    make_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """store.xǁPostgresStoreǁ_send__mutmut_1, _2, _40 to _52.
+
+    Prepared on the store's own connection; when they are gone (DEALLOCATE, as PgBouncer's
+    server switch does), the store says so once and sends plain statements from then on.
+    """
+    store = make_store(max_connections=1)
+    _insert(store, "one")
+    assert store.load(hash_session_id("one"), _DAY) is not None
+    assert _prepared_here(store) == 2  # insert and load
+    store._run(lambda cur: cur.execute("DEALLOCATE ALL"), retry=True)
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        row = store.load(hash_session_id("one"), _DAY)
+        _insert(store, "two")
+        other = store.load(hash_session_id("two"), _DAY)
+    assert row is not None and other is not None
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "prepared statements dropped by the server side (PgBouncer?); sending plain statements"
+    ]
+    assert _prepared_here(store) == 0
+
+
+def test_without_prepared_statements_the_plain_text_is_sent(make_store: Any) -> None:
+    """store.xǁPostgresStoreǁ_send__mutmut_2 to _10."""
+    store = make_store(prepared_statements=False)
+    _insert(store, "one")
+    row = store.load(hash_session_id("one"), _DAY)
+    assert row is not None
+    assert _prepared_here(store) == 0
+
+
+def test_a_prepare_whose_execute_failed_is_not_prepared_twice(
+    make_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """store.xǁPostgresStoreǁ_send__mutmut_23, _32 to _34, _36 to _39.
+
+    ``PREPARE ...; EXECUTE ...`` where the EXECUTE fails (bad JSON) leaves the statement
+    prepared: the next insert uses it, without turning prepared statements off.
+    """
+    store = make_store(max_connections=1)
+    store.stats()
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        with pytest.raises(SessionError):
+            _insert(store, "bad", "{not json")
+        _insert(store, "good")
+        _insert(store, "better")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
+    assert store.load(hash_session_id("good"), _DAY) is not None
+    assert store.load(hash_session_id("better"), _DAY) is not None
+    assert _prepared_here(store) == 2
+    assert store._prepared is not None
+
+
+def test_a_prepare_that_failed_is_sent_again(make_store: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """store.xǁPostgresStoreǁ_send__mutmut_24: the table was missing, so the PREPARE failed too."""
+    from db import sql
+
+    store = make_store(max_connections=1)
+    store.stats()
+    name = store.qualified_name.split(".")[1]
+    sql(store, f"ALTER TABLE {store.qualified_name} RENAME TO gone", None)
+    with pytest.raises(SessionError):
+        store.load(hash_session_id("one"), _DAY)
+    sql(store, f"ALTER TABLE {store.qualified_name.split('.')[0]}.gone RENAME TO {name}", None)
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        assert store.load(hash_session_id("one"), _DAY) is None
+    assert caplog.records == []
+    assert _prepared_here(store) == 1
+
+
+def test_loads_touches_and_deletes_retry_but_inserts_and_writes_do_not(make_store: Any) -> None:
+    """store.xǁPostgresStoreǁload__mutmut_20, _23, touch__mutmut_15, _17, _20, delete__mutmut_13,
+    _16, insert__mutmut_45, write__mutmut_100.
+
+    A load, a touch and a delete can be repeated; an insert or a write cannot be known not to
+    have happened, so a dropped connection is a StoreUnavailable that says it is retried on the
+    next request.
+    """
+    store = make_store(statement_timeout=None)
+    _insert(store, "one")
+    _insert(store, "two")
+    assert isinstance(
+        _dropped_mid_statement(store, lambda: store.load(hash_session_id("one"), _DAY)), LoadedRow
+    )
+    assert _dropped_mid_statement(store, lambda: store.touch(hash_session_id("one"), _DAY, None)) is True
+    assert store.touch(hash_session_id("nobody"), _DAY, None) is False
+    assert _dropped_mid_statement(store, lambda: store.delete(hash_session_id("two"))) is True
+    error = _dropped_mid_statement(store, lambda: _insert(store, "three"))
+    assert isinstance(error, StoreUnavailable)
+    assert str(error).startswith("lost the connection to PostgreSQL (")
+    assert str(error).endswith("); it is retried on the next request")
+    error = _dropped_mid_statement(
+        store,
+        lambda: store.write(
+            hash_session_id("one"),
+            '{"b": 2}',
+            [],
+            replace=False,
+            new_hash=None,
+            idle=_DAY,
+            absolute=None,
+            touch_interval=timedelta(0),
+        ),
+    )
+    assert isinstance(error, StoreUnavailable)
+
+
+def test_purge_batch_by_batch_purges_everything_in_small_batches(make_store: Any) -> None:
+    """store.xǁPostgresStoreǁpurge_batch_by_batch__mutmut_1 to _5, _26, _29, _30, _32."""
+    store = make_store(statement_timeout=None)
+    store.create_table()
+    with pytest.raises(ConfigurationError) as error:
+        store.purge_batch_by_batch(0)
+    assert str(error.value) == "batch_size must be at least 1"
+    _add_rows(store, [(f"e{i}", None, "-1 hour") for i in range(5)])
+    assert store.purge_batch_by_batch(2) == 5
+    _add_rows(store, [(f"f{i}", None, "-1 hour") for i in range(3)])
+    assert store.purge_batch_by_batch(1) == 3
+    _add_rows(store, [("g", None, "-1 hour")])
+    assert _dropped_mid_statement(store, lambda: store.purge_batch_by_batch(2)) == 1
+
+
+def test_a_store_on_an_apps_pool_opens_no_connection_and_says_how_to_purge(pg_dsn: str, schema: str) -> None:
+    """store.xǁPostgresStoreǁconnect_unpooled__mutmut_1 to _3."""
+    import psycopg2.pool
+
+    pool = psycopg2.pool.ThreadedConnectionPool(1, 2, pg_dsn)
+    store = PostgresStore.from_pool(pool, schema=schema)
+    try:
+        with pytest.raises(ConfigurationError) as error:
+            store.connect_unpooled()
+        assert str(error.value).startswith("this store borrows every connection from ")
+        assert str(error.value).endswith(
+            " and opens none of its own; purge with purge_expired() or purge_batch_by_batch()"
+        )
+    finally:
+        store.close()
+        pool.closeall()
