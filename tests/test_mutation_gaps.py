@@ -1891,7 +1891,7 @@ def test_purge_batch_by_batch_purges_everything_in_small_batches(make_store: Any
 
 
 def test_a_store_on_an_apps_pool_opens_no_connection_and_says_how_to_purge(pg_dsn: str, schema: str) -> None:
-    """store.xǁPostgresStoreǁconnect_unpooled__mutmut_1 to _3."""
+    """store.xǁPostgresStoreǁconnect_unpooled__mutmut_1 to _3 and _lent__mutmut_35."""
     import psycopg2.pool
 
     pool = psycopg2.pool.ThreadedConnectionPool(1, 2, pg_dsn)
@@ -1899,10 +1899,141 @@ def test_a_store_on_an_apps_pool_opens_no_connection_and_says_how_to_purge(pg_ds
     try:
         with pytest.raises(ConfigurationError) as error:
             store.connect_unpooled()
-        assert str(error.value).startswith("this store borrows every connection from ")
-        assert str(error.value).endswith(
-            " and opens none of its own; purge with purge_expired() or purge_batch_by_batch()"
+        assert str(error.value) == (
+            "this store borrows every connection from your psycopg2 pool and opens none of its "
+            "own; purge with purge_expired() or purge_batch_by_batch()"
         )
     finally:
         store.close()
         pool.closeall()
+
+
+# -- store: on an app's psycopg2 pool, the DDL, purging on a connection of one's own -----------
+
+
+def _blocked(
+    dsn: str, store: PostgresStore, call: Any, *, until_it_gives_up: bool = False
+) -> tuple[str, Any]:
+    """The text PostgreSQL shows for ``call()``'s statement while a lock holds it, and its answer.
+
+    ``dsn`` is the database's (a store on an app's pool knows none). The lock is released once the text is seen, or, with ``until_it_gives_up``, once the call
+    has ended by itself (a statement timeout).
+    """
+    from db import sql
+    from helpers import wait_for
+
+    locker = psycopg2.connect(dsn)
+    outcome: list[Any] = []
+    texts: list[str] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:  # the answer under test may be an error
+            outcome.append(exc)
+
+    def seen() -> bool:
+        waiting = (
+            "SELECT a.query FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE l.relation = to_regclass(%s) AND NOT l.granted"
+        )
+        if not texts:
+            texts.extend(row[0] for row in sql(dsn, waiting, (store.qualified_name,)))
+        return bool(texts) and (bool(outcome) or not until_it_gives_up)
+
+    try:
+        with locker.cursor() as cur:
+            cur.execute(f"LOCK TABLE {store.qualified_name} IN ACCESS EXCLUSIVE MODE")
+            thread = threading.Thread(target=run)
+            thread.start()
+            wait_for(seen, "the statement to wait on the lock")
+    finally:
+        locker.rollback()
+        locker.close()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    return texts[0], outcome[0]
+
+
+def test_a_store_on_an_apps_pool_sets_its_settings_on_each_statement(pg_dsn: str, schema: str) -> None:
+    """store.xǁPostgresStoreǁfrom_pool__mutmut_2, _3, _5, _9, _19, _20, _23, _27, _28, _29, _30,
+    _31 and _lent__mutmut_5, _6, _12, _13, _16, _20 to _24, _28.
+
+    No startup option reaches a connection the app made: the statement timeout and
+    synchronous_commit are set with SET LOCAL before each statement, and the timeout's error
+    names the value to raise.
+    """
+    import psycopg2.pool
+
+    from pgsession_wsgi.errors import StoreUnavailable as Unavailable
+
+    pool = psycopg2.pool.ThreadedConnectionPool(1, 4, pg_dsn)
+    stores: list[PostgresStore] = []
+    try:
+        with pytest.raises(ConfigurationError) as error:
+            PostgresStore.from_pool(pool, schema=schema, purge_interval=0)
+        assert str(error.value) == "purge_interval must be a positive number of seconds, or None"
+
+        default = PostgresStore.from_pool(pool, schema=schema, purge_interval=None)
+        stores.append(default)
+        assert (default.statement_timeout, default.unlogged, default.purge_interval) == (5.0, False, None)
+        assert default.borrows_connections
+        default.stats()  # creates the table
+        assert sql_rows(pg_dsn, default) == [("p",)]
+        text, answer = _blocked(pg_dsn, default, default.stats)
+        assert text.startswith("SET LOCAL statement_timeout = 5000; SELECT")
+        assert "synchronous_commit" not in text
+        assert answer["live"] == 0
+
+        quick = PostgresStore.from_pool(
+            pool, "other", schema=schema, statement_timeout=0.2, synchronous_commit=False, unlogged=True
+        )
+        stores.append(quick)
+        quick.stats()
+        assert sql_rows(pg_dsn, quick) == [("u",)]
+        text, answer = _blocked(pg_dsn, quick, quick.stats, until_it_gives_up=True)
+        assert text.startswith("SET LOCAL statement_timeout = 200; SET LOCAL synchronous_commit = off; ")
+        assert isinstance(answer, Unavailable)
+        assert str(answer) == (
+            "a session statement ran longer than statement_timeout=0.2s; check the database load, "
+            "or raise statement_timeout"
+        )
+    finally:
+        for store in stores:
+            store.close()
+        pool.closeall()
+
+
+def sql_rows(dsn: str, store: PostgresStore) -> list[tuple[Any, ...]]:
+    """The table's persistence: ``p`` logged, ``u`` unlogged."""
+    from db import sql
+
+    return sql(
+        dsn, "SELECT relpersistence FROM pg_class WHERE oid = to_regclass(%s)", (store.qualified_name,)
+    )
+
+
+def test_the_ddl_is_one_statement_a_line_ending_with_a_semicolon(make_store: Any) -> None:
+    """store.xǁPostgresStoreǁddl__mutmut_1 to _7."""
+    logged = make_store().ddl()
+    unlogged = make_store(unlogged=True).ddl()
+    for ddl in (logged, unlogged):
+        assert ddl.endswith(";\n")
+        assert ddl.startswith("CREATE SCHEMA IF NOT EXISTS ")
+        assert "XX" not in ddl
+        assert ";\nCREATE " in ddl
+    assert "UNLOGGED" not in logged
+    assert "CREATE UNLOGGED TABLE" in unlogged
+
+
+def test_a_purge_on_a_connection_of_its_own_counts_every_batch(make_store: Any) -> None:
+    """store.xǁPostgresStoreǁ_purge_batches__mutmut_18 (the purge worker's path)."""
+    store = make_store()
+    store.create_table()
+    _add_rows(store, [(f"e{i}", None, "-1 hour") for i in range(5)])
+    conn = store.connect_unpooled()
+    try:
+        assert store.purge_on(conn, 2) == 5
+        assert store.purge_on(conn, 2) == 0
+    finally:
+        conn.close()
