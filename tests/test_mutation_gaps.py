@@ -1916,8 +1916,9 @@ def _blocked(
 ) -> tuple[str, Any]:
     """The text PostgreSQL shows for ``call()``'s statement while a lock holds it, and its answer.
 
-    ``dsn`` is the database's (a store on an app's pool knows none). The lock is released once the text is seen, or, with ``until_it_gives_up``, once the call
-    has ended by itself (a statement timeout).
+    ``dsn`` is the database's (a store on an app's pool knows none). The lock is released once
+    the text is seen, or, with ``until_it_gives_up``, once the call has ended by itself (a
+    statement timeout).
     """
     from db import sql
     from helpers import wait_for
