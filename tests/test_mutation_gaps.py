@@ -2038,3 +2038,56 @@ def test_a_purge_on_a_connection_of_its_own_counts_every_batch(make_store: Any) 
         assert store.purge_on(conn, 2) == 0
     finally:
         conn.close()
+
+
+def test_execute_hands_every_field_of_an_insert_and_a_write_to_the_store(make_store: Any) -> None:
+    """store.xǁPostgresStoreǁexecute__mutmut_10, _12, _15 to _17, _28 to _30, _37 to _39, _45 to _47."""
+    from datetime import datetime, timezone
+
+    from db import sql
+
+    store = make_store()
+    store.create_table()
+    one, two = hash_session_id("one"), hash_session_id("two")
+    end = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+    def row(id_hash: bytes) -> tuple[Any, ...]:
+        ((found,),) = [
+            sql(
+                store,
+                "SELECT (user_id, idle_timeout, ends_at, CASE WHEN ends_at IS NULL"
+                " THEN round(extract(epoch FROM expires_at - now()) / 3600)::text"
+                " ELSE (expires_at = ends_at)::text END)::text"
+                f" FROM {store.qualified_name} WHERE id = %s",
+                (id_hash,),
+            )
+        ]
+        return found[0]
+
+    with pytest.raises(SessionTooLarge):
+        store.execute(Insert(one, '{"a": 1}', "u", _DAY, None, 5))
+    store.execute(Insert(one, '{"a": 1}', "u", _DAY, None, None, idle_timeout=timedelta(hours=2)))
+    assert row(one) == "(u,02:00:00,,2)"  # expires in its own idle timeout
+    store.execute(Insert(two, '{"a": 1}', None, _DAY, None, None, ends_at=end))
+    assert row(two) == '(,,"2100-01-01 00:00:00+00",true)'
+
+    def write(**changes: Any) -> WriteResult:
+        fields: dict[str, Any] = dict(
+            id_hash=one,
+            changed_json='{"b": 2}',
+            removed=[],
+            replace=False,
+            new_hash=None,
+            user_id="v",
+            idle=_DAY,
+            absolute=None,
+            touch_interval=timedelta(0),
+            max_size=None,
+        )
+        fields.update(changes)
+        return store.execute(Write(**fields))
+
+    write(set_expiry=True, idle_timeout=timedelta(hours=3), absolute=timedelta(hours=1))
+    assert row(one) == "(v,03:00:00,,1)"  # the absolute limit, one hour after creation, comes first
+    write(set_expiry=True, ends_at=end)
+    assert row(one) == '(v,,"2100-01-01 00:00:00+00",true)'
