@@ -2091,3 +2091,43 @@ def test_execute_hands_every_field_of_an_insert_and_a_write_to_the_store(make_st
     assert row(one) == "(v,03:00:00,,1)"  # the absolute limit, one hour after creation, comes first
     write(set_expiry=True, ends_at=end)
     assert row(one) == '(v,,"2100-01-01 00:00:00+00",true)'
+
+
+def test_a_write_answers_the_row_s_permanent_flag_and_its_own_lifetime(make_store: Any) -> None:
+    """store.xǁPostgresStoreǁwrite__mutmut_20, _83, _87, _88, _92, _93."""
+    from datetime import datetime, timezone
+
+    from db import sql
+
+    store = make_store()
+    store.create_table()
+    one = hash_session_id("one")
+    _insert(store, "one", '{"_permanent": "yes"}')
+    end = datetime(2100, 1, 1, tzinfo=timezone.utc)
+    common: dict[str, Any] = dict(
+        removed=[], replace=False, new_hash=None, idle=_DAY, absolute=None, touch_interval=timedelta(0)
+    )
+    result = store.write(one, '{"a": 1}', **common)
+    assert result == WriteResult(True, True, None)  # a stored flag that is no bool counts as none
+    result = store.write(one, '{"_permanent": false}', user_id="v", set_expiry=True, ends_at=end, **common)
+    assert result == WriteResult(True, True, False, None, end)
+    result = store.write(one, "{}", set_expiry=True, idle_timeout=timedelta(hours=3), **common)
+    assert result == WriteResult(True, True, False, timedelta(hours=3), None)
+    assert sql(store, f"SELECT user_id FROM {store.qualified_name}", None) == [("v",)]
+
+
+def test_a_row_holding_json_the_codec_never_writes_is_named_by_its_error(make_store: Any) -> None:
+    """store.xǁPostgresStoreǁload__mutmut_14, _15."""
+    from db import sql
+
+    store = make_store()
+    store.create_table()
+    sql(
+        store,
+        f"INSERT INTO {store.qualified_name} (id, data, expires_at)"
+        " VALUES (%s, jsonb_build_object('n', repeat('9', 5000)::numeric), now() + interval '1 hour')",
+        (hash_session_id("huge"),),
+    )
+    with pytest.raises(SessionDataError) as error:
+        store.load(hash_session_id("huge"), _DAY)
+    assert "ValueError" in str(error.value)
