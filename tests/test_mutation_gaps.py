@@ -2131,3 +2131,19 @@ def test_a_row_holding_json_the_codec_never_writes_is_named_by_its_error(make_st
     with pytest.raises(SessionDataError) as error:
         store.load(hash_session_id("huge"), _DAY)
     assert "ValueError" in str(error.value)
+
+
+def test_a_request_waiting_on_another_s_table_setup_gives_up_after_pool_timeout(make_store: Any) -> None:
+    """store.xǁPostgresStoreǁ_ensure_ready__mutmut_5 to _8.
+
+    The first request of a process sets the table up; the others wait for it at most
+    pool_timeout, then say what to check. (The setup in progress is stood in for by holding
+    its lock.)
+    """
+    store = make_store(pool_timeout=0.2)
+    with store._ready_lock, pytest.raises(StoreUnavailable) as error:
+        store.stats()
+    assert str(error.value) == (
+        "the session table setup did not finish within pool_timeout=0.2s; check that PostgreSQL is reachable"
+    )
+    assert store.stats()["live"] == 0
