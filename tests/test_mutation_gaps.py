@@ -2147,3 +2147,65 @@ def test_a_request_waiting_on_another_s_table_setup_gives_up_after_pool_timeout(
         "the session table setup did not finish within pool_timeout=0.2s; check that PostgreSQL is reachable"
     )
     assert store.stats()["live"] == 0
+
+
+def test_a_store_on_a_connection_factory_checks_its_options_and_sets_its_settings(
+    pg_dsn: str, schema: str
+) -> None:
+    """store.xǁPostgresStoreǁfrom_factory__mutmut_2, _4, _5, _7 to _21, _23 to _37, _39 to _46, _48 to _56,
+    _58 to _60: the refusals, the defaults, the settings
+    reaching each statement (the factory's connections lack them), the table's persistence."""
+    from pgsession_wsgi.errors import StoreUnavailable as Unavailable
+
+    with pytest.raises(ConfigurationError) as error:
+        PostgresStore.from_factory("not callable")  # type: ignore[arg-type]
+    assert str(error.value) == (
+        "from_factory() takes a callable returning a new psycopg2 connection, "
+        "e.g. lambda: psycopg2.connect(dsn)"
+    )
+    with pytest.raises(ConfigurationError) as error:
+        PostgresStore.from_factory(lambda: psycopg2.connect(pg_dsn), schema=schema, purge_interval=0)
+    assert str(error.value) == "purge_interval must be a positive number of seconds, or None"
+    with pytest.raises(ConfigurationError) as error:
+        PostgresStore.from_factory(lambda: psycopg2.connect(pg_dsn), schema=schema, max_connections=0)
+    assert str(error.value) == "max_connections must be at least 1"
+
+    stores: list[PostgresStore] = []
+    try:
+        default = PostgresStore.from_factory(
+            lambda: psycopg2.connect(pg_dsn), schema=schema, purge_interval=None
+        )
+        stores.append(default)
+        assert (default.statement_timeout, default.unlogged, default.purge_interval) == (5.0, False, None)
+        assert not default.borrows_connections
+        with pytest.raises(ConfigurationError) as error:
+            default.dsn  # noqa: B018
+        assert str(error.value) == (
+            "this store takes its connections from your connection factory and knows no DSN; use the DSN "
+            "your app opens them with (e.g. pgsession-wsgi --dsn ...)"
+        )
+        _insert(default, "one")
+        assert default.load(hash_session_id("one"), _DAY) is not None
+        assert sql_rows(pg_dsn, default) == [("p",)]
+
+        quick = PostgresStore.from_factory(
+            lambda: psycopg2.connect(pg_dsn),
+            "other",
+            schema=schema,
+            statement_timeout=0.2,
+            synchronous_commit=False,
+            unlogged=True,
+            purge_interval=None,
+        )
+        stores.append(quick)
+        quick.stats()
+        assert sql_rows(pg_dsn, quick) == [("u",)]
+        _, answer = _blocked(pg_dsn, quick, quick.stats, until_it_gives_up=True)
+        assert isinstance(answer, Unavailable)
+        assert str(answer) == (
+            "a session statement ran longer than statement_timeout=0.2s; check the database load, "
+            "or raise statement_timeout"
+        )
+    finally:
+        for store in stores:
+            store.close()
