@@ -2209,3 +2209,47 @@ def test_a_store_on_a_connection_factory_checks_its_options_and_sets_its_setting
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_store_on_an_engine_checks_its_options_and_sets_its_settings(
+    pg_dsn: str, schema: str, make_engine: Any
+) -> None:
+    """store.xǁPostgresStoreǁfrom_engine__mutmut_1 to _12, _16 to _21, _23 to _32: the refusal,
+    the defaults, the settings on each statement (SET LOCAL), the table's persistence."""
+    from pgsession_wsgi.errors import StoreUnavailable as Unavailable
+
+    engine = make_engine(pg_dsn)
+    with pytest.raises(ConfigurationError) as error:
+        PostgresStore.from_engine(engine, schema=schema, purge_interval=0)
+    assert str(error.value) == "purge_interval must be a positive number of seconds, or None"
+    stores: list[PostgresStore] = []
+    try:
+        default = PostgresStore.from_engine(engine, schema=schema, purge_interval=None)
+        stores.append(default)
+        assert (default.statement_timeout, default.unlogged, default.purge_interval) == (5.0, False, None)
+        assert default.borrows_connections
+        default.stats()
+        assert sql_rows(pg_dsn, default) == [("p",)]
+        text, answer = _blocked(pg_dsn, default, default.stats)
+        assert text.startswith("SET LOCAL statement_timeout = 5000; SELECT")
+        assert answer["live"] == 0
+
+        quick = PostgresStore.from_engine(
+            engine,
+            "other",
+            schema=schema,
+            statement_timeout=0.2,
+            synchronous_commit=False,
+            unlogged=True,
+            purge_interval=None,
+        )
+        stores.append(quick)
+        quick.stats()
+        assert sql_rows(pg_dsn, quick) == [("u",)]
+        text, answer = _blocked(pg_dsn, quick, quick.stats, until_it_gives_up=True)
+        assert text.startswith("SET LOCAL statement_timeout = 200; SET LOCAL synchronous_commit = off; ")
+        assert isinstance(answer, Unavailable)
+        assert "statement_timeout=0.2s" in str(answer)
+    finally:
+        for store in stores:
+            store.close()
