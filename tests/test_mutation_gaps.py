@@ -1688,7 +1688,8 @@ def test_revoke_user_spares_the_session_named_by_keep(make_store: Any) -> None:
 
 
 def test_purge_expired_reports_progress_and_stops_when_told(make_store: Any) -> None:
-    """store.xǁPostgresStoreǁpurge_expired__mutmut_1 to _5, _8, _13 to _20, _23 to _33.
+    """store.xǁPostgresStoreǁpurge_expired__mutmut_1 to _5, _8, _13 to _20, _23 to _33,
+    _count_expired__mutmut_1 to _8, _10 and _purge_batches__mutmut_25.
 
     ``on_batch(removed, expected)`` is called once before the first batch and after each one;
     returning False stops there, None or anything else goes on.
