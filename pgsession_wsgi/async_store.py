@@ -685,9 +685,8 @@ class AsyncPostgresStore:
                     if found is not None and found[0] > max_size:
                         raise SessionTooLarge(int(found[0]), max_size)
                 return WriteResult(updated=False, touched=False, permanent=None)
-            permanent, touched, own_idle, own_end = row
-            stored = permanent if isinstance(permanent, bool) else None
-            return WriteResult(True, bool(touched), stored, own_idle, own_end)
+            permanent, touched, own_idle, own_end = row  # permanent: a bool, or NULL if unset
+            return WriteResult(True, touched, permanent, own_idle, own_end)
 
         return await self._run(execute, retry=False)
 

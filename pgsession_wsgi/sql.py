@@ -29,6 +29,7 @@ __all__ = [
     "prepared",
     "quote_identifier",
     "upgrade_statement",
+    "with_literals",
 ]
 
 #: Take the table's advisory lock for the rest of the transaction (creation, migration).
@@ -191,6 +192,26 @@ def prepared(kind: str, text: str) -> tuple[str, str]:
     return f"PREPARE {name} ({types}) AS {body}", f"EXECUTE {name}({arguments})"
 
 
+def with_literals(template: str, literals: dict[str, str]) -> str:
+    """``template`` with some of its ``%(name)s`` placeholders replaced by fixed SQL literals.
+
+    For values that are the same on every request of an app (its lifetimes, its size limit):
+    written into the text once, they are not adapted by the driver on every statement.
+
+    :param template: a statement template, such as the ``EXECUTE`` of :func:`prepared`.
+    :param literals: placeholder names and the SQL text of their values (e.g. ``"NULL"``);
+        names the template does not use are ignored.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None or name not in literals:
+            return match.group(0)
+        return literals[name].replace("%", "%%")
+
+    return _PLACEHOLDER.sub(replace, template)
+
+
 def _expiry(ends_at: str, idle_timeout: str, created_at: str) -> str:
     """When a row expires: its fixed end, else its own or the store's idle timeout from now;
     never later than its absolute limit (LEAST ignores a NULL limit)."""
@@ -207,6 +228,9 @@ _NEW_IDLE_TIMEOUT = "%(idle_timeout)s::interval"
 # A session's own idle timeout shortens the touch interval as the store's does (a tenth of it).
 _TOUCH_DUE = "accessed_at < now() - LEAST(%(touch)s, idle_timeout / 10)"
 _MERGED = "(CASE WHEN %(replace)s THEN '{}'::jsonb ELSE data - %(removed)s::text[] END || %(changed)s::jsonb)"
+# The stored _permanent flag as a boolean, NULL when unset or not a boolean: the driver then
+# returns a bool (no JSON to parse), and a string "true" is no more taken for true than before.
+_STORED_PERMANENT = "CASE data -> '_permanent' WHEN 'true' THEN true WHEN 'false' THEN false END"
 # max_size bounds what the database stores, measured as it prints the jsonb value.
 _FITS = "(%(max_size)s::bigint IS NULL OR octet_length({data}::text) <= %(max_size)s::bigint)"
 
@@ -274,7 +298,7 @@ class Statements:
             f" WHEN %(set_expiry)s THEN {_expiry(_NEW_ENDS_AT, _NEW_IDLE_TIMEOUT, 'created_at')}"
             f" WHEN {_TOUCH_DUE} THEN {_ROW_EXPIRY} ELSE expires_at END"
             f" WHERE id = %(id)s AND expires_at > now() AND {_FITS.format(data=_MERGED)}"
-            " RETURNING data -> '_permanent', accessed_at = now(), idle_timeout, ends_at"
+            f" RETURNING {_STORED_PERMANENT}, accessed_at = now(), idle_timeout, ends_at"
         )
         # The common write, with nothing but data to change (no new id, user or lifetime, no
         # clear()): the same UPDATE with half the parameters, so it is smaller to send and to run.
@@ -284,7 +308,7 @@ class Statements:
             f" accessed_at = CASE WHEN {_TOUCH_DUE} THEN now() ELSE accessed_at END,"
             f" expires_at = CASE WHEN {_TOUCH_DUE} THEN {_ROW_EXPIRY} ELSE expires_at END"
             f" WHERE id = %(id)s AND expires_at > now() AND {_FITS.format(data=merged)}"
-            " RETURNING data -> '_permanent', accessed_at = now(), idle_timeout, ends_at"
+            f" RETURNING {_STORED_PERMANENT}, accessed_at = now(), idle_timeout, ends_at"
         )
         self.merged_size = (
             f"SELECT octet_length({_MERGED}::text) FROM {t} WHERE id = %(id)s AND expires_at > now()"

@@ -72,6 +72,7 @@ from .sql import (
     persistence_statement,
     prepared,
     quote_identifier,
+    with_literals,
 )
 
 # LoadedRow, WriteResult, KEEP_USER and user_id_text live in core; importable here as in 0.1.0.
@@ -85,9 +86,15 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 S = TypeVar("S", bound="PostgresStore")
 Cursor = psycopg2.extensions.cursor
+#: A statement's values that come from the app's settings: (placeholder name, value) pairs.
+Fixed = tuple[tuple[str, Any], ...]
 
 #: The request statements a store prepares on its own connections (with prepared_statements).
 PREPARED_KINDS = ("load", "insert", "write", "merge", "touch", "delete")
+
+#: The most EXECUTE texts with an app's settings written in that a store keeps (an app needs one
+#: per statement; a store shared by apps with other settings, one per app and statement).
+MAX_BOUND_STATEMENTS = 64
 
 #: Up to this many expired rows are counted exactly for a purge's progress; beyond it they are
 #: estimated from about SAMPLED_PAGES of the table's pages (16 MB), so counting never takes long.
@@ -395,6 +402,8 @@ class PostgresStore:
         self._prepared_on: weakref.WeakKeyDictionary[psycopg2.extensions.connection, dict[str, bool]] = (
             weakref.WeakKeyDictionary()
         )
+        # (kind, the settings' values) -> that kind's EXECUTE with those values written in.
+        self._bound: dict[tuple[str, Fixed], str] = {}
         self._settings_checked = False
         self._ready_pid: int | None = None
         self._table_created = False
@@ -537,14 +546,20 @@ class PostgresStore:
         if enabled:
             self._prepared = {kind: prepared(kind, getattr(self._sql, kind)) for kind in PREPARED_KINDS}
 
-    def _send(self, cur: Cursor, kind: str, params: dict[str, Any]) -> None:
+    def _send(self, cur: Cursor, kind: str, params: dict[str, Any], fixed: Fixed = ()) -> None:
         """Send the request statement ``kind``: ``EXECUTE`` where it is prepared on this connection,
-        ``PREPARE ...; EXECUTE ...`` in one message where not yet, the plain text where off."""
+        ``PREPARE ...; EXECUTE ...`` in one message where not yet, the plain text where off.
+
+        ``fixed`` holds the values that come from the app's settings, not from the request
+        (lifetimes, the size limit): an ``EXECUTE`` has them written in once, as literals.
+        """
         statements = self._prepared
         if statements is None:
-            cur.execute(getattr(self._sql, kind), params)
+            cur.execute(getattr(self._sql, kind), {**params, **dict(fixed)} if fixed else params)
             return
-        prepare, execute = statements[kind]
+        execute = self._bound.get((kind, fixed))
+        if execute is None:
+            execute = self._bind(kind, statements[kind][1], fixed)
         conn = cur.connection
         done = self._prepared_on.get(conn)
         if done is None:
@@ -556,7 +571,7 @@ class PostgresStore:
             else:
                 # A PREPARE stays even when the EXECUTE after it fails: remember the attempt.
                 done[kind] = False
-                cur.execute(f"{prepare}; {execute}", params)
+                cur.execute(f"{statements[kind][0]}; {execute}", params)
                 done[kind] = True
         except (psycopg2.errors.InvalidSqlStatementName, psycopg2.errors.DuplicatePreparedStatement) as exc:
             # Nothing ran: the statement failed before it started.
@@ -568,7 +583,14 @@ class PostgresStore:
             # clients (PgBouncer in transaction mode, not found by the startup check).
             self._prepared = None
             log.info("prepared statements dropped by the server side (PgBouncer?); sending plain statements")
-            cur.execute(getattr(self._sql, kind), params)
+            cur.execute(getattr(self._sql, kind), {**params, **dict(fixed)})
+
+    def _bind(self, kind: str, execute: str, fixed: Fixed) -> str:
+        """``execute`` with the settings' values written in, kept for the next request."""
+        bound = with_literals(execute, {name: _literal(value) for name, value in fixed})
+        if len(self._bound) < MAX_BOUND_STATEMENTS:
+            self._bound[(kind, fixed)] = bound
+        return bound
 
     def _ensure_ready(self) -> None:
         pid = os.getpid()
@@ -692,7 +714,7 @@ class PostgresStore:
         """
 
         def select(cur: Cursor) -> LoadedRow | None:
-            self._send(cur, "load", {"id": id_hash, "touch": touch_interval})
+            self._send(cur, "load", {"id": id_hash}, (("touch", touch_interval),))
             try:
                 row = cur.fetchone()
             except (ValueError, RecursionError) as exc:  # JSON our codec never writes
@@ -732,15 +754,13 @@ class PostgresStore:
             "id": id_hash,
             "data": data_json,
             "user_id": user_id,
-            "idle": idle,
-            "absolute": absolute,
-            "max_size": max_size,
             "idle_timeout": idle_timeout,
             "ends_at": ends_at,
         }
+        fixed = (("idle", idle), ("absolute", absolute), ("max_size", max_size))
 
         def execute(cur: Cursor) -> None:
-            self._send(cur, "insert", params)
+            self._send(cur, "insert", params, fixed)
             if cur.rowcount == 0 and max_size is not None:
                 cur.execute(self._sql.size_of, params)
                 raise SessionTooLarge(int(_one_row(cur)[0]), max_size)
@@ -797,10 +817,6 @@ class PostgresStore:
             "replace": replace,
             "set_user": user_id is not KEEP_USER,
             "user_id": None if user_id is KEEP_USER else user_id,
-            "idle": idle,
-            "absolute": absolute,
-            "touch": touch_interval,
-            "max_size": max_size,
             "set_expiry": set_expiry,
             "idle_timeout": idle_timeout,
             "ends_at": ends_at,
@@ -811,8 +827,10 @@ class PostgresStore:
             "merge" if new_hash is None and not (replace or set_expiry) and user_id is KEEP_USER else "write"
         )
 
+        fixed = (("touch", touch_interval), ("idle", idle), ("absolute", absolute), ("max_size", max_size))
+
         def execute(cur: Cursor) -> WriteResult:
-            self._send(cur, kind, params)
+            self._send(cur, kind, params, fixed)
             row = cur.fetchone()
             if row is None:
                 if max_size is not None:
@@ -822,9 +840,8 @@ class PostgresStore:
                     if found is not None and found[0] > max_size:
                         raise SessionTooLarge(int(found[0]), max_size)
                 return WriteResult(updated=False, touched=False, permanent=None)
-            permanent, touched, own_idle, own_end = row
-            stored = permanent if isinstance(permanent, bool) else None
-            return WriteResult(True, bool(touched), stored, own_idle, own_end)
+            permanent, touched, own_idle, own_end = row  # permanent: a bool, or NULL if unset
+            return WriteResult(True, touched, permanent, own_idle, own_end)
 
         return self._run(execute, retry=False)
 
@@ -838,7 +855,7 @@ class PostgresStore:
         """
 
         def execute(cur: Cursor) -> bool:
-            self._send(cur, "touch", {"id": id_hash, "idle": idle, "absolute": absolute})
+            self._send(cur, "touch", {"id": id_hash}, (("idle", idle), ("absolute", absolute)))
             return bool(cur.rowcount)
 
         return self._run(execute, retry=True)
@@ -1034,6 +1051,13 @@ class PostgresStore:
         if self._purger is not None:
             self._purger.stop()
         self._pool.close()
+
+
+def _literal(value: Any) -> str:
+    """A setting's value (a duration, a byte count or None) as SQL text, as psycopg2 sends it."""
+    if isinstance(value, bool) or not (value is None or isinstance(value, (timedelta, int))):
+        raise TypeError(f"not a duration, a byte count or None: {value!r}")
+    return str(psycopg2.extensions.adapt(value).getquoted().decode("ascii"))
 
 
 def _one_row(cur: Cursor) -> tuple[Any, ...]:
