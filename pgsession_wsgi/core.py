@@ -52,6 +52,10 @@ T = TypeVar("T")
 
 # -- the statements the core asks for, and their answers -----------------------------------------
 
+# The operations and their answers are plain dataclasses, not frozen ones: a request builds up
+# to four of them, and a frozen dataclass costs about five times as much to build (its __init__
+# sets each field through object.__setattr__). Treat them as values all the same.
+
 #: The ``user_id`` of a :class:`Write` that leaves the stored user id as it is.
 KEEP_USER: Any = object()
 
@@ -78,7 +82,7 @@ def user_id_text(value: Any, key: str | None = None) -> str:
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class LoadedRow:
     """A live row, as :class:`Load` is answered: its data and whether a touch is due.
 
@@ -94,7 +98,7 @@ class LoadedRow:
     ends_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class WriteResult:
     """How a :class:`Write` went: the core decides from it whether a cookie must go out.
 
@@ -112,7 +116,7 @@ class WriteResult:
     ends_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Load:
     """Read the live row under ``id_hash``; answered with a :class:`LoadedRow` or None.
 
@@ -129,7 +133,7 @@ class Load:
     session_id: str | None = field(default=None, repr=False, compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Insert:
     """Store a new session; answered with None, or :class:`SessionTooLarge` raised.
 
@@ -153,7 +157,7 @@ class Insert:
     ends_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Write:
     """Merge changes into a live row (maybe moving it); answered with a :class:`WriteResult`.
 
@@ -188,7 +192,7 @@ class Write:
     ends_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Touch:
     """Push a live row's expiry forward (by its own lifetime, if it has one); True if it was there.
 
@@ -202,7 +206,7 @@ class Touch:
     absolute: timedelta | None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Delete:
     """Remove a row; answered with True if it was there.
 

@@ -11,8 +11,9 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import AbstractContextManager, suppress
+from types import TracebackType
 from typing import Any
 
 import psycopg2
@@ -98,7 +99,9 @@ class ConnectionPool:
         self._factory = factory
         self.max_connections = max_connections
         self.timeout = timeout
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._waiting = 0  # borrowers in self._cond.wait(): a release wakes one only if any
         self._idle: list[Connection] = []
         self._open = 0
         self._closed = False
@@ -108,7 +111,9 @@ class ConnectionPool:
         _inherited.extend(self._idle)
         self._idle = []
         self._open = 0
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._waiting = 0
 
     def _connect(self) -> Connection:
         try:
@@ -137,8 +142,8 @@ class ConnectionPool:
         return conn
 
     def _acquire(self) -> Connection:
-        deadline = time.monotonic() + self.timeout
-        with self._cond:
+        deadline = None
+        with self._lock:
             while True:
                 if self._closed:
                     raise StoreUnavailable("the session store was closed; create a new PostgresStore")
@@ -150,6 +155,8 @@ class ConnectionPool:
                 if self._open < self.max_connections:
                     self._open += 1
                     break
+                if deadline is None:  # only a borrower that must wait reads the clock
+                    deadline = time.monotonic() + self.timeout
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise StoreUnavailable(
@@ -157,11 +164,15 @@ class ConnectionPool:
                         f"(max_connections={self.max_connections}); raise max_connections or "
                         "look for slow queries"
                     )
-                self._cond.wait(remaining)
+                self._waiting += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._waiting -= 1
         try:
             return self._connect()
         except BaseException:
-            with self._cond:
+            with self._lock:
                 self._open -= 1
                 self._cond.notify()
             raise
@@ -172,7 +183,7 @@ class ConnectionPool:
             conn.close()
 
     def _release(self, conn: Connection, broken: bool) -> None:
-        with self._cond:
+        with self._lock:
             if broken or conn.closed or self._closed:
                 self._discard_locked(conn)
             elif conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
@@ -180,24 +191,17 @@ class ConnectionPool:
                 self._discard_locked(conn)
             else:
                 self._idle.append(conn)
-            self._cond.notify()
+            if self._waiting:
+                self._cond.notify()
 
-    @contextmanager
-    def connection(self) -> Iterator[Connection]:
-        """Borrow a connection; it goes back to the pool unless it broke.
+    def connection(self) -> AbstractContextManager[Connection]:
+        """Borrow a connection (``with pool.connection() as conn``); it goes back to the pool
+        unless it broke.
 
         :raises StoreUnavailable: none became free within ``timeout``, a new one could not
             connect, or the pool is closed.
         """
-        conn = self._acquire()
-        broken = False
-        try:
-            yield conn
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            broken = bool(conn.closed)
-            raise
-        finally:
-            self._release(conn, broken)
+        return _Borrowing(self)
 
     def connect_unpooled(self) -> Connection:
         """A connection outside the pool, for work that must never make a request wait."""
@@ -205,12 +209,37 @@ class ConnectionPool:
 
     def close(self) -> None:
         """Close the idle connections and refuse new borrowers; borrowed ones close on return."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
             for conn in idle:
                 self._discard_locked(conn)
             self._cond.notify_all()
+
+
+class _Borrowing:
+    """One ``with pool.connection()``: a class, as it runs twice per request (a generator-based
+    context manager costs about twice as much)."""
+
+    __slots__ = ("_pool", "_conn")
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def __enter__(self) -> Connection:
+        self._conn = self._pool._acquire()
+        return self._conn
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        conn = self._conn
+        # A connection is given up only when the driver found it closed.
+        broken = kind is not None and issubclass(kind, _CONNECTION_ERRORS) and bool(conn.closed)
+        self._pool._release(conn, broken)
+
+
+_CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
 def _first_line(exc: BaseException) -> str:
