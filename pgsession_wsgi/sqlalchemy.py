@@ -58,7 +58,9 @@ def _primary_key_name(table: str) -> str:
     return table.encode()[: 63 - len("_pkey")].decode("utf-8", "ignore") + "_pkey"
 
 
-def session_table(metadata: MetaData, name: str = DEFAULT_TABLE, schema: str | None = None) -> Table:
+def session_table(
+    metadata: MetaData, name: str = DEFAULT_TABLE, schema: str | None = None, *, unlogged: bool = False
+) -> Table:
     """Add the session table to ``metadata``, exactly as :class:`~pgsession_wsgi.PostgresStore`
     creates it, and return it.
 
@@ -72,6 +74,9 @@ def session_table(metadata: MetaData, name: str = DEFAULT_TABLE, schema: str | N
     :param name: the table name: the store's ``table``.
     :param schema: the schema: the store's ``schema`` (None: the connection's default schema,
         ``public`` unless the search path says otherwise; the store's default is ``"public"``).
+    :param unlogged: ``CREATE UNLOGGED TABLE``, for a store with ``unlogged=True`` (which refuses
+        a logged table, and a store with ``unlogged=False`` an unlogged one). Autogenerate does
+        not compare it: to convert an existing table run ``pgsession-wsgi init --unlogged``.
     :returns: the :class:`sqlalchemy.Table`; the app may read it, the store writes it.
     :raises ConfigurationError: a name PostgreSQL cannot hold (empty, NUL, over 63 bytes).
     """
@@ -93,6 +98,7 @@ def session_table(metadata: MetaData, name: str = DEFAULT_TABLE, schema: str | N
         Column("ends_at", TIMESTAMP(timezone=True)),
         PrimaryKeyConstraint("id", name=_primary_key_name(name)),
         schema=schema,
+        prefixes=["UNLOGGED"] if unlogged else [],
         **storage,
     )
     Index(expires_index, table.c.expires_at)

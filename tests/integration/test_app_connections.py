@@ -645,6 +645,37 @@ def test_a_table_created_from_the_metadata_serves_a_store_that_does_not_create_i
         store.close()
 
 
+@pytest.mark.parametrize("unlogged", [True, False])
+def test_the_metadata_table_is_unlogged_when_asked_and_only_the_matching_store_takes_it(
+    unlogged: bool, make_engine: Callable[..., sa.Engine], pg_dsn: str, schema: str
+) -> None:
+    engine = make_engine(pg_dsn)
+    metadata = sa.MetaData()
+    session_table(metadata, "sessions", schema=schema, unlogged=unlogged)
+    metadata.create_all(engine)
+    persistence = sql(
+        pg_dsn, "SELECT relpersistence FROM pg_class WHERE oid = to_regclass(%s)", (f'"{schema}"."sessions"',)
+    )
+    assert persistence == [("u" if unlogged else "p",)]
+    store = PostgresStore.from_engine(
+        engine, "sessions", schema, create_table=False, purge_interval=None, unlogged=unlogged
+    )
+    try:
+        client = client_for(store)
+        client.get("/set?a=1")
+        assert client.get("/read").json == {"a": "1"}
+    finally:
+        store.close()
+    other = PostgresStore.from_engine(
+        engine, "sessions", schema, create_table=False, purge_interval=None, unlogged=not unlogged
+    )
+    try:
+        with pytest.raises(ConfigurationError, match="init --unlogged" if not unlogged else "init --logged"):
+            other.stats()
+    finally:
+        other.close()
+
+
 def _alembic_diff(engine: sa.Engine, metadata: sa.MetaData, schema: str) -> list[Any]:
     def in_this_schema(name: str | None, kind: str, parents: Any) -> bool:
         return kind != "schema" or name == schema
