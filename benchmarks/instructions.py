@@ -1,0 +1,143 @@
+"""The app's own work per request, in CPU instructions: a measure the machine's load cannot move.
+
+    python benchmarks/instructions.py [--variants none,floor,pgsession-wsgi] [--routes read,write,none]
+
+Throughput (run.py) and CPU time (cost.py) vary from run to run on a shared machine; the number of
+instructions a process executes does not. This runs the same Flask app as the other benchmarks
+(benchmarks/app.py), in process, one request at a time, under ``valgrind --tool=callgrind``, and
+prints the instructions per request of each variant and route: Flask, the session library and the
+driver, in this process only (PostgreSQL's and Redis's own work is not counted, nor is time spent
+waiting). Each figure is the difference between two runs of ``--requests`` and ``--requests`` +
+``--extra`` requests, divided by ``--extra``, so start-up and imports cancel out.
+
+Needs valgrind on PATH (Debian: ``apt-get install valgrind``); starts its own embedded PostgreSQL
+like the other benchmarks, and uses the Redis on 127.0.0.1:``--redis-port`` (or starts one) for
+``flask-session-redis``. A variant and route take about 30 s (valgrind runs Python about 50x
+slower); the variants run one after another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+import run  # noqa: E402
+from app import VARIANTS  # noqa: E402
+
+DEFAULT_VARIANTS = ("none", "floor-unlogged", "pgsession-wsgi-unlogged", "floor", "pgsession-wsgi")
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def serve_requests(variant: str, route: str, requests: int) -> None:
+    """The child: build the variant's app, log in, warm up, then answer ``requests`` requests."""
+    import cost
+    from app import create_app
+
+    flask_app = create_app(variant)
+    floor = flask_app.extensions.get("bench_floor")
+    if floor is not None:
+        floor.create_table()
+    cookie = cost._login(flask_app) if variant != "none" else None
+    environ_for = cost._environ_builder()
+    environs = [environ_for(f"/{route}", cookie) for _ in range(requests + 100)]
+    for environ in environs:  # the first 100 warm up: connections, prepared statements, caches
+        body = flask_app(environ, cost._start_response)
+        b"".join(body)
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
+def count(variant: str, route: str, requests: int, env: dict[str, str]) -> int:
+    """Instructions of one child process serving ``requests`` requests, start-up included."""
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        variant,
+        route,
+        str(requests),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    found = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise run.VariantFailed(f"{variant} /{route} under valgrind failed:\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--child"]:
+        serve_requests(argv[1], argv[2], int(argv[3]))
+        return 0
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--variants", type=run._csv(VARIANTS), default=list(DEFAULT_VARIANTS))
+    parser.add_argument(
+        "--routes", type=run._csv(("read", "write", "none")), default=["read", "write", "none"]
+    )
+    parser.add_argument("--requests", type=int, default=100, help="requests of the shorter run")
+    parser.add_argument("--extra", type=int, default=500, help="requests the longer run adds")
+    parser.add_argument("--redis-port", type=int, default=6379)
+    ns = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        parser.error("valgrind is not on PATH (Debian: apt-get install valgrind)")
+
+    workdir = Path(tempfile.mkdtemp(prefix="pgsession-instructions-"))
+    stack = contextlib.ExitStack()
+    per_request: dict[tuple[str, str], float] = {}
+    try:
+        pg = run.EmbeddedPostgres(workdir)
+        stack.callback(pg.stop)
+        pg.start()
+        if "flask-session-redis" in ns.variants:
+            run._ensure_redis(ns.redis_port, workdir, stack)
+        env = dict(os.environ)
+        env["BENCH_PG_DSN"] = pg.uri
+        env["BENCH_REDIS_URL"] = f"redis://127.0.0.1:{ns.redis_port}/0"
+        for variant in ns.variants:
+            for route in ns.routes:
+                print(f"{variant} /{route} ...", flush=True)
+                short = count(variant, route, ns.requests, env)
+                long = count(variant, route, ns.requests + ns.extra, env)
+                per_request[(variant, route)] = (long - short) / ns.extra
+    finally:
+        stack.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    rows = []
+    for route in ns.routes:
+        floor = per_request.get(("floor", route))
+        floor_unlogged = per_request.get(("floor-unlogged", route))
+        for variant in ns.variants:
+            value = per_request[(variant, route)]
+            # Each variant against the floor of its own durability (the unlogged ones against
+            # the unlogged floor): the same statements, so the same driver work.
+            base = floor_unlogged if "unlogged" in variant else floor
+            ratio = f"{value / base:.3f}" if base else "-"
+            rows.append([variant, f"/{route}", f"{value / 1000:,.0f}k", ratio])
+    print()
+    print(
+        f"instructions per request in the app's process (callgrind), {ns.extra} requests"
+        " after the first ones; PostgreSQL's own work is not counted"
+    )
+    print(run._format_table(["variant", "route", "instructions", "vs floor"], rows, "llrr"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
