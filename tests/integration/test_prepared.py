@@ -23,7 +23,7 @@ from webtest import TestApp
 from wire import RoundTripCounter, statement_kind
 
 from pgsession_wsgi import PostgresStore, SessionMiddleware
-from pgsession_wsgi.errors import StoreUnavailable
+from pgsession_wsgi.errors import SessionTooLarge, StoreUnavailable
 
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
@@ -281,3 +281,71 @@ def test_a_data_only_write_uses_the_smaller_merge_statement(
     client.get("/set?user=bob")  # a new user (and so a new id): the full statement
     assert "pgsession_write_" in wire_counter.statements[0]
     assert client.get("/read").json == {"user": "bob", "n": 3}
+
+
+def test_prepared_text_takes_fixed_literals_for_some_values_only() -> None:
+    from pgsession_wsgi.sql import Statements, prepared, with_literals
+
+    _, execute = prepared("merge", Statements("s", "t", "").merge)
+    bound = with_literals(execute, {"touch": "'60 seconds'::interval", "max_size": "NULL", "unused": "1"})
+    assert "%(touch)s" not in bound and "'60 seconds'::interval" in bound
+    assert "%(max_size)s" not in bound and "NULL" in bound
+    assert "%(id)s" in bound and "%(changed)s" in bound  # the request's own values stay bound
+    # A literal's percent sign stays literal text once the driver reads the template.
+    assert "'5%%'" in with_literals("SELECT %(a)s, %(b)s, %%", {"a": "'5%'"})
+    assert with_literals("SELECT %(a)s, %%(b)s", {"b": "2"}) == "SELECT %(a)s, %%(b)s"
+
+
+def test_apps_with_other_settings_on_one_store_each_keep_their_own(
+    make_store: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    # Each app's lifetimes and size limit are written into the statement text once; two apps
+    # sharing a store, taking turns, must never get each other's.
+    store = make_store()
+    strict = TestApp(SessionMiddleware(session_app, store, secret_key=SECRET, max_size=60))
+    roomy = TestApp(SessionMiddleware(session_app, store, secret_key=SECRET, max_size=4096, touch_interval=1))
+    for client in (strict, roomy):
+        client.get("/set?a=1")
+        client.get("/inc")
+    big = "x" * 100
+    for _ in range(2):
+        assert strict.get(f"/set?b={big}", expect_errors=True).status_int == 500
+        assert roomy.get(f"/set?b={big}").status_int == 200
+    assert strict.get("/read").json == {"a": "1", "n": 1}
+    assert roomy.get("/read").json == {"a": "1", "n": 1, "b": big}
+    # roomy touches after a second, strict after its default interval (a minute).
+    sql(pg_dsn, f"UPDATE {store.qualified_name} SET accessed_at = accessed_at - interval '5 seconds'")
+    expiries = f"SELECT (data ? 'b')::text, expires_at FROM {store.qualified_name}"
+    before = dict(sql(pg_dsn, expiries))
+    strict.get("/inc")
+    roomy.get("/inc")
+    after = dict(sql(pg_dsn, expiries))
+    assert after["false"] == before["false"]  # strict's write did not touch
+    assert after["true"] > before["true"]  # roomy's did
+
+
+def test_many_distinct_settings_are_all_honoured(make_store: Callable[..., PostgresStore]) -> None:
+    from pgsession_wsgi.store import MAX_BOUND_STATEMENTS
+
+    store = make_store()
+    id_hash = add_row(store, {"n": 1})
+    # More distinct limits than the store keeps texts for: each is still the one applied.
+    for limit in range(20, 20 + MAX_BOUND_STATEMENTS + 10):
+        fits = len('{"n": 1, "v": ""}') + (limit - 20) <= limit
+        result = None
+        try:
+            result = store.write(
+                id_hash,
+                json.dumps({"v": "y" * (limit - 20)}),
+                [],
+                replace=False,
+                new_hash=None,
+                idle=HOUR,
+                absolute=None,
+                touch_interval=MINUTE,
+                max_size=limit,
+            )
+        except SessionTooLarge:
+            assert not fits, limit
+        else:
+            assert fits and result.updated, limit
