@@ -233,7 +233,7 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
-#: The keys of ``pgsession-wsgi stats --json``, in order; documented in the README, never removed.
+#: The keys of ``pgsession-wsgi stats --json``, in order; documented in docs/cli.md, never removed.
 STATS_JSON_KEYS = ("schema", "table", "live", "expired", "users", "total_bytes")
 
 
