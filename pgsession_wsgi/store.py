@@ -557,7 +557,10 @@ class PostgresStore:
         if statements is None:
             cur.execute(getattr(self._sql, kind), {**params, **dict(fixed)} if fixed else params)
             return
-        execute = self._bound.get((kind, fixed))
+        try:
+            execute = self._bound.get((kind, fixed))
+        except TypeError:  # an unhashable setting, surely of the wrong kind: _bind names it
+            execute = None
         if execute is None:
             execute = self._bind(kind, statements[kind][1], fixed)
         conn = cur.connection
@@ -587,7 +590,7 @@ class PostgresStore:
 
     def _bind(self, kind: str, execute: str, fixed: Fixed) -> str:
         """``execute`` with the settings' values written in, kept for the next request."""
-        bound = with_literals(execute, {name: _literal(value) for name, value in fixed})
+        bound = with_literals(execute, {name: _literal(name, value) for name, value in fixed})
         if len(self._bound) < MAX_BOUND_STATEMENTS:
             self._bound[(kind, fixed)] = bound
         return bound
@@ -1053,10 +1056,15 @@ class PostgresStore:
         self._pool.close()
 
 
-def _literal(value: Any) -> str:
-    """A setting's value (a duration, a byte count or None) as SQL text, as psycopg2 sends it."""
-    if isinstance(value, bool) or not (value is None or isinstance(value, (timedelta, int))):
-        raise TypeError(f"not a duration, a byte count or None: {value!r}")
+def _literal(name: str, value: Any) -> str:
+    """A setting's value as SQL text, exactly as psycopg2 would send it as a parameter.
+
+    Only the kinds of value the settings take (durations, byte counts, None) are written into a
+    statement's text; anything else is refused here rather than pasted into SQL.
+    """
+    if isinstance(value, bool) or not (value is None or isinstance(value, (timedelta, int, float))):
+        parameter = "touch_interval" if name == "touch" else name
+        raise TypeError(f"{parameter} must be a timedelta, a number or None, not {type(value).__name__}")
     return str(psycopg2.extensions.adapt(value).getquoted().decode("ascii"))
 
 

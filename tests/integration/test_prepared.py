@@ -349,3 +349,26 @@ def test_many_distinct_settings_are_all_honoured(make_store: Callable[..., Postg
             assert not fits, limit
         else:
             assert fits and result.updated, limit
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_settings_of_the_wrong_kind_are_refused_not_written_into_sql(
+    prepared: bool, make_store: Callable[..., PostgresStore]
+) -> None:
+    store = make_store(prepared_statements=prepared)
+    id_hash = add_row(store, {"n": 1})
+
+    def write(**settings: Any) -> Any:
+        options: dict[str, Any] = {"idle": HOUR, "absolute": None, "touch_interval": MINUTE, "max_size": 4096}
+        options.update(settings)
+        return store.write(id_hash, '{"n": 2}', [], replace=False, new_hash=None, **options)
+
+    # A number where psycopg2 would send a number works either way, as it always did.
+    assert write(max_size=4096.0).updated
+    if prepared:
+        with pytest.raises(TypeError, match="max_size must be a timedelta, a number or None, not str"):
+            write(max_size="4096'); DROP TABLE x; --")
+        with pytest.raises(TypeError, match="touch_interval must be .* not list"):
+            store.load(id_hash, ["60 seconds"])  # type: ignore[arg-type]
+    row = store.load(id_hash, MINUTE)
+    assert row is not None and row.data == {"n": 2}
