@@ -34,8 +34,14 @@ ASGI_VARIANTS = (
     "advanced-alchemy",
     "pgsession-asgi-starlette",
     "pgsession-asgi-litestar",
+    "pgsession-asgi-starlette-noprep",
 )
-ASGI_PG_VARIANTS = ("advanced-alchemy", "pgsession-asgi-starlette", "pgsession-asgi-litestar")
+ASGI_PG_VARIANTS = (
+    "advanced-alchemy",
+    "pgsession-asgi-starlette",
+    "pgsession-asgi-litestar",
+    "pgsession-asgi-starlette-noprep",
+)
 ASGI_REDIS_VARIANTS = ("starsessions-redis", "litestar-redis")
 SECRET_KEY = "benchmark-only-secret-key-not-for-production"
 MAX_AGE = 14 * 24 * 3600
@@ -127,19 +133,20 @@ def _starsessions_redis() -> Any:
     )
 
 
-def _pg_store() -> Any:
+def _pg_store(prepared_statements: bool = True) -> Any:
     from pgsession_wsgi.asgi import AsyncPostgresStore
 
-    return AsyncPostgresStore(_require_dsn())
+    return AsyncPostgresStore(_require_dsn(), prepared_statements=prepared_statements)
 
 
-def _pgsession_asgi_starlette() -> Any:
+def _pgsession_asgi_starlette(prepared_statements: bool = True) -> Any:
     from starlette.middleware import Middleware
 
     from pgsession_wsgi.asgi import SessionMiddleware
 
     # The middleware opens the store at lifespan startup and closes it at shutdown.
-    return _starlette([Middleware(SessionMiddleware, store=_pg_store(), secret_key=SECRET_KEY)])
+    store = _pg_store(prepared_statements)
+    return _starlette([Middleware(SessionMiddleware, store=store, secret_key=SECRET_KEY)])
 
 
 # --------------------------------------------------------------------------- Litestar
@@ -262,6 +269,8 @@ _BUILDERS: dict[str, Callable[[], Any]] = {
     "advanced-alchemy": _advanced_alchemy,
     "pgsession-asgi-starlette": _pgsession_asgi_starlette,
     "pgsession-asgi-litestar": _pgsession_asgi_litestar,
+    # The same as pgsession-asgi-starlette without prepared statements, to measure that lever.
+    "pgsession-asgi-starlette-noprep": lambda: _pgsession_asgi_starlette(prepared_statements=False),
 }
 
 

@@ -10,8 +10,14 @@ Driver choices, each made so that an answer never depends on which store gave it
 * **JSON** comes back through ``json.loads`` on every connection, as psycopg2 does (psycopg 3's
   global default could be changed by the app); values go out as text cast by the statements
   (``%(data)s::jsonb``), which psycopg 3 sends untyped, so the server reads them as jsonb.
-* **No prepared statements** (``prepare_threshold=None``): PgBouncer in transaction mode breaks
-  them, and it cannot always be detected (see :mod:`pgsession_wsgi.async_pool`).
+* **Prepared statements as the sync store has them**, on the store's own connections: each
+  request statement (load, insert, write, touch, delete) is prepared under a name that holds a
+  hash of its text (``pgsession_load_<hash>``), its ``PREPARE`` sent with the first ``EXECUTE``
+  in one message, values bound on the client (``AsyncClientCursor``). psycopg 3's own automatic
+  preparation stays off (``prepare_threshold=None``): its names (``_pg3_0``...) are the same on
+  every connection, so behind a PgBouncer the first check misses they could meet another
+  client's statement. Off behind PgBouncer, on an app's pool, with
+  ``prepared_statements=False``, and once a prepared statement goes missing.
 * **Behind PgBouncer** the startup options are dropped, so (as the sync store does) each statement
   is prefixed with ``SET LOCAL ...``. Several commands cannot go in one extended-protocol
   statement, so such statements go through psycopg's ``AsyncClientCursor``: values bound on the
@@ -27,8 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -82,6 +90,7 @@ from .sql import (
     guard,
     lock_key,
     persistence_statement,
+    prepared,
     quote_identifier,
 )
 from .store import SessionInfo
@@ -103,6 +112,8 @@ class _Dialect:
     sql: Statements
     client_side: bool  # guarded statements hold several commands: bind on the client
     lent: bool = False  # the app's connections: its own jsonb and timestamptz loaders do not apply
+    #: The request statements' (PREPARE, EXECUTE) templates by kind; None: not prepared.
+    prepared: dict[str, tuple[str, str]] | None = None
 
     def cursor(self, conn: Connection) -> Cursor:
         cur: Cursor = AsyncClientCursor(conn) if self.client_side else conn.cursor()
@@ -111,6 +122,12 @@ class _Dialect:
             cur.adapters.register_loader("timestamptz", TimestamptzLoader)
         return cur
 
+
+#: The request statements prepared on the store's own connections (with prepared_statements).
+PREPARED_KINDS = ("load", "insert", "write", "touch", "delete")
+
+#: A prepared statement missing on the server, or one of the same name there without our asking.
+_PREPARED_GONE = (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement)
 
 #: What runs on a borrowed connection: given it and the statements to use.
 Work = Callable[[Connection, _Dialect], Awaitable[T]]
@@ -154,6 +171,9 @@ class AsyncPostgresStore:
     :param unlogged: an ``UNLOGGED`` table: writes skip the WAL, and a database crash empties
         the table (everyone is logged out); an existing table that differs is refused. None
         takes an existing table as it is.
+    :param prepared_statements: prepare the request statements on the server, once per
+        connection (no parsing or planning per request); off by itself behind PgBouncer. False
+        for a pooler that shares server connections between clients and is not found.
     """
 
     def __init__(
@@ -170,6 +190,7 @@ class AsyncPostgresStore:
         create_table: bool = True,
         purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
         unlogged: bool | None = False,
+        prepared_statements: bool = True,
     ) -> None:
         dsn = normalize_dsn(dsn)
         check_store_options(max_connections, pool_timeout, connect_timeout, purge_interval)
@@ -180,6 +201,10 @@ class AsyncPostgresStore:
             synchronous_commit=synchronous_commit,
         )
         self._init_common(table, schema, statement_timeout, purge_interval, create_table, settings, unlogged)
+        if prepared_statements:
+            sql = Statements(schema, table, "")
+            templates = {kind: prepared(kind, getattr(sql, kind)) for kind in PREPARED_KINDS}
+            self._dialect = _Dialect(sql, client_side=False, prepared=templates)
         self.max_connections = max_connections
         self.pool_timeout = pool_timeout
         self._connect_kwargs = connect_kwargs
@@ -259,6 +284,10 @@ class AsyncPostgresStore:
         self._settings = settings
         self._dialect = _Dialect(Statements(schema, table, ""), client_side=False)
         self._settings_checked = False
+        # Per connection, kind -> True (prepared there) or False (tried: it may be there).
+        self._prepared_on: weakref.WeakKeyDictionary[Connection, dict[str, bool]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._pool: AsyncPool | LentAsyncPool | None = None
         self._pool_lock: asyncio.Lock | None = None  # made in the loop (Python 3.9 binds it)
         self._setup: asyncio.Future[None] | None = None
@@ -516,6 +545,41 @@ class AsyncPostgresStore:
                 raise SessionError(f"the session store failed: {_first_line(exc)}") from None
         raise AssertionError("unreachable")
 
+    async def _send(self, dialect: _Dialect, conn: Connection, kind: str, params: dict[str, Any]) -> Cursor:
+        """Send the request statement ``kind``: ``EXECUTE`` where it is prepared on this connection,
+        ``PREPARE ...; EXECUTE ...`` in one message where not yet, the plain statement where off.
+        The cursor is left on the statement's result."""
+        statements = dialect.prepared
+        if statements is None:
+            return await _execute(dialect, conn, getattr(dialect.sql, kind), params)
+        prepare, execute = statements[kind]
+        done = self._prepared_on.get(conn)
+        if done is None:
+            done = self._prepared_on[conn] = {}
+        before = done.get(kind)
+        cur: Cursor = AsyncClientCursor(conn)
+        try:
+            if before:
+                await cur.execute(execute, params)
+            else:
+                # A PREPARE stays even when the EXECUTE after it fails: remember the attempt.
+                done[kind] = False
+                await cur.execute(f"{prepare}; {execute}", params)
+                done[kind] = True
+                cur.nextset()  # past the PREPARE, to the EXECUTE's result
+        except _PREPARED_GONE as exc:
+            # Nothing ran: the statement failed before it started.
+            if before is False and isinstance(exc, psycopg.errors.DuplicatePreparedStatement):
+                done[kind] = True  # our own earlier attempt did prepare it
+                await cur.execute(execute, params)
+                return cur
+            # Gone, or there without our asking: the server connection is shared with other
+            # clients (PgBouncer in transaction mode, not found by the startup check).
+            self._dialect = dataclasses.replace(self._dialect, prepared=None)
+            log.info("prepared statements dropped by the server side (PgBouncer?); sending plain statements")
+            return await _execute(dialect, conn, getattr(dialect.sql, kind), params)
+        return cur
+
     # -- the request path ------------------------------------------------------------------
 
     async def execute(self, operation: Operation) -> Any:
@@ -572,7 +636,7 @@ class AsyncPostgresStore:
         """
 
         async def select(conn: Connection, dialect: _Dialect) -> LoadedRow | None:
-            cur = await _execute(dialect, conn, dialect.sql.load, {"id": id_hash, "touch": touch_interval})
+            cur = await self._send(dialect, conn, "load", {"id": id_hash, "touch": touch_interval})
             try:
                 row = await cur.fetchone()
             except (ValueError, RecursionError) as exc:  # JSON our codec never writes
@@ -616,7 +680,7 @@ class AsyncPostgresStore:
         }
 
         async def execute(conn: Connection, dialect: _Dialect) -> None:
-            cur = await _execute(dialect, conn, dialect.sql.insert, params)
+            cur = await self._send(dialect, conn, "insert", params)
             if cur.rowcount == 0 and max_size is not None:
                 cur = await _execute(dialect, conn, dialect.sql.size_of, params)
                 raise SessionTooLarge(int((await _one_row(cur))[0]), max_size)
@@ -675,7 +739,7 @@ class AsyncPostgresStore:
         }
 
         async def execute(conn: Connection, dialect: _Dialect) -> WriteResult:
-            cur = await _execute(dialect, conn, dialect.sql.write, params)
+            cur = await self._send(dialect, conn, "write", params)
             row = await cur.fetchone()
             if row is None:
                 if max_size is not None:
@@ -700,7 +764,7 @@ class AsyncPostgresStore:
         params = {"id": id_hash, "idle": idle, "absolute": absolute}
 
         async def execute(conn: Connection, dialect: _Dialect) -> bool:
-            return bool((await _execute(dialect, conn, dialect.sql.touch, params)).rowcount)
+            return bool((await self._send(dialect, conn, "touch", params)).rowcount)
 
         return await self._run(execute, retry=True)
 
@@ -711,7 +775,7 @@ class AsyncPostgresStore:
         """
 
         async def execute(conn: Connection, dialect: _Dialect) -> bool:
-            return bool((await _execute(dialect, conn, dialect.sql.delete, {"id": id_hash})).rowcount)
+            return bool((await self._send(dialect, conn, "delete", {"id": id_hash})).rowcount)
 
         return await self._run(execute, retry=True)
 

@@ -73,7 +73,7 @@ log = logging.getLogger("pgsession_wsgi")
 #: The close code of a websocket whose session store cannot be reached: "Try Again Later".
 WEBSOCKET_UNAVAILABLE = 1013
 #: The config keys of the store PgSession opens from the DSN; refused when the app gives its own.
-STORE_KEYS = DSN_STORE_KEYS
+STORE_KEYS = (*DSN_STORE_KEYS, "PGSESSION_PREPARED_STATEMENTS")
 _ERROR_BODIES = {
     503: "Service Unavailable: the session store cannot be reached. Please try again shortly.\n",
     500: "Internal Server Error\n",
@@ -212,17 +212,19 @@ class PgSession:
     Reads the same config as :class:`pgsession_wsgi.flask.PgSession`: ``SECRET_KEY`` (and
     ``SECRET_KEY_FALLBACKS``), ``PGSESSION_DSN`` (else a PostgreSQL ``SQLALCHEMY_DATABASE_URI``),
     ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA``, ``PGSESSION_MAX_CONNECTIONS``,
-    ``PGSESSION_SYNCHRONOUS_COMMIT``, ``PGSESSION_UNLOGGED``, ``PGSESSION_USER_KEY`` (default ``"_user_id"``),
+    ``PGSESSION_SYNCHRONOUS_COMMIT``, ``PGSESSION_UNLOGGED``, ``PGSESSION_PREPARED_STATEMENTS``,
+    ``PGSESSION_USER_KEY`` (default ``"_user_id"``),
     ``PERMANENT_SESSION_LIFETIME``, ``SESSION_REFRESH_EACH_REQUEST`` and the
     ``SESSION_COOKIE_*`` keys. A store that cannot be reached during a request is a 503 (an
     app's own ``StoreUnavailable`` handler is kept); a websocket is closed with code 1013.
 
     An app with its own psycopg 3 pool passes ``store`` instead of a DSN; as with Flask, the
     keys of the DSN store (``PGSESSION_DSN``, ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA``,
-    ``PGSESSION_MAX_CONNECTIONS``, ``PGSESSION_SYNCHRONOUS_COMMIT``, ``PGSESSION_UNLOGGED``) are
-    then refused, and the store stays the app's: PgSession neither opens nor closes it. It opens
-    at its first use; ``await store.open()`` after the pool opens (in ``before_serving``) finds a
-    wrong table at startup, and ``await store.close()`` before the pool closes stops its purge::
+    ``PGSESSION_MAX_CONNECTIONS``, ``PGSESSION_SYNCHRONOUS_COMMIT``, ``PGSESSION_UNLOGGED``,
+    ``PGSESSION_PREPARED_STATEMENTS``) are then refused, and the store stays the app's:
+    PgSession neither opens nor closes it. It opens at its first use; ``await store.open()``
+    after the pool opens (in ``before_serving``) finds a wrong table at startup, and
+    ``await store.close()`` before the pool closes stops its purge::
 
         pool = AsyncConnectionPool(dsn, open=False)
         store = AsyncPostgresStore.from_pool(pool)
@@ -285,6 +287,7 @@ class PgSession:
                 purge_interval=DEFAULT_PURGE_INTERVAL,
                 synchronous_commit=bool(config.get("PGSESSION_SYNCHRONOUS_COMMIT", True)),
                 unlogged=bool(config.get("PGSESSION_UNLOGGED", False)),
+                prepared_statements=bool(config.get("PGSESSION_PREPARED_STATEMENTS", True)),
             )
         else:
             store = source if isinstance(source, AsyncPostgresStore) else source(app)

@@ -19,7 +19,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 from db import sql
-from wire import PgBouncer, RoundTripCounter, backend_address, pump
+from wire import PgBouncer, RoundTripCounter, backend_address, pump, statement_kind
 
 from pgsession_wsgi.async_purge import TASK_NAME
 from pgsession_wsgi.async_store import AsyncPostgresStore
@@ -404,21 +404,86 @@ async def test_each_operation_is_one_statement_on_the_wire(
         await store.execute(operation)
         return wire_counter.statements
 
-    # Many times over: psycopg 3 would prepare a statement after 5 runs (and send no Parse).
-    for _ in range(8):
-        [load] = await statements(Load(id_hash, M))
-        assert load.startswith("SELECT data")
+    # Many times over: each is one message, the first on the connection with its PREPARE.
+    loads = [(await statements(Load(id_hash, M))) for _ in range(8)]
+    assert all(len(sent) == 1 and statement_kind(sent[0]) == "SELECT" for sent in loads), loads
+    assert loads[0][0].startswith("PREPARE pgsession_load_") and "; EXECUTE pgsession_load_" in loads[0][0]
+    assert all(sent[0].startswith("EXECUTE pgsession_load_") for sent in loads[1:])
     [insert] = await statements(Insert(id_hash, '{"a": 1}', None, H, None, 1000))
-    assert insert.startswith("INSERT")
+    assert statement_kind(insert) == "INSERT"
     for n in range(8):
         [write] = await statements(
             Write(id_hash, json.dumps({"n": n}), [], False, None, KEEP_USER, H, None, M, 1000)
         )
-        assert write.startswith("UPDATE")
+        assert statement_kind(write) == "UPDATE"
     [touch] = await statements(Touch(id_hash, H, None))
-    assert touch.startswith("UPDATE")
+    assert statement_kind(touch) == "UPDATE"
     [delete] = await statements(Delete(id_hash))
-    assert delete.startswith("DELETE")
+    assert statement_kind(delete) == "DELETE"
+
+
+async def test_prepared_statements_off_sends_each_statement_as_text(
+    make_async: MakeAsync, wire_counter: RoundTripCounter
+) -> None:
+    store = make_async(dsn=wire_counter.dsn, prepared_statements=False)
+    id_hash = new_hash()
+    await store.execute(Insert(id_hash, '{"a": 1}', None, H, None, 1000))
+    for _ in range(8):  # past psycopg 3's own threshold: never prepared either
+        wire_counter.reset()
+        assert await store.execute(Load(id_hash, M)) is not None
+        [load] = wire_counter.statements
+        assert load.startswith("SELECT data")
+
+
+async def test_a_prepared_statement_gone_missing_falls_back_to_text(
+    make_async: MakeAsync, wire_counter: RoundTripCounter, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make_async(dsn=wire_counter.dsn, max_connections=1)
+    id_hash = new_hash()
+    await store.execute(Insert(id_hash, '{"a": 1}', None, H, None, 1000))
+    await store.execute(Load(id_hash, M))
+    assert store._pool is not None
+    async with store._pool.connection() as conn:  # type: ignore[union-attr]
+        await conn.execute("DEALLOCATE ALL")  # as a pooler's reset would
+    wire_counter.reset()
+    with caplog.at_level("INFO", logger="pgsession_wsgi"):
+        row = await store.execute(Load(id_hash, M))
+    assert row is not None and row.data == {"a": 1}
+    assert [statement_kind(s) for s in wire_counter.statements] == ["SELECT", "SELECT"]
+    assert wire_counter.statements[0].startswith("EXECUTE")  # missing: nothing ran ...
+    assert wire_counter.statements[1].startswith("SELECT")  # ... then as text, from now on
+    assert "sending plain statements" in caplog.text
+    wire_counter.reset()
+    write = Write(id_hash, '{"n": 1}', [], False, None, KEEP_USER, H, None, M, 1000)
+    assert (await store.execute(write)).updated
+    [plain] = wire_counter.statements
+    assert plain.startswith("UPDATE")
+
+
+async def test_behind_a_pgbouncer_the_startup_check_misses_every_request_is_answered_right(
+    make_pgbouncer: Callable[[str], PgBouncer], make_async: MakeAsync, pg_dsn: str
+) -> None:
+    """With statement_timeout=None and synchronous_commit=True no setting is sent, so the startup
+    check cannot see PgBouncer: statements start out prepared and meet server connections shared
+    with other clients. A name always means one statement, so each request is still right."""
+    bouncer = make_pgbouncer(pg_dsn)
+    stores = [make_async(dsn=bouncer.dsn, statement_timeout=None, max_connections=2) for _ in range(3)]
+    ids = [new_hash() for _ in range(6)]
+    for k, id_hash in enumerate(ids):
+        await stores[0].execute(Insert(id_hash, json.dumps({"k": k}), None, H, None, None))
+
+    async def work(store: AsyncPostgresStore, offset: int) -> None:
+        for i in range(40):
+            k = (i + offset) % len(ids)
+            row = await store.execute(Load(ids[k], M))
+            assert row is not None and row.data["k"] == k
+            write = Write(ids[k], json.dumps({f"w{offset}": i}), [], False, None, KEEP_USER, H, None, M, None)
+            assert (await store.execute(write)).updated
+
+    await asyncio.gather(*(work(store, n) for n, store in enumerate(stores)))
+    for k, id_hash in enumerate(ids):
+        row = await stores[0].execute(Load(id_hash, M))
+        assert row is not None and row.data["k"] == k
 
 
 async def test_execute_opens_the_store_at_first_use(make_async: MakeAsync, pg_dsn: str, schema: str) -> None:
@@ -821,8 +886,12 @@ def fill_expired(pg_dsn: str, table: str, *, expired: int, live: int = 0) -> Non
     for count, offset in ((expired, "- interval '1 hour'"), (live, "+ interval '1 hour'")):
         prefix = uuid.uuid4().hex
         if count:
-            sql(pg_dsn, f"INSERT INTO {table} (id, data, expires_at) SELECT sha256(('{prefix}' || i)::bytea),"
-                        f" '{{}}', now() {offset} FROM generate_series(1, %s) i", (count,))
+            sql(
+                pg_dsn,
+                f"INSERT INTO {table} (id, data, expires_at) SELECT sha256(('{prefix}' || i)::bytea),"
+                f" '{{}}', now() {offset} FROM generate_series(1, %s) i",
+                (count,),
+            )
 
 
 def expired_left(pg_dsn: str, table: str) -> int:
@@ -830,8 +899,9 @@ def expired_left(pg_dsn: str, table: str) -> int:
 
 
 @pytest.fixture(params=["own", "lent"])
-async def purgeable(request: pytest.FixtureRequest, make_async: MakeAsync, pg_dsn: str,
-                    schema: str) -> AsyncIterator[AsyncPostgresStore]:
+async def purgeable(
+    request: pytest.FixtureRequest, make_async: MakeAsync, pg_dsn: str, schema: str
+) -> AsyncIterator[AsyncPostgresStore]:
     """An opened store on its own pool, or on the app's psycopg_pool (SET LOCAL, client-side binding)."""
     if request.param == "own":
         store = make_async()

@@ -340,7 +340,10 @@ async def test_quart_refuses_the_dsn_store_keys_and_what_is_not_an_async_store(p
     with pytest.raises(ConfigurationError, match="PGSESSION_SCHEMA is set, but PgSession"):
         QuartPgSession(app, store=AsyncPostgresStore(pg_dsn))
     assert EXTENSION_KEY not in app.extensions
-    assert "PGSESSION_PREPARED_STATEMENTS" not in QUART_STORE_KEYS  # Quart never reads it
+    app = quart_app("prepared", PGSESSION_PREPARED_STATEMENTS=False)
+    with pytest.raises(ConfigurationError, match="PGSESSION_PREPARED_STATEMENTS is set, but PgSession"):
+        QuartPgSession(app, store=AsyncPostgresStore(pg_dsn))
+    assert "PGSESSION_PREPARED_STATEMENTS" in QUART_STORE_KEYS
     sync_store = PostgresStore(pg_dsn)
     with pytest.raises(ConfigurationError, match="not PostgresStore"):
         QuartPgSession(store=sync_store)  # type: ignore[arg-type]

@@ -82,6 +82,19 @@ async def test_round_trip_vary_and_nothing_for_an_untouched_session(make_app: An
     assert stored(app) == [{"n": 2}]
 
 
+@pytest.mark.parametrize("prepared", [True, False])
+async def test_prepared_statements_follow_the_config(
+    prepared: bool, make_app: Any, wire_counter: RoundTripCounter
+) -> None:
+    app = make_app(wire_counter.dsn, PGSESSION_PREPARED_STATEMENTS=prepared)
+    client = app.test_client()
+    await get(client, "/set?a=1")
+    wire_counter.reset()
+    assert (await get(client, "/read"))[1] == {"a": "1"}
+    [load] = wire_counter.statements  # with its PREPARE if the connection has not seen it yet
+    assert ("EXECUTE pgsession_load_" in load) == prepared, load
+
+
 async def test_statements_on_the_wire(make_app: Any, wire_counter: RoundTripCounter) -> None:
     app = make_app(wire_counter.dsn)
     await interface(app).store.open()
