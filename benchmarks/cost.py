@@ -159,13 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack = contextlib.ExitStack()
     best: dict[tuple[str, str], Cost] = {}
     try:
-        pg = run.EmbeddedPostgres(workdir)
-        stack.callback(pg.stop)
-        pg.start()
+        pg = run.start_services(workdir, stack, ns.variants, ns.redis_port)
         pg._query("ALTER SYSTEM SET pg_stat_statements.track_planning = on")
         pg._query("SELECT pg_reload_conf()")
-        if "flask-session-redis" in ns.variants:
-            run._ensure_redis(ns.redis_port, workdir, stack)
         os.environ["BENCH_PG_DSN"] = pg.uri
         os.environ["BENCH_REDIS_URL"] = f"redis://127.0.0.1:{ns.redis_port}/0"
         import app as bench_app

@@ -101,11 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack = contextlib.ExitStack()
     per_request: dict[tuple[str, str], float] = {}
     try:
-        pg = run.EmbeddedPostgres(workdir)
-        stack.callback(pg.stop)
-        pg.start()
-        if "flask-session-redis" in ns.variants:
-            run._ensure_redis(ns.redis_port, workdir, stack)
+        pg = run.start_services(workdir, stack, ns.variants, ns.redis_port)
         env = dict(os.environ)
         env["BENCH_PG_DSN"] = pg.uri
         env["BENCH_REDIS_URL"] = f"redis://127.0.0.1:{ns.redis_port}/0"

@@ -263,6 +263,19 @@ def _ensure_redis(port: int, workdir: Path, stack: contextlib.ExitStack) -> None
         time.sleep(0.1)
 
 
+def start_services(
+    workdir: Path, stack: contextlib.ExitStack, variants: Sequence[str], redis_port: int
+) -> EmbeddedPostgres:
+    """The private PostgreSQL, and Redis if a variant needs it, for the in-process benchmarks;
+    ``stack`` stops them."""
+    pg = EmbeddedPostgres(workdir)
+    stack.callback(pg.stop)
+    pg.start()
+    if "flask-session-redis" in variants:
+        _ensure_redis(redis_port, workdir, stack)
+    return pg
+
+
 # --------------------------------------------------------------------------- one variant
 
 
