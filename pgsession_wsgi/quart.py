@@ -376,7 +376,8 @@ async def sessions_for_user(user_id: Any = None) -> list[UserSession]:
     :raises StoreUnavailable: the database cannot be reached.
     """
     interface, current, user = _request_user("sessions_for_user", user_id)
-    return mark_current(await interface.store.sessions_for_user(user), current)
+    infos = await interface.store.sessions_for_user(user, key_prefix=interface.core.key_prefix)
+    return mark_current(infos, current)
 
 
 async def log_out_other_sessions(user_id: Any = None) -> int:
@@ -393,7 +394,7 @@ async def log_out_other_sessions(user_id: Any = None) -> int:
     :raises StoreUnavailable: the database cannot be reached.
     """
     interface, current, user = _request_user("log_out_other_sessions", user_id)
-    return await interface.store.revoke_user(user, keep=current)
+    return await interface.store.revoke_user(user, keep=current, key_prefix=interface.core.key_prefix)
 
 
 async def save_session() -> None:
