@@ -253,10 +253,14 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def _cmd_revoke(args: argparse.Namespace) -> int:
     """Log a user out everywhere; from the command line there is no current session to keep."""
     with _store(args) as store:
-        removed = store.revoke_user(args.user)
-    _say(f"{PROG} revoke: removed {removed} session(s) of user {args.user!r} from {_where(args)}")
+        removed = store.revoke_user(args.user, key_prefix=args.key_prefix)
+    whose = f" under key prefix {args.key_prefix!r}" if args.key_prefix else ""
+    _say(f"{PROG} revoke: removed {removed} session(s) of user {args.user!r}{whose} from {_where(args)}")
     if removed == 0:
-        _say("(sessions are linked to a user only when the app passes user_key=... to SessionMiddleware)")
+        _say(
+            "(sessions are linked to a user only when the app passes user_key=... to SessionMiddleware; "
+            "an app with a key_prefix (SESSION_KEY_PREFIX) needs --key-prefix)"
+        )
     return 0
 
 
@@ -546,6 +550,13 @@ def _parser() -> argparse.ArgumentParser:
         "pass user_key=... to SessionMiddleware.",
     )
     revoke.add_argument("--user", required=True, metavar="ID", help="the user id to log out")
+    revoke.add_argument(
+        "--key-prefix",
+        default="",
+        metavar="PREFIX",
+        help="the app's key_prefix (SESSION_KEY_PREFIX): only that app's sessions of the user end, "
+        "never those of another app sharing the table (default: none)",
+    )
     revoke.set_defaults(run=_cmd_revoke)
 
     migrate = commands.add_parser(
