@@ -899,12 +899,14 @@ class AsyncPostgresStore:
                 return int(total)
             after = last
 
-    async def sessions_for_user(self, user_id: Any) -> list[SessionInfo]:
+    async def sessions_for_user(self, user_id: Any, *, key_prefix: str = "") -> list[SessionInfo]:
         """The live sessions whose ``user_key`` value is ``user_id``, most recently used first.
 
-        :param user_id: a str, int or UUID, matched by its text form (42 finds "42").
+        :param user_id: a str, int or UUID, matched by its text form (42 finds "42", and any
+            spelling of a UUID finds it), as :func:`~pgsession_wsgi.core.user_id_text` stores it.
+        :param key_prefix: the app's ``key_prefix``: only that app's sessions are listed; "" for none.
         """
-        params = {"user_id": user_id_text(user_id)}
+        params = {"user_id": user_id_text(user_id, key_prefix=key_prefix)}
 
         async def select(conn: Connection, dialect: _Dialect) -> list[SessionInfo]:
             cur = await _execute(dialect, conn, dialect.sql.for_user, params)
@@ -912,15 +914,19 @@ class AsyncPostgresStore:
 
         return await self._run(select, retry=True)
 
-    async def revoke_user(self, user_id: Any, keep: Any = None) -> int:
+    async def revoke_user(self, user_id: Any, keep: Any = None, *, key_prefix: str = "") -> int:
         """Delete every session of ``user_id`` ("log out everywhere"), except ``keep``.
 
         :param user_id: a str, int or UUID, matched by its text form.
         :param keep: a :class:`~pgsession_wsgi.session.Session` or a session id to spare,
             typically the current request's own session; None spares nothing.
+        :param key_prefix: the app's ``key_prefix``: only that app's sessions end; "" for none.
         """
         keep_id = keep if isinstance(keep, str) else getattr(keep, "id", None)
-        params = {"user_id": user_id_text(user_id), "keep": hash_session_id(keep_id) if keep_id else None}
+        params = {
+            "user_id": user_id_text(user_id, key_prefix=key_prefix),
+            "keep": hash_session_id(keep_id) if keep_id else None,
+        }
 
         async def execute(conn: Connection, dialect: _Dialect) -> int:
             return int((await _execute(dialect, conn, dialect.sql.revoke, params)).rowcount)

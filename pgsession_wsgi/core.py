@@ -16,6 +16,7 @@ shares one copy of every rule below::
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -28,6 +29,7 @@ from .session import Changes, Expiry, Session, SessionState
 
 __all__ = [
     "KEEP_USER",
+    "USER_PREFIX_SEPARATOR",
     "Delete",
     "Insert",
     "Load",
@@ -60,26 +62,53 @@ T = TypeVar("T")
 KEEP_USER: Any = object()
 
 
-def user_id_text(value: Any, key: str | None = None) -> str:
-    """The one text form a user id is stored and looked up under: str as is, int and UUID as str.
+#: What stands between an app's ``key_prefix`` and a user id in the user column. User ids cannot
+#: hold it (nor NUL, which a text column cannot store), so an id stored under one prefix, or
+#: under none, can never read as another app's.
+USER_PREFIX_SEPARATOR = "\x1f"
 
-    Anything else is refused, so "log out everywhere" can never miss a session because the
-    app stored the id in one type and looks it up in another.
+# The spellings of a UUID that apps and operators write: any case, with or without the hyphens,
+# braces or a urn:uuid: head. Each is stored and looked up as str(UUID): lower case, hyphenated.
+_UUID_SPELLING = re.compile(
+    r"(?:urn:uuid:)?(\{)?[0-9a-f]{8}(-?)[0-9a-f]{4}\2[0-9a-f]{4}\2[0-9a-f]{4}\2[0-9a-f]{12}(?(1)\})",
+    re.IGNORECASE,
+)
+
+
+def user_id_text(value: Any, key: str | None = None, *, key_prefix: str = "") -> str:
+    """The one text form a user id is stored and looked up under.
+
+    A str is kept as it is, unless it spells a UUID (any case, hyphens or none, braces): then it
+    is the UUID's canonical form, as a :class:`uuid.UUID` and an int are their ``str()``. Anything
+    else is refused, so "log out everywhere" can never miss a session because the app stored the
+    id in one type or spelling and looks it up in another. With ``key_prefix``, the text is
+    scoped to that prefix, so apps sharing a table under their own prefixes never see or end
+    each other's users' sessions.
 
     :param value: the user id.
     :param key: the session key it was found under, for the error message; None for a lookup.
-    :raises SessionError: ``value`` is not a str, int or UUID.
+    :param key_prefix: the app's ``key_prefix`` (``SESSION_KEY_PREFIX``); "" for none.
+    :raises SessionError: ``value`` is not a str, int or UUID, or holds NUL or U+001F.
     """
     kind = type(value)
-    if kind is str:
-        return str(value)
-    if kind is int or kind is UUID:
-        return str(value)
     where = f"the session value under user_key {key!r}" if key is not None else "a user id"
-    raise SessionError(
-        f"{where} is a {kind.__module__}.{kind.__qualname__}; user ids must be str, int or UUID: "
-        "store the user's id in one of those types"
-    )
+    if kind is str:
+        text = str(value)
+        if _UUID_SPELLING.fullmatch(text):
+            text = str(UUID(text))
+        elif "\x00" in text or USER_PREFIX_SEPARATOR in text:
+            raise SessionError(
+                f"{where} holds a NUL or U+001F character, which user ids cannot: store the "
+                "user's id without control characters"
+            )
+    elif kind is int or kind is UUID:
+        text = str(value)
+    else:
+        raise SessionError(
+            f"{where} is a {kind.__module__}.{kind.__qualname__}; user ids must be str, int or UUID: "
+            "store the user's id in one of those types"
+        )
+    return f"{key_prefix}{USER_PREFIX_SEPARATOR}{text}" if key_prefix else text
 
 
 @dataclass
@@ -654,7 +683,7 @@ class SessionCore:
             return KEEP_USER
         if key in changes.changed_keys:
             value = session.peek(key)
-            return None if value is None else user_id_text(value, key)
+            return None if value is None else user_id_text(value, key, key_prefix=self.key_prefix)
         if changes.replace or key in changes.removed:
             return None
         return KEEP_USER

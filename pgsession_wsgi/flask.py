@@ -564,7 +564,8 @@ def sessions_for_user(user_id: Any = None) -> list[UserSession]:
     :raises StoreUnavailable: the database cannot be reached.
     """
     middleware, session, user = _request_user("sessions_for_user", user_id)
-    return mark_current(middleware.store.sessions_for_user(user), session)
+    infos = middleware.store.sessions_for_user(user, key_prefix=middleware.core.key_prefix)
+    return mark_current(infos, session)
 
 
 def log_out_other_sessions(user_id: Any = None) -> int:
@@ -581,4 +582,4 @@ def log_out_other_sessions(user_id: Any = None) -> int:
     :raises StoreUnavailable: the database cannot be reached.
     """
     middleware, session, user = _request_user("log_out_other_sessions", user_id)
-    return middleware.store.revoke_user(user, keep=session)
+    return middleware.store.revoke_user(user, keep=session, key_prefix=middleware.core.key_prefix)

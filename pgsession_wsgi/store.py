@@ -1000,28 +1000,33 @@ class PostgresStore:
         (estimate,) = _one_row(cur)
         return max(int(counted), int(estimate or 0))
 
-    def sessions_for_user(self, user_id: Any) -> list[SessionInfo]:
+    def sessions_for_user(self, user_id: Any, *, key_prefix: str = "") -> list[SessionInfo]:
         """The live sessions whose ``user_key`` value is ``user_id``, most recently used first.
 
-        :param user_id: a str, int or UUID (``42`` and ``"42"`` are the same user).
+        :param user_id: a str, int or UUID (``42`` and ``"42"`` are the same user, and so are a
+            UUID's spellings), matched as :func:`~pgsession_wsgi.core.user_id_text` stores it.
+        :param key_prefix: the app's ``key_prefix`` (``SESSION_KEY_PREFIX``): only that app's
+            sessions are listed; "" for an app without one.
         :raises SessionError: ``user_id`` is of another type.
         """
+        user_text = user_id_text(user_id, key_prefix=key_prefix)
 
         def select(cur: Cursor) -> list[SessionInfo]:
-            cur.execute(self._sql.for_user, {"user_id": user_id_text(user_id)})
+            cur.execute(self._sql.for_user, {"user_id": user_text})
             return [SessionInfo(*row) for row in cur.fetchall()]
 
         return self._run(select, retry=True)
 
-    def revoke_user(self, user_id: Any, keep: Any = None) -> int:
+    def revoke_user(self, user_id: Any, keep: Any = None, *, key_prefix: str = "") -> int:
         """Delete every session of ``user_id`` ("log out everywhere"), except ``keep``.
 
         :param user_id: as for :meth:`sessions_for_user`.
         :param keep: a :class:`Session` or a session id to spare, typically the current one.
+        :param key_prefix: the app's ``key_prefix``: only that app's sessions end; "" for none.
         :returns: how many sessions were deleted.
         :raises SessionError: ``user_id`` is not a str, int or UUID.
         """
-        user_text = user_id_text(user_id)
+        user_text = user_id_text(user_id, key_prefix=key_prefix)
         keep_hash = None
         if keep is not None:
             from .cookies import hash_session_id

@@ -101,7 +101,9 @@ def _encode_row_or_raise(data: dict[Any, Any], max_size: int) -> tuple[str | Non
     return text, None
 
 
-def user_column(data: dict[str, Any], user_key: str | None) -> tuple[str | None, str | None]:
+def user_column(
+    data: dict[str, Any], user_key: str | None, key_prefix: str = ""
+) -> tuple[str | None, str | None]:
     """``(text, None)`` for the user column of a converted row, or ``(None, reason)``.
 
     The text is the one the store looks users up by (:func:`~pgsession_wsgi.core.user_id_text`),
@@ -110,11 +112,13 @@ def user_column(data: dict[str, Any], user_key: str | None) -> tuple[str | None,
     :param data: the session dict.
     :param user_key: the session key holding the user's id (Flask-Login's ``"_user_id"``); None
         leaves the column empty.
+    :param key_prefix: ``SESSION_KEY_PREFIX``: the user is the prefix's, as the app's own saves
+        store it, so apps sharing the table under other prefixes never see it.
     """
     value = data.get(user_key) if user_key is not None else None
     if value is None:
         return None, None
     try:
-        return user_id_text(value, user_key), None
+        return user_id_text(value, user_key, key_prefix=key_prefix), None
     except SessionError as exc:
         return None, str(exc)

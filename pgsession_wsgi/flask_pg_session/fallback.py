@@ -355,7 +355,7 @@ class LegacyFallbackStore(PostgresStore):
         if data_json is None:
             self._refuse(id_hash, reason or "cannot be stored")
             return None
-        user_id, reason = user_column(data, self._user_key)
+        user_id, reason = user_column(data, self._user_key, self.key_prefix)
         if reason is not None:
             self._refuse(id_hash, reason)
             return None

@@ -324,7 +324,7 @@ class _RowConverter:
         data_json, reason = encode_row(row.data, self.max_size)
         if data_json is None:
             return _Converted(digest, reason=reason or "cannot be stored")
-        user_id, reason = user_column(row.data, self.user_key)
+        user_id, reason = user_column(row.data, self.user_key, self.key_prefix)
         if reason is not None:
             return _Converted(digest, reason=reason)
         return _Converted(digest, data_json, user_id)

@@ -375,7 +375,8 @@ def test_the_command_moves_the_rest_into_the_running_apps_table(
     assert [label for label, _ in report.refused] == [key(refused, "app:").hex()[:12]]
     assert sorted(old_ids(pg_dsn, schema)) == sorted(["app:" + refused, theirs])  # what was not moved
     rows = new_rows(pg_dsn, schema)
-    assert {rows[key(sid, "app:")][1] for sid in ids} == {str(n) for n in range(5)}  # user column
+    # The user column, scoped to the prefix as the app's own saves scope it.
+    assert {rows[key(sid, "app:")][1] for sid in ids} == {f"app:\x1f{n}" for n in range(5)}
     # The running app finds every one in its own table, at the usual cost.
     for n, sid in enumerate(ids):
         wire_counter.reset()
@@ -412,7 +413,7 @@ def test_the_app_reads_what_the_command_converted_in_place(
     report = migrate_flask_pg_session(pg_dsn, schema=schema, key_prefix="app:")
     assert report.migrated == 1 and report.moved_into is None
     rows = new_rows(pg_dsn, schema, OLD)  # converted in place: the new table has the old name
-    assert rows[key(sid, "app:")][1] == "3"
+    assert rows[key(sid, "app:")][1] == "app:\x1f3"  # the user, scoped to the prefix
     app = make_app(SESSION_KEY_PREFIX="app:")
     assert app.extensions[EXTENSION_KEY].store.table == OLD
     assert not isinstance(app.extensions[EXTENSION_KEY].store, LegacyFallbackStore)
