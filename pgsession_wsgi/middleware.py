@@ -135,6 +135,8 @@ class SessionMiddleware:
     :param key_prefix: keeps apart the sessions of apps that share one table, one prefix per app:
         the row is keyed by the hash of the prefix and the id, so one app's cookie opens nothing
         in another (the flask-pg-session drop-in passes ``SESSION_KEY_PREFIX``); "" for none.
+        Users are kept apart too: the user column is scoped to the prefix, so pass the same
+        ``key_prefix=`` to ``store.sessions_for_user`` and ``store.revoke_user``.
     :raises ConfigurationError: ``secret_key`` is missing, an option is invalid or contradicts
         another, or ``store`` is no :class:`PostgresStore`.
     """
