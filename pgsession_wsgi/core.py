@@ -70,7 +70,7 @@ USER_PREFIX_SEPARATOR = "\x1f"
 # The spellings of a UUID that apps and operators write: any case, with or without the hyphens,
 # braces or a urn:uuid: head. Each is stored and looked up as str(UUID): lower case, hyphenated.
 _UUID_SPELLING = re.compile(
-    r"(?:urn:uuid:)?(\{)?[0-9a-f]{8}(-?)[0-9a-f]{4}\2[0-9a-f]{4}\2[0-9a-f]{4}\2[0-9a-f]{12}(?(1)\})",
+    r"(?:urn:uuid:)?(\{)?[0-9a-f]{8}(?:-?[0-9a-f]{4}){3}-?[0-9a-f]{12}(?(1)\})",
     re.IGNORECASE,
 )
 

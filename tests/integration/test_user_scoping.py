@@ -225,7 +225,7 @@ def test_a_uuid_user_matches_in_every_spelling(
 
 def test_strings_that_only_look_like_uuids_are_kept_as_they_are(store: PostgresStore) -> None:
     app = SessionMiddleware(login_app, store, secret_key=SECRET, user_key="uid")
-    odd = ["1234", "g" * 32, "{" + "a" * 32, "a" * 8 + "-" + "a" * 24]
+    odd = ["1234", "g" * 32, "{" + "a" * 32, "a" * 8 + "--" + "a" * 24, "a" * 31, "a" * 33]
     for who in odd:
         wsgi_call(app, f"/login?who={who}")
     stored = sorted(row[0] for row in sql(store.dsn, f"SELECT user_id FROM {store.qualified_name}"))
