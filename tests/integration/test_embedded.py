@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -81,3 +83,42 @@ def test_a_separate_socket_directory_is_private_too() -> None:
         assert not server.socket_dir.exists()
     finally:
         shutil.rmtree(parent, ignore_errors=True)
+
+
+# --- A forked child's exit is not its parent's (issue 20) ---
+
+_FORK_A_CHILD = """
+import json, os, sys
+import psycopg2
+from pgsession_wsgi.embedded import start_embedded
+
+server = start_embedded()
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # a normal exit: the child runs the atexit handlers it inherited
+try:
+    _, status = os.waitpid(pid, 0)
+    conn = psycopg2.connect(server.dsn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        answer = cur.fetchone()[0]
+    conn.close()
+finally:
+    server.close()
+print(json.dumps({"child_exit": os.waitstatus_to_exitcode(status), "answer": answer}))
+"""
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")} | extra
+
+
+def test_a_forked_child_that_exits_normally_leaves_the_parents_server_running() -> None:
+    """A forked child (a gunicorn worker, a plain os.fork) inherits the atexit handler that stops the
+    server; its normal exit must not stop its parent's server. (multiprocessing's fork children leave
+    through os._exit, which runs no atexit handler, so they would not test this.) In a separate
+    interpreter: a forked child of the test run itself would go on running tests."""
+    result = subprocess.run([sys.executable, "-c", _FORK_A_CHILD], capture_output=True, text=True,
+                            env=python_env(), cwd="/", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"child_exit": 0, "answer": 1}
