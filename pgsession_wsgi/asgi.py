@@ -35,6 +35,7 @@ from .core import Operation, Policy, SessionCore, private_cache_control, run_asy
 from .defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_TOUCH_INTERVAL
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
 from .session import Session
+from .websocket import CLOSE_ERROR, CLOSE_UNAVAILABLE, save_without_cookie
 
 if TYPE_CHECKING:
     from .async_store import AsyncPostgresStore
@@ -64,8 +65,7 @@ SCOPE_KEY = "pgsession.connection"
 
 #: The close code of a websocket handshake refused because the session could not be loaded:
 #: 1013, "Try Again Later" (the store is unreachable; 1011 for any other session error).
-WEBSOCKET_UNAVAILABLE = 1013
-_WEBSOCKET_ERROR = 1011
+WEBSOCKET_UNAVAILABLE = CLOSE_UNAVAILABLE
 
 _ERROR_BODIES = {
     503: b"Service Unavailable: the session store cannot be reached. Please try again shortly.\n",
@@ -451,34 +451,25 @@ async def save_session(connection: Any) -> None:
 
     A websocket cannot set a cookie, so a change that needs one (a new session, ``regenerate()``,
     ``invalidate()``, a login under ``user_key``) raises :class:`SessionError` and is not saved;
-    make it in an HTTP request. From an HTTP handler this saves early (the response still gets
-    its cookie); the middleware saves HTTP responses by itself anyway.
+    make it in an HTTP request. A session that ended while the websocket was open (logged out
+    or revoked by another request, or expired) is not saved either, nor started again under a
+    new id the browser could never be sent: that raises :class:`SessionError` too. From an HTTP
+    handler this saves early (the response still gets its cookie); the middleware saves HTTP
+    responses by itself anyway.
 
     :param connection: a websocket (or request) object, or an ASGI scope.
-    :raises SessionError: the change needs a new cookie, or the session could not be stored.
+    :raises SessionError: the change needs a new cookie, the session had ended, or it could not
+        be stored.
     :raises StoreUnavailable: the database cannot be reached.
     """
     scope, state = _connection_of(connection)
     session = _adopt(scope, state)
-    core = state.middleware.core
     if not session.accessed:
         return
     if not (state.websocket or state.started):
         state.pending = [*state.pending, *await state.middleware.commit(session)]
         return
-    if core.late_save_refused(session):
-        raise SessionError(
-            "this session change needs a new cookie, which cannot be set any more: make it in "
-            "an HTTP request before its response starts (a new session, regenerate(), "
-            "invalidate() or a login)"
-        )
-    before = session.state.session_id
-    await state.middleware.commit(session)
-    if session.state.session_id != before:
-        raise SessionError(
-            "the session had ended (expired or logged out elsewhere) before this save; its "
-            "changes went into a new session the browser cannot be told about here"
-        )
+    await save_without_cookie(state.middleware.core, session, state.middleware.store.execute)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -574,5 +565,5 @@ async def _refuse_websocket(send: Send, status: int) -> None:
     if status == 503:
         code, reason = WEBSOCKET_UNAVAILABLE, "session store unavailable"
     else:
-        code, reason = _WEBSOCKET_ERROR, "session error"
+        code, reason = CLOSE_ERROR, "session error"
     await send({"type": "websocket.close", "code": code, "reason": reason})

@@ -56,6 +56,7 @@ from .defaults import (
 from .devices import UserSession, mark_current, request_user
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
 from .session import Session
+from .websocket import CLOSE_ERROR, CLOSE_UNAVAILABLE, save_without_cookie
 
 __all__ = [
     "EXTENSION_KEY",
@@ -71,7 +72,7 @@ __all__ = [
 log = logging.getLogger("pgsession_wsgi")
 
 #: The close code of a websocket whose session store cannot be reached: "Try Again Later".
-WEBSOCKET_UNAVAILABLE = 1013
+WEBSOCKET_UNAVAILABLE = CLOSE_UNAVAILABLE
 #: The config keys of the store PgSession opens from the DSN; refused when the app gives its own.
 STORE_KEYS = (*DSN_STORE_KEYS, "PGSESSION_PREPARED_STATEMENTS")
 _ERROR_BODIES = {
@@ -403,10 +404,13 @@ async def save_session() -> None:
     Quart cancels a websocket handler when the client disconnects, so changes left for the end
     of the handler may never be saved. A websocket cannot set a cookie either: a change that
     needs one (a new session, ``regenerate()``, ``invalidate()``, a login under ``user_key``)
-    raises :class:`SessionError`; make it in an HTTP request. In an HTTP request this does
-    nothing: the response saves the session.
+    raises :class:`SessionError`; make it in an HTTP request. A session that ended while the
+    websocket was open (logged out or revoked by another request, or expired) is not saved
+    either: that raises :class:`SessionError` too. In an HTTP request this does nothing: the
+    response saves the session.
 
-    :raises SessionError: the change needs a new cookie, or the session cannot be stored.
+    :raises SessionError: the change needs a new cookie, the session had ended, or it cannot be
+        stored.
     :raises StoreUnavailable: the database cannot be reached.
     """
     from quart import current_app
@@ -421,18 +425,7 @@ async def save_session() -> None:
         )
     if not current.accessed:
         return
-    if interface.core.late_save_refused(current):
-        raise SessionError(
-            "this session change needs a new cookie, which a websocket cannot set: make it in an "
-            "HTTP request (a new session, regenerate(), invalidate() or a login)"
-        )
-    before = current.state.session_id
-    await run_async(interface.core.save(current), interface.store.execute)
-    if current.state.session_id != before:
-        raise SessionError(
-            "the session had ended (expired or logged out elsewhere) before this save; its "
-            "changes went into a new session the browser cannot be told about here"
-        )
+    await save_without_cookie(interface.core, current, interface.store.execute)
 
 
 async def _refuse_unavailable() -> Any:
@@ -445,7 +438,7 @@ async def _refuse_unavailable() -> Any:
         raise error  # to _store_unavailable, or the app's own handler
     log.error("session error while loading, answering 500: %s", error)
     if has_websocket_context():
-        await _close_websocket(1011, "session error")
+        await _close_websocket(CLOSE_ERROR, "session error")
         return None
     return Response(_ERROR_BODIES[500], status=500, mimetype="text/plain")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -31,9 +32,9 @@ from psycopg.conninfo import make_conninfo
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from wire import RoundTripCounter, statement_kind
 
 import pgsession_wsgi.async_store
@@ -549,6 +550,113 @@ async def test_a_websocket_without_a_cookie_needs_no_store(
     store = make_async_store(dsn=dead_dsn(pg_dsn), connect_timeout=1, pool_timeout=1)
     sent = await websocket_call(starlette_app(store), "/ws", cookie=None)
     assert sent[0]["type"] == "websocket.accept"
+
+
+def test_a_session_data_error_at_connect_closes_the_handshake_with_1011(
+    pg_dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not an outage (a row something else wrote, which cannot be decoded): 1011, not 1013."""
+    store = AsyncPostgresStore(pg_dsn, schema=schema, purge_interval=None)
+    with TestClient(starlette_app(store)) as client:
+        client.get("/set?a=1")
+        sql(store, """UPDATE {t} SET data = '{"v": {" u": "not-a-uuid"}}'::jsonb""")
+        caplog.set_level(logging.INFO, logger="pgsession_wsgi")
+        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/ws"):
+            pass
+        assert closed.value.code == 1011
+        assert closed.value.reason == "session error"
+        [record] = session_records(caplog, logging.ERROR)
+        assert "could not be decoded" in record.getMessage()
+
+
+async def _ws_save_one_key(ws: WebSocket) -> None:
+    """Accept, then set the key ``k=v`` the client sends and save it; answer "saved" or the error."""
+    await ws.accept()
+    if ws.query_params.get("load"):
+        await load_session(ws)
+    key, value = (await ws.receive_text()).split("=", 1)
+    ws.session[key] = value
+    try:
+        await save_session(ws)
+    except Exception as exc:
+        await ws.send_text(f"{type(exc).__name__}: {exc}")
+    else:
+        await ws.send_text("saved")
+    await ws.close()
+
+
+@pytest.mark.parametrize("autoload", [True, False], ids=["loaded", "blind"])
+def test_save_session_after_a_logout_elsewhere_raises_and_writes_no_row(
+    pg_dsn: str, schema: str, autoload: bool
+) -> None:
+    """The row went (a logout in another request) while the websocket was open: its save must
+    not start a session under a new id the browser never hears of. It raises; no row is left."""
+    store = AsyncPostgresStore(pg_dsn, schema=schema, purge_interval=None)
+    app = starlette_app(store, autoload=autoload)
+    app.router.routes.append(WebSocketRoute("/ws-save", _ws_save_one_key))
+    with TestClient(app) as client:
+        client.get("/set?a=1")
+        cookie = str(client.cookies["session"])
+        with client.websocket_connect("/ws-save?load=1" if autoload else "/ws-save") as ws:
+            client.get("/logout")  # another request ends the session meanwhile
+            assert rows(store) == []
+            ws.send_text("b=2")
+            answer = ws.receive_text()
+        assert answer.startswith("SessionError: the session had ended"), answer
+        assert rows(store) == []
+        client.cookies.set("session", cookie)
+        assert client.get("/load").json() == {}  # the old cookie opens nothing
+
+
+async def raw_get(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+    """One HTTP GET as a server hands it to ``app``, with exactly these headers (repeats kept)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "2",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+        "state": {},
+        "extensions": {},
+    }
+    sent: list[dict[str, Any]] = []
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # no disconnect before the response is done
+        raise AssertionError("unreachable")
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    await app(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, body
+
+
+async def test_cookies_split_over_several_cookie_headers_are_all_read(
+    client: httpx.AsyncClient, store: AsyncPostgresStore
+) -> None:
+    """HTTP/2 clients may send one ``cookie`` header per cookie: ours in the second still counts."""
+    await client.get("/set?a=1")
+    ours = f"session={client.cookies['session']}".encode()
+    app = starlette_app(store)
+    status, body = await raw_get(app, "/read", [(b"cookie", b"theme=dark"), (b"cookie", ours)])
+    assert (status, json.loads(body)) == (200, {"a": "1"})
+    status, body = await raw_get(app, "/read", [(b"cookie", ours), (b"cookie", b"theme=dark")])
+    assert (status, json.loads(body)) == (200, {"a": "1"})
 
 
 # -- the lifespan: the pool and the purge task ---------------------------------------------------

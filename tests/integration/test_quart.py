@@ -319,6 +319,18 @@ async def test_a_websocket_cannot_save_a_new_session(make_app: Any) -> None:
     assert stored(app) == []
 
 
+async def test_a_websocket_save_after_a_logout_elsewhere_raises_and_writes_no_row(make_app: Any) -> None:
+    app = make_app()
+    client = app.test_client()
+    await get(client, "/set?a=1")
+    async with client.websocket("/ws") as ws:
+        assert await ws.receive_json() == {"a": "1"}
+        await get(client, "/logout")  # another request ends the session meanwhile
+        await ws.send("b=2")
+        assert str(await ws.receive()).startswith("SessionError: the session had ended")
+    assert stored(app) == []
+
+
 # -- one session, Quart and Flask ----------------------------------------------------------
 
 
