@@ -187,6 +187,14 @@ async def test_cookie_settings_come_from_the_quart_config(make_app: Any) -> None
         assert attribute in cookie
 
 
+async def test_the_cookie_is_secure_over_https_and_not_over_http_by_default(make_app: Any) -> None:
+    app = make_app()  # SESSION_COOKIE_SECURE unset: Secure follows the request's scheme
+    _, _, [over_https] = await get(app.test_client(), "/set?a=1", scheme="https")
+    assert "Secure" in over_https.split("; ")[1:]
+    _, _, [over_http] = await get(app.test_client(), "/set?a=1", scheme="http")
+    assert "Secure" not in over_http.split("; ")[1:]
+
+
 async def test_setting_up_twice_or_without_secret_or_dsn_is_refused(pg_dsn: str, schema: str) -> None:
     app = Quart("twice")
     app.config.update(SECRET_KEY="s", PGSESSION_DSN=pg_dsn, PGSESSION_SCHEMA=schema)
