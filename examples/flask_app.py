@@ -116,6 +116,16 @@ def _session() -> Session:
     return session  # type: ignore[return-value]
 
 
+def same_text(given: str, expected: str) -> bool:
+    """Compare a secret in constant time; any text a browser sends, non-ASCII included, is fine.
+
+    ``hmac.compare_digest`` refuses ``str`` with non-ASCII characters (a TypeError, a 500), so both
+    sides are compared as UTF-8 bytes; ``surrogatepass`` keeps even a lone surrogate encodable.
+    """
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                               expected.encode("utf-8", "surrogatepass"))
+
+
 def csrf_token() -> str:
     """This session's CSRF token, made on first use; every POST form sends it back."""
     token = _session().get(CSRF_KEY)
@@ -130,7 +140,7 @@ def check_csrf() -> None:
         return
     expected = _session().get(CSRF_KEY)
     sent = request.form.get("csrf_token", "")
-    if not expected or not hmac.compare_digest(str(expected), sent):
+    if not expected or not same_text(sent, str(expected)):
         abort(400, "The form is missing its CSRF token or it has expired: reload the page and try again.")
 
 
@@ -167,7 +177,7 @@ def create_app(dsn: str, secret_key: str, *, table: str = "pgsession", schema: s
     def login() -> BaseResponse:
         username = request.form.get("username", "")
         expected = USERS.get(username)
-        if expected is None or not hmac.compare_digest(expected, request.form.get("password", "")):
+        if expected is None or not same_text(request.form.get("password", ""), expected):
             flash("Wrong user name or password.", "error")
             return redirect(url_for("index"))
         # No regenerate() call: a login under PGSESSION_USER_KEY ("_user_id") gets a new id itself.

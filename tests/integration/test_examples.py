@@ -28,6 +28,7 @@ from webtest import TestApp
 
 from pgsession_wsgi import SessionMiddleware
 from pgsession_wsgi.cli import _default_app, main
+from pgsession_wsgi.flask import EXTENSION_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -115,6 +116,56 @@ def test_module_level_app_reads_the_environment(pg_dsn: str, schema: str,
         assert app.store.schema == schema
     finally:
         app.store.close()
+
+
+# -- examples/flask_app.py: its forms under webtest -------------------------------------------
+
+
+@pytest.fixture
+def flask_demo(pg_dsn: str, schema: str) -> Iterator[TestApp]:
+    """The Flask demo as ``pgsession-wsgi demo`` builds it, behind one webtest browser."""
+    spec = importlib.util.spec_from_file_location("flask_demo_forms_under_test",
+                                                  ROOT / "examples" / "flask_app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app = module.create_app(pg_dsn, "test-secret", schema=schema)
+    yield TestApp(app)
+    app.extensions[EXTENSION_KEY].store.close()
+
+
+def form_token(page: Any) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert match, page.text
+    return match.group(1)
+
+
+@pytest.mark.parametrize("forged", ["é", "jeton-été-☃", "\u0000", "x" * 5000])
+def test_flask_demo_refuses_a_non_ascii_csrf_token_with_a_400(flask_demo: TestApp,
+                                                               forged: str) -> None:
+    """Any text a browser can send is a bad token (400), never a 500 and a traceback."""
+    form_token(flask_demo.get("/"))
+    for path, form in (("/login", {"username": "alice", "password": "wonderland"}),
+                       ("/logout", {})):
+        refused = flask_demo.post(path, {**form, "csrf_token": forged}, expect_errors=True)
+        assert refused.status_code == 400, refused.text
+        assert "CSRF token" in refused.text
+    assert "Not logged in" in flask_demo.get("/").text
+
+
+@pytest.mark.parametrize("username, password", [
+    ("alice", "wönderland"), ("alice", "☃"), ("alïce", "wonderland"), ("☃", "☃"),
+])
+def test_flask_demo_non_ascii_credentials_are_a_wrong_password(flask_demo: TestApp, username: str,
+                                                               password: str) -> None:
+    form = {"username": username, "password": password, "csrf_token": form_token(flask_demo.get("/"))}
+    answer = flask_demo.post("/login", form)
+    assert answer.status_code == 302, answer.text
+    page = answer.follow()
+    assert "Wrong user name or password." in page.text and "Not logged in" in page.text
+    # The right password still works after a refused one.
+    form = {"username": "alice", "password": "wonderland", "csrf_token": form_token(page)}
+    assert "Hello, alice!" in flask_demo.post("/login", form).follow().text
 
 
 # -- gunicorn, from the repository root --------------------------------------------------------
