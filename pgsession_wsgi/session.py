@@ -289,7 +289,8 @@ class Session(MutableMapping[str, Any]):
             active it is (no idle expiry); None: back to the middleware's timeouts.
         :raises TypeError: ``value`` is none of those types.
         :raises InvalidExpiry: a ``timedelta`` that is not positive or ends past year 9999, a
-            ``datetime`` without a time zone, or one not in the future.
+            ``datetime`` without a time zone, one not in the future, or one past year 9999 in
+            UTC (the last microsecond of 9999 included: psycopg2 reads ``infinity`` as it).
         """
         value = _checked_expiry(value)
         state = self.state
@@ -448,12 +449,40 @@ def _checked_expiry(value: Any) -> Expiry:
                 f"set_expiry({value.isoformat()}) is not in the future: to end the session call "
                 "session.invalidate()"
             )
+        if not readable_time(value):
+            raise InvalidExpiry(
+                f"set_expiry({value.isoformat()}) ends after year 9999 in UTC, which no driver "
+                "reads back: give an earlier end"
+            )
         return value
     raise TypeError(
         "set_expiry() takes a timedelta (an idle lifetime of its own), an aware datetime (a fixed "
         f"end) or None (the middleware's timeouts), not {type(value).__name__}: e.g. "
         "timedelta(days=30)"
     )
+
+
+# The first and last instants a datetime holds: psycopg2 reads PostgreSQL's -infinity and
+# infinity as these, psycopg 3 refuses both, so neither can stand for a time that was stored.
+_FIRST_INSTANT = datetime.min.replace(tzinfo=timezone.utc)
+_LAST_INSTANT = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def readable_time(value: datetime) -> bool:
+    """Whether an aware ``value`` is a time both drivers read back as itself.
+
+    That is strictly between the first and the last instant a ``datetime`` holds, in UTC: an end
+    at 23:00 on 31 December 9999 at UTC-5 is in year 10000 for the database, which no driver
+    reads, and the two instants themselves are what psycopg2 reads ``-infinity`` and
+    ``infinity`` as.
+
+    :param value: an aware datetime, as set by an app or as read from a row.
+    """
+    try:
+        utc = value.astimezone(timezone.utc)
+    except OverflowError:  # before year 1 or after year 9999 in UTC
+        return False
+    return _FIRST_INSTANT < utc < _LAST_INSTANT
 
 
 def _utf8_length(text: str) -> int:

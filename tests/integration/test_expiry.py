@@ -10,6 +10,7 @@ of wall-clock time.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -317,6 +318,22 @@ def test_a_session_regenerated_before_its_first_save_keeps_the_lifetime(
     headers = dict(middleware.commit(session))
     assert max_age(headers["Set-Cookie"]) == MONTH.total_seconds()
     assert session.id is not None and row(middleware.store, session.id)["idle_timeout"] == MONTH
+
+
+def test_an_end_past_year_9999_in_utc_is_a_500_in_the_view_that_set_it_and_nothing_is_stored(
+    make_client: Callable[..., TestApp], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 20: 23:00 at UTC-5 on the last day of 9999 was stored as year 10000, and then
+    neither the session nor its user's session list could be read again."""
+    client = make_client(user_key="user")
+    store = store_of(client)
+    store.create_table()
+    with caplog.at_level(logging.ERROR, logger="pgsession_wsgi"):
+        response = client.get("/login?until=9999-12-31T23:00:00-05:00", status=500)
+    assert "Set-Cookie" not in response.headers
+    assert "year 9999" in caplog.text
+    assert sql(store, "SELECT count(*) FROM {t}") == [(0,)]
+    assert store.sessions_for_user("alice") == []
 
 
 # -- concurrent requests --------------------------------------------------------------------

@@ -84,6 +84,34 @@ def test_a_lifetime_past_year_9999_is_refused() -> None:
         Session().set_expiry(timedelta.max)
 
 
+@pytest.mark.parametrize(
+    "end",
+    [
+        # 23:00 at UTC-5 on the last day of 9999 is 04:00 on 1 January 10000 in UTC.
+        datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(minutes=-1))),
+        # The last instant a datetime holds: psycopg2 reads PostgreSQL's 'infinity' as it.
+        datetime.max.replace(tzinfo=timezone.utc),
+    ],
+    ids=["year-10000-in-utc", "a-minute-past-in-utc", "datetime-max"],
+)
+def test_a_fixed_end_past_year_9999_in_utc_is_refused(end: datetime) -> None:
+    """Issue 20: such an end was written, then no driver could read the row back."""
+    session = Session()
+    with pytest.raises(InvalidExpiry, match="year 9999"):
+        session.set_expiry(end)
+    assert session.expiry is None and not session.modified
+
+
+def test_the_last_end_a_session_can_have_is_just_before_the_end_of_year_9999_in_utc() -> None:
+    session = Session()
+    last = datetime(9999, 12, 31, 23, 59, 59, 999998, tzinfo=timezone.utc)
+    session.set_expiry(last)
+    assert session.expiry == last
+    session.set_expiry(last.astimezone(timezone(timedelta(hours=-14))))  # the same instant
+    assert session.expiry == last
+
+
 def test_a_naive_datetime_is_refused_its_zone_cannot_be_known() -> None:
     with pytest.raises(InvalidExpiry, match="aware datetime"):
         Session().set_expiry(datetime.now() + DAY)
