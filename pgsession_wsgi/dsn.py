@@ -41,11 +41,23 @@ def normalize_dsn(dsn: str) -> str:
 
     :param dsn: a libpq ``key=value`` string or a URL.
     :returns: the DSN as libpq reads it (a driver suffix removed).
-    :raises ConfigurationError: empty, another database's URL, or unparseable (the message
-        never quotes the DSN, which may hold a password).
+    :raises ConfigurationError: empty, another database's URL, unparseable, not UTF-8, holding
+        a NUL, or with a host or port libpq would fail on (the message never quotes the DSN, which
+        may hold a password, and no exception chain keeps libpq's message, which may quote it).
     """
     if not isinstance(dsn, str) or not dsn.strip():
         raise ConfigurationError("the DSN is empty: pass a PostgreSQL URL such as postgresql://user@host/db")
+    try:
+        dsn.encode("utf-8")
+    except UnicodeEncodeError:  # its .object is the DSN: no chain may keep it
+        raise ConfigurationError(
+            "the DSN holds bytes that are not valid UTF-8 (undecodable bytes from the command line or "
+            "the environment): write it in UTF-8, percent-encoding other bytes in a URL (%FF)"
+        ) from None
+    if "\0" in dsn:
+        raise ConfigurationError(
+            "the DSN holds a NUL character, at which libpq would silently cut it: remove it"
+        )
     dsn = _DRIVER_SUFFIX.sub(lambda m: m.group(1) + "://", dsn.strip())
     scheme = re.match(r"^([a-z][a-z0-9+.-]*)://", dsn, re.IGNORECASE)
     if scheme and scheme.group(1).lower() not in ("postgres", "postgresql"):
@@ -54,14 +66,41 @@ def normalize_dsn(dsn: str) -> str:
             "postgresql://user:password@host:5432/dbname"
         )
     try:
-        psycopg2.extensions.parse_dsn(dsn)
+        parsed: dict[str, str] = psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError:
         # The parser's message may quote the DSN, password included, so it is not repeated here.
         raise ConfigurationError(
             "the DSN cannot be parsed: use postgresql://user:password@host:5432/dbname "
             "or 'host=... dbname=... user=...'"
         ) from None
+    _check_hosts_and_ports(parsed)
     return dsn
+
+
+# A port as libpq reads it (strtol, then trailing blanks); empty means the default.
+_PORT = re.compile(r"\s*(?:[+-]?\d+\s*)?")
+
+
+def _check_hosts_and_ports(parsed: Mapping[str, str]) -> None:
+    """Refuse a DSN whose host or port libpq would fail on after quoting it.
+
+    Both are what an unencoded ``/`` or ``@`` in a URL's password leaves: libpq ends the
+    user:password part at the first ``/`` or ``@``, so ``postgresql://u:pa/ss@h/db`` has host
+    ``u`` and port ``pa``, and ``postgresql://u:pa@ss@h/db`` has host ``ss@h``; connecting then
+    fails with a message quoting that port or host, a piece of the password.
+    """
+    if not all(_PORT.fullmatch(port) for port in parsed.get("port", "").split(",")):
+        raise ConfigurationError(
+            "the DSN's port is not a number: give one such as 5432; in a URL, percent-encode a '/' "
+            "in the user name or password as %2F (postgresql://user:pa%2Fss@host:5432/dbname)"
+        )
+    for host in parsed.get("host", "").split(","):
+        # A socket directory may hold '@' anywhere; an abstract socket starts with it.
+        if "@" in host and not host.startswith(("/", "@")):
+            raise ConfigurationError(
+                "the DSN's host holds an '@': in a URL, percent-encode an '@' in the user name or "
+                "password as %40 (postgresql://user:pa%40ss@host:5432/dbname)"
+            )
 
 
 def _split_options(options: str) -> list[str]:

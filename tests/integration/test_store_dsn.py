@@ -7,6 +7,8 @@ pooled connection, once with a ``postgresql://`` URL and once with a ``key=value
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -14,7 +16,10 @@ from urllib.parse import quote, urlencode
 import psycopg2
 import psycopg2.extensions
 import pytest
+from apps.support import free_port
 
+from pgsession_wsgi.async_store import AsyncPostgresStore
+from pgsession_wsgi.errors import ConfigurationError, SessionError, StoreUnavailable
 from pgsession_wsgi.legacy import NothingToMigrate, migrate_flask_pg_session
 from pgsession_wsgi.store import PostgresStore
 
@@ -227,3 +232,57 @@ def test_migrate_connects_with_the_dsns_parameters(
     parameters, server_application_name = seen[0]
     assert server_application_name == "shop-migrate"
     assert parameters["connect_timeout"] == "4"
+
+
+# -- a failing DSN's password is in no message, traceback or log line -----------------------------
+
+PASSWORD = "Zq8-store-Secret"
+
+
+def everything_printed(exc: BaseException) -> str:
+    """What a log or a crash would show: the traceback with its __cause__/__context__ chain, the repr."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) + repr(exc)
+
+
+def failing_dsns() -> list[tuple[str, type[SessionError]]]:
+    """DSNs with PASSWORD that fail: on 127.0.0.1 at a port nothing listens on, or malformed."""
+    port = free_port()
+    return [
+        (f"postgresql://someone:{PASSWORD}@127.0.0.1:{port}/nodb", StoreUnavailable),
+        (f"host=127.0.0.1 port={port} user=someone password={PASSWORD} dbname=nodb", StoreUnavailable),
+        # libpq's parse message quotes "<password>%zz"
+        (f"postgresql://someone:{PASSWORD}%zz@127.0.0.1:{port}/nodb", ConfigurationError),
+        # an unencoded '/' or '@': connecting would quote a piece of the password as port or host
+        (f"postgresql://someone:{PASSWORD}/rest@127.0.0.1:{port}/nodb", ConfigurationError),
+        (f"postgresql://someone:first@{PASSWORD}@127.0.0.1:{port}/nodb", ConfigurationError),
+    ]
+
+
+@pytest.mark.parametrize(("dsn", "error"), failing_dsns())
+def test_the_store_never_shows_a_failing_dsns_password(
+    dsn: str, error: type[SessionError], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(error) as caught:
+        store = PostgresStore(dsn, purge_interval=None, connect_timeout=2)
+        try:
+            store.create_table()
+        finally:
+            store.close()
+    assert PASSWORD not in everything_printed(caught.value)
+    assert PASSWORD not in caplog.text
+
+
+@pytest.mark.parametrize(("dsn", "error"), failing_dsns())
+async def test_the_async_store_never_shows_a_failing_dsns_password(
+    dsn: str, error: type[SessionError], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(error) as caught:
+        store = AsyncPostgresStore(dsn, purge_interval=None, connect_timeout=2)
+        try:
+            await store.create_table()
+        finally:
+            await store.close()
+    assert PASSWORD not in everything_printed(caught.value)
+    assert PASSWORD not in caplog.text

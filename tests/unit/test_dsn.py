@@ -6,9 +6,11 @@ The same rules, through a real store and connection, are in tests/integration/te
 
 from __future__ import annotations
 
+import traceback
+
 import pytest
 
-from pgsession_wsgi.dsn import connect_arguments, parse_options
+from pgsession_wsgi.dsn import connect_arguments, normalize_dsn, parse_options, store_connect_arguments
 from pgsession_wsgi.errors import ConfigurationError
 from pgsession_wsgi.store import normalize_dsn as normalize_dsn_from_store
 
@@ -106,3 +108,81 @@ def test_bad_dsns_are_configuration_errors_without_the_password() -> None:
 
 def test_normalize_dsn_is_still_importable_from_the_store() -> None:
     assert normalize_dsn_from_store("postgres+psycopg2://db/x") == "postgres://db/x"
+
+
+# -- a DSN's password is in no message, nor in the traceback's chain ------------------------------
+
+PASSWORD = "Zq8-dsn-Secret"
+
+
+def everything_printed(exc: BaseException) -> str:
+    """What a log or a crash would show: the traceback with its __cause__/__context__ chain, the repr."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) + repr(exc)
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        f"postgresql://u:{PASSWORD}%zz@h/db",  # libpq: invalid percent-encoded token: "<password>%zz"
+        f"postgresql://u:{PASSWORD}@[::1/db",  # libpq quotes the whole URI
+        f"postgresql://u:{PASSWORD}@h/db?bogus=1",
+        f"host=h password={PASSWORD} 'unterminated",
+        f"host=h password='{PASSWORD}",
+        f"host=h password={PASSWORD} = =",
+    ],
+)
+def test_an_unparseable_dsn_is_refused_without_its_password(dsn: str) -> None:
+    for build in (
+        normalize_dsn,
+        lambda dsn: connect_arguments(dsn, defaults={}, settings={}),
+        lambda dsn: store_connect_arguments(
+            dsn, connect_timeout=5, statement_timeout=5, synchronous_commit=True
+        ),
+    ):
+        with pytest.raises(ConfigurationError) as caught:
+            build(dsn)
+        assert str(caught.value).startswith("the DSN cannot be parsed: use postgresql://")
+        assert PASSWORD not in everything_printed(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("dsn", "advice"),
+    [
+        # Undecodable bytes from the command line or the environment arrive as lone surrogates.
+        (f"postgresql://u:{PASSWORD}\udcff@h/db", "UTF-8"),
+        (f"host=h user=\udcff password={PASSWORD}", "UTF-8"),
+        (f"host=h password={PASSWORD}\x00 port=1", "NUL"),  # libpq would read up to the NUL only
+        # An unencoded '/' ends the user:password part early: libpq reads "u:<first half>" as
+        # host:port and quotes the "port", i.e. the password's first half, when connecting.
+        (f"postgresql://u:{PASSWORD}/more@h/db", "%2F"),
+        (f"postgresql://u:{PASSWORD}/more@h1,h2:5433/db", "%2F"),
+        ("host=h port=5432x", "port"),
+        # An unencoded '@': the host becomes "<second half>@h", quoted by a failed name lookup.
+        (f"postgresql://u:first@{PASSWORD}@127.0.0.1:1/db", "%40"),
+    ],
+)
+def test_a_dsn_libpq_would_misread_is_refused_without_its_password(dsn: str, advice: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        normalize_dsn(dsn)
+    assert advice in str(caught.value)
+    assert PASSWORD not in everything_printed(caught.value)
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://u:p%2Fw%40d%3Ax@h:5432/db",
+        "postgresql://u:pa?ss#@h/db",  # libpq ends the password at '@' only
+        "postgresql://h1:5432,h2/db",
+        "postgresql://h1,h2:5433/db",
+        "postgresql://[::1]:5432/db",
+        "postgresql://h:+5432/db",
+        "host=a,b port=1,",
+        "host=h port=' 5432 '",
+        "host=/run/user@1000/pg port=5432",  # a socket directory may hold '@'
+        "host=@abstract",  # an abstract Unix socket (PostgreSQL 14+)
+        "dbname=x",
+    ],
+)
+def test_unusual_but_valid_dsns_are_accepted(dsn: str) -> None:
+    assert normalize_dsn(dsn) == dsn
