@@ -67,6 +67,39 @@ def _empty_bytes(*args: object) -> bytes:
     return b""
 
 
+def _described(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> str:
+    """``name(<argument types>)``: how a refused call is named (never its values)."""
+    kinds = [type(arg).__name__ for arg in args] + [f"{key}=" for key in kwargs]
+    return f"{name}({', '.join(kinds)})"
+
+
+class _MarkupFromStr:
+    """Stand-in for ``markupsafe.Markup``: a ``Markup`` built from one ``str``, nothing else.
+
+    Pickle rebuilds a ``Markup`` as ``Markup.__new__(Markup, text)`` (NEWOBJ), so this is a class
+    whose ``__new__`` hands back a real ``Markup``. The real one also takes ``(bytes, encoding)``
+    and decodes them with any codec (the idna and punycode decoders are quadratic in the size of
+    the bytes), and calls ``str()`` on any other object; neither is in a pickle of a session.
+    """
+
+    def __new__(cls, *args: object, **kwargs: object) -> Markup:  # type: ignore[misc]
+        text = args[0] if len(args) == 1 else ""
+        if kwargs or len(args) > 1 or type(text) is not str:
+            raise UnsafePickleError(_described("markupsafe.Markup", args, kwargs))
+        return Markup(text)
+
+
+def _decimal_from_str(*args: object) -> decimal.Decimal:
+    """Stand-in for ``decimal.Decimal``, which pickles as ``Decimal(text)``.
+
+    The real class also converts an ``int``, in time quadratic in its size; only the ``str``
+    form a pickle holds is accepted.
+    """
+    if len(args) != 1 or type(args[0]) is not str:
+        raise UnsafePickleError(_described("decimal.Decimal", args, {}))
+    return decimal.Decimal(args[0])
+
+
 # (module, name) exactly as they appear in the pickle stream -> what to hand back.
 # Python 2 spellings are mapped to these first (see find_class).
 _ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
@@ -76,8 +109,8 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
     ("datetime", "timedelta"): _dt.timedelta,
     ("datetime", "timezone"): _dt.timezone,
     ("uuid", "UUID"): uuid.UUID,
-    ("decimal", "Decimal"): decimal.Decimal,
-    ("markupsafe", "Markup"): Markup,
+    ("decimal", "Decimal"): _decimal_from_str,
+    ("markupsafe", "Markup"): _MarkupFromStr,
     ("_codecs", "encode"): _latin1_encode,
     ("builtins", "bytes"): _empty_bytes,
 }

@@ -182,6 +182,59 @@ def test_refuses_bytes_with_arguments() -> None:
     assert _refused(payload).global_name == "builtins.bytes(<arguments>)"
 
 
+# Markup and Decimal are rebuilt from the str their pickles hold, and from nothing else: given
+# bytes and a codec, Markup decodes them (the idna and punycode decoders are quadratic), and
+# Decimal converts an int (quadratic in its size).
+_MARKUP_FROM_OTHER_THAN_STR: dict[str, bytes] = {
+    "bytes, idna (REDUCE)": pickle.dumps({"m": _Call(Markup, b"xn--" + b"a" * 50, "idna")}, protocol=4),
+    "bytes, punycode (REDUCE)": pickle.dumps({"m": _Call(Markup, b"abc-9999", "punycode")}, protocol=2),
+    "str, encoding (REDUCE)": pickle.dumps({"m": _Call(Markup, "abc", "utf-8")}, protocol=4),
+    "bytes (REDUCE)": pickle.dumps({"m": _Call(Markup, b"abc")}, protocol=4),
+    "int (REDUCE)": pickle.dumps({"m": _Call(Markup, 10**100)}, protocol=4),
+    "list (REDUCE)": pickle.dumps({"m": _Call(Markup, [1, [2, 3]])}, protocol=4),
+    "Markup (REDUCE)": pickle.dumps({"m": _Call(Markup, Markup("<b>"))}, protocol=4),
+    # NEWOBJ, as pickle writes Markup, with bytes and a codec: Markup.__new__(Markup, b, "idna").
+    "bytes, idna (NEWOBJ)": b"\x80\x03cmarkupsafe\nMarkup\nC\x07xn--abcX\x04\x00\x00\x00idna\x86\x81.",
+    # NEWOBJ_EX: Markup.__new__(Markup, b"xn--abc", encoding="idna").
+    "bytes, encoding= (NEWOBJ_EX)": (
+        b"\x80\x04\x8c\nmarkupsafe\x8c\x06Markup\x93C\x07xn--abc\x85}\x8c\x08encoding\x8c\x04idnas\x92."
+    ),
+}
+
+
+@pytest.mark.parametrize("payload", _MARKUP_FROM_OTHER_THAN_STR.values(), ids=_MARKUP_FROM_OTHER_THAN_STR)
+def test_markup_is_built_from_a_str_only(payload: bytes) -> None:
+    assert _refused(payload).global_name.startswith("markupsafe.Markup(")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_markup_from_a_str_still_loads(protocol: int) -> None:
+    for payload in (
+        pickle.dumps({"m": Markup("<i>saved</i>")}, protocol=protocol),  # NEWOBJ, as pickle writes it
+        pickle.dumps({"m": _Call(Markup, "<i>saved</i>")}, protocol=protocol),  # REDUCE
+        pickle.dumps({"m": _Call(Markup)}, protocol=protocol),  # Markup() is Markup("")
+    ):
+        value = restricted_loads(payload)
+        assert type(value["m"]) is Markup
+        assert value["m"] in ("<i>saved</i>", "")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(10**50,), (-7,), (True,), ((0, (1, 2), -1),), (1.5,), ("1", None), (b"1",)],
+    ids=["big-int", "int", "bool", "tuple", "float", "context", "bytes"],
+)
+def test_decimal_is_built_from_a_str_only(args: tuple[Any, ...]) -> None:
+    payload = pickle.dumps({"d": _Call(decimal.Decimal, *args)}, protocol=4)
+    assert _refused(payload).global_name.startswith("decimal.Decimal(")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_decimal_from_a_str_still_loads(protocol: int) -> None:
+    value = {"d": decimal.Decimal("-12.3400"), "inf": decimal.Decimal("-Infinity")}
+    _assert_same(restricted_loads(pickle.dumps(value, protocol=protocol)), value)
+
+
 def test_refuses_persistent_ids() -> None:
     assert _refused(b"\x80\x02X\x01\x00\x00\x00xQ.").global_name == "persistent_load"
 
