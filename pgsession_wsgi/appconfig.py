@@ -21,6 +21,7 @@ __all__ = [
     "FLASK_LOGIN_USER_KEY",
     "add_session_headers",
     "check_store_source",
+    "config_flag",
     "cookie_options",
     "extension_of",
     "fallback_keys",
@@ -48,6 +49,7 @@ DSN_STORE_KEYS = (
     "PGSESSION_SCHEMA",
     "PGSESSION_SYNCHRONOUS_COMMIT",
     "PGSESSION_UNLOGGED",
+    "PGSESSION_CREATE_TABLE",
 )
 _POSTGRES_URL = re.compile(r"^postgres(?:ql)?(?:\+[a-z0-9_]+)?://", re.IGNORECASE)
 
@@ -98,6 +100,36 @@ def require_secret_key(app: Any) -> None:
 
 def _article(name: str) -> str:
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def config_flag(config: Any, key: str, default: bool) -> bool:
+    """A yes/no config key: a bool, or its usual spellings from an environment variable.
+
+    ``bool("False")`` is True: a flag read from the environment as text must not turn on what
+    it says to turn off, so text other than the usual spellings is refused, naming the key.
+
+    :param config: the app's config mapping.
+    :param key: the key, e.g. ``"PGSESSION_CREATE_TABLE"``.
+    :param default: when the key is unset (or None).
+    :raises ConfigurationError: the value is neither a bool nor one of its spellings.
+    """
+    value = config.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigurationError(
+        f"{key} must be True or False (or one of {', '.join(_TRUE + _FALSE)} as text), "
+        f"not {type(value).__name__}"
+    )
 
 
 def check_store_source(store: Any, store_type: type[Any], example: str) -> None:

@@ -39,6 +39,7 @@ from .errors import ConfigurationError, SessionError
 from .flask_pg_session import FLASK_PG_SESSION_TABLE, MigrationStopped, migrate_flask_pg_session
 from .flask_pg_session.rows import DEFAULT_BATCH_SIZE as DEFAULT_MIGRATE_BATCH_SIZE
 from .progress import Progress
+from .sql import grant_statements
 from .store import PostgresStore, normalize_dsn
 
 __all__ = ["main"]
@@ -207,12 +208,18 @@ def _cmd_init(args: argparse.Namespace) -> int:
             dsn or _UNUSED_DSN, args.table, args.schema, purge_interval=None, unlogged=args.unlogged
         )
         print(store.ddl(), end="")
+        for role in args.grant:
+            print("".join(f"{line};\n" for line in grant_statements(args.schema, args.table, role)), end="")
         return 0
     # --unlogged / --logged convert an existing table; neither takes it as it is.
     with _store(args, args.unlogged) as store:
         store.create_table(convert=args.unlogged is not None)
+        for role in args.grant:
+            store.grant_access(role)
     kind = {True: "unlogged ", False: "logged ", None: ""}[args.unlogged]
     _say(f"{PROG} init: the {kind}session table {_where(args)} and its indexes are ready")
+    for role in args.grant:
+        _say(f"granted {role!r} USAGE on its schema and SELECT, INSERT, UPDATE, DELETE on the table")
     return 0
 
 
@@ -491,6 +498,14 @@ def _parser() -> argparse.ArgumentParser:
         "--sql",
         action="store_true",
         help="print the SQL instead of running it (needs no database connection)",
+    )
+    init.add_argument(
+        "--grant",
+        action="append",
+        default=[],
+        metavar="ROLE",
+        help="also grant ROLE (the app's least-privilege role) what it needs to use the table: USAGE on "
+        "the schema, SELECT, INSERT, UPDATE, DELETE on the table; may be repeated",
     )
     persistence = init.add_mutually_exclusive_group()
     persistence.add_argument(

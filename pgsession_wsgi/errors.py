@@ -33,6 +33,20 @@ class LegacyTableError(ConfigurationError):
         self.command = command
 
 
+class PrivilegeError(ConfigurationError):
+    """The database role may not create or use the session table; the message names the GRANTs.
+
+    A least-privilege role (no CREATE on the schema, not the table's owner) starts fine once the
+    owner has run ``pgsession-wsgi init``; this names what is still missing.
+
+    :param role: the role the store connects as (``current_user``), or None if unknown.
+    """
+
+    def __init__(self, message: str, role: str | None = None) -> None:
+        super().__init__(message)
+        self.role = role
+
+
 class InvalidExpiry(SessionError, ValueError):
     """``session.set_expiry()`` was given a lifetime no session can have (ended, or zoneless).
 

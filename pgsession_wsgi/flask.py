@@ -39,6 +39,7 @@ from .appconfig import (
     EXTENSION_KEY,
     add_session_headers,
     check_store_source,
+    config_flag,
     cookie_options,
     extension_of,
     fallback_keys,
@@ -200,6 +201,7 @@ class _Settings:
     key_prefix: str = ""
     unlogged: bool = False
     prepared_statements: bool = True
+    create_table: bool = True
 
 
 class _Extension:
@@ -303,12 +305,17 @@ class _Extension:
             synchronous_commit=settings.synchronous_commit,
             unlogged=settings.unlogged,
             prepared_statements=settings.prepared_statements,
+            create_table=settings.create_table,
         )
 
     def _create_table(self, store: PostgresStore) -> None:
-        if not store._create_table:
-            return  # the app's migrations make the table: the store checks it at its first statement
         try:
+            if not store._create_table:
+                # PGSESSION_CREATE_TABLE = False: `pgsession-wsgi init` made it, which needs no app.
+                # An app's own store is left to its migrations, which may run through this app.
+                if self._store_source is None:
+                    store.check_table()
+                return
             store.create_table()
         except LegacyTableError as exc:
             if not self.key_prefix:
@@ -407,6 +414,7 @@ class PgSession(_Extension):
             logout_ends_session=logout_ends_session(config),
             unlogged=bool(config.get("PGSESSION_UNLOGGED", False)),
             prepared_statements=bool(config.get("PGSESSION_PREPARED_STATEMENTS", True)),
+            create_table=config_flag(config, "PGSESSION_CREATE_TABLE", True),
         )
 
 
@@ -453,6 +461,7 @@ class FlaskPgSession(_Extension):
             "synchronous_commit": settings.synchronous_commit,
             "unlogged": settings.unlogged,
             "prepared_statements": settings.prepared_statements,
+            "create_table": settings.create_table,
         }
         if legacy is None:
             return PostgresStore(settings.dsn, table, settings.schema, **options)
@@ -493,6 +502,7 @@ class FlaskPgSession(_Extension):
             logout_ends_session=logout_ends_session(config),
             key_prefix=self.key_prefix,
             unlogged=bool(config.get("PGSESSION_UNLOGGED", False)),
+            create_table=config_flag(config, "PGSESSION_CREATE_TABLE", True),
         )
 
 

@@ -9,10 +9,72 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 
-from .errors import ConfigurationError, LegacyTableError
-from .sql import ADDED_COLUMNS, EXPECTED_COLUMNS, persistence_statement, upgrade_statement
+from .errors import ConfigurationError, LegacyTableError, PrivilegeError, SessionError
+from .sql import ADDED_COLUMNS, EXPECTED_COLUMNS, grant_statements, persistence_statement, upgrade_statement
 
-__all__ = ["check_layout", "check_persistence", "needs_upgrade"]
+__all__ = [
+    "check_layout",
+    "check_persistence",
+    "missing_table_error",
+    "needs_upgrade",
+    "privilege_error",
+    "setup_plan",
+]
+
+
+def setup_plan(missing_schema: bool, missing_objects: bool, create: list[str]) -> tuple[list[str], list[str]]:
+    """The DDL ``create_table`` runs before checking the table's layout, and after it.
+
+    Nothing at all when the table and its indexes exist: ``CREATE ... IF NOT EXISTS`` still
+    needs CREATE on the schema and ownership of the table, so an app running as a
+    least-privilege role (after the owner ran ``pgsession-wsgi init``) would fail on it.
+
+    :param missing_schema: the schema does not exist.
+    :param missing_objects: the table or one of its indexes does not exist.
+    :param create: the schema, table and index statements (``Statements.create``).
+    """
+    if not missing_objects:
+        return [], []
+    schema_sql, table_sql, *index_sql = create
+    return [schema_sql, table_sql] if missing_schema else [table_sql], index_sql
+
+
+def missing_table_error(*, qualified: str, table: str, schema: str, driver_class: str) -> SessionError:
+    """The error for a store told ``create_table=False`` whose table does not exist.
+
+    A :class:`SessionError`, not a configuration error: the table may be made while the app
+    runs (by ``pgsession-wsgi init`` or a migration), and the next request then works.
+
+    :param qualified: the table's quoted, qualified name.
+    :param table: the table's own name, for the command.
+    :param schema: the schema's own name, for the command.
+    :param driver_class: ``"PostgresStore"`` or ``"AsyncPostgresStore"``, for the option named.
+    """
+    return SessionError(
+        f"the session table {qualified} does not exist: create it once as its owner with "
+        f"`pgsession-wsgi init --dsn ... --schema {shlex.quote(schema)} --table {shlex.quote(table)}`, "
+        f"or let the app create it ({driver_class}(create_table=True); Flask and Quart: "
+        "PGSESSION_CREATE_TABLE = True)"
+    )
+
+
+def privilege_error(detail: str, *, role: str | None, table: str, schema: str) -> PrivilegeError:
+    """The error for a statement the store's role may not run: both ways out, the GRANTs named.
+
+    :param detail: the first line of PostgreSQL's message ("permission denied for ...").
+    :param role: the role the store connects as, or None if it could not be asked.
+    :param table: the table's own name.
+    :param schema: the schema's own name.
+    """
+    who = role if role else "APP_ROLE"
+    grants = "; ".join(grant_statements(schema, table, who))
+    return PrivilegeError(
+        f"the session store failed: {detail}. The role {who!r} needs the session table made for "
+        f"it: run `pgsession-wsgi init --dsn ... --schema {shlex.quote(schema)} --table "
+        f"{shlex.quote(table)} --grant {shlex.quote(who)}` once as the table's owner (it creates the "
+        f"table and grants what the role needs), or run yourself: {grants}",
+        role,
+    )
 
 
 def needs_upgrade(columns: Mapping[str, str]) -> bool:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import Any, cast
 
 from quart import Quart, has_websocket_context, session, websocket
 from quart.sessions import NullSession, SessionInterface, SessionMixin
-from quart.wrappers import BaseRequestWebsocket, Response
+from quart.wrappers import BaseRequestWebsocket, Response, Websocket
 from quart.wrappers.response import IterableBody, ResponseBody
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -35,6 +35,7 @@ from .appconfig import (
     EXTENSION_KEY,
     add_session_headers,
     check_store_source,
+    config_flag,
     cookie_options,
     extension_of,
     made_store,
@@ -56,7 +57,15 @@ from .defaults import (
 from .devices import UserSession, mark_current, request_user
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
 from .session import Session
-from .websocket import CLOSE_ERROR, CLOSE_UNAVAILABLE, save_without_cookie
+from .websocket import (
+    CLOSE_ERROR,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_UNAVAILABLE,
+    FORBIDDEN_BODY,
+    REFUSED_REASON,
+    WebsocketOrigins,
+    save_without_cookie,
+)
 
 __all__ = [
     "EXTENSION_KEY",
@@ -73,6 +82,8 @@ log = logging.getLogger("pgsession_wsgi")
 
 #: The close code of a websocket whose session store cannot be reached: "Try Again Later".
 WEBSOCKET_UNAVAILABLE = CLOSE_UNAVAILABLE
+#: The config key listing the origins whose pages may open a websocket, besides the app's own.
+WEBSOCKET_ORIGINS_KEY = "PGSESSION_WEBSOCKET_ORIGINS"
 #: The config keys of the store PgSession opens from the DSN; refused when the app gives its own.
 STORE_KEYS = (*DSN_STORE_KEYS, "PGSESSION_PREPARED_STATEMENTS")
 _ERROR_BODIES = {
@@ -103,16 +114,37 @@ class _UnavailableSession(NullSession):
     __setitem__ = __delitem__ = clear = pop = popitem = update = setdefault = _fail
 
 
+class _CrossOriginSession(NullSession):
+    """Stands in for a websocket whose ``Origin`` is refused: nothing loaded, writes fail.
+
+    The hook :func:`_refuse_unavailable` answers the handshake (403) before the handler runs.
+    """
+
+    def _fail(self, *args: Any, **kwargs: Any) -> Any:
+        raise SessionError(
+            f"this websocket's Origin may not use the session: list it in {WEBSOCKET_ORIGINS_KEY} "
+            "if that page may"
+        )
+
+    __setitem__ = __delitem__ = clear = pop = popitem = update = setdefault = _fail
+
+
 class PgSessionInterface(SessionInterface):
     """Opens (and loads) each request's session and saves it into the response.
 
     :param core: the request algorithm, configured from the app's config.
     :param store: the async store the sessions live in.
+    :param websocket_origins: origins whose pages may open a websocket besides the app's own
+        (``PGSESSION_WEBSOCKET_ORIGINS``); a handshake from any other is refused with a 403.
+    :raises ConfigurationError: an entry of ``websocket_origins`` is not an origin.
     """
 
-    def __init__(self, core: SessionCore, store: AsyncPostgresStore) -> None:
+    def __init__(
+        self, core: SessionCore, store: AsyncPostgresStore, websocket_origins: str | Iterable[str] = ()
+    ) -> None:
         self.core = core
         self.store = store
+        self._origins = WebsocketOrigins(websocket_origins, WEBSOCKET_ORIGINS_KEY)
 
     async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> SessionMixin | None:
         """The request's session, loaded now if its cookie is validly signed.
@@ -120,6 +152,10 @@ class PgSessionInterface(SessionInterface):
         :param app: the Quart app.
         :param request: the request or websocket.
         """
+        if isinstance(request, Websocket) and not self._origins.allows(
+            request.headers.getlist("Origin"), request.scheme, request.headers.get("Host"), request.server
+        ):
+            return _CrossOriginSession()  # answered by _refuse_unavailable: a 403, nothing loaded
         scheme = "https" if request.scheme in ("https", "wss") else "http"
         cookie_header = "; ".join(request.headers.getlist("Cookie"))
         session = self.core.open(cookie_header, scheme, _loaded_up_front)
@@ -279,6 +315,7 @@ class PgSession:
             signer=None,
             **cookie_options(app, SessionInterface()),
         )
+        origins = WebsocketOrigins(config.get(WEBSOCKET_ORIGINS_KEY) or (), WEBSOCKET_ORIGINS_KEY).listed
         if source is None:
             store = AsyncPostgresStore(
                 dsn,
@@ -289,11 +326,12 @@ class PgSession:
                 synchronous_commit=bool(config.get("PGSESSION_SYNCHRONOUS_COMMIT", True)),
                 unlogged=bool(config.get("PGSESSION_UNLOGGED", False)),
                 prepared_statements=bool(config.get("PGSESSION_PREPARED_STATEMENTS", True)),
+                create_table=config_flag(config, "PGSESSION_CREATE_TABLE", True),
             )
         else:
             store = source if isinstance(source, AsyncPostgresStore) else source(app)
             store = made_store(store, AsyncPostgresStore, "AsyncPostgresStore.from_pool(pool)")
-        interface = PgSessionInterface(core, store)
+        interface = PgSessionInterface(core, store, origins)
         app.session_interface = interface  # type: ignore[assignment]  # Quart annotates its default
         app.extensions[EXTENSION_KEY] = interface
         if source is None:  # the store this extension opened; one the app gave is the app's
@@ -429,8 +467,11 @@ async def save_session() -> None:
 
 
 async def _refuse_unavailable() -> Any:
-    """Before any other hook: a session that could not be loaded answers the request."""
+    """Before any other hook: a session that could not be loaded answers the request, and a
+    websocket from an origin that is not allowed is refused."""
     current = session._get_current_object()  # type: ignore[attr-defined]
+    if isinstance(current, _CrossOriginSession):
+        return await _refuse_cross_origin()
     if not isinstance(current, _UnavailableSession):
         return None
     error = current.error
@@ -441,6 +482,14 @@ async def _refuse_unavailable() -> Any:
         await _close_websocket(CLOSE_ERROR, "session error")
         return None
     return Response(_ERROR_BODIES[500], status=500, mimetype="text/plain")
+
+
+async def _refuse_cross_origin() -> Response:
+    """A 403, which Quart sends if the server can answer a handshake with an HTTP response;
+    where it cannot, the handshake is closed with 1008 first (and Quart sends nothing more)."""
+    if "websocket.http.response" not in (websocket.scope.get("extensions") or {}):
+        await _close_websocket(CLOSE_POLICY_VIOLATION, REFUSED_REASON)
+    return Response(FORBIDDEN_BODY, status=403, mimetype="text/plain")
 
 
 async def _store_unavailable(error: StoreUnavailable) -> Any:

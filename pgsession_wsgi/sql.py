@@ -36,6 +36,14 @@ __all__ = [
 LOCK = "SELECT pg_advisory_xact_lock(%s)"
 #: Whether a schema (its quoted name bound as the value) is missing.
 SCHEMA_MISSING = "SELECT to_regnamespace(%s) IS NULL"
+#: Whether the schema is missing, and whether the table or one of its indexes is (the quoted
+#: names of the schema, the table and the two indexes bound: :func:`setup_names`).
+SETUP_STATE = (
+    "SELECT to_regnamespace(%s) IS NULL,"
+    " to_regclass(%s) IS NULL OR to_regclass(%s) IS NULL OR to_regclass(%s) IS NULL"
+)
+#: The role a connection works as, named in a privilege error.
+CURRENT_ROLE = "SELECT current_user"
 #: A table's columns and their types (its quoted, qualified name bound as the value).
 LAYOUT = (
     "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
@@ -101,6 +109,40 @@ def index_names(table: str) -> tuple[str, str]:
     short = table.encode()[:30].decode("utf-8", "ignore")  # bytes: PostgreSQL's limit is 63
     base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
     return base + "_expires_at_idx", base + "_user_id_idx"
+
+
+def setup_names(schema: str, table: str) -> tuple[str, str, str, str]:
+    """The quoted names :data:`SETUP_STATE` is bound with: schema, table and its two indexes.
+
+    :param schema: the schema name, as given.
+    :param table: the table name, as given.
+    """
+    schema_part = quote_identifier(schema, "schema")
+    expires_index, user_index = index_names(table)
+
+    def qualified(name: str) -> str:
+        return f"{schema_part}.{quote_identifier(name, 'table')}"
+
+    return schema_part, qualified(table), qualified(expires_index), qualified(user_index)
+
+
+def grant_statements(schema: str, table: str, role: str) -> list[str]:
+    """The GRANTs a least-privilege role needs to use the session table, and nothing more.
+
+    USAGE on the schema, and SELECT, INSERT, UPDATE, DELETE on the table: every request
+    statement, the purge and ``stats`` need no other privilege once the table exists.
+
+    :param schema: the schema name, as given.
+    :param table: the table name, as given.
+    :param role: the role to grant them to, as given (quoted here).
+    """
+    schema_part = quote_identifier(schema, "schema")
+    qualified = f"{schema_part}.{quote_identifier(table, 'table')}"
+    grantee = quote_identifier(role, "role")
+    return [
+        f"GRANT USAGE ON SCHEMA {schema_part} TO {grantee}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {qualified} TO {grantee}",
+    ]
 
 
 #: The columns and types a table must have to be taken as ours.

@@ -505,7 +505,8 @@ async def test_execute_opens_the_store_at_first_use(make_async: MakeAsync, pg_ds
 
 async def test_a_missing_table_names_the_command_that_creates_it(make_async: MakeAsync) -> None:
     store = make_async(create_table=False)
-    await store.open()
+    with pytest.raises(SessionError, match="pgsession-wsgi init"):
+        await store.open()  # at start-up, not at the first request (issue 21)
     with pytest.raises(SessionError, match="pgsession-wsgi init"):
         await store.execute(Load(new_hash(), M))
     await store.create_table()
