@@ -7,15 +7,19 @@ reads is never written back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableMapping
+import logging
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union
 
 from .codec import check_key, decode_value, dumps, encode_value, same
 from .errors import InvalidExpiry, SessionDataError, SessionError, SessionTooLarge
 
 __all__ = ["Session"]
+
+log = logging.getLogger("pgsession_wsgi")
 
 _MISSING = object()
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
@@ -483,6 +487,65 @@ def readable_time(value: datetime) -> bool:
     except OverflowError:  # before year 1 or after year 9999 in UTC
         return False
     return _FIRST_INSTANT < utc < _LAST_INSTANT
+
+
+# -- reading rows: the one rule both stores read a fetched row by ------------------------------
+
+#: What a driver raises turning a row's values into Python ones when the row holds what
+#: pgsession-wsgi never writes: JSON it never writes (``ValueError``, ``RecursionError``), a time
+#: before year 1 or after year 9999 (psycopg2: ``ValueError``), an interval longer than a
+#: ``timedelta`` (psycopg2: ``OverflowError``). A store adds its driver's own error for them.
+UNREADABLE_VALUE_ERRORS: tuple[type[Exception], ...] = (ValueError, ArithmeticError, RecursionError)
+
+_Row = TypeVar("_Row", bound=Optional[Sequence[Any]])
+
+
+@contextmanager
+def reading_row(*driver_errors: type[Exception]) -> Iterator[None]:
+    """Fetch a row inside, then check it with :func:`checked_row`: a row no driver reads as values
+    pgsession-wsgi could have written is a :class:`SessionDataError` (a 500 with one log line).
+
+    Only the fetch belongs inside: the errors caught here are a statement's as well.
+
+    :param driver_errors: what the store's driver raises for such a value besides
+        :data:`UNREADABLE_VALUE_ERRORS` (psycopg 3: ``psycopg.DataError``).
+    :raises SessionDataError: naming the driver's exception, never the row's data.
+    """
+    try:
+        yield
+    except (*UNREADABLE_VALUE_ERRORS, *driver_errors) as exc:
+        raise SessionDataError(type(exc).__name__) from None
+
+
+@contextmanager
+def skipping_unreadable_row(*driver_errors: type[Exception]) -> Iterator[None]:
+    """As :func:`reading_row`, but such a row is left out (with a warning) instead of failing:
+    ``sessions_for_user`` lists the sessions it can read, and ``revoke_user`` still deletes all.
+
+    :param driver_errors: as for :func:`reading_row`.
+    """
+    try:
+        with reading_row(*driver_errors):
+            yield
+    except SessionDataError as exc:
+        log.warning("a session was left out of sessions_for_user: %s", exc)
+
+
+def checked_row(row: _Row) -> _Row:
+    """``row`` as fetched (None too), if each time in it is a :func:`readable_time`.
+
+    psycopg2 reads ``infinity`` and ``-infinity`` as the last and first instants a ``datetime``
+    holds, where psycopg 3 raises: refused here, both stores read such a row the same way.
+
+    :param row: a fetched row.
+    :raises ValueError: a time in it is no time pgsession-wsgi writes; inside :func:`reading_row`,
+        a :class:`SessionDataError`.
+    """
+    if row is not None:
+        for value in row:
+            if isinstance(value, datetime) and not readable_time(value):
+                raise ValueError("a stored time is at or past the end of year 9999 or at year 1")
+    return row
 
 
 def _utf8_length(text: str) -> int:
