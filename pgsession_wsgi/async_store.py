@@ -78,21 +78,30 @@ from .defaults import (
 )
 from .dsn import normalize_dsn, store_connect_arguments
 from .errors import ConfigurationError, SessionError, SessionTooLarge, StoreUnavailable
-from .layout import check_layout, check_persistence, needs_upgrade
+from .layout import (
+    check_layout,
+    check_persistence,
+    missing_table_error,
+    needs_upgrade,
+    privilege_error,
+    setup_plan,
+)
 from .pool import _first_line
 from .session import checked_row, reading_row, skipping_unreadable_row
 from .sql import (
+    CURRENT_ROLE,
     LAYOUT,
     LOCK,
     PERSISTENCE,
-    SCHEMA_MISSING,
     SETTINGS,
+    SETUP_STATE,
     Statements,
     guard,
     lock_key,
     persistence_statement,
     prepared,
     quote_identifier,
+    setup_names,
 )
 from .store import SessionInfo
 
@@ -455,16 +464,16 @@ class AsyncPostgresStore:
         async def create(conn: Connection, dialect: _Dialect) -> None:
             async with conn.transaction():
                 await conn.execute(LOCK, (self._lock_key,))
-                cur = await conn.execute(SCHEMA_MISSING, (quote_identifier(self.schema, "schema"),))
-                missing_schema = (await _one_row(cur))[0]
+                cur = await conn.execute(SETUP_STATE, setup_names(self.schema, self.table))
+                missing_schema, missing_objects = await _one_row(cur)
                 sql = dialect.sql
-                schema_sql, table_sql, *index_sql = sql.create_unlogged if self.unlogged else sql.create
-                if missing_schema:
-                    await conn.execute(schema_sql)
-                await conn.execute(table_sql)
+                create = sql.create_unlogged if self.unlogged else sql.create
+                before, after = setup_plan(missing_schema, missing_objects, create)
+                for statement in before:
+                    await conn.execute(statement)
                 # Before the indexes: they need our columns.
                 await self._check_layout(conn, upgrade=True, convert=convert)
-                for statement in index_sql:
+                for statement in after:
                     await conn.execute(statement)
 
         await self._run_on(pool, create, retry=True)
@@ -473,7 +482,7 @@ class AsyncPostgresStore:
     async def _check_layout(self, conn: Connection, *, upgrade: bool, convert: bool = False) -> None:
         """Refuse a table that is not ours; with ``upgrade``, add what an older one of ours lacks.
 
-        A missing table passes (create_table=False): its first statement says how to create it.
+        A missing table (create_table=False) is refused, naming the command that creates it.
         One whose persistence differs from ``unlogged`` is refused, or with ``convert`` altered.
         """
         cur = await conn.execute(LAYOUT, (self._qualified,))
@@ -484,7 +493,12 @@ class AsyncPostgresStore:
             cur = await conn.execute(LAYOUT, (self._qualified,))
             columns = dict(await cur.fetchall())
         if not columns:
-            return
+            raise missing_table_error(
+                qualified=self._qualified,
+                table=self.table,
+                schema=self.schema,
+                driver_class="AsyncPostgresStore",
+            )
         check_layout(columns, qualified=self._qualified, table=self.table, schema=self.schema)
         if self.unlogged is None:
             return
@@ -519,7 +533,13 @@ class AsyncPostgresStore:
         for attempt in range(attempts):
             try:
                 async with pool.connection() as conn:
-                    return await work(conn, self._dialect)
+                    try:
+                        return await work(conn, self._dialect)
+                    except psycopg.errors.InsufficientPrivilege as exc:
+                        role = await _current_role(conn)
+                        raise privilege_error(
+                            _first_line(exc), role=role, table=self.table, schema=self.schema
+                        ) from None
             except psycopg.errors.QueryCanceled:
                 limit = (
                     f"statement_timeout={self.statement_timeout}s"
@@ -956,3 +976,12 @@ def _retrieve_exception(future: asyncio.Future[None]) -> None:
     """Mark a failed setup's error as seen: the requests that waited for it have their own."""
     if not future.cancelled():
         future.exception()
+
+
+async def _current_role(conn: Connection) -> str | None:
+    """The role the connection works as, for a privilege error; None if it cannot be asked."""
+    try:
+        cur = await conn.execute(CURRENT_ROLE)
+        return str((await _one_row(cur))[0])
+    except psycopg.Error:
+        return None

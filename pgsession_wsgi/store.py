@@ -56,22 +56,32 @@ from .errors import (
     SessionTooLarge,
     StoreUnavailable,
 )
-from .layout import check_layout, check_persistence, needs_upgrade
+from .layout import (
+    check_layout,
+    check_persistence,
+    missing_table_error,
+    needs_upgrade,
+    privilege_error,
+    setup_plan,
+)
 from .pool import ConnectionPool, _first_line
 from .purge import PurgeWorker
 from .session import checked_row, reading_row, skipping_unreadable_row
 from .sql import (
+    CURRENT_ROLE,
     LAYOUT,
     LOCK,
     PERSISTENCE,
-    SCHEMA_MISSING,
     SETTINGS,
+    SETUP_STATE,
     Statements,
+    grant_statements,
     guard,
     lock_key,
     persistence_statement,
     prepared,
     quote_identifier,
+    setup_names,
     with_literals,
 )
 
@@ -473,16 +483,15 @@ class PostgresStore:
             cur.execute("BEGIN")
             try:
                 cur.execute(LOCK, (self._lock_key,))
-                cur.execute(SCHEMA_MISSING, (quote_identifier(self.schema, "schema"),))
-                missing_schema = _one_row(cur)[0]
+                cur.execute(SETUP_STATE, setup_names(self.schema, self.table))
+                missing_schema, missing_objects = _one_row(cur)
                 create = self._sql.create_unlogged if self.unlogged else self._sql.create
-                schema_sql, table_sql, *index_sql = create
-                if missing_schema:
-                    cur.execute(schema_sql)
-                cur.execute(table_sql)
+                before, after = setup_plan(missing_schema, missing_objects, create)
+                for statement in before:
+                    cur.execute(statement)
                 # Before the indexes, which need our columns.
                 self._check_layout(cur, upgrade=True, convert=convert)
-                for statement in index_sql:
+                for statement in after:
                     cur.execute(statement)
                 cur.execute("COMMIT")
             except BaseException:
@@ -493,10 +502,45 @@ class PostgresStore:
         self._run(create, retry=True, setup=True)
         self._table_created = True
 
+    def grant_access(self, role: str) -> None:
+        """Grant ``role`` what an app needs to use the table, and nothing more.
+
+        USAGE on the schema and SELECT, INSERT, UPDATE, DELETE on the table: run by the table's
+        owner (``pgsession-wsgi init --grant ROLE``), so the app's own role needs no CREATE
+        privilege and does not own the table. Start that app's store with ``create_table=False``
+        (Flask and Quart: ``PGSESSION_CREATE_TABLE = False``), or leave it on: a store finds the
+        table and its indexes there and runs no DDL.
+
+        :param role: the app's role, as named in PostgreSQL (quoted here).
+        :raises PrivilegeError: this store's role may not grant them (it is not the owner).
+        """
+        statements = grant_statements(self.schema, self.table, role)
+
+        def grant(cur: Cursor) -> None:
+            for statement in statements:
+                cur.execute(statement)
+
+        self._run(grant, retry=True, setup=True)
+
+    def check_table(self) -> None:
+        """Check, without changing anything, that the table exists and is a pgsession-wsgi table.
+
+        What a store with ``create_table=False`` runs at its first request anyway; call it at
+        start-up (the Flask extension does) so that a missing table stops the app with one line
+        naming ``pgsession-wsgi init``, instead of failing every request.
+
+        :raises ConfigurationError: the table is missing, or is not a pgsession-wsgi table (a
+            :class:`~pgsession_wsgi.LegacyTableError` for flask-pg-session's).
+        :raises PrivilegeError: the store's role may not read the table's layout.
+        :raises StoreUnavailable: the database cannot be reached.
+        """
+        self._run(lambda cur: self._check_layout(cur, upgrade=False), retry=True, setup=True)
+        self._layout_checked = True
+
     def _check_layout(self, cur: Cursor, *, upgrade: bool, convert: bool = False) -> None:
         """Refuse a table that is not ours; with ``upgrade``, add what an older one of ours lacks.
 
-        A missing table passes (create_table=False): its first statement says how to create it.
+        A missing table (create_table=False) is refused, naming the command that creates it.
         One whose persistence differs from ``unlogged`` is refused, or with ``convert`` altered.
         """
         cur.execute(LAYOUT, (self._qualified,))
@@ -507,7 +551,9 @@ class PostgresStore:
             cur.execute(LAYOUT, (self._qualified,))
             columns = dict(cur.fetchall())
         if not columns:
-            return
+            raise missing_table_error(
+                qualified=self._qualified, table=self.table, schema=self.schema, driver_class="PostgresStore"
+            )
         check_layout(columns, qualified=self._qualified, table=self.table, schema=self.schema)
         if self.unlogged is None:
             return
@@ -612,8 +658,7 @@ class PostgresStore:
                 self.create_table()
             elif not self._create_table and not self._layout_checked:
                 # Once per process: an older table is named with its fix, not a failing SELECT.
-                self._run(lambda cur: self._check_layout(cur, upgrade=False), retry=True, setup=True)
-                self._layout_checked = True
+                self.check_table()
             if self.purge_interval is not None:
                 self._purger = PurgeWorker(self, self.purge_interval)
                 self._purger.start()
@@ -637,7 +682,13 @@ class PostgresStore:
                 with self._pool.connection() as conn, conn.cursor() as cur:
                     if self._origin is not None:
                         use_own_typecasters(cur)
-                    return work(cur)
+                    try:
+                        return work(cur)
+                    except psycopg2.errors.InsufficientPrivilege as exc:
+                        role = _current_role(cur)
+                        raise privilege_error(
+                            _first_line(exc), role=role, table=self.table, schema=self.schema
+                        ) from None
             except psycopg2.errors.QueryCanceled:
                 limit = (
                     f"statement_timeout={self.statement_timeout}s"
@@ -1085,3 +1136,12 @@ def _one_row(cur: Cursor) -> tuple[Any, ...]:
     if row is None:
         raise SessionError("the database returned no row where one was expected")
     return row
+
+
+def _current_role(cur: Cursor) -> str | None:
+    """The role the connection works as, for a privilege error; None if it cannot be asked."""
+    try:
+        cur.execute(CURRENT_ROLE)
+        return str(_one_row(cur)[0])
+    except psycopg2.Error:
+        return None
