@@ -11,8 +11,8 @@ import hashlib
 import os
 import secrets
 import string
+import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -23,12 +23,14 @@ import psycopg2.extras
 import pytest
 from db import sql
 from flask import Flask, session
-from helpers import ClosingClient, add_count_route
+from flask.testing import FlaskClient
+from helpers import ClosingClient, add_count_route, wait_for
 from itsdangerous import Signer
 from itsdangerous.encoding import base64_decode
 from webtest import TestApp
 
 from pgsession_wsgi import ConfigurationError
+from pgsession_wsgi import pool as pool_module
 from pgsession_wsgi.flask import EXTENSION_KEY, EnvironSessionInterface, FlaskPgSession
 from pgsession_wsgi.flask_pg_session import FlaskPgSessionSigner
 
@@ -101,6 +103,7 @@ def test_same_construction_and_defaults(pg_dsn: str, schema: str) -> None:
         assert app.session_interface is interface
         store = ext.store
         assert (store.table, store.schema) == ("flask_sessions", schema)
+        # Seam: the pool size shows nowhere public short of exhausting the pool (as the wait test does).
         assert store._pool.max_connections == 10  # SESSION_PG_MAX_DB_CONN default
         assert store.purge_interval is not None  # SESSION_AUTODELETE_EXPIRED default True
         middleware = app.extensions[EXTENSION_KEY]
@@ -374,19 +377,61 @@ def test_empty_sessions_are_not_stored(make_app: Callable[..., Flask], pg_dsn: s
     assert stored(pg_dsn, schema) == []
 
 
-def test_a_full_pool_waits_instead_of_failing(make_app: Callable[..., Flask]) -> None:
+def waiting_in_the_pool(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is blocked in the store's pool, waiting for a connection to come back.
+
+    The pool publishes no count of its waiters, so the thread's own stack tells: innermost a
+    ``threading.Condition.wait`` called from pgsession_wsgi/pool.py, which waits there only once
+    every connection is out and no other may be opened.
+    """
+    frame = sys._current_frames().get(thread.ident or 0)
+    if frame is None or (frame.f_code.co_filename, frame.f_code.co_name) != (threading.__file__, "wait"):
+        return False
+    return frame.f_back is not None and frame.f_back.f_code.co_filename == pool_module.__file__
+
+
+def test_a_full_pool_waits_instead_of_failing(
+    make_app: Callable[..., Flask], pg_dsn: str, schema: str
+) -> None:
+    """SESSION_PG_MAX_DB_CONN=1: while one request holds the only connection, another request
+    waits for it (no 503, no second connection), then is served with its own data."""
     app = make_app(SESSION_PG_MAX_DB_CONN=1)
-    client = app.test_client()
-    client.get("/count")
-    pool = app.extensions[EXTENSION_KEY].store._pool
-    results: list[str] = []
-    with pool.connection():  # the only connection is busy
-        worker = threading.Thread(target=lambda: results.append(client.get("/count").text))
-        worker.start()
-        time.sleep(0.5)
-        assert results == []  # waiting, not failed
-    worker.join(10)
-    assert results == ["2"]
+    first, second = app.test_client(), app.test_client()
+    assert first.get("/count").text == "1"
+    assert second.get("/count").text == "1"
+    first_id = first.get_cookie("session").value  # type: ignore[union-attr]
+    answers: dict[str, tuple[int, str]] = {}
+
+    def bump(name: str, client: FlaskClient) -> None:
+        response = client.get("/count")
+        answers[name] = (response.status_code, response.text)
+
+    locker = psycopg2.connect(pg_dsn)
+    holder = threading.Thread(target=bump, args=("first", first))
+    waiter = threading.Thread(target=bump, args=("second", second))
+    try:
+        with locker.cursor() as cur:  # the first request's write waits for this row lock...
+            cur.execute(f'SELECT 1 FROM "{schema}".flask_sessions WHERE id = %s FOR UPDATE', (h(first_id),))
+            assert cur.rowcount == 1
+        holder.start()
+        blocked = "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
+        wait_for(  # ...holding the pool's only connection meanwhile
+            lambda: sql(pg_dsn, blocked, (locker.get_backend_pid(),)) == [(1,)],
+            "the first request's write waits for the row lock",
+        )
+        waiter.start()
+        wait_for(
+            lambda: waiting_in_the_pool(waiter) or "second" in answers,
+            "the second request waits for a connection (or answers)",
+        )
+        assert answers == {}  # the second is waiting for the connection, not answered with a 503
+    finally:
+        locker.rollback()
+        locker.close()
+    holder.join(30)
+    waiter.join(30)
+    assert answers == {"first": (200, "2"), "second": (200, "2")}
+    assert stored(pg_dsn, schema) == [{"n": 2}, {"n": 2}]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
