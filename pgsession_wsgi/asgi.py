@@ -35,7 +35,15 @@ from .core import Operation, Policy, SessionCore, private_cache_control, run_asy
 from .defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_TOUCH_INTERVAL
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
 from .session import Session
-from .websocket import CLOSE_ERROR, CLOSE_UNAVAILABLE, save_without_cookie
+from .websocket import (
+    CLOSE_ERROR,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_UNAVAILABLE,
+    FORBIDDEN_BODY,
+    REFUSED_REASON,
+    WebsocketOrigins,
+    save_without_cookie,
+)
 
 if TYPE_CHECKING:
     from .async_store import AsyncPostgresStore
@@ -133,6 +141,15 @@ class SessionMiddleware:
     closed with code :data:`WEBSOCKET_UNAVAILABLE` (1013, "Try Again Later"). A websocket cannot
     set cookies, so its session is saved only when the handler calls ``await save_session(ws)``.
 
+    A browser sends the session cookie with a websocket handshake whatever page opens it, so a
+    handshake's ``Origin`` is checked (against cross-site websocket hijacking): one without
+    ``Origin`` (not a browser), or from the app's own origin (the request's scheme, ``ws`` as
+    ``http`` and ``wss`` as ``https``, and its ``Host`` header), or from an origin listed in
+    ``websocket_origins`` goes on; any other is refused before the session is loaded, with a
+    403 where the server can answer a handshake with an HTTP response, else closed with code
+    1008 ("Policy Violation"), and one warning line. Behind a proxy, the app must see the
+    browser's scheme and ``Host`` (uvicorn's ``--proxy-headers``), or list the public origin.
+
     The store's pool opens at lifespan startup (or at first use) and closes at lifespan shutdown,
     after the app's own shutdown handlers. A store that cannot be reached at startup is logged
     and retried by the first request; a table that is not a pgsession-wsgi table fails startup.
@@ -144,7 +161,10 @@ class SessionMiddleware:
         sessions (with the same ``cookie_name`` and table).
     :param autoload: load a validly signed session before the app runs (one statement); False
         leaves it to :func:`load_session`.
-    :param cookie_name: the cookie's name; ``__Host-`` and ``__Secure-`` names are checked.
+    :param cookie_name: the cookie's name. ``"__Host-session"`` is recommended on an https
+        site: browsers then keep it only if it is Secure, has ``Path=/`` and no ``Domain``, so
+        no subdomain can set or overwrite it; those options are checked, and it is sent Secure
+        even over http. ``__Secure-`` names are always Secure too.
     :param idle_timeout: a session unused this long is gone (``timedelta`` or seconds); also
         the cookie's ``Max-Age``.
     :param absolute_timeout: a session older than this is gone however active it is.
@@ -164,6 +184,8 @@ class SessionMiddleware:
     :param regenerate_on_user_change: with ``user_key``, a login moves the session to a new id.
     :param max_size: the most bytes a stored session may take; None for no limit.
     :param signer: reads and writes another cookie format.
+    :param websocket_origins: origins whose pages may open a websocket besides the app's own,
+        each ``scheme://host[:port]`` (e.g. ``["https://app.example.com"]``).
     :raises ConfigurationError: ``store`` is not async, ``secret_key`` is missing, or an option
         is invalid or contradicts another.
     """
@@ -191,6 +213,7 @@ class SessionMiddleware:
         regenerate_on_user_change: bool = True,
         max_size: int | None = DEFAULT_MAX_SIZE,
         signer: IdSigner | None = None,
+        websocket_origins: Iterable[str] = (),
     ) -> None:
         if not inspect.iscoroutinefunction(getattr(store, "execute", None)):
             raise ConfigurationError(
@@ -203,6 +226,8 @@ class SessionMiddleware:
         self.store = store
         #: Load a validly signed session before the app runs.
         self.autoload = autoload
+        #: Which pages may open a websocket that gets the session.
+        self.websocket_origins = WebsocketOrigins(websocket_origins, "websocket_origins")
         #: The request algorithm, with the options as checked.
         self.core = SessionCore.configure(
             secret_key,
@@ -384,6 +409,10 @@ class SessionMiddleware:
     # -- websockets ------------------------------------------------------------------------
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _origin_allowed(self.websocket_origins, scope):
+            await receive()  # websocket.connect: the handshake is answered, then refused
+            await _refuse_cross_origin(scope, send)
+            return
         session = self.open_session(scope)
         if self.autoload:
             try:
@@ -523,6 +552,13 @@ def _cookie_header(scope: Scope) -> str:
     return "; ".join(value.decode("latin-1") for name, value in headers if name.lower() == b"cookie")
 
 
+def _origin_allowed(origins: WebsocketOrigins, scope: Scope) -> bool:
+    headers = scope.get("headers", ())
+    sent = [value.decode("latin-1") for name, value in headers if name.lower() == b"origin"]
+    host = next((value.decode("latin-1") for name, value in headers if name.lower() == b"host"), None)
+    return origins.allows(sent, str(scope.get("scheme", "ws")), host, scope.get("server"))
+
+
 def _answer_instead(connection: _Connection, message: Message) -> int | None:
     """A 503 for the app's own error response after :func:`load_session` found the store down."""
     if connection.unavailable is not None and int(message.get("status", 200)) >= 500:
@@ -559,6 +595,17 @@ async def _error_response(send: Send, status: int) -> None:
         headers.append((b"retry-after", b"5"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _refuse_cross_origin(scope: Scope, send: Send) -> None:
+    """A 403 if the server can answer a handshake with an HTTP response, else close code 1008."""
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION, "reason": REFUSED_REASON})
+        return
+    body = FORBIDDEN_BODY.encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 async def _refuse_websocket(send: Send, status: int) -> None:

@@ -5,6 +5,7 @@ the lifespan and the errors. The other frameworks are in test_asgi_frameworks.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
-from starlette.testclient import TestClient
+from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from wire import RoundTripCounter, statement_kind
 
@@ -657,6 +658,162 @@ async def test_cookies_split_over_several_cookie_headers_are_all_read(
     assert (status, json.loads(body)) == (200, {"a": "1"})
     status, body = await raw_get(app, "/read", [(b"cookie", ours), (b"cookie", b"theme=dark")])
     assert (status, json.loads(body)) == (200, {"a": "1"})
+
+
+# -- websockets: the Origin check (cross-site websocket hijacking) ------------------------------
+
+
+def connect_from(client: TestClient, origin: str | None, url: str = "/ws") -> Any:
+    """``client.websocket_connect(url)`` with this ``Origin`` header (None: no Origin at all)."""
+    return client.websocket_connect(url, headers={} if origin is None else {"Origin": origin})
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("/ws", None),  # not a browser: no Origin header
+        ("/ws", "http://testserver"),  # the app's own page (ws -> http)
+        ("/ws", "HTTP://TestServer:80"),  # the same origin, spelled otherwise
+        ("wss://testserver/ws", "https://testserver"),  # wss -> https
+    ],
+)
+def test_a_websocket_from_the_apps_own_origin_or_none_gets_its_session(
+    pg_dsn: str, schema: str, url: str, origin: str | None
+) -> None:
+    store = AsyncPostgresStore(pg_dsn, schema=schema, purge_interval=None)
+    with TestClient(starlette_app(store)) as client:
+        client.get("/set?a=1")
+        with connect_from(client, origin, url) as ws:
+            assert ws.receive_json() == {"a": "1"}
+            ws.send_text("bye")
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("/ws", "https://evil.example"),  # another site
+        ("/ws", "http://testserver.evil.example"),
+        ("/ws", "https://testserver"),  # another scheme: another origin
+        ("/ws", "http://testserver:8080"),  # another port: another origin
+        ("wss://testserver/ws", "http://testserver"),
+        ("/ws", "null"),  # an opaque origin (a sandboxed frame, a file)
+        ("/ws", "not a url"),
+    ],
+)
+def test_a_cross_origin_websocket_handshake_is_refused_with_403_before_any_statement(
+    pg_dsn: str,
+    schema: str,
+    url: str,
+    origin: str,
+    wire_counter: RoundTripCounter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = AsyncPostgresStore(wire_counter.dsn, schema=schema, purge_interval=None)
+    with TestClient(starlette_app(store)) as client:
+        client.get("/set?a=1")
+        wire_counter.reset()
+        caplog.set_level(logging.INFO, logger="pgsession_wsgi")
+        with pytest.raises(WebSocketDenialResponse) as denied, connect_from(client, origin, url):
+            pass
+        assert denied.value.status_code == 403
+        assert "Origin" in denied.value.text
+        assert wire_counter.count == 0  # refused before the session was loaded
+        [record] = session_records(caplog)
+        assert "websocket_origins" in record.getMessage()
+
+
+def test_a_second_origin_header_is_refused(pg_dsn: str, schema: str) -> None:
+    store = AsyncPostgresStore(pg_dsn, schema=schema, purge_interval=None)
+    with TestClient(starlette_app(store)) as client:
+        headers = httpx.Headers([("origin", "http://testserver"), ("origin", "https://evil.example")])
+        with (
+            pytest.raises(WebSocketDenialResponse) as denied,
+            client.websocket_connect("/ws", headers=headers),
+        ):
+            pass
+        assert denied.value.status_code == 403
+
+
+def test_websocket_origins_widens_the_check_to_the_origins_listed(pg_dsn: str, schema: str) -> None:
+    store = AsyncPostgresStore(pg_dsn, schema=schema, purge_interval=None)
+    app = starlette_app(store, websocket_origins=["https://app.example.com", "http://localhost:3000"])
+    with TestClient(app) as client:
+        client.get("/set?a=1")
+        for origin in ("https://app.example.com", "http://LOCALHOST:3000", "http://testserver"):
+            with connect_from(client, origin) as ws:
+                assert ws.receive_json() == {"a": "1"}
+                ws.send_text("bye")
+        with pytest.raises(WebSocketDenialResponse), connect_from(client, "https://evil.example"):
+            pass
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "app.example.com",
+        "https://app.example.com/",
+        "https://app.example.com/path",
+        "ws://app.example.com",
+        "*",
+    ],
+)
+async def test_a_websocket_origin_that_is_not_an_origin_is_a_configuration_error(
+    make_async_store: MakeAsyncStore, origin: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"websocket_origins .*scheme://host\[:port\]"):
+        SessionMiddleware(
+            starlette_app,  # type: ignore[arg-type]
+            make_async_store(),
+            secret_key=SECRET,
+            websocket_origins=[origin],
+        )
+
+
+async def test_without_the_http_response_extension_a_cross_origin_handshake_is_closed_with_1008(
+    pg_dsn: str, make_async_store: MakeAsyncStore
+) -> None:
+    """A server that cannot answer a handshake with an HTTP response: websocket.close, 1008."""
+    store = make_async_store(dsn=dead_dsn(pg_dsn), connect_timeout=1, pool_timeout=1)
+    sent = await raw_websocket(starlette_app(store), [(b"origin", b"https://evil.example")])
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": "websocket Origin not allowed"}]
+    sent = await raw_websocket(starlette_app(store), [(b"origin", b"http://testserver")])
+    assert sent[0]["type"] == "websocket.accept"  # no cookie: the dead store is never asked
+
+
+async def raw_websocket(app: Any, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+    """A websocket to ``app`` from a server without the websocket.http.response extension:
+    what the app sent up to its ``websocket.accept`` or ``websocket.close``."""
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "scheme": "ws",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+        "subprotocols": [],
+        "state": {},
+        "extensions": {},
+    }
+    connected = False
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal connected
+        if not connected:
+            connected = True
+            return {"type": "websocket.connect"}
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    with contextlib.suppress(WebSocketDisconnect):  # how Starlette's handler ends when the client goes
+        await app(scope, receive, send)
+    return sent[:1] if sent and sent[0]["type"] in ("websocket.accept", "websocket.close") else sent
 
 
 # -- the lifespan: the pool and the purge task ---------------------------------------------------

@@ -293,7 +293,8 @@ def test_a_wsgi_app_and_a_starlette_app_share_one_session(
 @pytest.mark.parametrize("framework", ["starlette", "fastapi", "litestar", "quart"])
 async def test_under_uvicorn(framework: str, pg_dsn: str, schema: str) -> None:
     """A real server on 127.0.0.1: the pool opens at startup, requests share sessions and keep
-    every concurrent change, and a SIGTERM closes every connection the app had."""
+    every concurrent change, a cross-origin websocket handshake is refused, and a SIGTERM closes
+    every connection the app had."""
     name = f"pgsession-uvicorn-{uuid.uuid4().hex[:12]}"
     port = free_port()
     env = {
@@ -326,6 +327,8 @@ async def test_under_uvicorn(framework: str, pg_dsn: str, schema: str) -> None:
             assert {response.status_code for response in answers} == {200}
             expected = {"n": 2, **{f"k{i}": str(i) for i in range(20)}}
             assert answer_of(framework, (await client.get("/read")).json()) == expected
+        # Another site's page opening the websocket: refused with a 403 by the real server too.
+        assert _websocket_handshake(port, "https://evil.example").split()[:2] == ["HTTP/1.1", "403"]
         assert connections() >= 1
     finally:
         server.send_signal(signal.SIGTERM)
@@ -334,6 +337,20 @@ async def test_under_uvicorn(framework: str, pg_dsn: str, schema: str) -> None:
     assert server.returncode in (0, -signal.SIGTERM), output
     assert "Traceback" not in output and "error" not in output.lower(), output
     wait_for(lambda: connections() == 0, "the lifespan shutdown closed every connection")
+
+
+def _websocket_handshake(port: int, origin: str) -> str:
+    """The status line a websocket handshake to /ws from a page of ``origin`` is answered with."""
+    import socket
+
+    request = (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Origin: {origin}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(request.encode())
+        return conn.makefile("rb").readline().decode("latin-1").strip()
 
 
 def _accepts(port: int) -> bool:

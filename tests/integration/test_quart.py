@@ -19,7 +19,7 @@ from flask import session as flask_session
 from helpers import ClosingClient
 from quart import Quart
 from quart import session as quart_session
-from quart.testing.connections import WebsocketDisconnectError
+from quart.testing.connections import WebsocketDisconnectError, WebsocketResponseError
 from wire import RoundTripCounter
 
 from pgsession_wsgi.errors import ConfigurationError, StoreUnavailable
@@ -337,6 +337,108 @@ async def test_a_websocket_save_after_a_logout_elsewhere_raises_and_writes_no_ro
         await ws.send("b=2")
         assert str(await ws.receive()).startswith("SessionError: the session had ended")
     assert stored(app) == []
+
+
+# -- websockets: the Origin check ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scheme", "origin"),
+    [("ws", None), ("ws", "http://localhost"), ("wss", "https://localhost:443")],
+    ids=["no-origin", "own", "own-wss"],
+)
+async def test_a_websocket_from_the_apps_own_origin_or_none_gets_its_session(
+    make_app: Any, scheme: str, origin: str | None
+) -> None:
+    app = make_app()
+    client = app.test_client()
+    await get(client, "/set?a=1")
+    headers = {} if origin is None else {"Origin": origin}
+    async with client.websocket("/ws", headers=headers, scheme=scheme) as ws:
+        assert await ws.receive_json() == {"a": "1"}
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "https://localhost", "null"])
+async def test_a_cross_origin_websocket_handshake_is_refused_with_403_before_any_statement(
+    make_app: Any, origin: str, wire_counter: RoundTripCounter, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(wire_counter.dsn)
+    client = app.test_client()
+    await get(client, "/set?a=1")
+    wire_counter.reset()
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        async with client.websocket("/ws", headers={"Origin": origin}) as ws:
+            with pytest.raises(WebsocketResponseError) as refused:
+                await ws.receive()
+    assert refused.value.response.status_code == 403
+    assert "Origin" in (await refused.value.response.get_data(as_text=True))
+    assert wire_counter.count == 0  # refused before the session was loaded
+    [record] = session_records(caplog)
+    assert "PGSESSION_WEBSOCKET_ORIGINS" in record.getMessage()
+
+
+async def test_without_the_http_response_extension_a_cross_origin_handshake_is_closed_with_1008(
+    make_app: Any,
+) -> None:
+    """A server that cannot answer a handshake with an HTTP response: websocket.close, 1008."""
+    app = make_app()
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "scheme": "ws",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"localhost"), (b"origin", b"https://evil.example")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("localhost", 80),
+        "subprotocols": [],
+        "extensions": {},
+    }
+    connected = False
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal connected
+        if not connected:
+            connected = True
+            return {"type": "websocket.connect"}
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    await app(scope, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": "websocket Origin not allowed"}]
+
+
+async def test_pgsession_websocket_origins_widens_the_check(make_app: Any) -> None:
+    app = make_app(PGSESSION_WEBSOCKET_ORIGINS=["https://app.example.com"])
+    client = app.test_client()
+    await get(client, "/set?a=1")
+    async with client.websocket("/ws", headers={"Origin": "https://app.example.com"}) as ws:
+        assert await ws.receive_json() == {"a": "1"}
+    async with client.websocket("/ws", headers={"Origin": "https://evil.example"}) as ws:
+        with pytest.raises(WebsocketResponseError):
+            await ws.receive()
+    one = make_app(PGSESSION_WEBSOCKET_ORIGINS="https://app.example.com")  # one origin as a string
+    async with one.test_client().websocket("/ws", headers={"Origin": "https://app.example.com"}) as ws:
+        assert await ws.receive_json() == {}
+
+
+async def test_a_pgsession_websocket_origin_that_is_not_an_origin_is_refused_at_setup(
+    pg_dsn: str, schema: str
+) -> None:
+    app = Quart("bad_origin")
+    app.config.update(
+        SECRET_KEY="s",
+        PGSESSION_DSN=pg_dsn,
+        PGSESSION_SCHEMA=schema,
+        PGSESSION_WEBSOCKET_ORIGINS=["https://app.example.com/"],
+    )
+    with pytest.raises(ConfigurationError, match=r"PGSESSION_WEBSOCKET_ORIGINS .*scheme://host\[:port\]"):
+        PgSession(app)
 
 
 # -- one session, Quart and Flask ----------------------------------------------------------
