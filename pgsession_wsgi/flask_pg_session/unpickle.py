@@ -211,26 +211,112 @@ def _check_plain(value: object) -> None:
 #: and set members, and hashing a tuple recurses in C with no limit, so a deep enough one
 #: crashes the whole process (a segmentation fault, not an exception).
 _MAX_TUPLE_DEPTH = 1000
-# EMPTY_TUPLE, TUPLE, TUPLE1, TUPLE2, TUPLE3: each level of nesting needs one of them run.
-_TUPLE_OPCODES = (b")", b"t", b"\x85", b"\x86", b"\x87")
+#: The work a pickle may cost to rebuild: this many units per byte of it, plus a flat allowance
+#: (a unit is a byte copied or parsed by a constructor, an item visited by a hash, a key compared).
+#: A pickle that only builds what it holds costs about one unit per byte; only reuse through the
+#: memo (one big argument passed to many calls, one tuple inside another many times as a key)
+#: or keys of one hash (ints and tuples of them: their hashes are not randomised) cost more.
+_WORK_PER_BYTE = 8
+_WORK_ALLOWANCE = 4_000_000
+
+# What the replay keeps of each stack item: (tuple depth, cost of hashing it, bytes a
+# constructor would copy from it, whether its hash is randomised: str and bytes).
+_Item = tuple[int, int, int, bool]
+_PLAIN: _Item = (0, 1, 1, False)
+_TEXT_OPCODES = frozenset(
+    {
+        "STRING",
+        "BINSTRING",
+        "SHORT_BINSTRING",
+        "UNICODE",
+        "BINUNICODE",
+        "SHORT_BINUNICODE",
+        "BINUNICODE8",
+        "BINBYTES",
+        "SHORT_BINBYTES",
+        "BINBYTES8",
+        "BYTEARRAY8",
+    }
+)
+_INT_OPCODES = frozenset({"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"})
 # How many stack items each fixed-size tuple opcode takes (TUPLE takes all above the mark).
 _TUPLE_SIZES = {"EMPTY_TUPLE": 0, "TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
+# Opcodes that call an allow-listed callable: how many items its arguments are, under the top.
+_CALL_ARGUMENTS = {"REDUCE": 1, "NEWOBJ": 1, "NEWOBJ_EX": 2}
 _PUT_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 _GET_OPCODES = frozenset({"GET", "BINGET", "LONG_BINGET"})
 
 
-def _check_tuple_depth(payload: bytes) -> None:
-    """Refuse tuples nested over ``_MAX_TUPLE_DEPTH`` deep by reading the opcodes, running none.
+class _Work:
+    """The replay's running cost, refused once it passes the budget."""
 
-    A pickle holding fewer tuple opcode bytes than the limit cannot nest deeper, so the usual
-    row costs five ``bytes.count`` calls; otherwise the unpickler's stack is replayed, keeping
-    only each item's tuple depth. Whatever the replay cannot follow fails ``load`` too.
+    def __init__(self, payload_size: int) -> None:
+        self.budget = _WORK_PER_BYTE * payload_size + _WORK_ALLOWANCE
+        self.spent = 0
+        self.fixed_hash_keys = 0  # keys and members so far whose hash is not randomised
+
+    def spend(self, units: int) -> None:
+        self.spent += units
+        if self.spent > self.budget:
+            raise LegacyDataError(
+                f"rebuilding the pickled data would take more work than a pickle of its size can "
+                f"need (over {self.budget} units: one object reused through the memo as many "
+                "arguments or dict keys, or many keys of one hash); not converted"
+            )
+
+    def hash_key(self, item: _Item) -> None:
+        """A dict key or set member: hashed once, and compared with every key of its hash."""
+        _, weight, _, randomised = item
+        if randomised:
+            self.spend(weight)
+        else:  # an attacker can give every such key one hash: count the worst case
+            self.fixed_hash_keys += 1
+            self.spend(weight * self.fixed_hash_keys)
+
+
+def _pushed(name: str, arg: Any) -> _Item:
+    """The item an opcode that takes nothing from the stack pushes."""
+    if name in _TEXT_OPCODES:
+        return (0, 1, len(arg), True)
+    if name in _INT_OPCODES:
+        size = (abs(int(arg)).bit_length() + 7) // 8
+        return (0, 1 + size // 8, 1 + size, False)  # hashing an int reads all of it
+    return _PLAIN
+
+
+def _tuple_of(items: list[_Item], cap: int) -> _Item:
+    """A tuple of ``items``: hashing it hashes each of them (tuples do not cache their hash)."""
+    depth = 1 + max((item[0] for item in items), default=0)
+    if depth > _MAX_TUPLE_DEPTH:
+        raise LegacyDataError(
+            f"the pickled data nests tuples more than {_MAX_TUPLE_DEPTH} deep; not converted"
+        )
+    weight = min(cap, 1 + sum(item[1] for item in items))
+    size = min(cap, 1 + sum(item[2] for item in items))
+    return (depth, weight, size, False)
+
+
+def _check_work(payload: bytes) -> None:
+    """Refuse a pickle that would cost more to rebuild than its size allows, running none of it.
+
+    The unpickler's stack is replayed from the opcodes (:func:`pickletools.genops`), keeping
+    only what costs work: each item's tuple depth (deep tuples crash the hash), the cost of
+    hashing it as a dict key or set member, and the bytes a constructor would copy from it.
+    Memo references push the same item again, so reuse is counted every time it is used.
+    Whatever the replay cannot follow fails ``load`` too.
     """
-    if sum(payload.count(code) for code in _TUPLE_OPCODES) <= _MAX_TUPLE_DEPTH:
-        return
-    stack: list[int] = []  # tuple depth of each stack item: 0 for anything but a tuple
+    work = _Work(len(payload))
+    cap = work.budget + 1  # weights and sizes beyond the budget need not be exact
+    stack: list[_Item] = []
     marks: list[int] = []
-    memo: dict[Any, int] = {}
+    memo: dict[Any, _Item] = {}
+
+    def above_mark() -> list[_Item]:
+        start = marks.pop()
+        items = stack[start:]
+        del stack[start:]
+        return items
+
     for opcode, arg, _ in pickletools.genops(payload):
         name = opcode.name
         if name in _PUT_OPCODES:
@@ -238,23 +324,50 @@ def _check_tuple_depth(payload: bytes) -> None:
         elif name == "MEMOIZE":
             memo[len(memo)] = stack[-1]
         elif name in _GET_OPCODES:
-            stack.append(memo.get(arg, 0))
+            stack.append(memo[arg])  # a missing entry (KeyError) fails load too
         elif name == "DUP":
             stack.append(stack[-1])
         elif name == "POP" and marks and marks[-1] == len(stack):
             marks.pop()  # as _pickle does: POP right after MARK drops the mark
-        elif name == "TUPLE" or name in _TUPLE_SIZES:
-            start = marks.pop() if name == "TUPLE" else len(stack) - _TUPLE_SIZES[name]
-            if start < 0:
+        elif name == "TUPLE":
+            stack.append(_tuple_of(above_mark(), cap))
+        elif name in _TUPLE_SIZES:
+            count = _TUPLE_SIZES[name]
+            if count > len(stack):
                 raise ValueError("stack underflow")
-            depth = 1 + max(stack[start:], default=0)
-            del stack[start:]
-            if depth > _MAX_TUPLE_DEPTH:
-                raise LegacyDataError(
-                    f"the pickled data nests tuples more than {_MAX_TUPLE_DEPTH} deep; not converted"
-                )
-            stack.append(depth)
-        else:  # nothing else makes a tuple (the allow-listed callables never return one)
+            items = stack[len(stack) - count :]
+            del stack[len(stack) - count :]
+            stack.append(_tuple_of(items, cap))
+        elif name in _CALL_ARGUMENTS:  # f(*args): the allow-listed callables copy their arguments
+            count = _CALL_ARGUMENTS[name] + 1
+            if count > len(stack):
+                raise ValueError("stack underflow")
+            arguments = stack[len(stack) - count + 1 :]
+            del stack[len(stack) - count :]
+            size = min(cap, sum(item[2] for item in arguments))
+            work.spend(size)
+            stack.append((0, 1, size, False))
+        elif name in ("INST", "OBJ"):  # protocol 0 and 1 calls: the arguments are above the mark
+            size = min(cap, sum(item[2] for item in above_mark()))
+            work.spend(size)
+            stack.append((0, 1, size, False))
+        elif name == "SETITEM":
+            if len(stack) < 3:
+                raise ValueError("stack underflow")
+            work.hash_key(stack[-2])
+            del stack[-2:]
+        elif name in ("SETITEMS", "DICT"):
+            items = above_mark()
+            for key in items[::2]:
+                work.hash_key(key)
+            if name == "DICT":
+                stack.append(_PLAIN)
+        elif name in ("ADDITEMS", "FROZENSET"):
+            for member in above_mark():
+                work.hash_key(member)
+            if name == "FROZENSET":
+                stack.append(_PLAIN)  # a frozenset caches its hash
+        else:  # the rest: their cost is their own size, and none makes a tuple
             before = opcode.stack_before
             if pickletools.markobject in before:
                 del stack[marks.pop() :]
@@ -268,7 +381,7 @@ def _check_tuple_depth(payload: bytes) -> None:
                 if item is pickletools.markobject:
                     marks.append(len(stack))
                 else:
-                    stack.append(0)
+                    stack.append(_pushed(name, arg))
 
 
 def restricted_loads(payload: bytes) -> Any:
@@ -279,11 +392,13 @@ def restricted_loads(payload: bytes) -> Any:
         the caller decides whether the shape is a session).
     :raises UnsafePickleError: the pickle names a global or type outside the allow-list;
         raised before any refused callable could run.
-    :raises LegacyDataError: the bytes are not a well-formed pickle, or nest tuples deep
-        enough to crash the interpreter.
+    :raises LegacyDataError: the bytes are not a well-formed pickle, nest tuples deep enough
+        to crash the interpreter, or would cost more work to rebuild than a pickle of their size
+        can need (one object reused through the memo as many arguments or dict keys, many dict
+        keys of one hash); all judged from the opcodes, before anything is rebuilt.
     """
     try:
-        _check_tuple_depth(payload)
+        _check_work(payload)
         value = _RestrictedUnpickler(io.BytesIO(payload)).load()
     except SessionError:
         raise
