@@ -18,11 +18,12 @@ import re
 import secrets
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import timedelta
 from types import FrameType, ModuleType
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import unquote
 
 import psycopg2
 import psycopg2.extensions
@@ -51,7 +52,17 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, the shell's convention; SIGTERM g
 
 # `init --sql` needs no database; the store still wants a DSN, so it gets one it never uses.
 _UNUSED_DSN = "postgresql://"
+# A password as typed: in a URL (percent-encoded), and in a key=value DSN (quoted or not).
 _URL_PASSWORD = re.compile(r"://[^/:@\s]*:([^@\s]*)@")
+_KEYWORD_PASSWORD = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'?|\S+)")
+# The commands, to say which one an error is about before argparse has read the line.
+_COMMANDS = ("demo", "init", "cleanup", "stats", "revoke", "migrate-flask-pg-session")
+
+# The largest numbers the options take; more is a typo, or a number PostgreSQL cannot hold.
+_MAX_ROWS = 2**31 - 1  # a batch: PostgreSQL's integer
+_MAX_BYTES = 2**30  # a session: 1 GiB, the largest value PostgreSQL stores
+_MAX_DAYS = 36500  # a lifetime: 100 years
+_MAX_INTERVAL = 86400  # between progress lines: a day
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -67,19 +78,115 @@ def _tell(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _redact(text: str, dsn: str | None) -> str:
-    """Hide the DSN's password wherever it could appear (errors may quote the connection string)."""
-    if not dsn:
-        return text
-    secrets_in_dsn = set()
-    with suppress(psycopg2.Error):
-        secrets_in_dsn.add(psycopg2.extensions.parse_dsn(dsn).get("password") or "")
-    url_password = _URL_PASSWORD.search(dsn)  # as typed, before percent-decoding
-    if url_password:
-        secrets_in_dsn.add(url_password.group(1))
-    for secret in sorted(secrets_in_dsn - {""}, key=len, reverse=True):
+def _passwords(sources: Iterable[str | None]) -> list[str]:
+    """Every password the sources (DSNs, or any command-line argument) may hold, longest first:
+    as libpq reads it, and as typed, even in a DSN libpq cannot parse."""
+    found: set[str] = set()
+    for source in sources:
+        if not source:
+            continue
+        with suppress(psycopg2.Error, ValueError):  # ValueError: undecodable bytes
+            found.add(psycopg2.extensions.parse_dsn(source).get("password") or "")
+        for match in _URL_PASSWORD.finditer(source):
+            found.update((match.group(1), unquote(match.group(1))))
+        for match in _KEYWORD_PASSWORD.finditer(source):
+            typed = match.group(1)
+            found.update((typed, re.sub(r"\\(.)", r"\1", typed.strip("'"))))
+    return sorted(found - {""}, key=len, reverse=True)
+
+
+def _redact(text: str, *sources: str | None) -> str:
+    """Hide the password of every DSN in ``sources`` wherever it appears in ``text`` (errors may
+    quote the connection string, or the user name when it is the password too)."""
+    for secret in _passwords(sources):
         text = text.replace(secret, "***")
     return text
+
+
+def _not_text(value: str) -> bool:
+    """Whether ``value`` holds bytes the locale could not decode (Python keeps them as lone
+    surrogates), which no database, file or terminal can take as text."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _not_decodable(fix: str) -> str:
+    encoding = sys.getfilesystemencoding().upper()
+    return f"holds bytes that are not valid {encoding} text: {fix} in {encoding}"
+
+
+def _undecodable_argument(argv: Sequence[str]) -> str | None:
+    """What to fix when an argument holds undecodable bytes; it is named, never quoted."""
+    for number, argument in enumerate(argv, 1):
+        if not _not_text(argument):
+            continue
+        name, equals, _ = argument.partition("=")
+        before = argv[number - 2] if number > 1 else ""
+        if argument.startswith("-") and equals and not _not_text(name):
+            where = f"the value of {name}"
+        elif argument.startswith("-"):
+            where = f"argument {number}, an option's name,"
+        elif before.startswith("--") and "=" not in before and not _not_text(before):
+            where = f"the value of {before}"
+        else:
+            where = f"argument {number}"
+        return f"{where} {_not_decodable('pass it')}"
+    return None
+
+
+def _undecodable_setting(args: argparse.Namespace) -> str | None:
+    """The same for the environment variables the command reads (the arguments are checked)."""
+    dsn, source = _dsn_and_source(args)
+    read = {
+        "PGSESSION_DSN": dsn if source == "PGSESSION_DSN" else None,
+        # Undecodable only when they came from their variables: the arguments were checked.
+        "PGSESSION_TABLE": getattr(args, "table", None),
+        "PGSESSION_SCHEMA": getattr(args, "schema", None),
+        "SECRET_KEY": os.environ.get("SECRET_KEY") if args.command == "demo" else None,
+    }
+    for variable, value in read.items():
+        if value and _not_text(value):
+            return f"the environment variable {variable} {_not_decodable('set it')}"
+    return None
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Refuse a number no command can use (NaN, infinite, negative, huge) before anything runs.
+
+    Each bound is written so that NaN fails it too.
+    """
+    port = getattr(args, "port", None)
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigurationError(f"--port must be a TCP port number from 1 to 65535, not {port}")
+    batch_size = getattr(args, "batch_size", None)
+    if batch_size is not None and not 1 <= batch_size <= _MAX_ROWS:
+        raise ConfigurationError(
+            f"--batch-size must be a positive number of rows, at most {_MAX_ROWS}, not {batch_size}"
+        )
+    max_size = getattr(args, "max_size", None)
+    if max_size is not None and not 1 <= max_size <= _MAX_BYTES:
+        raise ConfigurationError(
+            f"--max-size must be a positive number of bytes, at most {_MAX_BYTES} (1 GiB), not {max_size}"
+        )
+    days = getattr(args, "lifetime_days", None)
+    if days is not None and not 0 < days <= _MAX_DAYS:
+        raise ConfigurationError(
+            f"--lifetime-days must be a positive number of days, at most {_MAX_DAYS} (100 years), "
+            f"not {_number(days)}"
+        )
+    interval = getattr(args, "progress_interval", None)
+    if interval is not None and not 0 <= interval <= _MAX_INTERVAL:
+        raise ConfigurationError(
+            f"--progress-interval must be 0 or a positive number of seconds, at most {_MAX_INTERVAL} "
+            f"(a day), not {_number(interval)}"
+        )
 
 
 def _dsn_and_source(args: argparse.Namespace) -> tuple[str | None, str]:
@@ -189,8 +296,6 @@ class _LongJob:
 
 
 def _progress(args: argparse.Namespace, label: str, what: str, *, approximate: bool) -> Progress | None:
-    if args.progress_interval < 0:
-        raise ConfigurationError("--progress-interval must be 0 or a positive number of seconds")
     if args.quiet:
         return None
     return Progress(label, what, sys.stderr, approximate=approximate, interval=args.progress_interval)
@@ -274,10 +379,6 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 def _cmd_migrate(args: argparse.Namespace) -> int:
     """Move a flask-pg-session table's sessions at once: in place (the old table is kept,
     renamed), or ``--into`` the table a running FlaskPgSession uses (the old one stays)."""
-    if args.lifetime_days <= 0:
-        raise ConfigurationError("--lifetime-days must be a positive number of days")
-    if args.max_size is not None and args.max_size < 1:
-        raise ConfigurationError("--max-size must be a positive number of bytes")
     label = f"{PROG} migrate-flask-pg-session"
     progress = _progress(args, label, "rows handled", approximate=False)
     try:
@@ -379,7 +480,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     dsn, source = _dsn_and_source(args)
     server = None
     if dsn:
-        _say(f"{PROG} demo: using PostgreSQL from {source} ({_describe_dsn(dsn)})")
+        # Redacted too: the user name may be the password (postgres:postgres).
+        _say(_redact(f"{PROG} demo: using PostgreSQL from {source} ({_describe_dsn(dsn)})", dsn))
     else:
         from .embedded import start_embedded
 
@@ -427,16 +529,33 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # -- the parser ------------------------------------------------------------------------------
 
 
+class _UsageError(Exception):
+    """A usage error, with the usage argparse prints before it; raised for main() to redact."""
+
+    def __init__(self, usage: str, message: str) -> None:
+        super().__init__(message)
+        self.usage = usage
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors go back to main() instead of being printed at once: they
+    may echo an argument, such as a DSN given before the command (read as the command's name)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(self.format_usage(), f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     # Built per call: the defaults read the environment at that moment.
-    dsn_options = argparse.ArgumentParser(add_help=False)
+    dsn_options = _Parser(add_help=False)
     dsn_options.add_argument(
         "--dsn",
         default=None,
         metavar="DSN",
         help="PostgreSQL URL or libpq string (default: the PGSESSION_DSN environment variable)",
     )
-    table_options = argparse.ArgumentParser(add_help=False)
+    table_options = _Parser(add_help=False)
     table_options.add_argument(
         "--table",
         default=os.environ.get("PGSESSION_TABLE") or DEFAULT_TABLE,
@@ -448,7 +567,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"schema holding it (default: $PGSESSION_SCHEMA, else {DEFAULT_SCHEMA})",
     )
     common = [dsn_options, table_options]
-    progress_options = argparse.ArgumentParser(add_help=False)
+    progress_options = _Parser(add_help=False)
     progress_options.add_argument(
         "--progress-interval",
         type=float,
@@ -464,7 +583,7 @@ def _parser() -> argparse.ArgumentParser:
         help="no progress display; the summary is still printed",
     )
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Server-side WSGI sessions in PostgreSQL: demo and maintenance.",
     )
@@ -653,13 +772,28 @@ def main(argv: list[str] | None = None) -> int:
     :returns: the exit status: 0 ok, 1 failed, 2 usage or configuration, 130 stopped by
         SIGINT (Ctrl-C), 143 stopped by SIGTERM.
     """
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    undecodable = _undecodable_argument(arguments)
+    if undecodable:
+        named = next((a for a in arguments if not a.startswith("-")), "")
+        label = f"{PROG} {named}" if named in _COMMANDS else PROG
+        _tell(f"{label}: error: {undecodable}")
+        return EXIT_USAGE
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, or a usage error argparse has already printed
+        args = parser.parse_args(arguments)
+    except _UsageError as exc:  # printed as argparse would, without any password it echoes
+        text = _redact(exc.usage + exc.message, *arguments, os.environ.get("PGSESSION_DSN"))
+        print(text, end="", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
         return _exit_status(exc, EXIT_USAGE)
     dsn, _ = _dsn_and_source(args)
     try:
+        undecodable = _undecodable_setting(args)
+        if undecodable:
+            raise ConfigurationError(undecodable)
+        _check_numbers(args)
         return int(args.run(args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

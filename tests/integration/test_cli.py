@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import pickle
+import re
 import socket
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg2.extensions
 import pytest
 from apps.support import free_port
 from db import sql
@@ -140,7 +143,7 @@ def test_cleanup_rejects_a_zero_batch_size(pg_dsn: str, schema: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = run(["cleanup", "--dsn", pg_dsn, "--schema", schema, "--batch-size", "0"],
                          capsys)
-    assert status == 2 and "batch_size must be at least 1" in err
+    one_line_error(status, err, 2, "pgsession-wsgi cleanup: error: --batch-size must be a positive number")
 
 
 def test_stats_prints_live_and_expired_counts(
@@ -309,3 +312,161 @@ def test_migrate_gives_rows_without_expiry_the_lifetime_asked_for(
     status, _, err = run(["migrate-flask-pg-session", "--dsn", pg_dsn, "--schema", schema,
                           "--table", "legacy", "--lifetime-days", "0"], capsys)
     assert status == 2 and "--lifetime-days" in err
+
+
+# -- issue 20: every error is one line, and no password is ever printed ---------------------------
+
+
+def one_line_error(status: int, err: str, expected_status: int, start: str) -> None:
+    assert status == expected_status, err
+    assert err.startswith(start), err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def script_bytes(*args: bytes, env: dict[bytes, bytes] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """The console script run with raw argument bytes, as a shell passes them."""
+    full_env: dict[bytes, bytes] = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()
+                                    if not k.startswith("PGSESSION_")}
+    full_env.update(env or {})
+    return subprocess.run([SCRIPT.encode(), *args], capture_output=True, env=full_env, timeout=60,
+                          check=False)
+
+
+BAD_BYTES_DSN = b"postgresql://someone:" + PASSWORD.encode() + b"\xff@127.0.0.1:1/nodb"
+
+
+@pytest.mark.parametrize("argv, named", [
+    ([b"stats", b"--dsn", BAD_BYTES_DSN], b"--dsn"),
+    ([b"cleanup", b"--dsn=" + BAD_BYTES_DSN], b"--dsn"),
+    ([b"init", b"--dsn", b"host=127.0.0.1 port=1 password=" + PASSWORD.encode() + b" user=caf\xe9"],
+     b"--dsn"),
+    ([b"revoke", b"--dsn", b"postgresql://someone@127.0.0.1:1/nodb", b"--user", b"\xff"], b"--user"),
+    ([b"init", b"--sql", b"--schema", b"caf\xe9"], b"--schema"),
+    ([b"stats", b"--table=\xfe\xff", b"--dsn", b"postgresql://someone@127.0.0.1:1/nodb"], b"--table"),
+    ([b"migrate-flask-pg-session", b"--dsn", b"postgresql://someone@127.0.0.1:1/nodb",
+      b"--key-prefix", b"sess\xff:"], b"--key-prefix"),
+    ([b"stats", b"--\xff"], b"argument 2"),
+    ([b"\xff"], b"argument 1"),
+])
+def test_undecodable_argument_bytes_are_a_one_line_usage_error(argv: list[bytes], named: bytes) -> None:
+    result = script_bytes(*argv)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == b""
+    assert result.stderr.startswith(b"pgsession-wsgi") and result.stderr.count(b"\n") == 1, result.stderr
+    assert named in result.stderr and b"UTF-8" in result.stderr.upper()
+    assert b"Traceback" not in result.stderr and PASSWORD.encode() not in result.stderr
+
+
+@pytest.mark.parametrize("argv, variable, value", [
+    ([b"stats"], b"PGSESSION_DSN", BAD_BYTES_DSN),
+    ([b"init", b"--sql"], b"PGSESSION_SCHEMA", b"caf\xe9"),
+    ([b"stats", b"--dsn", b"postgresql://someone@127.0.0.1:1/nodb"], b"PGSESSION_TABLE", b"\xff"),
+])
+def test_undecodable_environment_bytes_are_a_one_line_usage_error(argv: list[bytes], variable: bytes,
+                                                                  value: bytes) -> None:
+    result = script_bytes(*argv, env={variable: value})
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == b""
+    assert result.stderr.startswith(b"pgsession-wsgi") and result.stderr.count(b"\n") == 1, result.stderr
+    assert variable in result.stderr and b"UTF-8" in result.stderr.upper()
+    assert b"Traceback" not in result.stderr and PASSWORD.encode() not in result.stderr
+
+
+MIGRATE, CLEANUP, DEMO = "migrate-flask-pg-session", "cleanup", "demo"
+OUT_OF_RANGE = [
+    *((MIGRATE, "--lifetime-days", v) for v in ("nan", "inf", "-inf", "1e308", "-1", "0", "36501")),
+    *((command, "--batch-size", v) for command in (MIGRATE, CLEANUP)
+      for v in ("-1", "0", str(2**31), str(10**30))),
+    *((MIGRATE, "--max-size", v) for v in ("-1", "0", str(2**30 + 1), str(10**30))),
+    *((command, "--progress-interval", v) for command in (MIGRATE, CLEANUP)
+      for v in ("nan", "inf", "-inf", "-1", "1e308", "86401")),
+    *((DEMO, "--port", v) for v in ("-1", "0", "65536", str(10**30))),
+]
+
+
+@pytest.mark.parametrize("command, option, value", OUT_OF_RANGE)
+def test_a_number_out_of_range_is_a_one_line_usage_error(command: str, option: str, value: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused before anything runs: no connection attempt, no server, no traceback."""
+    extra = ["--app", "wsgi"] if command == DEMO else []
+    status, out, err = run([command, *extra, "--dsn", closed_port_dsn(), f"{option}={value}"], capsys)
+    one_line_error(status, err, 2, f"pgsession-wsgi {command}: error: {option} must be ")
+    assert out == ""
+    assert re.search(r"at most \d+|from \d+ to \d+", err), err  # says what would be accepted
+
+
+def test_lifetime_days_nan_from_the_console_script_is_one_line() -> None:
+    result = script(MIGRATE, "--dsn", closed_port_dsn(), "--lifetime-days", "nan")
+    one_line_error(result.returncode, result.stderr, 2,
+                   "pgsession-wsgi migrate-flask-pg-session: error: --lifetime-days must be ")
+
+
+def failing_dsns(pg_dsn: str) -> list[str]:
+    """DSNs holding PASSWORD that fail: closed port, malformed, or refused by the real server."""
+    port = free_port()
+    live = psycopg2.extensions.parse_dsn(pg_dsn)
+    host, live_port = live.get("host", "127.0.0.1"), live.get("port", "5432")
+    return [
+        f"postgresql://someone:{PASSWORD}@127.0.0.1:{port}/nodb",
+        f"host=127.0.0.1 port={port} user=someone password={PASSWORD} dbname=nodb",
+        f"postgresql://someone:{PASSWORD}%zz@127.0.0.1:{port}/nodb",  # libpq quotes "<password>%zz"
+        f"postgresql://someone:{PASSWORD}/x@127.0.0.1:{port}/nodb",  # an unencoded '/'
+        f"postgresql://someone:x@{PASSWORD}@127.0.0.1:{port}/nodb",  # an unencoded '@'
+        f"postgresql://someone:{PASSWORD}\udcff@127.0.0.1:{port}/nodb",  # undecodable bytes
+        # The server quotes the role or the database it refuses: here the password, as with
+        # the all too common postgres:postgres.
+        f"postgresql://{PASSWORD}:{PASSWORD}@{host}:{live_port}/test",
+        f"host={host} port={live_port} user=postgres password={PASSWORD} dbname={PASSWORD}",
+    ]
+
+
+COMMANDS = [["demo", "--app", "wsgi"], ["init"], ["cleanup"], ["stats"], ["revoke", "--user", "1"],
+            ["migrate-flask-pg-session"], ["migrate-flask-pg-session", "--into", "pgsession"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c))
+@pytest.mark.parametrize("source", ["--dsn", "PGSESSION_DSN"])
+def test_no_command_prints_or_logs_a_failing_dsns_password(
+        command: list[str], source: str, pg_dsn: str, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.DEBUG)
+    for dsn in failing_dsns(pg_dsn):
+        argv = [*command, "--port", str(free_port())] if command[0] == "demo" else list(command)
+        if source == "--dsn":
+            argv += ["--dsn", dsn]
+        else:
+            monkeypatch.setenv("PGSESSION_DSN", dsn)
+        status, out, err = run(argv, capsys)
+        assert status in (1, 2), (dsn, out, err)
+        assert err.startswith(f"pgsession-wsgi {command[0]}: error: "), (dsn, err)
+        assert err.count("\n") == 1 and "Traceback" not in err, (dsn, err)
+        assert PASSWORD not in out + err, (dsn, out, err)
+    assert PASSWORD not in caplog.text
+
+
+DSN_WITH_PASSWORD = f"postgresql://someone:{PASSWORD}@127.0.0.1:1/nodb"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--dsn", DSN_WITH_PASSWORD, "bogus"],  # the option before the command: the DSN is the command
+    ["--dsn", DSN_WITH_PASSWORD, "stats"],
+    ["--dsn", DSN_WITH_PASSWORD],  # and no command at all
+    [f"--dsn={DSN_WITH_PASSWORD}"],
+    [f"--dsn={DSN_WITH_PASSWORD}", "stats"],
+    ["-q", DSN_WITH_PASSWORD],
+    ["stats", DSN_WITH_PASSWORD],  # the value without its option
+    ["stats", "--dsn", DSN_WITH_PASSWORD, "--bogus"],
+    ["stats", "--dsn", DSN_WITH_PASSWORD, "extra", "words"],
+    ["stats", "--ds", DSN_WITH_PASSWORD, "extra"],  # an abbreviated option
+    ["cleanup", "--dsn", DSN_WITH_PASSWORD, "--batch-size", "x"],
+    ["stats", "--dsn", f"postgresql://someone:{PASSWORD}%zz@h/db", "extra"],  # unparseable
+    ["--dsn", f"host=h user=someone password={PASSWORD}", "bogus"],
+    ["--dsn", f"host=h password='{PASSWORD} x' user=someone", "bogus"],
+    ["--dsn", f"host=h password={PASSWORD} 'unterminated", "bogus"],
+])
+def test_usage_errors_never_echo_a_password(argv: list[str], capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGSESSION_DSN", raising=False)
+    status, out, err = run(argv, capsys)
+    assert status == 2 and "usage:" in err and "error:" in err, err
+    assert PASSWORD not in out + err, err
