@@ -8,15 +8,17 @@ before the unpickler runs, and the tests assert the refusal.
 from __future__ import annotations
 
 import decimal
+import importlib
 import pickle
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
 from markupsafe import Markup
 
 from pgsession_wsgi.errors import SessionError
-from pgsession_wsgi.flask_pg_session import LegacyDataError, restricted_loads
+from pgsession_wsgi.flask_pg_session import LegacyDataError, UnsafePickleError, restricted_loads
 
 # -- opcodes -------------------------------------------------------------------------------------
 
@@ -47,6 +49,30 @@ def get(index: int) -> bytes:
 
 def stack_global(module: str, name: str) -> bytes:
     return text(module) + text(name) + b"\x93"
+
+
+def glob(module: str, name: str) -> bytes:
+    """GLOBAL: ``module.name``, resolved through the unpickler's ``find_class``."""
+    return b"c" + f"{module}\n{name}\n".encode()
+
+
+def call(func: bytes, *args: bytes) -> bytes:
+    """REDUCE: ``func(*args)``, each given as the opcodes that push it."""
+    return func + MARK + b"".join(args) + TUPLE + REDUCE
+
+
+def in_a_session(value: bytes, header: bytes = PROTO4) -> bytes:
+    """``{"x": value}``: the shape of a session row."""
+    return header + EMPTY_DICT + text("x") + value + SETITEM + STOP
+
+
+def refused_by_name(payload: bytes) -> str:
+    """The ``module.name`` the unpickler refused; asserts nothing of the pickle was rebuilt."""
+    with pytest.raises(UnsafePickleError) as info:
+        restricted_loads(payload)
+    assert isinstance(info.value, SessionError)
+    assert "only plain data types" in str(info.value) and "the row was not converted" in str(info.value)
+    return info.value.global_name
 
 
 def refused_as_too_costly(payload: bytes) -> LegacyDataError:
@@ -161,3 +187,238 @@ def test_large_and_key_heavy_sessions_still_load(protocol: int) -> None:
     loaded = restricted_loads(pickle.dumps(value, protocol=protocol))
     assert loaded == value
     assert type(loaded["big_markup"]) is Markup
+
+
+# -- the allow-list, exactly ----------------------------------------------------------------------
+
+#: The globals a flask-pg-session row may name, as docs/flask-pg-session.md lists its types:
+#: the datetime types, UUID, Decimal and Markup, plus the two protocol 2 needs to write bytes
+#: (``_codecs.encode`` with latin-1, ``bytes()`` for b""). dict, list, tuple, str, int, float,
+#: bool and None are opcodes, not globals.
+DOCUMENTED_GLOBALS = frozenset(
+    {
+        ("datetime", "datetime"),
+        ("datetime", "date"),
+        ("datetime", "time"),
+        ("datetime", "timedelta"),
+        ("datetime", "timezone"),
+        ("uuid", "UUID"),
+        ("decimal", "Decimal"),
+        ("markupsafe", "Markup"),
+        ("_codecs", "encode"),
+        ("builtins", "bytes"),
+    }
+)
+
+#: Modules whose every public and private name is tried: where code execution, attribute
+#: walks and imports live, and the modules the allowed names come from.
+SEARCHED_MODULES = [
+    "builtins",
+    "os",
+    "posix",
+    "subprocess",
+    "operator",
+    "functools",
+    "codecs",
+    "_codecs",
+    "importlib",
+    "sys",
+    "types",
+    "io",
+    "pickle",
+    "_pickle",
+    "copyreg",
+    "marshal",
+    "shutil",
+    "pty",
+    "runpy",
+    "datetime",
+    "uuid",
+    "decimal",
+    "markupsafe",
+]
+
+
+@pytest.mark.parametrize("module_name", SEARCHED_MODULES)
+def test_no_global_outside_the_documented_ones_is_resolved(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    resolved = [
+        name
+        for name in dir(module)
+        if (module_name, name) not in DOCUMENTED_GLOBALS
+        and _outcome(glob(module_name, name) + STOP) != f"refused {module_name}.{name}"
+    ]
+    assert resolved == []
+
+
+def _outcome(payload: bytes) -> str:
+    try:
+        restricted_loads(payload)
+    except UnsafePickleError as exc:
+        return f"refused {exc.global_name}"
+    except SessionError as exc:
+        return f"failed later: {exc}"
+    return "loaded"
+
+
+# Each named global pushed (never called): refused by find_class, by the name the pickle gave
+# it (Python 2 spellings as they map to Python 3), not later as an object of a refused type.
+DANGEROUS_GLOBALS = [
+    ("builtins", "getattr", "builtins.getattr"),
+    ("builtins", "eval", "builtins.eval"),
+    ("builtins", "exec", "builtins.exec"),
+    ("builtins", "compile", "builtins.compile"),
+    ("builtins", "__import__", "builtins.__import__"),
+    ("builtins", "open", "builtins.open"),
+    ("builtins", "setattr", "builtins.setattr"),
+    ("builtins", "globals", "builtins.globals"),
+    ("builtins", "vars", "builtins.vars"),
+    ("builtins", "type", "builtins.type"),
+    ("builtins", "object", "builtins.object"),
+    ("builtins", "breakpoint", "builtins.breakpoint"),
+    ("builtins", "set", "builtins.set"),
+    ("builtins", "bytearray", "builtins.bytearray"),
+    ("os", "system", "os.system"),
+    ("os", "popen", "os.popen"),
+    ("os", "execv", "os.execv"),
+    ("posix", "system", "posix.system"),
+    ("subprocess", "Popen", "subprocess.Popen"),
+    ("subprocess", "check_output", "subprocess.check_output"),
+    ("operator", "attrgetter", "operator.attrgetter"),
+    ("operator", "itemgetter", "operator.itemgetter"),
+    ("operator", "methodcaller", "operator.methodcaller"),
+    ("functools", "partial", "functools.partial"),
+    ("functools", "reduce", "functools.reduce"),
+    ("codecs", "decode", "codecs.decode"),
+    ("codecs", "encode", "codecs.encode"),
+    ("_codecs", "decode", "_codecs.decode"),
+    ("importlib", "import_module", "importlib.import_module"),
+    ("pickle", "loads", "pickle.loads"),
+    ("_pickle", "loads", "_pickle.loads"),
+    ("marshal", "loads", "marshal.loads"),
+    ("types", "FunctionType", "types.FunctionType"),
+    ("types", "CodeType", "types.CodeType"),
+    ("copyreg", "_reconstructor", "copyreg._reconstructor"),
+    ("runpy", "run_path", "runpy.run_path"),
+    ("sys", "modules", "sys.modules"),
+    # Python 2 spellings, resolved as their Python 3 names would be.
+    ("__builtin__", "getattr", "builtins.getattr"),
+    ("__builtin__", "eval", "builtins.eval"),
+    ("__builtin__", "reduce", "functools.reduce"),
+    ("commands", "getoutput", "subprocess.getoutput"),
+    ("cPickle", "loads", "pickle.loads"),
+    ("copy_reg", "_reconstructor", "copyreg._reconstructor"),
+]
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "refused_as"), DANGEROUS_GLOBALS, ids=[f"{m}.{n}" for m, n, _ in DANGEROUS_GLOBALS]
+)
+def test_dangerous_globals_are_refused_by_name(module: str, name: str, refused_as: str) -> None:
+    assert refused_by_name(in_a_session(glob(module, name))) == refused_as
+
+
+# Protocol 4's STACK_GLOBAL takes dotted names: attribute walks from an allowed class.
+DOTTED_NAMES = [
+    ("markupsafe", "Markup.join"),
+    ("markupsafe", "Markup.join.__globals__"),
+    ("markupsafe", "Markup.__new__"),
+    ("uuid", "UUID.__init__.__globals__"),
+    ("uuid", "os.system"),
+    ("decimal", "Decimal.__class__"),
+    ("datetime", "datetime.now"),
+    ("datetime", "timezone.__subclasses__"),
+    ("builtins", "bytes.fromhex"),
+]
+
+
+@pytest.mark.parametrize(("module", "name"), DOTTED_NAMES, ids=[f"{m}.{n}" for m, n in DOTTED_NAMES])
+def test_dotted_names_from_allowed_globals_are_refused(module: str, name: str) -> None:
+    assert refused_by_name(in_a_session(stack_global(module, name))) == f"{module}.{name}"
+
+
+@pytest.mark.parametrize(("module", "name"), sorted(DOCUMENTED_GLOBALS))
+def test_each_documented_global_resolves(module: str, name: str) -> None:
+    # Pushed and dropped: the name resolves, nothing is called, the row loads.
+    assert restricted_loads(PROTO4 + EMPTY_DICT + glob(module, name) + POP + STOP) == {}
+
+
+# -- pickles that run a command --------------------------------------------------------------------
+
+
+def getattr_walk(start: bytes, first: str, command: str) -> bytes:
+    """``getattr(start, first).__globals__.get("__builtins__").get("eval")(command)``, by getattr alone.
+
+    A function's ``__globals__`` holds its module's ``__builtins__``, so one allowed class with a
+    Python-level method plus ``builtins.getattr`` is all it takes to reach ``eval``.
+    """
+
+    def attribute(obj: bytes, name: str) -> bytes:
+        return call(glob("builtins", "getattr"), obj, text(name))
+
+    module_globals = attribute(attribute(start, first), "__globals__")
+    builtins_dict = call(attribute(module_globals, "get"), text("__builtins__"))
+    evaluate = call(attribute(builtins_dict, "get"), text("eval"))
+    return call(evaluate, text(command))
+
+
+def command_payloads(marker: Path) -> dict[str, tuple[bytes, str]]:
+    """name -> (a pickle that runs ``touch marker`` when plainly unpickled, the global refused)."""
+    touch = f"touch {marker}"
+    python_touch = f"__import__('os').system('touch {marker}')"
+    os_module = call(glob("builtins", "__import__"), text("os"))
+    inner = call(glob("os", "system"), text(touch)) + STOP
+    return {
+        "getattr walk: Markup.join.__globals__ -> eval": (
+            getattr_walk(glob("markupsafe", "Markup"), "join", python_touch),
+            "builtins.getattr",
+        ),
+        "getattr walk: Markup.__new__.__globals__ -> eval": (
+            getattr_walk(glob("markupsafe", "Markup"), "__new__", python_touch),
+            "builtins.getattr",
+        ),
+        "getattr walk: UUID.__init__.__globals__ -> eval": (
+            getattr_walk(glob("uuid", "UUID"), "__init__", python_touch),
+            "builtins.getattr",
+        ),
+        "os.system": (call(glob("os", "system"), text(touch)), "os.system"),
+        "posix.system": (call(glob("posix", "system"), text(touch)), "posix.system"),
+        "eval": (call(glob("builtins", "eval"), text(python_touch)), "builtins.eval"),
+        "exec": (call(glob("builtins", "exec"), text(python_touch)), "builtins.exec"),
+        "subprocess.call": (
+            call(glob("subprocess", "call"), EMPTY_LIST + MARK + text("touch") + text(str(marker)) + APPENDS),
+            "subprocess.call",
+        ),
+        "commands.getoutput (Python 2)": (
+            call(glob("commands", "getoutput"), text(touch)),
+            "subprocess.getoutput",
+        ),
+        "functools.partial(os.system, cmd)()": (
+            call(call(glob("functools", "partial"), glob("os", "system"), text(touch))),
+            "functools.partial",
+        ),
+        "operator.methodcaller('system', cmd)(__import__('os'))": (
+            call(call(glob("operator", "methodcaller"), text("system"), text(touch)), os_module),
+            "operator.methodcaller",
+        ),
+        "pickle.loads(inner pickle)": (
+            call(glob("pickle", "loads"), b"B" + struct.pack("<I", len(inner)) + inner),
+            "pickle.loads",
+        ),
+        "INST opcode (protocol 0)": (MARK + text(touch) + b"i" + b"os\nsystem\n", "os.system"),
+        "OBJ opcode (protocol 1)": (MARK + glob("os", "system") + text(touch) + b"o", "os.system"),
+    }
+
+
+@pytest.mark.parametrize("name", list(command_payloads(Path("unused"))))
+def test_pickles_that_run_a_command_are_refused_and_run_nothing(name: str, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    value, refused_as = command_payloads(marker)[name]
+    # Python 3 maps Python 2 names (commands -> subprocess) in pickles of protocol 2 or lower.
+    payload = in_a_session(value, b"\x80\x02" if "Python 2" in name else PROTO4)
+
+    assert refused_by_name(payload) == refused_as
+    assert not marker.exists()
+    # Each is a real exploit: plain pickle.loads runs the command.
+    pickle.loads(payload)  # noqa: S301
+    assert marker.exists()
