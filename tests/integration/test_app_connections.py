@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import select
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +40,6 @@ from pgsession_wsgi import (
     SessionMiddleware,
     StoreUnavailable,
 )
-from pgsession_wsgi.async_borrowed import LentAsyncPool
 from pgsession_wsgi.async_store import AsyncPostgresStore
 from pgsession_wsgi.sql import EXPECTED_COLUMNS, Statements, index_names
 from pgsession_wsgi.sqlalchemy import session_table
@@ -57,11 +58,20 @@ PLAIN_WRITE: dict[str, Any] = {
 
 
 class RecordingPool(psycopg2.pool.ThreadedConnectionPool):
-    """The app's psycopg2 pool, noting which connections came back to be closed."""
+    """The app's psycopg2 pool, noting which connections came back to be closed and how many
+    times it refused a connection because all were out."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.closed_on_return: list[psycopg2.extensions.connection] = []
+        self.refusals = 0
+
+    def getconn(self, key: Any = None) -> Any:
+        try:
+            return super().getconn(key)
+        except psycopg2.pool.PoolError:
+            self.refusals += 1
+            raise
 
     def putconn(self, conn: Any = None, key: Any = None, close: bool = False) -> None:
         if close:
@@ -92,6 +102,11 @@ def make_psycopg2_pool() -> Iterator[Callable[..., RecordingPool]]:
             pool.closeall()
 
 
+#: What each store ``make_lent`` made borrows from, kept by the test: the engine, the psycopg2
+#: pool, or the list of connections the factory made. Nothing of it is read off the store.
+LENT_FROM: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
 @pytest.fixture
 def make_lent(
     schema: str,
@@ -104,12 +119,22 @@ def make_lent(
 
     def make(kind: str, dsn: str, **options: Any) -> PostgresStore:
         options = {"schema": schema, "purge_interval": None, **options}
+        source: Any
         if kind == "engine":
-            store = PostgresStore.from_engine(make_engine(dsn), **options)
+            source = make_engine(dsn)
+            store = PostgresStore.from_engine(source, **options)
         elif kind == "pool":
-            store = PostgresStore.from_pool(make_psycopg2_pool(dsn), **options)
+            source = make_psycopg2_pool(dsn)
+            store = PostgresStore.from_pool(source, **options)
         else:
-            store = PostgresStore.from_factory(lambda: psycopg2.connect(dsn), **options)
+            source = []
+
+            def factory() -> psycopg2.extensions.connection:
+                source.append(psycopg2.connect(dsn))
+                return source[-1]
+
+            store = PostgresStore.from_factory(factory, **options)
+        LENT_FROM[store] = source
         stores.append(store)
         return store
 
@@ -128,21 +153,41 @@ def statements_for(client: TestApp, counter: RoundTripCounter, path: str) -> int
     return counter.count
 
 
-def backend_pid(store: PostgresStore) -> int:
-    return int(
-        store._run(lambda cur: (cur.execute("SELECT pg_backend_pid()"), cur.fetchone())[1][0], retry=True)
-    )
+def last_statement(pg_dsn: str, conn: psycopg2.extensions.connection) -> str:
+    """What the server last ran on ``conn``'s backend (pg_stat_activity), to see on which of
+    the app's connections a store's statement went."""
+    [(query,)] = sql(pg_dsn, "SELECT query FROM pg_stat_activity WHERE pid = %s", (conn.get_backend_pid(),))
+    return str(query)
+
+
+def engine_of(store: PostgresStore) -> sa.Engine:
+    """The engine a store made by ``make_lent("engine", ...)`` borrows from."""
+    engine: sa.Engine = LENT_FROM[store]
+    return engine
 
 
 def apps_pool(store: PostgresStore) -> RecordingPool:
     """The app's psycopg2 pool a store made by ``make_lent("pool", ...)`` borrows from."""
-    return store._pool.pool  # type: ignore[no-any-return]
+    pool: RecordingPool = LENT_FROM[store]
+    return pool
 
 
-def lent_from(store: PostgresStore) -> psycopg2.extensions.connection:
-    """Borrow one connection through the store's plumbing and hand it out (for inspection)."""
-    with store._pool.connection() as conn:
-        return conn
+def next_lent(store: PostgresStore) -> psycopg2.extensions.connection:
+    """The connection the store borrows next, seen the app's way: borrowed from the app's engine
+    or pool and given straight back (the next borrower gets it again); for a factory, the last
+    connection it made (once the store has used one)."""
+    source = LENT_FROM[store]
+    if isinstance(source, sa.Engine):
+        raw = source.raw_connection()
+        conn = raw.dbapi_connection
+        raw.close()
+    elif isinstance(source, RecordingPool):
+        conn = source.getconn()
+        source.putconn(conn)
+    else:
+        conn = source[-1]
+    assert isinstance(conn, psycopg2.extensions.connection)
+    return conn
 
 
 # -- the same statements, the same round trips ----------------------------------------------
@@ -176,8 +221,7 @@ def test_an_engine_store_serves_requests_and_returns_every_connection(
     client = client_for(store)  # the table is created at the first request
     client.get("/set?a=1")
     assert client.get("/read").json == {"a": "1"}
-    engine = store._pool.engine  # type: ignore[union-attr]
-    assert engine.pool.checkedout() == 0
+    assert engine_of(store).pool.checkedout() == 0
     assert sql(store, "SELECT count(*) FROM {t}") == [(1,)]
 
 
@@ -187,26 +231,29 @@ def test_a_factory_whose_connections_have_the_settings_needs_no_set_local(
     dsn = wire_counter.dsn + " options='-c statement_timeout=5000'"
     store = make_lent("factory", dsn)
     store.create_table()  # the first connection is checked once: its settings are ours
-    assert "SET LOCAL" not in store._sql.load
     client = client_for(store)
     assert statements_for(client, wire_counter, "/set?a=1") == 1
-    assert statement_kind(wire_counter.statements[0]) == "INSERT"
+    [insert] = wire_counter.statements
+    assert statement_kind(insert) == "INSERT" and "SET LOCAL" not in insert
+    assert statements_for(client, wire_counter, "/read") == 1
+    [load] = wire_counter.statements
+    assert statement_kind(load) == "SELECT" and "SET LOCAL" not in load
 
 
 # -- the app's connection comes back as it was lent -----------------------------------------
 
 
 def test_an_engine_connection_comes_back_with_its_autocommit_and_settings(
-    make_lent: Callable[..., PostgresStore], pg_dsn: str
+    make_lent: Callable[..., PostgresStore], pg_dsn: str, wire_counter: RoundTripCounter
 ) -> None:
-    store = make_lent("engine", pg_dsn, synchronous_commit=False)
+    store = make_lent("engine", wire_counter.dsn, synchronous_commit=False)
     store.create_table()
-    assert store._sql.write.startswith(
-        "SET LOCAL statement_timeout = 5000; SET LOCAL synchronous_commit = off; "
-    )
+    wire_counter.reset()
     client_for(store).get("/set?a=1")
-    engine: sa.Engine = store._pool.engine  # type: ignore[union-attr]
-    raw = engine.raw_connection()  # the pool's one idle connection: the one the store used
+    [insert] = wire_counter.statements  # the settings travel with the statement
+    assert insert.startswith("SET LOCAL statement_timeout = 5000; SET LOCAL synchronous_commit = off; ")
+    assert statement_kind(insert) == "INSERT"
+    raw = engine_of(store).raw_connection()  # the pool's one idle connection: the one the store used
     try:
         conn = raw.dbapi_connection
         assert conn is not None
@@ -254,7 +301,8 @@ def test_a_pool_connection_in_autocommit_stays_in_autocommit(
     in_autocommit.autocommit = True
     pool.putconn(other)
     pool.putconn(in_autocommit)  # the last in is the first out: the store borrows this one
-    assert backend_pid(store) == in_autocommit.get_backend_pid()
+    assert store.load(ID, timedelta(seconds=60)) is None
+    assert store.qualified_name in last_statement(pg_dsn, in_autocommit)  # it ran there
     assert in_autocommit.autocommit is True
     assert other.autocommit is False
     assert not in_autocommit.closed
@@ -286,12 +334,14 @@ def test_work_that_leaves_a_transaction_open_gives_the_connection_back_rolled_ba
 ) -> None:
     store = make_lent("pool", pg_dsn)
     store.create_table()
-    lent = lent_from(store)
+    lent = next_lent(store)
+    # Seam: no public statement of the store leaves a transaction open; _run runs such work.
     store._run(lambda cur: cur.execute("BEGIN; SELECT 1"), retry=False)
     assert not lent.closed  # rolled back and returned, not dropped
     assert lent.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
     assert lent.autocommit is False
-    assert backend_pid(store) == lent.get_backend_pid()
+    assert store.load(ID, timedelta(seconds=60)) is None
+    assert store.qualified_name in last_statement(pg_dsn, lent)  # lent again, and used
 
 
 def test_a_listening_connection_with_a_notification_is_not_taken_for_dead(
@@ -309,9 +359,11 @@ def test_a_listening_connection_with_a_notification_is_not_taken_for_dead(
     pool.putconn(other)
     pool.putconn(listener)  # the last in is the first out
     sql(pg_dsn, "NOTIFY pgsession_test")
-    time.sleep(0.2)  # until the notification is on the listener's socket
-    assert backend_pid(store) == pid
-    assert not listener.closed
+    wait_for(lambda: _has_input(listener), "the notification reaches the listener's socket")
+    assert store.load(ID, timedelta(seconds=60)) is None
+    assert not listener.closed  # not taken for dead and dropped...
+    assert listener.get_backend_pid() == pid
+    assert store.qualified_name in last_statement(pg_dsn, listener)  # ...but lent, and used
     assert [n.channel for n in listener.notifies] == ["pgsession_test"]
 
 
@@ -324,22 +376,20 @@ def test_a_killed_idle_connection_is_dropped_and_replaced(
 ) -> None:
     store = make_lent(kind, pg_dsn)
     store.create_table()
-    dropped = invalidated(store._pool.engine) if kind == "engine" else apps_pool(store).closed_on_return  # type: ignore[union-attr]
-    first = lent_from(store)
+    dropped = invalidated(engine_of(store)) if kind == "engine" else apps_pool(store).closed_on_return
+    first = next_lent(store)
     pid = first.get_backend_pid()
     assert sql(pg_dsn, "SELECT pg_terminate_backend(%s, 10000)", (pid,)) == [(True,)]
     wait_for(lambda: first.closed or _has_input(first), "the server's goodbye reaches the client")
     # An insert is never retried: it succeeds only if the dead connection was found before use.
     store.insert(ID, "{}", None, timedelta(minutes=5), None)
-    assert backend_pid(store) != pid
     assert dropped == [first]  # invalidated / returned with close=True, never lent again
     assert first.closed
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no failed reset in the pool
 
 
-def _has_input(conn: psycopg2.extensions.connection) -> bool:
-    import select
-
+def _has_input(conn: Any) -> bool:
+    """Whether the connection's socket has something to read (a notification, a goodbye)."""
     return bool(select.select([conn.fileno()], [], [], 0)[0])
 
 
@@ -349,7 +399,7 @@ def test_a_connection_that_breaks_mid_statement_is_dropped(
 ) -> None:
     store = make_lent(kind, pg_dsn, statement_timeout=None)
     store.create_table()
-    dropped = invalidated(store._pool.engine) if kind == "engine" else apps_pool(store).closed_on_return  # type: ignore[union-attr]
+    dropped = invalidated(engine_of(store)) if kind == "engine" else apps_pool(store).closed_on_return
     store.insert(ID, '{"a": 1}', None, timedelta(minutes=5), None)
     locker = psycopg2.connect(pg_dsn)
     try:
@@ -382,10 +432,11 @@ def test_a_connection_that_breaks_mid_statement_is_dropped(
     finally:
         locker.rollback()
         locker.close()
-    assert backend_pid(store) != victim[0]  # the next statement works, on another connection
+    row = store.load(ID, timedelta(seconds=60))  # the next statement works (on another connection)
+    assert row is not None and row.data == {"a": 1}
     assert [conn.closed for conn in dropped] == [True]
     if kind == "engine":
-        assert store._pool.engine.pool.checkedout() == 0  # type: ignore[union-attr]
+        assert engine_of(store).pool.checkedout() == 0
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no failed reset in the pool
 
 
@@ -408,7 +459,7 @@ def test_an_exhausted_engine_pool_is_store_unavailable(
 
 
 def test_an_exhausted_psycopg2_pool_waits_pool_timeout_then_is_store_unavailable(
-    make_lent: Callable[..., PostgresStore], pg_dsn: str
+    make_lent: Callable[..., PostgresStore], pg_dsn: str, schema: str
 ) -> None:
     store = make_lent("pool", pg_dsn, pool_timeout=0.3)
     store.create_table()
@@ -419,10 +470,29 @@ def test_an_exhausted_psycopg2_pool_waits_pool_timeout_then_is_store_unavailable
         store.load(ID, timedelta(seconds=60))
     assert time.monotonic() - started >= 0.3
     # A request waiting gets a connection as soon as the app returns one.
-    threading.Timer(0.1, pool.putconn, args=(held.pop(),)).start()
-    store._pool.timeout = 30
-    assert store.load(ID, timedelta(seconds=60)) is None
-    pool.putconn(held.pop())
+    patient = PostgresStore.from_pool(pool, schema=schema, pool_timeout=60, purge_interval=None)
+    answers: list[object] = []
+
+    def load() -> None:
+        try:
+            answers.append(patient.load(ID, timedelta(seconds=60)))
+        except Exception as exc:  # handed to the test's thread
+            answers.append(exc)
+
+    waiter = threading.Thread(target=load)
+    try:
+        refused = pool.refusals
+        waiter.start()
+        # Refused at least twice: it asked again after a refusal, so it is waiting, not failed.
+        wait_for(lambda: pool.refusals >= refused + 2 or answers, "the store asks the pool again")
+        assert answers == []
+        pool.putconn(held.pop())
+        waiter.join(60)
+        assert answers == [None]
+    finally:
+        patient.close()
+        for conn in held:
+            pool.putconn(conn)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -451,17 +521,16 @@ def test_close_leaves_the_apps_pool_open(
 ) -> None:
     store = make_lent(kind, pg_dsn)
     store.create_table()
-    conn = lent_from(store)
+    conn = next_lent(store)
     store.close()
     with pytest.raises(StoreUnavailable, match="closed"):
         store.load(ID, timedelta(seconds=60))
     assert not conn.closed
-    source = store._pool
     if kind == "engine":
-        with source.engine.connect() as app_conn:  # type: ignore[union-attr]
+        with engine_of(store).connect() as app_conn:
             assert app_conn.execute(sa.text("SELECT 1")).scalar() == 1
     else:
-        assert not source.pool.closed  # type: ignore[union-attr]
+        assert not apps_pool(store).closed
 
 
 def test_close_closes_a_factorys_connections_which_are_the_stores(
@@ -469,7 +538,7 @@ def test_close_closes_a_factorys_connections_which_are_the_stores(
 ) -> None:
     store = make_lent("factory", pg_dsn)
     store.create_table()
-    conn = lent_from(store)
+    conn = next_lent(store)
     store.close()
     assert conn.closed
 
@@ -484,7 +553,7 @@ def test_the_purge_borrows_one_connection_per_batch(
         "INSERT INTO {t} (id, data, expires_at)"
         " SELECT sha256(i::text::bytea), '{}', now() - interval '1 minute' FROM generate_series(1, 5) i",
     )
-    engine: sa.Engine = store._pool.engine  # type: ignore[union-attr]
+    engine = engine_of(store)
     checkouts: list[int] = []
     sa.event.listen(engine.pool, "checkout", lambda *args: checkouts.append(engine.pool.checkedout()))
     assert store.purge_batch_by_batch(batch_size=2) == 5
@@ -750,6 +819,7 @@ async def make_async_lent(schema: str) -> AsyncIterator[Callable[..., Awaitable[
         )
         await pool.open(wait=True)
         store = AsyncPostgresStore.from_pool(pool, **{"schema": schema, "purge_interval": None, **options})
+        LENT_FROM[store] = pool
         made.append((store, pool))
         return store
 
@@ -760,8 +830,9 @@ async def make_async_lent(schema: str) -> AsyncIterator[Callable[..., Awaitable[
 
 
 def lent_pool(store: AsyncPostgresStore) -> AsyncConnectionPool[Any]:
-    assert isinstance(store._pool, LentAsyncPool)
-    return store._pool.pool
+    """The app's pool a store made by ``make_async_lent`` borrows from."""
+    pool: AsyncConnectionPool[Any] = LENT_FROM[store]
+    return pool
 
 
 async def test_the_async_store_on_the_apps_pool_costs_the_same_round_trips(
@@ -807,7 +878,10 @@ async def test_a_killed_idle_connection_of_the_apps_async_pool_is_dropped(
     async with pool.connection() as conn:
         pid = conn.info.backend_pid
     assert sql(pg_dsn, "SELECT pg_terminate_backend(%s, 10000)", (pid,)) == [(True,)]
-    await asyncio.sleep(0.1)  # until the server's goodbye reaches the socket
+    deadline = time.monotonic() + 30  # only stops a hang
+    while not (conn.closed or _has_input(conn)):  # until the server's goodbye reaches the socket
+        assert time.monotonic() < deadline, "the server's goodbye never reached the client"
+        await asyncio.sleep(0.01)
     await store.insert(ID, "{}", None, timedelta(minutes=5), None)  # never retried: must not fail
     async with pool.connection() as conn:
         assert conn.info.backend_pid != pid
