@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, TypeVar, Union
 
+from .cookies import check_prefix
 from .core import private_cache_control
 from .errors import ConfigurationError, OutsideRequestError
 
@@ -223,13 +224,15 @@ def cookie_options(app: Any, interface: Any) -> dict[str, Any]:
 
     :param app: a Flask or Quart app.
     :param interface: a session interface of that framework (its ``get_cookie_*`` getters).
-    :raises ConfigurationError: ``SESSION_COOKIE_PARTITIONED`` is set (not supported).
+    :raises ConfigurationError: ``SESSION_COOKIE_PARTITIONED`` is set (not supported), or a
+        ``__Host-`` or ``__Secure-`` ``SESSION_COOKIE_NAME`` meets a key its prefix forbids
+        (``SESSION_COOKIE_DOMAIN``, a ``SESSION_COOKIE_PATH`` other than ``/``).
     """
     config = app.config
     if config.get("SESSION_COOKIE_PARTITIONED"):
         raise ConfigurationError("SESSION_COOKIE_PARTITIONED is not supported by pgsession-wsgi")
     samesite = interface.get_cookie_samesite(app)
-    return {
+    options = {
         "idle_timeout": app.permanent_session_lifetime,
         "refresh_each_request": bool(config["SESSION_REFRESH_EACH_REQUEST"]),
         "cookie_name": interface.get_cookie_name(app),
@@ -242,6 +245,11 @@ def cookie_options(app: Any, interface: Any) -> dict[str, Any]:
         "cookie_samesite": samesite.title() if isinstance(samesite, str) and samesite else "Lax",
         "fallback_secret_keys": fallback_keys(config),
     }
+    # The cookies module's check, with the config's own key names in its message.
+    keys = {option: f"SESSION_COOKIE_{option.upper()}" for option in ("secure", "path", "domain")}
+    name, path, domain = options["cookie_name"], options["cookie_path"], options["cookie_domain"]
+    check_prefix(name, path, domain, options["cookie_secure"], keys)
+    return options
 
 
 def extension_of(app: Any, apps: list[Any], current_app: Any, has_app_context: Any) -> Any:

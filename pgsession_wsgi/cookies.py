@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +25,7 @@ __all__ = [
     "CookieSettings",
     "HmacIdSigner",
     "IdSigner",
+    "check_prefix",
     "hash_session_id",
     "new_session_id",
     "prefixed_id",
@@ -138,6 +139,39 @@ class HmacIdSigner:
         return None
 
 
+def check_prefix(
+    name: str,
+    path: str,
+    domain: str | None,
+    secure: bool | None,
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse the options for which browsers would drop a cookie whose name has a prefix.
+
+    A ``__Secure-`` cookie must be Secure. A ``__Host-`` cookie must also have ``Path=/`` and no
+    ``Domain``, so that no subdomain and no other path of the site can set or shadow it. Both
+    are sent Secure however the request came (see :meth:`CookieSettings.is_secure`), so only
+    ``secure=False`` (forced off) is refused.
+
+    :param name: the cookie's name.
+    :param path: its ``Path``.
+    :param domain: its ``Domain``; None for none.
+    :param secure: ``Secure`` forced on (True), off (False), or following the scheme (None).
+    :param names: what the messages call the options, under the keys ``"secure"``, ``"path"``
+        and ``"domain"``, e.g. a Flask or Quart config's keys (``SESSION_COOKIE_SECURE``, ...);
+        None: the middlewares' arguments (``cookie_secure``, ``cookie_path``, ``cookie_domain``).
+    :raises ConfigurationError: an option the name's prefix forbids.
+    """
+    if names is None:
+        names = {"secure": "cookie_secure", "path": "cookie_path", "domain": "cookie_domain"}
+    if name.startswith(("__Host-", "__Secure-")) and secure is False:
+        raise ConfigurationError(f"a cookie named {name!r} must be Secure: drop {names['secure']}=False")
+    if name.startswith("__Host-") and (domain is not None or path != "/"):
+        raise ConfigurationError(
+            f"a cookie named {name!r} must have {names['path']}='/' and {names['domain']}=None"
+        )
+
+
 @dataclass(frozen=True)
 class CookieSettings:
     """Where and how the session cookie is set, checked once so no response sends a bad one.
@@ -169,13 +203,7 @@ class CookieSettings:
             )
         if self.samesite == "None" and self.secure is False:
             raise ConfigurationError("cookie_samesite='None' needs Secure cookies: drop cookie_secure=False")
-        prefixed = self.name.startswith(("__Host-", "__Secure-"))
-        if prefixed and self.secure is False:
-            raise ConfigurationError(f"a cookie named {self.name!r} must be Secure: drop cookie_secure=False")
-        if self.name.startswith("__Host-") and (self.domain is not None or self.path != "/"):
-            raise ConfigurationError(
-                f"a cookie named {self.name!r} must have cookie_path='/' and cookie_domain=None"
-            )
+        check_prefix(self.name, self.path, self.domain, self.secure)
 
     def is_secure(self, environ_scheme: str) -> bool:
         """Whether the cookie gets ``Secure`` in the response to this request.

@@ -254,6 +254,16 @@ class PgSession:
     ``PERMANENT_SESSION_LIFETIME``, ``SESSION_REFRESH_EACH_REQUEST`` and the
     ``SESSION_COOKIE_*`` keys. A store that cannot be reached during a request is a 503 (an
     app's own ``StoreUnavailable`` handler is kept); a websocket is closed with code 1013.
+    On an https site, ``SESSION_COOKIE_NAME = "__Host-session"`` is recommended: browsers keep
+    such a cookie only if it is Secure (it is, even over http), has ``Path=/`` and no
+    ``Domain``, so ``SESSION_COOKIE_DOMAIN`` or another ``SESSION_COOKIE_PATH`` is refused.
+
+    A websocket handshake gets the session only without an ``Origin`` header (not a browser),
+    from the app's own origin (its scheme, ``ws`` as ``http`` and ``wss`` as ``https``, and its
+    ``Host``) or from an origin listed in ``PGSESSION_WEBSOCKET_ORIGINS`` (e.g.
+    ``["https://app.example.com"]``); any other is refused with a 403 (where the server cannot
+    send one, closed with code 1008) before its session is loaded, against cross-site
+    websocket hijacking.
 
     An app with its own psycopg 3 pool passes ``store`` instead of a DSN; as with Flask, the
     keys of the DSN store (``PGSESSION_DSN``, ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA``,

@@ -11,6 +11,7 @@ from pgsession_wsgi import ConfigurationError
 from pgsession_wsgi.cookies import (
     CookieSettings,
     HmacIdSigner,
+    check_prefix,
     hash_session_id,
     new_session_id,
 )
@@ -143,3 +144,17 @@ def test_cookie_header_parsing_edge_cases() -> None:
     assert settings.read("mysession=x; session_old=y") is None  # names must match exactly
     assert settings.read("session=") is None
     assert settings.read("session") is None
+
+
+def test_check_prefix_names_the_options_as_the_caller_calls_them() -> None:
+    """A Flask or Quart config names the options by its keys: the messages use those names."""
+    keys = {"secure": "SECURE_KEY", "path": "PATH_KEY", "domain": "DOMAIN_KEY"}
+    with pytest.raises(ConfigurationError, match=r"'__Host-s' must have PATH_KEY='/' and DOMAIN_KEY=None$"):
+        check_prefix("__Host-s", "/app", None, None, keys)
+    with pytest.raises(ConfigurationError, match=r"'__Host-s' must have PATH_KEY='/' and DOMAIN_KEY=None$"):
+        check_prefix("__Host-s", "/", "example.com", True, keys)
+    with pytest.raises(ConfigurationError, match=r"'__Secure-s' must be Secure: drop SECURE_KEY=False$"):
+        check_prefix("__Secure-s", "/app", "example.com", False, keys)
+    check_prefix("__Host-s", "/", None, None, keys)  # what a __Host- cookie needs
+    check_prefix("__Secure-s", "/app", "example.com", None, keys)  # Secure is all __Secure- needs
+    check_prefix("session", "/app", "example.com", False, keys)  # no prefix: no constraint
