@@ -1,15 +1,18 @@
 """The user's DSN wins: what it (or libpq's PG* variables) names is what the store connects with.
 
-Every store test runs against the real database and reads the settings back from the store's own
-pooled connection, once with a ``postgresql://`` URL and once with a ``key=value`` DSN. The parts
+Every store test runs against the real database and reads the settings back from a connection the
+store opens as it opens its pooled ones, once with a ``postgresql://`` URL and once with a
+``key=value`` DSN; what the store then sends with each statement is read on the wire. The parts
 (options parsing, connect arguments) without a server are in tests/unit/test_dsn.py.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -17,6 +20,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 from apps.support import free_port
+from wire import RoundTripCounter
 
 from pgsession_wsgi.async_store import AsyncPostgresStore
 from pgsession_wsgi.errors import ConfigurationError, SessionError, StoreUnavailable
@@ -85,17 +89,53 @@ def make_dsn(request: pytest.FixtureRequest, pg_dsn: str) -> Callable[..., str]:
 
 
 def connection_facts(store: PostgresStore, *settings: str) -> dict[str, Any]:
-    """Run a statement through the store, then read its pooled connection's parameters and settings."""
+    """Read the parameters and settings of a connection the store opens as it opens its pooled
+    ones (``connect_unpooled``: the same arguments, the same first-connection check)."""
     store.create_table()
-    store.stats()
-    with store._pool.connection() as conn, conn.cursor() as cur:
-        facts: dict[str, Any] = dict(conn.get_dsn_parameters())
-        cur.execute("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
-        facts["pg_stat_activity.application_name"] = cur.fetchone()[0]  # type: ignore[index]
-        for name in ("application_name", *settings):
-            cur.execute(f"SHOW {name}")
-            facts[f"SHOW {name}"] = cur.fetchone()[0]  # type: ignore[index]
+    conn = store.connect_unpooled()
+    try:
+        with conn.cursor() as cur:
+            facts: dict[str, Any] = dict(conn.get_dsn_parameters())
+            cur.execute("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+            facts["pg_stat_activity.application_name"] = cur.fetchone()[0]  # type: ignore[index]
+            for name in ("application_name", *settings):
+                cur.execute(f"SHOW {name}")
+                facts[f"SHOW {name}"] = cur.fetchone()[0]  # type: ignore[index]
+    finally:
+        conn.close()
     return facts
+
+
+def through(counter: RoundTripCounter) -> dict[str, str]:
+    """The host and port parameters that point a DSN at ``counter``."""
+    return {"host": "127.0.0.1", "port": str(counter.port)}
+
+
+def statements_sent(store: PostgresStore, counter: RoundTripCounter) -> list[str]:
+    """What an insert, a load and the stats send once the store's first connection is checked."""
+    store.create_table()
+    counter.reset()
+    id_hash = os.urandom(32)
+    store.insert(id_hash, "{}", None, timedelta(minutes=5), None)
+    store.load(id_hash, timedelta(minutes=1))
+    store.stats()
+    return counter.statements
+
+
+def timeout_message(store: PostgresStore, pg_dsn: str) -> str:
+    """The error of a store statement that outlasts the statement timeout (it waits for a row lock)."""
+    id_hash = os.urandom(32)
+    store.insert(id_hash, "{}", None, timedelta(minutes=5), None)
+    locker = psycopg2.connect(pg_dsn)
+    try:
+        with locker.cursor() as cur:
+            cur.execute(f"SELECT 1 FROM {store.qualified_name} WHERE id = %s FOR UPDATE", (id_hash,))
+        with pytest.raises(StoreUnavailable) as caught:
+            store.delete(id_hash)
+        return str(caught.value)
+    finally:
+        locker.rollback()
+        locker.close()
 
 
 # -- through a real store ------------------------------------------------------------------------
@@ -127,16 +167,26 @@ def test_the_dsns_connection_parameters_win(
 
 
 def test_dsn_options_apply_with_the_stores_settings_and_defaults_fill_the_rest(
-    make_store: Callable[..., PostgresStore], make_dsn: Callable[..., str], schema: str
+    make_store: Callable[..., PostgresStore],
+    make_dsn: Callable[..., str],
+    schema: str,
+    wire_counter: RoundTripCounter,
+    pg_dsn: str,
 ) -> None:
-    dsn = make_dsn(options=f"-c search_path={schema},public -c work_mem=5MB")
-    store = make_store(dsn=dsn, statement_timeout=3, synchronous_commit=False)
+    dsn = make_dsn(**through(wire_counter), options=f"-c search_path={schema},public -c work_mem=5MB")
+    store = make_store(dsn=dsn, statement_timeout=0.5, synchronous_commit=False)
     facts = connection_facts(store, "search_path", "work_mem", "statement_timeout", "synchronous_commit")
     assert facts["SHOW search_path"] == f"{schema},public"
     assert facts["SHOW work_mem"] == "5MB"
-    assert facts["SHOW statement_timeout"] == "3s"
+    assert facts["SHOW statement_timeout"] == "500ms"
     assert facts["SHOW synchronous_commit"] == "off"
-    assert store._settings == {"statement_timeout": "3000", "synchronous_commit": "off"}
+    # Found kept at the first connection: nothing is set again with each statement...
+    sent = statements_sent(store, wire_counter)
+    assert not [s for s in sent if "SET LOCAL" in s], sent
+    # ...and the timeout is the store's own, which its error names.
+    assert timeout_message(store, pg_dsn).startswith(
+        "a session statement ran longer than statement_timeout=0.5s;"
+    )
     # Where the DSN is silent, the store's own values.
     assert facts["SHOW application_name"] == "pgsession-wsgi"
     assert facts["connect_timeout"] == "5"
@@ -153,27 +203,38 @@ def test_dsn_options_apply_with_the_stores_settings_and_defaults_fill_the_rest(
     ],
 )
 def test_a_dsn_statement_timeout_wins_and_is_not_reapplied(
-    make_store: Callable[..., PostgresStore], make_dsn: Callable[..., str], options: str
+    make_store: Callable[..., PostgresStore],
+    make_dsn: Callable[..., str],
+    options: str,
+    wire_counter: RoundTripCounter,
 ) -> None:
-    store = make_store(dsn=make_dsn(options=options), statement_timeout=2)
+    store = make_store(dsn=make_dsn(**through(wire_counter), options=options), statement_timeout=2)
     facts = connection_facts(store, "statement_timeout")
     assert facts["SHOW statement_timeout"] == "10s"
     # The store owns nothing here, so the first-connection check cannot take the user's value
-    # for a dropped startup option and override it with SET LOCAL on every statement.
-    assert store._settings == {}
-    assert store._settings_checked
-    assert "SET LOCAL" not in store._sql.stats
+    # for a dropped startup option and override it with SET LOCAL on every statement (nor turn
+    # prepared statements off, as it does when it finds its settings dropped).
+    sent = statements_sent(store, wire_counter)
+    assert not [s for s in sent if "SET LOCAL" in s], sent
+    assert sent[0].startswith("PREPARE pgsession_insert_"), sent
 
 
 def test_a_dsn_synchronous_commit_wins_while_the_stores_timeout_stays(
-    make_store: Callable[..., PostgresStore], make_dsn: Callable[..., str]
+    make_store: Callable[..., PostgresStore],
+    make_dsn: Callable[..., str],
+    wire_counter: RoundTripCounter,
+    pg_dsn: str,
 ) -> None:
-    store = make_store(dsn=make_dsn(options="-c synchronous_commit=local"), synchronous_commit=False)
+    dsn = make_dsn(**through(wire_counter), options="-c synchronous_commit=local")
+    store = make_store(dsn=dsn, synchronous_commit=False, statement_timeout=0.5)
     facts = connection_facts(store, "synchronous_commit", "statement_timeout")
     assert facts["SHOW synchronous_commit"] == "local"
-    assert facts["SHOW statement_timeout"] == "5s"
-    assert store._settings == {"statement_timeout": "5000"}
-    assert "SET LOCAL" not in store._sql.stats
+    assert facts["SHOW statement_timeout"] == "500ms"
+    sent = statements_sent(store, wire_counter)
+    assert not [s for s in sent if "SET LOCAL" in s], sent
+    assert timeout_message(store, pg_dsn).startswith(
+        "a session statement ran longer than statement_timeout=0.5s;"
+    )
 
 
 def test_libpq_variables_win_over_the_stores_defaults(
