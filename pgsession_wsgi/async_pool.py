@@ -28,6 +28,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
+from .dsn import hide_password
 from .errors import StoreUnavailable
 from .pool import _first_line, _readable
 
@@ -111,6 +112,8 @@ class AsyncPool:
     ) -> None:
         kwargs = dict(connect_kwargs)
         self._conninfo = str(kwargs.pop("dsn"))
+        # What hide_password needs to keep the password out of a refusal's message.
+        self._secrets = {"dsn": self._conninfo, "password": kwargs.get("password")}
         # prepare_threshold=None: psycopg 3 would prepare a statement run 5 times; PgBouncer in
         # transaction mode then fails it on another server connection, and PgBouncer cannot be
         # told apart reliably (it keeps startup options that it is configured to pass on).
@@ -185,7 +188,7 @@ class AsyncPool:
         except asyncio.CancelledError:
             if not watcher.done() or watcher.cancelled():
                 raise  # the request itself was cancelled
-            raise _refused(self._failures.last) from None
+            raise _refused(self._failures.last, self._secrets) from None
         except PoolTimeout:
             raise StoreUnavailable(
                 f"no database connection became free within pool_timeout={self.timeout}s "
@@ -199,7 +202,7 @@ class AsyncPool:
         try:
             conn = await self._connection_class.connect(self._conninfo, **self._kwargs)
         except psycopg.Error as exc:
-            raise _refused(exc) from None
+            raise _refused(exc, self._secrets) from None
         try:
             await self._on_connect(conn)
         except BaseException:
@@ -213,8 +216,8 @@ class AsyncPool:
         await self._pool.close()
 
 
-def _refused(exc: BaseException | None) -> StoreUnavailable:
-    reason = _first_line(exc) if exc is not None else "the attempt failed"
+def _refused(exc: BaseException | None, secrets: dict[str, Any]) -> StoreUnavailable:
+    reason = hide_password(_first_line(exc), secrets) if exc is not None else "the attempt failed"
     return StoreUnavailable(
         f"cannot connect to PostgreSQL ({reason}); check that the server is running and the DSN is right"
     )

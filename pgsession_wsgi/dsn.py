@@ -20,7 +20,7 @@ import psycopg2.extensions
 
 from .errors import ConfigurationError
 
-__all__ = ["normalize_dsn", "connect_arguments", "parse_options", "store_connect_arguments"]
+__all__ = ["connect_arguments", "hide_password", "normalize_dsn", "parse_options", "store_connect_arguments"]
 
 _DRIVER_SUFFIX = re.compile(r"^(postgres(?:ql)?)\+[a-z0-9_]+://", re.IGNORECASE)
 
@@ -222,3 +222,27 @@ def store_connect_arguments(
         },
         settings=settings,
     )
+
+
+def hide_password(text: str, connect_kwargs: Mapping[str, Any]) -> str:
+    """``text`` (a server's or libpq's message) with the connection's password blotted out.
+
+    The server quotes names back ("password authentication failed for user ..."), and a role or
+    database may be named like its password (``postgres:postgres``): no message of ours repeats
+    it. A quoted occurrence is always hidden; a bare one when it is long enough to be no word
+    of the message itself.
+
+    :param text: the message.
+    :param connect_kwargs: :func:`connect_arguments`' answer (its ``dsn`` and ``password``).
+    """
+    password = connect_kwargs.get("password")
+    if not password and connect_kwargs.get("dsn"):
+        try:
+            password = psycopg2.extensions.parse_dsn(str(connect_kwargs["dsn"])).get("password")
+        except psycopg2.Error:
+            password = None
+    if not password:
+        return text
+    password = str(password)
+    text = text.replace(f'"{password}"', '"********"')
+    return text.replace(password, "********") if len(password) >= 4 else text

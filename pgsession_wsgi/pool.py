@@ -19,6 +19,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from .dsn import hide_password
 from .errors import ConfigurationError, StoreUnavailable
 
 __all__ = ["ConnectionPool"]
@@ -121,9 +122,10 @@ class ConnectionPool:
                 psycopg2.connect(**self.connect_kwargs) if self._factory is None else self._factory()
             )
         except psycopg2.OperationalError as exc:
+            reason = hide_password(_first_line(exc), self.connect_kwargs)
             raise StoreUnavailable(
-                f"cannot connect to PostgreSQL ({_first_line(exc)}); check that the server is "
-                "running and the DSN is right"
+                f"cannot connect to PostgreSQL ({reason}); check that the server is running and "
+                "the DSN is right"
             ) from None
         if not isinstance(conn, Connection):
             raise ConfigurationError(
