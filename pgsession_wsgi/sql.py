@@ -67,7 +67,11 @@ def quote_identifier(name: str, what: str) -> str:
     """
     if not isinstance(name, str) or not name or "\x00" in name:
         raise ConfigurationError(f"the {what} name must be a non-empty string without NUL characters")
-    if len(name.encode("utf-8")) > 63:
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: bytes of a command line that were not UTF-8
+        raise ConfigurationError(f"the {what} name is not valid UTF-8: choose another name") from None
+    if size > 63:
         raise ConfigurationError(
             f"the {what} name {name!r} is longer than PostgreSQL's 63-byte limit: choose a shorter one"
         )
