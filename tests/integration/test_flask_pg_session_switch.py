@@ -11,13 +11,16 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import pickle
 import secrets
+import struct
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg2.extensions
 import pytest
 from db import sql
 from flask import Flask, session
@@ -301,6 +304,155 @@ def test_an_unreadable_row_is_refused_with_one_log_line_and_never_served(
     # Refused rows stay in the old table, untouched; the new table has only the fresh session.
     assert sql(pg_dsn, f"SELECT data FROM {q(schema)}.{OLD}") == [payload_before]
     assert list(new_rows(pg_dsn, schema)) == [hashlib.sha256(new_cookie.encode()).digest()]
+
+
+#: docs/flask-pg-session.md: "a session over 256 KiB as JSON (or a pickle over 1 MiB)" is not
+#: moved: the pickle cap is four times the app's max_size, the default here.
+PICKLE_CAP = 4 * DEFAULT_MAX_SIZE
+
+
+def padded_pickle(data: dict[str, Any], size: int) -> bytes:
+    """A valid pickle of ``data`` exactly ``size`` bytes long: a string pushed and popped first.
+
+    Its session is small (the JSON is far under max_size): only the pickle's own size is big.
+    """
+    body = pickle.dumps(data, protocol=2)[2:]
+    padding = size - len(b"\x80\x02X") - 4 - len(b"0") - len(body)
+    payload = b"\x80\x02X" + struct.pack("<I", padding) + b"p" * padding + b"0" + body
+    assert len(payload) == size and pickle.loads(payload) == data  # noqa: S301
+    return payload
+
+
+@pytest.mark.parametrize("size", [PICKLE_CAP, PICKLE_CAP + 1], ids=["at-the-cap", "one-byte-over"])
+def test_a_pickle_over_four_times_max_size_is_not_read(
+    pg_dsn: str,
+    schema: str,
+    make_app: Callable[..., Flask],
+    caplog: pytest.LogCaptureFixture,
+    size: int,
+) -> None:
+    create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    data = {"_user_id": "42", "cart": [1, 2]}
+    payload = padded_pickle(data, size)
+    write_row(pg_dsn, schema, sid, None, naive_utc(MONTH), raw=payload)
+    app = make_app()
+    add_login_required_view(app)
+    client = app.test_client()
+    client.set_cookie("session", sid)
+
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        dump = client.get("/dump").json
+        me = client.get("/me")
+
+    if size <= PICKLE_CAP:  # moved: the user is still logged in, the old row is gone
+        assert me.text == "42"
+        assert dump == {"_user_id": "'42'", "cart": "[1, 2]"}
+        assert old_ids(pg_dsn, schema) == []
+        stored, user_id, *_ = new_rows(pg_dsn, schema)[key(sid)]
+        assert {k: stored[k] for k in data} == data and user_id == "42"
+        return
+    # Refused unread: logged out, a fresh session, and the old row exactly as it was.
+    assert me.status_code == 401
+    assert dump == {}
+    assert client.get("/bump").text == "1"
+    assert client.get_cookie("session").value != sid  # type: ignore[union-attr]
+    assert [bytes(row[0]) for row in sql(pg_dsn, f"SELECT data FROM {q(schema)}.{OLD}")] == [payload]
+    assert key(sid) not in new_rows(pg_dsn, schema)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pgsession_wsgi"]
+    assert warnings and all(key(sid).hex()[:12] in line for line in warnings)
+    assert f"{size} bytes, over {PICKLE_CAP}" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "server_time_zone",
+    [None, "Etc/GMT+12", "Pacific/Kiritimati"],  # the server's own, UTC-12, UTC+14
+    ids=["server-default", "utc-minus-12", "utc-plus-14"],
+)
+def test_an_expired_old_row_gives_a_fresh_session_and_stays_where_it_is(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask], server_time_zone: str | None
+) -> None:
+    create_legacy_table(pg_dsn, schema)
+    expired, live = str(uuid.uuid4()), str(uuid.uuid4())
+    # flask-pg-session's naive UTC expiry, an hour ago (and, to compare, a live row).
+    write_row(
+        pg_dsn, schema, expired, {"_user_id": "13", "secret": "expired"}, naive_utc(-dt.timedelta(hours=1))
+    )
+    write_row(pg_dsn, schema, live, {"_user_id": "14"}, naive_utc(dt.timedelta(hours=1)))
+    (payload_before,) = sql(pg_dsn, f"SELECT data FROM {q(schema)}.{OLD} WHERE session_id = %s", (expired,))
+    dsn = pg_dsn
+    if server_time_zone is not None:  # expiry is naive UTC: read as local time it would shift
+        dsn = psycopg2.extensions.make_dsn(pg_dsn, options=f"-c TimeZone={server_time_zone}")
+    app = make_app(SQLALCHEMY_DATABASE_URI=dsn)
+    add_login_required_view(app)
+    client = app.test_client()
+    client.set_cookie("session", expired)
+
+    assert client.get("/me").status_code == 401  # not logged in as the expired row's user
+    assert client.get("/dump").json == {}
+    assert client.get("/bump").text == "1"  # a fresh session...
+    fresh = client.get_cookie("session").value  # type: ignore[union-attr]
+    assert fresh != expired  # ...under a new id
+    assert get(app, expired).json == {}  # the expired id still opens nothing
+    assert get(app, live, "/me").text == "14"  # while a live row moves
+    # The expired row was neither moved nor deleted; nothing of it is in the new table.
+    rows = new_rows(pg_dsn, schema)
+    assert set(rows) == {key(live), hashlib.sha256(fresh.encode()).digest()}
+    assert all("secret" not in stored for stored, *_ in rows.values())
+    assert old_ids(pg_dsn, schema) == [expired]
+    assert sql(pg_dsn, f"SELECT data FROM {q(schema)}.{OLD}") == [payload_before]
+
+
+@pytest.mark.parametrize("use_signer", [False, True], ids=["unsigned", "signed"])
+def test_an_id_flask_pg_session_never_issued_is_never_moved_nor_reused(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask], use_signer: bool
+) -> None:
+    # flask-pg-session stored sessions under whatever id a client sent (fixation): an attacker
+    # plants a cookie, the victim logs in under it. Only its own uuid4 ids are trusted.
+    create_legacy_table(pg_dsn, schema)
+    chosen = secrets.token_urlsafe(32)  # 43 url-safe characters: a cookie the app accepts
+    write_row(pg_dsn, schema, chosen, {"_user_id": "victim", "secret": "planted"}, naive_utc(MONTH))
+    (payload_before,) = sql(pg_dsn, f"SELECT data FROM {q(schema)}.{OLD}")
+    app = make_app(SESSION_USE_SIGNER=use_signer)
+    add_login_required_view(app)
+    cookie = signed(chosen) if use_signer else chosen
+    client = app.test_client()
+    client.set_cookie("session", cookie)
+
+    assert client.get("/me").status_code == 401
+    assert client.get("/dump").json == {}
+    assert client.get("/bump").text == "1"
+    fresh = client.get_cookie("session").value  # type: ignore[union-attr]
+    assert fresh != cookie and chosen not in fresh  # the new session is not under the chosen id
+    assert get(app, cookie).json == {}  # and the chosen id still opens nothing
+    assert get(app, cookie, "/me").status_code == 401
+    rows = new_rows(pg_dsn, schema)
+    assert key(chosen) not in rows and len(rows) == 1
+    assert all("secret" not in stored for stored, *_ in rows.values())
+    assert sql(pg_dsn, f"SELECT data FROM {q(schema)}.{OLD}") == [payload_before]
+
+
+@pytest.mark.parametrize("use_signer", [False, True], ids=["unsigned", "signed"])
+def test_a_uuid4_the_client_chose_creates_no_session_under_it(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask], use_signer: bool
+) -> None:
+    # Shaped like an id flask-pg-session issues, but no row has it: looked up, found in neither
+    # table, and the session the request starts gets an id of its own.
+    create_legacy_table(pg_dsn, schema)
+    chosen = str(uuid.uuid4())
+    app = make_app(SESSION_USE_SIGNER=use_signer)
+    cookie = signed(chosen) if use_signer else chosen
+    client = app.test_client()
+    client.set_cookie("session", cookie)
+
+    assert client.get("/bump").text == "1"
+    fresh = client.get_cookie("session").value  # type: ignore[union-attr]
+    assert fresh != cookie and chosen not in fresh
+    assert client.get("/bump").text == "2"  # the new id carries the session
+    assert get(app, cookie).json == {}  # the chosen one opens nothing
+    rows = new_rows(pg_dsn, schema)
+    assert key(chosen) not in rows and len(rows) == 1
+    assert old_ids(pg_dsn, schema) == []
 
 
 def test_a_session_holding_only_the_permanent_flag_is_not_moved(
