@@ -36,11 +36,9 @@ def add_row(store: PostgresStore, data: dict[str, Any] | None = None) -> bytes:
     return id_hash
 
 
-def prepared_names(store: PostgresStore) -> set[str]:
-    """The names prepared on the store's (single) pooled connection, asked on that connection."""
-    with store._pool.connection() as conn, conn.cursor() as cur:  # type: ignore[union-attr]
-        cur.execute("SELECT name FROM pg_prepared_statements")
-        return {str(name) for (name,) in cur.fetchall()}
+def prepared_names(statements: list[str]) -> list[str]:
+    """The names these statements (as the wire counter saw them) prepared, in order."""
+    return [s.split(None, 2)[1] for s in statements if s.startswith("PREPARE ")]
 
 
 def test_first_use_prepares_in_the_same_message_then_executes(
@@ -48,17 +46,21 @@ def test_first_use_prepares_in_the_same_message_then_executes(
 ) -> None:
     store = make_store(dsn=wire_counter.dsn, max_connections=1)
     store.create_table()
+    wire_counter.reset()
     id_hash = add_row(store)
+    sent = wire_counter.statements
     wire_counter.reset()
     assert store.load(id_hash, MINUTE) is not None
     [first] = wire_counter.statements
     assert first.startswith("PREPARE pgsession_load_") and "; EXECUTE pgsession_load_" in first
+    sent += wire_counter.statements
     wire_counter.reset()
     row = store.load(id_hash, MINUTE)
     assert row is not None and row.data == {"n": 1}
     [second] = wire_counter.statements
     assert second.startswith("EXECUTE pgsession_load_") and statement_kind(second) == "SELECT"
-    assert {name.split("_")[1] for name in prepared_names(store)} == {"load", "insert"}
+    sent += wire_counter.statements
+    assert [name.split("_")[1] for name in prepared_names(sent)] == ["insert", "load"]  # once each
 
 
 def test_a_request_costs_the_same_round_trips_and_sends_less(
@@ -115,7 +117,8 @@ def test_pgbouncer_the_startup_check_misses_still_serves_every_request(
     startup check cannot see PgBouncer: prepared statements start on, and meet server connections
     shared with other clients. Each request is still answered, and right."""
     bouncer = make_pgbouncer(pg_dsn)
-    stores = [make_store(dsn=bouncer.dsn, statement_timeout=None, max_connections=2) for _ in range(3)]
+    counters = [RoundTripCounter(bouncer.dsn) for _ in range(3)]  # one per store, closed below
+    stores = [make_store(dsn=c.dsn, statement_timeout=None, max_connections=2) for c in counters]
     stores[0].create_table()
     ids = [add_row(stores[0], {"k": k}) for k in range(6)]
     errors: list[BaseException] = []
@@ -141,13 +144,23 @@ def test_pgbouncer_the_startup_check_misses_still_serves_every_request(
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(s, n)) for n, s in enumerate(stores)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
-    # Shared server connections were met (a name there already, or gone): the fallback ran.
-    assert any(store._prepared is None for store in stores)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        # Shared server connections were met (a name there already, or gone): the fallback ran,
+        # and a store that met one sends its statements as text from then on.
+        sent_as_text = []
+        for store, counter in zip(stores, counters):
+            counter.reset()
+            assert store.load(ids[0], MINUTE) is not None
+            sent_as_text.append(counter.statements[0].startswith("SELECT"))
+        assert any(sent_as_text), sent_as_text
+    finally:
+        for counter in counters:
+            counter.close()
 
 
 def test_a_prepared_statement_gone_missing_falls_back_to_text(
@@ -157,6 +170,7 @@ def test_a_prepared_statement_gone_missing_falls_back_to_text(
     store.create_table()
     id_hash = add_row(store)
     store.load(id_hash, MINUTE)
+    # Seam: only SQL run on the store's own connection can make its server session forget them.
     with store._pool.connection() as conn, conn.cursor() as cur:  # type: ignore[union-attr]
         cur.execute("DEALLOCATE ALL")  # as a pooler's reset would
     wire_counter.reset()
@@ -202,9 +216,11 @@ def test_a_prepare_left_by_a_failed_statement_is_used(
     )
     assert result.updated
     assert [s.split(None, 1)[0] for s in wire_counter.statements] == ["PREPARE", "EXECUTE"]
+    wire_counter.reset()
     row = store.load(id_hash, MINUTE)
     assert row is not None and row.data == {"n": 1, "b": 2}
-    assert store._prepared is not None  # still on
+    [load] = wire_counter.statements
+    assert load.startswith("PREPARE pgsession_load_")  # prepared statements are still on
 
 
 def test_an_apps_engine_connections_get_no_prepared_statements(
@@ -227,19 +243,23 @@ def test_an_apps_engine_connections_get_no_prepared_statements(
 
 
 def test_the_same_table_in_another_schema_gets_its_own_names(
-    make_store: Callable[..., PostgresStore], pg_dsn: str, schema: str
+    make_store: Callable[..., PostgresStore], pg_dsn: str, schema: str, wire_counter: RoundTripCounter
 ) -> None:
     other = f"{schema}_b"
     sql(pg_dsn, f'CREATE SCHEMA "{other}"')
     try:
-        first = make_store(max_connections=1)
-        second = make_store(schema=other, max_connections=1)
+        first = make_store(dsn=wire_counter.dsn, max_connections=1)
+        second = make_store(dsn=wire_counter.dsn, schema=other, max_connections=1)
+        names: list[list[str]] = []
+        for store, where in ((first, "first"), (second, "second")):
+            wire_counter.reset()
+            row = store.load(add_row(store, {"in": where}), MINUTE)
+            assert row is not None and row.data == {"in": where}
+            names.append(prepared_names(wire_counter.statements))
+        assert [[name.split("_")[1] for name in each] for each in names] == [["insert", "load"]] * 2
+        assert set(names[0]).isdisjoint(names[1])
         a, b = add_row(first, {"in": "first"}), add_row(second, {"in": "second"})
-        row_a, row_b = first.load(a, MINUTE), second.load(b, MINUTE)
-        assert row_a is not None and row_a.data == {"in": "first"}
-        assert row_b is not None and row_b.data == {"in": "second"}
         assert first.load(b, MINUTE) is None and second.load(a, MINUTE) is None
-        assert prepared_names(first).isdisjoint(prepared_names(second))
     finally:
         first.close()
         second.close()
