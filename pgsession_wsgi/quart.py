@@ -353,6 +353,7 @@ class PgSession:
         existing = app.error_handler_spec.get(None, {}).get(None, {})
         if StoreUnavailable not in existing:
             app.register_error_handler(StoreUnavailable, _store_unavailable)
+        app.register_error_handler(_WebsocketSessionError, _close_with_error)
         self._apps.append(app)
         return interface
 
@@ -487,11 +488,21 @@ async def _refuse_unavailable() -> Any:
     error = current.error
     if isinstance(error, StoreUnavailable):
         raise error  # to _store_unavailable, or the app's own handler
-    log.error("session error while loading, answering 500: %s", error)
     if has_websocket_context():
-        await _close_websocket(CLOSE_ERROR, "session error")
-        return None
+        log.error("session error while loading, closing the websocket with 1011: %s", error)
+        # An exception, not a return: Quart then runs no handler and sends nothing after the close.
+        raise _WebsocketSessionError(error)
+    log.error("session error while loading, answering 500: %s", error)
     return Response(_ERROR_BODIES[500], status=500, mimetype="text/plain")
+
+
+class _WebsocketSessionError(SessionError):
+    """A websocket's session could not be loaded, and not for an outage: closed with 1011."""
+
+
+async def _close_with_error(error: _WebsocketSessionError) -> Any:
+    await _close_websocket(CLOSE_ERROR, "session error")
+    return None  # nothing more to send: the handshake is closed
 
 
 async def _refuse_cross_origin() -> Response:

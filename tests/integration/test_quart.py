@@ -19,6 +19,7 @@ from flask import session as flask_session
 from helpers import ClosingClient
 from quart import Quart
 from quart import session as quart_session
+from quart import websocket as quart_websocket
 from quart.testing.connections import WebsocketDisconnectError, WebsocketResponseError
 from wire import RoundTripCounter
 
@@ -301,6 +302,32 @@ async def test_the_store_down_closes_a_websocket_with_1013(
                 await ws.receive()
     assert closed.value.args[0] == WEBSOCKET_UNAVAILABLE == 1013
     assert len(session_records(caplog)) == 1
+
+
+async def test_a_session_error_at_connect_closes_the_websocket_with_1011_and_runs_no_handler(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not an outage (a row something else wrote, which cannot be decoded): 1011, and the
+    websocket's handler never runs (it would accept a handshake already closed)."""
+    app = make_app()
+    ran: list[bool] = []
+
+    @app.websocket("/ws-handler")
+    async def handler() -> None:
+        ran.append(True)
+        await quart_websocket.accept()
+
+    client = app.test_client()
+    await get(client, "/set?a=1")
+    sql(interface(app).store, """UPDATE {t} SET data = '{"v": {" u": "not-a-uuid"}}'::jsonb""")
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        async with client.websocket("/ws-handler") as ws:
+            with pytest.raises(WebsocketDisconnectError) as closed:
+                await ws.receive()
+    assert closed.value.args[0] == 1011
+    assert ran == []
+    [record] = session_records(caplog)
+    assert "could not be decoded" in record.getMessage()
 
 
 # -- websockets ----------------------------------------------------------------------------
