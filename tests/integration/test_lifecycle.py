@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -217,16 +218,20 @@ def test_concurrent_purgers_in_two_processes(store: PostgresStore, pg_dsn: str) 
 
 
 def test_background_purge_thread_runs_and_stops(make_store: Callable[..., PostgresStore]) -> None:
+    def purge_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "pgsession-purge"}
+
     store = make_store(purge_interval=0.2)
     store.create_table()
     fill(store, live=10, expired=50)
+    before = purge_threads()
     client_for(store).get("/set?a=1")  # first use starts the thread
     wait_for(
         lambda: sql(store, "SELECT count(*) FROM {t} WHERE expires_at <= now()") == [(0,)],
         "the purge thread removes the expired rows",
     )
-    purger = store._purger
-    assert purger is not None and purger.is_alive()
+    [purger] = purge_threads() - before
+    assert purger.is_alive()
     store.close()
     assert not purger.is_alive()
 
@@ -285,11 +290,10 @@ def test_purge_skips_rows_a_request_holds_and_never_waits_for_them(store: Postgr
 
 
 def test_purge_returns_at_once_while_another_process_purges(store: PostgresStore) -> None:
-    fill(store, live=0, expired=3)
-    other = psycopg2.connect(store.dsn)
+    other = psycopg2.connect(store.dsn)  # not in autocommit: its purge batch stays open
     try:
-        with other.cursor() as cur:  # another process in the middle of a purge batch
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (store._lock_key,))
+        assert store.purge_on(other, 100) == 0  # another process in the middle of a purge batch
+        fill(store, live=0, expired=3)  # rows that process has not locked
         assert store.purge_expired() == 0  # gave way rather than waited
         assert sql(store, "SELECT count(*) FROM {t}") == [(3,)]
     finally:
@@ -441,7 +445,7 @@ def test_session_id_never_reaches_logs_or_errors(
     sid = id_of(client)
     with caplog.at_level(logging.DEBUG):
         client.get("/bad", status=500)
-        store._pool.close()  # every later statement fails
+        store.close()  # every later statement fails
         client.get("/read", status=503)
     assert caplog.records
     assert sid not in caplog.text
