@@ -1818,8 +1818,7 @@ def test_a_prepare_whose_execute_failed_is_not_prepared_twice(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
     assert store.load(hash_session_id("good"), _DAY) is not None
     assert store.load(hash_session_id("better"), _DAY) is not None
-    assert _prepared_here(store) == 2
-    assert store._prepared is not None
+    assert _prepared_here(store) == 2  # the insert, and the load prepared after it: still on
 
 
 def test_a_prepare_that_failed_is_sent_again(make_store: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -2134,19 +2133,55 @@ def test_a_row_holding_json_the_codec_never_writes_is_named_by_its_error(make_st
     assert "ValueError" in str(error.value)
 
 
-def test_a_request_waiting_on_another_s_table_setup_gives_up_after_pool_timeout(make_store: Any) -> None:
+def test_a_request_waiting_on_another_s_table_setup_gives_up_after_pool_timeout(
+    make_store: Any, pg_dsn: str
+) -> None:
     """store.xǁPostgresStoreǁ_ensure_ready__mutmut_5 to _8.
 
     The first request of a process sets the table up; the others wait for it at most
-    pool_timeout, then say what to check. (The setup in progress is stood in for by holding
-    its lock.)
+    pool_timeout, then say what to check. (The first request's setup is kept in progress by
+    another process holding the table's advisory lock, as its own table creation would.)
     """
-    store = make_store(pool_timeout=0.2)
-    with store._ready_lock, pytest.raises(StoreUnavailable) as error:
-        store.stats()
+    import time
+
+    from db import sql
+    from helpers import wait_for
+
+    from pgsession_wsgi.sql import lock_key
+
+    store = make_store(pool_timeout=0.2, statement_timeout=60)
+    first_request: list[Any] = []
+
+    def first() -> None:
+        try:
+            first_request.append(store.stats()["live"])
+        except Exception as exc:  # handed to the test's thread
+            first_request.append(exc)
+
+    setting_up = threading.Thread(target=first)
+    other = psycopg2.connect(pg_dsn)
+    try:
+        with other.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(store.schema, store.table),))
+        setting_up.start()
+        blocked = "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
+        wait_for(
+            lambda: sql(pg_dsn, blocked, (other.get_backend_pid(),)) == [(1,)] or first_request,
+            "the first request's table setup waits for the lock",
+        )
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as error:
+            store.stats()
+        waited = time.monotonic() - started
+    finally:
+        other.rollback()
+        other.close()
     assert str(error.value) == (
         "the session table setup did not finish within pool_timeout=0.2s; check that PostgreSQL is reachable"
     )
+    assert waited >= 0.2  # it waited the whole pool_timeout: a lower bound no busy machine breaks
+    setting_up.join(30)
+    assert first_request == [0]  # the setup went on once the lock was free
     assert store.stats()["live"] == 0
 
 
