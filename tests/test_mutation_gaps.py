@@ -1459,20 +1459,22 @@ def test_the_purge_on_an_apps_pool_borrows_and_purges(
 
 
 def test_a_purge_worker_whose_store_is_gone_ends_without_an_error(
-    make_store: Any, monkeypatch: pytest.MonkeyPatch
+    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """purge.xǁPurgeWorkerǁrun__mutmut_43, _44: it never connected, so it has nothing to close."""
     import gc
+    import weakref
 
     from pgsession_wsgi.purge import PurgeWorker
 
     failures: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
-    store = make_store()
+    store = PostgresStore(pg_dsn, schema=schema, purge_interval=None)  # not the fixture's: none keeps it
     worker = PurgeWorker(store, 0.01)
-    # The fixture keeps the store alive; a worker of a store nobody holds is what is tested, so
-    # hand it a dead reference instead.
-    worker._store = lambda: None  # type: ignore[method-assign,assignment]
+    gone = weakref.ref(store)
+    del store  # a worker of a store nobody holds any more
+    gc.collect()
+    assert gone() is None
     worker.start()
     worker.join(timeout=10)
     gc.collect()
@@ -1494,12 +1496,13 @@ def test_a_purge_that_cannot_connect_at_first_warns_keeps_running_and_recovers(
     params = parse_dsn(pg_dsn)
     params["user"] = role
     store = PostgresStore(make_dsn(**params), schema=schema, purge_interval=0.2)
+    before = set(_purge_threads())
     try:
         with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
             store.stats()  # the pool's connection is made; the worker starts
+            (worker,) = set(_purge_threads()) - before  # this store's
             sql(pg_dsn, f'ALTER ROLE "{role}" NOLOGIN', None)
             wait_for(lambda: any(r.levelno == logging.WARNING for r in caplog.records), "the purge's warning")
-            (worker,) = [t for t in _purge_threads() if t.is_alive() and t._store() is store]  # type: ignore[attr-defined]
             sql(pg_dsn, f'ALTER ROLE "{role}" LOGIN', None)
             sql(
                 pg_dsn,
