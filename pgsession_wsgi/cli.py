@@ -10,6 +10,7 @@ callbacks, and stop between batches on SIGINT or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import json
@@ -17,6 +18,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -28,6 +30,7 @@ from urllib.parse import unquote
 import psycopg2
 import psycopg2.extensions
 
+from . import __version__
 from .appconfig import FLASK_LOGIN_USER_KEY
 from .defaults import (
     DEFAULT_IDLE_TIMEOUT,
@@ -142,6 +145,7 @@ def _undecodable_setting(args: argparse.Namespace) -> str | None:
     dsn, source = _dsn_and_source(args)
     read = {
         "PGSESSION_DSN": dsn if source == "PGSESSION_DSN" else None,
+        "DATABASE_URL": dsn if source == "DATABASE_URL" else None,
         # Undecodable only when they came from their variables: the arguments were checked.
         "PGSESSION_TABLE": getattr(args, "table", None),
         "PGSESSION_SCHEMA": getattr(args, "schema", None),
@@ -189,19 +193,33 @@ def _check_numbers(args: argparse.Namespace) -> None:
         )
 
 
+#: Where the commands look for the DSN, in order. DATABASE_URL is what the docs' apps read; the
+#: demo leaves it out: its "log out other devices" would end the sessions of an app's own user.
+_DSN_VARIABLES = ("PGSESSION_DSN", "DATABASE_URL")
+
+
 def _dsn_and_source(args: argparse.Namespace) -> tuple[str | None, str]:
-    """The DSN to use and where it came from, so the demo can say which database it serves."""
+    """The DSN to use and where it came from: ``--dsn``, else PGSESSION_DSN, else DATABASE_URL."""
     if args.dsn:
         return args.dsn, "--dsn"
-    env = os.environ.get("PGSESSION_DSN")
-    return (env, "PGSESSION_DSN") if env else (None, "")
+    for variable in _DSN_VARIABLES[:1] if args.command == "demo" else _DSN_VARIABLES:
+        value = os.environ.get(variable)
+        if value:
+            return value, variable
+    return None, ""
 
 
 def _require_dsn(args: argparse.Namespace) -> str:
-    dsn, _ = _dsn_and_source(args)
+    dsn, source = _dsn_and_source(args)
     if not dsn:
         raise ConfigurationError(
-            "no database given: pass --dsn postgresql://user@host:5432/dbname or set PGSESSION_DSN"
+            "no database given: pass --dsn postgresql://user@host:5432/dbname, or set PGSESSION_DSN "
+            "or DATABASE_URL"
+        )
+    if source == "DATABASE_URL" and not getattr(args, "quiet", False):
+        # Implicit, so said (never the DSN itself); an explicit --dsn or PGSESSION_DSN is not.
+        _tell(
+            f"{PROG} {args.command}: using the DSN from DATABASE_URL (neither --dsn nor PGSESSION_DSN is set)"
         )
     return dsn
 
@@ -474,9 +492,50 @@ def _stop_on_signals() -> dict[int, Any]:
     return previous
 
 
+def _check_port(host: str, port: int) -> None:
+    """Refuse at once an address the server could not listen on.
+
+    werkzeug finds out only when it starts, after the database is set up and "serving" printed.
+    This binds a socket as werkzeug does (same address family, ``SO_REUSEADDR``) and closes it.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        found = socket.getaddrinfo(host.strip("[]"), port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        address = found[0][4]
+    except (OSError, UnicodeError):
+        raise ConfigurationError(
+            f"--host {host} is not an address this machine can listen on: give an IP address, such "
+            "as 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+        ) from None
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                message = (
+                    f"port {port} on {host} is already in use: stop what listens there, or pick "
+                    "another port with --port"
+                )
+            elif exc.errno == errno.EACCES:
+                message = f"port {port} needs privileges this user lacks: pick a port above 1023 with --port"
+            elif exc.errno == errno.EADDRNOTAVAIL:
+                message = (
+                    f"--host {host} is not an address of this machine: use 127.0.0.1, or 0.0.0.0 for "
+                    "every interface"
+                )
+            else:
+                message = (
+                    f"cannot listen on port {port} of {host} ({exc.strerror}): pick another with "
+                    "--port or --host"
+                )
+            raise ConfigurationError(message) from None
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Serve an example app, on your database or on a private one that is deleted afterwards."""
     example = _load_example(args.app or _default_app())
+    _check_port(args.host, args.port)
     dsn, source = _dsn_and_source(args)
     server = None
     if dsn:
@@ -494,9 +553,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 flush=True,
             )
             return EXIT_FAILURE
+        unused = (
+            '; DATABASE_URL is not used by the demo: pass --dsn "$DATABASE_URL" to serve from there'
+            if os.environ.get("DATABASE_URL")
+            else ""
+        )
         _say(
             f"{PROG} demo: no --dsn or PGSESSION_DSN given, using a private embedded PostgreSQL "
-            f"in {server.data_dir} (deleted when the demo stops)"
+            f"in {server.data_dir} (deleted when the demo stops{unused})"
         )
         dsn = server.dsn
     previous: dict[int, Any] = {}
@@ -553,7 +617,8 @@ def _parser() -> argparse.ArgumentParser:
         "--dsn",
         default=None,
         metavar="DSN",
-        help="PostgreSQL URL or libpq string (default: the PGSESSION_DSN environment variable)",
+        help="PostgreSQL URL or libpq string (default: $PGSESSION_DSN, else $DATABASE_URL; the demo "
+        "reads only $PGSESSION_DSN)",
     )
     table_options = _Parser(add_help=False)
     table_options.add_argument(
@@ -580,13 +645,15 @@ def _parser() -> argparse.ArgumentParser:
         "-q",
         "--quiet",
         action="store_true",
-        help="no progress display; the summary is still printed",
+        help="no progress display, nor the line saying the DSN came from DATABASE_URL; the summary "
+        "is still printed",
     )
 
     parser = _Parser(
         prog=PROG,
         description="Server-side WSGI sessions in PostgreSQL: demo and maintenance.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = commands.add_parser(
@@ -783,10 +850,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(arguments)
     except _UsageError as exc:  # printed as argparse would, without any password it echoes
-        text = _redact(exc.usage + exc.message, *arguments, os.environ.get("PGSESSION_DSN"))
+        text = _redact(exc.usage + exc.message, *arguments, *map(os.environ.get, _DSN_VARIABLES))
         print(text, end="", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    except SystemExit as exc:  # --help
+    except SystemExit as exc:  # --help, --version
         return _exit_status(exc, EXIT_USAGE)
     dsn, _ = _dsn_and_source(args)
     try:

