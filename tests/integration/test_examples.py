@@ -323,6 +323,19 @@ def test_demo_without_a_dsn_runs_and_removes_a_private_server(tmp_path: Path) ->
     assert not data_dir.exists()
 
 
+def test_the_quickstart_says_where_the_throwaway_database_lives() -> None:
+    """In /dev/shm when it has room (see embedded.py), else the temporary directory: the sample
+    first line and the sentence after it say so, not /tmp alone."""
+    text = (ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8")
+    [line] = [line for line in text.splitlines()
+              if line.startswith("pgsession-wsgi demo: no --dsn or PGSESSION_DSN given, ")]
+    shown = Path(line.split(" in ", 1)[1].split(" (", 1)[0])
+    assert shown.parent.parent == Path("/dev/shm") and shown.name == "data", line
+    assert shown.parent.name.startswith("pgsession-pg-"), line
+    after = " ".join(text.split(line, 1)[1].split())
+    assert "/dev/shm" in after and "2 GiB" in after and "$TMPDIR" in after and "/tmp" in after, after
+
+
 def test_demo_stops_on_sigterm_too(pg_dsn: str, schema: str, tmp_path: Path) -> None:
     demo = Demo(["--app", "wsgi", "--dsn", pg_dsn, "--schema", schema], clean_env(), tmp_path)
     demo.first_line()
