@@ -1763,6 +1763,7 @@ def _insert(store: PostgresStore, session_id: str, data_json: str = '{"a": 1}') 
 
 
 def _prepared_here(store: PostgresStore) -> int:
+    # Seam: pg_prepared_statements shows only on the store's own connection, which only _run reaches.
     return store._run(
         lambda cur: (cur.execute("SELECT count(*) FROM pg_prepared_statements"), cur.fetchone())[1][0],
         retry=True,
@@ -1781,6 +1782,7 @@ def test_request_statements_are_prepared_and_recover_when_the_server_loses_them(
     _insert(store, "one")
     assert store.load(hash_session_id("one"), _DAY) is not None
     assert _prepared_here(store) == 2  # insert and load
+    # Seam: only SQL run on the store's own connection can make its server session forget them.
     store._run(lambda cur: cur.execute("DEALLOCATE ALL"), retry=True)
     with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
         row = store.load(hash_session_id("one"), _DAY)
