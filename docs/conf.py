@@ -6,6 +6,7 @@ exactly that, and every example on the pages).
 
 from __future__ import annotations
 
+import ast
 import importlib
 
 import pgsession_wsgi
@@ -147,6 +148,62 @@ def _exists(module_name, class_name, parts):
     return False
 
 
+def _qualify_written_annotations(app, what, name, obj, options, signature, return_annotation):
+    """Qualify this package's names in annotations that autodoc shows as the source writes them.
+
+    Python 3.9 cannot evaluate ``SessionMiddleware | None``, so autodoc leaves such an annotation
+    as written, and Sphinx looks a bare ``SessionMiddleware`` up by its last part, which matches
+    the WSGI and the ASGI one (a warning, so a failed build). Each name in an annotation is
+    replaced by what the object's module imports under it, as 3.10 and later get by evaluating the
+    annotation; names from elsewhere are left alone.
+    """
+    module_name = getattr(obj, "__module__", None)
+    if not module_name:
+        return None
+    if signature:
+        try:
+            args = ast.parse(f"def f{signature}: pass").body[0].args
+        except SyntaxError:
+            pass
+        else:
+            every = [*args.posonlyargs, *args.args, args.vararg, *args.kwonlyargs, args.kwarg]
+            annotations = [arg.annotation for arg in every if arg is not None and arg.annotation]
+            signature = _qualified(signature, annotations, module_name, len("def f"))
+    if return_annotation:
+        try:
+            tree = ast.parse(return_annotation, mode="eval").body
+        except SyntaxError:
+            pass
+        else:
+            return_annotation = _qualified(return_annotation, [tree], module_name, 0)
+    return signature, return_annotation
+
+
+def _qualified(text, annotations, module_name, shift):
+    """``text`` (one line) with each dotted name in ``annotations`` that means one of this
+    package's objects in ``module_name`` written as ``~its.defining.path``."""
+    spans = []
+    todo = list(annotations)
+    while todo:
+        node = todo.pop()
+        dotted = []
+        part = node
+        while isinstance(part, ast.Attribute):
+            dotted.insert(0, part.attr)
+            part = part.value
+        if isinstance(part, ast.Name):
+            meant = _meant(module_name, [part.id, *dotted])
+            if meant and meant.startswith("pgsession_wsgi."):
+                spans.append((node.col_offset - shift, node.end_col_offset - shift, meant))
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    # The offsets count UTF-8 bytes.
+    data = text.encode()
+    for start, end, meant in sorted(spans, reverse=True):
+        data = data[:start] + f"~{meant}".encode() + data[end:]
+    return data.decode()
+
+
 def _public_bases(app, name, obj, options, bases):
     """Leave private base classes (``_Extension``) out of "Bases:"; their members are shown."""
     bases[:] = [base for base in bases if base is not object and not base.__name__.startswith("_")]
@@ -155,3 +212,4 @@ def _public_bases(app, name, obj, options, bases):
 def setup(app):
     app.connect("missing-reference", _resolve_short_names)
     app.connect("autodoc-process-bases", _public_bases)
+    app.connect("autodoc-process-signature", _qualify_written_annotations)
