@@ -13,6 +13,11 @@ Markup (its text), ``" f"`` a float that prints in exponent form (its repr: json
 ``1e+16`` as an int), ``" s"`` a str holding NUL or a lone surrogate, which jsonb cannot hold
 (base64 of its UTF-8, surrogatepass), and ``" di"`` the wrapped dict.
 
+Decoding reads exactly what encoding writes: a payload spelled otherwise (a UUID with dashes,
+base64 that does not validate, a datetime in another ISO 8601 form), a value encoding refuses
+(NaN, infinite or too wide numbers, nesting past :data:`MAX_DEPTH`) and a tag no type is
+registered for are a :class:`~pgsession_wsgi.SessionDataError`, the same on every Python version.
+
 Adding a type
 -------------
 Register it once at start-up, before the first request, with :func:`register_type`: a tag name of
@@ -60,9 +65,10 @@ from uuid import UUID
 
 from markupsafe import Markup
 
-from .errors import TagRegistrationError
+from .errors import SessionDataError, TagRegistrationError
 
 __all__ = [
+    "MAX_DECIMAL_EXPONENT",
     "MAX_DEPTH",
     "MAX_INT_BITS",
     "Codec",
@@ -83,6 +89,10 @@ MAX_DEPTH = 64
 #: Integers wider than this are refused (about 308 decimal digits): Python refuses to print
 #: ints of over 4300 digits, and no session needs one.
 MAX_INT_BITS = 1024
+#: Decimals whose first digit stands for a power of ten beyond this either way (``1E+1001``,
+#: ``1E-1001``) are refused: written out in full (``int()``, ``format(value, "f")``) such a number
+#: can take gigabytes however short its text.
+MAX_DECIMAL_EXPONENT = 1000
 
 _T = TypeVar("_T")
 #: The codec's own encoder or decoder, handed to a tag for the parts of its payload.
@@ -92,8 +102,10 @@ Recurse = Callable[[Any], Any]
 _NOT_JSONB = re.compile("[\x00\ud800-\udfff]")
 # Stored as plain JSON before any tag is asked, so a tag for one would never be used.
 _PLAIN_TYPES = (int, bool, type(None), list, dict)
-# What JSON nests; everything else decodes as itself.
-_CONTAINERS = (dict, list)
+# Plain JSON values that decode as themselves whatever they hold. A str too: jsonb holds neither
+# NUL nor a lone surrogate, so no stored row has a plain str with one, and searching every str of
+# every row for them would cost a read about 5 us per KB.
+_AS_IS = frozenset({str, bool, type(None)})
 # The codec writes this tag itself (dicts that look like a tag); it cannot be replaced.
 _DICT_TAG = " di"
 
@@ -144,7 +156,8 @@ class TypeTag:
         raise NotImplementedError
 
     def from_json(self, data: Any, decode: Recurse) -> Any:
-        """The value rebuilt from its stored payload; raise on a payload that makes no sense.
+        """The value rebuilt from its stored payload; raise on a payload that makes no sense
+        (the codec reads anything raised as a :class:`~pgsession_wsgi.SessionDataError`).
 
         :param data: the payload as stored, that is as :meth:`to_json` returned it.
         :param decode: the codec's decoder; pass it the parts :meth:`to_json` encoded, so that
@@ -296,8 +309,10 @@ class Codec:
         """Turn ``value`` into plain JSON data; raise ``TypeError``/``ValueError`` if it can't be.
 
         ``ValueError`` also covers values nested deeper than :data:`MAX_DEPTH` (each list, dict,
-        tuple or other tagged value is a level) and ints wider than :data:`MAX_INT_BITS`, so
-        that whatever is stored can always be read back.
+        tuple or other tagged value is a level), ints wider than :data:`MAX_INT_BITS`, NaN and
+        infinite floats and Decimals, Decimals beyond :data:`MAX_DECIMAL_EXPONENT`, and times
+        whose zone offset has a fraction of a second, so that whatever is stored can always be
+        read back, as the same value.
 
         :param value: a session value.
         """
@@ -323,7 +338,7 @@ class Codec:
                 encode = self._encode
                 return [encode(item, depth) for item in value]
             return self._encode_dict(value, depth)
-        elif kind is float and math.isfinite(value) and "e" not in repr(value):
+        elif kind is float and _plain_float(value):
             return value
         return self._encode_tagged(value, depth)
 
@@ -362,30 +377,106 @@ class Codec:
     # -- decoding --------------------------------------------------------------------------
 
     def decode(self, data: Any) -> Any:
-        """Inverse of :meth:`encode`; refuses (``ValueError``) what it would refuse to store.
+        """Inverse of :meth:`encode`, for exactly what it writes; anything else is refused.
 
-        Anything else a tag's ``from_json`` raises on a damaged payload propagates as is.
+        The built-in tags' payloads must be spelled as ``encode`` spells them (a UUID as 32
+        lowercase hex digits, bytes as canonical base64, a datetime as ``isoformat()`` writes it),
+        and what ``encode`` refuses to store (NaN, infinite or too wide numbers, values nested
+        deeper than :data:`MAX_DEPTH`) is refused here too, the same on every Python version.
+        A tag no registered type has is refused rather than read as a plain dict. A registered
+        type's own ``from_json`` decides on its payload; whatever it raises is refused the same way.
+        Plain strings and keys are taken as parsed: jsonb holds no NUL and no lone surrogate.
 
         :param data: JSON data as stored (parsed).
+        :raises SessionDataError: ``data`` is nothing ``encode`` writes; the message names what
+            was wrong, never the data itself.
         """
-        return self._decode(data, 0)
+        try:
+            return self._decode(data, 0)
+        except SessionDataError:
+            raise
+        except Exception as exc:  # anything a foreign or damaged value can make a decoder raise
+            raise SessionDataError(str(exc) if isinstance(exc, _NotEncoded) else type(exc).__name__) from None
 
     def _decode(self, data: Any, depth: int) -> Any:
         kind = type(data)
-        if kind is not dict and kind is not list:
+        if kind in _AS_IS:
             return data
-        depth += 1
-        if depth > MAX_DEPTH:
-            raise ValueError(f"the value is nested deeper than {MAX_DEPTH} levels")
+        if kind is dict or kind is list:
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _NotEncoded(f"a value nested deeper than {MAX_DEPTH} levels")
+            if kind is list:
+                decode = self._decode
+                return [item if type(item) in _AS_IS else decode(item, depth) for item in data]
+            return self._decode_dict(data, depth)
+        if kind is int:
+            if data.bit_length() > MAX_INT_BITS:
+                raise _NotEncoded(f"an integer wider than {MAX_INT_BITS} bits")
+            return data
+        if kind is float and _plain_float(data):
+            return data
+        if kind is float:
+            raise _NotEncoded("a float that is NaN, infinite or in exponent form, which JSON holds tagged")
+        raise _NotEncoded(f"a {kind.__name__}, which is not JSON data")
+
+    def _decode_dict(self, data: dict[Any, Any], depth: int) -> Any:
         decode = self._decode
-        if kind is list:
-            return [decode(item, depth) if type(item) in _CONTAINERS else item for item in data]
         if len(data) == 1:
             name, payload = next(iter(data.items()))
-            tag = self._by_name.get(name)
-            if tag is not None:
+            if type(name) is str and name.startswith(" "):  # a tag: the codec wraps dicts like it
+                tag = self._by_name.get(name)
+                if tag is None:
+                    raise _NotEncoded(
+                        "a tag no type is registered for: register the app's types with "
+                        "register_type at start-up, as the app that stored it did"
+                    )
                 return tag.from_json(payload, lambda item: decode(item, depth))
-        return {key: decode(item, depth) if type(item) in _CONTAINERS else item for key, item in data.items()}
+        return {key: item if type(item) in _AS_IS else decode(item, depth) for key, item in data.items()}
+
+
+class _NotEncoded(ValueError):
+    """A value :meth:`Codec.encode` never writes, met while decoding; :meth:`Codec.decode` turns it
+    into a :class:`~pgsession_wsgi.SessionDataError` whose reason is this message, which never
+    holds the data."""
+
+
+def _plain_float(value: float) -> bool:
+    """Whether ``value`` is stored as a plain JSON number (else tagged, or refused if not finite).
+
+    jsonb would print a float in exponent form as an int (``1e+16``), so those are tagged.
+    """
+    return math.isfinite(value) and "e" not in repr(value)
+
+
+def _as_written(tag: TypeTag, value: Any, data: Any) -> Any:
+    """``value``, decoded from ``data`` by a built-in ``tag``, if ``tag`` writes it as ``data``.
+
+    The one check that a payload is spelled as the encoder spells it: every other spelling a
+    parser accepts (which differ between Python versions) and every value the encoder refuses
+    are refused here.
+    """
+    try:
+        written = tag.to_json(value, _no_recursion)
+    except (TypeError, ValueError):
+        written = _MISSING
+    if type(written) is not type(data) or written != data:
+        raise _NotEncoded(f"a {tag.name!r} payload not as pgsession-wsgi writes it")
+    return value
+
+
+def _no_recursion(item: Any) -> Any:
+    raise AssertionError("the built-in scalar tags encode no parts")
+
+
+def _text(tag: TypeTag, data: Any) -> str:
+    """``data``, the payload of a built-in ``tag`` that stores text; refused if it is not a str."""
+    if type(data) is not str:
+        raise _NotEncoded(f"a {tag.name!r} payload that is not a str")
+    return data
+
+
+_MISSING = object()
 
 
 def _too_deep() -> str:
@@ -418,6 +509,8 @@ class _TupleTag(TypeTag):
         return [encode(item) for item in value]
 
     def from_json(self, data: Any, decode: Recurse) -> Any:
+        if type(data) is not list:
+            raise _NotEncoded("a ' t' payload that is not a list")
         return tuple(decode(item) for item in data)
 
 
@@ -430,7 +523,13 @@ class _WrappedDictTag(TypeTag):
         return {key: encode(item) for key, item in value.items()}
 
     def from_json(self, data: Any, decode: Recurse) -> Any:
-        return {key: decode(item) for key, item in data.items()}
+        # The codec wraps a dict only when its one key starts with a space: nothing else.
+        if type(data) is not dict or len(data) != 1:
+            raise _NotEncoded(f"a {_DICT_TAG!r} payload that is not a dict of one key")
+        ((key, item),) = data.items()
+        if type(key) is not str or not key.startswith(" ") or _NOT_JSONB.search(key) is not None:
+            raise _NotEncoded(f"a {_DICT_TAG!r} payload whose key does not start with a space")
+        return {key: decode(item)}
 
 
 class _IsoFormatTag(TypeTag):
@@ -442,10 +541,14 @@ class _IsoFormatTag(TypeTag):
         self._cls = cls
 
     def to_json(self, value: Any, encode: Recurse) -> Any:
+        offset = value.utcoffset() if isinstance(value, (datetime, time)) else None
+        if offset is not None and offset.microseconds:
+            # isoformat() writes it, but no fromisoformat() of any Python reads it back as it was.
+            raise ValueError("a time zone offset with a fraction of a second cannot be stored")
         return value.isoformat()
 
     def from_json(self, data: Any, decode: Recurse) -> Any:
-        return self._cls.fromisoformat(data)
+        return _as_written(self, self._cls.fromisoformat(_text(self, data)), data)
 
 
 class _BytesTag(TypeTag):
@@ -456,7 +559,7 @@ class _BytesTag(TypeTag):
         return base64.b64encode(value).decode("ascii")
 
     def from_json(self, data: Any, decode: Recurse) -> Any:
-        return base64.b64decode(data)
+        return _as_written(self, base64.b64decode(_text(self, data), validate=True), data)
 
 
 class _UUIDTag(TypeTag):
@@ -467,18 +570,29 @@ class _UUIDTag(TypeTag):
         return value.hex
 
     def from_json(self, data: Any, decode: Recurse) -> Any:
-        return UUID(data)
+        return _as_written(self, UUID(hex=_text(self, data)), data)
 
 
 class _DecimalTag(TypeTag):
+    """A finite Decimal within :data:`MAX_DECIMAL_EXPONENT`, as its text.
+
+    NaN (signalling NaN raises on any comparison) and infinity are refused, as for floats.
+    """
+
     name = " dec"
     types = (Decimal,)
 
     def to_json(self, value: Any, encode: Recurse) -> Any:
+        if not value.is_finite():
+            raise ValueError("NaN and infinite Decimals cannot be stored")
+        if abs(value.adjusted()) > MAX_DECIMAL_EXPONENT:
+            raise ValueError(
+                f"Decimals beyond 1E+{MAX_DECIMAL_EXPONENT} or 1E-{MAX_DECIMAL_EXPONENT} cannot be stored"
+            )
         return str(value)
 
     def from_json(self, data: Any, decode: Recurse) -> Any:
-        return Decimal(data)
+        return _as_written(self, Decimal(_text(self, data)), data)
 
 
 class _MarkupTag(TypeTag):
@@ -496,7 +610,7 @@ class _MarkupTag(TypeTag):
         return str(value)
 
     def from_json(self, data: Any, decode: Recurse) -> Any:
-        return Markup(data)
+        return _as_written(self, Markup(_text(self, data)), data)
 
 
 class _FloatTag(TypeTag):
@@ -509,10 +623,12 @@ class _FloatTag(TypeTag):
     def to_json(self, value: Any, encode: Recurse) -> Any:
         if not math.isfinite(value):
             raise ValueError("NaN and infinite floats cannot be stored")
+        if _plain_float(value):
+            raise ValueError(f"{value!r} is stored as a plain JSON number, not with {self.name!r}")
         return repr(value)
 
     def from_json(self, data: Any, decode: Recurse) -> Any:
-        return float(data)
+        return _as_written(self, float(_text(self, data)), data)
 
 
 class _OddStrTag(TypeTag):
@@ -522,10 +638,15 @@ class _OddStrTag(TypeTag):
     types = (str,)
 
     def to_json(self, value: Any, encode: Recurse) -> Any:
+        if _NOT_JSONB.search(value) is None:
+            raise ValueError(
+                f"a str without NUL or a lone surrogate is stored as plain JSON, not with {self.name!r}"
+            )
         return base64.b64encode(value.encode("utf-8", "surrogatepass")).decode("ascii")
 
     def from_json(self, data: Any, decode: Recurse) -> Any:
-        return base64.b64decode(data).decode("utf-8", "surrogatepass")
+        raw = base64.b64decode(_text(self, data), validate=True)
+        return _as_written(self, raw.decode("utf-8", "surrogatepass"), data)
 
 
 class _FunctionTag(TypeTag):
@@ -617,9 +738,10 @@ def encode_value(value: Any) -> Any:
 
 
 def decode_value(data: Any) -> Any:
-    """Inverse of :func:`encode_value`; refuses (``ValueError``) what it would refuse to store.
+    """Inverse of :func:`encode_value`, for exactly what it writes (see :meth:`Codec.decode`).
 
     :param data: JSON data as stored (parsed).
+    :raises SessionDataError: ``data`` is nothing :func:`encode_value` writes.
     """
     return default_codec.decode(data)
 

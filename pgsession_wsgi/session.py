@@ -150,10 +150,7 @@ class Session(MutableMapping[str, Any]):
         """
         self.state.row_found = raw is not None
         raw = raw or {}
-        try:
-            decoded = {key: decode_value(value) for key, value in raw.items()}
-        except Exception as exc:  # anything a foreign or damaged row can make the decoders raise
-            raise SessionDataError(type(exc).__name__) from None
+        decoded = {key: decode_value(value) for key, value in raw.items()}  # SessionDataError
         decoded.update(self._data)  # writes made before the load win
         self._raw = raw
         self._data = decoded

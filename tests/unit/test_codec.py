@@ -10,9 +10,20 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from markupsafe import Markup
 
-from pgsession_wsgi.codec import MAX_DEPTH, decode_value, dumps, encode_value, same
+from pgsession_wsgi import SessionDataError
+from pgsession_wsgi.codec import (
+    MAX_DECIMAL_EXPONENT,
+    MAX_DEPTH,
+    MAX_INT_BITS,
+    decode_value,
+    dumps,
+    encode_value,
+    same,
+)
 
 VALUES: list[Any] = [
     "text",
@@ -60,10 +71,206 @@ def test_nested_types_keep_their_types() -> None:
     assert type(back["ids"]) is tuple and type(back["ids"][1]) is bytes
 
 
-@pytest.mark.parametrize("value", [object(), {1: "int key"}, float("nan"), float("inf"), {1, 2}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        object(),
+        {1: "int key"},
+        float("nan"),
+        float("inf"),
+        {1, 2},
+        Decimal("NaN"),
+        Decimal("sNaN"),
+        Decimal("-Infinity"),
+        Decimal(f"1E+{MAX_DECIMAL_EXPONENT + 1}"),
+        Decimal(f"1E-{MAX_DECIMAL_EXPONENT + 1}"),
+        Decimal("1" * (MAX_DECIMAL_EXPONENT + 2)),  # 1.1...E+1001
+        Decimal("0E-1001"),
+        # No fromisoformat() reads an offset with a fraction of a second back as it was written.
+        datetime(2026, 1, 1, tzinfo=timezone(timedelta(microseconds=1))),
+        time(0, 0, tzinfo=timezone(-timedelta(seconds=1, microseconds=5))),
+    ],
+    ids=lambda value: repr(value)[:30],
+)
 def test_unstorable_values_are_refused(value: Any) -> None:
     with pytest.raises((TypeError, ValueError)):
         dumps(encode_value(value))
+
+
+def test_the_widest_decimals_stored_are_read_back() -> None:
+    for value in (
+        Decimal(f"1E+{MAX_DECIMAL_EXPONENT}"),
+        Decimal(f"-1E-{MAX_DECIMAL_EXPONENT}"),
+        Decimal("9" * (MAX_DECIMAL_EXPONENT + 1)),
+        Decimal("0E+1000"),
+    ):
+        back = decode_value(json.loads(dumps(encode_value(value))))
+        assert back == value and str(back) == str(value)
+
+
+# -- decoding exactly what encode writes ------------------------------------------------------
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+# Data encode never writes, as a row written by something else may hold it (issue 20). Each is a
+# SessionDataError: never a value of another type or spelling, never an error of the interpreter.
+NOT_ENCODED: list[tuple[str, Any]] = [
+    # floats: JSON has no NaN or infinity; a plain float is stored plain, an exponent one as its repr
+    ("f-nan", {" f": "nan"}),
+    ("f-NaN", {" f": "NaN"}),
+    ("f-inf", {" f": "inf"}),
+    ("f-minus-infinity", {" f": "-Infinity"}),
+    ("f-overflows-to-inf", {" f": "1e999"}),
+    ("f-plain-float", {" f": "1.5"}),
+    ("f-capital-E", {" f": "1E+20"}),
+    ("f-spaces", {" f": " 1e+20"}),
+    ("f-underscore", {" f": "1_0e+20"}),
+    ("f-not-text", {" f": 1e20}),
+    ("plain-nan", float("nan")),
+    ("plain-inf-in-list", [float("inf")]),
+    ("plain-inf-in-dict", {"a": float("-inf")}),
+    ("plain-float-with-exponent", 1e20),
+    # bytes: base64 as b64encode writes it, nothing else (it used to read as b'' or as a prefix)
+    ("b-not-base64", {" b": "not base64!"}),
+    ("b-no-padding", {" b": "YQ"}),
+    ("b-padding-bits", {" b": "YR=="}),
+    ("b-space", {" b": "Y Q=="}),
+    ("b-newline", {" b": "YQ==\n"}),
+    ("b-fullwidth", {" b": "\uff39\uff31=="}),
+    ("b-not-text", {" b": 5}),
+    ("b-list", {" b": ["YQ=="]}),
+    # a str with NUL or a lone surrogate is tagged; any other is plain
+    ("s-plain-text", {" s": "YWJj"}),
+    ("s-not-utf8", {" s": "/w=="}),
+    ("s-not-base64", {" s": "!!"}),
+    ("s-not-text", {" s": 1}),
+    # Decimal: finite, not too wide, in its own spelling
+    ("dec-sNaN", {" dec": "sNaN"}),
+    ("dec-NaN", {" dec": "NaN"}),
+    ("dec-minus-NaN", {" dec": "-NaN"}),
+    ("dec-NaN-payload", {" dec": "NaN123"}),
+    ("dec-Infinity", {" dec": "Infinity"}),
+    ("dec-minus-Inf", {" dec": "-Inf"}),
+    ("dec-huge-exponent", {" dec": "1E+999999999"}),
+    ("dec-tiny-exponent", {" dec": "1E-999999999"}),
+    ("dec-too-wide", {" dec": "1" * (MAX_DECIMAL_EXPONENT + 2)}),
+    ("dec-lowercase-e", {" dec": "1e5"}),
+    ("dec-space", {" dec": " 1"}),
+    ("dec-underscore", {" dec": "1_000"}),
+    ("dec-arabic-digits", {" dec": "\u0661\u0662"}),
+    ("dec-hex", {" dec": "0x10"}),
+    ("dec-not-text", {" dec": 1}),
+    # datetime, date, time: ISO 8601 as isoformat() writes it, on every Python
+    ("dt-month-13", {" dt": "2026-13-01T00:00:00"}),
+    ("dt-date-only", {" dt": "2026-01-01"}),
+    ("dt-Z", {" dt": "2026-01-01T00:00:00Z"}),
+    ("dt-basic-format", {" dt": "20260101T000000"}),
+    ("dt-space", {" dt": "2026-01-01 00:00:00"}),
+    ("dt-zero-microseconds", {" dt": "2026-01-01T00:00:00.000000"}),
+    ("dt-not-text", {" dt": 5}),
+    ("d-short", {" d": "2026-1-1"}),
+    ("d-basic-format", {" d": "20260101"}),
+    ("d-week", {" d": "2026-W01-1"}),
+    ("d-datetime", {" d": "2026-01-01T00:00:00"}),
+    ("tm-24", {" tm": "24:00:00"}),
+    ("tm-short-hour", {" tm": "1:02:03"}),
+    ("tm-no-seconds", {" tm": "12:00"}),
+    ("tm-Z", {" tm": "12:00:00Z"}),
+    # UUID: 32 lowercase hex digits, as UUID.hex
+    ("u-dashes", {" u": "12345678-1234-5678-1234-567812345678"}),
+    ("u-braces", {" u": "{12345678123456781234567812345678}"}),
+    ("u-urn", {" u": "urn:uuid:12345678-1234-5678-1234-567812345678"}),
+    ("u-uppercase", {" u": "ABCDEF78123456781234567812345678"}),
+    ("u-short", {" u": "1234"}),
+    ("u-not-text", {" u": 5}),
+    # tuple: a list of items
+    ("t-str", {" t": "ab"}),
+    ("t-dict", {" t": {"a": 1}}),
+    ("t-int", {" t": 5}),
+    ("t-null", {" t": None}),
+    # a dict that looks like a tag is wrapped: one key, starting with a space
+    ("di-list", {" di": [1]}),
+    ("di-plain-dict", {" di": {"a": 1}}),
+    ("di-two-tags", {" di": {" t": 1, " u": 2}}),
+    ("di-empty", {" di": {}}),
+    ("di-text", {" di": "x"}),
+    ("m-not-text", {" m": 5}),
+    ("m-nul", {" m": "a\x00b"}),
+    ("unknown-tag", {" zz": 1}),
+    ("unknown-tag-inside", {"a": [{" pt": [1, 2]}]}),
+    # what JSON never holds, and what the limits refuse
+    ("int-too-wide", 2 ** (MAX_INT_BITS + 1)),
+    ("int-too-wide-inside", {"a": [-(2 ** (MAX_INT_BITS + 1))]}),
+    ("tuple-not-json", (1, 2)),
+    ("set-not-json", {1, 2}),
+    ("bytes-not-json", b"x"),
+    ("one-level-too-deep", nested(MAX_DEPTH + 1)),
+    ("5000-deep-list", nested(5000)),
+    ("5000-deep-tuple-tag", {" t": nested(5000)}),
+    ("5000-deep-in-wrapped-dict", {" di": {" k": nested(5000)}}),
+]
+
+
+@pytest.mark.parametrize("data", [data for _, data in NOT_ENCODED], ids=[name for name, _ in NOT_ENCODED])
+def test_data_encode_never_writes_is_a_session_data_error(data: Any) -> None:
+    with pytest.raises(SessionDataError) as refused:
+        decode_value(data)
+    assert "could not be decoded" in str(refused.value)
+
+
+def test_a_refusal_never_quotes_the_data() -> None:
+    for _, data in NOT_ENCODED:
+        with pytest.raises(SessionDataError) as refused:
+            decode_value({"k": data})
+        message = str(refused.value)
+        assert "12345678" not in message and "2026" not in message and "YQ" not in message
+
+
+# Everything encode accepts, on every Python the package supports: the property is that
+# decode(encode(v)) is v again, and stored the same way.
+_OFFSETS = st.integers(-86399, 86399).map(lambda seconds: timedelta(seconds=seconds))  # whole seconds
+_ZONES = st.none() | st.just(timezone.utc) | st.builds(timezone, _OFFSETS)
+_TEXT = st.text(st.characters(exclude_categories=()))  # NUL and lone surrogates included
+_KEYS = st.text().filter(lambda key: "\x00" not in key) | st.sampled_from([" t", " dt", " di", " x", " "])
+_DECIMALS = st.builds(
+    lambda sign, digits, exponent: Decimal((sign, tuple(digits), exponent)),
+    st.integers(0, 1),
+    st.lists(st.integers(0, 9), min_size=1, max_size=50),
+    st.integers(-MAX_DECIMAL_EXPONENT, MAX_DECIMAL_EXPONENT - 50),
+)
+_LEAVES = (
+    _TEXT
+    | st.integers(min_value=-(2**MAX_INT_BITS) + 1, max_value=2**MAX_INT_BITS - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    | st.none()
+    | st.datetimes(timezones=_ZONES)
+    | st.dates()
+    | st.times(timezones=_ZONES)
+    | st.binary()
+    | st.uuids()
+    | _DECIMALS
+    | st.builds(Markup, st.text().filter(lambda text: "\x00" not in text))
+)
+STORABLE = st.recursive(
+    _LEAVES,
+    lambda inner: st.lists(inner) | st.lists(inner).map(tuple) | st.dictionaries(_KEYS, inner),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(STORABLE)
+def test_everything_encode_writes_decodes_to_an_equal_value_stored_the_same(value: Any) -> None:
+    text = dumps(encode_value(value))
+    back = decode_value(json.loads(text))
+    assert back == value
+    assert dumps(encode_value(back)) == text  # the same types all the way down
 
 
 def test_same_tells_types_apart() -> None:
@@ -134,5 +341,5 @@ def test_a_tagged_value_is_a_level_of_its_own(leaf: Any) -> None:
     assert decode_value(json.loads(dumps(encode_value(deepest)))) == deepest
     with pytest.raises(ValueError, match="nested deeper"):
         encode_value([deepest])
-    with pytest.raises(ValueError, match="nested deeper"):
+    with pytest.raises(SessionDataError, match="nested deeper"):
         decode_value(json.loads(dumps([encode_value(deepest)])))

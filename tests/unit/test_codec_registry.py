@@ -13,7 +13,7 @@ import pytest
 from codec_types import STOP, LazyText, Point, Stop, with_app_types
 from markupsafe import Markup
 
-from pgsession_wsgi import ConfigurationError
+from pgsession_wsgi import ConfigurationError, SessionDataError
 from pgsession_wsgi import codec as codec_module
 from pgsession_wsgi.codec import MAX_DEPTH, Codec, Recurse, TagRegistrationError, TypeTag, dumps
 
@@ -114,7 +114,10 @@ def test_codecs_keep_their_registrations_apart() -> None:
         Codec().encode(Point(1, 2))
     with pytest.raises(TypeError):
         codec_module.encode_value(Point(1, 2))
-    assert Codec().decode({" pt": [1, 2]}) == {" pt": [1, 2]}  # an unknown tag is a plain dict
+    # An unknown tag is no plain dict: a row of an app whose type is not registered here.
+    with pytest.raises(SessionDataError, match="no type is registered"):
+        Codec().decode({" pt": [1, 2]})
+    assert Codec().decode({" di": {" pt": [1, 2]}}) == {" pt": [1, 2]}  # a dict that looks like it
 
 
 # -- what registration refuses ----------------------------------------------------------------
@@ -229,7 +232,7 @@ def test_depth_limit_counts_the_tag_and_its_payload() -> None:
         codec.encode(Box(nested(MAX_DEPTH)))
     with pytest.raises(ValueError, match="nested deeper"):
         codec.encode(nested(MAX_DEPTH, Box(1)))  # the tag itself is a level
-    with pytest.raises(ValueError, match="nested deeper"):
+    with pytest.raises(SessionDataError, match="nested deeper"):
         codec.decode({" box": nested(MAX_DEPTH)})  # a row written by something else
     with pytest.raises(ValueError, match="integers wider"):
         codec.encode(Box([10**400]))
