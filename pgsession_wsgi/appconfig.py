@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, TypeVar, Union
 
-from .cookies import check_prefix
+from .cookies import HmacIdSigner, _article, check_prefix, check_secret_keys
 from .core import private_cache_control
 from .errors import ConfigurationError, OutsideRequestError
 
@@ -24,6 +24,7 @@ __all__ = [
     "check_store_source",
     "config_flag",
     "cookie_options",
+    "cookie_signer",
     "extension_of",
     "fallback_keys",
     "logout_ends_session",
@@ -42,6 +43,8 @@ StoreT = TypeVar("StoreT")
 EXTENSION_KEY = "pgsession_wsgi"
 #: Flask-Login keeps the logged-in user's id under this session key.
 FLASK_LOGIN_USER_KEY = "_user_id"
+#: What the messages about the signing keys call them in a Flask or Quart config.
+SECRET_KEY_NAMES = {"secret_key": "SECRET_KEY", "fallback_secret_keys": "SECRET_KEY_FALLBACKS"}
 #: The config keys of the store both extensions open from the DSN; refused when the app gives its own.
 DSN_STORE_KEYS = (
     "PGSESSION_DSN",
@@ -97,10 +100,6 @@ def require_secret_key(app: Any) -> None:
             "SECRET_KEY is not set: PgSession signs the session cookie with it; set "
             "app.config['SECRET_KEY'] to a long random value, e.g. secrets.token_hex(32)"
         )
-
-
-def _article(name: str) -> str:
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 _TRUE = ("1", "true", "yes", "on")
@@ -208,19 +207,35 @@ def logout_ends_session(config: Any) -> bool:
     return bool(config.get("PGSESSION_LOGOUT_ENDS_SESSION", False))
 
 
-def fallback_keys(config: Any) -> list[SecretKey]:
+def fallback_keys(app: Any) -> list[SecretKey]:
     """``SECRET_KEY_FALLBACKS`` as a list (one key or several): older keys still accepted.
 
-    :param config: the app's config mapping.
+    Checked with ``SECRET_KEY`` by :func:`~pgsession_wsgi.cookies.check_secret_keys` (for the
+    extensions that sign with another signer than :func:`cookie_signer`'s): a key of another type
+    is refused, weak ones are one warning.
+
+    :param app: a Flask or Quart app; its ``SECRET_KEY`` is set.
+    :raises ConfigurationError: a key is neither text nor bytes.
     """
-    keys = config.get("SECRET_KEY_FALLBACKS") or []
-    if isinstance(keys, (str, bytes)):
-        keys = [keys]
-    return [key for key in keys if key]
+    return check_secret_keys(app.secret_key, app.config.get("SECRET_KEY_FALLBACKS") or (), SECRET_KEY_NAMES)
+
+
+def cookie_signer(app: Any) -> HmacIdSigner:
+    """The signer of the session cookie, from ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``.
+
+    Its keys are checked once, with the config's names in the messages (a weak one is one
+    warning naming ``SECRET_KEY`` or ``SECRET_KEY_FALLBACKS[n]``).
+
+    :param app: a Flask or Quart app.
+    :raises ConfigurationError: ``SECRET_KEY`` is not set, or a key is neither text nor bytes.
+    """
+    require_secret_key(app)
+    fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or ()
+    return HmacIdSigner(app.secret_key, fallbacks, names=SECRET_KEY_NAMES)
 
 
 def cookie_options(app: Any, interface: Any) -> dict[str, Any]:
-    """The middleware options an app's session config asks for (cookie, lifetime, fallbacks).
+    """The middleware options an app's session config asks for (cookie, lifetime).
 
     :param app: a Flask or Quart app.
     :param interface: a session interface of that framework (its ``get_cookie_*`` getters).
@@ -243,7 +258,6 @@ def cookie_options(app: Any, interface: Any) -> dict[str, Any]:
         "cookie_httponly": bool(interface.get_cookie_httponly(app)),
         # Unset becomes Lax (safe by default); the frameworks accept any case, the core wants "Lax".
         "cookie_samesite": samesite.title() if isinstance(samesite, str) and samesite else "Lax",
-        "fallback_secret_keys": fallback_keys(config),
     }
     # The cookies module's check, with the config's own key names in its message.
     keys = {option: f"SESSION_COOKIE_{option.upper()}" for option in ("secure", "path", "domain")}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -26,13 +27,31 @@ __all__ = [
     "HmacIdSigner",
     "IdSigner",
     "check_prefix",
+    "check_secret_keys",
     "hash_session_id",
     "new_session_id",
     "prefixed_id",
 ]
 
+log = logging.getLogger("pgsession_wsgi")
+
 #: Cookies longer than this are not even parsed: no browser sends a valid one that long.
 MAX_COOKIE_LENGTH = 4096
+
+#: A signing key shorter than this many bytes is warned about: ``secrets.token_hex(32)`` makes 64.
+MIN_SECRET_KEY_BYTES = 32
+#: How to make a real key, for the messages.
+MAKE_A_KEY = 'python -c "import secrets; print(secrets.token_hex(32))"'
+# Keys copied from a tutorial or a template, compared in lower case with only letters and digits
+# kept ("Change-Me" is "changeme"); a key holding one of the markers is one too, however long.
+_PLACEHOLDERS = frozenset(
+    {
+        "changeme", "changethis", "secret", "secretkey", "mysecret", "mysecretkey", "yoursecretkey",
+        "supersecret", "dev", "development", "test", "testing", "default", "password",
+        "pleasechange", "pleasechangeme", "notsecret", "insecure", "keyboardcat", "replaceme",
+    }
+)
+_PLACEHOLDER_MARKERS = ("changeme", "changethis", "replaceme", "yoursecret", "notsecret", "insecure")
 
 #: What :func:`new_session_id` returns: 32 random bytes as unpadded url-safe base64.
 SESSION_ID_PATTERN = r"[A-Za-z0-9_-]{43}"
@@ -83,13 +102,101 @@ class IdSigner(Protocol):
         ...
 
 
+def _weakness(key: str | bytes) -> str | None:
+    """Why ``key`` is easy to guess, or None."""
+    text = key.decode("latin-1") if isinstance(key, bytes) else key
+    letters = "".join(char for char in text.lower() if char.isalnum())
+    if letters in _PLACEHOLDERS or any(marker in letters for marker in _PLACEHOLDER_MARKERS):
+        return "a well-known placeholder"
+    size = len(key) if isinstance(key, bytes) else len(key.encode("utf-8"))
+    if size < MIN_SECRET_KEY_BYTES:
+        return f"shorter than {MIN_SECRET_KEY_BYTES} bytes"
+    return None
+
+
+def check_secret_keys(
+    secret_key: object,
+    fallback_secret_keys: object = (),
+    names: Mapping[str, str] | None = None,
+) -> list[str | bytes]:
+    """Refuse signing keys that are not text or bytes, and warn once about weak ones.
+
+    A key anyone can guess lets anyone sign a cookie, so a key shorter than 32 bytes or a
+    well-known placeholder (``change-me``, ``secret``, ``dev``, ...; in any case) is logged once,
+    as one warning on the ``pgsession_wsgi`` logger naming each weak key by its setting (a
+    fallback by its position), never by its value. Every front end calls this once at setup,
+    through :class:`HmacIdSigner` (the Flask-pg-session drop-in directly).
+
+    :param secret_key: the key that signs.
+    :param fallback_secret_keys: older keys that still verify: one key, or several.
+    :param names: what the messages call the settings, under the keys ``"secret_key"`` and
+        ``"fallback_secret_keys"`` (e.g. a Flask config's ``SECRET_KEY`` and
+        ``SECRET_KEY_FALLBACKS``); None: the middlewares' arguments.
+    :returns: the fallback keys as a list, empty ones left out.
+    :raises ConfigurationError: a key (or the fallbacks) of another type, or no ``secret_key``.
+    """
+    key_name = (names or {}).get("secret_key", "secret_key")
+    fallbacks_name = (names or {}).get("fallback_secret_keys", "fallback_secret_keys")
+    if secret_key is None or isinstance(secret_key, (str, bytes)) and not secret_key:
+        raise ConfigurationError(
+            f"{key_name} is empty: pass a long random string, e.g. secrets.token_hex(32)"
+        )
+    if not isinstance(secret_key, (str, bytes)):
+        raise ConfigurationError(
+            f"{key_name} is {_article(type(secret_key).__name__)}: it must be text (str) or bytes, "
+            f"a long random value such as `{MAKE_A_KEY}` prints"
+        )
+    if isinstance(fallback_secret_keys, (str, bytes)):
+        fallback_secret_keys = [fallback_secret_keys]
+    if not isinstance(fallback_secret_keys, Iterable):
+        raise ConfigurationError(
+            f"{fallbacks_name} is {_article(type(fallback_secret_keys).__name__)}: it must be a list "
+            "of older keys (text or bytes), or one key"
+        )
+    fallbacks: list[str | bytes] = []
+    weak: list[str] = []
+    reason = _weakness(secret_key)
+    if reason:
+        weak.append(f"{key_name} ({reason})")
+    for position, key in enumerate(fallback_secret_keys):
+        name = f"{fallbacks_name}[{position}]"
+        if not isinstance(key, (str, bytes)):
+            raise ConfigurationError(
+                f"{name} is {_article(type(key).__name__)}: each older key must be text (str) or bytes"
+            )
+        if not key:
+            continue
+        fallbacks.append(key)
+        reason = _weakness(key)
+        if reason:
+            weak.append(f"{name} ({reason})")
+    if weak:
+        listed = weak[0] if len(weak) == 1 else f"{', '.join(weak[:-1])} and {weak[-1]}"
+        log.warning(
+            "%s %s easy to guess, and whoever guesses a key can sign session cookies: make a "
+            "real key with `%s` and pass it from an environment variable",
+            listed,
+            "is" if len(weak) == 1 else "are",
+            MAKE_A_KEY,
+        )
+    return fallbacks
+
+
+def _article(name: str) -> str:
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 class HmacIdSigner:
     """HMAC-SHA256 signatures from itsdangerous; fallback keys verify but never sign.
+
+    The keys are checked by :func:`check_secret_keys`: one of another type is refused, and weak
+    ones are one warning.
 
     :param secret_key: signs every cookie.
     :param fallback_secret_keys: older keys still accepted while you rotate; empty ones are skipped.
     :param salt: keeps these signatures apart from others made with the same key.
-    :raises ConfigurationError: ``secret_key`` is empty.
+    :param names: what the messages call the keys, as for :func:`check_secret_keys`.
+    :raises ConfigurationError: ``secret_key`` is empty, or a key is neither text nor bytes.
     """
 
     def __init__(
@@ -97,13 +204,12 @@ class HmacIdSigner:
         secret_key: str | bytes,
         fallback_secret_keys: Iterable[str | bytes] = (),
         salt: str = "pgsession-wsgi",
+        *,
+        names: Mapping[str, str] | None = None,
     ) -> None:
-        if not secret_key:
-            raise ConfigurationError(
-                "secret_key is empty: pass a long random string, e.g. secrets.token_hex(32)"
-            )
+        fallbacks = check_secret_keys(secret_key, fallback_secret_keys, names)
         options = {"salt": salt, "key_derivation": "hmac", "digest_method": hashlib.sha256}
-        keys = [secret_key, *(key for key in fallback_secret_keys if key)]
+        keys = [secret_key, *fallbacks]
         signers = [Signer(key, **options) for key in keys]  # type: ignore[arg-type]
         # itsdangerous derives the key again on every call; derived once here, each check is a
         # single HMAC over the id.

@@ -41,13 +41,13 @@ from .appconfig import (
     check_store_source,
     config_flag,
     cookie_options,
+    cookie_signer,
     extension_of,
     fallback_keys,
     logout_ends_session,
     made_store,
     pgsession_dsn,
     refuse_store_keys,
-    require_secret_key,
     text_url,
     user_key,
 )
@@ -397,7 +397,7 @@ class PgSession(_Extension):
 
     def _settings(self, app: Flask) -> _Settings:
         config = app.config
-        require_secret_key(app)
+        signer = cookie_signer(app)
         if self._store_source is not None:
             refuse_store_keys(config, STORE_KEYS, "e.g. PostgresStore.from_engine(engine, table=...)")
         return _Settings(
@@ -409,7 +409,7 @@ class PgSession(_Extension):
             synchronous_commit=bool(config.get("PGSESSION_SYNCHRONOUS_COMMIT", True)),
             secret_key=app.secret_key,
             permanent=False,  # as in Flask: a browser-session cookie until session.permanent = True
-            signer=None,
+            signer=signer,
             user_key=user_key(config),
             logout_ends_session=logout_ends_session(config),
             unlogged=bool(config.get("PGSESSION_UNLOGGED", False)),
@@ -487,7 +487,9 @@ class FlaskPgSession(_Extension):
                 "PostgreSQL database; set it to postgresql://user:password@host:5432/dbname"
             )
         use_signer = bool(config.get("SESSION_USE_SIGNER", False))
-        signer = FlaskPgSessionSigner(app.secret_key, fallback_keys(config), use_signer=use_signer)
+        # The key signs only with SESSION_USE_SIGNER (without a key, the signer says what to set).
+        fallbacks = fallback_keys(app) if use_signer and app.secret_key else []
+        signer = FlaskPgSessionSigner(app.secret_key, fallbacks, use_signer=use_signer)
         return _Settings(
             dsn=dsn,
             table=config.get("SESSION_PG_TABLE", FLASK_PG_SESSION_TABLE),

@@ -6,7 +6,7 @@
     from pgsession_wsgi.quart import PgSession
 
     app = Quart(__name__)
-    app.config.update(SECRET_KEY="...", PGSESSION_DSN="postgresql://app@db/app")
+    app.config.update(SECRET_KEY=os.environ["SECRET_KEY"], PGSESSION_DSN="postgresql://app@db/app")
     PgSession(app)
 
 It runs the same core as every other front end on the async store, so a Quart app shares its
@@ -37,11 +37,11 @@ from .appconfig import (
     check_store_source,
     config_flag,
     cookie_options,
+    cookie_signer,
     extension_of,
     made_store,
     pgsession_dsn,
     refuse_store_keys,
-    require_secret_key,
     user_key,
 )
 from .async_store import AsyncPostgresStore
@@ -308,7 +308,7 @@ class PgSession:
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError(f"pgsession-wsgi is already set up on the app {app.name!r}")
         config = app.config
-        require_secret_key(app)
+        signer = cookie_signer(app)
         source = self._store_source
         if source is None:
             dsn = pgsession_dsn(config)
@@ -322,7 +322,8 @@ class PgSession:
             user_key=user_key(config),
             regenerate_on_user_change=True,
             max_size=DEFAULT_MAX_SIZE,
-            signer=None,
+            signer=signer,
+            fallback_secret_keys=(),  # the signer has them
             **cookie_options(app, SessionInterface()),
         )
         origins = WebsocketOrigins(config.get(WEBSOCKET_ORIGINS_KEY) or (), WEBSOCKET_ORIGINS_KEY).listed

@@ -417,7 +417,7 @@ def test_the_signature_is_itsdangerous_hmac_sha256_with_our_salt() -> None:
 
 
 def _core(**options: Any) -> SessionCore:
-    return SessionCore.configure("gap-secret", **{**core_options(), **options})
+    return SessionCore.configure("gap-secret-long-enough-not-to-warn-about", **{**core_options(), **options})
 
 
 class _Answers:

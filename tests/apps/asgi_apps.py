@@ -39,7 +39,7 @@ from starlette.websockets import WebSocket
 from pgsession_wsgi.asgi import AsyncPostgresStore, SessionMiddleware, load_session, save_session
 from pgsession_wsgi.session import Session
 
-SECRET = "asgi-apps-secret"
+SECRET = "asgi-apps-secret-long-enough-not-to-be-warned-about"
 FRAMEWORKS = ("starlette", "fastapi", "litestar", "quart")
 
 

@@ -24,7 +24,7 @@ from pgsession_wsgi.cli import main as cli_main
 from pgsession_wsgi.codec import MAX_DEPTH, decode_value, dumps, encode_value
 from pgsession_wsgi.cookies import hash_session_id
 
-SECRET = "hardening-secret"
+SECRET = "hardening-secret-long-enough-not-to-be-warned-about"
 
 
 def nested(depth: int, leaf: Any = 1, kind: type = list) -> Any:
