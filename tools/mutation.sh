@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Mutation testing with mutmut of the core (core.py, session.py, middleware.py), the SQL (sql.py,
-# store.py, purge.py), the cookies and the codec, against a real PostgreSQL. A periodic check, not
+# store.py, purge.py), the cookies and the codec, and (since issue 20) the adapters (asgi.py,
+# quart.py, flask.py), the async store, flask_pg_session/, dsn.py, cli.py and embedded.py, against
+# a real PostgreSQL. A periodic check, not
 # part of CI: a full run takes hours on 2 cores. The scores, and what became of each surviving
 # mutant, are in tests/MUTATION.md.
 #
