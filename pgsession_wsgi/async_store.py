@@ -43,12 +43,17 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
-import psycopg
-import psycopg.errors
-from psycopg import AsyncClientCursor, AsyncConnection, AsyncCursor
-from psycopg.types.datetime import TimestamptzLoader
-from psycopg.types.json import set_json_loads
-from psycopg_pool import AsyncConnectionPool
+from .errors import MissingExtraError
+
+try:
+    import psycopg
+    import psycopg.errors
+    from psycopg import AsyncClientCursor, AsyncConnection, AsyncCursor
+    from psycopg.types.datetime import TimestamptzLoader
+    from psycopg.types.json import set_json_loads
+    from psycopg_pool import AsyncConnectionPool
+except ModuleNotFoundError as missing:  # the [asgi] extra: say which command installs it
+    raise (MissingExtraError.of(missing, __name__) or missing) from None
 
 from . import store as store_module
 from .async_borrowed import LentAsyncPool

@@ -90,5 +90,52 @@ class SessionDataError(SessionError):
         )
 
 
+# The optional extras: which third-party package each one brings, and what to install for it.
+_EXTRAS = {
+    "psycopg": "pgsession-wsgi[asgi]",
+    "psycopg_pool": "pgsession-wsgi[asgi]",
+    "flask": "pgsession-wsgi[flask]",
+    "sqlalchemy": "pgsession-wsgi[sqlalchemy]",
+}
+# Packages no extra of ours brings, installed next to one.
+_BESIDES_AN_EXTRA = {"quart": ("quart", "pgsession-wsgi[asgi]")}
+
+
+class MissingExtraError(SessionError, ModuleNotFoundError):
+    """A module of ours needs an optional dependency that is not installed: the message names
+    the ``pip install`` that adds it (e.g. ``pip install 'pgsession-wsgi[asgi]'``).
+
+    Raised when the module is imported (``pgsession_wsgi.asgi``'s store, ``.async_store``,
+    ``.quart``, ``.flask``, ``.sqlalchemy``); ``name`` is the missing package, as in any
+    ``ModuleNotFoundError``.
+
+    :param missing: the package that could not be imported, e.g. ``"psycopg"``.
+    :param module: our module that needs it.
+    :param install: the arguments of the ``pip install`` that adds it.
+    """
+
+    def __init__(self, missing: str, module: str, install: str) -> None:
+        super().__init__(
+            f"No module named {missing!r}: {module} needs it; install it with `pip install {install}`",
+            name=missing,
+        )
+
+    @classmethod
+    def of(cls, error: ModuleNotFoundError, module: str) -> MissingExtraError | None:
+        """The error to raise instead of ``error`` met while importing ``module``, or None when
+        the missing package is none an extra of ours brings (``error`` then stays as it is).
+
+        :param error: what the import raised.
+        :param module: our module that was importing, e.g. ``__name__``.
+        """
+        top = (error.name or "").split(".")[0]
+        if top in _EXTRAS:
+            return cls(top, module, f"'{_EXTRAS[top]}'")
+        if top in _BESIDES_AN_EXTRA:
+            package, extra = _BESIDES_AN_EXTRA[top]
+            return cls(top, module, f"{package} '{extra}'")
+        return None
+
+
 class OutsideRequestError(SessionError, RuntimeError):
     """A session was asked for where no request (or no middleware) provides one."""

@@ -26,12 +26,17 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Union, cast
 
-from flask import Flask, current_app, has_app_context, has_request_context
-from flask import request as flask_request
-from flask.globals import request_ctx
-from flask.sessions import NullSession, SessionInterface, SessionMixin
-from flask.typing import ResponseReturnValue
-from flask.wrappers import Request, Response
+from .errors import MissingExtraError
+
+try:
+    from flask import Flask, current_app, has_app_context, has_request_context
+    from flask import request as flask_request
+    from flask.globals import request_ctx
+    from flask.sessions import NullSession, SessionInterface, SessionMixin
+    from flask.typing import ResponseReturnValue
+    from flask.wrappers import Request, Response
+except ModuleNotFoundError as missing:  # the [flask] extra: say which command installs it
+    raise (MissingExtraError.of(missing, __name__) or missing) from None
 from werkzeug.exceptions import ServiceUnavailable
 
 from .appconfig import (

@@ -24,10 +24,15 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import Any, cast
 
-from quart import Quart, has_websocket_context, session, websocket
-from quart.sessions import NullSession, SessionInterface, SessionMixin
-from quart.wrappers import BaseRequestWebsocket, Response, Websocket
-from quart.wrappers.response import IterableBody, ResponseBody
+from .errors import MissingExtraError
+
+try:
+    from quart import Quart, has_websocket_context, session, websocket
+    from quart.sessions import NullSession, SessionInterface, SessionMixin
+    from quart.wrappers import BaseRequestWebsocket, Response, Websocket
+    from quart.wrappers.response import IterableBody, ResponseBody
+except ModuleNotFoundError as missing:  # Quart, which no extra brings: say what to install
+    raise (MissingExtraError.of(missing, __name__) or missing) from None
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from .appconfig import (

@@ -21,20 +21,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Index,
-    MetaData,
-    PrimaryKeyConstraint,
-    Table,
-    Text,
-    event,
-    func,
-    text,
-)
-from sqlalchemy.dialects.postgresql import BYTEA, INTERVAL, JSONB, TIMESTAMP
-from sqlalchemy.dialects.postgresql.base import PGDialect
+from .errors import MissingExtraError
+
+try:
+    from sqlalchemy import (
+        Column,
+        Connection,
+        Index,
+        MetaData,
+        PrimaryKeyConstraint,
+        Table,
+        Text,
+        event,
+        func,
+        text,
+    )
+    from sqlalchemy.dialects.postgresql import BYTEA, INTERVAL, JSONB, TIMESTAMP
+    from sqlalchemy.dialects.postgresql.base import PGDialect
+except ModuleNotFoundError as missing:  # the [sqlalchemy] extra: say which command installs it
+    raise (MissingExtraError.of(missing, __name__) or missing) from None
 
 from .defaults import DEFAULT_TABLE
 from .sql import index_names, quote_identifier
