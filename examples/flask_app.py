@@ -4,8 +4,10 @@
   cookie planted or copied before the login is worth nothing. "Remember me" gives this one
   session a lifetime of its own (``session.set_expiry()``): 30 days instead of 2 hours unused.
 - A visit counter and flash messages, stored in PostgreSQL; the cookie holds only a signed id.
-- "Active sessions": every session of the logged-in user, this one marked, and a button that logs
-  out every other device (``log_out_other_sessions()``), e.g. after a password change.
+- "Active sessions": every session of the logged-in user, each named by the browser that logged
+  in ("Firefox on Linux": ``describe_user_agent()`` at login, stored in the session, read back
+  with ``recorded_devices()``), this one marked, and a button that logs out every other device
+  (``log_out_other_sessions()``), e.g. after a password change.
 - Log out: ``logout_user()`` deletes the session on the server (``PGSESSION_LOGOUT_ENDS_SESSION``),
   so a copy of the cookie is worthless afterwards.
 
@@ -26,13 +28,16 @@ import hmac
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from flask import Flask, abort, flash, redirect, render_template_string, request, session, url_for
 from flask_login import LoginManager, UserMixin, login_required, login_user, logout_user
+from markupsafe import Markup
 from werkzeug.wrappers import Response as BaseResponse
 
 from pgsession_wsgi import Session
+from pgsession_wsgi.devices import UNKNOWN_BROWSER, describe_user_agent, recorded_devices
 from pgsession_wsgi.flask import PgSession, log_out_other_sessions, sessions_for_user
 
 log = logging.getLogger(__name__)
@@ -41,68 +46,151 @@ log = logging.getLogger(__name__)
 USERS = {"alice": "wonderland"}
 #: The session key holding the CSRF token of the session's forms.
 CSRF_KEY = "_csrf"
+#: The session key holding, from the login on, the device it was made on: "Firefox on Linux".
+DEVICE_KEY = "device"
 #: How long a session lasts unused: everyone's, and one logged in with "Remember me".
 IDLE_LIFETIME = timedelta(hours=2)
 REMEMBER_LIFETIME = timedelta(days=30)
 
+# One small stylesheet, inline: the demo works offline and needs no build step or framework.
+# Wide screens get one column of 46rem; below 30rem everything stacks. Each device is a table row
+# laid out as a card (the device on its first line, when it was used on the second).
 HEADER = """<!doctype html>
+<html lang="en">
 <meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>pgsession-wsgi: Flask demo</title>
 <style>
-  body { font-family: system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem; }
-  table { border-collapse: collapse; } form { margin: 1rem 0; }
-  td, th { padding: .3rem .8rem; border-bottom: 1px solid #ccc; text-align: left; white-space: nowrap; }
-  tr.current { background: #eef6ee; } .error { color: #a00; } .info { color: #060; }
+  :root { --ink: #1f2328; --muted: #59636e; --line: #d1d9e0; --page: #f6f8fa; --accent: #0a58ca;
+          --ok: #1a7f37; --ok-bg: #dafbe1; --bad: #b42318; --bad-bg: #ffebe9; }
+  * { box-sizing: border-box; }
+  body { margin: 0; background: var(--page); color: var(--ink);
+         font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", sans-serif; }
+  a { color: var(--accent); }
+  .bar { background: #fff; border-bottom: 1px solid var(--line); }
+  .bar > div, main { max-width: 46rem; margin: 0 auto; padding: 0 1rem; }
+  .bar > div { display: flex; flex-wrap: wrap; align-items: center; gap: .25rem 1.25rem;
+               min-height: 3.5rem; padding-top: .5rem; padding-bottom: .5rem; }
+  .brand { font-weight: 700; color: var(--ink); text-decoration: none; margin-right: auto; }
+  nav { display: flex; gap: 1.25rem; }
+  nav a { text-decoration: none; } nav a:hover { text-decoration: underline; }
+  main { padding-top: 1.5rem; padding-bottom: 3rem; }
+  h1 { font-size: 1.5rem; line-height: 1.25; margin: 0 0 .5rem; overflow-wrap: anywhere; }
+  h2 { font-size: 1.125rem; margin: 0 0 1rem; }
+  p { margin: 0 0 1rem; }
+  .card { background: #fff; border: 1px solid var(--line); border-radius: 8px;
+          padding: 1.25rem; margin: 0 0 1.25rem; }
+  .muted { color: var(--muted); font-size: .875rem; }
+  .flash { border: 1px solid; border-radius: 8px; padding: .75rem 1rem; margin: 0 0 1.25rem; }
+  .flash.info { background: var(--ok-bg); border-color: #aceebb; color: #116329; }
+  .flash.error { background: var(--bad-bg); border-color: #ffcecb; color: #82071e; }
+  form { margin: 0; }
+  .field { margin: 0 0 1rem; }
+  .field label { display: block; font-weight: 600; margin: 0 0 .25rem; }
+  .field input { width: 100%; max-width: 22rem; font: inherit; padding: .5rem .75rem;
+                 border: 1px solid var(--line); border-radius: 6px; background: #fff; }
+  .field input:focus { outline: 2px solid var(--accent); outline-offset: 1px; }
+  .check { display: flex; align-items: center; gap: .5rem; margin: 0 0 1.25rem; }
+  .check input { width: 1.1rem; height: 1.1rem; margin: 0; }
+  .actions { display: flex; flex-wrap: wrap; align-items: center; gap: .75rem 1rem; }
+  button { font: inherit; font-weight: 600; padding: .5rem 1.1rem; border-radius: 6px;
+           border: 1px solid var(--accent); background: var(--accent); color: #fff; cursor: pointer; }
+  button:hover { filter: brightness(1.1); }
+  button.quiet { background: #fff; color: var(--bad); border-color: var(--line); }
+  button.quiet:hover { background: var(--bad-bg); filter: none; }
+  .devices { display: block; border: 1px solid var(--line); border-radius: 8px; background: #fff;
+             margin: 0 0 1.25rem; overflow: hidden; }
+  .devices tbody { display: block; }
+  .devices tr { display: flex; flex-wrap: wrap; gap: .125rem 1.25rem; padding: .875rem 1rem;
+                border-top: 1px solid var(--line); }
+  .devices tr:first-child { border-top: 0; }
+  .devices tr.current { background: #f3faf5; box-shadow: inset 3px 0 0 var(--ok); }
+  .devices td { display: block; padding: 0; color: var(--muted); font-size: .875rem; }
+  .devices td:first-child { flex: 1 0 100%; color: var(--ink); font-size: 1rem; font-weight: 600; }
+  .devices td:first-child code { float: right; margin-left: .75rem; font-weight: 400;
+                                 font-size: .8125rem; color: var(--muted); }
+  .devices .label { color: var(--muted); }
+  .devices time { color: var(--ink); }
+  .this { color: var(--ok); font-weight: 600; white-space: nowrap; }
+  .note { margin-top: 1.5rem; }
+  @media (max-width: 30rem) {
+    .devices tr { flex-direction: column; }
+    h1 { font-size: 1.3rem; }
+  }
 </style>
-<nav><a href="{{ url_for('index') }}">Home</a>
-{% if current_user.is_authenticated %} &middot;
-  <a href="{{ url_for('active_sessions') }}">Active sessions</a>{% endif %}</nav>
+<header class="bar"><div>
+  <a class="brand" href="{{ url_for('index') }}">pgsession-wsgi demo</a>
+  <nav><a href="{{ url_for('index') }}">Home</a>{% if current_user.is_authenticated %}
+    <a href="{{ url_for('active_sessions') }}">Active sessions</a>{% endif %}</nav>
+</div></header>
+<main>
 {% for category, message in get_flashed_messages(with_categories=true) %}
-  <p class="{{ category }}">{{ message }}</p>
+  <p class="flash {{ category }}" role="status">{{ message }}</p>
 {% endfor %}
+"""
+
+FOOTER = """
+<p class="muted">You have visited this page {{ visits }} time{{ '' if visits == 1 else 's' }}.
+   The count is stored in PostgreSQL; your cookie holds only a signed session id.</p>
+</main>
 """
 
 INDEX = HEADER + """
 {% if current_user.is_authenticated %}
-  <h1>Hello, {{ current_user.id }}!</h1>
-  <p>See every device you are logged in on: <a href="{{ url_for('active_sessions') }}">Active
-     sessions</a>.</p>
-  <form method="post" action="{{ url_for('logout') }}">
-    <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
-    <button>Log out</button>
-  </form>
+  <section class="card">
+    <h1>Hello, {{ current_user.id }}!</h1>
+    <p>You logged in on this device with <strong>{{ device }}</strong>. See every device you are
+       logged in on, and log out the others, under <a href="{{ url_for('active_sessions') }}">Active
+       sessions</a>.</p>
+    <form method="post" action="{{ url_for('logout') }}">
+      <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+      <button class="quiet">Log out</button>
+    </form>
+  </section>
 {% else %}
-  <h1>Not logged in</h1>
-  <form method="post" action="{{ url_for('login') }}">
-    <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
-    <input name="username" placeholder="alice"> <input name="password" type="password"
-    placeholder="wonderland">
-    <label><input type="checkbox" name="remember" value="1"> Remember me (30 days)</label>
-    <button>Log in</button>
-  </form>
+  <section class="card">
+    <h1>Not logged in</h1>
+    <p class="muted">Log in with the demo account: user name <strong>alice</strong>, password
+       <strong>wonderland</strong>.</p>
+    <form method="post" action="{{ url_for('login') }}">
+      <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+      <div class="field"><label for="username">User name</label>
+        <input id="username" name="username" autocomplete="username" required></div>
+      <div class="field"><label for="password">Password</label>
+        <input id="password" name="password" type="password" autocomplete="current-password" required></div>
+      <div class="check"><input id="remember" type="checkbox" name="remember" value="1">
+        <label for="remember">Remember me for 30 days</label></div>
+      <button>Log in</button>
+    </form>
+  </section>
 {% endif %}
-<p>You have visited this page {{ visits }} time{{ '' if visits == 1 else 's' }}.
-   The count is stored in PostgreSQL; your cookie holds only a signed session id.</p>
-"""
+""" + FOOTER
 
 SESSIONS = HEADER + """
 <h1>Active sessions of {{ current_user.id }}</h1>
-<table>
-  <tr><th>Session</th><th>Started</th><th>Last used</th><th>Expires</th></tr>
+<p class="muted">You are logged in on {{ sessions|length }} device{{ '' if sessions|length == 1 else 's' }},
+   each a session stored in PostgreSQL.</p>
+<table class="devices">
   {% for s in sessions %}
   <tr class="{{ 'current' if s.current else 'other' }}">
-    <td><code>{{ s.fingerprint }}</code>{% if s.current %} <strong>(this device)</strong>{% endif %}</td>
-    <td>{{ when(s.created_at) }}</td><td>{{ when(s.accessed_at) }}</td><td>{{ when(s.expires_at) }}</td>
+    <td><code>{{ s.fingerprint }}</code> {{ devices.get(s.id_hash, unknown) }}{% if s.current %}
+      <span class="this">(this device)</span>{% endif %}</td>
+    <td><span class="label">Last active</span> {{ moment(s.accessed_at, ago) }}</td>
+    <td><span class="label">Started</span> {{ moment(s.created_at, ago) }}</td>
+    <td><span class="label">Expires</span> {{ moment(s.expires_at, from_now) }}</td>
   </tr>
   {% endfor %}
 </table>
-<form method="post" action="{{ url_for('log_out_others') }}">
+<form method="post" action="{{ url_for('log_out_others') }}" class="actions">
   <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
-  <button>Log out other devices</button>
+  <button class="quiet">Log out other devices</button>
+  <span class="muted">Ends every session but this one.</span>
 </form>
-<p>Each row is a session stored in PostgreSQL; the code is a short fingerprint of its hash, never
-   the session id. "Last used" moves at most once a minute. A cookie-only session cannot offer
-   this page: the server keeps no list of them and cannot end one before it expires.</p>
+<p class="muted note">Each device is named by the browser that logged in (from its User-Agent
+   header), and tagged with a short fingerprint of the session's hash, never the session id.
+   "Last active" moves at most once a minute. A cookie-only session cannot offer this page: the
+   server keeps no list of them and cannot end one before it expires.</p>
+</main>
 """
 
 
@@ -151,6 +239,36 @@ def when(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _span(seconds: float) -> str:
+    """A duration in the largest unit that fits, rounded: "1 minute", "3 hours", "30 days"."""
+    for unit, length, below in (("minute", 60, 60), ("hour", 3600, 24), ("day", 86400, None)):
+        count = round(seconds / length)
+        if below is None or count < below:
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    raise AssertionError("unreachable")
+
+
+def ago(moment: datetime, now: datetime) -> str:
+    """How long before ``now``: "just now", "5 minutes ago" (a moment after ``now``, from a
+    database clock slightly ahead, is "just now")."""
+    seconds = (now - moment).total_seconds()
+    return "just now" if seconds < 30 else f"{_span(seconds)} ago"
+
+
+def from_now(moment: datetime, now: datetime) -> str:
+    """How long after ``now``: "in 2 hours", "in 30 days", "in under a minute"."""
+    seconds = (moment - now).total_seconds()
+    return "in under a minute" if seconds < 30 else f"in {_span(seconds)}"
+
+
+def moment(value: datetime, words: Callable[[datetime, datetime], str]) -> Markup:
+    """A ``<time>`` element: ``words`` for the reader, the exact UTC time on hover."""
+    text = words(value, datetime.now(timezone.utc))
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        value.isoformat(), when(value), text
+    )
+
+
 def create_app(dsn: str, secret_key: str, *, table: str = "pgsession", schema: str = "public") -> Flask:
     """The demo app; ``pgsession-wsgi demo`` and the tests build it this way."""
     app = Flask(__name__)
@@ -163,17 +281,20 @@ def create_app(dsn: str, secret_key: str, *, table: str = "pgsession", schema: s
         # logout_user() deletes the session row and expires the cookie, not just Flask-Login's keys.
         PGSESSION_LOGOUT_ENDS_SESSION=True,
     )
-    PgSession(app)
+    sessions = PgSession(app)
     login_manager = LoginManager(app)
     login_manager.login_view = "index"
     login_manager.user_loader(lambda name: User(name) if name in USERS else None)
     app.before_request(check_csrf)
-    app.jinja_env.globals.update(csrf_token=csrf_token, when=when)
+    app.jinja_env.globals.update(
+        csrf_token=csrf_token, moment=moment, ago=ago, from_now=from_now, unknown=UNKNOWN_BROWSER
+    )
 
     @app.get("/")
     def index() -> str:
         visits = _session()["visits"] = _session().get("visits", 0) + 1
-        return render_template_string(INDEX, visits=visits)
+        device = _session().get(DEVICE_KEY) or UNKNOWN_BROWSER
+        return render_template_string(INDEX, visits=visits, device=device)
 
     @app.post("/login")
     def login() -> BaseResponse:
@@ -185,6 +306,8 @@ def create_app(dsn: str, secret_key: str, *, table: str = "pgsession", schema: s
         # No regenerate() call: a login under PGSESSION_USER_KEY ("_user_id") gets a new id itself.
         login_user(User(username))
         _session().pop(CSRF_KEY, None)  # a token known before the login is not this user's
+        # A few words for the "Active sessions" page; the header itself is neither kept nor shown.
+        _session()[DEVICE_KEY] = describe_user_agent(request.headers.get("User-Agent"))
         if request.form.get("remember"):
             _session().permanent = True  # the cookie outlives the browser...
             _session().set_expiry(REMEMBER_LIFETIME)  # ...and this session lasts 30 days unused
@@ -201,7 +324,10 @@ def create_app(dsn: str, secret_key: str, *, table: str = "pgsession", schema: s
     @app.get("/sessions")
     @login_required
     def active_sessions() -> str:
-        return render_template_string(SESSIONS, sessions=sessions_for_user())
+        listed = sessions_for_user()  # this user's live sessions, most recently used first
+        # What each one stored under DEVICE_KEY at its login (one primary-key read per session).
+        devices = recorded_devices(sessions.store, listed, DEVICE_KEY)
+        return render_template_string(SESSIONS, sessions=listed, devices=devices)
 
     @app.post("/sessions/log-out-others")
     @login_required

@@ -27,13 +27,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A little inline CSS (doubled braces: the page is a str.format template); no external assets.
 PAGE = """<!doctype html>
+<html lang="en">
 <meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>pgsession-wsgi: visit counter</title>
+<style>
+  body {{ margin: 0; background: #f6f8fa; color: #1f2328;
+          font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }}
+  main {{ max-width: 40rem; margin: 2rem auto; padding: 1.25rem; background: #fff;
+          border: 1px solid #d1d9e0; border-radius: 8px; }}
+  h1 {{ font-size: 1.5rem; line-height: 1.25; margin: 0 0 .75rem; }}
+  p {{ margin: 0 0 1rem; color: #59636e; }} p:last-child {{ margin: 0; }} a {{ color: #0a58ca; }}
+  @media (max-width: 42rem) {{ main {{ margin: 1rem; }} }}
+</style>
+<main>
 <h1>You have visited this page {visits} time{plural}.</h1>
 <p>The count is stored in PostgreSQL; your cookie holds only a signed session id.</p>
 <p><a href="{root}">Visit again</a> &middot;
    <a href="{root}reset">Reset (invalidate the session)</a></p>
+</main>
 """
 
 

@@ -2,20 +2,32 @@
 
 The extensions list and end the logged-in user's sessions through their store. What they share
 is here: whose sessions a request means, and which of the listed sessions is the request's own.
+And what such a page says of each: :func:`describe_user_agent` turns the login's User-Agent into a
+few words to store in the session ("Firefox on Linux"), :func:`recorded_devices` reads them back.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from .cookies import hash_session_id
+from .defaults import DEFAULT_TOUCH_INTERVAL
 from .errors import ConfigurationError, SessionError
 from .session import Session
-from .store import SessionInfo
+from .store import PostgresStore, SessionInfo
 
-__all__ = ["UserSession", "mark_current", "request_user"]
+__all__ = [
+    "UNKNOWN_BROWSER",
+    "UserSession",
+    "describe_user_agent",
+    "mark_current",
+    "recorded_devices",
+    "request_user",
+]
 
 #: How many hex digits of ``id_hash`` a fingerprint shows.
 FINGERPRINT_LENGTH = 8
@@ -83,3 +95,91 @@ def mark_current(infos: list[SessionInfo], session: Session | None) -> list[User
         UserSession(info.id_hash, info.created_at, info.accessed_at, info.expires_at, info.id_hash == current)
         for info in infos
     ]
+
+
+# -- describing a device -----------------------------------------------------------------------
+
+#: What :func:`describe_user_agent` says of a browser it does not recognise.
+UNKNOWN_BROWSER = "Unknown browser"
+
+# A browser names the products it imitates too (Edge says Chrome and Safari, Chrome says Safari):
+# the first whose product token is present wins. Names are matched as whole product tokens.
+_BROWSERS = (
+    (("Edg", "EdgA", "EdgiOS"), "Edge"),
+    (("OPR", "OPiOS"), "Opera"),
+    (("SamsungBrowser",), "Samsung Internet"),
+    (("Vivaldi",), "Vivaldi"),
+    (("YaBrowser",), "Yandex Browser"),
+    (("Firefox", "FxiOS"), "Firefox"),
+    (("CriOS", "HeadlessChrome", "Chrome"), "Chrome"),
+    (("Chromium",), "Chromium"),
+)
+# Read from the first parenthesised comment, where browsers put the platform; the first matching
+# part wins (an Android phone says Linux too, an iPhone "like Mac OS X").
+_SYSTEMS = (
+    ("Windows", "Windows"),
+    ("iPhone", "iOS"),
+    ("CPU iPhone OS", "iOS"),
+    ("iPod", "iOS"),
+    ("iPad", "iPadOS"),
+    ("CrOS", "ChromeOS"),
+    ("Android", "Android"),
+    ("Macintosh", "macOS"),
+    ("Linux", "Linux"),
+)
+# Longer headers are cut: real ones are a few hundred characters.
+_MAX_AGENT = 1000
+_PRODUCT = re.compile(r"(?:^|[\s;(),])([A-Za-z][A-Za-z0-9]*)/")
+_COMMENT = re.compile(r"\(([^()]*)\)")
+
+
+def describe_user_agent(user_agent: str | None) -> str:
+    """A few words for a device list, from the User-Agent header of the request that logged in.
+
+    ``"Firefox on Linux"``, ``"Safari on iOS"``; ``"Firefox"`` when the system is not one it
+    knows, ``"Unknown browser on Linux"`` or ``"Unknown browser"`` when the browser is not. It is
+    deliberately conservative: only the major browsers and systems, found by their product tokens,
+    and its answer is always one of its own phrases, never text taken from the header (which
+    anyone can set: it is a hint for the user, not a proof of anything).
+
+    :param user_agent: the header's value; None or "" when there was none.
+    """
+    agent = (user_agent or "")[:_MAX_AGENT]
+    products = set(_PRODUCT.findall(agent))
+    browser = next((name for tokens, name in _BROWSERS if products.intersection(tokens)), None)
+    if browser is None and {"Safari", "Version"} <= products:
+        browser = "Safari"  # Safari proper says Version/; the in-app views of iOS apps do not
+    comment = _COMMENT.search(agent)
+    parts = [part.strip() for part in comment.group(1).split(";")] if comment else []
+    system = next(
+        (name for prefix, name in _SYSTEMS for part in parts if part.startswith(prefix)),
+        None,
+    )
+    if browser and system:
+        return f"{browser} on {system}"
+    if system:
+        return f"{UNKNOWN_BROWSER} on {system}"
+    return browser or UNKNOWN_BROWSER
+
+
+def recorded_devices(store: PostgresStore, sessions: Iterable[UserSession], key: str) -> dict[str, str]:
+    """What each listed session recorded under ``key`` (at its login), by ``id_hash``.
+
+    An app stores ``describe_user_agent(...)`` in the session when the user logs in; a "your
+    devices" page lists the sessions (``sessions_for_user()``) and reads each one's description
+    with this. It costs one primary-key SELECT per session (a user has a handful) and changes
+    nothing: no session is touched or extended.
+
+    :param store: the store holding the sessions.
+    :param sessions: the listed sessions.
+    :param key: the session key the description is stored under.
+    :returns: the text stored under ``key``, by ``id_hash``; a session that recorded none (or no
+        text), or that ended since it was listed, is left out.
+    """
+    found: dict[str, str] = {}
+    for user_session in sessions:
+        row = store.load(bytes.fromhex(user_session.id_hash), DEFAULT_TOUCH_INTERVAL)
+        value = row.data.get(key) if row is not None else None
+        if isinstance(value, str):  # a str is stored as itself; anything else is not a description
+            found[user_session.id_hash] = value
+    return found

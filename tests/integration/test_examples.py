@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import logging
@@ -19,6 +20,8 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import suppress
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -123,16 +126,28 @@ def test_module_level_app_reads_the_environment(pg_dsn: str, schema: str,
 
 
 @pytest.fixture
-def flask_demo(pg_dsn: str, schema: str) -> Iterator[TestApp]:
-    """The Flask demo as ``pgsession-wsgi demo`` builds it, behind one webtest browser."""
+def flask_example() -> Any:
+    """A fresh copy of examples/flask_app.py."""
     spec = importlib.util.spec_from_file_location("flask_demo_forms_under_test",
                                                   ROOT / "examples" / "flask_app.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    app = module.create_app(pg_dsn, "test-secret", schema=schema)
-    yield TestApp(app)
+    return module
+
+
+@pytest.fixture
+def flask_demo_app(flask_example: Any, pg_dsn: str, schema: str) -> Iterator[Any]:
+    """The Flask demo as ``pgsession-wsgi demo`` builds it."""
+    app = flask_example.create_app(pg_dsn, "test-secret", schema=schema)
+    yield app
     app.extensions[EXTENSION_KEY].store.close()
+
+
+@pytest.fixture
+def flask_demo(flask_demo_app: Any) -> TestApp:
+    """The Flask demo behind one webtest browser."""
+    return TestApp(flask_demo_app)
 
 
 def form_token(page: Any) -> str:
@@ -167,6 +182,208 @@ def test_flask_demo_non_ascii_credentials_are_a_wrong_password(flask_demo: TestA
     # The right password still works after a refused one.
     form = {"username": "alice", "password": "wonderland", "csrf_token": form_token(page)}
     assert "Hello, alice!" in flask_demo.post("/login", form).follow().text
+
+
+# -- examples/flask_app.py: what its pages show ---------------------------------------------------
+
+FIREFOX_LINUX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+SAFARI_IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+                 "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
+SAMSUNG_ANDROID = ("Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S918B) AppleWebKit/537.36 (KHTML, "
+                   "like Gecko) SamsungBrowser/25.0 Chrome/121.0.0.0 Mobile Safari/537.36")
+HOSTILE = '<script>alert("agent")</script> Mozilla/5.0'
+
+
+def logged_in(app: Any, user_agent: str | None = None, *, remember: bool = False) -> TestApp:
+    """A browser (with this User-Agent, or none) that logged in as alice through the form."""
+    browser = TestApp(app, extra_environ={"HTTP_USER_AGENT": user_agent} if user_agent else {})
+    form = {"username": "alice", "password": "wonderland", "csrf_token": form_token(browser.get("/"))}
+    if remember:
+        form["remember"] = "1"
+    assert "Hello, alice!" in browser.post("/login", form).follow().text
+    return browser
+
+
+class _Rows(HTMLParser):
+    """The text of each cell of each ``<tr class="current|other">`` of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[bool, list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        kind = dict(attrs).get("class")
+        if tag == "tr" and kind in ("current", "other"):
+            self.rows.append((kind == "current", []))
+        elif tag == "td" and self.rows:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None:
+            self.rows[-1][1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def device_rows(page: Any) -> list[tuple[bool, list[str]]]:
+    parser = _Rows()
+    parser.feed(page.text)
+    return parser.rows
+
+
+def test_flask_demo_describes_each_device_by_its_browser(flask_demo_app: Any) -> None:
+    laptop = logged_in(flask_demo_app, FIREFOX_LINUX)
+    logged_in(flask_demo_app, HOSTILE)
+    logged_in(flask_demo_app)  # no User-Agent at all
+    phone = logged_in(flask_demo_app, SAFARI_IPHONE, remember=True)
+    page = phone.get("/sessions")
+    shown = device_rows(page)
+    assert len(shown) == 4, page.text
+    # The first cell: the fingerprint (a tag), the device, and "(this device)" on one row only.
+    described = [re.fullmatch(r"[0-9a-f]{8} (.+?)( \(this device\))?", cells[0]) for _, cells in shown]
+    assert all(described), shown
+    assert sorted(match.group(1) for match in described if match) == [
+        "Firefox on Linux", "Safari on iOS", "Unknown browser", "Unknown browser"]
+    assert [bool(match and match.group(2)) for match in described] == [current for current, _ in shown]
+    [(_, this)] = [row for row in shown if row[0]]
+    assert this[0].endswith("Safari on iOS (this device)")
+    for _, cells in shown:  # device, last active, started, expires: in words, to the minute
+        assert re.fullmatch(r"Last active (just now|\d+ minutes? ago)", cells[1]), cells
+        assert re.fullmatch(r"Started (just now|\d+ minutes? ago)", cells[2]), cells
+        assert re.fullmatch(r"Expires in (2 hours|30 days)", cells[3]), cells
+    assert "Expires in 30 days" in this  # remember me
+    assert "<script" not in page.text and "alert(" not in page.text  # the header is never shown
+    # The laptop sees the same list, itself marked.
+    [(_, mine)] = [row for row in device_rows(laptop.get("/sessions")) if row[0]]
+    assert mine[0].endswith("Firefox on Linux (this device)")
+
+
+def test_flask_demo_says_how_long_ago_in_words(flask_example: Any) -> None:
+    now = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
+    ago, from_now = flask_example.ago, flask_example.from_now
+    assert [ago(now - timedelta(seconds=s), now)
+            for s in (0, 29, 31, 90, 59 * 60 + 50, 3 * 3600, 86400 * 1.4, 86400 * 45)] == [
+        "just now", "just now", "1 minute ago", "2 minutes ago", "1 hour ago", "3 hours ago",
+        "1 day ago", "45 days ago"]
+    assert ago(now + timedelta(seconds=5), now) == "just now"  # a database clock a little ahead
+    assert [from_now(now + delta, now) for delta in (
+        timedelta(days=30) - timedelta(seconds=1), timedelta(hours=2) - timedelta(seconds=1),
+        timedelta(seconds=20), -timedelta(seconds=3))] == [
+        "in 30 days", "in 2 hours", "in under a minute", "in under a minute"]
+
+
+class _Fields(HTMLParser):
+    """The form fields of a page, and the labels that name them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[dict[str, str | None]] = []
+        self.label_for: set[str] = set()
+        self.open_labels = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "label":
+            self.open_labels += 1
+            if found.get("for"):
+                self.label_for.add(str(found["for"]))
+        elif tag == "input" and found.get("type") != "hidden":
+            self.inputs.append({**found, "wrapped": "yes" if self.open_labels else None})
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "label":
+            self.open_labels -= 1
+
+
+def test_flask_demo_fields_have_labels_not_placeholders(flask_demo: TestApp) -> None:
+    page = flask_demo.get("/")
+    fields = _Fields()
+    fields.feed(page.text)
+    assert [field["name"] for field in fields.inputs] == ["username", "password", "remember"]
+    for field in fields.inputs:
+        assert field["wrapped"] or field.get("id") in fields.label_for, field
+        assert "placeholder" not in field, field
+    assert 'name="viewport"' in page.text  # phones lay it out at their width
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    reason = "headless Chromium is not installed (apt-get install -y chromium)"
+    if os.environ.get("PGSESSION_REQUIRE_CHROMIUM", "") not in ("", "0"):
+        pytest.fail(f"{reason}; PGSESSION_REQUIRE_CHROMIUM is set, so it is required", pytrace=False)
+    pytest.skip(f"{reason}; set PGSESSION_REQUIRE_CHROMIUM=1 to fail instead")
+
+
+# Run in the page that frames the demo's page at a given width, after both loaded: what
+# overflows, read from the layout Chromium made.
+MEASURE = """
+<script>
+addEventListener("load", () => {
+  const frame = document.querySelector("iframe");
+  const doc = frame.contentDocument, win = frame.contentWindow;
+  const main = doc.querySelector("main") || doc.body, style = win.getComputedStyle(main);
+  const box = main.getBoundingClientRect();
+  const left = box.left + parseFloat(style.paddingLeft), right = box.right - parseFloat(style.paddingRight);
+  const out = [], spilling = [];
+  let smallest = 99;
+  for (const el of main.querySelectorAll("*")) {
+    const r = el.getBoundingClientRect(), css = win.getComputedStyle(el);
+    if (css.display === "none" || (r.width === 0 && r.height === 0)) continue;
+    const name = el.tagName.toLowerCase() + (el.className ? "." + el.className : "");
+    if (r.left < left - 0.5 || r.right > right + 0.5) out.push(name);
+    if (css.display !== "inline" && el.scrollWidth > el.clientWidth + 1) spilling.push(name);
+    if ([...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+      smallest = Math.min(smallest, parseFloat(css.fontSize));
+  }
+  document.body.dataset.result = JSON.stringify({
+    width: win.innerWidth, sideways: doc.documentElement.scrollWidth > win.innerWidth,
+    outside: out, spilling: spilling, smallest: smallest});
+});
+</script>
+"""
+
+
+def layout(browser: str, page: str, width: int, tmp_path: Path) -> dict[str, Any]:
+    """How ``page`` lays out in a viewport ``width`` CSS pixels wide (a frame of that width:
+    headless Chromium's window is never narrower than 500)."""
+    framed = tmp_path / f"frame-{width}.html"
+    framed.write_text(
+        f'<!doctype html><body style="margin:0"><iframe srcdoc="{html.escape(page, quote=True)}" '
+        f'style="width:{width}px;height:900px;border:0"></iframe>{MEASURE}', encoding="utf-8")
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={width + 100},1000",
+         "--dump-dom", framed.as_uri()],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    match = re.search(r'data-result="([^"]*)"', done.stdout)
+    assert match, done.stdout[-2000:]
+    result: dict[str, Any] = json.loads(html.unescape(match.group(1)))
+    assert result["width"] == width, result
+    return result
+
+
+@pytest.mark.parametrize("width", [400, 1100])
+def test_flask_demo_pages_fit_a_phone_and_a_desktop(flask_demo_app: Any, width: int,
+                                                    tmp_path: Path) -> None:
+    """Nothing sticks out of the page's column, nothing scrolls sideways, no tiny text."""
+    browser = chromium()
+    logged_in(flask_demo_app, FIREFOX_LINUX)
+    logged_in(flask_demo_app, SAFARI_IPHONE)
+    phone = logged_in(flask_demo_app, SAMSUNG_ANDROID, remember=True)
+    pages = {"sessions": phone.get("/sessions").text, "home": phone.get("/").text,
+             "login": TestApp(flask_demo_app).get("/").text}
+    for name, page in pages.items():
+        found = layout(browser, page, width, tmp_path)
+        assert not found["sideways"], (name, found)
+        assert found["outside"] == [] and found["spilling"] == [], (name, found)
+        assert found["smallest"] >= 12, (name, found)
 
 
 # -- gunicorn, from the repository root --------------------------------------------------------
