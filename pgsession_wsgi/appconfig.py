@@ -1,40 +1,66 @@
 """Internal: reading a Flask-style app config (Flask and Quart share it) into our options.
 
 Both frameworks keep the session settings under the same keys (``SESSION_COOKIE_*``,
-``PERMANENT_SESSION_LIFETIME``, ...) and expose them through the same session-interface getters,
-so one reading serves the Flask and the Quart extension alike, and neither imports the other.
-The checks of ``PgSession(store=...)`` and the headers a save adds to a response are shared too.
+``PERMANENT_SESSION_LIFETIME``, ...), so one reading serves the Flask and the Quart extension
+alike (and Flask's ``FlaskPgSession``), and neither imports the other. Every key any of them reads
+is in one table, :data:`SETTINGS`: its type, its default, one line on what it does, and which
+extensions read it. :func:`setting` reads a key through it, refusing a value of another type
+with a :class:`~pgsession_wsgi.ConfigurationError` that names the key, and :func:`check_keys`
+warns, at setup, about a ``PGSESSION_*`` key that is no setting (naming the nearest) or one the
+extension does not read. The checks of ``PgSession(store=...)`` and the headers a save adds to a
+response are shared too.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar, Union
 
 from .cookies import HmacIdSigner, _article, check_prefix, check_secret_keys
 from .core import private_cache_control
+from .defaults import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SCHEMA,
+    DEFAULT_TABLE,
+)
 from .errors import ConfigurationError, OutsideRequestError
 
 __all__ = [
     "DSN_STORE_KEYS",
     "EXTENSION_KEY",
+    "EXTENSIONS",
     "FLASK_LOGIN_USER_KEY",
+    "SECRET_KEY_NAMES",
+    "SETTINGS",
+    "Setting",
     "add_session_headers",
+    "check_keys",
     "check_store_source",
     "config_flag",
+    "config_int",
+    "config_optional_text",
+    "config_origins",
+    "config_seconds",
+    "config_text",
+    "config_url",
     "cookie_options",
     "cookie_signer",
     "extension_of",
     "fallback_keys",
-    "logout_ends_session",
     "made_store",
     "pgsession_dsn",
     "refuse_store_keys",
     "require_secret_key",
-    "text_url",
-    "user_key",
+    "setting",
 ]
+
+log = logging.getLogger("pgsession_wsgi")
 
 SecretKey = Union[str, bytes]
 StoreT = TypeVar("StoreT")
@@ -55,58 +81,112 @@ DSN_STORE_KEYS = (
     "PGSESSION_UNLOGGED",
     "PGSESSION_CREATE_TABLE",
 )
+#: The extensions that read a Flask-style config, by the name :data:`SETTINGS` knows them by.
+EXTENSIONS = {
+    "flask": "Flask's PgSession",
+    "quart": "Quart's PgSession",
+    "flask-pg-session": "FlaskPgSession",
+}
 _POSTGRES_URL = re.compile(r"^postgres(?:ql)?(?:\+[a-z0-9_]+)?://", re.IGNORECASE)
+_PREFIX = "PGSESSION_"
 
 
-def text_url(value: Any) -> str | None:
-    """A config URL as text; SQLAlchemy URL objects would hide the password in ``str()``.
-
-    :param value: a string, a SQLAlchemy ``URL``, or None.
-    """
-    if value is None:
-        return None
-    render = getattr(value, "render_as_string", None)
-    text = render(hide_password=False) if callable(render) else value
-    return str(text).strip() or None
+# -- the typed readers: each refuses another type naming the key ---------------------------------
 
 
-def pgsession_dsn(config: Any) -> str:
-    """``PGSESSION_DSN``, else ``SQLALCHEMY_DATABASE_URI`` when it is a PostgreSQL URL.
+def _refuse(key: str, should: str, value: Any, secret: bool = False) -> ConfigurationError:
+    """``KEY must be <should>, not <type> <value>``; a secret's value is never shown."""
+    shown = _article(type(value).__name__) if secret else f"{type(value).__name__} {value!r}"
+    return ConfigurationError(f"{key} must be {should}, not {shown}")
+
+
+def config_text(config: Mapping[str, Any], key: str, default: str | None) -> str | None:
+    """A text key (a table name, a cookie's name).
 
     :param config: the app's config mapping.
-    :raises ConfigurationError: neither names a PostgreSQL database.
+    :param key: the key, e.g. ``"PGSESSION_TABLE"``.
+    :param default: when the key is unset (or None).
+    :raises ConfigurationError: the value is not a ``str``.
     """
-    dsn = text_url(config.get("PGSESSION_DSN"))
-    if not dsn:
-        fallback = text_url(config.get("SQLALCHEMY_DATABASE_URI"))
-        if fallback and _POSTGRES_URL.match(fallback):
-            dsn = fallback
-    if not dsn:
-        raise ConfigurationError(
-            "PGSESSION_DSN is not set (and SQLALCHEMY_DATABASE_URI is not a PostgreSQL URL): "
-            "set app.config['PGSESSION_DSN'] = 'postgresql://user:password@host:5432/dbname'"
-        )
-    return dsn
+    value = config.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise _refuse(key, "text (a str)", value)
+    return value
 
 
-def require_secret_key(app: Any) -> None:
-    """Refuse an app without ``SECRET_KEY``: the extension signs the session cookie with it.
+def config_optional_text(config: Mapping[str, Any], key: str, default: str | None) -> str | None:
+    """A text key that None (or "") turns off, e.g. ``PGSESSION_USER_KEY``; unset: ``default``.
 
-    :param app: a Flask or Quart app.
-    :raises ConfigurationError: ``app.secret_key`` is not set.
+    :param config: the app's config mapping.
+    :param key: the key.
+    :param default: when the key is not in the config at all.
+    :raises ConfigurationError: the value is neither a ``str`` nor None.
     """
-    if not app.secret_key:
-        raise ConfigurationError(
-            "SECRET_KEY is not set: PgSession signs the session cookie with it; set "
-            "app.config['SECRET_KEY'] to a long random value, e.g. secrets.token_hex(32)"
-        )
+    if key not in config:
+        return default
+    value = config[key]
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _refuse(key, "text (a str), or None for none", value)
+    return value
+
+
+def config_int(config: Mapping[str, Any], key: str, default: int, minimum: int = 1) -> int:
+    """A whole-number key (a pool size), an ``int`` or its digits as text (from the environment).
+
+    :param config: the app's config mapping.
+    :param key: the key, e.g. ``"PGSESSION_MAX_CONNECTIONS"``.
+    :param default: when the key is unset (or None).
+    :param minimum: the smallest value that makes sense.
+    :raises ConfigurationError: the value is no whole number (a bool is none), or below ``minimum``.
+    """
+    value = config.get(key)
+    if value is None:
+        return default
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    if number is None or number < minimum:
+        raise _refuse(key, f"a whole number, at least {minimum} (e.g. {default})", value)
+    return number
+
+
+def config_seconds(config: Mapping[str, Any], key: str, default: timedelta) -> timedelta:
+    """A duration key: a ``timedelta``, or a number of seconds (as a number or as text).
+
+    :param config: the app's config mapping.
+    :param key: the key, e.g. ``"PERMANENT_SESSION_LIFETIME"``.
+    :param default: when the key is unset (or None).
+    :raises ConfigurationError: the value is no duration, or not a positive one.
+    """
+    value = config.get(key)
+    if value is None:
+        return default
+    duration: timedelta | None = None
+    if isinstance(value, timedelta):
+        duration = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        duration = timedelta(seconds=value)
+    elif isinstance(value, str):
+        try:
+            duration = timedelta(seconds=float(value.strip()))
+        except (ValueError, OverflowError):
+            duration = None
+    if duration is None or duration <= timedelta(0):
+        raise _refuse(key, "a positive number of seconds or a datetime.timedelta", value)
+    return duration
 
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-def config_flag(config: Any, key: str, default: bool) -> bool:
+def config_flag(config: Mapping[str, Any], key: str, default: bool) -> bool:
     """A yes/no config key: a bool, or its usual spellings from an environment variable.
 
     ``bool("False")`` is True: a flag read from the environment as text must not turn on what
@@ -126,10 +206,230 @@ def config_flag(config: Any, key: str, default: bool) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
-    raise ConfigurationError(
-        f"{key} must be True or False (or one of {', '.join(_TRUE + _FALSE)} as text), "
-        f"not {type(value).__name__}"
+    raise _refuse(key, f"True or False (or one of {', '.join(_TRUE + _FALSE)} as text)", value)
+
+
+def config_url(config: Mapping[str, Any], key: str, default: str | None) -> str | None:
+    """A database URL key: text, or a SQLAlchemy ``URL`` (whose ``str()`` would hide the password).
+
+    The value holds a password: a message never shows it, only its type.
+
+    :param config: the app's config mapping.
+    :param key: the key, e.g. ``"PGSESSION_DSN"``.
+    :param default: when the key is unset, None or blank.
+    :raises ConfigurationError: the value is neither text nor a SQLAlchemy URL.
+    """
+    value = config.get(key)
+    if value is None:
+        return default
+    render = getattr(value, "render_as_string", None)
+    if callable(render):
+        value = render(hide_password=False)
+    if not isinstance(value, str):
+        should = "a database URL as text (postgresql://user:password@host/db) or a SQLAlchemy URL"
+        raise _refuse(key, should, value, secret=True)
+    return value.strip() or default
+
+
+def config_origins(config: Mapping[str, Any], key: str, default: tuple[str, ...]) -> tuple[Any, ...]:
+    """A list of websocket origins (one origin alone is a list of one); each is checked by
+    :class:`~pgsession_wsgi.websocket.WebsocketOrigins`.
+
+    :param config: the app's config mapping.
+    :param key: the key, ``"PGSESSION_WEBSOCKET_ORIGINS"``.
+    :param default: when the key is unset (or None).
+    :raises ConfigurationError: the value is neither an origin nor a list of them.
+    """
+    value = config.get(key)
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise _refuse(key, "an origin or a list of origins, e.g. ['https://app.example.com']", value)
+    return tuple(value)
+
+
+def _keys(config: Mapping[str, Any], key: str, default: Any) -> Any:
+    # SECRET_KEY and SECRET_KEY_FALLBACKS: read, checked and never shown by cookies.check_secret_keys.
+    return config.get(key, default)
+
+
+# -- the table ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One config key an extension reads: what it holds, its default, what it does, who reads it.
+
+    :param key: the config key.
+    :param kind: what its value is, in words (``"whole number"``, ``"yes/no"``, ...).
+    :param default: the value when the key is unset.
+    :param doc: one line on what it does.
+    :param reader: the typed reader (:func:`config_int`, :func:`config_flag`, ...).
+    :param extensions: the extensions that read it, among :data:`EXTENSIONS`.
+    """
+
+    key: str
+    kind: str
+    default: Any
+    doc: str
+    reader: Callable[[Mapping[str, Any], str, Any], Any]
+    extensions: frozenset[str] = frozenset(EXTENSIONS)
+
+    def read(self, config: Mapping[str, Any]) -> Any:
+        """The key's value in ``config``, checked; the default when unset.
+
+        :param config: the app's config mapping.
+        :raises ConfigurationError: a value of another type, naming the key.
+        """
+        return self.reader(config, self.key, self.default)
+
+
+_OURS = frozenset({"flask", "quart"})
+_FLASK = frozenset({"flask", "flask-pg-session"})
+_FPS = frozenset({"flask-pg-session"})
+_ALL = frozenset(EXTENSIONS)
+
+#: Every key an extension reads, by name: the one place each is defined. The docs' tables
+#: (docs/flask.md, docs/flask-pg-session.md) say the same, at more length.
+SETTINGS: dict[str, Setting] = {
+    setting.key: setting
+    for setting in (
+        # pgsession-wsgi's own keys
+        Setting("PGSESSION_DSN", "database URL", None,
+                "the database (else a PostgreSQL SQLALCHEMY_DATABASE_URI)", config_url, _OURS),
+        Setting("PGSESSION_TABLE", "text", DEFAULT_TABLE, "the session table's name", config_text, _ALL),
+        Setting("PGSESSION_SCHEMA", "text", DEFAULT_SCHEMA, "its schema, created if missing",
+                config_text, _OURS),
+        Setting("PGSESSION_MAX_CONNECTIONS", "whole number", DEFAULT_MAX_CONNECTIONS,
+                "the pool's size in each process", config_int, _OURS),
+        Setting("PGSESSION_SYNCHRONOUS_COMMIT", "yes/no", True,
+                "False: faster writes, the last ones lost in a database crash", config_flag, _OURS),
+        Setting("PGSESSION_UNLOGGED", "yes/no", False,
+                "an UNLOGGED table: no WAL, emptied after a database crash", config_flag, _ALL),
+        Setting("PGSESSION_CREATE_TABLE", "yes/no", True,
+                "create the table (False: `pgsession-wsgi init` made it)", config_flag, _ALL),
+        Setting("PGSESSION_PREPARED_STATEMENTS", "yes/no", True,
+                "prepare the request statements on the server", config_flag, _OURS),
+        Setting("PGSESSION_USER_KEY", "text or None", FLASK_LOGIN_USER_KEY,
+                "the session key holding the user's id (None: no user column, no login regeneration)",
+                config_optional_text, _ALL),
+        Setting("PGSESSION_LOGOUT_ENDS_SESSION", "yes/no", False,
+                "Flask-Login's logout_user() ends the whole session", config_flag, _FLASK),
+        Setting("PGSESSION_WEBSOCKET_ORIGINS", "list of origins", (),
+                "other origins whose pages may open a websocket with the session", config_origins,
+                frozenset({"quart"})),
+        # the database URL Flask-SQLAlchemy uses too
+        Setting("SQLALCHEMY_DATABASE_URI", "database URL", None,
+                "PgSession's database if PGSESSION_DSN is unset; FlaskPgSession's", config_url, _ALL),
+        # flask-pg-session's keys, which FlaskPgSession reads as it did
+        Setting("SESSION_PG_TABLE", "text", None, "flask-pg-session's table (unset: its flask_sessions)",
+                config_text, _FPS),
+        Setting("SESSION_PG_SCHEMA", "text", DEFAULT_SCHEMA, "the schema of both tables", config_text, _FPS),
+        Setting("SESSION_KEY_PREFIX", "text", "", "keeps apps sharing a table apart", config_text, _FPS),
+        Setting("SESSION_USE_SIGNER", "yes/no", False, "flask-pg-session's signed cookies",
+                config_flag, _FPS),
+        Setting("SESSION_PERMANENT", "yes/no", True, "sessions start permanent", config_flag, _FPS),
+        Setting("SESSION_AUTODELETE_EXPIRED", "yes/no", True, "purge expired rows in the background",
+                config_flag, _FPS),
+        Setting("SESSION_PG_MAX_DB_CONN", "whole number", DEFAULT_MAX_CONNECTIONS,
+                "the pool's size in each process", config_int, _FPS),
+        # the frameworks' own keys, read as they read them
+        Setting("SECRET_KEY", "text or bytes", None, "signs the session cookie", _keys, _ALL),
+        Setting("SECRET_KEY_FALLBACKS", "list of keys", (), "older keys that still verify", _keys, _ALL),
+        Setting("SESSION_COOKIE_NAME", "text", "session", "the cookie's name", config_text, _ALL),
+        Setting("SESSION_COOKIE_DOMAIN", "text or None", None, "the cookie's Domain (None: this host only)",
+                config_optional_text, _ALL),
+        Setting("SESSION_COOKIE_PATH", "text or None", None, "the cookie's Path (None: APPLICATION_ROOT)",
+                config_optional_text, _ALL),
+        Setting("APPLICATION_ROOT", "text", "/", "the cookie's Path when SESSION_COOKIE_PATH is unset",
+                config_text, _ALL),
+        Setting("SESSION_COOKIE_HTTPONLY", "yes/no", True, "HttpOnly", config_flag, _ALL),
+        Setting("SESSION_COOKIE_SECURE", "yes/no", False,
+                "True: always Secure; False: Secure over https", config_flag, _ALL),
+        Setting("SESSION_COOKIE_SAMESITE", "text or None", None, "SameSite (None: Lax)",
+                config_optional_text, _ALL),
+        Setting("SESSION_COOKIE_PARTITIONED", "yes/no", False, "not supported: True is refused",
+                config_flag, _ALL),
+        Setting("PERMANENT_SESSION_LIFETIME", "seconds", DEFAULT_IDLE_TIMEOUT,
+                "the idle timeout, and a permanent cookie's Max-Age", config_seconds, _ALL),
+        Setting("SESSION_REFRESH_EACH_REQUEST", "yes/no", True,
+                "re-send a permanent cookie when its expiry moves", config_flag, _ALL),
     )
+}
+
+
+def setting(config: Mapping[str, Any], key: str) -> Any:
+    """The value of ``key`` in an app's config, read as :data:`SETTINGS` says.
+
+    :param config: the app's config mapping.
+    :param key: a key of :data:`SETTINGS`.
+    :raises ConfigurationError: the value is of another type (the message names the key).
+    """
+    return SETTINGS[key].read(config)
+
+
+def check_keys(config: Mapping[str, Any], extension: str) -> None:
+    """Warn, once per key, about ``PGSESSION_*`` keys that would be ignored in silence.
+
+    A key that is no setting (a typo) is named with the nearest setting
+    (``PGSESSION_MAX_CONECTIONS ... did you mean PGSESSION_MAX_CONNECTIONS?``); a setting that
+    this extension does not read (``PGSESSION_LOGOUT_ENDS_SESSION`` on Quart) is named too.
+
+    :param config: the app's config mapping.
+    :param extension: the extension setting the app up, a key of :data:`EXTENSIONS`.
+    """
+    ours = {key[len(_PREFIX):]: key for key in SETTINGS if key.startswith(_PREFIX)}
+    for key in sorted(k for k in config if isinstance(k, str) and k.startswith(_PREFIX)):
+        known = SETTINGS.get(key)
+        if known is None:
+            nearest = difflib.get_close_matches(key[len(_PREFIX):], list(ours), n=1)
+            hint = (
+                f"did you mean {ours[nearest[0]]}?"
+                if nearest
+                else "the settings are listed in the docs (Flask: Configuration)"
+            )
+            log.warning("%s is not a pgsession-wsgi setting; %s", key, hint)
+        elif extension not in known.extensions:
+            readers = " and ".join(EXTENSIONS[name] for name in EXTENSIONS if name in known.extensions)
+            here = EXTENSIONS[extension]
+            log.warning("%s has no effect on %s (only %s reads it): remove it", key, here, readers)
+
+
+# -- what the extensions read ---------------------------------------------------------------------
+
+
+def pgsession_dsn(config: Mapping[str, Any]) -> str:
+    """``PGSESSION_DSN``, else ``SQLALCHEMY_DATABASE_URI`` when it is a PostgreSQL URL.
+
+    :param config: the app's config mapping.
+    :raises ConfigurationError: neither names a PostgreSQL database, or one is of another type.
+    """
+    dsn = setting(config, "PGSESSION_DSN")
+    if not dsn:
+        fallback = setting(config, "SQLALCHEMY_DATABASE_URI")
+        if fallback and _POSTGRES_URL.match(fallback):
+            dsn = fallback
+    if not dsn:
+        raise ConfigurationError(
+            "PGSESSION_DSN is not set (and SQLALCHEMY_DATABASE_URI is not a PostgreSQL URL): "
+            "set app.config['PGSESSION_DSN'] = 'postgresql://user:password@host:5432/dbname'"
+        )
+    return str(dsn)
+
+
+def require_secret_key(app: Any) -> None:
+    """Refuse an app without ``SECRET_KEY``: the extension signs the session cookie with it.
+
+    :param app: a Flask or Quart app.
+    :raises ConfigurationError: ``app.secret_key`` is not set.
+    """
+    if not app.secret_key:
+        raise ConfigurationError(
+            "SECRET_KEY is not set: PgSession signs the session cookie with it; set "
+            "app.config['SECRET_KEY'] to a long random value, e.g. secrets.token_hex(32)"
+        )
 
 
 def check_store_source(store: Any, store_type: type[Any], example: str) -> None:
@@ -186,27 +486,6 @@ def refuse_store_keys(config: Any, keys: tuple[str, ...], example: str) -> None:
         )
 
 
-def user_key(config: Any) -> str | None:
-    """``PGSESSION_USER_KEY``, Flask-Login's key by default: a login then gets a new session id
-    and the user's sessions can be listed and revoked. None turns both off.
-
-    :param config: the app's config mapping.
-    """
-    value = config.get("PGSESSION_USER_KEY", FLASK_LOGIN_USER_KEY)
-    return str(value) if value else None
-
-
-def logout_ends_session(config: Any) -> bool:
-    """``PGSESSION_LOGOUT_ENDS_SESSION``: Flask-Login's ``logout_user()`` ends the whole session.
-
-    Off by default, as before: ``logout_user()`` then removes only Flask-Login's own keys and the
-    rest of the session (a cart, a language) outlives the logout under the same id.
-
-    :param config: the app's config mapping.
-    """
-    return bool(config.get("PGSESSION_LOGOUT_ENDS_SESSION", False))
-
-
 def fallback_keys(app: Any) -> list[SecretKey]:
     """``SECRET_KEY_FALLBACKS`` as a list (one key or several): older keys still accepted.
 
@@ -234,30 +513,30 @@ def cookie_signer(app: Any) -> HmacIdSigner:
     return HmacIdSigner(app.secret_key, fallbacks, names=SECRET_KEY_NAMES)
 
 
-def cookie_options(app: Any, interface: Any) -> dict[str, Any]:
-    """The middleware options an app's session config asks for (cookie, lifetime).
+def cookie_options(app: Any) -> dict[str, Any]:
+    """The middleware options an app's session config asks for (cookie, lifetime), each read
+    through :data:`SETTINGS` with the frameworks' meanings.
 
     :param app: a Flask or Quart app.
-    :param interface: a session interface of that framework (its ``get_cookie_*`` getters).
-    :raises ConfigurationError: ``SESSION_COOKIE_PARTITIONED`` is set (not supported), or a
-        ``__Host-`` or ``__Secure-`` ``SESSION_COOKIE_NAME`` meets a key its prefix forbids
-        (``SESSION_COOKIE_DOMAIN``, a ``SESSION_COOKIE_PATH`` other than ``/``).
+    :raises ConfigurationError: a key of another type; ``SESSION_COOKIE_PARTITIONED`` is set
+        (not supported), or a ``__Host-`` or ``__Secure-`` ``SESSION_COOKIE_NAME`` meets a key its
+        prefix forbids (``SESSION_COOKIE_DOMAIN``, a ``SESSION_COOKIE_PATH`` other than ``/``).
     """
     config = app.config
-    if config.get("SESSION_COOKIE_PARTITIONED"):
+    if setting(config, "SESSION_COOKIE_PARTITIONED"):
         raise ConfigurationError("SESSION_COOKIE_PARTITIONED is not supported by pgsession-wsgi")
-    samesite = interface.get_cookie_samesite(app)
+    samesite = setting(config, "SESSION_COOKIE_SAMESITE")
     options = {
-        "idle_timeout": app.permanent_session_lifetime,
-        "refresh_each_request": bool(config["SESSION_REFRESH_EACH_REQUEST"]),
-        "cookie_name": interface.get_cookie_name(app),
-        "cookie_path": interface.get_cookie_path(app) or "/",
-        "cookie_domain": interface.get_cookie_domain(app) or None,
+        "idle_timeout": setting(config, "PERMANENT_SESSION_LIFETIME"),
+        "refresh_each_request": setting(config, "SESSION_REFRESH_EACH_REQUEST"),
+        "cookie_name": setting(config, "SESSION_COOKIE_NAME"),
+        "cookie_path": setting(config, "SESSION_COOKIE_PATH") or setting(config, "APPLICATION_ROOT") or "/",
+        "cookie_domain": setting(config, "SESSION_COOKIE_DOMAIN"),
         # The frameworks' False means "not forced": Secure still follows an https request.
-        "cookie_secure": True if interface.get_cookie_secure(app) else None,
-        "cookie_httponly": bool(interface.get_cookie_httponly(app)),
+        "cookie_secure": True if setting(config, "SESSION_COOKIE_SECURE") else None,
+        "cookie_httponly": setting(config, "SESSION_COOKIE_HTTPONLY"),
         # Unset becomes Lax (safe by default); the frameworks accept any case, the core wants "Lax".
-        "cookie_samesite": samesite.title() if isinstance(samesite, str) and samesite else "Lax",
+        "cookie_samesite": samesite.title() if samesite else "Lax",
     }
     # The cookies module's check, with the config's own key names in its message.
     keys = {option: f"SESSION_COOKIE_{option.upper()}" for option in ("secure", "path", "domain")}

@@ -43,21 +43,19 @@ from .appconfig import (
     DSN_STORE_KEYS,
     EXTENSION_KEY,
     add_session_headers,
+    check_keys,
     check_store_source,
-    config_flag,
     cookie_options,
     cookie_signer,
     extension_of,
     fallback_keys,
-    logout_ends_session,
     made_store,
     pgsession_dsn,
     refuse_store_keys,
-    text_url,
-    user_key,
+    setting,
 )
 from .cookies import IdSigner
-from .defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_PURGE_INTERVAL, DEFAULT_SCHEMA, DEFAULT_TABLE
+from .defaults import DEFAULT_PURGE_INTERVAL
 from .devices import UserSession, mark_current, request_user
 from .errors import ConfigurationError, LegacyTableError, OutsideRequestError, StoreUnavailable
 from .flask_pg_session import FLASK_PG_SESSION_TABLE, FlaskPgSessionSigner, LegacyFallbackStore, choose_tables
@@ -214,6 +212,8 @@ class _Extension:
 
     #: flask-pg-session's SESSION_KEY_PREFIX, for the migrate command in error messages.
     key_prefix = ""
+    #: Which extension this is, for the config keys it reads (``appconfig.SETTINGS``).
+    _config_name = "flask"
     #: The app's own store (or what makes one per app); None: a store opened from the config.
     _store_source: StoreSource | None = None
 
@@ -225,11 +225,12 @@ class _Extension:
     def _setup(self, app: Flask) -> EnvironSessionInterface:
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError(f"pgsession-wsgi is already set up on the app {app.name!r}")
+        check_keys(app.config, self._config_name)
         settings = self._settings(app)
         # Checked before the store opens: a missing Flask-Login fails the setup with nothing to close.
         logged_out = _logout_signal() if settings.logout_ends_session else None
         interface = EnvironSessionInterface()
-        options = cookie_options(app, interface)
+        options = cookie_options(app)
         store = self._make_store(app, settings)
         # A store the app gave is the app's to close, even when this setup fails.
         owned = self._store_source is None
@@ -407,19 +408,19 @@ class PgSession(_Extension):
             refuse_store_keys(config, STORE_KEYS, "e.g. PostgresStore.from_engine(engine, table=...)")
         return _Settings(
             dsn="" if self._store_source is not None else pgsession_dsn(config),
-            table=config.get("PGSESSION_TABLE", DEFAULT_TABLE),
-            schema=config.get("PGSESSION_SCHEMA", DEFAULT_SCHEMA),
-            max_connections=int(config.get("PGSESSION_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)),
+            table=setting(config, "PGSESSION_TABLE"),
+            schema=setting(config, "PGSESSION_SCHEMA"),
+            max_connections=setting(config, "PGSESSION_MAX_CONNECTIONS"),
             purge_interval=DEFAULT_PURGE_INTERVAL,
-            synchronous_commit=bool(config.get("PGSESSION_SYNCHRONOUS_COMMIT", True)),
+            synchronous_commit=setting(config, "PGSESSION_SYNCHRONOUS_COMMIT"),
             secret_key=app.secret_key,
             permanent=False,  # as in Flask: a browser-session cookie until session.permanent = True
             signer=signer,
-            user_key=user_key(config),
-            logout_ends_session=logout_ends_session(config),
-            unlogged=bool(config.get("PGSESSION_UNLOGGED", False)),
-            prepared_statements=bool(config.get("PGSESSION_PREPARED_STATEMENTS", True)),
-            create_table=config_flag(config, "PGSESSION_CREATE_TABLE", True),
+            user_key=setting(config, "PGSESSION_USER_KEY"),
+            logout_ends_session=setting(config, "PGSESSION_LOGOUT_ENDS_SESSION"),
+            unlogged=setting(config, "PGSESSION_UNLOGGED"),
+            prepared_statements=setting(config, "PGSESSION_PREPARED_STATEMENTS"),
+            create_table=setting(config, "PGSESSION_CREATE_TABLE"),
         )
 
 
@@ -445,6 +446,8 @@ class FlaskPgSession(_Extension):
     :param app: the app to set up now; None to call :meth:`init_app` later.
     """
 
+    _config_name = "flask-pg-session"
+
     def init_app(self, app: Flask) -> EnvironSessionInterface:
         """Set the app up; returns the session interface, as flask-pg-session does.
 
@@ -458,7 +461,7 @@ class FlaskPgSession(_Extension):
     def _make_store(self, app: Flask, settings: _Settings) -> PostgresStore:
         """The store for the table :func:`choose_tables` picks; one that moves sessions in from
         flask-pg-session's table when that table is there."""
-        configured = app.config.get("PGSESSION_TABLE") or None
+        configured = setting(app.config, "PGSESSION_TABLE") if app.config.get("PGSESSION_TABLE") else None
         table, legacy = choose_tables(settings.dsn, settings.table, settings.schema, configured)
         options: dict[str, Any] = {
             "max_connections": settings.max_connections,
@@ -477,39 +480,39 @@ class FlaskPgSession(_Extension):
             legacy_table=legacy,
             key_prefix=settings.key_prefix,
             user_key=settings.user_key,
-            lifetime=app.permanent_session_lifetime,
+            lifetime=setting(app.config, "PERMANENT_SESSION_LIFETIME"),
             **options,
         )
 
     def _settings(self, app: Flask) -> _Settings:
         config = app.config
         # Keys the rows (with the id) and picks the old rows to move; the migrate command's too.
-        self.key_prefix = str(config.get("SESSION_KEY_PREFIX", ""))
-        dsn = text_url(config.get("SQLALCHEMY_DATABASE_URI"))
+        self.key_prefix = setting(config, "SESSION_KEY_PREFIX")
+        dsn = setting(config, "SQLALCHEMY_DATABASE_URI")
         if not dsn:
             raise ConfigurationError(
                 "SQLALCHEMY_DATABASE_URI is not set: FlaskPgSession stores sessions in that "
                 "PostgreSQL database; set it to postgresql://user:password@host:5432/dbname"
             )
-        use_signer = bool(config.get("SESSION_USE_SIGNER", False))
+        use_signer = setting(config, "SESSION_USE_SIGNER")
         # The key signs only with SESSION_USE_SIGNER (without a key, the signer says what to set).
         fallbacks = fallback_keys(app) if use_signer and app.secret_key else []
         signer = FlaskPgSessionSigner(app.secret_key, fallbacks, use_signer=use_signer)
         return _Settings(
             dsn=dsn,
-            table=config.get("SESSION_PG_TABLE", FLASK_PG_SESSION_TABLE),
-            schema=config.get("SESSION_PG_SCHEMA", DEFAULT_SCHEMA),
-            max_connections=int(config.get("SESSION_PG_MAX_DB_CONN", DEFAULT_MAX_CONNECTIONS)),
-            purge_interval=DEFAULT_PURGE_INTERVAL if config.get("SESSION_AUTODELETE_EXPIRED", True) else None,
+            table=setting(config, "SESSION_PG_TABLE") or FLASK_PG_SESSION_TABLE,
+            schema=setting(config, "SESSION_PG_SCHEMA"),
+            max_connections=setting(config, "SESSION_PG_MAX_DB_CONN"),
+            purge_interval=DEFAULT_PURGE_INTERVAL if setting(config, "SESSION_AUTODELETE_EXPIRED") else None,
             synchronous_commit=True,
             secret_key=app.secret_key,
-            permanent=bool(config.get("SESSION_PERMANENT", True)),
+            permanent=setting(config, "SESSION_PERMANENT"),
             signer=signer,
-            user_key=user_key(config),
-            logout_ends_session=logout_ends_session(config),
+            user_key=setting(config, "PGSESSION_USER_KEY"),
+            logout_ends_session=setting(config, "PGSESSION_LOGOUT_ENDS_SESSION"),
             key_prefix=self.key_prefix,
-            unlogged=bool(config.get("PGSESSION_UNLOGGED", False)),
-            create_table=config_flag(config, "PGSESSION_CREATE_TABLE", True),
+            unlogged=setting(config, "PGSESSION_UNLOGGED"),
+            create_table=setting(config, "PGSESSION_CREATE_TABLE"),
         )
 
 

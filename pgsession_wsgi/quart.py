@@ -39,24 +39,21 @@ from .appconfig import (
     DSN_STORE_KEYS,
     EXTENSION_KEY,
     add_session_headers,
+    check_keys,
     check_store_source,
-    config_flag,
     cookie_options,
     cookie_signer,
     extension_of,
     made_store,
     pgsession_dsn,
     refuse_store_keys,
-    user_key,
+    setting,
 )
 from .async_store import AsyncPostgresStore
 from .core import SessionCore, run_async
 from .defaults import (
-    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_SIZE,
     DEFAULT_PURGE_INTERVAL,
-    DEFAULT_SCHEMA,
-    DEFAULT_TABLE,
     DEFAULT_TOUCH_INTERVAL,
 )
 from .devices import UserSession, mark_current, request_user
@@ -313,6 +310,7 @@ class PgSession:
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError(f"pgsession-wsgi is already set up on the app {app.name!r}")
         config = app.config
+        check_keys(config, "quart")
         signer = cookie_signer(app)
         source = self._store_source
         if source is None:
@@ -324,25 +322,25 @@ class PgSession:
             absolute_timeout=None,
             touch_interval=DEFAULT_TOUCH_INTERVAL,
             permanent=False,  # as in Quart: a browser-session cookie until session.permanent = True
-            user_key=user_key(config),
+            user_key=setting(config, "PGSESSION_USER_KEY"),
             regenerate_on_user_change=True,
             max_size=DEFAULT_MAX_SIZE,
             signer=signer,
             fallback_secret_keys=(),  # the signer has them
-            **cookie_options(app, SessionInterface()),
+            **cookie_options(app),
         )
-        origins = WebsocketOrigins(config.get(WEBSOCKET_ORIGINS_KEY) or (), WEBSOCKET_ORIGINS_KEY).listed
+        origins = WebsocketOrigins(setting(config, WEBSOCKET_ORIGINS_KEY), WEBSOCKET_ORIGINS_KEY).listed
         if source is None:
             store = AsyncPostgresStore(
                 dsn,
-                config.get("PGSESSION_TABLE", DEFAULT_TABLE),
-                config.get("PGSESSION_SCHEMA", DEFAULT_SCHEMA),
-                max_connections=int(config.get("PGSESSION_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)),
+                setting(config, "PGSESSION_TABLE"),
+                setting(config, "PGSESSION_SCHEMA"),
+                max_connections=setting(config, "PGSESSION_MAX_CONNECTIONS"),
                 purge_interval=DEFAULT_PURGE_INTERVAL,
-                synchronous_commit=bool(config.get("PGSESSION_SYNCHRONOUS_COMMIT", True)),
-                unlogged=bool(config.get("PGSESSION_UNLOGGED", False)),
-                prepared_statements=bool(config.get("PGSESSION_PREPARED_STATEMENTS", True)),
-                create_table=config_flag(config, "PGSESSION_CREATE_TABLE", True),
+                synchronous_commit=setting(config, "PGSESSION_SYNCHRONOUS_COMMIT"),
+                unlogged=setting(config, "PGSESSION_UNLOGGED"),
+                prepared_statements=setting(config, "PGSESSION_PREPARED_STATEMENTS"),
+                create_table=setting(config, "PGSESSION_CREATE_TABLE"),
             )
         else:
             store = source if isinstance(source, AsyncPostgresStore) else source(app)

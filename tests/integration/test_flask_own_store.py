@@ -10,7 +10,6 @@ refused next to a store, and the app's store stays the app's (never closed by th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -233,8 +232,8 @@ def test_a_failed_setup_leaves_the_apps_store_open(
 ) -> None:
     store = PostgresStore.from_engine(make_engine(pg_dsn), schema=schema, purge_interval=None)
     try:
-        app = flask_app("app", PERMANENT_SESSION_LIFETIME=timedelta(0))  # refused by the middleware
-        with pytest.raises(ConfigurationError, match="idle_timeout must be positive"):
+        app = flask_app("app", SESSION_COOKIE_SAMESITE="Sometimes")  # refused by the middleware
+        with pytest.raises(ConfigurationError, match="cookie_samesite must be"):
             PgSession(app, store=store)
         assert store.stats()["live"] == 0  # still usable: not closed
     finally:
