@@ -150,9 +150,11 @@ class SessionMiddleware:
     1008 ("Policy Violation"), and one warning line. Behind a proxy, the app must see the
     browser's scheme and ``Host`` (uvicorn's ``--proxy-headers``), or list the public origin.
 
-    The store's pool opens at lifespan startup (or at first use) and closes at lifespan shutdown,
-    after the app's own shutdown handlers. A store that cannot be reached at startup is logged
-    and retried by the first request; a table that is not a pgsession-wsgi table fails startup.
+    The store's pool opens at lifespan startup, once the app's own startup handlers have run (so
+    a pool of the app's, lent with ``AsyncPostgresStore.from_pool``, is open by then), or at first
+    use, and closes at lifespan shutdown, after the app's own shutdown handlers. A store that
+    cannot be reached at startup is logged and retried by the first request; a table that is not
+    a pgsession-wsgi table fails startup.
 
     :param app: the ASGI application to wrap.
     :param store: an async store (:class:`AsyncPostgresStore`); a sync ``PostgresStore`` would
@@ -267,7 +269,7 @@ class SessionMiddleware:
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
-            await self.app(scope, self._lifespan_receive(receive), self._lifespan_send(send))
+            await self.app(scope, receive, self._lifespan_send(send))
         else:
             await self.app(scope, receive, send)
 
@@ -310,22 +312,17 @@ class SessionMiddleware:
 
     # -- lifespan --------------------------------------------------------------------------
 
-    def _lifespan_receive(self, receive: Receive) -> Receive:
-        async def lifespan_receive() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
+    def _lifespan_send(self, send: Send) -> Send:
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                # Once the app's own startup is done: a pool it lends the store (from_pool) is
+                # open by then. A table that is not ours raises here, failing the startup.
                 try:
                     await self.store.open()
                 except StoreUnavailable as exc:
                     # Not fatal: the store opens at the first request instead (503s until then).
                     log.warning("session store not reachable at startup, will retry on use: %s", exc)
-            return message
-
-        return lifespan_receive
-
-    def _lifespan_send(self, send: Send) -> Send:
-        async def lifespan_send(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 await self.store.close()  # after the app's own shutdown handlers
             await send(message)
 
