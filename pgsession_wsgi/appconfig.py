@@ -28,6 +28,7 @@ from .defaults import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_SCHEMA,
     DEFAULT_TABLE,
+    DEFAULT_USER_KEY,
 )
 from .errors import ConfigurationError, OutsideRequestError
 
@@ -67,8 +68,8 @@ StoreT = TypeVar("StoreT")
 
 #: ``app.extensions`` key holding what the extension set up on an app.
 EXTENSION_KEY = "pgsession_wsgi"
-#: Flask-Login keeps the logged-in user's id under this session key.
-FLASK_LOGIN_USER_KEY = "_user_id"
+#: Flask-Login keeps the logged-in user's id under this session key (every front end's default).
+FLASK_LOGIN_USER_KEY = DEFAULT_USER_KEY
 #: What the messages about the signing keys call them in a Flask or Quart config.
 SECRET_KEY_NAMES = {"secret_key": "SECRET_KEY", "fallback_secret_keys": "SECRET_KEY_FALLBACKS"}
 #: The config keys of the store both extensions open from the DSN; refused when the app gives its own.

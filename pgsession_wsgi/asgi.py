@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .cookies import IdSigner
 from .core import Operation, Policy, SessionCore, private_cache_control, run_async
-from .defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_TOUCH_INTERVAL
+from .defaults import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_PERMANENT,
+    DEFAULT_TOUCH_INTERVAL,
+    DEFAULT_USER_KEY,
+)
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
 from .session import Session
 from .websocket import (
@@ -160,7 +166,7 @@ class SessionMiddleware:
     :param store: an async store (:class:`AsyncPostgresStore`); a sync ``PostgresStore`` would
         block the event loop and is refused.
     :param secret_key: signs the cookie; the same key as a WSGI or Flask app's to share its
-        sessions (with the same ``cookie_name`` and table).
+        sessions (with the same table: the other defaults agree).
     :param autoload: load a validly signed session before the app runs (one statement); False
         leaves it to :func:`load_session`.
     :param cookie_name: the cookie's name. ``"__Host-session"`` is recommended on an https
@@ -172,8 +178,10 @@ class SessionMiddleware:
     :param absolute_timeout: a session older than this is gone however active it is.
     :param touch_interval: the expiry is pushed forward at most this often (and at most every
         tenth of ``idle_timeout``).
-    :param permanent: the default of ``session.permanent`` (``Max-Age`` or a browser-session
-        cookie).
+    :param permanent: the default of ``session.permanent``: False (the default, as in Flask and
+        Quart) sends a browser-session cookie until the app sets ``session.permanent = True``,
+        True a cookie with ``Max-Age`` (``idle_timeout``). The server forgets an unused session
+        after ``idle_timeout`` either way.
     :param refresh_each_request: re-send a permanent session's cookie when its expiry moves.
     :param cookie_path: the cookie's ``Path``.
     :param cookie_domain: the cookie's ``Domain``; None sends none (the safest).
@@ -183,6 +191,7 @@ class SessionMiddleware:
     :param fallback_secret_keys: older keys still accepted while you rotate; never used to sign.
     :param user_key: the session key holding the user's id, mirrored into the table for
         ``store.sessions_for_user`` and ``store.revoke_user``; a ``str``, ``int`` or ``UUID``.
+        Default ``"_user_id"``, Flask-Login's key, as in every front end; None for none.
     :param regenerate_on_user_change: with ``user_key``, a login moves the session to a new id.
     :param max_size: the most bytes a stored session may take; None for no limit.
     :param signer: reads and writes another cookie format.
@@ -203,7 +212,7 @@ class SessionMiddleware:
         idle_timeout: timedelta | float = DEFAULT_IDLE_TIMEOUT,
         absolute_timeout: timedelta | float | None = None,
         touch_interval: timedelta | float = DEFAULT_TOUCH_INTERVAL,
-        permanent: bool = True,
+        permanent: bool = DEFAULT_PERMANENT,
         refresh_each_request: bool = True,
         cookie_path: str = "/",
         cookie_domain: str | None = None,
@@ -211,7 +220,7 @@ class SessionMiddleware:
         cookie_httponly: bool = True,
         cookie_samesite: str | None = "Lax",
         fallback_secret_keys: Iterable[str | bytes] = (),
-        user_key: str | None = None,
+        user_key: str | None = DEFAULT_USER_KEY,
         regenerate_on_user_change: bool = True,
         max_size: int | None = DEFAULT_MAX_SIZE,
         signer: IdSigner | None = None,

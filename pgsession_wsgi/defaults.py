@@ -15,11 +15,13 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_SIZE",
+    "DEFAULT_PERMANENT",
     "DEFAULT_PURGE_BATCH_SIZE",
     "DEFAULT_PURGE_INTERVAL",
     "DEFAULT_SCHEMA",
     "DEFAULT_TABLE",
     "DEFAULT_TOUCH_INTERVAL",
+    "DEFAULT_USER_KEY",
 ]
 
 #: The session table, and the schema holding it.
@@ -28,6 +30,13 @@ DEFAULT_SCHEMA: Final = "public"
 #: How long an unused session lives: Flask's ``PERMANENT_SESSION_LIFETIME`` default, so a Flask
 #: app (or a migrated flask-pg-session table) keeps the lifetime it had.
 DEFAULT_IDLE_TIMEOUT: Final = timedelta(days=31)
+#: Whether a new session's cookie outlives the browser (``session.permanent``): no, as in Flask and
+#: Quart, until the app sets ``session.permanent = True`` (then it gets ``Max-Age``). The same in
+#: every front end, so a session shared by a Flask app and an ASGI app keeps one cookie lifetime.
+DEFAULT_PERMANENT: Final = False
+#: The session key holding the logged-in user's id (Flask-Login's), mirrored into the user column:
+#: every front end reads it by default, so a login in one app is listed and revoked in all.
+DEFAULT_USER_KEY: Final = "_user_id"
 #: A read moves the expiry forward at most this often, so a busy session is not a write per request.
 DEFAULT_TOUCH_INTERVAL: Final = timedelta(seconds=60)
 #: Seconds between background purges of expired rows.

@@ -25,7 +25,13 @@ from werkzeug.local import LocalProxy
 
 from .cookies import IdSigner
 from .core import Policy, SessionCore, private_cache_control, run
-from .defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_TOUCH_INTERVAL
+from .defaults import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_PERMANENT,
+    DEFAULT_TOUCH_INTERVAL,
+    DEFAULT_USER_KEY,
+)
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
 from .session import Session
 from .store import PostgresStore
@@ -115,8 +121,10 @@ class SessionMiddleware:
     :param absolute_timeout: a session older than this is gone however active it is.
     :param touch_interval: the expiry is pushed forward at most this often (and at most every
         tenth of ``idle_timeout``).
-    :param permanent: the default of ``session.permanent`` (``Max-Age`` or a browser-session
-        cookie).
+    :param permanent: the default of ``session.permanent``: False (the default, as in Flask and
+        Quart) sends a browser-session cookie until the app sets ``session.permanent = True``,
+        True a cookie with ``Max-Age`` (``idle_timeout``). The server forgets an unused session
+        after ``idle_timeout`` either way.
     :param refresh_each_request: re-send a permanent session's cookie when its expiry moves.
     :param cookie_path: the cookie's ``Path``.
     :param cookie_domain: the cookie's ``Domain``; None sends none (the safest).
@@ -124,9 +132,10 @@ class SessionMiddleware:
     :param cookie_httponly: ``HttpOnly``.
     :param cookie_samesite: ``"Lax"``, ``"Strict"``, ``"None"`` (needs Secure) or None.
     :param fallback_secret_keys: older keys still accepted while you rotate; never used to sign.
-    :param user_key: the session key holding the user's id (Flask-Login: ``"_user_id"``),
-        mirrored into the table for :meth:`PostgresStore.sessions_for_user`; a ``str``, ``int``
-        or ``UUID``.
+    :param user_key: the session key holding the user's id, mirrored into the table for
+        :meth:`PostgresStore.sessions_for_user`; a ``str``, ``int`` or ``UUID``. Default
+        ``"_user_id"``, Flask-Login's key, as in every front end (so one login is seen, listed and
+        revoked by a Flask and an ASGI app alike); None for none.
     :param regenerate_on_user_change: with ``user_key``, a save whose user changes (a login)
         moves the session to a new id by itself, so a cookie planted before it is worthless.
     :param max_size: the most bytes a stored session may take, checked by the database on the
@@ -151,7 +160,7 @@ class SessionMiddleware:
         idle_timeout: timedelta | float = DEFAULT_IDLE_TIMEOUT,
         absolute_timeout: timedelta | float | None = None,
         touch_interval: timedelta | float = DEFAULT_TOUCH_INTERVAL,
-        permanent: bool = True,
+        permanent: bool = DEFAULT_PERMANENT,
         refresh_each_request: bool = True,
         cookie_path: str = "/",
         cookie_domain: str | None = None,
@@ -159,7 +168,7 @@ class SessionMiddleware:
         cookie_httponly: bool = True,
         cookie_samesite: str | None = "Lax",
         fallback_secret_keys: Iterable[str | bytes] = (),
-        user_key: str | None = None,
+        user_key: str | None = DEFAULT_USER_KEY,
         regenerate_on_user_change: bool = True,
         max_size: int | None = DEFAULT_MAX_SIZE,
         signer: IdSigner | None = None,

@@ -122,7 +122,8 @@ async def test_round_trip_vary_and_no_cookie_for_an_untouched_session(
     assert rows(store) == []
     first = await client.get("/inc")
     assert first.json() == 1 and first.headers["vary"] == "Cookie"
-    assert "Max-Age=" in set_cookies(first)[0] and "HttpOnly" in set_cookies(first)[0]
+    # A browser-session cookie by default, as in Flask.
+    assert "Max-Age=" not in set_cookies(first)[0] and "HttpOnly" in set_cookies(first)[0]
     second = await client.get("/inc")
     assert second.json() == 2 and set_cookies(second) == []
     assert (await client.get("/read")).json() == {"n": 2}
@@ -410,7 +411,9 @@ async def test_a_touch_moves_the_expiry_at_most_once_per_touch_interval(
     make_async_store: MakeAsyncStore, wire_counter: RoundTripCounter
 ) -> None:
     store = make_async_store(dsn=wire_counter.dsn)
-    app = starlette_app(store, idle_timeout=timedelta(hours=1), touch_interval=timedelta(minutes=1))
+    app = starlette_app(
+        store, idle_timeout=timedelta(hours=1), touch_interval=timedelta(minutes=1), permanent=True
+    )
     async with http_client(app) as client:
         await client.get("/set?a=1")
         wire_counter.reset()

@@ -99,11 +99,12 @@ def expiry_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> I
 
 @pytest.fixture
 def make_client(make_store: Callable[..., PostgresStore]) -> Callable[..., TestApp]:
-    """``make_client(store=None, **middleware_options)``: webtest on expiry_app, 2 hours idle."""
+    """``make_client(store=None, **middleware_options)``: webtest on expiry_app, 2 hours idle,
+    permanent sessions (cookies with Max-Age)."""
 
     def make(store: PostgresStore | None = None, **options: Any) -> TestApp:
         store = store if store is not None else make_store()
-        options = {"secret_key": SECRET, "idle_timeout": IDLE, **options}
+        options = {"secret_key": SECRET, "idle_timeout": IDLE, "permanent": True, **options}
         return TestApp(SessionMiddleware(expiry_app, store, **options))
 
     return make
@@ -310,7 +311,9 @@ def test_a_login_that_regenerates_the_id_sets_the_lifetime_in_the_same_statement
 def test_a_session_regenerated_before_its_first_save_keeps_the_lifetime(
     make_store: Callable[..., Any],
 ) -> None:
-    middleware = SessionMiddleware(expiry_app, make_store(), secret_key=SECRET, idle_timeout=IDLE)
+    middleware = SessionMiddleware(
+        expiry_app, make_store(), secret_key=SECRET, idle_timeout=IDLE, permanent=True
+    )
     session = middleware.open_session({})
     session["user"] = "bob"
     session.set_expiry(MONTH)
@@ -598,7 +601,11 @@ async def remember(request: Request) -> JSONResponse:
 async def test_starlette_request_session_set_expiry(make_async_store: MakeAsyncStore) -> None:
     store: AsyncPostgresStore = make_async_store()
     app = AsgiSessionMiddleware(
-        Starlette(routes=[Route("/remember", remember)]), store=store, secret_key=SECRET, idle_timeout=IDLE
+        Starlette(routes=[Route("/remember", remember)]),
+        store=store,
+        secret_key=SECRET,
+        idle_timeout=IDLE,
+        permanent=True,
     )
     async with http_client(app) as client:
         response = await client.get("/remember")

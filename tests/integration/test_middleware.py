@@ -199,7 +199,7 @@ def test_a_blind_write_to_an_idle_expired_session_does_not_bring_it_back(
 def test_idle_timeout_expires_sessions_by_the_database_clock(
     make_client: Callable[..., TestApp], store: PostgresStore
 ) -> None:
-    client = make_client(idle_timeout=timedelta(seconds=1), touch_interval=0.05)
+    client = make_client(idle_timeout=timedelta(seconds=1), touch_interval=0.05, permanent=True)
     created = client.get("/set?a=1")
     value = str(client.cookies["session"])
     assert "Max-Age=1" in created.headers["Set-Cookie"]
@@ -224,7 +224,7 @@ def wait_until_expired_by_the_database(store: PostgresStore, limit: float = 30.0
 
 
 def test_permanent_cookie_has_max_age(make_client: Callable[..., TestApp]) -> None:
-    client = make_client(idle_timeout=timedelta(hours=2))
+    client = make_client(idle_timeout=timedelta(hours=2), permanent=True)
     header = client.get("/set?a=1").headers["Set-Cookie"]
     assert "Max-Age=7200" in header and "Expires=" in header
 
@@ -240,10 +240,11 @@ def test_cookie_has_no_domain_unless_cookie_domain_is_set(make_client: Callable[
     assert "Domain=example.com" in created.headers["Set-Cookie"]
 
 
-def test_non_permanent_cookie_is_a_browser_session_cookie(
+def test_a_cookie_is_a_browser_session_cookie_unless_permanent(
     make_client: Callable[..., TestApp], store: PostgresStore
 ) -> None:
-    client = make_client(permanent=False, idle_timeout=timedelta(hours=2))
+    """The default since 0.2.0, as in Flask: the server still forgets it after ``idle_timeout``."""
+    client = make_client(idle_timeout=timedelta(hours=2))
     header = client.get("/set?a=1").headers["Set-Cookie"]
     assert "Max-Age" not in header and "Expires" not in header
     [(remaining,)] = sql(store, "SELECT expires_at - now() FROM {t}")
