@@ -26,6 +26,9 @@ from .errors import (
     SessionTooLarge,
     StoreUnavailable,
     TagRegistrationError,
+    UnstorableTypeError,
+    UnstorableValue,
+    UnstorableValueError,
 )
 from .middleware import ENVIRON_KEY, SessionMiddleware, current_session, get_session
 from .session import Session
@@ -49,6 +52,9 @@ __all__ = [
     "StoreUnavailable",
     "TagRegistrationError",
     "TypeTag",
+    "UnstorableTypeError",
+    "UnstorableValue",
+    "UnstorableValueError",
     "current_session",
     "get_session",
     "register_type",

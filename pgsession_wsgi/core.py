@@ -549,9 +549,9 @@ class SessionCore:
         :param session: a session from :meth:`open`; one never used needs no statement.
         :raises SessionError: a value cannot be stored (naming its key), or it is too large.
         """
-        if not session.accessed:
-            return []
         state = session.state
+        if not session.accessed or state.refused is not None:
+            return []  # never used; or refused by check(), whose error the framework answers
         self.read_cookie(state)
         headers = [("Vary", "Cookie")]
         cookie = yield from self._save(session, state)
@@ -559,6 +559,34 @@ class SessionCore:
         if cookie is not None:
             headers.append(("Set-Cookie", cookie))
         return headers
+
+    def check(self, session: Session) -> None:
+        """Run now what of the save can fail without the database, for a framework whose own
+        request handling ends before the save (Flask's and Quart's ``save_session``): every value
+        is encoded and the size and the user id are checked, so that a value changed in place
+        into something unstorable (``session["cart"].append({1})``) fails there like any error
+        of the view's: propagated with ``TESTING``/``DEBUG``, else a 500 with the framework's log
+        line. The save then reuses what this found, unless the session was used since.
+
+        A session refused here is not saved at all (the framework answers for the error), and
+        asking again (the framework's error handling saves once more) raises nothing.
+
+        :param session: a session from :meth:`open`; one never used needs no check.
+        :raises UnstorableValue: a value cannot be stored (naming its key).
+        :raises SessionTooLarge: the changes alone are over ``max_size``.
+        :raises SessionError: the value under ``user_key`` is no user id.
+        """
+        state = session.state
+        if not session.accessed or state.refused is not None:
+            return
+        try:
+            changes = session.changes(self.policy.max_size)
+            self._user_column(session, changes)
+        except SessionError as exc:
+            state.refused = exc
+            raise
+        state.checked = changes
+        state.used_since_save = False  # a use from now on makes the save look again
 
     def late_save_refused(self, session: Session) -> bool:
         """A change made after the headers went out that needs a cookie it can no longer get.
@@ -573,18 +601,22 @@ class SessionCore:
         return state.session_id is None or state.regenerate or state.invalidate or self._new_user(session)
 
     def needs_late_save(self, session: Session) -> bool:
-        """Only a session used after the save (by a streaming body) can have changed since.
+        """Only a session used after the save (by a streaming body) can have changed since; one
+        :meth:`check` refused is never saved.
 
         :param session: a session saved before its response body finished.
         """
-        return session.state.used_since_save and session.modified
+        state = session.state
+        return state.used_since_save and state.refused is None and session.modified
 
     def _save(self, session: Session, state: SessionState) -> Steps[str | None]:
         old_id = state.session_id
         if state.invalidate and old_id is not None:
             yield Delete(hash_session_id(old_id))
             old_id = state.session_id = None
-        changes = session.changes(self.policy.max_size)
+        changes, state.checked = state.checked, None
+        if changes is None or state.used_since_save:  # not checked, or used since the check
+            changes = session.changes(self.policy.max_size)
         if changes.empty and (changes.loaded or old_id is None):
             if old_id is not None and state.row_found is not False:
                 yield Delete(hash_session_id(old_id))

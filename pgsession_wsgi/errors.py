@@ -54,6 +54,36 @@ class InvalidExpiry(SessionError, ValueError):
     """
 
 
+class UnstorableValue(SessionError):
+    """A session value the codec cannot store; the message names its key and what to do instead.
+
+    Raised where the value goes in (``session[key] = value``, ``update()``, ``setdefault()``,
+    ``|=``...), in the view that made the mistake, and the session keeps what it held before. A
+    value changed in place afterwards (``session["cart"].append({1})``) can only be found by the
+    save: Flask and Quart then raise it in their own request handling, so ``TESTING`` and the
+    debugger show it; elsewhere the response is a 500 with one log line. Each one is also the
+    ``TypeError`` (:class:`UnstorableTypeError`) or ``ValueError`` (:class:`UnstorableValueError`)
+    the codec found, as ``json.dumps`` would raise.
+
+    :param message: what is wrong and what to do.
+    :param key: the session key the value was put under.
+    """
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class UnstorableTypeError(UnstorableValue, TypeError):
+    """A value of a type the codec does not know (a set, an object of the app's), or a dict
+    with a key that is not a ``str``."""
+
+
+class UnstorableValueError(UnstorableValue, ValueError):
+    """A value of a known type that would not read back as itself: NaN or an infinity, an int
+    or a Decimal too large, nesting too deep, a key with a NUL character."""
+
+
 class StoreUnavailable(SessionError):
     """The database cannot be reached in time; the middleware answers 503 for it."""
 

@@ -125,22 +125,35 @@ class EnvironSessionInterface(SessionInterface):
             # This interface, not the middleware, saves it: remember that.
             request.environ[ENVIRON_KEY] = session
             _opened_here.set(session)
+        # Flask reports the app's exceptions itself: one that escapes it was propagated on purpose.
+        session.state.reported = True
         # Not a SessionMixin subclass, but it has the same attributes (permanent, new,
         # modified, accessed) and is a MutableMapping, which is all Flask relies on.
         return cast(SessionMixin, session)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        """Save a session this interface opened; one the middleware opened is the middleware's.
+        """Save a session this interface opened; check one the middleware opened, which it saves.
+
+        The middleware saves when the response starts, after Flask's own error handling. What of
+        that save can fail without the database runs here instead, inside it
+        (:meth:`~pgsession_wsgi.core.SessionCore.check`), so that a value changed in place into
+        something unstorable is raised like any error of a view: to the test client with
+        ``TESTING``, to the debugger with ``DEBUG``, else a 500 with Flask's one log line.
 
         :param app: the Flask app.
         :param session: ``flask.session``.
         :param response: gets the ``Set-Cookie`` and ``Vary`` headers the save needs.
+        :raises UnstorableValue: a value changed in place cannot be stored (nothing is saved).
         """
-        # Sessions the middleware opened are saved by it when the response starts.
-        if _opened_here.get() is not cast(Session, session) or self.middleware is None:
+        middleware = self.middleware
+        if middleware is None:
             return
-        _opened_here.set(None)
-        add_session_headers(response, self.middleware.commit(cast(Session, session)))
+        ours = cast(Session, session)
+        if _opened_here.get() is ours:
+            _opened_here.set(None)
+            add_session_headers(response, middleware.commit(ours))
+        elif ours.accessed:
+            middleware.core.check(ours)  # the middleware saves it when the response starts
 
 
 class _UnavailableSession(NullSession):

@@ -32,7 +32,7 @@ from .defaults import (
     DEFAULT_TOUCH_INTERVAL,
     DEFAULT_USER_KEY,
 )
-from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
+from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable, UnstorableValue
 from .session import Session
 from .store import PostgresStore
 
@@ -97,6 +97,17 @@ _ERROR_BODIES = {
     503: b"Service Unavailable: the session store cannot be reached. Please try again shortly.\n",
     500: b"Internal Server Error\n",
 }
+
+
+def _propagated(session: Session, exc: SessionError) -> bool:
+    """The app's own mistake with its session, which its framework propagated on purpose.
+
+    A framework that reports exceptions itself (Flask: ``state.reported``) lets one through only
+    with ``TESTING``, ``DEBUG`` or ``PROPAGATE_EXCEPTIONS``: a value refused at its assignment, or
+    what ``core.check`` refused in its ``save_session``, then reaches the test or the debugger.
+    """
+    state = session.state
+    return state.reported and (isinstance(exc, UnstorableValue) or exc is state.refused)
 
 
 class _SaveFailed(Exception):
@@ -268,8 +279,8 @@ class SessionMiddleware:
             return self._error_response(start_response, 503, exchange.started)
         except SessionError as exc:
             exchange.unbind()
-            if isinstance(exc, OutsideRequestError):  # a programming error: keep its traceback
-                raise
+            if isinstance(exc, OutsideRequestError) or _propagated(session, exc):
+                raise  # a programming error: keep its traceback
             log.error("session error, answering 500: %s", exc)
             return self._error_response(start_response, 500, exchange.started)
         except BaseException:

@@ -178,15 +178,23 @@ class PgSessionInterface(SessionInterface):
         A websocket has no response once accepted (``response`` is None): its session is saved
         if the change keeps the cookie the browser has, else the change is dropped with a warning.
 
+        A value changed in place into something unstorable is raised here, inside Quart's
+        request handling (:meth:`~pgsession_wsgi.core.SessionCore.check`), like any error of a
+        view: Quart's traceback page with ``TESTING`` or ``DEBUG``, to the caller with
+        ``PROPAGATE_EXCEPTIONS``, else a 500 with Quart's one log line; nothing is saved then. A
+        store that cannot be reached is a 503 and one log line of ours.
+
         :param app: the Quart app.
         :param session: ``quart.session``.
         :param response: the response about to be sent, or None for an accepted websocket.
+        :raises UnstorableValue: a value changed in place cannot be stored.
         """
         if not isinstance(session, Session):
             return
         if response is None:
             await self._save_without_cookie(session)
             return
+        self.core.check(session)  # through Quart's own error handling, before any statement
         try:
             headers = await run_async(self.core.save(session), self.store.execute)
         except SessionError as exc:

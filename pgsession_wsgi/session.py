@@ -8,14 +8,21 @@ reads is never written back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any, Optional, TypeVar, Union
 
 from .codec import check_key, decode_value, dumps, encode_value, same
-from .errors import InvalidExpiry, SessionDataError, SessionError, SessionTooLarge
+from .errors import (
+    InvalidExpiry,
+    SessionDataError,
+    SessionTooLarge,
+    UnstorableTypeError,
+    UnstorableValueError,
+)
 
 __all__ = ["Session"]
 
@@ -23,6 +30,7 @@ log = logging.getLogger("pgsession_wsgi")
 
 _MISSING = object()
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
+_NOTHING_ASSIGNED: Mapping[str, Any] = MappingProxyType({})
 #: Keys that alone do not make a session worth storing (Flask writes ``_permanent`` eagerly).
 META_KEYS = frozenset({"_permanent"})
 
@@ -54,6 +62,14 @@ class SessionState:
     used_since_save = False  #: touched since the last save (a streaming body's late change)
     expiry: Expiry = None  #: the session's own lifetime, as loaded or as the app set it
     expiry_set = False  #: the app called ``set_expiry()`` since the load or the last save
+    #: What :meth:`~pgsession_wsgi.core.SessionCore.check` found a save must send, for the save to
+    #: reuse unless the session was used since (``used_since_save``).
+    checked: Changes | None = None
+    #: What the check raised: the session is not saved at all, the framework answers the error.
+    refused: Exception | None = None
+    #: A framework that reports the app's exceptions itself (Flask) handles this request: an
+    #: exception escaping it was propagated on purpose (``TESTING``, ``DEBUG``).
+    reported = False
 
     def __init__(self, cookie_header: str = "", scheme: str = "http") -> None:
         self.cookie_header = cookie_header
@@ -117,8 +133,10 @@ class Session(MutableMapping[str, Any]):
     _encoded: dict[str, Any] = {}
     _cleared = False
     _mutated = False  # set, deleted or cleared since the load (nested changes are found apart)
-    # The keys assigned since the load or the last save; the empty default is never mutated.
-    _assigned: frozenset[str] | set[str] = frozenset()
+    # The keys assigned since the load or the last save, each with ``(value, encoded)`` for an
+    # immutable value (its encoding, checked at the assignment, serves the save) or None for a
+    # container (it may change in place: the save encodes it again). The default is never mutated.
+    _assigned: Mapping[str, tuple[Any, Any] | None] = _NOTHING_ASSIGNED
     #: The app read or wrote the session: only then is the database touched and a cookie sent.
     accessed = False
 
@@ -170,13 +188,14 @@ class Session(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if type(key) is not str:
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
+        # Refused here, in the view that made the mistake, not at the save: UnstorableValue.
+        encoded = _encode(key, value)
         self.accessed = self.state.used_since_save = self._mutated = True
         self._data[key] = value
         assigned = self._assigned
-        if isinstance(assigned, set):
-            assigned.add(key)
-        else:
-            self._assigned = {key}
+        if assigned is _NOTHING_ASSIGNED:
+            self._assigned = assigned = {}
+        assigned[key] = (value, encoded) if type(value) in _IMMUTABLE else None  # type: ignore[index]
 
     def __delitem__(self, key: str) -> None:
         del self._ensure_loaded()[key]
@@ -349,7 +368,8 @@ class Session(MutableMapping[str, Any]):
         it was given.
 
         :param max_size: refuse a session whose JSON is surely larger; None for no check.
-        :raises SessionError: a key or value cannot be stored (the message names the key).
+        :raises UnstorableValue: a value changed in place since it went in cannot be stored
+            (the message names the key); one assigned so was refused at the assignment.
         :raises SessionTooLarge: the encoded session is over ``max_size``.
         """
         if self._loaded and not self._mutated and all(type(v) in _IMMUTABLE for v in self._data.values()):
@@ -359,20 +379,23 @@ class Session(MutableMapping[str, Any]):
             return Changes("{}", [], [], False, empty, True, self._raw)
         values: dict[str, Any] = {}
         changed: list[str] = []
+        assigned = self._assigned
         if self._loaded:
             raw = self._raw
-            assigned = self._assigned
             for key, value in self._data.items():
-                if key not in assigned and type(value) in _IMMUTABLE and key in raw:
+                if key in assigned:
+                    enc = values[key] = _encoded(key, value, assigned[key])
+                elif type(value) in _IMMUTABLE and key in raw:
                     # Loaded and never assigned: it cannot have changed, its stored form stays.
                     values[key] = raw[key]
                     continue
-                enc = values[key] = _encode(key, value)
+                else:  # loaded, and may have been changed in place
+                    enc = values[key] = _encode(key, value, changed_in_place=True)
                 if not same(enc, raw.get(key, _MISSING)):
                     changed.append(key)
             removed = [] if self._cleared else [key for key in raw if key not in values]
-        else:
-            values = {key: _encode(key, value) for key, value in self._data.items()}
+        else:  # every key was assigned
+            values = {key: _encoded(key, value, assigned.get(key)) for key, value in self._data.items()}
             changed, removed = list(values), []
         self._encoded = values
         # Loaded: the whole session is empty. Not loaded: nothing was written to it.
@@ -411,7 +434,7 @@ class Session(MutableMapping[str, Any]):
         if session_id is None:
             state.expiry = None  # no row keeps it
         state.used_since_save = self._mutated = False
-        self._assigned = frozenset()
+        self._assigned = _NOTHING_ASSIGNED
         if not self._loaded:
             self._data = {}  # what was written blind is stored; a later read loads it all
         elif session_id is not None:
@@ -549,16 +572,45 @@ def _utf8_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
-def _encode(key: str, value: Any) -> Any:
+def _encode(key: str, value: Any, changed_in_place: bool = False) -> Any:
+    """``value`` as the save stores it; refused with the key named and what to do instead.
+
+    :param changed_in_place: the save found it: it was storable when it went in, so it was
+        changed in place since (``session[key].append(...)``), which the message says.
+    :raises UnstorableTypeError: a type the codec does not know (or a dict key not a str).
+    :raises UnstorableValueError: a value that would not read back as itself (NaN...).
+    """
     try:
         check_key(key)
         return encode_value(value)
-    except (TypeError, ValueError) as exc:
-        raise SessionError(
-            f"the session value under key {key!r} cannot be stored: {exc}. Store plain data "
-            "(str, int, float, bool, None, list, dict, tuple, datetime, date, time, bytes, UUID, "
-            "Decimal, Markup) instead, or teach the codec your type"
+    except TypeError as exc:
+        raise UnstorableTypeError(
+            f"{_where(key, changed_in_place)} cannot be stored: {exc}. Store plain data (str, int, "
+            "float, bool, None, list, dict with str keys, tuple, datetime, date, time, bytes, UUID, "
+            "Decimal, Markup) instead, or teach the codec your type",
+            key,
         ) from None
+    except ValueError as exc:
+        raise UnstorableValueError(
+            f"{_where(key, changed_in_place)} cannot be stored: {exc}. Store a value that reads "
+            "back as itself instead (e.g. None rather than NaN, a str for a huge number, flatter "
+            "data)",
+            key,
+        ) from None
+
+
+def _encoded(key: str, value: Any, checked: tuple[Any, Any] | None) -> Any:
+    """``value`` as the save stores it: the encoding checked at its assignment if ``value`` is
+    still that immutable value, else encoded anew (a container may have changed in place)."""
+    if checked is not None and checked[0] is value:
+        return checked[1]
+    return _encode(key, value, changed_in_place=True)
+
+
+def _where(key: str, changed_in_place: bool) -> str:
+    if changed_in_place:
+        return f"the session value under key {key!r}, changed in place since it went in,"
+    return f"the session value under key {key!r}"
 
 
 def _object_json(encoded: dict[str, str], keys: list[str]) -> str:

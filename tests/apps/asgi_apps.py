@@ -4,9 +4,10 @@ Every app answers JSON on the same paths, so a test can run against any of them:
 
 * ``/none`` never touches the session; ``/read`` answers it; ``/set?k=v&...`` writes keys
   without reading; ``/inc`` adds one to ``n``; ``/login?user=u`` stores ``user_id``;
-  ``/regen`` regenerates; ``/logout`` invalidates; ``/bad`` stores an object the codec refuses;
-  ``/stream`` streams a body and changes the session between chunks; ``/load`` (for
-  ``autoload=False``) loads explicitly and answers the session.
+  ``/regen`` regenerates; ``/logout`` invalidates; ``/bad`` appends an object the codec
+  refuses to a stored list (only the save can refuse it); ``/stream`` streams a body and
+  changes the session between chunks; ``/load`` (for ``autoload=False``) loads explicitly and
+  answers the session.
 * ``/ws`` (a websocket) sends the session as JSON at connect, then for each text ``k=v`` it
   receives sets the key and saves (``await save_session(ws)``), answering "saved" or the error.
 
@@ -67,7 +68,8 @@ def change(session: Any, path: str, query: dict[str, str]) -> Any:
         session.invalidate()
         return "ok"
     if path == "/bad":
-        session["sock"] = object()
+        session["sock"] = []
+        session["sock"].append(object())  # changed in place: only the save can refuse it
         return "ok"
     return "untouched"
 

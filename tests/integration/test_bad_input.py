@@ -322,7 +322,8 @@ def test_saving_an_unstorable_value_raises_session_error_naming_the_key() -> Non
 
     session = Session()
     session["ok"] = 1
-    session["widget"] = object()
+    session["widget"] = []
+    session["widget"].append(object())  # changed in place: only the save can find it
     with pytest.raises(SessionError, match="'widget'"):
         session.changes(max_size=None)
 

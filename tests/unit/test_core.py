@@ -210,6 +210,47 @@ def test_a_session_emptied_is_deleted_and_an_empty_new_one_never_stored() -> Non
     assert fresh_script.asked == []
 
 
+def test_check_sends_what_the_save_would_and_the_save_sends_it() -> None:
+    """``core.check`` (Flask's and Quart's save_session) encodes what the save sends; the save
+    then sends exactly that, or looks again if the session was used after the check."""
+    core, sid = make_core(), new_session_id()
+    script = Script(LoadedRow({"a": 1}, False), WriteResult(True, False, None))
+    session = open_session(core, cookie_for(core, sid), script)
+    session["a"] = session["a"] + 1
+    session["cart"] = [1]
+    core.check(session)
+    run(core.save(session), script)
+    [write] = [op for op in script.asked if isinstance(op, Write)]
+    assert write.changed_json == '{"a":2,"cart":[1]}'
+
+    script = Script(LoadedRow({"a": 1}, False), WriteResult(True, False, None))
+    used = open_session(core, cookie_for(core, sid), script)
+    used["a"] = used["a"] + 1
+    core.check(used)
+    used["b"] = [3]  # a use after the check: the save looks again
+    used["b"].append(4)
+    run(core.save(used), script)
+    [write] = [op for op in script.asked if isinstance(op, Write)]
+    assert write.changed_json == '{"a":2,"b":[3,4]}'
+
+
+def test_a_session_check_refused_is_never_saved_and_a_second_check_raises_nothing() -> None:
+    from pgsession_wsgi import UnstorableTypeError
+
+    core, sid = make_core(), new_session_id()
+    script = Script(LoadedRow({"a": 1}, False))
+    session = open_session(core, cookie_for(core, sid), script)
+    session["a"] = 2
+    session["tags"] = []
+    session["tags"].append({1})
+    with pytest.raises(UnstorableTypeError, match="'tags'"):
+        core.check(session)
+    core.check(session)  # the framework's error handling saves again: nothing more is raised
+    assert run(core.save(session), script) == []
+    assert script.kinds() == [Load]
+    assert not core.needs_late_save(session)
+
+
 # -- the user column and fixation ------------------------------------------------------------
 
 
