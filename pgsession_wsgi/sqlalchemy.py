@@ -14,19 +14,38 @@ it once and then sees no difference, whether Alembic or the store created it::
     engine = create_engine("postgresql+psycopg2://app@db/app")
     store = PostgresStore.from_engine(engine, create_table=False)
 
+The same metadata serves an async engine (``create_async_engine("postgresql+psycopg://...")``,
+or ``+asyncpg``): create the table with ``run_sync``, as SQLAlchemy does any DDL there, and give
+the async store the engine's database with :func:`store_dsn` (a pool of its own, a few
+connections) or, to share one pool, :meth:`AsyncPostgresStore.from_pool
+<pgsession_wsgi.async_store.AsyncPostgresStore.from_pool>` on a ``psycopg_pool`` pool of your
+app's (the async store borrows from a ``psycopg_pool`` pool only, not from an ``AsyncEngine``'s
+pool; SQLAlchemy's asyncio itself needs ``pip install 'sqlalchemy[asyncio]'``)::
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from pgsession_wsgi.asgi import AsyncPostgresStore
+    from pgsession_wsgi.sqlalchemy import session_table, store_dsn
+
+    engine = create_async_engine("postgresql+psycopg://app@db/app")
+    async with engine.begin() as conn:      # or the Alembic migration
+        await conn.run_sync(metadata.create_all)
+    store = AsyncPostgresStore(store_dsn(engine), create_table=False, max_connections=4)
+
 Needs the ``sqlalchemy`` extra (``pip install pgsession-wsgi[sqlalchemy]``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import MissingExtraError
 
 try:
     from sqlalchemy import (
+        URL,
         Column,
         Connection,
+        Engine,
         Index,
         MetaData,
         PrimaryKeyConstraint,
@@ -38,13 +57,20 @@ try:
     )
     from sqlalchemy.dialects.postgresql import BYTEA, INTERVAL, JSONB, TIMESTAMP
     from sqlalchemy.dialects.postgresql.base import PGDialect
+    from sqlalchemy.engine import make_url
 except ModuleNotFoundError as missing:  # the [sqlalchemy] extra: say which command installs it
     raise (MissingExtraError.of(missing, __name__) or missing) from None
 
+if TYPE_CHECKING:
+    # Only for the annotation: sqlalchemy.ext.asyncio needs greenlet, which sync apps lack.
+    import sqlalchemy.ext.asyncio
+
 from .defaults import DEFAULT_TABLE
+from .dsn import normalize_dsn
+from .errors import ConfigurationError
 from .sql import index_names, quote_identifier
 
-__all__ = ["FILLFACTOR", "session_table"]
+__all__ = ["FILLFACTOR", "session_table", "store_dsn"]
 
 #: The table's fillfactor: room on each page so that most writes, which leave every indexed
 #: column as it was, are HOT updates (see :meth:`pgsession_wsgi.store.PostgresStore.write`).
@@ -117,3 +143,27 @@ def _set_fillfactor(table: Table, connection: Connection, **kw: Any) -> None:
     """After CREATE TABLE on SQLAlchemy 2.0, which cannot put the fillfactor in it."""
     name = connection.dialect.identifier_preparer.format_table(table)
     connection.execute(text(f"ALTER TABLE {name} SET (fillfactor = {FILLFACTOR})"))
+
+
+def store_dsn(engine: Engine | sqlalchemy.ext.asyncio.AsyncEngine | URL | str) -> str:
+    """The DSN of an app's engine, sync or async, for a store of its own on the same database.
+
+    For an async engine, whose connections no store can borrow:
+    ``AsyncPostgresStore(store_dsn(engine))``; for a sync one,
+    :meth:`PostgresStore.from_engine <pgsession_wsgi.store.PostgresStore.from_engine>` shares its
+    pool instead. The password is kept (the store must log in); the driver part of the URL
+    (``+psycopg``, ``+asyncpg``) is dropped, and the URL's query parameters go to libpq as
+    they are, so keep driver-only ones (asyncpg's ``prepared_statement_cache_size``...) out of it.
+
+    :param engine: an ``Engine``, an ``AsyncEngine``, or their ``URL`` (or its text).
+    :returns: a ``postgresql://`` URL the stores accept.
+    :raises ConfigurationError: the engine is not a PostgreSQL one.
+    """
+    target: Any = getattr(engine, "sync_engine", engine)  # an AsyncEngine wraps a sync one
+    url = target.url if isinstance(target, Engine) else make_url(target)
+    if url.get_backend_name() != "postgresql":
+        raise ConfigurationError(
+            f"store_dsn() needs a PostgreSQL engine, not a {url.get_backend_name()} one: sessions live "
+            "in PostgreSQL"
+        )
+    return normalize_dsn(url.render_as_string(hide_password=False))
