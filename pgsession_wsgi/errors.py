@@ -126,6 +126,7 @@ _EXTRAS = {
     "psycopg_pool": "pgsession-wsgi[asgi]",
     "flask": "pgsession-wsgi[flask]",
     "sqlalchemy": "pgsession-wsgi[sqlalchemy]",
+    "litestar": "pgsession-wsgi[litestar]",
 }
 # Packages no extra of ours brings, installed next to one.
 _BESIDES_AN_EXTRA = {"quart": ("quart", "pgsession-wsgi[asgi]")}

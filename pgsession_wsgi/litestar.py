@@ -52,8 +52,6 @@ try:
     from litestar.plugins import InitPluginProtocol
     from litestar.types import ASGIApp, Empty, Message, Receive, Scope, ScopeSession, Send
 except ModuleNotFoundError as missing:  # Litestar, which the [litestar] extra brings
-    if (missing.name or "").split(".")[0] == "litestar":
-        raise MissingExtraError("litestar", __name__, "'pgsession-wsgi[litestar]'") from None
     raise (MissingExtraError.of(missing, __name__) or missing) from None
 
 import psycopg

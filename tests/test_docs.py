@@ -49,7 +49,7 @@ PUBLIC_MODULES = [
     "pgsession_wsgi.errors", "pgsession_wsgi.flask", "pgsession_wsgi.asgi", "pgsession_wsgi.quart",
     "pgsession_wsgi.async_store", "pgsession_wsgi.flask_pg_session", "pgsession_wsgi.sqlalchemy",
     "pgsession_wsgi.codec", "pgsession_wsgi.cookies", "pgsession_wsgi.core", "pgsession_wsgi.cli",
-    "pgsession_wsgi.defaults", "pgsession_wsgi.embedded",
+    "pgsession_wsgi.defaults", "pgsession_wsgi.embedded", "pgsession_wsgi.litestar",
 ]
 
 

@@ -45,6 +45,7 @@ CASES = [
     ("import pgsession_wsgi.quart", "psycopg", "asgi"),
     ("import pgsession_wsgi.flask", "flask", "flask"),
     ("import pgsession_wsgi.sqlalchemy", "sqlalchemy", "sqlalchemy"),
+    ("import pgsession_wsgi.litestar", "litestar", "litestar"),
 ]
 
 
