@@ -354,33 +354,39 @@ def quart_stored(app: Quart) -> list[Any]:
     return [data for (data,) in sql(store, "SELECT data FROM {t} ORDER BY created_at")]
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize("path, key", [("/nested", "'l'"), ("/assign", "'tags'")])
-async def test_quart_raises_the_error_to_the_client_with_propagate_exceptions(
-    make_quart: Any, path: str, key: str
-) -> None:
-    app = make_quart(PROPAGATE_EXCEPTIONS=True)
-    client = app.test_client()
-    await client.get("/set")
-    with pytest.raises(UnstorableTypeError, match=key):
-        await client.get(path)
-    assert quart_stored(app) == [{"a": 1}]
+async def propagated(client: Any, path: str) -> str:
+    """The error that left Quart's own error handling for ``path``, as the test client gets it.
+
+    What Quart's ASGI layer does with it differs between releases: 0.20 raises it to the client
+    with TESTING or DEBUG and answers with its traceback page with PROPAGATE_EXCEPTIONS alone;
+    0.21 and later answer with the traceback page with TESTING or DEBUG and raise it otherwise
+    (0.23 in an ExceptionGroup, from its task group). Either way it names the error; a request
+    whose error Quart handled itself is a bare 500 that does not.
+    """
+    try:
+        response = await client.get(path)
+    except Exception as exc:
+        error: BaseException = exc
+        while len(getattr(error, "exceptions", ())) == 1:
+            error = error.exceptions[0]  # type: ignore[attr-defined]
+        assert isinstance(error, UnstorableTypeError), repr(exc)
+        return str(error)
+    assert response.status_code == 500
+    page = html.unescape(await response.get_data(as_text=True))
+    assert "UnstorableTypeError" in page
+    return page
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("config", [{"TESTING": True}, {"DEBUG": True}])
+@pytest.mark.parametrize("config", [{"PROPAGATE_EXCEPTIONS": True}, {"TESTING": True}, {"DEBUG": True}])
 @pytest.mark.parametrize("path, key", [("/nested", "l"), ("/assign", "tags")])
-async def test_quart_shows_the_traceback_with_testing_or_debug(
+async def test_quart_propagates_the_error_with_propagate_exceptions_testing_or_debug(
     make_quart: Any, config: dict[str, Any], path: str, key: str
 ) -> None:
-    """Quart answers an exception it propagates with its traceback page in these modes."""
     app = make_quart(**config)
     client = app.test_client()
     await client.get("/set")
-    response = await client.get(path)
-    assert response.status_code == 500
-    page = html.unescape(await response.get_data(as_text=True))
-    assert "UnstorableTypeError" in page and f"under key '{key}'" in page
+    assert f"under key '{key}'" in await propagated(client, path)
     assert quart_stored(app) == [{"a": 1}]
 
 
