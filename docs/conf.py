@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+from pathlib import Path
 
 import pgsession_wsgi
 
@@ -27,8 +28,9 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build"]
 root_doc = "index"
 
-# Markdown: `{role}` and ```{directive} fences, `:::` fences, and anchors for ### headings so
-# pages can link to a section (page.md#section).
+# Markdown, with anchors for ### headings so pages can link to a section (page.md#section). The
+# pages keep to what a code host renders too: no MyST roles, and no directives but index.md's
+# toctrees and changes.md's include (tests/test_docs.py checks).
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 
@@ -43,6 +45,9 @@ autodoc_default_options = {"members": True, "undoc-members": True, "show-inherit
 # References to this package's own objects must resolve (a renamed class breaks the build);
 # references to other libraries' objects stay plain text (no network for intersphinx here).
 nitpicky = True
+# docs/changes.md links ../CHANGES.md for readers on a code host; in the site that page includes the
+# file, which is no page of its own, so there the link is plain text (this one path only).
+nitpick_ignore = [("myst", str(Path(__file__).resolve().parents[1] / "CHANGES"))]
 nitpick_ignore_regex = [
     # The standard library's and other libraries' names, spelled as the annotations spell them.
     (r"py:.*", r"(builtins|typing|collections|datetime|_dt|decimal|uuid|types|contextlib|logging|"

@@ -126,6 +126,101 @@ def test_the_readme_is_short_and_its_links_lead_somewhere() -> None:
     assert [target for target in local if not (ROOT / target).exists()] == []
 
 
+# -- the pages read whole on a code host -----------------------------------------------------------
+
+# MyST syntax a code host shows raw: a role (``{py:class}`X` ``), a directive fence (```` ```{name} ````
+# or ``:::{name}``), a ``(label)=`` target. The pages that need a directive, and which one.
+MYST_ROLE = re.compile(r"\{[a-z][\w:.-]*\}`")
+MYST_DIRECTIVE = re.compile(r"^ *(?:`{3,}|~{3,}|:{3,}) *\{([\w:-]+)\}")
+MYST_TARGET = re.compile(r"^\([\w.:-]+\)=\s*$")
+KEEPS_A_DIRECTIVE = {
+    # Sphinx's root page: its toctrees make the site's navigation. They are hidden, and a plain
+    # list of the same pages follows each (test_the_index_lists_the_pages_its_toctrees_hold).
+    "index.md": "toctree",
+    # The changes are written once, in CHANGES.md at the top, which a code host shows as it is.
+    "changes.md": "include",
+}
+
+
+def _outside_code_blocks(text: str) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` for the lines of a Markdown page that are not in a fenced block
+    (the fences of a directive are yielded: they are what is looked for)."""
+    fence = None
+    for number, line in enumerate(text.splitlines(), 1):
+        opening = re.match(r"^ *(`{3,}|~{3,}|:{3,})", line)
+        if fence is None:
+            yield number, line
+            if opening:
+                fence = opening.group(1)
+        elif re.match(rf"^ *{re.escape(fence[0])}{{{len(fence)},}}\s*$", line):
+            fence = None
+
+
+def test_the_pages_use_no_myst_only_syntax() -> None:
+    """docs/*.md read whole on a code host too: names are inline code and links are Markdown
+    links (MyST makes ``[text](page.md#section)`` a checked cross-reference)."""
+    found = []
+    for page in sorted(DOCS.glob("*.md")):
+        for number, line in _outside_code_blocks(page.read_text(encoding="utf-8")):
+            where = f"docs/{page.name}:{number}: {line.strip()}"
+            directive = MYST_DIRECTIVE.match(line)
+            if directive and directive.group(1) != KEEPS_A_DIRECTIVE.get(page.name):
+                found.append(where)
+            elif MYST_ROLE.search(line) or MYST_TARGET.match(line):
+                found.append(where)
+    assert not found, "MyST syntax that a code host shows raw:\n" + "\n".join(found)
+    # The checks themselves.
+    assert MYST_ROLE.search("a {py:class}`~pgsession_wsgi.Session` and {doc}`wsgi`")
+    assert not MYST_ROLE.search('f"{ended} other session(s)"')
+    assert MYST_DIRECTIVE.match("```{note}") and MYST_DIRECTIVE.match(":::{toctree}")
+    assert [n for n, _ in _outside_code_blocks("a\n```python\n{py:x}`y`\n```\nb\n")] == [1, 2, 5]
+
+
+def test_the_index_lists_the_pages_its_toctrees_hold() -> None:
+    """The index's toctrees (the navigation) are hidden; under each, a plain list of the same
+    pages in the same order, which a code host and the site both show."""
+    text = (DOCS / "index.md").read_text(encoding="utf-8")
+    toctrees = re.findall(r"^```\{toctree\}\n(.*?)^```\n\n((?:- [^\n]*\n)+)", text, re.M | re.S)
+    assert len(toctrees) == text.count("```{toctree}") == 3
+    for body, listed in toctrees:
+        options = [line for line in body.splitlines() if line.startswith(":")]
+        entries = [line for line in body.splitlines() if line and not line.startswith(":")]
+        assert ":hidden:" in options, body
+        links = re.findall(r"^- \[[^\]]+\]\(([^)#]+)\)", listed, re.M)
+        assert [link.rsplit(".", 1)[0] for link in links] == entries
+        assert all((DOCS / link).is_file() for link in links), links
+
+
+def test_the_quickstart_excerpt_is_the_example_app() -> None:
+    """docs/quickstart.md shows the example app's ``counter`` as it is in examples/wsgi_app.py."""
+    source = (ROOT / "examples" / "wsgi_app.py").read_text(encoding="utf-8")
+    counter = next(node for node in ast.parse(source).body
+                   if isinstance(node, ast.FunctionDef) and node.name == "counter")
+    page = (DOCS / "quickstart.md").read_text(encoding="utf-8")
+    shown = [block.code.strip("\n") for block in blocks(page) if block.code.startswith("def counter(")]
+    assert shown == [ast.get_source_segment(source, counter)]
+
+
+def test_the_names_the_pages_show_exist() -> None:
+    """What a role checked before: every ``pgsession_wsgi.name`` shown as inline code on a page
+    is importable (a renamed class or module fails here, not on a reader)."""
+    missing = []
+    for page in PAGES:
+        for name in sorted(set(re.findall(r"`(pgsession_wsgi(?:\.[A-Za-z_]\w*)*)`",
+                                          page.read_text(encoding="utf-8")))):
+            parts = name.split(".")
+            try:
+                obj = importlib.import_module(parts[0])
+                for i, part in enumerate(parts[1:], 1):
+                    try:
+                        obj = getattr(obj, part)
+                    except AttributeError:
+                        obj = importlib.import_module(".".join(parts[:i + 1]))
+            except (ImportError, AttributeError):
+                missing.append(f"{page.name}: {name}")
+    assert not missing, f"names on the pages that do not exist: {missing}"
+
+
 def docstring_code_blocks() -> Iterator[tuple[str, str]]:
     """``(where, code)`` for every ``::`` literal block in the package's docstrings."""
     for info in pkgutil.walk_packages(pgsession_wsgi.__path__, "pgsession_wsgi."):
