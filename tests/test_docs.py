@@ -114,16 +114,23 @@ def test_the_sql_in_the_docs_is_what_init_prints() -> None:
 
 
 def test_the_readme_is_short_and_its_links_lead_somewhere() -> None:
-    """The README introduces and points to the docs; its relative links work on GitHub too."""
+    """The README introduces and points to the docs. It is the package's long description too,
+    where a relative link leads nowhere: so it links only to https:// addresses, and names the
+    files of the source instead (each of which exists, and every guide in docs/ is named)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.encode()) < 8000
     for command in ('pip install -e ".[demo,test]"', "pgsession-wsgi demo", "python -m pytest",
                     "python -m sphinx -W --keep-going -b html docs docs/_build/html"):
         assert command in readme
-    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
-    local = [target for target in targets if "://" not in target]
-    assert "docs/index.md" in local and "LICENSE" in local
-    assert [target for target in local if not (ROOT / target).exists()] == []
+    links = re.findall(r"\]\(\s*<?([^)\s>]*)", readme)                         # [text](x), ![alt](x)
+    links += re.findall(r"^ {0,3}\[[^\]]+\]:\s*<?([^\s>]*)", readme, re.M)        # [label]: x
+    links += re.findall(r"""\b(?:href|src)\s*=\s*["']?([^"'\s>]*)""", readme)   # <a href=x>
+    assert [link for link in links if not link.startswith("https://")] == []
+    named = set(re.findall(r"`((?:docs/)?[\w.-]+\.md|LICENSE)`", readme))
+    assert {"docs/quickstart.md", "CHANGES.md", "LICENSE"} <= named
+    assert [name for name in named if not (ROOT / name).is_file() and not (DOCS / name).is_file()] == []
+    guides = {page.name for page in DOCS.glob("*.md")} - {"index.md", "changes.md"}
+    assert sorted(guides - {Path(name).name for name in named}) == []
 
 
 # -- the pages read whole on a code host -----------------------------------------------------------
