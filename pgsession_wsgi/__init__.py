@@ -13,6 +13,9 @@ Quick start (plain WSGI)::
 another front end. The other modules are internal building blocks.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .codec import TypeTag, register_type
 from .errors import (
     ConfigurationError,
@@ -30,9 +33,22 @@ from .errors import (
     UnstorableValue,
     UnstorableValueError,
 )
-from .middleware import ENVIRON_KEY, SessionMiddleware, current_session, get_session
 from .session import Session
-from .store import PostgresStore, SessionInfo
+from .store_steps import SessionInfo
+
+if TYPE_CHECKING:
+    from .middleware import ENVIRON_KEY, SessionMiddleware, current_session, get_session
+    from .store import PostgresStore
+
+# The WSGI half (the middleware, and PostgresStore on psycopg2) is imported at its first use
+# (PEP 562), so that an ASGI app importing pgsession_wsgi.asgi (psycopg 3) never loads psycopg2.
+_LAZY = {
+    "ENVIRON_KEY": "middleware",
+    "SessionMiddleware": "middleware",
+    "current_session": "middleware",
+    "get_session": "middleware",
+    "PostgresStore": "store",
+}
 
 __all__ = [
     "ENVIRON_KEY",
@@ -61,3 +77,15 @@ __all__ = [
 ]
 
 __version__ = "0.2.0.dev0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -28,9 +28,9 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
+from .connections import first_line, gone
 from .dsn import hide_password
 from .errors import StoreUnavailable
-from .pool import _first_line, _readable
 
 __all__ = ["AsyncPool"]
 
@@ -86,12 +86,7 @@ def _watched_connection_class(failures: _Failures) -> type[Connection]:
 
 def _is_dead(conn: Connection) -> bool:
     """True if an idle connection has been closed by the server: it has something to read."""
-    if conn.closed or conn.broken:
-        return True
-    try:
-        return _readable(conn.fileno())
-    except (OSError, ValueError, psycopg.Error):
-        return True
+    return gone(conn.closed or conn.broken, conn.fileno, psycopg.Error)
 
 
 class AsyncPool:
@@ -217,7 +212,7 @@ class AsyncPool:
 
 
 def _refused(exc: BaseException | None, secrets: dict[str, Any]) -> StoreUnavailable:
-    reason = hide_password(_first_line(exc), secrets) if exc is not None else "the attempt failed"
+    reason = hide_password(first_line(exc), secrets) if exc is not None else "the attempt failed"
     return StoreUnavailable(
         f"cannot connect to PostgreSQL ({reason}); check that the server is running and the DSN is right"
     )

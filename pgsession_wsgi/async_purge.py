@@ -11,16 +11,13 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 
+from .connections import first_line
 from .defaults import DEFAULT_PURGE_BATCH_SIZE
 from .errors import SessionError
-from .pool import _first_line
-
-if TYPE_CHECKING:
-    from .async_store import AsyncPostgresStore
 
 __all__ = ["AsyncPurgeTask"]
 
@@ -28,6 +25,22 @@ log = logging.getLogger("pgsession_wsgi")
 
 #: The name of the purge task, for ``asyncio.all_tasks()`` (and the tests).
 TASK_NAME = "pgsession-purge"
+
+
+class Purgeable(Protocol):
+    """What the task needs of a store (an :class:`~pgsession_wsgi.async_store.AsyncPostgresStore`)."""
+
+    @property
+    def qualified_name(self) -> str: ...
+
+    @property
+    def borrows_connections(self) -> bool: ...
+
+    async def purge_batch_by_batch(self, batch_size: int = ...) -> int: ...
+
+    async def connect_unpooled(self) -> psycopg.AsyncConnection[Any]: ...
+
+    async def purge_on(self, conn: psycopg.AsyncConnection[Any], batch_size: int) -> int: ...
 
 
 class AsyncPurgeTask:
@@ -39,7 +52,7 @@ class AsyncPurgeTask:
     :param interval: seconds between purges; the first one runs after the first interval.
     """
 
-    def __init__(self, store: AsyncPostgresStore, interval: float) -> None:
+    def __init__(self, store: Purgeable, interval: float) -> None:
         self._store = weakref.ref(store)
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -82,7 +95,7 @@ class AsyncPurgeTask:
                     if conn is not None and isinstance(exc, psycopg.Error):
                         await conn.close()
                     if not failing:
-                        log.warning("purging expired sessions failed, will retry: %s", _first_line(exc))
+                        log.warning("purging expired sessions failed, will retry: %s", first_line(exc))
                     failing = True
                 del store
         finally:

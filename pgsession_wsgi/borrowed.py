@@ -38,14 +38,14 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.pool
 
+from .connections import first_line, readable
 from .errors import ConfigurationError, StoreUnavailable
-from .pool import _first_line, _readable
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.pool import PoolProxiedConnection
 
-__all__ = ["EngineConnections", "LentConnections", "PoolConnections", "lent_settings", "use_own_typecasters"]
+__all__ = ["EngineConnections", "LentConnections", "PoolConnections", "use_own_typecasters"]
 
 Connection = psycopg2.extensions.connection
 
@@ -79,20 +79,6 @@ def use_own_typecasters(cur: psycopg2.extensions.cursor) -> None:
     psycopg2.extensions.register_type(psycopg2.extensions.PYDATETIMETZ, cur)
 
 
-def lent_settings(statement_timeout: float | None, synchronous_commit: bool) -> dict[str, str]:
-    """The settings the store sets with ``SET LOCAL`` on connections the app made.
-
-    :param statement_timeout: seconds a statement may run; None leaves the connection's own.
-    :param synchronous_commit: False to acknowledge writes before their WAL is flushed.
-    """
-    settings: dict[str, str] = {}
-    if statement_timeout is not None:
-        settings["statement_timeout"] = str(int(statement_timeout * 1000))
-    if not synchronous_commit:
-        settings["synchronous_commit"] = "off"
-    return settings
-
-
 def _is_dead(conn: Connection) -> bool:
     """Whether a lent, idle connection is gone, without a round trip.
 
@@ -106,7 +92,7 @@ def _is_dead(conn: Connection) -> bool:
         # A hang-up reads as a message (the server's FATAL, which libpq files as a notice), then
         # as the end of the stream, which poll() raises for: a few rounds tell it from traffic.
         for _ in range(4):
-            if not _readable(conn.fileno()):
+            if not readable(conn.fileno()):
                 return False
             conn.poll()
     except (OSError, ValueError, psycopg2.Error):
@@ -266,7 +252,7 @@ class EngineConnections(LentConnections):
             ) from None
         except (psycopg2.Error, sqlalchemy.exc.DBAPIError) as exc:
             raise StoreUnavailable(
-                f"cannot connect to PostgreSQL through {self.origin} ({_first_line(exc)}); check that "
+                f"cannot connect to PostgreSQL through {self.origin} ({first_line(exc)}); check that "
                 "the server is running and the engine's URL is right"
             ) from None
         return lent, lent.dbapi_connection  # type: ignore[return-value]
@@ -340,7 +326,7 @@ class PoolConnections(LentConnections):
                 pause = min(pause * 2, 0.05)
             except psycopg2.Error as exc:
                 raise StoreUnavailable(
-                    f"cannot connect to PostgreSQL through {self.origin} ({_first_line(exc)}); check "
+                    f"cannot connect to PostgreSQL through {self.origin} ({first_line(exc)}); check "
                     "that the server is running and the pool's DSN is right"
                 ) from None
 

@@ -1,9 +1,11 @@
-"""Internal: turning a user's DSN into ``psycopg2.connect`` arguments without overriding the user.
+"""Internal: turning a user's DSN into connect arguments without overriding the user.
 
-psycopg2 lets keyword arguments replace the DSN's parameters, and libpq reads its ``PG*``
+The drivers let keyword arguments replace the DSN's parameters, and libpq reads its ``PG*``
 environment variables only for parameters no keyword names. So the store's own values are passed
 only where the DSN and the environment are silent, and its per-connection settings are merged
-into the user's ``options`` rather than replacing them.
+into the user's ``options`` rather than replacing them. The DSN is read by libpq itself, through
+the driver already loaded (psycopg2's for the sync store, psycopg 3's for the async one), so the
+async store never loads psycopg2.
 """
 
 from __future__ import annotations
@@ -12,15 +14,21 @@ import math
 import os
 import re
 import shlex
+import sys
 from collections.abc import Mapping
 from typing import Any
 
-import psycopg2
-import psycopg2.extensions
-
 from .errors import ConfigurationError
 
-__all__ = ["connect_arguments", "hide_password", "normalize_dsn", "parse_options", "store_connect_arguments"]
+__all__ = [
+    "connect_arguments",
+    "hide_password",
+    "lent_settings",
+    "normalize_dsn",
+    "parse_dsn",
+    "parse_options",
+    "store_connect_arguments",
+]
 
 _DRIVER_SUFFIX = re.compile(r"^(postgres(?:ql)?)\+[a-z0-9_]+://", re.IGNORECASE)
 
@@ -34,6 +42,26 @@ ENVIRONMENT = {
     "sslmode": "PGSSLMODE",
     "target_session_attrs": "PGTARGETSESSIONATTRS",
 }
+
+
+def parse_dsn(dsn: str) -> dict[str, str] | None:
+    """The parameters a DSN names, as libpq reads them; None if libpq cannot read it.
+
+    :param dsn: a libpq ``key=value`` string or a ``postgresql://`` URL.
+    """
+    if "psycopg2" in sys.modules or "psycopg" not in sys.modules:
+        import psycopg2.extensions
+
+        try:
+            return dict(psycopg2.extensions.parse_dsn(dsn))
+        except psycopg2.ProgrammingError:
+            return None
+    import psycopg.conninfo
+
+    try:
+        return {key: str(value) for key, value in psycopg.conninfo.conninfo_to_dict(dsn).items()}
+    except psycopg.ProgrammingError:
+        return None
 
 
 def normalize_dsn(dsn: str) -> str:
@@ -65,14 +93,13 @@ def normalize_dsn(dsn: str) -> str:
             f"the DSN is a {scheme.group(1)}:// URL; pgsession-wsgi needs PostgreSQL: "
             "postgresql://user:password@host:5432/dbname"
         )
-    try:
-        parsed: dict[str, str] = psycopg2.extensions.parse_dsn(dsn)
-    except psycopg2.ProgrammingError:
+    parsed = parse_dsn(dsn)
+    if parsed is None:
         # The parser's message may quote the DSN, password included, so it is not repeated here.
         raise ConfigurationError(
             "the DSN cannot be parsed: use postgresql://user:password@host:5432/dbname "
             "or 'host=... dbname=... user=...'"
-        ) from None
+        )
     _check_hosts_and_ports(parsed)
     return dsn
 
@@ -173,7 +200,7 @@ def connect_arguments(
         raise ValueError("defaults cannot hold dsn or options: pass the DSN itself and options as settings")
     env = os.environ if environ is None else environ
     dsn = normalize_dsn(dsn)
-    named: dict[str, str] = psycopg2.extensions.parse_dsn(dsn)
+    named = parse_dsn(dsn) or {}
 
     def user_value(parameter: str) -> str | None:
         if parameter in named:
@@ -224,6 +251,20 @@ def store_connect_arguments(
     )
 
 
+def lent_settings(statement_timeout: float | None, synchronous_commit: bool) -> dict[str, str]:
+    """The settings a store sets with ``SET LOCAL`` on connections the app made.
+
+    :param statement_timeout: seconds a statement may run; None leaves the connection's own.
+    :param synchronous_commit: False to acknowledge writes before their WAL is flushed.
+    """
+    settings: dict[str, str] = {}
+    if statement_timeout is not None:
+        settings["statement_timeout"] = str(int(statement_timeout * 1000))
+    if not synchronous_commit:
+        settings["synchronous_commit"] = "off"
+    return settings
+
+
 def hide_password(text: str, connect_kwargs: Mapping[str, Any]) -> str:
     """``text`` (a server's or libpq's message) with the connection's password blotted out.
 
@@ -237,10 +278,7 @@ def hide_password(text: str, connect_kwargs: Mapping[str, Any]) -> str:
     """
     password = connect_kwargs.get("password")
     if not password and connect_kwargs.get("dsn"):
-        try:
-            password = psycopg2.extensions.parse_dsn(str(connect_kwargs["dsn"])).get("password")
-        except psycopg2.Error:
-            password = None
+        password = (parse_dsn(str(connect_kwargs["dsn"])) or {}).get("password")
     if not password:
         return text
     password = str(password)

@@ -1,18 +1,34 @@
-"""Whether an existing table is a pgsession-wsgi table: the decision, without a driver.
+"""The session table's setup and checks, as steps without a driver (see :mod:`.exchange`).
 
-Both stores read the table's columns with :data:`pgsession_wsgi.sql.LAYOUT` on their own driver
-and hand them here, so a flask-pg-session table or a stranger's table is refused the same way.
+Both stores create, check and grant the table through :class:`TableSetup`, so a missing table, a
+flask-pg-session table or a stranger's table is met the same way whichever driver asks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from .errors import ConfigurationError, LegacyTableError, PrivilegeError, SessionError
-from .sql import ADDED_COLUMNS, EXPECTED_COLUMNS, grant_statements, persistence_statement, upgrade_statement
+from .exchange import ALL, ONE, Statement, Steps, one_row
+from .sql import (
+    ADDED_COLUMNS,
+    EXPECTED_COLUMNS,
+    LAYOUT,
+    LOCK,
+    PERSISTENCE,
+    SETUP_STATE,
+    Statements,
+    grant_statements,
+    persistence_statement,
+    setup_names,
+    upgrade_statement,
+)
 
 __all__ = [
+    "TableSetup",
     "check_layout",
     "check_persistence",
     "missing_table_error",
@@ -20,6 +36,129 @@ __all__ = [
     "privilege_error",
     "setup_plan",
 ]
+
+log = logging.getLogger("pgsession_wsgi")
+
+
+class TableSetup:
+    """A store's table: its DDL, creation, layout check and grants, as steps; what is done.
+
+    :param sql: the table's statements.
+    :param schema: the schema's name, as given.
+    :param table: the table's name, as given.
+    :param qualified: the quoted, qualified name.
+    :param lock_key: the table's advisory lock key.
+    :param unlogged: the store's ``unlogged`` option.
+    :param create: the store's ``create_table`` option.
+    :param store_class: ``"PostgresStore"`` or ``"AsyncPostgresStore"``, for messages.
+    """
+
+    def __init__(
+        self,
+        sql: Statements,
+        *,
+        schema: str,
+        table: str,
+        qualified: str,
+        lock_key: int,
+        unlogged: bool | None,
+        create: bool,
+        store_class: str,
+    ) -> None:
+        self._sql = sql
+        self.schema, self.table, self.qualified = schema, table, qualified
+        self._lock_key = lock_key
+        self._unlogged = unlogged
+        self._create = create
+        self._store_class = store_class
+        #: The table was created (or found) by this store; its layout was checked.
+        self.created = False
+        self.checked = False
+
+    def ddl(self) -> str:
+        """The statements that create the table and its indexes (see ``PostgresStore.ddl``)."""
+        schema_sql, table_sql, *index_sql = self._statements()
+        return ";\n".join([schema_sql, table_sql, self._sql.upgrade, *index_sql]) + ";\n"
+
+    def _statements(self) -> list[str]:
+        return self._sql.create_unlogged if self._unlogged else self._sql.create
+
+    def due(self) -> Callable[[], Steps[None]] | None:
+        """What the store does before its first statement: create the table (``create_table``)
+        or check it, once; None when that is done."""
+        if self._create and not self.created:
+            return self.creating(convert=False)
+        if not self._create and not self.checked:
+            return self.check
+        return None
+
+    def creating(self, *, convert: bool) -> Callable[[], Steps[None]]:
+        """The steps that create what is missing, in one transaction under the table's lock."""
+
+        def create() -> Steps[None]:
+            yield Statement("BEGIN")
+            try:
+                yield Statement(LOCK, (self._lock_key,))
+                state = yield Statement(SETUP_STATE, setup_names(self.schema, self.table), ONE)
+                missing_schema, missing_objects = one_row(state)
+                before, after = setup_plan(missing_schema, missing_objects, self._statements())
+                for statement in before:
+                    yield Statement(statement)
+                # Before the indexes, which need our columns.
+                yield from self._check_layout(upgrade=True, convert=convert)
+                for statement in after:
+                    yield Statement(statement)
+                yield Statement("COMMIT")
+            except Exception:
+                with contextlib.suppress(Exception):  # the connection is gone, and its transaction
+                    yield Statement("ROLLBACK")
+                raise
+            self.created = True
+
+        return create
+
+    def check(self) -> Steps[None]:
+        """Check, changing nothing, that the table is there and is ours."""
+        yield from self._check_layout(upgrade=False)
+        self.checked = True
+
+    def granting(self, role: str) -> Callable[[], Steps[None]]:
+        """The steps that grant ``role`` what an app needs (the names are checked now)."""
+        statements = grant_statements(self.schema, self.table, role)
+
+        def grant() -> Steps[None]:
+            for statement in statements:
+                yield Statement(statement)
+
+        return grant
+
+    def _check_layout(self, *, upgrade: bool, convert: bool = False) -> Steps[None]:
+        """Refuse a table that is not ours; with ``upgrade``, add what an older one of ours lacks.
+
+        A missing table (create_table=False) is refused, naming the command that creates it.
+        One whose persistence differs from ``unlogged`` is refused, or with ``convert`` altered.
+        """
+        columns = dict((yield Statement(LAYOUT, (self.qualified,), ALL)))
+        if upgrade and needs_upgrade(columns):
+            # ALTER TABLE waits for an exclusive lock even when there is nothing to add: only now.
+            yield Statement(self._sql.upgrade)
+            columns = dict((yield Statement(LAYOUT, (self.qualified,), ALL)))
+        if not columns:
+            where = {"qualified": self.qualified, "table": self.table, "schema": self.schema}
+            raise missing_table_error(**where, driver_class=self._store_class)
+        check_layout(columns, qualified=self.qualified, table=self.table, schema=self.schema)
+        if self._unlogged is None:
+            return
+        is_unlogged = bool(one_row((yield Statement(PERSISTENCE, (self.qualified,), ONE)))[0])
+        if convert and is_unlogged != self._unlogged:
+            log.warning(
+                "converting the session table %s: %s",
+                self.qualified,
+                "SET UNLOGGED" if self._unlogged else "SET LOGGED",
+            )
+            yield Statement(persistence_statement(self.qualified, self._unlogged))
+            is_unlogged = self._unlogged
+        check_persistence(is_unlogged, self._unlogged, qualified=self.qualified)
 
 
 def setup_plan(missing_schema: bool, missing_objects: bool, create: list[str]) -> tuple[list[str], list[str]]:

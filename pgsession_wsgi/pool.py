@@ -7,7 +7,6 @@ dead connections, and it hands a forked child the parent's sockets.
 from __future__ import annotations
 
 import os
-import select
 import threading
 import time
 import weakref
@@ -19,6 +18,10 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from .connections import _readable_poll as _readable_poll
+from .connections import _readable_select as _readable_select
+from .connections import choose_readable as _choose_readable
+from .connections import first_line, gone
 from .dsn import hide_password
 from .errors import ConfigurationError, StoreUnavailable
 
@@ -41,24 +44,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _readable_poll(fd: int) -> bool:
-    """Whether ``fd`` has something to read, an error or a hang-up, without waiting: poll()."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-    return bool(poller.poll(0))
-
-
-def _readable_select(fd: int) -> bool:
-    """The same with select(), for platforms without poll() (Windows); a hang-up reads as EOF."""
-    readable, _, _ = select.select([fd], [], [], 0)
-    return bool(readable)
-
-
-def _choose_readable() -> Callable[[int], bool]:
-    """poll() where it exists: unlike select() it takes descriptors above FD_SETSIZE (1024)."""
-    return _readable_poll if hasattr(select, "poll") else _readable_select
-
-
 _readable = _choose_readable()  # chosen once, at import
 
 
@@ -68,12 +53,7 @@ def _is_dead(conn: Connection) -> bool:
     An idle connection has nothing to read; if its socket is readable, the server has sent an
     error and closed it. This costs one system call and no round trip.
     """
-    if conn.closed:
-        return True
-    try:
-        return _readable(conn.fileno())
-    except (OSError, ValueError, psycopg2.Error):
-        return True
+    return gone(bool(conn.closed), conn.fileno, psycopg2.Error, _readable)
 
 
 class ConnectionPool:
@@ -122,7 +102,7 @@ class ConnectionPool:
                 psycopg2.connect(**self.connect_kwargs) if self._factory is None else self._factory()
             )
         except psycopg2.OperationalError as exc:
-            reason = hide_password(_first_line(exc), self.connect_kwargs)
+            reason = hide_password(first_line(exc), self.connect_kwargs)
             raise StoreUnavailable(
                 f"cannot connect to PostgreSQL ({reason}); check that the server is running and "
                 "the DSN is right"
@@ -139,7 +119,7 @@ class ConnectionPool:
             except psycopg2.Error as exc:
                 conn.close()
                 raise StoreUnavailable(
-                    f"a new database connection failed its first check ({_first_line(exc)})"
+                    f"a new database connection failed its first check ({first_line(exc)})"
                 ) from None
         return conn
 
@@ -242,8 +222,3 @@ class _Borrowing:
 
 
 _CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

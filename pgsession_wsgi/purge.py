@@ -6,21 +6,34 @@ import atexit
 import logging
 import threading
 import weakref
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import psycopg2
 import psycopg2.extensions
 
+from .connections import first_line
 from .defaults import DEFAULT_PURGE_BATCH_SIZE
 from .errors import SessionError
-from .pool import _first_line
-
-if TYPE_CHECKING:
-    from .store import PostgresStore
 
 __all__ = ["PurgeWorker"]
 
 log = logging.getLogger("pgsession_wsgi")
+
+
+class Purgeable(Protocol):
+    """What the worker needs of a store (a :class:`~pgsession_wsgi.store.PostgresStore`)."""
+
+    @property
+    def qualified_name(self) -> str: ...
+
+    @property
+    def borrows_connections(self) -> bool: ...
+
+    def purge_batch_by_batch(self, batch_size: int = ...) -> int: ...
+
+    def connect_unpooled(self) -> psycopg2.extensions.connection: ...
+
+    def purge_on(self, conn: psycopg2.extensions.connection, batch_size: int) -> int: ...
 
 
 class PurgeWorker(threading.Thread):
@@ -34,7 +47,7 @@ class PurgeWorker(threading.Thread):
     :param interval: seconds between purges.
     """
 
-    def __init__(self, store: PostgresStore, interval: float) -> None:
+    def __init__(self, store: Purgeable, interval: float) -> None:
         super().__init__(name="pgsession-purge", daemon=True)
         self._store = weakref.ref(store)
         self._interval = interval
@@ -71,7 +84,7 @@ class PurgeWorker(threading.Thread):
                 if conn is not None and not conn.closed and isinstance(exc, psycopg2.Error):
                     conn.close()
                 if not failing:
-                    log.warning("purging expired sessions failed, will retry: %s", _first_line(exc))
+                    log.warning("purging expired sessions failed, will retry: %s", first_line(exc))
                 failing = True
             del store
         if conn is not None and not conn.closed:

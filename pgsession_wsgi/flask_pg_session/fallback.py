@@ -23,14 +23,14 @@ from typing import Any, Final
 import psycopg2
 import psycopg2.extensions
 
+from ..connections import first_line
 from ..cookies import hash_session_id, prefixed_id
 from ..core import Load, LoadedRow, Operation
 from ..defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_SCHEMA
 from ..dsn import connect_arguments
 from ..errors import ConfigurationError, SessionDataError, SessionError, StoreUnavailable
-from ..pool import _first_line
 from ..session import META_KEYS
-from ..sql import guard, quote_identifier
+from ..sql import quote_identifier
 from ..store import PostgresStore
 from .conventions import UUID4_PATTERN, new_table_name
 from .convert import encode_row, user_column
@@ -143,7 +143,7 @@ def _layouts(dsn: str, schema: str, names: list[str]) -> dict[str, dict[str, str
     try:
         conn = psycopg2.connect(**connect_arguments(dsn, defaults=defaults, settings={})[0])
     except psycopg2.OperationalError as exc:
-        raise StoreUnavailable(f"cannot connect to PostgreSQL ({_first_line(exc)})") from None
+        raise StoreUnavailable(f"cannot connect to PostgreSQL ({first_line(exc)})") from None
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -161,9 +161,9 @@ def _layouts(dsn: str, schema: str, names: list[str]) -> dict[str, dict[str, str
                 layouts.setdefault(table, {})[column] = kind
             return layouts
     except psycopg2.OperationalError as exc:
-        raise StoreUnavailable(f"lost the connection to PostgreSQL ({_first_line(exc)})") from None
+        raise StoreUnavailable(f"lost the connection to PostgreSQL ({first_line(exc)})") from None
     except psycopg2.Error as exc:
-        raise SessionError(f"could not read the session tables' layout: {_first_line(exc)}") from None
+        raise SessionError(f"could not read the session tables' layout: {first_line(exc)}") from None
     finally:
         conn.close()
 
@@ -305,8 +305,7 @@ class LegacyFallbackStore(PostgresStore):
 
     def _guarded(self, statement: str) -> str:
         """``statement`` with the ``SET LOCAL`` prefix the store's own statements carry, if any."""
-        prefix = guard(self._settings)
-        return prefix + statement if prefix and self._sql.load.startswith(prefix) else statement
+        return self._steps.guard + statement
 
     def _move_in(self, load: Load, old_id: str) -> LoadedRow | None:
         """Find the session in the old table and move it; None if it is not there (or refused)."""

@@ -20,10 +20,10 @@ import psycopg2
 import psycopg2.extras
 
 from ..appconfig import FLASK_LOGIN_USER_KEY
+from ..connections import first_line
 from ..defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_SCHEMA
 from ..dsn import connect_arguments
 from ..errors import ConfigurationError, SessionError, StoreUnavailable
-from ..pool import _first_line
 from ..session import META_KEYS
 from ..sql import LOCK, lock_key, quote_identifier
 from ..store import PostgresStore
@@ -278,7 +278,7 @@ def _connect(dsn: str) -> Any:
         defaults = {"connect_timeout": 10, "application_name": "pgsession-wsgi migrate"}
         return psycopg2.connect(**connect_arguments(dsn, defaults=defaults, settings={})[0])
     except psycopg2.OperationalError as exc:
-        raise StoreUnavailable(f"cannot connect to PostgreSQL ({_first_line(exc)})") from None
+        raise StoreUnavailable(f"cannot connect to PostgreSQL ({first_line(exc)})") from None
 
 
 _NOT_ISSUED = "the session id is not a uuid4, the only id flask-pg-session issues; not converted"

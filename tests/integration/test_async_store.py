@@ -956,7 +956,7 @@ async def test_many_expired_rows_are_estimated_from_a_sample_and_no_callback_cou
 ) -> None:
     """Past EXACT_COUNT_LIMIT the count is a page sample (on a table this small, every page: the
     estimate is exact); without a callback no count is sent at all."""
-    from pgsession_wsgi import store as store_module
+    from pgsession_wsgi import store_steps as store_module  # where the purge reads EXACT_COUNT_LIMIT
 
     store = make_async(dsn=wire_counter.dsn)
     await store.open()

@@ -29,7 +29,7 @@ from db import sql
 from wire import RoundTripCounter
 
 from pgsession_wsgi import PostgresStore
-from pgsession_wsgi import store as store_module
+from pgsession_wsgi import store_steps as store_module  # where the purge reads EXACT_COUNT_LIMIT
 from pgsession_wsgi.cli import STATS_JSON_KEYS, main
 from pgsession_wsgi.flask_pg_session import MigrationStopped, migrate_flask_pg_session
 from pgsession_wsgi.sql import Statements, guard

@@ -1,0 +1,61 @@
+"""Internal: what the store's connection code shares whatever its driver (psycopg2 or psycopg 3).
+
+An idle connection the server has closed (a restart, ``pg_terminate_backend``) is found with one
+system call and no round trip: it has something to read, the server's goodbye or the end of the
+stream. And a driver's error is shown by its first line, never its whole text.
+"""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Callable
+
+__all__ = ["choose_readable", "first_line", "gone"]
+
+
+def first_line(exc: BaseException | None) -> str:
+    """The first line of an error's message, or its class name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _readable_poll(fd: int) -> bool:
+    """Whether ``fd`` has something to read, an error or a hang-up, without waiting: poll()."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
+
+
+def _readable_select(fd: int) -> bool:
+    """The same with select(), for platforms without poll() (Windows); a hang-up reads as EOF."""
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
+def choose_readable() -> Callable[[int], bool]:
+    """poll() where it exists: unlike select() it takes descriptors above FD_SETSIZE (1024)."""
+    return _readable_poll if hasattr(select, "poll") else _readable_select
+
+
+readable = choose_readable()  # chosen once, at import
+
+
+def gone(
+    closed: bool,
+    fileno: Callable[[], int],
+    driver_error: type[Exception],
+    is_readable: Callable[[int], bool] | None = None,
+) -> bool:
+    """Whether an idle connection has been closed by the server: an idle one has nothing to read.
+
+    :param closed: the driver already knows it is closed (or broken).
+    :param fileno: its socket's descriptor, asked only if it is not.
+    :param driver_error: what the driver raises when the socket is gone too.
+    :param is_readable: the check to use; the one chosen at import by default.
+    """
+    if closed:
+        return True
+    try:
+        return (is_readable or readable)(fileno())
+    except (OSError, ValueError, driver_error):
+        return True

@@ -1,0 +1,162 @@
+"""Internal: the request statements as server-side prepared statements, for both stores.
+
+On a store's own connections each request statement (load, insert, write, merge, touch, delete) is
+prepared once per connection: PostgreSQL then skips parsing and planning it on every request. Its
+first use on a connection sends ``PREPARE ...; EXECUTE ...`` in one message (no round trip added),
+later ones the ``EXECUTE`` alone, with the values an app's settings fix (lifetimes, the size limit)
+written in once as literals, so the driver adapts only the request's own values. A prepared
+statement gone missing, or met under its name without our asking (a pooler sharing server
+connections that the first connection's check did not find), turns them off for good: the
+statements are sent as text from then on.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from datetime import timedelta
+from typing import Any
+
+from .exchange import DriverErrors, Statement
+from .sql import Statements, prepared, with_literals
+
+__all__ = ["MAX_BOUND_STATEMENTS", "PREPARED_KINDS", "PreparedStatements"]
+
+log = logging.getLogger("pgsession_wsgi")
+
+#: The request statements a store prepares on its own connections (with prepared_statements).
+PREPARED_KINDS = ("load", "insert", "write", "merge", "touch", "delete")
+
+#: The most EXECUTE texts with an app's settings written in that a store keeps (an app needs one
+#: per statement; a store shared by apps with other settings, one per app and statement).
+MAX_BOUND_STATEMENTS = 64
+
+#: A statement's values that come from the app's settings: (placeholder name, value) pairs.
+Fixed = tuple[tuple[str, Any], ...]
+
+
+class PreparedStatements:
+    """Which text each request statement goes as, per connection; off until :meth:`enable`.
+
+    :param sql: the store's statements, without a ``SET LOCAL`` guard (a guard turns these off).
+    :param errors: the driver's errors, to tell a prepared statement gone missing.
+    """
+
+    def __init__(self, sql: Statements, errors: DriverErrors) -> None:
+        self._sql = sql
+        self._gone = (errors.prepared_missing, errors.prepared_duplicate)
+        self._duplicate = errors.prepared_duplicate
+        #: Each kind's (PREPARE, EXECUTE) templates; None while off.
+        self.templates: dict[str, tuple[str, str]] | None = None
+        # Per connection, kind -> True (prepared there) or False (tried: it may be there).
+        self._on: weakref.WeakKeyDictionary[Any, dict[str, bool]] = weakref.WeakKeyDictionary()
+        # (kind, the settings' values) -> that kind's EXECUTE with those values written in.
+        self._bound: dict[tuple[str, Fixed], str] = {}
+
+    def enable(self) -> None:
+        """Prepare the request statements from now on."""
+        self.templates = {kind: prepared(kind, getattr(self._sql, kind)) for kind in PREPARED_KINDS}
+
+    def statement(self, conn: Any, kind: str, params: dict[str, Any], fixed: Fixed, read: int) -> Statement:
+        """The request statement ``kind`` as it goes on ``conn``: its ``EXECUTE`` where it is
+        prepared there, ``PREPARE ...; EXECUTE ...`` where not yet.
+
+        :param conn: the driver's connection, only as a key.
+        :param kind: the statement's name in :class:`~pgsession_wsgi.sql.Statements`.
+        :param params: the request's own values.
+        :param fixed: the values from the app's settings, written into the ``EXECUTE``.
+        :param read: what the statement's answer is.
+        """
+        assert self.templates is not None
+        try:
+            execute = self._bound.get((kind, fixed))
+        except TypeError:  # an unhashable setting, surely of the wrong kind: _bind names it
+            execute = None
+        if execute is None:
+            execute = self._bind(kind, self.templates[kind][1], fixed)
+        done = self._on.get(conn)
+        if done is None:
+            done = self._on[conn] = {}
+        before = done.get(kind)
+        if before:
+            return Statement(execute, params, read, True, _Attempt(self, kind, fixed, None, execute))
+        # A PREPARE stays even when the EXECUTE after it fails: remember the attempt.
+        done[kind] = False
+        attempt = _Attempt(self, kind, fixed, done, execute, before is False)
+        return Statement(f"{self.templates[kind][0]}; {execute}", params, read, True, attempt)
+
+    def _bind(self, kind: str, execute: str, fixed: Fixed) -> str:
+        """``execute`` with the settings' values written in, kept for the next request."""
+        bound = with_literals(execute, {name: _literal(name, value) for name, value in fixed})
+        if len(self._bound) < MAX_BOUND_STATEMENTS:
+            self._bound[(kind, fixed)] = bound
+        return bound
+
+    def _recover(self, attempt: _Attempt, statement: Statement, exc: Exception) -> Statement | None:
+        """What to send after a prepared statement failed, or None: the failure stands."""
+        if not isinstance(exc, self._gone):
+            return None
+        # Nothing ran: the statement failed before it started.
+        if attempt.tried_before and isinstance(exc, self._duplicate):
+            assert attempt.done is not None
+            attempt.done[attempt.kind] = True  # our own earlier attempt did prepare it
+            return Statement(attempt.execute, statement.params, statement.read, True)
+        # Gone, or there without our asking: the server connection is shared with other clients
+        # (PgBouncer in transaction mode, not found by the startup check).
+        self.templates = None
+        log.info("prepared statements dropped by the server side (PgBouncer?); sending plain statements")
+        params = {**statement.params, **dict(attempt.fixed)}
+        return Statement(getattr(self._sql, attempt.kind), params, statement.read)
+
+
+class _Attempt:
+    """One request statement sent as a prepared one: what is done when it was sent, or failed."""
+
+    __slots__ = ("owner", "kind", "fixed", "done", "execute", "tried_before")
+
+    def __init__(
+        self,
+        owner: PreparedStatements,
+        kind: str,
+        fixed: Fixed,
+        done: dict[str, bool] | None,
+        execute: str,
+        tried_before: bool = False,
+    ) -> None:
+        self.owner = owner
+        self.kind = kind
+        self.fixed = fixed
+        self.done = done  # the connection's bookkeeping, when this one carries the PREPARE
+        self.execute = execute
+        self.tried_before = tried_before  # an earlier PREPARE of it failed: it may be there
+
+    def sent(self) -> None:
+        """It ran: a PREPARE sent with it is there now."""
+        if self.done is not None:
+            self.done[self.kind] = True
+
+    def recover(self, statement: Statement, exc: Exception) -> Statement | None:
+        """What to send instead of ``statement``, which failed with ``exc``; None: nothing."""
+        return self.owner._recover(self, statement, exc)
+
+
+def _literal(name: str, value: Any) -> str:
+    """A setting's value as SQL text, exactly as psycopg2 sends it as a parameter.
+
+    Only the kinds of value the settings take (durations, byte counts, None) are written into a
+    statement's text; anything else is refused here rather than pasted into SQL.
+    """
+    if isinstance(value, bool) or not (value is None or isinstance(value, (timedelta, int, float))):
+        parameter = "touch_interval" if name == "touch" else name
+        raise TypeError(f"{parameter} must be a timedelta, a number or None, not {type(value).__name__}")
+    if value is None:
+        return "NULL"
+    if isinstance(value, timedelta):
+        return f"'{value.days} days {value.seconds}.{value.microseconds:06d} seconds'::interval"
+    text = (float.__repr__ if isinstance(value, float) else int.__repr__)(value)
+    if text in _SPECIAL_FLOATS:
+        return _SPECIAL_FLOATS[text]
+    return f" {text}" if text.startswith("-") else text  # a space: "- -1" would start a comment
+
+
+_SPECIAL_FLOATS = {"inf": "'Infinity'::float", "-inf": "'-Infinity'::float", "nan": "'NaN'::float"}

@@ -1,0 +1,376 @@
+"""Internal: what a session store decides, written once for both drivers and without I/O.
+
+:class:`StoreSteps` holds every decision of :class:`~pgsession_wsgi.store.PostgresStore`
+(psycopg2) and :class:`~pgsession_wsgi.async_store.AsyncPostgresStore` (psycopg 3) as steps (see
+:mod:`pgsession_wsgi.exchange`): which statement answers each of the core's operations and how its
+answer is read, the settings sent with each statement where startup options do not arrive, which
+work may run again on a fresh connection, what a driver's error means for the app, the purge's
+batches (:class:`Purge`), and through :mod:`.layout` and :mod:`.prepared` the table's setup and
+the prepared statements. A store only runs these steps on its driver's connections.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .connections import first_line
+from .cookies import hash_session_id
+from .core import (
+    KEEP_USER,
+    Delete,
+    Insert,
+    Load,
+    LoadedRow,
+    Operation,
+    Touch,
+    Write,
+    WriteResult,
+    user_id_text,
+)
+from .errors import ConfigurationError, PrivilegeError, SessionError, SessionTooLarge, StoreUnavailable
+from .exchange import ALL, COUNT, EACH, ONE, ROW, DriverErrors, Statement, Steps, one_row, readable
+from .layout import TableSetup, privilege_error
+from .prepared import Fixed, PreparedStatements
+from .session import skipping_unreadable_row
+from .sql import CURRENT_ROLE, SETTINGS, Statements, guard, lock_key, quote_identifier
+
+__all__ = ["EXACT_COUNT_LIMIT", "SAMPLED_PAGES", "Purge", "SessionInfo", "StoreSteps"]
+
+log = logging.getLogger("pgsession_wsgi")
+
+#: Up to this many expired rows are counted exactly for a purge's progress; beyond it they are
+#: estimated from about SAMPLED_PAGES of the table's pages (16 MB), so counting never takes long.
+EXACT_COUNT_LIMIT = 100_000
+SAMPLED_PAGES = 2000
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One live session of a user, for a "your devices" page; never carries the session id.
+
+    :param id_hash: the hex SHA-256 of the session id: tells sessions apart, opens none.
+    :param created_at: when the session began (a regenerated id keeps it).
+    :param accessed_at: when its expiry was last pushed forward (at most every touch interval).
+    :param expires_at: when it ends unless it is used again.
+    """
+
+    id_hash: str
+    created_at: datetime
+    accessed_at: datetime
+    expires_at: datetime
+
+
+class StoreSteps:
+    """Everything one store decides, for one table: each public method checks its arguments at
+    once and returns steps (or what makes them: a driver makes them anew for a second try).
+
+    :param schema: the schema's name, as given.
+    :param table: the table's name, as given.
+    :param settings: the settings the store itself sets (startup options, or ``SET LOCAL``).
+    :param statement_timeout: as given to the store, for its message.
+    :param unlogged: as given to the store.
+    :param create: the store's ``create_table``.
+    :param store_class: the store's class name, for messages.
+    :param errors: its driver's errors.
+    """
+
+    def __init__(
+        self,
+        schema: str,
+        table: str,
+        settings: dict[str, str],
+        *,
+        statement_timeout: float | None,
+        unlogged: bool | None,
+        create: bool,
+        store_class: str,
+        errors: DriverErrors,
+    ) -> None:
+        self.qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
+        self.lock_key = lock_key(schema, table)
+        self._schema, self._table = schema, table
+        self.settings = settings
+        self._statement_timeout = statement_timeout
+        self._store_class = store_class
+        self.errors = errors
+        #: The statements, and the prefix each carries ("", or ``SET LOCAL`` for each setting).
+        self.sql = Statements(schema, table, "")
+        self.guard = ""
+        #: Whether a connection was asked if it kept the startup options (see check_settings).
+        self.settings_checked = False
+        self.prepared = PreparedStatements(self.sql, errors)
+        self.table = TableSetup(
+            self.sql,
+            schema=schema,
+            table=table,
+            qualified=self.qualified,
+            lock_key=self.lock_key,
+            unlogged=unlogged,
+            create=create,
+            store_class=store_class,
+        )
+
+    # -- how statements go ------------------------------------------------------------------
+
+    def lend(self) -> None:
+        """Connections the app lends: no startup option of ours reached them, so every statement
+        sets the settings itself (``SET LOCAL``), and nothing is prepared on them."""
+        self._guard()
+        self.settings_checked = True
+
+    def _guard(self) -> None:
+        self.guard = guard(self.settings)
+        self.sql = Statements(self._schema, self._table, self.guard)
+        self.prepared.templates = None  # PgBouncer in transaction mode would lose them
+
+    def check_settings(self) -> Steps[None]:
+        """On a new connection, once: were the startup options kept? PgBouncer in transaction
+        mode drops them; then every statement carries its own ``SET LOCAL`` (still one round
+        trip, a little more server work)."""
+        if self.settings_checked:
+            return
+        kept = dict((yield Statement(SETTINGS, (list(self.settings),), ALL)))
+        if kept != self.settings:
+            self._guard()
+            log.info("startup options not kept (PgBouncer?); setting them per statement")
+        self.settings_checked = True
+
+    def statement(self, text: str, params: Any, read: int) -> Statement:
+        """One of :attr:`sql`'s statements (guarded ones hold several commands)."""
+        return Statement(text, params, read, bool(self.guard))
+
+    def _request(self, conn: Any, kind: str, params: dict[str, Any], fixed: Fixed, read: int) -> Statement:
+        """A request statement: prepared on ``conn``, or as text with every value bound."""
+        if self.prepared.templates is not None:
+            return self.prepared.statement(conn, kind, params, fixed, read)
+        return Statement(getattr(self.sql, kind), {**params, **dict(fixed)}, read, bool(self.guard))
+
+    # -- what a driver's error means ----------------------------------------------------------
+
+    def fail(self, exc: Exception, last: bool) -> None:
+        """Raise what the driver's ``exc`` means for the app; return if the work may run again
+        (the connection broke, and this was not its ``last`` try)."""
+        if isinstance(exc, self.errors.canceled):
+            limit = (
+                f"statement_timeout={self._statement_timeout}s"
+                if "statement_timeout" in self.settings
+                else "the statement_timeout your DSN or server sets"
+            )
+            raise StoreUnavailable(
+                f"a session statement ran longer than {limit}; check the database load, "
+                "or raise statement_timeout"
+            ) from None
+        if isinstance(exc, self.errors.lost):
+            if not last:
+                return
+            raise StoreUnavailable(
+                f"lost the connection to PostgreSQL ({first_line(exc)}); it is retried on the next request"
+            ) from None
+        if isinstance(exc, self.errors.undefined_table):
+            raise SessionError(
+                f"the session table {self.qualified} does not exist: create it with "
+                f"`pgsession-wsgi init` or {self._store_class}(create_table=True)"
+            ) from None
+        raise SessionError(f"the session store failed: {first_line(exc)}") from None
+
+    def current_role(self) -> Steps[str | None]:
+        """The role the connection works as, for a privilege error; None if it cannot be asked."""
+        try:
+            return str(one_row((yield Statement(CURRENT_ROLE, None, ONE)))[0])
+        except self.errors.base:
+            return None
+
+    def refused(self, exc: Exception, role: str | None) -> PrivilegeError:
+        """The error for a statement the role ``role`` may not run: both ways out, the GRANTs named."""
+        return privilege_error(first_line(exc), role=role, table=self._table, schema=self._schema)
+
+    # -- the request path ---------------------------------------------------------------------
+
+    def plan(self, operation: Operation) -> tuple[Callable[[Any, Any], Steps[Any]], bool]:
+        """The steps that answer one of the core's operations (given it and the connection), and
+        whether they may run again: reads and idempotent writes may, an insert or a merge (which
+        may have been applied before a connection broke) may not.
+
+        :raises TypeError: ``operation`` is none of the core's.
+        """
+        entry = _PLANS.get(type(operation))
+        if entry is None:
+            entry = next((plan for kind, plan in _PLANS.items() if isinstance(operation, kind)), None)
+            if entry is None:
+                raise TypeError(f"not a session store operation: {operation!r}")
+        return getattr(self, entry[0]), entry[1]
+
+    def _load(self, op: Load, conn: Any) -> Steps[LoadedRow | None]:
+        statement = self._request(conn, "load", {"id": op.id_hash}, (("touch", op.touch_interval),), ROW)
+        row = readable((yield statement))  # JSON our codec never writes, a time or duration out of range
+        return None if row is None else LoadedRow(*row)
+
+    def _insert(self, op: Insert, conn: Any) -> Steps[None]:
+        params = {
+            "id": op.id_hash,
+            "data": op.data_json,
+            "user_id": op.user_id,
+            "idle_timeout": op.idle_timeout,
+            "ends_at": op.ends_at,
+        }
+        fixed = (("idle", op.idle), ("absolute", op.absolute), ("max_size", op.max_size))
+        inserted = yield self._request(conn, "insert", params, fixed, COUNT)
+        if inserted == 0 and op.max_size is not None:
+            size = one_row((yield self.statement(self.sql.size_of, params, ONE)))[0]
+            raise SessionTooLarge(int(size), op.max_size)
+
+    def _write(self, op: Write, conn: Any) -> Steps[WriteResult]:
+        # The merged row is measured in the same statement, so concurrent writes cannot pass
+        # max_size together. The expiry columns change only when a touch is due (or with
+        # set_expiry), so most writes leave every indexed column as it was and PostgreSQL can
+        # update the row in place (a HOT update).
+        keep_user = op.user_id is KEEP_USER
+        params = {
+            "id": op.id_hash,
+            "new_id": op.new_hash,
+            "changed": op.changed_json,
+            "removed": list(op.removed),
+            "replace": op.replace,
+            "set_user": not keep_user,
+            "user_id": None if keep_user else op.user_id,
+            "set_expiry": op.set_expiry,
+            "idle_timeout": op.idle_timeout,
+            "ends_at": op.ends_at,
+        }
+        # Only data changes (the common write): the statement without the other columns' cases.
+        kind = "merge" if op.new_hash is None and not (op.replace or op.set_expiry) and keep_user else "write"
+        fixed = (
+            ("touch", op.touch_interval),
+            ("idle", op.idle),
+            ("absolute", op.absolute),
+            ("max_size", op.max_size),
+        )
+        row = readable((yield self._request(conn, kind, params, fixed, ROW)))  # its own lifetime, as stored
+        if row is None:
+            if op.max_size is not None:
+                # Rare: the row is gone, or the merge would pass the limit. Ask which.
+                found = yield self.statement(self.sql.merged_size, params, ONE)
+                if found is not None and found[0] > op.max_size:
+                    raise SessionTooLarge(int(found[0]), op.max_size)
+            return WriteResult(updated=False, touched=False, permanent=None)
+        permanent, touched, own_idle, own_end = row  # permanent: a bool, or NULL if unset
+        return WriteResult(True, touched, permanent, own_idle, own_end)
+
+    def _touch(self, op: Touch, conn: Any) -> Steps[bool]:
+        fixed = (("idle", op.idle), ("absolute", op.absolute))
+        return bool((yield self._request(conn, "touch", {"id": op.id_hash}, fixed, COUNT)))
+
+    def _delete(self, op: Delete, conn: Any) -> Steps[bool]:
+        return bool((yield self._request(conn, "delete", {"id": op.id_hash}, (), COUNT)))
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def purge(self, batch_size: int, on_batch: Callable[[int, int], bool | None] | None = None) -> Purge:
+        """A purge of expired rows in batches of ``batch_size`` (see ``purge_expired``)."""
+        return Purge(self, batch_size, on_batch)
+
+    def sessions_for_user(self, user_id: Any, key_prefix: str) -> Callable[[], Steps[list[SessionInfo]]]:
+        """The steps listing a user's live sessions (``user_id`` is checked now)."""
+        params = {"user_id": user_id_text(user_id, key_prefix=key_prefix)}
+
+        def select() -> Steps[list[SessionInfo]]:
+            found = []
+            for row in (yield self.statement(self.sql.for_user, params, EACH)):
+                with skipping_unreadable_row():  # a row that cannot be read is left out
+                    found.append(SessionInfo(*readable(row or ())))
+            return found
+
+        return select
+
+    def revoke_user(self, user_id: Any, keep: Any, key_prefix: str) -> Callable[[], Steps[int]]:
+        """The steps deleting a user's sessions but ``keep`` (a Session or an id; checked now)."""
+        keep_id = keep if isinstance(keep, str) else getattr(keep, "id", None)
+        params = {
+            "user_id": user_id_text(user_id, key_prefix=key_prefix),
+            "keep": hash_session_id(keep_id) if keep_id else None,
+        }
+
+        def revoke() -> Steps[int]:
+            return int((yield self.statement(self.sql.revoke, params, COUNT)))
+
+        return revoke
+
+    def stats(self) -> Steps[dict[str, int]]:
+        """How full the table is: live and expired rows, distinct users, bytes on disk."""
+        row = yield self.statement(self.sql.stats, {"name": self.qualified}, ONE)
+        live, expired, users, size = one_row(row)
+        return {"live": live, "expired": expired, "users": users, "total_bytes": size}
+
+
+#: Each operation's steps (a method of StoreSteps), and whether they may run again.
+_PLANS: dict[type, tuple[str, bool]] = {
+    Load: ("_load", True),
+    Write: ("_write", False),
+    Insert: ("_insert", False),
+    Touch: ("_touch", True),
+    Delete: ("_delete", True),
+}
+
+
+class Purge:
+    """One purge: batch after batch until one comes back short (or ``on_batch`` says stop), what
+    was removed kept across batches, tries and connections.
+
+    Each batch is one short statement, its own transaction, that skips rows other transactions
+    hold, under the table's advisory lock (another process purging: it stops at once); each
+    starts where the last one ended in ``expires_at`` order, so it never walks over index entries
+    of rows already deleted (and not yet vacuumed).
+
+    :raises ConfigurationError: ``batch_size`` is below 1.
+    """
+
+    def __init__(
+        self, steps: StoreSteps, batch_size: int, on_batch: Callable[[int, int], bool | None] | None
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigurationError("batch_size must be at least 1")
+        self._steps = steps
+        self._batch_size = batch_size
+        self._on_batch = on_batch
+        #: Rows removed so far; whether another batch is due.
+        self.removed = 0
+        self.more = True
+        self._expected: int | None = None
+        self._after: Any = "-infinity"
+
+    def batches(self) -> Steps[int]:
+        """Every batch on one connection; how many rows went (in all tries)."""
+        if self._on_batch is not None and self._expected is None:
+            self._expected = yield from self._count_expired()
+            if self._on_batch(0, self._expected) is False:
+                return 0
+        self._after, self.more = "-infinity", True  # a try starts at the first expired row
+        while self.more:
+            yield from self.batch()
+        return self.removed
+
+    def batch(self) -> Steps[None]:
+        """One batch, then :attr:`more` says whether another is due."""
+        params = {"lock": self._steps.lock_key, "limit": self._batch_size, "after": self._after}
+        removed, last = one_row((yield self._steps.statement(self._steps.sql.purge, params, ONE)))
+        self.removed += removed
+        going = self._on_batch is None or self._on_batch(self.removed, self._expected or 0) is not False
+        self.more = going and removed >= self._batch_size
+        self._after = last
+
+    def _count_expired(self) -> Steps[int]:
+        """About how many rows are expired: exact up to EXACT_COUNT_LIMIT, else estimated from
+        a sample of the table's pages (counting millions of rows would delay the purge it is
+        meant to describe, and the planner's statistics lag behind a burst of expiries)."""
+        steps = self._steps
+        count = steps.statement(steps.sql.expired_count, {"cap": EXACT_COUNT_LIMIT}, ONE)
+        (counted,) = one_row((yield count))
+        if counted < EXACT_COUNT_LIMIT:
+            return int(counted)
+        params = {"pages": SAMPLED_PAGES, "name": steps.qualified}
+        (estimate,) = one_row((yield steps.statement(steps.sql.expired_sample, params, ONE)))
+        return max(int(counted), int(estimate or 0))
