@@ -288,7 +288,10 @@ class CookieSettings:
     :param secure: force ``Secure`` on or off; None: when the request came over https.
     :param httponly: ``HttpOnly``.
     :param samesite: ``"Lax"``, ``"Strict"``, ``"None"`` (needs Secure) or None.
-    :raises ConfigurationError: an invalid name or SameSite, or options the name's prefix forbids.
+    :param partitioned: ``Partitioned`` (CHIPS: a cookie kept apart per top-level site, for an
+        app embedded in other sites' pages); always sent Secure, as browsers drop it otherwise.
+    :raises ConfigurationError: an invalid name or SameSite, options the name's prefix forbids,
+        or ``partitioned`` with ``secure=False``.
     """
 
     name: str = "session"
@@ -297,6 +300,7 @@ class CookieSettings:
     secure: bool | None = None  # None: Secure when the request came over https
     httponly: bool = True
     samesite: str | None = "Lax"
+    partitioned: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", self.name):
@@ -309,6 +313,11 @@ class CookieSettings:
             )
         if self.samesite == "None" and self.secure is False:
             raise ConfigurationError("cookie_samesite='None' needs Secure cookies: drop cookie_secure=False")
+        if self.partitioned and self.secure is False:
+            raise ConfigurationError(
+                "cookie_partitioned=True needs Secure cookies (browsers drop a Partitioned cookie "
+                "without Secure): drop cookie_secure=False"
+            )
         check_prefix(self.name, self.path, self.domain, self.secure)
 
     def is_secure(self, environ_scheme: str) -> bool:
@@ -316,7 +325,7 @@ class CookieSettings:
 
         :param environ_scheme: the request's URL scheme, ``"https"`` or ``"http"``.
         """
-        if self.name.startswith(("__Host-", "__Secure-")):
+        if self.partitioned or self.name.startswith(("__Host-", "__Secure-")):
             return True
         return self.secure if self.secure is not None else environ_scheme == "https"
 
@@ -348,7 +357,7 @@ class CookieSettings:
         :param max_age: seconds the cookie lives; None for a browser-session cookie.
         :param scheme: the request's URL scheme, for ``Secure``.
         """
-        return dump_cookie(
+        header = dump_cookie(
             self.name,
             value,
             max_age=max_age,
@@ -358,13 +367,14 @@ class CookieSettings:
             httponly=self.httponly,
             samesite=self.samesite,
         )
+        return header + "; Partitioned" if self.partitioned else header
 
     def delete_header(self, scheme: str) -> str:
         """The ``Set-Cookie`` value that makes the browser drop the cookie of an ended session.
 
         :param scheme: the request's URL scheme; the attributes must match the set cookie's.
         """
-        return dump_cookie(
+        header = dump_cookie(
             self.name,
             "",
             max_age=0,
@@ -375,3 +385,4 @@ class CookieSettings:
             httponly=self.httponly,
             samesite=self.samesite,
         )
+        return header + "; Partitioned" if self.partitioned else header
