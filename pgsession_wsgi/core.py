@@ -440,6 +440,7 @@ class SessionCore:
         max_size: int | None,
         signer: IdSigner | None,
         key_prefix: str = "",
+        cookie_partitioned: bool = False,
     ) -> SessionCore:
         """A core from a middleware's options, so that every front end takes the same ones.
 
@@ -449,6 +450,8 @@ class SessionCore:
         :param secret_key: signs the cookie; required unless ``signer`` is given.
         :param signer: reads and writes another cookie format; None: HMAC with ``secret_key``.
         :param key_prefix: as for :class:`SessionCore`; "" for none.
+        :param cookie_partitioned: the cookie's ``Partitioned`` attribute (see
+            :class:`~pgsession_wsgi.cookies.CookieSettings`); the front ends that offer it pass it.
         :raises ConfigurationError: a missing secret or an option that contradicts another.
         """
         if signer is None:
@@ -465,6 +468,7 @@ class SessionCore:
             secure=cookie_secure,
             httponly=cookie_httponly,
             samesite=cookie_samesite,
+            partitioned=cookie_partitioned,
         )
         policy = Policy.from_options(
             idle_timeout=idle_timeout,
