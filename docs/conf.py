@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import ast
 import importlib
+import typing
 from pathlib import Path
+
+from sphinx import addnodes
+from sphinx.transforms.post_transforms import SphinxPostTransform
 
 import pgsession_wsgi
 
@@ -210,11 +214,34 @@ def _qualified(text, annotations, module_name, shift):
 
 
 def _public_bases(app, name, obj, options, bases):
-    """Leave private base classes (``_Extension``) out of "Bases:"; their members are shown."""
-    bases[:] = [base for base in bases if base is not object and not base.__name__.startswith("_")]
+    """Leave private base classes (``_Extension``) out of "Bases:"; their members are shown.
+
+    A generic base (``BaseSessionBackend[PgSessionConfig]``) is named by its class: on Python 3.9
+    the alias itself has no ``__name__``.
+    """
+    bases[:] = [base for base in bases
+                if base is not object and not (typing.get_origin(base) or base).__name__.startswith("_")]
+
+
+class _LinkOutOfTheDocs(SphinxPostTransform):
+    """A Markdown link to a Markdown file outside ``docs/`` (``../CHANGES.md``, for a reader on a
+    code host) is its text in the site, on every Sphinx.
+
+    Sphinx 7 (the newest for Python 3.9) takes such a file for a page of the site, which does not
+    exist: a warning, so a failed build. Sphinx 8 and later leave the link as text.
+    """
+
+    default_priority = 8  # before MyST resolves its links (9)
+
+    def run(self, **kwargs):
+        for node in list(self.document.findall(addnodes.pending_xref)):
+            outside = node.get("reftarget", "").startswith("../")
+            if (node.get("reftype"), node.get("refdomain")) == ("myst", "doc") and outside:
+                node.replace_self(node[0].deepcopy())
 
 
 def setup(app):
     app.connect("missing-reference", _resolve_short_names)
     app.connect("autodoc-process-bases", _public_bases)
     app.connect("autodoc-process-signature", _qualify_written_annotations)
+    app.add_post_transform(_LinkOutOfTheDocs)
