@@ -18,6 +18,11 @@ request carrying a validly signed cookie is loaded (one statement) before the ap
 with no cookie or a bad signature costs nothing. With ``autoload=False`` the app calls
 ``await load_session(request)`` where it needs the session, and may write without loading (a
 blind write, one statement).
+
+It is a drop-in for Starlette's ``SessionMiddleware`` (its arguments by their names, mapped in
+:data:`STARLETTE_OPTIONS`) and for starsessions' helpers (:func:`load_session`,
+:func:`regenerate_session_id`, :func:`get_session_id`, :func:`get_session_remaining_seconds`,
+:func:`is_loaded`); routes that never use the session are left out with ``exclude_paths``.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import re
 import sys
 from collections.abc import Awaitable, Iterable, Mapping, MutableMapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol, TypeVar, cast
 
 from .cookies import IdSigner
 from .core import Operation, Policy, SessionCore, private_cache_control, run_async
@@ -52,16 +58,24 @@ from .websocket import (
 )
 
 if TYPE_CHECKING:
+    import starlette.datastructures
+
     from .async_store import AsyncPostgresStore
 
 __all__ = [
     "SCOPE_KEY",
+    "STARLETTE_OPTIONS",
     "WEBSOCKET_UNAVAILABLE",
     "AsyncPostgresStore",
     "AsyncStore",
+    "SessionExcluded",
     "SessionMiddleware",
     "SessionNotLoaded",
+    "get_session_id",
+    "get_session_remaining_seconds",
+    "is_loaded",
     "load_session",
+    "regenerate_session_id",
     "save_session",
 ]
 
@@ -80,6 +94,23 @@ SCOPE_KEY = "pgsession.connection"
 #: The close code of a websocket handshake refused because the session could not be loaded:
 #: 1013, "Try Again Later" (the store is unreachable; 1011 for any other session error).
 WEBSOCKET_UNAVAILABLE = CLOSE_UNAVAILABLE
+
+#: Starlette's ``SessionMiddleware`` arguments, which this middleware takes by their names too,
+#: and the option of ours each sets (``secret_key`` has the same name and meaning in both, and may
+#: be Starlette's ``Secret``). ``max_age`` also sets ``permanent``: seconds make a cookie with that
+#: ``Max-Age`` (``permanent=True``) and are the idle timeout on the server; None makes a
+#: browser-session cookie (``permanent=False``) and leaves ``idle_timeout`` to ours. ``same_site``
+#: is spelled ``"lax"``, ours ``"Lax"``. Passing a Starlette name and the option of ours it sets
+#: is a :class:`~pgsession_wsgi.ConfigurationError` naming both.
+STARLETTE_OPTIONS: Mapping[str, str] = {
+    "session_cookie": "cookie_name",
+    "max_age": "idle_timeout",
+    "path": "cookie_path",
+    "same_site": "cookie_samesite",
+    "https_only": "cookie_secure",
+    "domain": "cookie_domain",
+    "partitioned": "cookie_partitioned",
+}
 
 _ERROR_BODIES = {
     503: b"Service Unavailable: the session store cannot be reached. Please try again shortly.\n",
@@ -108,6 +139,12 @@ class SessionNotLoaded(SessionError, RuntimeError):
     """The app read a session that has a cookie before loading it (``autoload=False``)."""
 
 
+class SessionExcluded(OutsideRequestError, AttributeError):
+    """The app used the session of a connection whose path ``exclude_paths`` lists, which has
+    none; also an ``AttributeError``, so code that probes the session with ``hasattr()`` (as
+    Starlette's ``request.session`` does) finds nothing instead of failing."""
+
+
 def __getattr__(name: str) -> Any:
     # The store needs psycopg 3 (the [asgi] extra); import it only when it is asked for.
     if name == "AsyncPostgresStore":
@@ -115,6 +152,115 @@ def __getattr__(name: str) -> Any:
 
         return AsyncPostgresStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_T = TypeVar("_T")
+
+
+class _Default:
+    """An option's default, told apart from the same value passed: passing both a Starlette
+    name and the option of ours it sets is refused even when ours is given its default value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def _default(value: _T) -> _T:
+    return cast(_T, _Default(value))  # a T to type checkers: the signature keeps its types
+
+
+#: A Starlette name not passed.
+_UNSET: Any = _Default(None)
+
+
+def _from_starlette(name: str, value: Any) -> dict[str, Any]:
+    """Starlette's ``name=value`` as options of ours (see :data:`STARLETTE_OPTIONS`)."""
+    if name == "max_age":
+        return {"permanent": False} if value is None else {"idle_timeout": value, "permanent": True}
+    if name == "same_site" and isinstance(value, str) and value.lower() in ("lax", "strict", "none"):
+        value = value.capitalize()
+    return {STARLETTE_OPTIONS[name]: value}
+
+
+def _resolve_options(
+    ours: Mapping[str, Any], starlette: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Our options after Starlette's names given in their place.
+
+    :returns: every option of ``ours`` with its value, and which Starlette name set which option.
+    :raises ConfigurationError: a Starlette name and the option of ours it sets were both passed.
+    """
+    given = {name for name, value in ours.items() if not isinstance(value, _Default)}
+    options = {name: value.value if isinstance(value, _Default) else value for name, value in ours.items()}
+    renamed: dict[str, str] = {}
+    for name, value in starlette.items():
+        if isinstance(value, _Default):
+            continue
+        for option, converted in _from_starlette(name, value).items():
+            if option in given:
+                raise ConfigurationError(
+                    f"both {name} (Starlette's name) and {option} were passed, and {name} sets "
+                    f"{option}: pass only one of them"
+                )
+            options[option] = converted
+        renamed[STARLETTE_OPTIONS[name]] = name
+    return options, renamed
+
+
+def _in_names_given(message: str, renamed: Mapping[str, str]) -> str:
+    """A message about our options, naming those passed by Starlette's names as passed."""
+    for option, name in renamed.items():
+        message = re.sub(rf"\b{option}\b", name, message)
+    return message
+
+
+def _path_prefixes(paths: str | Iterable[str]) -> tuple[str, ...]:
+    """``exclude_paths`` checked: one prefix or several, each kept without a trailing slash."""
+    prefixes = []
+    for path in [paths] if isinstance(paths, str) else paths:
+        if not isinstance(path, str):
+            raise ConfigurationError(
+                f"exclude_paths holds {path!r}: each entry is a path prefix, a str such as '/static' "
+                "(which leaves out /static and everything under it)"
+            )
+        if not path.startswith("/"):
+            raise ConfigurationError(
+                f"exclude_paths entry {path!r} must start with '/': e.g. '/static', which leaves out "
+                "/static and everything under it"
+            )
+        prefix = path.rstrip("/")
+        if not prefix:
+            raise ConfigurationError(
+                "exclude_paths entry '/' would leave every route without a session: list the ones "
+                "that use none ('/static', '/health'), or leave the middleware out"
+            )
+        prefixes.append(prefix)
+    return tuple(prefixes)
+
+
+class _NoSession:
+    """``scope["session"]`` of a connection on an excluded path: any use of it says why."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise SessionExcluded(self.reason)
+
+    __getitem__ = __setitem__ = __delitem__ = __contains__ = __iter__ = __len__ = refuse
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise SessionExcluded(self.reason)
+
+    def __repr__(self) -> str:
+        return f"<no session: {self.reason}>"
 
 
 class _Connection:
@@ -162,11 +308,17 @@ class SessionMiddleware:
     cannot be reached at startup is logged and retried by the first request; a table that is not
     a pgsession-wsgi table fails startup.
 
+    Starlette's ``SessionMiddleware`` arguments are taken by their names too (``session_cookie``,
+    ``max_age``, ``path``, ``same_site``, ``https_only``, ``domain``, ``partitioned``), each
+    setting the option of ours :data:`STARLETTE_OPTIONS` maps it to, so that moving from
+    Starlette's sessions is changing the import and adding ``store=``. A route that never uses the
+    session is left out with ``exclude_paths``: no statement, no header, even with a cookie.
+
     :param app: the ASGI application to wrap.
     :param store: an async store (:class:`AsyncPostgresStore`); a sync ``PostgresStore`` would
         block the event loop and is refused.
     :param secret_key: signs the cookie; the same key as a WSGI or Flask app's to share its
-        sessions (with the same table: the other defaults agree).
+        sessions (with the same table: the other defaults agree). Starlette's ``Secret`` too.
     :param autoload: load a validly signed session before the app runs (one statement); False
         leaves it to :func:`load_session`.
     :param cookie_name: the cookie's name. ``"__Host-session"`` is recommended on an https
@@ -197,35 +349,70 @@ class SessionMiddleware:
     :param signer: reads and writes another cookie format.
     :param websocket_origins: origins whose pages may open a websocket besides the app's own,
         each ``scheme://host[:port]`` (e.g. ``["https://app.example.com"]``).
-    :raises ConfigurationError: ``store`` is not async, ``secret_key`` is missing, or an option
-        is invalid or contradicts another.
+    :param cookie_partitioned: ``Partitioned`` (CHIPS), for an app embedded in other sites'
+        pages: the browser keeps the cookie apart per top-level site. Always sent Secure
+        (browsers drop it otherwise), so ``cookie_secure=False`` is refused next to it.
+    :param exclude_paths: path prefixes whose requests and websockets get no session: nothing
+        is loaded, saved or sent (no statement, no ``Set-Cookie``, no ``Vary``) even with a valid
+        cookie, and using the session there raises :class:`SessionExcluded`.
+        Matched against ``scope["path"]`` segment by segment: ``"/static"`` leaves out
+        ``/static`` and ``/static/app.css``, not ``/statics``. One prefix may be given alone.
+    :param session_cookie: Starlette's name for ``cookie_name``.
+    :param max_age: Starlette's: seconds make a permanent cookie with that ``Max-Age`` and are
+        the server's ``idle_timeout`` (a session unused that long is gone); None makes a
+        browser-session cookie (``permanent=False``) and keeps ``idle_timeout``.
+    :param path: Starlette's name for ``cookie_path``.
+    :param same_site: Starlette's name for ``cookie_samesite``: ``"lax"``, ``"strict"`` or
+        ``"none"`` (which needs Secure).
+    :param https_only: Starlette's name for ``cookie_secure``: True sends ``Secure`` always,
+        False never (not given: when the request came over https).
+    :param domain: Starlette's name for ``cookie_domain``.
+    :param partitioned: Starlette's name for ``cookie_partitioned``.
+    :raises ConfigurationError: ``store`` is not async, ``secret_key`` is missing, an option
+        is invalid or contradicts another, or a Starlette name and the option of ours it sets
+        were both passed.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         store: AsyncStore,
-        secret_key: str | bytes | None = None,
+        secret_key: str | bytes | starlette.datastructures.Secret | None = None,
         *,
         autoload: bool = True,
-        cookie_name: str = "session",
-        idle_timeout: timedelta | float = DEFAULT_IDLE_TIMEOUT,
+        cookie_name: str = _default("session"),
+        idle_timeout: timedelta | float = _default(DEFAULT_IDLE_TIMEOUT),  # noqa: B008 (immutable)
         absolute_timeout: timedelta | float | None = None,
         touch_interval: timedelta | float = DEFAULT_TOUCH_INTERVAL,
-        permanent: bool = DEFAULT_PERMANENT,
+        permanent: bool = _default(DEFAULT_PERMANENT),
         refresh_each_request: bool = True,
-        cookie_path: str = "/",
-        cookie_domain: str | None = None,
-        cookie_secure: bool | None = None,
+        cookie_path: str = _default("/"),
+        cookie_domain: str | None = _default(None),
+        cookie_secure: bool | None = _default(None),
         cookie_httponly: bool = True,
-        cookie_samesite: str | None = "Lax",
+        cookie_samesite: str | None = _default("Lax"),
         fallback_secret_keys: Iterable[str | bytes] = (),
         user_key: str | None = DEFAULT_USER_KEY,
         regenerate_on_user_change: bool = True,
         max_size: int | None = DEFAULT_MAX_SIZE,
         signer: IdSigner | None = None,
         websocket_origins: Iterable[str] = (),
+        cookie_partitioned: bool = _default(False),
+        exclude_paths: str | Iterable[str] = (),
+        session_cookie: str = _UNSET,
+        max_age: timedelta | float | None = _UNSET,
+        path: str = _UNSET,
+        same_site: str = _UNSET,
+        https_only: bool = _UNSET,
+        domain: str | None = _UNSET,
+        partitioned: bool = _UNSET,
     ) -> None:
+        if isinstance(store, (str, bytes)) or _is_starlette_secret(store):
+            raise ConfigurationError(
+                "SessionMiddleware(app, store, secret_key=...): the second argument is the store, "
+                "not the secret key as in Starlette's: pass store=AsyncPostgresStore(dsn), "
+                "secret_key=..."
+            )
         if not inspect.iscoroutinefunction(getattr(store, "execute", None)):
             raise ConfigurationError(
                 "the ASGI SessionMiddleware needs an async store (a sync one would block the event "
@@ -239,26 +426,50 @@ class SessionMiddleware:
         self.autoload = autoload
         #: Which pages may open a websocket that gets the session.
         self.websocket_origins = WebsocketOrigins(websocket_origins, "websocket_origins")
-        #: The request algorithm, with the options as checked.
-        self.core = SessionCore.configure(
-            secret_key,
-            cookie_name=cookie_name,
-            idle_timeout=idle_timeout,
-            absolute_timeout=absolute_timeout,
-            touch_interval=touch_interval,
-            permanent=permanent,
-            refresh_each_request=refresh_each_request,
-            cookie_path=cookie_path,
-            cookie_domain=cookie_domain,
-            cookie_secure=cookie_secure,
-            cookie_httponly=cookie_httponly,
-            cookie_samesite=cookie_samesite,
-            fallback_secret_keys=fallback_secret_keys,
-            user_key=user_key,
-            regenerate_on_user_change=regenerate_on_user_change,
-            max_size=max_size,
-            signer=signer,
+        #: The path prefixes whose connections get no session (``exclude_paths``, checked).
+        self.exclude_paths = _path_prefixes(exclude_paths)
+        options, renamed = _resolve_options(
+            {
+                "cookie_name": cookie_name,
+                "idle_timeout": idle_timeout,
+                "permanent": permanent,
+                "cookie_path": cookie_path,
+                "cookie_domain": cookie_domain,
+                "cookie_secure": cookie_secure,
+                "cookie_samesite": cookie_samesite,
+                "cookie_partitioned": cookie_partitioned,
+            },
+            {
+                "session_cookie": session_cookie,
+                "max_age": max_age,
+                "path": path,
+                "same_site": same_site,
+                "https_only": https_only,
+                "domain": domain,
+                "partitioned": partitioned,
+            },
         )
+        if _is_starlette_secret(secret_key):
+            secret_key = str(secret_key)
+        try:
+            #: The request algorithm, with the options as checked.
+            self.core = SessionCore.configure(
+                cast("str | bytes | None", secret_key),
+                **options,
+                absolute_timeout=absolute_timeout,
+                touch_interval=touch_interval,
+                refresh_each_request=refresh_each_request,
+                cookie_httponly=cookie_httponly,
+                fallback_secret_keys=fallback_secret_keys,
+                user_key=user_key,
+                regenerate_on_user_change=regenerate_on_user_change,
+                max_size=max_size,
+                signer=signer,
+            )
+        except ConfigurationError as exc:
+            if not renamed:
+                raise
+            raise ConfigurationError(_in_names_given(str(exc), renamed)) from None
 
     @property
     def policy(self) -> Policy:
@@ -273,7 +484,9 @@ class SessionMiddleware:
         :param send: the server's send callable.
         """
         kind = scope["type"]
-        if kind == "http":
+        if kind in ("http", "websocket") and self.exclude_paths and self._excluded(scope):
+            await self.app(scope, receive, send)  # no session: nothing read, loaded or sent
+        elif kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
@@ -283,6 +496,18 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
 
     # -- per connection --------------------------------------------------------------------
+
+    def _excluded(self, scope: Scope) -> bool:
+        """Whether ``exclude_paths`` leaves this connection out; if so its session says why."""
+        path = str(scope.get("path", ""))
+        for prefix in self.exclude_paths:
+            if path == prefix or path.startswith(prefix + "/"):
+                scope["session"] = _NoSession(
+                    f"no session on {path!r}: it is under {prefix!r}, which exclude_paths lists; "
+                    "take it out of exclude_paths to use the session there"
+                )
+                return True
+        return False
 
     def open_session(self, scope: Scope) -> Session:
         """A session for this connection, not loaded yet (see :meth:`load`).
@@ -453,6 +678,9 @@ def _connection_of(connection: Any) -> tuple[Scope, _Connection]:
     scope = getattr(connection, "scope", connection)
     state = scope.get(SCOPE_KEY) if isinstance(scope, Mapping) else None
     if not isinstance(state, _Connection):
+        excluded = scope.get("session") if isinstance(scope, Mapping) else None
+        if isinstance(excluded, _NoSession):
+            excluded.refuse()
         raise OutsideRequestError(
             "this connection has no session: wrap the app with "
             "pgsession_wsgi.asgi.SessionMiddleware(app, store=..., secret_key=...)"
@@ -507,6 +735,73 @@ async def save_session(connection: Any) -> None:
     await save_without_cookie(state.middleware.core, session, state.middleware.store.execute)
 
 
+# starsessions' helpers, by its names and with its meanings (the differences: docs/asgi.md).
+
+
+def is_loaded(connection: Any) -> bool:
+    """Whether the connection's session can be read now without :func:`load_session`.
+
+    starsessions' name. True once it is loaded (``autoload=True`` does it before the app runs),
+    and for a connection without a validly signed cookie, which has nothing to load; False for
+    a stored session not loaded yet (``autoload=False``), which :class:`SessionNotLoaded` guards.
+
+    :param connection: a Starlette/FastAPI/Litestar request or websocket, or an ASGI scope.
+    :raises OutsideRequestError: no :class:`SessionMiddleware` handles this connection.
+    """
+    scope, state = _connection_of(connection)
+    session = _adopt(scope, state)
+    return session.loaded or not state.middleware.core.wants_load(session.state)
+
+
+def get_session_id(connection: Any) -> str | None:
+    """The id of the connection's stored session; None for a session not stored yet.
+
+    starsessions' name. It is the id the cookie carries (without its signature), whose SHA-256
+    keys the row: as good as the cookie, so never log it. After :func:`regenerate_session_id` it
+    is the new id once the session is saved (as the response starts).
+
+    :param connection: a Starlette/FastAPI/Litestar request or websocket, or an ASGI scope.
+    :raises SessionNotLoaded: a stored session not loaded yet (``autoload=False``).
+    :raises OutsideRequestError: no :class:`SessionMiddleware` handles this connection.
+    """
+    scope, state = _connection_of(connection)
+    return _adopt(scope, state).id
+
+
+def regenerate_session_id(connection: Any) -> None:
+    """Move the session to a new id, keeping its data; the old id stops working.
+
+    starsessions' name, and ``request.session.regenerate()``: call it at login and on privilege
+    changes. The new id is drawn by the save (one statement, as the response starts), so this
+    returns None; :func:`get_session_id` gives the new id after the save.
+
+    :param connection: a Starlette/FastAPI/Litestar request, or an ASGI scope.
+    :raises OutsideRequestError: no :class:`SessionMiddleware` handles this connection.
+    """
+    scope, state = _connection_of(connection)
+    _adopt(scope, state).regenerate()
+
+
+def get_session_remaining_seconds(connection: Any) -> int:
+    """The seconds the session has left if it is not used again after this request.
+
+    starsessions' name. The session's own lifetime (``set_expiry()``: an idle timeout of its own,
+    or the time to its fixed end), else ``idle_timeout``, never more than ``absolute_timeout``.
+    An upper bound: the database ends the session by its own clock, up to ``touch_interval``
+    sooner for a session whose expiry this request did not push, and ``absolute_timeout`` after
+    its creation (which the load does not read) for one that old.
+
+    :param connection: a Starlette/FastAPI/Litestar request or websocket, or an ASGI scope.
+    :raises SessionNotLoaded: a stored session not loaded yet (``autoload=False``).
+    :raises OutsideRequestError: no :class:`SessionMiddleware` handles this connection.
+    """
+    scope, state = _connection_of(connection)
+    core = state.middleware.core
+    seconds = core.max_age(_adopt(scope, state).expiry)
+    absolute = core.policy.absolute_timeout
+    return seconds if absolute is None else min(seconds, int(absolute.total_seconds()))
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 
@@ -531,6 +826,11 @@ def _adopt(scope: Scope, connection: _Connection) -> Session:
         session.update(data)
     scope["session"] = session
     return session
+
+
+def _is_starlette_secret(value: Any) -> bool:
+    datastructures = sys.modules.get("starlette.datastructures")  # only if Starlette is in use
+    return datastructures is not None and isinstance(value, getattr(datastructures, "Secret", ()))
 
 
 def _is_litestar_empty(value: Any) -> bool:
