@@ -42,13 +42,9 @@ if TYPE_CHECKING:
 
 # The WSGI half (the middleware, and PostgresStore on psycopg2) is imported at its first use
 # (PEP 562), so that an ASGI app importing pgsession_wsgi.asgi (psycopg 3) never loads psycopg2.
-_LAZY = {
-    "ENVIRON_KEY": "middleware",
-    "SessionMiddleware": "middleware",
-    "current_session": "middleware",
-    "get_session": "middleware",
-    "PostgresStore": "store",
-}
+_LAZY = {"PostgresStore": "store"} | dict.fromkeys(
+    ("ENVIRON_KEY", "SessionMiddleware", "current_session", "get_session"), "middleware"
+)
 
 __all__ = [
     "ENVIRON_KEY",

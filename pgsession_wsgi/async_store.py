@@ -37,28 +37,10 @@ __all__ = ["AsyncPostgresStore"]
 class AsyncPostgresStore(PsycopgConnections):
     """Sessions in one PostgreSQL table, keyed by the SHA-256 of their id, for asyncio apps.
 
-    The parameters are :class:`~pgsession_wsgi.store.PostgresStore`'s, with the same meaning:
-
-    :param dsn: a libpq connection string or ``postgresql://`` URL; its own parameters win over
-        the store's defaults (``application_name``, ``options``, timeouts...).
-    :param table: table name; quoted as an identifier, so any name is safe.
-    :param schema: schema holding the table; created if missing.
-    :param max_connections: pool size per process; requests beyond it wait for a connection.
-    :param pool_timeout: seconds a request waits for a free connection before
-        :class:`StoreUnavailable` (a 503, not a hung request).
-    :param connect_timeout: seconds to wait for a new connection.
-    :param statement_timeout: seconds any one statement may run (a startup option, or a
-        ``SET LOCAL`` per statement behind PgBouncer); None for the server's own limit.
-    :param synchronous_commit: ``False`` acknowledges writes before their WAL reaches disk: faster,
-        but a database crash can lose the last fraction of a second of session changes.
-    :param create_table: create the schema, table and indexes when the store opens.
-    :param purge_interval: seconds between background purges of expired rows; None for none.
-    :param unlogged: an ``UNLOGGED`` table: writes skip the WAL, and a database crash empties
-        the table (everyone is logged out); an existing table that differs is refused. None
-        takes an existing table as it is.
-    :param prepared_statements: prepare the request statements on the server, once per
-        connection (no parsing or planning per request); off by itself behind PgBouncer. False
-        for a pooler that shares server connections between clients and is not found.
+    The parameters are :class:`~pgsession_wsgi.store.PostgresStore`'s, with the same meaning;
+    what differs is when things happen. The pool (psycopg 3 connections, made on demand) and the
+    table (``create_table``) are made when the store opens, at :meth:`open` or its first statement,
+    and the background purge (``purge_interval``) is a task of the event loop that opened it.
     """
 
     _store_class = "AsyncPostgresStore"
@@ -129,7 +111,7 @@ class AsyncPostgresStore(PsycopgConnections):
         :raises SessionTooLarge: an insert or write over its ``max_size`` (nothing written).
         :raises StoreUnavailable: the database cannot be reached in time.
         """
-        steps, retry = self._steps.plan(operation)
+        steps, retry = self._steps.plans.get(type(operation)) or self._steps.plan(operation)
         send = self._send
         return await self._run(lambda conn: converse_async(steps(operation, conn), send, conn), retry=retry)
 

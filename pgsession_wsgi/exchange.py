@@ -13,7 +13,6 @@ connection.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
 from .errors import SessionDataError, SessionError
@@ -23,20 +22,11 @@ __all__ = ["Statement", "Steps", "Unreadable", "converse", "converse_async", "on
 
 T = TypeVar("T")
 
-# What a statement's answer is (its ``read``):
-#: No answer: None.
-NOTHING = 0
-#: The first row, or None.
-ONE = 1
-#: The first row, or None; a row whose values the driver cannot read is answered as an
-#: :class:`Unreadable`, for :func:`readable` to refuse.
-ROW = 2
-#: Every row.
-ALL = 3
-#: Every row, each one the driver cannot read as an :class:`Unreadable`.
-EACH = 4
-#: How many rows the statement changed.
-COUNT = 5
+# What a statement's answer is (its ``read``): NOTHING, None; ONE, the first row or None; ROW, the
+# same, but a row the driver cannot read is answered as an Unreadable (for readable() to refuse);
+# ALL, every row; EACH, every row, each one the driver cannot read as an Unreadable; COUNT, how
+# many rows the statement changed.
+NOTHING, ONE, ROW, ALL, EACH, COUNT = range(6)
 
 #: The tries a piece of work gets, each told whether it is the last: work that is safe to repeat
 #: (reads, idempotent writes) gets a second one on a fresh connection when the first breaks.
@@ -68,38 +58,22 @@ class Statement(NamedTuple):
 Steps = Generator[Statement, Any, T]
 
 
-@dataclass(frozen=True)
 class DriverErrors:
-    """A driver's exception classes, by what a store does about them (:meth:`of` reads them)."""
+    """A driver's exception classes, by what a store does about them (psycopg2's and psycopg 3's
+    have the same names: ``Error``, ``OperationalError``, ``errors.QueryCanceled``...).
 
-    #: Every error of the driver.
-    base: type[Exception]
-    #: The connection broke (it is retried once where that is safe).
-    lost: tuple[type[Exception], ...]
-    #: The statement ran past ``statement_timeout``.
-    canceled: type[Exception]
-    #: The table is missing.
-    undefined_table: type[Exception]
-    #: A prepared statement that is not there, and one that is there already.
-    prepared_missing: type[Exception]
-    prepared_duplicate: type[Exception]
+    :param driver: the driver's module, ``psycopg2`` or ``psycopg``.
+    """
 
-    @classmethod
-    def of(cls, driver: Any) -> DriverErrors:
-        """The errors of a DB-API driver with an ``errors`` module of SQLSTATE classes (psycopg2's
-        and psycopg 3's have the same names).
-
-        :param driver: the driver's module, ``psycopg2`` or ``psycopg``.
-        """
-        errors = driver.errors
-        return cls(
-            base=driver.Error,
-            lost=(driver.OperationalError, driver.InterfaceError),
-            canceled=errors.QueryCanceled,
-            undefined_table=errors.UndefinedTable,
-            prepared_missing=errors.InvalidSqlStatementName,
-            prepared_duplicate=errors.DuplicatePreparedStatement,
-        )
+    def __init__(self, driver: Any) -> None:
+        self.base: type[Exception] = driver.Error
+        # The connection broke (work that is safe to repeat gets another try); ran past
+        # statement_timeout; no table; a prepared statement not there, or there already.
+        self.lost: tuple[type[Exception], ...] = (driver.OperationalError, driver.InterfaceError)
+        self.canceled: type[Exception] = driver.errors.QueryCanceled
+        self.undefined_table: type[Exception] = driver.errors.UndefinedTable
+        self.prepared_missing: type[Exception] = driver.errors.InvalidSqlStatementName
+        self.prepared_duplicate: type[Exception] = driver.errors.DuplicatePreparedStatement
 
 
 class Unreadable:
@@ -162,7 +136,7 @@ def converse(steps: Steps[T], send: Callable[[Any, Statement], Any], link: Any) 
             except Exception as exc:
                 statement = _instead(steps, statement, exc)
             else:
-                if statement.attempt is not None:
+                if statement.attempt is not None and statement.attempt.done is not None:
                     statement.attempt.sent()
                 statement = steps.send(answer)
     except StopIteration as done:
@@ -179,7 +153,7 @@ async def converse_async(steps: Steps[T], send: Callable[[Any, Statement], Await
             except Exception as exc:
                 statement = _instead(steps, statement, exc)
             else:
-                if statement.attempt is not None:
+                if statement.attempt is not None and statement.attempt.done is not None:
                     statement.attempt.sent()
                 statement = steps.send(answer)
     except StopIteration as done:

@@ -22,7 +22,9 @@ from .sql import (
     SETUP_STATE,
     Statements,
     grant_statements,
+    lock_key,
     persistence_statement,
+    quote_identifier,
     setup_names,
     upgrade_statement,
 )
@@ -41,33 +43,17 @@ log = logging.getLogger("pgsession_wsgi")
 
 
 class TableSetup:
-    """A store's table: its DDL, creation, layout check and grants, as steps; what is done.
-
-    :param sql: the table's statements.
-    :param schema: the schema's name, as given.
-    :param table: the table's name, as given.
-    :param qualified: the quoted, qualified name.
-    :param lock_key: the table's advisory lock key.
-    :param unlogged: the store's ``unlogged`` option.
-    :param create: the store's ``create_table`` option.
-    :param store_class: ``"PostgresStore"`` or ``"AsyncPostgresStore"``, for messages.
-    """
+    """A store's table ``schema.table`` (``sql``'s): its DDL, creation, layout check and grants, as
+    steps, and what is done; ``unlogged`` and ``create`` are the store's options (``create_table``),
+    ``store_class`` the store's class name, for messages."""
 
     def __init__(
-        self,
-        sql: Statements,
-        *,
-        schema: str,
-        table: str,
-        qualified: str,
-        lock_key: int,
-        unlogged: bool | None,
-        create: bool,
-        store_class: str,
+        self, sql: Statements, schema: str, table: str, unlogged: bool | None, create: bool, store_class: str
     ) -> None:
         self._sql = sql
-        self.schema, self.table, self.qualified = schema, table, qualified
-        self._lock_key = lock_key
+        self.schema, self.table = schema, table
+        self.qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
+        self.lock_key = lock_key(schema, table)  # creation, migration and purges serialise on it
         self._unlogged = unlogged
         self._create = create
         self._store_class = store_class
@@ -98,7 +84,7 @@ class TableSetup:
         def create() -> Steps[None]:
             yield Statement("BEGIN")
             try:
-                yield Statement(LOCK, (self._lock_key,))
+                yield Statement(LOCK, (self.lock_key,))
                 state = yield Statement(SETUP_STATE, setup_names(self.schema, self.table), ONE)
                 missing_schema, missing_objects = one_row(state)
                 before, after = setup_plan(missing_schema, missing_objects, self._statements())

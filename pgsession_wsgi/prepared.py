@@ -43,19 +43,19 @@ class PreparedStatements:
     """
 
     def __init__(self, sql: Statements, errors: DriverErrors) -> None:
-        self._sql = sql
-        self._gone = (errors.prepared_missing, errors.prepared_duplicate)
-        self._duplicate = errors.prepared_duplicate
+        self.sql = sql
+        #: A prepared statement not there, and one there already: nothing ran.
+        self.gone = (errors.prepared_missing, errors.prepared_duplicate)
         #: Each kind's (PREPARE, EXECUTE) templates; None while off.
         self.templates: dict[str, tuple[str, str]] | None = None
         # Per connection, kind -> True (prepared there) or False (tried: it may be there).
         self._on: weakref.WeakKeyDictionary[Any, dict[str, bool]] = weakref.WeakKeyDictionary()
-        # (kind, the settings' values) -> that kind's EXECUTE with those values written in.
-        self._bound: dict[tuple[str, Fixed], str] = {}
+        # (kind, the settings' values) -> that kind's EXECUTE alone, those values written in.
+        self._bound: dict[tuple[str, Fixed], _Attempt] = {}
 
     def enable(self) -> None:
         """Prepare the request statements from now on."""
-        self.templates = {kind: prepared(kind, getattr(self._sql, kind)) for kind in PREPARED_KINDS}
+        self.templates = {kind: prepared(kind, getattr(self.sql, kind)) for kind in PREPARED_KINDS}
 
     def statement(self, conn: Any, kind: str, params: dict[str, Any], fixed: Fixed, read: int) -> Statement:
         """The request statement ``kind`` as it goes on ``conn``: its ``EXECUTE`` where it is
@@ -69,65 +69,43 @@ class PreparedStatements:
         """
         assert self.templates is not None
         try:
-            execute = self._bound.get((kind, fixed))
+            alone = self._bound.get((kind, fixed))
         except TypeError:  # an unhashable setting, surely of the wrong kind: _bind names it
-            execute = None
-        if execute is None:
-            execute = self._bind(kind, self.templates[kind][1], fixed)
+            alone = None
+        if alone is None:
+            alone = self._bind(kind, fixed)
         done = self._on.get(conn)
         if done is None:
             done = self._on[conn] = {}
         before = done.get(kind)
         if before:
-            return Statement(execute, params, read, True, _Attempt(self, kind, fixed, None, execute))
+            return Statement(alone.execute, params, read, True, alone)
         # A PREPARE stays even when the EXECUTE after it fails: remember the attempt.
         done[kind] = False
-        attempt = _Attempt(self, kind, fixed, done, execute, before is False)
-        return Statement(f"{self.templates[kind][0]}; {execute}", params, read, True, attempt)
+        attempt = _Attempt(self, kind, fixed, done, alone.execute, before is False)
+        return Statement(f"{self.templates[kind][0]}; {alone.execute}", params, read, True, attempt)
 
-    def _bind(self, kind: str, execute: str, fixed: Fixed) -> str:
-        """``execute`` with the settings' values written in, kept for the next request."""
-        bound = with_literals(execute, {name: _literal(name, value) for name, value in fixed})
+    def _bind(self, kind: str, fixed: Fixed) -> _Attempt:
+        """The ``EXECUTE`` alone with the settings' values written in, kept for the next request."""
+        assert self.templates is not None
+        literals = {name: _literal(name, value) for name, value in fixed}
+        alone = _Attempt(self, kind, fixed, None, with_literals(self.templates[kind][1], literals))
         if len(self._bound) < MAX_BOUND_STATEMENTS:
-            self._bound[(kind, fixed)] = bound
-        return bound
-
-    def _recover(self, attempt: _Attempt, statement: Statement, exc: Exception) -> Statement | None:
-        """What to send after a prepared statement failed, or None: the failure stands."""
-        if not isinstance(exc, self._gone):
-            return None
-        # Nothing ran: the statement failed before it started.
-        if attempt.tried_before and isinstance(exc, self._duplicate):
-            assert attempt.done is not None
-            attempt.done[attempt.kind] = True  # our own earlier attempt did prepare it
-            return Statement(attempt.execute, statement.params, statement.read, True)
-        # Gone, or there without our asking: the server connection is shared with other clients
-        # (PgBouncer in transaction mode, not found by the startup check).
-        self.templates = None
-        log.info("prepared statements dropped by the server side (PgBouncer?); sending plain statements")
-        params = {**statement.params, **dict(attempt.fixed)}
-        return Statement(getattr(self._sql, attempt.kind), params, statement.read)
+            self._bound[(kind, fixed)] = alone
+        return alone
 
 
 class _Attempt:
-    """One request statement sent as a prepared one: what is done when it was sent, or failed."""
+    """One request statement sent as a prepared one: what follows when it ran, or failed."""
 
     __slots__ = ("owner", "kind", "fixed", "done", "execute", "tried_before")
 
     def __init__(
-        self,
-        owner: PreparedStatements,
-        kind: str,
-        fixed: Fixed,
-        done: dict[str, bool] | None,
-        execute: str,
+        self, owner: PreparedStatements, kind: str, fixed: Fixed, done: dict[str, bool] | None, execute: str,
         tried_before: bool = False,
     ) -> None:
-        self.owner = owner
-        self.kind = kind
-        self.fixed = fixed
+        self.owner, self.kind, self.fixed, self.execute = owner, kind, fixed, execute
         self.done = done  # the connection's bookkeeping, when this one carries the PREPARE
-        self.execute = execute
         self.tried_before = tried_before  # an earlier PREPARE of it failed: it may be there
 
     def sent(self) -> None:
@@ -136,8 +114,20 @@ class _Attempt:
             self.done[self.kind] = True
 
     def recover(self, statement: Statement, exc: Exception) -> Statement | None:
-        """What to send instead of ``statement``, which failed with ``exc``; None: nothing."""
-        return self.owner._recover(self, statement, exc)
+        """What to send instead of ``statement``, which failed with ``exc``; None: the failure stands."""
+        owner = self.owner
+        if not isinstance(exc, owner.gone):
+            return None
+        # Nothing ran: the statement failed before it started.
+        if self.tried_before and isinstance(exc, owner.gone[1]) and self.done is not None:
+            self.done[self.kind] = True  # our own earlier attempt did prepare it
+            return Statement(self.execute, statement.params, statement.read, True)
+        # Gone, or there without our asking: the server connection is shared with other clients
+        # (PgBouncer in transaction mode, not found by the startup check).
+        owner.templates = None
+        log.info("prepared statements dropped by the server side (PgBouncer?); sending plain statements")
+        params = {**statement.params, **dict(self.fixed)}
+        return Statement(getattr(owner.sql, self.kind), params, statement.read)
 
 
 def _literal(name: str, value: Any) -> str:

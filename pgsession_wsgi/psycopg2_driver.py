@@ -47,7 +47,7 @@ S = TypeVar("S", bound="Psycopg2Connections")
 Cursor = psycopg2.extensions.cursor
 
 #: psycopg2's errors, by what the store does about them.
-ERRORS = DriverErrors.of(psycopg2)
+ERRORS = DriverErrors(psycopg2)
 
 
 class Psycopg2Connections(StoreBase):

@@ -71,7 +71,7 @@ Cursor = AsyncCursor[Any]
 Work = Callable[[Connection], Awaitable[T]]
 
 #: psycopg 3's errors, by what the store does about them.
-ERRORS = DriverErrors.of(psycopg)
+ERRORS = DriverErrors(psycopg)
 #: What reading a value psycopg 3 cannot turn into Python raises (a time out of range...).
 _UNREADABLE: tuple[type[Exception], ...] = (*UNREADABLE_VALUE_ERRORS, psycopg.DataError)
 

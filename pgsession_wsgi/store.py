@@ -124,13 +124,10 @@ class PostgresStore(Psycopg2Connections, StoreMethods):
         :param operation: a ``Load``, ``Insert``, ``Write``, ``Touch`` or ``Delete``.
         :returns: the answer that operation's docstring names.
         """
-        steps, retry = self._steps.plan(operation)
+        steps, retry = self._steps.plans.get(type(operation)) or self._steps.plan(operation)
         return self._run(lambda cur: converse(steps(operation, cur.connection), _send, cur), retry=retry)
 
     _answer = execute  # the methods of StoreMethods answer as this class does
-
-    # -- maintenance -----------------------------------------------------------------------
-
 
     def close(self) -> None:
         """Stop the purge thread and close pooled connections; the store is unusable after."""

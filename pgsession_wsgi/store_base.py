@@ -73,9 +73,7 @@ class StoreBase:
         check_store_options(max_connections, pool_timeout, connect_timeout, purge_interval)
         # The settings kept are only those we send, so a user's own is never "re-applied".
         connect_kwargs, settings = store_connect_arguments(
-            dsn,
-            connect_timeout=connect_timeout,
-            statement_timeout=statement_timeout,
+            dsn, connect_timeout=connect_timeout, statement_timeout=statement_timeout,
             synchronous_commit=synchronous_commit,
         )
         self._configure(table, schema, statement_timeout, settings, create_table, purge_interval, unlogged)
@@ -88,15 +86,8 @@ class StoreBase:
 
     @classmethod
     def _lend(
-        cls: type[S],
-        source: Any,
-        table: str,
-        schema: str,
-        statement_timeout: float | None,
-        synchronous_commit: bool,
-        create_table: bool,
-        purge_interval: float | None,
-        unlogged: bool | None,
+        cls: type[S], source: Any, table: str, schema: str, statement_timeout: float | None,
+        synchronous_commit: bool, create_table: bool, purge_interval: float | None, unlogged: bool | None,
     ) -> S:
         """A store on connections the app lends (``source``, given back after each statement)."""
         store = cls.__new__(cls)
@@ -108,25 +99,13 @@ class StoreBase:
         return store
 
     def _configure(
-        self,
-        table: str,
-        schema: str,
-        statement_timeout: float | None,
-        settings: dict[str, str],
-        create_table: bool,
-        purge_interval: float | None,
-        unlogged: bool | None,
+        self, table: str, schema: str, statement_timeout: float | None, settings: dict[str, str],
+        create_table: bool, purge_interval: float | None, unlogged: bool | None,
     ) -> None:
         """What every constructor does, wherever the connections come from."""
         self._steps = StoreSteps(
-            schema,
-            table,
-            settings,
-            statement_timeout=statement_timeout,
-            unlogged=unlogged,
-            create=create_table,
-            store_class=self._store_class,
-            errors=self._errors,
+            schema, table, settings, statement_timeout=statement_timeout, unlogged=unlogged,
+            create=create_table, store_class=self._store_class, errors=self._errors,
         )
         #: The table's name, as given (unquoted).
         self.table = table
@@ -242,7 +221,7 @@ class StoreMethods:
         write = Write(
             id_hash, changed_json, list(removed), replace, new_hash, user_id, idle, absolute, touch_interval,
             max_size, set_expiry, idle_timeout, ends_at,
-        )  # fmt: skip
+        )
         return self._answer(write)  # type: ignore[no-any-return]
 
     def touch(self, id_hash: bytes, idle: timedelta, absolute: timedelta | None) -> bool:

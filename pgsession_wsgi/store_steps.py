@@ -36,7 +36,7 @@ from .exchange import ALL, COUNT, EACH, ONE, ROW, DriverErrors, Statement, Steps
 from .layout import TableSetup, privilege_error
 from .prepared import Fixed, PreparedStatements
 from .session import skipping_unreadable_row
-from .sql import CURRENT_ROLE, SETTINGS, Statements, guard, lock_key, quote_identifier
+from .sql import CURRENT_ROLE, SETTINGS, Statements, guard
 
 __all__ = ["EXACT_COUNT_LIMIT", "SAMPLED_PAGES", "Purge", "SessionInfo", "StoreSteps"]
 
@@ -79,40 +79,31 @@ class StoreSteps:
     """
 
     def __init__(
-        self,
-        schema: str,
-        table: str,
-        settings: dict[str, str],
-        *,
-        statement_timeout: float | None,
-        unlogged: bool | None,
-        create: bool,
-        store_class: str,
-        errors: DriverErrors,
+        self, schema: str, table: str, settings: dict[str, str], *, statement_timeout: float | None,
+        unlogged: bool | None, create: bool, store_class: str, errors: DriverErrors,
     ) -> None:
-        self.qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
-        self.lock_key = lock_key(schema, table)
+        self.sql = Statements(schema, table, "")
+        self.table = TableSetup(self.sql, schema, table, unlogged, create, store_class)
+        self.qualified, self.lock_key = self.table.qualified, self.table.lock_key
         self._schema, self._table = schema, table
         self.settings = settings
         self._statement_timeout = statement_timeout
         self._store_class = store_class
         self.errors = errors
-        #: The statements, and the prefix each carries ("", or ``SET LOCAL`` for each setting).
-        self.sql = Statements(schema, table, "")
+        #: The prefix each of :attr:`sql` carries: "", or ``SET LOCAL`` for each setting.
         self.guard = ""
         #: Whether a connection was asked if it kept the startup options (see check_settings).
         self.settings_checked = False
         self.prepared = PreparedStatements(self.sql, errors)
-        self.table = TableSetup(
-            self.sql,
-            schema=schema,
-            table=table,
-            qualified=self.qualified,
-            lock_key=self.lock_key,
-            unlogged=unlogged,
-            create=create,
-            store_class=store_class,
-        )
+        #: Each of the core's operations' steps (given it and the connection), and whether they
+        #: may run again: see :meth:`plan`.
+        self.plans: dict[type, tuple[Callable[[Any, Any], Steps[Any]], bool]] = {
+            Load: (self._load, True),
+            Write: (self._write, False),
+            Insert: (self._insert, False),
+            Touch: (self._touch, True),
+            Delete: (self._delete, True),
+        }
 
     # -- how statements go ------------------------------------------------------------------
 
@@ -197,12 +188,13 @@ class StoreSteps:
 
         :raises TypeError: ``operation`` is none of the core's.
         """
-        entry = _PLANS.get(type(operation))
+        plans = self.plans
+        entry = plans.get(type(operation))
         if entry is None:
-            entry = next((plan for kind, plan in _PLANS.items() if isinstance(operation, kind)), None)
+            entry = next((plan for kind, plan in plans.items() if isinstance(operation, kind)), None)
             if entry is None:
                 raise TypeError(f"not a session store operation: {operation!r}")
-        return getattr(self, entry[0]), entry[1]
+        return entry
 
     def _load(self, op: Load, conn: Any) -> Steps[LoadedRow | None]:
         statement = self._request(conn, "load", {"id": op.id_hash}, (("touch", op.touch_interval),), ROW)
@@ -306,14 +298,7 @@ class StoreSteps:
         return {"live": live, "expired": expired, "users": users, "total_bytes": size}
 
 
-#: Each operation's steps (a method of StoreSteps), and whether they may run again.
-_PLANS: dict[type, tuple[str, bool]] = {
-    Load: ("_load", True),
-    Write: ("_write", False),
-    Insert: ("_insert", False),
-    Touch: ("_touch", True),
-    Delete: ("_delete", True),
-}
+
 
 
 class Purge:
