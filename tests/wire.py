@@ -1,8 +1,9 @@
-"""Wire-level test helpers: a statement-counting proxy and a PgBouncer to run tests through.
+"""Wire-level test helpers: a statement-counting proxy, a connection-cutting one and a PgBouncer.
 
 ``RoundTripCounter`` proves claims such as "a save is one round trip" by counting what the client
-really sends, not what the code says it sends. ``PgBouncer`` proves the store works behind
-transaction pooling (no session state kept between statements).
+really sends, not what the code says it sends. ``CuttingProxy`` breaks connections that still look
+healthy, as a network cut does. ``PgBouncer`` proves the store works behind transaction pooling
+(no session state kept between statements).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg2.extensions
 
 __all__ = [
     "PGBOUNCER_INSTALL_HINT",
+    "CuttingProxy",
     "PgBouncer",
     "RoundTripCounter",
     "backend_address",
@@ -251,6 +254,69 @@ class RoundTripCounter:
         with self._lock:
             self._count += 1
             self._statements.append(text.decode("utf-8", "replace"))
+
+
+class CuttingProxy:
+    """A TCP proxy to PostgreSQL that can doom the connections it has: each then hangs up on both
+    sides at the next message its client sends. Until then a doomed connection looks healthy (its
+    socket has nothing to read), so only the statement finds out, as after a network cut."""
+
+    def __init__(self, dsn: str) -> None:
+        host, port = backend_address(dsn)
+        self._target: Any = os.path.join(host, f".s.PGSQL.{port}") if host.startswith("/") else (host, port)
+        self._family = socket.AF_UNIX if host.startswith("/") else socket.AF_INET
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        params = psycopg2.extensions.parse_dsn(dsn)
+        params.update(host="127.0.0.1", port=str(self._listener.getsockname()[1]), sslmode="disable")
+        self.dsn = psycopg2.extensions.make_dsn(**params)
+        self._live: list[socket.socket] = []  # client sockets, in accept order
+        self._doomed: set[socket.socket] = set()
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def doom(self) -> int:
+        """Doom every connection open now (not those made later); how many there were."""
+        self._doomed.update(self._live)
+        return len(self._live)
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                continue
+            server = socket.socket(self._family, socket.SOCK_STREAM)
+            try:
+                server.connect(self._target)
+            except OSError:
+                client.close()
+                continue
+            self._live.append(client)
+            threading.Thread(target=pump, args=(server, client), daemon=True).start()
+            threading.Thread(target=self._forward, args=(client, server), daemon=True).start()
+
+    def _forward(self, client: socket.socket, server: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := client.recv(65536):
+                if client in self._doomed:
+                    break
+                server.sendall(chunk)
+        for sock in (client, server):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(ValueError):
+            self._live.remove(client)
+
+    def close(self) -> None:
+        self._closed = True
+        self._thread.join(5)
+        self._listener.close()
+        self.doom()
+        for sock in list(self._live):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def _free_port() -> int:

@@ -5,11 +5,7 @@ busy or slow, directly and through PgBouncer."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import socket
-import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -19,7 +15,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 from db import sql
-from wire import PgBouncer, RoundTripCounter, backend_address, pump, statement_kind
+from wire import CuttingProxy, PgBouncer, RoundTripCounter, statement_kind
 
 from pgsession_wsgi.async_purge import TASK_NAME
 from pgsession_wsgi.async_store import AsyncPostgresStore
@@ -725,69 +721,6 @@ async def test_through_pgbouncer_every_statement_carries_its_settings_in_one_mes
 
 
 # -- the database going away -----------------------------------------------------------------------
-
-
-class CuttingProxy:
-    """A TCP proxy to PostgreSQL that can doom the connections it has: each then hangs up on both
-    sides at the next message its client sends. Until then a doomed connection looks healthy (its
-    socket has nothing to read), so only the statement finds out, as after a network cut."""
-
-    def __init__(self, dsn: str) -> None:
-        host, port = backend_address(dsn)
-        self._target: Any = os.path.join(host, f".s.PGSQL.{port}") if host.startswith("/") else (host, port)
-        self._family = socket.AF_UNIX if host.startswith("/") else socket.AF_INET
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.1)
-        params = psycopg2.extensions.parse_dsn(dsn)
-        params.update(host="127.0.0.1", port=str(self._listener.getsockname()[1]), sslmode="disable")
-        self.dsn = psycopg2.extensions.make_dsn(**params)
-        self._live: list[socket.socket] = []  # client sockets, in accept order
-        self._doomed: set[socket.socket] = set()
-        self._closed = False
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def doom(self) -> int:
-        """Doom every connection open now (not those made later); how many there were."""
-        self._doomed.update(self._live)
-        return len(self._live)
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                continue
-            server = socket.socket(self._family, socket.SOCK_STREAM)
-            try:
-                server.connect(self._target)
-            except OSError:
-                client.close()
-                continue
-            self._live.append(client)
-            threading.Thread(target=pump, args=(server, client), daemon=True).start()
-            threading.Thread(target=self._forward, args=(client, server), daemon=True).start()
-
-    def _forward(self, client: socket.socket, server: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while chunk := client.recv(65536):
-                if client in self._doomed:
-                    break
-                server.sendall(chunk)
-        for sock in (client, server):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(ValueError):
-            self._live.remove(client)
-
-    def close(self) -> None:
-        self._closed = True
-        self._thread.join(5)
-        self._listener.close()
-        self.doom()
-        for sock in list(self._live):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
 
 
 async def test_a_connection_cut_under_a_statement_is_retried_only_for_statements_safe_to_repeat(
