@@ -98,7 +98,7 @@ class AsyncPostgresStore(PsycopgConnections):
         :raises ConfigurationError: the table exists and is not a pgsession-wsgi table, or
             (without ``convert``) its persistence differs from ``unlogged``.
         """
-        await self._do_on(await self._open_pool(), self._steps.table.creating(convert=convert))
+        await self._do(self._steps.table.creating(convert=convert), pool=await self._open_pool())
 
     # -- the request path ------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 
 import psycopg
 import psycopg.errors
@@ -67,8 +67,9 @@ T = TypeVar("T")
 S = TypeVar("S", bound="PsycopgConnections")
 Connection = AsyncConnection[Any]
 Cursor = AsyncCursor[Any]
-#: What runs on a borrowed connection.
+#: What runs on a borrowed connection, and where it is borrowed from.
 Work = Callable[[Connection], Awaitable[T]]
+Pool = Union[AsyncPool, LentAsyncPool]
 
 #: psycopg 3's errors, by what the store does about them.
 ERRORS = DriverErrors(psycopg)
@@ -80,7 +81,7 @@ class PsycopgConnections(StoreBase):
     """A store's psycopg 3 connections, and how its steps run on them (see the module)."""
 
     _errors = ERRORS
-    _pool: AsyncPool | LentAsyncPool | None
+    _pool: Pool | None
     #: The pool's size and wait, as given (an app's pool: its own ``max_size`` and timeout).
     max_connections: int
     pool_timeout: float
@@ -210,7 +211,7 @@ class PsycopgConnections(StoreBase):
                 "check that PostgreSQL is reachable"
             ) from None
 
-    async def _open_pool(self) -> AsyncPool | LentAsyncPool:
+    async def _open_pool(self) -> Pool:
         if self._closed:
             raise StoreUnavailable("the session store was closed; create a new AsyncPostgresStore")
         if self._pool_lock is None:
@@ -228,7 +229,7 @@ class PsycopgConnections(StoreBase):
         pool = await self._open_pool()
         setup = self._steps.table.due()
         if setup is not None:
-            await self._do_on(pool, setup)
+            await self._do(setup, pool=pool)
         if self.purge_interval is not None and self._purger is None and not self._closed:
             self._purger = AsyncPurgeTask(self, self.purge_interval)
             self._purger.start()
@@ -243,15 +244,14 @@ class PsycopgConnections(StoreBase):
 
     # -- running statements ----------------------------------------------------------------
 
-    async def _run(self, work: Work[T], *, retry: bool) -> T:
-        await self._ensure_ready()
-        assert self._pool is not None
-        return await self._run_on(self._pool, work, retry=retry)
-
-    async def _run_on(self, pool: AsyncPool | LentAsyncPool, work: Work[T], *, retry: bool) -> T:
-        """Run ``work`` on a pooled connection, the steps saying what a driver's error means:
-        work that is safe to repeat gets one more try on a fresh connection when the first one
-        turns out to be broken."""
+    async def _run(self, work: Work[T], *, retry: bool, pool: Pool | None = None) -> T:
+        """Run ``work`` on a connection of ``pool`` (the store's, ready, by default), the steps
+        saying what a driver's error means: work that is safe to repeat gets one more try on a
+        fresh connection when the first one turns out to be broken."""
+        if pool is None:
+            await self._ensure_ready()
+            assert self._pool is not None
+            pool = self._pool
         for last in TRIES[retry]:
             try:
                 async with pool.connection() as conn:
@@ -264,13 +264,11 @@ class PsycopgConnections(StoreBase):
                 self._steps.fail(exc, last)
         raise AssertionError("unreachable")
 
-    async def _do(self, make: Callable[[], Steps[T]], *, retry: bool = True) -> T:
-        """Run the steps ``make`` makes, made anew for each try (see :meth:`_run_on`)."""
-        return await self._run(lambda conn: converse_async(make(), self._send, conn), retry=retry)
-
-    async def _do_on(self, pool: AsyncPool | LentAsyncPool, make: Callable[[], Steps[T]]) -> T:
-        """:meth:`_do` before the store is ready: its setup."""
-        return await self._run_on(pool, lambda conn: converse_async(make(), self._send, conn), retry=True)
+    async def _do(
+        self, make: Callable[[], Steps[T]], *, retry: bool = True, pool: Pool | None = None
+    ) -> T:
+        """Run the steps ``make`` makes, made anew for each try (see :meth:`_run`)."""
+        return await self._run(lambda conn: converse_async(make(), self._send, conn), retry=retry, pool=pool)
 
     async def _send(self, conn: Connection, statement: Statement) -> Any:
         """Send one statement and answer as it asks; the cursor is moved to its last result

@@ -398,21 +398,8 @@ class Statements:
             f" pg_total_relation_size(to_regclass(%(name)s)) FROM {t}"
         )
         if guard:
-            # Sent in the same query string: one round trip, one implicit transaction.
-            for name in (
-                "load",
-                "insert",
-                "size_of",
-                "write",
-                "merge",
-                "merged_size",
-                "touch",
-                "delete",
-                "purge",
-                "expired_count",
-                "expired_sample",
-                "for_user",
-                "revoke",
-                "stats",
-            ):
-                setattr(self, name, guard + getattr(self, name))
+            # Every statement but the DDL (the lists and upgrade), in the same query string: one
+            # round trip, one implicit transaction.
+            for name, text in list(vars(self).items()):
+                if isinstance(text, str) and name != "upgrade":
+                    setattr(self, name, guard + text)
