@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any, TypeVar, Union
 
 from .cookies import HmacIdSigner, _article, check_prefix, check_secret_keys
-from .core import private_cache_control
+from .core import with_session_headers
 from .defaults import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -574,14 +574,12 @@ def extension_of(app: Any, apps: list[Any], current_app: Any, has_app_context: A
 
 
 def add_session_headers(response: Any, headers: Iterable[tuple[str, str]]) -> None:
-    """Add a save's headers to a framework response; a new cookie makes its caching private.
+    """Add a save's headers to a framework response (one ``Vary``; a new cookie makes its caching
+    private: :func:`~pgsession_wsgi.core.with_session_headers`).
 
     :param response: a Flask, Quart or Werkzeug response.
     :param headers: what the core's save returned (``Set-Cookie``, ``Vary``).
     """
-    for name, value in headers:
-        if name == "Set-Cookie":
-            private = private_cache_control(response.headers.get("Cache-Control"))
-            if private is not None:
-                response.headers["Cache-Control"] = private
-        response.headers.add(name, value)
+    merged = with_session_headers(list(response.headers.items()), list(headers))
+    response.headers.clear()
+    response.headers.extend(merged)

@@ -37,7 +37,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol, TypeVar, cast
 
 from .cookies import IdSigner
-from .core import Operation, Policy, SessionCore, private_cache_control, run_async
+from .core import Operation, Policy, SessionCore, run_async, with_session_headers
 from .defaults import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_SIZE,
@@ -876,14 +876,10 @@ def _answer_instead(connection: _Connection, message: Message) -> int | None:
 def _with_session_headers(
     headers: list[tuple[bytes, bytes]], extra: list[tuple[str, str]]
 ) -> list[tuple[bytes, bytes]]:
-    """The app's headers plus ours; a response that sets the cookie is made uncacheable by others."""
-    if any(name == "Set-Cookie" for name, _ in extra):
-        cache = [value.decode("latin-1") for name, value in headers if name.lower() == b"cache-control"]
-        private = private_cache_control(", ".join(cache) if cache else None)
-        if private is not None:
-            headers = [(name, value) for name, value in headers if name.lower() != b"cache-control"]
-            headers.append((b"cache-control", private.encode("latin-1")))
-    return [*headers, *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in extra)]
+    """The app's headers plus ours (:func:`~pgsession_wsgi.core.with_session_headers`), as ASGI's bytes."""
+    given = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+    merged = with_session_headers(given, extra)
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in merged]
 
 
 def _log_failure(exc: SessionError, doing: str) -> int:

@@ -45,6 +45,7 @@ __all__ = [
     "run",
     "run_async",
     "user_id_text",
+    "with_session_headers",
 ]
 
 log = logging.getLogger("pgsession_wsgi")
@@ -386,6 +387,42 @@ def private_cache_control(value: str | None) -> str | None:
         return None
     kept = [part for part in directives if part.split("=", 1)[0].strip().lower() != "public"]
     return ", ".join(["private", *kept])
+
+
+def with_session_headers(
+    headers: list[tuple[str, str]], extra: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The app's response headers with a save's added, for every front end.
+
+    ``Vary`` stays one header: ``Cookie`` joins the app's own tokens (its ``Vary`` lines merged
+    into one), unless one of them is already ``Cookie`` (in any case) or ``*``. A response that
+    sets the cookie gets a private ``Cache-Control`` (:func:`private_cache_control`).
+
+    :param headers: the app's headers, names in any case.
+    :param extra: what :meth:`SessionCore.save` returned (``Vary``, maybe ``Set-Cookie``).
+    """
+    merged = list(headers)
+    for name, value in extra:
+        if name == "Vary":
+            merged = _with_vary(merged, value)
+            continue
+        if name == "Set-Cookie":
+            cache = [sent for header, sent in merged if header.lower() == "cache-control"]
+            private = private_cache_control(", ".join(cache) if cache else None)
+            if private is not None:
+                merged = [header for header in merged if header[0].lower() != "cache-control"]
+                merged.append(("Cache-Control", private))
+        merged.append((name, value))
+    return merged
+
+
+def _with_vary(headers: list[tuple[str, str]], token: str) -> list[tuple[str, str]]:
+    sent = [value for name, value in headers if name.lower() == "vary"]
+    tokens = [part.strip() for value in sent for part in value.split(",") if part.strip()]
+    if "*" in tokens or token.lower() in (part.lower() for part in tokens):
+        return headers
+    others = [header for header in headers if header[0].lower() != "vary"]
+    return [*others, ("Vary", ", ".join([*tokens, token]))]
 
 
 # -- the algorithm ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 from werkzeug.local import LocalProxy
 
 from .cookies import IdSigner
-from .core import Policy, SessionCore, private_cache_control, run
+from .core import Policy, SessionCore, run, with_session_headers
 from .defaults import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_SIZE,
@@ -77,20 +77,6 @@ def get_session(environ: WSGIEnvironment) -> Session:
             "this WSGI environ has no session: wrap the application with "
             "pgsession_wsgi.SessionMiddleware(app, store, secret_key=...)"
         ) from None
-
-
-def _with_session_headers(
-    headers: list[tuple[str, str]], extra: list[tuple[str, str]]
-) -> list[tuple[str, str]]:
-    """The app's headers plus ours; a response that sets the cookie is made uncacheable by others."""
-    if not any(name == "Set-Cookie" for name, _ in extra):
-        return [*headers, *extra]
-    cache = [value for name, value in headers if name.lower() == "cache-control"]
-    private = private_cache_control(", ".join(cache) if cache else None)
-    if private is None:
-        return [*headers, *extra]
-    others = [(name, value) for name, value in headers if name.lower() != "cache-control"]
-    return [*others, ("Cache-Control", private), *extra]
 
 
 _ERROR_BODIES = {
@@ -357,7 +343,7 @@ class _Exchange:
             self._extra = middleware._commit_or_fail(session)
         self.started = True
         if self._extra:
-            headers = _with_session_headers(headers, self._extra)
+            headers = with_session_headers(headers, self._extra)
         return self._start_response(status, headers, exc_info)
 
     def __iter__(self) -> Iterator[bytes]:
