@@ -622,7 +622,8 @@ class SessionCore:
             return
         try:
             changes = session.changes(self.policy.max_size)
-            self._user_column(session, changes)
+            if changes.changed_keys:  # only a changed user id can be no user id
+                self._user_column(session, changes)
         except SessionError as exc:
             state.refused = exc
             raise

@@ -127,9 +127,9 @@ class EnvironSessionInterface(SessionInterface):
             _opened_here.set(session)
         # Flask reports the app's exceptions itself: one that escapes it was propagated on purpose.
         session.state.reported = True
-        # Not a SessionMixin subclass, but it has the same attributes (permanent, new,
-        # modified, accessed) and is a MutableMapping, which is all Flask relies on.
-        return cast(SessionMixin, session)
+        # Not a SessionMixin subclass, but a dict with the same attributes (permanent, new,
+        # modified, accessed), which is all Flask relies on. (No cast(): a call per request.)
+        return session  # type: ignore[return-value]
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Save a session this interface opened; check one the middleware opened, which it saves.
@@ -148,7 +148,7 @@ class EnvironSessionInterface(SessionInterface):
         middleware = self.middleware
         if middleware is None:
             return
-        ours = cast(Session, session)
+        ours: Session = session  # type: ignore[assignment]  # no cast(): a call on every request
         if _opened_here.get() is ours:
             _opened_here.set(None)
             add_session_headers(response, middleware.commit(ours))

@@ -166,8 +166,8 @@ class PgSessionInterface(SessionInterface):
                 session.preload(await run_async(self.core.load(session), self.store.execute))
         except SessionError as exc:
             return _UnavailableSession(exc)  # answered by _refuse_unavailable, which logs it
-        # Not a SessionMixin subclass, but it has the same attributes (permanent, new,
-        # modified, accessed) and is a MutableMapping, which is all Quart relies on.
+        # Not a SessionMixin subclass, but a dict with the same attributes (permanent, new,
+        # modified, accessed), which is all Quart relies on.
         return cast(SessionMixin, session)
 
     async def save_session(

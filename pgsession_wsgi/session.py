@@ -8,7 +8,7 @@ reads is never written back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -31,6 +31,8 @@ log = logging.getLogger("pgsession_wsgi")
 _MISSING = object()
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 _NOTHING_ASSIGNED: Mapping[str, Any] = MappingProxyType({})
+_REENCODE = object()  # in Session._assigned: a container, encoded again at the save
+_NOTHING: dict[str, Any] = {}  # never mutated: the default of what was stored and encoded
 #: Keys that alone do not make a session worth storing (Flask writes ``_permanent`` eagerly).
 META_KEYS = frozenset({"_permanent"})
 
@@ -114,43 +116,117 @@ class Changes:
         return _object_json({key: dumps(value) for key, value in self.values.items()}, list(self.values))
 
 
-class Session(MutableMapping[str, Any]):
-    """The dict an app keeps per user: loaded on first use, it finds by itself what to save.
+class _Unloaded:
+    """The one key a session that is not loaded yet holds in its dict storage, besides writes.
 
-    Besides the mapping methods: keys must be ``str`` (``TypeError`` otherwise), ``==`` compares
-    with a dict or another session, and :meth:`clear` replaces the stored data as a whole. Apps
-    get one from :func:`~pgsession_wsgi.get_session` or :data:`~pgsession_wsgi.current_session`;
-    adapters make one with :meth:`~pgsession_wsgi.core.SessionCore.open`.
+    C code reads a dict subclass's storage directly in places: ``json.dumps`` answers ``{}`` for
+    an empty one without asking anything. A session not loaded yet is never empty there, so such
+    code goes on to ``items()``, which loads it. It is not a ``str``, so no session key is ever it.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<pgsession_wsgi: session not loaded>"
+
+
+_UNLOADED: Any = _Unloaded()
+
+# dict's own methods, on the storage, where the session's overrides would track or load again.
+_dict_get = dict.get
+_dict_getitem = dict.__getitem__
+_dict_setitem = dict.__setitem__
+_dict_delitem = dict.__delitem__
+_dict_contains = dict.__contains__
+_dict_len = dict.__len__
+_dict_iter = dict.__iter__
+_dict_reversed = dict.__reversed__
+_dict_keys = dict.keys
+_dict_values = dict.values
+_dict_items = dict.items
+_dict_pop = dict.pop
+_dict_setdefault = dict.setdefault
+_dict_popitem = dict.popitem
+_dict_clear = dict.clear
+_dict_update = dict.update
+_dict_eq = dict.__eq__
+_dict_repr = dict.__repr__
+
+
+class Session(dict[str, Any]):
+    """The dict an app keeps per user (a ``dict`` subclass): loaded on first use, it finds by
+    itself what to save.
+
+    It is a ``dict``: ``isinstance(session, dict)``, ``json.dumps(session)``, Starlette's
+    ``JSONResponse(request.session)``, ``jsonify(...)``, ``dict(session)``, ``{**session}``,
+    ``session | {...}``, ``session |= {...}`` and every dict method work as on a dict, and each
+    of them, Python's C code included, loads the session first: nothing is read from the
+    database until the app touches the session. Every change goes through the session, so it is
+    found by the save, nested ones included (``session["cart"].append(x)``), and saved per key.
+
+    Where it is not just a dict:
+
+    - keys must be ``str`` (``TypeError`` otherwise), and a value the codec cannot store is
+      refused where it goes in (:class:`~pgsession_wsgi.UnstorableValue`, naming the key); an
+      ``update()`` or ``|=`` with one stores none of its values;
+    - ``copy()``, ``session | other``, ``other | session``, ``fromkeys()``, ``copy.copy()``,
+      ``copy.deepcopy()`` and pickling give a plain ``dict`` of the data (as ``dict.copy()`` and
+      ``|`` do for any dict subclass): a session belongs to its request and its cookie, so it is
+      never copied or pickled as one;
+    - :meth:`clear` replaces the stored data as a whole (other keys are merged per key);
+    - ``repr()`` is a dict's once the session is loaded, and ``<Session (not loaded)>`` before,
+      so that printing or logging a session never queries the database.
+
+    Apps get one from :func:`~pgsession_wsgi.get_session` or
+    :data:`~pgsession_wsgi.current_session`; adapters make one with
+    :meth:`~pgsession_wsgi.core.SessionCore.open`.
 
     :param loader: fetches the stored data on first use; None for a session known to be new.
     :param permanent: the default of :attr:`permanent` (the middleware's ``permanent``).
     :param state: the request's :class:`SessionState` (the core makes it); a fresh one if None.
     """
 
-    # Defaults live on the class so that a request that never touches its session pays only
-    # for the few attributes __init__ sets. The dict defaults are only ever replaced, never mutated.
-    _raw: dict[str, Any] = {}
-    _encoded: dict[str, Any] = {}
-    _cleared = False
-    _mutated = False  # set, deleted or cleared since the load (nested changes are found apart)
-    # The keys assigned since the load or the last save, each with ``(value, encoded)`` for an
-    # immutable value (its encoding, checked at the assignment, serves the save) or None for a
-    # container (it may change in place: the save encodes it again). The default is never mutated.
-    _assigned: Mapping[str, tuple[Any, Any] | None] = _NOTHING_ASSIGNED
-    #: The app read or wrote the session: only then is the database touched and a cookie sent.
-    accessed = False
+    # Slots, not an instance __dict__: attribute access on a dict subclass's __dict__ is about
+    # twice as slow as on a plain object's, and on slots twice as fast, which every request feels.
+    __slots__ = {
+        "accessed": "The app read or wrote the session: only then is the database touched and a "
+        "cookie sent.",
+        "state": "The request-scoped :class:`SessionState`: what the core reads and updates.",
+        "_loader": None,
+        "_default_permanent": None,
+        "_loaded": None,
+        "_raw": None,  # the stored JSON object, values still encoded
+        "_encoded": None,  # every key's encoded value, as the last changes() found them
+        "_cleared": None,
+        "_mutated": None,  # set, deleted or cleared since the load (nested changes are found apart)
+        # The keys assigned since the load or the last save, each with its encoding if its value
+        # is immutable (checked at the assignment, it serves the save), or _REENCODE for a
+        # container (it may change in place: the save encodes it again). Every value goes in
+        # through __setitem__ or _store, which keep it up to date.
+        "_assigned": None,
+        "__weakref__": None,
+    }
+    accessed: bool
+    state: SessionState
+    _raw: dict[str, Any]
+    _encoded: dict[str, Any]
+    _assigned: Mapping[str, Any]
 
     def __init__(
         self, loader: Loader | None = None, *, permanent: bool = True, state: SessionState | None = None
     ) -> None:
         self._loader = loader
         self._default_permanent = permanent
-        self._data: dict[str, Any] = {}
         self._loaded = loader is None
-        #: The request-scoped :class:`SessionState`: what the core reads and updates.
+        self.accessed = self._cleared = self._mutated = False
+        # The shared empty defaults are only ever replaced, never mutated.
+        self._raw = self._encoded = _NOTHING
+        self._assigned = _NOTHING_ASSIGNED
         self.state = state if state is not None else SessionState()
         if loader is None:
             self.state.row_found = False
+        else:
+            _dict_setdefault(self, _UNLOADED)  # dict.__setitem__'s wrapper costs more to call
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -169,68 +245,198 @@ class Session(MutableMapping[str, Any]):
         self.state.row_found = raw is not None
         raw = raw or {}
         decoded = {key: decode_value(value) for key, value in raw.items()}  # SessionDataError
-        decoded.update(self._data)  # writes made before the load win
         self._raw = raw
-        self._data = decoded
+        if not self._loaded and _dict_len(self) == 1:  # only the marker: nothing written yet
+            _dict_pop(self, _UNLOADED)  # the table it took stays, for the data
+            _dict_update(self, decoded)
+        else:  # writes made before the load win
+            written = self._written()
+            _dict_clear(self)
+            _dict_update(self, decoded)
+            _dict_update(self, written)
         self._loaded = True
 
-    def _ensure_loaded(self) -> dict[str, Any]:
+    def _written(self) -> dict[str, Any]:
+        """What the storage holds besides the marker of a session not loaded yet."""
+        if self._loaded:
+            return dict(_dict_items(self))
+        return {key: value for key, value in _dict_items(self) if key is not _UNLOADED}
+
+    def _ensure_loaded(self) -> None:
         self.accessed = self.state.used_since_save = True
         if not self._loaded:
             self._load()
-        return self._data
 
-    # -- the mapping -----------------------------------------------------------------------
+    # -- reading, as a dict reads --------------------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
-        return self._ensure_loaded()[key]
+        self.accessed = self.state.used_since_save = True
+        if not self._loaded:
+            self._load()
+        return _dict_getitem(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """As ``dict.get``; loads the session first, as every read does.
+
+        ``default`` may be passed by name too, as the session took it before it was a dict.
+        """
+        self.accessed = self.state.used_since_save = True
+        if not self._loaded:
+            self._load()
+        return _dict_get(self, key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._ensure_loaded()
+        return _dict_contains(self, key)
+
+    def __len__(self) -> int:
+        self._ensure_loaded()
+        return _dict_len(self)
+
+    def __iter__(self) -> Iterator[str]:
+        self._ensure_loaded()
+        return _dict_iter(self)
+
+    def __reversed__(self) -> Iterator[str]:
+        self._ensure_loaded()
+        return _dict_reversed(self)
+
+    def keys(self) -> KeysView[str]:  # type: ignore[override]  # typeshed's dict_keys is private
+        """As ``dict.keys`` (a live view); ``dict(session)`` and ``{**session}`` read through it."""
+        self._ensure_loaded()
+        return _dict_keys(self)
+
+    def values(self) -> ValuesView[Any]:  # type: ignore[override]
+        """As ``dict.values`` (a live view)."""
+        self._ensure_loaded()
+        return _dict_values(self)
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        """As ``dict.items`` (a live view); ``json.dumps(session)`` reads through it."""
+        self._ensure_loaded()
+        return _dict_items(self)
+
+    def copy(self) -> dict[str, Any]:
+        """The data as a plain ``dict`` (shallow, as ``dict.copy``): not a session."""
+        self._ensure_loaded()
+        return dict(_dict_items(self))
+
+    @classmethod
+    def fromkeys(cls, iterable: Iterable[Any], value: Any = None, /) -> dict[Any, Any]:
+        """A plain ``dict``, as ``dict.fromkeys``: a session belongs to a request."""
+        return dict.fromkeys(iterable, value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, dict):
+            return NotImplemented
+        self._ensure_loaded()
+        if isinstance(other, Session):
+            other._ensure_loaded()
+        return _dict_eq(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        # dict's own __ne__ would compare the storage of a session not loaded yet.
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None
+
+    def __or__(self, other: object) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, dict):
+            return NotImplemented
+        merged = self.copy()
+        merged.update(other)
+        return merged
+
+    def __ror__(self, other: object) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, dict):
+            return NotImplemented
+        merged = dict(other)
+        merged.update(self.copy())
+        return merged
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy.copy(), copy.deepcopy() and pickle: the data, as a plain dict.
+        return (dict, (self.copy(),))
+
+    def __repr__(self) -> str:
+        if not self._loaded:
+            return "<Session (not loaded)>"
+        return _dict_repr(self)
+
+    # -- writing, each way through the session's own tracking ----------------------------------
 
     def __setitem__(self, key: str, value: Any) -> None:
         if type(key) is not str:
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
         # Refused here, in the view that made the mistake, not at the save: UnstorableValue.
         encoded = _encode(key, value)
+        # What _store does, written out: this is every write's path.
         self.accessed = self.state.used_since_save = self._mutated = True
-        self._data[key] = value
+        _dict_setitem(self, key, value)
         assigned = self._assigned
         if assigned is _NOTHING_ASSIGNED:
             self._assigned = assigned = {}
-        assigned[key] = (value, encoded) if type(value) in _IMMUTABLE else None  # type: ignore[index]
+        assigned[key] = encoded if type(value) in _IMMUTABLE else _REENCODE  # type: ignore[index]
+
+    def _store(self, key: str, value: Any, encoded: Any) -> None:
+        """Put a value the codec accepted (as ``encoded``) under ``key``."""
+        self.accessed = self.state.used_since_save = self._mutated = True
+        _dict_setitem(self, key, value)
+        assigned = self._assigned
+        if assigned is _NOTHING_ASSIGNED:
+            self._assigned = assigned = {}
+        assigned[key] = encoded if type(value) in _IMMUTABLE else _REENCODE  # type: ignore[index]
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        """As ``dict.update``; every value is checked before any is stored, so one the codec
+        refuses (:class:`~pgsession_wsgi.UnstorableValue`) leaves the session as it was."""
+        given = dict(other, **kwargs)  # dict's own reading of a mapping, pairs and keywords
+        checked = [(key, value, _encode(_checked_key(key), value)) for key, value in given.items()]
+        for key, value, encoded in checked:
+            self._store(key, value, encoded)
+
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """As ``dict.setdefault``; a default the codec refuses is not stored."""
+        self._ensure_loaded()
+        if _dict_contains(self, key):
+            return _dict_getitem(self, key)
+        self[key] = default
+        return default
 
     def __delitem__(self, key: str) -> None:
-        del self._ensure_loaded()[key]
+        self._ensure_loaded()
+        _dict_delitem(self, key)
         self._mutated = True
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._ensure_loaded()))
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        """As ``dict.pop``."""
+        self._ensure_loaded()
+        if _dict_contains(self, key):
+            self._mutated = True
+            return _dict_pop(self, key)
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
 
-    def __len__(self) -> int:
-        return len(self._ensure_loaded())
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._ensure_loaded()
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Session):
-            return self._ensure_loaded() == other._ensure_loaded()
-        if isinstance(other, dict):
-            return self._ensure_loaded() == other
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
+    def popitem(self) -> tuple[str, Any]:
+        """As ``dict.popitem``: the newest key and its value (``KeyError`` when empty)."""
+        self._ensure_loaded()
+        item = _dict_popitem(self)
+        self._mutated = True
+        return item
 
     def clear(self) -> None:
         """Empty the session; the next save replaces the stored value as a whole."""
         self.accessed = self.state.used_since_save = self._mutated = True
-        self._data = {}
+        _dict_clear(self)
         self._raw = {}
         self._loaded = True
         self._cleared = True
-
-    def __repr__(self) -> str:
-        if not self._loaded:
-            return "<Session (not loaded)>"
-        return f"<Session {sorted(self._data)!r}{' new' if self.state.row_found is False else ''}>"
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -252,7 +458,7 @@ class Session(MutableMapping[str, Any]):
         :param key: a session key.
         :returns: the value if it is in memory; None if absent or not loaded yet.
         """
-        return self._data.get(key)
+        return _dict_get(self, key)
 
     @property
     def loaded(self) -> bool:
@@ -372,19 +578,22 @@ class Session(MutableMapping[str, Any]):
             (the message names the key); one assigned so was refused at the assignment.
         :raises SessionTooLarge: the encoded session is over ``max_size``.
         """
-        if self._loaded and not self._mutated and all(type(v) in _IMMUTABLE for v in self._data.values()):
+        if self._loaded and not self._mutated and all(type(v) in _IMMUTABLE for v in _dict_values(self)):
             # Read only, and nothing that could have been changed in place: no work at all.
             self._encoded = self._raw
-            empty = all(key in META_KEYS for key in self._data)
+            empty = all(key in META_KEYS for key in _dict_iter(self))
             return Changes("{}", [], [], False, empty, True, self._raw)
         values: dict[str, Any] = {}
         changed: list[str] = []
         assigned = self._assigned
         if self._loaded:
             raw = self._raw
-            for key, value in self._data.items():
+            for key, value in _dict_items(self):
                 if key in assigned:
-                    enc = values[key] = _encoded(key, value, assigned[key])
+                    enc = assigned[key]  # as checked at the assignment, unless a container
+                    if enc is _REENCODE:
+                        enc = _encode(key, value, changed_in_place=True)
+                    values[key] = enc
                 elif type(value) in _IMMUTABLE and key in raw:
                     # Loaded and never assigned: it cannot have changed, its stored form stays.
                     values[key] = raw[key]
@@ -395,7 +604,7 @@ class Session(MutableMapping[str, Any]):
                     changed.append(key)
             removed = [] if self._cleared else [key for key in raw if key not in values]
         else:  # every key was assigned
-            values = {key: _encoded(key, value, assigned.get(key)) for key, value in self._data.items()}
+            values = {key: _encoded(key, value, assigned[key]) for key, value in self._written().items()}
             changed, removed = list(values), []
         self._encoded = values
         # Loaded: the whole session is empty. Not loaded: nothing was written to it.
@@ -436,7 +645,9 @@ class Session(MutableMapping[str, Any]):
         state.used_since_save = self._mutated = False
         self._assigned = _NOTHING_ASSIGNED
         if not self._loaded:
-            self._data = {}  # what was written blind is stored; a later read loads it all
+            # What was written blind is stored; a later read loads it all.
+            _dict_clear(self)
+            _dict_setdefault(self, _UNLOADED)
         elif session_id is not None:
             self._raw = self._encoded
         else:
@@ -599,12 +810,19 @@ def _encode(key: str, value: Any, changed_in_place: bool = False) -> Any:
         ) from None
 
 
-def _encoded(key: str, value: Any, checked: tuple[Any, Any] | None) -> Any:
-    """``value`` as the save stores it: the encoding checked at its assignment if ``value`` is
-    still that immutable value, else encoded anew (a container may have changed in place)."""
-    if checked is not None and checked[0] is value:
-        return checked[1]
-    return _encode(key, value, changed_in_place=True)
+def _checked_key(key: Any) -> str:
+    """``key`` if a session can have it: a ``str`` (as in JSON); ``TypeError`` otherwise."""
+    if type(key) is not str:
+        raise TypeError(f"session keys must be str, not {type(key).__name__}")
+    return key
+
+
+def _encoded(key: str, value: Any, checked: Any) -> Any:
+    """``value`` as the save stores it: its encoding as checked at the assignment (``checked``),
+    or, for a container (``_REENCODE``), encoded anew: it may have changed in place."""
+    if checked is _REENCODE:
+        return _encode(key, value, changed_in_place=True)
+    return checked
 
 
 def _where(key: str, changed_in_place: bool) -> str:

@@ -876,16 +876,17 @@ def test_a_cleared_session_never_loads_the_stored_data_back() -> None:
     assert dict(session) == {} and loads == []
 
 
-def test_the_repr_says_loaded_or_not_and_new_or_not_and_never_the_id() -> None:
-    """session.xǁSessionǁ__repr____mutmut_1.._12."""
+def test_the_repr_is_a_dicts_once_loaded_never_loads_and_never_shows_the_id() -> None:
+    """session.xǁSessionǁ__repr____mutmut_1.._12 (issue 23: the session is a dict)."""
     stored = Session(lambda s: {"b": 1, "a": 2})
     assert repr(stored) == "<Session (not loaded)>"
+    assert not stored.loaded
     assert stored["a"] == 2
-    assert repr(stored) == "<Session ['a', 'b']>"
+    assert repr(stored) == "{'b': 1, 'a': 2}"
     new = Session(lambda s: None)
     new["x"] = 1
     assert new.get("y") is None
-    assert repr(new) == "<Session ['x'] new>"
+    assert repr(new) == str(new) == "{'x': 1}"
 
 
 def test_the_size_check_counts_utf8_bytes_not_characters() -> None:
@@ -905,7 +906,7 @@ def test_a_session_made_without_the_core_is_new_loaded_and_permanent() -> None:
     assert (state.cookie_header, state.scheme) == ("", "http")
     session = Session()
     assert session.loaded is True and session.permanent is True
-    assert repr(session) == "<Session [] new>"
+    assert repr(session) == "{}" and session.new
     assert session.new is True
 
 
