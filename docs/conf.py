@@ -112,6 +112,16 @@ def _resolve_short_names(app, env, node, contnode):
     return None
 
 
+def _a_library_class(path):
+    """Whether ``path`` (``module.Qualname``) is a class outside the standard builtins."""
+    module, _, qualname = path.rpartition(".")
+    try:
+        obj = importlib.import_module(module)
+    except ImportError:
+        return False
+    return module != "builtins" and isinstance(getattr(obj, qualname, None), type)
+
+
 def _meant(module_name, parts):
     """The defining path (``module.Qualname``) of ``parts`` as seen from ``module_name``, or None."""
     if not module_name:
@@ -158,13 +168,14 @@ def _exists(module_name, class_name, parts):
 
 
 def _qualify_written_annotations(app, what, name, obj, options, signature, return_annotation):
-    """Qualify this package's names in annotations that autodoc shows as the source writes them.
+    """Qualify the names in annotations that autodoc shows as the source writes them.
 
     Python 3.9 cannot evaluate ``SessionMiddleware | None``, so autodoc leaves such an annotation
     as written, and Sphinx looks a bare ``SessionMiddleware`` up by its last part, which matches
     the WSGI and the ASGI one (a warning, so a failed build). Each name in an annotation is
     replaced by what the object's module imports under it, as 3.10 and later get by evaluating the
-    annotation; names from elsewhere are left alone.
+    annotation: this package's objects, and other libraries' classes (``AsyncConnectionPool``, then
+    ``psycopg_pool.AsyncConnectionPool``, which ``nitpick_ignore_regex`` leaves as text).
     """
     module_name = getattr(obj, "__module__", None)
     if not module_name:
@@ -190,7 +201,8 @@ def _qualify_written_annotations(app, what, name, obj, options, signature, retur
 
 def _qualified(text, annotations, module_name, shift):
     """``text`` (one line) with each dotted name in ``annotations`` that means one of this
-    package's objects in ``module_name`` written as ``~its.defining.path``."""
+    package's objects, or another library's class, in ``module_name`` written as
+    ``~its.defining.path``."""
     spans = []
     todo = list(annotations)
     while todo:
@@ -202,7 +214,7 @@ def _qualified(text, annotations, module_name, shift):
             part = part.value
         if isinstance(part, ast.Name):
             meant = _meant(module_name, [part.id, *dotted])
-            if meant and meant.startswith("pgsession_wsgi."):
+            if meant and (meant.startswith("pgsession_wsgi.") or _a_library_class(meant)):
                 spans.append((node.col_offset - shift, node.end_col_offset - shift, meant))
             continue
         todo.extend(ast.iter_child_nodes(node))
