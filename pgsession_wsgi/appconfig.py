@@ -351,8 +351,8 @@ SETTINGS: dict[str, Setting] = {
                 "True: always Secure; False: Secure over https", config_flag, _ALL),
         Setting("SESSION_COOKIE_SAMESITE", "text or None", None, "SameSite (None: Lax)",
                 config_optional_text, _ALL),
-        Setting("SESSION_COOKIE_PARTITIONED", "yes/no", False, "not supported: True is refused",
-                config_flag, _ALL),
+        Setting("SESSION_COOKIE_PARTITIONED", "yes/no", False,
+                "Partitioned (CHIPS), always with Secure", config_flag, _ALL),
         Setting("PERMANENT_SESSION_LIFETIME", "seconds", DEFAULT_IDLE_TIMEOUT,
                 "the idle timeout, and a permanent cookie's Max-Age", config_seconds, _ALL),
         Setting("SESSION_REFRESH_EACH_REQUEST", "yes/no", True,
@@ -519,13 +519,11 @@ def cookie_options(app: Any) -> dict[str, Any]:
     through :data:`SETTINGS` with the frameworks' meanings.
 
     :param app: a Flask or Quart app.
-    :raises ConfigurationError: a key of another type; ``SESSION_COOKIE_PARTITIONED`` is set
-        (not supported), or a ``__Host-`` or ``__Secure-`` ``SESSION_COOKIE_NAME`` meets a key its
-        prefix forbids (``SESSION_COOKIE_DOMAIN``, a ``SESSION_COOKIE_PATH`` other than ``/``).
+    :raises ConfigurationError: a key of another type, or a ``__Host-`` or ``__Secure-``
+        ``SESSION_COOKIE_NAME`` meets a key its prefix forbids (``SESSION_COOKIE_DOMAIN``, a
+        ``SESSION_COOKIE_PATH`` other than ``/``).
     """
     config = app.config
-    if setting(config, "SESSION_COOKIE_PARTITIONED"):
-        raise ConfigurationError("SESSION_COOKIE_PARTITIONED is not supported by pgsession-wsgi")
     samesite = setting(config, "SESSION_COOKIE_SAMESITE")
     options = {
         "idle_timeout": setting(config, "PERMANENT_SESSION_LIFETIME"),
@@ -538,6 +536,8 @@ def cookie_options(app: Any) -> dict[str, Any]:
         "cookie_httponly": setting(config, "SESSION_COOKIE_HTTPONLY"),
         # Unset becomes Lax (safe by default); the frameworks accept any case, the core wants "Lax".
         "cookie_samesite": samesite.title() if samesite else "Lax",
+        # Always sent Secure (as Flask 3.1 does); the "not forced" False above goes with it.
+        "cookie_partitioned": setting(config, "SESSION_COOKIE_PARTITIONED"),
     }
     # The cookies module's check, with the config's own key names in its message.
     keys = {option: f"SESSION_COOKIE_{option.upper()}" for option in ("secure", "path", "domain")}

@@ -128,6 +128,9 @@ class SessionMiddleware:
     :param cookie_secure: ``Secure``; None: when the request came over https.
     :param cookie_httponly: ``HttpOnly``.
     :param cookie_samesite: ``"Lax"``, ``"Strict"``, ``"None"`` (needs Secure) or None.
+    :param cookie_partitioned: ``Partitioned`` (CHIPS), for an app embedded in other sites'
+        pages: the browser keeps the cookie apart per top-level site. Always sent Secure
+        (browsers drop it otherwise), so ``cookie_secure=False`` is refused next to it.
     :param fallback_secret_keys: older keys still accepted while you rotate; never used to sign.
     :param user_key: the session key holding the user's id, mirrored into the table for
         :meth:`PostgresStore.sessions_for_user`; a ``str``, ``int`` or ``UUID``. Default
@@ -164,6 +167,7 @@ class SessionMiddleware:
         cookie_secure: bool | None = None,
         cookie_httponly: bool = True,
         cookie_samesite: str | None = "Lax",
+        cookie_partitioned: bool = False,
         fallback_secret_keys: Iterable[str | bytes] = (),
         user_key: str | None = DEFAULT_USER_KEY,
         regenerate_on_user_change: bool = True,
@@ -193,6 +197,7 @@ class SessionMiddleware:
             cookie_secure=cookie_secure,
             cookie_httponly=cookie_httponly,
             cookie_samesite=cookie_samesite,
+            cookie_partitioned=cookie_partitioned,
             fallback_secret_keys=fallback_secret_keys,
             user_key=user_key,
             regenerate_on_user_change=regenerate_on_user_change,

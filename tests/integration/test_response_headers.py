@@ -33,6 +33,7 @@ from webtest import TestApp
 
 from pgsession_wsgi import PostgresStore, SessionMiddleware, get_session
 from pgsession_wsgi.asgi import SessionMiddleware as AsgiSessionMiddleware
+from pgsession_wsgi.errors import ConfigurationError
 from pgsession_wsgi.flask import PgSession
 from pgsession_wsgi.quart import EXTENSION_KEY as QUART_EXTENSION_KEY
 from pgsession_wsgi.quart import PgSession as QuartPgSession
@@ -184,3 +185,54 @@ async def test_quart_one_merged_vary_header(
     response = await make_quart().test_client().get(write_path(app_vary))
     assert response.headers.getlist("Vary") == expected
     assert "Set-Cookie" in response.headers
+
+
+# -- Partitioned cookies -------------------------------------------------------------------------
+
+
+def attributes(set_cookie: str) -> set[str]:
+    """A ``Set-Cookie`` header's attribute names, in lower case."""
+    return {part.split("=", 1)[0].strip().lower() for part in set_cookie.split(";")[1:]}
+
+
+def test_wsgi_partitioned_cookie_is_set_partitioned_and_secure(
+    make_wsgi: Callable[..., TestApp],
+) -> None:
+    client = make_wsgi(cookie_partitioned=True)
+    written = client.get("/write")  # over http: Secure all the same, or the browser drops it
+    assert {"partitioned", "secure"} <= attributes(written.headers["Set-Cookie"])
+
+
+def test_wsgi_partitioned_cookie_without_secure_is_refused(make_store: Callable[..., PostgresStore]) -> None:
+    with pytest.raises(ConfigurationError, match="cookie_partitioned=True needs Secure"):
+        SessionMiddleware(
+            wsgi_app, make_store(), secret_key=SECRET, cookie_partitioned=True, cookie_secure=False
+        )
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_flask_session_cookie_partitioned(make_flask: Callable[..., Flask], secure: bool) -> None:
+    """Flask's SESSION_COOKIE_SECURE=False means "not forced", so it goes with Partitioned."""
+    client = make_flask(SESSION_COOKIE_PARTITIONED=True, SESSION_COOKIE_SECURE=secure).test_client()
+    response = client.get("/write")
+    assert {"partitioned", "secure"} <= attributes(response.headers["Set-Cookie"])
+
+
+def test_flask_session_cookie_not_partitioned_by_default(make_flask: Callable[..., Flask]) -> None:
+    response = make_flask().test_client().get("/write")
+    assert attributes(response.headers["Set-Cookie"]).isdisjoint({"partitioned", "secure"})
+
+
+@pytest.mark.anyio
+async def test_starlette_cookie_partitioned(make_async_store: MakeAsyncStore) -> None:
+    async with http_client(starlette_app(make_async_store(), cookie_partitioned=True)) as client:
+        response = await client.get("/write")
+    assert {"partitioned", "secure"} <= attributes(response.headers["set-cookie"])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("secure", [False, True])
+async def test_quart_session_cookie_partitioned(make_quart: Callable[..., Quart], secure: bool) -> None:
+    client = make_quart(SESSION_COOKIE_PARTITIONED=True, SESSION_COOKIE_SECURE=secure).test_client()
+    response = await client.get("/write")
+    assert {"partitioned", "secure"} <= attributes(response.headers["Set-Cookie"])
