@@ -685,7 +685,7 @@ class SessionCore:
             ends_at,
         )
         cookie = self._cookie_for(new_id, self._is_permanent(session, None), state)
-        session.mark_saved(new_id)
+        session.mark_saved(new_id, whole=True)
         return cookie
 
     def _update(

@@ -630,12 +630,15 @@ class Session(dict[str, Any]):
             values=loaded_values,
         )
 
-    def mark_saved(self, session_id: str | None) -> None:
+    def mark_saved(self, session_id: str | None, whole: bool = False) -> None:
         """Make what was just written the new baseline, so a later save sends only what changed.
 
-        Called by the core after each save: a streaming body may change the session again.
+        Called by the core after each save: a streaming body may change the session again. The
+        values stay for the rest of the request (teardown, a streamed body, a test client).
 
         :param session_id: the id the data now lives under; None if no row remains.
+        :param whole: the save wrote the whole session (a new row): what is in memory is all
+            the row holds, so a session written blind counts as loaded from now on.
         """
         state = self.state
         state.session_id = session_id
@@ -644,8 +647,17 @@ class Session(dict[str, Any]):
             state.expiry = None  # no row keeps it
         state.used_since_save = self._mutated = False
         self._assigned = _NOTHING_ASSIGNED
+        if not self._loaded and whole:
+            # A new row holds what was written and nothing else: nothing is left to load (an
+            # async front end could not load it later, and its values must stay readable).
+            _dict_pop(self, _UNLOADED)
+            self._loaded = True
+            state.row_found = True
+            self._raw = self._encoded
+            return
         if not self._loaded:
-            # What was written blind is stored; a later read loads it all.
+            # What was written blind is stored with the row's other keys; a later read loads
+            # them all.
             _dict_clear(self)
             _dict_setdefault(self, _UNLOADED)
         elif session_id is not None:
