@@ -31,7 +31,14 @@ from .core import (
     WriteResult,
     user_id_text,
 )
-from .errors import ConfigurationError, PrivilegeError, SessionError, SessionTooLarge, StoreUnavailable
+from .errors import (
+    ConfigurationError,
+    PrivilegeError,
+    SessionDataError,
+    SessionError,
+    SessionTooLarge,
+    StoreUnavailable,
+)
 from .exchange import ALL, COUNT, EACH, ONE, ROW, DriverErrors, Statement, Steps, one_row, readable
 from .layout import TableSetup, privilege_error
 from .prepared import Fixed, PreparedStatements
@@ -199,7 +206,11 @@ class StoreSteps:
     def _load(self, op: Load, conn: Any) -> Steps[LoadedRow | None]:
         statement = self._request(conn, "load", {"id": op.id_hash}, (("touch", op.touch_interval),), ROW)
         row = readable((yield statement))  # JSON our codec never writes, a time or duration out of range
-        return None if row is None else LoadedRow(*row)
+        if row is None:
+            return None
+        if type(row[0]) is not dict:  # a JSON array or scalar: no session was ever stored as one
+            raise SessionDataError("the stored data is not a JSON object")
+        return LoadedRow(*row)
 
     def _insert(self, op: Insert, conn: Any) -> Steps[None]:
         params = {

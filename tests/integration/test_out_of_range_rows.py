@@ -88,6 +88,18 @@ async def test_both_stores_read_such_a_row_as_session_data_error(
         await answer(any_store, write)
 
 
+@pytest.mark.parametrize("data", ["[1]", "[]", '"text"', "1", "null"])
+async def test_both_stores_read_data_that_is_no_json_object_as_session_data_error(
+    any_store: Any, data: str
+) -> None:
+    """A session is always stored as a JSON object; an array or a scalar is someone else's row."""
+    id_hash = hash_session_id(new_session_id())
+    await answer(any_store, Insert(id_hash, '{"a": 1}', None, IDLE, None, None))
+    sql(any_store, "UPDATE {t} SET data = %s::jsonb WHERE id = %s", (data, id_hash))
+    with pytest.raises(SessionDataError, match="not a JSON object"):
+        await answer(any_store, Load(id_hash, TOUCH))
+
+
 def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """/read: the session as JSON; /set?k=v: written without reading it first."""
     session = get_session(environ)
