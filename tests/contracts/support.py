@@ -62,6 +62,13 @@ def the_cookie(response: httpx.Response, name: str = "session") -> SetCookie:
     return cookies[0]
 
 
+def theirs_since(condition: bool, reason: str) -> Any:
+    """Run a test against both, but skip the other library's run where its installed release
+    lacks the feature (Python 3.9 gets Starlette 0.49, without ``partitioned``, for one)."""
+    other = pytest.param("theirs", marks=pytest.mark.skipif(not condition, reason=reason))
+    return pytest.mark.parametrize("flavour", [other, "ours"])
+
+
 def ours_only(reason: str) -> Any:
     """Run a test against pgsession-wsgi alone: the other library differs on purpose, as
     docs/asgi.md says (``reason``); its run is skipped with that reason."""
