@@ -136,8 +136,9 @@ def wire_counter(pg_dsn: str) -> Iterator[RoundTripCounter]:
 
 
 @pytest.fixture
-def make_pgbouncer() -> Iterator[Callable[[str], PgBouncer]]:
-    """``make_pgbouncer(backend_dsn)``: PgBouncer (transaction pooling) in front of that server.
+def make_pgbouncer() -> Iterator[Callable[..., PgBouncer]]:
+    """``make_pgbouncer(backend_dsn, pool_size=20)``: PgBouncer (transaction pooling) in front of
+    that server, with ``pool_size`` server connections per database and user.
 
     Needs the ``pgbouncer`` program: without it the test is skipped, or fails when
     PGSESSION_REQUIRE_PGBOUNCER is set (so CI cannot pass by skipping). Each one started is stopped
@@ -150,8 +151,8 @@ def make_pgbouncer() -> Iterator[Callable[[str], PgBouncer]]:
         pytest.skip(f"{reason}; set PGSESSION_REQUIRE_PGBOUNCER=1 to fail instead")
     started: list[PgBouncer] = []
 
-    def make(backend_dsn: str) -> PgBouncer:
-        bouncer = PgBouncer(backend_dsn)
+    def make(backend_dsn: str, pool_size: int = 20) -> PgBouncer:
+        bouncer = PgBouncer(backend_dsn, pool_size=pool_size)
         started.append(bouncer)
         return bouncer
 

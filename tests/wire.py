@@ -356,7 +356,7 @@ class PgBouncer:
     pointed at PgBouncer (database, user and other parameters kept).
     """
 
-    def __init__(self, backend_dsn: str, executable: str = "pgbouncer") -> None:
+    def __init__(self, backend_dsn: str, executable: str = "pgbouncer", pool_size: int = 20) -> None:
         binary = find_pgbouncer(executable)
         if binary is None:
             raise RuntimeError(f"pgbouncer is not installed ({PGBOUNCER_INSTALL_HINT})")
@@ -379,7 +379,7 @@ class PgBouncer:
             f"auth_file = {self.dir / 'users.txt'}\n"
             "pool_mode = transaction\n"
             "max_client_conn = 500\n"
-            "default_pool_size = 20\n"
+            f"default_pool_size = {pool_size}\n"
             "ignore_startup_parameters = extra_float_digits, options, application_name\n"
             f"logfile = {self.log_file}\n"
         )
