@@ -21,7 +21,7 @@ import psycopg2.extensions
 from .connections import _readable_poll as _readable_poll
 from .connections import _readable_select as _readable_select
 from .connections import choose_readable as _choose_readable
-from .connections import first_line, gone
+from .connections import first_line
 from .dsn import hide_password
 from .errors import ConfigurationError, StoreUnavailable
 
@@ -53,7 +53,12 @@ def _is_dead(conn: Connection) -> bool:
     An idle connection has nothing to read; if its socket is readable, the server has sent an
     error and closed it. This costs one system call and no round trip.
     """
-    return gone(bool(conn.closed), conn.fileno, psycopg2.Error, _readable)
+    if conn.closed:  # written out, not connections.gone: this runs on every request's path
+        return True
+    try:
+        return _readable(conn.fileno())
+    except (OSError, ValueError, psycopg2.Error):
+        return True
 
 
 class ConnectionPool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -40,16 +41,18 @@ class PreparedStatements:
 
     :param sql: the store's statements, without a ``SET LOCAL`` guard (a guard turns these off).
     :param errors: the driver's errors, to tell a prepared statement gone missing.
+    :param plain: makes a request statement as text, with every value bound (while these are off).
     """
 
-    def __init__(self, sql: Statements, errors: DriverErrors) -> None:
+    def __init__(self, sql: Statements, errors: DriverErrors, plain: Callable[..., Statement]) -> None:
         self.sql = sql
+        self.plain = plain
         #: A prepared statement not there, and one there already: nothing ran.
         self.gone = (errors.prepared_missing, errors.prepared_duplicate)
         #: Each kind's (PREPARE, EXECUTE) templates; None while off.
         self.templates: dict[str, tuple[str, str]] | None = None
-        # Per connection, kind -> True (prepared there) or False (tried: it may be there).
-        self._on: weakref.WeakKeyDictionary[Any, dict[str, bool]] = weakref.WeakKeyDictionary()
+        # Per connection (by id, while it lives), kind -> True (prepared there) or False (tried).
+        self._on: dict[int, dict[str, bool]] = {}
         # (kind, the settings' values) -> that kind's EXECUTE alone, those values written in.
         self._bound: dict[tuple[str, Fixed], _Attempt] = {}
 
@@ -59,7 +62,7 @@ class PreparedStatements:
 
     def statement(self, conn: Any, kind: str, params: dict[str, Any], fixed: Fixed, read: int) -> Statement:
         """The request statement ``kind`` as it goes on ``conn``: its ``EXECUTE`` where it is
-        prepared there, ``PREPARE ...; EXECUTE ...`` where not yet.
+        prepared there, ``PREPARE ...; EXECUTE ...`` where not yet, the text while these are off.
 
         :param conn: the driver's connection, only as a key.
         :param kind: the statement's name in :class:`~pgsession_wsgi.sql.Statements`.
@@ -67,16 +70,18 @@ class PreparedStatements:
         :param fixed: the values from the app's settings, written into the ``EXECUTE``.
         :param read: what the statement's answer is.
         """
-        assert self.templates is not None
+        if self.templates is None:
+            return self.plain(kind, params, fixed, read)
         try:
             alone = self._bound.get((kind, fixed))
         except TypeError:  # an unhashable setting, surely of the wrong kind: _bind names it
             alone = None
         if alone is None:
             alone = self._bind(kind, fixed)
-        done = self._on.get(conn)
+        done = self._on.get(id(conn))
         if done is None:
-            done = self._on[conn] = {}
+            done = self._on[id(conn)] = {}
+            weakref.finalize(conn, self._on.pop, id(conn), None)
         before = done.get(kind)
         if before:
             return Statement(alone.execute, params, read, True, alone)
@@ -126,8 +131,7 @@ class _Attempt:
         # (PgBouncer in transaction mode, not found by the startup check).
         owner.templates = None
         log.info("prepared statements dropped by the server side (PgBouncer?); sending plain statements")
-        params = {**statement.params, **dict(self.fixed)}
-        return Statement(getattr(owner.sql, self.kind), params, statement.read)
+        return owner.plain(self.kind, statement.params, self.fixed, statement.read)
 
 
 def _literal(name: str, value: Any) -> str:

@@ -101,7 +101,8 @@ class StoreSteps:
         self.guard = ""
         #: Whether a connection was asked if it kept the startup options (see check_settings).
         self.settings_checked = False
-        self.prepared = PreparedStatements(self.sql, errors)
+        self.prepared = PreparedStatements(self.sql, errors, self._plain)
+        self._request = self.prepared.statement  # a request statement, prepared or as text
         #: Each of the core's operations' steps (given it and the connection), and whether they
         #: may run again: see :meth:`plan`.
         self.plans: dict[type, tuple[Callable[[Any, Any], Steps[Any]], bool]] = {
@@ -141,10 +142,8 @@ class StoreSteps:
         """One of :attr:`sql`'s statements (guarded ones hold several commands)."""
         return Statement(text, params, read, bool(self.guard))
 
-    def _request(self, conn: Any, kind: str, params: dict[str, Any], fixed: Fixed, read: int) -> Statement:
-        """A request statement: prepared on ``conn``, or as text with every value bound."""
-        if self.prepared.templates is not None:
-            return self.prepared.statement(conn, kind, params, fixed, read)
+    def _plain(self, kind: str, params: dict[str, Any], fixed: Fixed, read: int) -> Statement:
+        """A request statement as text, every value bound (prepared statements off)."""
         return Statement(getattr(self.sql, kind), {**params, **dict(fixed)}, read, bool(self.guard))
 
     # -- what a driver's error means ----------------------------------------------------------
