@@ -818,14 +818,21 @@ def _adopt(scope: Scope, connection: _Connection) -> Session:
     if isinstance(current, Session):
         connection.session = current  # the app put another of our sessions there: it wins
         return current
+    _take_over(session, current)
+    scope["session"] = session
+    return session
+
+
+def _take_over(session: Session, current: object) -> None:
+    """Make ``session`` what the app put in ``scope["session"]`` in its place: None or Litestar's
+    ``Empty`` (``clear_session()``) ends it; any other mapping (``set_session(data)``) becomes its
+    data. Our Starlette-style middleware and the Litestar backend both adopt it here."""
     if current is None or _is_litestar_empty(current):
         session.invalidate()
     else:
         data = _as_mapping(current)
         session.clear()
         session.update(data)
-    scope["session"] = session
-    return session
 
 
 def _is_starlette_secret(value: Any) -> bool:

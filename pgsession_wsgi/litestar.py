@@ -50,7 +50,7 @@ try:
     from litestar.middleware.base import DefineMiddleware
     from litestar.middleware.session.base import BaseBackendConfig, BaseSessionBackend, SessionMiddleware
     from litestar.plugins import InitPluginProtocol
-    from litestar.types import ASGIApp, Empty, Message, Receive, Scope, ScopeSession, Send
+    from litestar.types import ASGIApp, Message, Receive, Scope, ScopeSession, Send
 except ModuleNotFoundError as missing:  # Litestar, which the [litestar] extra brings
     raise (MissingExtraError.of(missing, __name__) or missing) from None
 
@@ -62,6 +62,7 @@ from .asgi import (
     _error_response,
     _log_failure,
     _origin_allowed,
+    _take_over,
     _with_session_headers,
 )
 from .async_store import AsyncPostgresStore
@@ -170,12 +171,7 @@ class _Exchange:
         (it replaces the session's data) or ``clear_session()`` put ``Empty`` there (it ends it)."""
         session = self.session
         if current is not session:
-            if current is None or current is Empty:
-                session.invalidate()
-            else:
-                data = _as_mapping(current)
-                session.clear()
-                session.update(data)
+            _take_over(session, current)
             scope["session"] = session
         return session
 
