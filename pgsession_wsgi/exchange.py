@@ -3,9 +3,9 @@
 Everything a store does (a request's statement, the table's setup, a purge) is written once, in
 :mod:`pgsession_wsgi.store_steps`, as *steps*: a generator that yields each :class:`Statement` it
 needs and is sent that statement's answer, as the request algorithm of :mod:`pgsession_wsgi.core`
-yields its operations. A driver (psycopg2 in :mod:`pgsession_wsgi.store`, psycopg 3 in
-:mod:`pgsession_wsgi.async_store`) only sends a statement and hands back what its ``read`` asks
-for; when the statement fails, the driver's exception is thrown into the step at its ``yield``,
+yields its operations. A driver (psycopg2 in :mod:`pgsession_wsgi.psycopg2_driver`, psycopg 3
+in :mod:`pgsession_wsgi.psycopg_driver`) only sends a statement and hands back what its ``read``
+asks for; when the statement fails, the driver's exception is thrown into the step at its ``yield``,
 so the step decides what it means. :func:`converse` and :func:`converse_async` run a step on one
 connection.
 """

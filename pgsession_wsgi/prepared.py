@@ -35,6 +35,8 @@ MAX_BOUND_STATEMENTS = 64
 #: A statement's values that come from the app's settings: (placeholder name, value) pairs.
 Fixed = tuple[tuple[str, Any], ...]
 
+_statement = tuple.__new__
+
 
 class PreparedStatements:
     """Which text each request statement goes as, per connection; off until :meth:`enable`.
@@ -83,8 +85,8 @@ class PreparedStatements:
             done = self._on[id(conn)] = {}
             weakref.finalize(conn, self._on.pop, id(conn), None)
         before = done.get(kind)
-        if before:
-            return Statement(alone.execute, params, read, True, alone)
+        if before:  # every request but a connection's first: a plain tuple's __new__ is enough
+            return _statement(Statement, (alone.execute, params, read, True, alone))
         # A PREPARE stays even when the EXECUTE after it fails: remember the attempt.
         done[kind] = False
         attempt = _Attempt(self, kind, fixed, done, alone.execute, before is False)

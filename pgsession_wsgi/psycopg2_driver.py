@@ -21,6 +21,7 @@ import psycopg2.extensions
 import psycopg2.pool
 
 from .borrowed import EngineConnections, LentConnections, PoolConnections, use_own_typecasters
+from .core import Operation
 from .defaults import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PURGE_BATCH_SIZE,
@@ -292,8 +293,8 @@ class Psycopg2Connections(StoreBase):
         finally:
             self._ready_lock.release()
 
-    def _run(self, work: Callable[[Cursor], T], *, retry: bool, setup: bool = False) -> T:
-        """Run ``work`` on a pooled connection, turning database trouble into clear errors.
+    def _run(self, work: Callable[..., T], *args: Any, retry: bool, setup: bool = False) -> T:
+        """Run ``work(cursor, *args)`` on a pooled connection, turning database trouble into clear errors.
 
         ``retry`` is for statements that are safe to repeat (reads, idempotent writes): they get
         one more try on a fresh connection when the first one turns out to be broken.
@@ -306,7 +307,7 @@ class Psycopg2Connections(StoreBase):
                     if self._origin is not None:
                         use_own_typecasters(cur)
                     try:
-                        return work(cur)
+                        return work(cur, *args)
                     except psycopg2.errors.InsufficientPrivilege as exc:
                         role = converse(self._steps.current_role(), _send, cur)
                         raise self._steps.refused(exc, role) from None
@@ -316,7 +317,18 @@ class Psycopg2Connections(StoreBase):
 
     def _do(self, make: Callable[[], Steps[T]], *, retry: bool = True, setup: bool = False) -> T:
         """Run the steps ``make`` makes, made anew for each try (see :meth:`_run`)."""
-        return self._run(lambda cur: converse(make(), _send, cur), retry=retry, setup=setup)
+        return self._run(_steps_on, make, retry=retry, setup=setup)  # type: ignore[no-any-return]
+
+
+def _steps_on(cur: Cursor, make: Callable[[], Steps[T]]) -> T:
+    """The steps ``make`` makes, run on ``cur``: work for ``_run`` (a function, not a closure made
+    for each statement)."""
+    return converse(make(), _send, cur)
+
+
+def _answer_on(cur: Cursor, steps: Callable[[Operation, Any], Steps[T]], operation: Operation) -> T:
+    """The steps that answer one of the core's operations, run on ``cur``: work for ``_run``."""
+    return converse(steps(operation, cur.connection), _send, cur)
 
 
 def _send(cur: Cursor, statement: Statement) -> Any:

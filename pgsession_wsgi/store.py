@@ -17,9 +17,8 @@ from typing import Any
 
 from .core import Operation
 from .dsn import normalize_dsn as normalize_dsn  # re-exported: cli and legacy import it from here
-from .exchange import converse
 from .prepared import MAX_BOUND_STATEMENTS as MAX_BOUND_STATEMENTS  # importable here, as in 0.2.0
-from .psycopg2_driver import Psycopg2Connections, _send
+from .psycopg2_driver import Psycopg2Connections, _answer_on
 from .store_base import StoreMethods
 from .store_steps import EXACT_COUNT_LIMIT as EXACT_COUNT_LIMIT  # importable here, as in 0.2.0
 from .store_steps import SessionInfo
@@ -125,7 +124,7 @@ class PostgresStore(Psycopg2Connections, StoreMethods):
         :returns: the answer that operation's docstring names.
         """
         steps, retry = self._steps.plans.get(type(operation)) or self._steps.plan(operation)
-        return self._run(lambda cur: converse(steps(operation, cur.connection), _send, cur), retry=retry)
+        return self._run(_answer_on, steps, operation, retry=retry)
 
     _answer = execute  # the methods of StoreMethods answer as this class does
 
