@@ -40,22 +40,13 @@ def choose_readable() -> Callable[[int], bool]:
 readable = choose_readable()  # chosen once, at import
 
 
-def gone(
-    closed: bool,
-    fileno: Callable[[], int],
-    driver_error: type[Exception],
-    is_readable: Callable[[int], bool] | None = None,
-) -> bool:
-    """Whether an idle connection has been closed by the server: an idle one has nothing to read.
-
-    :param closed: the driver already knows it is closed (or broken).
-    :param fileno: its socket's descriptor, asked only if it is not.
-    :param driver_error: what the driver raises when the socket is gone too.
-    :param is_readable: the check to use; the one chosen at import by default.
-    """
+def gone(closed: bool, fileno: Callable[[], int], driver_error: type[Exception]) -> bool:
+    """Whether an idle connection (``closed``, as its driver knows; its socket, ``fileno()``) has
+    been closed by the server: an idle one has nothing to read. ``driver_error`` is what the driver
+    raises when the socket is gone too."""
     if closed:
         return True
     try:
-        return (is_readable or readable)(fileno())
+        return readable(fileno())
     except (OSError, ValueError, driver_error):
         return True

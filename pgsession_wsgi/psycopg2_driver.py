@@ -321,8 +321,7 @@ class Psycopg2Connections(StoreBase):
 
 
 def _steps_on(cur: Cursor, make: Callable[[], Steps[T]]) -> T:
-    """The steps ``make`` makes, run on ``cur``: work for ``_run`` (a function, not a closure made
-    for each statement)."""
+    """The steps ``make`` makes, run on ``cur``: work for ``_run`` (no closure made per call)."""
     return converse(make(), _send, cur)
 
 

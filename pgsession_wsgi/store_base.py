@@ -149,8 +149,7 @@ class StoreMethods:
     _steps: StoreSteps
 
     def _answer(self, operation: Operation) -> Any:
-        """Answer one of the core's operations, as this store's ``execute`` does (whatever a
-        subclass's ``execute`` adds)."""
+        """Answer an operation as this store's ``execute`` does, whatever a subclass's adds."""
         raise NotImplementedError
 
     def _do(self, make: Callable[[], Steps[T]], *, retry: bool = True) -> T:
