@@ -183,7 +183,9 @@ async def test_clearing_the_session_expires_the_cookie(make_app: MakeApp) -> Non
 async def test_a_changed_cookie_reads_as_an_empty_session(make_app: MakeApp) -> None:
     async with http_client(make_app()) as client:
         value = cookie_of(await client.get("/write?a=1")).value
-        forged = value[:-1] + ("A" if value[-1] != "A" else "B")
+        # The signature's last base64 character carries padding bits some decoders ignore, so
+        # change one that is all signature.
+        forged = value[:-5] + ("A" if value[-5] != "A" else "B") + value[-4:]
         client.cookies.clear()
         client.cookies.set("session", forged)
         assert (await client.get("/read")).json() == {}
