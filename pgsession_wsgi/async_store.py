@@ -126,4 +126,5 @@ class AsyncPostgresStore(PsycopgConnections):
     purge_expired = awaiting(StoreMethods.purge_expired)
     sessions_for_user = awaiting(StoreMethods.sessions_for_user)
     revoke_user = awaiting(StoreMethods.revoke_user)
+    delete_all = awaiting(StoreMethods.delete_all)
     stats = awaiting(StoreMethods.stats)

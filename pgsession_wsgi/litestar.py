@@ -54,8 +54,6 @@ try:
 except ModuleNotFoundError as missing:  # Litestar, which the [litestar] extra brings
     raise (MissingExtraError.of(missing, __name__) or missing) from None
 
-import psycopg
-
 from .asgi import (
     _as_mapping,
     _cookie_header,
@@ -135,10 +133,6 @@ class SessionWebsocketRefused(SessionError, WebSocketException):
     """A websocket handshake refused before its session was loaded; Litestar closes it with
     :attr:`code`: 1008 for a page on another origin (a 403 under a server), 1013 when the store
     cannot be reached, 1011 for any other session error."""
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _no_loader(session: Session) -> None:
@@ -335,25 +329,15 @@ class PgSessionBackend(BaseSessionBackend["PgSessionConfig"]):
         await run_async(self.config.core.save(session), self.config.store.execute)
 
     async def delete_all(self) -> int:
-        """End every session in the store's table (every app sharing it included); how many.
+        """End every session in the store's table; how many live ones ended.
 
-        Runs on a connection of the store's own, so a store on your pool
-        (``AsyncPostgresStore.from_pool``) refuses it.
+        The store's :meth:`~pgsession_wsgi.async_store.AsyncPostgresStore.delete_all`: every
+        app's sessions on that table go (a row does not record which app made it), on a store
+        of its own connections or on your pool's (``AsyncPostgresStore.from_pool``) alike.
 
-        :raises ConfigurationError: the store borrows your pool's connections.
         :raises StoreUnavailable: the database cannot be reached.
         """
-        store = self.config.store
-        conn = await store.connect_unpooled()
-        try:
-            cur = await conn.execute(f"DELETE FROM {store.qualified_name}")  # a quoted identifier
-            return max(cur.rowcount, 0)
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"lost the connection to PostgreSQL ({_first_line(exc)})") from None
-        except psycopg.Error as exc:
-            raise SessionError(f"deleting every session failed: {_first_line(exc)}") from None
-        finally:
-            await conn.close()
+        return await self.config.store.delete_all()
 
     async def delete_expired(self) -> int:
         """Delete the expired rows now (the store's background purge does it too); how many.

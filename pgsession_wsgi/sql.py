@@ -391,6 +391,15 @@ class Statements:
             " WHERE user_id = %(user_id)s AND expires_at > now() ORDER BY accessed_at DESC"
         )
         self.revoke = f"DELETE FROM {t} WHERE user_id = %(user_id)s AND id IS DISTINCT FROM %(keep)s"
+        # Every row, a batch at a time in id order from %(after)s on (a short statement each, so
+        # requests wait for no more than one batch, and none walks over rows already deleted):
+        # the live sessions it ended, and the last id (NULL once nothing was left).
+        self.delete_all = (
+            f"WITH deleted AS (DELETE FROM {t} WHERE id IN (SELECT id FROM {t}"
+            " WHERE id >= %(after)s::bytea ORDER BY id LIMIT %(limit)s) RETURNING id, expires_at)"
+            " SELECT count(*) FILTER (WHERE expires_at > now()), (array_agg(id ORDER BY id DESC))[1]"
+            " FROM deleted"
+        )
         self.stats = (
             "SELECT count(*) FILTER (WHERE expires_at > now()),"
             " count(*) FILTER (WHERE expires_at <= now()),"

@@ -3,10 +3,11 @@
 :class:`StoreBase` holds the options, the names and the table's DDL, and the :class:`StoreSteps
 <pgsession_wsgi.store_steps.StoreSteps>` that decide everything the store does.
 :class:`StoreMethods` is the store's API beyond the core's ``execute``: each request statement
-on its own, the purge, a user's sessions, the table's figures. Their bodies hand an operation to
-the store's ``_answer`` or steps to its ``_do``: :class:`~pgsession_wsgi.store.PostgresStore`
-inherits them, which answer at once; :class:`~pgsession_wsgi.async_store.AsyncPostgresStore`
-takes each through :func:`awaiting`, as its ``_answer`` and ``_do`` are coroutines.
+on its own, the purge, a user's sessions, every session at once, the table's figures. Their
+bodies hand an operation to the store's ``_answer`` or steps to its ``_do``:
+:class:`~pgsession_wsgi.store.PostgresStore` inherits them, which answer at once;
+:class:`~pgsession_wsgi.async_store.AsyncPostgresStore` takes each through :func:`awaiting`, as
+its ``_answer`` and ``_do`` are coroutines.
 """
 
 from __future__ import annotations
@@ -292,6 +293,23 @@ class StoreMethods:
         :raises SessionError: ``user_id`` is not a str, int or UUID.
         """
         return self._do(self._steps.revoke_user(user_id, keep, key_prefix))
+
+    def delete_all(self, *, batch_size: int = DEFAULT_PURGE_BATCH_SIZE) -> int:
+        """End every session in the table ("log everyone out"); returns how many live ones ended.
+
+        Every row goes, expired ones too (uncounted), whichever app made it: a session's row
+        does not record the app's ``key_prefix`` (its id is hashed with it), so apps sharing the
+        table under their own prefixes are all logged out; give an app a table of its own
+        (``table=``) for a ``delete_all`` of its own. To end one user's sessions, use
+        :meth:`revoke_user`. Works on connections the app lends (``from_pool``, ``from_engine``)
+        as on the store's own.
+
+        :param batch_size: rows per statement, each its own short transaction: a request waits
+            for one batch at most, and a big table takes more statements, not longer ones (none
+            runs into ``statement_timeout``). A session made while it runs may stay.
+        :raises ConfigurationError: ``batch_size`` is below 1.
+        """
+        return self._do(self._steps.delete_all(batch_size).batches)
 
     def stats(self) -> dict[str, int]:
         """How full the table is, for monitoring and ``pgsession-wsgi stats``.

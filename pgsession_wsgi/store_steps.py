@@ -5,8 +5,9 @@
 :mod:`pgsession_wsgi.exchange`): which statement answers each of the core's operations and how its
 answer is read, the settings sent with each statement where startup options do not arrive, which
 work may run again on a fresh connection, what a driver's error means for the app, the purge's
-batches (:class:`Purge`), and through :mod:`.layout` and :mod:`.prepared` the table's setup and
-the prepared statements. A store only runs these steps on its driver's connections.
+batches (:class:`Purge`) and those that delete every row (:class:`DeleteAll`), and through
+:mod:`.layout` and :mod:`.prepared` the table's setup and the prepared statements. A store only
+runs these steps on its driver's connections.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from .prepared import Fixed, PreparedStatements
 from .session import skipping_unreadable_row
 from .sql import CURRENT_ROLE, SETTINGS, Statements, guard
 
-__all__ = ["EXACT_COUNT_LIMIT", "SAMPLED_PAGES", "Purge", "SessionInfo", "StoreSteps"]
+__all__ = ["EXACT_COUNT_LIMIT", "SAMPLED_PAGES", "DeleteAll", "Purge", "SessionInfo", "StoreSteps"]
 
 log = logging.getLogger("pgsession_wsgi")
 
@@ -301,6 +302,10 @@ class StoreSteps:
 
         return revoke
 
+    def delete_all(self, batch_size: int) -> DeleteAll:
+        """The deletion of every row, in batches of ``batch_size`` (see ``delete_all``)."""
+        return DeleteAll(self, batch_size)
+
     def stats(self) -> Steps[dict[str, int]]:
         """How full the table is: live and expired rows, distinct users, bytes on disk."""
         row = yield self.statement(self.sql.stats, {"name": self.qualified}, ONE)
@@ -309,6 +314,37 @@ class StoreSteps:
 
 
 
+
+
+class DeleteAll:
+    """Every row of the table deleted, batch after batch in id order until none is left; the
+    live sessions it ended counted across tries and connections.
+
+    Each batch is one short statement, its own transaction, so a request waits for one batch at
+    most, and a try after a broken connection starts over (deleting again is harmless). A session
+    made while it runs, under an id it has passed, stays.
+
+    :raises ConfigurationError: ``batch_size`` is below 1.
+    """
+
+    def __init__(self, steps: StoreSteps, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ConfigurationError("batch_size must be at least 1")
+        self._steps = steps
+        self._batch_size = batch_size
+        #: The live sessions ended so far.
+        self.ended = 0
+
+    def batches(self) -> Steps[int]:
+        """Every batch on one connection; how many live sessions ended (in all tries)."""
+        steps, after = self._steps, b""
+        while True:
+            params = {"after": after, "limit": self._batch_size}
+            ended, last = one_row((yield steps.statement(steps.sql.delete_all, params, ONE)))
+            self.ended += ended
+            if last is None:  # nothing left from ``after`` on (a short batch may have passed a
+                return self.ended  # row a request was moving to a later id: go on until none)
+            after = bytes(last)
 
 
 class Purge:

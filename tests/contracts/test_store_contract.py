@@ -366,6 +366,58 @@ async def test_stats_count_live_and_expired_rows_and_users(make: Callable[..., S
     assert stats["total_bytes"] > 0
 
 
+# -- every session at once ---------------------------------------------------------------------
+
+
+async def test_delete_all_ends_every_session_in_the_table_and_counts_the_live_ones(
+    make: Callable[..., Store], pg_dsn: str
+) -> None:
+    store = make()
+    await store.create_table()
+    expired_rows(pg_dsn, store.qualified_name, 3, live=4)  # anonymous sessions
+    ids = [new_session_id() for _ in range(3)]
+    for session_id, prefix in zip(ids, ("", "forum:", "shop:")):
+        user = user_id_text(7, key_prefix=prefix)
+        await store.insert(hash_session_id(session_id), '{"a": 1}', user, H, None)
+    assert await store.delete_all() == 7  # the expired rows go too, uncounted: no session ended
+    assert await store.load(hash_session_id(ids[0]), M) is None
+    stats = await store.stats()
+    assert (stats["live"], stats["expired"], stats["users"]) == (0, 0, 0)
+    assert await store.delete_all() == 0
+
+
+async def test_delete_all_ends_the_sessions_of_every_key_prefix(make: Callable[..., Store]) -> None:
+    # A row's id is hashed with its app's key_prefix and an anonymous row has no user column:
+    # nothing in the table says which app made it, so delete_all() is the whole table's.
+    store = make()
+    for prefix in ("", "forum:", "shop:"):
+        await store.insert(new_hash(), "{}", None, H, None)
+        await store.insert(new_hash(), "{}", user_id_text(7, key_prefix=prefix), H, None)
+    assert await store.delete_all() == 6
+    for prefix in ("", "forum:", "shop:"):
+        assert await store.sessions_for_user(7, key_prefix=prefix) == []
+
+
+async def test_delete_all_goes_batch_by_batch(make: Callable[..., Store], pg_dsn: str) -> None:
+    store = make()
+    await store.create_table()
+    expired_rows(pg_dsn, store.qualified_name, 4, live=10)
+    assert await store.delete_all(batch_size=3) == 10
+    assert (await store.stats())["expired"] == 0
+    with pytest.raises(ConfigurationError, match="batch_size must be at least 1"):
+        await store.delete_all(batch_size=0)
+
+
+async def test_a_store_on_an_app_pool_deletes_all_on_the_apps_connections(
+    make_lent: Callable[..., Any], pg_dsn: str
+) -> None:
+    store = await make_lent()
+    await store.create_table()
+    expired_rows(pg_dsn, store.qualified_name, 2, live=5)
+    assert await store.delete_all(batch_size=2) == 5
+    assert (await store.stats())["live"] == 0
+
+
 # -- purging -------------------------------------------------------------------------------------
 
 

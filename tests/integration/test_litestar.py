@@ -522,6 +522,26 @@ async def test_get_set_delete_delete_all_and_delete_expired_by_session_id(store:
     assert rows(store) == []
 
 
+async def test_delete_all_works_on_a_store_on_the_apps_pool(pg_dsn: str, schema: str) -> None:
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(pg_dsn, min_size=1, max_size=2, open=False)
+    store = AsyncPostgresStore.from_pool(pool, schema=schema, purge_interval=None)
+    backend = config_for(store).backend
+
+    async def open_pool() -> None:
+        await pool.open()
+
+    async def close_pool() -> None:
+        await pool.close()
+
+    app = app_for(config_for(store), on_startup=[open_pool], on_shutdown=[close_pool])
+    async with AsyncTestClient(app=app) as client:
+        await client.get("/set?a=1")
+        assert in_app(client, backend.set, "unknown", {"b": 2}) is not None
+        assert in_app(client, backend.delete_all) == 2
+        assert (await client.get("/read")).json() == {}
+    assert sql(pg_dsn, f"SELECT count(*) FROM {store.qualified_name}") == [(0,)]
+
+
 # -- websockets ----------------------------------------------------------------------------------
 
 
