@@ -1,4 +1,8 @@
-"""Session values survive the trip through JSON with their exact types, and pickle is never used."""
+"""Session values survive the trip through JSON with their exact types, and pickle is never used.
+
+What cannot be stored is refused with a message saying what and why; the registry an app adds its
+own types to is tests/unit/test_codec_registry.py.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,13 @@ from hypothesis import strategies as st
 from markupsafe import Markup
 
 from pgsession_wsgi import SessionDataError
+from pgsession_wsgi import codec as codec_module
 from pgsession_wsgi.codec import (
     MAX_DECIMAL_EXPONENT,
     MAX_DEPTH,
     MAX_INT_BITS,
+    Codec,
+    check_key,
     decode_value,
     dumps,
     encode_value,
@@ -106,6 +113,46 @@ def test_the_widest_decimals_stored_are_read_back() -> None:
     ):
         back = decode_value(json.loads(dumps(encode_value(value))))
         assert back == value and str(back) == str(value)
+
+
+def test_encoding_errors_say_what_cannot_be_stored() -> None:
+    """codec.xǁCodecǁ_encode_dict__mutmut_5, _6, xǁCodecǁ_checked_tag_for__mutmut_5,
+    xǁ_MarkupTagǁto_json__mutmut_2.._5 and xǁ_FloatTagǁto_json__mutmut_3.._6."""
+    codec = Codec()
+    with pytest.raises(TypeError) as key:
+        codec.encode({1: "x"})
+    assert str(key.value) == "dict keys must be str, not int"
+    with pytest.raises(TypeError) as unknown:
+        codec.encode(object())
+    assert str(unknown.value) == (
+        "values of type builtins.object cannot be stored "
+        "(pgsession_wsgi.codec.register_type teaches the codec a type)"
+    )
+    with pytest.raises(ValueError) as markup:
+        codec.encode(Markup("a\x00b"))
+    assert str(markup.value) == "Markup with a NUL character or a lone surrogate cannot be stored"
+    with pytest.raises(ValueError) as nan:
+        codec.encode(float("nan"))
+    assert str(nan.value) == "NaN and infinite floats cannot be stored"
+
+
+def test_the_key_check_and_the_int_limit_are_exact() -> None:
+    """codec.x_check_key__mutmut_2 and xǁCodecǁ_encode__mutmut_7."""
+    with pytest.raises(ValueError) as key:
+        check_key("a\x00")
+    assert str(key.value) == "the key 'a\\x00' contains a NUL character or a lone surrogate"
+    widest = 2**MAX_INT_BITS - 1
+    assert widest.bit_length() == MAX_INT_BITS
+    assert Codec().encode(widest) == widest
+    with pytest.raises(ValueError):
+        Codec().encode(widest + 1)
+
+
+def test_dumps_is_compact_utf8_and_refuses_nan() -> None:
+    """codec.x_dumps__mutmut_7, _8, _11, _12: its length is what the size check counts."""
+    assert dumps({"k": ["é", 1]}) == '{"k":["é",1]}'
+    with pytest.raises(ValueError):
+        dumps(float("nan"))
 
 
 # -- decoding exactly what encode writes ------------------------------------------------------
@@ -324,6 +371,19 @@ def test_rows_of_0_1_0_still_load_and_are_written_the_same(text: str, value: Any
 def test_every_built_in_tag_has_a_row_of_0_1_0() -> None:
     names = {next(iter(json.loads(text))) for text, _ in ROWS_OF_0_1_0}
     assert names >= {" t", " dt", " d", " tm", " b", " u", " dec", " m", " f", " s", " di"}
+
+
+def test_the_built_in_iso_tags_are_made_from_their_arguments() -> None:
+    """codec.xǁ_IsoFormatTagǁ__init____mutmut_1, _2, _3.
+
+    The built-in tags are made when the module is imported, before mutmut picks a mutant, so a
+    tag made here is the only way to run a mutated __init__.
+    """
+    # Private: no public call makes a built-in tag, and only a new one runs a mutated __init__.
+    tag = codec_module._IsoFormatTag(" d", date)
+    assert (tag.name, tag.types) == (" d", (date,))
+    assert tag.from_json("2026-01-02", lambda item: item) == date(2026, 1, 2)
+    assert json.loads(dumps(Codec().encode(date(2026, 1, 2)))) == {" d": "2026-01-02"}
 
 
 @pytest.mark.parametrize(
