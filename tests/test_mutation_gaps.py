@@ -18,10 +18,9 @@ from typing import Any
 import psycopg2
 import pytest
 from helpers import core_options
-from itsdangerous import Signer
 
 from pgsession_wsgi import ConfigurationError
-from pgsession_wsgi.cookies import CookieSettings, HmacIdSigner, hash_session_id, new_session_id
+from pgsession_wsgi.cookies import CookieSettings, hash_session_id, new_session_id
 from pgsession_wsgi.core import (
     Delete,
     Insert,
@@ -38,128 +37,6 @@ from pgsession_wsgi.core import (
 from pgsession_wsgi.errors import SessionDataError, SessionError, SessionTooLarge
 from pgsession_wsgi.session import Session, SessionState
 from pgsession_wsgi.sql import Statements, guard, quote_identifier
-
-# -- cookies ----------------------------------------------------------------------------------
-
-
-def test_the_deleting_cookie_keeps_every_attribute_of_the_cookie_it_deletes() -> None:
-    """cookies.xǁCookieSettingsǁdelete_header__mutmut_4.._22: a browser only drops a cookie whose
-    name, path and domain match, and Secure/SameSite keep the deletion itself acceptable."""
-    cookie = CookieSettings(name="s", path="/app", domain="example.com", samesite="Strict")
-    assert cookie.delete_header("https") == (
-        "s=; Domain=example.com; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Secure; HttpOnly;"
-        " Path=/app; SameSite=Strict"
-    )
-    assert CookieSettings(httponly=False, samesite=None).delete_header("http") == (
-        "session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/"
-    )
-
-
-def test_the_cookie_carries_its_path() -> None:
-    """cookies.xǁCookieSettingsǁset_header__mutmut_12 (a Path other than "/")."""
-    header = CookieSettings(path="/app").set_header("v", None, "http")
-    assert header == "session=v; HttpOnly; Path=/app; SameSite=Lax"
-
-
-def test_reading_the_cookie_splits_at_the_first_equals_sign_and_unquotes_only_pairs() -> None:
-    """cookies.xǁCookieSettingsǁread__mutmut_6, _12, _13."""
-    cookie = CookieSettings()
-    assert cookie.read("session=a=b") == "a=b"
-    assert cookie.read('session="') == '"'
-    assert cookie.read('session=""') is None
-    assert cookie.read('session="v"') == "v"
-
-
-@pytest.mark.parametrize(
-    "options, message",
-    [
-        ({"name": "a b"}, "cookie_name 'a b' is not a valid cookie name: use letters, digits, - and _"),
-        ({"name": ""}, "cookie_name '' is not a valid cookie name: use letters, digits, - and _"),
-        ({"samesite": "lax"}, "cookie_samesite must be 'Lax', 'Strict', 'None' or None, not 'lax'"),
-        (
-            {"samesite": "None", "secure": False},
-            "cookie_samesite='None' needs Secure cookies: drop cookie_secure=False",
-        ),
-        (
-            {"name": "__Secure-s", "secure": False},
-            "a cookie named '__Secure-s' must be Secure: drop cookie_secure=False",
-        ),
-        (
-            {"name": "__Host-s", "secure": False},
-            "a cookie named '__Host-s' must be Secure: drop cookie_secure=False",
-        ),
-        (
-            {"name": "__Host-s", "path": "/app"},
-            "a cookie named '__Host-s' must have cookie_path='/' and cookie_domain=None",
-        ),
-        (
-            {"name": "__Host-s", "domain": "example.com"},
-            "a cookie named '__Host-s' must have cookie_path='/' and cookie_domain=None",
-        ),
-    ],
-    ids=[
-        "space",
-        "empty",
-        "samesite-case",
-        "samesite-none",
-        "secure",
-        "host-secure",
-        "host-path",
-        "host-domain",
-    ],
-)
-def test_cookie_settings_refuse_what_a_browser_would_drop_saying_why(options: Any, message: str) -> None:
-    """cookies.xǁCookieSettingsǁ__post_init__ mutants: each refusal, and its exact message."""
-    with pytest.raises(ConfigurationError) as refused:
-        CookieSettings(**options)
-    assert str(refused.value) == message
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"samesite": "None"},
-        {"samesite": "None", "secure": True},
-        {"samesite": "Strict", "secure": False},
-        {"samesite": None},
-        {"name": "__Secure-s", "path": "/app", "domain": "example.com"},
-        {"name": "__Host-s", "secure": True},
-        {"name": "Host-s", "secure": False, "path": "/app"},
-        {"name": "x__Host-s", "secure": False, "domain": "example.com"},
-    ],
-)
-def test_cookie_settings_accept_what_the_rules_allow(options: Any) -> None:
-    """cookies.xǁCookieSettingsǁ__post_init__ mutants that refuse too much."""
-    CookieSettings(**options)
-
-
-def test_an_empty_secret_key_is_refused_saying_what_to_pass() -> None:
-    """cookies.xǁHmacIdSignerǁ__init__ message mutants."""
-    with pytest.raises(ConfigurationError) as refused:
-        HmacIdSigner("")
-    assert str(refused.value) == "secret_key is empty: pass a long random string, e.g. secrets.token_hex(32)"
-
-
-def test_prefixed_and_forced_cookies_decide_secure_by_themselves() -> None:
-    """cookies.xǁCookieSettingsǁis_secure__mutmut_5, _6, _7, _9."""
-    assert CookieSettings(name="__Secure-s").is_secure("http") is True
-    assert CookieSettings(name="__Host-s").is_secure("http") is True
-    assert CookieSettings(secure=True).is_secure("http") is True
-    assert CookieSettings(secure=False).is_secure("https") is False
-    assert CookieSettings().is_secure("https") is True
-    assert CookieSettings().is_secure("http") is False
-
-
-def test_the_signature_is_itsdangerous_hmac_sha256_with_our_salt() -> None:
-    """cookies.xǁHmacIdSignerǁ__init____mutmut_1, _2, _20: the cookie format issued cookies keep
-    across upgrades is itsdangerous's Signer with salt "pgsession-wsgi", HMAC key derivation and
-    SHA-256."""
-    session_id = "A" * 43
-    expected = Signer("k", salt="pgsession-wsgi", key_derivation="hmac", digest_method=hashlib.sha256).sign(
-        session_id
-    )
-    assert HmacIdSigner("k").sign(session_id) == expected.decode("ascii")
-
 
 # -- the core ---------------------------------------------------------------------------------
 
