@@ -27,17 +27,29 @@ It is a drop-in for Starlette's ``SessionMiddleware`` (its arguments by their na
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 import re
 import sys
-from collections.abc import Awaitable, Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar, cast
 
+from ._asgi_plumbing import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    add_session_headers,
+    cookie_header,
+    error_response,
+    log_failure,
+    origin_allowed,
+    take_over,
+)
 from .cookies import IdSigner
-from .core import Operation, Policy, SessionCore, run_async, with_session_headers
+from .core import Operation, Policy, SessionCore, run_async
 from .defaults import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_SIZE,
@@ -81,12 +93,6 @@ __all__ = [
 
 log = logging.getLogger("pgsession_wsgi")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 #: Where the middleware keeps its per-connection state in the scope (for :func:`load_session`
 #: and :func:`save_session`); the session itself is ``scope["session"]``.
 SCOPE_KEY = "pgsession.connection"
@@ -110,11 +116,6 @@ STARLETTE_OPTIONS: Mapping[str, str] = {
     "https_only": "cookie_secure",
     "domain": "cookie_domain",
     "partitioned": "cookie_partitioned",
-}
-
-_ERROR_BODIES = {
-    503: b"Service Unavailable: the session store cannot be reached. Please try again shortly.\n",
-    500: b"Internal Server Error\n",
 }
 
 
@@ -515,7 +516,7 @@ class SessionMiddleware:
         :param scope: an ``http`` or ``websocket`` scope; its ``Cookie`` header and scheme are read.
         """
         scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
-        return self.core.open(_cookie_header(scope), scheme, self._not_loaded)
+        return self.core.open(cookie_header(scope), scheme, self._not_loaded)
 
     def _not_loaded(self, session: Session) -> None:
         if self.core.wants_load(session.state):
@@ -570,7 +571,7 @@ class SessionMiddleware:
             try:
                 await self.load(session)
             except SessionError as exc:
-                await _error_response(send, _log_failure(exc, "loading"))
+                await error_response(send, log_failure(exc, "loading"))
                 return
         connection = _Connection(self, session, websocket=False)
         scope["session"] = session
@@ -587,14 +588,14 @@ class SessionMiddleware:
                     try:
                         headers = await self._save(scope, connection)
                     except SessionError as exc:
-                        status = _log_failure(exc, "saving")
+                        status = log_failure(exc, "saving")
                     else:
                         if headers:
                             app_headers = list(message.get("headers", []))
-                            message["headers"] = _with_session_headers(app_headers, headers)
+                            message["headers"] = add_session_headers(app_headers, headers)
                 if status is not None:
                     replaced = connection.started = True
-                    await _error_response(send, status)
+                    await error_response(send, status)
                     return
                 connection.started = True
             await send(message)
@@ -607,7 +608,7 @@ class SessionMiddleware:
             if connection.started or isinstance(exc, (OutsideRequestError, SessionNotLoaded)):
                 raise  # too late for another status, or a programming error: keep the traceback
             connection.started = replaced = True
-            await _error_response(send, _log_failure(exc, "handling the request"))
+            await error_response(send, log_failure(exc, "handling the request"))
             return
         if not replaced:
             await self._save_late(scope, connection)
@@ -640,7 +641,7 @@ class SessionMiddleware:
     # -- websockets ------------------------------------------------------------------------
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _origin_allowed(self.websocket_origins, scope):
+        if not origin_allowed(self.websocket_origins, scope):
             await receive()  # websocket.connect: the handshake is answered, then refused
             await _refuse_cross_origin(scope, send)
             return
@@ -649,7 +650,7 @@ class SessionMiddleware:
             try:
                 await self.load(session)
             except SessionError as exc:
-                status = _log_failure(exc, "loading")
+                status = log_failure(exc, "loading")
                 await receive()  # websocket.connect: the handshake is answered, then refused
                 await _refuse_websocket(send, status)
                 return
@@ -668,7 +669,7 @@ class SessionMiddleware:
             # `await load_session(websocket)` before accepting: refuse the handshake as autoload does.
             if connection.started:
                 raise
-            await _refuse_websocket(send, _log_failure(exc, "loading"))
+            await _refuse_websocket(send, log_failure(exc, "loading"))
 
 
 # -- for apps ---------------------------------------------------------------------------------
@@ -818,21 +819,9 @@ def _adopt(scope: Scope, connection: _Connection) -> Session:
     if isinstance(current, Session):
         connection.session = current  # the app put another of our sessions there: it wins
         return current
-    _take_over(session, current)
+    take_over(session, current)
     scope["session"] = session
     return session
-
-
-def _take_over(session: Session, current: object) -> None:
-    """Make ``session`` what the app put in ``scope["session"]`` in its place: None or Litestar's
-    ``Empty`` (``clear_session()``) ends it; any other mapping (``set_session(data)``) becomes its
-    data. Our Starlette-style middleware and the Litestar backend both adopt it here."""
-    if current is None or _is_litestar_empty(current):
-        session.invalidate()
-    else:
-        data = _as_mapping(current)
-        session.clear()
-        session.update(data)
 
 
 def _is_starlette_secret(value: Any) -> bool:
@@ -840,70 +829,12 @@ def _is_starlette_secret(value: Any) -> bool:
     return datastructures is not None and isinstance(value, getattr(datastructures, "Secret", ()))
 
 
-def _is_litestar_empty(value: Any) -> bool:
-    empty = sys.modules.get("litestar.types.empty")  # only if Litestar is in use: never imported
-    return empty is not None and value is getattr(empty, "Empty", object())
-
-
-def _as_mapping(value: Any) -> Mapping[str, Any]:
-    if isinstance(value, Mapping):
-        return dict(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    dump = getattr(value, "model_dump", None) or getattr(value, "dict", None)
-    if callable(dump):
-        return dict(dump())
-    raise SessionError(
-        f"the session was replaced by a {type(value).__name__} (set_session()?): pass a dict, a "
-        "dataclass or a pydantic model of storable values"
-    )
-
-
-def _cookie_header(scope: Scope) -> str:
-    # HTTP/2 may split the Cookie header; joined with "; " it reads as one.
-    headers = scope.get("headers", ())
-    return "; ".join(value.decode("latin-1") for name, value in headers if name.lower() == b"cookie")
-
-
-def _origin_allowed(origins: WebsocketOrigins, scope: Scope) -> bool:
-    headers = scope.get("headers", ())
-    sent = [value.decode("latin-1") for name, value in headers if name.lower() == b"origin"]
-    host = next((value.decode("latin-1") for name, value in headers if name.lower() == b"host"), None)
-    return origins.allows(sent, str(scope.get("scheme", "ws")), host, scope.get("server"))
-
-
 def _answer_instead(connection: _Connection, message: Message) -> int | None:
     """A 503 for the app's own error response after :func:`load_session` found the store down."""
     if connection.unavailable is not None and int(message.get("status", 200)) >= 500:
         exc, connection.unavailable = connection.unavailable, None
-        return _log_failure(exc, "loading")
+        return log_failure(exc, "loading")
     return None
-
-
-def _with_session_headers(
-    headers: list[tuple[bytes, bytes]], extra: list[tuple[str, str]]
-) -> list[tuple[bytes, bytes]]:
-    """The app's headers plus ours (:func:`~pgsession_wsgi.core.with_session_headers`), as ASGI's bytes."""
-    given = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
-    merged = with_session_headers(given, extra)
-    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in merged]
-
-
-def _log_failure(exc: SessionError, doing: str) -> int:
-    if isinstance(exc, StoreUnavailable):
-        log.error("session store unavailable, answering 503: %s", exc)
-        return 503
-    log.error("session error while %s, answering 500: %s", doing, exc)
-    return 500
-
-
-async def _error_response(send: Send, status: int) -> None:
-    body = _ERROR_BODIES[status]
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    if status == 503:
-        headers.append((b"retry-after", b"5"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 async def _refuse_cross_origin(scope: Scope, send: Send) -> None:

@@ -54,14 +54,14 @@ try:
 except ModuleNotFoundError as missing:  # Litestar, which the [litestar] extra brings
     raise (MissingExtraError.of(missing, __name__) or missing) from None
 
-from .asgi import (
-    _as_mapping,
-    _cookie_header,
-    _error_response,
-    _log_failure,
-    _origin_allowed,
-    _take_over,
-    _with_session_headers,
+from ._asgi_plumbing import (
+    add_session_headers,
+    as_mapping,
+    cookie_header,
+    error_response,
+    log_failure,
+    origin_allowed,
+    take_over,
 )
 from .async_store import AsyncPostgresStore
 from .cookies import IdSigner
@@ -165,7 +165,7 @@ class _Exchange:
         (it replaces the session's data) or ``clear_session()`` put ``Empty`` there (it ends it)."""
         session = self.session
         if current is not session:
-            _take_over(session, current)
+            take_over(session, current)
             scope["session"] = session
         return session
 
@@ -207,14 +207,14 @@ class PgSessionBackend(BaseSessionBackend["PgSessionConfig"]):
         config = self.config
         scope = connection.scope
         websocket = scope["type"] == ScopeType.WEBSOCKET
-        if websocket and not _origin_allowed(config.origins, scope):  # type: ignore[arg-type]
+        if websocket and not origin_allowed(config.origins, scope):  # type: ignore[arg-type]
             raise SessionWebsocketRefused(detail=REFUSED_REASON, code=CLOSE_POLICY_VIOLATION)
         scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
-        session = config.core.open(_cookie_header(scope), scheme, _no_loader)  # type: ignore[arg-type]
+        session = config.core.open(cookie_header(scope), scheme, _no_loader)  # type: ignore[arg-type]
         try:
             session.preload(await run_async(config.core.load(session), config.store.execute))
         except SessionError as exc:
-            status = _log_failure(exc, "loading")
+            status = log_failure(exc, "loading")
             if websocket:
                 code = CLOSE_UNAVAILABLE if status == 503 else CLOSE_ERROR
                 raise SessionWebsocketRefused(detail="session store unavailable", code=code) from exc
@@ -255,7 +255,7 @@ class PgSessionBackend(BaseSessionBackend["PgSessionConfig"]):
         headers = await run_async(self.config.core.save(session), self.config.store.execute)
         if headers:
             start = cast("MutableMapping[str, Any]", message)
-            start["headers"] = _with_session_headers(list(start.get("headers", [])), headers)
+            start["headers"] = add_session_headers(list(start.get("headers", [])), headers)
 
     async def save_late(self, scope: Scope) -> None:
         """After the response: save a change a streamed body made once the headers were out,
@@ -312,7 +312,7 @@ class PgSessionBackend(BaseSessionBackend["PgSessionConfig"]):
         :raises StoreUnavailable: the database cannot be reached in time.
         """
         session = await self._loaded(session_id)
-        values = _as_mapping(data)
+        values = as_mapping(data)
         session.clear()
         session.update(values)
         await run_async(self.config.core.save(session), self.config.store.execute)
@@ -504,10 +504,10 @@ class PgSessionMiddleware(SessionMiddleware[PgSessionBackend]):
             try:
                 await litestar_send(message)
             except SessionError as exc:
-                status = _log_failure(exc, "saving")
+                status = log_failure(exc, "saving")
                 if isinstance(exchange, _Exchange):
                     exchange.replaced = True
-                await _error_response(connection.send, status)  # type: ignore[arg-type]
+                await error_response(connection.send, status)  # type: ignore[arg-type]
 
         return send
 
