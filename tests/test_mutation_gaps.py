@@ -7,9 +7,11 @@ tests that need a database use the real one through the fixtures in conftest.py:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
+
+# -- middleware: the WSGI adapter's error responses, headers and log lines ---------------------
+import sys as _sys  # noqa: E402
+import threading  # noqa: E402
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from pgsession_wsgi import ConfigurationError
+from pgsession_wsgi import ConfigurationError, SessionMiddleware, current_session, get_session  # noqa: E402
 from pgsession_wsgi.cookies import hash_session_id, new_session_id
 from pgsession_wsgi.core import (
     Insert,
@@ -25,115 +27,14 @@ from pgsession_wsgi.core import (
     Write,
     WriteResult,
 )
-from pgsession_wsgi.errors import SessionDataError, SessionError, SessionTooLarge
+from pgsession_wsgi.errors import (  # noqa: E402
+    OutsideRequestError,
+    SessionDataError,
+    SessionError,
+    SessionTooLarge,
+    StoreUnavailable,
+)
 from pgsession_wsgi.session import Session, SessionState
-from pgsession_wsgi.sql import Statements, guard, quote_identifier
-
-# -- the SQL ----------------------------------------------------------------------------------
-
-
-def test_the_guard_sets_each_setting_locally_and_prefixes_every_request_statement(
-    pg_dsn: str, schema: str, make_store: Any
-) -> None:
-    """sql.x_guard__mutmut_1, _2 (the PgBouncer path: startup options dropped), run for real."""
-    settings = {"statement_timeout": "1234", "synchronous_commit": "off"}
-    prefix = guard(settings)
-    assert prefix == "SET LOCAL statement_timeout = 1234; SET LOCAL synchronous_commit = off; "
-    make_store().create_table()
-    statements = Statements(schema, "pgsession", prefix)
-    conn = psycopg2.connect(pg_dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(statements.stats, {"name": f'"{schema}"."pgsession"'})
-            row = cur.fetchone()
-            assert row is not None and row[:3] == (0, 0, 0)
-            cur.execute("SELECT current_setting('statement_timeout'), current_setting('synchronous_commit')")
-            assert cur.fetchone() == ("1234ms", "off")
-    finally:
-        conn.close()
-
-
-def test_statements_name_a_bad_schema_as_a_schema() -> None:
-    """sql.xǁStatementsǁ__init____mutmut_3, _6, _7."""
-    with pytest.raises(ConfigurationError) as refused:
-        Statements("", "pgsession", "")
-    assert str(refused.value) == "the schema name must be a non-empty string without NUL characters"
-
-
-def test_identifiers_are_quoted_and_checked_up_to_63_bytes() -> None:
-    """sql.x_quote_identifier__mutmut_5 and xǁStatementsǁ__init____mutmut_10, _13, _14 (a bad table
-    name is named as a table)."""
-    assert quote_identifier('a"b', "table") == '"a""b"'
-    assert quote_identifier("t" * 63, "table") == '"' + "t" * 63 + '"'
-    Statements("s" * 63, "t" * 63, "")
-    with pytest.raises(ConfigurationError) as long:
-        Statements("s", "t" * 64, "")
-    assert str(long.value) == (
-        f"the table name {'t' * 64!r} is longer than PostgreSQL's 63-byte limit: choose a shorter one"
-    )
-    with pytest.raises(ConfigurationError) as nul:
-        Statements("s", "a\x00", "")
-    assert str(nul.value) == "the table name must be a non-empty string without NUL characters"
-    with pytest.raises(ConfigurationError):
-        quote_identifier(5, "table")  # type: ignore[arg-type]
-
-
-def test_index_names_are_the_table_s_first_30_bytes_and_its_hash(
-    pg_dsn: str, schema: str, make_store: Any
-) -> None:
-    """sql.xǁStatementsǁ__init____mutmut_17, _21, _22, _25, _26, _29, _36, _37, _46, _47: the 30-byte
-    cut falls inside the "é", which is dropped."""
-    table = "a" * 29 + "\u00e9b"
-    make_store(table=table).create_table()
-    base = "a" * 29 + "_" + hashlib.sha256(table.encode()).hexdigest()[:8]
-    conn = psycopg2.connect(pg_dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = %s"
-                " AND indexname LIKE %s ORDER BY indexname",
-                (schema, table, "%idx"),
-            )
-            rows = cur.fetchall()
-    finally:
-        conn.close()
-    assert [name for name, _ in rows] == [base + "_expires_at_idx", base + "_user_id_idx"]
-    assert rows[0][1].endswith("USING btree (expires_at)")
-    assert rows[1][1].endswith("USING btree (user_id) WHERE (user_id IS NOT NULL)")
-
-
-def test_a_refused_insert_is_measured_and_a_write_reads_the_stored_permanent_flag(make_store: Any) -> None:
-    """sql.xǁStatementsǁ__init____mutmut_83, _85 (the size of an insert over max_size) and _93
-    (the ``_permanent`` flag a write returns), run for real."""
-    store = make_store()
-    store.create_table()
-    hour = timedelta(hours=1)
-    with pytest.raises(SessionTooLarge) as refused:
-        store.insert(hashlib.sha256(b"big").digest(), '{"k": "v"}', None, hour, None, max_size=9)
-    assert (refused.value.size, refused.value.limit) == (10, 9)
-    for flag in (True, False):
-        id_hash = hashlib.sha256(str(flag).encode()).digest()
-        store.insert(id_hash, json.dumps({"_permanent": flag}), None, hour, None)
-        result = store.write(
-            id_hash,
-            '{"a": 1}',
-            [],
-            replace=False,
-            new_hash=None,
-            idle=hour,
-            absolute=None,
-            touch_interval=hour,
-        )
-        assert result == WriteResult(updated=True, touched=False, permanent=flag)
-
-
-# -- middleware: the WSGI adapter's error responses, headers and log lines ---------------------
-
-import sys as _sys  # noqa: E402
-import threading  # noqa: E402
-
-from pgsession_wsgi import SessionMiddleware, current_session, get_session  # noqa: E402
-from pgsession_wsgi.errors import OutsideRequestError, StoreUnavailable  # noqa: E402
 from pgsession_wsgi.store import PostgresStore  # noqa: E402
 
 _DEAD_DSN = "postgresql://postgres@127.0.0.1:1/nothing_listens_here?connect_timeout=2"
