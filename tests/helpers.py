@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, session
 from flask.testing import FlaskClient
 
+from pgsession_wsgi.cookies import hash_session_id
 from pgsession_wsgi.core import Operation, SessionCore
+
+if TYPE_CHECKING:
+    from pgsession_wsgi.store import PostgresStore
 
 
 def wait_for(condition: Callable[[], object], what: str, limit: float = 30.0) -> None:
@@ -92,3 +97,62 @@ class Script:
 
     def kinds(self) -> list[type]:
         return [type(op) for op in self.asked]
+
+
+def insert_session(store: PostgresStore, session_id: str, data_json: str = '{"a": 1}') -> None:
+    """A row for ``session_id`` written by the store itself (no user, a day of idle lifetime)."""
+    store.insert(hash_session_id(session_id), data_json, None, timedelta(days=1), None)
+
+
+def add_rows(store: PostgresStore, rows: list[tuple[str, str | None, str]]) -> None:
+    """Rows of ``(session id, user id or None, expiry offset from now)``, written as SQL."""
+    from db import sql
+
+    for session_id, user_id, offset in rows:
+        sql(
+            store,
+            f"INSERT INTO {store.qualified_name} (id, data, user_id, expires_at)"
+            " VALUES (%s, '{}'::jsonb, %s, now() + %s::interval)",
+            (hash_session_id(session_id), user_id, offset),
+        )
+
+
+def dropped_mid_statement(store: PostgresStore, call: Any) -> Any:
+    """``call()``'s answer when the server ends its connection while its statement runs.
+
+    Another connection locks the table, so the statement waits; its backend is then terminated
+    (as a server restart or a failover would), and the lock released.
+    """
+    import psycopg2
+    from db import sql
+
+    locker = psycopg2.connect(store.dsn)
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:  # the answer under test may be an error
+            outcome.append(exc)
+
+    try:
+        with locker.cursor() as cur:
+            cur.execute(f"LOCK TABLE {store.qualified_name} IN ACCESS EXCLUSIVE MODE")
+        thread = threading.Thread(target=run)
+        thread.start()
+        waiting = "SELECT pid FROM pg_locks WHERE relation = to_regclass(%s) AND NOT granted"
+        wait_for(
+            lambda: sql(store.dsn, waiting, (store.qualified_name,)), "the statement to wait on the lock"
+        )
+        ((pid,),) = sql(store.dsn, waiting, (store.qualified_name,))
+        sql(store.dsn, "SELECT pg_terminate_backend(%s)", (pid,))
+        wait_for(
+            lambda: not sql(store.dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)),
+            "the waiting backend to end",
+        )
+    finally:
+        locker.rollback()
+        locker.close()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    return outcome[0]

@@ -21,20 +21,12 @@ import pytest
 
 from pgsession_wsgi import ConfigurationError, SessionMiddleware, current_session, get_session  # noqa: E402
 from pgsession_wsgi.cookies import hash_session_id, new_session_id
-from pgsession_wsgi.core import (
-    Insert,
-    LoadedRow,
-    Write,
-    WriteResult,
-)
 from pgsession_wsgi.errors import (  # noqa: E402
     OutsideRequestError,
     SessionDataError,
     SessionError,
-    SessionTooLarge,
     StoreUnavailable,
 )
-from pgsession_wsgi.session import Session, SessionState
 from pgsession_wsgi.store import PostgresStore  # noqa: E402
 
 _DEAD_DSN = "postgresql://postgres@127.0.0.1:1/nothing_listens_here?connect_timeout=2"
@@ -632,19 +624,6 @@ def _add_rows(store: PostgresStore, rows: list[tuple[str, str | None, str]]) -> 
         )
 
 
-def test_stats_names_live_expired_users_and_bytes(make_store: Any) -> None:
-    """store.xǁPostgresStoreǁstats__mutmut_11 to _14: the keys `pgsession-wsgi stats` prints."""
-    store = make_store()
-    store.create_table()
-    _add_rows(
-        store, [("a", "1", "1 hour"), ("b", "1", "1 hour"), ("c", "2", "1 hour"), ("d", "3", "-1 hour")]
-    )
-    stats = store.stats()
-    assert sorted(stats) == ["expired", "live", "total_bytes", "users"]
-    assert (stats["live"], stats["expired"], stats["users"]) == (3, 1, 2)
-    assert stats["total_bytes"] > 0
-
-
 def _dropped_mid_statement(store: PostgresStore, call: Any) -> Any:
     """``call()``'s answer when the server ends its connection while its statement runs.
 
@@ -684,52 +663,6 @@ def _dropped_mid_statement(store: PostgresStore, call: Any) -> Any:
     thread.join(timeout=60)
     assert not thread.is_alive()
     return outcome[0]
-
-
-def test_reads_and_idempotent_writes_retry_once_on_a_dropped_connection(make_store: Any) -> None:
-    """store.xǁPostgresStoreǁstats__mutmut_18, _21, sessions_for_user__mutmut_9, _12,
-    revoke_user__mutmut_29, _32, purge_expired__mutmut_41, _44.
-
-    The server ended the connection in the middle of the statement (a restart, a failover): each
-    of these calls is safe to repeat, so it succeeds on a fresh connection instead of failing.
-    """
-    store = make_store(statement_timeout=None)
-    store.create_table()
-    _add_rows(store, [("a", "7", "1 hour"), ("b", "7", "1 hour"), ("x", None, "-1 hour")])
-    assert _dropped_mid_statement(store, store.stats)["live"] == 2
-    assert len(_dropped_mid_statement(store, lambda: store.sessions_for_user(7))) == 2
-    assert _dropped_mid_statement(store, store.purge_expired) == 1
-    assert _dropped_mid_statement(store, lambda: store.revoke_user(7)) == 2
-
-
-def test_revoke_user_spares_the_session_named_by_keep(make_store: Any) -> None:
-    """store.xǁPostgresStoreǁrevoke_user__mutmut_3, _6, _12, _17.
-
-    ``keep`` is a session id, a Session, or anything else (spares nothing); an empty id spares
-    nothing either.
-    """
-    store = make_store()
-    store.create_table()
-
-    def users_rows() -> int:
-        return len(store.sessions_for_user("u"))
-
-    _add_rows(store, [("one", "u", "1 hour"), ("two", "u", "1 hour"), ("three", "u", "1 hour")])
-    assert store.revoke_user("u", keep="two") == 2
-    assert [s.id_hash for s in store.sessions_for_user("u")] == [hash_session_id("two").hex()]
-
-    kept = Session(state=SessionState())
-    kept.state.session_id, kept.state.row_found = "four", True
-    _add_rows(store, [("four", "u", "1 hour"), ("five", "u", "1 hour")])
-    assert store.revoke_user("u", keep=kept) == 2  # two and five
-    assert [s.id_hash for s in store.sessions_for_user("u")] == [hash_session_id("four").hex()]
-
-    assert store.revoke_user("u", keep=object()) == 1  # no id: nothing spared
-    _add_rows(store, [("six", "u", "1 hour")])
-    assert store.revoke_user("u", keep="") == 1
-    _add_rows(store, [("seven", "u", "1 hour")])
-    assert store.revoke_user("u") == 1
-    assert users_rows() == 0
 
 
 def test_purge_expired_reports_progress_and_stops_when_told(make_store: Any) -> None:
@@ -786,13 +719,6 @@ def test_purge_expired_reports_progress_and_stops_when_told(make_store: Any) -> 
     assert store.stats()["expired"] == 3
     # A batch of one row at a time is allowed.
     assert store.purge_expired(batch_size=1) == 3
-
-
-def test_an_unknown_operation_is_refused_by_name(make_store: Any) -> None:
-    """store.xǁPostgresStoreǁexecute__mutmut_55."""
-    with pytest.raises(TypeError) as error:
-        make_store().execute("load it")
-    assert str(error.value) == "not a session store operation: 'load it'"
 
 
 # -- store: prepared statements, the other request statements, purging batch by batch ---------
@@ -883,43 +809,6 @@ def test_a_prepare_that_failed_is_sent_again(make_store: Any, caplog: pytest.Log
         assert store.load(hash_session_id("one"), _DAY) is None
     assert caplog.records == []
     assert _prepared_here(store) == 1
-
-
-def test_loads_touches_and_deletes_retry_but_inserts_and_writes_do_not(make_store: Any) -> None:
-    """store.xǁPostgresStoreǁload__mutmut_20, _23, touch__mutmut_15, _17, _20, delete__mutmut_13,
-    _16, insert__mutmut_45, write__mutmut_100.
-
-    A load, a touch and a delete can be repeated; an insert or a write cannot be known not to
-    have happened, so a dropped connection is a StoreUnavailable that says it is retried on the
-    next request.
-    """
-    store = make_store(statement_timeout=None)
-    _insert(store, "one")
-    _insert(store, "two")
-    assert isinstance(
-        _dropped_mid_statement(store, lambda: store.load(hash_session_id("one"), _DAY)), LoadedRow
-    )
-    assert _dropped_mid_statement(store, lambda: store.touch(hash_session_id("one"), _DAY, None)) is True
-    assert store.touch(hash_session_id("nobody"), _DAY, None) is False
-    assert _dropped_mid_statement(store, lambda: store.delete(hash_session_id("two"))) is True
-    error = _dropped_mid_statement(store, lambda: _insert(store, "three"))
-    assert isinstance(error, StoreUnavailable)
-    assert str(error).startswith("lost the connection to PostgreSQL (")
-    assert str(error).endswith("); it is retried on the next request")
-    error = _dropped_mid_statement(
-        store,
-        lambda: store.write(
-            hash_session_id("one"),
-            '{"b": 2}',
-            [],
-            replace=False,
-            new_hash=None,
-            idle=_DAY,
-            absolute=None,
-            touch_interval=timedelta(0),
-        ),
-    )
-    assert isinstance(error, StoreUnavailable)
 
 
 def test_purge_batch_by_batch_purges_everything_in_small_batches(make_store: Any) -> None:
@@ -1061,19 +950,6 @@ def sql_rows(dsn: str, store: PostgresStore) -> list[tuple[Any, ...]]:
     )
 
 
-def test_the_ddl_is_one_statement_a_line_ending_with_a_semicolon(make_store: Any) -> None:
-    """store.xǁPostgresStoreǁddl__mutmut_1 to _7."""
-    logged = make_store().ddl()
-    unlogged = make_store(unlogged=True).ddl()
-    for ddl in (logged, unlogged):
-        assert ddl.endswith(";\n")
-        assert ddl.startswith("CREATE SCHEMA IF NOT EXISTS ")
-        assert "XX" not in ddl
-        assert ";\nCREATE " in ddl
-    assert "UNLOGGED" not in logged
-    assert "CREATE UNLOGGED TABLE" in unlogged
-
-
 def test_a_purge_on_a_connection_of_its_own_counts_every_batch(make_store: Any) -> None:
     """store.xǁPostgresStoreǁ_purge_batches__mutmut_18 (the purge worker's path)."""
     store = make_store()
@@ -1085,151 +961,6 @@ def test_a_purge_on_a_connection_of_its_own_counts_every_batch(make_store: Any) 
         assert store.purge_on(conn, 2) == 0
     finally:
         conn.close()
-
-
-def test_execute_hands_every_field_of_an_insert_and_a_write_to_the_store(make_store: Any) -> None:
-    """store.xǁPostgresStoreǁexecute__mutmut_10, _12, _15 to _17, _28 to _30, _37 to _39, _45 to _47."""
-    from datetime import datetime, timezone
-
-    from db import sql
-
-    store = make_store()
-    store.create_table()
-    one, two = hash_session_id("one"), hash_session_id("two")
-    end = datetime(2100, 1, 1, tzinfo=timezone.utc)
-
-    def row(id_hash: bytes) -> tuple[Any, ...]:
-        ((found,),) = [
-            sql(
-                store,
-                "SELECT (user_id, idle_timeout, ends_at, CASE WHEN ends_at IS NULL"
-                " THEN round(extract(epoch FROM expires_at - now()) / 3600)::text"
-                " ELSE (expires_at = ends_at)::text END)::text"
-                f" FROM {store.qualified_name} WHERE id = %s",
-                (id_hash,),
-            )
-        ]
-        return found[0]
-
-    with pytest.raises(SessionTooLarge):
-        store.execute(Insert(one, '{"a": 1}', "u", _DAY, None, 5))
-    store.execute(Insert(one, '{"a": 1}', "u", _DAY, None, None, idle_timeout=timedelta(hours=2)))
-    assert row(one) == "(u,02:00:00,,2)"  # expires in its own idle timeout
-    store.execute(Insert(two, '{"a": 1}', None, _DAY, None, None, ends_at=end))
-    assert row(two) == '(,,"2100-01-01 00:00:00+00",true)'
-
-    def write(**changes: Any) -> WriteResult:
-        fields: dict[str, Any] = dict(
-            id_hash=one,
-            changed_json='{"b": 2}',
-            removed=[],
-            replace=False,
-            new_hash=None,
-            user_id="v",
-            idle=_DAY,
-            absolute=None,
-            touch_interval=timedelta(0),
-            max_size=None,
-        )
-        fields.update(changes)
-        return store.execute(Write(**fields))
-
-    write(set_expiry=True, idle_timeout=timedelta(hours=3), absolute=timedelta(hours=1))
-    assert row(one) == "(v,03:00:00,,1)"  # the absolute limit, one hour after creation, comes first
-    write(set_expiry=True, ends_at=end)
-    assert row(one) == '(v,,"2100-01-01 00:00:00+00",true)'
-
-
-def test_a_write_answers_the_row_s_permanent_flag_and_its_own_lifetime(make_store: Any) -> None:
-    """store.xǁPostgresStoreǁwrite__mutmut_20, _83, _87, _88, _92, _93."""
-    from datetime import datetime, timezone
-
-    from db import sql
-
-    store = make_store()
-    store.create_table()
-    one = hash_session_id("one")
-    _insert(store, "one", '{"_permanent": "yes"}')
-    end = datetime(2100, 1, 1, tzinfo=timezone.utc)
-    common: dict[str, Any] = dict(
-        removed=[], replace=False, new_hash=None, idle=_DAY, absolute=None, touch_interval=timedelta(0)
-    )
-    result = store.write(one, '{"a": 1}', **common)
-    assert result == WriteResult(True, True, None)  # a stored flag that is no bool counts as none
-    result = store.write(one, '{"_permanent": false}', user_id="v", set_expiry=True, ends_at=end, **common)
-    assert result == WriteResult(True, True, False, None, end)
-    result = store.write(one, "{}", set_expiry=True, idle_timeout=timedelta(hours=3), **common)
-    assert result == WriteResult(True, True, False, timedelta(hours=3), None)
-    assert sql(store, f"SELECT user_id FROM {store.qualified_name}", None) == [("v",)]
-
-
-def test_a_row_holding_json_the_codec_never_writes_is_named_by_its_error(make_store: Any) -> None:
-    """store.xǁPostgresStoreǁload__mutmut_14, _15."""
-    from db import sql
-
-    store = make_store()
-    store.create_table()
-    sql(
-        store,
-        f"INSERT INTO {store.qualified_name} (id, data, expires_at)"
-        " VALUES (%s, jsonb_build_object('n', repeat('9', 5000)::numeric), now() + interval '1 hour')",
-        (hash_session_id("huge"),),
-    )
-    with pytest.raises(SessionDataError) as error:
-        store.load(hash_session_id("huge"), _DAY)
-    assert "ValueError" in str(error.value)
-
-
-def test_a_request_waiting_on_another_s_table_setup_gives_up_after_pool_timeout(
-    make_store: Any, pg_dsn: str
-) -> None:
-    """store.xǁPostgresStoreǁ_ensure_ready__mutmut_5 to _8.
-
-    The first request of a process sets the table up; the others wait for it at most
-    pool_timeout, then say what to check. (The first request's setup is kept in progress by
-    another process holding the table's advisory lock, as its own table creation would.)
-    """
-    import time
-
-    from db import sql
-    from helpers import wait_for
-
-    from pgsession_wsgi.sql import lock_key
-
-    store = make_store(pool_timeout=0.2, statement_timeout=60)
-    first_request: list[Any] = []
-
-    def first() -> None:
-        try:
-            first_request.append(store.stats()["live"])
-        except Exception as exc:  # handed to the test's thread
-            first_request.append(exc)
-
-    setting_up = threading.Thread(target=first)
-    other = psycopg2.connect(pg_dsn)
-    try:
-        with other.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(store.schema, store.table),))
-        setting_up.start()
-        blocked = "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
-        wait_for(
-            lambda: sql(pg_dsn, blocked, (other.get_backend_pid(),)) == [(1,)] or first_request,
-            "the first request's table setup waits for the lock",
-        )
-        started = time.monotonic()
-        with pytest.raises(StoreUnavailable) as error:
-            store.stats()
-        waited = time.monotonic() - started
-    finally:
-        other.rollback()
-        other.close()
-    assert str(error.value) == (
-        "the session table setup did not finish within pool_timeout=0.2s; check that PostgreSQL is reachable"
-    )
-    assert waited >= 0.2  # it waited the whole pool_timeout: a lower bound no busy machine breaks
-    setting_up.join(30)
-    assert first_request == [0]  # the setup went on once the lock was free
-    assert store.stats()["live"] == 0
 
 
 def test_a_store_on_a_connection_factory_checks_its_options_and_sets_its_settings(
