@@ -649,7 +649,7 @@ class SessionCore:
         :param session: a session saved before its response body finished.
         """
         state = session.state
-        return state.used_since_save and state.refused is None and session.modified
+        return state.used_since_save and state.refused is None and session.unsaved
 
     def _save(self, session: Session, state: SessionState) -> Steps[str | None]:
         old_id = state.session_id

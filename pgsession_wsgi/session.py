@@ -62,6 +62,9 @@ class SessionState:
     regenerate = False  #: the app asked for a new id
     invalidate = False  #: the app asked to end the session
     used_since_save = False  #: touched since the last save (a streaming body's late change)
+    #: Whether a stored session existed when the store was first asked in this request (None: not
+    #: asked yet). ``Session.new`` answers from it, so a first visit stays new after its save.
+    found_at_start: bool | None = None
     expiry: Expiry = None  #: the session's own lifetime, as loaded or as the app set it
     expiry_set = False  #: the app called ``set_expiry()`` since the load or the last save
     #: What :meth:`~pgsession_wsgi.core.SessionCore.check` found a save must send, for the save to
@@ -199,6 +202,8 @@ class Session(dict[str, Any]):
         "_encoded": None,  # every key's encoded value, as the last changes() found them
         "_cleared": None,
         "_mutated": None,  # set, deleted or cleared since the load (nested changes are found apart)
+        "_differs": None,  # the last changes() found data to send
+        "_saved_change": None,  # a save in this request wrote a change: ``modified`` stays True
         # The keys assigned since the load or the last save, each with its encoding if its value
         # is immutable (checked at the assignment, it serves the save), or _REENCODE for a
         # container (it may change in place: the save encodes it again). Every value goes in
@@ -218,13 +223,13 @@ class Session(dict[str, Any]):
         self._loader = loader
         self._default_permanent = permanent
         self._loaded = loader is None
-        self.accessed = self._cleared = self._mutated = False
+        self.accessed = self._cleared = self._mutated = self._differs = self._saved_change = False
         # The shared empty defaults are only ever replaced, never mutated.
         self._raw = self._encoded = _NOTHING
         self._assigned = _NOTHING_ASSIGNED
         self.state = state if state is not None else SessionState()
         if loader is None:
-            self.state.row_found = False
+            self.state.row_found = self.state.found_at_start = False
         else:
             _dict_setdefault(self, _UNLOADED)  # dict.__setitem__'s wrapper costs more to call
 
@@ -242,7 +247,10 @@ class Session(dict[str, Any]):
         :param raw: the stored JSON object (None: no live row).
         :raises SessionDataError: the row cannot be decoded.
         """
-        self.state.row_found = raw is not None
+        state = self.state
+        state.row_found = raw is not None
+        if state.found_at_start is None:
+            state.found_at_start = state.row_found
         raw = raw or {}
         decoded = {key: decode_value(value) for key, value in raw.items()}  # SessionDataError
         self._raw = raw
@@ -472,10 +480,14 @@ class Session(dict[str, Any]):
     def new(self) -> bool:
         """True when no stored session existed for this request (or it had expired).
 
-        Tells a first visit from a returning one; reading it loads the session.
+        Tells a first visit from a returning one; reading it loads the session. It keeps its
+        answer to the end of the request: a first visit is still new after its save stored it
+        (in Flask's ``teardown_request``, after ``with client:``).
         """
         self._ensure_loaded()
-        return not self.state.row_found
+        state = self.state
+        found = state.found_at_start
+        return not (state.row_found if found is None else found)
 
     @property
     def permanent(self) -> bool:
@@ -529,20 +541,33 @@ class Session(dict[str, Any]):
 
     @property
     def modified(self) -> bool:
-        """Whether a save would write something; nothing ever needs to set it.
+        """Whether the app changed the session in this request; nothing ever needs to set it.
 
-        Changes are found by comparing encoded values, so ``session["cart"].append(x)`` counts.
+        A value set to another one, changed in place, deleted, :meth:`clear`, :meth:`regenerate`,
+        :meth:`invalidate` or a new lifetime (:meth:`set_expiry`) count; assigning the value a
+        key already has does not. Changes are found by comparing encoded values, so
+        ``session["cart"].append(x)`` counts. As in Flask, it stays True once the session is
+        saved, to the end of the request (``teardown_request``, ``with client:``).
+
         Setting it (Flask's ``session.modified = True`` idiom) is accepted and changes nothing:
-        there is no change a comparison would miss.
+        there is no change a comparison would miss; and ``False`` drops no change.
+        """
+        return self._saved_change or self.unsaved
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self.accessed = self.state.used_since_save = True
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether a save now would write something: what changed since the load or the last
+        save in this request. The adapters' test for a late save (a change made after the
+        response started); apps read :attr:`modified`, which a save does not reset.
         """
         if not self.accessed:
             return False
         state = self.state
         return state.regenerate or state.invalidate or state.expiry_set or self.changes(max_size=None).any
-
-    @modified.setter
-    def modified(self, value: bool) -> None:
-        self.accessed = self.state.used_since_save = True
 
     def regenerate(self) -> None:
         """Keep the data under a new id, so that an id known before (a planted cookie) dies.
@@ -581,6 +606,7 @@ class Session(dict[str, Any]):
         if self._loaded and not self._mutated and all(type(v) in _IMMUTABLE for v in _dict_values(self)):
             # Read only, and nothing that could have been changed in place: no work at all.
             self._encoded = self._raw
+            self._differs = False
             empty = all(key in META_KEYS for key in _dict_iter(self))
             return Changes("{}", [], [], False, empty, True, self._raw)
         values: dict[str, Any] = {}
@@ -610,7 +636,8 @@ class Session(dict[str, Any]):
         # Loaded: the whole session is empty. Not loaded: nothing was written to it.
         empty = all(key in META_KEYS for key in values)
         loaded_values = values if self._loaded else None
-        if not (changed or removed or self._cleared):
+        self._differs = differs = bool(changed or removed or self._cleared)
+        if not differs:
             return Changes("{}", [], [], False, empty, self._loaded, loaded_values)
         texts = {key: dumps(values[key]) for key in changed}
         if max_size is not None:
@@ -633,20 +660,26 @@ class Session(dict[str, Any]):
     def mark_saved(self, session_id: str | None, whole: bool = False) -> None:
         """Make what was just written the new baseline, so a later save sends only what changed.
 
-        Called by the core after each save: a streaming body may change the session again. The
-        values stay for the rest of the request (teardown, a streamed body, a test client).
+        Called by the core after each save: a streaming body may change the session again
+        (:attr:`unsaved` then says so). The values stay for the rest of the request (teardown, a
+        streamed body, a test client), and so do :attr:`modified` and :attr:`new`, which
+        describe the whole request.
 
         :param session_id: the id the data now lives under; None if no row remains.
         :param whole: the save wrote the whole session (a new row): what is in memory is all
             the row holds, so a session written blind counts as loaded from now on.
         """
         state = self.state
+        if self._differs or state.regenerate or state.invalidate or state.expiry_set or self._cleared:
+            self._saved_change = True  # ``modified`` stays True to the end of the request
         state.session_id = session_id
-        state.regenerate = state.invalidate = state.expiry_set = self._cleared = False
+        state.regenerate = state.invalidate = state.expiry_set = self._cleared = self._differs = False
         if session_id is None:
             state.expiry = None  # no row keeps it
         state.used_since_save = self._mutated = False
         self._assigned = _NOTHING_ASSIGNED
+        if whole and state.found_at_start is None:
+            state.found_at_start = False  # the save found no row for it: a first visit
         if not self._loaded and whole:
             # A new row holds what was written and nothing else: nothing is left to load (an
             # async front end could not load it later, and its values must stay readable).

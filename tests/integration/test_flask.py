@@ -5,6 +5,7 @@ Every app gets the test's own schema; the Flask test client and webtest drive th
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -154,6 +155,63 @@ def test_importing_the_package_does_not_import_flask() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+# -- the flags after the save, and a change made then ------------------------------------------
+
+
+def test_a_change_in_teardown_after_the_flags_were_read_reaches_the_same_row(
+    make_app: Callable[..., Flask], pg_dsn: str, schema: str
+) -> None:
+    """The save ran when the response started; teardown still sees what the request did to the
+    session (``modified``, ``new``), and its own change is saved into the row just written."""
+    app = make_app()
+    seen: list[tuple[bool, bool]] = []
+
+    @app.get("/write-a")
+    def write_a() -> str:
+        session["a"] = 1
+        return "ok"
+
+    @app.teardown_request
+    def late(exc: BaseException | None) -> None:
+        if request.path == "/write-a":
+            seen.append((session.modified, session.new))
+            session["late"] = 2
+
+    client = app.test_client()
+    client.get("/write-a")
+    assert seen == [(True, True)]
+    assert stored(pg_dsn, schema) == [{"a": 1, "late": 2}]
+    assert client.get("/read").json == {"a": "1", "late": "2"}
+
+
+def test_a_logout_read_again_in_teardown_writes_nothing_and_warns_nothing(
+    make_app: Callable[..., Flask], pg_dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``modified`` stays True after the logout's save; that alone is no change left to save (a
+    late save would need a new cookie, and say so in the log)."""
+    app = make_app()
+    seen: list[tuple[bool, dict[str, Any]]] = []
+
+    @app.get("/logout")
+    def logout() -> str:
+        session.invalidate()
+        return "bye"
+
+    @app.teardown_request
+    def after(exc: BaseException | None) -> None:
+        if request.path == "/logout":
+            seen.append((session.modified, dict(session)))
+
+    client = app.test_client()
+    client.get("/count")
+    caplog.clear()  # the setup's warning about the test's short key
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        client.get("/logout")
+    assert seen == [(True, {})]
+    assert caplog.messages == []
+    assert stored(pg_dsn, schema) == []
 
 
 # -- config -------------------------------------------------------------------------------------
