@@ -361,6 +361,8 @@ class PgSession:
             app.after_serving(store.close)
         # First, so that no other hook meets a session that could not be loaded.
         app.before_request_funcs.setdefault(None, []).insert(0, _refuse_unavailable)
+        # First in the list, so run last (Quart runs them in reverse): after the app's own.
+        app.teardown_request_funcs.setdefault(None, []).insert(0, _save_teardown_change)
         app.before_websocket_funcs.setdefault(None, []).insert(0, _refuse_unavailable)
         existing = app.error_handler_spec.get(None, {}).get(None, {})
         if StoreUnavailable not in existing:
@@ -506,6 +508,18 @@ async def _refuse_unavailable() -> Any:
         raise _WebsocketSessionError(error)
     log.error("session error while loading, answering 500: %s", error)
     return Response(_ERROR_BODIES[500], status=500, mimetype="text/plain")
+
+
+async def _save_teardown_change(exc: BaseException | None) -> None:
+    """After the app's ``teardown_request`` functions: save a change they made to the session,
+    which was saved with the response already, as the Flask extension's middleware does when the
+    body ends. One that needs a new cookie is not saved (a warning says so)."""
+    from quart import current_app
+
+    current = session._get_current_object()  # type: ignore[attr-defined]
+    interface = current_app.extensions.get(EXTENSION_KEY)
+    if isinstance(current, Session) and isinstance(interface, PgSessionInterface):
+        await interface._save_without_cookie(current, "in teardown_request")
 
 
 class _WebsocketSessionError(SessionError):

@@ -19,6 +19,7 @@ from flask import Flask
 from flask import session as flask_session
 from helpers import ClosingClient
 from quart import Quart
+from quart import request as quart_request
 from quart import session as quart_session
 from quart import websocket as quart_websocket
 from quart.testing.connections import WebsocketResponseError
@@ -195,6 +196,86 @@ async def test_changes_made_while_streaming_are_saved_after_the_body(make_app: A
     assert (await get(client, "/stream"))[1] == b"first chunk\nsecond chunk\n"
     await get(client, "/stream")
     assert (await get(client, "/read"))[1] == {"a": "1", "streamed": 2}
+
+
+async def test_a_streamed_body_sees_the_flags_of_the_request_and_its_change_reaches_the_same_row(
+    make_app: Any,
+) -> None:
+    """The save ran before the body; the body still sees what the request did (``modified``,
+    ``new``), and its own change is saved into the row just written."""
+    app = make_app()
+    seen: list[tuple[bool, bool]] = []
+
+    @app.get("/stream-flags")
+    async def stream_flags() -> Any:
+        quart_session["a"] = 1
+        session = quart_session._get_current_object()  # type: ignore[attr-defined]
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"chunk"
+            seen.append((session.modified, session.new))
+            session["late"] = 2
+
+        return body(), 200
+
+    client = app.test_client()
+    await client.get("/stream-flags")
+    assert seen == [(True, True)]
+    assert stored(app) == [{"a": 1, "late": 2}]
+
+
+async def test_a_logout_read_again_while_streaming_writes_nothing_and_warns_nothing(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``modified`` stays True after the logout's save; that alone is no change left to save."""
+    app = make_app()
+    seen: list[tuple[bool, dict[str, Any]]] = []
+
+    @app.get("/logout-stream")
+    async def logout_stream() -> Any:
+        session = quart_session._get_current_object()  # type: ignore[attr-defined]
+        session.invalidate()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"bye"
+            seen.append((session.modified, dict(session)))
+
+        return body(), 200
+
+    client = app.test_client()
+    await get(client, "/set?a=1")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        await client.get("/logout-stream")
+    assert seen == [(True, {})]
+    assert caplog.messages == []
+    assert stored(app) == []
+
+
+async def test_a_change_in_teardown_that_needs_a_new_cookie_is_not_saved_and_says_so(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A first visit whose only change is made in teardown_request would need a cookie the
+    response no longer carries: nothing is stored (no statement is sent), and the log says why."""
+    app = make_app()
+
+    @app.get("/untouched-view")
+    async def untouched_view() -> str:
+        return "ok"
+
+    @app.teardown_request
+    async def late(exc: BaseException | None) -> None:
+        if quart_request.path == "/untouched-view":
+            quart_session["late"] = 1
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        response = await app.test_client().get("/untouched-view")
+    assert response.headers.getlist("Set-Cookie") == []
+    assert caplog.messages == [
+        "session changed in teardown_request in a way that needs a new cookie, which can no "
+        "longer be set; the change was not saved"
+    ]
 
 
 async def test_an_unstorable_value_is_a_500_naming_the_key(
