@@ -15,7 +15,10 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Awaitable, Mapping, MutableMapping
-from typing import Any, Callable
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any, Callable, cast
+from uuid import UUID
 
 from .core import with_session_headers
 from .errors import SessionError, StoreUnavailable
@@ -117,7 +120,8 @@ def take_over(session: Session, current: object) -> None:
 
 
 def as_mapping(value: Any) -> Mapping[str, Any]:
-    """Session data given as a mapping, a dataclass or a pydantic model, as a dict.
+    """Session data given as a mapping, a dataclass, a pydantic model or a msgspec ``Struct``
+    (the data containers Litestar's ``set_session`` takes), as a dict, nested ones too.
 
     :raises SessionError: it is none of them.
     """
@@ -125,13 +129,22 @@ def as_mapping(value: Any) -> Mapping[str, Any]:
         return dict(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
+    msgspec = sys.modules.get("msgspec")  # only if msgspec (Litestar's) is in use: never imported
+    if msgspec is not None and isinstance(value, msgspec.Struct):
+        data = msgspec.to_builtins(value, builtin_types=_KEPT_BY_MSGSPEC)  # the codec's types kept
+        return cast("dict[str, Any]", data)
     dump = getattr(value, "model_dump", None) or getattr(value, "dict", None)
     if callable(dump):
         return dict(dump())
     raise SessionError(
         f"the session was replaced by a {type(value).__name__} (set_session()?): pass a dict, a "
-        "dataclass or a pydantic model of storable values"
+        "dataclass, a pydantic model or a msgspec Struct of storable values"
     )
+
+
+# The values msgspec leaves as they are when it turns a Struct into a dict: those the codec
+# stores as themselves (msgspec would make text of them).
+_KEPT_BY_MSGSPEC = (datetime, date, time, bytes, UUID, Decimal)
 
 
 def _is_litestar_empty(value: Any) -> bool:

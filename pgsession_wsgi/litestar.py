@@ -307,7 +307,8 @@ class PgSessionBackend(BaseSessionBackend["PgSessionConfig"]):
         id, returned. Empty data ends the session (None is returned).
 
         :param session_id: an id as ``request.get_session_id()`` gives it.
-        :param data: a mapping, a dataclass or a pydantic model of storable values.
+        :param data: a mapping, a dataclass, a pydantic model or a msgspec ``Struct`` of storable
+            values.
         :raises SessionError: a value cannot be stored, or the session is over ``max_size``.
         :raises StoreUnavailable: the database cannot be reached in time.
         """
