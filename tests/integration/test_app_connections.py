@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from db import engine_url, sql
-from helpers import wait_for
+from helpers import insert_session, wait_for
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from session_app import session_app
@@ -41,10 +41,12 @@ from pgsession_wsgi import (
     StoreUnavailable,
 )
 from pgsession_wsgi.async_store import AsyncPostgresStore
+from pgsession_wsgi.cookies import hash_session_id
 from pgsession_wsgi.sql import EXPECTED_COLUMNS, Statements, index_names
 from pgsession_wsgi.sqlalchemy import session_table
 
 SECRET = "app-connections"
+DAY = timedelta(days=1)
 KINDS = ["engine", "pool", "factory"]
 ID = hashlib.sha256(b"an id").digest()
 #: A write's arguments after the row's key, data and removed keys: same id, five minutes idle.
@@ -575,6 +577,47 @@ def test_the_background_purge_runs_on_the_apps_connections(
     assert store.borrows_connections is (kind != "factory")
 
 
+def test_the_purge_on_an_apps_pool_borrows_and_purges(
+    pg_dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """purge.xǁPurgeWorkerǁrun__mutmut_9, _10: the per-batch purge on borrowed connections."""
+    pool = psycopg2.pool.ThreadedConnectionPool(1, 2, pg_dsn)
+    store = PostgresStore.from_pool(pool, schema=schema, purge_interval=0.05)
+    try:
+        with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+            store.stats()  # creates the table and starts the worker
+            sql(
+                pg_dsn,
+                f"INSERT INTO {store.qualified_name} (id, data, expires_at)"
+                " SELECT sha256(g::text::bytea), '{}'::jsonb, now() - interval '1 hour'"
+                " FROM generate_series(1, 4) g",
+                None,
+            )
+            wait_for(lambda: any("purged" in r.getMessage() for r in caplog.records), "a purge")
+        assert [r.getMessage() for r in caplog.records if "purged" in r.getMessage()][0] == (
+            f"purged 4 expired sessions from {store.qualified_name}"
+        )
+    finally:
+        store.close()
+        pool.closeall()
+
+
+def test_a_store_on_an_apps_pool_opens_no_connection_and_says_how_to_purge(pg_dsn: str, schema: str) -> None:
+    """store.xǁPostgresStoreǁconnect_unpooled__mutmut_1 to _3 and _lent__mutmut_35."""
+    pool = psycopg2.pool.ThreadedConnectionPool(1, 2, pg_dsn)
+    store = PostgresStore.from_pool(pool, schema=schema)
+    try:
+        with pytest.raises(ConfigurationError) as error:
+            store.connect_unpooled()
+        assert str(error.value) == (
+            "this store borrows every connection from your psycopg2 pool and opens none of its "
+            "own; purge with purge_expired() or purge_batch_by_batch()"
+        )
+    finally:
+        store.close()
+        pool.closeall()
+
+
 # -- what the store refuses, and what it knows ---------------------------------------------------
 
 
@@ -644,6 +687,202 @@ def test_statement_timeout_applies_to_the_stores_statements_and_none_leaves_the_
     finally:
         ours.close()
         theirs.close()
+
+
+def blocked_statement(
+    dsn: str, store: PostgresStore, call: Any, *, until_it_gives_up: bool = False
+) -> tuple[str, Any]:
+    """The text PostgreSQL shows for ``call()``'s statement while a lock holds it, and its answer.
+
+    ``dsn`` is the database's (a store on an app's pool knows none). The lock is released once
+    the text is seen, or, with ``until_it_gives_up``, once the call has ended by itself (a
+    statement timeout).
+    """
+    locker = psycopg2.connect(dsn)
+    outcome: list[Any] = []
+    texts: list[str] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:  # the answer under test may be an error
+            outcome.append(exc)
+
+    def seen() -> bool:
+        waiting = (
+            "SELECT a.query FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE l.relation = to_regclass(%s) AND NOT l.granted"
+        )
+        if not texts:
+            texts.extend(row[0] for row in sql(dsn, waiting, (store.qualified_name,)))
+        return bool(texts) and (bool(outcome) or not until_it_gives_up)
+
+    try:
+        with locker.cursor() as cur:
+            cur.execute(f"LOCK TABLE {store.qualified_name} IN ACCESS EXCLUSIVE MODE")
+            thread = threading.Thread(target=run)
+            thread.start()
+            wait_for(seen, "the statement to wait on the lock")
+    finally:
+        locker.rollback()
+        locker.close()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    return texts[0], outcome[0]
+
+
+def persistence(dsn: str, store: PostgresStore) -> list[tuple[Any, ...]]:
+    """The table's persistence: ``p`` logged, ``u`` unlogged."""
+    return sql(
+        dsn, "SELECT relpersistence FROM pg_class WHERE oid = to_regclass(%s)", (store.qualified_name,)
+    )
+
+
+def test_a_store_on_an_apps_pool_sets_its_settings_on_each_statement(pg_dsn: str, schema: str) -> None:
+    """store.xǁPostgresStoreǁfrom_pool__mutmut_2, _3, _5, _9, _19, _20, _23, _27, _28, _29, _30,
+    _31 and _lent__mutmut_5, _6, _12, _13, _16, _20 to _24, _28.
+
+    No startup option reaches a connection the app made: the statement timeout and
+    synchronous_commit are set with SET LOCAL before each statement, and the timeout's error
+    names the value to raise.
+    """
+    pool = psycopg2.pool.ThreadedConnectionPool(1, 4, pg_dsn)
+    stores: list[PostgresStore] = []
+    try:
+        with pytest.raises(ConfigurationError) as error:
+            PostgresStore.from_pool(pool, schema=schema, purge_interval=0)
+        assert str(error.value) == "purge_interval must be a positive number of seconds, or None"
+
+        default = PostgresStore.from_pool(pool, schema=schema, purge_interval=None)
+        stores.append(default)
+        assert (default.statement_timeout, default.unlogged, default.purge_interval) == (5.0, False, None)
+        assert default.borrows_connections
+        default.stats()  # creates the table
+        assert persistence(pg_dsn, default) == [("p",)]
+        text, answer = blocked_statement(pg_dsn, default, default.stats)
+        assert text.startswith("SET LOCAL statement_timeout = 5000; SELECT")
+        assert "synchronous_commit" not in text
+        assert answer["live"] == 0
+
+        quick = PostgresStore.from_pool(
+            pool, "other", schema=schema, statement_timeout=0.2, synchronous_commit=False, unlogged=True
+        )
+        stores.append(quick)
+        quick.stats()
+        assert persistence(pg_dsn, quick) == [("u",)]
+        text, answer = blocked_statement(pg_dsn, quick, quick.stats, until_it_gives_up=True)
+        assert text.startswith("SET LOCAL statement_timeout = 200; SET LOCAL synchronous_commit = off; ")
+        assert isinstance(answer, StoreUnavailable)
+        assert str(answer) == (
+            "a session statement ran longer than statement_timeout=0.2s; check the database load, "
+            "or raise statement_timeout"
+        )
+    finally:
+        for store in stores:
+            store.close()
+        pool.closeall()
+
+
+def test_a_store_on_a_connection_factory_checks_its_options_and_sets_its_settings(
+    pg_dsn: str, schema: str
+) -> None:
+    """store.xǁPostgresStoreǁfrom_factory__mutmut_2, _4, _5, _7 to _21, _23 to _37, _39 to _46, _48 to _56,
+    _58 to _60: the refusals, the defaults, the settings
+    reaching each statement (the factory's connections lack them), the table's persistence."""
+    with pytest.raises(ConfigurationError) as error:
+        PostgresStore.from_factory("not callable")  # type: ignore[arg-type]
+    assert str(error.value) == (
+        "from_factory() takes a callable returning a new psycopg2 connection, "
+        "e.g. lambda: psycopg2.connect(dsn)"
+    )
+    with pytest.raises(ConfigurationError) as error:
+        PostgresStore.from_factory(lambda: psycopg2.connect(pg_dsn), schema=schema, purge_interval=0)
+    assert str(error.value) == "purge_interval must be a positive number of seconds, or None"
+    with pytest.raises(ConfigurationError) as error:
+        PostgresStore.from_factory(lambda: psycopg2.connect(pg_dsn), schema=schema, max_connections=0)
+    assert str(error.value) == "max_connections must be at least 1"
+
+    stores: list[PostgresStore] = []
+    try:
+        default = PostgresStore.from_factory(
+            lambda: psycopg2.connect(pg_dsn), schema=schema, purge_interval=None
+        )
+        stores.append(default)
+        assert (default.statement_timeout, default.unlogged, default.purge_interval) == (5.0, False, None)
+        assert not default.borrows_connections
+        with pytest.raises(ConfigurationError) as error:
+            default.dsn  # noqa: B018
+        assert str(error.value) == (
+            "this store takes its connections from your connection factory and knows no DSN; use the DSN "
+            "your app opens them with (e.g. pgsession-wsgi --dsn ...)"
+        )
+        insert_session(default, "one")
+        assert default.load(hash_session_id("one"), DAY) is not None
+        assert persistence(pg_dsn, default) == [("p",)]
+
+        quick = PostgresStore.from_factory(
+            lambda: psycopg2.connect(pg_dsn),
+            "other",
+            schema=schema,
+            statement_timeout=0.2,
+            synchronous_commit=False,
+            unlogged=True,
+            purge_interval=None,
+        )
+        stores.append(quick)
+        quick.stats()
+        assert persistence(pg_dsn, quick) == [("u",)]
+        _, answer = blocked_statement(pg_dsn, quick, quick.stats, until_it_gives_up=True)
+        assert isinstance(answer, StoreUnavailable)
+        assert str(answer) == (
+            "a session statement ran longer than statement_timeout=0.2s; check the database load, "
+            "or raise statement_timeout"
+        )
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_store_on_an_engine_checks_its_options_and_sets_its_settings(
+    pg_dsn: str, schema: str, make_engine: Any
+) -> None:
+    """store.xǁPostgresStoreǁfrom_engine__mutmut_1 to _12, _16 to _21, _23 to _32: the refusal,
+    the defaults, the settings on each statement (SET LOCAL), the table's persistence."""
+    engine = make_engine(pg_dsn)
+    with pytest.raises(ConfigurationError) as error:
+        PostgresStore.from_engine(engine, schema=schema, purge_interval=0)
+    assert str(error.value) == "purge_interval must be a positive number of seconds, or None"
+    stores: list[PostgresStore] = []
+    try:
+        default = PostgresStore.from_engine(engine, schema=schema, purge_interval=None)
+        stores.append(default)
+        assert (default.statement_timeout, default.unlogged, default.purge_interval) == (5.0, False, None)
+        assert default.borrows_connections
+        default.stats()
+        assert persistence(pg_dsn, default) == [("p",)]
+        text, answer = blocked_statement(pg_dsn, default, default.stats)
+        assert text.startswith("SET LOCAL statement_timeout = 5000; SELECT")
+        assert answer["live"] == 0
+
+        quick = PostgresStore.from_engine(
+            engine,
+            "other",
+            schema=schema,
+            statement_timeout=0.2,
+            synchronous_commit=False,
+            unlogged=True,
+            purge_interval=None,
+        )
+        stores.append(quick)
+        quick.stats()
+        assert persistence(pg_dsn, quick) == [("u",)]
+        text, answer = blocked_statement(pg_dsn, quick, quick.stats, until_it_gives_up=True)
+        assert text.startswith("SET LOCAL statement_timeout = 200; SET LOCAL synchronous_commit = off; ")
+        assert isinstance(answer, StoreUnavailable)
+        assert "statement_timeout=0.2s" in str(answer)
+    finally:
+        for store in stores:
+            store.close()
 
 
 # -- the table as SQLAlchemy metadata ---------------------------------------------------------

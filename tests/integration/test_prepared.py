@@ -3,12 +3,14 @@
 The first use of a statement on a connection sends ``PREPARE ...; EXECUTE ...`` in one message
 (still one round trip), later uses ``EXECUTE`` alone; they stay off behind PgBouncer and on an
 app's connections, and a prepared statement that goes missing, or one left behind by a failed
-statement, never fails a request.
+statement, never fails a request. What is prepared is read on the wire, by a proxy counting what
+the store sends (tests/wire.py).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -18,13 +20,16 @@ from typing import Any
 import psycopg2
 import pytest
 from db import sql
+from helpers import insert_session
 from session_app import session_app
 from webtest import TestApp
 from wire import RoundTripCounter, statement_kind
 
 from pgsession_wsgi import PostgresStore, SessionMiddleware
-from pgsession_wsgi.errors import SessionTooLarge, StoreUnavailable
+from pgsession_wsgi.cookies import hash_session_id
+from pgsession_wsgi.errors import SessionError, SessionTooLarge, StoreUnavailable
 
+DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
 SECRET = "prepared"
@@ -393,3 +398,101 @@ def test_settings_of_the_wrong_kind_are_refused_not_written_into_sql(
             store.load(id_hash, ["60 seconds"])  # type: ignore[arg-type]
     row = store.load(id_hash, MINUTE)
     assert row is not None and row.data == {"n": 2}
+
+
+# -- what the server is sent when a prepared statement goes missing or fails --------------------
+
+
+def first_words(statements: list[str]) -> list[str]:
+    """Each statement's first word, as the wire counter saw it: PREPARE, EXECUTE, or plain SQL."""
+    return [s.split(None, 1)[0] for s in statements]
+
+
+def test_request_statements_are_prepared_and_recover_when_the_server_loses_them(
+    make_store: Callable[..., PostgresStore], wire_counter: RoundTripCounter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """store.xǁPostgresStoreǁ_send__mutmut_1, _2, _40 to _52.
+
+    Prepared on the store's own connection; when they are gone (DEALLOCATE, as PgBouncer's
+    server switch does), the store says so once and sends plain statements from then on.
+    """
+    store = make_store(dsn=wire_counter.dsn, max_connections=1)
+    insert_session(store, "one")
+    assert store.load(hash_session_id("one"), DAY) is not None
+    assert [name.split("_")[1] for name in prepared_names(wire_counter.statements)] == ["insert", "load"]
+    # Seam: only SQL run on the store's own connection can make its server session forget them.
+    store._run(lambda cur: cur.execute("DEALLOCATE ALL"), retry=True)
+    wire_counter.reset()
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        row = store.load(hash_session_id("one"), DAY)
+        insert_session(store, "two")
+        other = store.load(hash_session_id("two"), DAY)
+    assert row is not None and other is not None
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "prepared statements dropped by the server side (PgBouncer?); sending plain statements"
+    ]
+    # The load the server no longer knew, sent again as text; nothing prepared from then on.
+    assert first_words(wire_counter.statements) == ["EXECUTE", "SELECT", "INSERT", "SELECT"]
+
+
+def test_without_prepared_statements_the_plain_text_is_sent(
+    make_store: Callable[..., PostgresStore], wire_counter: RoundTripCounter
+) -> None:
+    """store.xǁPostgresStoreǁ_send__mutmut_2 to _10."""
+    store = make_store(dsn=wire_counter.dsn, prepared_statements=False)
+    insert_session(store, "one")
+    row = store.load(hash_session_id("one"), DAY)
+    assert row is not None
+    assert first_words(wire_counter.statements)[-2:] == ["INSERT", "SELECT"]
+    assert not any("PREPARE" in s or "EXECUTE" in s for s in wire_counter.statements)
+
+
+def test_a_prepare_whose_execute_failed_is_not_prepared_twice(
+    make_store: Callable[..., PostgresStore], wire_counter: RoundTripCounter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """store.xǁPostgresStoreǁ_send__mutmut_23, _32 to _34, _36 to _39.
+
+    ``PREPARE ...; EXECUTE ...`` where the EXECUTE fails (bad JSON) leaves the statement
+    prepared: the next insert uses it, without turning prepared statements off.
+    """
+    store = make_store(dsn=wire_counter.dsn, max_connections=1)
+    store.stats()
+    wire_counter.reset()
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        with pytest.raises(SessionError):
+            insert_session(store, "bad", "{not json")
+        insert_session(store, "good")
+        insert_session(store, "better")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
+    assert store.load(hash_session_id("good"), DAY) is not None
+    assert store.load(hash_session_id("better"), DAY) is not None
+    # The insert's PREPARE went once more, to learn from the server that the failed EXECUTE left it
+    # there (a duplicate), then EXECUTE alone from then on; the load is prepared after it: still on.
+    sent = wire_counter.statements
+    assert [name.split("_")[1] for name in prepared_names(sent)] == ["insert", "insert", "load"]
+    assert first_words(sent) == ["PREPARE", "PREPARE", "EXECUTE", "EXECUTE", "PREPARE", "EXECUTE"]
+
+
+def test_a_prepare_that_failed_is_sent_again(
+    make_store: Callable[..., PostgresStore],
+    wire_counter: RoundTripCounter,
+    pg_dsn: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """store.xǁPostgresStoreǁ_send__mutmut_24: the table was missing, so the PREPARE failed too."""
+    store = make_store(dsn=wire_counter.dsn, max_connections=1)
+    store.stats()
+    schema_name, name = store.qualified_name.split(".")
+    sql(pg_dsn, f"ALTER TABLE {store.qualified_name} RENAME TO gone")
+    wire_counter.reset()
+    with pytest.raises(SessionError):
+        store.load(hash_session_id("one"), DAY)
+    sql(pg_dsn, f"ALTER TABLE {schema_name}.gone RENAME TO {name}")
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        assert store.load(hash_session_id("one"), DAY) is None
+        assert store.load(hash_session_id("one"), DAY) is None
+    assert caplog.records == []
+    # Sent again, and prepared this time: the next load executes it.
+    assert [name.split("_")[1] for name in prepared_names(wire_counter.statements)] == ["load", "load"]
+    assert first_words(wire_counter.statements) == ["PREPARE", "PREPARE", "EXECUTE"]
