@@ -14,6 +14,10 @@ Routes, as in benchmarks/app.py:
     /read   reads a session value and returns it
     /write  increments the counter in the session
     /none   does not touch the session
+    /skip   does not touch the session and is excluded from it: ``skip_session=True`` on the
+            Litestar apps (Litestar's session middleware, and so our native integration, skip it;
+            pgsession-asgi-litestar, our ASGI middleware, knows no such option), the same as
+            /none on the Starlette apps
 
 Every library runs with its defaults, except that the session lives 14 days where a library's
 default is a browser-session cookie (starsessions), as /login makes it permanent in the WSGI app.
@@ -35,13 +39,17 @@ ASGI_VARIANTS = (
     "pgsession-asgi-starlette",
     "pgsession-asgi-litestar",
     "pgsession-asgi-starlette-noprep",
+    "pgsession-litestar",
 )
 ASGI_PG_VARIANTS = (
     "advanced-alchemy",
     "pgsession-asgi-starlette",
     "pgsession-asgi-litestar",
     "pgsession-asgi-starlette-noprep",
+    "pgsession-litestar",
 )
+# The variants with no session at all: the baselines.
+ASGI_NO_SESSION_VARIANTS = ("none", "litestar-none")
 ASGI_REDIS_VARIANTS = ("starsessions-redis", "litestar-redis")
 SECRET_KEY = "benchmark-only-secret-key-not-for-production"
 MAX_AGE = 14 * 24 * 3600
@@ -104,6 +112,7 @@ def _starlette(middleware: list[Any], load: Callable[[Any], Any] | None = None) 
         Route("/read", read),
         Route("/write", write),
         Route("/none", no_session),
+        Route("/skip", no_session),
     ]
     return Starlette(routes=routes, middleware=middleware)
 
@@ -178,8 +187,13 @@ def _litestar(middleware: list[Any], uses_session: bool, **app_kwargs: Any) -> A
     async def no_session() -> str:
         return "no session"
 
+    # Litestar's session middleware leaves a route whose opt has skip_session out.
+    @get("/skip", media_type=MediaType.TEXT, skip_session=True)
+    async def skipped() -> str:
+        return "no session"
+
     return Litestar(
-        route_handlers=[login, read, write, no_session],
+        route_handlers=[login, read, write, no_session, skipped],
         middleware=middleware,
         logging_config=None,
         **app_kwargs,
@@ -260,6 +274,16 @@ def _pgsession_asgi_litestar() -> Any:
     )
 
 
+def _pgsession_litestar() -> Any:
+    from pgsession_wsgi.litestar import PgSessionConfig, PgSessionPlugin
+
+    # The native integration: Litestar's SessionMiddleware around PgSessionBackend, installed by
+    # the plugin, which also opens and closes the store with the app. permanent=True and
+    # max_age=MAX_AGE: the cookie and lifetime of Litestar's own server-side sessions.
+    config = PgSessionConfig(store=_pg_store(), secret_key=SECRET_KEY, max_age=MAX_AGE, permanent=True)
+    return _litestar([], uses_session=True, plugins=[PgSessionPlugin(config)])
+
+
 _BUILDERS: dict[str, Callable[[], Any]] = {
     "none": _none,
     "litestar-none": _litestar_none,
@@ -271,6 +295,7 @@ _BUILDERS: dict[str, Callable[[], Any]] = {
     "pgsession-asgi-litestar": _pgsession_asgi_litestar,
     # The same as pgsession-asgi-starlette without prepared statements, to measure that lever.
     "pgsession-asgi-starlette-noprep": lambda: _pgsession_asgi_starlette(prepared_statements=False),
+    "pgsession-litestar": _pgsession_litestar,
 }
 
 
@@ -283,7 +308,7 @@ def create_app(variant: str | None = None) -> Any:
 
 async def _prepare(variant: str) -> None:
     """Create the variant's table once (before uvicorn starts its workers)."""
-    if variant.startswith("pgsession-asgi"):
+    if variant.startswith("pgsession-"):
         store = _pg_store()
         await store.open()  # creates the table
         await store.close()

@@ -8,7 +8,9 @@ PostgreSQL with pg_stat_statements (statements per request), the same Redis hand
 wrk script and settings, the same login check and interleaved rounds (median run reported).
 Only the server differs: uvicorn (``--workers`` processes, uvloop and httptools for every variant)
 instead of gunicorn. Route ``anon`` is ``/none`` requested without any cookie (the "untouched"
-target); ``none`` is ``/none`` with the session cookie, as in run.py.
+target); ``none`` is ``/none`` with the session cookie, as in run.py; ``skip`` is ``/skip`` with
+the session cookie, a route the Litestar apps exclude from the session (``skip_session=True``).
+The variants without a session send a random cookie of a session cookie's length instead.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -30,29 +33,78 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 import run  # noqa: E402  (run.py's helpers: PostgreSQL, Redis, wrk, tables)
-from asgi_app import ASGI_PG_VARIANTS, ASGI_REDIS_VARIANTS, ASGI_VARIANTS  # noqa: E402
+from asgi_app import (  # noqa: E402
+    ASGI_NO_SESSION_VARIANTS,
+    ASGI_PG_VARIANTS,
+    ASGI_REDIS_VARIANTS,
+    ASGI_VARIANTS,
+)
 from run import EmbeddedPostgres, Report, RouteResult, VariantFailed  # noqa: E402
 
-ROUTES = ("read", "write", "none", "anon", "login")
-DEFAULT_ROUTES = ("read", "write", "none", "anon")
+ROUTES = ("read", "write", "none", "anon", "skip", "login")
+DEFAULT_ROUTES = ("read", "write", "none", "anon", "skip")
 
-# (label, ours, baseline, route, at least): the issue's targets.
+# (label, ours, baseline, route, at least): the issues' targets. Issue 11: the ASGI middleware;
+# issue 23: the native Litestar integration (pgsession_wsgi.litestar), against Litestar's own
+# server-side sessions and advanced-alchemy's backend on the same framework.
 TARGETS = (
     ("read >= 1.0x starsessions on Redis", "pgsession-asgi-starlette", "starsessions-redis", "read", 1.0),
-    ("read >= 3x advanced-alchemy", "pgsession-asgi-litestar", "advanced-alchemy", "read", 3.0),
     ("untouched (no cookie) >= 0.97x no session", "pgsession-asgi-starlette", "none", "anon", 0.97),
+    (
+        "native Litestar: read >= 1.0x Litestar's Redis sessions",
+        "pgsession-litestar",
+        "litestar-redis",
+        "read",
+        1.0,
+    ),
+    ("native Litestar: read >= 5x advanced-alchemy", "pgsession-litestar", "advanced-alchemy", "read", 5.0),
+    (
+        "native Litestar: excluded route, with cookie >= 0.97x no session",
+        "pgsession-litestar",
+        "litestar-none",
+        "skip",
+        0.97,
+    ),
 )
-# The same comparisons for our other front end, printed for information.
+# The same comparisons for our other front ends, printed for information.
 EXTRA_RATIOS = (
-    ("read, Litestar front end vs starsessions", "pgsession-asgi-litestar", "starsessions-redis", "read"),
+    (
+        "read, ASGI middleware on Litestar vs starsessions",
+        "pgsession-asgi-litestar",
+        "starsessions-redis",
+        "read",
+    ),
     ("read, Starlette front end vs advanced-alchemy", "pgsession-asgi-starlette", "advanced-alchemy", "read"),
     (
-        "untouched, Litestar front end vs Litestar without session",
+        "read, ASGI middleware on Litestar vs advanced-alchemy",
+        "pgsession-asgi-litestar",
+        "advanced-alchemy",
+        "read",
+    ),
+    (
+        "untouched, ASGI middleware on Litestar vs Litestar without session",
         "pgsession-asgi-litestar",
         "litestar-none",
         "anon",
     ),
-    ("read vs Litestar's Redis sessions", "pgsession-asgi-litestar", "litestar-redis", "read"),
+    (
+        "untouched, native Litestar vs Litestar without session",
+        "pgsession-litestar",
+        "litestar-none",
+        "anon",
+    ),
+    (
+        "read, ASGI middleware on Litestar vs Litestar's Redis sessions",
+        "pgsession-asgi-litestar",
+        "litestar-redis",
+        "read",
+    ),
+    (
+        "read, native Litestar vs ASGI middleware on Litestar",
+        "pgsession-litestar",
+        "pgsession-asgi-litestar",
+        "read",
+    ),
 )
 
 
@@ -147,9 +199,13 @@ def _run_variant(
 ) -> None:
     env = run._variant_env(variant, pg, opts.redis_port)
     wrk_opts = opts.run_options()
-    uses_session = variant not in ("none", "litestar-none")
     with _uvicorn(variant, env, opts, workdir) as port:
-        cookies = run._login_cookies(port, opts.connections) if uses_session else []
+        if variant in ASGI_NO_SESSION_VARIANTS:
+            # No session, but a Cookie header as long as a logged-in browser's (run.py's rule),
+            # so that the baseline parses what the other variants parse.
+            cookies = [f"session={secrets.token_urlsafe(66)}" for _ in range(opts.connections)]
+        else:
+            cookies = run._login_cookies(port, opts.connections)
         for route in opts.routes:
             path, route_cookies = ("none", []) if route == "anon" else (route, cookies)
             if opts.warmup > 0:
@@ -183,7 +239,7 @@ def _run_variant(
 
 
 def _route_label(route: str) -> str:
-    return "/none (no cookie)" if route == "anon" else f"/{route}"
+    return {"anon": "/none (no cookie)", "skip": "/skip (excluded)"}.get(route, f"/{route}")
 
 
 def print_report(report: Report, opts: AsgiOptions) -> None:
@@ -199,6 +255,7 @@ def print_report(report: Report, opts: AsgiOptions) -> None:
                 f"{r.p99_ms:.2f}",
                 str(r.errors),
                 run._ratio(r.rps, by_key.get(("none", r.route))),
+                run._ratio(r.rps, by_key.get(("litestar-none", r.route))),
                 run._ratio(r.rps, by_key.get(("starsessions-redis", r.route))),
             ]
             for r in results
@@ -211,8 +268,11 @@ def print_report(report: Report, opts: AsgiOptions) -> None:
             f" {opts.connections} connections, {opts.duration:g} s per run after"
             f" {opts.warmup:g} s warmup; {os.cpu_count()} CPUs"
         )
-        headers = ["variant", "route", "req/s", "p50 ms", "p99 ms", "errors", "vs none", "vs starsessions"]
-        print(run._format_table(headers, rows, "llrrrrrr"))
+        headers = [
+            "variant", "route", "req/s", "p50 ms", "p99 ms", "errors",
+            "vs none", "vs litestar-none", "vs starsessions",
+        ]  # fmt: skip
+        print(run._format_table(headers, rows, "llrrrrrrr"))
 
     pg_rows = []
     for r in results:
@@ -244,7 +304,7 @@ def print_report(report: Report, opts: AsgiOptions) -> None:
                 [label, f"{ours} / {base}", f"{a.rps:.0f} / {b.rps:.0f} = {a.rps / b.rps:.2f}x", "(info)"]
             )
     print()
-    print("Targets (issue 11):")
+    print("Targets (issues 11 and 23):")
     print(run._format_table(["target", "variants", "measured", ""], target_rows, "llrl"))
 
     for variant, reason in report.failures.items():
@@ -264,7 +324,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AsgiOptions:
         type=run._csv(ROUTES),
         default=list(DEFAULT_ROUTES),
         help=f"comma-separated from {','.join(ROUTES)}; default {','.join(DEFAULT_ROUTES)}"
-        " (anon: /none without a cookie)",
+        " (anon: /none without a cookie; skip: /skip, excluded from the session, with the cookie)",
     )
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measured run (default 8)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warmup before each (default 2)")
