@@ -596,7 +596,7 @@ class SessionCore:
         self.read_cookie(state)
         headers = [("Vary", "Cookie")]
         cookie = yield from self._save(session, state)
-        state.used_since_save = False
+        state.used_since_save = state.late_refused = False
         if cookie is not None:
             headers.append(("Set-Cookie", cookie))
         return headers
@@ -634,22 +634,30 @@ class SessionCore:
         """A change made after the headers went out that needs a cookie it can no longer get.
 
         True for a new session, a regenerated or ended one, or a login under ``user_key``;
-        the adapter logs it and does not save.
+        the adapter logs it (or raises) and does not save. The refusal is remembered
+        (``state.late_refused``): :meth:`needs_late_save` is False from then on, so a request
+        with several late points (Quart's teardown, then its streamed body's end; Flask's
+        teardown, run again when a test's ``with client:`` block ends, then the body's end) says
+        it once. A save that goes through (a websocket's explicit save) forgets it.
 
         :param session: a session that :meth:`needs_late_save`.
         """
         state = session.state
         self.read_cookie(state)
-        return state.session_id is None or state.regenerate or state.invalidate or self._new_user(session)
+        if state.session_id is None or state.regenerate or state.invalidate or self._new_user(session):
+            state.late_refused = True
+            return True
+        return False
 
     def needs_late_save(self, session: Session) -> bool:
-        """Only a session used after the save (by a streaming body) can have changed since; one
-        :meth:`check` refused is never saved.
+        """Only a session used after the save (by a streaming body, a teardown) can have changed
+        since; one :meth:`check` refused is never saved, and a late change refused once
+        (:meth:`late_save_refused`) is not looked at again.
 
         :param session: a session saved before its response body finished.
         """
         state = session.state
-        return state.used_since_save and state.refused is None and session.unsaved
+        return state.used_since_save and state.refused is None and not state.late_refused and session.unsaved
 
     def _save(self, session: Session, state: SessionState) -> Steps[str | None]:
         old_id = state.session_id

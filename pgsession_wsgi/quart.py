@@ -206,7 +206,9 @@ class PgSessionInterface(SessionInterface):
             response.response = _SaveAfterBody(response.response, self, session)
 
     async def _save_without_cookie(self, session: Session, where: str = "in a websocket") -> None:
-        """Save a change made where no cookie can be set any more (a websocket, a streamed body).
+        """Save a change made where no cookie can be set any more (a websocket, a teardown, a
+        streamed body); one that needs a new cookie is logged, once however many of these
+        points follow (the core remembers the refusal).
 
         :param session: the session.
         :param where: for the log lines.

@@ -75,6 +75,10 @@ class SessionState:
     #: A framework that reports the app's exceptions itself (Flask) handles this request: an
     #: exception escaping it was propagated on purpose (``TESTING``, ``DEBUG``).
     reported = False
+    #: A late change was refused (it needs a new cookie), and the adapter said so: no late save
+    #: is tried again, so one line tells it however many late points follow (a teardown, then
+    #: the end of a streamed body). A save that goes through (a websocket's) clears it.
+    late_refused = False
 
     def __init__(self, cookie_header: str = "", scheme: str = "http") -> None:
         self.cookie_header = cookie_header

@@ -25,7 +25,7 @@ from quart import websocket as quart_websocket
 from quart.testing.connections import WebsocketResponseError
 from wire import RoundTripCounter
 
-from pgsession_wsgi.errors import ConfigurationError, StoreUnavailable
+from pgsession_wsgi.errors import ConfigurationError, SessionError, StoreUnavailable
 from pgsession_wsgi.flask import EXTENSION_KEY as FLASK_EXTENSION_KEY
 from pgsession_wsgi.flask import PgSession as FlaskPgSession
 from pgsession_wsgi.quart import EXTENSION_KEY, WEBSOCKET_UNAVAILABLE, PgSession, PgSessionInterface
@@ -278,6 +278,43 @@ async def test_a_change_in_teardown_that_needs_a_new_cookie_is_not_saved_and_say
     ]
 
 
+async def test_a_teardown_change_refused_before_a_streamed_body_is_reported_once(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Quart runs teardown_request before it streams the body: the change refused there is the
+    one warning, not told again as the body ends, even if the body reads the session."""
+    app = make_app()
+    seen: list[Any] = []
+
+    @app.get("/untouched-stream")
+    async def untouched_stream() -> Any:
+        session = quart_session._get_current_object()  # type: ignore[attr-defined]
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"chunk"
+            seen.append(session.get("late"))
+
+        return body(), 200
+
+    @app.teardown_request
+    async def late(exc: BaseException | None) -> None:
+        if quart_request.path == "/untouched-stream":
+            quart_session["late"] = 1
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        response = await app.test_client().get("/untouched-stream")
+        assert await response.get_data() == b"chunk"
+    assert seen == [1]
+    assert response.headers.getlist("Set-Cookie") == []
+    assert caplog.messages == [
+        "session changed in teardown_request in a way that needs a new cookie, which can no "
+        "longer be set; the change was not saved"
+    ]
+    await interface(app).store.open()
+    assert stored(app) == []
+
+
 async def test_an_unstorable_value_is_a_500_naming_the_key(
     make_app: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -480,6 +517,40 @@ async def test_a_websocket_cannot_save_a_new_session(make_app: Any) -> None:
         await ws.send("a=1")
         assert str(await ws.receive()).startswith("SessionError: this session change needs a new cookie")
     assert stored(app) == []
+
+
+async def test_a_websocket_save_that_goes_through_after_a_refused_one_leaves_the_end_save_working(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused save is said once (the handler's SessionError); once a later save goes
+    through, what the handler leaves for its end is saved there again, not dropped unsaid."""
+    from pgsession_wsgi.quart import save_session as save_quart_session
+
+    app = make_app()
+
+    @app.websocket("/ws-login")
+    async def ws_login() -> None:
+        await quart_websocket.accept()
+        quart_session["_user_id"] = "7"  # a login: it needs a new cookie
+        try:
+            await save_quart_session()
+        except SessionError as exc:
+            await quart_websocket.send(f"refused: {exc}")
+        del quart_session["_user_id"]
+        quart_session["b"] = "2"
+        await save_quart_session()
+        quart_session["c"] = "3"  # left for the end of the handler
+        await quart_websocket.send("done")
+
+    client = app.test_client()
+    await get(client, "/set?a=1")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        async with client.websocket("/ws-login") as ws:
+            assert str(await ws.receive()).startswith("refused: this session change needs a new cookie")
+            assert await ws.receive() == "done"
+    assert (await get(client, "/read"))[1] == {"a": "1", "b": "2", "c": "3"}
+    assert caplog.messages == []
 
 
 async def test_a_websocket_save_after_a_logout_elsewhere_raises_and_writes_no_row(make_app: Any) -> None:
