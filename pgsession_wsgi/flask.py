@@ -149,11 +149,36 @@ class EnvironSessionInterface(SessionInterface):
         if middleware is None:
             return
         ours: Session = session  # type: ignore[assignment]  # no cast(): a call on every request
+        ours.state.responded = True  # a change from now on is a late one (teardown_request)
         if _opened_here.get() is ours:
             _opened_here.set(None)
             add_session_headers(response, middleware.commit(ours))
         elif ours.accessed:
             middleware.core.check(ours)  # the middleware saves it when the response starts
+
+
+def _teardown_saver(middleware: SessionMiddleware) -> Callable[[BaseException | None], None]:
+    """The ``teardown_request`` function that saves what the app's own teardown functions changed.
+
+    The middleware saves late changes when the body ends, which a server reaches after Flask's
+    teardown. A test client need not: Flask's leaves the body unread, and with ``with client:``
+    Flask runs the teardown functions (again) when the block ends, after the body. So the late
+    save runs here too, as the body's end runs it (the core decides, and says a refusal once):
+    into the session's row, or refused with a warning when it would need a new cookie. Only once
+    the response was made: a request whose exception went past Flask saves nothing.
+    """
+
+    def save_teardown_change(exc: BaseException | None) -> None:
+        # Through the proxy's object, not its attribute: a fifth of the cost, on every request.
+        session = flask_request._get_current_object().environ.get(ENVIRON_KEY)  # type: ignore[attr-defined]
+        if (
+            isinstance(session, Session)
+            and session.state.responded
+            and middleware.core.needs_late_save(session)
+        ):
+            middleware._save_after_headers(session)
+
+    return save_teardown_change
 
 
 class _UnavailableSession(NullSession):
@@ -266,6 +291,8 @@ class _Extension:
         interface.middleware = middleware
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.session_interface = interface
+        # First in the list, so run last (Flask runs them in reverse): after the app's own.
+        app.teardown_request_funcs.setdefault(None, []).insert(0, _teardown_saver(middleware))
         register_store_unavailable_handler(app)
         if logged_out is not None:
             # For this app only; blinker drops the connection when the app is garbage collected.

@@ -75,6 +75,10 @@ class SessionState:
     #: A framework that reports the app's exceptions itself (Flask) handles this request: an
     #: exception escaping it was propagated on purpose (``TESTING``, ``DEBUG``).
     reported = False
+    #: The framework made the response and asked for its save (Flask's and Quart's
+    #: ``save_session``): a change from then on (``teardown_request``) is a late change. Never set
+    #: for a request whose exception went past the framework's error handling: nothing is saved.
+    responded = False
     #: A late change was refused (it needs a new cookie), and the adapter said so: no late save
     #: is tried again, so one line tells it however many late points follow (a teardown, then
     #: the end of a streamed body). A save that goes through (a websocket's) clears it.

@@ -88,6 +88,11 @@ def add_routes(app: App) -> None:
     def untouched() -> str:
         return "untouched"
 
+    @web.get("/boom")
+    def boom() -> str:
+        session["boom"] = "1"
+        raise Boom("the view failed after changing the session")
+
     @web.get("/clear")
     def clear() -> str:
         session.clear()
@@ -149,6 +154,10 @@ def add_routes(app: App) -> None:
 
 
 MakeApp = Callable[..., App]
+
+
+class Boom(Exception):
+    """What the ``/boom`` view raises; with ``TESTING``, Flask lets it through to the test."""
 
 
 @pytest.fixture(params=["theirs", "ours"])
@@ -313,6 +322,39 @@ def test_the_flags_keep_their_meaning_after_the_request_with_the_client(make_app
         client.get("/read")
         assert session.modified is False and session.accessed is True
         assert dict(session) == {"a": "1"}
+
+
+def test_a_request_whose_exception_propagates_keeps_none_of_its_changes(make_app: MakeApp) -> None:
+    """With ``TESTING`` the view's exception reaches the test: no response was made, so nothing
+    of the request is saved, with the client kept open too (its teardown then runs as the
+    ``with`` block ends)."""
+    client = make_app().client()
+    client.get("/write?a=1")
+    with pytest.raises(Boom):
+        client.get("/boom")
+    with client, pytest.raises(Boom):
+        client.get("/boom")
+    # Flask's client pushes the failed request's contexts again after the next request: the
+    # block pops them (with its teardown), so none is left over for the next test.
+    with client:
+        data = client.get("/read").json["data"]
+    assert data == {"a": "1"}
+
+
+def test_a_change_in_a_request_context_the_test_pushes_is_not_saved(make_app: MakeApp) -> None:
+    """``app.test_request_context()`` makes no response: what its code does to the session stays
+    there, even with the browser's cookie in the request."""
+    app = make_app()
+    client = app.client()
+    client.get("/write?a=1")
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    with app.flask.test_request_context("/", headers={"Cookie": f"session={cookie.value}"}):
+        assert session["a"] == "1"
+        session["a"] = "2"
+    with app.flask.app_context():
+        pass
+    assert client.get("/read").json["data"] == {"a": "1"}
 
 
 def test_permanent_is_false_until_set_and_is_the_permanent_key(make_app: MakeApp) -> None:

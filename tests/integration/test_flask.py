@@ -5,6 +5,7 @@ Every app gets the test's own schema; the Flask test client and webtest drive th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import subprocess
@@ -19,6 +20,7 @@ import flask_login
 import pytest
 from db import sql
 from flask import Flask, flash, get_flashed_messages, request, session
+from flask.testing import FlaskClient
 from helpers import ClosingClient, add_count_route, close_extension_stores
 from markupsafe import Markup
 from webtest import TestApp
@@ -212,6 +214,103 @@ def test_a_logout_read_again_in_teardown_writes_nothing_and_warns_nothing(
     assert seen == [(True, {})]
     assert caplog.messages == []
     assert stored(pg_dsn, schema) == []
+
+
+LATE_REFUSED = (
+    "session changed after the response headers were sent and needs a new cookie, which can no "
+    "longer be set; the change was not saved"
+)
+# Flask's own test client leaves the body unread (no server ever does); ours reads and closes it.
+CLIENTS = pytest.mark.parametrize("client_class", [ClosingClient, FlaskClient], ids=["read", "left-unread"])
+
+
+def count_teardowns_into_the_session(app: Flask, path: str) -> list[int]:
+    """A ``teardown_request`` that stores how many times it ran for ``path`` in ``late``: under
+    ``with client:`` Flask runs it (again) when the block ends, after the body and its save."""
+    runs: list[int] = []
+
+    @app.teardown_request
+    def late(exc: BaseException | None) -> None:
+        if request.path == path:
+            runs.append(1)
+            session["late"] = len(runs)
+
+    return runs
+
+
+@CLIENTS
+@pytest.mark.parametrize("kept_open", [True, False], ids=["with-client", "plain"])
+@pytest.mark.parametrize("view", ["/bump", "/nothing"], ids=["view-wrote", "view-left-it"])
+def test_a_change_in_teardown_reaches_the_same_row_whenever_teardown_runs(
+    make_app: Callable[..., Flask],
+    pg_dsn: str,
+    schema: str,
+    client_class: type[FlaskClient],
+    kept_open: bool,
+    view: str,
+) -> None:
+    """The session has a row and the browser its cookie: every change teardown makes is saved
+    into that row, whether the view touched the session or not, the one made when a ``with
+    client:`` block ends too, and whether or not the test reads the body."""
+    app = make_app()
+    app.test_client_class = client_class
+    add_count_route(app, "/bump")
+    runs = count_teardowns_into_the_session(app, view)
+    client = app.test_client()
+    client.get("/count").get_data()
+    with client if kept_open else contextlib.nullcontext():
+        client.get(view)
+    assert runs
+    assert client.get("/read").get_json() == {"n": "2" if view == "/bump" else "1", "late": repr(len(runs))}
+    assert stored(pg_dsn, schema) == [{"n": 2 if view == "/bump" else 1, "late": len(runs)}]
+
+
+@CLIENTS
+def test_a_change_in_teardown_with_the_client_kept_open_that_needs_a_new_cookie_says_so_once(
+    make_app: Callable[..., Flask],
+    pg_dsn: str,
+    schema: str,
+    caplog: pytest.LogCaptureFixture,
+    client_class: type[FlaskClient],
+) -> None:
+    """A first visit whose only change is made in teardown would need a cookie the response no
+    longer carries: nothing is stored, and one warning says so, however often teardown runs."""
+    app = make_app()
+    app.test_client_class = client_class
+    runs = count_teardowns_into_the_session(app, "/nothing")
+    client = app.test_client()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"), client:
+        response = client.get("/nothing")
+    response.get_data()  # Flask's client runs the rest of the body only now
+    assert runs
+    assert set_cookies(response) == []
+    assert caplog.messages == [LATE_REFUSED]
+    assert stored(pg_dsn, schema) == []
+
+
+def test_a_request_context_the_test_pushes_itself_saves_nothing_and_says_nothing(
+    make_app: Callable[..., Flask], pg_dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``app.test_request_context()`` makes no response, so nothing is saved (as with Flask's
+    own session), not even by a teardown's late save; ``app.app_context()`` has no session."""
+    app = make_app()
+    client = app.test_client()
+    client.get("/count")
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        with app.test_request_context("/", headers={"Cookie": f"session={cookie.value}"}):
+            assert session["n"] == 1
+            session["n"] = 5
+        with app.test_request_context("/"):
+            session["fresh"] = True
+        with app.app_context():
+            assert not flask.has_request_context()
+    assert caplog.messages == []
+    assert stored(pg_dsn, schema) == [{"n": 1}]
+    assert client.get("/count").text == "2"
 
 
 # -- config -------------------------------------------------------------------------------------
