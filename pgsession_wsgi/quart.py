@@ -191,6 +191,7 @@ class PgSessionInterface(SessionInterface):
         """
         if not isinstance(session, Session):
             return
+        session.state.responded = True  # a change from now on is a late one (teardown_request)
         if response is None:
             await self._save_without_cookie(session)
             return
@@ -514,13 +515,16 @@ async def _refuse_unavailable() -> Any:
 
 async def _save_teardown_change(exc: BaseException | None) -> None:
     """After the app's ``teardown_request`` functions: save a change they made to the session,
-    which was saved with the response already, as the Flask extension's middleware does when the
-    body ends. One that needs a new cookie is not saved (a warning says so)."""
+    which was saved with the response already, as the Flask extension does. One that needs a new
+    cookie is not saved (a warning says so). A request that made no response (its exception went
+    past Quart's error handling) saves nothing here either."""
     from quart import current_app
 
     current = session._get_current_object()  # type: ignore[attr-defined]
+    if not isinstance(current, Session) or not current.state.responded:
+        return
     interface = current_app.extensions.get(EXTENSION_KEY)
-    if isinstance(current, Session) and isinstance(interface, PgSessionInterface):
+    if isinstance(interface, PgSessionInterface):
         await interface._save_without_cookie(current, "in teardown_request")
 
 

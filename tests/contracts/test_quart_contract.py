@@ -31,6 +31,10 @@ def flags() -> dict[str, Any]:
     return {"accessed": session.accessed, "modified": session.modified, "permanent": session.permanent}
 
 
+class Boom(Exception):
+    """What the ``/boom`` view raises; with ``TESTING``, Quart lets it past its error handling."""
+
+
 def build(teardowns: list[dict[str, Any]]) -> Quart:
     app = Quart("quart-contract")
 
@@ -49,6 +53,11 @@ def build(teardowns: list[dict[str, Any]]) -> Quart:
     @app.get("/none")
     async def untouched() -> str:
         return "untouched"
+
+    @app.get("/boom")
+    async def boom() -> str:
+        session["boom"] = "1"
+        raise Boom("the view failed after changing the session")
 
     @app.get("/clear")
     async def clear() -> str:
@@ -221,6 +230,20 @@ async def test_the_flags_keep_their_meaning_after_the_request_with_the_client(ma
     async with app.test_client() as client:
         await client.get("/write?a=1")
         assert session.modified is True and session["a"] == "1"
+
+
+async def test_a_request_whose_exception_propagates_keeps_none_of_its_changes(make_app: MakeApp) -> None:
+    """With ``TESTING`` the view's exception goes past Quart's error handling (the test client
+    gets Quart's traceback page): no response of the app's was made, so nothing of the request
+    is saved, though its teardown_request runs; with the client kept open too."""
+    app = make_app()
+    client = app.test_client()
+    await client.get("/write?a=1")
+    assert (await client.get("/boom")).status_code == 500
+    async with client:
+        assert (await client.get("/boom")).status_code == 500
+    assert (await answer(client, "/read"))["data"] == {"a": "1"}
+    assert "/boom" in [entry["path"] for entry in app.teardowns]  # type: ignore[attr-defined]
 
 
 async def test_a_permanent_cookie_lives_the_permanent_session_lifetime(make_app: MakeApp) -> None:
