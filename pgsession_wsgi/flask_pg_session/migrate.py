@@ -401,11 +401,14 @@ def _copy_rows(
 ) -> None:
     """Convert the rows, inserting them a batch at a time and reporting each batch to
     ``progress`` with the rows handled so far (converted, refused or skipped)."""
-    insert = f"INSERT INTO {new_qualified} (id, data, user_id, created_at, accessed_at, expires_at) VALUES %s"
+    # execute_values reads % in the statement: one in a name is doubled.
+    target = new_qualified.replace("%", "%%")
+    insert = f"INSERT INTO {target} (id, data, user_id, created_at, accessed_at, expires_at) VALUES %s"
     template = "(%s, %s::jsonb, %s, COALESCE(%s, now()), now(), COALESCE(%s, now() + %s))"
     pending: list[tuple[Any, ...]] = []
     pending_size = 0
     handled = 0
+    reported = 0  # rows handled when progress was last told
 
     def flush() -> None:
         nonlocal pending_size
@@ -439,9 +442,10 @@ def _copy_rows(
         # max_size each, so the batch's memory is bounded too, not only its count.
         if handled % batch_size == 0 or pending_size >= _MAX_BATCH_CHARS:
             flush()
+            reported = handled
             if progress is not None:
                 progress(handled)
-    if pending or handled % batch_size:
+    if handled > reported:  # a last, smaller batch (pending rows, or only refused or empty ones)
         flush()
         if progress is not None:
             progress(handled)
@@ -512,6 +516,7 @@ def _move_rows(
     batch: list[tuple[str, bytes, str, str | None]] = []
     batch_chars = 0
     handled = 0
+    reported = 0  # rows handled when progress was last told
 
     def flush() -> None:
         nonlocal batch_chars
@@ -544,9 +549,10 @@ def _move_rows(
         handled += 1
         if handled % batch_size == 0 or batch_chars >= _MAX_BATCH_CHARS:
             flush()
+            reported = handled
             if progress is not None:
                 progress(handled)
-    if batch or handled % batch_size:
+    if handled > reported:  # a last, smaller batch (rows to move, or only refused or empty ones)
         flush()
         if progress is not None:
             progress(handled)

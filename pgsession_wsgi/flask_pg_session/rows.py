@@ -101,7 +101,9 @@ def read_legacy_rows(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+    # The statement runs with parameters, so a % in a name is doubled (sql.Identifier leaves it).
+    quoted = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table)).as_string(conn)
+    target = sql.SQL(quoted.replace("%", "%%"))
     query = sql.SQL(
         "SELECT session_id, data, expiry, created FROM {target}"
         " WHERE session_id > %(after)s"

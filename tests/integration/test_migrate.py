@@ -38,11 +38,17 @@ from legacy_rows import (
     write_row,
 )
 from markupsafe import Markup
+from wire import RoundTripCounter
 
 from pgsession_wsgi import ConfigurationError
 from pgsession_wsgi.codec import decode_value
 from pgsession_wsgi.flask import FlaskPgSession
-from pgsession_wsgi.flask_pg_session import MigrationReport, NothingToMigrate, migrate_flask_pg_session
+from pgsession_wsgi.flask_pg_session import (
+    MigrationReport,
+    MigrationStopped,
+    NothingToMigrate,
+    migrate_flask_pg_session,
+)
 from pgsession_wsgi.flask_pg_session import migrate as migrate_module
 
 SECRET = LEGACY_SECRET
@@ -242,6 +248,31 @@ def test_odd_table_and_schema_names_are_quoted(pg_dsn: str, schema: str) -> None
         report = migrate_flask_pg_session(pg_dsn, odd_table, odd_schema)
         assert report.migrated == 1
         assert sql(pg_dsn, f"SELECT data FROM {q(odd_schema)}.{q(odd_table)}") == [({"n": 1},)]
+    finally:
+        sql(pg_dsn, f"DROP SCHEMA {q(odd_schema)} CASCADE")
+
+
+@pytest.mark.parametrize("into", [None, 'Flask "Sessions" 100%(p)s v2'], ids=["in-place", "into"])
+def test_names_with_percent_signs_are_counted_and_moved(pg_dsn: str, schema: str, into: str | None) -> None:
+    """A % in a name is data, not a placeholder, in every statement: the count for on_batch too."""
+    odd_schema, odd_table = f"{schema} 50%", 'Flask "Sessions" 100%(p)s'
+    create_legacy_table(pg_dsn, odd_schema, odd_table)
+    try:
+        stored = ["app:" + str(uuid.uuid4()) for _ in range(3)] + ["other:" + str(uuid.uuid4())]
+        # Written here: legacy_rows.write_row puts the names in a statement with parameters as they are.
+        target = f"{q(odd_schema)}.{q(odd_table)}".replace("%", "%%")
+        insert = f"INSERT INTO {target} (session_id, data, expiry) VALUES (%s, %s, %s)"
+        with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+            for sid in stored:
+                cur.execute(insert, (sid, pickle.dumps({"n": 1}), naive_utc(dt.timedelta(days=1))))
+        conn.close()
+        calls: list[tuple[int, int]] = []
+        report = migrate_flask_pg_session(pg_dsn, odd_table, odd_schema, key_prefix="app:", batch_size=2,
+                                          into=into, on_batch=lambda done, total: calls.append((done, total)))
+        assert calls == [(0, 3), (2, 3), (3, 3)]
+        assert (report.migrated, report.other_prefix) == (3, 1)
+        new_table = odd_table if into is None else into
+        assert sql(pg_dsn, f"SELECT count(*) FROM {q(odd_schema)}.{q(new_table)}") == [(3,)]
     finally:
         sql(pg_dsn, f"DROP SCHEMA {q(odd_schema)} CASCADE")
 
@@ -576,3 +607,175 @@ def test_the_cli_max_size_option(pg_dsn: str, schema: str, capsys: pytest.Captur
     assert status == 0, out
     assert "migrated 1 session" in out and "refused 1 row" in out
     assert f"  {label(large)}: " in out and "max_size (200 bytes)" in out
+
+
+# -- moving into a running app's table (into=...) -----------------------------------------------------
+
+NEW_TABLE = "flask_sessions_v2"
+DAY = dt.timedelta(days=1)
+
+
+def moved_keys(dsn: str, schema: str, table: str = NEW_TABLE) -> set[bytes]:
+    return {bytes(row[0]) for row in sql(dsn, f"SELECT id FROM {q(schema)}.{q(table)}")}
+
+
+def prefixed_key(session_id: str, prefix: str) -> bytes:
+    """The key the app looks a cookie's id up by under a SESSION_KEY_PREFIX."""
+    return hashlib.sha256(f"{prefix}\x00{session_id}".encode()).digest()
+
+
+def stored_ids(dsn: str, schema: str, table: str = "flask_sessions") -> set[str]:
+    return {row[0] for row in sql(dsn, f"SELECT session_id FROM {q(schema)}.{q(table)}")}
+
+
+def test_a_stopped_move_keeps_what_moved_and_each_batch_is_reported(pg_dsn: str, schema: str) -> None:
+    """on_batch with ``into``: called before the first row and after each batch with the rows
+    handled so far (moved, refused or empty) of the live ones under the prefix; a stop raises
+    MigrationStopped naming both tables, and what moved stays moved."""
+    create_legacy_table(pg_dsn, schema)
+    ids = sorted(str(uuid.uuid4()) for _ in range(5))  # read in id order: ids[4] comes last
+    for sid in ids[:4]:
+        write_row(pg_dsn, schema, "app:" + sid, {"n": sid}, naive_utc(DAY))
+    write_row(pg_dsn, schema, "app:" + ids[4], {"_permanent": True}, naive_utc(DAY))  # empty
+    refused = "zzz-not-a-uuid4"  # after every uuid: the last row read
+    write_row(pg_dsn, schema, "app:" + refused, {"n": 0}, naive_utc(DAY))
+    write_row(pg_dsn, schema, "other:" + str(uuid.uuid4()), {"n": 0}, naive_utc(DAY))
+    write_row(pg_dsn, schema, "app:" + str(uuid.uuid4()), {"n": 0}, naive_utc(-DAY))  # expired
+    old, new = f'"{schema}"."flask_sessions"', f'"{schema}"."{NEW_TABLE}"'
+    calls: list[tuple[int, int]] = []
+
+    def stop_after_one_batch(done: int, total: int) -> bool:
+        calls.append((done, total))
+        return done == 0
+
+    with pytest.raises(MigrationStopped) as stopped:
+        migrate_flask_pg_session(pg_dsn, schema=schema, key_prefix="app:", into=NEW_TABLE, batch_size=2,
+                                 on_batch=stop_after_one_batch)
+    assert calls == [(0, 6), (2, 6)]
+    assert (stopped.value.done, stopped.value.total, stopped.value.table) == (2, 6, old)
+    assert str(stopped.value) == (
+        f"the move was stopped after 2 of 6 row(s): the sessions moved so far are in {new}, where the "
+        f"app finds them; the others are still in {old}, run it again to move them"
+    )
+    assert moved_keys(pg_dsn, schema) == {prefixed_key(sid, "app:") for sid in ids[:2]}
+    assert "app:" + ids[0] not in stored_ids(pg_dsn, schema)
+
+    # Again, three rows a batch: the rest of the sessions move; the last batch holds only the
+    # refused row, and is reported all the same.
+    calls.clear()
+    report = migrate_flask_pg_session(pg_dsn, schema=schema, key_prefix="app:", into=NEW_TABLE, batch_size=3,
+                                      on_batch=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 4), (3, 4), (4, 4)]
+    assert (report.migrated, report.skipped_empty, report.other_prefix) == (2, 1, 1)
+    assert [name for name, _ in report.refused] == [prefixed_key(refused, "app:").hex()[:12]]
+    assert (report.renamed_to, report.moved_into) == (old, new)
+    assert moved_keys(pg_dsn, schema) == {prefixed_key(sid, "app:") for sid in ids[:4]}
+
+    # What stays (the empty and the refused row) is handled again, one row a batch: a report
+    # after each, none twice.
+    calls.clear()
+    report = migrate_flask_pg_session(pg_dsn, schema=schema, key_prefix="app:", into=NEW_TABLE, batch_size=1,
+                                      on_batch=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 2), (1, 2), (2, 2)]
+    assert (report.migrated, report.skipped_empty, len(report.refused)) == (0, 1, 1)
+
+
+def test_a_move_sends_large_rows_in_smaller_batches(
+    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in place: a batch goes once it holds _MAX_BATCH_CHARS of JSON (40 here), and on_batch
+    sees each one; the batch after a large one starts from nothing."""
+    create_legacy_table(pg_dsn, schema)
+    ids = sorted(str(uuid.uuid4()) for _ in range(8))
+    # JSON sizes, in the order read: 19+20 stay under 40, +8 goes over; 20+20 is exactly 40;
+    # 19+20 under again, +8 over. {"s":""} is 8 characters.
+    for sid, size in zip(ids, (19, 20, 8, 20, 20, 19, 20, 8)):
+        write_row(pg_dsn, schema, sid, {"s": "x" * (size - 8)}, naive_utc(DAY))
+    write_row(pg_dsn, schema, "zzz-not-a-uuid4", {"n": 0}, naive_utc(DAY))  # refused, read last
+    monkeypatch.setattr(migrate_module, "_MAX_BATCH_CHARS", 40)
+    calls: list[tuple[int, int]] = []
+    report = migrate_flask_pg_session(pg_dsn, schema=schema, into=NEW_TABLE, batch_size=100,
+                                      on_batch=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 9), (3, 9), (5, 9), (8, 9), (9, 9)]
+    assert (report.migrated, len(report.refused)) == (8, 1)
+    assert len(moved_keys(pg_dsn, schema)) == 8
+
+
+def test_a_move_reads_and_moves_batch_size_rows_a_statement(
+    pg_dsn: str, schema: str, wire_counter: RoundTripCounter
+) -> None:
+    create_legacy_table(pg_dsn, schema)
+    for _ in range(5):
+        write_row(pg_dsn, schema, str(uuid.uuid4()), {"n": 1}, naive_utc(DAY))
+    wire_counter.reset()
+    report = migrate_flask_pg_session(wire_counter.dsn, schema=schema, into=NEW_TABLE, batch_size=2)
+    assert report.migrated == 5
+    reads = [text for text in wire_counter.statements if "ORDER BY session_id LIMIT" in text]
+    assert [text.rsplit(" ", 1)[1] for text in reads] == ["2", "2", "2"], reads  # 2, 2, then 1 row
+    moves = [text for text in wire_counter.statements if text.startswith("WITH src AS")]
+    assert len(moves) == 3, wire_counter.statements
+
+
+def test_a_move_into_an_unlogged_table_takes_it_as_it_is(
+    pg_dsn: str, schema: str, make_store: Callable[..., Any]
+) -> None:
+    """The app's table may be UNLOGGED (PGSESSION_UNLOGGED): the move neither refuses nor converts it."""
+    create_legacy_table(pg_dsn, schema)
+    write_row(pg_dsn, schema, str(uuid.uuid4()), {"n": 1}, naive_utc(DAY))
+    make_store(table=NEW_TABLE, unlogged=True).create_table()
+    assert migrate_flask_pg_session(pg_dsn, schema=schema, into=NEW_TABLE).migrated == 1
+    persistence = sql(pg_dsn, "SELECT relpersistence FROM pg_class WHERE oid = to_regclass(%s)",
+                      (f'"{schema}"."{NEW_TABLE}"',))
+    assert persistence == [("u",)]
+
+
+def test_a_move_with_nothing_to_move_says_so_and_creates_nothing(
+    pg_dsn: str, schema: str, make_store: Callable[..., Any]
+) -> None:
+    with pytest.raises(NothingToMigrate) as missing:
+        migrate_flask_pg_session(pg_dsn, schema=schema, into=NEW_TABLE)
+    assert str(missing.value) == f'there is no table "{schema}"."flask_sessions": nothing to move'
+    assert _tables(pg_dsn, schema) == set()
+    make_store(table="flask_sessions").create_table()
+    with pytest.raises(NothingToMigrate) as ours:
+        migrate_flask_pg_session(pg_dsn, schema=schema, into=NEW_TABLE)
+    assert str(ours.value) == (
+        f'"{schema}"."flask_sessions" is already a pgsession-wsgi table: nothing to move'
+    )
+    assert _tables(pg_dsn, schema) == {"flask_sessions"}
+
+
+def test_a_move_into_the_old_table_itself_is_refused(pg_dsn: str, schema: str) -> None:
+    create_legacy_table(pg_dsn, schema)
+    with pytest.raises(ConfigurationError) as refused:
+        migrate_flask_pg_session(pg_dsn, schema=schema, into="flask_sessions")
+    assert str(refused.value) == (
+        "into='flask_sessions' is the flask-pg-session table itself; to convert it in place leave "
+        "into out (no --into)"
+    )
+    assert _tables(pg_dsn, schema) == {"flask_sessions"}
+
+
+@pytest.mark.parametrize("into", [None, NEW_TABLE], ids=["in-place", "into"])
+def test_a_bad_schema_or_table_name_is_named(pg_dsn: str, into: str | None) -> None:
+    with pytest.raises(ConfigurationError) as bad_schema:
+        migrate_flask_pg_session(pg_dsn, schema="", into=into)
+    assert str(bad_schema.value) == "the schema name must be a non-empty string without NUL characters"
+    with pytest.raises(ConfigurationError) as bad_table:
+        migrate_flask_pg_session(pg_dsn, "flask\x00sessions", into=into)
+    assert str(bad_table.value) == "the table name must be a non-empty string without NUL characters"
+
+
+@pytest.mark.parametrize("into", [None, NEW_TABLE], ids=["in-place", "into"])
+def test_a_batch_sent_for_its_size_at_the_last_row_is_reported_once(
+    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch, into: str | None
+) -> None:
+    create_legacy_table(pg_dsn, schema)
+    for size in (19, 20, 8):  # 47 characters of JSON: over 40 at the last row
+        write_row(pg_dsn, schema, str(uuid.uuid4()), {"s": "x" * (size - 8)}, naive_utc(DAY))
+    monkeypatch.setattr(migrate_module, "_MAX_BATCH_CHARS", 40)
+    calls: list[tuple[int, int]] = []
+    report = migrate_flask_pg_session(pg_dsn, schema=schema, into=into, batch_size=100,
+                                      on_batch=lambda done, total: calls.append((done, total)))
+    assert report.migrated == 3
+    assert calls == [(0, 3), (3, 3)]
