@@ -189,8 +189,22 @@ async def _login(app: Any, state: dict[str, Any], count: int) -> list[str]:
     return cookies
 
 
+async def _drive(
+    app: Any, state: dict[str, Any], path: str, cookies: Sequence[str | None], requests: int, concurrency: int
+) -> None:
+    """``requests`` requests, ``concurrency`` of them in flight at a time (each client its own loop)."""
+
+    async def client(number: int) -> None:
+        for i in range(number, requests, concurrency):
+            status, _, _ = await _request(app, state, path, cookies[i % len(cookies)])
+            if status != 200:
+                raise run.VariantFailed(f"{path} answered {status}")
+
+    await asyncio.gather(*(client(number) for number in range(concurrency)))
+
+
 async def _measure_variant(
-    variant: str, routes: Sequence[str], requests: int, server_cpu: Any, sessions: int
+    variant: str, routes: Sequence[str], requests: int, server_cpu: Any, sessions: int, concurrency: int
 ) -> list[Cost]:
     from asgi_app import create_app
 
@@ -204,15 +218,11 @@ async def _measure_variant(
         for route in routes:
             path = "/none" if route == "anon" else f"/{route}"
             route_cookies: list[str | None] = [None] if route == "anon" else list(cookies)
-            for i in range(min(200, requests)):  # warm up: pools, prepared statements, caches
-                await _request(app, lifespan.state, path, route_cookies[i % len(route_cookies)])
+            # Warm up: pools, prepared statements, caches.
+            await _drive(app, lifespan.state, path, route_cookies, min(200, requests), concurrency)
             server_before = server_cpu() if server_cpu is not None else 0.0
             cpu_before, wall_before = time.process_time(), time.perf_counter()
-            turns = len(route_cookies)
-            for i in range(requests):
-                status, _, _ = await _request(app, lifespan.state, path, route_cookies[i % turns])
-                if status != 200:
-                    raise run.VariantFailed(f"/{route} answered {status}")
+            await _drive(app, lifespan.state, path, route_cookies, requests, concurrency)
             wall = time.perf_counter() - wall_before
             cpu = time.process_time() - cpu_before
             server = server_cpu() - server_before if server_cpu is not None else None
@@ -251,7 +261,7 @@ def _median_costs(runs: Sequence[Cost]) -> list[Cost]:
     return medians
 
 
-def print_report(runs: Sequence[Cost], rounds: int, requests: int) -> None:
+def print_report(runs: Sequence[Cost], rounds: int, requests: int, concurrency: int) -> None:
     costs = _median_costs(runs)
     by_key = {(c.variant, c.route): c for c in costs}
     rows = []
@@ -270,7 +280,8 @@ def print_report(runs: Sequence[Cost], rounds: int, requests: int) -> None:
         )
     print()
     print(
-        f"median of {rounds} interleaved rounds, {requests} requests per route and round, one at a time;"
+        f"median of {rounds} interleaved rounds, {requests} requests per route and round,"
+        f" {concurrency} at a time;"
         f" {os.cpu_count()} CPUs"
     )
     headers = ["variant", "route", "wall us", "cpu us", "server us", "total us", "cpu vs litestar-none"]
@@ -287,6 +298,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=2000, help="per route and round (default 2000)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; median (default 5)")
     parser.add_argument("--sessions", type=int, default=16, help="sessions the requests take turns on")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="requests in flight at once (default 1; 8 is what each uvicorn worker sees in run_asgi.py)",
+    )
     parser.add_argument("--redis-port", type=int, default=6379)
     return parser.parse_args(argv)
 
@@ -307,7 +324,9 @@ async def _main(opts: argparse.Namespace, pg: run.EmbeddedPostgres | None) -> li
                 from asgi_app import _prepare
 
                 await _prepare(variant)
-            costs = await _measure_variant(variant, opts.routes, opts.requests, server_cpu, opts.sessions)
+            costs = await _measure_variant(
+                variant, opts.routes, opts.requests, server_cpu, opts.sessions, opts.concurrency
+            )
             for cost in costs:
                 runs.append(cost)
                 server = "-" if cost.server_us is None else f"{cost.server_us:.0f}"
@@ -340,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs = runner(_main(opts, pg))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print_report(runs, opts.rounds, opts.requests)
+    print_report(runs, opts.rounds, opts.requests, opts.concurrency)
     return 0
 
 

@@ -11,23 +11,31 @@ instead of gunicorn. Route ``anon`` is ``/none`` requested without any cookie (t
 target); ``none`` is ``/none`` with the session cookie, as in run.py; ``skip`` is ``/skip`` with
 the session cookie, a route the Litestar apps exclude from the session (``skip_session=True``).
 The variants without a session send a random cookie of a session cookie's length instead.
+
+Besides throughput it reports the CPU each request cost during the measured runs, by process:
+uvicorn's workers, the store's server (the embedded PostgreSQL's processes, or Redis) and wrk. On a
+shared machine throughput varies a lot between runs; CPU per request much less, and it says
+whose CPU a difference is.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -109,6 +117,69 @@ EXTRA_RATIOS = (
 
 
 @dataclass
+class CpuCost:
+    """CPU microseconds per request in one measured run, by process."""
+
+    variant: str
+    route: str
+    app_us: float  # uvicorn (master and workers)
+    server_us: float | None  # the embedded PostgreSQL, or Redis; None without a store
+    wrk_us: float
+
+    @property
+    def total_us(self) -> float:
+        return self.app_us + (self.server_us or 0.0) + self.wrk_us
+
+
+CPU_COSTS: list[CpuCost] = []
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and its descendants, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(parents.get(pid, []))
+    return tree
+
+
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU seconds the live ``pids`` ran, from the scheduler's nanosecond counters."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def _redis_cpu_seconds(port: int) -> float:
+    import redis
+
+    client = redis.Redis(host=run.HOST, port=port)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _children_cpu_seconds() -> float:
+    """CPU seconds of this process's waited-for children (wrk, run by subprocess.run)."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+@dataclass
 class AsgiOptions:
     variants: list[str]
     routes: list[str]
@@ -141,8 +212,10 @@ class AsgiOptions:
 
 
 @contextlib.contextmanager
-def _uvicorn(variant: str, env: dict[str, str], opts: AsgiOptions, workdir: Path) -> Iterator[int]:
-    """Build the app once (tables), then serve it under uvicorn; yields the port."""
+def _uvicorn(
+    variant: str, env: dict[str, str], opts: AsgiOptions, workdir: Path
+) -> Iterator[tuple[int, int]]:
+    """Build the app once (tables), then serve it under uvicorn; yields the port and its pid."""
     log = workdir / f"asgi-{variant}.log"
     build = subprocess.run(
         [sys.executable, str(BENCH_DIR / "asgi_app.py")],
@@ -189,17 +262,28 @@ def _uvicorn(variant: str, env: dict[str, str], opts: AsgiOptions, workdir: Path
         # With several workers the first answer comes from one of them: give the others
         # (their lifespan startup: pools) a moment too.
         time.sleep(1.0)
-        yield port
+        yield port, proc.pid
     finally:
         run._stop_group(proc)
 
 
 def _run_variant(
-    variant: str, opts: AsgiOptions, pg: EmbeddedPostgres | None, workdir: Path, report: Report
+    variant: str,
+    opts: AsgiOptions,
+    pg: EmbeddedPostgres | None,
+    workdir: Path,
+    report: Report,
+    round_number: int = 1,
 ) -> None:
     env = run._variant_env(variant, pg, opts.redis_port)
     wrk_opts = opts.run_options()
-    with _uvicorn(variant, env, opts, workdir) as port:
+    server_cpu: Any = None
+    if pg is not None:
+        postmaster = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+        server_cpu = lambda: _cpu_seconds(_process_tree(postmaster))  # noqa: E731
+    elif variant in ASGI_REDIS_VARIANTS:
+        server_cpu = lambda: _redis_cpu_seconds(opts.redis_port)  # noqa: E731
+    with _uvicorn(variant, env, opts, workdir) as (port, uvicorn_pid):
         if variant in ASGI_NO_SESSION_VARIANTS:
             # No session, but a Cookie header as long as a logged-in browser's (run.py's rule),
             # so that the baseline parses what the other variants parse.
@@ -213,7 +297,21 @@ def _run_variant(
             time.sleep(0.3)  # let requests abandoned by the warmup finish
             if pg is not None:
                 pg.reset_statements()
+            app_pids = _process_tree(uvicorn_pid)
+            before = (_cpu_seconds(app_pids), server_cpu() if server_cpu else 0.0, _children_cpu_seconds())
             raw = run._wrk(port, path, opts.duration, route_cookies, wrk_opts)
+            after = (_cpu_seconds(app_pids), server_cpu() if server_cpu else 0.0, _children_cpu_seconds())
+            if raw["requests"]:
+                per_request = [(b - a) / raw["requests"] * 1e6 for a, b in zip(before, after)]
+                CPU_COSTS.append(
+                    CpuCost(
+                        variant,
+                        route,
+                        per_request[0],
+                        per_request[1] if server_cpu else None,
+                        per_request[2],
+                    )
+                )
             statements = None
             if pg is not None:
                 time.sleep(0.3)  # count the statements of requests still in flight at the end
@@ -228,6 +326,7 @@ def _run_variant(
                 non2xx=raw["non2xx"],
                 socket_errors=raw["socket_errors"],
                 statements=statements,
+                round=round_number,
             )
             report.results.append(result)
             print(
@@ -287,6 +386,33 @@ def print_report(report: Report, opts: AsgiOptions) -> None:
         print()
         print("PostgreSQL statements per request (pg_stat_statements calls / wrk requests):")
         print(run._format_table(["variant", "route", "stmts/req", "by kind"], pg_rows, "llrl"))
+
+    cpu_rows = []
+    for variant, route in dict.fromkeys((c.variant, c.route) for c in CPU_COSTS):
+        runs = [c for c in CPU_COSTS if (c.variant, c.route) == (variant, route)]
+        servers = [c.server_us for c in runs if c.server_us is not None]
+        app_us = statistics.median(c.app_us for c in runs)
+        server_us = statistics.median(servers) if servers else None
+        wrk_us = statistics.median(c.wrk_us for c in runs)
+        total = statistics.median(c.total_us for c in runs)
+        cpu_rows.append(
+            [
+                variant,
+                _route_label(route),
+                f"{app_us:.0f}",
+                "-" if server_us is None else f"{server_us:.0f}",
+                f"{wrk_us:.0f}",
+                f"{total:.0f}",
+            ]
+        )
+    if cpu_rows:
+        print()
+        print("CPU microseconds per request during the measured runs (median over the rounds):")
+        print(
+            run._format_table(
+                ["variant", "route", "uvicorn", "store server", "wrk", "total"], cpu_rows, "llrrrr"
+            )
+        )
 
     target_rows = []
     for label, ours, base, route, at_least in TARGETS:
@@ -378,7 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     if variant in ASGI_REDIS_VARIANTS:
                         run._ensure_redis(opts.redis_port, workdir, stack)
-                    _run_variant(variant, opts, pg if variant in ASGI_PG_VARIANTS else None, workdir, report)
+                    pg_or_none = pg if variant in ASGI_PG_VARIANTS else None
+                    _run_variant(variant, opts, pg_or_none, workdir, report, round_number)
                 except (VariantFailed, OSError, subprocess.SubprocessError, ValueError) as exc:
                     report.failures[variant] = str(exc)
                     print(f"  failed: {str(exc).splitlines()[0]}", flush=True)
@@ -400,6 +527,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_report(report, opts)
     if opts.json_path is not None:
         run._write_json(report, opts.json_path)
+        data = json.loads(opts.json_path.read_text())
+        data["cpu_per_request_us"] = [asdict(c) for c in CPU_COSTS]
+        opts.json_path.write_text(json.dumps(data, indent=2) + "\n")
     if interrupted:
         return 130
     return 1 if report.failures else 0
