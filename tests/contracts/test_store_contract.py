@@ -122,6 +122,12 @@ async def make_lent(kind: type[Any], pg_dsn: str, schema: str) -> AsyncIterator[
     ThreadedConnectionPool, psycopg_pool's AsyncConnectionPool); store and pool closed after."""
     made: list[tuple[Store, Any]] = []
 
+    async def close_pool(pool: Any) -> None:
+        if isinstance(pool, psycopg2.pool.AbstractConnectionPool):
+            pool.closeall()
+        else:
+            await pool.close()
+
     async def make_lent(dsn: str = pg_dsn, **options: Any) -> Store:
         options = {"schema": schema, "purge_interval": None, **options}
         if kind is PostgresStore:
@@ -129,16 +135,18 @@ async def make_lent(kind: type[Any], pg_dsn: str, schema: str) -> AsyncIterator[
         else:
             pool = AsyncConnectionPool(dsn, min_size=1, max_size=2, open=False)
             await pool.open()
-        made.append((Store(kind.from_pool(pool, **options)), pool))
-        return made[-1][0]
+        try:
+            store = Store(kind.from_pool(pool, **options))
+        except BaseException:  # refused: the pool is closed at once
+            await close_pool(pool)
+            raise
+        made.append((store, pool))
+        return store
 
     yield make_lent
     for store, pool in made:
         await store.close()
-        if isinstance(pool, psycopg2.pool.AbstractConnectionPool):
-            pool.closeall()
-        else:
-            await pool.close()
+        await close_pool(pool)
 
 
 def new_hash() -> bytes:
@@ -257,8 +265,35 @@ async def test_the_methods_answer_as_execute_does(make: Callable[..., Store]) ->
         await store.execute("SELECT 1")
 
 
+async def test_an_operation_of_a_subclass_of_the_cores_is_answered_as_the_cores(
+    make: Callable[..., Store],
+) -> None:
+    # A front end may hand the store its own kind of operation, made from the core's.
+    class TracedLoad(Load):
+        pass
+
+    class TracedInsert(Insert):
+        pass
+
+    store = make()
+    id_hash = new_hash()
+    assert await store.execute(TracedLoad(id_hash, M)) is None
+    assert await store.execute(TracedInsert(id_hash, '{"a": 1}', None, H, None, None)) is None
+    assert await store.execute(TracedLoad(id_hash, M)) == LoadedRow({"a": 1}, False)
+
+
+async def test_a_touch_keeps_the_absolute_timeout(make: Callable[..., Store]) -> None:
+    store = make()
+    id_hash = new_hash()
+    await store.insert(id_hash, "{}", "erin", H, None)
+    assert await store.touch(id_hash, H, timedelta(minutes=30)) is True
+    [info] = await store.sessions_for_user("erin")
+    # created_at + absolute comes before now() + idle: the session ends then, not an hour on.
+    assert info.expires_at == info.created_at + timedelta(minutes=30)
+
+
 async def test_a_row_no_python_value_holds_is_a_session_data_error(
-    make: Callable[..., Store], pg_dsn: str
+    make: Callable[..., Store], pg_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = make()
     id_hash = new_hash()
@@ -268,7 +303,15 @@ async def test_a_row_no_python_value_holds_is_a_session_data_error(
     sql(pg_dsn, f"UPDATE {store.qualified_name} SET {infinity} WHERE id = %s", (id_hash,))
     with pytest.raises(SessionDataError, match="a stored session could not be decoded"):
         await store.load(id_hash, M)
-    assert await store.sessions_for_user("carol") == []  # left out, not an error
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        assert await store.sessions_for_user("carol") == []  # left out, not an error
+    # Its one trace names what the driver made of the row (never the row's data).
+    [left_out] = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert re.fullmatch(
+        r"a session was left out of sessions_for_user: a stored session could not be decoded "
+        r"\((ValueError|DataError)\); .*",
+        left_out,
+    ), left_out
 
 
 # -- the table: DDL, creation, checks ------------------------------------------------------------
@@ -303,10 +346,11 @@ async def test_a_missing_or_foreign_table_is_named_with_its_fix(
     make: Callable[..., Store], pg_dsn: str
 ) -> None:
     store = make(create_table=False)
-    with pytest.raises(
-        SessionError, match=rf"`pgsession-wsgi init --dsn .*{store.kind}\(create_table=True\)"
-    ):
+    with pytest.raises(SessionError) as missing:
         await store.execute(Load(new_hash(), M))
+    assert re.search(rf"`pgsession-wsgi init --dsn .*{store.kind}\(create_table=True\)", str(missing.value))
+    # The key a Flask or Quart app sets, as its config spells it.
+    assert str(missing.value).endswith("; Flask and Quart: PGSESSION_CREATE_TABLE = True)")
     sql(pg_dsn, f"CREATE TABLE {store.qualified_name} (id int, other text)")
     again = make(create_table=False)
     with pytest.raises(ConfigurationError, match="exists but is not a pgsession-wsgi table"):
@@ -535,6 +579,23 @@ async def test_settings_of_the_wrong_kind_are_refused_not_written_into_sql(
         await store.load(id_hash, ["60 seconds"])
 
 
+async def test_a_store_on_an_app_pool_has_the_defaults_of_every_store_on_an_apps_connections(
+    make_lent: Callable[..., Any], wire_counter: RoundTripCounter, pg_dsn: str
+) -> None:
+    with pytest.raises(ConfigurationError, match="purge_interval must be a positive number of seconds"):
+        await make_lent(purge_interval=0)
+    store = await make_lent(wire_counter.dsn)
+    await store.create_table()
+    wire_counter.reset()
+    await store.load(new_hash(), M)
+    [statement] = wire_counter.statements
+    # A 5-second statement_timeout, the server's synchronous_commit (nothing sent for it).
+    assert statement.startswith("SET LOCAL statement_timeout = 5000; SELECT"), statement
+    assert "synchronous_commit" not in statement
+    persistence = "SELECT relpersistence FROM pg_class WHERE oid = to_regclass(%s)"
+    assert sql(pg_dsn, persistence, (store.qualified_name,)) == [("p",)]  # a logged table
+
+
 async def test_an_app_pool_gets_its_settings_with_each_statement_and_nothing_prepared(
     make_lent: Callable[..., Any], wire_counter: RoundTripCounter
 ) -> None:
@@ -662,6 +723,8 @@ async def test_a_role_without_privileges_is_told_the_grants_it_needs(
     assert f"--grant {role}" in str(refused.value) and "GRANT SELECT, INSERT, UPDATE, DELETE ON" in str(
         refused.value
     )
+    # The statements to run, ready to paste into psql.
+    assert str(refused.value).endswith("run yourself: " + "; ".join(grant_statements(schema, TABLE, role)))
     creating = make(dsn=as_role(pg_dsn, role), table="other")
     with pytest.raises(PrivilegeError, match="permission denied"):
         await creating.create_table()
