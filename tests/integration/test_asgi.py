@@ -38,6 +38,7 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from wire import RoundTripCounter, statement_kind
 
+import pgsession_wsgi.asgi
 import pgsession_wsgi.async_store
 from pgsession_wsgi import ConfigurationError, OutsideRequestError, PostgresStore, Session
 from pgsession_wsgi.asgi import (
@@ -50,7 +51,7 @@ from pgsession_wsgi.asgi import (
 )
 from pgsession_wsgi.async_purge import TASK_NAME
 from pgsession_wsgi.cookies import HmacIdSigner
-from pgsession_wsgi.errors import StoreUnavailable
+from pgsession_wsgi.errors import SessionError, StoreUnavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -84,8 +85,20 @@ def set_cookies(response: httpx.Response) -> list[str]:
 
 
 def test_the_public_names_import_from_pgsession_wsgi_asgi() -> None:
+    """asgi.__getattr__ mutants 1-4 (the store looked up by another name)."""
     assert AsyncPostgresStore is pgsession_wsgi.async_store.AsyncPostgresStore
     assert callable(load_session) and callable(save_session)
+    # Read now, not at this file's import: the store is looked up (and psycopg 3 imported) on use.
+    assert pgsession_wsgi.asgi.AsyncPostgresStore is pgsession_wsgi.async_store.AsyncPostgresStore
+
+
+def test_a_name_the_module_lacks_is_an_attribute_error_naming_it() -> None:
+    """As for any module: ``hasattr()`` finds nothing, and the error names what was asked.
+    asgi.__getattr__ mutant 5."""
+    with pytest.raises(AttributeError) as missing:
+        pgsession_wsgi.asgi.AsyncStoreX  # noqa: B018
+    assert str(missing.value) == "module 'pgsession_wsgi.asgi' has no attribute 'AsyncStoreX'"
+    assert not hasattr(pgsession_wsgi.asgi, "asyncpostgresstore")
 
 
 def test_a_sync_store_is_a_configuration_error(make_store: Any) -> None:
@@ -196,14 +209,51 @@ async def test_without_autoload_reading_an_unloaded_session_names_load_session(
     async with http_client(starlette_app(make_async_store(), autoload=False)) as client:
         assert (await client.get("/read")).json() == {}  # no cookie: a new session, readable
         await client.get("/set?a=1")
-        with pytest.raises(SessionNotLoaded, match=r"await load_session\(request\)"):
+        # What to do about it, whole (asgi.xǁSessionMiddlewareǁ_not_loaded message mutants).
+        with pytest.raises(SessionNotLoaded) as not_loaded:
             await client.get("/read")
+        assert str(not_loaded.value) == (
+            "this session has a cookie but was not loaded: call `await load_session(request)` "
+            "before reading it, or create the middleware with autoload=True"
+        )
         assert (await client.get("/load")).json() == {"a": "1"}
 
 
-async def test_load_session_outside_the_middleware_says_what_to_wrap() -> None:
-    with pytest.raises(OutsideRequestError, match="SessionMiddleware"):
-        await load_session({"type": "http", "headers": []})
+WRAP_THE_APP = (
+    "this connection has no session: wrap the app with "
+    "pgsession_wsgi.asgi.SessionMiddleware(app, store=..., secret_key=...)"
+)
+
+
+@pytest.mark.parametrize("connection", [{"type": "http", "headers": []}, None, "a string"])
+async def test_load_session_outside_the_middleware_says_what_to_wrap(connection: Any) -> None:
+    """A scope the middleware never saw, or anything that is no connection at all.
+    asgi._connection_of mutants 12, 17 (no Mapping) and 22-24 (the message)."""
+    with pytest.raises(OutsideRequestError) as outside:
+        await load_session(connection)
+    assert str(outside.value) == WRAP_THE_APP
+    with pytest.raises(OutsideRequestError, match="^this connection has no session"):
+        await save_session(connection)
+
+
+async def test_the_helpers_take_the_raw_asgi_scope(store: AsyncPostgresStore) -> None:
+    """A plain ASGI app (no framework, no request object) passes its scope to the helpers.
+    asgi._connection_of mutant 4."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        session = await load_session(scope)
+        session["n"] = session.get("n", 0) + 1
+        await save_session(scope)
+        body = json.dumps(dict(session)).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    async with http_client(SessionMiddleware(app, store=store, secret_key=SECRET, autoload=False)) as client:
+        assert (await client.get("/")).json() == {"n": 1}
+        assert (await client.get("/")).json() == {"n": 2}
+    assert [data for _, data, _ in rows(store)] == [{"n": 2}]
 
 
 # -- concurrency ------------------------------------------------------------------------------
@@ -246,6 +296,8 @@ async def test_an_unstorable_value_is_a_500_naming_the_key_in_one_log_line(
     assert set_cookies(response) == []
     [record] = session_records(caplog)
     assert "'sock'" in record.getMessage()
+    # What failed and the status (asgi._log_failure mutants 9, 14; now _asgi_plumbing.log_failure).
+    assert record.getMessage().startswith("session error while saving, answering 500: ")
     assert [data for _, data, _ in rows(store)] == [{"a": "1"}]
 
 
@@ -274,9 +326,15 @@ async def test_the_store_down_is_a_503_with_one_log_line(
                 response = await client.get(path, headers=headers)
             assert response.status_code == 503
             assert response.headers["retry-after"] == "5"
+            assert response.headers["content-type"] == "text/plain; charset=utf-8"
+            assert "session store cannot be reached" in response.text
             assert set_cookies(response) == []
             [record] = session_records(caplog)
-            assert "503" in record.getMessage()
+            # The status and why, in the store's own words (asgi._log_failure mutants 2, 4, 5;
+            # now _asgi_plumbing.log_failure); the body says what happened (_error_response 30, 31).
+            assert record.getMessage().startswith(
+                "session store unavailable, answering 503: cannot connect to PostgreSQL"
+            )
         assert (await client.get("/none")).status_code == 200  # no cookie, untouched: no store needed
 
 
@@ -289,6 +347,50 @@ async def test_the_store_down_in_load_session_is_a_503(
             response = await client.get("/load", headers={"Cookie": f"session={signed_cookie()}"})
     assert response.status_code == 503
     assert len(session_records(caplog)) == 1
+
+
+async def test_an_apps_own_error_page_after_load_session_found_the_store_down_becomes_a_503(
+    pg_dsn: str, make_async_store: MakeAsyncStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The app catches the error and answers a 500 of its own (as Litestar does): still a 503.
+    asgi.load_session mutant 9."""
+
+    async def catching(request: Request) -> PlainTextResponse:
+        try:
+            await load_session(request)
+        except StoreUnavailable:
+            return PlainTextResponse("the app's own error page", status_code=500)
+        return PlainTextResponse("loaded")
+
+    store = make_async_store(dsn=dead_dsn(pg_dsn), connect_timeout=1, pool_timeout=1)
+    app = Starlette(routes=[Route("/", catching)])
+    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET, autoload=False)
+    async with http_client(app) as client:
+        with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+            response = await client.get("/", headers={"Cookie": f"session={signed_cookie()}"})
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert "the app's own error page" not in response.text
+    [record] = session_records(caplog)
+    assert "503" in record.getMessage()
+
+
+async def test_save_session_in_an_http_handler_writes_before_the_response(store: AsyncPostgresStore) -> None:
+    """Saving early is saving now: the row holds the change while the handler still runs.
+    asgi.save_session mutant 11."""
+    seen: list[Any] = []
+
+    async def early(request: Request) -> PlainTextResponse:
+        request.session["n"] = request.session.get("n", 0) + 1
+        await save_session(request)
+        seen.append([data for _, data, _ in rows(store)])
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/early", early)])
+    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET)
+    async with http_client(app) as client:
+        await client.get("/early")  # a new session: inserted by save_session itself
+        await client.get("/early")  # a stored one: written by it
+    assert seen == [[{"n": 1}], [{"n": 2}]]
 
 
 async def test_changes_made_while_streaming_are_saved_after_the_body(client: httpx.AsyncClient) -> None:
@@ -507,22 +609,60 @@ def test_a_websocket_reads_the_session_and_saves_only_when_asked(pg_dsn: str, sc
         assert client.get("/read").json() == {"a": "1", "b": "2"}
 
 
+NEEDS_A_COOKIE = (
+    "SessionError: this session change needs a new cookie, which cannot be set any more (a websocket, "
+    "or a response already started): make it in an HTTP request before its response starts (a new "
+    "session, regenerate(), invalidate() or a login)"
+)
+
+
 def test_a_websocket_cannot_save_a_change_that_needs_a_new_cookie(pg_dsn: str, schema: str) -> None:
     store = AsyncPostgresStore(pg_dsn, schema=schema, purge_interval=None)
     with TestClient(starlette_app(store, user_key="user_id")) as client:
         with client.websocket_connect("/ws") as ws:  # no cookie yet: a new session
             assert ws.receive_json() == {}
             ws.send_text("a=1")
-            assert ws.receive_text().startswith("SessionError: this session change needs a new cookie")
+            # What to do instead, whole (websocket.save_without_cookie mutants 5-9).
+            assert ws.receive_text() == NEEDS_A_COOKIE
             ws.send_text("bye")
         client.get("/set?a=1")
         with client.websocket_connect("/ws") as ws:
             ws.receive_json()
             ws.send_text("login=alice")  # a login would move the session to a new id
-            assert "needs a new cookie" in ws.receive_text()
+            assert ws.receive_text() == NEEDS_A_COOKIE
             ws.send_text("bye")
         assert client.get("/read").json() == {"a": "1"}
         assert sql(store, "SELECT user_id FROM {t}") == [(None,)]
+
+
+async def _ws_save_before_accepting(ws: WebSocket) -> None:
+    ws.session["a"] = "1"
+    try:
+        await save_session(ws)
+    except SessionError as exc:
+        answer = f"SessionError: {exc}"
+    else:
+        answer = "saved"
+    await ws.accept()
+    await ws.send_text(answer)
+    await ws.close()
+
+
+def test_a_websocket_saving_before_it_accepts_still_gets_no_cookie(pg_dsn: str, schema: str) -> None:
+    """Before ``websocket.accept`` no response has started, yet no cookie can reach the browser
+    either: a new session is refused there too, and no row is written for it.
+    asgi.save_session mutant 10."""
+    store = AsyncPostgresStore(pg_dsn, schema=schema, purge_interval=None)
+    app = starlette_app(store)
+    app.router.routes.append(WebSocketRoute("/ws-early", _ws_save_before_accepting))
+    with TestClient(app) as client:
+        with client.websocket_connect("/ws-early") as ws:
+            assert ws.receive_text() == NEEDS_A_COOKIE
+        assert rows(store) == []
+        client.get("/set?b=2")
+        with client.websocket_connect("/ws-early") as ws:  # a stored session: saved as usual
+            assert ws.receive_text() == "saved"
+        assert client.get("/read").json() == {"a": "1", "b": "2"}
 
 
 def test_a_websocket_loads_explicitly_without_autoload(pg_dsn: str, schema: str) -> None:
@@ -606,7 +746,11 @@ def test_save_session_after_a_logout_elsewhere_raises_and_writes_no_row(
             assert rows(store) == []
             ws.send_text("b=2")
             answer = ws.receive_text()
-        assert answer.startswith("SessionError: the session had ended"), answer
+        assert answer == (  # websocket.save_without_cookie mutants 25-29
+            "SessionError: the session had ended (logged out, revoked or expired elsewhere) before "
+            "this save, so the change was not saved: a new session needs a cookie, so start it with "
+            "an HTTP request (e.g. log in again), then open the websocket again"
+        )
         assert rows(store) == []
         client.cookies.set("session", cookie)
         assert client.get("/load").json() == {}  # the old cookie opens nothing
@@ -614,6 +758,14 @@ def test_save_session_after_a_logout_elsewhere_raises_and_writes_no_row(
 
 async def raw_get(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
     """One HTTP GET as a server hands it to ``app``, with exactly these headers (repeats kept)."""
+    status, _, body = await raw_response(app, path, headers)
+    return status, body
+
+
+async def raw_response(
+    app: Any, path: str, headers: list[tuple[bytes, bytes]]
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """:func:`raw_get`, with the response's headers exactly as the app sent them to the server."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -645,9 +797,30 @@ async def raw_get(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> tu
         sent.append(dict(message))
 
     await app(scope, receive, send)
-    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return status, body
+    return start["status"], [tuple(header) for header in start.get("headers", [])], body
+
+
+async def test_the_503_and_the_500_as_the_server_gets_them(
+    pg_dsn: str, make_async_store: MakeAsyncStore, store: AsyncPostgresStore
+) -> None:
+    """Plain text with its length, header names in lower case as ASGI requires; the 503 says
+    when to try again. asgi._error_response mutants 3-9, 14, 30, 31 (now
+    _asgi_plumbing.error_response)."""
+    dead = make_async_store(dsn=dead_dsn(pg_dsn), connect_timeout=1, pool_timeout=1)
+    cookie = f"session={signed_cookie()}".encode()
+    status, headers, body = await raw_response(starlette_app(dead), "/read", [(b"cookie", cookie)])
+    assert status == 503
+    assert body == b"Service Unavailable: the session store cannot be reached. Please try again shortly.\n"
+    assert headers == [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"5"),
+    ]
+    status, headers, body = await raw_response(starlette_app(store), "/bad", [])  # a value not storable
+    assert (status, body) == (500, b"Internal Server Error\n")
+    assert headers == [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"22")]
 
 
 async def test_cookies_split_over_several_cookie_headers_are_all_read(
@@ -783,9 +956,34 @@ async def test_without_the_http_response_extension_a_cross_origin_handshake_is_c
     assert sent[0]["type"] == "websocket.accept"  # no cookie: the dead store is never asked
 
 
-async def raw_websocket(app: Any, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
-    """A websocket to ``app`` from a server without the websocket.http.response extension:
-    what the app sent up to its ``websocket.accept`` or ``websocket.close``."""
+async def test_the_403_to_a_cross_origin_handshake_as_the_server_gets_it(
+    pg_dsn: str, make_async_store: MakeAsyncStore
+) -> None:
+    """With the websocket.http.response extension: plain text with its length, in lower case.
+    asgi._refuse_cross_origin mutants 18-25."""
+    store = make_async_store(dsn=dead_dsn(pg_dsn), connect_timeout=1, pool_timeout=1)
+    sent = await raw_websocket(
+        starlette_app(store), [(b"origin", b"https://evil.example")], {"websocket.http.response": {}}
+    )
+    [start, body] = sent
+    assert body["type"] == "websocket.http.response.body"
+    assert body["body"].startswith(b"Forbidden: this page's Origin may not open a websocket")
+    assert start == {
+        "type": "websocket.http.response.start",
+        "status": 403,
+        "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body["body"])).encode()),
+        ],
+    }
+
+
+async def raw_websocket(
+    app: Any, headers: list[tuple[bytes, bytes]], extensions: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """A websocket to ``app`` from a server with these extensions (by default none, so not the
+    websocket.http.response one): what the app sent up to its ``websocket.accept`` or
+    ``websocket.close``, or all it sent if it did neither."""
     scope = {
         "type": "websocket",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -799,7 +997,7 @@ async def raw_websocket(app: Any, headers: list[tuple[bytes, bytes]]) -> list[di
         "server": ("testserver", 80),
         "subprotocols": [],
         "state": {},
-        "extensions": {},
+        "extensions": extensions or {},
     }
     connected = False
     sent: list[dict[str, Any]] = []
