@@ -240,6 +240,7 @@ def test_a_factory_whose_connections_have_the_settings_needs_no_set_local(
     assert statements_for(client, wire_counter, "/read") == 1
     [load] = wire_counter.statements
     assert statement_kind(load) == "SELECT" and "SET LOCAL" not in load
+    assert "EXECUTE pgsession_load_" in load  # prepared, as on the store's own connections
 
 
 # -- the app's connection comes back as it was lent -----------------------------------------
@@ -1129,12 +1130,20 @@ async def test_a_killed_idle_connection_of_the_apps_async_pool_is_dropped(
 async def test_an_exhausted_async_pool_is_store_unavailable_and_close_leaves_it_open(
     make_async_lent: Callable[..., Awaitable[AsyncPostgresStore]], pg_dsn: str
 ) -> None:
-    store = await make_async_lent(pg_dsn, {"min_size": 1, "max_size": 1}, pool_timeout=0.3)
+    pool_options = {"min_size": 1, "max_size": 1, "timeout": 2.0}
+    store = await make_async_lent(pg_dsn, pool_options, pool_timeout=0.3)
     await store.create_table()
+    # The pool's size, and the store's wait: its own pool_timeout, else the pool's timeout.
+    assert (store.max_connections, store.pool_timeout) == (1, 0.3)
+    assert (await make_async_lent(pg_dsn, pool_options)).pool_timeout == 2.0
     pool = lent_pool(store)
     async with pool.connection():
-        with pytest.raises(StoreUnavailable, match="became free"):
+        with pytest.raises(StoreUnavailable) as error:
             await store.load(ID, timedelta(seconds=60))
+    assert str(error.value) == (
+        "no connection of your psycopg_pool pool became free within 0.3s; raise its max_size, "
+        "look for slow queries, or check that PostgreSQL is running"
+    )
     assert await store.load(ID, timedelta(seconds=60)) is None
     await store.close()
     with pytest.raises(StoreUnavailable, match="closed"):
@@ -1168,7 +1177,9 @@ async def test_the_async_purge_borrows_the_apps_pool_per_batch(
         f"INSERT INTO {store.qualified_name} (id, data, expires_at)"
         " SELECT sha256(i::text::bytea), '{}', now() - interval '1 minute' FROM generate_series(1, 5) i",
     )
-    assert await store.purge_batch_by_batch(2) == 5
+    await store.close()  # its background purge would take some of these rows first
+    quiet = await make_async_lent(pg_dsn)  # no background purge
+    assert await quiet.purge_batch_by_batch(2) == 5
 
 
 def test_the_async_store_refuses_what_is_not_a_psycopg_pool() -> None:
