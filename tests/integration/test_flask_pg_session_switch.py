@@ -362,6 +362,11 @@ def test_a_pickle_over_four_times_max_size_is_not_read(
     warnings = [r.getMessage() for r in caplog.records if r.name == "pgsession_wsgi"]
     assert warnings and all(key(sid).hex()[:12] in line for line in warnings)
     assert f"{size} bytes, over {PICKLE_CAP}" in warnings[0]
+    # The one trace of it: which session (by label), why, and where its row stays.
+    assert warnings[0].startswith(f"flask-pg-session session {key(sid).hex()[:12]} not moved (")
+    assert warnings[0].endswith(
+        f'); the request gets a new session and the old row is left in "{schema}"."{OLD}"'
+    )
 
 
 @pytest.mark.parametrize(
@@ -585,6 +590,11 @@ def test_which_tables_the_app_picks(pg_dsn: str, schema: str, make_store: Callab
     make_store(table=NEW).create_table()
     sql(pg_dsn, f"DROP TABLE {q(schema)}.{OLD}")  # the old table, dropped once empty
     assert choose_tables(pg_dsn, OLD, schema) == (NEW, None)
+    # A stranger's table under the old name (a jsonb "data" but no bytea "id") is not taken for
+    # ours: the name as configured, which the store then refuses by name.
+    sql(pg_dsn, f"CREATE TABLE {q(schema)}.{OLD} (data jsonb, note text)")
+    assert choose_tables(pg_dsn, OLD, schema) == (OLD, None)
+    sql(pg_dsn, f"DROP TABLE {q(schema)}.{OLD}")
     make_store(table=OLD).create_table()  # ours under the old name and _v2 too: ambiguous
     with pytest.raises(ConfigurationError, match="PGSESSION_TABLE"):
         choose_tables(pg_dsn, OLD, schema)

@@ -176,6 +176,19 @@ def test_refuses_codecs_encode_with_another_codec() -> None:
     assert "_codecs.encode" in _refused(payload).global_name
 
 
+def test_refuses_codecs_encode_without_a_codec() -> None:
+    # _codecs.encode(text) alone encodes to UTF-8: not the latin-1 form protocol 2 writes.
+    payload = b"c_codecs\nencode\n(Vx\ntR."
+    assert _refused(payload).global_name == "_codecs.encode(str, 'utf-8')"
+
+
+def test_a_refusal_says_what_was_refused_what_is_allowed_and_that_the_row_stays() -> None:
+    assert str(_refused(b"cos\nsystem\n(S'true'\ntR.")) == (
+        "refused to unpickle os.system: only plain data types (dict, list, tuple, str, bytes, int, "
+        "float, bool, None, datetime types, UUID, Decimal, Markup) are allowed; the row was not converted"
+    )
+
+
 def test_refuses_bytes_with_arguments() -> None:
     # bytes(10**12) would try to allocate a terabyte.
     payload = b"c__builtin__\nbytes\n(I1000000000000\ntR."
