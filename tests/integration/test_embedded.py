@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import psycopg2
 import pytest
@@ -226,7 +228,154 @@ def test_a_forked_child_that_exits_normally_leaves_the_parents_server_running() 
     server; its normal exit must not stop its parent's server. (multiprocessing's fork children leave
     through os._exit, which runs no atexit handler, so they would not test this.) In a separate
     interpreter: a forked child of the test run itself would go on running tests."""
+    # The child imports the package this run tests (a mutated copy, under mutation testing).
+    import pgsession_wsgi
+
+    tested = str(Path(pgsession_wsgi.__file__).parents[1])
     result = subprocess.run([sys.executable, "-c", _FORK_A_CHILD], capture_output=True, text=True,
-                            env=python_env(), cwd="/", timeout=300)
+                            env=python_env(PYTHONPATH=tested), cwd="/", timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1]) == {"child_exit": 0, "answer": 1}
+
+
+# -- where a throwaway server's data goes (docs/quickstart.md) -----------------------------------------
+
+GIB = 1 << 30
+
+
+class _NoServer(Exception):
+    """Raised where start_embedded has made its directory: no server is started."""
+
+
+@pytest.mark.parametrize(
+    ("free", "writable", "throwaway", "in_shm"),
+    [
+        (24 * GIB, True, True, True),
+        (2 * GIB, True, True, True),  # "at least 2 GiB free"
+        (2 * GIB - 4096, True, True, False),
+        (64 << 20, True, True, False),  # a container's 64 MB /dev/shm
+        (24 * GIB, False, True, False),  # roomy, but read-only
+        (None, True, True, False),  # no /dev/shm at all
+        (24 * GIB, True, False, False),  # kept: never in memory
+    ],
+    ids=["roomy", "exactly-2-GiB", "just-under-2-GiB", "64-MB", "read-only", "missing", "not-throwaway"],
+)
+def test_a_temporary_server_goes_to_dev_shm_only_when_it_has_room(
+    monkeypatch: pytest.MonkeyPatch, free: int | None, writable: bool, throwaway: bool, in_shm: bool
+) -> None:
+    """Without a data directory the server goes to a new ``pgsession-pg-*`` directory in /dev/shm
+    when /dev/shm has at least 2 GiB free and is writable, else in the temporary directory. What
+    /dev/shm has is faked (os.statvfs, os.access on it); the directory is really made, and the
+    start stops there, before initdb."""
+    if in_shm and not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm here")
+    real_statvfs, real_access, real_mkdtemp = os.statvfs, os.access, tempfile.mkdtemp
+    made: list[Path] = []
+
+    def statvfs(path: Any) -> Any:
+        if os.fspath(path) != "/dev/shm":
+            return real_statvfs(path)
+        if free is None:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return SimpleNamespace(f_bavail=free // 4096, f_frsize=4096, f_bsize=4096)
+
+    def access(path: Any, mode: int, **kwargs: Any) -> bool:
+        if os.fspath(path) != "/dev/shm":
+            return real_access(path, mode, **kwargs)
+        return writable or not mode & os.W_OK
+
+    def mkdtemp(*args: Any, **kwargs: Any) -> str:
+        path = real_mkdtemp(*args, **kwargs)
+        made.append(Path(path))
+        shutil.rmtree(path)
+        raise _NoServer
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    with pytest.raises(_NoServer):
+        start_embedded(throwaway=throwaway)
+    [base] = made
+    assert base.name.startswith("pgsession-pg-")
+    assert base.parent == (Path("/dev/shm") if in_shm else Path(tempfile.gettempdir()))
+
+
+# -- a start that fails says why; ending other connections -------------------------------------------
+
+
+def _broken_data_directory() -> tuple[Path, Path]:
+    """A data directory that skips initdb (it has PG_VERSION) but holds no cluster: pg_ctl start
+    fails at once, and the server writes why to its log. Returns (top, data)."""
+    top = Path(tempfile.mkdtemp(prefix="pgsession-test-broken-"))
+    top.chmod(0o711)  # the server's user (under root) passes through
+    data = top / "data"
+    data.mkdir(mode=0o700)
+    (data / "PG_VERSION").write_text("16\n")
+    if os.geteuid() == 0:
+        for path in (data, data / "PG_VERSION"):
+            os.chown(path, server_uid(), -1)
+    return top, data
+
+
+def test_a_failed_start_ends_with_the_last_30_lines_of_the_server_log() -> None:
+    top, data = _broken_data_directory()
+    try:
+        # An earlier run's log, 40 lines and bytes that are not UTF-8; the server appends to it.
+        earlier = b"".join(b"earlier line %d\n" % n for n in range(40))
+        (data / "postgres.log").write_bytes(earlier + b"\xff\xfe\n")
+        if os.geteuid() == 0:
+            os.chown(data / "postgres.log", server_uid(), -1)
+        server = EmbeddedPostgres(data, data, throwaway=True, remove=(top,))
+        try:
+            with pytest.raises(RuntimeError) as failed:
+                server.start()
+        finally:
+            server.close()
+        head, tail = str(failed.value).split("\n--- server log ---\n")
+        assert head.startswith("pg_ctl failed (1): ")
+        lines = tail.split("\n")
+        assert len(lines) == 30, tail
+        assert lines[:2] == ["earlier line 12", "earlier line 13"]  # the last 30 of 42 lines
+        assert lines[28] == "\ufffd\ufffd"  # undecodable bytes replaced, not an error
+        assert "postgresql.conf" in lines[-1], lines[-1]  # the server's own line: what went wrong
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_a_failed_start_without_a_log_says_so() -> None:
+    top, data = _broken_data_directory()
+    try:
+        (data / "postgres.log").mkdir()  # no log file can be written or read there
+        server = EmbeddedPostgres(data, data, throwaway=True, remove=(top,))
+        try:
+            with pytest.raises(RuntimeError) as failed:
+                server.start()
+        finally:
+            server.close()
+        assert str(failed.value).endswith("\n--- server log ---\n(no log)")
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_terminate_backends_ends_the_named_connections_or_all(owned_server: EmbeddedPostgres) -> None:
+    def connect(name: str) -> Any:
+        conn = psycopg2.connect(owned_server.dsn, application_name=name)
+        conn.autocommit = True
+        return conn
+
+    victims, bystander = [connect("victim"), connect("victim")], connect("bystander")
+    try:
+        assert owned_server.terminate_backends("victim") == 2
+        for conn in victims:
+            with pytest.raises(psycopg2.OperationalError), conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        with bystander.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'victim'")
+            assert cur.fetchone() == (0,)  # waited for: gone when it returns
+        assert owned_server.terminate_backends() == 1  # every other client: the bystander
+        with pytest.raises(psycopg2.OperationalError), bystander.cursor() as cur:
+            cur.execute("SELECT 1")
+        assert owned_server.terminate_backends() == 0
+    finally:
+        for conn in [*victims, bystander]:
+            conn.close()
