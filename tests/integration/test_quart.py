@@ -17,15 +17,17 @@ from apps.asgi_support import dead_dsn, session_records, signed_cookie
 from db import sql
 from flask import Flask
 from flask import session as flask_session
-from helpers import ClosingClient
+from helpers import ClosingClient, build_core
 from quart import Quart
 from quart import request as quart_request
 from quart import session as quart_session
 from quart import websocket as quart_websocket
+from quart.signals import websocket_started
 from quart.testing.connections import WebsocketResponseError
 from wire import RoundTripCounter
 
-from pgsession_wsgi.errors import ConfigurationError, SessionError, StoreUnavailable
+from pgsession_wsgi.async_store import AsyncPostgresStore
+from pgsession_wsgi.errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
 from pgsession_wsgi.flask import EXTENSION_KEY as FLASK_EXTENSION_KEY
 from pgsession_wsgi.flask import PgSession as FlaskPgSession
 from pgsession_wsgi.quart import EXTENSION_KEY, WEBSOCKET_UNAVAILABLE, PgSession, PgSessionInterface
@@ -67,13 +69,15 @@ async def get(client: Any, path: str, **kwargs: Any) -> tuple[int, Any, list[str
 
 
 async def handshake(
-    app: Quart, path: str, headers: dict[str, str], *, http_response: bool = True
+    app: Quart, path: str, headers: dict[str, str], *, http_response: bool = True, client_leaves: bool = True
 ) -> list[dict[str, Any]]:
     """What ``app`` sends over ASGI for one websocket handshake, driven as a server drives it
     (``http_response``: whether the server offers the ``websocket.http.response`` extension, as
     Quart's test client does). The client leaves once the app has closed the websocket or
-    answered it with an HTTP response. Quart's test client cannot tell a close code on every
-    release: up to 0.22 it raises ``WebsocketDisconnectError(code)``, from 0.23 it keeps none."""
+    answered it with an HTTP response; with ``client_leaves`` False it never answers a close, so
+    the handler runs on after closing until it returns. Quart's test client cannot tell a close
+    code on every release: up to 0.22 it raises ``WebsocketDisconnectError(code)``, from 0.23 it
+    keeps none."""
     scope = {
         "type": "websocket",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -98,6 +102,8 @@ async def handshake(
             connected = True
             return {"type": "websocket.connect"}
         await ended.wait()
+        if not client_leaves:
+            await anyio.sleep_forever()
         return {"type": "websocket.disconnect", "code": 1000}
 
     async def send(message: Any) -> None:
@@ -315,6 +321,96 @@ async def test_a_teardown_change_refused_before_a_streamed_body_is_reported_once
     assert stored(app) == []
 
 
+async def test_a_change_while_streaming_that_needs_a_new_cookie_is_not_saved_and_says_so(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A first visit whose body starts the session after the headers went out: nothing is
+    stored, and one warning says where the change was made and why it was dropped."""
+    app = make_app()
+
+    @app.get("/late-start")
+    async def late_start() -> Any:
+        session = quart_session._get_current_object()  # type: ignore[attr-defined]
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"chunk"
+            session["late"] = 1
+
+        return body(), 200
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        response = await app.test_client().get("/late-start")
+        assert await response.get_data() == b"chunk"
+    assert response.headers.getlist("Set-Cookie") == []
+    [record] = session_records(caplog)
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        "session changed while streaming in a way that needs a new cookie, which can no longer "
+        "be set; the change was not saved"
+    )
+    await interface(app).store.open()
+    assert stored(app) == []
+
+
+async def test_a_change_while_streaming_the_save_refuses_is_not_saved_and_logged_once(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No response is left to turn into a 500: one error line says the change made while
+    streaming was not saved, and why (over max_size); the row keeps what the request saved."""
+    app = make_app()
+
+    @app.get("/late-big")
+    async def late_big() -> Any:
+        session = quart_session._get_current_object()  # type: ignore[attr-defined]
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"chunk"
+            session["big"] = "x" * 300_000  # over the 256 KiB limit
+
+        return body(), 200
+
+    client = app.test_client()
+    await get(client, "/set?a=1")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        response = await client.get("/late-big")
+        assert await response.get_data() == b"chunk"
+    [record] = session_records(caplog)
+    assert record.levelno == logging.ERROR
+    message = record.getMessage()
+    assert message.startswith("session change made while streaming was not saved: ")
+    assert "262144 bytes" in message
+    assert stored(app) == [{"a": "1"}]
+
+
+async def test_a_websocket_that_leaves_a_new_session_for_its_end_saves_nothing_and_says_so(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without save_session(), Quart saves when the handler returns: a change that needs a new
+    cookie cannot be saved from a websocket, and one warning says so."""
+    app = make_app()
+
+    @app.websocket("/ws-new")
+    async def ws_new() -> None:
+        await quart_websocket.accept()
+        quart_session["a"] = 1
+        await quart_websocket.send("set")
+
+    await interface(app).store.open()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        async with app.test_client().websocket("/ws-new") as ws:
+            assert await ws.receive() == "set"
+    [record] = session_records(caplog)
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        "session changed in a websocket in a way that needs a new cookie, which can no longer "
+        "be set; the change was not saved"
+    )
+    assert stored(app) == []
+
+
 async def test_an_unstorable_value_is_a_500_naming_the_key(
     make_app: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -424,6 +520,8 @@ async def test_serving_opens_the_store_and_closes_it_after(make_app: Any) -> Non
 async def test_the_store_down_is_a_503_with_one_log_line(
     make_app: Any, pg_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """At the load (Quart's error handler) and at the save (the view's response replaced, a JSON
+    one here): the same answer, and one line saying the store failed, with the store's reason."""
     app = make_app(dead_dsn(pg_dsn))
     client = app.test_client()
     assert (await get(client, "/none"))[0] == 200  # nothing asked of the store
@@ -434,8 +532,45 @@ async def test_the_store_down_is_a_503_with_one_log_line(
             response = await client.get(path, headers=headers)
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "5"
+        assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert await response.get_data(as_text=True) == (
+            "Service Unavailable: the session store cannot be reached. Please try again shortly.\n"
+        )
         assert response.headers.getlist("Set-Cookie") == []
-        assert len(session_records(caplog)) == 1
+        [record] = session_records(caplog)
+        assert record.levelno == logging.ERROR
+        assert record.getMessage().startswith("session store unavailable, answering 503: cannot connect")
+
+
+async def test_a_save_the_database_refuses_is_a_500_with_one_log_line(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each change is under max_size, the merged row is not: the database refuses the save,
+    which the check before it could not know. The view's response becomes a plain 500, and one
+    line says the save failed and why; the row keeps what it had."""
+    app = make_app()
+
+    @app.get("/big/<key>")
+    async def big(key: str) -> dict[str, str]:
+        quart_session[key] = "x" * 150_000  # 256 KiB is the limit
+        return {"answer": "stored"}
+
+    client = app.test_client()
+    assert (await client.get("/big/a")).status_code == 200
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        response = await client.get("/big/b")
+    assert response.status_code == 500
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert "Retry-After" not in response.headers
+    assert await response.get_data(as_text=True) == "Internal Server Error\n"
+    assert response.headers.getlist("Set-Cookie") == []
+    [record] = session_records(caplog)
+    assert record.levelno == logging.ERROR
+    message = record.getMessage()
+    assert message.startswith("session error while saving, answering 500: ")
+    assert "262144 bytes" in message  # the limit the row went over
+    assert [sorted(data) for data in stored(app)] == [["a"]]
 
 
 async def test_an_apps_own_store_unavailable_handler_is_kept(make_app: Any, pg_dsn: str) -> None:
@@ -493,6 +628,76 @@ async def test_a_session_error_at_connect_closes_the_websocket_with_1011_and_run
     assert ran == []
     [record] = session_records(caplog)
     assert "could not be decoded" in record.getMessage()
+
+
+async def test_a_write_before_the_refusal_fails_saying_why(
+    make_app: Any, pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the app runs before the hook that answers for a session that could not be loaded
+    (URL value preprocessors, the started signals): a write there fails with a StoreUnavailable
+    saying the session is read-only and empty, which is the one line of the 503; a cross-origin
+    websocket's session says which setting would allow its Origin."""
+    down = make_app(dead_dsn(pg_dsn))
+
+    @down.url_value_preprocessor
+    def write_early(endpoint: str | None, values: dict[str, Any] | None) -> None:
+        quart_session["early"] = 1
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        response = await down.test_client().get("/read", headers={"Cookie": f"session={signed_cookie()}"})
+    assert response.status_code == 503
+    [record] = session_records(caplog)
+    assert record.getMessage() == (
+        "session store unavailable, answering 503: the session store is unavailable; the session is "
+        "read-only and empty for the rest of this request"
+    )
+
+    app = make_app()
+    said: list[str] = []
+
+    async def write_from_websocket(sender: Quart, **extra: Any) -> None:
+        try:
+            quart_session["early"] = 1
+        except SessionError as exc:
+            said.append(str(exc))
+
+    with websocket_started.connected_to(write_from_websocket, sender=app):  # before any hook
+        sent = await handshake(app, "/ws", {"Origin": "https://evil.example"})
+    assert sent[0]["type"] == "websocket.http.response.start" and sent[0]["status"] == 403
+    assert said == [
+        "this websocket's Origin may not use the session: list it in PGSESSION_WEBSOCKET_ORIGINS "
+        "if that page may"
+    ]
+
+
+async def test_a_websocket_the_handler_closed_is_not_closed_again_when_the_store_fails(
+    make_app: Any, pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store fails after the handler closed its websocket itself (the client has not
+    answered the close yet, so the handler runs on): the 503's close is skipped, and nothing
+    else fails (one line, ours)."""
+    from pgsession_wsgi import quart as pg_quart
+
+    app = make_app(dead_dsn(pg_dsn))
+
+    @app.websocket("/ws-closed")
+    async def ws_closed() -> None:
+        await quart_websocket.accept()
+        await quart_websocket.close(1000)
+        await pg_quart.sessions_for_user("7")  # the store is down: StoreUnavailable
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        sent = await handshake(app, "/ws-closed", {}, client_leaves=False)
+    assert sent == [
+        {"type": "websocket.accept", "subprotocol": None, "headers": []},
+        {"type": "websocket.close", "code": 1000, "reason": ""},
+    ]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(r.name, r.getMessage().split(":")[0]) for r in errors] == [
+        ("pgsession_wsgi", "session store unavailable, answering 503")
+    ]
 
 
 # -- websockets ----------------------------------------------------------------------------
@@ -597,6 +802,7 @@ async def test_a_cross_origin_websocket_handshake_is_refused_with_403_before_any
             with pytest.raises(WebsocketResponseError) as refused:
                 await ws.receive()
     assert refused.value.response.status_code == 403
+    assert refused.value.response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert "Origin" in (await refused.value.response.get_data(as_text=True))
     assert wire_counter.count == 0  # refused before the session was loaded
     [record] = session_records(caplog)
@@ -638,6 +844,143 @@ async def test_a_pgsession_websocket_origin_that_is_not_an_origin_is_refused_at_
     )
     with pytest.raises(ConfigurationError, match=r"PGSESSION_WEBSOCKET_ORIGINS .*scheme://host\[:port\]"):
         PgSession(app)
+
+
+# -- the user's sessions, and the extension's apps -----------------------------------------
+
+
+async def test_sessions_for_user_and_log_out_other_sessions_take_another_users_id(
+    pg_dsn: str, schema: str
+) -> None:
+    """With a user id, both work on that user's sessions, not the logged-in one's; through the
+    functions and through the extension's methods alike."""
+    from pgsession_wsgi import quart as pg_quart
+
+    app = Quart("devices")
+    app.config.update(SECRET_KEY=SECRET, PGSESSION_DSN=pg_dsn, PGSESSION_SCHEMA=schema)
+    ext = PgSession(app)
+
+    @app.get("/login/<user_id>")
+    async def login(user_id: str) -> str:
+        quart_session["_user_id"] = user_id  # what a login stores under PGSESSION_USER_KEY
+        return "in"
+
+    @app.get("/devices/<user_id>")
+    async def devices(user_id: str) -> dict[str, Any]:
+        listed = await pg_quart.sessions_for_user(user_id)
+        by_method = await ext.sessions_for_user(user_id)
+        return {"answer": [[s.current for s in listed], [s.current for s in by_method]]}
+
+    @app.post("/end/<user_id>")
+    async def end(user_id: str) -> dict[str, Any]:
+        return {"answer": await pg_quart.log_out_other_sessions(user_id)}
+
+    @app.post("/end-by-method/<user_id>")
+    async def end_by_method(user_id: str) -> dict[str, Any]:
+        return {"answer": await ext.log_out_other_sessions(user_id)}
+
+    try:
+        seven = app.test_client()
+        await seven.get("/login/7")
+        eights = [app.test_client() for _ in range(3)]
+        for client in eights:
+            await client.get("/login/8")
+        assert (await get(seven, "/devices/8"))[1] == [[False] * 3, [False] * 3]
+        assert (await get(seven, "/devices/7"))[1] == [[True], [True]]
+        assert (await get(eights[0], "/devices/8"))[1] == [[False, False, True]] * 2  # most recent first
+        assert await (await seven.post("/end/8")).get_json() == {"answer": 3}
+        for client in eights[:2]:
+            await client.get("/login/8")
+        assert await (await seven.post("/end-by-method/8")).get_json() == {"answer": 2}
+        assert stored(app) == [{"_user_id": "7"}]
+    finally:
+        await ext.store.close()
+
+
+async def test_outside_a_request_the_users_sessions_say_where_to_call_them() -> None:
+    from pgsession_wsgi import quart as pg_quart
+
+    for call, name in (
+        (pg_quart.sessions_for_user, "sessions_for_user"),
+        (pg_quart.log_out_other_sessions, "log_out_other_sessions"),
+    ):
+        with pytest.raises(OutsideRequestError) as raised:
+            await call()
+        assert str(raised.value) == (
+            f"{name}() works on the request's session: call it while handling a request (in a view)"
+        )
+
+
+async def test_an_app_without_pgsession_is_told_to_set_it_up(pg_dsn: str, schema: str) -> None:
+    """A plain Quart app, and one whose PgSessionInterface was set by hand (without
+    ``PgSession(app)``, so the functions cannot find it): each says to use PgSession(app)."""
+    from pgsession_wsgi import quart as pg_quart
+
+    plain = Quart("plain")
+    plain.config.update(SECRET_KEY=SECRET)
+    by_hand = Quart("by_hand")
+    by_hand.config.update(SECRET_KEY=SECRET)
+    store = AsyncPostgresStore(pg_dsn, schema=schema, purge_interval=None)
+    by_hand.session_interface = PgSessionInterface(build_core(SECRET, user_key="_user_id"), store)  # type: ignore[assignment]
+    said: list[str] = []
+    for app in (plain, by_hand):
+
+        @app.get("/devices")
+        async def devices() -> str:
+            for call in (pg_quart.sessions_for_user, pg_quart.log_out_other_sessions):
+                try:
+                    await call("7")
+                except ConfigurationError as exc:
+                    said.append(str(exc))
+            return "ok"
+
+        @app.websocket("/ws-save")
+        async def ws_save() -> None:
+            await quart_websocket.accept()
+            quart_session["a"] = 1
+            try:
+                await pg_quart.save_session()
+            except OutsideRequestError as exc:
+                said.append(str(exc))
+            await quart_websocket.send("done")
+
+    try:
+        for app in (plain, by_hand):
+            assert (await app.test_client().get("/devices")).status_code == 200
+            async with app.test_client().websocket("/ws-save") as ws:
+                assert await ws.receive() == "done"
+    finally:
+        await store.close()
+    needs = "needs pgsession-wsgi on the app {!r}: set it up with PgSession(app)"
+    not_ours = "quart.session is not a pgsession-wsgi session: set the app up with PgSession(app) first"
+    assert said == [
+        "sessions_for_user() " + needs.format("plain"),
+        "log_out_other_sessions() " + needs.format("plain"),
+        not_ours,
+        "sessions_for_user() " + needs.format("by_hand"),
+        "log_out_other_sessions() " + needs.format("by_hand"),
+        not_ours,
+    ]
+
+
+async def test_get_interface_finds_the_app_given_or_the_current_one(pg_dsn: str, schema: str) -> None:
+    ext = PgSession()
+    apps = [Quart("first"), Quart("second")]
+    for app in apps:
+        app.config.update(SECRET_KEY=SECRET, PGSESSION_DSN=pg_dsn, PGSESSION_SCHEMA=schema)
+        ext.init_app(app)
+    first, second = (interface(app) for app in apps)
+    try:
+        assert first is not second
+        assert ext.get_interface(apps[1]) is second and ext.get_interface(apps[0]) is first
+        async with apps[1].app_context():
+            assert ext.get_interface() is second
+            assert ext.store is second.store
+        with pytest.raises(OutsideRequestError, match="several apps"):
+            ext.get_interface()
+    finally:
+        for found in (first, second):
+            await found.store.close()
 
 
 # -- one session, Quart and Flask ----------------------------------------------------------
