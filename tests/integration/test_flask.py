@@ -33,6 +33,7 @@ from pgsession_wsgi import (
     PostgresStore,
     Session,
     SessionMiddleware,
+    StoreUnavailable,
 )
 from pgsession_wsgi.flask import EXTENSION_KEY, EnvironSessionInterface, PgSession
 
@@ -631,31 +632,48 @@ def broken_app(make_app: Callable[..., Flask], counter: RoundTripCounter, **conf
 def test_store_unavailable_is_a_503_rendered_by_the_apps_handler(
     make_app: Callable[..., Flask], wire_counter: RoundTripCounter
 ) -> None:
+    """The app's 503 page sees an empty session, and a write there fails saying why."""
     app = broken_app(make_app, wire_counter)
+    refused: list[str] = []
 
     @app.errorhandler(503)
     def unavailable(error: Exception) -> tuple[str, int]:
-        return f"custom 503 page ({type(error).__name__})", 503
+        try:
+            session["seen_error"] = True
+        except StoreUnavailable as exc:
+            refused.append(str(exc))
+        return f"custom 503 page ({type(error).__name__}, {dict(session)})", 503
 
     client = app.test_client()
     client.get("/count")  # a session to load
     wire_counter.close()
     response = client.get("/count")
     assert response.status_code == 503
-    assert response.text == "custom 503 page (ServiceUnavailable)"
+    assert response.text == "custom 503 page (ServiceUnavailable, {})"
+    assert refused == [
+        "the session store is unavailable; the session is read-only and empty for the rest of this request"
+    ]
 
 
 def test_store_unavailable_without_a_handler_is_a_plain_503(
-    make_app: Callable[..., Flask], wire_counter: RoundTripCounter
+    make_app: Callable[..., Flask], wire_counter: RoundTripCounter, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Flask's own 503 page saying what failed, and one log line with the store's reason."""
     app = broken_app(make_app, wire_counter)
     client = app.test_client()
     client.get("/count")
     wire_counter.close()
-    response = client.get("/read")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        response = client.get("/read")
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
-    assert "session store" in response.text
+    assert "<p>The session store cannot be reached. Please try again shortly.</p>" in response.text
+    [record] = [r for r in caplog.records if r.name == "pgsession_wsgi" and r.levelno >= logging.WARNING]
+    assert record.levelno == logging.ERROR
+    message = record.getMessage()
+    assert message.startswith("session store unavailable, answering 503: ")
+    assert "PostgreSQL" in message  # the store's own reason follows
 
 
 def test_store_unavailable_when_saving_a_write_only_request_is_a_503(
@@ -713,8 +731,6 @@ def test_store_unavailable_stays_a_503_with_flask_login(
 def test_an_apps_own_store_unavailable_handler_is_kept(
     make_app: Callable[..., Flask], wire_counter: RoundTripCounter, pg_dsn: str
 ) -> None:
-    from pgsession_wsgi import StoreUnavailable
-
     app = Flask(__name__)
     app.test_client_class = ClosingClient
     app.config.update(

@@ -5,6 +5,7 @@ demo's "Active sessions" page."""
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from pgsession_wsgi import ConfigurationError, OutsideRequestError, SessionMiddl
 from pgsession_wsgi.cookies import hash_session_id
 from pgsession_wsgi.flask import (
     EXTENSION_KEY,
+    EnvironSessionInterface,
     FlaskPgSession,
     PgSession,
     UserSession,
@@ -353,10 +355,15 @@ def test_without_a_logged_in_user_or_a_request_they_say_what_is_missing(
     caplog.clear()
     assert anonymous.get("/sessions").status_code == 500
     assert "no user is logged in" in caplog.text
-    with app.app_context(), pytest.raises(OutsideRequestError, match=r"in a view"):
-        log_out_other_sessions("7")
-    with pytest.raises(OutsideRequestError):
-        sessions_for_user("7")
+    for call, name in (
+        (log_out_other_sessions, "log_out_other_sessions"),
+        (sessions_for_user, "sessions_for_user"),
+    ):
+        with app.app_context(), pytest.raises(OutsideRequestError) as raised:
+            call("7")
+        assert str(raised.value) == (
+            f"{name}() works on the request's session: call it while handling a request (in a view)"
+        )
 
     untagged = make_app(PGSESSION_USER_KEY=None, PGSESSION_TABLE="untagged")
     [client] = logged_in_clients(untagged, "7", 1)
@@ -366,17 +373,44 @@ def test_without_a_logged_in_user_or_a_request_they_say_what_is_missing(
     assert len(rows(untagged)) == 1
 
 
-def test_outside_pgsession_it_is_a_configuration_error() -> None:
-    app = Flask("plain")
-    app.config["SECRET_KEY"] = "s"
-    app.testing = True
+def test_outside_pgsession_it_is_a_configuration_error(
+    make_store: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plain Flask app (the error propagates with TESTING), and one with the middleware wired
+    by hand, with no extension for the two functions to find (the middleware's 500 and its one
+    log line): both say to set up PgSession(app) or FlaskPgSession(app)."""
+    plain = Flask("plain")
+    by_hand = Flask("by_hand")
+    by_hand.session_interface = EnvironSessionInterface()
+    by_hand.wsgi_app = SessionMiddleware(by_hand.wsgi_app, make_store(), secret_key="s" * 32)  # type: ignore[method-assign]
+    for app in (plain, by_hand):
+        app.config["SECRET_KEY"] = "s" * 32
+        app.testing = True
 
-    @app.route("/others")
-    def others() -> str:
-        return str(log_out_other_sessions("7"))
+        @app.route("/others")
+        def others() -> str:
+            return str(log_out_other_sessions("7"))
 
-    with pytest.raises(ConfigurationError, match=r"PgSession\(app\)"):
-        app.test_client().get("/others")
+        @app.route("/sessions")
+        def sessions() -> str:
+            return str(sessions_for_user("7"))
+
+    def needs(name: str, app: Flask) -> str:
+        return (
+            f"{name}() needs pgsession-wsgi on the app {app.name!r}: set it up with "
+            "PgSession(app) or FlaskPgSession(app)"
+        )
+
+    for path, name in (("/others", "log_out_other_sessions"), ("/sessions", "sessions_for_user")):
+        with pytest.raises(ConfigurationError) as raised:
+            plain.test_client().get(path)
+        assert str(raised.value) == needs(name, plain)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+            assert by_hand.test_client().get(path).status_code == 500
+        assert [r.getMessage() for r in caplog.records if r.name == "pgsession_wsgi"] == [
+            "session error, answering 500: " + needs(name, by_hand)
+        ]
 
 
 # -- the same two on Quart -------------------------------------------------------------------------
