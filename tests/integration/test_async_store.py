@@ -5,6 +5,7 @@ busy or slow, directly and through PgBouncer."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,6 +42,7 @@ from pgsession_wsgi.errors import (
     StoreUnavailable,
 )
 from pgsession_wsgi.store import PostgresStore
+from pgsession_wsgi.store_base import StoreMethods
 
 pytestmark = pytest.mark.anyio
 
@@ -209,6 +211,23 @@ async def test_every_operation_answers_as_the_sync_store(
     assert [async_users == sync_users for async_users, sync_users in users] == [True] * len(users)
     assert users[8][0] == [("bob",)]  # set by the write that made b
     assert users[11][0] == [(None,)]  # cleared by the write that replaced its data
+
+
+def test_every_method_of_the_sync_store_is_awaited_with_its_name_signature_and_docs() -> None:
+    """What help() and the API docs show of the async store: each method the two stores share
+    (every one, so a method added to both cannot be forgotten here) as a coroutine function."""
+    shared = [  # (mutmut adds copies of the methods under names that are not ASCII)
+        name
+        for name, _ in inspect.getmembers(StoreMethods, inspect.isfunction)
+        if name[0] != "_" and name.isascii()
+    ]
+    assert {"load", "touch", "purge_expired", "delete_all", "stats"} <= set(shared)
+    for name in shared:
+        sync, awaited = getattr(PostgresStore, name), getattr(AsyncPostgresStore, name)
+        assert inspect.iscoroutinefunction(awaited), name
+        assert awaited.__name__ == name
+        assert awaited.__doc__ == sync.__doc__ and awaited.__doc__, name
+        assert inspect.signature(awaited) == inspect.signature(sync), name
 
 
 async def test_each_store_reads_what_the_other_wrote(make_async: MakeAsync, make_store: MakeSync) -> None:
