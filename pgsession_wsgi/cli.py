@@ -507,29 +507,30 @@ def _check_port(host: str, port: int) -> None:
             f"--host {host} is not an address this machine can listen on: give an IP address, such "
             "as 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
         ) from None
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+    try:
+        # Inside the try: a kernel without IPv6 resolves "::1" but refuses the socket itself.
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                message = (
-                    f"port {port} on {host} is already in use: stop what listens there, or pick "
-                    "another port with --port"
-                )
-            elif exc.errno == errno.EACCES:
-                message = f"port {port} needs privileges this user lacks: pick a port above 1023 with --port"
-            elif exc.errno == errno.EADDRNOTAVAIL:
-                message = (
-                    f"--host {host} is not an address of this machine: use 127.0.0.1, or 0.0.0.0 for "
-                    "every interface"
-                )
-            else:
-                message = (
-                    f"cannot listen on port {port} of {host} ({exc.strerror}): pick another with "
-                    "--port or --host"
-                )
-            raise ConfigurationError(message) from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            message = (
+                f"port {port} on {host} is already in use: stop what listens there, or pick "
+                "another port with --port"
+            )
+        elif exc.errno == errno.EACCES:
+            message = f"port {port} needs privileges this user lacks: pick a port above 1023 with --port"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            message = (
+                f"--host {host} is not an address of this machine: use 127.0.0.1, or 0.0.0.0 for "
+                "every interface"
+            )
+        else:
+            message = (
+                f"cannot listen on port {port} of {host} ({exc.strerror}): pick another with "
+                "--port or --host"
+            )
+        raise ConfigurationError(message) from None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

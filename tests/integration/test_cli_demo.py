@@ -9,6 +9,7 @@ child process, as the README shows it, is in test_examples.py.
 
 from __future__ import annotations
 
+import errno
 import http.client
 import importlib.abc
 import os
@@ -429,6 +430,24 @@ def test_demo_on_an_address_it_cannot_listen_on_says_why(capsys: pytest.CaptureF
     port = free_port()
     err = demo_error(["--host", "fe80::1", "--port", str(port)], capsys)
     assert re.fullmatch(rf"pgsession-wsgi demo: error: cannot listen on port {port} of fe80::1 "
+                        r"\([^()]+\): pick another with --port or --host\n", err), err
+
+
+def test_demo_on_ipv6_where_the_machine_has_none_is_one_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A kernel without IPv6 still resolves ``::1`` (a literal needs no lookup) but refuses the
+    socket itself: the same one line, not a traceback."""
+    real_socket = socket.socket
+
+    def no_ipv6(family: int = socket.AF_INET, *args: object, **kwargs: object) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
+        return real_socket(family, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "socket", no_ipv6)
+    port = free_port()
+    err = demo_error(["--host", "::1", "--port", str(port)], capsys)
+    assert re.fullmatch(rf"pgsession-wsgi demo: error: cannot listen on port {port} of ::1 "
                         r"\([^()]+\): pick another with --port or --host\n", err), err
 
 
