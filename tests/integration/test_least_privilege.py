@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import psycopg2
 import psycopg2.extensions
 import pytest
@@ -32,7 +33,10 @@ from pgsession_wsgi import (
 )
 from pgsession_wsgi.async_store import AsyncPostgresStore
 from pgsession_wsgi.cli import main as cli_main
+from pgsession_wsgi.exchange import DriverErrors, converse
 from pgsession_wsgi.flask import PgSession
+from pgsession_wsgi.sql import grant_statements
+from pgsession_wsgi.store_steps import StoreSteps
 
 SECRET = "least-privilege-secret-0123456789abcdef"
 
@@ -134,6 +138,31 @@ def test_a_role_without_the_grants_is_told_which_it_needs(pg_dsn: str, schema: s
         assert wsgi_call(app, "/").status == 500
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("driver", [psycopg2, psycopg], ids=["psycopg2", "psycopg"])
+def test_a_role_that_cannot_be_asked_for_is_told_the_grants_for_a_placeholder(driver: Any) -> None:
+    """The connection broke between the refused statement and ``SELECT current_user``: the
+    message still names both ways out, with APP_ROLE to replace. Driven without a database, as
+    the store's steps can be: a ``send`` of the test's own answers each statement."""
+    steps = StoreSteps(
+        "app", "sessions", {}, statement_timeout=None, unlogged=False, create=True,
+        store_class="PostgresStore", errors=DriverErrors(driver),
+    )  # fmt: skip
+
+    def connection_lost(link: Any, statement: Any) -> Any:
+        raise driver.OperationalError("server closed the connection unexpectedly")
+
+    role = converse(steps.current_role(), connection_lost, None)
+    assert role is None
+    refused = steps.refused(driver.errors.InsufficientPrivilege("permission denied for table sessions"), role)
+    assert refused.role is None
+    assert str(refused) == (
+        "the session store failed: permission denied for table sessions. The role 'APP_ROLE' needs "
+        "the session table made for it: run `pgsession-wsgi init --dsn ... --schema app --table "
+        "sessions --grant APP_ROLE` once as the table's owner (it creates the table and grants "
+        "what the role needs), or run yourself: " + "; ".join(grant_statements("app", "sessions", "APP_ROLE"))
+    )
 
 
 def test_init_sql_prints_the_grants(capsys: pytest.CaptureFixture[str]) -> None:
