@@ -336,16 +336,38 @@ async def test_quart_on_the_apps_pool_costs_what_the_dsn_store_costs_and_is_left
 @pytest.mark.anyio
 async def test_quart_refuses_the_dsn_store_keys_and_what_is_not_an_async_store(pg_dsn: str) -> None:
     app = quart_app("app", PGSESSION_SCHEMA="elsewhere")
-    with pytest.raises(ConfigurationError, match="PGSESSION_SCHEMA is set, but PgSession"):
+    with pytest.raises(ConfigurationError, match="PGSESSION_SCHEMA is set, but PgSession") as raised:
         QuartPgSession(app, store=AsyncPostgresStore(pg_dsn))
+    assert "(e.g. AsyncPostgresStore.from_pool(pool, table=...))" in str(raised.value)  # what to build
     assert EXTENSION_KEY not in app.extensions
     app = quart_app("prepared", PGSESSION_PREPARED_STATEMENTS=False)
     with pytest.raises(ConfigurationError, match="PGSESSION_PREPARED_STATEMENTS is set, but PgSession"):
         QuartPgSession(app, store=AsyncPostgresStore(pg_dsn))
     assert "PGSESSION_PREPARED_STATEMENTS" in QUART_STORE_KEYS
     sync_store = PostgresStore(pg_dsn)
-    with pytest.raises(ConfigurationError, match="not PostgresStore"):
+    with pytest.raises(ConfigurationError) as raised:
         QuartPgSession(store=sync_store)  # type: ignore[arg-type]
+    assert str(raised.value) == (
+        "PgSession(store=...) takes an AsyncPostgresStore (e.g. AsyncPostgresStore.from_pool(pool)) "
+        "or a callable app -> AsyncPostgresStore, not PostgresStore"
+    )
     sync_store.close()
-    with pytest.raises(ConfigurationError, match="returned NoneType, not an AsyncPostgresStore"):
+    with pytest.raises(ConfigurationError) as raised:
         QuartPgSession(quart_app("other"), store=lambda app: None)  # type: ignore[arg-type,return-value]
+    assert str(raised.value) == (
+        "the store callable given to PgSession returned NoneType, not an AsyncPostgresStore: "
+        "return e.g. AsyncPostgresStore.from_pool(pool)"
+    )
+
+
+@pytest.mark.anyio
+async def test_quart_takes_the_apps_store_itself_not_only_a_callable(pg_dsn: str, schema: str) -> None:
+    store = AsyncPostgresStore(pg_dsn, schema=schema, purge_interval=None)
+    app = quart_app("given")
+    QuartPgSession(app, store=store)
+    try:
+        assert quart_store(app) is store
+        client = app.test_client()
+        assert [await (await client.get("/count")).get_data(as_text=True) for _ in range(2)] == ["1", "2"]
+    finally:
+        await store.close()

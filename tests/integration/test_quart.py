@@ -23,6 +23,7 @@ from quart import request as quart_request
 from quart import session as quart_session
 from quart import websocket as quart_websocket
 from quart.signals import websocket_started
+from quart.testing.app import LifespanError
 from quart.testing.connections import WebsocketResponseError
 from wire import RoundTripCounter
 
@@ -461,6 +462,44 @@ async def test_the_cookie_is_secure_over_https_and_not_over_http_by_default(make
     assert "Secure" not in over_http.split("; ")[1:]
 
 
+async def test_a_cookie_in_any_of_several_cookie_headers_is_read(make_app: Any) -> None:
+    """HTTP/2 clients may send each cookie in a header of its own."""
+    app = make_app()
+    _, _, [cookie] = await get(app.test_client(), "/set?a=1")
+    client = app.test_client(use_cookies=False)
+    headers = [("Cookie", "theme=dark"), ("Cookie", cookie.split(";")[0])]
+    assert (await get(client, "/read", headers=headers))[1] == {"a": "1"}
+
+
+async def test_secret_key_fallbacks_read_cookies_signed_with_an_old_key(make_app: Any) -> None:
+    old = make_app()
+    _, _, [cookie] = await get(old.test_client(), "/set?a=1")
+    rotated = make_app(SECRET_KEY="a new key " * 4, SECRET_KEY_FALLBACKS=[SECRET])
+    client = rotated.test_client(use_cookies=False)
+    assert (await get(client, "/read", headers={"Cookie": cookie.split(";")[0]}))[1] == {"a": "1"}
+    without = make_app(SECRET_KEY="a new key " * 4)
+    assert (await get(without.test_client(), "/read", headers={"Cookie": cookie.split(";")[0]}))[1] == {}
+
+
+async def test_the_dsn_stores_table_settings_come_from_the_quart_config(
+    make_app: Any, pg_dsn: str, schema: str
+) -> None:
+    app = make_app(PGSESSION_TABLE="q_unlogged", PGSESSION_UNLOGGED=True)
+    assert interface(app).store.purge_interval == 300  # the default purge, every 5 minutes
+    async with app.test_app():
+        [(persistence,)] = sql(
+            pg_dsn,
+            "SELECT relpersistence FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
+            (schema, "q_unlogged"),
+        )
+    assert persistence == "u"
+    missing = make_app(PGSESSION_TABLE="q_missing", PGSESSION_CREATE_TABLE=False)
+    with pytest.raises(LifespanError, match='"q_missing" does not exist'):
+        async with missing.test_app():  # startup fails: the table was not created
+            pass
+
+
 async def test_setting_up_twice_or_without_secret_or_dsn_is_refused(pg_dsn: str, schema: str) -> None:
     app = Quart("twice")
     app.config.update(SECRET_KEY="s", PGSESSION_DSN=pg_dsn, PGSESSION_SCHEMA=schema)
@@ -627,6 +666,27 @@ async def test_a_session_error_at_connect_closes_the_websocket_with_1011_and_run
     assert sent == [{"type": "websocket.close", "code": 1011, "reason": "session error"}]
     assert ran == []
     [record] = session_records(caplog)
+    assert record.getMessage().startswith("session error while loading, closing the websocket with 1011: ")
+    assert "could not be decoded" in record.getMessage()
+
+
+async def test_a_session_error_at_load_is_a_plain_500_with_one_log_line(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not an outage (a row something else wrote, which cannot be decoded): a plain 500 before
+    the view runs, and one line saying the load failed and why."""
+    app = make_app()
+    _, _, [cookie] = await get(app.test_client(), "/set?a=1")
+    sql(interface(app).store, """UPDATE {t} SET data = '{"v": {" u": "not-a-uuid"}}'::jsonb""")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        response = await app.test_client().get("/read", headers={"Cookie": cookie.split(";")[0]})
+    assert response.status_code == 500
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert await response.get_data(as_text=True) == "Internal Server Error\n"
+    [record] = session_records(caplog)
+    assert record.levelno == logging.ERROR
+    assert record.getMessage().startswith("session error while loading, answering 500: ")
     assert "could not be decoded" in record.getMessage()
 
 
