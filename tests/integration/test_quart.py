@@ -731,6 +731,39 @@ async def test_a_write_before_the_refusal_fails_saying_why(
     ]
 
 
+async def test_the_refusals_come_before_the_apps_own_hooks_even_those_registered_first(
+    pg_dsn: str, schema: str
+) -> None:
+    """A session that could not be loaded (the store down) and a cross-origin handshake are
+    answered before any of the app's before_request/before_websocket hooks, also those the app
+    registered before PgSession(app): none of them meets such a session."""
+    app = Quart("hooks_first")
+    app.config.update(SECRET_KEY=SECRET, PGSESSION_DSN=dead_dsn(pg_dsn), PGSESSION_SCHEMA=schema)
+    ran: list[str] = []
+
+    @app.before_request
+    async def early_request() -> None:
+        ran.append(f"request: {dict(quart_session)}")
+
+    @app.before_websocket
+    async def early_websocket() -> None:
+        ran.append(f"websocket: {dict(quart_session)}")
+
+    @app.websocket("/ws")
+    async def ws() -> None:
+        await quart_websocket.accept()
+
+    ext = PgSession(app)
+    try:
+        response = await app.test_client().get("/", headers={"Cookie": f"session={signed_cookie()}"})
+        assert response.status_code == 503
+        sent = await handshake(app, "/ws", {"Origin": "https://evil.example"})
+        assert sent[0]["type"] == "websocket.http.response.start" and sent[0]["status"] == 403
+        assert ran == []
+    finally:
+        await ext.store.close()
+
+
 async def test_a_websocket_the_handler_closed_is_not_closed_again_when_the_store_fails(
     make_app: Any, pg_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
