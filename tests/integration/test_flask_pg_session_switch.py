@@ -24,7 +24,7 @@ import psycopg2.extensions
 import pytest
 from db import sql
 from flask import Flask, session
-from helpers import ClosingClient, add_count_route, close_extension_stores
+from helpers import ClosingClient, add_count_route, close_extension_stores, wait_for
 from legacy_rows import (
     LEGACY_SECRET,
     LEGACY_TABLE,
@@ -644,3 +644,102 @@ def test_a_prefixed_core_refuses_an_id_holding_the_separator() -> None:
     assert core.wants_load(ok) is True and ok.session_id == "a\x00" + "c" * 43
     with pytest.raises(ConfigurationError, match="NUL"):
         SessionCore.configure(None, **{**options, "key_prefix": "a\x00b"})
+
+
+# -- the move itself: a row rewritten meanwhile, a row that cannot be read back, a lost connection ---
+
+
+def test_a_row_flask_pg_session_rewrote_after_the_look_is_moved_as_rewritten(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The move deletes the old row only if it still holds the pickle that was read: a row an old
+    worker rewrote meanwhile is read again, never replaced by what it held before."""
+    create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, sid, {"cart": [1]}, naive_utc(MONTH))
+    real = LegacyFallbackStore._convert
+    calls: list[int] = []
+
+    def rewritten_after_the_look(self: LegacyFallbackStore, *args: Any) -> Any:
+        if not calls:  # flask-pg-session writes the session again between the look and the move
+            write_row(pg_dsn, schema, sid, {"cart": [1, 2]}, naive_utc(MONTH))
+        calls.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(LegacyFallbackStore, "_convert", rewritten_after_the_look)
+    assert get(make_app(), sid).json == {"cart": "[1, 2]"}
+    assert len(calls) == 2  # the first move found the row changed: it was looked at again
+    assert new_rows(pg_dsn, schema)[key(sid)][0] == {"cart": [1, 2]}
+    assert old_ids(pg_dsn, schema) == []
+
+
+def test_a_moved_row_that_cannot_be_read_back_is_a_500_naming_the_error(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trigger of someone else's rewrites the inserted row into JSON the codec never writes (a
+    5000-digit number): the move's answer is refused as the store's own load refuses such a row."""
+    create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, sid, {"cart": [1]}, naive_utc(MONTH))
+    app = make_app()
+    assert get(app, None).status_code == 200  # the new table is made
+    sql(
+        pg_dsn,
+        f"CREATE FUNCTION {q(schema)}.widen() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN NEW.data := jsonb_build_object('n', repeat('9', 5000)::numeric); RETURN NEW; END $$",
+    )
+    sql(
+        pg_dsn,
+        f"CREATE TRIGGER widen BEFORE INSERT ON {q(schema)}.{q(NEW)}"
+        f" FOR EACH ROW EXECUTE FUNCTION {q(schema)}.widen()",
+    )
+    with caplog.at_level(logging.ERROR, logger="pgsession_wsgi"):
+        assert get(app, sid).status_code == 500
+    assert "a stored session could not be decoded (ValueError)" in caplog.text
+
+
+def test_a_connection_lost_during_the_move_is_a_503_and_the_move_is_not_repeated(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The move inserts: like the store's own inserts it is not run again on another connection
+    (it may have been applied). The request is a 503; the next one moves the session."""
+    create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, sid, {"cart": [1]}, naive_utc(MONTH))
+    app = make_app()
+    assert get(app, None).status_code == 200  # the new table is made
+    target = f"{q(schema)}.{q(NEW)}"
+    real = LegacyFallbackStore._convert
+    calls: list[int] = []
+    ended: list[Any] = []
+
+    def end_the_move_while_it_waits(locker: Any) -> None:
+        # The move waits on the lock; the server then ends its connection (a restart, a failover).
+        waiting = "SELECT pid FROM pg_locks WHERE relation = to_regclass(%s) AND NOT granted"
+        try:
+            wait_for(lambda: sql(pg_dsn, waiting, (target,)), "the move to wait on the lock")
+            ((pid,),) = sql(pg_dsn, waiting, (target,))
+            ended.extend(sql(pg_dsn, "SELECT pg_terminate_backend(%s, 10000)", (pid,)))
+        finally:
+            locker.rollback()
+            locker.close()
+
+    def lock_before_the_move(self: LegacyFallbackStore, *args: Any) -> Any:
+        if not calls:
+            locker = psycopg2.connect(pg_dsn)
+            with locker.cursor() as cur:
+                cur.execute(f"LOCK TABLE {target} IN ACCESS EXCLUSIVE MODE")
+            thread = threading.Thread(target=end_the_move_while_it_waits, args=(locker,))
+            thread.start()
+            threads.append(thread)
+        calls.append(1)
+        return real(self, *args)
+
+    threads: list[threading.Thread] = []
+    monkeypatch.setattr(LegacyFallbackStore, "_convert", lock_before_the_move)
+    assert get(app, sid).status_code == 503
+    threads[0].join(60)
+    assert ended == [(True,)]
+    assert old_ids(pg_dsn, schema) == [sid] and key(sid) not in new_rows(pg_dsn, schema)
+    assert get(app, sid).json == {"cart": "[1]"}
+    assert old_ids(pg_dsn, schema) == []
