@@ -657,7 +657,16 @@ class SessionCore:
         :param session: a session saved before its response body finished.
         """
         state = session.state
-        return state.used_since_save and state.refused is None and not state.late_refused and session.unsaved
+        if not state.used_since_save or state.refused is not None or state.late_refused:
+            return False
+        try:
+            return session.unsaved
+        except SessionError:
+            # A value changed in place into one the codec refuses: the late save meets the same
+            # error inside the adapter's handling, which logs it, rather than here, outside; and
+            # only once, however many late points the request still has.
+            state.late_refused = True
+            return True
 
     def _save(self, session: Session, state: SessionState) -> Steps[str | None]:
         old_id = state.session_id

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from apps.asgi_support import MakeAsyncStore, http_client
 from db import sql
-from flask import Flask
+from flask import Flask, stream_with_context
 from flask import session as flask_session
 from helpers import ClosingClient, close_extension_stores
-from quart import Quart, stream_with_context
+from quart import Quart
 from quart import session as quart_session
+from quart import stream_with_context as quart_stream_with_context
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -51,6 +52,18 @@ def flask_app(pg_dsn: str, schema: str) -> Iterator[tuple[Flask, list[Any]]]:
     def write() -> str:
         flask_session["a"] = 1
         return "ok"
+
+    @app.get("/spoil")
+    def spoil() -> Any:
+        flask_session["cart"] = [1]
+
+        @stream_with_context
+        def body() -> Iterator[bytes]:
+            yield b"first part;"
+            flask_session["cart"].append({2})  # a set, changed in place after the save
+            yield b"second part"
+
+        return body(), 200
 
     @app.teardown_request
     def teardown(exc: BaseException | None) -> None:
@@ -88,7 +101,7 @@ async def quart_app(pg_dsn: str, schema: str) -> AsyncIterator[tuple[Quart, list
     async def stream() -> Any:
         quart_session["a"] = 1
 
-        @stream_with_context
+        @quart_stream_with_context
         async def body() -> AsyncIterator[bytes]:
             yield json.dumps(dict(quart_session)).encode()
             quart_session["b"] = 2  # after the headers went out
@@ -98,6 +111,18 @@ async def quart_app(pg_dsn: str, schema: str) -> AsyncIterator[tuple[Quart, list
     @app.get("/read")
     async def read() -> Any:
         return dict(quart_session)
+
+    @app.get("/spoil")
+    async def spoil() -> Any:
+        quart_session["cart"] = [1]
+
+        @quart_stream_with_context
+        async def body() -> AsyncIterator[bytes]:
+            yield b"first part;"
+            quart_session["cart"].append({2})  # a set, changed in place after the save
+            yield b"second part"
+
+        return body(), 200
 
     @app.teardown_request
     async def teardown(exc: BaseException | None) -> None:
@@ -168,3 +193,58 @@ async def test_starlette_streamed_body_reads_the_values_and_its_change_reaches_t
         assert (await client.get("/stream")).json() == {"a": 1}
         assert stored(store) == [{"a": 1, "b": 2}]
         assert (await client.get("/read")).json() == {"a": 1, "b": 2}
+
+
+# -- a late change into something unstorable ------------------------------------------------------
+
+
+async def starlette_spoil_while_streaming(request: Request) -> StreamingResponse:
+    request.session["cart"] = [1]
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first part;"
+        request.session["cart"].append({2})  # a set, changed in place after the save
+        yield b"second part"
+
+    return StreamingResponse(body())
+
+
+@pytest.mark.anyio
+async def test_a_streamed_change_into_an_unstorable_value_is_one_log_line_not_a_crash(
+    make_async_store: MakeAsyncStore, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The response was sent; what the body changed cannot be stored: the saved row stays as it
+    was and one error line names the value, instead of an exception out of the app."""
+    store = make_async_store()
+    app = Starlette(routes=[Route("/spoil", starlette_spoil_while_streaming)])
+    app.add_middleware(AsgiSessionMiddleware, store=store, secret_key=SECRET)
+    async with http_client(app) as client:
+        response = await client.get("/spoil")
+    assert response.text == "first part;second part"
+    assert stored(store) == [{"cart": [1]}]
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "cart" in errors[0].getMessage(), caplog.text
+
+
+def only_error_names_the_key(caplog: pytest.LogCaptureFixture) -> None:
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "cart" in errors[0].getMessage(), caplog.text
+
+
+def test_flask_streamed_change_into_an_unstorable_value_is_one_log_line(
+    flask_app: tuple[Flask, list[Any]], caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, _ = flask_app
+    with app.test_client() as client:
+        assert client.get("/spoil").data == b"first part;second part"
+    only_error_names_the_key(caplog)
+
+
+@pytest.mark.anyio
+async def test_quart_streamed_change_into_an_unstorable_value_is_one_log_line(
+    quart_app: tuple[Quart, list[Any]], caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, _ = quart_app
+    response = await app.test_client().get("/spoil")
+    assert await response.get_data() == b"first part;second part"
+    only_error_names_the_key(caplog)
