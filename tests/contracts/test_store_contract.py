@@ -446,8 +446,11 @@ async def test_delete_all_goes_batch_by_batch(make: Callable[..., Store], pg_dsn
     store = make()
     await store.create_table()
     expired_rows(pg_dsn, store.qualified_name, 4, live=10)
-    assert await store.delete_all(batch_size=3) == 10
+    assert await store.delete_all(batch_size=3) == 10  # counted over every batch
     assert (await store.stats())["expired"] == 0
+    expired_rows(pg_dsn, store.qualified_name, 1, live=2)
+    assert await store.delete_all(batch_size=1) == 2  # the smallest batch there is
+    assert (await store.stats())["live"] == 0
     with pytest.raises(ConfigurationError, match="batch_size must be at least 1"):
         await store.delete_all(batch_size=0)
 
