@@ -711,6 +711,35 @@ def test_a_session_data_error_at_connect_closes_the_handshake_with_1011(
         assert closed.value.reason == "session error"
         [record] = session_records(caplog, logging.ERROR)
         assert "could not be decoded" in record.getMessage()
+        # What failed (asgi.xǁSessionMiddlewareǁ_websocket mutants 15, 18, 19).
+        assert record.getMessage().startswith("session error while loading, answering 500: ")
+
+
+async def _ws_load_then_accept(ws: WebSocket) -> None:
+    await load_session(ws)
+    await ws.accept()
+    await ws.send_json(dict(ws.session))
+    await ws.close()
+
+
+def test_load_session_before_accepting_with_the_store_down_closes_the_handshake_with_1013(
+    pg_dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As autoload does; after the accept it is too late, and the error goes to the server.
+    asgi.xǁSessionMiddlewareǁ_websocket mutants 38-40, 55-58, 60, 61."""
+    store = AsyncPostgresStore(dead_dsn(pg_dsn), schema=schema, connect_timeout=1, pool_timeout=1)
+    app = starlette_app(store, autoload=False)
+    app.router.routes.append(WebSocketRoute("/ws-load", _ws_load_then_accept))
+    with TestClient(app) as client:
+        client.cookies.set("session", signed_cookie())
+        caplog.set_level(logging.INFO, logger="pgsession_wsgi")
+        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/ws-load"):
+            pass
+        assert (closed.value.code, closed.value.reason) == (1013, "session store unavailable")
+        [record] = session_records(caplog, logging.ERROR)
+        assert record.getMessage().startswith("session store unavailable, answering 503: ")
+        with pytest.raises(StoreUnavailable), client.websocket_connect("/ws?load=1") as ws:  # accepted first
+            ws.receive_json()
 
 
 async def _ws_save_one_key(ws: WebSocket) -> None:
@@ -978,8 +1007,28 @@ async def test_the_403_to_a_cross_origin_handshake_as_the_server_gets_it(
     }
 
 
+async def test_the_apps_own_origin_is_its_host_header_else_the_servers_address(
+    pg_dsn: str, make_async_store: MakeAsyncStore
+) -> None:
+    """Behind a proxy the Host header names the site, not the address the server listens on;
+    without a Host header (HTTP/1.0) the server's address stands in. asgi._origin_allowed
+    mutants 16, 19 (now _asgi_plumbing.origin_allowed)."""
+    store = make_async_store(dsn=dead_dsn(pg_dsn), connect_timeout=1, pool_timeout=1)
+    app = starlette_app(store)
+    origin = [(b"origin", b"http://app.example.com")]
+    sent = await raw_websocket(app, origin, host=b"app.example.com")
+    assert sent[0]["type"] == "websocket.accept"
+    sent = await raw_websocket(app, origin)  # Host: testserver
+    assert sent[0]["type"] == "websocket.close"
+    sent = await raw_websocket(app, [(b"origin", b"http://testserver")], host=None)
+    assert sent[0]["type"] == "websocket.accept"  # server ("testserver", 80)
+
+
 async def raw_websocket(
-    app: Any, headers: list[tuple[bytes, bytes]], extensions: dict[str, Any] | None = None
+    app: Any,
+    headers: list[tuple[bytes, bytes]],
+    extensions: dict[str, Any] | None = None,
+    host: bytes | None = b"testserver",
 ) -> list[dict[str, Any]]:
     """A websocket to ``app`` from a server with these extensions (by default none, so not the
     websocket.http.response one): what the app sent up to its ``websocket.accept`` or
@@ -992,7 +1041,7 @@ async def raw_websocket(
         "raw_path": b"/ws",
         "root_path": "",
         "query_string": b"",
-        "headers": [(b"host", b"testserver"), *headers],
+        "headers": [*([(b"host", host)] if host is not None else []), *headers],
         "client": ("127.0.0.1", 5000),
         "server": ("testserver", 80),
         "subprotocols": [],
@@ -1061,7 +1110,27 @@ async def test_a_store_unreachable_at_startup_does_not_stop_the_app(
             async with http_client(app) as client:
                 assert (await client.get("/none")).status_code == 200
                 assert (await client.get("/set?a=1")).status_code == 503
-    assert "not reachable at startup" in caplog.text
+    # Why, in the store's own words (asgi.xǁSessionMiddlewareǁ_lifespan_send mutants 7, 9, 10).
+    first = session_records(caplog)[0].getMessage()
+    assert first.startswith("session store not reachable at startup, will retry on use: cannot connect to")
+
+
+async def test_a_failed_shutdown_of_the_app_still_closes_the_store(make_async_store: MakeAsyncStore) -> None:
+    """asgi.xǁSessionMiddlewareǁ_lifespan_send mutants 17, 18 (lifespan.shutdown.failed)."""
+    store = make_async_store()
+
+    async def app_lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        raise RuntimeError("the app's own shutdown failed")
+
+    app = Starlette(routes=[], lifespan=asynccontextmanager(app_lifespan))
+    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET)
+    with pytest.raises(RuntimeError, match="own shutdown failed"):
+        async with lifespan(app) as sent:
+            assert await store.stats() is not None  # open
+    assert sent[-1]["type"] == "lifespan.shutdown.failed"
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.stats()
 
 
 def test_starlettes_test_client_runs_the_lifespan_and_closes_every_connection(
