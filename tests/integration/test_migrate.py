@@ -779,3 +779,25 @@ def test_a_batch_sent_for_its_size_at_the_last_row_is_reported_once(
                                       on_batch=lambda done, total: calls.append((done, total)))
     assert report.migrated == 3
     assert calls == [(0, 3), (3, 3)]
+
+
+def test_a_move_gives_a_browser_session_the_lifetime_and_keeps_other_expiries(
+    pg_dsn: str, schema: str
+) -> None:
+    """A row flask-pg-session stored without expiry (a browser session) moves with
+    ``now() + lifetime``, as in place; a row with an expiry keeps it."""
+    create_legacy_table(pg_dsn, schema)
+    browser, permanent = str(uuid.uuid4()), str(uuid.uuid4())
+    write_row(pg_dsn, schema, browser, {"n": 1}, None)
+    expiry = naive_utc(dt.timedelta(days=3)).replace(microsecond=0)
+    write_row(pg_dsn, schema, permanent, {"n": 2}, expiry)
+    report = migrate_flask_pg_session(pg_dsn, schema=schema, into=NEW_TABLE, lifetime=dt.timedelta(hours=5))
+    assert report.migrated == 2
+    assert stored_ids(pg_dsn, schema) == set()
+    rows = sql(pg_dsn, f"SELECT id, expires_at, expires_at - now() FROM {q(schema)}.{q(NEW_TABLE)}")
+    moved = {bytes(key): (expires, remaining) for key, expires, remaining in rows}
+    assert set(moved) == {hashlib.sha256(sid.encode()).digest() for sid in (browser, permanent)}
+    _, remaining = moved[hashlib.sha256(browser.encode()).digest()]
+    assert dt.timedelta(hours=4, minutes=59) < remaining <= dt.timedelta(hours=5)
+    expires, _ = moved[hashlib.sha256(permanent.encode()).digest()]
+    assert expires == expiry.replace(tzinfo=dt.timezone.utc)
