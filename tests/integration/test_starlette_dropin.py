@@ -7,7 +7,11 @@ our sessions, and ``exclude_paths`` (routes that never pay for a session), on a 
 from __future__ import annotations
 
 import inspect
+import json
+import os
 import re
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -73,6 +77,53 @@ def test_the_table_maps_every_option_of_starlettes_middleware() -> None:
     assert theirs <= ours  # and is accepted by its own name
 
 
+# The defaults as help(SessionMiddleware) and the API docs show them: the options a Starlette
+# name also sets show their own defaults, the Starlette names none.
+SHOWN_DEFAULTS = {
+    "cookie_name": "'session'",
+    "idle_timeout": "datetime.timedelta(days=31)",
+    "permanent": "False",
+    "cookie_path": "'/'",
+    "cookie_domain": "None",
+    "cookie_secure": "None",
+    "cookie_samesite": "'Lax'",
+    "cookie_partitioned": "False",
+    **{name: "None" for name in STARLETTE_OPTIONS},
+}
+_PRINT_DEFAULTS = (
+    "import inspect, json; from pgsession_wsgi.asgi import SessionMiddleware; "
+    "print(json.dumps({name: repr(p.default) for name, p in "
+    "inspect.signature(SessionMiddleware).parameters.items()}))"
+)
+
+
+def test_the_signature_shows_each_options_default() -> None:
+    """Told apart from the same value passed (so passing ours at its default next to Starlette's
+    name is still refused), a default still shows as its value. asgi.xǁ_Defaultǁ__repr__ mutant 1."""
+    shown = {name: repr(p.default) for name, p in inspect.signature(SessionMiddleware).parameters.items()}
+    assert {name: shown[name] for name in SHOWN_DEFAULTS} == SHOWN_DEFAULTS
+
+
+def test_a_fresh_interpreter_gets_the_same_defaults() -> None:
+    """The defaults are made when the module is imported: import it anew, from where this test
+    imported it, and read them there. asgi._default mutants 2-5 and xǁ_Defaultǁ__init__ mutant 1,
+    which act only at import (a mutation run imports before it picks a mutant; this interpreter
+    inherits the pick)."""
+    package_root = Path(pgsession_wsgi.asgi.__file__).resolve().parents[1]
+    path = os.pathsep.join([str(package_root), os.environ.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", _PRINT_DEFAULTS],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert {name: shown[name] for name in SHOWN_DEFAULTS} == SHOWN_DEFAULTS
+
+
 def test_a_secret_key_passed_where_starlette_takes_it_says_where_it_goes() -> None:
     with pytest.raises(ConfigurationError, match=r"second argument is the store.*store=.*secret_key="):
         SessionMiddleware(Starlette(), SECRET)  # type: ignore[arg-type]  # Starlette's (app, secret_key)
@@ -127,6 +178,16 @@ async def test_a_bad_value_is_refused_by_starlettes_name(
     with pytest.raises(ConfigurationError, match=named) as refused:
         SessionMiddleware(Starlette(), make_async_store(), secret_key=SECRET, **theirs)
     assert not re.search(r"idle_timeout|cookie_samesite", str(refused.value))
+
+
+async def test_only_same_sites_value_is_respelled(store: AsyncPostgresStore) -> None:
+    """Starlette writes ``same_site="strict"``, ours ``"Strict"``; any other name's value is
+    taken as passed, even one spelled like a SameSite value (cookie names are case-sensitive).
+    asgi._from_starlette mutant 16."""
+    async with http_client(starlette_app(store, session_cookie="strict", same_site="strict")) as client:
+        header = (await client.get("/set?a=1")).headers["set-cookie"]
+        assert header.startswith("strict=") and "SameSite=Strict" in header
+        assert (await client.get("/read")).json() == {"a": "1"}
 
 
 async def test_partitioned_by_our_own_name(store: AsyncPostgresStore) -> None:
@@ -293,6 +354,24 @@ async def test_an_excluded_route_using_the_session_is_told_why_it_has_none(store
             await client.get("/read")
         with pytest.raises(OutsideRequestError, match=r"'/read'.*exclude_paths"):
             await client.get("/read/load")
+
+
+async def test_any_use_of_an_excluded_routes_session_says_why_it_has_none(store: AsyncPostgresStore) -> None:
+    """Its methods too (``.get()``), not only reading keys: each names the path and the prefix.
+    asgi.xǁ_NoSessionǁ__getattr__ mutant 1, xǁSessionMiddlewareǁ_excluded mutants 19, 20."""
+
+    async def gets(request: Request) -> Response:
+        return PlainTextResponse(str(request.session.get("user")))
+
+    app = Starlette(routes=[Route("/static/user", gets)])
+    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET, exclude_paths=["/static"])
+    async with http_client(app) as client:
+        with pytest.raises(SessionExcluded) as excluded:
+            await client.get("/static/user")
+    assert str(excluded.value) == (
+        "no session on '/static/user': it is under '/static', which exclude_paths lists; "
+        "take it out of exclude_paths to use the session there"
+    )
 
 
 async def test_an_excluded_websocket_gets_no_session_and_no_origin_check(store: AsyncPostgresStore) -> None:
