@@ -661,7 +661,10 @@ async def test_a_broken_connection_is_retried_only_for_statements_safe_to_repeat
         ):
             assert proxy.doom() == 1
             with pytest.raises(
-                StoreUnavailable, match=r"lost the connection to PostgreSQL \(.*\); it is retried"
+                StoreUnavailable,
+                # The driver's own words for what happened, the one trace of it.
+                match=r"lost the connection to PostgreSQL \(.*server closed the connection unexpectedly\); "
+                "it is retried on the next request",
             ):
                 await store.execute(operation)
             assert await store.execute(operation) in (None, WriteResult(True, False, None))
@@ -672,21 +675,43 @@ async def test_a_broken_connection_is_retried_only_for_statements_safe_to_repeat
         proxy.close()
 
 
-async def test_a_statement_past_statement_timeout_is_store_unavailable(
+async def test_any_other_database_error_is_named_in_a_session_error(
     make: Callable[..., Store], pg_dsn: str
 ) -> None:
-    store = make(statement_timeout=0.3)
+    await make().create_table()
+    # A replica, or a server in read-only mode: every write is refused.
+    read_only = psycopg2.extensions.make_dsn(pg_dsn, options="-c default_transaction_read_only=on")
+    store = make(dsn=read_only, create_table=False)
+    assert await store.load(new_hash(), M) is None  # reads still work
+    with pytest.raises(SessionError) as refused:
+        await store.insert(new_hash(), "{}", None, H, None)
+    assert type(refused.value) is SessionError
+    assert str(refused.value) == "the session store failed: cannot execute INSERT in a read-only transaction"
+
+
+@pytest.mark.parametrize("whose", ["store", "dsn"])
+async def test_a_statement_past_statement_timeout_is_store_unavailable(
+    make: Callable[..., Store], pg_dsn: str, whose: str
+) -> None:
+    if whose == "store":
+        store, limit = make(statement_timeout=0.3), "statement_timeout=0.3s"
+    else:  # the store sets none: the DSN's (or the server's) applies, and the message says so
+        dsn = psycopg2.extensions.make_dsn(pg_dsn, options="-c statement_timeout=300")
+        store, limit = make(dsn=dsn, statement_timeout=None), "the statement_timeout your DSN or server sets"
     id_hash = new_hash()
     await store.insert(id_hash, '{"a": 1}', None, H, None)
     locker = psycopg2.connect(pg_dsn)
     try:
         with locker.cursor() as cur:
             cur.execute(f"SELECT 1 FROM {store.qualified_name} WHERE id = %s FOR UPDATE", (id_hash,))
-        message = r"a session statement ran longer than statement_timeout=0.3s; check the database load"
-        with pytest.raises(StoreUnavailable, match=message):
+        with pytest.raises(StoreUnavailable) as timed_out:
             await store.write(
                 id_hash, '{"b": 2}', [], replace=False, new_hash=None, idle=H, absolute=None, touch_interval=M
             )
+        assert str(timed_out.value) == (
+            f"a session statement ran longer than {limit}; check the database load, "
+            "or raise statement_timeout"
+        )
         assert (await store.load(id_hash, M)).data == {"a": 1}  # a read waits for no row lock
     finally:
         locker.rollback()
