@@ -743,3 +743,63 @@ def test_a_connection_lost_during_the_move_is_a_503_and_the_move_is_not_repeated
     assert old_ids(pg_dsn, schema) == [sid] and key(sid) not in new_rows(pg_dsn, schema)
     assert get(app, sid).json == {"cart": "[1]"}
     assert old_ids(pg_dsn, schema) == []
+
+
+def test_a_connection_lost_during_the_look_is_retried_on_a_fresh_one(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask]
+) -> None:
+    """The look only reads: like the store's own loads it runs again when its connection breaks."""
+    create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, sid, {"cart": [1]}, naive_utc(MONTH))
+    app = make_app()
+    assert get(app, None).status_code == 200  # the new table is made
+    old = f"{q(schema)}.{OLD}"
+    locker = psycopg2.connect(pg_dsn)
+    ended: list[Any] = []
+
+    def end_the_look_while_it_waits() -> None:
+        waiting = "SELECT pid FROM pg_locks WHERE relation = to_regclass(%s) AND NOT granted"
+        try:
+            wait_for(lambda: sql(pg_dsn, waiting, (old,)), "the look to wait on the lock")
+            ((pid,),) = sql(pg_dsn, waiting, (old,))
+            ended.extend(sql(pg_dsn, "SELECT pg_terminate_backend(%s, 10000)", (pid,)))
+        finally:
+            locker.rollback()
+            locker.close()
+
+    with locker.cursor() as cur:
+        cur.execute(f"LOCK TABLE {old} IN ACCESS EXCLUSIVE MODE")
+    thread = threading.Thread(target=end_the_look_while_it_waits)
+    thread.start()
+    try:
+        assert get(app, sid).json == {"cart": "[1]"}
+    finally:
+        thread.join(60)
+    assert ended == [(True,)]
+    assert old_ids(pg_dsn, schema) == []
+
+
+def test_a_row_rewritten_at_every_look_is_given_up_after_the_second(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The move is tried twice at most: a row that changes under every try leaves the request with
+    a fresh session and stays in the old table (as it was last written)."""
+    create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, sid, {"n": 0}, naive_utc(MONTH))
+    real = LegacyFallbackStore._convert
+    calls: list[int] = []
+
+    def rewritten_after_each_look(self: LegacyFallbackStore, *args: Any) -> Any:
+        calls.append(1)
+        write_row(pg_dsn, schema, sid, {"n": len(calls)}, naive_utc(MONTH))
+        return real(self, *args)
+
+    monkeypatch.setattr(LegacyFallbackStore, "_convert", rewritten_after_each_look)
+    app = make_app()
+    client = app.test_client()
+    client.set_cookie("session", sid)
+    assert client.get("/bump").text == "1"  # a fresh session
+    assert len(calls) == 2
+    assert old_ids(pg_dsn, schema) == [sid] and key(sid) not in new_rows(pg_dsn, schema)
