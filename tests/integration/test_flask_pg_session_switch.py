@@ -803,3 +803,31 @@ def test_a_row_rewritten_at_every_look_is_given_up_after_the_second(
     assert client.get("/bump").text == "1"  # a fresh session
     assert len(calls) == 2
     assert old_ids(pg_dsn, schema) == [sid] and key(sid) not in new_rows(pg_dsn, schema)
+
+
+def test_a_session_moved_by_someone_else_after_the_look_is_read_at_once(
+    pg_dsn: str,
+    schema: str,
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    wire_counter: RoundTripCounter,
+) -> None:
+    """The command (or another request) moves the session between this request's look and its
+    move: the move finds nothing, and the session is read from the new table with one statement
+    more, not looked for again."""
+    create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, sid, {"n": 5}, naive_utc(MONTH))
+    app = make_app(SQLALCHEMY_DATABASE_URI=wire_counter.dsn)
+    assert get(app, None).status_code == 200  # the new table is made
+    real = LegacyFallbackStore._convert
+
+    def moved_by_the_command_meanwhile(self: LegacyFallbackStore, *args: Any) -> Any:
+        assert migrate_flask_pg_session(pg_dsn, schema=schema, into=NEW).migrated == 1
+        return real(self, *args)
+
+    monkeypatch.setattr(LegacyFallbackStore, "_convert", moved_by_the_command_meanwhile)
+    # The miss, the look, the move that finds nothing, the load of the moved row.
+    assert statements_for(app, wire_counter, sid) == 4, wire_counter.statements
+    assert get(app, sid).json == {"n": "5"}
+    assert old_ids(pg_dsn, schema) == []
