@@ -1154,3 +1154,85 @@ def test_starlettes_test_client_runs_the_lifespan_and_closes_every_connection(
     wait_for(lambda: connections() == 0, "the shutdown closed the pool's connections")
     with pytest.raises(StoreUnavailable, match="closed"):
         asyncio.run(store.stats())
+
+
+# -- construction errors, word for word (they say what to pass instead) -------------------------
+
+
+async def test_a_starlette_secret_where_the_store_goes_says_the_store_comes_second(
+    make_async_store: MakeAsyncStore,
+) -> None:
+    """asgi SessionMiddleware.__init__ mutants 6, 8, 9, 11-15: Starlette's own ``Secret`` (not
+    only a str) in the store's place, and the whole message."""
+    from starlette.datastructures import Secret
+
+    expected = (
+        "SessionMiddleware(app, store, secret_key=...): the second argument is the store, "
+        "not the secret key as in Starlette's: pass store=AsyncPostgresStore(dsn), secret_key=..."
+    )
+    for secret in (Secret(SECRET), SECRET):
+        with pytest.raises(ConfigurationError) as refused:
+            SessionMiddleware(starlette_app, secret)  # type: ignore[arg-type]
+        assert str(refused.value) == expected
+
+
+@pytest.mark.parametrize("kind", ["sync", "no store at all"])
+def test_a_store_that_is_not_async_is_named_in_the_error(make_store: Any, kind: str) -> None:
+    """SessionMiddleware.__init__ mutants 22, 26-29: an object without ``execute`` is refused the
+    same way (not an AttributeError), and the message names what was passed."""
+    given: Any = make_store() if kind == "sync" else object()
+    with pytest.raises(ConfigurationError) as refused:
+        SessionMiddleware(starlette_app, given, secret_key=SECRET)
+    assert str(refused.value) == (
+        "the ASGI SessionMiddleware needs an async store (a sync one would block the event loop), "
+        f"not {type(given).__name__}: pass pgsession_wsgi.asgi.AsyncPostgresStore(dsn)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("paths", "message"),
+    [
+        (
+            ["/static", 3],
+            "exclude_paths holds 3: each entry is a path prefix, a str such as '/static' "
+            "(which leaves out /static and everything under it)",
+        ),
+        (
+            "static",
+            "exclude_paths entry 'static' must start with '/': e.g. '/static', which leaves out "
+            "/static and everything under it",
+        ),
+        (
+            ["/static", "/"],
+            "exclude_paths entry '/' would leave every route without a session: list the ones "
+            "that use none ('/static', '/health'), or leave the middleware out",
+        ),
+    ],
+)
+async def test_bad_exclude_paths_are_refused_in_full(
+    make_async_store: MakeAsyncStore, paths: Any, message: str
+) -> None:
+    """asgi._path_prefixes mutants 6, 7, 12, 13, 20, 22, 23 (each message whole)."""
+    with pytest.raises(ConfigurationError) as refused:
+        SessionMiddleware(Starlette(), make_async_store(), secret_key=SECRET, exclude_paths=paths)
+    assert str(refused.value) == message
+
+
+async def test_an_excluded_prefix_is_matched_as_written_but_for_a_trailing_slash(
+    store: AsyncPostgresStore,
+) -> None:
+    """asgi._path_prefixes mutant 17 (only '/' is stripped from the end: '/XBOX/' is '/XBOX') and
+    SessionMiddleware.__init__ 40 (exclude_paths applied at all)."""
+
+    async def endpoint(request: Request) -> PlainTextResponse:
+        try:
+            request.session["seen"] = True
+        except OutsideRequestError:
+            return PlainTextResponse("no session")
+        return PlainTextResponse("session")
+
+    app = Starlette(routes=[Route("/XBOX", endpoint), Route("/XBO", endpoint)])
+    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET, exclude_paths=["/XBOX/"])
+    async with http_client(app) as client:
+        assert (await client.get("/XBOX")).text == "no session"
+        assert (await client.get("/XBO")).text == "session"
