@@ -1236,3 +1236,82 @@ async def test_an_excluded_prefix_is_matched_as_written_but_for_a_trailing_slash
     async with http_client(app) as client:
         assert (await client.get("/XBOX")).text == "no session"
         assert (await client.get("/XBO")).text == "session"
+
+
+# -- the app's own statuses, and changes made while streaming -----------------------------------
+
+
+async def test_an_apps_own_statuses_pass_through_when_the_store_is_up_or_not_needed(
+    pg_dsn: str, store: AsyncPostgresStore, make_async_store: MakeAsyncStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a 5xx the app answers after load_session found the store down becomes our 503: the
+    app's own 500 with the store up, and a 200 or a 499 of an app that did without the session,
+    are the app's. asgi._Connection.__init__ mutant 7 and _answer_instead 1."""
+
+    async def answer(request: Request) -> PlainTextResponse:
+        try:
+            await load_session(request)
+        except StoreUnavailable:
+            status = int(request.query_params["down"])
+            return PlainTextResponse("did without the session", status_code=status)
+        return PlainTextResponse("the app's own failure", status_code=500)
+
+    dead = make_async_store(dsn=dead_dsn(pg_dsn), connect_timeout=1, pool_timeout=1)
+    cookie = {"Cookie": f"session={signed_cookie()}"}
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        for used, status in ((store, 500), (dead, 200), (dead, 499)):
+            app = Starlette(routes=[Route("/", answer)])
+            app.add_middleware(SessionMiddleware, store=used, secret_key=SECRET, autoload=False)
+            async with http_client(app) as client:
+                response = await client.get(f"/?down={status}", headers=cookie)
+            assert response.status_code == status
+            assert response.text == ("the app's own failure" if used is store else "did without the session")
+    assert session_records(caplog) == []
+
+
+async def test_a_new_session_started_while_streaming_is_one_warning_saying_it_was_not_saved(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asgi SessionMiddleware._save_late mutants 12-14: the line is the only trace of the lost change."""
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        await client.get("/stream")
+    [record] = session_records(caplog)
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        "session changed after the response headers were sent and needs a new cookie, which can "
+        "no longer be set; the change was not saved"
+    )
+
+
+async def test_a_change_too_big_to_store_made_while_streaming_is_one_error_saying_why(
+    store: AsyncPostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The headers are gone, so no 500: the change is dropped and one error line says so and why.
+    asgi SessionMiddleware._save_late mutants 17-22."""
+
+    async def chunks(session: Any) -> AsyncIterator[bytes]:
+        yield b"first\n"
+        session["big"] = "x" * 5000  # over max_size: refused when saved
+        yield b"second\n"
+
+    async def streaming(request: Request) -> Any:
+        from starlette.responses import StreamingResponse
+
+        if request.query_params.get("start"):
+            request.session["a"] = 1
+            return PlainTextResponse("started")
+        return StreamingResponse(chunks(request.session), media_type="text/plain")
+
+    app = Starlette(routes=[Route("/", streaming)])
+    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET, max_size=1000)
+    async with http_client(app) as client:
+        await client.get("/?start=1")
+        with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+            response = await client.get("/")
+    assert response.status_code == 200 and response.text == "first\nsecond\n"
+    [record] = session_records(caplog)
+    assert record.levelno == logging.ERROR
+    message = record.getMessage()
+    assert message.startswith("session change made while streaming was not saved: ")
+    assert "1000" in message
+    assert [data for _, data, _ in rows(store)] == [{"a": 1}]
