@@ -1315,3 +1315,43 @@ async def test_a_change_too_big_to_store_made_while_streaming_is_one_error_sayin
     assert message.startswith("session change made while streaming was not saved: ")
     assert "1000" in message
     assert [data for _, data, _ in rows(store)] == [{"a": 1}]
+
+
+# -- keys, signers and headers as given ---------------------------------------------------------
+
+OTHER_SECRET = "another-secret-key-for-a-custom-signer-0123456789"
+
+
+async def apps_reading_each_others_cookie(writer: Any, reader: Any) -> Any:
+    """The data ``reader`` finds in the cookie ``writer`` set (same store)."""
+    async with http_client(writer) as client:
+        await client.get("/set?a=1")
+        cookie = client.cookies["session"]
+    async with http_client(reader) as client:
+        return (await client.get("/read", headers={"Cookie": f"session={cookie}"})).json()
+
+
+async def test_a_starlette_secret_as_secret_key_signs_with_its_value(store: AsyncPostgresStore) -> None:
+    """asgi SessionMiddleware.__init__ mutant 79 (Starlette's Secret is read for its value)."""
+    from starlette.datastructures import Secret
+
+    writer = starlette_app(store, secret_key=Secret(SECRET))
+    assert await apps_reading_each_others_cookie(writer, starlette_app(store)) == {"a": "1"}
+
+
+async def test_a_signer_given_signs_the_cookie_instead_of_secret_key(store: AsyncPostgresStore) -> None:
+    """asgi SessionMiddleware.__init__ mutant 90 (the signer passed on)."""
+    writer = starlette_app(store, signer=HmacIdSigner(OTHER_SECRET))
+    assert await apps_reading_each_others_cookie(writer, starlette_app(store, secret_key=OTHER_SECRET)) == {
+        "a": "1"
+    }
+    assert await apps_reading_each_others_cookie(writer, starlette_app(store)) == {}
+
+
+async def test_the_saved_sessions_headers_reach_the_server_in_lower_case(store: AsyncPostgresStore) -> None:
+    """ASGI wants lower-case header names, the app's and ours: asgi._with_session_headers
+    mutant 14 (now _asgi_plumbing.add_session_headers)."""
+    status, headers, _ = await raw_response(starlette_app(store), "/inc", [])
+    names = [name for name, _ in headers]
+    assert status == 200 and b"set-cookie" in names and b"content-type" in names
+    assert names == [name.lower() for name in names]
