@@ -1355,3 +1355,77 @@ async def test_the_saved_sessions_headers_reach_the_server_in_lower_case(store: 
     names = [name for name, _ in headers]
     assert status == 200 and b"set-cookie" in names and b"content-type" in names
     assert names == [name.lower() for name in names]
+
+
+# -- what the log line says failed, and responses as the app sends them ------------------------
+
+
+async def test_a_row_that_cannot_be_decoded_is_a_500_whose_line_says_loading(
+    client: httpx.AsyncClient, store: AsyncPostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asgi SessionMiddleware._http mutants 9, 12, 13 (what failed, in the one line)."""
+    await client.get("/set?a=1")
+    sql(store, """UPDATE {t} SET data = '{"v": {" u": "not-a-uuid"}}'::jsonb""")
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        response = await client.get("/read")
+    assert response.status_code == 500
+    [record] = session_records(caplog)
+    assert record.getMessage().startswith("session error while loading, answering 500: ")
+    assert "could not be decoded" in record.getMessage()
+
+
+async def test_a_session_error_out_of_the_app_is_a_500_whose_line_says_handling_the_request(
+    store: AsyncPostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """save_session in the handler refuses a session over max_size: the app lets it through, and
+    the server gets our 500, not a traceback. asgi SessionMiddleware._http mutants 90, 93, 94."""
+
+    async def too_big(request: Request) -> PlainTextResponse:
+        request.session["big"] = "x" * 5000
+        await save_session(request)
+        return PlainTextResponse("saved")
+
+    app = Starlette(routes=[Route("/", too_big)])
+    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET, max_size=1000)
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        status, _, body = await raw_response(app, "/", [])
+    assert status == 500 and b"saved" not in body
+    [record] = session_records(caplog)
+    assert record.getMessage().startswith("session error while handling the request, answering 500: ")
+    assert rows(store) == []
+
+
+async def test_a_response_start_without_headers_still_gets_the_cookie(store: AsyncPostgresStore) -> None:
+    """``headers`` may be left out of http.response.start (ASGI: default empty).
+    asgi SessionMiddleware._http mutants 54, 56."""
+
+    async def bare(scope: Any, receive: Any, send: Any) -> None:
+        scope["session"]["a"] = 1
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"bare"})
+
+    app = SessionMiddleware(bare, store, secret_key=SECRET)
+    status, headers, body = await raw_response(app, "/", [])
+    assert (status, body) == (200, b"bare")
+    assert [name for name, _ in headers if name == b"set-cookie"] == [b"set-cookie"]
+    assert [data for _, data, _ in rows(store)] == [{"a": 1}]
+
+
+async def test_a_scope_of_another_type_reaches_the_app_as_it_came(store: AsyncPostgresStore) -> None:
+    """Neither http, websocket nor lifespan: passed on untouched, with the server's own receive
+    and send. asgi SessionMiddleware.__call__ mutants 46-51."""
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((scope, receive, send))
+
+    async def receive() -> Any:
+        return {}
+
+    async def send(message: Any) -> None:
+        pass
+
+    scope = {"type": "custom.protocol", "path": "/static"}
+    await SessionMiddleware(app, store, secret_key=SECRET, exclude_paths=["/static"])(scope, receive, send)
+    assert seen == [(scope, receive, send)]
+    assert scope == {"type": "custom.protocol", "path": "/static"}
