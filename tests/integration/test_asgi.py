@@ -1429,3 +1429,26 @@ async def test_a_scope_of_another_type_reaches_the_app_as_it_came(store: AsyncPo
     await SessionMiddleware(app, store, secret_key=SECRET, exclude_paths=["/static"])(scope, receive, send)
     assert seen == [(scope, receive, send)]
     assert scope == {"type": "custom.protocol", "path": "/static"}
+
+
+def test_a_websocket_on_an_excluded_path_gets_no_session(pg_dsn: str, schema: str) -> None:
+    """asgi SessionMiddleware.__call__ mutants 9, 10 (websockets are excluded too)."""
+
+    async def endpoint(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            ws.session["a"] = 1
+        except OutsideRequestError:
+            await ws.send_text("no session")
+        else:
+            await ws.send_text("session")
+        await ws.close()
+
+    store = AsyncPostgresStore(pg_dsn, schema=schema, purge_interval=None)
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint), WebSocketRoute("/live", endpoint)])
+    app.add_middleware(SessionMiddleware, store=store, secret_key=SECRET, exclude_paths=["/ws"])
+    with TestClient(app) as client:
+        with client.websocket_connect("/ws") as ws:
+            assert ws.receive_text() == "no session"
+        with client.websocket_connect("/live") as ws:
+            assert ws.receive_text() == "session"
