@@ -1452,3 +1452,29 @@ def test_a_websocket_on_an_excluded_path_gets_no_session(pg_dsn: str, schema: st
             assert ws.receive_text() == "no session"
         with client.websocket_connect("/live") as ws:
             assert ws.receive_text() == "session"
+
+
+# -- an app that puts its own data in scope["session"] (as Litestar's set_session does) ----------
+
+
+async def test_data_an_app_puts_in_scope_session_becomes_the_session(store: AsyncPostgresStore) -> None:
+    """A mapping in scope["session"] is the session's new data, under our session; None ends it.
+    asgi._adopt mutants 1, 8-14."""
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["session"] = {"user": "ann"} if scope["path"] == "/in" else None
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        seen.append(scope["session"])
+        await send({"type": "http.response.body", "body": b"done"})
+
+    middleware = SessionMiddleware(app, store, secret_key=SECRET)
+    status, headers, _ = await raw_response(middleware, "/in", [])
+    assert status == 200
+    assert [data for _, data, _ in rows(store)] == [{"user": "ann"}]
+    assert isinstance(seen[0], Session) and dict(seen[0]) == {"user": "ann"}
+    cookie = next(value for name, value in headers if name == b"set-cookie").split(b";")[0]
+
+    status, headers, _ = await raw_response(middleware, "/out", [(b"cookie", cookie)])
+    assert status == 200 and rows(store) == []
+    assert isinstance(seen[1], Session) and dict(seen[1]) == {}
