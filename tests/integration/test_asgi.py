@@ -1478,3 +1478,14 @@ async def test_data_an_app_puts_in_scope_session_becomes_the_session(store: Asyn
     status, headers, _ = await raw_response(middleware, "/out", [(b"cookie", cookie)])
     assert status == 200 and rows(store) == []
     assert isinstance(seen[1], Session) and dict(seen[1]) == {}
+
+
+async def test_load_session_loads_only_what_is_not_loaded_yet(counted: tuple[Any, RoundTripCounter]) -> None:
+    """After autoload, load_session costs nothing more; without a cookie there is nothing to load.
+    asgi SessionMiddleware.load mutant 1."""
+    make, counter = counted
+    client = make()
+    assert await statements(client, counter, "/load") == 0  # no cookie
+    await client.get("/set?a=1")
+    assert await statements(client, counter, "/load") == 1, counter.statements  # autoload's only
+    assert (await client.get("/load")).json() == {"a": "1"}
