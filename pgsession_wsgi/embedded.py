@@ -52,6 +52,10 @@ _MISSING = (
 )
 
 
+#: The application_name of the connection terminate_backends() works through.
+_ADMIN = "pgsession-embedded-admin"
+
+
 def _bin_dir() -> Path:
     """Locate the package's binaries, or raise a ConfigurationError saying what to install."""
     try:
@@ -159,16 +163,18 @@ class EmbeddedPostgres:
         """
         import psycopg2
 
-        conn = psycopg2.connect(self.dsn, application_name="pgsession-embedded-admin")
+        conn = psycopg2.connect(self.dsn, application_name=_ADMIN)
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
+                # An earlier call's admin connection may still be listed while its backend exits:
+                # it is no client of the caller's, so it is neither ended nor counted.
                 cur.execute(
                     "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000))"
                     " FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-                    " AND backend_type = 'client backend'"
+                    " AND backend_type = 'client backend' AND application_name <> %(admin)s"
                     " AND (%(name)s::text IS NULL OR application_name = %(name)s)",
-                    {"name": application_name},
+                    {"name": application_name, "admin": _ADMIN},
                 )
                 row = cur.fetchone()
         finally:
