@@ -184,3 +184,16 @@ async def make_async_store(pg_dsn: str, schema: str) -> AsyncIterator[Callable[.
     yield make
     for store in stores:
         await store.close()
+
+
+@pytest.fixture(autouse=True)
+def _current_session_left_unbound() -> Iterator[None]:
+    """A test that leaves ``current_session`` bound (a WSGI body never closed) fails here, by its
+    own name, instead of a later test failing that reads it (they run in one thread)."""
+    from pgsession_wsgi import middleware
+
+    yield
+    leaked = middleware._current.get(None)  # the one private read: no public "is it bound?"
+    if leaked is not None:
+        middleware._current.set(None)  # type: ignore[arg-type]  # so that later tests start clean
+        pytest.fail("this test left current_session bound: close the WSGI response it got")

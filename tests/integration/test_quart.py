@@ -24,7 +24,7 @@ from quart import session as quart_session
 from quart import websocket as quart_websocket
 from quart.signals import websocket_started
 from quart.testing.app import LifespanError
-from quart.testing.connections import WebsocketResponseError
+from quart.testing.connections import WebsocketDisconnectError, WebsocketResponseError
 from wire import RoundTripCounter
 
 from pgsession_wsgi.async_store import AsyncPostgresStore
@@ -847,6 +847,10 @@ async def test_a_websocket_save_that_goes_through_after_a_refused_one_leaves_the
         async with client.websocket("/ws-login") as ws:
             assert str(await ws.receive()).startswith("refused: this session change needs a new cookie")
             assert await ws.receive() == "done"
+            # Stay until the app closes: Quart saves at the handler's end, then closes; a client
+            # leaving at once would have Quart cancel the handler before that save.
+            with pytest.raises(WebsocketDisconnectError):
+                await ws.receive()
     assert (await get(client, "/read"))[1] == {"a": "1", "b": "2", "c": "3"}
     assert caplog.messages == []
 
