@@ -74,3 +74,23 @@ def ours_only(reason: str) -> Any:
     docs/asgi.md says (``reason``); its run is skipped with that reason."""
     other = pytest.param("theirs", marks=pytest.mark.skip(reason=f"differs on purpose: {reason}"))
     return pytest.mark.parametrize("flavour", [other, "ours"])
+
+
+def use_as_a_dictionary(session: Any) -> dict[str, Any]:
+    """Every dictionary method an app uses, on ``session``; the answer is what each returned
+    (the same for every framework's session, its own and ours)."""
+    session.update({"a": 1, "b": 2})
+    session.setdefault("c", 3)
+    answers = {
+        "get": session.get("a"),
+        "get_missing": session.get("zz", "default"),
+        "in": "b" in session,
+        "pop": session.pop("b"),
+        "pop_missing": session.pop("zz", None),
+        "len": len(session),
+        "keys": sorted(session.keys()),
+        "items": sorted(session.items()),
+    }
+    del session["c"]
+    answers["after_del"] = dict(session)
+    return answers

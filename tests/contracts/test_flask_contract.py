@@ -31,7 +31,7 @@ import pytest
 from flask import Flask, jsonify, request, session
 from helpers import ClosingClient, close_extension_stores
 
-from contracts.support import SetCookie, ours_only, set_cookies, the_cookie
+from contracts.support import SetCookie, ours_only, set_cookies, the_cookie, use_as_a_dictionary
 from pgsession_wsgi import ConfigurationError
 from pgsession_wsgi.flask import PgSession
 
@@ -128,22 +128,7 @@ def add_routes(app: App) -> None:
     @web.get("/dict")
     def dictionary() -> Any:
         """Every dict method an app uses, on the session; the answer is what each returned."""
-        session.update({"a": 1, "b": 2})
-        session.setdefault("c", 3)
-        answers = {
-            "mapping": isinstance(session, MutableMapping),
-            "get": session.get("a"),
-            "get_missing": session.get("zz", "default"),
-            "in": "b" in session,
-            "pop": session.pop("b"),
-            "pop_missing": session.pop("zz", None),
-            "len": len(session),
-            "keys": sorted(session.keys()),
-            "items": sorted(session.items()),
-        }
-        del session["c"]
-        answers["after_del"] = dict(session)
-        return jsonify(answers)
+        return jsonify({"mapping": isinstance(session, MutableMapping), **use_as_a_dictionary(session)})
 
     @web.teardown_request
     def teardown(exc: BaseException | None) -> None:

@@ -38,7 +38,7 @@ from litestar.security.session_auth import SessionAuth
 from litestar.stores.memory import MemoryStore
 from pydantic import BaseModel
 
-from contracts.support import SetCookie, ours_only, set_cookies, the_cookie
+from contracts.support import SetCookie, ours_only, set_cookies, the_cookie, use_as_a_dictionary
 from pgsession_wsgi import ConfigurationError
 from pgsession_wsgi.litestar import PgSessionConfig, PgSessionPlugin
 
@@ -77,22 +77,7 @@ async def untouched() -> str:
 @get("/dict")
 async def dictionary(request: AnyRequest) -> dict[str, Any]:
     """Every dictionary method an app uses, on the session; the answer is what each returned."""
-    session = request.session
-    session.update({"a": 1, "b": 2})
-    session.setdefault("c", 3)
-    answers = {
-        "get": session.get("a"),
-        "get_missing": session.get("zz", "default"),
-        "in": "b" in session,
-        "pop": session.pop("b"),
-        "pop_missing": session.pop("zz", None),
-        "len": len(session),
-        "keys": sorted(session.keys()),
-        "items": sorted(session.items()),
-    }
-    del session["c"]
-    answers["after_del"] = dict(session)
-    return answers
+    return use_as_a_dictionary(request.session)
 
 
 @get("/replace")

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from contracts.support import SetCookie, ours_only, set_cookies, the_cookie, theirs_since
+from contracts.support import SetCookie, ours_only, set_cookies, the_cookie, theirs_since, use_as_a_dictionary
 from pgsession_wsgi import ConfigurationError
 from pgsession_wsgi.asgi import SessionMiddleware
 
@@ -67,22 +67,7 @@ async def clear(request: Request) -> Response:
 
 async def dictionary(request: Request) -> Response:
     """Every dictionary method an app uses, on the session; the answer is what each returned."""
-    session = request.session
-    session.update({"a": 1, "b": 2})
-    session.setdefault("c", 3)
-    answers = {
-        "get": session.get("a"),
-        "get_missing": session.get("zz", "default"),
-        "in": "b" in session,
-        "pop": session.pop("b"),
-        "pop_missing": session.pop("zz", None),
-        "len": len(session),
-        "keys": sorted(session.keys()),
-        "items": sorted(session.items()),
-    }
-    del session["c"]
-    answers["after_del"] = dict(session)
-    return JSONResponse(answers)
+    return JSONResponse(use_as_a_dictionary(request.session))
 
 
 ROUTES = [
