@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -406,46 +406,48 @@ def _copy_rows(
     insert = f"INSERT INTO {target} (id, data, user_id, created_at, accessed_at, expires_at) VALUES %s"
     template = "(%s, %s::jsonb, %s, COALESCE(%s, now()), now(), COALESCE(%s, now() + %s))"
     pending: list[tuple[Any, ...]] = []
-    pending_size = 0
-    handled = 0
-    reported = 0  # rows handled when progress was last told
 
     def flush() -> None:
-        nonlocal pending_size
         if pending:
             _insert_batch(cur, insert, template, pending)
             report.migrated += len(pending)
             pending.clear()
-            pending_size = 0
 
-    def take(row: LegacyRow) -> None:
-        nonlocal pending_size
+    def take(row: LegacyRow) -> int:
         converted = rows.convert(row)
         data_json = _json_to_write(report, converted)
-        if data_json is not None:
-            pending.append(
-                (
-                    psycopg2.Binary(converted.digest),
-                    data_json,
-                    converted.user_id,
-                    row.created,
-                    row.expiry,
-                    lifetime,
-                )
-            )
-            pending_size += len(data_json)
+        if data_json is None:
+            return 0
+        digest = psycopg2.Binary(converted.digest)
+        pending.append((digest, data_json, converted.user_id, row.created, row.expiry, lifetime))
+        return len(data_json)
 
-    for row in read_legacy_rows(conn, old_table, schema, key_prefix=rows.key_prefix, batch_size=batch_size):
-        take(row)
+    legacy = read_legacy_rows(conn, old_table, schema, key_prefix=rows.key_prefix, batch_size=batch_size)
+    _in_batches(legacy, batch_size, take, flush, progress)
+
+
+def _in_batches(
+    legacy: Iterable[LegacyRow],
+    batch_size: int,
+    take: Callable[[LegacyRow], int],
+    flush: Callable[[], None],
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Hand each row to ``take`` (which answers the JSON characters it queued) and ``flush``
+    after every ``batch_size`` rows handled, or sooner once the queued JSON reaches
+    ``_MAX_BATCH_CHARS`` (rows may be up to max_size each, so a batch's memory is bounded, not
+    only its count), and once more for a last, smaller batch (rows queued, or only refused or
+    empty ones); ``progress`` hears the rows handled after each flush, once per count."""
+    handled = reported = queued = 0
+    for row in legacy:
+        queued += take(row)
         handled += 1
-        # A batch is batch_size rows handled, or less when their JSON is large: rows may be up to
-        # max_size each, so the batch's memory is bounded too, not only its count.
-        if handled % batch_size == 0 or pending_size >= _MAX_BATCH_CHARS:
+        if handled % batch_size == 0 or queued >= _MAX_BATCH_CHARS:
             flush()
-            reported = handled
+            reported, queued = handled, 0
             if progress is not None:
                 progress(handled)
-    if handled > reported:  # a last, smaller batch (pending rows, or only refused or empty ones)
+    if handled > reported:
         flush()
         if progress is not None:
             progress(handled)
@@ -514,12 +516,8 @@ def _move_rows(
     assert report.moved_into is not None
     statement = move_statement(report.renamed_to, report.moved_into)
     batch: list[tuple[str, bytes, str, str | None]] = []
-    batch_chars = 0
-    handled = 0
-    reported = 0  # rows handled when progress was last told
 
     def flush() -> None:
-        nonlocal batch_chars
         if batch:
             sids, digests, datas, users = zip(*batch)
             params = {
@@ -537,22 +535,14 @@ def _move_rows(
             cur.execute(statement, params)
             report.migrated += cur.rowcount
             batch.clear()
-            batch_chars = 0
 
-    for row in read_legacy_rows(conn, table, schema, key_prefix=rows.key_prefix, batch_size=batch_size):
+    def take(row: LegacyRow) -> int:
         converted = rows.convert(row)
         data_json = _json_to_write(report, converted)
-        if data_json is not None:
-            old_id = rows.key_prefix + row.session_id
-            batch.append((old_id, converted.digest, data_json, converted.user_id))
-            batch_chars += len(data_json)
-        handled += 1
-        if handled % batch_size == 0 or batch_chars >= _MAX_BATCH_CHARS:
-            flush()
-            reported = handled
-            if progress is not None:
-                progress(handled)
-    if handled > reported:  # a last, smaller batch (rows to move, or only refused or empty ones)
-        flush()
-        if progress is not None:
-            progress(handled)
+        if data_json is None:
+            return 0
+        batch.append((rows.key_prefix + row.session_id, converted.digest, data_json, converted.user_id))
+        return len(data_json)
+
+    legacy = read_legacy_rows(conn, table, schema, key_prefix=rows.key_prefix, batch_size=batch_size)
+    _in_batches(legacy, batch_size, take, flush, progress)
