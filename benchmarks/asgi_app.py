@@ -40,13 +40,23 @@ ASGI_VARIANTS = (
     "pgsession-asgi-litestar",
     "pgsession-asgi-starlette-noprep",
     "pgsession-litestar",
+    "asgi-floor",
+    "asgi-floor-async",
+    "asgi-floor-unlogged",
+    "pgsession-asgi-starlette-async",
+    "pgsession-asgi-starlette-unlogged",
 )
+# The floor (benchmarks/asgi_floor.py): hand-written SQL on psycopg 3, no session library.
+ASGI_FLOOR_VARIANTS = ("asgi-floor", "asgi-floor-async", "asgi-floor-unlogged")
 ASGI_PG_VARIANTS = (
     "advanced-alchemy",
     "pgsession-asgi-starlette",
     "pgsession-asgi-litestar",
     "pgsession-asgi-starlette-noprep",
     "pgsession-litestar",
+    "pgsession-asgi-starlette-async",
+    "pgsession-asgi-starlette-unlogged",
+    *ASGI_FLOOR_VARIANTS,
 )
 # The variants with no session at all: the baselines.
 ASGI_NO_SESSION_VARIANTS = ("none", "litestar-none")
@@ -142,20 +152,38 @@ def _starsessions_redis() -> Any:
     )
 
 
-def _pg_store(prepared_statements: bool = True) -> Any:
+def _pg_store(prepared_statements: bool = True, **options: Any) -> Any:
     from pgsession_wsgi.asgi import AsyncPostgresStore
 
-    return AsyncPostgresStore(_require_dsn(), prepared_statements=prepared_statements)
+    return AsyncPostgresStore(_require_dsn(), prepared_statements=prepared_statements, **options)
 
 
-def _pgsession_asgi_starlette(prepared_statements: bool = True) -> Any:
+def _pgsession_asgi_starlette(prepared_statements: bool = True, **options: Any) -> Any:
     from starlette.middleware import Middleware
 
     from pgsession_wsgi.asgi import SessionMiddleware
 
-    # The middleware opens the store at lifespan startup and closes it at shutdown.
-    store = _pg_store(prepared_statements)
-    return _starlette([Middleware(SessionMiddleware, store=store, secret_key=SECRET_KEY)])
+    # The middleware opens the store at lifespan startup and closes it at shutdown. /skip is left
+    # out of the session with exclude_paths, the middleware's per-route opt-out.
+    store = _pg_store(prepared_statements, **options)
+    return _starlette(
+        [Middleware(SessionMiddleware, store=store, secret_key=SECRET_KEY, exclude_paths=["/skip"])]
+    )
+
+
+# synchronous_commit off, and an unlogged table of its own (the logged variants' stays logged):
+# the durability choices the floor is measured at too.
+_ASYNC_COMMIT = {"synchronous_commit": False}
+_UNLOGGED = {"unlogged": True, "table": "pgsession_unlogged"}
+
+
+def _asgi_floor(variant: str) -> Callable[[], Any]:
+    def build() -> Any:
+        import asgi_floor
+
+        return asgi_floor.create_app(variant, _require_dsn(), SECRET_KEY)
+
+    return build
 
 
 # --------------------------------------------------------------------------- Litestar
@@ -296,6 +324,9 @@ _BUILDERS: dict[str, Callable[[], Any]] = {
     # The same as pgsession-asgi-starlette without prepared statements, to measure that lever.
     "pgsession-asgi-starlette-noprep": lambda: _pgsession_asgi_starlette(prepared_statements=False),
     "pgsession-litestar": _pgsession_litestar,
+    "pgsession-asgi-starlette-async": lambda: _pgsession_asgi_starlette(**_ASYNC_COMMIT),
+    "pgsession-asgi-starlette-unlogged": lambda: _pgsession_asgi_starlette(**_UNLOGGED),
+    **{variant: _asgi_floor(variant) for variant in ASGI_FLOOR_VARIANTS},
 }
 
 
@@ -309,9 +340,14 @@ def create_app(variant: str | None = None) -> Any:
 async def _prepare(variant: str) -> None:
     """Create the variant's table once (before uvicorn starts its workers)."""
     if variant.startswith("pgsession-"):
-        store = _pg_store()
+        options = {"-unlogged": _UNLOGGED, "-async": _ASYNC_COMMIT}.get(variant[variant.rfind("-"):], {})
+        store = _pg_store(**options)
         await store.open()  # creates the table
         await store.close()
+    elif variant in ASGI_FLOOR_VARIANTS:
+        import asgi_floor
+
+        await asgi_floor.prepare(variant, _require_dsn())
     elif variant == "advanced-alchemy":
         alchemy_config, model = _advanced_alchemy_parts()
         engine = alchemy_config.get_engine()

@@ -52,12 +52,43 @@ from run import EmbeddedPostgres, Report, RouteResult, VariantFailed  # noqa: E4
 ROUTES = ("read", "write", "none", "anon", "skip", "login")
 DEFAULT_ROUTES = ("read", "write", "none", "anon", "skip")
 
-# (label, ours, baseline, route, at least): the issues' targets. Issue 11: the ASGI middleware;
-# issue 23: the native Litestar integration (pgsession_wsgi.litestar), against Litestar's own
-# server-side sessions and advanced-alchemy's backend on the same framework.
+# (label, ours, baseline, route, at least): the issues' targets. Issue 24: the ASGI middleware on
+# Starlette against the ASGI floor (benchmarks/asgi_floor.py) at each durability and against
+# starsessions on Redis; issue 23: the native Litestar integration (pgsession_wsgi.litestar),
+# against Litestar's own server-side sessions and advanced-alchemy's backend on the same framework.
 TARGETS = (
-    ("read >= 1.0x starsessions on Redis", "pgsession-asgi-starlette", "starsessions-redis", "read", 1.0),
+    ("read >= 0.95x the ASGI floor", "pgsession-asgi-starlette", "asgi-floor", "read", 0.95),
+    ("read >= 1.1x starsessions on Redis", "pgsession-asgi-starlette", "starsessions-redis", "read", 1.1),
+    ("write >= 0.95x the floor, durable", "pgsession-asgi-starlette", "asgi-floor", "write", 0.95),
+    (
+        "write >= 0.95x the floor, synchronous_commit off",
+        "pgsession-asgi-starlette-async",
+        "asgi-floor-async",
+        "write",
+        0.95,
+    ),
+    (
+        "write >= 0.95x the floor, unlogged",
+        "pgsession-asgi-starlette-unlogged",
+        "asgi-floor-unlogged",
+        "write",
+        0.95,
+    ),
+    (
+        "write, unlogged >= 0.9x starsessions on Redis",
+        "pgsession-asgi-starlette-unlogged",
+        "starsessions-redis",
+        "write",
+        0.9,
+    ),
     ("untouched (no cookie) >= 0.97x no session", "pgsession-asgi-starlette", "none", "anon", 0.97),
+    (
+        "excluded route (exclude_paths), with cookie >= 0.97x no session",
+        "pgsession-asgi-starlette",
+        "none",
+        "skip",
+        0.97,
+    ),
     (
         "native Litestar: read >= 1.0x Litestar's Redis sessions",
         "pgsession-litestar",
@@ -82,6 +113,11 @@ EXTRA_RATIOS = (
         "starsessions-redis",
         "read",
     ),
+    ("untouched route, with cookie (a SELECT: autoload)", "pgsession-asgi-starlette", "none", "none"),
+    ("lever: prepared statements, read", "pgsession-asgi-starlette", "pgsession-asgi-starlette-noprep", "read"),
+    ("lever: prepared statements, write", "pgsession-asgi-starlette", "pgsession-asgi-starlette-noprep", "write"),
+    ("the floor's read vs starsessions on Redis", "asgi-floor", "starsessions-redis", "read"),
+    ("the floor's write vs starsessions on Redis, durable", "asgi-floor", "starsessions-redis", "write"),
     ("read, Starlette front end vs advanced-alchemy", "pgsession-asgi-starlette", "advanced-alchemy", "read"),
     (
         "read, ASGI middleware on Litestar vs advanced-alchemy",
@@ -430,7 +466,7 @@ def print_report(report: Report, opts: AsgiOptions) -> None:
                 [label, f"{ours} / {base}", f"{a.rps:.0f} / {b.rps:.0f} = {a.rps / b.rps:.2f}x", "(info)"]
             )
     print()
-    print("Targets (issues 11 and 23):")
+    print("Targets (issues 23 and 24):")
     print(run._format_table(["target", "variants", "measured", ""], target_rows, "llrl"))
 
     for variant, reason in report.failures.items():
