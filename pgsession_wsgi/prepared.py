@@ -3,10 +3,18 @@
 On a store's own connections each request statement (load, insert, write, merge, touch, delete) is
 prepared once per connection: PostgreSQL then skips parsing and planning it on every request. Its
 first use on a connection sends ``PREPARE ...; EXECUTE ...`` in one message (no round trip added),
-later ones the ``EXECUTE`` alone, with the values an app's settings fix (lifetimes, the size limit)
-written in once as literals, so the driver adapts only the request's own values. A prepared
-statement gone missing, or met under its name without our asking (a pooler sharing server
-connections that the first connection's check did not find), turns them off for good: the
+with the values an app's settings fix (lifetimes, the size limit) written in once as literals, so
+the driver adapts only the request's own values. Its name holds a hash of its text
+(:func:`~pgsession_wsgi.sql.prepared`), so a name met on a server connection shared with other
+clients always means the same statement. Later uses go as the driver can send them:
+
+* **by name** (psycopg 3): the values, the settings' too, are bound to the name and it is executed,
+  in one extended-protocol round trip with no text for the server to parse, as psycopg 3's own
+  prepared statements go. Each value goes as text, which the ``PREPARE``'s declared types read.
+* **as text** (psycopg2, which cannot execute a statement by name): ``EXECUTE name(...)``.
+
+A prepared statement gone missing, or met under its name without our asking (a pooler sharing
+server connections that the first connection's check did not find), turns them off for good: the
 statements are sent as text from then on.
 """
 
@@ -19,7 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 from .exchange import DriverErrors, Statement
-from .sql import Statements, prepared, with_literals
+from .sql import Statements, by_name, prepared, with_literals
 
 __all__ = ["MAX_BOUND_STATEMENTS", "PREPARED_KINDS", "PreparedStatements"]
 
@@ -53,14 +61,22 @@ class PreparedStatements:
         self.gone = (errors.prepared_missing, errors.prepared_duplicate)
         #: Each kind's (PREPARE, EXECUTE) templates; None while off.
         self.templates: dict[str, tuple[str, str]] | None = None
+        #: Each kind's (name, statement with text placeholders), when the driver executes
+        #: prepared statements by name; None when it sends them as text.
+        self.named: dict[str, tuple[bytes, str]] | None = None
         # Per connection (by id, while it lives), kind -> True (prepared there) or False (tried).
         self._on: dict[int, dict[str, bool]] = {}
         # (kind, the settings' values) -> that kind's EXECUTE alone, those values written in.
         self._bound: dict[tuple[str, Fixed], _Attempt] = {}
 
-    def enable(self) -> None:
-        """Prepare the request statements from now on."""
+    def enable(self, named: bool = False) -> None:
+        """Prepare the request statements from now on.
+
+        :param named: the driver executes a prepared statement by name (see the module).
+        """
         self.templates = {kind: prepared(kind, getattr(self.sql, kind)) for kind in PREPARED_KINDS}
+        if named:
+            self.named = {kind: by_name(kind, getattr(self.sql, kind)) for kind in PREPARED_KINDS}
 
     def statement(self, conn: Any, kind: str, params: dict[str, Any], fixed: Fixed, read: int) -> Statement:
         """The request statement ``kind`` as it goes on ``conn``: its ``EXECUTE`` where it is
@@ -86,6 +102,8 @@ class PreparedStatements:
             weakref.finalize(conn, self._on.pop, id(conn), None)
         before = done.get(kind)
         if before:  # every request but a connection's first: a plain tuple's __new__ is enough
+            if alone.name is not None:  # by name: every value bound, the settings' ones too
+                return _statement(Statement, (alone.named, {**params, **alone.values}, read, False, alone))
             return _statement(Statement, (alone.execute, params, read, True, alone))
         # A PREPARE stays even when the EXECUTE after it fails: remember the attempt.
         done[kind] = False
@@ -97,15 +115,20 @@ class PreparedStatements:
         assert self.templates is not None
         literals = {name: _literal(name, value) for name, value in fixed}
         alone = _Attempt(self, kind, fixed, None, with_literals(self.templates[kind][1], literals))
+        if self.named is not None:
+            alone.name, alone.named = self.named[kind]
         if len(self._bound) < MAX_BOUND_STATEMENTS:
             self._bound[(kind, fixed)] = alone
         return alone
 
 
 class _Attempt:
-    """One request statement sent as a prepared one: what follows when it ran, or failed."""
+    """One request statement sent as a prepared one: what follows when it ran, or failed.
 
-    __slots__ = ("owner", "kind", "fixed", "done", "execute", "tried_before")
+    :attr:`name` set: the driver executes the statement of that name (see the module).
+    """
+
+    __slots__ = ("owner", "kind", "fixed", "done", "execute", "tried_before", "name", "named", "values")
 
     def __init__(
         self, owner: PreparedStatements, kind: str, fixed: Fixed, done: dict[str, bool] | None, execute: str,
@@ -114,6 +137,11 @@ class _Attempt:
         self.owner, self.kind, self.fixed, self.execute = owner, kind, fixed, execute
         self.done = done  # the connection's bookkeeping, when this one carries the PREPARE
         self.tried_before = tried_before  # an earlier PREPARE of it failed: it may be there
+        #: By name: the statement's name (None: as text), its text with text placeholders, and
+        #: the settings' values, bound as the request's are.
+        self.name: bytes | None = None
+        self.named = ""
+        self.values = dict(fixed)
 
     def sent(self) -> None:
         """It ran: a PREPARE sent with it is there now."""

@@ -8,10 +8,13 @@ Driver choices, each made so that an answer never depends on which store gave it
 * **JSON** comes back through ``json.loads`` on every connection, as psycopg2 does (psycopg 3's
   global default could be changed by the app); values go out as text cast by the statements
   (``%(data)s::jsonb``), which psycopg 3 sends untyped, so the server reads them as jsonb.
-* **Prepared statements as the sync store has them** (:mod:`pgsession_wsgi.prepared`), values
-  bound on the client (``AsyncClientCursor``). psycopg 3's own automatic preparation stays off
-  (``prepare_threshold=None``): its names (``_pg3_0``...) are the same on every connection, so
-  behind a PgBouncer the first check misses they could meet another client's statement.
+* **Prepared statements under our own names** (:mod:`pgsession_wsgi.prepared`), executed by name:
+  a cursor that tells psycopg 3 the statement is prepared under that name, so psycopg sends only
+  the extended protocol's bind and execute with the values, as it does for its own prepared
+  statements. psycopg 3's own automatic preparation stays off (``prepare_threshold=None``): its
+  names (``_pg3_0``...) are the same on every connection, so behind a PgBouncer the first check
+  misses they could meet another client's different statement; ours name their text's hash. A
+  psycopg without that cursor hook gets them as the sync store sends them (``EXECUTE`` text).
 * **Behind PgBouncer** (and on an app's pool) each statement is prefixed with ``SET LOCAL ...``.
   Several commands cannot go in one extended-protocol statement, so such statements go through
   ``AsyncClientCursor``: values bound on the client, the whole text in one simple-protocol
@@ -77,10 +80,41 @@ ERRORS = DriverErrors(psycopg)
 _UNREADABLE: tuple[type[Exception], ...] = (*UNREADABLE_VALUE_ERRORS, psycopg.DataError)
 
 
+class _Named(AsyncCursor[Any]):
+    """A cursor whose statement is prepared on its connection under ``name``: psycopg 3 binds the
+    values to that name and executes it, and never parses or prepares anything itself.
+
+    psycopg's own ``AsyncClientCursor`` answers the same question (``_get_prepared``) to turn
+    preparation off; this answers it with our name.
+    """
+
+    __slots__ = ("_statement_name",)
+
+    def __init__(self, conn: Connection, name: bytes) -> None:
+        super().__init__(conn)
+        self._statement_name = name
+
+    def _get_prepared(self, pgq: Any, prepare: bool | None = None) -> tuple[Any, bytes]:
+        return _PREPARED_ALREADY, self._statement_name
+
+
+def _prepared_already() -> Any:
+    """psycopg's answer "prepared already", if this psycopg asks its cursors (3.1 and later)."""
+    try:
+        from psycopg._preparing import Prepare
+    except ImportError:  # pragma: no cover - a psycopg that moved it
+        return None
+    return Prepare.YES if hasattr(AsyncCursor, "_get_prepared") else None
+
+
+_PREPARED_ALREADY = _prepared_already()
+
+
 class PsycopgConnections(StoreBase):
     """A store's psycopg 3 connections, and how its steps run on them (see the module)."""
 
     _errors = ERRORS
+    _prepares_by_name = _PREPARED_ALREADY is not None
     _pool: Pool | None
     #: The pool's size and wait, as given (an app's pool: its own ``max_size`` and timeout).
     max_connections: int
@@ -273,7 +307,13 @@ class PsycopgConnections(StoreBase):
     async def _send(self, conn: Connection, statement: Statement) -> Any:
         """Send one statement and answer as it asks; the cursor is moved to its last result
         (past a ``SET LOCAL`` guard or a ``PREPARE``)."""
-        cur: Cursor = AsyncClientCursor(conn) if statement.client else conn.cursor()
+        attempt = statement.attempt
+        if statement.client:
+            cur: Cursor = AsyncClientCursor(conn)
+        elif attempt is not None and attempt.name is not None:  # prepared here: by name
+            cur = _Named(conn, attempt.name)
+        else:
+            cur = conn.cursor()
         if self._origin is not None:  # the app's connections: its own loaders do not apply
             set_json_loads(json.loads, cur)
             cur.adapters.register_loader("timestamptz", TimestamptzLoader)

@@ -238,6 +238,21 @@ def prepared(kind: str, text: str) -> tuple[str, str]:
     return f"PREPARE {name} ({types}) AS {body}", f"EXECUTE {name}({arguments})"
 
 
+def by_name(kind: str, text: str) -> tuple[bytes, str]:
+    """A request statement as a driver that executes prepared statements by name sends it.
+
+    :param kind: as for :func:`prepared`.
+    :param text: as for :func:`prepared`.
+    :returns: ``(name, statement)``: the name of :func:`prepared`'s statement, and ``text`` with
+        each ``%(name)s`` placeholder made ``%(name)t`` (its value sent as text), numbered as the
+        ``PREPARE`` numbers them (by first appearance).
+    """
+    prepare, _ = prepared(kind, text)
+    name = prepare.split(" ", 2)[1]
+    statement = _PLACEHOLDER.sub(lambda m: "%%" if m.group(1) is None else f"%({m.group(1)})t", text)
+    return name.encode(), statement
+
+
 def with_literals(template: str, literals: dict[str, str]) -> str:
     """``template`` with some of its ``%(name)s`` placeholders replaced by fixed SQL literals.
 

@@ -52,6 +52,8 @@ class StoreBase:
     #: The store's class as messages name it, and its driver's errors.
     _store_class = "StoreBase"
     _errors: DriverErrors
+    #: Whether the driver executes a prepared statement by name (see :mod:`.prepared`).
+    _prepares_by_name = False
     _pool: Any
 
     def __init__(
@@ -80,7 +82,7 @@ class StoreBase:
         self._configure(table, schema, statement_timeout, settings, create_table, purge_interval, unlogged)
         self._own_connections(connect_kwargs, max_connections, pool_timeout)
         if prepared_statements:
-            self._steps.prepared.enable()
+            self._steps.prepared.enable(self._prepares_by_name)
 
     def _own_connections(self, connect_kwargs: dict[str, Any], max_connections: int, timeout: float) -> None:
         raise NotImplementedError

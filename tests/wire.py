@@ -39,7 +39,6 @@ PGBOUNCER_INSTALL_HINT = "Debian: apt-get install pgbouncer"
 _SSL_REQUEST = 80877103
 _GSSENC_REQUEST = 80877104
 _CANCEL_REQUEST = 80877102
-_STATEMENTS = (b"Q", b"P")  # simple query, parse (extended protocol)
 
 
 # What each of the store's prepared statements (pgsession_<kind>_<hash>) runs.
@@ -55,9 +54,12 @@ _PREPARED_COMMANDS = {
 
 def statement_kind(text: str) -> str:
     """The SQL command a counted statement runs (``SELECT``, ``UPDATE``...), whether it was sent
-    as text, as ``PREPARE ... AS <statement>; EXECUTE ...`` or as ``EXECUTE pgsession_<kind>_...``
-    of the store's prepared statements; a ``SET LOCAL ...;`` guard in front is skipped."""
+    as text, as ``PREPARE ... AS <statement>; EXECUTE ...``, as ``EXECUTE pgsession_<kind>_...``
+    of the store's prepared statements or by that name alone (executed by name, as psycopg 3
+    does); a ``SET LOCAL ...;`` guard in front is skipped."""
     rest = text.strip()
+    if rest.startswith("pgsession_"):
+        return _PREPARED_COMMANDS.get(rest.split("_")[1], rest)
     while rest.upper().startswith("SET LOCAL") and ";" in rest:
         rest = rest.split(";", 1)[1].strip()
     word = rest.split(None, 1)[0].upper() if rest else ""
@@ -118,8 +120,10 @@ def pump(src: socket.socket, dst: socket.socket) -> None:
 class RoundTripCounter:
     """A TCP proxy on 127.0.0.1 in front of a PostgreSQL server that counts statements sent.
 
-    Every client message of type 'Q' (simple query) or 'P' (parse) counts as one statement; the
-    count is taken before the message is forwarded, so it is final once the client has its answer.
+    Every simple query ('Q') and every extended-protocol execute ('E') counts as one statement,
+    whether its text was parsed just before ('P') or it runs a statement prepared earlier by name
+    ('B' names it); the count is taken before the message is forwarded, so it is final once the
+    client has its answer.
     Bytes pass through unchanged both ways; SSL and GSS encryption requests are refused ('N').
     """
 
@@ -146,13 +150,14 @@ class RoundTripCounter:
 
     @property
     def count(self) -> int:
-        """Statements ('Q' and 'P' messages) sent by clients since creation or reset()."""
+        """Statements ('Q' and 'E' messages) sent by clients since creation or reset()."""
         with self._lock:
             return self._count
 
     @property
     def statements(self) -> list[str]:
-        """The SQL text of the counted messages, in order: for assertion messages and debugging."""
+        """The SQL text of the counted statements, in order (a statement prepared earlier: its
+        name): for assertion messages and debugging."""
         with self._lock:
             return list(self._statements)
 
@@ -236,6 +241,7 @@ class RoundTripCounter:
             if code == _CANCEL_REQUEST:
                 return  # the server closes a cancel connection itself
             break
+        parsed = bound = b""  # the text of the last Parse, and of the statement the last Bind named
         while True:  # then typed messages: 1 type byte, int32 length (counting itself), body
             head = _recv_exact(client, 5)
             if not head:
@@ -244,13 +250,18 @@ class RoundTripCounter:
             body = _recv_exact(client, length - 4)
             if length > 4 and not body:
                 return
-            if kind in _STATEMENTS:
-                self._record(kind, body)
+            if kind == b"Q":  # query\0
+                self._record(body.split(b"\0")[0])
+            elif kind == b"P":  # statement-name\0 query\0 parameter types
+                parsed = body.split(b"\0")[1]
+            elif kind == b"B":  # portal\0 statement-name\0 ...: the unnamed one is the last parsed
+                name = body.split(b"\0")[1]
+                bound = name or parsed
+            elif kind == b"E":
+                self._record(bound)
             server.sendall(head + body)
 
-    def _record(self, kind: bytes, body: bytes) -> None:
-        # Q: query\0 ; P: statement-name\0 query\0 parameter types
-        text = body.split(b"\0")[0 if kind == b"Q" else 1]
+    def _record(self, text: bytes) -> None:
         with self._lock:
             self._count += 1
             self._statements.append(text.decode("utf-8", "replace"))

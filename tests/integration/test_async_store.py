@@ -423,7 +423,7 @@ async def test_each_operation_is_one_statement_on_the_wire(
     loads = [(await statements(Load(id_hash, M))) for _ in range(8)]
     assert all(len(sent) == 1 and statement_kind(sent[0]) == "SELECT" for sent in loads), loads
     assert loads[0][0].startswith("PREPARE pgsession_load_") and "; EXECUTE pgsession_load_" in loads[0][0]
-    assert all(sent[0].startswith("EXECUTE pgsession_load_") for sent in loads[1:])
+    assert all(sent == [loads[0][0].split(" ", 2)[1]] for sent in loads[1:])  # then by name alone
     [insert] = await statements(Insert(id_hash, '{"a": 1}', None, H, None, 1000))
     assert statement_kind(insert) == "INSERT"
     for n in range(8):
@@ -465,7 +465,7 @@ async def test_a_prepared_statement_gone_missing_falls_back_to_text(
         row = await store.execute(Load(id_hash, M))
     assert row is not None and row.data == {"a": 1}
     assert [statement_kind(s) for s in wire_counter.statements] == ["SELECT", "SELECT"]
-    assert wire_counter.statements[0].startswith("EXECUTE")  # missing: nothing ran ...
+    assert wire_counter.statements[0].startswith("pgsession_load_")  # by name, missing: nothing ran ...
     assert wire_counter.statements[1].startswith("SELECT")  # ... then as text, from now on
     assert "sending plain statements" in caplog.text
     wire_counter.reset()
@@ -499,6 +499,43 @@ async def test_behind_a_pgbouncer_the_startup_check_misses_every_request_is_answ
     for k, id_hash in enumerate(ids):
         row = await stores[0].execute(Load(id_hash, M))
         assert row is not None and row.data["k"] == k
+
+
+async def test_prepared_statements_by_name_are_right_where_psycopgs_own_names_meet_another_clients(
+    make_pgbouncer: Callable[..., PgBouncer], make_async: MakeAsync, pg_dsn: str
+) -> None:
+    """What made psycopg 3's own prepared statements unsafe: behind a PgBouncer (transaction
+    mode) the startup check misses, clients share server connections, and psycopg's names
+    (``_pg3_0``...) are the same on every connection, so one client's name runs another's
+    statement. Ours, executed by name as psycopg's are, name their text's hash."""
+    import psycopg
+
+    bouncer = make_pgbouncer(pg_dsn, pool_size=1)  # one server connection: every client meets
+    # The control: two plain psycopg 3 clients preparing their own statements through it.
+    first = await psycopg.AsyncConnection.connect(bouncer.dsn, autocommit=True, prepare_threshold=0)
+    second = await psycopg.AsyncConnection.connect(bouncer.dsn, autocommit=True, prepare_threshold=0)
+    try:
+        await first.execute("SELECT %s::int + %s::int", (1, 2))  # _pg3_0: two parameters
+        with pytest.raises(psycopg.Error):  # its own _pg3_0 is taken: another client's statement
+            await second.execute("SELECT %s::text", ("x",))
+        # Ours, with psycopg's _pg3_0 still there on the one server connection.
+        store = make_async(dsn=bouncer.dsn, statement_timeout=None, max_connections=2)
+        ids = [new_hash() for _ in range(4)]
+        for k, id_hash in enumerate(ids):
+            await store.execute(Insert(id_hash, json.dumps({"k": k}), None, H, None, None))
+        for i in range(20):
+            k = i % len(ids)
+            row = await store.execute(Load(ids[k], M))
+            assert row is not None and row.data["k"] == k
+            write = Write(ids[k], json.dumps({"i": i}), [], False, None, KEEP_USER, H, None, M, None)
+            assert (await store.execute(write)).updated
+        names = await (await first.execute("SELECT name FROM pg_prepared_statements")).fetchall()
+        assert {"_pg3_0"} < {name for (name,) in names}  # ours are there beside psycopg's
+        assert any(name.startswith("pgsession_load_") for (name,) in names)
+        assert store._steps.prepared.templates is not None  # never met one gone or not ours
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_execute_opens_the_store_at_first_use(make_async: MakeAsync, pg_dsn: str, schema: str) -> None:
