@@ -105,6 +105,7 @@ TARGETS = (
         0.97,
     ),
 )
+_NOPREP = "pgsession-asgi-starlette-noprep"
 # The same comparisons for our other front ends, printed for information.
 EXTRA_RATIOS = (
     (
@@ -114,8 +115,8 @@ EXTRA_RATIOS = (
         "read",
     ),
     ("untouched route, with cookie (a SELECT: autoload)", "pgsession-asgi-starlette", "none", "none"),
-    ("lever: prepared statements, read", "pgsession-asgi-starlette", "pgsession-asgi-starlette-noprep", "read"),
-    ("lever: prepared statements, write", "pgsession-asgi-starlette", "pgsession-asgi-starlette-noprep", "write"),
+    ("lever: prepared statements, read", "pgsession-asgi-starlette", _NOPREP, "read"),
+    ("lever: prepared statements, write", "pgsession-asgi-starlette", _NOPREP, "write"),
     ("the floor's read vs starsessions on Redis", "asgi-floor", "starsessions-redis", "read"),
     ("the floor's write vs starsessions on Redis, durable", "asgi-floor", "starsessions-redis", "write"),
     ("read, Starlette front end vs advanced-alchemy", "pgsession-asgi-starlette", "advanced-alchemy", "read"),

@@ -169,6 +169,22 @@ class AsyncPool:
     async def _getconn(self) -> Connection:
         if self._closed:
             raise _closed_error()
+        try:
+            if self._pool.get_stats()["pool_available"]:
+                # An idle connection is there: the pool hands it over at once, and no connection
+                # attempt can fail while this waits (no need to watch for one).
+                return await self._pool.getconn()
+            return await self._getconn_watched()
+        except PoolTimeout:
+            raise StoreUnavailable(
+                f"no database connection became free within pool_timeout={self.timeout}s "
+                f"(max_connections={self.max_connections}); raise max_connections or look for slow queries"
+            ) from None
+        except PoolClosed:
+            raise _closed_error() from None
+
+    async def _getconn_watched(self) -> Connection:
+        """Wait for a connection, or for the pool to give up making one (a refused connection)."""
         failed = self._failures.current()
         getter = asyncio.ensure_future(self._pool.getconn())
         watcher = asyncio.ensure_future(failed.wait())
@@ -184,13 +200,6 @@ class AsyncPool:
             if not watcher.done() or watcher.cancelled():
                 raise  # the request itself was cancelled
             raise _refused(self._failures.last, self._secrets) from None
-        except PoolTimeout:
-            raise StoreUnavailable(
-                f"no database connection became free within pool_timeout={self.timeout}s "
-                f"(max_connections={self.max_connections}); raise max_connections or look for slow queries"
-            ) from None
-        except PoolClosed:
-            raise _closed_error() from None
 
     async def connect_unpooled(self) -> Connection:
         """A connection outside the pool, for work that must never make a request wait."""
