@@ -1,6 +1,7 @@
 """The app's own work per request, in CPU instructions: a measure the machine's load cannot move.
 
     python benchmarks/instructions.py [--variants none,floor,pgsession-wsgi] [--routes read,write,none]
+    python benchmarks/instructions.py --asgi [--variants none,asgi-floor,pgsession-asgi-starlette]
 
 Throughput (run.py) and CPU time (cost.py) vary from run to run on a shared machine; the number of
 instructions a process executes does not. This runs the same Flask app as the other benchmarks
@@ -14,6 +15,10 @@ Needs valgrind on PATH (Debian: ``apt-get install valgrind``); starts its own em
 like the other benchmarks, and uses the Redis on 127.0.0.1:``--redis-port`` (or starts one) for
 ``flask-session-redis``. A variant and route take about 30 s (valgrind runs Python about 50x
 slower); the variants run one after another.
+
+With ``--asgi`` the apps are benchmarks/asgi_app.py's, called in process as cost_asgi.py calls them
+(their lifespan runs, one request at a time, uvloop's loop): each variant against the ASGI floor of
+its durability (``asgi-floor``, ``asgi-floor-async``, ``asgi-floor-unlogged``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import run  # noqa: E402
 from app import VARIANTS  # noqa: E402
 
 DEFAULT_VARIANTS = ("none", "floor-unlogged", "pgsession-wsgi-unlogged", "floor", "pgsession-wsgi")
+DEFAULT_ASGI_VARIANTS = ("none", "asgi-floor", "pgsession-asgi-starlette")
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
@@ -59,7 +65,31 @@ def serve_requests(variant: str, route: str, requests: int) -> None:
             close()
 
 
-def count(variant: str, route: str, requests: int, env: dict[str, str]) -> int:
+def serve_asgi_requests(variant: str, route: str, requests: int) -> None:
+    """The ``--asgi`` child: the same, for one of asgi_app's apps, called in process."""
+    import asyncio
+    import secrets
+
+    import cost_asgi
+    import uvloop
+    from asgi_app import ASGI_NO_SESSION_VARIANTS, _prepare, create_app
+
+    async def serve() -> None:
+        await _prepare(variant)
+        app = create_app(variant)
+        async with cost_asgi._Lifespan(app) as lifespan:
+            if variant in ASGI_NO_SESSION_VARIANTS:
+                cookies = [f"session={secrets.token_urlsafe(66)}"]
+            else:
+                cookies = await cost_asgi._login(app, lifespan.state, 1)
+            # The first 100 warm up: connections, prepared statements, caches.
+            await cost_asgi._drive(app, lifespan.state, f"/{route}", cookies, requests + 100, 1)
+
+    uvloop.install()
+    asyncio.run(serve())
+
+
+def count(variant: str, route: str, requests: int, env: dict[str, str], child: str = "--child") -> int:
     """Instructions of one child process serving ``requests`` requests, start-up included."""
     command = [
         "valgrind",
@@ -67,7 +97,7 @@ def count(variant: str, route: str, requests: int, env: dict[str, str]) -> int:
         "--callgrind-out-file=/dev/null",
         sys.executable,
         str(Path(__file__).resolve()),
-        "--child",
+        child,
         variant,
         route,
         str(requests),
@@ -85,8 +115,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--child"]:
         serve_requests(argv[1], argv[2], int(argv[3]))
         return 0
+    if argv[:1] == ["--child-asgi"]:
+        serve_asgi_requests(argv[1], argv[2], int(argv[3]))
+        return 0
+    asgi = "--asgi" in argv
+    if asgi:
+        from asgi_app import ASGI_VARIANTS
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--variants", type=run._csv(VARIANTS), default=list(DEFAULT_VARIANTS))
+    parser.add_argument("--asgi", action="store_true", help="benchmarks/asgi_app.py's apps instead")
+    parser.add_argument(
+        "--variants",
+        type=run._csv(ASGI_VARIANTS if asgi else VARIANTS),
+        default=list(DEFAULT_ASGI_VARIANTS if asgi else DEFAULT_VARIANTS),
+    )
     parser.add_argument(
         "--routes", type=run._csv(("read", "write", "none")), default=["read", "write", "none"]
     )
@@ -108,22 +149,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         for variant in ns.variants:
             for route in ns.routes:
                 print(f"{variant} /{route} ...", flush=True)
-                short = count(variant, route, ns.requests, env)
-                long = count(variant, route, ns.requests + ns.extra, env)
+                child = "--child-asgi" if asgi else "--child"
+                short = count(variant, route, ns.requests, env, child)
+                long = count(variant, route, ns.requests + ns.extra, env, child)
                 per_request[(variant, route)] = (long - short) / ns.extra
     finally:
         stack.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
     rows = []
+    floor_name = "asgi-floor" if asgi else "floor"
     for route in ns.routes:
-        floor = per_request.get(("floor", route))
-        floor_unlogged = per_request.get(("floor-unlogged", route))
         for variant in ns.variants:
             value = per_request[(variant, route)]
             # Each variant against the floor of its own durability (the unlogged ones against
             # the unlogged floor): the same statements, so the same driver work.
-            base = floor_unlogged if "unlogged" in variant else floor
+            durability = next((d for d in ("-unlogged", "-async") if variant.endswith(d)), "")
+            base = per_request.get((floor_name + durability, route))
             ratio = f"{value / base:.3f}" if base else "-"
             rows.append([variant, f"/{route}", f"{value / 1000:,.0f}k", ratio])
     print()

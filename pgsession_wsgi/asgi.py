@@ -567,7 +567,7 @@ class SessionMiddleware:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = self.open_session(scope)
-        if self.autoload:
+        if self.autoload and self.core.wants_load(session.state):  # no cookie: nothing to await
             try:
                 await self.load(session)
             except SessionError as exc:
@@ -610,23 +610,23 @@ class SessionMiddleware:
             connection.started = replaced = True
             await error_response(send, log_failure(exc, "handling the request"))
             return
-        if not replaced:
-            await self._save_late(scope, connection)
+        if not replaced and connection.started:
+            session = _adopt(scope, connection)
+            if self.core.needs_late_save(session):  # no coroutine for the common case
+                await self._save_late(session)
 
     async def _save(self, scope: Scope, connection: _Connection) -> list[tuple[str, str]]:
         """The save at ``http.response.start``, merged with an explicit save's headers."""
-        headers = await self.commit(_adopt(scope, connection))
+        session = _adopt(scope, connection)
+        headers = await self.commit(session) if self.core.wants_save(session) else []
         pending, connection.pending = connection.pending, []
         if not pending:
             return headers
         names = {name for name, _ in headers}
         return [*headers, *((name, value) for name, value in pending if name not in names)]
 
-    async def _save_late(self, scope: Scope, connection: _Connection) -> None:
-        """A streaming body changed the session after the headers went out."""
-        session = _adopt(scope, connection)
-        if not connection.started or not self.core.needs_late_save(session):
-            return
+    async def _save_late(self, session: Session) -> None:
+        """A streaming body changed the session after the headers went out (``needs_late_save``)."""
         if self.core.late_save_refused(session):
             log.warning(
                 "session changed after the response headers were sent and needs a new "

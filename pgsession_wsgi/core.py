@@ -590,9 +590,9 @@ class SessionCore:
         :param session: a session from :meth:`open`; one never used needs no statement.
         :raises SessionError: a value cannot be stored (naming its key), or it is too large.
         """
+        if not self.wants_save(session):
+            return []
         state = session.state
-        if not session.accessed or state.refused is not None:
-            return []  # never used; or refused by check(), whose error the framework answers
         self.read_cookie(state)
         headers = [("Vary", "Cookie")]
         cookie = yield from self._save(session, state)
@@ -600,6 +600,14 @@ class SessionCore:
         if cookie is not None:
             headers.append(("Set-Cookie", cookie))
         return headers
+
+    def wants_save(self, session: Session) -> bool:
+        """Whether :meth:`save` has anything to do: not for a session never used, nor for one
+        :meth:`check` refused (the framework answers for that error).
+
+        :param session: a session from :meth:`open`.
+        """
+        return session.accessed and session.state.refused is None
 
     def check(self, session: Session) -> None:
         """Run now what of the save can fail without the database, for a framework whose own

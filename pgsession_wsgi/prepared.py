@@ -141,7 +141,7 @@ class _Attempt:
         #: the settings' values, bound as the request's are.
         self.name: bytes | None = None
         self.named = ""
-        self.values = dict(fixed)
+        self.values = {name: _as_text(value) for name, value in fixed}
 
     def sent(self) -> None:
         """It ran: a PREPARE sent with it is there now."""
@@ -184,3 +184,14 @@ def _literal(name: str, value: Any) -> str:
 
 
 _SPECIAL_FLOATS = {"inf": "'Infinity'::float", "-inf": "'-Infinity'::float", "nan": "'NaN'::float"}
+
+
+def _as_text(value: Any) -> Any:
+    """A setting's value as bound by name: a duration or a whole number as the text its declared
+    type reads (psycopg then only encodes a str, where it would adapt the value on every
+    request); anything else as it is."""
+    if isinstance(value, timedelta):
+        return f"{value.days} days {value.seconds}.{value.microseconds:06d} seconds"
+    if type(value) is int:
+        return int.__repr__(value)
+    return value
