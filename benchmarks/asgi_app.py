@@ -16,8 +16,8 @@ Routes, as in benchmarks/app.py:
     /none   does not touch the session
     /skip   does not touch the session and is excluded from it: ``skip_session=True`` on the
             Litestar apps (Litestar's session middleware, and so our native integration, skip it;
-            pgsession-asgi-litestar, our ASGI middleware, knows no such option), the same as
-            /none on the Starlette apps
+            pgsession-asgi-litestar, our ASGI middleware, is not told), the same as /none on the
+            Starlette apps, where ours leaves it out with exclude_paths
 
 Every library runs with its defaults, except that the session lives 14 days where a library's
 default is a browser-session cookie (starsessions), as /login makes it permanent in the WSGI app.
@@ -45,6 +45,7 @@ ASGI_VARIANTS = (
     "asgi-floor-unlogged",
     "pgsession-asgi-starlette-async",
     "pgsession-asgi-starlette-unlogged",
+    "pgsession-asgi-starlette-exectext",
 )
 # The floor (benchmarks/asgi_floor.py): hand-written SQL on psycopg 3, no session library.
 ASGI_FLOOR_VARIANTS = ("asgi-floor", "asgi-floor-async", "asgi-floor-unlogged")
@@ -56,6 +57,7 @@ ASGI_PG_VARIANTS = (
     "pgsession-litestar",
     "pgsession-asgi-starlette-async",
     "pgsession-asgi-starlette-unlogged",
+    "pgsession-asgi-starlette-exectext",
     *ASGI_FLOOR_VARIANTS,
 )
 # The variants with no session at all: the baselines.
@@ -158,7 +160,9 @@ def _pg_store(prepared_statements: bool = True, **options: Any) -> Any:
     return AsyncPostgresStore(_require_dsn(), prepared_statements=prepared_statements, **options)
 
 
-def _pgsession_asgi_starlette(prepared_statements: bool = True, **options: Any) -> Any:
+def _pgsession_asgi_starlette(
+    prepared_statements: bool = True, exectext: bool = False, **options: Any
+) -> Any:
     from starlette.middleware import Middleware
 
     from pgsession_wsgi.asgi import SessionMiddleware
@@ -166,6 +170,8 @@ def _pgsession_asgi_starlette(prepared_statements: bool = True, **options: Any) 
     # The middleware opens the store at lifespan startup and closes it at shutdown. /skip is left
     # out of the session with exclude_paths, the middleware's per-route opt-out.
     store = _pg_store(prepared_statements, **options)
+    if exectext:  # the lever's other side: prepared statements run as EXECUTE text, as psycopg2's
+        store._steps.prepared.named = None
     return _starlette(
         [Middleware(SessionMiddleware, store=store, secret_key=SECRET_KEY, exclude_paths=["/skip"])]
     )
@@ -326,6 +332,8 @@ _BUILDERS: dict[str, Callable[[], Any]] = {
     "pgsession-litestar": _pgsession_litestar,
     "pgsession-asgi-starlette-async": lambda: _pgsession_asgi_starlette(**_ASYNC_COMMIT),
     "pgsession-asgi-starlette-unlogged": lambda: _pgsession_asgi_starlette(**_UNLOGGED),
+    # Prepared statements executed as EXECUTE text (the sync store's way), to measure by name.
+    "pgsession-asgi-starlette-exectext": lambda: _pgsession_asgi_starlette(exectext=True),
     **{variant: _asgi_floor(variant) for variant in ASGI_FLOOR_VARIANTS},
 }
 

@@ -78,12 +78,16 @@ def serve_asgi_requests(variant: str, route: str, requests: int) -> None:
         await _prepare(variant)
         app = create_app(variant)
         async with cost_asgi._Lifespan(app) as lifespan:
-            if variant in ASGI_NO_SESSION_VARIANTS:
+            cookies: list[str | None]
+            if route == "anon":  # /none without a cookie
+                cookies = [None]
+            elif variant in ASGI_NO_SESSION_VARIANTS:
                 cookies = [f"session={secrets.token_urlsafe(66)}"]
             else:
-                cookies = await cost_asgi._login(app, lifespan.state, 1)
+                cookies = list(await cost_asgi._login(app, lifespan.state, 1))
+            path = "/none" if route == "anon" else f"/{route}"
             # The first 100 warm up: connections, prepared statements, caches.
-            await cost_asgi._drive(app, lifespan.state, f"/{route}", cookies, requests + 100, 1)
+            await cost_asgi._drive(app, lifespan.state, path, cookies, requests + 100, 1)
 
     uvloop.install()
     asyncio.run(serve())
@@ -128,8 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=run._csv(ASGI_VARIANTS if asgi else VARIANTS),
         default=list(DEFAULT_ASGI_VARIANTS if asgi else DEFAULT_VARIANTS),
     )
+    routes = ("read", "write", "none", "anon") if asgi else ("read", "write", "none")
     parser.add_argument(
-        "--routes", type=run._csv(("read", "write", "none")), default=["read", "write", "none"]
+        "--routes",
+        type=run._csv(routes),
+        default=["read", "write", "none"],
+        help=f"from {','.join(routes)} (anon: /none without a cookie, with --asgi)",
     )
     parser.add_argument("--requests", type=int, default=100, help="requests of the shorter run")
     parser.add_argument("--extra", type=int, default=500, help="requests the longer run adds")
