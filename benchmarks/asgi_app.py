@@ -87,7 +87,6 @@ def _starlette(middleware: list[Any], load: Callable[[Any], Any] | None = None) 
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
 
     uses_session = bool(middleware)
 
@@ -116,17 +115,25 @@ def _starlette(middleware: list[Any], load: Callable[[Any], Any] | None = None) 
             request.session["counter"] = counter
         return PlainTextResponse(f"counter={counter}")
 
+    return Starlette(routes=starlette_routes(login, read, write), middleware=middleware)
+
+
+def starlette_routes(login: Any, read: Any, write: Any) -> list[Any]:
+    """The Starlette apps' routes (the floor's too): these three, and /none and /skip untouched."""
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
     async def no_session(request: Request) -> PlainTextResponse:
         return PlainTextResponse("no session")
 
-    routes = [
+    return [
         Route("/login", login),
         Route("/read", read),
         Route("/write", write),
         Route("/none", no_session),
         Route("/skip", no_session),
     ]
-    return Starlette(routes=routes, middleware=middleware)
 
 
 def _none() -> Any:

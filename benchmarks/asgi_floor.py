@@ -30,7 +30,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-from floor import LIFETIME_SECONDS, Signer
+from floor import LIFETIME_SECONDS, Signer, statements
 
 COOKIE = "floor"
 POOL_SIZE = 10
@@ -55,14 +55,7 @@ class AsyncFloorStore:
         self.pool = AsyncConnectionPool(
             dsn, min_size=POOL_SIZE, max_size=POOL_SIZE, kwargs=kwargs, open=False
         )
-        self._select = f"SELECT data FROM {self.table} WHERE id = %s AND expires_at > now()"
-        self._update = (
-            f"UPDATE {self.table} SET data = data || %s::jsonb WHERE id = %s AND expires_at > now()"
-        )
-        self._insert = (
-            f"INSERT INTO {self.table} (id, data, expires_at)"
-            f" VALUES (%s, %s::jsonb, now() + interval '{LIFETIME_SECONDS} seconds')"
-        )
+        self._select, self._update, self._insert = statements(self.table)
 
     async def create_table(self) -> None:
         """The table: a primary key, the data, the expiry; nothing else."""
@@ -97,10 +90,10 @@ def store_for(variant: str, dsn: str) -> AsyncFloorStore:
 
 def create_app(variant: str, dsn: str, secret: str) -> Any:
     """The floor's Starlette app: the same routes and answers as asgi_app's other Starlette apps."""
+    from asgi_app import starlette_routes
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
 
     store = store_for(variant, dsn)
     signer = Signer(secret)
@@ -137,17 +130,7 @@ def create_app(variant: str, dsn: str, secret: str) -> Any:
         await store.merge(key, {"counter": counter})
         return PlainTextResponse(f"counter={counter}")
 
-    async def no_session(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("no session")
-
-    routes = [
-        Route("/login", login),
-        Route("/read", read),
-        Route("/write", write),
-        Route("/none", no_session),
-        Route("/skip", no_session),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=starlette_routes(login, read, write), lifespan=lifespan)
 
 
 async def prepare(variant: str, dsn: str) -> None:

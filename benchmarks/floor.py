@@ -39,6 +39,17 @@ COOKIE = "floor"
 LIFETIME_SECONDS = 31 * 24 * 3600  # the same idle lifetime as pgsession-wsgi's default
 
 
+def statements(table: str) -> tuple[str, str, str]:
+    """The floor's SELECT (read), UPDATE (merge one key) and INSERT (login) on ``table``; the
+    ASGI floor (benchmarks/asgi_floor.py) sends the same."""
+    return (
+        f"SELECT data FROM {table} WHERE id = %s AND expires_at > now()",
+        f"UPDATE {table} SET data = data || %s::jsonb WHERE id = %s AND expires_at > now()",
+        f"INSERT INTO {table} (id, data, expires_at)"
+        f" VALUES (%s, %s::jsonb, now() + interval '{LIFETIME_SECONDS} seconds')",
+    )
+
+
 class FloorStore:
     """A table of sessions and a fixed-size pool of autocommit connections to it.
 
@@ -53,14 +64,7 @@ class FloorStore:
         self.unlogged = unlogged
         options = "" if synchronous_commit else "-c synchronous_commit=off"
         self.pool = psycopg2.pool.ThreadedConnectionPool(pool_size, pool_size, dsn, options=options)
-        self._select = f"SELECT data FROM {self.table} WHERE id = %s AND expires_at > now()"
-        self._update = (
-            f"UPDATE {self.table} SET data = data || %s::jsonb WHERE id = %s AND expires_at > now()"
-        )
-        self._insert = (
-            f"INSERT INTO {self.table} (id, data, expires_at)"
-            f" VALUES (%s, %s::jsonb, now() + interval '{LIFETIME_SECONDS} seconds')"
-        )
+        self._select, self._update, self._insert = statements(self.table)
 
     def create_table(self) -> None:
         """The table: a primary key, the data, the expiry; nothing else."""
