@@ -194,7 +194,7 @@ def _asgi_floor(variant: str) -> Callable[[], Any]:
     def build() -> Any:
         import asgi_floor
 
-        return asgi_floor.create_app(variant, _require_dsn(), SECRET_KEY)
+        return asgi_floor.create_app(variant, _require_dsn(), SECRET_KEY, starlette_routes)
 
     return build
 

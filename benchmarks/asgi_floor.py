@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from floor import LIFETIME_SECONDS, Signer, statements
@@ -88,9 +88,12 @@ def store_for(variant: str, dsn: str) -> AsyncFloorStore:
     )
 
 
-def create_app(variant: str, dsn: str, secret: str) -> Any:
-    """The floor's Starlette app: the same routes and answers as asgi_app's other Starlette apps."""
-    from asgi_app import starlette_routes
+def create_app(variant: str, dsn: str, secret: str, routes: Callable[..., list[Any]]) -> Any:
+    """The floor's Starlette app: the same routes and answers as asgi_app's other Starlette apps.
+
+    :param routes: asgi_app's ``starlette_routes``: given the login, read and write views, the
+        app's routes.
+    """
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse
@@ -130,7 +133,7 @@ def create_app(variant: str, dsn: str, secret: str) -> Any:
         await store.merge(key, {"counter": counter})
         return PlainTextResponse(f"counter={counter}")
 
-    return Starlette(routes=starlette_routes(login, read, write), lifespan=lifespan)
+    return Starlette(routes=routes(login, read, write), lifespan=lifespan)
 
 
 async def prepare(variant: str, dsn: str) -> None:
