@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any, Callable, cast
 from uuid import UUID
 
-from .core import with_session_headers
+from .core import MERGED_HEADERS, with_session_headers
 from .errors import SessionError, StoreUnavailable
 from .session import Session
 from .websocket import WebsocketOrigins
@@ -70,14 +70,23 @@ def origin_allowed(origins: WebsocketOrigins, scope: Scope) -> bool:
     return origins.allows(sent, str(scope.get("scheme", "ws")), host, scope.get("server"))
 
 
+_MERGED = frozenset(name.encode("latin-1") for name in MERGED_HEADERS)
+
+
 def add_session_headers(
     headers: list[tuple[bytes, bytes]], extra: list[tuple[str, str]]
 ) -> list[tuple[bytes, bytes]]:
     """The app's headers plus a save's (:func:`~pgsession_wsgi.core.with_session_headers`: one
     merged ``Vary``), as ASGI's lower-case bytes."""
-    given = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+    # Only the headers the merge reads are decoded; the others go on as they came, first.
+    kept = [header for header in headers if header[0].lower() not in _MERGED]
+    given = [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in headers
+        if name.lower() in _MERGED
+    ]
     merged = with_session_headers(given, extra)
-    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in merged]
+    return kept + [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in merged]
 
 
 def log_failure(exc: SessionError, doing: str) -> int:

@@ -28,6 +28,7 @@ from .errors import ConfigurationError, SessionError
 from .session import Changes, Expiry, Session, SessionState
 
 __all__ = [
+    "MERGED_HEADERS",
     "KEEP_USER",
     "USER_PREFIX_SEPARATOR",
     "Delete",
@@ -389,6 +390,11 @@ def private_cache_control(value: str | None) -> str | None:
     return ", ".join(["private", *kept])
 
 
+#: The app's response headers :func:`with_session_headers` reads or replaces (lower case); it
+#: leaves every other one as it is, so a front end may pass only these.
+MERGED_HEADERS = frozenset(("vary", "cache-control"))
+
+
 def with_session_headers(
     headers: list[tuple[str, str]], extra: list[tuple[str, str]]
 ) -> list[tuple[str, str]]:
@@ -418,6 +424,8 @@ def with_session_headers(
 
 def _with_vary(headers: list[tuple[str, str]], token: str) -> list[tuple[str, str]]:
     sent = [value for name, value in headers if name.lower() == "vary"]
+    if not sent:  # the common case: the app sends no Vary of its own
+        return [*headers, ("Vary", token)]
     tokens = [part.strip() for value in sent for part in value.split(",") if part.strip()]
     if "*" in tokens or token.lower() in (part.lower() for part in tokens):
         return headers
