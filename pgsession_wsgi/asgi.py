@@ -585,8 +585,11 @@ class SessionMiddleware:
             if message["type"] == "http.response.start":
                 status = _answer_instead(connection, message)
                 if status is None:
+                    session = _adopt(scope, connection)
                     try:
-                        headers = await self._save(scope, connection)
+                        # A session never used, and no explicit save before: nothing to await.
+                        wanted = connection.pending or self.core.wants_save(session)
+                        headers = await self._save(session, connection) if wanted else []
                     except SessionError as exc:
                         status = log_failure(exc, "saving")
                     else:
@@ -615,9 +618,9 @@ class SessionMiddleware:
             if self.core.needs_late_save(session):  # no coroutine for the common case
                 await self._save_late(session)
 
-    async def _save(self, scope: Scope, connection: _Connection) -> list[tuple[str, str]]:
-        """The save at ``http.response.start``, merged with an explicit save's headers."""
-        session = _adopt(scope, connection)
+    async def _save(self, session: Session, connection: _Connection) -> list[tuple[str, str]]:
+        """The save at ``http.response.start`` (of the session :func:`_adopt` gave), merged with
+        an explicit save's headers."""
         headers = await self.commit(session) if self.core.wants_save(session) else []
         pending, connection.pending = connection.pending, []
         if not pending:
