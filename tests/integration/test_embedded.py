@@ -317,6 +317,17 @@ def _broken_data_directory() -> tuple[Path, Path]:
     return top, data
 
 
+def _start_error(top: Path, data: Path) -> str:
+    """The message of the RuntimeError a server on ``data`` fails to start with (it is closed)."""
+    server = EmbeddedPostgres(data, data, throwaway=True, remove=(top,))
+    try:
+        with pytest.raises(RuntimeError) as failed:
+            server.start()
+    finally:
+        server.close()
+    return str(failed.value)
+
+
 def test_a_failed_start_ends_with_the_last_30_lines_of_the_server_log() -> None:
     top, data = _broken_data_directory()
     try:
@@ -325,13 +336,7 @@ def test_a_failed_start_ends_with_the_last_30_lines_of_the_server_log() -> None:
         (data / "postgres.log").write_bytes(earlier + b"\xff\xfe\n")
         if os.geteuid() == 0:
             os.chown(data / "postgres.log", server_uid(), -1)
-        server = EmbeddedPostgres(data, data, throwaway=True, remove=(top,))
-        try:
-            with pytest.raises(RuntimeError) as failed:
-                server.start()
-        finally:
-            server.close()
-        head, tail = str(failed.value).split("\n--- server log ---\n")
+        head, tail = _start_error(top, data).split("\n--- server log ---\n")
         assert head.startswith("pg_ctl failed (1): ")
         lines = tail.split("\n")
         assert len(lines) == 30, tail
@@ -346,13 +351,7 @@ def test_a_failed_start_without_a_log_says_so() -> None:
     top, data = _broken_data_directory()
     try:
         (data / "postgres.log").mkdir()  # no log file can be written or read there
-        server = EmbeddedPostgres(data, data, throwaway=True, remove=(top,))
-        try:
-            with pytest.raises(RuntimeError) as failed:
-                server.start()
-        finally:
-            server.close()
-        assert str(failed.value).endswith("\n--- server log ---\n(no log)")
+        assert _start_error(top, data).endswith("\n--- server log ---\n(no log)")
     finally:
         shutil.rmtree(top, ignore_errors=True)
 

@@ -698,6 +698,20 @@ def test_a_moved_row_that_cannot_be_read_back_is_a_500_naming_the_error(
     assert "a stored session could not be decoded (ValueError)" in caplog.text
 
 
+def end_the_connection_waiting_on(dsn: str, relation: str, locker: Any, ended: list[Any], who: str) -> None:
+    """Once a connection waits on the lock ``locker`` holds on ``relation``, the server ends it (as
+    a restart or a failover would; what ``pg_terminate_backend`` answered goes into ``ended``);
+    then the lock is let go."""
+    waiting = "SELECT pid FROM pg_locks WHERE relation = to_regclass(%s) AND NOT granted"
+    try:
+        wait_for(lambda: sql(dsn, waiting, (relation,)), f"{who} to wait on the lock")
+        ((pid,),) = sql(dsn, waiting, (relation,))
+        ended.extend(sql(dsn, "SELECT pg_terminate_backend(%s, 10000)", (pid,)))
+    finally:
+        locker.rollback()
+        locker.close()
+
+
 def test_a_connection_lost_during_the_move_is_a_503_and_the_move_is_not_repeated(
     pg_dsn: str, schema: str, make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -713,23 +727,14 @@ def test_a_connection_lost_during_the_move_is_a_503_and_the_move_is_not_repeated
     calls: list[int] = []
     ended: list[Any] = []
 
-    def end_the_move_while_it_waits(locker: Any) -> None:
-        # The move waits on the lock; the server then ends its connection (a restart, a failover).
-        waiting = "SELECT pid FROM pg_locks WHERE relation = to_regclass(%s) AND NOT granted"
-        try:
-            wait_for(lambda: sql(pg_dsn, waiting, (target,)), "the move to wait on the lock")
-            ((pid,),) = sql(pg_dsn, waiting, (target,))
-            ended.extend(sql(pg_dsn, "SELECT pg_terminate_backend(%s, 10000)", (pid,)))
-        finally:
-            locker.rollback()
-            locker.close()
-
     def lock_before_the_move(self: LegacyFallbackStore, *args: Any) -> Any:
         if not calls:
             locker = psycopg2.connect(pg_dsn)
             with locker.cursor() as cur:
                 cur.execute(f"LOCK TABLE {target} IN ACCESS EXCLUSIVE MODE")
-            thread = threading.Thread(target=end_the_move_while_it_waits, args=(locker,))
+            # The move waits on the lock; the server then ends its connection (a restart, a failover).
+            ending = (pg_dsn, target, locker, ended, "the move")
+            thread = threading.Thread(target=end_the_connection_waiting_on, args=ending)
             thread.start()
             threads.append(thread)
         calls.append(1)
@@ -758,19 +763,11 @@ def test_a_connection_lost_during_the_look_is_retried_on_a_fresh_one(
     locker = psycopg2.connect(pg_dsn)
     ended: list[Any] = []
 
-    def end_the_look_while_it_waits() -> None:
-        waiting = "SELECT pid FROM pg_locks WHERE relation = to_regclass(%s) AND NOT granted"
-        try:
-            wait_for(lambda: sql(pg_dsn, waiting, (old,)), "the look to wait on the lock")
-            ((pid,),) = sql(pg_dsn, waiting, (old,))
-            ended.extend(sql(pg_dsn, "SELECT pg_terminate_backend(%s, 10000)", (pid,)))
-        finally:
-            locker.rollback()
-            locker.close()
-
     with locker.cursor() as cur:
         cur.execute(f"LOCK TABLE {old} IN ACCESS EXCLUSIVE MODE")
-    thread = threading.Thread(target=end_the_look_while_it_waits)
+    thread = threading.Thread(
+        target=end_the_connection_waiting_on, args=(pg_dsn, old, locker, ended, "the look")
+    )
     thread.start()
     try:
         assert get(app, sid).json == {"cart": "[1]"}
