@@ -117,6 +117,7 @@ class PreparedStatements:
         alone = _Attempt(self, kind, fixed, None, with_literals(self.templates[kind][1], literals))
         if self.named is not None:
             alone.name, alone.named = self.named[kind]
+            alone.values = {name: _as_text(value) for name, value in fixed}
         if len(self._bound) < MAX_BOUND_STATEMENTS:
             self._bound[(kind, fixed)] = alone
         return alone
@@ -141,7 +142,7 @@ class _Attempt:
         #: the settings' values, bound as the request's are.
         self.name: bytes | None = None
         self.named = ""
-        self.values = {name: _as_text(value) for name, value in fixed}
+        self.values: dict[str, Any] = {}
 
     def sent(self) -> None:
         """It ran: a PREPARE sent with it is there now."""
@@ -176,7 +177,7 @@ def _literal(name: str, value: Any) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, timedelta):
-        return f"'{value.days} days {value.seconds}.{value.microseconds:06d} seconds'::interval"
+        return f"'{_as_text(value)}'::interval"
     text = (float.__repr__ if isinstance(value, float) else int.__repr__)(value)
     if text in _SPECIAL_FLOATS:
         return _SPECIAL_FLOATS[text]

@@ -232,7 +232,7 @@ def prepared(kind: str, text: str) -> tuple[str, str]:
         return f"${order.index(name) + 1}"
 
     body = _PLACEHOLDER.sub(number, text)
-    name = f"pgsession_{kind}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    name = _statement_name(kind, text)
     types = ", ".join(PARAMETER_TYPES[param] for param in order)
     arguments = ", ".join(f"%({param})s" for param in order)
     return f"PREPARE {name} ({types}) AS {body}", f"EXECUTE {name}({arguments})"
@@ -247,10 +247,14 @@ def by_name(kind: str, text: str) -> tuple[bytes, str]:
         each ``%(name)s`` placeholder made ``%(name)t`` (its value sent as text), numbered as the
         ``PREPARE`` numbers them (by first appearance).
     """
-    prepare, _ = prepared(kind, text)
-    name = prepare.split(" ", 2)[1]
     statement = _PLACEHOLDER.sub(lambda m: "%%" if m.group(1) is None else f"%({m.group(1)})t", text)
-    return name.encode(), statement
+    return _statement_name(kind, text).encode(), statement
+
+
+def _statement_name(kind: str, text: str) -> str:
+    """A prepared statement's name: its kind and a hash of its text, so that one name always
+    means one statement whichever table or connection it meets."""
+    return f"pgsession_{kind}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def with_literals(template: str, literals: dict[str, str]) -> str:
