@@ -16,6 +16,7 @@ pgbouncer``). Without it they are skipped, so a laptop run stays green; set
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import uuid
@@ -197,3 +198,15 @@ def _current_session_left_unbound() -> Iterator[None]:
     if leaked is not None:
         middleware._current.set(None)  # type: ignore[arg-type]  # so that later tests start clean
         pytest.fail("this test left current_session bound: close the WSGI response it got")
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """The root logger as it was before the test: an app that configures logging (Litestar's
+    default config adds a queue handler writing to the stderr of its test, closed afterwards)
+    would otherwise turn a later test's warning into a "Logging error" on that test's stderr."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

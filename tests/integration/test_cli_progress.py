@@ -93,7 +93,12 @@ def signal_after_first_line(child: subprocess.Popen[str], signum: int) -> tuple[
     """Wait for the first progress line, send ``signum``, then read everything (stdout, stderr)."""
     try:
         assert child.stderr is not None
-        first = child.stderr.readline()
+        # Byte by byte from the descriptor: communicate() reads the descriptor too, so whatever a
+        # buffered readline() took beyond the first line would be lost to it.
+        line = b""
+        while not line.endswith(b"\n") and (byte := os.read(child.stderr.fileno(), 1)):
+            line += byte
+        first = line.decode()
         child.send_signal(signum)
         out, err = child.communicate(timeout=120)
     finally:
