@@ -33,6 +33,7 @@ from .errors import (
     UnstorableValue,
     UnstorableValueError,
 )
+from .options import SessionOptions
 from .session import Session
 from .store_steps import SessionInfo
 
@@ -60,6 +61,7 @@ __all__ = [
     "SessionError",
     "SessionInfo",
     "SessionMiddleware",
+    "SessionOptions",
     "SessionTooLarge",
     "StoreUnavailable",
     "TagRegistrationError",

@@ -58,6 +58,7 @@ from .defaults import (
     DEFAULT_USER_KEY,
 )
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
+from .options import SessionOptions
 from .session import Session
 from .websocket import (
     CLOSE_ERROR,
@@ -322,37 +323,17 @@ class SessionMiddleware:
         sessions (with the same table: the other defaults agree). Starlette's ``Secret`` too.
     :param autoload: load a validly signed session before the app runs (one statement); False
         leaves it to :func:`load_session`.
-    :param cookie_name: the cookie's name. ``"__Host-session"`` is recommended on an https
-        site: browsers then keep it only if it is Secure, has ``Path=/`` and no ``Domain``, so
-        no subdomain can set or overwrite it; those options are checked, and it is sent Secure
-        even over http. ``__Secure-`` names are always Secure too.
-    :param idle_timeout: a session unused this long is gone (``timedelta`` or seconds); also
-        the cookie's ``Max-Age``.
-    :param absolute_timeout: a session older than this is gone however active it is.
-    :param touch_interval: the expiry is pushed forward at most this often (and at most every
-        tenth of ``idle_timeout``).
-    :param permanent: the default of ``session.permanent``: False (the default, as in Flask and
-        Quart) sends a browser-session cookie until the app sets ``session.permanent = True``,
-        True a cookie with ``Max-Age`` (``idle_timeout``). The server forgets an unused session
-        after ``idle_timeout`` either way.
-    :param refresh_each_request: re-send a permanent session's cookie when its expiry moves.
-    :param cookie_path: the cookie's ``Path``.
-    :param cookie_domain: the cookie's ``Domain``; None sends none (the safest).
-    :param cookie_secure: ``Secure``; None: when the request came over https (or wss).
-    :param cookie_httponly: ``HttpOnly``.
-    :param cookie_samesite: ``"Lax"``, ``"Strict"``, ``"None"`` (needs Secure) or None.
-    :param fallback_secret_keys: older keys still accepted while you rotate; never used to sign.
-    :param user_key: the session key holding the user's id, mirrored into the table for
-        ``store.sessions_for_user`` and ``store.revoke_user``; a ``str``, ``int`` or ``UUID``.
-        Default ``"_user_id"``, Flask-Login's key, as in every front end; None for none.
-    :param regenerate_on_user_change: with ``user_key``, a login moves the session to a new id.
-    :param max_size: the most bytes a stored session may take; None for no limit.
-    :param signer: reads and writes another cookie format.
+
+    The keyword options of the WSGI middleware (``cookie_name``, ``idle_timeout``,
+    ``absolute_timeout``, ``touch_interval``, ``permanent``, ``refresh_each_request``,
+    ``cookie_path``, ``cookie_domain``, ``cookie_secure``, ``cookie_httponly``,
+    ``cookie_samesite``, ``cookie_partitioned``, ``fallback_secret_keys``, ``user_key``,
+    ``regenerate_on_user_change``, ``max_size``, ``signer``) are
+    :class:`~pgsession_wsgi.SessionOptions`' fields, documented there once for every front
+    end, with the same defaults. The others are this middleware's own:
+
     :param websocket_origins: origins whose pages may open a websocket besides the app's own,
         each ``scheme://host[:port]`` (e.g. ``["https://app.example.com"]``).
-    :param cookie_partitioned: ``Partitioned`` (CHIPS), for an app embedded in other sites'
-        pages: the browser keeps the cookie apart per top-level site. Always sent Secure
-        (browsers drop it otherwise), so ``cookie_secure=False`` is refused next to it.
     :param exclude_paths: path prefixes whose requests and websockets get no session: nothing
         is loaded, saved or sent (no statement, no ``Set-Cookie``, no ``Vary``) even with a valid
         cookie, and using the session there raises :class:`SessionExcluded`.
@@ -454,19 +435,7 @@ class SessionMiddleware:
             secret_key = str(secret_key)
         try:
             #: The request algorithm, with the options as checked.
-            self.core = SessionCore.configure(
-                cast("str | bytes | None", secret_key),
-                **options,
-                absolute_timeout=absolute_timeout,
-                touch_interval=touch_interval,
-                refresh_each_request=refresh_each_request,
-                cookie_httponly=cookie_httponly,
-                fallback_secret_keys=fallback_secret_keys,
-                user_key=user_key,
-                regenerate_on_user_change=regenerate_on_user_change,
-                max_size=max_size,
-                signer=signer,
-            )
+            self.core = SessionCore.from_options(SessionOptions.among({**locals(), **options}))
         except ConfigurationError as exc:
             if not renamed:
                 raise

@@ -6,7 +6,7 @@ The core knows neither WSGI nor a database driver. Its two steps, :meth:`Session
 returns its answer. An adapter runs them with a store, sync or async, so that every front end
 shares one copy of every rule below::
 
-    core = SessionCore.configure(secret_key, **options)  # all of SessionMiddleware's options
+    core = SessionCore.from_options(options)  # a SessionOptions, from the front end's own
     session = core.open(cookie_header, scheme, lambda s: run(core.load(s), store.execute))
     ...                                                   # the app uses the session
     headers = run(core.save(session), store.execute)              # WSGI: psycopg2
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar, Union
@@ -25,6 +25,7 @@ from uuid import UUID
 
 from .cookies import CookieSettings, HmacIdSigner, IdSigner, hash_session_id, new_session_id, prefixed_id
 from .errors import ConfigurationError, SessionError
+from .options import SessionOptions
 from .session import Changes, Expiry, Session, SessionState
 
 __all__ = [
@@ -315,16 +316,7 @@ class Policy:
     """How long sessions live, when they are written, and what they may hold; set once.
 
     Build it with :meth:`from_options`, which checks every value. The fields are the
-    :class:`~pgsession_wsgi.SessionMiddleware` options of the same names:
-
-    :param idle_timeout: a session unused this long is gone; also the cookie's ``Max-Age``.
-    :param absolute_timeout: a session older than this is gone; None for no limit.
-    :param touch_interval: the expiry is pushed forward at most this often.
-    :param permanent: the default of ``session.permanent``.
-    :param refresh_each_request: re-send a permanent session's cookie when its expiry moves.
-    :param user_key: the session key mirrored into the user column; None for none.
-    :param regenerate_on_user_change: a login under ``user_key`` moves the session to a new id.
-    :param max_size: the most bytes a stored session may take; None for no limit.
+    :class:`~pgsession_wsgi.SessionOptions` of the same names, durations as ``timedelta``.
     """
 
     idle_timeout: timedelta
@@ -337,39 +329,30 @@ class Policy:
     max_size: int | None
 
     @classmethod
-    def from_options(
-        cls,
-        *,
-        idle_timeout: timedelta | float,
-        absolute_timeout: timedelta | float | None,
-        touch_interval: timedelta | float,
-        permanent: bool,
-        refresh_each_request: bool,
-        user_key: str | None,
-        regenerate_on_user_change: bool,
-        max_size: int | None,
-    ) -> Policy:
-        """Check and normalise the middleware's options, so a bad one fails at start-up.
+    def from_options(cls, options: SessionOptions) -> Policy:
+        """Check and normalise the lifetimes, size limit and user key, so a bad one fails at start-up.
 
-        The parameters are the fields; durations may be given in seconds, and
-        ``touch_interval`` is capped at a tenth of ``idle_timeout``.
+        Durations may be given in seconds; ``touch_interval`` is capped at a tenth of
+        ``idle_timeout``.
 
+        :param options: the session's options (only the fields above are read).
         :raises ConfigurationError: a duration that is not positive, or a ``max_size`` below 1.
         """
-        idle = _duration(idle_timeout, "idle_timeout")
-        interval = _duration(touch_interval, "touch_interval")
+        max_size = options.max_size
+        idle = _duration(options.idle_timeout, "idle_timeout")
+        interval = _duration(options.touch_interval, "touch_interval")
         assert idle is not None and interval is not None
         if max_size is not None and max_size < 1:
             raise ConfigurationError("max_size must be a positive number of bytes, or None")
         return cls(
             idle_timeout=idle,
-            absolute_timeout=_duration(absolute_timeout, "absolute_timeout"),
+            absolute_timeout=_duration(options.absolute_timeout, "absolute_timeout"),
             # A touch at most every tenth of the idle timeout keeps expiry within 10% of exact.
             touch_interval=min(interval, idle / 10),
-            permanent=permanent,
-            refresh_each_request=refresh_each_request,
-            user_key=user_key,
-            regenerate_on_user_change=regenerate_on_user_change,
+            permanent=options.permanent,
+            refresh_each_request=options.refresh_each_request,
+            user_key=options.user_key,
+            regenerate_on_user_change=options.regenerate_on_user_change,
             max_size=max_size,
         )
 
@@ -464,68 +447,40 @@ class SessionCore:
         self._max_age = int(policy.idle_timeout.total_seconds())
 
     @classmethod
-    def configure(
-        cls,
-        secret_key: str | bytes | None,
-        *,
-        cookie_name: str,
-        idle_timeout: timedelta | float,
-        absolute_timeout: timedelta | float | None,
-        touch_interval: timedelta | float,
-        permanent: bool,
-        refresh_each_request: bool,
-        cookie_path: str,
-        cookie_domain: str | None,
-        cookie_secure: bool | None,
-        cookie_httponly: bool,
-        cookie_samesite: str | None,
-        fallback_secret_keys: Iterable[str | bytes],
-        user_key: str | None,
-        regenerate_on_user_change: bool,
-        max_size: int | None,
-        signer: IdSigner | None,
-        key_prefix: str = "",
-        cookie_partitioned: bool = False,
-    ) -> SessionCore:
-        """A core from a middleware's options, so that every front end takes the same ones.
+    def from_options(cls, options: SessionOptions) -> SessionCore:
+        """A core from the session's options, which every front end maps its own onto.
 
-        The options other than these three are :class:`~pgsession_wsgi.SessionMiddleware`'s,
-        documented there.
-
-        :param secret_key: signs the cookie; required unless ``signer`` is given.
-        :param signer: reads and writes another cookie format; None: HMAC with ``secret_key``.
-        :param key_prefix: as for :class:`SessionCore`; "" for none.
-        :param cookie_partitioned: the cookie's ``Partitioned`` attribute (see
-            :class:`~pgsession_wsgi.cookies.CookieSettings`); the front ends that offer it pass it.
+        :param options: the options, as :class:`~pgsession_wsgi.SessionOptions` documents.
         :raises ConfigurationError: a missing secret or an option that contradicts another.
         """
+        signer = options.signer
         if signer is None:
-            if not secret_key:
+            if not options.secret_key:
                 raise ConfigurationError(
                     "secret_key is missing: pass SessionMiddleware(app, store, secret_key=...) "
                     "with a long random value, e.g. from secrets.token_hex(32)"
                 )
-            signer = HmacIdSigner(secret_key, fallback_secret_keys)
+            signer = HmacIdSigner(options.secret_key, options.fallback_secret_keys)
         cookie = CookieSettings(
-            name=cookie_name,
-            path=cookie_path,
-            domain=cookie_domain,
-            secure=cookie_secure,
-            httponly=cookie_httponly,
-            samesite=cookie_samesite,
-            partitioned=cookie_partitioned,
+            name=options.cookie_name,
+            path=options.cookie_path,
+            domain=options.cookie_domain,
+            secure=options.cookie_secure,
+            httponly=options.cookie_httponly,
+            samesite=options.cookie_samesite,
+            partitioned=options.cookie_partitioned,
         )
-        policy = Policy.from_options(
-            idle_timeout=idle_timeout,
-            absolute_timeout=absolute_timeout,
-            touch_interval=touch_interval,
-            permanent=permanent,
-            refresh_each_request=refresh_each_request,
-            user_key=user_key,
-            regenerate_on_user_change=regenerate_on_user_change,
-            max_size=max_size,
-        )
-        return cls(policy, cookie, signer, key_prefix)
+        return cls(Policy.from_options(options), cookie, signer, options.key_prefix)
+
+    @classmethod
+    def configure(cls, secret_key: str | bytes | None, **options: Any) -> SessionCore:
+        """:meth:`from_options` with the options as keywords, for code that drives the core itself.
+
+        :param secret_key: signs the cookie; required unless ``signer`` is given.
+        :param options: any other :class:`~pgsession_wsgi.SessionOptions` field.
+        :raises ConfigurationError: a missing secret or an option that contradicts another.
+        """
+        return cls.from_options(SessionOptions(secret_key, **options))
 
     def open(self, cookie_header: str, scheme: str, loader: Callable[[Session], Any]) -> Session:
         """A lazy session for one request: nothing is parsed or loaded until it is used.

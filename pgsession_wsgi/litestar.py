@@ -41,6 +41,7 @@ from datetime import timedelta
 from typing import Any, Literal, cast
 
 from .errors import ConfigurationError, MissingExtraError, OutsideRequestError, SessionError, StoreUnavailable
+from .options import SessionOptions
 
 try:
     from litestar.config.app import AppConfig
@@ -372,18 +373,13 @@ class PgSessionConfig(BaseBackendConfig["PgSessionBackend"]):
     :param exclude: a path pattern, or a list of them, whose requests get no session (Litestar's).
     :param exclude_opt_key: a route whose ``opt`` has this key set true gets no session
         (``@get("/", skip_session=True)``; Litestar's).
-    :param absolute_timeout: a session older than this is gone however active it is; None: never.
-    :param touch_interval: the expiry is pushed forward at most this often.
-    :param permanent: the default of ``session.permanent``: False (as in every front end, and
-        Flask's default) makes browser-session cookies; True gives the cookie ``Max-Age``.
-    :param refresh_each_request: re-send a permanent session's cookie when its expiry moves.
-    :param fallback_secret_keys: older keys still accepted while you rotate; never used to sign.
-    :param user_key: the session key holding the user's id, mirrored into the table for
-        ``store.sessions_for_user`` and ``store.revoke_user``: ``"_user_id"``, Flask-Login's, as
-        in every front end; None for none.
-    :param regenerate_on_user_change: with ``user_key``, a login moves the session to a new id.
-    :param max_size: the most bytes a stored session may take; None for no limit.
-    :param signer: reads and writes another cookie format instead of ``secret_key``'s.
+
+    The other options (``absolute_timeout``, ``touch_interval``, ``permanent``,
+    ``refresh_each_request``, ``fallback_secret_keys``, ``user_key``,
+    ``regenerate_on_user_change``, ``max_size``, ``signer``) are
+    :class:`~pgsession_wsgi.SessionOptions`' fields, documented there once for every front
+    end, with the same defaults.
+
     :param websocket_origins: origins whose pages may open a websocket that gets the session,
         besides the app's own (e.g. ``["https://app.example.com"]``).
     :raises ConfigurationError: ``store`` is not an ``AsyncPostgresStore``, ``secret_key`` is
@@ -442,19 +438,8 @@ class PgSessionConfig(BaseBackendConfig["PgSessionBackend"]):
             "samesite": _SAMESITE.get(str(self.samesite).lower(), self.samesite),
         }
         try:
-            self.core = SessionCore.configure(
-                self.secret_key,
-                **{OPTION_NAMES[name]: value for name, value in given.items()},
-                absolute_timeout=self.absolute_timeout,
-                touch_interval=self.touch_interval,
-                permanent=self.permanent,
-                refresh_each_request=self.refresh_each_request,
-                fallback_secret_keys=self.fallback_secret_keys,
-                user_key=self.user_key,
-                regenerate_on_user_change=self.regenerate_on_user_change,
-                max_size=self.max_size,
-                signer=self.signer,
-            )
+            options = {**vars(self), **{OPTION_NAMES[name]: value for name, value in given.items()}}
+            self.core = SessionCore.from_options(SessionOptions.among(options))
         except ConfigurationError as exc:
             raise ConfigurationError(_in_litestar_names(str(exc))) from None
         self.origins = WebsocketOrigins(self.websocket_origins, "websocket_origins")

@@ -33,6 +33,7 @@ from .defaults import (
     DEFAULT_USER_KEY,
 )
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable, UnstorableValue
+from .options import SessionOptions
 from .session import Session
 from .store import PostgresStore
 
@@ -112,40 +113,15 @@ class SessionMiddleware:
     :param app: the WSGI application to wrap.
     :param store: where sessions live.
     :param secret_key: signs the cookie (HMAC-SHA256); required unless ``signer`` is given.
-    :param cookie_name: the cookie's name; ``__Host-`` and ``__Secure-`` names are checked.
-    :param idle_timeout: a session unused this long is gone (``timedelta`` or seconds); also
-        the cookie's ``Max-Age``.
-    :param absolute_timeout: a session older than this is gone however active it is.
-    :param touch_interval: the expiry is pushed forward at most this often (and at most every
-        tenth of ``idle_timeout``).
-    :param permanent: the default of ``session.permanent``: False (the default, as in Flask and
-        Quart) sends a browser-session cookie until the app sets ``session.permanent = True``,
-        True a cookie with ``Max-Age`` (``idle_timeout``). The server forgets an unused session
-        after ``idle_timeout`` either way.
-    :param refresh_each_request: re-send a permanent session's cookie when its expiry moves.
-    :param cookie_path: the cookie's ``Path``.
-    :param cookie_domain: the cookie's ``Domain``; None sends none (the safest).
-    :param cookie_secure: ``Secure``; None: when the request came over https.
-    :param cookie_httponly: ``HttpOnly``.
-    :param cookie_samesite: ``"Lax"``, ``"Strict"``, ``"None"`` (needs Secure) or None.
-    :param cookie_partitioned: ``Partitioned`` (CHIPS), for an app embedded in other sites'
-        pages: the browser keeps the cookie apart per top-level site. Always sent Secure
-        (browsers drop it otherwise), so ``cookie_secure=False`` is refused next to it.
-    :param fallback_secret_keys: older keys still accepted while you rotate; never used to sign.
-    :param user_key: the session key holding the user's id, mirrored into the table for
-        :meth:`PostgresStore.sessions_for_user`; a ``str``, ``int`` or ``UUID``. Default
-        ``"_user_id"``, Flask-Login's key, as in every front end (so one login is seen, listed and
-        revoked by a Flask and an ASGI app alike); None for none.
-    :param regenerate_on_user_change: with ``user_key``, a save whose user changes (a login)
-        moves the session to a new id by itself, so a cookie planted before it is worthless.
-    :param max_size: the most bytes a stored session may take, checked by the database on the
-        merged row; None for no limit.
-    :param signer: reads and writes another cookie format (the flask-pg-session drop-in uses it).
-    :param key_prefix: keeps apart the sessions of apps that share one table, one prefix per app:
-        the row is keyed by the hash of the prefix and the id, so one app's cookie opens nothing
-        in another (the flask-pg-session drop-in passes ``SESSION_KEY_PREFIX``); "" for none.
-        Users are kept apart too: the user column is scoped to the prefix, so pass the same
-        ``key_prefix=`` to ``store.sessions_for_user`` and ``store.revoke_user``.
+
+    The keyword options (``cookie_name``, ``idle_timeout``, ``absolute_timeout``,
+    ``touch_interval``, ``permanent``, ``refresh_each_request``, ``cookie_path``,
+    ``cookie_domain``, ``cookie_secure``, ``cookie_httponly``, ``cookie_samesite``,
+    ``cookie_partitioned``, ``fallback_secret_keys``, ``user_key``,
+    ``regenerate_on_user_change``, ``max_size``, ``signer``, ``key_prefix``) are
+    :class:`~pgsession_wsgi.SessionOptions`' fields, documented there once for every front
+    end, with the same defaults.
+
     :raises ConfigurationError: ``secret_key`` is missing, an option is invalid or contradicts
         another, or ``store`` is no :class:`PostgresStore`.
     """
@@ -184,27 +160,7 @@ class SessionMiddleware:
         # The loader every request's session gets: bound once, not on every request.
         self._loader = self._load
         #: The request algorithm, with the options as checked.
-        self.core = SessionCore.configure(
-            secret_key,
-            cookie_name=cookie_name,
-            idle_timeout=idle_timeout,
-            absolute_timeout=absolute_timeout,
-            touch_interval=touch_interval,
-            permanent=permanent,
-            refresh_each_request=refresh_each_request,
-            cookie_path=cookie_path,
-            cookie_domain=cookie_domain,
-            cookie_secure=cookie_secure,
-            cookie_httponly=cookie_httponly,
-            cookie_samesite=cookie_samesite,
-            cookie_partitioned=cookie_partitioned,
-            fallback_secret_keys=fallback_secret_keys,
-            user_key=user_key,
-            regenerate_on_user_change=regenerate_on_user_change,
-            max_size=max_size,
-            signer=signer,
-            key_prefix=key_prefix,
-        )
+        self.core = SessionCore.from_options(SessionOptions.among(locals()))
 
     @property
     def policy(self) -> Policy:

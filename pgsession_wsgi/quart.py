@@ -52,12 +52,11 @@ from .appconfig import (
 from .async_store import AsyncPostgresStore
 from .core import SessionCore, run_async
 from .defaults import (
-    DEFAULT_MAX_SIZE,
     DEFAULT_PURGE_INTERVAL,
-    DEFAULT_TOUCH_INTERVAL,
 )
 from .devices import UserSession, mark_current, request_user
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
+from .options import SessionOptions
 from .session import Session
 from .websocket import (
     CLOSE_ERROR,
@@ -328,18 +327,14 @@ class PgSession:
             dsn = pgsession_dsn(config)
         else:
             refuse_store_keys(config, STORE_KEYS, "e.g. AsyncPostgresStore.from_pool(pool, table=...)")
-        core = SessionCore.configure(
+        options = SessionOptions(
             app.secret_key,
-            absolute_timeout=None,
-            touch_interval=DEFAULT_TOUCH_INTERVAL,
             permanent=False,  # as in Quart: a browser-session cookie until session.permanent = True
             user_key=setting(config, "PGSESSION_USER_KEY"),
-            regenerate_on_user_change=True,
-            max_size=DEFAULT_MAX_SIZE,
-            signer=signer,
-            fallback_secret_keys=(),  # the signer has them
+            signer=signer,  # it has SECRET_KEY_FALLBACKS
             **cookie_options(app),
         )
+        core = SessionCore.from_options(options)
         origins = WebsocketOrigins(setting(config, WEBSOCKET_ORIGINS_KEY), WEBSOCKET_ORIGINS_KEY).listed
         if source is None:
             store = AsyncPostgresStore(
