@@ -19,6 +19,7 @@ from .sql import (
     LAYOUT,
     LOCK,
     PERSISTENCE,
+    PRIVILEGES,
     SETUP_STATE,
     Statements,
     grant_statements,
@@ -121,7 +122,8 @@ class TableSetup:
     def _check_layout(self, *, upgrade: bool, convert: bool = False) -> Steps[None]:
         """Refuse a table that is not ours; with ``upgrade``, add what an older one of ours lacks.
 
-        A missing table (create_table=False) is refused, naming the command that creates it.
+        A missing table (create_table=False) is refused, naming the command that creates it, and
+        one the store's role may not read, write and delete in, naming the GRANTs it needs.
         One whose persistence differs from ``unlogged`` is refused, or with ``convert`` altered.
         """
         columns = dict((yield Statement(LAYOUT, (self.qualified,), ALL)))
@@ -133,6 +135,11 @@ class TableSetup:
             where = {"qualified": self.qualified, "table": self.table, "schema": self.schema}
             raise missing_table_error(**where, driver_class=self._store_class)
         check_layout(columns, qualified=self.qualified, table=self.table, schema=self.schema)
+        # Found at start-up rather than as a 500 on every request: a table made for another role.
+        role, allowed = one_row((yield Statement(PRIVILEGES, (self.schema, *[self.qualified] * 4), ONE)))
+        if not allowed:
+            detail = f"permission denied for table {self.table}"
+            raise privilege_error(detail, role=role, table=self.table, schema=self.schema)
         if self._unlogged is None:
             return
         is_unlogged = bool(one_row((yield Statement(PERSISTENCE, (self.qualified,), ONE)))[0])

@@ -19,6 +19,7 @@ __all__ = [
     "LAYOUT",
     "LOCK",
     "PERSISTENCE",
+    "PRIVILEGES",
     "SCHEMA_MISSING",
     "SETTINGS",
     "Statements",
@@ -53,6 +54,14 @@ LAYOUT = (
 SETTINGS = "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)"
 #: Whether a table (its quoted, qualified name bound as the value) is unlogged; no row if missing.
 PERSISTENCE = "SELECT relpersistence = 'u' FROM pg_class WHERE oid = to_regclass(%s)"
+#: Who the store connects as, and whether it may use the table as a store does: USAGE on the
+#: schema (its name bound first) and each of the four privileges on the table (its quoted,
+#: qualified name bound four times; has_table_privilege is true for any one of a list).
+PRIVILEGES = (
+    "SELECT current_user, has_schema_privilege(%s, 'USAGE') AND has_table_privilege(%s, 'SELECT')"
+    " AND has_table_privilege(%s, 'INSERT') AND has_table_privilege(%s, 'UPDATE')"
+    " AND has_table_privilege(%s, 'DELETE')"
+)
 
 
 def quote_identifier(name: str, what: str) -> str:

@@ -257,6 +257,28 @@ def test_flask_without_create_privilege_stops_at_setup_naming_the_grants(
         make_flask(PGSESSION_DSN=as_role(pg_dsn, role), PGSESSION_SCHEMA=schema)
 
 
+@pytest.mark.parametrize("create_table", [True, False], ids=["default", "create_table=False"])
+def test_flask_with_the_table_but_not_the_grants_stops_at_setup_naming_them(
+    pg_dsn: str, schema: str, role: str, make_flask: Callable[..., Flask], create_table: bool
+) -> None:
+    """The table is there, the role may use its schema but not the table: refused at start-up
+    (not a 500 on every request), with the GRANT that is missing."""
+    assert init(pg_dsn, schema) == 0
+    owner = psycopg2.connect(pg_dsn)
+    owner.autocommit = True
+    with owner, owner.cursor() as cur:
+        cur.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        cur.execute(f'GRANT SELECT, INSERT, UPDATE ON "{schema}"."sessions" TO "{role}"')  # no DELETE
+    owner.close()
+    with pytest.raises(PrivilegeError, match="permission denied for table sessions") as raised:
+        make_flask(
+            PGSESSION_DSN=as_role(pg_dsn, role), PGSESSION_SCHEMA=schema, PGSESSION_CREATE_TABLE=create_table
+        )
+    assert f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{schema}"."sessions" TO "{role}"' in str(raised.value)
+    assert f"--grant {role}" in str(raised.value)
+    assert raised.value.role == role
+
+
 def test_a_flag_spelled_otherwise_is_refused_naming_the_key(
     pg_dsn: str, schema: str, make_flask: Callable[..., Flask]
 ) -> None:
@@ -293,5 +315,26 @@ async def test_the_asgi_app_without_create_privilege_stops_at_startup(
     try:
         with pytest.raises(PrivilegeError, match="permission denied for schema"):
             await store.open()
+    finally:
+        await store.close()
+
+
+async def test_the_asgi_store_with_the_table_but_not_the_grants_stops_at_open(
+    pg_dsn: str, schema: str, role: str
+) -> None:
+    assert init(pg_dsn, schema) == 0
+    owner = psycopg2.connect(pg_dsn)
+    owner.autocommit = True
+    with owner, owner.cursor() as cur:
+        cur.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        cur.execute(f'GRANT SELECT ON "{schema}"."sessions" TO "{role}"')
+    owner.close()
+    dsn = as_role(pg_dsn, role)
+    store = AsyncPostgresStore(dsn, "sessions", schema, purge_interval=None, create_table=False)
+    try:
+        with pytest.raises(PrivilegeError, match="permission denied for table sessions") as raised:
+            await store.open()
+        grant = f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{schema}"."sessions" TO "{role}"'
+        assert grant in str(raised.value)
     finally:
         await store.close()
