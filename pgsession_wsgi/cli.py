@@ -388,7 +388,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     _say(f"{PROG} revoke: removed {removed} session(s) of user {args.user!r}{whose} from {_where(args)}")
     if removed == 0:
         _say(
-            "(sessions are linked to a user only when the app passes user_key=... to SessionMiddleware; "
+            "(a session is linked to its user under the app's user_key, '_user_id' unless it sets another; "
             "an app with a key_prefix (SESSION_KEY_PREFIX) needs --key-prefix)"
         )
     return 0

@@ -223,7 +223,7 @@ def test_revoke_removes_every_session_of_one_user(
     assert status == 0
     assert out == (
         f"pgsession-wsgi revoke: removed 0 session(s) of user '42' from {schema}.pgsession\n"
-        "(sessions are linked to a user only when the app passes user_key=... to SessionMiddleware; "
+        "(a session is linked to its user under the app's user_key, '_user_id' unless it sets another; "
         "an app with a key_prefix (SESSION_KEY_PREFIX) needs --key-prefix)\n")
 
 
