@@ -456,6 +456,24 @@ async def test_delete_all_goes_batch_by_batch(make: Callable[..., Store], pg_dsn
         await store.delete_all(batch_size=0)
 
 
+async def test_delete_all_sends_one_statement_of_at_most_batch_size_rows_per_batch(
+    make: Callable[..., Store], pg_dsn: str, wire_counter: RoundTripCounter
+) -> None:
+    """Seven rows in batches of three are four statements (3, 3, 1, then one that finds none), and
+    a batch below one is refused with exactly its message (store_steps.DeleteAll.__init__ mutants
+    4, 7)."""
+    store = make(dsn=wire_counter.dsn)
+    await store.create_table()
+    expired_rows(pg_dsn, store.qualified_name, 1, live=6)
+    wire_counter.reset()
+    assert await store.delete_all(batch_size=3) == 6
+    batches = [s for s in wire_counter.statements if "WITH deleted AS (DELETE FROM" in s]
+    assert len(batches) == 4, wire_counter.statements
+    with pytest.raises(ConfigurationError) as refused:
+        await store.delete_all(batch_size=0)
+    assert str(refused.value) == "batch_size must be at least 1"
+
+
 async def test_a_store_on_an_app_pool_deletes_all_on_the_apps_connections(
     make_lent: Callable[..., Any], pg_dsn: str
 ) -> None:

@@ -342,6 +342,18 @@ def test_missing_table_points_at_init(pg_dsn: str, schema: str,
     assert sql(pg_dsn, "SELECT to_regclass(%s)", (f'"{schema}".pgsession',)) == [(None,)]
 
 
+def test_an_error_without_a_message_is_named_by_its_type(
+        pg_dsn: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error line never ends empty: an error with no text is named by its class (cli._fail
+    mutant 4). The store's stats is made to fail so; no error the library raises today lacks a text."""
+    def fail(self: PostgresStore) -> None:
+        raise pgsession_wsgi.StoreUnavailable()
+
+    monkeypatch.setattr(PostgresStore, "stats", fail)
+    status, out, err = run(["stats", "--dsn", pg_dsn], capsys)
+    assert (status, out, err) == (1, "", "pgsession-wsgi stats: error: StoreUnavailable\n")
+
+
 @pytest.mark.parametrize("argv", [[], ["revoke"], ["nonsense"], ["cleanup", "--batch-size", "x"]])
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = run(argv, capsys)

@@ -173,6 +173,19 @@ def test_init_sql_prints_the_grants(capsys: pytest.CaptureFixture[str]) -> None:
     assert 'GRANT SELECT, INSERT, UPDATE, DELETE ON "app"."s" TO "od""d";\n' in out
 
 
+def test_init_grant_says_what_it_granted_to_each_role(
+    pg_dsn: str, schema: str, role: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One line for the table, then one per role granted (cli._cmd_init mutant 50)."""
+    assert init(pg_dsn, schema, "--grant", role) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out == (
+        f"pgsession-wsgi init: the session table {schema}.sessions and its indexes are ready\n"
+        f"granted '{role}' USAGE on its schema and SELECT, INSERT, UPDATE, DELETE on the table\n"
+    )
+
+
 # -- create_table=False and no table: refused at start-up -----------------------------------------
 
 
