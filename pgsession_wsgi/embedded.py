@@ -8,9 +8,10 @@ server runs as the system user ``embedded_postgres`` (PostgreSQL refuses root), 
 That user must reach the programs and the data directory, and this module changes the mode of no
 directory it did not create (the package's own helpers open every directory above the programs to
 everyone, ``/root`` included, for good). So under root the server runs from its own copy of the
-programs it needs (``initdb``, ``pg_ctl``, ``postgres``, with their ``lib/`` and ``share/``), made
-once per server in a private directory (hard links where the file system allows: a few
-milliseconds), and a data directory below one that user cannot pass through is refused.
+programs it needs (``initdb``, ``pg_ctl``, ``postgres``, and ``pg_basebackup`` for a standby, with
+their ``lib/`` and ``share/``), made once per server in a private directory (hard links where the
+file system allows: a few milliseconds), and a data directory below one that user cannot pass
+through is refused.
 
 Authentication is ``trust`` (anyone who reaches the socket is the superuser), so the socket is the
 only lock: its directory and the socket itself are mode 0700, owned by the server's user. Only that
@@ -43,7 +44,9 @@ __all__ = ["EmbeddedPostgres", "start_embedded"]
 _PORT = 5432  # only names the socket file (.s.PGSQL.5432); no TCP port is opened
 _SYSTEM_USER = "embedded_postgres"  # the user the package itself runs the server as under root
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
-_SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")  # all the server needs; initdb runs postgres
+#: All the server needs (initdb runs postgres), and pg_basebackup, which makes a standby's data
+#: directory from a running server (:meth:`EmbeddedPostgres.run_program`).
+_SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres", "pg_basebackup")
 _BUILD_ONLY = {"pgxs", "pkgconfig"}  # lib/ subdirectories only extension builds read
 _MISSING = (
     "the embedded PostgreSQL server needs the 'embedded-postgres' package: "
@@ -139,6 +142,22 @@ class EmbeddedPostgres:
             self._pg_ctl(["-w", "-t", "60", "-l", str(self.log_file), "-o", opts, "start"])
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n--- server log ---\n{self._log_tail()}") from None
+
+    def run_program(self, program: str, *args: str) -> str:
+        """Run one of the server's programs as the server runs (as its user under root, from its
+        private copy of the programs, no ``PG*`` environment variable passed on); its output.
+
+        For what the class does not do itself, e.g. a standby's data directory made from this
+        running server: ``run_program("pg_basebackup", "-D", str(path), "-R", "-h",
+        str(server.socket_dir))`` (under root, ``path``'s parent must be the server user's).
+
+        :param program: ``initdb``, ``pg_ctl``, ``postgres`` or ``pg_basebackup``.
+        :raises ValueError: another program.
+        :raises RuntimeError: it failed; the message holds its output.
+        """
+        if program not in _SERVER_PROGRAMS:
+            raise ValueError(f"not one of the server's programs {_SERVER_PROGRAMS}: {program!r}")
+        return self._run([str(self._programs() / program), *args]).stdout
 
     def _initdb(self, data_dir: Path) -> None:
         args = ["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"]

@@ -378,3 +378,26 @@ def test_terminate_backends_ends_the_named_connections_or_all(owned_server: Embe
     finally:
         for conn in [*victims, bystander]:
             conn.close()
+
+
+def test_run_program_runs_the_servers_programs_as_the_server_and_no_other(
+    owned_server: EmbeddedPostgres,
+) -> None:
+    """pg_basebackup, run as the server runs (its user under root), copies the running server
+    into a directory of that user's (tests/cluster.py starts it as a standby); a program not
+    among the server's is refused."""
+    base = Path(tempfile.mkdtemp(prefix="pgsession-backup-"))
+    try:
+        os.chown(base, server_uid(), -1)
+        out = owned_server.run_program("pg_ctl", "-D", str(owned_server.data_dir), "status")
+        assert "server is running" in out
+        copy = base / "copy"
+        owned_server.run_program(
+            "pg_basebackup", "-D", str(copy), "-R", "-h", str(owned_server.socket_dir), "-U", "postgres"
+        )
+        assert (copy / "PG_VERSION").exists() and (copy / "standby.signal").exists()
+        assert os.stat(copy / "PG_VERSION").st_uid == server_uid()
+        with pytest.raises(ValueError, match="'psql'"):
+            owned_server.run_program("psql", "-c", "SELECT 1")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
