@@ -625,6 +625,9 @@ def failing_dsns(pg_dsn: str) -> list[str]:
         # the all too common postgres:postgres.
         f"postgresql://{PASSWORD}:{PASSWORD}@{host}:{live_port}/test",
         f"host={host} port={live_port} user=postgres password={PASSWORD} dbname={PASSWORD}",
+        # In the query string, before another parameter: only libpq's reading of the DSN finds
+        # it (cli._passwords mutants 10, 12, 13: the migration's error would quote the role).
+        f"postgresql://{host}:{live_port}/test?password={PASSWORD}&user={PASSWORD}",
     ]
 
 
@@ -686,6 +689,33 @@ def test_usage_errors_never_echo_a_password(argv: list[str], capsys: pytest.Capt
     status, out, err = run(argv, capsys)
     assert status == 2 and "usage:" in err and "error:" in err, err
     assert PASSWORD not in out + err, err
+
+
+def test_each_password_is_hidden_whole_and_nothing_else(capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every argument is searched (an empty one before does not stop it), the longest password
+    first (one holding another is hidden whole, not around it), as "***", and a DSN without a
+    password hides nothing (cli._passwords mutants 3, 14, 38, 41, 42, 45; cli._redact 7)."""
+    monkeypatch.delenv("PGSESSION_DSN", raising=False)
+    argv = ["stats", "", "postgresql://someone@127.0.0.1:1/XXXX", "postgresql://someone:t-Pw@127.0.0.1:1/db",
+            DSN_WITH_PASSWORD]
+    status, out, err = run(argv, capsys)
+    assert (status, out) == (2, "")
+    assert err.splitlines()[-1] == (
+        "pgsession-wsgi: error: unrecognized arguments:  postgresql://someone@127.0.0.1:1/XXXX "
+        "postgresql://someone:***@127.0.0.1:1/db postgresql://someone:***@127.0.0.1:1/nodb")
+
+
+@pytest.mark.parametrize("command", [["stats"], ["migrate-flask-pg-session"]])
+def test_a_role_named_as_the_password_but_its_first_letter_is_shown(
+        command: list[str], pg_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only the password is hidden, not a word it ends with: the server names the role it refuses
+    (cli._passwords mutant 36, which took the X off a password as if it were a quote)."""
+    live = psycopg2.extensions.parse_dsn(pg_dsn)
+    dsn = (f"host={live.get('host', '127.0.0.1')} port={live.get('port', '5432')} user=nobody_here"
+           f" password=Xnobody_here dbname={live.get('dbname', 'test')}")
+    status, _, err = run([*command, "--dsn", dsn], capsys)
+    assert status == 1 and 'role "nobody_here" does not exist' in err, err
 
 
 # -- what --help says ------------------------------------------------------------------------------
