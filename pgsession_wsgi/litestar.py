@@ -478,35 +478,44 @@ class PgSessionMiddleware(SessionMiddleware[PgSessionBackend]):
 
         :param connection: the request.
         """
-        litestar_send = super().create_send_wrapper(connection)
+        scope, connection_send = connection.scope, connection.send
+        store_in_message = self.backend.store_in_message
 
         async def send(message: Message) -> None:
-            exchange = connection.scope.get(_SCOPE_KEY)
+            exchange = scope.get(_SCOPE_KEY)
             if isinstance(exchange, _Exchange) and exchange.replaced:
                 return  # the rest of a response replaced by an error response
-            if message["type"] != "http.response.start":
-                await litestar_send(message)
-                return
-            try:
-                await litestar_send(message)
-            except SessionError as exc:
-                status = log_failure(exc, "saving")
-                if isinstance(exchange, _Exchange):
-                    exchange.replaced = True
-                await error_response(connection.send, status)  # type: ignore[arg-type]
+            if message["type"] == "http.response.start":
+                try:
+                    await store_in_message(scope.get("session"), message, connection)
+                except SessionError as exc:
+                    status = log_failure(exc, "saving")
+                    if isinstance(exchange, _Exchange):
+                        exchange.replaced = True
+                    await error_response(connection_send, status)  # type: ignore[arg-type]
+                    return
+            await connection_send(message)
 
         return send
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Litestar's middleware, then the save of a change made while the body streamed.
+        """Litestar's middleware (the session loaded into the scope, its id into the connection's
+        state, the save as the response starts), then the save of a change made while the body
+        streamed.
 
         :param scope: the connection's scope.
         :param receive: the ASGI receive callable.
         :param send: the ASGI send callable.
         """
-        await super().__call__(scope, receive, send)
+        # What Litestar's SessionMiddleware.__call__ does, in one pass: its connection class
+        # unsubscripted (calling the subscripted generic costs as much again per request).
+        connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope, receive=receive, send=send)
+        backend = self.backend
+        scope["session"] = await backend.load_from_connection(connection)
+        connection._connection_state.session_id = backend.get_session_id(connection)
+        await self.app(scope, receive, self.create_send_wrapper(connection))
         if scope["type"] == ScopeType.HTTP:
-            await self.backend.save_late(scope)
+            await backend.save_late(scope)
 
 
 async def save_session(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
