@@ -306,6 +306,39 @@ def test_an_unreadable_row_is_refused_with_one_log_line_and_never_served(
     assert list(new_rows(pg_dsn, schema)) == [hashlib.sha256(new_cookie.encode()).digest()]
 
 
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (None, "the row has no data (NULL)"),
+        ([1, 2, 3], "the pickled data is a builtins.list, not a dict; not converted"),
+        ({1: "one"}, "a session key is a int, not a str"),
+        ({"s": "x" * DEFAULT_MAX_SIZE}, f"the data would encode to more than max_size ({DEFAULT_MAX_SIZE} "),
+    ],
+    ids=["null", "not-a-dict", "int-key", "too-big"],
+)
+def test_a_refused_rows_log_line_says_why(
+    pg_dsn: str, schema: str, make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture, data: Any,
+    reason: str,
+) -> None:
+    """The reason the pickle could not be read, or its data stored, is the one in the line; a row
+    with no data at all (NULL) is refused as any unreadable row (LegacyFallbackStore._convert
+    mutants 12, 21, 36)."""
+    create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, sid, data, naive_utc(MONTH))
+    if data is None:
+        sql(pg_dsn, f"UPDATE {q(schema)}.{OLD} SET data = NULL")
+    client = make_app().test_client()
+    client.set_cookie("session", sid)
+
+    with caplog.at_level(logging.INFO, logger="pgsession_wsgi"):
+        assert client.get("/bump").text == "1"  # a fresh session
+
+    [line] = [r.getMessage() for r in caplog.records if r.name == "pgsession_wsgi"]
+    assert line.startswith(f"flask-pg-session session {key(sid).hex()[:12]} not moved ({reason}"), line
+    assert old_ids(pg_dsn, schema) == [sid]
+
+
 #: docs/flask-pg-session.md: "a session over 256 KiB as JSON (or a pickle over 1 MiB)" is not
 #: moved: the pickle cap is four times the app's max_size, the default here.
 PICKLE_CAP = 4 * DEFAULT_MAX_SIZE

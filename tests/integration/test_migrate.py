@@ -701,6 +701,24 @@ def test_a_move_sends_large_rows_in_smaller_batches(
     assert len(moved_keys(pg_dsn, schema)) == 8
 
 
+def test_a_refused_row_adds_nothing_to_a_moves_batch(
+    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row refused between two others queues no JSON: 19 + 20 characters stay under 40 with it
+    between them, and the batch goes with the 8 after (migrate._move_rows mutant 43, which
+    counted the refused row as one character)."""
+    create_legacy_table(pg_dsn, schema)
+    ids = sorted(str(uuid.uuid4()) for _ in range(4))
+    for sid, data in zip(ids, ({"s": "x" * 11}, {1: "one"}, {"s": "x" * 12}, {"s": ""})):
+        write_row(pg_dsn, schema, sid, data, naive_utc(DAY))
+    monkeypatch.setattr(migrate_module, "_MAX_BATCH_CHARS", 40)
+    calls: list[tuple[int, int]] = []
+    report = migrate_flask_pg_session(pg_dsn, schema=schema, into=NEW_TABLE, batch_size=100,
+                                      on_batch=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 4), (4, 4)]
+    assert (report.migrated, len(report.refused)) == (3, 1)
+
+
 def test_a_move_reads_and_moves_batch_size_rows_a_statement(
     pg_dsn: str, schema: str, wire_counter: RoundTripCounter
 ) -> None:
