@@ -293,6 +293,24 @@ async def test_a_touch_keeps_the_absolute_timeout(make: Callable[..., Store]) ->
     assert info.expires_at == info.created_at + timedelta(minutes=30)
 
 
+async def test_a_write_asked_to_replace_replaces_and_keeps_the_absolute_timeout(
+    make: Callable[..., Store],
+) -> None:
+    """The store's write method hands replace and absolute on (store_base StoreMethods.write
+    mutants 6, 10)."""
+    store = make()
+    id_hash = new_hash()
+    await store.insert(id_hash, '{"a": 1, "b": 2}', "erin", H, None)
+    written = await store.write(
+        id_hash, '{"c": 3}', [], replace=True, new_hash=None, user_id=KEEP_USER, idle=H,
+        absolute=timedelta(minutes=30), touch_interval=timedelta(0),
+    )
+    assert (written.updated, written.touched) == (True, True)
+    assert (await store.load(id_hash, M)).data == {"c": 3}
+    [info] = await store.sessions_for_user("erin")
+    assert info.expires_at == info.created_at + timedelta(minutes=30)
+
+
 async def test_a_row_no_python_value_holds_is_a_session_data_error(
     make: Callable[..., Store], pg_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -498,6 +498,23 @@ def test_an_exhausted_psycopg2_pool_waits_pool_timeout_then_is_store_unavailable
             pool.putconn(conn)
 
 
+def test_a_store_on_an_apps_psycopg2_pool_waits_five_seconds_by_default(
+    make_lent: Callable[..., PostgresStore], pg_dsn: str
+) -> None:
+    """The documented default pool_timeout, named in the message (psycopg2_driver
+    Psycopg2Connections.from_pool mutant 1: 6.0). It waits the 5 s out; only the message is checked."""
+    store = make_lent("pool", pg_dsn)
+    store.create_table()
+    pool = apps_pool(store)
+    held = [pool.getconn(), pool.getconn()]
+    try:
+        with pytest.raises(StoreUnavailable, match=r"within pool_timeout=5\.0s \(its maxconn=2 "):
+            store.load(ID, timedelta(seconds=60))
+    finally:
+        for conn in held:
+            pool.putconn(conn)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_database_that_is_down_is_store_unavailable(
     kind: str, make_lent: Callable[..., PostgresStore], schema: str

@@ -184,6 +184,21 @@ async def test_sessions_for_user_leaves_out_the_sessions_it_cannot_read(
     assert await settle(any_store.revoke_user("alice")) == len(readable) + len(unreadable)
 
 
+async def test_a_left_out_sessions_line_names_what_the_driver_raised(
+    any_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A year past 9999 is a ValueError to psycopg2 and a DataError to psycopg 3, raised as the
+    row is fetched; the one line names it (psycopg2_driver._row_at mutant 7: NoneType)."""
+    id_hash = hash_session_id(new_session_id())
+    await answer(any_store, Insert(id_hash, "{}", "alice", IDLE, None, None))
+    set_column(any_store, id_hash, "expires_at", "10000-01-01 04:00:00+00")
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        assert await settle(any_store.sessions_for_user("alice")) == []
+    [line] = [record.getMessage() for record in caplog.records if record.name == "pgsession_wsgi"]
+    assert "a stored session could not be decoded (ValueError)" in line or (
+        "a stored session could not be decoded (DataError)" in line), line
+
+
 # -- a row nested deeper than anything encode writes -------------------------------------------
 
 
