@@ -91,6 +91,19 @@ class StoreUnavailable(SessionError):
     status_code = 503
 
 
+class ReadOnlyServer(StoreUnavailable):
+    """The DSN led to a server that accepts no writes: a standby (hot standby), or a primary
+    being demoted in a failover; the message names ``target_session_attrs=read-write``.
+
+    A :class:`StoreUnavailable` (503 with ``Retry-After``, one log line, retried on the next
+    request), not a configuration error: during a failover a server may be read-only for a
+    while, and the next connection may reach the new primary. A DSN that always names a
+    standby gets this at start-up (where the store sets its table up) or at the first write,
+    and on every request until it is fixed: list every server and add
+    ``target_session_attrs=read-write`` so libpq picks the one that takes writes.
+    """
+
+
 class SessionTooLarge(SessionError):
     """The encoded session is over ``max_size``; nothing was written.
 

@@ -68,10 +68,12 @@ class DriverErrors:
     def __init__(self, driver: Any) -> None:
         self.base: type[Exception] = driver.Error
         # The connection broke (work that is safe to repeat gets another try); ran past
-        # statement_timeout; no table; a prepared statement not there, or there already.
+        # statement_timeout; no table; a read-only server (a standby: SQLSTATE 25006); a prepared
+        # statement not there, or there already.
         self.lost: tuple[type[Exception], ...] = (driver.OperationalError, driver.InterfaceError)
         self.canceled: type[Exception] = driver.errors.QueryCanceled
         self.undefined_table: type[Exception] = driver.errors.UndefinedTable
+        self.read_only: type[Exception] = driver.errors.ReadOnlySqlTransaction
         self.prepared_missing: type[Exception] = driver.errors.InvalidSqlStatementName
         self.prepared_duplicate: type[Exception] = driver.errors.DuplicatePreparedStatement
 

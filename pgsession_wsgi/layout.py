@@ -11,7 +11,7 @@ import logging
 import shlex
 from collections.abc import Callable, Mapping
 
-from .errors import ConfigurationError, LegacyTableError, PrivilegeError, SessionError
+from .errors import ConfigurationError, LegacyTableError, PrivilegeError, ReadOnlyServer, SessionError
 from .exchange import ALL, ONE, Statement, Steps, one_row
 from .sql import (
     ADDED_COLUMNS,
@@ -37,6 +37,7 @@ __all__ = [
     "missing_table_error",
     "needs_upgrade",
     "privilege_error",
+    "read_only_error",
     "setup_plan",
 ]
 
@@ -87,7 +88,9 @@ class TableSetup:
             try:
                 yield Statement(LOCK, (self.lock_key,))
                 state = yield Statement(SETUP_STATE, setup_names(self.schema, self.table), ONE)
-                missing_schema, missing_objects = one_row(state)
+                missing_schema, missing_objects, read_only = one_row(state)
+                if read_only:  # a standby: found at start-up, not at the first write
+                    raise read_only_error("transaction_read_only is on")
                 before, after = setup_plan(missing_schema, missing_objects, self._statements())
                 for statement in before:
                     yield Statement(statement)
@@ -187,6 +190,20 @@ def missing_table_error(*, qualified: str, table: str, schema: str, driver_class
         f"`pgsession-wsgi init --dsn ... --schema {shlex.quote(schema)} --table {shlex.quote(table)}`, "
         f"or let the app create it ({driver_class}(create_table=True); Flask and Quart: "
         "PGSESSION_CREATE_TABLE = True)"
+    )
+
+
+def read_only_error(detail: str) -> ReadOnlyServer:
+    """The error for a server that takes no writes: the DSN's way to the one that does.
+
+    :param detail: what showed it: the first line of PostgreSQL's message ("cannot execute
+        INSERT in a read-only transaction"), or the setting the table setup read.
+    """
+    return ReadOnlyServer(
+        f"the database server is read-only ({detail}): the DSN reached a standby, or a primary "
+        "being demoted in a failover. List every server in the DSN and add "
+        "target_session_attrs=read-write (e.g. host=db1,db2 target_session_attrs=read-write), so "
+        "libpq connects only to the one that takes writes; retried on the next request"
     )
 
 

@@ -37,11 +37,13 @@ __all__ = [
 LOCK = "SELECT pg_advisory_xact_lock(%s)"
 #: Whether a schema (its quoted name bound as the value) is missing.
 SCHEMA_MISSING = "SELECT to_regnamespace(%s) IS NULL"
-#: Whether the schema is missing, and whether the table or one of its indexes is (the quoted
-#: names of the schema, the table and the two indexes bound: :func:`setup_names`).
+#: Whether the schema is missing, whether the table or one of its indexes is (the quoted names
+#: of the schema, the table and the two indexes bound: :func:`setup_names`), and whether the
+#: server takes no writes (a standby), which the setup refuses before any CREATE.
 SETUP_STATE = (
     "SELECT to_regnamespace(%s) IS NULL,"
-    " to_regclass(%s) IS NULL OR to_regclass(%s) IS NULL OR to_regclass(%s) IS NULL"
+    " to_regclass(%s) IS NULL OR to_regclass(%s) IS NULL OR to_regclass(%s) IS NULL,"
+    " current_setting('transaction_read_only')::boolean"
 )
 #: The role a connection works as, named in a privilege error.
 CURRENT_ROLE = "SELECT current_user"

@@ -41,7 +41,7 @@ from .errors import (
     StoreUnavailable,
 )
 from .exchange import ALL, COUNT, EACH, ONE, ROW, DriverErrors, Statement, Steps, one_row, readable
-from .layout import TableSetup, privilege_error
+from .layout import TableSetup, privilege_error, read_only_error
 from .prepared import Fixed, PreparedStatements
 from .session import skipping_unreadable_row
 from .sql import CURRENT_ROLE, SETTINGS, Statements, guard
@@ -168,6 +168,8 @@ class StoreSteps:
             raise StoreUnavailable(
                 f"lost the connection to PostgreSQL ({first_line(exc)}); it is retried on the next request"
             ) from None
+        if isinstance(exc, self.errors.read_only):
+            raise read_only_error(first_line(exc)) from None
         if isinstance(exc, self.errors.undefined_table):
             raise SessionError(
                 f"the session table {self.qualified} does not exist: create it with "

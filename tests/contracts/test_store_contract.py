@@ -50,6 +50,7 @@ from pgsession_wsgi.core import (
 from pgsession_wsgi.errors import (
     ConfigurationError,
     PrivilegeError,
+    ReadOnlyServer,
     SessionDataError,
     SessionError,
     SessionTooLarge,
@@ -723,17 +724,42 @@ async def test_a_broken_connection_is_retried_only_for_statements_safe_to_repeat
 
 
 async def test_any_other_database_error_is_named_in_a_session_error(
-    make: Callable[..., Store], pg_dsn: str
+    make: Callable[..., Store], pg_dsn: str, schema: str
 ) -> None:
-    await make().create_table()
-    # A replica, or a server in read-only mode: every write is refused.
-    read_only = psycopg2.extensions.make_dsn(pg_dsn, options="-c default_transaction_read_only=on")
-    store = make(dsn=read_only, create_table=False)
-    assert await store.load(new_hash(), M) is None  # reads still work
+    store = make()
+    await store.create_table()
+    sql(pg_dsn, f"""
+        CREATE FUNCTION "{schema}".refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'refused by a trigger of the app'; END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON {store.qualified_name}
+            FOR EACH ROW EXECUTE FUNCTION "{schema}".refuse();
+    """)  # fmt: skip
     with pytest.raises(SessionError) as refused:
         await store.insert(new_hash(), "{}", None, H, None)
     assert type(refused.value) is SessionError
-    assert str(refused.value) == "the session store failed: cannot execute INSERT in a read-only transaction"
+    assert str(refused.value) == "the session store failed: refused by a trigger of the app"
+
+
+async def test_a_read_only_server_is_unavailable_naming_target_session_attrs(
+    make: Callable[..., Store], pg_dsn: str
+) -> None:
+    """A server in read-only mode, as a standby is (tests/faults/test_read_only_server.py has a
+    real one): the first write is a ReadOnlyServer (503, retried), not a bare 500; a store that
+    sets its table up there is refused at once."""
+    await make().create_table()
+    read_only = psycopg2.extensions.make_dsn(pg_dsn, options="-c default_transaction_read_only=on")
+    store = make(dsn=read_only, create_table=False)
+    assert await store.load(new_hash(), M) is None  # reads still work
+    with pytest.raises(ReadOnlyServer) as refused:
+        await store.insert(new_hash(), "{}", None, H, None)
+    assert str(refused.value) == (
+        "the database server is read-only (cannot execute INSERT in a read-only transaction): the DSN "
+        "reached a standby, or a primary being demoted in a failover. List every server in the DSN "
+        "and add target_session_attrs=read-write (e.g. host=db1,db2 target_session_attrs=read-write), "
+        "so libpq connects only to the one that takes writes; retried on the next request"
+    )
+    with pytest.raises(ReadOnlyServer, match=r"\(transaction_read_only is on\).*target_session_attrs"):
+        await make(dsn=read_only).create_table()
 
 
 @pytest.mark.parametrize("whose", ["store", "dsn"])
