@@ -475,6 +475,33 @@ def test_each_bad_row_is_refused_alone_and_the_others_migrate(pg_dsn: str, schem
     assert report.migrated == len(rows) == 2 + (stored is not None)
 
 
+def short_binunicode(text: str) -> bytes:
+    encoded = text.encode()
+    return b"\x8c" + bytes([len(encoded)]) + encoded
+
+
+def test_a_refusals_reason_is_one_printable_line_of_at_most_200_characters(pg_dsn: str, schema: str) -> None:
+    """A pickled name is the client's text: a control character is shown escaped, a backslash as
+    itself, the line cut at 197 characters and "..."; a short reason is given whole (fallback
+    short_reason mutants 4-9, 12-18; 14 at exactly 200)."""
+    create_legacy_table(pg_dsn, schema)
+    module = "ev\\il\x07" + "m" * 240  # STACK_GLOBAL of a long module name with a BEL in it
+    named = str(uuid.uuid4())
+    write_row(pg_dsn, schema, named, None, naive_utc(dt.timedelta(days=1)),
+              raw=b"\x80\x04" + short_binunicode(module) + short_binunicode("f") + b"\x93.")
+    listed = str(uuid.uuid4())
+    write_row(pg_dsn, schema, listed, [1, 2], naive_utc(dt.timedelta(days=1)))
+    exact = str(uuid.uuid4())  # a reason of exactly 200 characters, given whole
+    write_row(pg_dsn, schema, exact, None, naive_utc(dt.timedelta(days=1)),
+              raw=b"\x80\x04" + short_binunicode("m" * 21) + short_binunicode("f") + b"\x93.")
+    reasons = dict(migrate_flask_pg_session(pg_dsn, schema=schema).refused)
+    start = "refused to unpickle ev\\il\\x07"
+    assert reasons[label(named)] == start + "m" * (197 - len(start)) + "..."
+    assert reasons[label(listed)] == "the pickled data is a builtins.list, not a dict; not converted"
+    assert reasons[label(exact)].startswith("refused to unpickle " + "m" * 21 + ".f: only plain data types")
+    assert reasons[label(exact)].endswith("; the row was not converted") and len(reasons[label(exact)]) == 200
+
+
 def test_an_expansion_bomb_is_refused_without_being_built(pg_dsn: str, schema: str) -> None:
     create_legacy_table(pg_dsn, schema)
     bomb, expanded = expansion_bomb(22)
