@@ -140,6 +140,7 @@ _EXTRAS = {
     "flask": "pgsession-wsgi[flask]",
     "sqlalchemy": "pgsession-wsgi[sqlalchemy]",
     "litestar": "pgsession-wsgi[litestar]",
+    "django": "pgsession-wsgi[django]",
 }
 # Packages no extra of ours brings, installed next to one.
 _BESIDES_AN_EXTRA = {"quart": ("quart", "pgsession-wsgi[asgi]")}
