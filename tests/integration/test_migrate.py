@@ -475,6 +475,24 @@ def test_each_bad_row_is_refused_alone_and_the_others_migrate(pg_dsn: str, schem
     assert report.migrated == len(rows) == 2 + (stored is not None)
 
 
+@pytest.mark.parametrize("table", ["flask_sessions", "t" * 50], ids=["default", "50-characters"])
+def test_the_renamed_table_keeps_its_primary_key_under_its_new_name(
+    pg_dsn: str, schema: str, table: str
+) -> None:
+    """The old table's key follows it (cut to fit 63 bytes with "_pkey"), so the new table's key
+    gets the plain name (migrate._rename mutants 22, 30, 40, 45, 46)."""
+    create_legacy_table(pg_dsn, schema, table)
+    write_row(pg_dsn, schema, str(uuid.uuid4()), {"n": 1}, naive_utc(dt.timedelta(days=1)), table)
+    report = migrate_flask_pg_session(pg_dsn, table=table, schema=schema)
+    assert report.migrated == 1
+    renamed = table[:42] + "_flask_pg_session_old"
+    assert report.renamed_to == f'"{schema}"."{renamed}"'
+    keys = sql(pg_dsn, "SELECT c.relname, k.conname FROM pg_constraint k JOIN pg_class c"
+                       " ON c.oid = k.conrelid WHERE k.contype = 'p' AND c.relnamespace = %s::regnamespace",
+               (f'"{schema}"',))
+    assert dict(keys) == {table: f"{table}_pkey", renamed: renamed[:58] + "_pkey"}
+
+
 def short_binunicode(text: str) -> bytes:
     encoded = text.encode()
     return b"\x8c" + bytes([len(encoded)]) + encoded
