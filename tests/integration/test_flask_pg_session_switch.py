@@ -634,6 +634,27 @@ def test_which_tables_the_app_picks(pg_dsn: str, schema: str, make_store: Callab
     assert choose_tables(pg_dsn, OLD, schema, NEW) == (NEW, None)
 
 
+def test_the_fallback_store_refuses_options_it_cannot_work_with(pg_dsn: str, schema: str) -> None:
+    """Exact messages, the smallest values taken, and no key prefix unless given
+    (LegacyFallbackStore.__init__ mutants 1-8, 10-12)."""
+    def make(**options: Any) -> LegacyFallbackStore:
+        return LegacyFallbackStore(pg_dsn, NEW, schema, legacy_table=OLD, purge_interval=None, **options)
+
+    for options, message in [
+        ({"lifetime": dt.timedelta(0)}, "lifetime must be positive, not datetime.timedelta(0)"),
+        ({"max_size": 0}, "max_size must be a positive number of bytes, not 0"),
+        ({"key_prefix": "app\x00"}, "key_prefix cannot hold a NUL character: choose another prefix"),
+    ]:
+        with pytest.raises(ConfigurationError) as refused:
+            make(**options)
+        assert str(refused.value) == message
+    store = make(lifetime=dt.timedelta(seconds=1), max_size=1)
+    try:
+        assert store.key_prefix == ""
+    finally:
+        store.close()
+
+
 def test_pgsession_on_the_old_table_still_names_the_command(pg_dsn: str, schema: str) -> None:
     create_legacy_table(pg_dsn, schema)
     app = Flask(__name__)

@@ -746,19 +746,20 @@ def test_a_move_sends_large_rows_in_smaller_batches(
     assert len(moved_keys(pg_dsn, schema)) == 8
 
 
+@pytest.mark.parametrize("into", [NEW_TABLE, None], ids=["move", "in-place"])
 def test_a_refused_row_adds_nothing_to_a_moves_batch(
-    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch, into: str | None
 ) -> None:
     """A row refused between two others queues no JSON: 19 + 20 characters stay under 40 with it
-    between them, and the batch goes with the 8 after (migrate._move_rows mutant 43, which
-    counted the refused row as one character)."""
+    between them, and the batch goes with the 8 after (migrate._move_rows mutant 43 and
+    _copy_rows mutant 32, which counted the refused row as one character)."""
     create_legacy_table(pg_dsn, schema)
     ids = sorted(str(uuid.uuid4()) for _ in range(4))
     for sid, data in zip(ids, ({"s": "x" * 11}, {1: "one"}, {"s": "x" * 12}, {"s": ""})):
         write_row(pg_dsn, schema, sid, data, naive_utc(DAY))
     monkeypatch.setattr(migrate_module, "_MAX_BATCH_CHARS", 40)
     calls: list[tuple[int, int]] = []
-    report = migrate_flask_pg_session(pg_dsn, schema=schema, into=NEW_TABLE, batch_size=100,
+    report = migrate_flask_pg_session(pg_dsn, schema=schema, into=into, batch_size=100,
                                       on_batch=lambda done, total: calls.append((done, total)))
     assert calls == [(0, 4), (4, 4)]
     assert (report.migrated, len(report.refused)) == (3, 1)
@@ -777,6 +778,24 @@ def test_a_move_reads_and_moves_batch_size_rows_a_statement(
     assert [text.rsplit(" ", 1)[1] for text in reads] == ["2", "2", "2"], reads  # 2, 2, then 1 row
     moves = [text for text in wire_counter.statements if text.startswith("WITH src AS")]
     assert len(moves) == 3, wire_counter.statements
+
+
+def test_in_place_a_batch_is_one_read_of_batch_size_rows_and_one_insert(
+    pg_dsn: str, schema: str, wire_counter: RoundTripCounter
+) -> None:
+    """101 rows in batches of 101: every read asks for 101, and the batch goes in one INSERT, not
+    in execute_values' pages of 100 (migrate._copy_rows mutant 46, _insert_batch mutant 10)."""
+    create_legacy_table(pg_dsn, schema)
+    sql(pg_dsn, f"INSERT INTO {q(schema)}.flask_sessions (session_id, data, expiry)"
+                " SELECT gen_random_uuid()::text, %s, %s FROM generate_series(1, 101)",
+        (psycopg2.Binary(pickle.dumps({"n": 1})), naive_utc(DAY)))
+    wire_counter.reset()
+    report = migrate_flask_pg_session(wire_counter.dsn, schema=schema, batch_size=101)
+    assert report.migrated == 101
+    reads = [text for text in wire_counter.statements if "ORDER BY session_id LIMIT" in text]
+    assert reads and all(text.rsplit(" ", 1)[1] == "101" for text in reads), reads
+    inserts = [text for text in wire_counter.statements if text.startswith("INSERT INTO")]
+    assert len(inserts) == 1, [text[:80] for text in inserts]
 
 
 def test_a_move_into_an_unlogged_table_takes_it_as_it_is(
