@@ -47,6 +47,7 @@ __all__ = [
     "config_int",
     "config_optional_text",
     "config_origins",
+    "config_partitions",
     "config_seconds",
     "config_text",
     "config_url",
@@ -80,6 +81,7 @@ DSN_STORE_KEYS = (
     "PGSESSION_SCHEMA",
     "PGSESSION_SYNCHRONOUS_COMMIT",
     "PGSESSION_UNLOGGED",
+    "PGSESSION_PARTITIONS",
     "PGSESSION_CREATE_TABLE",
 )
 #: The extensions that read a Flask-style config, by the name :data:`SETTINGS` knows them by.
@@ -154,6 +156,22 @@ def config_int(config: Mapping[str, Any], key: str, default: int, minimum: int =
         number = int(value.strip())
     if number is None or number < minimum:
         raise _refuse(key, f"a whole number, at least {minimum} (e.g. {default})", value)
+    return number
+
+
+def config_partitions(config: Mapping[str, Any], key: str, default: int | None) -> int | None:
+    """``PGSESSION_PARTITIONS``: a number of hash partitions (2 to 1024, also as digits), or None.
+
+    :param config: the app's config mapping.
+    :param key: the key.
+    :param default: when the key is unset (or None).
+    :raises ConfigurationError: the value is no whole number from 2 to 1024.
+    """
+    if config.get(key) is None:
+        return default
+    number = config_int(config, key, 16, minimum=2)
+    if number > 1024:
+        raise _refuse(key, "a whole number from 2 to 1024 (e.g. 16), or None", config.get(key))
     return number
 
 
@@ -309,6 +327,9 @@ SETTINGS: dict[str, Setting] = {
                 "False: faster writes, the last ones lost in a database crash", config_flag, _OURS),
         Setting("PGSESSION_UNLOGGED", "yes/no", False,
                 "an UNLOGGED table: no WAL, emptied after a database crash", config_flag, _ALL),
+        Setting("PGSESSION_PARTITIONS", "whole number or None", None,
+                "a table PARTITION BY HASH into this many partitions (None: a plain table)",
+                config_partitions, _OURS),
         Setting("PGSESSION_CREATE_TABLE", "yes/no", True,
                 "create the table (False: `pgsession-wsgi init` made it)", config_flag, _ALL),
         Setting("PGSESSION_PREPARED_STATEMENTS", "yes/no", True,

@@ -247,6 +247,7 @@ def _store(args: argparse.Namespace, unlogged: bool | None = None) -> Iterator[P
         create_table=False,
         purge_interval=None,
         unlogged=unlogged,
+        partitions=getattr(args, "partitions", None),
     )
     try:
         yield store
@@ -328,7 +329,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
         # ddl() only formats text: a DBA can run this without any database at hand.
         dsn, _ = _dsn_and_source(args)
         store = PostgresStore(
-            dsn or _UNUSED_DSN, args.table, args.schema, purge_interval=None, unlogged=args.unlogged
+            dsn or _UNUSED_DSN, args.table, args.schema, purge_interval=None, unlogged=args.unlogged,
+            partitions=args.partitions,
         )
         print(store.ddl(), end="")
         for role in args.grant:
@@ -694,6 +696,13 @@ def _parser() -> argparse.ArgumentParser:
         help="also grant ROLE (the app's least-privilege role) what it needs to use the table: USAGE on "
         "the schema, SELECT, INSERT, UPDATE, DELETE on the table; may be repeated",
     )
+    init.add_argument(
+        "--partitions",
+        type=int,
+        metavar="N",
+        help="a table PARTITION BY HASH (id) into N partitions (2 to 1024), for tens of millions of "
+        "sessions; the apps then pass partitions=N (PGSESSION_PARTITIONS) or take it as it is",
+    )
     persistence = init.add_mutually_exclusive_group()
     persistence.add_argument(
         "--unlogged",
@@ -727,6 +736,12 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_PURGE_BATCH_SIZE,
         metavar="N",
         help="rows deleted per statement (default: %(default)s)",
+    )
+    cleanup.add_argument(
+        "--partitions",
+        type=int,
+        metavar="N",
+        help="the table is partitioned into N (init --partitions N): purge one partition at a time",
     )
     cleanup.set_defaults(run=_cmd_cleanup)
 

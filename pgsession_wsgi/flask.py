@@ -243,6 +243,7 @@ class _Settings:
     unlogged: bool = False
     prepared_statements: bool = True
     create_table: bool = True
+    partitions: int | None = None
 
 
 class _Extension:
@@ -352,6 +353,7 @@ class _Extension:
             unlogged=settings.unlogged,
             prepared_statements=settings.prepared_statements,
             create_table=settings.create_table,
+            partitions=settings.partitions,
         )
 
     def _create_table(self, store: PostgresStore) -> None:
@@ -461,6 +463,7 @@ class PgSession(_Extension):
             unlogged=setting(config, "PGSESSION_UNLOGGED"),
             prepared_statements=setting(config, "PGSESSION_PREPARED_STATEMENTS"),
             create_table=setting(config, "PGSESSION_CREATE_TABLE"),
+            partitions=setting(config, "PGSESSION_PARTITIONS"),
         )
 
 

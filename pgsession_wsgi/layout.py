@@ -18,6 +18,7 @@ from .sql import (
     EXPECTED_COLUMNS,
     LAYOUT,
     LOCK,
+    PARTITIONING,
     PERSISTENCE,
     PRIVILEGES,
     SETUP_STATE,
@@ -50,7 +51,14 @@ class TableSetup:
     ``store_class`` the store's class name, for messages."""
 
     def __init__(
-        self, sql: Statements, schema: str, table: str, unlogged: bool | None, create: bool, store_class: str
+        self,
+        sql: Statements,
+        schema: str,
+        table: str,
+        unlogged: bool | None,
+        create: bool,
+        store_class: str,
+        partitions: int | None = None,
     ) -> None:
         self._sql = sql
         self.schema, self.table = schema, table
@@ -59,6 +67,7 @@ class TableSetup:
         self._unlogged = unlogged
         self._create = create
         self._store_class = store_class
+        self._partitions = partitions
         #: The table was created (or found) by this store; its layout was checked.
         self.created = False
         self.checked = False
@@ -138,6 +147,11 @@ class TableSetup:
             where = {"qualified": self.qualified, "table": self.table, "schema": self.schema}
             raise missing_table_error(**where, driver_class=self._store_class)
         check_layout(columns, qualified=self.qualified, table=self.table, schema=self.schema)
+        if self._partitions is not None:
+            strategy, count = one_row((yield Statement(PARTITIONING, (self.qualified,) * 2, ONE)))
+            # While creating, a partitioned table just made has no partitions yet (they come next).
+            found = self._partitions if upgrade and strategy == "h" and int(count) == 0 else int(count)
+            check_partitions(strategy, found, self._partitions, qualified=self.qualified)
         # Found at start-up rather than as a 500 on every request: a table made for another role.
         role, allowed = one_row((yield Statement(PRIVILEGES, (self.schema, *[self.qualified] * 4), ONE)))
         if not allowed:
@@ -274,6 +288,26 @@ def check_layout(columns: Mapping[str, str], *, qualified: str, table: str, sche
     raise ConfigurationError(
         f"the table {qualified} exists but is not a pgsession-wsgi table (columns: "
         f"{', '.join(sorted(columns))}); choose another table name or schema"
+    )
+
+
+def check_partitions(strategy: str | None, count: int, partitions: int, *, qualified: str) -> None:
+    """Refuse a table that is not hash-partitioned into ``partitions`` as the store was told.
+
+    :param strategy: the table's partitioning strategy (``"h"`` for hash), None if it has none.
+    :param count: how many partitions it has.
+    :param partitions: how many the store was told to make.
+    :param qualified: the table's quoted, qualified name, for the message.
+    :raises ConfigurationError: the table is not partitioned, or otherwise, or into another number.
+    """
+    if strategy == "h" and count == partitions:
+        return
+    found = "not partitioned" if strategy is None else f"partitioned into {count} (strategy {strategy!r})"
+    raise ConfigurationError(
+        f"the session table {qualified} is {found}, but the store was told partitions={partitions}: "
+        "pass the number it has (or partitions=None to take it as it is); a plain table becomes a "
+        "partitioned one only by copying its rows into a new table (see docs/deployment.md, "
+        "A table that scales out)"
     )
 
 

@@ -347,6 +347,7 @@ class PgSession:
                 unlogged=setting(config, "PGSESSION_UNLOGGED"),
                 prepared_statements=setting(config, "PGSESSION_PREPARED_STATEMENTS"),
                 create_table=setting(config, "PGSESSION_CREATE_TABLE"),
+                partitions=setting(config, "PGSESSION_PARTITIONS"),
             )
         else:
             store = source if isinstance(source, AsyncPostgresStore) else source(app)

@@ -18,6 +18,7 @@ __all__ = [
     "EXPECTED_COLUMNS",
     "LAYOUT",
     "LOCK",
+    "PARTITIONING",
     "PERSISTENCE",
     "PRIVILEGES",
     "SCHEMA_MISSING",
@@ -25,6 +26,7 @@ __all__ = [
     "Statements",
     "guard",
     "index_names",
+    "partition_names",
     "lock_key",
     "persistence_statement",
     "prepared",
@@ -54,6 +56,12 @@ LAYOUT = (
 )
 #: The current values of some settings (their names bound as an array).
 SETTINGS = "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)"
+#: How a table is partitioned ("h" for hash, NULL for not at all) and into how many partitions (its
+#: quoted, qualified name bound twice).
+PARTITIONING = (
+    "SELECT (SELECT partstrat::text FROM pg_partitioned_table WHERE partrelid = to_regclass(%s)),"
+    " (SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass(%s))"
+)
 #: Whether a table (its quoted, qualified name bound as the value) is unlogged; no row if missing.
 PERSISTENCE = "SELECT relpersistence = 'u' FROM pg_class WHERE oid = to_regclass(%s)"
 #: Who the store connects as, and whether it may use the table as a store does: USAGE on the
@@ -124,6 +132,19 @@ def index_names(table: str) -> tuple[str, str]:
     short = table.encode()[:30].decode("utf-8", "ignore")  # bytes: PostgreSQL's limit is 63
     base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
     return base + "_expires_at_idx", base + "_user_id_idx"
+
+
+def partition_names(table: str, count: int) -> list[str]:
+    """The names of a hash-partitioned table's partitions, ``count`` of them, in remainder order.
+
+    Distinct per table for long names, as :func:`index_names` are.
+
+    :param table: the table name, as given (unquoted).
+    :param count: how many partitions.
+    """
+    short = table.encode()[:30].decode("utf-8", "ignore")
+    base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
+    return [f"{base}_p{remainder}" for remainder in range(count)]
 
 
 def setup_names(schema: str, table: str) -> tuple[str, str, str, str]:
@@ -311,15 +332,38 @@ _STORED_PERMANENT = "CASE data -> '_permanent' WHEN 'true' THEN true WHEN 'false
 _FITS = "(%(max_size)s::bigint IS NULL OR octet_length({data}::text) <= %(max_size)s::bigint)"
 
 
+# The size of a table (%(name)s), or of its partitions if it has some: a partitioned table holds no
+# rows itself, and pg_partition_tree() lists nothing for a plain table.
+_TREE_SIZE = (
+    "COALESCE((SELECT sum({size}(relid))::bigint FROM pg_partition_tree(to_regclass(%(name)s))),"
+    " {size}(to_regclass(%(name)s)))"
+)
+
+
+def _purge(t: str) -> str:
+    """One batch of the purge on the table (or partition) ``t``, in template form: the expired
+    rows from ``%(after)s`` on, at most ``%(limit)s``, under the table's advisory lock; how many
+    went and the last ``expires_at``."""
+    return (
+        "WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%(lock)s) AS acquired),"
+        f" deleted AS (DELETE FROM {t} WHERE id IN (SELECT s.id FROM {t} s, lock"
+        " WHERE lock.acquired AND s.expires_at <= now() AND s.expires_at >= %(after)s::timestamptz"
+        " ORDER BY s.expires_at LIMIT %(limit)s FOR UPDATE OF s SKIP LOCKED) RETURNING expires_at)"
+        " SELECT count(*), max(expires_at) FROM deleted"
+    )
+
+
 class Statements:
     """The SQL text for one table, built once per store.
 
     :param schema: the schema name (quoted here).
     :param table: the table name (quoted here).
     :param guard: a prefix for every request statement (see :func:`guard`), or "".
+    :param partitions: make the table ``PARTITION BY HASH (id)`` into this many partitions (see
+        :func:`partition_names`); None for a plain table.
     """
 
-    def __init__(self, schema: str, table: str, guard: str) -> None:
+    def __init__(self, schema: str, table: str, guard: str, partitions: int | None = None) -> None:
         schema_part = quote_identifier(schema, "schema")
         exact = f"{schema_part}.{quote_identifier(table, 'table')}"
         # DDL runs without parameters and takes the exact name; every other statement runs
@@ -338,17 +382,35 @@ class Statements:
             "    expires_at  timestamptz  NOT NULL,\n"
             "    idle_timeout interval,\n"
             "    ends_at     timestamptz\n"
-            ") WITH (fillfactor = 90)"
+            ")"
         )
+        # Updates are mostly HOT with room left on each page: the table's, or each partition's
+        # (a partitioned table itself holds no rows, so takes no storage parameters).
+        fill = " WITH (fillfactor = 90)"
+        if partitions is None:
+            table_columns += fill
+            parts: list[str] = []
+        else:
+            table_columns += " PARTITION BY HASH (id)"
+            parts = [
+                f"CREATE TABLE IF NOT EXISTS {schema_part}.{quote_identifier(name, 'table')} PARTITION OF"
+                f" {exact} FOR VALUES WITH (MODULUS {partitions}, REMAINDER {remainder}){fill}"
+                for remainder, name in enumerate(partition_names(table, partitions))
+            ]
+        #: Each partition's quoted, qualified name, in remainder order; empty for a plain table.
+        self.partitions = [
+            f"{schema_part}.{quote_identifier(name, 'table')}"
+            for name in (partition_names(table, partitions) if partitions else [])
+        ]
         schema_and_table = [f"CREATE SCHEMA IF NOT EXISTS {schema_part}", "CREATE" + table_columns]
         indexes = [
             f"CREATE INDEX IF NOT EXISTS {expires_index} ON {exact} (expires_at)",
             f"CREATE INDEX IF NOT EXISTS {user_index} ON {exact} (user_id) WHERE user_id IS NOT NULL",
         ]
-        #: Schema, table and indexes (the table logged).
-        self.create = [*schema_and_table, *indexes]
+        #: Schema, table, its partitions and indexes (the table logged).
+        self.create = [*schema_and_table, *parts, *indexes]
         #: The same with an unlogged table (its indexes are unlogged with it).
-        self.create_unlogged = [schema_and_table[0], "CREATE UNLOGGED" + table_columns, *indexes]
+        self.create_unlogged = [schema_and_table[0], "CREATE UNLOGGED" + table_columns, *parts, *indexes]
         #: Adds the columns a table made by 0.1.0 lacks; run only when they are missing.
         self.upgrade = upgrade_statement(exact)
         self.load = (
@@ -394,13 +456,10 @@ class Statements:
             " WHERE id = %(id)s AND expires_at > now()"
         )
         self.delete = f"DELETE FROM {t} WHERE id = %(id)s"
-        self.purge = (
-            "WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%(lock)s) AS acquired),"
-            f" deleted AS (DELETE FROM {t} WHERE id IN (SELECT s.id FROM {t} s, lock"
-            " WHERE lock.acquired AND s.expires_at <= now() AND s.expires_at >= %(after)s::timestamptz"
-            " ORDER BY s.expires_at LIMIT %(limit)s FOR UPDATE OF s SKIP LOCKED) RETURNING expires_at)"
-            " SELECT count(*), max(expires_at) FROM deleted"
-        )
+        self.purge = _purge(t)
+        #: :attr:`purge` of each partition (a partitioned table is purged one partition at a
+        #: time: each batch's scan and locks stay in one partition's index).
+        self.purge_partitions = [guard + _purge(_in_template(name)) for name in self.partitions]
         # About how many rows a purge has ahead, for progress displays: counted exactly up to
         # %(cap)s rows (bounded work on the expires_at index), else estimated from a sample of
         # about %(pages)s of the table's pages (the table given as %(name)s), whatever the
@@ -410,7 +469,7 @@ class Statements:
         )
         percent = (
             "LEAST(100, %(pages)s * 100.0 / GREATEST(1,"
-            " pg_relation_size(to_regclass(%(name)s)) / current_setting('block_size')::int))"
+            f" {_TREE_SIZE.format(size='pg_relation_size')} / current_setting('block_size')::int))"
         )
         self.expired_sample = (
             f"SELECT round(count(*) * 100.0 / {percent})::bigint"
@@ -434,7 +493,7 @@ class Statements:
             "SELECT count(*) FILTER (WHERE expires_at > now()),"
             " count(*) FILTER (WHERE expires_at <= now()),"
             " count(DISTINCT user_id) FILTER (WHERE expires_at > now()),"
-            f" pg_total_relation_size(to_regclass(%(name)s)) FROM {t}"
+            f" {_TREE_SIZE.format(size='pg_total_relation_size')} FROM {t}"
         )
         if guard:
             # Every statement but the DDL (the lists and upgrade), in the same query string: one

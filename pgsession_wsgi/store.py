@@ -64,6 +64,13 @@ class PostgresStore(Psycopg2Connections, StoreMethods):
         round trip is added. Off by itself behind PgBouncer in transaction mode (as found at the
         first connection, or when a prepared statement goes missing); False turns it off, e.g.
         for another pooler that shares server connections between clients.
+    :param partitions: make the table ``PARTITION BY HASH (id)`` into this many partitions (2 to
+        1024), for tables of tens of millions of sessions: each request statement still touches
+        one row by its key (in one partition), and the purge runs one partition at a time. An
+        existing table must be partitioned so (else a :class:`ConfigurationError`); None (the
+        default) makes a plain table and takes an existing one as it is. Not with
+        ``unlogged=True`` (PostgreSQL has no unlogged partitioned tables). See
+        ``docs/deployment.md``, "A table that scales out".
     :raises ConfigurationError: the DSN is not PostgreSQL's, or a number is out of range.
     """
 

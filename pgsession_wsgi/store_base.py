@@ -27,6 +27,7 @@ from .defaults import (
     check_store_options,
 )
 from .dsn import lent_settings, normalize_dsn, store_connect_arguments
+from .errors import ConfigurationError
 from .exchange import DriverErrors, Steps
 from .store_steps import SessionInfo, StoreSteps
 
@@ -39,6 +40,22 @@ __all__ = ["StoreBase", "StoreMethods", "awaiting"]
 
 T = TypeVar("T")
 S = TypeVar("S", bound="StoreBase")
+
+
+def _check_partitions(partitions: int | None, unlogged: bool | None) -> None:
+    """Refuse a number of partitions PostgreSQL cannot make, or one it cannot make unlogged."""
+    if partitions is None:
+        return
+    if isinstance(partitions, bool) or not isinstance(partitions, int) or not 2 <= partitions <= 1024:
+        raise ConfigurationError(
+            f"partitions must be a whole number from 2 to 1024 (e.g. 16), or None for a plain table, "
+            f"not {partitions!r}"
+        )
+    if unlogged:
+        raise ConfigurationError(
+            "partitions and unlogged=True cannot go together: PostgreSQL makes no unlogged "
+            "partitioned table; choose one of them"
+        )
 
 
 class StoreBase:
@@ -71,15 +88,19 @@ class StoreBase:
         purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
         unlogged: bool | None = False,
         prepared_statements: bool = True,
+        partitions: int | None = None,
     ) -> None:
         dsn = normalize_dsn(dsn)
         check_store_options(max_connections, pool_timeout, connect_timeout, purge_interval)
+        _check_partitions(partitions, unlogged)
         # The settings kept are only those we send, so a user's own is never "re-applied".
         connect_kwargs, settings = store_connect_arguments(
             dsn, connect_timeout=connect_timeout, statement_timeout=statement_timeout,
             synchronous_commit=synchronous_commit,
         )
-        self._configure(table, schema, statement_timeout, settings, create_table, purge_interval, unlogged)
+        self._configure(
+            table, schema, statement_timeout, settings, create_table, purge_interval, unlogged, partitions
+        )
         self._own_connections(connect_kwargs, max_connections, pool_timeout)
         if prepared_statements:
             self._steps.prepared.enable(self._prepares_by_name)
@@ -104,11 +125,12 @@ class StoreBase:
     def _configure(
         self, table: str, schema: str, statement_timeout: float | None, settings: dict[str, str],
         create_table: bool, purge_interval: float | None, unlogged: bool | None,
+        partitions: int | None = None,
     ) -> None:
         """What every constructor does, wherever the connections come from."""
         self._steps = StoreSteps(
             schema, table, settings, statement_timeout=statement_timeout, unlogged=unlogged,
-            create=create_table, store_class=self._store_class, errors=self._errors,
+            create=create_table, store_class=self._store_class, errors=self._errors, partitions=partitions,
         )
         #: The table's name, as given (unquoted).
         self.table = table
@@ -121,6 +143,9 @@ class StoreBase:
         self.purge_interval = purge_interval
         #: Whether the table is (made) unlogged, as given; None takes an existing one as it is.
         self.unlogged = unlogged
+        #: The hash partitions the table is made with (and purged one by one), as given; None
+        #: for a plain table (or a partitioned one taken as it is).
+        self.partitions = partitions
         self._create_table = create_table
         # Where the app's connections come from ("your SQLAlchemy engine"), None for a DSN.
         self._origin: str | None = None

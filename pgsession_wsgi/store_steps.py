@@ -89,9 +89,11 @@ class StoreSteps:
     def __init__(
         self, schema: str, table: str, settings: dict[str, str], *, statement_timeout: float | None,
         unlogged: bool | None, create: bool, store_class: str, errors: DriverErrors,
+        partitions: int | None = None,
     ) -> None:
-        self.sql = Statements(schema, table, "")
-        self.table = TableSetup(self.sql, schema, table, unlogged, create, store_class)
+        self._partitions = partitions
+        self.sql = Statements(schema, table, "", partitions)
+        self.table = TableSetup(self.sql, schema, table, unlogged, create, store_class, partitions)
         self.qualified, self.lock_key = self.table.qualified, self.table.lock_key
         self._schema, self._table = schema, table
         self.settings = settings
@@ -124,7 +126,7 @@ class StoreSteps:
 
     def _guard(self) -> None:
         self.guard = guard(self.settings)
-        self.sql = Statements(self._schema, self._table, self.guard)
+        self.sql = Statements(self._schema, self._table, self.guard, self._partitions)
         self.prepared.templates = None  # PgBouncer in transaction mode would lose them
 
     def check_settings(self) -> Steps[None]:
@@ -372,6 +374,8 @@ class Purge:
         #: Rows removed so far; whether another batch is due.
         self.removed = 0
         self.more = True
+        #: ``on_batch`` asked to stop: no further batch, in this partition or the next.
+        self.stopped = False
         self._expected: int | None = None
         self._after: Any = "-infinity"
 
@@ -381,17 +385,24 @@ class Purge:
             self._expected = yield from self._count_expired()
             if self._on_batch(0, self._expected) is False:
                 return 0
-        self._after, self.more = "-infinity", True  # a try starts at the first expired row
-        while self.more:
-            yield from self.batch()
+        # A partitioned table one partition at a time; a try starts at each one's first expired row.
+        for statement in self._steps.sql.purge_partitions or [self._steps.sql.purge]:
+            self._after, self.more = "-infinity", True
+            while self.more:
+                yield from self.batch(statement)
+            if self.stopped:
+                break
         return self.removed
 
-    def batch(self) -> Steps[None]:
-        """One batch, then :attr:`more` says whether another is due."""
+    def batch(self, statement: str | None = None) -> Steps[None]:
+        """One batch (of the table, or of the partition ``statement`` purges), then :attr:`more`
+        says whether another is due."""
         params = {"lock": self._steps.lock_key, "limit": self._batch_size, "after": self._after}
-        removed, last = one_row((yield self._steps.statement(self._steps.sql.purge, params, ONE)))
+        text = self._steps.sql.purge if statement is None else statement
+        removed, last = one_row((yield self._steps.statement(text, params, ONE)))
         self.removed += removed
         going = self._on_batch is None or self._on_batch(self.removed, self._expected or 0) is not False
+        self.stopped = not going
         self.more = going and removed >= self._batch_size
         self._after = last
 

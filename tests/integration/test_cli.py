@@ -759,6 +759,8 @@ HELP = {
         "--sql print the SQL instead of running it (needs no database connection)",
         "--grant ROLE also grant ROLE (the app's least-privilege role) what it needs to use the table: "
         "USAGE on the schema, SELECT, INSERT, UPDATE, DELETE on the table; may be repeated",
+        "--partitions N a table PARTITION BY HASH (id) into N partitions (2 to 1024), for tens of millions "
+        "of sessions; the apps then pass partitions=N (PGSESSION_PARTITIONS) or take it as it is",
         "--unlogged an UNLOGGED table: faster writes, no WAL, emptied after a database crash (everyone "
         "logged out); converts an existing logged table (a rewrite under an exclusive lock)",
         "--logged a logged (crash-safe) table; converts an existing unlogged one back",
@@ -769,6 +771,7 @@ HELP = {
         "nothing is half-done and running it again continues.",
         DSN_HELP, *TABLE_HELP, *PROGRESS_HELP,
         "--batch-size N rows deleted per statement (default: 1000)",
+        "--partitions N the table is partitioned into N (init --partitions N): purge one partition at a time",
     ],
     "stats": [
         "Print live and expired session counts, users with live sessions and the table's size on disk.",
