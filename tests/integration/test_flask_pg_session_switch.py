@@ -38,7 +38,8 @@ from legacy_rows import (
 )
 from wire import RoundTripCounter
 
-from pgsession_wsgi import ConfigurationError, LegacyTableError
+from pgsession_wsgi import ConfigurationError, LegacyTableError, SessionError
+from pgsession_wsgi.core import Load
 from pgsession_wsgi.defaults import DEFAULT_MAX_SIZE
 from pgsession_wsgi.flask import EXTENSION_KEY, FlaskPgSession, PgSession
 from pgsession_wsgi.flask_pg_session import (
@@ -636,23 +637,53 @@ def test_which_tables_the_app_picks(pg_dsn: str, schema: str, make_store: Callab
 
 def test_the_fallback_store_refuses_options_it_cannot_work_with(pg_dsn: str, schema: str) -> None:
     """Exact messages, the smallest values taken, and no key prefix unless given
-    (LegacyFallbackStore.__init__ mutants 1-8, 10-12)."""
+    (LegacyFallbackStore.__init__ mutants 1-8, 10-13, 15-17, 39, 42, 43)."""
     def make(**options: Any) -> LegacyFallbackStore:
-        return LegacyFallbackStore(pg_dsn, NEW, schema, legacy_table=OLD, purge_interval=None, **options)
+        options = {"legacy_table": OLD, **options}
+        return LegacyFallbackStore(pg_dsn, NEW, schema, purge_interval=None, **options)
 
     for options, message in [
         ({"lifetime": dt.timedelta(0)}, "lifetime must be positive, not datetime.timedelta(0)"),
         ({"max_size": 0}, "max_size must be a positive number of bytes, not 0"),
         ({"key_prefix": "app\x00"}, "key_prefix cannot hold a NUL character: choose another prefix"),
+        ({"legacy_table": NEW}, f"the pgsession-wsgi table and flask-pg-session's table are both {NEW!r}: "
+                                "give the new table another name"),
+        ({"legacy_table": "o" * 64},
+         f"the table name {'o' * 64!r} is longer than PostgreSQL's 63-byte limit: choose a shorter one"),
     ]:
         with pytest.raises(ConfigurationError) as refused:
             make(**options)
         assert str(refused.value) == message
     store = make(lifetime=dt.timedelta(seconds=1), max_size=1)
     try:
-        assert store.key_prefix == ""
+        assert (store.key_prefix, store.legacy_table) == ("", OLD)
     finally:
         store.close()
+
+
+def test_the_fallback_store_takes_the_stores_options_and_caps_a_moved_session_by_absolute(
+    pg_dsn: str, schema: str
+) -> None:
+    """The other options go to the store (create_table=False: a missing table is named, not made);
+    a moved session ends at its creation plus ``absolute`` (LegacyFallbackStore.__init__ mutants
+    24, 25, 29)."""
+    create_legacy_table(pg_dsn, schema)
+    sid = str(uuid.uuid4())
+    write_row(pg_dsn, schema, sid, {"n": 1}, naive_utc(MONTH))
+    options: dict[str, Any] = {"legacy_table": OLD, "purge_interval": None, "absolute": dt.timedelta(hours=1)}
+    unready = LegacyFallbackStore(pg_dsn, NEW, schema, create_table=False, **options)
+    try:
+        with pytest.raises(SessionError, match="does not exist"):
+            unready.execute(Load(key(sid), dt.timedelta(seconds=60), sid))
+    finally:
+        unready.close()
+    store = LegacyFallbackStore(pg_dsn, NEW, schema, **options)
+    try:
+        assert store.execute(Load(key(sid), dt.timedelta(seconds=60), sid)).data == {"n": 1}
+    finally:
+        store.close()
+    [(_, _, created_at, expires_at)] = new_rows(pg_dsn, schema).values()
+    assert expires_at == created_at + dt.timedelta(hours=1)
 
 
 def test_pgsession_on_the_old_table_still_names_the_command(pg_dsn: str, schema: str) -> None:
