@@ -14,6 +14,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -512,3 +513,31 @@ def test_is_legacy_table_tells_tables_apart(pg_conn: Any, schema: str) -> None:
     assert not is_legacy_table(pg_conn, "jsonish", schema)
     assert not is_legacy_table(pg_conn, "missing", schema)
     assert not is_legacy_table(pg_conn, "legacy", "no_such_schema_" + uuid.uuid4().hex)
+
+
+def test_read_legacy_rows_reads_naive_times_as_utc_whatever_the_local_zone(
+    pg_conn: Any, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flask-pg-session's naive ``expiry`` and ``created`` are UTC, not the process's local time
+    (rows._as_utc mutant 2, which made them aware through astimezone, i.e. as local time); a
+    batch below one is refused with its message (read_legacy_rows mutants 4-6)."""
+    written = dt.datetime(2100, 1, 2, 3, 4, 5)
+    with pg_conn.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA "{schema}"')
+        cur.execute(
+            f'CREATE TABLE "{schema}".legacy (session_id varchar(255) PRIMARY KEY,'
+            " created timestamp, data bytea, expiry timestamp)"
+        )
+        cur.execute(f'INSERT INTO "{schema}".legacy VALUES (%s, %s, %s, %s)',
+                    ("s", written, pickle.dumps({"n": 1}), written))
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14
+    time.tzset()
+    try:
+        [row] = read_legacy_rows(pg_conn, "legacy", schema)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert row.expiry == row.created == written.replace(tzinfo=dt.timezone.utc)
+    with pytest.raises(ValueError) as refused:
+        list(read_legacy_rows(pg_conn, "legacy", schema, batch_size=0))
+    assert str(refused.value) == "batch_size must be at least 1"
