@@ -417,6 +417,18 @@ def test_equal_assignment_is_no_change(engine: Any, flavour: str) -> None:
     assert again.modified is False
 
 
+@ours_only("values go through pgsession-wsgi's codec, not SESSION_SERIALIZER: more types come back")
+def test_values_come_back_as_their_types(engine: Any, flavour: str) -> None:
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    session = engine()
+    session.update({"when": when, "price": Decimal("9.99"), "pair": (1, 2)})
+    session.save()
+    assert engine(session.session_key).load() == {"when": when, "price": Decimal("9.99"), "pair": (1, 2)}
+
+
 @ours_only("an expiry in the past is refused (InvalidExpiry); Django stores a dead session")
 def test_expiry_in_the_past_is_refused(engine: Any, flavour: str) -> None:
     from pgsession_wsgi import InvalidExpiry

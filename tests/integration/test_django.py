@@ -345,6 +345,15 @@ def test_old_session_keeps_its_own_expiry(site: str, pg_dsn: str) -> None:
     assert idle_timeout == timedelta(seconds=300)
 
 
+def test_an_old_looking_cookie_without_django_s_table_is_no_session(site: str, pg_dsn: str) -> None:
+    sql(pg_dsn, f'DROP TABLE "{site}".django_session')
+    web = client()
+    web.cookies["sessionid"] = "a" * 32
+    assert web.get("/read/").json() == {}
+    web.get("/write/?a=1")
+    assert OUR_COOKIE.fullmatch(cookie_of(web))
+
+
 def test_read_through_can_be_turned_off(site: str, pg_dsn: str) -> None:
     from django.test.utils import override_settings
 
