@@ -1017,6 +1017,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # django-stubs are not i
         runtime = self._runtime
         old = self._data
         items = old.copy() if old.accessed or old.loaded else {}
+        self._legacy_key = None  # the new session has nothing to move in
         expiry = old.state.expiry
         new = runtime.core.open("", _SCHEME, self._load_data)
         new.update(items)
@@ -1111,8 +1112,10 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # django-stubs are not i
         data = self._data
         data.invalidate()
         run(self._runtime.core.save(data), self._runtime.store.execute)
-        if self._legacy_key is not None:
-            self._runtime.store.delete_django_session(self._legacy_key)
+        if self._legacy_key is not None:  # the old key's row, wherever it is by now
+            runtime = self._runtime
+            runtime.store.delete(hash_session_id(runtime.id_head + _derived_id(runtime, self._legacy_key)))
+            runtime.store.delete_django_session(self._legacy_key)
             self._legacy_key = None
         self._moved = False
         self._session_key = None

@@ -326,6 +326,18 @@ def test_old_django_session_is_moved_once_under_a_new_id(site: str, pg_dsn: str)
     assert len(rows(pg_dsn, site)) == 1
 
 
+def test_logout_with_an_old_cookie_ends_the_old_session_wherever_it_is(site: str, pg_dsn: str) -> None:
+    key = old_session({"cart": [1]})
+    mover = client()
+    mover.cookies["sessionid"] = key
+    mover.get("/read/")  # moved in
+    late = client()
+    late.cookies["sessionid"] = key
+    late.get("/logout/")  # flush() before the session was read
+    assert rows(pg_dsn, site) == []
+    assert sql(pg_dsn, f'SELECT count(*) FROM "{site}".django_session') == [(0,)]
+
+
 def test_expired_old_django_session_is_not_moved(site: str, pg_dsn: str) -> None:
     key = old_session({"cart": [1]})
     sql(pg_dsn, f"UPDATE \"{site}\".django_session SET expire_date = now() - interval '1 second'")
