@@ -475,22 +475,44 @@ def test_each_bad_row_is_refused_alone_and_the_others_migrate(pg_dsn: str, schem
     assert report.migrated == len(rows) == 2 + (stored is not None)
 
 
-@pytest.mark.parametrize("table", ["flask_sessions", "t" * 50], ids=["default", "50-characters"])
+@pytest.mark.parametrize("table, renamed", [
+    ("flask_sessions", "flask_sessions_flask_pg_session_old"),
+    ("t" * 50, "t" * 42 + "_flask_pg_session_old"),  # cut to 63 bytes
+    ("a" + "é" * 25, "a" + "é" * 20 + "_flask_pg_session_old"),  # 62: byte 42 is inside an é
+], ids=["default", "50-characters", "cut-inside-a-character"])
 def test_the_renamed_table_keeps_its_primary_key_under_its_new_name(
-    pg_dsn: str, schema: str, table: str
+    pg_dsn: str, schema: str, table: str, renamed: str
 ) -> None:
-    """The old table's key follows it (cut to fit 63 bytes with "_pkey"), so the new table's key
-    gets the plain name (migrate._rename mutants 22, 30, 40, 45, 46)."""
+    """The old table's name is cut to fit its suffix in 63 bytes, never inside a character; its
+    key follows it (cut to fit "_pkey" too), so the new table's key gets the plain name
+    (migrate._rename mutants 22, 30, 40, 45, 46; _renamed 6, 10, 11, 14, 15)."""
     create_legacy_table(pg_dsn, schema, table)
     write_row(pg_dsn, schema, str(uuid.uuid4()), {"n": 1}, naive_utc(dt.timedelta(days=1)), table)
     report = migrate_flask_pg_session(pg_dsn, table=table, schema=schema)
     assert report.migrated == 1
-    renamed = table[:42] + "_flask_pg_session_old"
     assert report.renamed_to == f'"{schema}"."{renamed}"'
     keys = sql(pg_dsn, "SELECT c.relname, k.conname FROM pg_constraint k JOIN pg_class c"
                        " ON c.oid = k.conrelid WHERE k.contype = 'p' AND c.relnamespace = %s::regnamespace",
                (f'"{schema}"',))
-    assert dict(keys) == {table: f"{table}_pkey", renamed: renamed[:58] + "_pkey"}
+    assert dict(keys) == {table: f"{table}_pkey", renamed: renamed.encode()[:58].decode() + "_pkey"}
+
+
+def test_the_report_counts_each_empty_row_and_names_a_user_id_it_cannot_store(
+    pg_dsn: str, schema: str
+) -> None:
+    """Two rows holding only the permanent flag are two skipped, a user id that is no str or int
+    is refused under the row's label with why, and without a prefix no row is another app's
+    (migrate._json_to_write mutant 6, _RowConverter.convert 44-47, _count_other_prefix 2)."""
+    create_legacy_table(pg_dsn, schema)
+    empty, also_empty, odd = (str(uuid.uuid4()) for _ in range(3))
+    for sid in (empty, also_empty):
+        write_row(pg_dsn, schema, sid, {"_permanent": True}, naive_utc(dt.timedelta(days=1)))
+    write_row(pg_dsn, schema, odd, {"_user_id": 4.5}, naive_utc(dt.timedelta(days=1)))
+    report = migrate_flask_pg_session(pg_dsn, schema=schema)
+    assert (report.migrated, report.skipped_empty, report.other_prefix) == (0, 2, 0)
+    why = ("the session value under user_key '_user_id' is a builtins.float; user ids must be str, int or "
+           "UUID: store the user's id in one of those types")
+    assert report.refused == [(label(odd), why)]
 
 
 def short_binunicode(text: str) -> bytes:
