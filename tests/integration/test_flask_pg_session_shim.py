@@ -27,9 +27,10 @@ from flask.testing import FlaskClient
 from helpers import ClosingClient, add_count_route, wait_for
 from itsdangerous import Signer
 from itsdangerous.encoding import base64_decode
+from legacy_rows import create_legacy_table
 from webtest import TestApp
 
-from pgsession_wsgi import ConfigurationError
+from pgsession_wsgi import ConfigurationError, SessionError
 from pgsession_wsgi import pool as pool_module
 from pgsession_wsgi.flask import EXTENSION_KEY, EnvironSessionInterface, FlaskPgSession
 from pgsession_wsgi.flask_pg_session import FlaskPgSessionSigner
@@ -131,11 +132,39 @@ def test_same_construction_and_defaults(pg_dsn: str, schema: str) -> None:
 
 
 def test_missing_database_uri_names_the_key() -> None:
+    """The whole message (FlaskPgSession._settings mutants 18, 20-23)."""
     app = Flask(__name__)
     app.test_client_class = ClosingClient
     app.config["SECRET_KEY"] = "k"
-    with pytest.raises(ConfigurationError, match="SQLALCHEMY_DATABASE_URI"):
+    with pytest.raises(ConfigurationError) as refused:
         FlaskPgSession(app)
+    assert str(refused.value) == (
+        "SQLALCHEMY_DATABASE_URI is not set: FlaskPgSession stores sessions in that PostgreSQL database; "
+        "set it to postgresql://user:password@host:5432/dbname"
+    )
+
+
+def test_the_store_commits_synchronously_and_takes_pgsession_unlogged_and_create_table(
+    make_app: Callable[..., Flask], pg_dsn: str, schema: str
+) -> None:
+    """synchronous_commit stays on, read on the store's connection through its one seam, ``_run``
+    (no public call shows a connection's settings); PGSESSION_UNLOGGED makes the table UNLOGGED,
+    also the ``_v2`` one beside flask-pg-session's table; PGSESSION_CREATE_TABLE = False makes
+    none (FlaskPgSession._settings mutants 48, 55, 69, 70, 98; _make_store mutant 57)."""
+    def persistence(table: str) -> str:
+        return str(sql(pg_dsn, "SELECT relpersistence FROM pg_class WHERE oid = to_regclass(%s)",
+                       (f'"{schema}"."{table}"',))[0][0])
+
+    store = make_app(PGSESSION_UNLOGGED=True).extensions[EXTENSION_KEY].store
+    show = store._run(lambda cur: (cur.execute("SHOW synchronous_commit"), cur.fetchone())[1], retry=False)
+    assert show == ("on",)
+    assert persistence("flask_sessions") == "u"
+    create_legacy_table(pg_dsn, schema, "old_sessions")
+    store = make_app(SESSION_PG_TABLE="old_sessions", PGSESSION_UNLOGGED=True).extensions[EXTENSION_KEY].store
+    assert (type(store).__name__, store.table) == ("LegacyFallbackStore", "old_sessions_v2")
+    assert persistence("old_sessions_v2") == "u"
+    with pytest.raises(SessionError, match="does not exist"):
+        make_app(SESSION_PG_TABLE="never_made", PGSESSION_CREATE_TABLE=False)
 
 
 def test_signer_without_secret_key_names_the_key(pg_dsn: str, schema: str) -> None:
@@ -175,6 +204,19 @@ def test_signed_legacy_cookie_stays_valid(make_app: Callable[..., Flask], pg_dsn
     assert response.text == "6"
     # The cookie keeps flask-pg-session's format: it is still the same signed id.
     assert client.get_cookie("session").value == legacy_signer("legacy-secret").sign(sid).decode()  # type: ignore[union-attr]
+
+
+def test_a_cookie_signed_with_a_key_in_secret_key_fallbacks_stays_valid(
+    make_app: Callable[..., Flask], pg_dsn: str, schema: str
+) -> None:
+    """A rotated SECRET_KEY: cookies signed with the old one, now in SECRET_KEY_FALLBACKS, are
+    still read (FlaskPgSession._settings mutants 32, 41)."""
+    app = make_app(SESSION_USE_SIGNER=True, SECRET_KEY="new-secret", SECRET_KEY_FALLBACKS=["legacy-secret"])
+    sid = str(uuid.uuid4())
+    insert_row(pg_dsn, schema, sid, {"n": 5})
+    client = app.test_client()
+    client.set_cookie("session", legacy_signer("legacy-secret").sign(sid).decode())
+    assert client.get("/read").json["data"] == {"n": 5}
 
 
 def test_new_signed_cookies_use_the_flask_pg_session_signer(
