@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import random
+import signal
 import sys
 import threading
 import time
@@ -32,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scale import (  # noqa: E402
     TOUCH,
+    Interrupted,
     Latency,
+    _raise_interrupted,
     admin_connect,
     fill,
     format_table,
@@ -98,7 +101,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--statements", type=int, default=5000, help="timed loads and writes per table")
     parser.add_argument("--dsn", default=None, help="a PostgreSQL to use instead of an embedded one")
     opts = parser.parse_args(argv)
+    # Also SIGINT: a job started in the background of a script ignores it otherwise.
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, _raise_interrupted)
+    try:
+        return _run(opts)
+    except (KeyboardInterrupt, Interrupted):
+        print("\ninterrupted; everything started here has been stopped", file=sys.stderr)
+        return 130
 
+
+def _run(opts: argparse.Namespace) -> int:
+    stop = threading.Event()
     with contextlib.ExitStack() as stack:
         if opts.dsn is None:
             workdir = Path(stack.enter_context(_tempdir()))
@@ -114,12 +128,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for label, partitions in tables.items():
             name = "plain" if partitions is None else "partitioned"
             store = PostgresStore(
-                dsn, name, schema, purge_interval=None, partitions=partitions, max_connections=2
+                dsn,
+                name,
+                schema,
+                purge_interval=None,
+                partitions=partitions,
+                max_connections=2,
+                statement_timeout=None,
             )
             stack.callback(store.close)
             store.create_table()
             started = time.perf_counter()
-            rows = fill(dsn, f'"{schema}"."{name}"', opts.rows, threading.Event())
+            rows = fill(dsn, f'"{schema}"."{name}"', opts.rows, stop)
             print(f"{label}: {rows:,} rows in {time.perf_counter() - started:.0f} s", flush=True)
             with contextlib.closing(admin_connect(dsn)) as conn, conn.cursor() as cur:
                 cur.execute("SET maintenance_work_mem = '256MB'")
