@@ -24,6 +24,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import pytest
+from apps.support import free_port
 from db import sql
 from flask import Flask, session
 from helpers import ClosingClient, add_count_route, close_extension_stores
@@ -40,7 +41,7 @@ from legacy_rows import (
 from markupsafe import Markup
 from wire import RoundTripCounter
 
-from pgsession_wsgi import ConfigurationError
+from pgsession_wsgi import ConfigurationError, StoreUnavailable
 from pgsession_wsgi.codec import decode_value
 from pgsession_wsgi.flask import FlaskPgSession
 from pgsession_wsgi.flask_pg_session import (
@@ -868,6 +869,69 @@ def test_a_bad_schema_or_table_name_is_named(pg_dsn: str, into: str | None) -> N
     with pytest.raises(ConfigurationError) as bad_table:
         migrate_flask_pg_session(pg_dsn, "flask\x00sessions", into=into)
     assert str(bad_table.value) == "the table name must be a non-empty string without NUL characters"
+
+
+def test_options_it_cannot_work_with_are_refused_with_what_is_wrong(pg_dsn: str) -> None:
+    """Exact messages, before any connection (migrate_flask_pg_session mutants 2, 4, 7-9, 13, 15-18)."""
+    for options, message in [
+        ({"lifetime": dt.timedelta(0)}, "lifetime must be positive, not datetime.timedelta(0)"),
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"key_prefix": "app\x00"}, "key_prefix cannot hold a NUL character"),
+    ]:
+        with pytest.raises(ConfigurationError) as refused:
+            migrate_flask_pg_session(pg_dsn, **options)
+        assert str(refused.value) == message
+
+
+def test_in_place_with_the_apps_v2_table_there_says_to_move_into_it(pg_dsn: str, schema: str) -> None:
+    """The whole message (migrate_flask_pg_session mutants 129, 130)."""
+    create_legacy_table(pg_dsn, schema)
+    sql(pg_dsn, f"CREATE TABLE {q(schema)}.{NEW_TABLE} (id bytea)")
+    with pytest.raises(ConfigurationError) as refused:
+        migrate_flask_pg_session(pg_dsn, schema=schema)
+    assert str(refused.value) == (
+        f'"{schema}"."{NEW_TABLE}" exists: FlaskPgSession already moves this table\'s sessions into it; '
+        f"move the rest there with `--into {NEW_TABLE}` (into=...) instead of converting the table in place"
+    )
+
+
+@pytest.mark.parametrize("columns", ["session_id text, data jsonb, expiry timestamp",
+                                     "id bytea, data bytea, expiry timestamp"])
+def test_a_table_with_only_part_of_the_new_layout_is_named_with_its_columns(
+    pg_dsn: str, schema: str, columns: str
+) -> None:
+    """Only an id bytea and a data jsonb together are a pgsession-wsgi table; anything else not
+    flask-pg-session's is named with its columns (migrate._check_legacy_table mutants 8, 31)."""
+    sql(pg_dsn, f"CREATE TABLE {q(schema)}.flask_sessions ({columns})")
+    with pytest.raises(ConfigurationError) as refused:
+        migrate_flask_pg_session(pg_dsn, schema=schema)
+    names = ", ".join(sorted(column.split()[0] for column in columns.split(", ")))
+    assert str(refused.value) == (
+        f'"{schema}"."flask_sessions" is not a flask-pg-session table (columns: {names}); '
+        "check --table and --schema"
+    )
+
+
+def test_the_migration_names_itself_to_the_server_and_says_why_it_cannot_connect(
+    pg_dsn: str, schema: str
+) -> None:
+    """Its connection's application_name, seen in pg_stat_activity while it runs, and libpq's
+    reason when it cannot connect (migrate._connect mutants 7, 8, 17)."""
+    create_legacy_table(pg_dsn, schema)
+    write_row(pg_dsn, schema, str(uuid.uuid4()), {"n": 1}, naive_utc(DAY))
+    seen: list[Any] = []
+
+    def on_batch(done: int, total: int) -> None:
+        seen.extend(sql(pg_dsn, "SELECT application_name FROM pg_stat_activity WHERE query LIKE %s",
+                        ("%flask_sessions%",)))
+
+    migrate_flask_pg_session(pg_dsn, schema=schema, on_batch=on_batch)
+    assert ("pgsession-wsgi migrate",) in seen
+    nowhere = f"host=127.0.0.1 port={free_port()} dbname=none user=postgres"
+    with pytest.raises(StoreUnavailable) as refused:
+        migrate_flask_pg_session(nowhere, schema=schema)
+    assert str(refused.value).startswith("cannot connect to PostgreSQL (connection to server at ")
+    assert "Connection refused" in str(refused.value)
 
 
 @pytest.mark.parametrize("into", [None, NEW_TABLE], ids=["in-place", "into"])
