@@ -134,7 +134,7 @@ def test_database_alias_must_be_postgresql(site: str) -> None:
         SessionStore()
 
 
-def test_dsn_from_databases_keeps_the_password_out_of_messages(site: str) -> None:
+def test_dsn_from_databases_carries_name_and_libpq_options(site: str) -> None:
     from pgsession_wsgi.django import database_dsn
 
     dsn = database_dsn("default")
