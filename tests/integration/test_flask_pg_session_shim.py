@@ -171,8 +171,12 @@ def test_signer_without_secret_key_names_the_key(pg_dsn: str, schema: str) -> No
     app = Flask(__name__)
     app.test_client_class = ClosingClient
     app.config.update(SQLALCHEMY_DATABASE_URI=pg_dsn, SESSION_PG_SCHEMA=schema, SESSION_USE_SIGNER=True)
-    with pytest.raises(ConfigurationError, match="SECRET_KEY"):
+    with pytest.raises(ConfigurationError) as refused:
         FlaskPgSession(app)
+    assert str(refused.value) == (  # whole (FlaskPgSessionSigner.__init__ mutants 7, 9-11)
+        "SESSION_USE_SIGNER is on but SECRET_KEY is not set: set app.config['SECRET_KEY'] "
+        "(the same value as before, so existing cookies stay valid)"
+    )
 
 
 def test_unsigned_mode_needs_no_secret_key(make_app: Callable[..., Flask]) -> None:
@@ -217,6 +221,20 @@ def test_a_cookie_signed_with_a_key_in_secret_key_fallbacks_stays_valid(
     client = app.test_client()
     client.set_cookie("session", legacy_signer("legacy-secret").sign(sid).decode())
     assert client.get("/read").json["data"] == {"n": 5}
+
+
+def test_unsigned_only_an_issued_id_shape_is_a_cookie_and_it_is_never_re_signed(
+    make_app: Callable[..., Flask], pg_dsn: str, schema: str
+) -> None:
+    """Without SESSION_USE_SIGNER a cookie is read only if it is shaped like an id
+    flask-pg-session or pgsession-wsgi issues, even when a row exists under its hash; a valid one
+    needs no new cookie (FlaskPgSessionSigner.unsign mutants 3, 4)."""
+    client = make_app().test_client()  # makes the table
+    insert_row(pg_dsn, schema, "chosen-by-a-client", {"n": 5})
+    client.set_cookie("session", "chosen-by-a-client")
+    assert client.get("/read").json["data"] == {}
+    sid = str(uuid.uuid4())
+    assert FlaskPgSessionSigner(None, use_signer=False).unsign(sid) == (sid, False)
 
 
 def test_new_signed_cookies_use_the_flask_pg_session_signer(
