@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg2.extensions
 import pytest
+from apps.support import free_port
 from db import sql
 from flask import Flask, session
 from helpers import ClosingClient, add_count_route, close_extension_stores, wait_for
@@ -38,7 +39,7 @@ from legacy_rows import (
 )
 from wire import RoundTripCounter
 
-from pgsession_wsgi import ConfigurationError, LegacyTableError, SessionError
+from pgsession_wsgi import ConfigurationError, LegacyTableError, SessionError, StoreUnavailable
 from pgsession_wsgi.core import Load
 from pgsession_wsgi.defaults import DEFAULT_MAX_SIZE
 from pgsession_wsgi.flask import EXTENSION_KEY, FlaskPgSession, PgSession
@@ -633,6 +634,26 @@ def test_which_tables_the_app_picks(pg_dsn: str, schema: str, make_store: Callab
     with pytest.raises(ConfigurationError, match="PGSESSION_TABLE"):
         choose_tables(pg_dsn, OLD, schema)
     assert choose_tables(pg_dsn, OLD, schema, NEW) == (NEW, None)
+
+
+def test_choosing_the_tables_refuses_a_bad_name_before_connecting_and_names_an_unreachable_server(
+    pg_dsn: str,
+) -> None:
+    """choose_tables' refusals name what is wrong, and libpq's reason when the server cannot be
+    reached (fallback.choose_tables mutants 2, 5, 6, 8, 11, 12; _layouts 17, 18)."""
+    nowhere = f"host=127.0.0.1 port={free_port()} dbname=none user=postgres"
+    with pytest.raises(ConfigurationError) as bad_table:
+        choose_tables(nowhere, "", "public")
+    assert str(bad_table.value) == "the table name must be a non-empty string without NUL characters"
+    with pytest.raises(ConfigurationError) as bad_schema:
+        choose_tables(nowhere, OLD, "x" * 64)
+    assert str(bad_schema.value) == (
+        f"the schema name {'x' * 64!r} is longer than PostgreSQL's 63-byte limit: choose a shorter one"
+    )
+    with pytest.raises(StoreUnavailable) as unreachable:
+        choose_tables(nowhere, OLD, "public")
+    assert str(unreachable.value).startswith("cannot connect to PostgreSQL (connection to server at ")
+    assert "Connection refused" in str(unreachable.value)
 
 
 def test_the_fallback_store_refuses_options_it_cannot_work_with(pg_dsn: str, schema: str) -> None:

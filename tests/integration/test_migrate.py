@@ -871,6 +871,22 @@ def test_a_bad_schema_or_table_name_is_named(pg_dsn: str, into: str | None) -> N
     assert str(bad_table.value) == "the table name must be a non-empty string without NUL characters"
 
 
+def test_a_stopped_conversion_in_place_names_the_table_it_left_as_it_was(pg_dsn: str, schema: str) -> None:
+    """Rolled back: the message names flask-pg-session's table, still there (migrate_flask_pg_session
+    mutant 145)."""
+    create_legacy_table(pg_dsn, schema)
+    write_row(pg_dsn, schema, str(uuid.uuid4()), {"n": 1}, naive_utc(DAY))
+    with pytest.raises(MigrationStopped) as stopped:
+        migrate_flask_pg_session(pg_dsn, schema=schema, on_batch=lambda done, total: False)
+    old = f'"{schema}"."flask_sessions"'
+    assert (stopped.value.done, stopped.value.total, stopped.value.table) == (0, 1, old)
+    assert str(stopped.value) == (
+        f"the migration was stopped after 0 of 1 row(s) and rolled back: nothing changed, {old} is "
+        "still the flask-pg-session table; run it again to start over"
+    )
+    assert _tables(pg_dsn, schema) == {"flask_sessions"}
+
+
 def test_options_it_cannot_work_with_are_refused_with_what_is_wrong(pg_dsn: str) -> None:
     """Exact messages, before any connection (migrate_flask_pg_session mutants 2, 4, 7-9, 13, 15-18)."""
     for options, message in [
