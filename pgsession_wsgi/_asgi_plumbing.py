@@ -6,7 +6,8 @@ them, so they cannot drift apart and neither imports the other's framework. What
 the ``Cookie`` header as one string, the websocket ``Origin`` check, a save's headers merged into
 a response's (as ASGI's lower-case bytes), the log line and status of a session error, the plain
 error response that replaces an app's, and the session data after ``set_session()`` or
-``clear_session()``.
+``clear_session()``. Django's ``SessionMiddleware`` (``pgsession_wsgi.django``) answers an outage
+with the same log line and body.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "Receive",
     "Scope",
     "Send",
+    "UNAVAILABLE_BODY",
     "add_session_headers",
     "as_mapping",
     "cookie_header",
@@ -48,8 +50,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+#: The body of a 503 answered for a session store that cannot be reached (Django's too).
+UNAVAILABLE_BODY = b"Service Unavailable: the session store cannot be reached. Please try again shortly.\n"
 _ERROR_BODIES = {
-    503: b"Service Unavailable: the session store cannot be reached. Please try again shortly.\n",
+    503: UNAVAILABLE_BODY,
     500: b"Internal Server Error\n",
 }
 

@@ -39,7 +39,9 @@ try:
     from asgiref.sync import sync_to_async
     from django.conf import settings as django_settings
     from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+    from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
     from django.core.signals import setting_changed
+    from django.http import HttpResponse
     from django.utils import timezone as django_timezone
 except ModuleNotFoundError as missing:  # the [django] extra: say which command installs it
     raise (MissingExtraError.of(missing, __name__) or missing) from None
@@ -48,6 +50,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
+from ._asgi_plumbing import UNAVAILABLE_BODY, log_failure
 from .appconfig import (
     Setting,
     config_flag,
@@ -62,7 +65,7 @@ from .cookies import HmacIdSigner, hash_session_id, prefixed_id
 from .core import SessionCore, expiry_columns, run, user_id_text
 from .defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_PURGE_INTERVAL, DEFAULT_SCHEMA, DEFAULT_TABLE
 from .devices import UserSession, mark_current, request_user
-from .errors import ConfigurationError, SessionDataError, SessionError
+from .errors import ConfigurationError, SessionDataError, SessionError, StoreUnavailable
 from .options import SessionOptions
 from .session import META_KEYS, Session
 from .sql import quote_identifier
@@ -72,6 +75,7 @@ __all__ = [
     "DJANGO_USER_KEY",
     "FLASK_LOGIN_USER_KEY",
     "SETTINGS",
+    "SessionMiddleware",
     "SessionStore",
     "UserSession",
     "close_stores",
@@ -1245,3 +1249,43 @@ def mirror_login_for_flask_login(sender: Any, request: Any, user: Any, **kwargs:
         return
     session[FLASK_LOGIN_USER_KEY] = str(user.pk)
     session["_fresh"] = True
+
+
+# -- the middleware: Django's, with a 503 for a database outage -------------------------------------
+
+
+def _unavailable(exc: StoreUnavailable) -> Any:
+    """The answer to an outage: 503, ``Retry-After: 5``, and the one log line every front end
+    writes (Django's own line for a 5xx response is not added to it)."""
+    status = log_failure(exc, "saving")
+    response = HttpResponse(UNAVAILABLE_BODY, status=status, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = "5"
+    response._has_been_logged = True  # Django's log_response: logged once, here
+    return response
+
+
+class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]  # django-stubs are not installed
+    """Django's ``SessionMiddleware`` (same settings, same behaviour), answering a database
+    outage with a 503: put it in ``MIDDLEWARE`` in place of
+    ``django.contrib.sessions.middleware.SessionMiddleware``.
+
+    A :class:`~pgsession_wsgi.StoreUnavailable` raised by the save (here, in
+    ``process_response``) or by a view's use of ``request.session`` (``process_exception``)
+    becomes a plain-text 503 with ``Retry-After: 5`` and one log line, as the WSGI and ASGI front
+    ends answer it, instead of Django's 500 and traceback. Every other exception, other
+    :class:`~pgsession_wsgi.SessionError` included, is Django's to handle as before.
+    """
+
+    def process_response(self, request: Any, response: Any) -> Any:
+        """Django's: save the session and set its cookie; a 503 when the database is down."""
+        try:
+            return super().process_response(request, response)
+        except StoreUnavailable as exc:
+            return _unavailable(exc)
+
+    def process_exception(self, request: Any, exception: BaseException) -> Any:
+        """A 503 for a :class:`~pgsession_wsgi.StoreUnavailable` raised by the view; None
+        (Django's handling) for any other exception."""
+        if isinstance(exception, StoreUnavailable):
+            return _unavailable(exception)
+        return None
