@@ -12,6 +12,10 @@ calls it in this process, one request at a time, as a WSGI server would (no HTTP
   where it happens), for the PostgreSQL variants;
 - ``+cpu``: ``cpu`` over the ``none`` variant's on the same route: what the session costs the app.
 
+The Django variants (benchmarks/django_app.py, issue 26) are measured the same way, each in a
+process of its own (Django's settings are the process's) that stays up for all the rounds; their
+``+cpu`` is over ``django-none``'s. ``--stub-store`` leaves them as they are.
+
 The variants run interleaved, ``--rounds`` times, and the best round is kept (the least
 disturbed). It starts its own embedded PostgreSQL (with ``pg_stat_statements`` tracking
 planning) and uses the Redis on 127.0.0.1:``--redis-port`` (or starts one), as run.py does.
@@ -21,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +42,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import run  # noqa: E402
 from app import PG_VARIANTS, VARIANTS  # noqa: E402
+from django_app import DJANGO_PG_VARIANTS, DJANGO_VARIANTS  # noqa: E402
 
 DEFAULT_VARIANTS = (
     "none",
@@ -138,9 +145,61 @@ def _stub(flask_app: Any) -> None:
         store.write = lambda *args, **kwargs: WriteResult(True, False, True)
 
 
+def serve_django(variant: str, requests: int) -> None:
+    """The child of one Django variant (Django's settings are the process's): builds the app,
+    logs in, then measures each route named on stdin and answers ``[wall, cpu, db]`` in JSON."""
+    import django_app
+
+    wsgi_app = django_app.create_app(variant)
+    cookie = django_app.login_cookie(wsgi_app) if variant != "django-none" else None
+    pg = None
+    if variant in DJANGO_PG_VARIANTS:  # pg_stat_statements through the parent's admin URI
+        pg = run.EmbeddedPostgres(Path(os.devnull))
+        pg.admin_uri = os.environ["BENCH_PG_ADMIN_URI"]
+    for line in sys.stdin:
+        print(json.dumps(measure(wsgi_app, cookie, line.strip(), requests, pg)), flush=True)
+
+
+class _DjangoChild:
+    """A Django variant measured in its own process, kept for all rounds (they stay interleaved)."""
+
+    def __init__(self, variant: str, requests: int, env: dict[str, str]) -> None:
+        self.variant = variant
+        command = [sys.executable, str(Path(__file__).resolve()), "--child-django", variant, str(requests)]
+        self.proc = subprocess.Popen(
+            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def measure(self, route: str) -> tuple[float, float, float | None]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(route + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise run.VariantFailed(f"{self.variant}: its process ended ({self.proc.wait()})")
+        wall, cpu, db = json.loads(answer)
+        return wall, cpu, db
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--child-django"]:
+        serve_django(argv[1], int(argv[2]))
+        return 0
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--variants", type=run._csv(VARIANTS), default=list(DEFAULT_VARIANTS))
+    parser.add_argument(
+        "--variants", type=run._csv(VARIANTS + DJANGO_VARIANTS), default=list(DEFAULT_VARIANTS)
+    )
     parser.add_argument(
         "--routes", type=run._csv(("read", "write", "none")), default=["read", "write", "none"]
     )
@@ -167,7 +226,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         import app as bench_app
 
         apps: dict[str, tuple[Any, str | None]] = {}
+        children: dict[str, _DjangoChild] = {}
+        child_env = {**os.environ, "BENCH_PG_ADMIN_URI": pg.admin_uri}
         for variant in ns.variants:
+            if variant in DJANGO_VARIANTS:  # issue 26: one process per variant (--stub-store: not)
+                try:
+                    import django_app
+
+                    django_app.prepare_in_child(variant, child_env)
+                except RuntimeError as exc:
+                    raise run.VariantFailed(str(exc)) from None
+                children[variant] = _DjangoChild(variant, ns.requests, child_env)
+                stack.callback(children[variant].close)
+                continue
             flask_app = bench_app.create_app(variant)
             floor = flask_app.extensions.get("bench_floor")
             if floor is not None:
@@ -178,10 +249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for round_number in range(1, ns.rounds + 1):
             print(f"round {round_number} of {ns.rounds}", flush=True)
             for variant in ns.variants:
-                flask_app, cookie = apps[variant]
                 for route in ns.routes:
-                    uses_pg = pg if variant in PG_VARIANTS else None
-                    wall, cpu, db = measure(flask_app, cookie, route, ns.requests, uses_pg)
+                    if variant in children:
+                        wall, cpu, db = children[variant].measure(route)
+                    else:
+                        flask_app, cookie = apps[variant]
+                        uses_pg = pg if variant in PG_VARIANTS else None
+                        wall, cpu, db = measure(flask_app, cookie, route, ns.requests, uses_pg)
                     known = best.get((variant, route))
                     if known is None or wall < known.wall_us:
                         best[(variant, route)] = Cost(variant, route, wall, cpu, db)
@@ -191,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = []
     for (variant, route), cost in best.items():
-        base = best.get(("none", route))
+        base = best.get(("django-none" if variant in DJANGO_VARIANTS else "none", route))
         rows.append(
             [
                 variant,

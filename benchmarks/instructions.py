@@ -16,6 +16,10 @@ like the other benchmarks, and uses the Redis on 127.0.0.1:``--redis-port`` (or 
 ``flask-session-redis``. A variant and route take about 30 s (valgrind runs Python about 50x
 slower); the variants run one after another.
 
+The Django variants (``django-none``, ``django-db``, ``django-cache-redis``, ``django-pgsession``,
+issue 26) are benchmarks/django_app.py's, the same routes; each is built once outside valgrind
+first (``migrate``, our table), and the table adds their instructions over ``django-none``'s.
+
 With ``--asgi`` the apps are benchmarks/asgi_app.py's, called in process as cost_asgi.py calls them
 (their lifespan runs, one request at a time, uvloop's loop): each variant against the ASGI floor of
 its durability (``asgi-floor``, ``asgi-floor-async``, ``asgi-floor-unlogged``).
@@ -37,8 +41,10 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
+import django_app  # noqa: E402
 import run  # noqa: E402
 from app import VARIANTS  # noqa: E402
+from django_app import DJANGO_VARIANTS  # noqa: E402
 
 DEFAULT_VARIANTS = ("none", "floor-unlogged", "pgsession-wsgi-unlogged", "floor", "pgsession-wsgi")
 DEFAULT_ASGI_VARIANTS = ("none", "asgi-floor", "pgsession-asgi-starlette")
@@ -48,13 +54,18 @@ _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 def serve_requests(variant: str, route: str, requests: int) -> None:
     """The child: build the variant's app, log in, warm up, then answer ``requests`` requests."""
     import cost
-    from app import create_app
 
-    flask_app = create_app(variant)
-    floor = flask_app.extensions.get("bench_floor")
-    if floor is not None:
-        floor.create_table()
-    cookie = cost._login(flask_app) if variant != "none" else None
+    if variant in DJANGO_VARIANTS:  # django_app.py's (prepared by the parent: migrate, table)
+        flask_app = django_app.create_app(variant)
+        cookie = django_app.login_cookie(flask_app) if variant != "django-none" else None
+    else:
+        from app import create_app
+
+        flask_app = create_app(variant)
+        floor = flask_app.extensions.get("bench_floor")
+        if floor is not None:
+            floor.create_table()
+        cookie = cost._login(flask_app) if variant != "none" else None
     environ_for = cost._environ_builder()
     environs = [environ_for(f"/{route}", cookie) for _ in range(requests + 100)]
     for environ in environs:  # the first 100 warm up: connections, prepared statements, caches
@@ -129,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--asgi", action="store_true", help="benchmarks/asgi_app.py's apps instead")
     parser.add_argument(
         "--variants",
-        type=run._csv(ASGI_VARIANTS if asgi else VARIANTS),
+        type=run._csv(ASGI_VARIANTS if asgi else VARIANTS + DJANGO_VARIANTS),
         default=list(DEFAULT_ASGI_VARIANTS if asgi else DEFAULT_VARIANTS),
     )
     routes = ("read", "write", "none", "anon") if asgi else ("read", "write", "none")
@@ -155,6 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         env["BENCH_PG_DSN"] = pg.uri
         env["BENCH_REDIS_URL"] = f"redis://127.0.0.1:{ns.redis_port}/0"
         for variant in ns.variants:
+            if variant in DJANGO_VARIANTS:
+                # migrate and our table, outside valgrind: else the shorter run alone pays for them
+                try:
+                    django_app.prepare_in_child(variant, env)
+                except RuntimeError as exc:
+                    raise run.VariantFailed(str(exc)) from None
             for route in ns.routes:
                 print(f"{variant} /{route} ...", flush=True)
                 child = "--child-asgi" if asgi else "--child"
@@ -167,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = []
     floor_name = "asgi-floor" if asgi else "floor"
+    # The Django variants (issue 26) also show what the session adds to Django without one.
+    django = any(v in DJANGO_VARIANTS for v in ns.variants)
     for route in ns.routes:
         for variant in ns.variants:
             value = per_request[(variant, route)]
@@ -176,12 +195,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             base = per_request.get((floor_name + durability, route))
             ratio = f"{value / base:.3f}" if base else "-"
             rows.append([variant, f"/{route}", f"{value / 1000:,.0f}k", ratio])
+            if django:
+                none = per_request.get(("django-none", route))
+                added = variant in DJANGO_VARIANTS and none is not None
+                rows[-1].append(f"{(value - none) / 1000:+,.0f}k" if added else "-")
     print()
     print(
         f"instructions per request in the app's process (callgrind), {ns.extra} requests"
         " after the first ones; PostgreSQL's own work is not counted"
     )
-    print(run._format_table(["variant", "route", "instructions", "vs floor"], rows, "llrr"))
+    headers = ["variant", "route", "instructions", "vs floor"]
+    if django:
+        headers.append("over django-none")
+    print(run._format_table(headers, rows, "llrrr" if django else "llrr"))
     return 0
 
 

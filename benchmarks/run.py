@@ -36,8 +36,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from app import PG_VARIANTS, VARIANTS  # noqa: E402
+from django_app import DJANGO_PG_VARIANTS, DJANGO_REDIS_VARIANTS, DJANGO_VARIANTS  # noqa: E402
 
 ROUTES = ("read", "write", "none", "login")
+NO_SESSION_VARIANTS = ("none", "django-none")
 DEFAULT_ROUTES = ("read", "write", "none")
 BENCH_DB = "bench"
 HOST = "127.0.0.1"
@@ -271,7 +273,7 @@ def start_services(
     pg = EmbeddedPostgres(workdir)
     stack.callback(pg.stop)
     pg.start()
-    if "flask-session-redis" in variants:
+    if "flask-session-redis" in variants or any(v in DJANGO_REDIS_VARIANTS for v in variants):
         _ensure_redis(redis_port, workdir, stack)
     return pg
 
@@ -312,8 +314,10 @@ def _variant_env(variant: str, pg: EmbeddedPostgres | None, redis_port: int) -> 
 def _gunicorn(variant: str, env: dict[str, str], opts: Options, workdir: Path) -> Iterator[int]:
     """Build the app once, then serve it under gunicorn; yields the port."""
     log = workdir / f"{variant}.log"
+    # The Django variants (issue 26) are django_app.py's: one variant per process, as here.
+    module = "django_app" if variant in DJANGO_VARIANTS else "app"
     build = subprocess.run(
-        [sys.executable, str(BENCH_DIR / "app.py")],
+        [sys.executable, str(BENCH_DIR / f"{module}.py")],
         cwd=BENCH_DIR,
         env=env,
         capture_output=True,
@@ -334,7 +338,7 @@ def _gunicorn(variant: str, env: dict[str, str], opts: Options, workdir: Path) -
         "--threads", str(opts.worker_threads),
         "--graceful-timeout", "5",
         "--log-level", "warning",
-        "app:create_app()",
+        f"{module}:create_app()",
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -410,7 +414,7 @@ def _run_variant(
 ) -> None:
     env = _variant_env(variant, pg, opts.redis_port)
     with _gunicorn(variant, env, opts, workdir) as port:
-        if variant == "none":
+        if variant in NO_SESSION_VARIANTS:
             # No session, but the same Cookie header a logged-in browser sends (about as long as
             # the others' cookies), so the baseline parses what every other variant parses.
             cookies = [f"session={secrets.token_urlsafe(66)}" for _ in range(opts.connections)]
@@ -573,6 +577,10 @@ def print_report(report: Report, opts: Options) -> None:
     results = median_runs(report.results)
     by_key = {(r.variant, r.route): r for r in results}
     if results:
+
+        def none_of(variant: str) -> str:
+            return "django-none" if variant in DJANGO_VARIANTS else "none"
+
         rows = [
             [
                 r.variant,
@@ -581,8 +589,10 @@ def print_report(report: Report, opts: Options) -> None:
                 f"{r.p50_ms:.2f}",
                 f"{r.p99_ms:.2f}",
                 str(r.errors),
-                _ratio(r.rps, by_key.get(("none", r.route))),
-                _ratio(r.rps, by_key.get(("cookie", r.route))),
+                # Django's variants against Django without a session; Flask's cookie has no
+                # Django counterpart here.
+                _ratio(r.rps, by_key.get((none_of(r.variant), r.route))),
+                _ratio(r.rps, None if r.variant in DJANGO_VARIANTS else by_key.get(("cookie", r.route))),
             ]
             for r in results
         ]
@@ -683,9 +693,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--variants",
-        type=_csv(VARIANTS),
+        type=_csv(VARIANTS + DJANGO_VARIANTS),
         default=list(VARIANTS),
-        help=f"comma-separated, default all: {','.join(VARIANTS)}",
+        help=f"comma-separated, default all of Flask's: {','.join(VARIANTS)}; Django's (issue 26):"
+        f" {','.join(DJANGO_VARIANTS)}",
     )
     parser.add_argument(
         "--routes",
@@ -810,7 +821,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupted = False
     try:
         pg: EmbeddedPostgres | None = None
-        if any(v in PG_VARIANTS for v in opts.variants):
+        if any(v in PG_VARIANTS or v in DJANGO_PG_VARIANTS for v in opts.variants):
             print("starting embedded PostgreSQL ...", flush=True)
             pg = EmbeddedPostgres(workdir)
             stack.callback(pg.stop)
@@ -818,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pg.start()
             except Exception as exc:  # report it, go on with the other variants
                 for variant in opts.variants:
-                    if variant in PG_VARIANTS:
+                    if variant in PG_VARIANTS or variant in DJANGO_PG_VARIANTS:
                         report.failures[variant] = f"embedded PostgreSQL did not start: {exc!r}"
                 print(f"  embedded PostgreSQL did not start: {exc!r}", flush=True)
         # Rounds interleave the variants, so a slow spell of a shared machine hits them all
@@ -831,9 +842,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 print(f"{variant}:", flush=True)
                 try:
-                    if variant == "flask-session-redis":
+                    if variant == "flask-session-redis" or variant in DJANGO_REDIS_VARIANTS:
                         _ensure_redis(opts.redis_port, workdir, stack)
-                    pg_or_none = pg if variant in PG_VARIANTS else None
+                    pg_or_none = pg if variant in PG_VARIANTS or variant in DJANGO_PG_VARIANTS else None
                     _run_variant(variant, opts, pg_or_none, workdir, report, round_number)
                 except (VariantFailed, OSError, subprocess.SubprocessError, ValueError) as exc:
                     report.failures[variant] = str(exc)
