@@ -56,6 +56,7 @@ from .appconfig import (
     config_flag,
     config_int,
     config_optional_text,
+    config_partitions,
     config_seconds,
     config_text,
     config_url,
@@ -207,6 +208,14 @@ SETTINGS: dict[str, Setting] = {
             False,
             "an UNLOGGED table: no WAL, emptied after a database crash",
             config_flag,
+            _DJANGO,
+        ),
+        Setting(
+            "PGSESSION_PARTITIONS",
+            "whole number or None",
+            None,
+            "a table PARTITION BY HASH into this many partitions (None: a plain table)",
+            config_partitions,
             _DJANGO,
         ),
         Setting(
@@ -483,6 +492,7 @@ class _StoreConfig:
     max_connections: int
     synchronous_commit: bool
     unlogged: bool
+    partitions: int | None
     prepared_statements: bool
     purge_interval: float | None
     legacy_table: str | None
@@ -517,6 +527,7 @@ def _store_config() -> _StoreConfig:
         max_connections=_setting("PGSESSION_MAX_CONNECTIONS"),
         synchronous_commit=_setting("PGSESSION_SYNCHRONOUS_COMMIT"),
         unlogged=_setting("PGSESSION_UNLOGGED"),
+        partitions=_setting("PGSESSION_PARTITIONS"),
         prepared_statements=_setting("PGSESSION_PREPARED_STATEMENTS"),
         purge_interval=None if purge is None else purge.total_seconds(),
         legacy_table=_setting("PGSESSION_DJANGO_TABLE") if move else None,
@@ -535,6 +546,7 @@ def _open_store(config: _StoreConfig) -> _DjangoStore:
             create_table=config.create_table,
             synchronous_commit=config.synchronous_commit,
             unlogged=config.unlogged,
+            partitions=config.partitions,
             prepared_statements=config.prepared_statements,
             purge_interval=config.purge_interval,
         )

@@ -117,6 +117,28 @@ def test_settings_of_another_type_name_the_setting(site: str) -> None:
     assert "PGSESSION_MAX_CONNECTIONS" in str(error.value)
 
 
+def test_partitions_setting_makes_a_hash_partitioned_table(site: str, pg_dsn: str) -> None:
+    """``PGSESSION_PARTITIONS``, as Flask reads it: the store's ``partitions=``."""
+    from django.test.utils import override_settings
+
+    from pgsession_wsgi import ConfigurationError
+    from pgsession_wsgi.django import SessionStore
+
+    with override_settings(PGSESSION_PARTITIONS="4"):
+        web = client()
+        web.get("/write/?a=1")
+        assert web.get("/read/").json() == {"a": "1"}
+    table = f'"{site}".pgsession'
+    strategy = sql(pg_dsn, "SELECT partstrat FROM pg_partitioned_table WHERE partrelid = %s::regclass", table)
+    assert strategy == [("h",)]
+    assert sql(pg_dsn, "SELECT count(*) FROM pg_inherits WHERE inhparent = %s::regclass", table) == [(4,)]
+    assert len(rows(pg_dsn, site)) == 1
+    for bad in (1, 2000, "many"):
+        with override_settings(PGSESSION_PARTITIONS=bad), pytest.raises(ConfigurationError) as error:
+            SessionStore()
+        assert str(error.value).startswith("PGSESSION_PARTITIONS must be a whole number")
+
+
 def test_database_alias_must_be_postgresql(site: str) -> None:
     from django.conf import settings
     from django.test.utils import override_settings
