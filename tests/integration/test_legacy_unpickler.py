@@ -541,3 +541,17 @@ def test_read_legacy_rows_reads_naive_times_as_utc_whatever_the_local_zone(
     with pytest.raises(ValueError) as refused:
         list(read_legacy_rows(pg_conn, "legacy", schema, batch_size=0))
     assert str(refused.value) == "batch_size must be at least 1"
+
+
+@pytest.mark.parametrize("build", _DEEP_TUPLES.values(), ids=_DEEP_TUPLES)
+def test_tuples_nested_exactly_the_limit_deep_are_read_one_more_is_refused(
+    build: Callable[[int], bytes],
+) -> None:
+    """1,000 nested tuples, the empty one inside counted, are read; 1,001 are refused
+    (unpickle._tuple_of mutants 9, 10)."""
+    value = restricted_loads(build(999))
+    (key, item), *_ = value.items()
+    assert _depth(key if isinstance(key, tuple) else item) == 999  # and the empty tuple inside
+    with pytest.raises(LegacyDataError) as refused:
+        restricted_loads(build(1000))
+    assert str(refused.value) == "the pickled data nests tuples more than 1000 deep; not converted"
