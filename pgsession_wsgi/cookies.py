@@ -105,6 +105,10 @@ class IdSigner(Protocol):
 def _weakness(key: str | bytes) -> str | None:
     """Why ``key`` is easy to guess, or None."""
     text = key.decode("latin-1") if isinstance(key, bytes) else key
+    if text.startswith("django-insecure-"):
+        # Random, but written into settings.py by `django-admin startproject`: as known as the
+        # project's source, and Django's own `check --deploy` flags it (security.W009).
+        return "the key `django-admin startproject` wrote into settings.py"
     letters = "".join(char for char in text.lower() if char.isalnum())
     if letters in _PLACEHOLDERS or any(marker in letters for marker in _PLACEHOLDER_MARKERS):
         return "a well-known placeholder"

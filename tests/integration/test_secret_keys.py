@@ -174,3 +174,18 @@ def test_a_fallback_key_neither_text_nor_bytes_is_refused_naming_the_setting(
     message = str(raised.value)
     assert message.startswith(f"{fallbacks_name}[1]") and "int" in message
     assert "424242" not in message
+
+
+def test_djangos_startproject_key_is_named_as_such_not_as_a_placeholder(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A ``django-insecure-`` key is random but written into settings.py (Django's own check
+    --deploy flags it): the warning says where it came from, not that it is a placeholder."""
+    from pgsession_wsgi.cookies import check_secret_keys
+
+    key = "django-insecure-" + secrets.token_urlsafe(38)
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        check_secret_keys(key, (), {"secret_key": "SECRET_KEY"})
+    (message,) = warnings_of(caplog)
+    assert message.startswith("SECRET_KEY (the key `django-admin startproject` wrote into settings.py) is ")
+    assert key not in message
