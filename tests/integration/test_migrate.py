@@ -14,6 +14,7 @@ import re
 import secrets
 import subprocess
 import sys
+import threading
 import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ import pytest
 from apps.support import free_port
 from db import sql
 from flask import Flask, session
-from helpers import ClosingClient, add_count_route, close_extension_stores
+from helpers import ClosingClient, add_count_route, close_extension_stores, wait_for
 from legacy_rows import (
     LEGACY_SECRET,
     RunsCommand,
@@ -51,6 +52,7 @@ from pgsession_wsgi.flask_pg_session import (
     migrate_flask_pg_session,
 )
 from pgsession_wsgi.flask_pg_session import migrate as migrate_module
+from pgsession_wsgi.sql import lock_key
 
 SECRET = LEGACY_SECRET
 
@@ -885,6 +887,34 @@ def test_a_stopped_conversion_in_place_names_the_table_it_left_as_it_was(pg_dsn:
         "still the flask-pg-session table; run it again to start over"
     )
     assert _tables(pg_dsn, schema) == {"flask_sessions"}
+
+
+def test_a_conversion_waits_for_the_tables_lock_an_app_setting_it_up_holds(pg_dsn: str, schema: str) -> None:
+    """It takes the same advisory lock as the app's table setup (lock_key of the schema and the
+    table), so it waits for one under way (migrate_flask_pg_session mutants 100, 101)."""
+    create_legacy_table(pg_dsn, schema)
+    write_row(pg_dsn, schema, str(uuid.uuid4()), {"n": 1}, naive_utc(DAY))
+    key = lock_key(schema, "flask_sessions")
+    holder = psycopg2.connect(pg_dsn)
+    result: list[Any] = []
+    try:
+        with holder.cursor() as cur:  # an app's setup, in its transaction
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        worker = threading.Thread(
+            target=lambda: result.append(migrate_flask_pg_session(pg_dsn, schema=schema))
+        )
+        worker.start()
+        waiting = ("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                   " WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name = %s"
+                   " AND l.classid::bigint = %s AND l.objid::bigint = %s")
+        params = ("pgsession-wsgi migrate", (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)
+        wait_for(lambda: sql(pg_dsn, waiting, params) == [(1,)], "the migration waits for the lock")
+        assert result == []
+    finally:
+        holder.rollback()  # the setup ends
+        holder.close()
+    worker.join(60)
+    assert [report.migrated for report in result] == [1]
 
 
 def test_options_it_cannot_work_with_are_refused_with_what_is_wrong(pg_dsn: str) -> None:
