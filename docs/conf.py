@@ -226,13 +226,17 @@ def _qualified(text, annotations, module_name, shift):
 
 
 def _public_bases(app, name, obj, options, bases):
-    """Leave private base classes (``_Extension``) out of "Bases:"; their members are shown.
+    """Leave private base classes (``_Extension``, or any class of a private module such as
+    ``pgsession_wsgi.django._async_methods``) out of "Bases:"; their members are shown.
 
     A generic base (``BaseSessionBackend[PgSessionConfig]``) is named by its class: on Python 3.9
     the alias itself has no ``__name__``.
     """
-    bases[:] = [base for base in bases
-                if base is not object and not (typing.get_origin(base) or base).__name__.startswith("_")]
+    def private(cls):
+        return cls.__name__.startswith("_") or any(
+            part.startswith("_") for part in (getattr(cls, "__module__", None) or "").split("."))
+
+    bases[:] = [base for base in bases if base is not object and not private(typing.get_origin(base) or base)]
 
 
 class _LinkOutOfTheDocs(SphinxPostTransform):

@@ -46,6 +46,8 @@ CASES = [
     ("import pgsession_wsgi.flask", "flask", "flask"),
     ("import pgsession_wsgi.sqlalchemy", "sqlalchemy", "sqlalchemy"),
     ("import pgsession_wsgi.litestar", "litestar", "litestar"),
+    ("import pgsession_wsgi.django", "django", "django"),
+    ("from pgsession_wsgi.django import SessionMiddleware, SessionStore", "django", "django"),
 ]
 
 

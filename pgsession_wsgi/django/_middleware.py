@@ -1,0 +1,48 @@
+"""Django's ``SessionMiddleware``, answering a database outage with a 503."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+from django.http import HttpResponse
+
+from .._asgi_plumbing import UNAVAILABLE_BODY, log_failure
+from ..errors import StoreUnavailable
+
+
+def _unavailable(exc: StoreUnavailable) -> Any:
+    """The answer to an outage: 503, ``Retry-After: 5``, and the one log line every front end
+    writes (Django's own line for a 5xx response is not added to it)."""
+    status = log_failure(exc, "saving")
+    response = HttpResponse(UNAVAILABLE_BODY, status=status, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = "5"
+    response._has_been_logged = True  # Django's log_response: logged once, here
+    return response
+
+
+class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]  # django-stubs are not installed
+    """Django's ``SessionMiddleware`` (same settings, same behaviour), answering a database
+    outage with a 503: put it in ``MIDDLEWARE`` in place of
+    ``django.contrib.sessions.middleware.SessionMiddleware``.
+
+    A :class:`~pgsession_wsgi.StoreUnavailable` raised by the save (here, in
+    ``process_response``) or by a view's use of ``request.session`` (``process_exception``)
+    becomes a plain-text 503 with ``Retry-After: 5`` and one log line, as the WSGI and ASGI front
+    ends answer it, instead of Django's 500 and traceback. Every other exception, other
+    :class:`~pgsession_wsgi.SessionError` included, is Django's to handle as before.
+    """
+
+    def process_response(self, request: Any, response: Any) -> Any:
+        """Django's: save the session and set its cookie; a 503 when the database is down."""
+        try:
+            return super().process_response(request, response)
+        except StoreUnavailable as exc:
+            return _unavailable(exc)
+
+    def process_exception(self, request: Any, exception: BaseException) -> Any:
+        """A 503 for a :class:`~pgsession_wsgi.StoreUnavailable` raised by the view; None
+        (Django's handling) for any other exception."""
+        if isinstance(exception, StoreUnavailable):
+            return _unavailable(exception)
+        return None
