@@ -186,10 +186,16 @@ def expiry(request: Any) -> Any:
     return _json({"age": request.session.get_expiry_age()})
 
 
+def unstorable(request: Any) -> Any:
+    """A value the codec refuses: ``UnstorableValue``, a session error other than an outage."""
+    request.session["handle"] = object()
+    return _json({"ok": True})
+
+
 def _urlpatterns() -> list[Any]:
     from django.urls import path
 
-    views = (write, read, nothing, whoami, devices, log_out_others, clear, expiry)
+    views = (write, read, nothing, whoami, devices, log_out_others, clear, expiry, unstorable)
     return [
         *(path(f"{view.__name__}/", view) for view in views),
         path("login/", login_view),

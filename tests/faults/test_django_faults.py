@@ -7,6 +7,7 @@ WSGI and ASGI front ends do; Django's own ``SessionMiddleware`` lets it become D
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -47,24 +48,30 @@ def down_site(pg_dsn: str, owned_server: EmbeddedPostgres) -> Iterator[str]:
         close_stores()
 
 
-def request(middleware: str, path: str, cookie: str, owned_server: EmbeddedPostgres) -> Any:
-    from django.test import Client
+def request(middleware: str, path: str, cookie: str, server: EmbeddedPostgres, asgi: bool = False) -> Any:
+    """One GET through Django's test client (WSGI) or its async client (ASGI), errors answered."""
+    from django.test import AsyncClient, Client
     from django.test.utils import override_settings
 
-    with override_settings(PGSESSION_DSN=owned_server.dsn, MIDDLEWARE=[middleware]):
+    with override_settings(PGSESSION_DSN=server.dsn, MIDDLEWARE=[middleware]):
+        if asgi:
+            async_web = AsyncClient(raise_request_exception=False)
+            async_web.cookies["sessionid"] = cookie
+            return asyncio.run(async_web.get(path))
         web = Client(raise_request_exception=False)
         web.cookies["sessionid"] = cookie
         return web.get(path)
 
 
+@pytest.mark.parametrize("asgi", [False, True], ids=["wsgi", "asgi"])
 @pytest.mark.parametrize(
     "path", ["/read/", "/write/?b=2"], ids=["a view's read of request.session", "the save"]
 )
 def test_ours_answers_503_with_retry_after_and_one_log_line_where_djangos_answers_500(
-    down_site: str, owned_server: EmbeddedPostgres, path: str, caplog: pytest.LogCaptureFixture
+    down_site: str, owned_server: EmbeddedPostgres, path: str, asgi: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    response = request(OURS, path, down_site, owned_server)
+    response = request(OURS, path, down_site, owned_server, asgi)
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     assert response["Content-Type"] == "text/plain; charset=utf-8"
@@ -76,10 +83,31 @@ def test_ours_answers_503_with_retry_after_and_one_log_line_where_djangos_answer
     assert lines[0].getMessage().startswith("session store unavailable, answering 503: ")
 
     caplog.clear()
-    response = request(DJANGOS, path, down_site, owned_server)
+    response = request(DJANGOS, path, down_site, owned_server, asgi)
     assert response.status_code == 500
     assert "Retry-After" not in response
     assert any(record.name == "django.request" and record.exc_info for record in caplog.records)
+
+
+def test_other_session_errors_stay_djangos_500(
+    pg_dsn: str, owned_server: EmbeddedPostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only an outage is a 503: a value the codec refuses is Django's 500 under either middleware."""
+    from pgsession_wsgi import UnstorableValue
+    from pgsession_wsgi.django import close_stores
+
+    django_site.configure(pg_dsn)
+    try:
+        for middleware in (OURS, DJANGOS):
+            caplog.clear()
+            response = request(middleware, "/unstorable/", "", owned_server)
+            assert response.status_code == 500
+            assert "Retry-After" not in response
+            assert not [record for record in caplog.records if record.name == "pgsession_wsgi"]
+            raised = [record.exc_info[0] for record in caplog.records if record.exc_info]
+            assert len(raised) == 1 and raised[0] is not None and issubclass(raised[0], UnstorableValue)
+    finally:
+        close_stores()
 
 
 def test_ours_is_djangos_while_the_database_is_up(
