@@ -196,6 +196,32 @@ def test_a_given_data_directory_leaves_its_ancestors_alone() -> None:
         shutil.rmtree(top, ignore_errors=True)
 
 
+def test_a_given_data_directory_is_made_private_kept_and_used_again_unless_throwaway() -> None:
+    """A data directory two levels below an existing one is made (parents too), mode 0700; without
+    ``throwaway`` it is kept at close and a second start uses it again; with ``throwaway=True`` it
+    goes at close (start_embedded mutants 32-37, 44, 54-59, 63; EmbeddedPostgres.__init__ 4)."""
+    top = Path(tempfile.mkdtemp(prefix="pgsession-test-given-"))
+    try:
+        top.chmod(0o711)  # the server's user passes through, as through /tmp
+        data = top / "one" / "data"
+        for round_ in range(2):
+            server = start_embedded(data)
+            try:
+                assert (server.throwaway, select_one(server)) == (False, 1), round_
+                assert oct(mode(data)) == oct(0o700)
+            finally:
+                server.close()
+            assert (data / "PG_VERSION").exists(), round_  # kept
+        server = start_embedded(data, throwaway=True)
+        try:
+            assert (server.throwaway, select_one(server)) == (True, 1)
+        finally:
+            server.close()
+        assert not data.exists()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def test_a_data_directory_the_servers_user_cannot_reach_is_refused() -> None:
     """As root the server runs as ``embedded_postgres``: below a 0700 directory of root's, its data
     directory is refused with one line naming that directory, and nothing is opened up. Not root,
