@@ -222,6 +222,26 @@ def test_a_given_data_directory_is_made_private_kept_and_used_again_unless_throw
         shutil.rmtree(top, ignore_errors=True)
 
 
+def test_a_second_start_on_a_running_data_directory_uses_the_running_servers_socket() -> None:
+    """Another EmbeddedPostgres on a data directory whose server runs (an earlier run's) starts
+    nothing and connects through the socket directory that server wrote in postmaster.pid
+    (EmbeddedPostgres.start mutants 6-16)."""
+    top = Path(tempfile.mkdtemp(prefix="pgsession-test-second-"))
+    try:
+        top.chmod(0o711)
+        data = top / "data"
+        server = start_embedded(data)
+        try:
+            other = EmbeddedPostgres(data, top / "elsewhere", throwaway=False)
+            other.start()
+            assert other.socket_dir == server.socket_dir == data
+            assert select_one(other) == 1
+        finally:
+            server.close()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def test_a_data_directory_the_servers_user_cannot_reach_is_refused() -> None:
     """As root the server runs as ``embedded_postgres``: below a 0700 directory of root's, its data
     directory is refused with one line naming that directory, and nothing is opened up. Not root,
