@@ -242,6 +242,31 @@ def test_a_second_start_on_a_running_data_directory_uses_the_running_servers_soc
         shutil.rmtree(top, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server from a private copy")
+def test_programs_copied_to_another_file_system_keep_what_they_may_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under root the programs run from a private copy; where it cannot hard-link (the temporary
+    directory on /dev/shm, another file system) each file is copied, 0755 if its source is
+    executable, else 0644, and the server runs from them (embedded._link_or_copy mutants 17-26)."""
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tempfile.gettempdir()).st_dev:
+        pytest.skip("needs /dev/shm on another file system than the temporary directory")
+    monkeypatch.setattr(tempfile, "tempdir", "/dev/shm")
+    server = start_embedded()
+    try:
+        assert select_one(server) == 1
+        copied = server._programs().parent  # seam: the private copy's place shows nowhere public
+        source = server.bin_dir.parent
+        files = [path for path in source.rglob("*") if path.is_file() and not path.is_symlink()
+                 and (copied / path.relative_to(source)).exists()]  # what the server needs is copied
+        wanted = {path: 0o755 if mode(path) & stat.S_IXUSR else 0o644 for path in files}
+        assert set(wanted.values()) == {0o755, 0o644}
+        for path, want in wanted.items():
+            assert oct(mode(copied / path.relative_to(source))) == oct(want), path
+    finally:
+        server.close()
+
+
 def test_a_data_directory_the_servers_user_cannot_reach_is_refused() -> None:
     """As root the server runs as ``embedded_postgres``: below a 0700 directory of root's, its data
     directory is refused with one line naming that directory, and nothing is opened up. Not root,
