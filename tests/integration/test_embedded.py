@@ -267,6 +267,29 @@ def test_programs_copied_to_another_file_system_keep_what_they_may_do(
         server.close()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server from a private copy")
+def test_close_deletes_roots_private_copy_and_a_closed_server_closes_again_or_starts_again() -> None:
+    """Under root, close() deletes the private copy of the programs; closing twice is fine; and
+    the same object started again makes a new copy and serves (EmbeddedPostgres.close mutants 7-9,
+    14; _programs 1, 4, 21)."""
+    top = Path(tempfile.mkdtemp(prefix="pgsession-test-reclose-"))
+    try:
+        top.chmod(0o711)
+        server = start_embedded(top / "data")
+        copy = server._programs()  # seam: the private copy's place shows nowhere public
+        assert not copy.is_relative_to(server.bin_dir.parent)
+        server.close()
+        assert not copy.exists()
+        server.close()
+        server.start()
+        try:
+            assert select_one(server) == 1
+        finally:
+            server.close()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def test_a_data_directory_the_servers_user_cannot_reach_is_refused() -> None:
     """As root the server runs as ``embedded_postgres``: below a 0700 directory of root's, its data
     directory is refused with one line naming that directory, and nothing is opened up. Not root,
