@@ -917,6 +917,32 @@ def test_a_conversion_waits_for_the_tables_lock_an_app_setting_it_up_holds(pg_ds
     assert [report.migrated for report in result] == [1]
 
 
+def test_the_size_estimate_refuses_what_is_sure_to_be_too_big_and_never_what_fits(
+    pg_dsn: str, schema: str
+) -> None:
+    """Each kind of value counts towards the estimate that refuses a row before encoding it, and
+    the estimate never passes the real size: rows exactly at max_size move (convert._estimate_exceeds
+    mutants 2, 7, 8, 13, 15, 18, 19, 21-23, 27, 30, 34, 37, 38)."""
+    big = {"str": "x" * 2000, "bytes": b"x" * 2000, "int": 10**1500, "decimal": Decimal("1" * 1500),
+           "dict": {str(i): 0 for i in range(300)}, "list": [0] * 600, "markup": Markup("x" * 2000)}
+    tight = {"eights": [8] * 10, "zeros": [0] * 10}  # '{"n":[8,8,8,8,8,8,8,8,8,8]}': 27 bytes
+    for table, rows in (("big", big), ("tight", tight), ("empty_key", {"empty": ""})):
+        create_legacy_table(pg_dsn, schema, table)
+        for value in rows.values():
+            write_row(pg_dsn, schema, str(uuid.uuid4()),
+                      {"": ""} if table == "empty_key" else {"n" if table == "tight" else "a": value},
+                      naive_utc(DAY), table)
+    report = migrate_flask_pg_session(pg_dsn, "big", schema, max_size=1000)
+    assert report.migrated == 0 and len(report.refused) == len(big)
+    assert {reason for _, reason in report.refused} == {
+        "the data would encode to more than max_size (1000 bytes); not converted"}
+    report = migrate_flask_pg_session(pg_dsn, "tight", schema, max_size=27)
+    assert (report.migrated, report.refused) == (2, [])
+    report = migrate_flask_pg_session(pg_dsn, "empty_key", schema, max_size=4)  # '{"":""}' is 7
+    assert [reason for _, reason in report.refused] == [
+        "the data encodes to 7 bytes, more than max_size (4 bytes)"]
+
+
 def test_options_it_cannot_work_with_are_refused_with_what_is_wrong(pg_dsn: str) -> None:
     """Exact messages, before any connection (migrate_flask_pg_session mutants 2, 4, 7-9, 13, 15-18)."""
     for options, message in [
