@@ -943,6 +943,21 @@ def test_the_size_estimate_refuses_what_is_sure_to_be_too_big_and_never_what_fit
         "the data encodes to 7 bytes, more than max_size (4 bytes)"]
 
 
+def test_a_session_key_the_new_table_cannot_hold_is_refused_with_what_is_wrong(
+    pg_dsn: str, schema: str
+) -> None:
+    """The reasons whole (convert._encode_row_or_raise mutants 8, 11, 13, 17, 18)."""
+    create_legacy_table(pg_dsn, schema)
+    keys = {1: "a session key is a int, not a str", "a\x00": "a session key contains a NUL character",
+            "\udfff": "a session key contains a lone surrogate (not valid UTF-8)"}
+    labels = {}
+    for key in keys:
+        sid = str(uuid.uuid4())
+        labels[label(sid)] = keys[key]
+        write_row(pg_dsn, schema, sid, {key: 1}, naive_utc(DAY))
+    assert dict(migrate_flask_pg_session(pg_dsn, schema=schema).refused) == labels
+
+
 def test_options_it_cannot_work_with_are_refused_with_what_is_wrong(pg_dsn: str) -> None:
     """Exact messages, before any connection (migrate_flask_pg_session mutants 2, 4, 7-9, 13, 15-18)."""
     for options, message in [
