@@ -496,9 +496,12 @@ def one_line_error(status: int, err: str, expected_status: int, start: str) -> N
 
 
 def script_bytes(*args: bytes, env: dict[bytes, bytes] | None = None) -> subprocess.CompletedProcess[bytes]:
-    """The console script run with raw argument bytes, as a shell passes them."""
+    """The console script run with raw argument bytes, as a shell passes them; it imports the
+    package this test imported (PYTHONPATH), as a mutation run's tree is."""
+    unset = ("DATABASE_URL", "SECRET_KEY")
     full_env: dict[bytes, bytes] = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()
-                                    if not k.startswith("PGSESSION_")}
+                                    if not k.startswith("PGSESSION_") and k not in unset}
+    full_env[b"PYTHONPATH"] = os.fsencode(Path(pgsession_wsgi.__file__).resolve().parent.parent)
     full_env.update(env or {})
     return subprocess.run([SCRIPT.encode(), *args], capture_output=True, env=full_env, timeout=60,
                           check=False)
@@ -548,14 +551,19 @@ def test_undecodable_argument_bytes_are_a_one_line_usage_error(argv: list[bytes]
     ([b"stats"], b"PGSESSION_DSN", BAD_BYTES_DSN),
     ([b"init", b"--sql"], b"PGSESSION_SCHEMA", b"caf\xe9"),
     ([b"stats", b"--dsn", b"postgresql://someone@127.0.0.1:1/nodb"], b"PGSESSION_TABLE", b"\xff"),
+    ([b"stats"], b"DATABASE_URL", BAD_BYTES_DSN),
+    ([b"demo", b"--dsn", b"postgresql://someone@127.0.0.1:1/nodb"], b"SECRET_KEY", b"\xff"),
 ])
 def test_undecodable_environment_bytes_are_a_one_line_usage_error(argv: list[bytes], variable: bytes,
                                                                   value: bytes) -> None:
+    """Each variable the command reads is named (cli._undecodable_setting mutants 4-18: the child
+    imports the package under test, see script_bytes)."""
     result = script_bytes(*argv, env={variable: value})
     assert result.returncode == 2, result.stderr
     assert result.stdout == b""
     assert result.stderr.startswith(b"pgsession-wsgi") and result.stderr.count(b"\n") == 1, result.stderr
-    assert variable in result.stderr and b"UTF-8" in result.stderr.upper()
+    assert b": the environment variable " + variable + b" holds bytes" in result.stderr
+    assert b"UTF-8" in result.stderr.upper()
     assert b"Traceback" not in result.stderr and PASSWORD.encode() not in result.stderr
 
 
