@@ -351,6 +351,40 @@ def test_dsn_falls_back_to_sqlalchemy_database_uri(
     assert stored(pg_dsn, schema) == [{"n": 1}]
 
 
+def test_the_stores_settings_come_from_config(
+    make_app: Callable[..., Flask], pg_dsn: str, schema: str, wire_counter: RoundTripCounter
+) -> None:
+    """The defaults (a purge worker, synchronous_commit on, prepared statements) and
+    PGSESSION_UNLOGGED, PGSESSION_SYNCHRONOUS_COMMIT, PGSESSION_PREPARED_STATEMENTS reach the
+    store; synchronous_commit is read on its connection through its one seam, ``_run`` (no public
+    call shows it) (_Extension._make_store mutants 5-8, 14-17)."""
+    def show(store: Any) -> Any:
+        return store._run(lambda cur: (cur.execute("SHOW synchronous_commit"), cur.fetchone())[1],
+                          retry=False)
+
+    def request_statements(app: Flask) -> list[str]:
+        client = app.test_client()
+        client.get("/count")
+        wire_counter.reset()
+        client.get("/count")
+        return wire_counter.statements
+
+    default = make_app(PGSESSION_DSN=wire_counter.dsn)
+    store = default.extensions[EXTENSION_KEY].store
+    assert store.purge_interval is not None
+    assert show(store) == tuple(sql(pg_dsn, "SHOW synchronous_commit")[0])  # the server's own: not set
+    sent = request_statements(default)
+    assert sent and all(s.startswith(("EXECUTE", "PREPARE")) for s in sent), sent
+    other = make_app(PGSESSION_DSN=wire_counter.dsn, PGSESSION_TABLE="other", PGSESSION_UNLOGGED=True,
+                     PGSESSION_SYNCHRONOUS_COMMIT=False, PGSESSION_PREPARED_STATEMENTS=False)
+    assert show(other.extensions[EXTENSION_KEY].store) == ("off",)
+    sent = request_statements(other)
+    assert sent and not any(s.startswith(("EXECUTE", "PREPARE")) for s in sent), sent
+    persistence = sql(pg_dsn, "SELECT relpersistence FROM pg_class WHERE oid = to_regclass(%s)",
+                      (f'"{schema}".other',))
+    assert persistence == [("u",)]
+
+
 def test_table_schema_and_pool_size_come_from_config(
     make_app: Callable[..., Flask], pg_dsn: str, schema: str
 ) -> None:
