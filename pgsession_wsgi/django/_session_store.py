@@ -17,8 +17,9 @@ from ..core import expiry_columns, run
 from ..errors import SessionError
 from ..session import META_KEYS, Session
 from ._async_methods import AsyncMethods
+from ._moving import derived_id, move_django_session
 from ._runtime import current_runtime
-from ._store import DJANGO_KEY, derived_id, move_django_session
+from ._store import DJANGO_KEY
 
 # The scheme the core is told: it only decides the Secure flag of a cookie the core would write,
 # and Django's SessionMiddleware writes the cookie here.
