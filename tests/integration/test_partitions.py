@@ -75,14 +75,19 @@ def test_the_table_is_made_in_hash_partitions_and_requests_spread_over_them(
     assert store.stats()["total_bytes"] > 0  # the partitions' sizes (the parent holds none)
 
 
+def expired_sessions(app: SessionMiddleware, dsn: str, schema: str, count: int) -> None:
+    """``count`` new sessions through ``app``, then every row of the table expired."""
+    for _ in range(count):
+        wsgi_call(app, "/")
+    query(dsn, f"UPDATE \"{schema}\".pgsession SET expires_at = now() - interval '1 s'")
+
+
 def test_the_purge_empties_every_partition_and_leaves_live_rows(
     pg_dsn: str, schema: str, make_store: Callable[..., PostgresStore]
 ) -> None:
     store = make_store(partitions=3)
     app = SessionMiddleware(counter, store, secret_key=SECRET)
-    for _ in range(30):
-        wsgi_call(app, "/")
-    query(pg_dsn, f"UPDATE \"{schema}\".pgsession SET expires_at = now() - interval '1 s'")
+    expired_sessions(app, pg_dsn, schema, 30)
     live = [wsgi_call(app, "/").cookie() for _ in range(5)]
     progress: list[tuple[int, int]] = []
     assert (
@@ -98,9 +103,7 @@ def test_a_stop_asked_by_on_batch_ends_the_purge_across_partitions(
 ) -> None:
     store = make_store(partitions=4)
     app = SessionMiddleware(counter, store, secret_key=SECRET)
-    for _ in range(40):
-        wsgi_call(app, "/")
-    query(pg_dsn, f"UPDATE \"{schema}\".pgsession SET expires_at = now() - interval '1 s'")
+    expired_sessions(app, pg_dsn, schema, 40)
     removed = store.purge_expired(batch_size=2, on_batch=lambda done, total: done < 2)
     assert removed == 2 and sum(rows_per_partition(pg_dsn, schema).values()) == 38
 
