@@ -380,10 +380,11 @@ def _hand_over(path: Path) -> None:
     user, and root (which ignores modes), may reach it.
     """
     path.chmod(0o700)
-    if os.geteuid() == 0:
+    user = _server_user()  # created here if missing: the first server on a fresh machine
+    if user is not None:
         import pwd
 
-        entry = pwd.getpwnam(_SYSTEM_USER)
+        entry = pwd.getpwnam(user)
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
