@@ -39,6 +39,7 @@ __all__ = [
     "FLASK_LOGIN_USER_KEY",
     "SECRET_KEY_NAMES",
     "SETTINGS",
+    "STORE_SETTINGS",
     "Setting",
     "add_session_headers",
     "check_keys",
@@ -60,6 +61,7 @@ __all__ = [
     "refuse_store_keys",
     "require_secret_key",
     "setting",
+    "store_arguments",
 ]
 
 log = logging.getLogger("pgsession_wsgi")
@@ -390,6 +392,34 @@ def setting(config: Mapping[str, Any], key: str) -> Any:
     :raises ConfigurationError: the value is of another type (the message names the key).
     """
     return SETTINGS[key].read(config)
+
+
+#: The store's keyword arguments that settings give, each with the setting it comes from: the
+#: one mapping Flask, Quart and Django (its ``settings.py`` uses the same names) open a store by.
+STORE_SETTINGS: dict[str, str] = {
+    "table": "PGSESSION_TABLE",
+    "schema": "PGSESSION_SCHEMA",
+    "max_connections": "PGSESSION_MAX_CONNECTIONS",
+    "synchronous_commit": "PGSESSION_SYNCHRONOUS_COMMIT",
+    "unlogged": "PGSESSION_UNLOGGED",
+    "partitions": "PGSESSION_PARTITIONS",
+    "create_table": "PGSESSION_CREATE_TABLE",
+    "prepared_statements": "PGSESSION_PREPARED_STATEMENTS",
+}
+
+
+def store_arguments(read: Callable[[str], Any], extension: str | None = None) -> dict[str, Any]:
+    """The store's keyword arguments (:data:`STORE_SETTINGS`) from an app's settings.
+
+    :param read: reads one setting by name, typed (its framework's lookup; a wrong type raises).
+    :param extension: only the settings this extension reads (:data:`SETTINGS`); None: every one.
+        The store's defaults stand for the others.
+    """
+    return {
+        argument: read(key)
+        for argument, key in STORE_SETTINGS.items()
+        if extension is None or extension in SETTINGS[key].extensions
+    }
 
 
 def check_keys(config: Mapping[str, Any], extension: str) -> None:

@@ -24,6 +24,7 @@ import shlex
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Union, cast
 
 from .errors import MissingExtraError
@@ -53,6 +54,7 @@ from .appconfig import (
     pgsession_dsn,
     refuse_store_keys,
     setting,
+    store_arguments,
 )
 from .cookies import IdSigner
 from .defaults import DEFAULT_PURGE_INTERVAL
@@ -229,21 +231,15 @@ def register_store_unavailable_handler(app: Flask) -> None:
 @dataclass(frozen=True)
 class _Settings:
     dsn: str  # "" when the app gives its own store (never read then)
-    table: str
-    schema: str
-    max_connections: int
+    #: The store's keyword arguments from the config (``appconfig.store_arguments``).
+    store: dict[str, Any]
     purge_interval: float | None
-    synchronous_commit: bool
     secret_key: SecretKey | None
     permanent: bool
     signer: IdSigner | None
     user_key: str | None
     logout_ends_session: bool
     key_prefix: str = ""
-    unlogged: bool = False
-    prepared_statements: bool = True
-    create_table: bool = True
-    partitions: int | None = None
 
 
 class _Extension:
@@ -343,18 +339,7 @@ class _Extension:
         raise NotImplementedError
 
     def _make_store(self, app: Flask, settings: _Settings) -> PostgresStore:
-        return PostgresStore(
-            settings.dsn,
-            settings.table,
-            settings.schema,
-            max_connections=settings.max_connections,
-            purge_interval=settings.purge_interval,
-            synchronous_commit=settings.synchronous_commit,
-            unlogged=settings.unlogged,
-            prepared_statements=settings.prepared_statements,
-            create_table=settings.create_table,
-            partitions=settings.partitions,
-        )
+        return PostgresStore(settings.dsn, purge_interval=settings.purge_interval, **settings.store)
 
     def _create_table(self, store: PostgresStore) -> None:
         try:
@@ -450,20 +435,13 @@ class PgSession(_Extension):
             refuse_store_keys(config, STORE_KEYS, "e.g. PostgresStore.from_engine(engine, table=...)")
         return _Settings(
             dsn="" if self._store_source is not None else pgsession_dsn(config),
-            table=setting(config, "PGSESSION_TABLE"),
-            schema=setting(config, "PGSESSION_SCHEMA"),
-            max_connections=setting(config, "PGSESSION_MAX_CONNECTIONS"),
+            store=store_arguments(partial(setting, config), self._config_name),
             purge_interval=DEFAULT_PURGE_INTERVAL,
-            synchronous_commit=setting(config, "PGSESSION_SYNCHRONOUS_COMMIT"),
             secret_key=app.secret_key,
             permanent=False,  # as in Flask: a browser-session cookie until session.permanent = True
             signer=signer,
             user_key=setting(config, "PGSESSION_USER_KEY"),
             logout_ends_session=setting(config, "PGSESSION_LOGOUT_ENDS_SESSION"),
-            unlogged=setting(config, "PGSESSION_UNLOGGED"),
-            prepared_statements=setting(config, "PGSESSION_PREPARED_STATEMENTS"),
-            create_table=setting(config, "PGSESSION_CREATE_TABLE"),
-            partitions=setting(config, "PGSESSION_PARTITIONS"),
         )
 
 
@@ -505,21 +483,13 @@ class FlaskPgSession(_Extension):
         """The store for the table :func:`choose_tables` picks; one that moves sessions in from
         flask-pg-session's table when that table is there."""
         configured = setting(app.config, "PGSESSION_TABLE") if app.config.get("PGSESSION_TABLE") else None
-        table, legacy = choose_tables(settings.dsn, settings.table, settings.schema, configured)
-        options: dict[str, Any] = {
-            "max_connections": settings.max_connections,
-            "purge_interval": settings.purge_interval,
-            "synchronous_commit": settings.synchronous_commit,
-            "unlogged": settings.unlogged,
-            "prepared_statements": settings.prepared_statements,
-            "create_table": settings.create_table,
-        }
+        options = {**settings.store, "purge_interval": settings.purge_interval}
+        table, legacy = choose_tables(settings.dsn, options.pop("table"), options["schema"], configured)
         if legacy is None:
-            return PostgresStore(settings.dsn, table, settings.schema, **options)
+            return PostgresStore(settings.dsn, table, **options)
         return LegacyFallbackStore(
             settings.dsn,
             table,
-            settings.schema,
             legacy_table=legacy,
             key_prefix=settings.key_prefix,
             user_key=settings.user_key,
@@ -541,21 +511,22 @@ class FlaskPgSession(_Extension):
         # The key signs only with SESSION_USE_SIGNER (without a key, the signer says what to set).
         fallbacks = fallback_keys(app) if use_signer and app.secret_key else []
         signer = FlaskPgSessionSigner(app.secret_key, fallbacks, use_signer=use_signer)
+        # flask-pg-session's keys for what PgSession's PGSESSION_* keys set.
+        own = {
+            "table": setting(config, "SESSION_PG_TABLE") or FLASK_PG_SESSION_TABLE,
+            "schema": setting(config, "SESSION_PG_SCHEMA"),
+            "max_connections": setting(config, "SESSION_PG_MAX_DB_CONN"),
+        }
         return _Settings(
             dsn=dsn,
-            table=setting(config, "SESSION_PG_TABLE") or FLASK_PG_SESSION_TABLE,
-            schema=setting(config, "SESSION_PG_SCHEMA"),
-            max_connections=setting(config, "SESSION_PG_MAX_DB_CONN"),
+            store={**store_arguments(partial(setting, config), self._config_name), **own},
             purge_interval=DEFAULT_PURGE_INTERVAL if setting(config, "SESSION_AUTODELETE_EXPIRED") else None,
-            synchronous_commit=True,
             secret_key=app.secret_key,
             permanent=setting(config, "SESSION_PERMANENT"),
             signer=signer,
             user_key=setting(config, "PGSESSION_USER_KEY"),
             logout_ends_session=setting(config, "PGSESSION_LOGOUT_ENDS_SESSION"),
             key_prefix=self.key_prefix,
-            unlogged=setting(config, "PGSESSION_UNLOGGED"),
-            create_table=setting(config, "PGSESSION_CREATE_TABLE"),
         )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterable, Callable, Iterable
+from functools import partial
 from types import TracebackType
 from typing import Any, cast
 
@@ -48,6 +49,7 @@ from .appconfig import (
     pgsession_dsn,
     refuse_store_keys,
     setting,
+    store_arguments,
 )
 from .async_store import AsyncPostgresStore
 from .core import SessionCore, run_async
@@ -337,18 +339,8 @@ class PgSession:
         core = SessionCore.from_options(options)
         origins = WebsocketOrigins(setting(config, WEBSOCKET_ORIGINS_KEY), WEBSOCKET_ORIGINS_KEY).listed
         if source is None:
-            store = AsyncPostgresStore(
-                dsn,
-                setting(config, "PGSESSION_TABLE"),
-                setting(config, "PGSESSION_SCHEMA"),
-                max_connections=setting(config, "PGSESSION_MAX_CONNECTIONS"),
-                purge_interval=DEFAULT_PURGE_INTERVAL,
-                synchronous_commit=setting(config, "PGSESSION_SYNCHRONOUS_COMMIT"),
-                unlogged=setting(config, "PGSESSION_UNLOGGED"),
-                prepared_statements=setting(config, "PGSESSION_PREPARED_STATEMENTS"),
-                create_table=setting(config, "PGSESSION_CREATE_TABLE"),
-                partitions=setting(config, "PGSESSION_PARTITIONS"),
-            )
+            arguments = store_arguments(partial(setting, config), "quart")
+            store = AsyncPostgresStore(dsn, purge_interval=DEFAULT_PURGE_INTERVAL, **arguments)
         else:
             store = source if isinstance(source, AsyncPostgresStore) else source(app)
             store = made_store(store, AsyncPostgresStore, "AsyncPostgresStore.from_pool(pool)")

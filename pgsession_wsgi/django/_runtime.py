@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.signals import setting_changed
 
+from ..appconfig import store_arguments
 from ..cookies import HmacIdSigner, prefixed_id
 from ..core import SessionCore
 from ..errors import ConfigurationError
@@ -22,14 +23,8 @@ from ._store import DjangoStore
 @dataclass(frozen=True)
 class _StoreConfig:
     dsn: str
-    table: str
-    schema: str
-    create_table: bool
-    max_connections: int
-    synchronous_commit: bool
-    unlogged: bool
-    partitions: int | None
-    prepared_statements: bool
+    #: The store's keyword arguments from the settings (``appconfig.store_arguments``), as pairs.
+    store: tuple[tuple[str, Any], ...]
     purge_interval: float | None
     legacy_table: str | None
     legacy_schema: str | None
@@ -59,14 +54,7 @@ def _store_config() -> _StoreConfig:
     move = setting("PGSESSION_MOVE_DJANGO_SESSIONS")
     return _StoreConfig(
         dsn=dsn,
-        table=setting("PGSESSION_TABLE"),
-        schema=setting("PGSESSION_SCHEMA"),
-        create_table=setting("PGSESSION_CREATE_TABLE"),
-        max_connections=setting("PGSESSION_MAX_CONNECTIONS"),
-        synchronous_commit=setting("PGSESSION_SYNCHRONOUS_COMMIT"),
-        unlogged=setting("PGSESSION_UNLOGGED"),
-        partitions=setting("PGSESSION_PARTITIONS"),
-        prepared_statements=setting("PGSESSION_PREPARED_STATEMENTS"),
+        store=tuple(store_arguments(setting).items()),
         purge_interval=None if purge is None else purge.total_seconds(),
         legacy_table=setting("PGSESSION_DJANGO_TABLE") if move else None,
         legacy_schema=setting("PGSESSION_DJANGO_SCHEMA") if move else None,
@@ -76,18 +64,7 @@ def _store_config() -> _StoreConfig:
 def _open_store(config: _StoreConfig) -> DjangoStore:
     store = _stores.get(config)
     if store is None:
-        store = DjangoStore(
-            config.dsn,
-            config.table,
-            config.schema,
-            max_connections=config.max_connections,
-            create_table=config.create_table,
-            synchronous_commit=config.synchronous_commit,
-            unlogged=config.unlogged,
-            partitions=config.partitions,
-            prepared_statements=config.prepared_statements,
-            purge_interval=config.purge_interval,
-        )
+        store = DjangoStore(config.dsn, purge_interval=config.purge_interval, **dict(config.store))
         if config.legacy_table is not None:
             store.set_legacy_table(config.legacy_table, config.legacy_schema)
         _stores[config] = store
