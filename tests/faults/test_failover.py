@@ -220,7 +220,7 @@ def test_a_crashed_primary_and_a_promoted_standby_lose_no_session_and_answer_503
         assert client.cookie, f"{where} never logged in: {client.answers[:3]}"
         # (b): every failure is a 503 with Retry-After; never a 500 or a dropped connection.
         bad = [a for a in client.answers if a.status != 200 and (a.status != 503 or not a.retry_after)]
-        assert bad == [], f"{where}: {bad[:5]}"
+        assert bad == [], f"{where}: {bad[:5]}\n{wsgi_log if client.app == 'wsgi' else asgi_output}"
         # (b): each 2xx count is above the last one (a lost or fresh session starts at 1 again),
         # and the cookie never changes.
         counts = [a.n or 0 for a in client.answers if a.status == 200]
