@@ -76,6 +76,18 @@ class DriverErrors:
         self.read_only: type[Exception] = driver.errors.ReadOnlySqlTransaction
         self.prepared_missing: type[Exception] = driver.errors.InvalidSqlStatementName
         self.prepared_duplicate: type[Exception] = driver.errors.DuplicatePreparedStatement
+        # What the driver raises for an error with no SQLSTATE, which no server sent.
+        self._bare: type[Exception] = driver.DatabaseError
+
+    def broke(self, exc: Exception) -> bool:
+        """True if the connection broke under ``exc``: a connection error, or a bare
+        ``DatabaseError`` with no SQLSTATE (psycopg2's "server closed the connection
+        unexpectedly" when the server went away before libpq marked the connection bad)."""
+        if isinstance(exc, self.lost):
+            return True
+        # psycopg2 names the SQLSTATE pgcode, psycopg 3 sqlstate.
+        sqlstate = getattr(exc, "pgcode", None) or getattr(exc, "sqlstate", None)
+        return type(exc) is self._bare and not sqlstate
 
 
 class Unreadable:

@@ -164,7 +164,7 @@ class StoreSteps:
                 f"a session statement ran longer than {limit}; check the database load, "
                 "or raise statement_timeout"
             ) from None
-        if isinstance(exc, self.errors.lost):
+        if self.errors.broke(exc):
             if not last:
                 return
             raise StoreUnavailable(
