@@ -53,18 +53,30 @@ your own starts with the built-ins and keeps its registrations apart from :data:
 
 from __future__ import annotations
 
-import base64
 import json
-import math
-import re
 from collections.abc import Callable
 from datetime import date, datetime, time
-from decimal import Decimal
 from typing import Any, TypeVar
-from uuid import UUID
 
-from markupsafe import Markup
-
+from ._codec_tags import (
+    _DICT_TAG,
+    _NOT_JSONB,
+    TypeTag,
+    _BytesTag,
+    _DecimalTag,
+    _FloatTag,
+    _FunctionTag,
+    _IsoFormatTag,
+    _MarkupTag,
+    _NotEncoded,
+    _OddStrTag,
+    _plain_float,
+    _SubclassFunctionTag,
+    _TupleTag,
+    _UUIDTag,
+    _WrappedDictTag,
+)
+from ._codec_tags import Recurse as Recurse  # public here: a tag author annotates with it
 from .errors import SessionDataError, TagRegistrationError
 
 __all__ = [
@@ -95,19 +107,12 @@ MAX_INT_BITS = 1024
 MAX_DECIMAL_EXPONENT = 1000
 
 _T = TypeVar("_T")
-#: The codec's own encoder or decoder, handed to a tag for the parts of its payload.
-Recurse = Callable[[Any], Any]
-
-# jsonb holds neither U+0000 nor lone surrogates; strings with either travel as base64.
-_NOT_JSONB = re.compile("[\x00\ud800-\udfff]")
 # Stored as plain JSON before any tag is asked, so a tag for one would never be used.
 _PLAIN_TYPES = (int, bool, type(None), list, dict)
 # Plain JSON values that decode as themselves whatever they hold. A str too: jsonb holds neither
 # NUL nor a lone surrogate, so no stored row has a plain str with one, and searching every str of
 # every row for them would cost a read about 5 us per KB.
 _AS_IS = frozenset({str, bool, type(None)})
-# The codec writes this tag itself (dicts that look like a tag); it cannot be replaced.
-_DICT_TAG = " di"
 
 
 def check_key(key: str) -> None:
@@ -117,56 +122,6 @@ def check_key(key: str) -> None:
     """
     if _NOT_JSONB.search(key):
         raise ValueError(f"the key {key!r} contains a NUL character or a lone surrogate")
-
-
-class TypeTag:
-    """How the values of one type are stored: subclass it and register an instance.
-
-    Set :attr:`name` and :attr:`types` (as class or instance attributes), override :meth:`check`
-    only to take subclasses or look-alikes too, and implement :meth:`to_json` and
-    :meth:`from_json`. Leave ``name`` and ``types`` alone once the tag is registered: the codec
-    indexes them then.
-    """
-
-    #: The key of the one-key object the value is stored as. It starts with a space: the codec
-    #: wraps every user dict whose one key does, so a tag is never mistaken for data. None: the
-    #: value is stored untagged, as whatever :meth:`to_json` returns, and reads back as that
-    #: plain value (a lazy string as its text).
-    name: str | None = None
-    #: The exact types this tag stores, found with one dict lookup; subclasses are not included.
-    types: tuple[type, ...] = ()
-
-    def check(self, value: Any) -> bool:
-        """Whether this tag stores ``value``, an instance of a type no tag lists in ``types``.
-
-        Only tags that override this method are asked, in their registration order, and only
-        for values no exact type matched: an ``isinstance`` here costs nothing on the fast path.
-
-        :param value: the value to store.
-        """
-        return False
-
-    def to_json(self, value: Any, encode: Recurse) -> Any:
-        """The payload ``value`` is stored as: JSON data (dict, list, str, int, float, bool, None).
-
-        :param value: the value to store, of one of :attr:`types` or accepted by :meth:`check`.
-        :param encode: the codec's encoder; pass it any part that is not plain JSON (the items of
-            a container) so that it is tagged in turn and the depth limit still applies.
-        """
-        raise NotImplementedError
-
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        """The value rebuilt from its stored payload; raise on a payload that makes no sense
-        (the codec reads anything raised as a :class:`~pgsession_wsgi.SessionDataError`).
-
-        :param data: the payload as stored, that is as :meth:`to_json` returned it.
-        :param decode: the codec's decoder; pass it the parts :meth:`to_json` encoded, so that
-            their tags are read and the depth limit still applies.
-        """
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
 
 
 class Codec:
@@ -435,50 +390,6 @@ class Codec:
         return {key: item if type(item) in _AS_IS else decode(item, depth) for key, item in data.items()}
 
 
-class _NotEncoded(ValueError):
-    """A value :meth:`Codec.encode` never writes, met while decoding; :meth:`Codec.decode` turns it
-    into a :class:`~pgsession_wsgi.SessionDataError` whose reason is this message, which never
-    holds the data."""
-
-
-def _plain_float(value: float) -> bool:
-    """Whether ``value`` is stored as a plain JSON number (else tagged, or refused if not finite).
-
-    jsonb would print a float in exponent form as an int (``1e+16``), so those are tagged.
-    """
-    return math.isfinite(value) and "e" not in repr(value)
-
-
-def _as_written(tag: TypeTag, value: Any, data: Any) -> Any:
-    """``value``, decoded from ``data`` by a built-in ``tag``, if ``tag`` writes it as ``data``.
-
-    The one check that a payload is spelled as the encoder spells it: every other spelling a
-    parser accepts (which differ between Python versions) and every value the encoder refuses
-    are refused here.
-    """
-    try:
-        written = tag.to_json(value, _no_recursion)
-    except (TypeError, ValueError):
-        written = _MISSING
-    if type(written) is not type(data) or written != data:
-        raise _NotEncoded(f"a {tag.name!r} payload not as pgsession-wsgi writes it")
-    return value
-
-
-def _no_recursion(item: Any) -> Any:
-    raise AssertionError("the built-in scalar tags encode no parts")
-
-
-def _text(tag: TypeTag, data: Any) -> str:
-    """``data``, the payload of a built-in ``tag`` that stores text; refused if it is not a str."""
-    if type(data) is not str:
-        raise _NotEncoded(f"a {tag.name!r} payload that is not a str")
-    return data
-
-
-_MISSING = object()
-
-
 def _too_deep() -> str:
     return f"values nested deeper than {MAX_DEPTH} levels cannot be stored"
 
@@ -498,192 +409,7 @@ def _collision_message(tag: TypeTag, holder: TypeTag, by_type: dict[type, TypeTa
     )
 
 
-# -- the built-in tags: the stored format of 0.1.0 ------------------------------------------
-
-
-class _TupleTag(TypeTag):
-    name = " t"
-    types = (tuple,)
-
-    def to_json(self, value: Any, encode: Recurse) -> Any:
-        return [encode(item) for item in value]
-
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        if type(data) is not list:
-            raise _NotEncoded("a ' t' payload that is not a list")
-        return tuple(decode(item) for item in data)
-
-
-class _WrappedDictTag(TypeTag):
-    """A user dict whose one key starts with a space; the codec writes it itself."""
-
-    name = _DICT_TAG
-
-    def to_json(self, value: Any, encode: Recurse) -> Any:
-        return {key: encode(item) for key, item in value.items()}
-
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        # The codec wraps a dict only when its one key starts with a space: nothing else.
-        if type(data) is not dict or len(data) != 1:
-            raise _NotEncoded(f"a {_DICT_TAG!r} payload that is not a dict of one key")
-        ((key, item),) = data.items()
-        if type(key) is not str or not key.startswith(" ") or _NOT_JSONB.search(key) is not None:
-            raise _NotEncoded(f"a {_DICT_TAG!r} payload whose key does not start with a space")
-        return {key: decode(item)}
-
-
-class _IsoFormatTag(TypeTag):
-    """datetime, date or time as ISO 8601 text."""
-
-    def __init__(self, name: str, cls: type[datetime] | type[date] | type[time]) -> None:
-        self.name = name
-        self.types = (cls,)
-        self._cls = cls
-
-    def to_json(self, value: Any, encode: Recurse) -> Any:
-        offset = value.utcoffset() if isinstance(value, (datetime, time)) else None
-        if offset is not None and offset.microseconds:
-            # isoformat() writes it, but no fromisoformat() of any Python reads it back as it was.
-            raise ValueError("a time zone offset with a fraction of a second cannot be stored")
-        return value.isoformat()
-
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        return _as_written(self, self._cls.fromisoformat(_text(self, data)), data)
-
-
-class _BytesTag(TypeTag):
-    name = " b"
-    types = (bytes,)
-
-    def to_json(self, value: Any, encode: Recurse) -> Any:
-        return base64.b64encode(value).decode("ascii")
-
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        return _as_written(self, base64.b64decode(_text(self, data), validate=True), data)
-
-
-class _UUIDTag(TypeTag):
-    name = " u"
-    types = (UUID,)
-
-    def to_json(self, value: Any, encode: Recurse) -> Any:
-        return value.hex
-
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        return _as_written(self, UUID(hex=_text(self, data)), data)
-
-
-class _DecimalTag(TypeTag):
-    """A finite Decimal within :data:`MAX_DECIMAL_EXPONENT`, as its text.
-
-    NaN (signalling NaN raises on any comparison) and infinity are refused, as for floats.
-    """
-
-    name = " dec"
-    types = (Decimal,)
-
-    def to_json(self, value: Any, encode: Recurse) -> Any:
-        if not value.is_finite():
-            raise ValueError("NaN and infinite Decimals cannot be stored")
-        if abs(value.adjusted()) > MAX_DECIMAL_EXPONENT:
-            raise ValueError(
-                f"Decimals beyond 1E+{MAX_DECIMAL_EXPONENT} or 1E-{MAX_DECIMAL_EXPONENT} cannot be stored"
-            )
-        return str(value)
-
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        return _as_written(self, Decimal(_text(self, data)), data)
-
-
-class _MarkupTag(TypeTag):
-    """Markup and its subclasses (which read back as Markup)."""
-
-    name = " m"
-    types = (Markup,)
-
-    def check(self, value: Any) -> bool:
-        return isinstance(value, Markup)
-
-    def to_json(self, value: Any, encode: Recurse) -> Any:
-        if _NOT_JSONB.search(value):
-            raise ValueError("Markup with a NUL character or a lone surrogate cannot be stored")
-        return str(value)
-
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        return _as_written(self, Markup(_text(self, data)), data)
-
-
-class _FloatTag(TypeTag):
-    """A float whose repr has an exponent (jsonb would print 1e+16 as an int); NaN and infinity
-    are refused, as JSON has neither. Other floats are plain JSON numbers."""
-
-    name = " f"
-    types = (float,)
-
-    def to_json(self, value: Any, encode: Recurse) -> Any:
-        if not math.isfinite(value):
-            raise ValueError("NaN and infinite floats cannot be stored")
-        if _plain_float(value):
-            raise ValueError(f"{value!r} is stored as a plain JSON number, not with {self.name!r}")
-        return repr(value)
-
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        return _as_written(self, float(_text(self, data)), data)
-
-
-class _OddStrTag(TypeTag):
-    """A str with NUL or a lone surrogate, which jsonb cannot hold; other str are plain JSON."""
-
-    name = " s"
-    types = (str,)
-
-    def to_json(self, value: Any, encode: Recurse) -> Any:
-        if _NOT_JSONB.search(value) is None:
-            raise ValueError(
-                f"a str without NUL or a lone surrogate is stored as plain JSON, not with {self.name!r}"
-            )
-        return base64.b64encode(value.encode("utf-8", "surrogatepass")).decode("ascii")
-
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        raw = base64.b64decode(_text(self, data), validate=True)
-        return _as_written(self, raw.decode("utf-8", "surrogatepass"), data)
-
-
-class _FunctionTag(TypeTag):
-    """The tag :meth:`Codec.register_type` makes from a pair of functions."""
-
-    def __init__(
-        self,
-        cls: type[Any],
-        name: str | None,
-        to_json: Callable[[Any], Any],
-        from_json: Callable[[Any], Any] | None,
-    ) -> None:
-        self.name = name
-        self.types = (cls,)
-        self._to_json = to_json
-        # Never called for an untagged value (nothing marks it); it reads back as plain data.
-        self._from_json = from_json if from_json is not None else _as_is
-
-    def to_json(self, value: Any, encode: Recurse) -> Any:
-        return encode(self._to_json(value))
-
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        return self._from_json(decode(data))
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} for {self.types[0].__qualname__}>"
-
-
-def _as_is(data: Any) -> Any:
-    return data
-
-
-class _SubclassFunctionTag(_FunctionTag):
-    def check(self, value: Any) -> bool:
-        return isinstance(value, self.types[0])
-
-
+# The tags a new Codec starts with: the stored format of 0.1.0 (they are in _codec_tags).
 _BUILTIN_TAGS: tuple[TypeTag, ...] = (
     _TupleTag(),
     _WrappedDictTag(),
@@ -692,7 +418,7 @@ _BUILTIN_TAGS: tuple[TypeTag, ...] = (
     _IsoFormatTag(" tm", time),
     _BytesTag(),
     _UUIDTag(),
-    _DecimalTag(),
+    _DecimalTag(MAX_DECIMAL_EXPONENT),
     _MarkupTag(),
     _FloatTag(),
     _OddStrTag(),
