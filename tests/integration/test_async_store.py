@@ -967,3 +967,25 @@ async def test_many_expired_rows_are_estimated_from_a_sample_and_no_callback_cou
     monkeypatch.setattr(store_module, "EXACT_COUNT_LIMIT", 50)
     seen, sampled = await purge_and_see(on_batch=True)
     assert set(seen) == {300} and any("TABLESAMPLE" in text for text in sampled)
+
+
+async def test_the_idle_count_read_per_request_is_the_pools_own(pg_dsn: str) -> None:
+    """The store asks how many idle connections its pool holds on every request, more cheaply
+    than ``get_stats()``; its answer must be the pool's own through checkouts and returns."""
+    from psycopg_pool import AsyncConnectionPool
+
+    from pgsession_wsgi.async_pool import _idle_counter
+
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(pg_dsn, min_size=0, max_size=3, open=False)
+    await pool.open()
+    try:
+        idle = _idle_counter(pool)
+        taken = [await pool.getconn() for _ in range(3)]
+        assert idle() == pool.get_stats()["pool_available"] == 0
+        for number, conn in enumerate(taken, 1):
+            await pool.putconn(conn)
+            assert idle() == pool.get_stats()["pool_available"] == number
+        await pool.getconn()
+        assert idle() == pool.get_stats()["pool_available"] == 2
+    finally:
+        await pool.close()
