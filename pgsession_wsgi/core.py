@@ -15,18 +15,53 @@ shares one copy of every rule below::
 
 from __future__ import annotations
 
-import logging
-import re
-from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar, Union
-from uuid import UUID
+from collections.abc import Callable
+from typing import Any
 
-from .cookies import CookieSettings, HmacIdSigner, IdSigner, hash_session_id, new_session_id, prefixed_id
+# The operations and the policy live in modules of their own; this one documents them (__all__),
+# and still holds every name it held (the private ones too, "as" themselves).
+from . import _operations, _policy
+from ._operations import _UUID_SPELLING as _UUID_SPELLING
+from ._operations import (
+    Delete,
+    Insert,
+    Load,
+    LoadedRow,
+    Steps,
+    Touch,
+    Write,
+    WriteResult,
+    _stored_expiry,
+    expiry_columns,
+    run,
+    run_async,
+    user_id_text,
+)
+from ._operations import T as T
+from ._policy import Policy, private_cache_control, with_session_headers
+from ._policy import _duration as _duration
+from ._policy import _with_vary as _with_vary
+from ._save_decision import _SaveDecision
+from ._save_decision import log as log
+from .cookies import CookieSettings, HmacIdSigner, IdSigner, hash_session_id, prefixed_id
 from .errors import ConfigurationError, SessionError
 from .options import SessionOptions
-from .session import Changes, Expiry, Session, SessionState
+from .session import Expiry, Session, SessionState
+
+# The constants and the alias are bound here again, each with its "#:" line: the API reference
+# documents a module's data only where the module's own source assigns it.
+
+#: The ``user_id`` of a :class:`Write` that leaves the stored user id as it is.
+KEEP_USER: Any = _operations.KEEP_USER
+#: What stands between an app's ``key_prefix`` and a user id in the user column. User ids cannot
+#: hold it (nor NUL, which a text column cannot store), so an id stored under one prefix, or
+#: under none, can never read as another app's.
+USER_PREFIX_SEPARATOR = _operations.USER_PREFIX_SEPARATOR
+#: Any statement the core may ask a store to run.
+Operation = _operations.Operation
+#: The app's response headers :func:`with_session_headers` reads or replaces (lower case); it
+#: leaves every other one as it is, so a front end may pass only these.
+MERGED_HEADERS = _policy.MERGED_HEADERS
 
 __all__ = [
     "MERGED_HEADERS",
@@ -50,376 +85,11 @@ __all__ = [
     "with_session_headers",
 ]
 
-log = logging.getLogger("pgsession_wsgi")
-
-T = TypeVar("T")
-
-
-# -- the statements the core asks for, and their answers -----------------------------------------
-
-# The operations and their answers are plain dataclasses, not frozen ones: a request builds up
-# to four of them, and a frozen dataclass costs about five times as much to build (its __init__
-# sets each field through object.__setattr__). Treat them as values all the same.
-
-#: The ``user_id`` of a :class:`Write` that leaves the stored user id as it is.
-KEEP_USER: Any = object()
-
-
-#: What stands between an app's ``key_prefix`` and a user id in the user column. User ids cannot
-#: hold it (nor NUL, which a text column cannot store), so an id stored under one prefix, or
-#: under none, can never read as another app's.
-USER_PREFIX_SEPARATOR = "\x1f"
-
-# The spellings of a UUID that apps and operators write: any case, with or without the hyphens,
-# braces or a urn:uuid: head. Each is stored and looked up as str(UUID): lower case, hyphenated.
-_UUID_SPELLING = re.compile(
-    r"(?:urn:uuid:)?(\{)?[0-9a-f]{8}(?:-?[0-9a-f]{4}){3}-?[0-9a-f]{12}(?(1)\})",
-    re.IGNORECASE,
-)
-
-
-def user_id_text(value: Any, key: str | None = None, *, key_prefix: str = "") -> str:
-    """The one text form a user id is stored and looked up under.
-
-    A str is kept as it is, unless it spells a UUID (any case, hyphens or none, braces): then it
-    is the UUID's canonical form, as a :class:`uuid.UUID` and an int are their ``str()``. Anything
-    else is refused, so "log out everywhere" can never miss a session because the app stored the
-    id in one type or spelling and looks it up in another. With ``key_prefix``, the text is
-    scoped to that prefix, so apps sharing a table under their own prefixes never see or end
-    each other's users' sessions.
-
-    :param value: the user id.
-    :param key: the session key it was found under, for the error message; None for a lookup.
-    :param key_prefix: the app's ``key_prefix`` (``SESSION_KEY_PREFIX``); "" for none.
-    :raises SessionError: ``value`` is not a str, int or UUID, or holds NUL or U+001F.
-    """
-    kind = type(value)
-    where = f"the session value under user_key {key!r}" if key is not None else "a user id"
-    if kind is str:
-        text = str(value)
-        if _UUID_SPELLING.fullmatch(text):
-            text = str(UUID(text))
-        elif "\x00" in text or USER_PREFIX_SEPARATOR in text:
-            raise SessionError(
-                f"{where} holds a NUL or U+001F character, which user ids cannot: store the "
-                "user's id without control characters"
-            )
-    elif kind is int or kind is UUID:
-        text = str(value)
-    else:
-        raise SessionError(
-            f"{where} is a {kind.__module__}.{kind.__qualname__}; user ids must be str, int or UUID: "
-            "store the user's id in one of those types"
-        )
-    return f"{key_prefix}{USER_PREFIX_SEPARATOR}{text}" if key_prefix else text
-
-
-@dataclass
-class LoadedRow:
-    """A live row, as :class:`Load` is answered: its data and whether a touch is due.
-
-    :param data: the stored JSON object, parsed (its values still encoded).
-    :param touch_due: the expiry is due to be pushed forward at the save.
-    :param idle_timeout: the session's own idle lifetime (``set_expiry(timedelta)``), or None.
-    :param ends_at: the session's fixed end (``set_expiry(datetime)``), or None.
-    """
-
-    data: dict[str, Any]
-    touch_due: bool
-    idle_timeout: timedelta | None = None
-    ends_at: datetime | None = None
-
-
-@dataclass
-class WriteResult:
-    """How a :class:`Write` went: the core decides from it whether a cookie must go out.
-
-    :param updated: the live row was there and was written.
-    :param touched: its expiry moved forward.
-    :param permanent: the stored ``_permanent`` flag; None if unset.
-    :param idle_timeout: the row's own idle lifetime after the write, or None.
-    :param ends_at: the row's fixed end after the write, or None.
-    """
-
-    updated: bool
-    touched: bool
-    permanent: bool | None
-    idle_timeout: timedelta | None = None
-    ends_at: datetime | None = None
-
-
-@dataclass
-class Load:
-    """Read the live row under ``id_hash``; answered with a :class:`LoadedRow` or None.
-
-    :param id_hash: the SHA-256 of the session id, the row's key.
-    :param touch_interval: how old ``accessed_at`` may get before a touch is due.
-    :param session_id: the id as the cookie carries it (without the core's ``key_prefix``), for a
-        store that may also find the session elsewhere, e.g. in flask-pg-session's table, keyed by
-        the id itself; None if not known. Never log it: it is as good as the cookie.
-    """
-
-    id_hash: bytes
-    touch_interval: timedelta
-    # Kept out of repr() and ==: an operation printed in a log must not carry a usable cookie.
-    session_id: str | None = field(default=None, repr=False, compare=False)
-
-
-@dataclass
-class Insert:
-    """Store a new session; answered with None, or :class:`SessionTooLarge` raised.
-
-    :param id_hash: the SHA-256 of the new id.
-    :param data_json: the whole session, a JSON object.
-    :param user_id: the text of the user column (:func:`user_id_text`), or None.
-    :param idle: the row expires this long after its last touch.
-    :param absolute: the row expires this long after its creation at the latest; None: never.
-    :param max_size: the most bytes the stored data may take; None for no limit.
-    :param idle_timeout: the session's own idle lifetime, used instead of ``idle``; None: ``idle``.
-    :param ends_at: the session's fixed end, used instead of any idle expiry; None: none.
-    """
-
-    id_hash: bytes
-    data_json: str
-    user_id: str | None
-    idle: timedelta
-    absolute: timedelta | None
-    max_size: int | None
-    idle_timeout: timedelta | None = None
-    ends_at: datetime | None = None
-
-
-@dataclass
-class Write:
-    """Merge changes into a live row (maybe moving it); answered with a :class:`WriteResult`.
-
-    :param id_hash: the SHA-256 of the current id.
-    :param changed_json: the changed keys, a JSON object merged over the stored one.
-    :param removed: the keys to delete from the stored object.
-    :param replace: start from an empty object instead (after ``clear()``).
-    :param new_hash: the SHA-256 of a new id to move the row to; None to keep the id.
-    :param user_id: the user column's new text, None to clear it, or :data:`KEEP_USER`.
-    :param idle: as for :class:`Insert`; applied only when a touch is due.
-    :param absolute: as for :class:`Insert`.
-    :param touch_interval: as for :class:`Load`.
-    :param max_size: as for :class:`Insert`, measured on the merged row.
-    :param set_expiry: store ``idle_timeout`` and ``ends_at`` and recompute the expiry from
-        them now, due or not; False keeps the row's own.
-    :param idle_timeout: as for :class:`Insert`; written only with ``set_expiry``.
-    :param ends_at: as for :class:`Insert`; written only with ``set_expiry``.
-    """
-
-    id_hash: bytes
-    changed_json: str
-    removed: list[str]
-    replace: bool
-    new_hash: bytes | None
-    user_id: Any  # text, None to clear, or KEEP_USER
-    idle: timedelta
-    absolute: timedelta | None
-    touch_interval: timedelta
-    max_size: int | None
-    set_expiry: bool = False
-    idle_timeout: timedelta | None = None
-    ends_at: datetime | None = None
-
-
-@dataclass
-class Touch:
-    """Push a live row's expiry forward (by its own lifetime, if it has one); True if it was there.
-
-    :param id_hash: the SHA-256 of the session id.
-    :param idle: as for :class:`Insert`.
-    :param absolute: as for :class:`Insert`.
-    """
-
-    id_hash: bytes
-    idle: timedelta
-    absolute: timedelta | None
-
-
-@dataclass
-class Delete:
-    """Remove a row; answered with True if it was there.
-
-    :param id_hash: the SHA-256 of the session id.
-    """
-
-    id_hash: bytes
-
-
-def expiry_columns(expiry: Expiry) -> tuple[timedelta | None, datetime | None]:
-    """A session's own lifetime as the row holds it: ``(idle_timeout, ends_at)``.
-
-    :param expiry: what ``session.set_expiry()`` was given (None: the store's defaults).
-    """
-    if isinstance(expiry, datetime):
-        return None, expiry
-    return expiry, None
-
-
-def _stored_expiry(idle_timeout: timedelta | None, ends_at: datetime | None) -> Expiry:
-    # A fixed end wins, as it does in the expiry formula (COALESCE(ends_at, ...)).
-    return ends_at if ends_at is not None else idle_timeout
-
-
-#: Any statement the core may ask a store to run.
-Operation = Union[Load, Insert, Write, Touch, Delete]
-#: A step of the core: yields operations, is sent their results, returns ``T``.
-Steps = Generator[Operation, Any, T]
-
-
-def run(steps: Steps[T], execute: Callable[[Operation], Any]) -> T:
-    """Drive ``steps`` with a blocking ``execute`` (for example ``PostgresStore.execute``).
-
-    :param steps: a step of the core, such as ``core.save(session)``.
-    :param execute: runs one operation and returns its answer.
-    :returns: what the step returns.
-    """
-    try:
-        operation = next(steps)
-        while True:
-            operation = steps.send(execute(operation))
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-
-
-async def run_async(steps: Steps[T], execute: Callable[[Operation], Awaitable[Any]]) -> T:
-    """Drive ``steps`` with an awaitable ``execute`` (an async store).
-
-    :param steps: a step of the core, such as ``core.save(session)``.
-    :param execute: a coroutine function that runs one operation and returns its answer.
-    :returns: what the step returns.
-    """
-    try:
-        operation = next(steps)
-        while True:
-            operation = steps.send(await execute(operation))
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-
-
-# -- policy -----------------------------------------------------------------------------------
-
-
-def _duration(value: timedelta | float | None, name: str) -> timedelta | None:
-    if value is None:
-        return None
-    delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
-    if delta.total_seconds() <= 0:
-        raise ConfigurationError(f"{name} must be positive, not {value!r}")
-    return delta
-
-
-@dataclass(frozen=True)
-class Policy:
-    """How long sessions live, when they are written, and what they may hold; set once.
-
-    Build it with :meth:`from_options`, which checks every value. The fields are the
-    :class:`~pgsession_wsgi.SessionOptions` of the same names, durations as ``timedelta``.
-    """
-
-    idle_timeout: timedelta
-    absolute_timeout: timedelta | None
-    touch_interval: timedelta
-    permanent: bool
-    refresh_each_request: bool
-    user_key: str | None
-    regenerate_on_user_change: bool
-    max_size: int | None
-
-    @classmethod
-    def from_options(cls, options: SessionOptions) -> Policy:
-        """Check and normalise the lifetimes, size limit and user key, so a bad one fails at start-up.
-
-        Durations may be given in seconds; ``touch_interval`` is capped at a tenth of
-        ``idle_timeout``.
-
-        :param options: the session's options (only the fields above are read).
-        :raises ConfigurationError: a duration that is not positive, or a ``max_size`` below 1.
-        """
-        max_size = options.max_size
-        idle = _duration(options.idle_timeout, "idle_timeout")
-        interval = _duration(options.touch_interval, "touch_interval")
-        assert idle is not None and interval is not None
-        if max_size is not None and max_size < 1:
-            raise ConfigurationError("max_size must be a positive number of bytes, or None")
-        return cls(
-            idle_timeout=idle,
-            absolute_timeout=_duration(options.absolute_timeout, "absolute_timeout"),
-            # A touch at most every tenth of the idle timeout keeps expiry within 10% of exact.
-            touch_interval=min(interval, idle / 10),
-            permanent=options.permanent,
-            refresh_each_request=options.refresh_each_request,
-            user_key=options.user_key,
-            regenerate_on_user_change=options.regenerate_on_user_change,
-            max_size=max_size,
-        )
-
-
-def private_cache_control(value: str | None) -> str | None:
-    """The Cache-Control a response that sets a session cookie needs, or None to keep ``value``.
-
-    A shared cache (CDN, proxy) that stored such a response would hand one user's cookie to
-    everyone, so ``public`` becomes ``private``; ``private`` and ``no-store`` already suffice.
-
-    :param value: the response's Cache-Control (its headers joined with ", "), or None.
-    """
-    directives = [part.strip() for part in (value or "").split(",") if part.strip()]
-    names = {part.split("=", 1)[0].strip().lower() for part in directives}
-    if "private" in names or "no-store" in names:
-        return None
-    kept = [part for part in directives if part.split("=", 1)[0].strip().lower() != "public"]
-    return ", ".join(["private", *kept])
-
-
-#: The app's response headers :func:`with_session_headers` reads or replaces (lower case); it
-#: leaves every other one as it is, so a front end may pass only these.
-MERGED_HEADERS = frozenset(("vary", "cache-control"))
-
-
-def with_session_headers(
-    headers: list[tuple[str, str]], extra: list[tuple[str, str]]
-) -> list[tuple[str, str]]:
-    """The app's response headers with a save's added, for every front end.
-
-    ``Vary`` stays one header: ``Cookie`` joins the app's own tokens (its ``Vary`` lines merged
-    into one), unless one of them is already ``Cookie`` (in any case) or ``*``. A response that
-    sets the cookie gets a private ``Cache-Control`` (:func:`private_cache_control`).
-
-    :param headers: the app's headers, names in any case.
-    :param extra: what :meth:`SessionCore.save` returned (``Vary``, maybe ``Set-Cookie``).
-    """
-    merged = list(headers)
-    for name, value in extra:
-        if name == "Vary":
-            merged = _with_vary(merged, value)
-            continue
-        if name == "Set-Cookie":
-            cache = [sent for header, sent in merged if header.lower() == "cache-control"]
-            private = private_cache_control(", ".join(cache) if cache else None)
-            if private is not None:
-                merged = [header for header in merged if header[0].lower() != "cache-control"]
-                merged.append(("Cache-Control", private))
-        merged.append((name, value))
-    return merged
-
-
-def _with_vary(headers: list[tuple[str, str]], token: str) -> list[tuple[str, str]]:
-    sent = [value for name, value in headers if name.lower() == "vary"]
-    if not sent:  # the common case: the app sends no Vary of its own
-        return [*headers, ("Vary", token)]
-    tokens = [part.strip() for value in sent for part in value.split(",") if part.strip()]
-    if "*" in tokens or token.lower() in (part.lower() for part in tokens):
-        return headers
-    others = [header for header in headers if header[0].lower() != "vary"]
-    return [*others, ("Vary", ", ".join([*tokens, token]))]
-
 
 # -- the algorithm ----------------------------------------------------------------------------
 
 
-class SessionCore:
+class SessionCore(_SaveDecision):
     """Every decision of a request's session, for any front end.
 
     :param policy: lifetimes, size limit and user key, from :meth:`Policy.from_options`.
@@ -639,161 +309,6 @@ class SessionCore:
             state.late_refused = True
             return True
 
-    def _save(self, session: Session, state: SessionState) -> Steps[str | None]:
-        old_id = state.session_id
-        if state.invalidate and old_id is not None:
-            yield Delete(hash_session_id(old_id))
-            old_id = state.session_id = None
-        changes, state.checked = state.checked, None
-        if changes is None or state.used_since_save:  # not checked, or used since the check
-            changes = session.changes(self.policy.max_size)
-        if changes.empty and (changes.loaded or old_id is None):
-            if old_id is not None and state.row_found is not False:
-                yield Delete(hash_session_id(old_id))
-            session.mark_saved(None)
-            return self.cookie.delete_header(state.scheme) if state.cookie_sent else None
-        if old_id is None or state.row_found is False:
-            return (yield from self._insert_new(session, state, changes))
-        return (yield from self._update(session, state, changes, old_id))
-
-    def _insert_new(self, session: Session, state: SessionState, changes: Changes) -> Steps[str]:
-        policy = self.policy
-        new_id = self._id_head + new_session_id()
-        data = changes.full_json if changes.full_json is not None else changes.changed_json
-        user = self._user_column(session, changes)
-        idle_timeout, ends_at = expiry_columns(state.expiry)
-        yield Insert(
-            hash_session_id(new_id),
-            data,
-            None if user is KEEP_USER else user,
-            policy.idle_timeout,
-            policy.absolute_timeout,
-            policy.max_size,
-            idle_timeout,
-            ends_at,
-        )
-        cookie = self._cookie_for(new_id, self._is_permanent(session, None), state)
-        session.mark_saved(new_id, whole=True)
-        return cookie
-
-    def _update(
-        self, session: Session, state: SessionState, changes: Changes, old_id: str
-    ) -> Steps[str | None]:
-        policy = self.policy
-        blind = state.row_found is None  # written without being read
-        user = self._user_column(session, changes)
-        regenerate = state.regenerate or self._user_changed(user)
-        set_expiry = state.expiry_set
-        if not (changes.any or regenerate or set_expiry):
-            if state.touch_due:
-                yield Touch(hash_session_id(old_id), policy.idle_timeout, policy.absolute_timeout)
-                state.touch_due = False
-                return self._cookie_after_save(session, state, old_id, expiry_moved=True)
-            return self._cookie_after_save(session, state, old_id)
-        new_id = self._id_head + new_session_id() if regenerate else None
-        idle_timeout, ends_at = expiry_columns(state.expiry)
-        result: WriteResult = yield Write(
-            hash_session_id(old_id),
-            changes.changed_json,
-            changes.removed,
-            changes.replace,
-            hash_session_id(new_id) if new_id is not None else None,
-            user,
-            policy.idle_timeout,
-            policy.absolute_timeout,
-            policy.touch_interval,
-            policy.max_size,
-            set_expiry,
-            idle_timeout,
-            ends_at,
-        )
-        if not result.updated:
-            if blind:
-                # Written without being read, and the row is gone: the written keys start a
-                # new session under a new id (the old id is never reused).
-                return (yield from self._insert_new(session, state, changes))
-            # Another request invalidated or regenerated this session meanwhile: resurrecting it
-            # would undo a logout, so this save is dropped (and the cookie left alone).
-            log.warning(
-                "session save dropped: the session was invalidated or regenerated by a concurrent request"
-            )
-            session.mark_saved(None)
-            return None
-        current_id = new_id or old_id
-        if not set_expiry:  # a blind write learns the row's own lifetime here, for Max-Age
-            state.expiry = _stored_expiry(result.idle_timeout, result.ends_at)
-        cookie = self._cookie_after_save(
-            session,
-            state,
-            current_id,
-            stored_permanent=result.permanent,
-            expiry_moved=result.touched,
-            # A new lifetime is a new Max-Age: the browser must hear of it.
-            must_send=new_id is not None
-            or set_expiry
-            or "_permanent" in (*changes.changed_keys, *changes.removed),
-        )
-        session.mark_saved(current_id)
-        return cookie
-
-    # -- the user column -------------------------------------------------------------------
-
-    def _user_column(self, session: Session, changes: Changes) -> Any:
-        """What the save writes to the user column: its text, None to clear it, or KEEP_USER."""
-        key = self.policy.user_key
-        if key is None:
-            return KEEP_USER
-        if key in changes.changed_keys:
-            value = session.peek(key)
-            return None if value is None else user_id_text(value, key, key_prefix=self.key_prefix)
-        if changes.replace or key in changes.removed:
-            return None
-        return KEEP_USER
-
-    def _user_changed(self, user: Any) -> bool:
-        """A new user came into the session: the id it had before must stop working."""
-        return self.policy.regenerate_on_user_change and user is not KEEP_USER and user is not None
-
-    def _new_user(self, session: Session) -> bool:
-        """Would a save now regenerate the id because a user logged in?"""
-        if self.policy.user_key is None or not self.policy.regenerate_on_user_change:
-            return False
-        try:
-            return self._user_changed(self._user_column(session, session.changes(None)))
-        except SessionError:
-            return False  # the save itself reports it
-
-    # -- the cookie ------------------------------------------------------------------------
-
-    def _cookie_after_save(
-        self,
-        session: Session,
-        state: SessionState,
-        session_id: str,
-        *,
-        stored_permanent: bool | None = None,
-        expiry_moved: bool = False,
-        must_send: bool = False,
-    ) -> str | None:
-        """The cookie goes out only when it changes: a new id or permanence, a re-signature,
-        or a permanent session's expiry moving forward (so its Max-Age moves too)."""
-        permanent = self._is_permanent(session, stored_permanent)
-        if must_send or state.resign or (expiry_moved and permanent and self.policy.refresh_each_request):
-            return self._cookie_for(session_id, permanent, state)
-        return None
-
-    def _is_permanent(self, session: Session, stored: bool | None) -> bool:
-        value = session.peek("_permanent")
-        if value is None:
-            value = stored
-        return self.policy.permanent if value is None else bool(value)
-
-    def _cookie_for(self, session_id: str, permanent: bool, state: SessionState) -> str:
-        state.resign = False
-        max_age = self.max_age(state.expiry) if permanent else None
-        cookie_id = session_id[len(self._id_head) :]
-        return self.cookie.set_header(self.signer.sign(cookie_id), max_age, state.scheme)
-
     def max_age(self, expiry: Expiry) -> int:
         """The ``Max-Age`` of a permanent session's cookie, in whole seconds, never negative.
 
@@ -803,13 +318,4 @@ class SessionCore:
 
         :param expiry: the session's own lifetime (``session.expiry``); None for the default.
         """
-        if expiry is None:
-            return self._max_age
-        if isinstance(expiry, datetime):
-            seconds = (expiry - datetime.now(timezone.utc)).total_seconds()
-        else:
-            seconds = expiry.total_seconds()
-        absolute = self.policy.absolute_timeout
-        if absolute is not None:
-            seconds = min(seconds, absolute.total_seconds())
-        return max(0, int(seconds))
+        return self._max_age_of(expiry)
