@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import shlex
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Union, cast
@@ -30,20 +29,21 @@ from typing import Any, Union, cast
 from .errors import MissingExtraError
 
 try:
-    from flask import Flask, current_app, has_app_context, has_request_context
-    from flask import request as flask_request
-    from flask.globals import request_ctx
-    from flask.sessions import NullSession, SessionInterface, SessionMixin
-    from flask.typing import ResponseReturnValue
-    from flask.wrappers import Request, Response
+    from flask import Flask, current_app, has_app_context
 except ModuleNotFoundError as missing:  # the [flask] extra: say which command installs it
     raise (MissingExtraError.of(missing, __name__) or missing) from None
-from werkzeug.exceptions import ServiceUnavailable
 
+# Split by responsibility (issue 22), imported once Flask is known to be there: flask.session bound
+# to the environ's session, and Flask-Login. Every name defined here before stays importable here.
+from ._flask_interface import EnvironSessionInterface, _teardown_saver, register_store_unavailable_handler
+from ._flask_interface import _opened_here as _opened_here
+from ._flask_interface import _store_unavailable as _store_unavailable
+from ._flask_interface import _UnavailableSession as _UnavailableSession
+from ._flask_login import _end_session_on_logout, _logout_signal, log_out_other_sessions, sessions_for_user
+from ._flask_login import _request_user as _request_user
 from .appconfig import (
     DSN_STORE_KEYS,
     EXTENSION_KEY,
-    add_session_headers,
     check_keys,
     check_store_source,
     cookie_options,
@@ -58,11 +58,10 @@ from .appconfig import (
 )
 from .cookies import IdSigner
 from .defaults import DEFAULT_PURGE_INTERVAL
-from .devices import UserSession, mark_current, request_user
-from .errors import ConfigurationError, LegacyTableError, OutsideRequestError, StoreUnavailable
+from .devices import UserSession
+from .errors import ConfigurationError, LegacyTableError
 from .flask_pg_session import FLASK_PG_SESSION_TABLE, FlaskPgSessionSigner, LegacyFallbackStore, choose_tables
-from .middleware import ENVIRON_KEY, SessionMiddleware
-from .session import Session
+from .middleware import SessionMiddleware
 from .store import PostgresStore
 
 __all__ = [
@@ -80,149 +79,11 @@ __all__ = [
 
 log = logging.getLogger("pgsession_wsgi")
 
-# The session this interface opened itself (no middleware ran) and must save, in this context.
-# A context variable, not an environ key: save_session() runs on every request, and reading
-# the environ there goes through Flask's request proxy.
-_opened_here: ContextVar[Session | None] = ContextVar("pgsession_opened_by_interface", default=None)
 SecretKey = Union[str, bytes]
 #: What ``PgSession(store=...)`` takes: the app's store, or a callable making one for each app.
 StoreSource = Union[PostgresStore, Callable[[Flask], PostgresStore]]
 #: The config keys of the store PgSession opens from the DSN; refused when the app gives its own.
 STORE_KEYS = (*DSN_STORE_KEYS, "PGSESSION_PREPARED_STATEMENTS")
-
-
-# -- binding flask.session to the environ session ---------------------------------------------
-
-
-class EnvironSessionInterface(SessionInterface):
-    """Makes ``flask.session`` the session ``SessionMiddleware`` put into the WSGI environ.
-
-    The middleware loads and saves it, so this interface never touches the database itself,
-    except for sessions it had to open because no middleware ran: Flask's test client opens
-    ``session_transaction()`` sessions that way. Pass the ``middleware`` to support that.
-
-    :param middleware: opens and saves the sessions no middleware ran for; None refuses them.
-    """
-
-    def __init__(self, middleware: SessionMiddleware | None = None) -> None:
-        self.middleware = middleware
-
-    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
-        """The environ's session, as ``flask.session``; Flask calls this for every request.
-
-        :param app: the Flask app.
-        :param request: the request whose environ holds the session.
-        :raises OutsideRequestError: no middleware ran and none was given to this interface.
-        """
-        session = request.environ.get(ENVIRON_KEY)
-        if session is None:
-            if self.middleware is None:
-                raise OutsideRequestError(
-                    "flask.session needs pgsession_wsgi.SessionMiddleware in front of the app: "
-                    "wrap it with app.wsgi_app = SessionMiddleware(app.wsgi_app, store, "
-                    "secret_key=...) (or the WSGI entry point, for gunicorn), or use "
-                    "pgsession_wsgi.flask.PgSession(app), which does both"
-                )
-            session = self.middleware.open_session(request.environ)
-            # This interface, not the middleware, saves it: remember that.
-            request.environ[ENVIRON_KEY] = session
-            _opened_here.set(session)
-        # Flask reports the app's exceptions itself: one that escapes it was propagated on purpose.
-        session.state.reported = True
-        # Not a SessionMixin subclass, but a dict with the same attributes (permanent, new,
-        # modified, accessed), which is all Flask relies on. (No cast(): a call per request.)
-        return session  # type: ignore[return-value]
-
-    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        """Save a session this interface opened; check one the middleware opened, which it saves.
-
-        The middleware saves when the response starts, after Flask's own error handling. What of
-        that save can fail without the database runs here instead, inside it
-        (:meth:`~pgsession_wsgi.core.SessionCore.check`), so that a value changed in place into
-        something unstorable is raised like any error of a view: to the test client with
-        ``TESTING``, to the debugger with ``DEBUG``, else a 500 with Flask's one log line.
-
-        :param app: the Flask app.
-        :param session: ``flask.session``.
-        :param response: gets the ``Set-Cookie`` and ``Vary`` headers the save needs.
-        :raises UnstorableValue: a value changed in place cannot be stored (nothing is saved).
-        """
-        middleware = self.middleware
-        if middleware is None:
-            return
-        ours: Session = session  # type: ignore[assignment]  # no cast(): a call on every request
-        ours.state.responded = True  # a change from now on is a late one (teardown_request)
-        if _opened_here.get() is ours:
-            _opened_here.set(None)
-            add_session_headers(response, middleware.commit(ours))
-        elif ours.accessed:
-            middleware.core.check(ours)  # the middleware saves it when the response starts
-
-
-def _teardown_saver(middleware: SessionMiddleware) -> Callable[[BaseException | None], None]:
-    """The ``teardown_request`` function that saves what the app's own teardown functions changed.
-
-    The middleware saves late changes when the body ends, which a server reaches after Flask's
-    teardown. A test client need not: Flask's leaves the body unread, and with ``with client:``
-    Flask runs the teardown functions (again) when the block ends, after the body. So the late
-    save runs here too, as the body's end runs it (the core decides, and says a refusal once):
-    into the session's row, or refused with a warning when it would need a new cookie. Only once
-    the response was made: a request whose exception went past Flask saves nothing.
-    """
-
-    def save_teardown_change(exc: BaseException | None) -> None:
-        # Through the proxy's object, not its attribute: a fifth of the cost, on every request.
-        session = flask_request._get_current_object().environ.get(ENVIRON_KEY)  # type: ignore[attr-defined]
-        if (
-            isinstance(session, Session)
-            and session.state.responded
-            and middleware.core.needs_late_save(session)
-        ):
-            middleware._save_after_headers(session)
-
-    return save_teardown_change
-
-
-class _UnavailableSession(NullSession):
-    """Stands in for the session after the store failed: reads see nothing, writes fail.
-
-    Without it every later ``session`` read in the same request (an error page template,
-    Flask-Login's after_request hook) would wait for the dead store again and turn the 503
-    into a 500.
-    """
-
-    def _fail(self, *args: Any, **kwargs: Any) -> Any:
-        raise StoreUnavailable(
-            "the session store is unavailable; the session is read-only "
-            "and empty for the rest of this request"
-        )
-
-    __setitem__ = __delitem__ = clear = pop = popitem = update = setdefault = _fail
-
-
-def _store_unavailable(exc: StoreUnavailable) -> ResponseReturnValue:
-    log.error("session store unavailable, answering 503: %s", exc)
-    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
-    # Flask >= 3.1 keeps the session in ``_session``; earlier versions in ``session``.
-    setattr(ctx, "_session" if hasattr(ctx, "_session") else "session", _UnavailableSession())
-    unavailable = ServiceUnavailable(
-        "The session store cannot be reached. Please try again shortly.", retry_after=5
-    )
-    # Goes through the app's own @app.errorhandler(503), if it has one.
-    return current_app.handle_http_exception(unavailable)
-
-
-def register_store_unavailable_handler(app: Flask) -> None:
-    """Turn :class:`StoreUnavailable` raised during a request into a 503 via Flask's handlers.
-
-    ``PgSession`` does this itself; call it when you wire ``EnvironSessionInterface`` by hand.
-    An app's own handler for ``StoreUnavailable`` is left in place.
-
-    :param app: the Flask app.
-    """
-    existing = app.error_handler_spec.get(None, {}).get(None, {})
-    if StoreUnavailable not in existing:
-        app.register_error_handler(StoreUnavailable, _store_unavailable)
 
 
 # -- the extensions ---------------------------------------------------------------------------
@@ -528,92 +389,3 @@ class FlaskPgSession(_Extension):
             logout_ends_session=setting(config, "PGSESSION_LOGOUT_ENDS_SESSION"),
             key_prefix=self.key_prefix,
         )
-
-
-# -- Flask-Login: logout, and the user's other sessions ----------------------------------------
-
-
-def _logout_signal() -> Any:
-    """Flask-Login's ``user_logged_out`` signal, which ``logout_user()`` sends."""
-    try:
-        from flask_login import user_logged_out
-    except ImportError:
-        raise ConfigurationError(
-            "PGSESSION_LOGOUT_ENDS_SESSION = True makes Flask-Login's logout_user() end the session, "
-            "but Flask-Login is not installed: `pip install flask-login`, or remove the setting and "
-            "call flask.session.invalidate() in your logout view"
-        ) from None
-    return user_logged_out
-
-
-def _end_session_on_logout(app: Flask, **extra: Any) -> None:
-    """Receives ``user_logged_out``: delete the row and expire the cookie, not just a few keys.
-
-    ``logout_user()`` asks its after-request hook to clear the remember-me cookie by leaving
-    ``_remember = "clear"`` in the session; ending the session would drop that request, and the
-    remember-me cookie would log the user in again on the next request, so it is put back.
-
-    :param app: the app whose ``logout_user()`` ran (the signal's sender).
-    :param extra: the signal's other arguments (``user``).
-    """
-    if not has_request_context():
-        return
-    session = flask_request.environ.get(ENVIRON_KEY)
-    if not isinstance(session, Session):
-        return
-    remember = session.get("_remember")
-    session.invalidate()
-    if remember == "clear":
-        session["_remember"] = remember  # Flask-Login's hook pops it again: nothing is stored
-
-
-def _request_user(what: str, user_id: Any) -> tuple[SessionMiddleware, Session, Any]:
-    """The current app's middleware, the request's session and whose sessions ``what`` means,
-    for the functions below (:func:`~pgsession_wsgi.devices.request_user`)."""
-    if not has_request_context():
-        raise OutsideRequestError(
-            f"{what}() works on the request's session: call it while handling a request (in a view)"
-        )
-    middleware = current_app.extensions.get(EXTENSION_KEY)
-    session = flask_request.environ.get(ENVIRON_KEY)
-    if not isinstance(middleware, SessionMiddleware) or not isinstance(session, Session):
-        raise ConfigurationError(
-            f"{what}() needs pgsession-wsgi on the app {current_app.name!r}: set it up with "
-            "PgSession(app) or FlaskPgSession(app)"
-        )
-    return middleware, session, request_user(session, middleware.policy.user_key, user_id)
-
-
-def sessions_for_user(user_id: Any = None) -> list[UserSession]:
-    """The live sessions of the logged-in user, most recently used first, for a "your devices" page.
-
-    The request's own session is the one with ``current`` set. Works with Flask-Login (the user
-    under ``PGSESSION_USER_KEY``, ``"_user_id"`` by default) or any login that stores the user's id
-    under that key.
-
-    :param user_id: whose sessions; None for the user logged in on the request's session.
-    :raises OutsideRequestError: called outside a request.
-    :raises ConfigurationError: the app does not use pgsession-wsgi, or ``PGSESSION_USER_KEY`` is None.
-    :raises SessionError: no ``user_id`` given and nobody is logged in.
-    :raises StoreUnavailable: the database cannot be reached.
-    """
-    middleware, session, user = _request_user("sessions_for_user", user_id)
-    infos = middleware.store.sessions_for_user(user, key_prefix=middleware.core.key_prefix)
-    return mark_current(infos, session)
-
-
-def log_out_other_sessions(user_id: Any = None) -> int:
-    """End every session of the logged-in user except the request's own: "log out other devices".
-
-    Call it after a password change, so that whoever knew the old password is logged out
-    everywhere else; ``flask.session.regenerate()`` in the same view renews this session's id too.
-
-    :param user_id: whose sessions; None for the user logged in on the request's session.
-    :returns: how many sessions were ended.
-    :raises OutsideRequestError: called outside a request.
-    :raises ConfigurationError: the app does not use pgsession-wsgi, or ``PGSESSION_USER_KEY`` is None.
-    :raises SessionError: no ``user_id`` given and nobody is logged in.
-    :raises StoreUnavailable: the database cannot be reached.
-    """
-    middleware, session, user = _request_user("log_out_other_sessions", user_id)
-    return middleware.store.revoke_user(user, keep=session, key_prefix=middleware.core.key_prefix)
