@@ -29,25 +29,29 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
-import sys
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ._asgi_plumbing import (
-    ASGIApp,
-    Message,
-    Receive,
-    Scope,
-    Send,
-    add_session_headers,
-    cookie_header,
-    error_response,
-    log_failure,
-    origin_allowed,
-    take_over,
+from . import _asgi_connection, _asgi_options
+from ._asgi_connection import (
+    SessionExcluded,
+    SessionNotLoaded,
+    _adopt,
+    _connection_of,
+    _excluded,
+    _http,
+    _websocket,
 )
+from ._asgi_options import (
+    _UNSET,
+    _default,
+    _in_names_given,
+    _is_starlette_secret,
+    _path_prefixes,
+    _resolve_options,
+)
+from ._asgi_plumbing import ASGIApp, Message, Receive, Scope, Send, cookie_header
 from .cookies import IdSigner
 from .core import Operation, Policy, SessionCore, run_async
 from .defaults import (
@@ -57,18 +61,10 @@ from .defaults import (
     DEFAULT_TOUCH_INTERVAL,
     DEFAULT_USER_KEY,
 )
-from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
+from .errors import ConfigurationError, StoreUnavailable
 from .options import SessionOptions
 from .session import Session
-from .websocket import (
-    CLOSE_ERROR,
-    CLOSE_POLICY_VIOLATION,
-    CLOSE_UNAVAILABLE,
-    FORBIDDEN_BODY,
-    REFUSED_REASON,
-    WebsocketOrigins,
-    save_without_cookie,
-)
+from .websocket import CLOSE_UNAVAILABLE, WebsocketOrigins, save_without_cookie
 
 if TYPE_CHECKING:
     import starlette.datastructures
@@ -96,7 +92,7 @@ log = logging.getLogger("pgsession_wsgi")
 
 #: Where the middleware keeps its per-connection state in the scope (for :func:`load_session`
 #: and :func:`save_session`); the session itself is ``scope["session"]``.
-SCOPE_KEY = "pgsession.connection"
+SCOPE_KEY = _asgi_connection.SCOPE_KEY
 
 #: The close code of a websocket handshake refused because the session could not be loaded:
 #: 1013, "Try Again Later" (the store is unreachable; 1011 for any other session error).
@@ -109,15 +105,7 @@ WEBSOCKET_UNAVAILABLE = CLOSE_UNAVAILABLE
 #: browser-session cookie (``permanent=False``) and leaves ``idle_timeout`` to ours. ``same_site``
 #: is spelled ``"lax"``, ours ``"Lax"``. Passing a Starlette name and the option of ours it sets
 #: is a :class:`~pgsession_wsgi.ConfigurationError` naming both.
-STARLETTE_OPTIONS: Mapping[str, str] = {
-    "session_cookie": "cookie_name",
-    "max_age": "idle_timeout",
-    "path": "cookie_path",
-    "same_site": "cookie_samesite",
-    "https_only": "cookie_secure",
-    "domain": "cookie_domain",
-    "partitioned": "cookie_partitioned",
-}
+STARLETTE_OPTIONS: Mapping[str, str] = _asgi_options.STARLETTE_OPTIONS
 
 
 class AsyncStore(Protocol):
@@ -137,16 +125,6 @@ class AsyncStore(Protocol):
         """
 
 
-class SessionNotLoaded(SessionError, RuntimeError):
-    """The app read a session that has a cookie before loading it (``autoload=False``)."""
-
-
-class SessionExcluded(OutsideRequestError, AttributeError):
-    """The app used the session of a connection whose path ``exclude_paths`` lists, which has
-    none; also an ``AttributeError``, so code that probes the session with ``hasattr()`` (as
-    Starlette's ``request.session`` does) finds nothing instead of failing."""
-
-
 def __getattr__(name: str) -> Any:
     # The store needs psycopg 3 (the [asgi] extra); import it only when it is asked for.
     if name == "AsyncPostgresStore":
@@ -154,132 +132,6 @@ def __getattr__(name: str) -> Any:
 
         return AsyncPostgresStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-_T = TypeVar("_T")
-
-
-class _Default:
-    """An option's default, told apart from the same value passed: passing both a Starlette
-    name and the option of ours it sets is refused even when ours is given its default value."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return repr(self.value)
-
-
-def _default(value: _T) -> _T:
-    return cast(_T, _Default(value))  # a T to type checkers: the signature keeps its types
-
-
-#: A Starlette name not passed.
-_UNSET: Any = _Default(None)
-
-
-def _from_starlette(name: str, value: Any) -> dict[str, Any]:
-    """Starlette's ``name=value`` as options of ours (see :data:`STARLETTE_OPTIONS`)."""
-    if name == "max_age":
-        return {"permanent": False} if value is None else {"idle_timeout": value, "permanent": True}
-    if name == "same_site" and isinstance(value, str) and value.lower() in ("lax", "strict", "none"):
-        value = value.capitalize()
-    return {STARLETTE_OPTIONS[name]: value}
-
-
-def _resolve_options(
-    ours: Mapping[str, Any], starlette: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """Our options after Starlette's names given in their place.
-
-    :returns: every option of ``ours`` with its value, and which Starlette name set which option.
-    :raises ConfigurationError: a Starlette name and the option of ours it sets were both passed.
-    """
-    given = {name for name, value in ours.items() if not isinstance(value, _Default)}
-    options = {name: value.value if isinstance(value, _Default) else value for name, value in ours.items()}
-    renamed: dict[str, str] = {}
-    for name, value in starlette.items():
-        if isinstance(value, _Default):
-            continue
-        for option, converted in _from_starlette(name, value).items():
-            if option in given:
-                raise ConfigurationError(
-                    f"both {name} (Starlette's name) and {option} were passed, and {name} sets "
-                    f"{option}: pass only one of them"
-                )
-            options[option] = converted
-        renamed[STARLETTE_OPTIONS[name]] = name
-    return options, renamed
-
-
-def _in_names_given(message: str, renamed: Mapping[str, str]) -> str:
-    """A message about our options, naming those passed by Starlette's names as passed."""
-    for option, name in renamed.items():
-        message = re.sub(rf"\b{option}\b", name, message)
-    return message
-
-
-def _path_prefixes(paths: str | Iterable[str]) -> tuple[str, ...]:
-    """``exclude_paths`` checked: one prefix or several, each kept without a trailing slash."""
-    prefixes = []
-    for path in [paths] if isinstance(paths, str) else paths:
-        if not isinstance(path, str):
-            raise ConfigurationError(
-                f"exclude_paths holds {path!r}: each entry is a path prefix, a str such as '/static' "
-                "(which leaves out /static and everything under it)"
-            )
-        if not path.startswith("/"):
-            raise ConfigurationError(
-                f"exclude_paths entry {path!r} must start with '/': e.g. '/static', which leaves out "
-                "/static and everything under it"
-            )
-        prefix = path.rstrip("/")
-        if not prefix:
-            raise ConfigurationError(
-                "exclude_paths entry '/' would leave every route without a session: list the ones "
-                "that use none ('/static', '/health'), or leave the middleware out"
-            )
-        prefixes.append(prefix)
-    return tuple(prefixes)
-
-
-class _NoSession:
-    """``scope["session"]`` of a connection on an excluded path: any use of it says why."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def refuse(self, *args: object, **kwargs: object) -> NoReturn:
-        raise SessionExcluded(self.reason)
-
-    __getitem__ = __setitem__ = __delitem__ = __contains__ = __iter__ = __len__ = refuse
-
-    def __getattr__(self, name: str) -> NoReturn:
-        raise SessionExcluded(self.reason)
-
-    def __repr__(self) -> str:
-        return f"<no session: {self.reason}>"
-
-
-class _Connection:
-    """What the middleware knows about one HTTP request or websocket, kept in its scope."""
-
-    __slots__ = ("middleware", "session", "websocket", "started", "pending", "unavailable")
-
-    def __init__(self, middleware: SessionMiddleware, session: Session, websocket: bool) -> None:
-        self.middleware = middleware
-        self.session = session
-        self.websocket = websocket
-        #: The response headers went out: a change needing a new cookie cannot be saved any more.
-        self.started = False
-        #: Headers from an explicit :func:`save_session` before the response started.
-        self.pending: list[tuple[str, str]] = []
-        #: :func:`load_session` found the store unreachable: a 5xx the app answers becomes a 503.
-        self.unavailable: StoreUnavailable | None = None
 
 
 class SessionMiddleware:
@@ -454,30 +306,18 @@ class SessionMiddleware:
         :param send: the server's send callable.
         """
         kind = scope["type"]
-        if kind in ("http", "websocket") and self.exclude_paths and self._excluded(scope):
+        if kind in ("http", "websocket") and self.exclude_paths and _excluded(self.exclude_paths, scope):
             await self.app(scope, receive, send)  # no session: nothing read, loaded or sent
         elif kind == "http":
-            await self._http(scope, receive, send)
+            await _http(self, scope, receive, send)
         elif kind == "websocket":
-            await self._websocket(scope, receive, send)
+            await _websocket(self, scope, receive, send)
         elif kind == "lifespan":
             await self.app(scope, receive, self._lifespan_send(send))
         else:
             await self.app(scope, receive, send)
 
     # -- per connection --------------------------------------------------------------------
-
-    def _excluded(self, scope: Scope) -> bool:
-        """Whether ``exclude_paths`` leaves this connection out; if so its session says why."""
-        path = str(scope.get("path", ""))
-        for prefix in self.exclude_paths:
-            if path == prefix or path.startswith(prefix + "/"):
-                scope["session"] = _NoSession(
-                    f"no session on {path!r}: it is under {prefix!r}, which exclude_paths lists; "
-                    "take it out of exclude_paths to use the session there"
-                )
-                return True
-        return False
 
     def open_session(self, scope: Scope) -> Session:
         """A session for this connection, not loaded yet (see :meth:`load`).
@@ -532,133 +372,8 @@ class SessionMiddleware:
 
         return lifespan_send
 
-    # -- HTTP ------------------------------------------------------------------------------
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        session = self.open_session(scope)
-        if self.autoload and self.core.wants_load(session.state):  # no cookie: nothing to await
-            try:
-                await self.load(session)
-            except SessionError as exc:
-                await error_response(send, log_failure(exc, "loading"))
-                return
-        connection = _Connection(self, session, websocket=False)
-        scope["session"] = session
-        scope[SCOPE_KEY] = connection
-        replaced = False  # our error response went out instead of the app's
-
-        async def send_with_session(message: Message) -> None:
-            nonlocal replaced
-            if replaced:
-                return  # the rest of the app's response, which was replaced
-            if message["type"] == "http.response.start":
-                status = _answer_instead(connection, message)
-                if status is None:
-                    session = _adopt(scope, connection)
-                    try:
-                        # A session never used, and no explicit save before: nothing to await.
-                        wanted = connection.pending or self.core.wants_save(session)
-                        headers = await self._save(session, connection) if wanted else []
-                    except SessionError as exc:
-                        status = log_failure(exc, "saving")
-                    else:
-                        if headers:
-                            app_headers = list(message.get("headers", []))
-                            message["headers"] = add_session_headers(app_headers, headers)
-                if status is not None:
-                    replaced = connection.started = True
-                    await error_response(send, status)
-                    return
-                connection.started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_session)
-        except SessionError as exc:
-            # Starlette and FastAPI let the app's exceptions through to here: the store failing
-            # in `await load_session(request)` is a 503, as it would be had the middleware loaded.
-            if connection.started or isinstance(exc, (OutsideRequestError, SessionNotLoaded)):
-                raise  # too late for another status, or a programming error: keep the traceback
-            connection.started = replaced = True
-            await error_response(send, log_failure(exc, "handling the request"))
-            return
-        if not replaced and connection.started:
-            session = _adopt(scope, connection)
-            if self.core.needs_late_save(session):  # no coroutine for the common case
-                await self._save_late(session)
-
-    async def _save(self, session: Session, connection: _Connection) -> list[tuple[str, str]]:
-        """The save at ``http.response.start`` (of the session :func:`_adopt` gave), merged with
-        an explicit save's headers."""
-        headers = await self.commit(session) if self.core.wants_save(session) else []
-        pending, connection.pending = connection.pending, []
-        if not pending:
-            return headers
-        names = {name for name, _ in headers}
-        return [*headers, *((name, value) for name, value in pending if name not in names)]
-
-    async def _save_late(self, session: Session) -> None:
-        """A streaming body changed the session after the headers went out (``needs_late_save``)."""
-        if self.core.late_save_refused(session):
-            log.warning(
-                "session changed after the response headers were sent and needs a new "
-                "cookie, which can no longer be set; the change was not saved"
-            )
-            return
-        try:
-            await self.commit(session)
-        except SessionError as exc:
-            log.error("session change made while streaming was not saved: %s", exc)
-
-    # -- websockets ------------------------------------------------------------------------
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not origin_allowed(self.websocket_origins, scope):
-            await receive()  # websocket.connect: the handshake is answered, then refused
-            await _refuse_cross_origin(scope, send)
-            return
-        session = self.open_session(scope)
-        if self.autoload:
-            try:
-                await self.load(session)
-            except SessionError as exc:
-                status = log_failure(exc, "loading")
-                await receive()  # websocket.connect: the handshake is answered, then refused
-                await _refuse_websocket(send, status)
-                return
-        connection = _Connection(self, session, websocket=True)
-        scope["session"] = session
-        scope[SCOPE_KEY] = connection
-
-        async def watch_accept(message: Message) -> None:
-            if message["type"] in ("websocket.accept", "websocket.close", "websocket.http.response.start"):
-                connection.started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch_accept)
-        except StoreUnavailable as exc:
-            # `await load_session(websocket)` before accepting: refuse the handshake as autoload does.
-            if connection.started:
-                raise
-            await _refuse_websocket(send, log_failure(exc, "loading"))
-
 
 # -- for apps ---------------------------------------------------------------------------------
-
-
-def _connection_of(connection: Any) -> tuple[Scope, _Connection]:
-    scope = getattr(connection, "scope", connection)
-    state = scope.get(SCOPE_KEY) if isinstance(scope, Mapping) else None
-    if not isinstance(state, _Connection):
-        excluded = scope.get("session") if isinstance(scope, Mapping) else None
-        if isinstance(excluded, _NoSession):
-            excluded.refuse()
-        raise OutsideRequestError(
-            "this connection has no session: wrap the app with "
-            "pgsession_wsgi.asgi.SessionMiddleware(app, store=..., secret_key=...)"
-        )
-    return scope, state
 
 
 async def load_session(connection: Any) -> Session:
@@ -773,56 +488,3 @@ def get_session_remaining_seconds(connection: Any) -> int:
     seconds = core.max_age(_adopt(scope, state).expiry)
     absolute = core.policy.absolute_timeout
     return seconds if absolute is None else min(seconds, int(absolute.total_seconds()))
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-
-def _adopt(scope: Scope, connection: _Connection) -> Session:
-    """The connection's session after the app ran.
-
-    Litestar's ``set_session(data)`` puts ``data`` in ``scope["session"]`` (its data replaces
-    ours) and ``clear_session()`` puts ``Empty`` there (the session ends).
-    """
-    session = connection.session
-    current: object = scope.get("session")
-    if current is session:
-        return session
-    if isinstance(current, Session):
-        connection.session = current  # the app put another of our sessions there: it wins
-        return current
-    take_over(session, current)
-    scope["session"] = session
-    return session
-
-
-def _is_starlette_secret(value: Any) -> bool:
-    datastructures = sys.modules.get("starlette.datastructures")  # only if Starlette is in use
-    return datastructures is not None and isinstance(value, getattr(datastructures, "Secret", ()))
-
-
-def _answer_instead(connection: _Connection, message: Message) -> int | None:
-    """A 503 for the app's own error response after :func:`load_session` found the store down."""
-    if connection.unavailable is not None and int(message.get("status", 200)) >= 500:
-        exc, connection.unavailable = connection.unavailable, None
-        return log_failure(exc, "loading")
-    return None
-
-
-async def _refuse_cross_origin(scope: Scope, send: Send) -> None:
-    """A 403 if the server can answer a handshake with an HTTP response, else close code 1008."""
-    if "websocket.http.response" not in (scope.get("extensions") or {}):
-        await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION, "reason": REFUSED_REASON})
-        return
-    body = FORBIDDEN_BODY.encode()
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": body})
-
-
-async def _refuse_websocket(send: Send, status: int) -> None:
-    if status == 503:
-        code, reason = WEBSOCKET_UNAVAILABLE, "session store unavailable"
-    else:
-        code, reason = CLOSE_ERROR, "session error"
-    await send({"type": "websocket.close", "code": code, "reason": reason})
