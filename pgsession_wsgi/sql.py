@@ -11,7 +11,15 @@ from __future__ import annotations
 import hashlib
 import re
 
-from .errors import ConfigurationError
+# The table's names and its DDL are apart (issue 22); every name they defined stays importable here.
+from ._ddl import _in_template as _in_template
+from ._ddl import create_statements as create_statements
+from ._ddl import grant_statements as grant_statements
+from ._ddl import index_names as index_names
+from ._ddl import partition_names as partition_names
+from ._ddl import persistence_statement as persistence_statement
+from ._ddl import quote_identifier as quote_identifier
+from ._ddl import setup_names as setup_names
 
 __all__ = [
     "ADDED_COLUMNS",
@@ -74,34 +82,6 @@ PRIVILEGES = (
 )
 
 
-def quote_identifier(name: str, what: str) -> str:
-    """Quote a table or schema name the way PostgreSQL does, so any name is data, never SQL.
-
-    The result is exact SQL text: fit for DDL run without parameters and for binding as a value.
-    A statement run *with* parameters needs :func:`_in_template` too (the drivers read ``%``).
-
-    :param name: the table or schema name, as given.
-    :param what: what it names (``"table"``, ``"schema"``...), for the error message.
-    :raises ConfigurationError: the name is empty, holds NUL, or is over 63 bytes.
-    """
-    if not isinstance(name, str) or not name or "\x00" in name:
-        raise ConfigurationError(f"the {what} name must be a non-empty string without NUL characters")
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:  # a lone surrogate: bytes of a command line that were not UTF-8
-        raise ConfigurationError(f"the {what} name is not valid UTF-8: choose another name") from None
-    if size > 63:
-        raise ConfigurationError(
-            f"the {what} name {name!r} is longer than PostgreSQL's 63-byte limit: choose a shorter one"
-        )
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _in_template(sql_text: str) -> str:
-    """SQL text made safe inside a statement that is run with parameters: ``%`` becomes ``%%``."""
-    return sql_text.replace("%", "%%")
-
-
 def lock_key(schema: str, table: str) -> int:
     """The advisory lock key of one table: creation, migration and purges serialise on it.
 
@@ -118,67 +98,6 @@ def guard(settings: dict[str, str]) -> str:
     :param settings: setting names and values, as the store sends them as startup options.
     """
     return "".join(f"SET LOCAL {name} = {value}; " for name, value in settings.items())
-
-
-def index_names(table: str) -> tuple[str, str]:
-    """The names of a table's two indexes (on ``expires_at``, and the partial one on ``user_id``).
-
-    Distinct per table even when long names share a prefix (PostgreSQL cuts names at 63 bytes);
-    the DDL and :func:`pgsession_wsgi.sqlalchemy.session_table` both take them from here.
-
-    :param table: the table name, as given (unquoted).
-    :returns: the unquoted names of the ``expires_at`` index and of the ``user_id`` index.
-    """
-    short = table.encode()[:30].decode("utf-8", "ignore")  # bytes: PostgreSQL's limit is 63
-    base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
-    return base + "_expires_at_idx", base + "_user_id_idx"
-
-
-def partition_names(table: str, count: int) -> list[str]:
-    """The names of a hash-partitioned table's partitions, ``count`` of them, in remainder order.
-
-    Distinct per table for long names, as :func:`index_names` are.
-
-    :param table: the table name, as given (unquoted).
-    :param count: how many partitions.
-    """
-    short = table.encode()[:30].decode("utf-8", "ignore")
-    base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
-    return [f"{base}_p{remainder}" for remainder in range(count)]
-
-
-def setup_names(schema: str, table: str) -> tuple[str, str, str, str]:
-    """The quoted names :data:`SETUP_STATE` is bound with: schema, table and its two indexes.
-
-    :param schema: the schema name, as given.
-    :param table: the table name, as given.
-    """
-    schema_part = quote_identifier(schema, "schema")
-    expires_index, user_index = index_names(table)
-
-    def qualified(name: str) -> str:
-        return f"{schema_part}.{quote_identifier(name, 'table')}"
-
-    return schema_part, qualified(table), qualified(expires_index), qualified(user_index)
-
-
-def grant_statements(schema: str, table: str, role: str) -> list[str]:
-    """The GRANTs a least-privilege role needs to use the session table, and nothing more.
-
-    USAGE on the schema, and SELECT, INSERT, UPDATE, DELETE on the table: every request
-    statement, the purge and ``stats`` need no other privilege once the table exists.
-
-    :param schema: the schema name, as given.
-    :param table: the table name, as given.
-    :param role: the role to grant them to, as given (quoted here).
-    """
-    schema_part = quote_identifier(schema, "schema")
-    qualified = f"{schema_part}.{quote_identifier(table, 'table')}"
-    grantee = quote_identifier(role, "role")
-    return [
-        f"GRANT USAGE ON SCHEMA {schema_part} TO {grantee}",
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {qualified} TO {grantee}",
-    ]
 
 
 #: The columns and types a table must have to be taken as ours.
@@ -204,18 +123,6 @@ def upgrade_statement(qualified: str) -> str:
     """
     adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {name} {kind}" for name, kind in ADDED_COLUMNS.items())
     return f"ALTER TABLE {qualified} {adds}"
-
-
-def persistence_statement(qualified: str, unlogged: bool) -> str:
-    """The DDL that makes an existing table unlogged or logged again.
-
-    It rewrites the table and its indexes under an ``ACCESS EXCLUSIVE`` lock (and ``SET LOGGED``
-    writes all of it to the WAL), so it is only run when asked for.
-
-    :param qualified: the table's quoted, qualified name, as exact SQL.
-    :param unlogged: True for ``SET UNLOGGED``, False for ``SET LOGGED``.
-    """
-    return f"ALTER TABLE {qualified} SET {'UNLOGGED' if unlogged else 'LOGGED'}"
 
 
 #: The type of every parameter of the request statements, declared when they are prepared.
@@ -364,53 +271,17 @@ class Statements:
     """
 
     def __init__(self, schema: str, table: str, guard: str, partitions: int | None = None) -> None:
-        schema_part = quote_identifier(schema, "schema")
-        exact = f"{schema_part}.{quote_identifier(table, 'table')}"
+        exact = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
         # DDL runs without parameters and takes the exact name; every other statement runs
         # with parameters and takes the template form.
         t = _in_template(exact)
-        expires_name, user_name = index_names(table)
-        expires_index = quote_identifier(expires_name, "index")
-        user_index = quote_identifier(user_name, "index")
-        table_columns = (
-            f" TABLE IF NOT EXISTS {exact} (\n"
-            "    id          bytea        PRIMARY KEY,\n"
-            "    data        jsonb        NOT NULL,\n"
-            "    user_id     text,\n"
-            "    created_at  timestamptz  NOT NULL DEFAULT now(),\n"
-            "    accessed_at timestamptz  NOT NULL DEFAULT now(),\n"
-            "    expires_at  timestamptz  NOT NULL,\n"
-            "    idle_timeout interval,\n"
-            "    ends_at     timestamptz\n"
-            ")"
-        )
-        # Updates are mostly HOT with room left on each page: the table's, or each partition's
-        # (a partitioned table itself holds no rows, so takes no storage parameters).
-        fill = " WITH (fillfactor = 90)"
-        if partitions is None:
-            table_columns += fill
-            parts: list[str] = []
-        else:
-            table_columns += " PARTITION BY HASH (id)"
-            parts = [
-                f"CREATE TABLE IF NOT EXISTS {schema_part}.{quote_identifier(name, 'table')} PARTITION OF"
-                f" {exact} FOR VALUES WITH (MODULUS {partitions}, REMAINDER {remainder}){fill}"
-                for remainder, name in enumerate(partition_names(table, partitions))
-            ]
+        create, create_unlogged, qualified_partitions = create_statements(schema, table, partitions)
         #: Each partition's quoted, qualified name, in remainder order; empty for a plain table.
-        self.partitions = [
-            f"{schema_part}.{quote_identifier(name, 'table')}"
-            for name in (partition_names(table, partitions) if partitions else [])
-        ]
-        schema_and_table = [f"CREATE SCHEMA IF NOT EXISTS {schema_part}", "CREATE" + table_columns]
-        indexes = [
-            f"CREATE INDEX IF NOT EXISTS {expires_index} ON {exact} (expires_at)",
-            f"CREATE INDEX IF NOT EXISTS {user_index} ON {exact} (user_id) WHERE user_id IS NOT NULL",
-        ]
+        self.partitions = qualified_partitions
         #: Schema, table, its partitions and indexes (the table logged).
-        self.create = [*schema_and_table, *parts, *indexes]
+        self.create = create
         #: The same with an unlogged table (its indexes are unlogged with it).
-        self.create_unlogged = [schema_and_table[0], "CREATE UNLOGGED" + table_columns, *parts, *indexes]
+        self.create_unlogged = create_unlogged
         #: Adds the columns a table made by 0.1.0 lacks; run only when they are missing.
         self.upgrade = upgrade_statement(exact)
         self.load = (
