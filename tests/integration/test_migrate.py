@@ -51,7 +51,7 @@ from pgsession_wsgi.flask_pg_session import (
     NothingToMigrate,
     migrate_flask_pg_session,
 )
-from pgsession_wsgi.flask_pg_session import migrate as migrate_module
+from pgsession_wsgi.flask_pg_session import _migrate_rows as migrate_rows
 from pgsession_wsgi.sql import lock_key
 
 SECRET = LEGACY_SECRET
@@ -311,7 +311,7 @@ def test_a_failure_rolls_everything_back(pg_dsn: str, schema: str, monkeypatch: 
     create_legacy_table(pg_dsn, schema)
     for _ in range(5):
         write_row(pg_dsn, schema, str(uuid.uuid4()), {"n": 1}, naive_utc(dt.timedelta(days=1)))
-    real_insert = migrate_module._insert_batch
+    real_insert = migrate_rows._insert_batch
     calls: list[int] = []
 
     def insert_then_fail(*args: Any) -> None:
@@ -320,7 +320,7 @@ def test_a_failure_rolls_everything_back(pg_dsn: str, schema: str, monkeypatch: 
             raise RuntimeError("disk full")
         real_insert(*args)
 
-    monkeypatch.setattr(migrate_module, "_insert_batch", insert_then_fail)
+    monkeypatch.setattr(migrate_rows, "_insert_batch", insert_then_fail)
     with pytest.raises(RuntimeError, match="disk full"):
         migrate_flask_pg_session(pg_dsn, schema=schema, batch_size=2)
     assert len(calls) == 2  # one batch really went in before the failure
@@ -337,15 +337,15 @@ def test_large_rows_are_inserted_in_smaller_batches(
     create_legacy_table(pg_dsn, schema)
     for size in (10, 20, 30):
         write_row(pg_dsn, schema, str(uuid.uuid4()), {"s": "x" * size}, naive_utc(dt.timedelta(days=1)))
-    real_insert = migrate_module._insert_batch
+    real_insert = migrate_rows._insert_batch
     batches: list[int] = []
 
     def counting_insert(cur: Any, insert: str, template: str, rows: list[tuple[Any, ...]]) -> None:
         batches.append(len(rows))
         real_insert(cur, insert, template, rows)
 
-    monkeypatch.setattr(migrate_module, "_insert_batch", counting_insert)
-    monkeypatch.setattr(migrate_module, "_MAX_BATCH_CHARS", 40)
+    monkeypatch.setattr(migrate_rows, "_insert_batch", counting_insert)
+    monkeypatch.setattr(migrate_rows, "_MAX_BATCH_CHARS", 40)
     assert migrate_flask_pg_session(pg_dsn, schema=schema).migrated == 3
     assert sorted(batches) == [1, 2]  # each row is under 40 characters (18, 28, 38), any two over
     assert sql(pg_dsn, f"SELECT count(*) FROM {q(schema)}.flask_sessions") == [(3,)]
@@ -762,7 +762,7 @@ def test_a_move_sends_large_rows_in_smaller_batches(
     for sid, size in zip(ids, (19, 20, 8, 20, 20, 19, 20, 8)):
         write_row(pg_dsn, schema, sid, {"s": "x" * (size - 8)}, naive_utc(DAY))
     write_row(pg_dsn, schema, "zzz-not-a-uuid4", {"n": 0}, naive_utc(DAY))  # refused, read last
-    monkeypatch.setattr(migrate_module, "_MAX_BATCH_CHARS", 40)
+    monkeypatch.setattr(migrate_rows, "_MAX_BATCH_CHARS", 40)
     calls: list[tuple[int, int]] = []
     report = migrate_flask_pg_session(pg_dsn, schema=schema, into=NEW_TABLE, batch_size=100,
                                       on_batch=lambda done, total: calls.append((done, total)))
@@ -782,7 +782,7 @@ def test_a_refused_row_adds_nothing_to_a_moves_batch(
     ids = sorted(str(uuid.uuid4()) for _ in range(4))
     for sid, data in zip(ids, ({"s": "x" * 11}, {1: "one"}, {"s": "x" * 12}, {"s": ""})):
         write_row(pg_dsn, schema, sid, data, naive_utc(DAY))
-    monkeypatch.setattr(migrate_module, "_MAX_BATCH_CHARS", 40)
+    monkeypatch.setattr(migrate_rows, "_MAX_BATCH_CHARS", 40)
     calls: list[tuple[int, int]] = []
     report = migrate_flask_pg_session(pg_dsn, schema=schema, into=into, batch_size=100,
                                       on_batch=lambda done, total: calls.append((done, total)))
@@ -1028,7 +1028,7 @@ def test_a_batch_sent_for_its_size_at_the_last_row_is_reported_once(
     create_legacy_table(pg_dsn, schema)
     for size in (19, 20, 8):  # 47 characters of JSON: over 40 at the last row
         write_row(pg_dsn, schema, str(uuid.uuid4()), {"s": "x" * (size - 8)}, naive_utc(DAY))
-    monkeypatch.setattr(migrate_module, "_MAX_BATCH_CHARS", 40)
+    monkeypatch.setattr(migrate_rows, "_MAX_BATCH_CHARS", 40)
     calls: list[tuple[int, int]] = []
     report = migrate_flask_pg_session(pg_dsn, schema=schema, into=into, batch_size=100,
                                       on_batch=lambda done, total: calls.append((done, total)))
