@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
-from django.utils import timezone as django_timezone
 
 from ..codec import decode_value, dumps, encode_value
 from ..cookies import hash_session_id, new_session_id, prefixed_id
@@ -19,6 +17,7 @@ from ..session import META_KEYS, Session
 from ._async_methods import AsyncMethods
 from ._moving import derived_id, move_django_session
 from ._runtime import current_runtime
+from ._session_store_parts import ExpiryMethods, FlagMethods, MappingMethods
 from ._store import DJANGO_KEY
 
 # The scheme the core is told: it only decides the Secure flag of a cookie the core would write,
@@ -26,7 +25,7 @@ from ._store import DJANGO_KEY
 _SCHEME = "https"
 
 
-class SessionStore(AsyncMethods, SessionBase):  # type: ignore[misc]  # no django-stubs
+class SessionStore(MappingMethods, FlagMethods, ExpiryMethods, AsyncMethods, SessionBase):  # type: ignore[misc]  # no django-stubs
     """Django's session store, on the pgsession-wsgi table; Django's SessionMiddleware uses it.
 
     Everything ``SessionBase`` documents works, with Django's meanings (the exceptions are listed
@@ -102,40 +101,7 @@ class SessionStore(AsyncMethods, SessionBase):  # type: ignore[misc]  # no djang
         self._data.clear()
         self._data.update(items)
 
-    # -- Django's flags ---------------------------------------------------------------------
-
-    @property
-    def accessed(self) -> bool:
-        """The request read or wrote the session (Django then adds ``Vary: Cookie``)."""
-        return self._data.accessed
-
-    @accessed.setter
-    def accessed(self, value: bool) -> None:
-        self._data.accessed = bool(value)
-
-    @property
-    def modified(self) -> bool:
-        """Whether the session must be saved: a change the save will write (found by comparing
-        values, so a change in place counts), a new lifetime, a new id, or ``modified = True``."""
-        data = self._data
-        if self._save_requested or self._moved:
-            return True
-        if not data.accessed:
-            return False
-        state = data.state
-        self._runtime.core.read_cookie(state)
-        try:
-            return state.resign or data.modified
-        except SessionError:
-            return True  # a value the save will refuse: the save reports it
-
-    @modified.setter
-    def modified(self, value: bool) -> None:
-        # True asks for a save (Django's idiom after a change in place, found here anyway);
-        # False drops no change.
-        self._save_requested = bool(value)
-        if value:
-            self._data.accessed = True
+    # -- Django's flags (accessed, modified: FlagMethods) -----------------------------------
 
     @property
     def session_key(self) -> str | None:
@@ -173,134 +139,6 @@ class SessionStore(AsyncMethods, SessionBase):  # type: ignore[misc]  # no djang
         if not data.loaded:  # nothing written, nothing read: the cookie decides, as in Django
             return not self._session_key
         return self.session_key is None
-
-    # -- the mapping ----------------------------------------------------------------------
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._session
-
-    def __getitem__(self, key: str) -> Any:
-        return self._session[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._session[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self._session[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """As ``dict.get``; loads the session first."""
-        return self._session.get(key, default)
-
-    def pop(self, key: str, *default: Any) -> Any:
-        """As ``dict.pop``."""
-        return self._session.pop(key, *default)
-
-    def setdefault(self, key: str, value: Any) -> Any:
-        """As ``dict.setdefault``."""
-        return self._session.setdefault(key, value)
-
-    def update(self, dict_: Any) -> None:
-        """As ``dict.update``; a value the codec refuses stores none of them."""
-        self._session.update(dict_)
-
-    def has_key(self, key: str) -> bool:
-        """Whether ``key`` is in the session."""
-        return key in self._session
-
-    def keys(self) -> Any:
-        """As ``dict.keys``."""
-        return self._session.keys()
-
-    def values(self) -> Any:
-        """As ``dict.values``."""
-        return self._session.values()
-
-    def items(self) -> Any:
-        """As ``dict.items``."""
-        return self._session.items()
-
-    def clear(self) -> None:
-        """Empty the session (no load); the save then ends it: the row goes, the cookie too."""
-        self._data.clear()
-
-    # -- expiry -----------------------------------------------------------------------------
-
-    def set_expiry(self, value: Any) -> None:
-        """Django's meanings: seconds of inactivity (an ``int``), a fixed end (a ``datetime``, or
-        a ``timedelta`` from now), 0 for a cookie that ends with the browser, None for the
-        global policy.
-
-        :raises InvalidExpiry: an end that is not in the future, or a negative number of seconds.
-        """
-        data = self._data
-        runtime = self._runtime
-        data.accessed = True
-        if value is None:
-            data.set_expiry(None)
-            data.pop("_permanent", None)
-            return
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
-            data.set_expiry(None)
-            data["_permanent"] = False
-            return
-        if isinstance(value, timedelta):
-            value = django_timezone.now() + value
-        if isinstance(value, datetime):
-            if value.utcoffset() is None:
-                value = django_timezone.make_aware(value)
-            data.set_expiry(value)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            data.set_expiry(timedelta(seconds=value))
-        else:
-            raise TypeError(
-                "set_expiry() takes seconds (an int), a datetime, a timedelta, 0 or None, "
-                f"not {type(value).__name__}"
-            )
-        if runtime.expire_at_browser_close:
-            data["_permanent"] = True
-        else:
-            data.pop("_permanent", None)
-
-    def _own_expiry(self) -> timedelta | datetime | None:
-        return self._data.expiry
-
-    def get_expiry_age(self, **kwargs: Any) -> int:
-        """Seconds until the session expires (Django's meaning; ``modification`` and ``expiry``
-        as Django takes them). 0 for a session the save will end (emptied)."""
-        if "expiry" in kwargs:
-            return super().get_expiry_age(**kwargs)  # type: ignore[no-any-return]
-        if self._ending():
-            return 0
-        expiry = self._own_expiry()
-        if isinstance(expiry, datetime):
-            modification = kwargs.get("modification") or django_timezone.now()
-            delta = expiry - modification
-            return int(delta.days * 86400 + delta.seconds)
-        if isinstance(expiry, timedelta):
-            return int(expiry.total_seconds())
-        return int(self.get_session_cookie_age())
-
-    def get_expiry_date(self, **kwargs: Any) -> datetime:
-        """When the session expires if unused (Django's meaning and keywords)."""
-        if "expiry" in kwargs:
-            return super().get_expiry_date(**kwargs)  # type: ignore[no-any-return]
-        expiry = self._own_expiry()
-        if isinstance(expiry, datetime):
-            return expiry
-        modification = kwargs.get("modification") or django_timezone.now()
-        seconds = expiry.total_seconds() if isinstance(expiry, timedelta) else self.get_session_cookie_age()
-        return modification + timedelta(seconds=seconds)  # type: ignore[no-any-return]
-
-    def get_expire_at_browser_close(self) -> bool:
-        """Whether the cookie ends with the browser: ``set_expiry(0)``, or
-        ``SESSION_EXPIRE_AT_BROWSER_CLOSE`` when the session has no lifetime of its own."""
-        if self._ending():
-            return False  # the cookie goes out with Max-Age=0
-        permanent = self._data.get("_permanent")
-        if permanent is None:
-            return bool(self._runtime.expire_at_browser_close)
-        return not permanent
 
     # -- saving -------------------------------------------------------------------------------
 
