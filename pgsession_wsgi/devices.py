@@ -12,13 +12,16 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cookies import hash_session_id
 from .defaults import DEFAULT_TOUCH_INTERVAL
 from .errors import ConfigurationError, SessionError
 from .session import Session
-from .store import PostgresStore, SessionInfo
+from .store_steps import SessionInfo
+
+if TYPE_CHECKING:  # Quart's extension uses this module too, and must not load psycopg2
+    from .store import PostgresStore
 
 __all__ = [
     "UNKNOWN_BROWSER",

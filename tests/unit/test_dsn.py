@@ -395,3 +395,20 @@ def test_the_dsn_is_read_without_the_driver_that_is_not_installed(missing: str) 
         env=environ, capture_output=True, text=True, timeout=60, check=False,
     )
     assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+
+
+@pytest.mark.parametrize("front_end", ["asgi", "litestar", "quart"])
+def test_an_async_front_end_never_loads_psycopg2(front_end: str) -> None:
+    """An ASGI app runs on psycopg 3 only: importing its front end loads neither psycopg2 nor
+    the sync store (Quart's used to, through the "your devices" helpers it shares with Flask)."""
+    package_root = os.path.dirname(os.path.dirname(pgsession_wsgi.__file__))
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
+    code = (
+        f"import sys, pgsession_wsgi.{front_end}\n"
+        "loaded = sorted(m for m in ('psycopg2', 'pgsession_wsgi.store') if m in sys.modules)\n"
+        "print(loaded)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
