@@ -202,19 +202,26 @@ def _run(opts: argparse.Namespace) -> int:
                 latencies[label][0].extend(loads)
                 latencies[label][1].extend(writes)
 
+        # Each result as soon as it is measured: at tens of millions of rows the purges take an
+        # hour or more, and an interrupted run still tells what it measured before them.
+        print(f"\nPostgreSQL {version}; {opts.rows:,} live + {opts.rows:,} expired sessions per table")
+        rows = []
+        for label in stores:
+            for kind, values in zip(("load", "write"), latencies[label]):
+                rows.append(Latency(f"{label} {kind}", values).row())
+        headers = ["statement", "count", "p50 us", "p99 us", "mean", "max", "misses"]
+        print(format_table(headers, rows, "lrrrrrr"), flush=True)
         sizes = {label: tree_sizes(dsn, f'"{schema}"."{s.table}"') for label, s in stores.items()}
+        for label, size in sizes.items():
+            mib = {part: f"{value / 2**20:,.0f}" for part, value in size.items()}
+            print(f"{label}: heap {mib['heap']} MiB, indexes {mib['indexes']} MiB", flush=True)
         purges = {}
         for label, store in stores.items():
             started = time.perf_counter()
             removed = store.purge_expired(1000)
             purges[label] = (removed, time.perf_counter() - started)
+            print(f"{label}: purged {removed:,} in {purges[label][1]:.1f} s", flush=True)
 
-    print(f"\nPostgreSQL {version}; {opts.rows:,} live + {opts.rows:,} expired sessions per table")
-    rows = []
-    for label in stores:
-        for kind, values in zip(("load", "write"), latencies[label]):
-            rows.append(Latency(f"{label} {kind}", values).row())
-    print(format_table(["statement", "count", "p50 us", "p99 us", "mean", "max", "misses"], rows, "lrrrrrr"))
     print()
     rows = []
     for label in stores:
