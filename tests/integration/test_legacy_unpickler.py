@@ -303,6 +303,59 @@ def test_cycles_are_refused(protocol: int) -> None:
         restricted_loads(pickle.dumps({"loop": loop}, protocol=protocol))
 
 
+_SHARED = [1]
+# What the check meets first, before a set (protocol 4 builds a set with no global to refuse).
+_MET_FIRST = {
+    "a scalar": 1,
+    "a datetime": dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+    "a UUID": uuid.UUID(int=7),
+    "a list seen before": _SHARED,
+}
+
+
+@pytest.mark.parametrize("first", list(_MET_FIRST.values()), ids=list(_MET_FIRST))
+def test_a_value_after_one_the_check_lets_through_is_checked_too(first: Any) -> None:
+    """The check walks the data from the last value back: whatever it meets first and lets
+    through, it goes on to the set (unpickle._check_plain mutants 10, 14, 23, 47, 58)."""
+    value = {"unsafe": {1, 2}, "shared": _SHARED, "first": first}
+    assert _refused(pickle.dumps(value, protocol=4)).global_name == "builtins.set"
+
+
+def _forged_uuid(number: bytes) -> bytes:
+    """``{"u": UUID}`` made by NEWOBJ, then BUILD ``{"int": <number's opcodes>}`` (or no BUILD)."""
+    state = b"}X\x03\x00\x00\x00int" + number + b"sb" if number else b""
+    return b"\x80\x02}X\x01\x00\x00\x00ucuuid\nUUID\n)\x81" + state + b"s."
+
+
+@pytest.mark.parametrize(
+    "number",
+    [b"", b"J\xff\xff\xff\xff", b"\x8a\x11" + (1 << 128).to_bytes(17, "little", signed=True)],
+    ids=["no int at all", "-1", "2**128"],
+)
+def test_a_uuid_without_a_128_bit_value_is_refused_with_why(number: bytes) -> None:
+    """(unpickle._check_plain mutants 30, 39, 41, 42, 44, 46)"""
+    with pytest.raises(LegacyDataError) as refused:
+        restricted_loads(_forged_uuid(number))
+    assert str(refused.value) == "a pickled UUID has no valid 128-bit value"
+
+
+@pytest.mark.parametrize("number", [0, (1 << 128) - 1], ids=["0", "2**128 - 1"])
+def test_a_uuid_at_either_end_of_128_bits_loads(number: int) -> None:
+    """(unpickle._check_plain mutants 37, 38)"""
+    for protocol in (2, 4):
+        loaded = restricted_loads(pickle.dumps({"u": uuid.UUID(int=number)}, protocol=protocol))
+        assert loaded == {"u": uuid.UUID(int=number)}
+
+
+def test_a_cycle_is_refused_with_why() -> None:
+    """(unpickle._check_plain mutant 54)"""
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(LegacyDataError) as refused:
+        restricted_loads(pickle.dumps({"loop": loop}, protocol=4))
+    assert str(refused.value) == "the pickled data refers to itself (a cycle)"
+
+
 def test_uuid_with_forged_state_is_refused() -> None:
     # NEWOBJ uuid.UUID then BUILD {"int": "x"}: UUID.__setstate__ accepts any value.
     payload = b"\x80\x02cuuid\nUUID\n)\x81}X\x03\x00\x00\x00intX\x01\x00\x00\x00xsb."
