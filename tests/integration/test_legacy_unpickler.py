@@ -608,3 +608,20 @@ def test_tuples_nested_exactly_the_limit_deep_are_read_one_more_is_refused(
     with pytest.raises(LegacyDataError) as refused:
         restricted_loads(build(1000))
     assert str(refused.value) == "the pickled data nests tuples more than 1000 deep; not converted"
+
+
+@pytest.mark.parametrize("inner", [b"X\x01\x00\x00\x00s", b"K\x05"], ids=["str", "int"])
+def test_a_str_or_int_inside_the_deepest_tuple_adds_no_depth(inner: bytes) -> None:
+    """1,000 tuples around a str or an int are read, 1,001 refused: only tuples count towards
+    the depth (unpickle._pushed mutants 2, 13)."""
+
+    def build(levels: int) -> bytes:
+        return b"\x80\x04}K\x01" + inner + b"\x85" * levels + b"s."
+
+    value, depth = restricted_loads(build(1000))[1], 0
+    while isinstance(value, tuple):
+        value, depth = value[0], depth + 1
+    assert (depth, value) == (1000, "s" if inner.startswith(b"X") else 5)
+    with pytest.raises(LegacyDataError) as refused:
+        restricted_loads(build(1001))
+    assert str(refused.value) == "the pickled data nests tuples more than 1000 deep; not converted"
