@@ -1,7 +1,8 @@
 """Compatibility with flask-pg-session: its cookies, its pickled rows and converting its table.
 
 - :class:`FlaskPgSessionSigner` (module ``signer``) reads and writes flask-pg-session's cookies;
-- :func:`restricted_loads` (:mod:`.unpickle`) reads its pickles allowing only plain data types;
+- :func:`restricted_loads` (:mod:`.unpickle`) reads its pickles allowing only plain data types,
+  within a work budget that :func:`rebuild_work` counts;
 - :func:`read_legacy_rows` and :func:`is_legacy_table` (:mod:`.rows`) read its table;
 - :class:`LegacyFallbackStore` and :func:`choose_tables` (:mod:`.fallback`) move its sessions
   into a pgsession-wsgi table one by one, as their cookies come back: ``FlaskPgSession`` uses
@@ -33,12 +34,21 @@ from .migrate import (
 )
 from .rows import LegacyRow, is_legacy_table, read_legacy_rows
 from .signer import FlaskPgSessionSigner
-from .unpickle import LegacyDataError, UnsafePickleError, restricted_loads
+from .unpickle import (
+    WORK_ALLOWANCE,
+    WORK_PER_BYTE,
+    LegacyDataError,
+    UnsafePickleError,
+    rebuild_work,
+    restricted_loads,
+)
 
 __all__ = [
     "FLASK_PG_SESSION_TABLE",
     "NEW_TABLE_SUFFIX",
     "RENAMED_SUFFIX",
+    "WORK_ALLOWANCE",
+    "WORK_PER_BYTE",
     "FlaskPgSessionSigner",
     "LegacyDataError",
     "LegacyFallbackStore",
@@ -52,5 +62,6 @@ __all__ = [
     "migrate_flask_pg_session",
     "new_table_name",
     "read_legacy_rows",
+    "rebuild_work",
     "restricted_loads",
 ]

@@ -21,7 +21,14 @@ from markupsafe import Markup
 
 from ..errors import SessionError
 
-__all__ = ["LegacyDataError", "UnsafePickleError", "restricted_loads"]
+__all__ = [
+    "WORK_ALLOWANCE",
+    "WORK_PER_BYTE",
+    "LegacyDataError",
+    "UnsafePickleError",
+    "rebuild_work",
+    "restricted_loads",
+]
 
 
 class UnsafePickleError(SessionError):
@@ -211,13 +218,15 @@ def _check_plain(value: object) -> None:
 #: and set members, and hashing a tuple recurses in C with no limit, so a deep enough one
 #: crashes the whole process (a segmentation fault, not an exception).
 _MAX_TUPLE_DEPTH = 1000
-#: The work a pickle may cost to rebuild: this many units per byte of it, plus a flat allowance
-#: (a unit is a byte copied or parsed by a constructor, an item visited by a hash, a key compared).
-#: A pickle that only builds what it holds costs about one unit per byte; only reuse through the
-#: memo (one big argument passed to many calls, one tuple inside another many times as a key)
-#: or keys of one hash (ints and tuples of them: their hashes are not randomised) cost more.
-_WORK_PER_BYTE = 8
-_WORK_ALLOWANCE = 4_000_000
+#: The work a pickle may cost to rebuild: this many units per byte of it, plus
+#: :data:`WORK_ALLOWANCE` (a unit is a byte copied or parsed by a constructor, an item visited by a
+#: hash, a key compared; :func:`rebuild_work` counts them). A pickle that only builds what it
+#: holds costs about one unit per byte; only reuse through the memo (one big argument passed to
+#: many calls, one tuple inside another many times as a key) or keys of one hash (ints and tuples
+#: of them: their hashes are not randomised) cost more.
+WORK_PER_BYTE = 8
+#: The flat part of a pickle's work budget, in units (see :data:`WORK_PER_BYTE`).
+WORK_ALLOWANCE = 4_000_000
 
 # What the replay keeps of each stack item: (tuple depth, cost of hashing it, bytes a
 # constructor would copy from it, whether its hash is randomised: str and bytes).
@@ -251,7 +260,7 @@ class _Work:
     """The replay's running cost, refused once it passes the budget."""
 
     def __init__(self, payload_size: int) -> None:
-        self.budget = _WORK_PER_BYTE * payload_size + _WORK_ALLOWANCE
+        self.budget = WORK_PER_BYTE * payload_size + WORK_ALLOWANCE
         self.spent = 0
         self.fixed_hash_keys = 0  # keys and members so far whose hash is not randomised
 
@@ -296,14 +305,38 @@ def _tuple_of(items: list[_Item], cap: int) -> _Item:
     return (depth, weight, size, False)
 
 
-def _check_work(payload: bytes) -> None:
+def rebuild_work(payload: bytes) -> int:
+    """The units of work unpickling ``payload`` would take, counted from its opcodes, running none.
+
+    :func:`restricted_loads` refuses a pickle whose work passes ``WORK_PER_BYTE * len(payload) +
+    WORK_ALLOWANCE``; this is the count it compares, for a row a migration refused as too costly
+    or to see how close a pickle comes. The units: a constructor call (``Decimal``, ``Markup``,
+    the datetime types, protocol 2's bytes) costs the size of its arguments; a dict key or set
+    member costs its hash weight, and, when its hash is not randomised (ints, tuples, anything but
+    str and bytes), that weight times the number of such keys so far (all could share one hash).
+    Sizes: a str or bytes its length, an int one plus its bytes, a tuple one plus its members',
+    anything else one. Hash weights: a str or bytes one, an int one plus its bytes // 8, a tuple
+    one plus its members'. Memo references count their object again each time they are used.
+
+    :raises LegacyDataError: the work passes the budget (counting stops there), tuples nest more
+        than 1000 deep, or the bytes are not a pickle the replay can follow.
+    """
+    try:
+        return _check_work(payload)
+    except SessionError:
+        raise
+    except Exception as exc:  # what pickletools cannot parse, load cannot either
+        raise LegacyDataError(f"not a readable pickle: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_work(payload: bytes) -> int:
     """Refuse a pickle that would cost more to rebuild than its size allows, running none of it.
 
     The unpickler's stack is replayed from the opcodes (:func:`pickletools.genops`), keeping
     only what costs work: each item's tuple depth (deep tuples crash the hash), the cost of
     hashing it as a dict key or set member, and the bytes a constructor would copy from it.
     Memo references push the same item again, so reuse is counted every time it is used.
-    Whatever the replay cannot follow fails ``load`` too.
+    Whatever the replay cannot follow fails ``load`` too. Returns the units spent.
     """
     work = _Work(len(payload))
     cap = work.budget + 1  # weights and sizes beyond the budget need not be exact
@@ -382,6 +415,7 @@ def _check_work(payload: bytes) -> None:
                     marks.append(len(stack))
                 else:
                     stack.append(_pushed(name, arg))
+    return work.spent
 
 
 def restricted_loads(payload: bytes) -> Any:
