@@ -212,3 +212,38 @@ def test_what_the_replay_cannot_follow_is_not_a_readable_pickle() -> None:
         rebuild_work(b"\x80\x04garbage")
     with pytest.raises(LegacyDataError, match="not a readable pickle"):
         rebuild_work(PROTO4 + get(7) + STOP)  # a memo entry never stored
+
+
+def test_the_stack_is_followed_through_dup_pop_and_marks() -> None:
+    big = long1(2**63)  # weight 2
+    # DUP: the same int as key and value.
+    assert restricted_loads(PROTO4 + EMPTY_DICT + big + b"2" + SETITEM + STOP) == {2**63: 2**63}
+    assert rebuild_work(PROTO4 + EMPTY_DICT + big + b"2" + SETITEM + STOP) == 2
+    # POP right after MARK drops the mark (as the unpickler does), not an item.
+    dropped_mark = PROTO4 + EMPTY_DICT + MARK + POP + big + NONE + SETITEM + STOP
+    assert restricted_loads(dropped_mark) == {2**63: None}
+    assert rebuild_work(dropped_mark) == 2
+    # A list's APPENDS takes everything above its mark: the key after it is still the dict's.
+    listed = PROTO4 + EMPTY_DICT + big + EMPTY_LIST + MARK + big + big + APPENDS + SETITEM + STOP
+    assert restricted_loads(listed) == {2**63: [2**63, 2**63]}
+    assert rebuild_work(listed) == 2
+    # TUPLE takes everything above its mark.
+    marked = one_key(MARK + big + big + big + TUPLE)
+    assert rebuild_work(marked) == 1 + 3 * 2
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        PROTO4 + long1(1) + TUPLE2 + STOP,  # a pair from one item
+        PROTO4 + long1(1) + TUPLE3 + STOP,
+        PROTO4 + DECIMAL + REDUCE + STOP,  # a call without its arguments
+        PROTO4 + text("x") + DECIMAL + NEWOBJ_EX + STOP,
+        PROTO4 + EMPTY_DICT + long1(1) + SETITEM + STOP,  # a key without its value
+    ],
+    ids=["TUPLE2", "TUPLE3", "REDUCE", "NEWOBJ_EX", "SETITEM"],
+)
+def test_an_opcode_short_of_items_is_not_a_readable_pickle(payload: bytes) -> None:
+    for read in (rebuild_work, restricted_loads):
+        with pytest.raises(LegacyDataError, match="not a readable pickle: ValueError: stack underflow"):
+            read(payload)
