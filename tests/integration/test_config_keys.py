@@ -232,6 +232,26 @@ def test_a_setting_this_extension_does_not_read_is_a_warning_too(
     assert message.startswith(f"{key} has no effect on ")
 
 
+def is_partitioned(pg_dsn: str, schema: str, table: str) -> bool:
+    rows = sql(pg_dsn, "SELECT to_regclass(%s) IN (SELECT partrelid FROM pg_partitioned_table)", (f"{schema}.{table}",))
+    return bool(rows[0][0])
+
+
+def test_a_setting_flask_pg_session_does_not_read_changes_nothing(
+    set_up: Callable[..., Any], pg_dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the warning: PgSession's PGSESSION_PARTITIONS leaves FlaskPgSession's table plain
+    (flask.FlaskPgSession._settings mutants 88, 90: every store setting read)."""
+    with caplog.at_level(logging.WARNING, logger="pgsession_wsgi"):
+        app = set_up("flask-pg-session", PGSESSION_PARTITIONS=4)
+    assert warnings_of(caplog)[0].startswith("PGSESSION_PARTITIONS has no effect on ")
+    table = app.extensions[EXTENSION_KEY].store.table
+    assert app.test_client().get("/write").status_code == 200
+    assert not is_partitioned(pg_dsn, schema, table)
+    set_up("flask", PGSESSION_PARTITIONS=4, PGSESSION_TABLE="partitioned")  # PgSession reads it
+    assert is_partitioned(pg_dsn, schema, "partitioned")
+
+
 @pytest.mark.parametrize("extension", ["flask", "quart", "flask-pg-session"])
 def test_a_correct_config_sets_up_without_a_warning(
     set_up: Callable[..., Any], caplog: pytest.LogCaptureFixture, extension: str

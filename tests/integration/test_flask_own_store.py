@@ -217,8 +217,10 @@ def test_what_is_not_a_store_is_refused(pg_dsn: str) -> None:
     with pytest.raises(ConfigurationError, match="not AsyncPostgresStore"):
         PgSession(store=AsyncPostgresStore(pg_dsn))  # type: ignore[arg-type]
     app = flask_app("app")
-    with pytest.raises(ConfigurationError, match="returned str, not a PostgresStore"):
+    with pytest.raises(ConfigurationError, match="returned str, not a PostgresStore") as info:
         PgSession(app, store=lambda app: pg_dsn)  # type: ignore[arg-type,return-value]
+    # It says what to return (flask.PgSession._make_store mutants 11, 15).
+    assert str(info.value).endswith(": return e.g. PostgresStore.from_engine(db.engine)")
     assert EXTENSION_KEY not in app.extensions
     with pytest.raises(TypeError):
         FlaskPgSession(store=pg_dsn)  # type: ignore[call-arg]  # it picks and moves tables itself
