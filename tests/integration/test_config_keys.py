@@ -233,7 +233,8 @@ def test_a_setting_this_extension_does_not_read_is_a_warning_too(
 
 
 def is_partitioned(pg_dsn: str, schema: str, table: str) -> bool:
-    rows = sql(pg_dsn, "SELECT to_regclass(%s) IN (SELECT partrelid FROM pg_partitioned_table)", (f"{schema}.{table}",))
+    query = "SELECT to_regclass(%s) IN (SELECT partrelid FROM pg_partitioned_table)"
+    rows = sql(pg_dsn, query, (f"{schema}.{table}",))
     return bool(rows[0][0])
 
 
