@@ -199,7 +199,9 @@ def test_every_key_set_is_named_and_none_counts_as_unset(
         PgSession(app, store=store)
     message = str(refused.value)
     assert "PGSESSION_DSN, PGSESSION_MAX_CONNECTIONS, PGSESSION_TABLE are set" in message
-    assert "PostgresStore.from_engine(engine, table=...)" in message and "remove them" in message
+    # The example whole (flask.PgSession._settings mutant 11).
+    example = "(e.g. PostgresStore.from_engine(engine, table=...))"
+    assert f"to the store you build {example} and remove them" in message
     fine = flask_app("fine", PGSESSION_DSN=None, SQLALCHEMY_DATABASE_URI="postgresql://elsewhere/db")
     PgSession(fine, store=store)
     apps.append(fine)
@@ -212,8 +214,12 @@ def test_without_a_store_the_dsn_is_still_required() -> None:
 
 
 def test_what_is_not_a_store_is_refused(pg_dsn: str) -> None:
-    with pytest.raises(ConfigurationError, match="takes a PostgresStore .* not str"):
+    with pytest.raises(ConfigurationError) as refused:
         PgSession(store=pg_dsn)  # type: ignore[arg-type]
+    assert str(refused.value) == (  # the example whole (flask.PgSession.__init__ mutants 3, 7-9)
+        "PgSession(store=...) takes a PostgresStore (e.g. PostgresStore.from_engine(engine)) "
+        "or a callable app -> PostgresStore, not str"
+    )
     with pytest.raises(ConfigurationError, match="not AsyncPostgresStore"):
         PgSession(store=AsyncPostgresStore(pg_dsn))  # type: ignore[arg-type]
     app = flask_app("app")
