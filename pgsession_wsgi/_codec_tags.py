@@ -12,6 +12,7 @@ the codec: the codec imports the tags from here and hands :class:`_DecimalTag` i
 from __future__ import annotations
 
 import base64
+import json
 import math
 import re
 from collections.abc import Callable
@@ -90,9 +91,38 @@ class _NotEncoded(ValueError):
 def _plain_float(value: float) -> bool:
     """Whether ``value`` is stored as a plain JSON number (else tagged, or refused if not finite).
 
-    jsonb would print a float in exponent form as an int (``1e+16``), so those are tagged.
+    jsonb would print a float in exponent form as an int (``1e+16``), and ``-0.0`` as ``0.0``,
+    so those are tagged.
     """
-    return math.isfinite(value) and "e" not in repr(value)
+    text = repr(value)
+    return math.isfinite(value) and "e" not in text and text != "-0.0"
+
+
+class UnwrittenNumber(str):
+    """A JSON number with a fraction or exponent that the encoder would not have written: its
+    text as stored. The codec refuses it on decoding, where a float would round it in silence."""
+
+    __slots__ = ()
+
+
+def _read_float(text: str) -> Any:
+    value = float(text)
+    return value if repr(value) == text else UnwrittenNumber(text)
+
+
+def loads(text: str | bytes) -> Any:
+    """Stored JSON text as Python data, each number with a fraction or exponent read as a float
+    only where it is spelled as the encoder writes one (its repr, as jsonb prints it back):
+    ``1e-400`` or ``0.30000000000000000001`` would read as ``0.0`` and ``0.3``, another value than
+    was stored, so they come back as :class:`UnwrittenNumber`, which decoding refuses.
+
+    The stores' drivers read the ``data`` column with it (internal: ``pgsession_wsgi.codec``
+    decodes what it returns).
+
+    :param text: a ``data`` column's text.
+    :raises ValueError: not JSON.
+    """
+    return json.loads(text, parse_float=_read_float)
 
 
 def _as_written(tag: TypeTag, value: Any, data: Any) -> Any:

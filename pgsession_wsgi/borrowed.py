@@ -28,7 +28,6 @@ connections still holds, and the app gets its connection back as it lent it:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -38,6 +37,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.pool
 
+from ._codec_tags import loads
 from .connections import first_line, readable
 from .errors import ConfigurationError, StoreUnavailable
 
@@ -61,12 +61,13 @@ _IN_TRANSACTION = (
 
 
 def _jsonb(value: str | bytes | None, cur: psycopg2.extensions.cursor) -> Any:
-    return None if value is None else json.loads(value)
+    return None if value is None else loads(value)
 
 
-# psycopg2's own decoding of jsonb (json.loads) and timestamptz, registered on each cursor: a
-# connection the app made may carry typecasters of its own (SQLAlchemy's json_deserializer...).
-_JSONB = psycopg2.extensions.new_type((3802,), "PGSESSION_JSONB", _jsonb)
+#: jsonb read as the codec reads it (plain floats only as it writes them), registered on each
+#: connection the store makes and each cursor on one the app made: such a connection may carry
+#: typecasters of its own (SQLAlchemy's json_deserializer...).
+JSONB = psycopg2.extensions.new_type((3802,), "PGSESSION_JSONB", _jsonb)
 
 
 def use_own_typecasters(cur: psycopg2.extensions.cursor) -> None:
@@ -75,7 +76,7 @@ def use_own_typecasters(cur: psycopg2.extensions.cursor) -> None:
 
     :param cur: a cursor on a connection the app made.
     """
-    psycopg2.extensions.register_type(_JSONB, cur)
+    psycopg2.extensions.register_type(JSONB, cur)
     psycopg2.extensions.register_type(psycopg2.extensions.PYDATETIMETZ, cur)
 
 

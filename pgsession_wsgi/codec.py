@@ -9,14 +9,15 @@ JSON key, which is what lets the store merge changes per key.
 The built-in tags are the stored format since 0.1.0, so their names and payloads never change:
 ``" t"`` tuple (list of items), ``" dt"`` datetime, ``" d"`` date, ``" tm"`` time (ISO 8601 text),
 ``" b"`` bytes (base64), ``" u"`` UUID (32 hex digits), ``" dec"`` Decimal (its text), ``" m"``
-Markup (its text), ``" f"`` a float that prints in exponent form (its repr: jsonb would print
-``1e+16`` as an int), ``" s"`` a str holding NUL or a lone surrogate, which jsonb cannot hold
-(base64 of its UTF-8, surrogatepass), and ``" di"`` the wrapped dict.
+Markup (its text), ``" f"`` a float in exponent form or ``-0.0`` (its repr: jsonb would print
+``1e+16`` as an int, ``-0.0`` as ``0.0``), ``" s"`` a str holding NUL or a lone surrogate, which
+jsonb cannot hold (base64 of its UTF-8, surrogatepass), and ``" di"`` the wrapped dict.
 
 Decoding reads exactly what encoding writes: a payload spelled otherwise (a UUID with dashes,
-base64 that does not validate, a datetime in another ISO 8601 form), a value encoding refuses
-(NaN, infinite or too wide numbers, nesting past :data:`MAX_DEPTH`) and a tag no type is
-registered for are a :class:`~pgsession_wsgi.SessionDataError`, the same on every Python version.
+base64 that does not validate, a datetime in another ISO 8601 form, a plain number that is not a
+float's repr), a value encoding refuses (NaN, infinite or too wide numbers, nesting past
+:data:`MAX_DEPTH`) and a tag no type is registered for are a
+:class:`~pgsession_wsgi.SessionDataError`, the same on every Python version.
 
 Adding a type
 -------------
@@ -43,12 +44,12 @@ reads back as that plain value::
     register_type(LazyString, None, str)
 
 A name or a type already registered, a built-in one included, is refused unless ``replace=True``
-says so: the name is in every row stored with it. Each tagged value is a level towards
-:data:`MAX_DEPTH`, and its payload's containers count too.
+says so: the name is in every row stored with it. Each tagged value, and each container in its
+payload, is a level towards :data:`MAX_DEPTH`.
 
-For full control subclass :class:`TypeTag` and register an instance with
-``default_codec.register(tag)``; the built-in types are registered that way. A :class:`Codec` of
-your own starts with the built-ins and keeps its registrations apart from :data:`default_codec`.
+For full control register an instance of a :class:`TypeTag` subclass with
+``default_codec.register(tag)``, as the built-in types are. A :class:`Codec` of your own starts
+with the built-ins and keeps its registrations apart from :data:`default_codec`.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from ._codec_tags import (
     _DICT_TAG,
     _NOT_JSONB,
     TypeTag,
+    UnwrittenNumber,
     _BytesTag,
     _DecimalTag,
     _FloatTag,
@@ -98,8 +100,8 @@ __all__ = [
 #: Containers (lists, dicts, tuples) and tagged values nested deeper than this are refused:
 #: every stored value must decode again without coming near Python's recursion limit.
 MAX_DEPTH = 64
-#: Integers wider than this are refused (about 308 decimal digits): Python refuses to print
-#: ints of over 4300 digits, and no session needs one.
+#: Integers wider than this (about 308 digits) are refused: no session needs one, and Python
+#: refuses to print ints of over 4300 digits.
 MAX_INT_BITS = 1024
 #: Decimals whose first digit stands for a power of ten beyond this either way (``1E+1001``,
 #: ``1E-1001``) are refused: written out in full (``int()``, ``format(value, "f")``) such a number
@@ -110,8 +112,7 @@ _T = TypeVar("_T")
 # Stored as plain JSON before any tag is asked, so a tag for one would never be used.
 _PLAIN_TYPES = (int, bool, type(None), list, dict)
 # Plain JSON values that decode as themselves whatever they hold. A str too: jsonb holds neither
-# NUL nor a lone surrogate, so no stored row has a plain str with one, and searching every str of
-# every row for them would cost a read about 5 us per KB.
+# NUL nor a lone surrogate, and searching every str of every row for them costs 5 us per KB.
 _AS_IS = frozenset({str, bool, type(None)})
 
 
@@ -371,8 +372,8 @@ class Codec:
             return data
         if kind is float and _plain_float(data):
             return data
-        if kind is float:
-            raise _NotEncoded("a float that is NaN, infinite or in exponent form, which JSON holds tagged")
+        if kind is float or kind is UnwrittenNumber:  # NaN, infinite, in exponent form (tagged), rounded
+            raise _NotEncoded("a float not finite, in exponent form or spelled otherwise than written")
         raise _NotEncoded(f"a {kind.__name__}, which is not JSON data")
 
     def _decode_dict(self, data: dict[Any, Any], depth: int) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from .borrowed import JSONB
 from .connections import _readable_poll as _readable_poll
 from .connections import _readable_select as _readable_select
 from .connections import choose_readable as _choose_readable
@@ -118,6 +119,7 @@ class ConnectionPool:
                 "make it return psycopg2.connect(...)"
             )
         conn.autocommit = True
+        psycopg2.extensions.register_type(JSONB, conn)  # the codec's JSON, not the global one
         if self._on_connect is not None:
             try:
                 self._on_connect(conn)

@@ -5,8 +5,8 @@ its first use, or an app's pool, borrowed per statement) and how a statement run
 steps of :mod:`pgsession_wsgi.store_steps` decide everything else, exactly as for the sync store.
 Driver choices, each made so that an answer never depends on which store gave it:
 
-* **JSON** comes back through ``json.loads`` on every connection, as psycopg2 does (psycopg 3's
-  global default could be changed by the app); values go out as text cast by the statements
+* **JSON** comes back through the codec's ``loads`` on every connection, as with psycopg2
+  (psycopg 3's global default could be changed by the app); values go out as text cast by the statements
   (``%(data)s::jsonb``), which psycopg 3 sends untyped, so the server reads them as jsonb.
 * **Prepared statements under our own names** (:mod:`pgsession_wsgi.prepared`), executed by name:
   a cursor that tells psycopg 3 the statement is prepared under that name, so psycopg sends only
@@ -26,7 +26,6 @@ Driver choices, each made so that an answer never depends on which store gave it
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, Union
 
@@ -37,6 +36,7 @@ from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
+from ._codec_tags import loads
 from .async_borrowed import LentAsyncPool
 from .async_pool import AsyncPool
 from .async_purge import AsyncPurgeTask
@@ -272,7 +272,7 @@ class PsycopgConnections(StoreBase):
     async def _on_connect(self, conn: Connection) -> None:
         """Every new connection: psycopg2's JSON decoding; the first: were the startup options
         kept (see ``StoreSteps.check_settings``)?"""
-        set_json_loads(json.loads, conn)
+        set_json_loads(loads, conn)
         if not self._steps.settings_checked:
             await converse_async(self._steps.check_settings(), self._send, conn)
 
@@ -315,7 +315,7 @@ class PsycopgConnections(StoreBase):
         else:
             cur = conn.cursor()
         if self._origin is not None:  # the app's connections: its own loaders do not apply
-            set_json_loads(json.loads, cur)
+            set_json_loads(loads, cur)
             cur.adapters.register_loader("timestamptz", TimestamptzLoader)
         await cur.execute(statement.text, statement.params)
         while cur.nextset():
