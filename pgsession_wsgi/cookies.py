@@ -260,7 +260,8 @@ def check_prefix(
 
     A ``__Secure-`` cookie must be Secure. A ``__Host-`` cookie must also have ``Path=/`` and no
     ``Domain``, so that no subdomain and no other path of the site can set or shadow it. Both
-    are sent Secure however the request came (see :meth:`CookieSettings.is_secure`), so only
+    prefixes are matched in any case (``__HOST-``), as browsers match them. Both are sent
+    Secure however the request came (see :meth:`CookieSettings.is_secure`), so only
     ``secure=False`` (forced off) is refused.
 
     :param name: the cookie's name.
@@ -274,12 +275,20 @@ def check_prefix(
     """
     if names is None:
         names = {"secure": "cookie_secure", "path": "cookie_path", "domain": "cookie_domain"}
-    if name.startswith(("__Host-", "__Secure-")) and secure is False:
+    prefix = _prefix(name)
+    if prefix is not None and secure is False:
         raise ConfigurationError(f"a cookie named {name!r} must be Secure: drop {names['secure']}=False")
-    if name.startswith("__Host-") and (domain is not None or path != "/"):
+    if prefix == "__host-" and (domain is not None or path != "/"):
         raise ConfigurationError(
             f"a cookie named {name!r} must have {names['path']}='/' and {names['domain']}=None"
         )
+
+
+def _prefix(name: str) -> str | None:
+    """``"__host-"`` or ``"__secure-"`` for a name browsers give that prefix's rules (they match
+    it whatever its case), else None."""
+    lowered = name[:9].lower()
+    return next((prefix for prefix in ("__host-", "__secure-") if lowered.startswith(prefix)), None)
 
 
 @dataclass(frozen=True)
@@ -329,7 +338,7 @@ class CookieSettings:
 
         :param environ_scheme: the request's URL scheme, ``"https"`` or ``"http"``.
         """
-        if self.partitioned or self.name.startswith(("__Host-", "__Secure-")):
+        if self.partitioned or _prefix(self.name) is not None:
             return True
         return self.secure if self.secure is not None else environ_scheme == "https"
 

@@ -132,6 +132,10 @@ def test_prefixed_and_forced_cookies_decide_secure_by_themselves() -> None:
     assert CookieSettings(secure=False).is_secure("https") is False
     assert CookieSettings().is_secure("https") is True
     assert CookieSettings().is_secure("http") is False
+    # Browsers match the prefixes in any case: so does the Secure flag.
+    assert CookieSettings(name="__HOST-s").is_secure("http") is True
+    assert CookieSettings(name="__secure-s").is_secure("http") is True
+    assert CookieSettings(name="__Hosts").is_secure("http") is False
 
 
 def test_the_cookie_carries_its_path() -> None:
@@ -199,6 +203,19 @@ def test_host_prefix_forces_secure_and_forbids_domain_and_path() -> None:
             {"name": "__Host-s", "domain": "example.com"},
             "a cookie named '__Host-s' must have cookie_path='/' and cookie_domain=None",
         ),
+        # Browsers match the prefixes whatever their case (RFC 6265bis).
+        (
+            {"name": "__host-s", "path": "/app"},
+            "a cookie named '__host-s' must have cookie_path='/' and cookie_domain=None",
+        ),
+        (
+            {"name": "__HOST-s", "domain": "example.com"},
+            "a cookie named '__HOST-s' must have cookie_path='/' and cookie_domain=None",
+        ),
+        (
+            {"name": "__SECURE-s", "secure": False},
+            "a cookie named '__SECURE-s' must be Secure: drop cookie_secure=False",
+        ),
     ],
     ids=[
         "space",
@@ -209,6 +226,9 @@ def test_host_prefix_forces_secure_and_forbids_domain_and_path() -> None:
         "host-secure",
         "host-path",
         "host-domain",
+        "host-lower-path",
+        "host-upper-domain",
+        "secure-upper",
     ],
 )
 def test_cookie_settings_refuse_what_a_browser_would_drop_saying_why(options: Any, message: str) -> None:
