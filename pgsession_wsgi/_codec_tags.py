@@ -119,10 +119,14 @@ def loads(text: str | bytes) -> Any:
     The stores' drivers read the ``data`` column with it (internal: ``pgsession_wsgi.codec``
     decodes what it returns).
 
-    :param text: a ``data`` column's text.
-    :raises ValueError: not JSON.
+    :param text: a ``data`` column's text (psycopg 3 hands bytes, psycopg2 str).
+    :raises ValueError: not JSON, or bytes that are not UTF-8.
     """
-    return json.loads(text, parse_float=_read_float)
+    return _DECODER.decode(text if isinstance(text, str) else text.decode())
+
+
+# One decoder, made once: json.loads with a hook would build a new one for every row.
+_DECODER = json.JSONDecoder(parse_float=_read_float)
 
 
 def _as_written(tag: TypeTag, value: Any, data: Any) -> Any:
