@@ -20,6 +20,7 @@ from urllib.parse import unquote
 import psycopg2
 import psycopg2.extensions
 
+from .defaults import MAX_LIFETIME
 from .errors import ConfigurationError
 from .store import PostgresStore, normalize_dsn
 
@@ -35,7 +36,7 @@ _KEYWORD_PASSWORD = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'?|\S+)")
 # The largest numbers the options take; more is a typo, or a number PostgreSQL cannot hold.
 _MAX_ROWS = 2**31 - 1  # a batch: PostgreSQL's integer
 _MAX_BYTES = 2**30  # a session: 1 GiB, the largest value PostgreSQL stores
-_MAX_DAYS = 36500  # a lifetime: 100 years
+_MAX_DAYS = MAX_LIFETIME.days  # a lifetime: 100 years
 _MAX_INTERVAL = 86400  # between progress lines: a day
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from .defaults import MAX_LIFETIME
 from .errors import ConfigurationError
 from .options import SessionOptions
 
@@ -16,9 +17,15 @@ from .options import SessionOptions
 def _duration(value: timedelta | float | None, name: str) -> timedelta | None:
     if value is None:
         return None
-    delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    too_long = f"{name} must be at most {MAX_LIFETIME.days} days (100 years), not {value!r}"
+    try:
+        delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    except OverflowError:  # more days than a timedelta holds
+        raise ConfigurationError(too_long) from None
     if delta.total_seconds() <= 0:
         raise ConfigurationError(f"{name} must be positive, not {value!r}")
+    if delta > MAX_LIFETIME:  # a session's expiry moves on by it: it must stay readable
+        raise ConfigurationError(too_long)
     return delta
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Optional, TypeVar, Union
 
 from .codec import check_key, dumps, encode_value
+from .defaults import MAX_LIFETIME
 from .errors import InvalidExpiry, SessionDataError, UnstorableTypeError, UnstorableValueError
 
 log = logging.getLogger("pgsession_wsgi")
@@ -36,12 +37,12 @@ def _checked_expiry(value: Any) -> Expiry:
                 "session.invalidate(); for a cookie that ends with the browser set "
                 "session.permanent = False"
             )
-        try:
-            datetime.now(timezone.utc) + value
-        except OverflowError:
+        if value > MAX_LIFETIME:  # its end moves on as the session is used: it must stay readable
             raise InvalidExpiry(
-                f"set_expiry({value!r}) ends after year 9999: give a shorter lifetime"
-            ) from None
+                f"set_expiry({value!r}) is longer than {MAX_LIFETIME.days} days (100 years): the "
+                "session's end moves on by it as it is used, and must stay before year 9999 ends; "
+                "give a shorter lifetime"
+            )
         return value
     if isinstance(value, datetime):
         if value.utcoffset() is None:

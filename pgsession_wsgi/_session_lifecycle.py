@@ -243,7 +243,7 @@ class _SessionLifecycle(dict[str, Any]):
             of ``idle_timeout``); an aware ``datetime`` in the future: it ends then however
             active it is (no idle expiry); None: back to the middleware's timeouts.
         :raises TypeError: ``value`` is none of those types.
-        :raises InvalidExpiry: a ``timedelta`` that is not positive or ends past year 9999, a
+        :raises InvalidExpiry: a ``timedelta`` that is not positive or over 100 years, a
             ``datetime`` without a time zone, one not in the future, or one past year 9999 in
             UTC (the last microsecond of 9999 included: psycopg2 reads ``infinity`` as it).
         """

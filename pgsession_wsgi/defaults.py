@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_TABLE",
     "DEFAULT_TOUCH_INTERVAL",
     "DEFAULT_USER_KEY",
+    "MAX_LIFETIME",
 ]
 
 #: The session table, and the schema holding it.
@@ -30,6 +31,10 @@ DEFAULT_SCHEMA: Final = "public"
 #: How long an unused session lives: Flask's ``PERMANENT_SESSION_LIFETIME`` default, so a Flask
 #: app (or a migrated flask-pg-session table) keeps the lifetime it had.
 DEFAULT_IDLE_TIMEOUT: Final = timedelta(days=31)
+#: The longest lifetime a session, the middleware's timeouts or ``set_expiry`` may give: 100
+#: years. A session's expiry moves forward by its idle timeout as it is used, and must stay
+#: before year 10000, the last a ``datetime`` holds (past it no driver reads the row back).
+MAX_LIFETIME: Final = timedelta(days=36500)
 #: Whether a new session's cookie outlives the browser (``session.permanent``): no, as in Flask and
 #: Quart, until the app sets ``session.permanent = True`` (then it gets ``Max-Age``). The same in
 #: every front end, so a session shared by a Flask app and an ASGI app keeps one cookie lifetime.

@@ -45,6 +45,7 @@ class SessionOptions:
         over http. ``__Secure-`` names are always Secure too.
     :param idle_timeout: a session unused this long is gone (``timedelta`` or seconds); also a
         permanent session's cookie's ``Max-Age``. 31 days, Flask's ``PERMANENT_SESSION_LIFETIME``.
+        Every duration here is at most 100 years (:data:`~pgsession_wsgi.defaults.MAX_LIFETIME`).
     :param absolute_timeout: a session older than this is gone however active it is; None: never.
     :param touch_interval: the expiry is pushed forward at most this often (and at most every
         tenth of ``idle_timeout``), so a busy session is not a write per request.

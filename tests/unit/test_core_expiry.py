@@ -84,6 +84,28 @@ def test_a_lifetime_past_year_9999_is_refused() -> None:
         Session().set_expiry(timedelta.max)
 
 
+def test_a_lifetime_is_at_most_100_years() -> None:
+    """An idle lifetime moves the end on as the session is used: one ending just before year
+    10000 was accepted, and a request a minute later pushed the row past what a driver reads."""
+    session = Session()
+    session.set_expiry(timedelta(days=36500))
+    assert session.expiry == timedelta(days=36500)
+    for longer in (
+        timedelta(days=36500, microseconds=1),
+        datetime.max - datetime.now() - timedelta(seconds=30),
+    ):
+        with pytest.raises(InvalidExpiry, match=r"longer than 36500 days \(100 years\)"):
+            Session().set_expiry(longer)
+
+
+@pytest.mark.parametrize("option", ["idle_timeout", "absolute_timeout", "touch_interval"])
+def test_the_middlewares_durations_are_at_most_100_years(option: str) -> None:
+    SessionCore.configure("k" * 32, **{option: timedelta(days=36500)})
+    for longer in (timedelta(days=36501), 36500 * 86400 + 1, 1e300):
+        with pytest.raises(ConfigurationError, match=f"^{option} must be at most 36500 days"):
+            SessionCore.configure("k" * 32, **{option: longer})
+
+
 @pytest.mark.parametrize(
     "end",
     [
