@@ -147,6 +147,15 @@ def test_refuses_non_data(protocol: int, value: Any, name: str) -> None:
     assert error.global_name == name
 
 
+@pytest.mark.parametrize("protocol", [p for p in PROTOCOLS if p >= 4])  # FROZENSET is protocol 4's
+def test_a_dict_key_is_checked_as_a_value_is(protocol: int) -> None:
+    """A frozenset (or a set) is refused as a key too (unpickle._check_plain mutant 65)."""
+    error = _refused(pickle.dumps({"nested": {frozenset({1}): "x"}}, protocol=protocol))
+    assert error.global_name == "builtins.frozenset"
+    error = _refused(pickle.dumps({frozenset({2}): "at the top"}, protocol=protocol))
+    assert error.global_name == "builtins.frozenset"
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_refuses_tzinfo_other_than_fixed_offsets(protocol: int) -> None:
     import zoneinfo

@@ -131,6 +131,7 @@ def test_a_memoized_key_is_counted_each_time_it_is_set() -> None:
         # (sign, digits, exponent): one plus each member's size
         (long1(0) + long1(1) + long1(4) + TUPLE2 + long1(-1) + TUPLE3, 1 + 1 + (1 + 2 + 2) + 2),
     ],
+    ids=["str", "wide-str", "zero", "7-bytes", "8-bytes", "minus-8-bytes", "tuple"],
 )
 def test_a_call_costs_the_size_of_its_argument_tuple(argument: bytes, size: int) -> None:
     # Counted from the opcodes, before anything is called (the Decimal stand-in then takes only
@@ -247,3 +248,54 @@ def test_an_opcode_short_of_items_is_not_a_readable_pickle(payload: bytes) -> No
     for read in (rebuild_work, restricted_loads):
         with pytest.raises(LegacyDataError, match="not a readable pickle: ValueError: stack underflow"):
             read(payload)
+
+
+def test_dup_pushes_the_top_item_again() -> None:
+    # {5: 2**63, 2**63: None}: the copy DUP makes is the second key (weight 2, counted twice).
+    payload = PROTO4 + EMPTY_DICT + MARK + long1(5) + long1(2**63) + b"2" + NONE + SETITEMS + STOP
+    assert restricted_loads(payload) == {5: 2**63, 2**63: None}
+    assert rebuild_work(payload) == 1 * 1 + 2 * 2
+
+
+def test_a_fixed_size_tuple_takes_exactly_its_items() -> None:
+    assert restricted_loads(PROTO4 + long1(1) + long1(2) + TUPLE2 + STOP) == (1, 2)
+    assert rebuild_work(PROTO4 + long1(1) + long1(2) + TUPLE2 + STOP) == 0
+    # Above a mark, only the tuple is a key: its two items are gone from the stack.
+    payload = PROTO4 + EMPTY_DICT + MARK + long1(1) + long1(2) + TUPLE2 + NONE + SETITEMS + STOP
+    assert restricted_loads(payload) == {(1, 2): None}
+    assert rebuild_work(payload) == 3
+
+
+CALLED = {
+    "REDUCE": DECIMAL + text("1") + TUPLE1 + REDUCE,  # costs 1 + 1
+    "OBJ": MARK + DECIMAL + text("1") + OBJ,  # costs 1 (the class) + 1
+}
+
+
+@pytest.mark.parametrize("call", CALLED.values(), ids=list(CALLED))
+def test_what_a_call_makes_is_a_plain_item_of_the_size_it_copied(call: bytes) -> None:
+    # As a key: one fixed hash of weight 1 after an int key, so counted twice.
+    keyed = PROTO4 + EMPTY_DICT + MARK + long1(1) + NONE + call + NONE + SETITEMS + STOP
+    assert restricted_loads(keyed) == {1: None, decimal.Decimal(1): None}
+    assert rebuild_work(keyed) == 1 + 2 + 1 * 2
+    # In tuples, it adds no depth: 1000 tuples around it load, 1001 are refused.
+    assert rebuild_work(PROTO4 + call + TUPLE1 * 1000 + STOP) == 2
+    with pytest.raises(LegacyDataError, match="nests tuples more than 1000 deep"):
+        rebuild_work(PROTO4 + call + TUPLE1 * 1001 + STOP)
+
+
+def test_dict_and_frozenset_opcodes_hash_their_items_and_push_one_item() -> None:
+    # DICT (protocol 0 and 1 write it empty; a crafted one holds items above its mark).
+    dict_of_two = MARK + long1(1) + NONE + long1(2) + NONE + b"d"
+    assert restricted_loads(PROTO4 + dict_of_two + STOP) == {1: None, 2: None}
+    assert rebuild_work(PROTO4 + dict_of_two + STOP) == 1 + 2
+    assert rebuild_work(PROTO4 + dict_of_two + TUPLE1 + STOP) == 1 + 2  # an item like any other
+    members = MARK + long1(1) + long1(2) + FROZENSET
+    assert rebuild_work(PROTO4 + members + TUPLE1 + STOP) == 1 + 2
+    # As a key a frozenset weighs 1: it caches its hash.
+    assert rebuild_work(one_key(members)) == 1 + 2 + 1 * 3  # (restricted_loads refuses frozensets)
+
+
+def test_any_other_opcode_short_of_items_is_a_stack_underflow() -> None:
+    with pytest.raises(LegacyDataError, match="not a readable pickle: ValueError: stack underflow$"):
+        rebuild_work(PROTO4 + NONE + b"a" + STOP)  # APPEND without a list
