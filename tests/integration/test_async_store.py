@@ -990,3 +990,22 @@ async def test_the_idle_count_read_per_request_is_the_pools_own(pg_dsn: str) -> 
         assert idle() == pool.get_stats()["pool_available"] == 2
     finally:
         await pool.close()
+
+
+async def test_closing_while_the_first_use_is_still_connecting_ends_it_and_returns() -> None:
+    """A server that takes the connection and never answers: the store's first use waits for it.
+    Closing the store ends that wait (the pool gives its connecting worker 5 s) and returns
+    normally, with no CancelledError of the setup it cancelled (async_store close 7, 9)."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel takes the connection
+        port = silent.getsockname()[1]
+        store = AsyncPostgresStore(
+            f"postgresql://nobody@127.0.0.1:{port}/db", connect_timeout=60, pool_timeout=60
+        )
+        opening = asyncio.ensure_future(store.open())
+        await asyncio.sleep(0.3)
+        assert not opening.done()
+        await asyncio.wait_for(store.close(), 30)
+        with pytest.raises((StoreUnavailable, asyncio.CancelledError)):
+            await asyncio.wait_for(opening, 30)

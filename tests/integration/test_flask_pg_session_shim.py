@@ -30,7 +30,7 @@ from itsdangerous.encoding import base64_decode
 from legacy_rows import create_legacy_table
 from webtest import TestApp
 
-from pgsession_wsgi import ConfigurationError, SessionError
+from pgsession_wsgi import ConfigurationError, LegacyTableError, SessionError
 from pgsession_wsgi import pool as pool_module
 from pgsession_wsgi.flask import EXTENSION_KEY, EnvironSessionInterface, FlaskPgSession
 from pgsession_wsgi.flask_pg_session import FlaskPgSessionSigner
@@ -535,4 +535,8 @@ def test_storing_into_the_legacy_table_itself_fails_at_start_with_the_command(
     assert "pgsession-wsgi migrate-flask-pg-session --dsn ..." in message
     assert f"--table flask_sessions --schema {schema}" in message
     assert "--key-prefix app:" in message
+    # The table is named as without a prefix (flask._Extension._create_table mutant 6).
+    assert message.startswith(f'the table "{schema}"."flask_sessions" has the flask-pg-session layout')
+    assert isinstance(caught.value, LegacyTableError)
+    assert caught.value.table == f'"{schema}"."flask_sessions"'
     assert EXTENSION_KEY not in app.extensions
