@@ -634,3 +634,27 @@ def test_a_str_or_int_inside_the_deepest_tuple_adds_no_depth(inner: bytes) -> No
     with pytest.raises(LegacyDataError) as refused:
         restricted_loads(build(1001))
     assert str(refused.value) == "the pickled data nests tuples more than 1000 deep; not converted"
+
+
+def test_a_table_altered_to_timestamptz_reads_its_times_in_utc(pg_conn: Any, schema: str) -> None:
+    """flask-pg-session writes naive UTC; a table its app altered to timestamptz hands back aware
+    times in the connection's zone, which are turned to UTC (rows._as_utc mutant 4)."""
+    target = f'"{schema}".flask_sessions'
+    with pg_conn.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA "{schema}"')
+        cur.execute(
+            f"CREATE TABLE {target} (session_id varchar(255) PRIMARY KEY, created timestamptz"
+            " DEFAULT now(), data bytea, expiry timestamptz)"
+        )
+        cur.execute(
+            f"INSERT INTO {target} (session_id, data, expiry) VALUES (%s, %s, now() + interval '1 day')",
+            ("4b4e5a1c-1d2e-4f3a-8b9c-0d1e2f3a4b5c", pickle.dumps({"a": 1})),
+        )
+        cur.execute("SET TimeZone = 'America/New_York'")
+    assert is_legacy_table(pg_conn, "flask_sessions", schema)
+    (row,) = read_legacy_rows(pg_conn, "flask_sessions", schema)
+    before = dt.datetime.now(dt.timezone.utc)
+    assert row.data == {"a": 1}
+    assert row.expiry is not None and row.expiry.tzinfo is dt.timezone.utc
+    assert row.created is not None and row.created.tzinfo is dt.timezone.utc
+    assert dt.timedelta(hours=23) < row.expiry - before <= dt.timedelta(days=1)
