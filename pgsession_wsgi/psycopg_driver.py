@@ -6,8 +6,8 @@ steps of :mod:`pgsession_wsgi.store_steps` decide everything else, exactly as fo
 Driver choices, each made so that an answer never depends on which store gave it:
 
 * **JSON** comes back through the codec's ``loads`` on every connection, as with psycopg2
-  (psycopg 3's global default could be changed by the app); values go out as text cast by the statements
-  (``%(data)s::jsonb``), which psycopg 3 sends untyped, so the server reads them as jsonb.
+  (psycopg 3's global default could be changed by the app); values go out as text cast by the
+  statements (``%(data)s::jsonb``), which psycopg 3 sends untyped, so the server reads them as jsonb.
 * **Prepared statements under our own names** (:mod:`pgsession_wsgi.prepared`), executed by name:
   a cursor that tells psycopg 3 the statement is prepared under that name, so psycopg sends only
   the extended protocol's bind and execute with the values, as it does for its own prepared
@@ -270,7 +270,7 @@ class PsycopgConnections(StoreBase):
         self._ready = True
 
     async def _on_connect(self, conn: Connection) -> None:
-        """Every new connection: psycopg2's JSON decoding; the first: were the startup options
+        """Every new connection: the codec's JSON decoding; the first: were the startup options
         kept (see ``StoreSteps.check_settings``)?"""
         set_json_loads(loads, conn)
         if not self._steps.settings_checked:

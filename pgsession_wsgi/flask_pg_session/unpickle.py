@@ -326,7 +326,11 @@ def rebuild_work(payload: bytes) -> int:
     except SessionError:
         raise
     except Exception as exc:  # what pickletools cannot parse, load cannot either
-        raise LegacyDataError(f"not a readable pickle: {type(exc).__name__}: {exc}") from exc
+        raise _unreadable(exc) from exc
+
+
+def _unreadable(exc: Exception) -> LegacyDataError:
+    return LegacyDataError(f"not a readable pickle: {type(exc).__name__}: {exc}")
 
 
 def _check_work(payload: bytes) -> int:
@@ -431,12 +435,12 @@ def restricted_loads(payload: bytes) -> Any:
         can need (one object reused through the memo as many arguments or dict keys, many dict
         keys of one hash); all judged from the opcodes, before anything is rebuilt.
     """
+    rebuild_work(payload)
     try:
-        _check_work(payload)
         value = _RestrictedUnpickler(io.BytesIO(payload)).load()
     except SessionError:
         raise
     except Exception as exc:  # corrupt stream: UnpicklingError, EOFError, ValueError, ...
-        raise LegacyDataError(f"not a readable pickle: {type(exc).__name__}: {exc}") from exc
+        raise _unreadable(exc) from exc
     _check_plain(value)
     return value
