@@ -29,6 +29,7 @@ from ._asgi_plumbing import (
     origin_allowed,
     take_over,
 )
+from ._operations import advance, resume_async
 from .core import SessionCore
 from .errors import OutsideRequestError, SessionError, StoreUnavailable
 from .session import Session
@@ -153,7 +154,7 @@ async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: S
     session = middleware.open_session(scope)
     if middleware.autoload and middleware.core.wants_load(session.state):  # no cookie: nothing to await
         try:
-            await middleware.load(session)
+            await middleware.core.load_async(session, middleware.store.execute)
         except SessionError as exc:
             await error_response(send, log_failure(exc, "loading"))
             return
@@ -167,13 +168,21 @@ async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: S
         if replaced:
             return  # the rest of the app's response, which was replaced
         if message["type"] == "http.response.start":
-            status = _answer_instead(connection, message)
+            status = None if connection.unavailable is None else _answer_instead(connection, message)
             if status is None:
-                session = _adopt(scope, connection)
+                session = connection.session
+                if scope.get("session") is not session:
+                    session = _adopt(scope, connection)
                 try:
-                    # A session never used, and no explicit save before: nothing to await.
-                    wanted = connection.pending or middleware.core.wants_save(session)
-                    headers = await _save(middleware, session, connection) if wanted else []
+                    # A session never used, or read and not changed: nothing to await.
+                    headers: list[tuple[str, str]] = []
+                    if middleware.core.wants_save(session):
+                        steps = middleware.core.save(session)
+                        operation, headers = advance(steps)
+                        if operation is not None:
+                            headers = await resume_async(steps, operation, middleware.store.execute)
+                    if connection.pending:
+                        headers = _with_pending(connection, headers)
                 except SessionError as exc:
                     status = log_failure(exc, "saving")
                 else:
@@ -198,18 +207,17 @@ async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: S
         await error_response(send, log_failure(exc, "handling the request"))
         return
     if not replaced and connection.started:
-        session = _adopt(scope, connection)
-        if middleware.core.needs_late_save(session):  # no coroutine for the common case
+        session = connection.session
+        if scope.get("session") is not session:
+            session = _adopt(scope, connection)
+        # Used after the save (a streamed body) or not: the common case awaits nothing.
+        if session.state.used_since_save and middleware.core.needs_late_save(session):
             await _save_late(middleware, session)
 
 
-async def _save(middleware: _Middleware, session: Session, connection: _Connection) -> list[tuple[str, str]]:
-    """The save at ``http.response.start`` (of the session :func:`_adopt` gave), merged with
-    an explicit save's headers."""
-    headers = await middleware.commit(session) if middleware.core.wants_save(session) else []
+def _with_pending(connection: _Connection, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The save's headers at ``http.response.start``, merged with an explicit save's before."""
     pending, connection.pending = connection.pending, []
-    if not pending:
-        return headers
     names = {name for name, _ in headers}
     return [*headers, *((name, value) for name, value in pending if name not in names)]
 

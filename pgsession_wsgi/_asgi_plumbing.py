@@ -61,8 +61,10 @@ _ERROR_BODIES = {
 def cookie_header(scope: Scope) -> str:
     """The request's ``Cookie`` header, "" if none: HTTP/2 may split it, and joined with "; "
     its parts read as one header."""
-    headers = scope.get("headers", ())
-    return "; ".join(value.decode("latin-1") for name, value in headers if name.lower() == b"cookie")
+    found = [value for name, value in scope.get("headers", ()) if name.lower() == b"cookie"]
+    if not found:
+        return ""
+    return found[0].decode("latin-1") if len(found) == 1 else b"; ".join(found).decode("latin-1")
 
 
 def origin_allowed(origins: WebsocketOrigins, scope: Scope) -> bool:
@@ -83,12 +85,13 @@ def add_session_headers(
     """The app's headers plus a save's (:func:`~pgsession_wsgi.core.with_session_headers`: one
     merged ``Vary``), as ASGI's lower-case bytes."""
     # Only the headers the merge reads are decoded; the others go on as they came, first.
-    kept = [header for header in headers if header[0].lower() not in _MERGED]
-    given = [
-        (name.decode("latin-1"), value.decode("latin-1"))
-        for name, value in headers
-        if name.lower() in _MERGED
-    ]
+    kept: list[tuple[bytes, bytes]] = []
+    given: list[tuple[str, str]] = []
+    for header in headers:
+        if header[0].lower() in _MERGED:
+            given.append((header[0].decode("latin-1"), header[1].decode("latin-1")))
+        else:
+            kept.append(header)
     merged = with_session_headers(given, extra)
     return kept + [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in merged]
 

@@ -29,6 +29,7 @@ from ._asgi_plumbing import (
     origin_allowed,
     take_over,
 )
+from ._operations import advance, resume_async
 from .core import run_async
 from .errors import OutsideRequestError, SessionError, StoreUnavailable
 from .session import Session
@@ -138,7 +139,7 @@ class PgSessionBackend(BaseSessionBackend["PgSessionConfig"]):
         scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
         session = config.core.open(cookie_header(scope), scheme, _no_loader)  # type: ignore[arg-type]
         try:
-            session.preload(await run_async(config.core.load(session), config.store.execute))
+            await config.core.load_async(session, config.store.execute)
         except SessionError as exc:
             status = log_failure(exc, "loading")
             if websocket:
@@ -178,7 +179,10 @@ class PgSessionBackend(BaseSessionBackend["PgSessionConfig"]):
         exchange = _exchange_of(connection.scope)
         session = exchange.adopt(scope_session, connection.scope)
         exchange.saved = True
-        headers = await run_async(self.config.core.save(session), self.config.store.execute)
+        steps = self.config.core.save(session)
+        operation, headers = advance(steps)  # read and not changed: nothing to await
+        if operation is not None:
+            headers = await resume_async(steps, operation, self.config.store.execute)
         if headers:
             start = cast("MutableMapping[str, Any]", message)
             start["headers"] = add_session_headers(list(start.get("headers", [])), headers)
@@ -213,7 +217,7 @@ class PgSessionBackend(BaseSessionBackend["PgSessionConfig"]):
 
     async def _loaded(self, session_id: str) -> Session:
         session = self._session_for(session_id)
-        session.preload(await run_async(self.config.core.load(session), self.config.store.execute))
+        await self.config.core.load_async(session, self.config.store.execute)
         return session
 
     async def get(self, session_id: str) -> dict[str, Any] | None:

@@ -253,8 +253,27 @@ async def run_async(steps: Steps[T], execute: Callable[[Operation], Awaitable[An
     :param execute: a coroutine function that runs one operation and returns its answer.
     :returns: what the step returns.
     """
+    operation, answer = advance(steps)
+    if operation is None:
+        return answer  # type: ignore[no-any-return]
+    return await resume_async(steps, operation, execute)
+
+
+def advance(steps: Steps[T]) -> tuple[Operation | None, Any]:
+    """Start ``steps`` without awaiting: ``(its first operation, None)``, or ``(None, its
+    answer)`` when it needs none, as the save of a session read but not changed: an async
+    adapter then awaits nothing (:func:`resume_async` goes on from an operation)."""
     try:
-        operation = next(steps)
+        return next(steps), None
+    except StopIteration as done:
+        return None, done.value
+
+
+async def resume_async(
+    steps: Steps[T], operation: Operation, execute: Callable[[Operation], Awaitable[Any]]
+) -> T:
+    """Go on with ``steps`` from the ``operation`` :func:`advance` gave, as :func:`run_async`."""
+    try:
         while True:
             operation = steps.send(await execute(operation))
     except StopIteration as done:

@@ -107,7 +107,7 @@ class PgSessionInterface(SessionInterface):
         session = self.core.open(cookie_header, scheme, _loaded_up_front)
         try:
             if self.core.wants_load(session.state):
-                session.preload(await run_async(self.core.load(session), self.store.execute))
+                await self.core.load_async(session, self.store.execute)
         except SessionError as exc:
             return _UnavailableSession(exc)  # answered by _refuse_unavailable, which logs it
         # Not a SessionMixin subclass, but a dict with the same attributes (permanent, new,

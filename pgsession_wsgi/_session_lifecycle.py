@@ -320,11 +320,11 @@ class _SessionLifecycle(dict[str, Any]):
             (the message names the key); one assigned so was refused at the assignment.
         :raises SessionTooLarge: the encoded session is over ``max_size``.
         """
-        if self._loaded and not self._mutated and all(type(v) in _IMMUTABLE for v in _dict_values(self)):
+        if self._loaded and not self._mutated and _IMMUTABLE.issuperset(map(type, _dict_values(self))):
             # Read only, and nothing that could have been changed in place: no work at all.
             self._encoded = self._raw
             self._differs = False
-            empty = all(key in META_KEYS for key in _dict_iter(self))
+            empty = META_KEYS.issuperset(super().keys())
             return Changes("{}", [], [], False, empty, True, self._raw)
         values: dict[str, Any] = {}
         changed: list[str] = []
@@ -351,7 +351,7 @@ class _SessionLifecycle(dict[str, Any]):
             changed, removed = list(values), []
         self._encoded = values
         # Loaded: the whole session is empty. Not loaded: nothing was written to it.
-        empty = all(key in META_KEYS for key in values)
+        empty = META_KEYS.issuperset(values)
         loaded_values = values if self._loaded else None
         self._differs = differs = bool(changed or removed or self._cleared)
         if not differs:

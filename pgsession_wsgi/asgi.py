@@ -343,7 +343,7 @@ class SessionMiddleware:
         :raises SessionDataError: the stored row cannot be decoded.
         """
         if not session.loaded and self.core.wants_load(session.state):
-            session.preload(await run_async(self.core.load(session), self.store.execute))
+            await self.core.load_async(session, self.store.execute)
 
     async def commit(self, session: Session) -> list[tuple[str, str]]:
         """Save ``session``; return the headers the response needs (``Vary``, ``Set-Cookie``).

@@ -54,6 +54,8 @@ class LentAsyncPool:
         self.pool = pool
         self.timeout = float(pool.timeout if timeout is None else timeout)
         self._closed = False
+        # Each connection on loan (by id), and the autocommit it came with, to give it back so.
+        self._lent: dict[int, bool] = {}
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
@@ -66,6 +68,19 @@ class LentAsyncPool:
             yield conn
         finally:
             await self._return(conn, autocommit)
+
+    async def acquire(self) -> Connection:
+        """Borrow a live autocommit connection; give it back with :meth:`release`.
+
+        :raises StoreUnavailable: as :meth:`connection`.
+        """
+        conn, autocommit = await self._borrow()
+        self._lent[id(conn)] = autocommit
+        return conn
+
+    async def release(self, conn: Connection) -> None:
+        """Give back a connection from :meth:`acquire`, as it was lent (closed if it broke)."""
+        await self._return(conn, self._lent.pop(id(conn)))
 
     async def _borrow(self) -> tuple[Connection, bool]:
         for _ in range(_MAX_DEAD):

@@ -166,7 +166,9 @@ class AsyncPool:
         the pool, or is replaced if it broke."""
         return _Checkout(self)
 
-    async def _acquire(self) -> Connection:
+    async def acquire(self) -> Connection:
+        """Borrow a live connection; give it back with :meth:`release`. (The store's own path:
+        one await fewer than ``async with connection()``.)"""
         # Each dead idle connection is closed (the pool replaces it) and the next one tried; after
         # a restart, all of them may be dead, so this stops only when a live one or a new one comes.
         for _ in range(self.max_connections + 1):
@@ -177,6 +179,10 @@ class AsyncPool:
                 await conn.close()
             await self._pool.putconn(conn)
         return await self._getconn()
+
+    async def release(self, conn: Connection) -> None:
+        """Give back a connection from :meth:`acquire`; a broken one is replaced."""
+        await self._pool.putconn(conn)
 
     async def _getconn(self) -> Connection:
         if self._closed:
@@ -242,11 +248,11 @@ class _Checkout:
         self._owner = owner
 
     async def __aenter__(self) -> Connection:
-        self._conn: Connection = await self._owner._acquire()
+        self._conn: Connection = await self._owner.acquire()
         return self._conn
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._owner._pool.putconn(self._conn)
+        await self._owner.release(self._conn)
 
 
 def _refused(exc: BaseException | None, secrets: dict[str, Any]) -> StoreUnavailable:

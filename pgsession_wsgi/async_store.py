@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -27,7 +28,6 @@ except ModuleNotFoundError as missing:  # the [asgi] extra: say which command in
     raise (MissingExtraError.of(missing, __name__) or missing) from None
 
 from .core import Operation
-from .exchange import converse_async
 from .psycopg_driver import PsycopgConnections
 from .store_base import StoreMethods, awaiting
 
@@ -112,8 +112,7 @@ class AsyncPostgresStore(PsycopgConnections):
         :raises StoreUnavailable: the database cannot be reached in time.
         """
         steps, retry = self._steps.plans.get(type(operation)) or self._steps.plan(operation)
-        send = self._send
-        return await self._run(lambda conn: converse_async(steps(operation, conn), send, conn), retry=retry)
+        return await self._run(partial(steps, operation), retry=retry)
 
     _answer = execute  # the methods of StoreMethods answer as this class does
 

@@ -470,7 +470,7 @@ def decode_value(data: Any) -> Any:
     :param data: JSON data as stored (parsed).
     :raises SessionDataError: ``data`` is nothing :func:`encode_value` writes.
     """
-    return default_codec.decode(data)
+    return data if type(data) in _AS_IS else default_codec.decode(data)  # a string: no call
 
 
 # One encoder for every call: json.dumps() with options builds a new one each time.

@@ -15,7 +15,7 @@ shares one copy of every rule below::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 # The operations and the policy live in modules of their own; this one documents them (__all__),
@@ -199,14 +199,43 @@ class SessionCore(_SaveDecision):
         :param session: a session from :meth:`open`.
         :returns: the stored object, values still encoded; the loader hands it to the session.
         """
-        state = session.state
-        self.read_cookie(state)
-        if state.session_id is None:
+        operation = self.load_operation(session.state)
+        if operation is None:
             return None
+        return self.loaded(session.state, (yield operation))
+
+    async def load_async(self, session: Session, execute: Callable[[Operation], Awaitable[Any]]) -> None:
+        """Load ``session`` with an async store (``store.execute``), for a front end that loads
+        before the app runs: :meth:`load` without a generator to drive, as every request with a
+        cookie runs it (one await for a validly signed cookie, none otherwise).
+
+        :param session: a session from :meth:`open`, not loaded yet.
+        :param execute: an async store's ``execute``.
+        :raises StoreUnavailable: the database cannot be reached in time.
+        :raises SessionDataError: the stored row cannot be decoded.
+        """
+        state = session.state
+        operation = self.load_operation(state)
+        session.preload(None if operation is None else self.loaded(state, await execute(operation)))
+
+    def load_operation(self, state: SessionState) -> Load | None:
+        """The :class:`Load` that reads the session of a validly signed cookie; None without one.
+
+        :param state: the request's state.
+        """
+        self.read_cookie(state)
         stored_id = state.session_id
-        row: LoadedRow | None = yield Load(
-            hash_session_id(stored_id), self.policy.touch_interval, stored_id[len(self._id_head) :]
-        )
+        if stored_id is None:
+            return None
+        return Load(hash_session_id(stored_id), self.policy.touch_interval, stored_id[len(self._id_head) :])
+
+    def loaded(self, state: SessionState, row: LoadedRow | None) -> dict[str, Any] | None:
+        """What the store answered to :meth:`load_operation`: the stored object (values still
+        encoded), or None for no live row, whose id is then never used again.
+
+        :param state: the request's state; its id, touch and lifetime are set from ``row``.
+        :param row: the store's answer.
+        """
         if row is None:
             state.session_id = None
             return None

@@ -26,7 +26,7 @@ Driver choices, each made so that an answer never depends on which store gave it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar, Union
 
 import psycopg
@@ -70,8 +70,8 @@ T = TypeVar("T")
 S = TypeVar("S", bound="PsycopgConnections")
 Connection = AsyncConnection[Any]
 Cursor = AsyncCursor[Any]
-#: What runs on a borrowed connection, and where it is borrowed from.
-Work = Callable[[Connection], Awaitable[T]]
+#: The steps to run on a borrowed connection, made for it; and where it is borrowed from.
+StepsFor = Callable[[Connection], Steps[T]]
 Pool = Union[AsyncPool, LentAsyncPool]
 
 #: psycopg 3's errors, by what the store does about them.
@@ -278,22 +278,25 @@ class PsycopgConnections(StoreBase):
 
     # -- running statements ----------------------------------------------------------------
 
-    async def _run(self, work: Work[T], *, retry: bool, pool: Pool | None = None) -> T:
-        """Run ``work`` on a connection of ``pool`` (the store's, ready, by default), the steps
-        saying what a driver's error means: work that is safe to repeat gets one more try on a
-        fresh connection when the first one turns out to be broken."""
+    async def _run(self, steps_for: StepsFor[T], *, retry: bool, pool: Pool | None = None) -> T:
+        """Run the steps ``steps_for(conn)`` makes on a connection of ``pool`` (the store's,
+        ready, by default), the steps saying what a driver's error means: work that is safe to
+        repeat gets one more try on a fresh connection when the first one turns out to be broken."""
         if pool is None:
-            await self._ensure_ready()
-            assert self._pool is not None
+            if self._closed or not self._ready:
+                await self._ensure_ready()
             pool = self._pool
+            assert pool is not None
         for last in TRIES[retry]:
             try:
-                async with pool.connection() as conn:
-                    try:
-                        return await work(conn)
-                    except psycopg.errors.InsufficientPrivilege as exc:
-                        role = await converse_async(self._steps.current_role(), self._send, conn)
-                        raise self._steps.refused(exc, role) from None
+                conn = await pool.acquire()
+                try:
+                    return await converse_async(steps_for(conn), self._send, conn)
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    role = await converse_async(self._steps.current_role(), self._send, conn)
+                    raise self._steps.refused(exc, role) from None
+                finally:
+                    await pool.release(conn)
             except psycopg.Error as exc:
                 self._steps.fail(exc, last)
         raise AssertionError("unreachable")
@@ -302,7 +305,7 @@ class PsycopgConnections(StoreBase):
         self, make: Callable[[], Steps[T]], *, retry: bool = True, pool: Pool | None = None
     ) -> T:
         """Run the steps ``make`` makes, made anew for each try (see :meth:`_run`)."""
-        return await self._run(lambda conn: converse_async(make(), self._send, conn), retry=retry, pool=pool)
+        return await self._run(lambda conn: make(), retry=retry, pool=pool)
 
     async def _send(self, conn: Connection, statement: Statement) -> Any:
         """Send one statement and answer as it asks; the cursor is moved to its last result
