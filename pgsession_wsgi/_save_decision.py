@@ -88,7 +88,8 @@ class _SaveDecision:
     ) -> Steps[str | None]:
         policy = self.policy
         blind = state.row_found is None  # written without being read
-        user = self._user_column(session, changes)
+        # No data changed: the user column stays (KEEP_USER), so no login regenerates.
+        user = self._user_column(session, changes) if changes.any else KEEP_USER
         regenerate = state.regenerate or self._user_changed(user)
         set_expiry = state.expiry_set
         if not (changes.any or regenerate or set_expiry):
@@ -184,9 +185,9 @@ class _SaveDecision:
     ) -> str | None:
         """The cookie goes out only when it changes: a new id or permanence, a re-signature,
         or a permanent session's expiry moving forward (so its Max-Age moves too)."""
-        permanent = self._is_permanent(session, stored_permanent)
-        if must_send or state.resign or (expiry_moved and permanent and self.policy.refresh_each_request):
-            return self._cookie_for(session_id, permanent, state)
+        refresh = expiry_moved and self.policy.refresh_each_request
+        if must_send or state.resign or (refresh and self._is_permanent(session, stored_permanent)):
+            return self._cookie_for(session_id, self._is_permanent(session, stored_permanent), state)
         return None
 
     def _is_permanent(self, session: Session, stored: bool | None) -> bool:
