@@ -29,8 +29,7 @@ from ._asgi_plumbing import (
     origin_allowed,
     take_over,
 )
-from ._operations import advance, resume_async
-from .core import SessionCore
+from .core import SessionCore, advance, resume_async
 from .errors import OutsideRequestError, SessionError, StoreUnavailable
 from .session import Session
 from .websocket import (

@@ -29,8 +29,7 @@ from ._asgi_plumbing import (
     origin_allowed,
     take_over,
 )
-from ._operations import advance, resume_async
-from .core import run_async
+from .core import advance, resume_async, run_async
 from .errors import OutsideRequestError, SessionError, StoreUnavailable
 from .session import Session
 from .websocket import (
