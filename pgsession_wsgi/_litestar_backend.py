@@ -96,6 +96,16 @@ class _Exchange:
         return session
 
 
+def _late_change_possible(scope: Scope) -> bool:
+    """Whether :meth:`PgSessionBackend.save_late` may have something to do: not for a session
+    left in the scope as it was and not used since its save (every request's common case)."""
+    exchange = scope.get(_SCOPE_KEY)
+    if not isinstance(exchange, _Exchange):
+        return False
+    current = scope.get("session")
+    return current is not exchange.session or exchange.session.state.used_since_save
+
+
 def _exchange_of(scope: Scope) -> _Exchange:
     exchange = scope.get(_SCOPE_KEY)
     if not isinstance(exchange, _Exchange):
@@ -138,7 +148,10 @@ class PgSessionBackend(BaseSessionBackend["PgSessionConfig"]):
         scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
         session = config.core.open(cookie_header(scope), scheme, _no_loader)  # type: ignore[arg-type]
         try:
-            await config.core.load_async(session, config.store.execute)
+            if config.core.wants_load(session.state):
+                await config.core.load_async(session, config.store.execute)
+            else:  # no valid cookie: a new session, nothing to await
+                session.preload(None)
         except SessionError as exc:
             status = log_failure(exc, "loading")
             if websocket:
@@ -301,14 +314,24 @@ class PgSessionMiddleware(SessionMiddleware[PgSessionBackend]):
         """
         scope, connection_send = connection.scope, connection.send
         store_in_message = self.backend.store_in_message
+        core = self.backend.config.core
 
         async def send(message: Message) -> None:
             exchange = scope.get(_SCOPE_KEY)
             if isinstance(exchange, _Exchange) and exchange.replaced:
                 return  # the rest of a response replaced by an error response
             if message["type"] == "http.response.start":
+                current = scope.get("session")
+                if (
+                    isinstance(exchange, _Exchange)
+                    and current is exchange.session
+                    and not core.wants_save(exchange.session)
+                ):
+                    exchange.saved = True  # a session never used: nothing to save, nothing to await
+                    await connection_send(message)
+                    return
                 try:
-                    await store_in_message(scope.get("session"), message, connection)
+                    await store_in_message(current, message, connection)
                 except SessionError as exc:
                     status = log_failure(exc, "saving")
                     if isinstance(exchange, _Exchange):
@@ -335,5 +358,5 @@ class PgSessionMiddleware(SessionMiddleware[PgSessionBackend]):
         scope["session"] = await backend.load_from_connection(connection)
         connection._connection_state.session_id = backend.get_session_id(connection)
         await self.app(scope, receive, self.create_send_wrapper(connection))
-        if scope["type"] == ScopeType.HTTP:
+        if scope["type"] == ScopeType.HTTP and _late_change_possible(scope):
             await backend.save_late(scope)
