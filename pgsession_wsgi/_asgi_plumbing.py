@@ -61,10 +61,11 @@ _ERROR_BODIES = {
 def cookie_header(scope: Scope) -> str:
     """The request's ``Cookie`` header, "" if none: HTTP/2 may split it, and joined with "; "
     its parts read as one header."""
-    found = [value for name, value in scope.get("headers", ()) if name.lower() == b"cookie"]
-    if not found:
-        return ""
-    return found[0].decode("latin-1") if len(found) == 1 else b"; ".join(found).decode("latin-1")
+    found = b""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"cookie":
+            found = found + b"; " + value if found else value
+    return found.decode("latin-1")
 
 
 def origin_allowed(origins: WebsocketOrigins, scope: Scope) -> bool:

@@ -306,7 +306,13 @@ class SessionMiddleware:
         :param send: the server's send callable.
         """
         kind = scope["type"]
-        if kind in ("http", "websocket") and self.exclude_paths and _excluded(self.exclude_paths, scope):
+        if (
+            kind in ("http", "websocket")
+            and self.exclude_paths
+            # One C call for the paths no prefix can match; _excluded decides for the others.
+            and str(scope.get("path", "")).startswith(self.exclude_paths)
+            and _excluded(self.exclude_paths, scope)
+        ):
             await self.app(scope, receive, send)  # no session: nothing read, loaded or sent
         elif kind == "http":
             await _http(self, scope, receive, send)
