@@ -10,7 +10,7 @@ import re
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, Union
+from typing import Any, Optional, TypeVar, Union
 from uuid import UUID
 
 from .errors import SessionError
@@ -229,6 +229,9 @@ def _stored_expiry(idle_timeout: timedelta | None, ends_at: datetime | None) -> 
 Operation = Union[Load, Insert, Write, Touch, Delete]
 #: A step of the core: yields operations, is sent their results, returns ``T``.
 Steps = Generator[Operation, Any, T]
+#: What :func:`advance` answers: the step's first operation and None, or None and its answer.
+#: (Spelled with ``Optional`` so that its documentation reads it on Python 3.9 too.)
+Advanced = tuple[Optional[Operation], Any]
 
 
 def run(steps: Steps[T], execute: Callable[[Operation], Any]) -> T:
@@ -259,7 +262,7 @@ async def run_async(steps: Steps[T], execute: Callable[[Operation], Awaitable[An
     return await resume_async(steps, operation, execute)
 
 
-def advance(steps: Steps[T]) -> tuple[Operation | None, Any]:
+def advance(steps: Steps[T]) -> Advanced:
     """Start ``steps`` without awaiting: ``(its first operation, None)``, or ``(None, its
     answer)`` when it needs none, as the save of a session read but not changed: an async
     adapter then awaits nothing (:func:`resume_async` goes on from an operation)."""
