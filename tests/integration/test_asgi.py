@@ -865,6 +865,53 @@ async def test_cookies_split_over_several_cookie_headers_are_all_read(
     assert (status, json.loads(body)) == (200, {"a": "1"})
 
 
+def header_echo_app(store: AsyncPostgresStore) -> Any:
+    """The middleware around a bare ASGI app that answers the ``Cookie`` header its session holds
+    (``Session.state.cookie_header``, what the core parses)."""
+
+    async def echo(scope: Any, receive: Any, send: Any) -> None:
+        body = scope["session"].state.cookie_header.encode("latin-1")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    return SessionMiddleware(echo, store=store, secret_key=SECRET)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([], b""),
+        ([(b"cookie", b"theme=dark")], b"theme=dark"),
+        (
+            [(b"cookie", b"theme=dark"), (b"Cookie", b"lang=fr"), (b"cookie", b"x=1")],
+            b"theme=dark; lang=fr; x=1",
+        ),
+    ],
+    ids=["none", "one", "three split, any case"],
+)
+async def test_the_session_holds_the_cookie_headers_as_sent_joined_once(
+    store: AsyncPostgresStore, headers: list[tuple[bytes, bytes]], expected: bytes
+) -> None:
+    """_asgi_plumbing.cookie_header mutants 2 and 15 (a stray prefix the cookie parser forgave)."""
+    assert await raw_get(header_echo_app(store), "/", headers) == (200, expected)
+
+
+async def test_a_scope_without_headers_gets_a_new_session(store: AsyncPostgresStore) -> None:
+    """ASGI requires ``headers``; a hand-made scope without them is a new, empty session, no
+    crash. _asgi_plumbing.cookie_header mutants 4 and 6."""
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "scheme": "http"}
+    await header_echo_app(store)(scope, receive, send)
+    assert sent[0]["status"] == 200 and sent[1]["body"] == b""
+
+
 # -- websockets: the Origin check (cross-site websocket hijacking) ------------------------------
 
 
