@@ -360,6 +360,19 @@ def test_a_blind_write_learns_the_rows_lifetime_for_the_refreshed_cookie() -> No
     assert session.expiry == MONTH
 
 
+def test_a_blind_write_learns_the_rows_fixed_end_for_the_refreshed_cookie() -> None:
+    """The same with a fixed end (set_expiry(datetime) in an earlier request): the Max-Age is the
+    time left until it. _save_decision._update mutant 95 (the end read as None)."""
+    core, sid = make_core(), new_session_id()
+    end = now() + timedelta(hours=10)
+    script = Script(WriteResult(True, True, None, None, end))
+    session = open_session(core, script, sid)
+    session["b"] = 2
+    headers = run(core.save(session), script)
+    assert session.expiry == end
+    assert 10 * 3600 - 60 <= (max_age(headers) or 0) <= 10 * 3600
+
+
 def test_a_due_touch_of_a_remembered_session_refreshes_the_cookie_with_its_own_max_age() -> None:
     core, sid = make_core(), new_session_id()
     script = Script(LoadedRow({"a": 1}, True, MONTH, None), True)
