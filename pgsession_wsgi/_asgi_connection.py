@@ -62,12 +62,21 @@ class SessionExcluded(OutsideRequestError, AttributeError):
 
 
 class _NoSession:
-    """``scope["session"]`` of a connection on an excluded path: any use of it says why."""
+    """``scope["session"]`` of a connection on an excluded path: any use of it says why (the
+    message is written only then: an excluded request pays for no formatting)."""
 
-    __slots__ = ("reason",)
+    __slots__ = ("path", "prefix")
 
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+    def __init__(self, path: str, prefix: str) -> None:
+        self.path = path
+        self.prefix = prefix
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"no session on {self.path!r}: it is under {self.prefix!r}, which exclude_paths lists; "
+            "take it out of exclude_paths to use the session there"
+        )
 
     def refuse(self, *args: object, **kwargs: object) -> NoReturn:
         raise SessionExcluded(self.reason)
@@ -87,10 +96,7 @@ def _excluded(prefixes: tuple[str, ...], scope: Scope) -> bool:
     path = str(scope.get("path", ""))
     for prefix in prefixes:
         if path == prefix or path.startswith(prefix + "/"):
-            scope["session"] = _NoSession(
-                f"no session on {path!r}: it is under {prefix!r}, which exclude_paths lists; "
-                "take it out of exclude_paths to use the session there"
-            )
+            scope["session"] = _NoSession(path, prefix)
             return True
     return False
 
