@@ -173,11 +173,9 @@ async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: S
         if replaced:
             return  # the rest of the app's response, which was replaced
         if message["type"] == "http.response.start":
-            status = None if connection.unavailable is None else _answer_instead(connection, message)
+            status = _answer_instead(connection, message)
             if status is None:
-                session = connection.session
-                if scope.get("session") is not session:
-                    session = _adopt(scope, connection)
+                session = _adopt(scope, connection)
                 try:
                     # A session never used, or read and not changed: nothing to await.
                     headers: list[tuple[str, str]] = []
@@ -212,11 +210,8 @@ async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: S
         await error_response(send, log_failure(exc, "handling the request"))
         return
     if not replaced and connection.started:
-        session = connection.session
-        if scope.get("session") is not session:
-            session = _adopt(scope, connection)
-        # Used after the save (a streamed body) or not: the common case awaits nothing.
-        if session.state.used_since_save and middleware.core.needs_late_save(session):
+        session = _adopt(scope, connection)
+        if middleware.core.needs_late_save(session):  # no coroutine for the common case
             await _save_late(middleware, session)
 
 

@@ -11,7 +11,7 @@ every name. The middleware's ``__call__`` and send wrapper are the per-request p
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, MutableMapping
 from typing import TYPE_CHECKING, Any, cast
 
 from litestar.connection import ASGIConnection
@@ -29,7 +29,8 @@ from ._asgi_plumbing import (
     origin_allowed,
     take_over,
 )
-from .core import advance, resume_async, run_async
+from ._operations import Steps
+from .core import Operation, advance, resume_async, run_async
 from .errors import OutsideRequestError, SessionError, StoreUnavailable
 from .session import Session
 from .websocket import (
@@ -96,14 +97,11 @@ class _Exchange:
         return session
 
 
-def _late_change_possible(scope: Scope) -> bool:
-    """Whether :meth:`PgSessionBackend.save_late` may have something to do: not for a session
-    left in the scope as it was and not used since its save (every request's common case)."""
-    exchange = scope.get(_SCOPE_KEY)
-    if not isinstance(exchange, _Exchange):
-        return False
-    current = scope.get("session")
-    return current is not exchange.session or exchange.session.state.used_since_save
+def _add_headers(message: Message, headers: list[tuple[str, str]]) -> None:
+    """A save's headers into the ``http.response.start`` message (none: it stays as it is)."""
+    if headers:
+        start = cast("MutableMapping[str, Any]", message)
+        start["headers"] = add_session_headers(list(start.get("headers", [])), headers)
 
 
 def _exchange_of(scope: Scope) -> _Exchange:
@@ -188,16 +186,30 @@ class PgSessionBackend(BaseSessionBackend["PgSessionConfig"]):
         :raises StoreUnavailable: the database cannot be reached in time.
         :raises SessionError: a value cannot be stored, or the session is over ``max_size``.
         """
-        exchange = _exchange_of(connection.scope)
-        session = exchange.adopt(scope_session, connection.scope)
+        finishing = self._save_started(scope_session, message, connection.scope)
+        if finishing is not None:
+            await finishing
+
+    def _save_started(
+        self, scope_session: ScopeSession, message: Message, scope: Scope
+    ) -> Awaitable[None] | None:
+        """:meth:`store_in_message` up to its first statement, without awaiting: None when the
+        save needed none (a session never used, or read and not changed: its headers are in
+        ``message`` already), else what finishes it."""
+        exchange = _exchange_of(scope)
+        session = exchange.adopt(scope_session, scope)
         exchange.saved = True
         steps = self.config.core.save(session)
-        operation, headers = advance(steps)  # read and not changed: nothing to await
-        if operation is not None:
-            headers = await resume_async(steps, operation, self.config.store.execute)
-        if headers:
-            start = cast("MutableMapping[str, Any]", message)
-            start["headers"] = add_session_headers(list(start.get("headers", [])), headers)
+        operation, headers = advance(steps)
+        if operation is None:
+            _add_headers(message, headers)
+            return None
+        return self._save_finished(steps, operation, message)
+
+    async def _save_finished(
+        self, steps: Steps[list[tuple[str, str]]], operation: Operation, message: Message
+    ) -> None:
+        _add_headers(message, await resume_async(steps, operation, self.config.store.execute))
 
     async def save_late(self, scope: Scope) -> None:
         """After the response: save a change a streamed body made once the headers were out,
@@ -205,12 +217,20 @@ class PgSessionBackend(BaseSessionBackend["PgSessionConfig"]):
 
         :param scope: the request's scope.
         """
+        session = self._late_session(scope)
+        if session is not None:
+            await self._save_late(session)
+
+    def _late_session(self, scope: Scope) -> Session | None:
+        """The session :meth:`save_late` has to save; None (every request's common case) when
+        there is nothing to do, so the middleware awaits nothing then."""
         exchange = scope.get(_SCOPE_KEY)
         if not isinstance(exchange, _Exchange) or not exchange.saved or exchange.replaced:
-            return
+            return None
         session = exchange.adopt(scope.get("session"), scope)
-        if not self.config.core.needs_late_save(session):
-            return
+        return session if self.config.core.needs_late_save(session) else None
+
+    async def _save_late(self, session: Session) -> None:
         try:
             await save_without_cookie(self.config.core, session, self.config.store.execute)
         except SessionError as exc:
@@ -313,25 +333,18 @@ class PgSessionMiddleware(SessionMiddleware[PgSessionBackend]):
         :param connection: the request.
         """
         scope, connection_send = connection.scope, connection.send
-        store_in_message = self.backend.store_in_message
-        core = self.backend.config.core
+        backend = self.backend
 
         async def send(message: Message) -> None:
             exchange = scope.get(_SCOPE_KEY)
             if isinstance(exchange, _Exchange) and exchange.replaced:
                 return  # the rest of a response replaced by an error response
             if message["type"] == "http.response.start":
-                current = scope.get("session")
-                if (
-                    isinstance(exchange, _Exchange)
-                    and current is exchange.session
-                    and not core.wants_save(exchange.session)
-                ):
-                    exchange.saved = True  # a session never used: nothing to save, nothing to await
-                    await connection_send(message)
-                    return
                 try:
-                    await store_in_message(current, message, connection)
+                    # store_in_message, awaited only when the save has a statement to run.
+                    finishing = backend._save_started(scope.get("session"), message, scope)
+                    if finishing is not None:
+                        await finishing
                 except SessionError as exc:
                     status = log_failure(exc, "saving")
                     if isinstance(exchange, _Exchange):
@@ -358,5 +371,7 @@ class PgSessionMiddleware(SessionMiddleware[PgSessionBackend]):
         scope["session"] = await backend.load_from_connection(connection)
         connection._connection_state.session_id = backend.get_session_id(connection)
         await self.app(scope, receive, self.create_send_wrapper(connection))
-        if scope["type"] == ScopeType.HTTP and _late_change_possible(scope):
-            await backend.save_late(scope)
+        if scope["type"] == ScopeType.HTTP:
+            late = backend._late_session(scope)  # save_late, awaited only with something to save
+            if late is not None:
+                await backend._save_late(late)
