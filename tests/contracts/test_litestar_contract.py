@@ -419,10 +419,12 @@ async def test_a_cookie_naming_no_stored_session_reads_as_an_empty_session(make_
 
 
 async def test_max_age_is_how_long_an_unused_session_lives(make_site: MakeSite) -> None:
-    async with browsing(make_site(max_age=1)) as client:
+    # Two seconds, not one: a cookie's Expires is whole seconds, so a one-second cookie set late
+    # in a second can be gone before the next request.
+    async with browsing(make_site(max_age=2)) as client:
         await client.get("/write?user=ada")
         assert (await client.get("/read")).json() == {"user": "ada"}
-        await asyncio.sleep(2.1)
+        await asyncio.sleep(3.1)
         assert (await client.get("/read")).json() == {}
 
 
