@@ -33,8 +33,9 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _asgi_connection, _asgi_options
-from ._asgi_connection import (
+from ._adapters import asgi_connection as _asgi_connection
+from ._adapters import asgi_options as _asgi_options
+from ._adapters.asgi_connection import (
     SessionExcluded,
     SessionNotLoaded,
     _adopt,
@@ -43,7 +44,7 @@ from ._asgi_connection import (
     _http,
     _websocket,
 )
-from ._asgi_options import (
+from ._adapters.asgi_options import (
     _UNSET,
     _default,
     _in_names_given,
@@ -51,7 +52,8 @@ from ._asgi_options import (
     _path_prefixes,
     _resolve_options,
 )
-from ._asgi_plumbing import ASGIApp, Message, Receive, Scope, Send, cookie_header
+from ._adapters.asgi_plumbing import ASGIApp, Message, Receive, Scope, Send, cookie_header
+from ._adapters.websocket import CLOSE_UNAVAILABLE, WebsocketOrigins, save_without_cookie
 from .cookies import IdSigner
 from .core import Operation, Policy, SessionCore, run_async
 from .defaults import (
@@ -64,7 +66,6 @@ from .defaults import (
 from .errors import ConfigurationError, StoreUnavailable
 from .options import SessionOptions
 from .session import Session
-from .websocket import CLOSE_UNAVAILABLE, WebsocketOrigins, save_without_cookie
 
 if TYPE_CHECKING:
     import starlette.datastructures

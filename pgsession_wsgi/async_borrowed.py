@@ -24,7 +24,7 @@ from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from .async_pool import _is_dead
+from ._drivers.async_pool import _is_dead
 from .errors import ConfigurationError, StoreUnavailable
 
 __all__ = ["LentAsyncPool"]

@@ -6,7 +6,7 @@ end saves with::
 
     headers = await run_async(core.save(session), store.execute)
 
-How it uses psycopg 3 is in :mod:`pgsession_wsgi.psycopg_driver`. The store is asyncio-only
+How it uses psycopg 3 is in :mod:`pgsession_wsgi._drivers.psycopg_driver`. The store is asyncio-only
 (psycopg 3's async connections and pool need asyncio) and lives in one event loop: the one that
 opens it, explicitly or at its first use.
 """
@@ -27,9 +27,9 @@ try:
 except ModuleNotFoundError as missing:  # the [asgi] extra: say which command installs it
     raise (MissingExtraError.of(missing, __name__) or missing) from None
 
+from ._drivers.psycopg_driver import PsycopgConnections
+from ._store.base import StoreMethods, awaiting
 from .core import Operation
-from .psycopg_driver import PsycopgConnections
-from .store_base import StoreMethods, awaiting
 
 __all__ = ["AsyncPostgresStore"]
 

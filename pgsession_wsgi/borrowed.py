@@ -38,7 +38,7 @@ import psycopg2.extensions
 import psycopg2.pool
 
 from ._codec_tags import loads
-from .connections import first_line, readable
+from ._drivers.connections import first_line, readable
 from .errors import ConfigurationError, StoreUnavailable
 
 if TYPE_CHECKING:

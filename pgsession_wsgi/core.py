@@ -20,9 +20,10 @@ from typing import Any
 
 # The operations and the policy live in modules of their own; this one documents them (__all__),
 # and still holds every name it held (the private ones too, "as" themselves).
-from . import _operations, _policy
-from ._operations import _UUID_SPELLING as _UUID_SPELLING
-from ._operations import (
+from ._core import operations as _operations
+from ._core import policy as _policy
+from ._core.operations import _UUID_SPELLING as _UUID_SPELLING
+from ._core.operations import (
     Delete,
     Insert,
     Load,
@@ -39,12 +40,12 @@ from ._operations import (
     run_async,
     user_id_text,
 )
-from ._operations import T as T
-from ._policy import Policy, private_cache_control, with_session_headers
-from ._policy import _duration as _duration
-from ._policy import _with_vary as _with_vary
-from ._save_decision import _SaveDecision
-from ._save_decision import log as log
+from ._core.operations import T as T
+from ._core.policy import Policy, private_cache_control, with_session_headers
+from ._core.policy import _duration as _duration
+from ._core.policy import _with_vary as _with_vary
+from ._core.save_decision import _SaveDecision
+from ._core.save_decision import log as log
 from .cookies import CookieSettings, HmacIdSigner, IdSigner, hash_session_id, prefixed_id
 from .errors import ConfigurationError, SessionError
 from .options import SessionOptions

@@ -35,12 +35,21 @@ except ModuleNotFoundError as missing:  # the [flask] extra: say which command i
 
 # Split by responsibility (issue 22), imported once Flask is known to be there: flask.session bound
 # to the environ's session, and Flask-Login. Every name defined here before stays importable here.
-from ._flask_interface import EnvironSessionInterface, _teardown_saver, register_store_unavailable_handler
-from ._flask_interface import _opened_here as _opened_here
-from ._flask_interface import _store_unavailable as _store_unavailable
-from ._flask_interface import _UnavailableSession as _UnavailableSession
-from ._flask_login import _end_session_on_logout, _logout_signal, log_out_other_sessions, sessions_for_user
-from ._flask_login import _request_user as _request_user
+from ._adapters.flask_interface import (
+    EnvironSessionInterface,
+    _teardown_saver,
+    register_store_unavailable_handler,
+)
+from ._adapters.flask_interface import _opened_here as _opened_here
+from ._adapters.flask_interface import _store_unavailable as _store_unavailable
+from ._adapters.flask_interface import _UnavailableSession as _UnavailableSession
+from ._adapters.flask_login import (
+    _end_session_on_logout,
+    _logout_signal,
+    log_out_other_sessions,
+    sessions_for_user,
+)
+from ._adapters.flask_login import _request_user as _request_user
 from .appconfig import (
     DSN_STORE_KEYS,
     EXTENSION_KEY,

@@ -11,7 +11,7 @@ from typing import Protocol
 import psycopg2
 import psycopg2.extensions
 
-from .connections import first_line
+from ._drivers.connections import first_line
 from .defaults import DEFAULT_PURGE_BATCH_SIZE
 from .errors import SessionError
 

@@ -34,15 +34,24 @@ except ModuleNotFoundError as missing:  # Quart, which no extra brings: say what
 
 # The module is split by responsibility (issue 22): the session interface, which opens and saves
 # each request's session, is apart. Every name it defined stays importable from here.
-from ._quart_interface import _ERROR_BODIES as _ERROR_BODIES
-from ._quart_interface import WEBSOCKET_ORIGINS_KEY as WEBSOCKET_ORIGINS_KEY
-from ._quart_interface import PgSessionInterface as PgSessionInterface
-from ._quart_interface import _CrossOriginSession as _CrossOriginSession
-from ._quart_interface import _loaded_up_front as _loaded_up_front
-from ._quart_interface import _log_failure as _log_failure
-from ._quart_interface import _replace_with_error as _replace_with_error
-from ._quart_interface import _SaveAfterBody as _SaveAfterBody
-from ._quart_interface import _UnavailableSession as _UnavailableSession
+from ._adapters.quart_interface import _ERROR_BODIES as _ERROR_BODIES
+from ._adapters.quart_interface import WEBSOCKET_ORIGINS_KEY as WEBSOCKET_ORIGINS_KEY
+from ._adapters.quart_interface import PgSessionInterface as PgSessionInterface
+from ._adapters.quart_interface import _CrossOriginSession as _CrossOriginSession
+from ._adapters.quart_interface import _loaded_up_front as _loaded_up_front
+from ._adapters.quart_interface import _log_failure as _log_failure
+from ._adapters.quart_interface import _replace_with_error as _replace_with_error
+from ._adapters.quart_interface import _SaveAfterBody as _SaveAfterBody
+from ._adapters.quart_interface import _UnavailableSession as _UnavailableSession
+from ._adapters.websocket import (
+    CLOSE_ERROR,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_UNAVAILABLE,
+    FORBIDDEN_BODY,
+    REFUSED_REASON,
+    WebsocketOrigins,
+    save_without_cookie,
+)
 from .appconfig import (
     DSN_STORE_KEYS,
     EXTENSION_KEY,
@@ -66,15 +75,6 @@ from .devices import UserSession, mark_current, request_user
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
 from .options import SessionOptions
 from .session import Session
-from .websocket import (
-    CLOSE_ERROR,
-    CLOSE_POLICY_VIOLATION,
-    CLOSE_UNAVAILABLE,
-    FORBIDDEN_BODY,
-    REFUSED_REASON,
-    WebsocketOrigins,
-    save_without_cookie,
-)
 
 __all__ = [
     "EXTENSION_KEY",

@@ -5,8 +5,9 @@ Change detection compares each value's encoded form with what was loaded, so a n
 reads is never written back.
 
 The dict protocol is here; the session's lifecycle and change tracking (and :class:`SessionState`,
-:class:`Changes`) are in ``_session_lifecycle``, which ``Session`` inherits from, and the checks of
-what goes in and what a row holds in ``_session_checks``: every name is importable from here.
+:class:`Changes`) are in ``pgsession_wsgi._core.lifecycle``, which ``Session`` inherits from, and
+the checks of what goes in and what a row holds in ``pgsession_wsgi._core.checks``: every name is
+importable from here.
 """
 
 from __future__ import annotations
@@ -14,33 +15,33 @@ from __future__ import annotations
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, ValuesView
 from typing import Any, Optional
 
-from ._session_checks import _FIRST_INSTANT as _FIRST_INSTANT
-from ._session_checks import _LAST_INSTANT as _LAST_INSTANT
-from ._session_checks import _REENCODE as _REENCODE
-from ._session_checks import UNREADABLE_VALUE_ERRORS as UNREADABLE_VALUE_ERRORS
-from ._session_checks import Expiry as Expiry
-from ._session_checks import _checked_expiry as _checked_expiry
-from ._session_checks import _checked_key as _checked_key
-from ._session_checks import _encode as _encode
-from ._session_checks import _encoded as _encoded
-from ._session_checks import _object_json as _object_json
-from ._session_checks import _Row as _Row
-from ._session_checks import _utf8_length as _utf8_length
-from ._session_checks import _where as _where
-from ._session_checks import checked_row as checked_row
-from ._session_checks import log as log
-from ._session_checks import readable_time as readable_time
-from ._session_checks import reading_row as reading_row
-from ._session_checks import skipping_unreadable_row as skipping_unreadable_row
-from ._session_lifecycle import _IMMUTABLE as _IMMUTABLE
-from ._session_lifecycle import _MISSING as _MISSING
-from ._session_lifecycle import _NOTHING_ASSIGNED as _NOTHING_ASSIGNED
-from ._session_lifecycle import _UNLOADED as _UNLOADED
-from ._session_lifecycle import META_KEYS as META_KEYS
-from ._session_lifecycle import Changes as Changes
-from ._session_lifecycle import SessionState as SessionState
-from ._session_lifecycle import _SessionLifecycle
-from ._session_lifecycle import _Unloaded as _Unloaded
+from ._core.checks import _FIRST_INSTANT as _FIRST_INSTANT
+from ._core.checks import _LAST_INSTANT as _LAST_INSTANT
+from ._core.checks import _REENCODE as _REENCODE
+from ._core.checks import UNREADABLE_VALUE_ERRORS as UNREADABLE_VALUE_ERRORS
+from ._core.checks import Expiry as Expiry
+from ._core.checks import _checked_expiry as _checked_expiry
+from ._core.checks import _checked_key as _checked_key
+from ._core.checks import _encode as _encode
+from ._core.checks import _encoded as _encoded
+from ._core.checks import _object_json as _object_json
+from ._core.checks import _Row as _Row
+from ._core.checks import _utf8_length as _utf8_length
+from ._core.checks import _where as _where
+from ._core.checks import checked_row as checked_row
+from ._core.checks import log as log
+from ._core.checks import readable_time as readable_time
+from ._core.checks import reading_row as reading_row
+from ._core.checks import skipping_unreadable_row as skipping_unreadable_row
+from ._core.lifecycle import _IMMUTABLE as _IMMUTABLE
+from ._core.lifecycle import _MISSING as _MISSING
+from ._core.lifecycle import _NOTHING_ASSIGNED as _NOTHING_ASSIGNED
+from ._core.lifecycle import _UNLOADED as _UNLOADED
+from ._core.lifecycle import META_KEYS as META_KEYS
+from ._core.lifecycle import Changes as Changes
+from ._core.lifecycle import SessionState as SessionState
+from ._core.lifecycle import _SessionLifecycle
+from ._core.lifecycle import _Unloaded as _Unloaded
 from .codec import decode_value
 
 __all__ = ["Session"]

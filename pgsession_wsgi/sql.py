@@ -12,14 +12,14 @@ import hashlib
 import re
 
 # The table's names and its DDL are apart (issue 22); every name they defined stays importable here.
-from ._ddl import _in_template as _in_template
-from ._ddl import create_statements as create_statements
-from ._ddl import grant_statements as grant_statements
-from ._ddl import index_names as index_names
-from ._ddl import partition_names as partition_names
-from ._ddl import persistence_statement as persistence_statement
-from ._ddl import quote_identifier as quote_identifier
-from ._ddl import setup_names as setup_names
+from ._store.ddl import _in_template as _in_template
+from ._store.ddl import create_statements as create_statements
+from ._store.ddl import grant_statements as grant_statements
+from ._store.ddl import index_names as index_names
+from ._store.ddl import partition_names as partition_names
+from ._store.ddl import persistence_statement as persistence_statement
+from ._store.ddl import quote_identifier as quote_identifier
+from ._store.ddl import setup_names as setup_names
 
 __all__ = [
     "ADDED_COLUMNS",

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._drivers.psycopg2_driver import Psycopg2Connections, _answer_on
+from ._store.base import StoreMethods
+from ._store.prepared import MAX_BOUND_STATEMENTS as MAX_BOUND_STATEMENTS  # importable here, as in 0.2.0
 from .core import Operation
 from .dsn import normalize_dsn as normalize_dsn  # re-exported: cli and legacy import it from here
-from .prepared import MAX_BOUND_STATEMENTS as MAX_BOUND_STATEMENTS  # importable here, as in 0.2.0
-from .psycopg2_driver import Psycopg2Connections, _answer_on
-from .store_base import StoreMethods
 from .store_steps import EXACT_COUNT_LIMIT as EXACT_COUNT_LIMIT  # importable here, as in 0.2.0
 from .store_steps import SessionInfo
 

@@ -2,7 +2,7 @@
 
 :class:`StoreSteps` holds every decision of :class:`~pgsession_wsgi.store.PostgresStore`
 (psycopg2) and :class:`~pgsession_wsgi.async_store.AsyncPostgresStore` (psycopg 3) as steps (see
-:mod:`pgsession_wsgi.exchange`): which statement answers each of the core's operations and how its
+:mod:`pgsession_wsgi._store.exchange`): which statement answers each of the core's operations and how its
 answer is read, the settings sent with each statement where startup options do not arrive, which
 work may run again on a fresh connection, what a driver's error means for the app, the purge's
 batches (:class:`Purge`) and those that delete every row (:class:`DeleteAll`), and through
@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .connections import first_line
+from ._drivers.connections import first_line
+from ._store.exchange import ALL, COUNT, EACH, ONE, ROW, DriverErrors, Statement, Steps, one_row, readable
+from ._store.layout import TableSetup, privilege_error, read_only_error
+from ._store.prepared import Fixed, PreparedStatements
 from .cookies import hash_session_id
 from .core import (
     KEEP_USER,
@@ -40,9 +43,6 @@ from .errors import (
     SessionTooLarge,
     StoreUnavailable,
 )
-from .exchange import ALL, COUNT, EACH, ONE, ROW, DriverErrors, Statement, Steps, one_row, readable
-from .layout import TableSetup, privilege_error, read_only_error
-from .prepared import Fixed, PreparedStatements
 from .session import skipping_unreadable_row
 from .sql import CURRENT_ROLE, SETTINGS, Statements, guard
 

@@ -23,7 +23,7 @@ from typing import Any, Final
 import psycopg2
 import psycopg2.extensions
 
-from ..connections import first_line
+from .._drivers.connections import first_line
 from ..cookies import hash_session_id, prefixed_id
 from ..core import Load, LoadedRow, Operation
 from ..defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_SCHEMA

@@ -17,8 +17,8 @@ from typing import Any, Final
 
 import psycopg2
 
+from .._drivers.connections import first_line
 from ..appconfig import FLASK_LOGIN_USER_KEY
-from ..connections import first_line
 from ..defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_SCHEMA
 from ..dsn import connect_arguments
 from ..errors import ConfigurationError, SessionError, StoreUnavailable

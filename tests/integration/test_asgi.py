@@ -41,6 +41,7 @@ from wire import RoundTripCounter, statement_kind
 import pgsession_wsgi.asgi
 import pgsession_wsgi.async_store
 from pgsession_wsgi import ConfigurationError, OutsideRequestError, PostgresStore, Session
+from pgsession_wsgi._drivers.async_purge import TASK_NAME
 from pgsession_wsgi.asgi import (
     WEBSOCKET_UNAVAILABLE,
     AsyncPostgresStore,
@@ -49,7 +50,6 @@ from pgsession_wsgi.asgi import (
     load_session,
     save_session,
 )
-from pgsession_wsgi.async_purge import TASK_NAME
 from pgsession_wsgi.cookies import HmacIdSigner
 from pgsession_wsgi.errors import SessionError, StoreUnavailable
 

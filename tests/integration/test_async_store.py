@@ -18,7 +18,8 @@ import pytest
 from db import sql
 from wire import CuttingProxy, PgBouncer, RoundTripCounter, statement_kind
 
-from pgsession_wsgi.async_purge import TASK_NAME
+from pgsession_wsgi._drivers.async_purge import TASK_NAME
+from pgsession_wsgi._store.base import StoreMethods
 from pgsession_wsgi.async_store import AsyncPostgresStore
 from pgsession_wsgi.cookies import hash_session_id, new_session_id
 from pgsession_wsgi.core import (
@@ -42,7 +43,6 @@ from pgsession_wsgi.errors import (
     StoreUnavailable,
 )
 from pgsession_wsgi.store import PostgresStore
-from pgsession_wsgi.store_base import StoreMethods
 
 pytestmark = pytest.mark.anyio
 
@@ -975,7 +975,7 @@ async def test_the_idle_count_read_per_request_is_the_pools_own(pg_dsn: str) -> 
     than ``get_stats()``; its answer must be the pool's own through checkouts and returns."""
     from psycopg_pool import AsyncConnectionPool
 
-    from pgsession_wsgi.async_pool import _idle_counter
+    from pgsession_wsgi._drivers.async_pool import _idle_counter
 
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(pg_dsn, min_size=0, max_size=3, open=False)
     await pool.open()

@@ -31,9 +31,9 @@ from pgsession_wsgi import (
     SessionMiddleware,
     get_session,
 )
+from pgsession_wsgi._store.exchange import DriverErrors, converse
 from pgsession_wsgi.async_store import AsyncPostgresStore
 from pgsession_wsgi.cli import main as cli_main
-from pgsession_wsgi.exchange import DriverErrors, converse
 from pgsession_wsgi.flask import PgSession
 from pgsession_wsgi.sql import grant_statements
 from pgsession_wsgi.store_steps import StoreSteps

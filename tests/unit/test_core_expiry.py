@@ -15,6 +15,7 @@ import pytest
 from helpers import Script, build_core
 
 from pgsession_wsgi import ConfigurationError, InvalidExpiry, SessionError
+from pgsession_wsgi._store.layout import check_layout, needs_upgrade
 from pgsession_wsgi.cookies import hash_session_id, new_session_id
 from pgsession_wsgi.core import (
     Delete,
@@ -28,7 +29,6 @@ from pgsession_wsgi.core import (
     expiry_columns,
     run,
 )
-from pgsession_wsgi.layout import check_layout, needs_upgrade
 from pgsession_wsgi.session import Session
 from pgsession_wsgi.sql import upgrade_statement
 

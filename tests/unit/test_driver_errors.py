@@ -15,8 +15,8 @@ import psycopg
 import psycopg2
 import pytest
 
+from pgsession_wsgi._store.exchange import DriverErrors
 from pgsession_wsgi.errors import SessionError, StoreUnavailable
-from pgsession_wsgi.exchange import DriverErrors
 from pgsession_wsgi.store_steps import StoreSteps
 
 DRIVERS = [pytest.param(psycopg2, id="psycopg2"), pytest.param(psycopg, id="psycopg")]

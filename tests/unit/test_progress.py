@@ -1,4 +1,4 @@
-"""The command line's progress display (pgsession_wsgi.progress), on a fake clock: what a terminal
+"""The command line's progress display (pgsession_wsgi._store.progress), on a fake clock: what a terminal
 and what a log file get, and when."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from pgsession_wsgi.progress import TTY_REFRESH, Progress, describe, format_duration
+from pgsession_wsgi._store.progress import TTY_REFRESH, Progress, describe, format_duration
 
 ERASE = "\x1b[K"
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pgsession_wsgi import ConfigurationError
-from pgsession_wsgi.websocket import WebsocketOrigins
+from pgsession_wsgi._adapters.websocket import WebsocketOrigins
 
 OPTION = "websocket_origins"
 

@@ -1,0 +1,318 @@
+"""Internal: what the ASGI ``SessionMiddleware`` does with one HTTP request or websocket.
+
+Apart from :mod:`pgsession_wsgi.asgi` (the middleware's construction, its public methods and the
+helpers apps call) so that module and its class stay small: the state kept in the connection's
+scope, the session of a path ``exclude_paths`` lists, the two errors a wrong use of the session
+raises (public as ``pgsession_wsgi.asgi``'s), the HTTP request (the save at
+``http.response.start``, an error response in place of the app's, the save after a streamed
+body) and the websocket handshake (the ``Origin`` check, the load, the refusals).
+``SessionMiddleware.__call__`` calls :func:`_http` and :func:`_websocket` as it called its own
+methods before: no call more per request. This module cannot import :mod:`pgsession_wsgi.asgi`,
+which imports it; :class:`_Middleware` says what it uses of the middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, NoReturn, Protocol
+
+from ..core import SessionCore, advance, resume_async
+from ..errors import OutsideRequestError, SessionError, StoreUnavailable
+from ..session import Session
+from .asgi_plumbing import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    add_session_headers,
+    error_response,
+    log_failure,
+    origin_allowed,
+    take_over,
+)
+from .websocket import (
+    CLOSE_ERROR,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_UNAVAILABLE,
+    FORBIDDEN_BODY,
+    REFUSED_REASON,
+    WebsocketOrigins,
+)
+
+log = logging.getLogger("pgsession_wsgi")
+
+# Documented where apps import it, as pgsession_wsgi.asgi.SCOPE_KEY.
+SCOPE_KEY = "pgsession.connection"
+
+
+class SessionNotLoaded(SessionError, RuntimeError):
+    """The app read a session that has a cookie before loading it (``autoload=False``)."""
+
+    __module__ = "pgsession_wsgi.asgi"  # where apps import it from: tracebacks name it so
+
+
+class SessionExcluded(OutsideRequestError, AttributeError):
+    """The app used the session of a connection whose path ``exclude_paths`` lists, which has
+    none; also an ``AttributeError``, so code that probes the session with ``hasattr()`` (as
+    Starlette's ``request.session`` does) finds nothing instead of failing."""
+
+    __module__ = "pgsession_wsgi.asgi"  # where apps import it from: tracebacks name it so
+
+
+class _NoSession:
+    """``scope["session"]`` of a connection on an excluded path: any use of it says why (the
+    message is written only then: an excluded request pays for no formatting)."""
+
+    __slots__ = ("path", "prefix")
+
+    def __init__(self, path: str, prefix: str) -> None:
+        self.path = path
+        self.prefix = prefix
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"no session on {self.path!r}: it is under {self.prefix!r}, which exclude_paths lists; "
+            "take it out of exclude_paths to use the session there"
+        )
+
+    def refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise SessionExcluded(self.reason)
+
+    __getitem__ = __setitem__ = __delitem__ = __contains__ = __iter__ = __len__ = refuse
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise SessionExcluded(self.reason)
+
+    def __repr__(self) -> str:
+        return f"<no session: {self.reason}>"
+
+
+def _excluded(prefixes: tuple[str, ...], scope: Scope) -> bool:
+    """Whether ``exclude_paths`` (its ``prefixes``) leaves this connection out; if so its session
+    says why."""
+    path = str(scope.get("path", ""))
+    for prefix in prefixes:
+        if path == prefix or path.startswith(prefix + "/"):
+            scope["session"] = _NoSession(path, prefix)
+            return True
+    return False
+
+
+class _Middleware(Protocol):
+    """What the connection's handling uses of :class:`~pgsession_wsgi.asgi.SessionMiddleware`
+    (named by what it does, as this module cannot import that one)."""
+
+    app: ASGIApp
+    store: Any  # an AsyncStore: the helpers for apps call its execute()
+    core: SessionCore
+    autoload: bool
+    websocket_origins: WebsocketOrigins
+
+    def open_session(self, scope: Scope) -> Session: ...
+
+    async def load(self, session: Session) -> None: ...
+
+    async def commit(self, session: Session) -> list[tuple[str, str]]: ...
+
+
+class _Connection:
+    """What the middleware knows about one HTTP request or websocket, kept in its scope."""
+
+    __slots__ = ("middleware", "session", "websocket", "started", "pending", "unavailable")
+
+    def __init__(self, middleware: _Middleware, session: Session, websocket: bool) -> None:
+        self.middleware = middleware
+        self.session = session
+        self.websocket = websocket
+        #: The response headers went out: a change needing a new cookie cannot be saved any more.
+        self.started = False
+        #: Headers from an explicit :func:`save_session` before the response started.
+        self.pending: list[tuple[str, str]] = []
+        #: :func:`load_session` found the store unreachable: a 5xx the app answers becomes a 503.
+        self.unavailable: StoreUnavailable | None = None
+
+
+def _connection_of(connection: Any) -> tuple[Scope, _Connection]:
+    """The scope of ``connection`` (a request, a websocket or a scope) and the middleware's state
+    in it, for the helpers apps call; a connection without it says why it has no session."""
+    scope = getattr(connection, "scope", connection)
+    state = scope.get(SCOPE_KEY) if isinstance(scope, Mapping) else None
+    if not isinstance(state, _Connection):
+        excluded = scope.get("session") if isinstance(scope, Mapping) else None
+        if isinstance(excluded, _NoSession):
+            excluded.refuse()
+        raise OutsideRequestError(
+            "this connection has no session: wrap the app with "
+            "pgsession_wsgi.asgi.SessionMiddleware(app, store=..., secret_key=...)"
+        )
+    return scope, state
+
+
+# -- HTTP -------------------------------------------------------------------------------------
+
+
+async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one HTTP request of ``middleware``'s app, its session saved as the response starts."""
+    session = middleware.open_session(scope)
+    if middleware.autoload and middleware.core.wants_load(session.state):  # no cookie: nothing to await
+        try:
+            await middleware.core.load_async(session, middleware.store.execute)
+        except SessionError as exc:
+            await error_response(send, log_failure(exc, "loading"))
+            return
+    connection = _Connection(middleware, session, websocket=False)
+    scope["session"] = session
+    scope[SCOPE_KEY] = connection
+    replaced = False  # our error response went out instead of the app's
+
+    async def send_with_session(message: Message) -> None:
+        nonlocal replaced
+        if replaced:
+            return  # the rest of the app's response, which was replaced
+        if message["type"] == "http.response.start":
+            status = _answer_instead(connection, message)
+            if status is None:
+                session = _adopt(scope, connection)
+                try:
+                    # A session never used, or read and not changed: nothing to await.
+                    headers: list[tuple[str, str]] = []
+                    if middleware.core.wants_save(session):
+                        steps = middleware.core.save(session)
+                        operation, headers = advance(steps)
+                        if operation is not None:
+                            headers = await resume_async(steps, operation, middleware.store.execute)
+                    if connection.pending:
+                        headers = _with_pending(connection, headers)
+                except SessionError as exc:
+                    status = log_failure(exc, "saving")
+                else:
+                    if headers:
+                        app_headers = list(message.get("headers", []))
+                        message["headers"] = add_session_headers(app_headers, headers)
+            if status is not None:
+                replaced = connection.started = True
+                await error_response(send, status)
+                return
+            connection.started = True
+        await send(message)
+
+    try:
+        await middleware.app(scope, receive, send_with_session)
+    except SessionError as exc:
+        # Starlette and FastAPI let the app's exceptions through to here: the store failing
+        # in `await load_session(request)` is a 503, as it would be had the middleware loaded.
+        if connection.started or isinstance(exc, (OutsideRequestError, SessionNotLoaded)):
+            raise  # too late for another status, or a programming error: keep the traceback
+        connection.started = replaced = True
+        await error_response(send, log_failure(exc, "handling the request"))
+        return
+    if not replaced and connection.started:
+        session = _adopt(scope, connection)
+        if middleware.core.needs_late_save(session):  # no coroutine for the common case
+            await _save_late(middleware, session)
+
+
+def _with_pending(connection: _Connection, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The save's headers at ``http.response.start``, merged with an explicit save's before."""
+    pending, connection.pending = connection.pending, []
+    names = {name for name, _ in headers}
+    return [*headers, *((name, value) for name, value in pending if name not in names)]
+
+
+async def _save_late(middleware: _Middleware, session: Session) -> None:
+    """A streaming body changed the session after the headers went out (``needs_late_save``)."""
+    if middleware.core.late_save_refused(session):
+        log.warning(
+            "session changed after the response headers were sent and needs a new "
+            "cookie, which can no longer be set; the change was not saved"
+        )
+        return
+    try:
+        await middleware.commit(session)
+    except SessionError as exc:
+        log.error("session change made while streaming was not saved: %s", exc)
+
+
+def _answer_instead(connection: _Connection, message: Message) -> int | None:
+    """A 503 for the app's own error response after :func:`load_session` found the store down."""
+    if connection.unavailable is not None and int(message.get("status", 200)) >= 500:
+        exc, connection.unavailable = connection.unavailable, None
+        return log_failure(exc, "loading")
+    return None
+
+
+def _adopt(scope: Scope, connection: _Connection) -> Session:
+    """The connection's session after the app ran.
+
+    Litestar's ``set_session(data)`` puts ``data`` in ``scope["session"]`` (its data replaces
+    ours) and ``clear_session()`` puts ``Empty`` there (the session ends).
+    """
+    session = connection.session
+    current: object = scope.get("session")
+    if current is session:
+        return session
+    if isinstance(current, Session):
+        connection.session = current  # the app put another of our sessions there: it wins
+        return current
+    take_over(session, current)
+    scope["session"] = session
+    return session
+
+
+# -- websockets -------------------------------------------------------------------------------
+
+
+async def _websocket(middleware: _Middleware, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one websocket of ``middleware``'s app: its ``Origin`` checked, its session loaded."""
+    if not origin_allowed(middleware.websocket_origins, scope):
+        await receive()  # websocket.connect: the handshake is answered, then refused
+        await _refuse_cross_origin(scope, send)
+        return
+    session = middleware.open_session(scope)
+    if middleware.autoload:
+        try:
+            await middleware.load(session)
+        except SessionError as exc:
+            status = log_failure(exc, "loading")
+            await receive()  # websocket.connect: the handshake is answered, then refused
+            await _refuse_websocket(send, status)
+            return
+    connection = _Connection(middleware, session, websocket=True)
+    scope["session"] = session
+    scope[SCOPE_KEY] = connection
+
+    async def watch_accept(message: Message) -> None:
+        if message["type"] in ("websocket.accept", "websocket.close", "websocket.http.response.start"):
+            connection.started = True
+        await send(message)
+
+    try:
+        await middleware.app(scope, receive, watch_accept)
+    except StoreUnavailable as exc:
+        # `await load_session(websocket)` before accepting: refuse the handshake as autoload does.
+        if connection.started:
+            raise
+        await _refuse_websocket(send, log_failure(exc, "loading"))
+
+
+async def _refuse_cross_origin(scope: Scope, send: Send) -> None:
+    """A 403 if the server can answer a handshake with an HTTP response, else close code 1008."""
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION, "reason": REFUSED_REASON})
+        return
+    body = FORBIDDEN_BODY.encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+async def _refuse_websocket(send: Send, status: int) -> None:
+    """Close a handshake whose session could not be loaded: 1013 for a 503, else 1011."""
+    if status == 503:
+        code, reason = CLOSE_UNAVAILABLE, "session store unavailable"
+    else:
+        code, reason = CLOSE_ERROR, "session error"
+    await send({"type": "websocket.close", "code": code, "reason": reason})

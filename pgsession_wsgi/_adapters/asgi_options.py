@@ -1,0 +1,123 @@
+"""Internal: the ASGI ``SessionMiddleware``'s arguments, checked and resolved at construction.
+
+Apart from :mod:`pgsession_wsgi.asgi` because none of it runs per request: the defaults told
+apart from the same value passed (so a Starlette name and the option of ours it sets cannot
+both be given), Starlette's ``SessionMiddleware`` names resolved into ours, the error messages
+naming the options as they were passed, ``exclude_paths`` checked, and Starlette's ``Secret``
+recognised without importing Starlette.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar, cast
+
+from ..errors import ConfigurationError
+
+# Documented where apps import it, as pgsession_wsgi.asgi.STARLETTE_OPTIONS.
+STARLETTE_OPTIONS: Mapping[str, str] = {
+    "session_cookie": "cookie_name",
+    "max_age": "idle_timeout",
+    "path": "cookie_path",
+    "same_site": "cookie_samesite",
+    "https_only": "cookie_secure",
+    "domain": "cookie_domain",
+    "partitioned": "cookie_partitioned",
+}
+
+_T = TypeVar("_T")
+
+
+class _Default:
+    """An option's default, told apart from the same value passed: passing both a Starlette
+    name and the option of ours it sets is refused even when ours is given its default value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def _default(value: _T) -> _T:
+    """``value`` as an option's default (a :class:`_Default`), typed as the value itself."""
+    return cast(_T, _Default(value))  # a T to type checkers: the signature keeps its types
+
+
+#: A Starlette name not passed.
+_UNSET: Any = _Default(None)
+
+
+def _from_starlette(name: str, value: Any) -> dict[str, Any]:
+    """Starlette's ``name=value`` as options of ours (see :data:`STARLETTE_OPTIONS`)."""
+    if name == "max_age":
+        return {"permanent": False} if value is None else {"idle_timeout": value, "permanent": True}
+    if name == "same_site" and isinstance(value, str) and value.lower() in ("lax", "strict", "none"):
+        value = value.capitalize()
+    return {STARLETTE_OPTIONS[name]: value}
+
+
+def _resolve_options(
+    ours: Mapping[str, Any], starlette: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Our options after Starlette's names given in their place.
+
+    :returns: every option of ``ours`` with its value, and which Starlette name set which option.
+    :raises ConfigurationError: a Starlette name and the option of ours it sets were both passed.
+    """
+    given = {name for name, value in ours.items() if not isinstance(value, _Default)}
+    options = {name: value.value if isinstance(value, _Default) else value for name, value in ours.items()}
+    renamed: dict[str, str] = {}
+    for name, value in starlette.items():
+        if isinstance(value, _Default):
+            continue
+        for option, converted in _from_starlette(name, value).items():
+            if option in given:
+                raise ConfigurationError(
+                    f"both {name} (Starlette's name) and {option} were passed, and {name} sets "
+                    f"{option}: pass only one of them"
+                )
+            options[option] = converted
+        renamed[STARLETTE_OPTIONS[name]] = name
+    return options, renamed
+
+
+def _in_names_given(message: str, renamed: Mapping[str, str]) -> str:
+    """A message about our options, naming those passed by Starlette's names as passed."""
+    for option, name in renamed.items():
+        message = re.sub(rf"\b{option}\b", name, message)
+    return message
+
+
+def _path_prefixes(paths: str | Iterable[str]) -> tuple[str, ...]:
+    """``exclude_paths`` checked: one prefix or several, each kept without a trailing slash."""
+    prefixes = []
+    for path in [paths] if isinstance(paths, str) else paths:
+        if not isinstance(path, str):
+            raise ConfigurationError(
+                f"exclude_paths holds {path!r}: each entry is a path prefix, a str such as '/static' "
+                "(which leaves out /static and everything under it)"
+            )
+        if not path.startswith("/"):
+            raise ConfigurationError(
+                f"exclude_paths entry {path!r} must start with '/': e.g. '/static', which leaves out "
+                "/static and everything under it"
+            )
+        prefix = path.rstrip("/")
+        if not prefix:
+            raise ConfigurationError(
+                "exclude_paths entry '/' would leave every route without a session: list the ones "
+                "that use none ('/static', '/health'), or leave the middleware out"
+            )
+        prefixes.append(prefix)
+    return tuple(prefixes)
+
+
+def _is_starlette_secret(value: Any) -> bool:
+    """Whether ``value`` is Starlette's ``Secret`` (a secret key, or one passed as the store)."""
+    datastructures = sys.modules.get("starlette.datastructures")  # only if Starlette is in use
+    return datastructures is not None and isinstance(value, getattr(datastructures, "Secret", ()))

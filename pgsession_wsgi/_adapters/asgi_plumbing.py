@@ -1,0 +1,169 @@
+"""Internal: the ASGI plumbing the Starlette-style middleware and the Litestar backend share.
+
+Both front ends read the same request headers, answer a failed save the same way and take over
+what an app put in ``scope["session"]`` the same way; written once here, importing neither of
+them, so they cannot drift apart and neither imports the other's framework. What each does:
+the ``Cookie`` header as one string, the websocket ``Origin`` check, a save's headers merged into
+a response's (as ASGI's lower-case bytes), the log line and status of a session error, the plain
+error response that replaces an app's, and the session data after ``set_session()`` or
+``clear_session()``. Django's ``SessionMiddleware`` (``pgsession_wsgi.django``) answers an outage
+with the same log line and body.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from collections.abc import Awaitable, Mapping, MutableMapping
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any, Callable, cast
+from uuid import UUID
+
+from ..core import MERGED_HEADERS, with_session_headers
+from ..errors import SessionError, StoreUnavailable
+from ..session import Session
+from .websocket import WebsocketOrigins
+
+__all__ = [
+    "ASGIApp",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "UNAVAILABLE_BODY",
+    "add_session_headers",
+    "as_mapping",
+    "cookie_header",
+    "error_response",
+    "log_failure",
+    "origin_allowed",
+    "take_over",
+]
+
+log = logging.getLogger("pgsession_wsgi")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: The body of a 503 answered for a session store that cannot be reached (Django's too).
+UNAVAILABLE_BODY = b"Service Unavailable: the session store cannot be reached. Please try again shortly.\n"
+_ERROR_BODIES = {
+    503: UNAVAILABLE_BODY,
+    500: b"Internal Server Error\n",
+}
+
+
+def cookie_header(scope: Scope) -> str:
+    """The request's ``Cookie`` header, "" if none: HTTP/2 may split it, and joined with "; "
+    its parts read as one header."""
+    found = b""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"cookie":
+            found = found + b"; " + value if found else value
+    return found.decode("latin-1")
+
+
+def origin_allowed(origins: WebsocketOrigins, scope: Scope) -> bool:
+    """Whether a websocket handshake's ``Origin`` may get the session (see
+    :class:`~pgsession_wsgi._adapters.websocket.WebsocketOrigins`), judged on its scheme and ``Host``."""
+    headers = scope.get("headers", ())
+    sent = [value.decode("latin-1") for name, value in headers if name.lower() == b"origin"]
+    host = next((value.decode("latin-1") for name, value in headers if name.lower() == b"host"), None)
+    return origins.allows(sent, str(scope.get("scheme", "ws")), host, scope.get("server"))
+
+
+_MERGED = frozenset(name.encode("latin-1") for name in MERGED_HEADERS)
+
+
+def add_session_headers(
+    headers: list[tuple[bytes, bytes]], extra: list[tuple[str, str]]
+) -> list[tuple[bytes, bytes]]:
+    """The app's headers plus a save's (:func:`~pgsession_wsgi.core.with_session_headers`: one
+    merged ``Vary``), as ASGI's lower-case bytes."""
+    # Only the headers the merge reads are decoded; the others go on as they came, first.
+    kept: list[tuple[bytes, bytes]] = []
+    given: list[tuple[str, str]] = []
+    for header in headers:
+        if header[0].lower() in _MERGED:
+            given.append((header[0].decode("latin-1"), header[1].decode("latin-1")))
+        else:
+            kept.append(header)
+    merged = with_session_headers(given, extra)
+    return kept + [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in merged]
+
+
+def log_failure(exc: SessionError, doing: str) -> int:
+    """Log a session error once and answer its status: 503 when the store cannot be reached (the
+    client may try again), 500 for any other.
+
+    :param exc: the error.
+    :param doing: what failed ("loading", "saving"...), for the log line.
+    """
+    if isinstance(exc, StoreUnavailable):
+        log.error("session store unavailable, answering 503: %s", exc)
+        return 503
+    log.error("session error while %s, answering 500: %s", doing, exc)
+    return 500
+
+
+async def error_response(send: Send, status: int) -> None:
+    """Send a plain-text 503 (with ``Retry-After: 5``) or 500 in place of the app's response."""
+    body = _ERROR_BODIES[status]
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    if status == 503:
+        headers.append((b"retry-after", b"5"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def take_over(session: Session, current: object) -> None:
+    """Make ``session`` what the app put in ``scope["session"]`` in its place: None or Litestar's
+    ``Empty`` (``clear_session()``) ends it; any other mapping (``set_session(data)``) becomes its
+    data, under the same id.
+
+    :raises SessionError: ``current`` is no mapping, dataclass or pydantic model.
+    """
+    if current is None or _is_litestar_empty(current):
+        session.invalidate()
+    else:
+        data = as_mapping(current)
+        session.clear()
+        session.update(data)
+
+
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    """Session data given as a mapping, a dataclass, a pydantic model or a msgspec ``Struct``
+    (the data containers Litestar's ``set_session`` takes), as a dict, nested ones too.
+
+    :raises SessionError: it is none of them.
+    """
+    if isinstance(value, Mapping):
+        return dict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    msgspec = sys.modules.get("msgspec")  # only if msgspec (Litestar's) is in use: never imported
+    if msgspec is not None and isinstance(value, msgspec.Struct):
+        data = msgspec.to_builtins(value, builtin_types=_KEPT_BY_MSGSPEC)  # the codec's types kept
+        return cast("dict[str, Any]", data)
+    dump = getattr(value, "model_dump", None) or getattr(value, "dict", None)
+    if callable(dump):
+        return dict(dump())
+    raise SessionError(
+        f"the session was replaced by a {type(value).__name__} (set_session()?): pass a dict, a "
+        "dataclass, a pydantic model or a msgspec Struct of storable values"
+    )
+
+
+# The values msgspec leaves as they are when it turns a Struct into a dict: those the codec
+# stores as themselves (msgspec would make text of them).
+_KEPT_BY_MSGSPEC = (datetime, date, time, bytes, UUID, Decimal)
+
+
+def _is_litestar_empty(value: Any) -> bool:
+    empty = sys.modules.get("litestar.types.empty")  # only if Litestar is in use: never imported
+    return empty is not None and value is getattr(empty, "Empty", object())

@@ -1,0 +1,163 @@
+"""The config of ``pgsession_wsgi.litestar``: the session options by Litestar's names,
+translated to the core's and checked once, when the config is made; and the middleware it hands an
+app.
+
+Apart from what runs per connection (``pgsession_wsgi._adapters.litestar_backend``), which this module
+builds on, and from the public module, which re-exports every name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from litestar.enums import ScopeType
+from litestar.middleware.base import DefineMiddleware
+from litestar.middleware.session.base import BaseBackendConfig
+
+from ..async_store import AsyncPostgresStore
+from ..cookies import IdSigner
+from ..core import SessionCore
+from ..defaults import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_PERMANENT,
+    DEFAULT_TOUCH_INTERVAL,
+    DEFAULT_USER_KEY,
+)
+from ..errors import ConfigurationError
+from ..options import SessionOptions
+from .litestar_backend import PgSessionBackend, PgSessionMiddleware
+from .websocket import WebsocketOrigins
+
+# Litestar's name of each cookie and lifetime option, and the core's: documented where an app
+# imports it, as pgsession_wsgi.litestar.OPTION_NAMES (the same mapping).
+OPTION_NAMES: Mapping[str, str] = {
+    "key": "cookie_name",
+    "max_age": "idle_timeout",
+    "path": "cookie_path",
+    "domain": "cookie_domain",
+    "secure": "cookie_secure",
+    "httponly": "cookie_httponly",
+    "samesite": "cookie_samesite",
+}
+
+# Litestar spells SameSite in lower case; the core as the Set-Cookie attribute is written.
+_SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
+
+
+def _in_litestar_names(message: str) -> str:
+    """A core message about an option, naming it as :class:`PgSessionConfig` does."""
+    for litestar_name, core_name in OPTION_NAMES.items():
+        message = re.sub(rf"\b{core_name}\b", litestar_name, message)
+    return message
+
+
+@dataclass(eq=False)
+class PgSessionConfig(BaseBackendConfig["PgSessionBackend"]):
+    """The session options, by Litestar's names where Litestar has one (see
+    :data:`OPTION_NAMES`), and the middleware (:attr:`middleware`) that uses them.
+
+    Checked once, here: a wrong option fails at start-up, never per request.
+
+    :param store: where sessions live: an :class:`~pgsession_wsgi.asgi.AsyncPostgresStore`
+        (``AsyncPostgresStore.from_pool(pool)`` to borrow your own psycopg pool's connections).
+    :param secret_key: signs the cookie; the same key as a Flask or WSGI app's to share its
+        sessions. Required (Litestar's server-side sessions sign nothing).
+    :param key: the cookie's name (the core's ``cookie_name``); ``"session"``, as Flask's.
+    :param max_age: seconds a session lives unused, also a permanent session's cookie's
+        ``Max-Age`` (the core's ``idle_timeout``); 31 days, as in every front end (Flask's
+        ``PERMANENT_SESSION_LIFETIME``).
+    :param scopes: the connections that get a session: ``http`` and ``websocket`` (Litestar's).
+    :param path: the cookie's ``Path``.
+    :param domain: the cookie's ``Domain``; None sends none (the safest).
+    :param secure: ``Secure``; None (the default): when the request came over https.
+    :param httponly: ``HttpOnly``.
+    :param samesite: ``"lax"``, ``"strict"`` or ``"none"`` (which needs Secure cookies).
+    :param exclude: a path pattern, or a list of them, whose requests get no session (Litestar's).
+    :param exclude_opt_key: a route whose ``opt`` has this key set true gets no session
+        (``@get("/", skip_session=True)``; Litestar's).
+
+    The other options (``absolute_timeout``, ``touch_interval``, ``permanent``,
+    ``refresh_each_request``, ``fallback_secret_keys``, ``user_key``,
+    ``regenerate_on_user_change``, ``max_size``, ``signer``) are
+    :class:`~pgsession_wsgi.SessionOptions`' fields, documented there once for every front
+    end, with the same defaults.
+
+    :param websocket_origins: origins whose pages may open a websocket that gets the session,
+        besides the app's own (e.g. ``["https://app.example.com"]``).
+    :raises ConfigurationError: ``store`` is not an ``AsyncPostgresStore``, ``secret_key`` is
+        missing, or an option is invalid or contradicts another (named as here).
+    """
+
+    store: AsyncPostgresStore
+    secret_key: str | bytes | None = field(default=None, repr=False)
+    key: str = "session"
+    max_age: int = int(DEFAULT_IDLE_TIMEOUT.total_seconds())
+    # Not Litestar's Scopes alias (a set of Literals), which the API reference cannot render.
+    scopes: Collection[ScopeType] = field(default_factory=lambda: {ScopeType.HTTP, ScopeType.WEBSOCKET})  # type: ignore[assignment]
+    path: str = "/"
+    domain: str | None = None
+    secure: bool | None = None  # type: ignore[assignment]
+    httponly: bool = True
+    samesite: Literal["lax", "strict", "none"] = "lax"
+    exclude: str | list[str] | None = None
+    exclude_opt_key: str = "skip_session"
+    absolute_timeout: timedelta | float | None = None
+    touch_interval: timedelta | float = DEFAULT_TOUCH_INTERVAL
+    permanent: bool = DEFAULT_PERMANENT
+    refresh_each_request: bool = True
+    fallback_secret_keys: Iterable[str | bytes] = field(default=(), repr=False)
+    user_key: str | None = DEFAULT_USER_KEY
+    regenerate_on_user_change: bool = True
+    max_size: int | None = DEFAULT_MAX_SIZE
+    signer: IdSigner | None = field(default=None, repr=False)
+    websocket_origins: Iterable[str] = ()
+    #: The request algorithm, with the options as checked (made from the fields above).
+    core: SessionCore = field(init=False, repr=False)
+    #: The pages that may open a websocket getting the session (from ``websocket_origins``).
+    origins: WebsocketOrigins = field(init=False, repr=False)
+
+    _backend_class = PgSessionBackend
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.store, AsyncPostgresStore):
+            raise ConfigurationError(
+                f"PgSessionConfig needs an async store, not {type(self.store).__name__}: pass "
+                "store=pgsession_wsgi.asgi.AsyncPostgresStore(dsn) (or AsyncPostgresStore.from_pool(pool))"
+            )
+        if self.signer is None and not self.secret_key:
+            raise ConfigurationError(
+                "PgSessionConfig needs secret_key=...: a long random value (e.g. from "
+                "secrets.token_hex(32)) read from the environment; the same as your Flask app's "
+                "SECRET_KEY to share its sessions"
+            )
+        given: dict[str, Any] = {
+            "key": self.key,
+            "max_age": self.max_age,
+            "path": self.path,
+            "domain": self.domain,
+            "secure": self.secure,
+            "httponly": self.httponly,
+            "samesite": _SAMESITE.get(str(self.samesite).lower(), self.samesite),
+        }
+        try:
+            options = {**vars(self), **{OPTION_NAMES[name]: value for name, value in given.items()}}
+            self.core = SessionCore.from_options(SessionOptions.among(options))
+        except ConfigurationError as exc:
+            raise ConfigurationError(_in_litestar_names(str(exc))) from None
+        self.origins = WebsocketOrigins(self.websocket_origins, "websocket_origins")
+
+    @property
+    def middleware(self) -> DefineMiddleware:
+        """Litestar's session middleware around this config's backend, for a ``middleware``
+        list of the app, a router or a controller (the plugin puts it on the app)."""
+        return DefineMiddleware(PgSessionMiddleware, backend=PgSessionBackend(config=self))
+
+    @property
+    def backend(self) -> PgSessionBackend:
+        """A backend on this config, for its operations by session id (:meth:`PgSessionBackend.get`...)."""
+        return PgSessionBackend(config=self)

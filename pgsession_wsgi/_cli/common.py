@@ -1,0 +1,231 @@
+"""What every ``pgsession-wsgi`` command shares: its exit statuses, its output lines, the
+DSN (where it comes from, and its password kept out of every line printed), the checks of the
+arguments and settings made before anything runs, and the store a maintenance command opens.
+
+Apart from cli.py so that the commands, the demo and the parser can use them without importing
+the entry point (which imports them all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from urllib.parse import unquote
+
+import psycopg2
+import psycopg2.extensions
+
+from ..defaults import MAX_LIFETIME
+from ..errors import ConfigurationError
+from ..store import PostgresStore, normalize_dsn
+
+PROG = "pgsession-wsgi"
+EXIT_FAILURE = 1  # the work failed: database unreachable, table missing, statement failed
+EXIT_USAGE = 2  # the command line or configuration is wrong (argparse uses 2 as well)
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, the shell's convention; SIGTERM gives 143
+
+# A password as typed: in a URL (percent-encoded), and in a key=value DSN (quoted or not).
+_URL_PASSWORD = re.compile(r"://[^/:@\s]*:([^@\s]*)@")
+_KEYWORD_PASSWORD = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'?|\S+)")
+
+# The largest numbers the options take; more is a typo, or a number PostgreSQL cannot hold.
+_MAX_ROWS = 2**31 - 1  # a batch: PostgreSQL's integer
+_MAX_BYTES = 2**30  # a session: 1 GiB, the largest value PostgreSQL stores
+_MAX_DAYS = MAX_LIFETIME.days  # a lifetime: 100 years
+_MAX_INTERVAL = 86400  # between progress lines: a day
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _say(text: str) -> None:
+    """Print and flush at once: the demo's first line must reach a pipe before serving starts."""
+    print(text, flush=True)
+
+
+def _tell(text: str) -> None:
+    """A line on stderr, next to the progress display: stdout keeps only the results."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def _passwords(sources: Iterable[str | None]) -> list[str]:
+    """Every password the sources (DSNs, or any command-line argument) may hold, longest first:
+    as libpq reads it, and as typed, even in a DSN libpq cannot parse."""
+    found: set[str] = set()
+    for source in sources:
+        if not source:
+            continue
+        with suppress(psycopg2.Error, ValueError):  # ValueError: undecodable bytes
+            found.add(psycopg2.extensions.parse_dsn(source).get("password") or "")
+        for match in _URL_PASSWORD.finditer(source):
+            found.update((match.group(1), unquote(match.group(1))))
+        for match in _KEYWORD_PASSWORD.finditer(source):
+            typed = match.group(1)
+            found.update((typed, re.sub(r"\\(.)", r"\1", typed.strip("'"))))
+    return sorted(found - {""}, key=len, reverse=True)
+
+
+def _redact(text: str, *sources: str | None) -> str:
+    """Hide the password of every DSN in ``sources`` wherever it appears in ``text`` (errors may
+    quote the connection string, or the user name when it is the password too)."""
+    for secret in _passwords(sources):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _not_text(value: str) -> bool:
+    """Whether ``value`` holds bytes the locale could not decode (Python keeps them as lone
+    surrogates), which no database, file or terminal can take as text."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _not_decodable(fix: str) -> str:
+    encoding = sys.getfilesystemencoding().upper()
+    return f"holds bytes that are not valid {encoding} text: {fix} in {encoding}"
+
+
+def _undecodable_argument(argv: Sequence[str]) -> str | None:
+    """What to fix when an argument holds undecodable bytes; it is named, never quoted."""
+    for number, argument in enumerate(argv, 1):
+        if not _not_text(argument):
+            continue
+        name, equals, _ = argument.partition("=")
+        before = argv[number - 2] if number > 1 else ""
+        if argument.startswith("-") and equals and not _not_text(name):
+            where = f"the value of {name}"
+        elif argument.startswith("-"):
+            where = f"argument {number}, an option's name,"
+        elif before.startswith("--") and "=" not in before and not _not_text(before):
+            where = f"the value of {before}"
+        else:
+            where = f"argument {number}"
+        return f"{where} {_not_decodable('pass it')}"
+    return None
+
+
+def _undecodable_setting(args: argparse.Namespace) -> str | None:
+    """The same for the environment variables the command reads (the arguments are checked)."""
+    dsn, source = _dsn_and_source(args)
+    read = {
+        "PGSESSION_DSN": dsn if source == "PGSESSION_DSN" else None,
+        "DATABASE_URL": dsn if source == "DATABASE_URL" else None,
+        # Undecodable only when they came from their variables: the arguments were checked.
+        "PGSESSION_TABLE": getattr(args, "table", None),
+        "PGSESSION_SCHEMA": getattr(args, "schema", None),
+        "SECRET_KEY": os.environ.get("SECRET_KEY") if args.command == "demo" else None,
+    }
+    for variable, value in read.items():
+        if value and _not_text(value):
+            return f"the environment variable {variable} {_not_decodable('set it')}"
+    return None
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Refuse a number no command can use (NaN, infinite, negative, huge) before anything runs.
+
+    Each bound is written so that NaN fails it too.
+    """
+    port = getattr(args, "port", None)
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigurationError(f"--port must be a TCP port number from 1 to 65535, not {port}")
+    batch_size = getattr(args, "batch_size", None)
+    if batch_size is not None and not 1 <= batch_size <= _MAX_ROWS:
+        raise ConfigurationError(
+            f"--batch-size must be a positive number of rows, at most {_MAX_ROWS}, not {batch_size}"
+        )
+    max_size = getattr(args, "max_size", None)
+    if max_size is not None and not 1 <= max_size <= _MAX_BYTES:
+        raise ConfigurationError(
+            f"--max-size must be a positive number of bytes, at most {_MAX_BYTES} (1 GiB), not {max_size}"
+        )
+    days = getattr(args, "lifetime_days", None)
+    if days is not None and not 0 < days <= _MAX_DAYS:
+        raise ConfigurationError(
+            f"--lifetime-days must be a positive number of days, at most {_MAX_DAYS} (100 years), "
+            f"not {_number(days)}"
+        )
+    interval = getattr(args, "progress_interval", None)
+    if interval is not None and not 0 <= interval <= _MAX_INTERVAL:
+        raise ConfigurationError(
+            f"--progress-interval must be 0 or a positive number of seconds, at most {_MAX_INTERVAL} "
+            f"(a day), not {_number(interval)}"
+        )
+
+
+#: Where the commands look for the DSN, in order. DATABASE_URL is what the docs' apps read; the
+#: demo leaves it out: its "log out other devices" would end the sessions of an app's own user.
+_DSN_VARIABLES = ("PGSESSION_DSN", "DATABASE_URL")
+
+
+def _dsn_and_source(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The DSN to use and where it came from: ``--dsn``, else PGSESSION_DSN, else DATABASE_URL."""
+    if args.dsn:
+        return args.dsn, "--dsn"
+    for variable in _DSN_VARIABLES[:1] if args.command == "demo" else _DSN_VARIABLES:
+        value = os.environ.get(variable)
+        if value:
+            return value, variable
+    return None, ""
+
+
+def _require_dsn(args: argparse.Namespace) -> str:
+    dsn, source = _dsn_and_source(args)
+    if not dsn:
+        raise ConfigurationError(
+            "no database given: pass --dsn postgresql://user@host:5432/dbname, or set PGSESSION_DSN "
+            "or DATABASE_URL"
+        )
+    if source == "DATABASE_URL" and not getattr(args, "quiet", False):
+        # Implicit, so said (never the DSN itself); an explicit --dsn or PGSESSION_DSN is not.
+        _tell(
+            f"{PROG} {args.command}: using the DSN from DATABASE_URL (neither --dsn nor PGSESSION_DSN is set)"
+        )
+    return dsn
+
+
+def _describe_dsn(dsn: str) -> str:
+    """Host, port, database and user of a DSN, for humans; never the password."""
+    parts = psycopg2.extensions.parse_dsn(normalize_dsn(dsn))
+    return (
+        f"host {parts.get('host') or 'local socket'}, port {parts.get('port') or 5432}, "
+        f"db {parts.get('dbname') or '(default)'}, user {parts.get('user') or '(default)'}"
+    )
+
+
+@contextmanager
+def _store(args: argparse.Namespace, unlogged: bool | None = None) -> Iterator[PostgresStore]:
+    """A store for one maintenance command: no table creation, no purge thread, one connection.
+
+    It takes the table as it is, logged or unlogged, unless ``unlogged`` says which it must be.
+    """
+    store = PostgresStore(
+        _require_dsn(args),
+        args.table,
+        args.schema,
+        max_connections=1,
+        create_table=False,
+        purge_interval=None,
+        unlogged=unlogged,
+        partitions=getattr(args, "partitions", None),
+    )
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _where(args: argparse.Namespace) -> str:
+    return f"{args.schema}.{args.table}"

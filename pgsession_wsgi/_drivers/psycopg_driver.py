@@ -1,0 +1,355 @@
+"""Internal: the psycopg 3 side of :class:`~pgsession_wsgi.async_store.AsyncPostgresStore`, kept thin.
+
+Where the store's connections come from (its own ``psycopg_pool`` pool, opened in the event loop at
+its first use, or an app's pool, borrowed per statement) and how a statement runs on one; the
+steps of :mod:`pgsession_wsgi.store_steps` decide everything else, exactly as for the sync store.
+Driver choices, each made so that an answer never depends on which store gave it:
+
+* **JSON** comes back through the codec's ``loads`` on every connection, as with psycopg2
+  (psycopg 3's global default could be changed by the app); values go out as text cast by the
+  statements (``%(data)s::jsonb``), which psycopg 3 sends untyped, so the server reads them as jsonb.
+* **Prepared statements under our own names** (:mod:`pgsession_wsgi._store.prepared`), executed by name:
+  a cursor that tells psycopg 3 the statement is prepared under that name, so psycopg sends only
+  the extended protocol's bind and execute with the values, as it does for its own prepared
+  statements. psycopg 3's own automatic preparation stays off (``prepare_threshold=None``): its
+  names (``_pg3_0``...) are the same on every connection, so behind a PgBouncer the first check
+  misses they could meet another client's different statement; ours name their text's hash. A
+  psycopg without that cursor hook gets them as the sync store sends them (``EXECUTE`` text).
+* **Behind PgBouncer** (and on an app's pool) each statement is prefixed with ``SET LOCAL ...``.
+  Several commands cannot go in one extended-protocol statement, so such statements go through
+  ``AsyncClientCursor``: values bound on the client, the whole text in one simple-protocol
+  message, exactly what psycopg2 sends: one round trip, one implicit transaction, so ``SET LOCAL``
+  covers the statement and nothing after it. Otherwise values are bound on the server (one
+  extended-protocol round trip).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar, Union
+
+import psycopg
+import psycopg.errors
+from psycopg import AsyncClientCursor, AsyncConnection, AsyncCursor
+from psycopg.types.datetime import TimestamptzLoader
+from psycopg.types.json import set_json_loads
+from psycopg_pool import AsyncConnectionPool
+
+from .._codec_tags import loads
+from .._store.base import StoreBase
+from .._store.exchange import (
+    ALL,
+    COUNT,
+    EACH,
+    ONE,
+    ROW,
+    TRIES,
+    DriverErrors,
+    Statement,
+    Steps,
+    Unreadable,
+    converse_async,
+)
+from ..async_borrowed import LentAsyncPool
+from ..defaults import (
+    DEFAULT_PURGE_BATCH_SIZE,
+    DEFAULT_PURGE_INTERVAL,
+    DEFAULT_SCHEMA,
+    DEFAULT_TABLE,
+    check_store_options,
+)
+from ..errors import ConfigurationError, StoreUnavailable
+from ..session import UNREADABLE_VALUE_ERRORS
+from .async_pool import AsyncPool
+from .async_purge import AsyncPurgeTask
+
+__all__ = ["ERRORS", "PsycopgConnections"]
+
+T = TypeVar("T")
+S = TypeVar("S", bound="PsycopgConnections")
+Connection = AsyncConnection[Any]
+Cursor = AsyncCursor[Any]
+#: The steps to run on a borrowed connection, made for it; and where it is borrowed from.
+StepsFor = Callable[[Connection], Steps[T]]
+Pool = Union[AsyncPool, LentAsyncPool]
+
+#: psycopg 3's errors, by what the store does about them.
+ERRORS = DriverErrors(psycopg)
+#: What reading a value psycopg 3 cannot turn into Python raises (a time out of range...).
+_UNREADABLE: tuple[type[Exception], ...] = (*UNREADABLE_VALUE_ERRORS, psycopg.DataError)
+
+
+class _Named(AsyncCursor[Any]):
+    """A cursor whose statement is prepared on its connection under ``name``: psycopg 3 binds the
+    values to that name and executes it, and never parses or prepares anything itself.
+
+    psycopg's own ``AsyncClientCursor`` answers the same question (``_get_prepared``) to turn
+    preparation off; this answers it with our name.
+    """
+
+    __slots__ = ("_statement_name",)
+
+    def __init__(self, conn: Connection, name: bytes) -> None:
+        super().__init__(conn)
+        self._statement_name = name
+
+    def _get_prepared(self, pgq: Any, prepare: bool | None = None) -> tuple[Any, bytes]:
+        return _PREPARED_ALREADY, self._statement_name
+
+
+def _prepared_already() -> Any:
+    """psycopg's answer "prepared already", if this psycopg asks its cursors (3.1 and later)."""
+    try:
+        from psycopg._preparing import Prepare
+    except ImportError:  # pragma: no cover - a psycopg that moved it
+        return None
+    return Prepare.YES if hasattr(AsyncCursor, "_get_prepared") else None
+
+
+_PREPARED_ALREADY = _prepared_already()
+
+
+class PsycopgConnections(StoreBase):
+    """A store's psycopg 3 connections, and how its steps run on them (see the module)."""
+
+    _errors = ERRORS
+    _prepares_by_name = _PREPARED_ALREADY is not None
+    _pool: Pool | None
+    #: The pool's size and wait, as given (an app's pool: its own ``max_size`` and timeout).
+    max_connections: int
+    pool_timeout: float
+
+    def _driver_state(self) -> None:
+        self._pool = None
+        self._connect_kwargs: dict[str, Any] = {}
+        self._pool_lock: asyncio.Lock | None = None  # made in the loop (Python 3.9 binds it)
+        self._setup: asyncio.Future[None] | None = None
+        self._ready = False
+        self._closed = False
+        self._purger: AsyncPurgeTask | None = None
+
+    def _own_connections(self, connect_kwargs: dict[str, Any], max_connections: int, timeout: float) -> None:
+        self.max_connections = max_connections
+        self.pool_timeout = timeout
+        self._connect_kwargs = connect_kwargs  # the pool is made in the event loop, at first use
+
+    @classmethod
+    def from_pool(
+        cls: type[S],
+        pool: AsyncConnectionPool[Any],
+        table: str = DEFAULT_TABLE,
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        pool_timeout: float | None = None,
+        # As for every store on an app's connections (PostgresStore.from_pool's, from_engine's):
+        statement_timeout: float | None = 5.0, synchronous_commit: bool = True, create_table: bool = True,
+        purge_interval: float | None = DEFAULT_PURGE_INTERVAL, unlogged: bool | None = False,
+    ) -> S:
+        """A store on the app's psycopg 3 pool, borrowing one connection per statement.
+
+        As :meth:`PostgresStore.from_pool <pgsession_wsgi.store.PostgresStore.from_pool>` does
+        (see :mod:`pgsession_wsgi.async_borrowed`): each connection is switched to autocommit for
+        the statement and given back with its own setting; the store's settings go with each
+        statement as ``SET LOCAL``; a dead or broken connection is closed for the pool to
+        replace; :meth:`close` leaves the pool open; the background purge borrows a connection
+        per batch. The app opens the pool (``await pool.open()``) before the store's first use.
+
+        :param pool: a :class:`psycopg_pool.AsyncConnectionPool` of the app's.
+        :param table: as for :class:`AsyncPostgresStore`.
+        :param schema: as for :class:`AsyncPostgresStore`.
+        :param pool_timeout: seconds to wait for one of the pool's connections before
+            :class:`StoreUnavailable`; None: the pool's own ``timeout``.
+        :param statement_timeout: seconds any one of the store's statements may run, set with
+            ``SET LOCAL`` on each; None leaves the connection's own setting.
+        :param synchronous_commit: as for :class:`AsyncPostgresStore`, also with ``SET LOCAL``.
+        :param create_table: as for :class:`AsyncPostgresStore`.
+        :param purge_interval: as for :class:`AsyncPostgresStore`.
+        :param unlogged: as for :class:`AsyncPostgresStore`.
+        :raises ConfigurationError: not a psycopg_pool ``AsyncConnectionPool``, or a number out
+            of range.
+        """
+        lent = LentAsyncPool(pool, pool_timeout)
+        check_store_options(1, lent.timeout, 1.0, purge_interval)
+        options = (statement_timeout, synchronous_commit, create_table, purge_interval, unlogged)
+        store = cls._lend(lent, table, schema, *options)
+        store.max_connections = pool.max_size
+        store.pool_timeout = lent.timeout
+        return store
+
+    @property
+    def dsn(self) -> str:
+        """The DSN the store connects with (as given, normalised); it may hold a password.
+
+        :raises ConfigurationError: the store borrows an app's pool (:meth:`from_pool`) and
+            knows no DSN.
+        """
+        if "dsn" not in self._connect_kwargs:
+            raise ConfigurationError(
+                "this store takes its connections from your psycopg_pool pool and knows no DSN; "
+                "use the DSN your app opens them with"
+            )
+        return str(self._connect_kwargs["dsn"])
+
+    @property
+    def borrows_connections(self) -> bool:
+        """Whether every connection is borrowed from the app's pool (:meth:`from_pool`)."""
+        return isinstance(self._pool, LentAsyncPool)
+
+    async def connect_unpooled(self) -> Connection:
+        """A connection outside the pool (the purge task's), set up as the pool's are.
+
+        :raises ConfigurationError: the store borrows an app's pool and opens none of its own.
+        """
+        await self._ensure_ready()
+        assert self._pool is not None
+        return await self._pool.connect_unpooled()
+
+    async def purge_batch_by_batch(self, batch_size: int = DEFAULT_PURGE_BATCH_SIZE) -> int:
+        """:meth:`purge_expired`, borrowing a connection for each batch alone; how many rows went.
+
+        The background purge of a store on the app's pool: between batches the connection is
+        back in the app's pool.
+
+        :param batch_size: rows per statement.
+        :raises ConfigurationError: ``batch_size`` is below 1.
+        """
+        purge = self._steps.purge(batch_size)
+        while purge.more:
+            await self._do(purge.batch)
+        return purge.removed
+
+    async def purge_on(self, conn: Connection, batch_size: int) -> int:
+        """:meth:`purge_expired` on a given connection; driver errors are left to the caller.
+
+        :param conn: an autocommit connection from :meth:`connect_unpooled` (or the pool).
+        :param batch_size: rows per statement.
+        """
+        return await converse_async(self._steps.purge(batch_size).batches(), self._send, conn)
+
+    async def _ensure_ready(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("the session store was closed; create a new AsyncPostgresStore")
+        if self._ready:
+            return
+        # One setup for all the requests that arrive before it is done; each waits at most
+        # pool_timeout, and one that gives up (or is cancelled) leaves it running for the others.
+        if self._setup is None or self._setup.done():
+            self._setup = asyncio.ensure_future(self._set_up())
+            self._setup.add_done_callback(_retrieve_exception)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._setup), self.pool_timeout)
+        except asyncio.TimeoutError:
+            raise StoreUnavailable(
+                f"the session table setup did not finish within pool_timeout={self.pool_timeout}s; "
+                "check that PostgreSQL is reachable"
+            ) from None
+
+    async def _open_pool(self) -> Pool:
+        if self._closed:
+            raise StoreUnavailable("the session store was closed; create a new AsyncPostgresStore")
+        if self._pool_lock is None:
+            self._pool_lock = asyncio.Lock()
+        async with self._pool_lock:
+            if self._pool is None:
+                pool = AsyncPool(
+                    self._connect_kwargs, self.max_connections, self.pool_timeout, self._on_connect
+                )
+                await pool.open()
+                self._pool = pool
+        return self._pool
+
+    async def _set_up(self) -> None:
+        pool = await self._open_pool()
+        setup = self._steps.table.due()
+        if setup is not None:
+            await self._do(setup, pool=pool)
+        if self.purge_interval is not None and self._purger is None and not self._closed:
+            self._purger = AsyncPurgeTask(self, self.purge_interval)
+            self._purger.start()
+        self._ready = True
+
+    async def _on_connect(self, conn: Connection) -> None:
+        """Every new connection: the codec's JSON decoding; the first: were the startup options
+        kept (see ``StoreSteps.check_settings``)?"""
+        set_json_loads(loads, conn)
+        if not self._steps.settings_checked:
+            await converse_async(self._steps.check_settings(), self._send, conn)
+
+    # -- running statements ----------------------------------------------------------------
+
+    async def _run(self, steps_for: StepsFor[T], *, retry: bool, pool: Pool | None = None) -> T:
+        """Run the steps ``steps_for(conn)`` makes on a connection of ``pool`` (the store's,
+        ready, by default), the steps saying what a driver's error means: work that is safe to
+        repeat gets one more try on a fresh connection when the first one turns out to be broken."""
+        if pool is None:
+            if self._closed or not self._ready:
+                await self._ensure_ready()
+            pool = self._pool
+            assert pool is not None
+        for last in TRIES[retry]:
+            try:
+                conn = await pool.acquire()
+                try:
+                    return await converse_async(steps_for(conn), self._send, conn)
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    role = await converse_async(self._steps.current_role(), self._send, conn)
+                    raise self._steps.refused(exc, role) from None
+                finally:
+                    await pool.release(conn)
+            except psycopg.Error as exc:
+                self._steps.fail(exc, last)
+        raise AssertionError("unreachable")
+
+    async def _do(
+        self, make: Callable[[], Steps[T]], *, retry: bool = True, pool: Pool | None = None
+    ) -> T:
+        """Run the steps ``make`` makes, made anew for each try (see :meth:`_run`)."""
+        return await self._run(lambda conn: make(), retry=retry, pool=pool)
+
+    async def _send(self, conn: Connection, statement: Statement) -> Any:
+        """Send one statement and answer as it asks; the cursor is moved to its last result
+        (past a ``SET LOCAL`` guard or a ``PREPARE``)."""
+        attempt = statement.attempt
+        if statement.client:
+            cur: Cursor = AsyncClientCursor(conn)
+        elif attempt is not None and attempt.name is not None:  # prepared here: by name
+            cur = _Named(conn, attempt.name)
+        else:
+            cur = conn.cursor()
+        if self._origin is not None:  # the app's connections: its own loaders do not apply
+            set_json_loads(loads, cur)
+            cur.adapters.register_loader("timestamptz", TimestamptzLoader)
+        await cur.execute(statement.text, statement.params)
+        while cur.nextset():
+            pass
+        read = statement.read
+        if read == ROW:
+            try:
+                return await cur.fetchone()
+            except _UNREADABLE as exc:
+                return Unreadable(exc)
+        if read == COUNT:
+            return cur.rowcount
+        if read == ONE:
+            return await cur.fetchone()
+        if read == ALL:
+            return await cur.fetchall()
+        if read == EACH:
+            return [await _row_at(cur, index) for index in range(cur.rowcount)]
+        return None
+
+
+async def _row_at(cur: Cursor, index: int) -> Any:
+    """The row at ``index``, by position: one that cannot be read leaves the others readable."""
+    await cur.scroll(index, mode="absolute")
+    try:
+        return await cur.fetchone()
+    except _UNREADABLE as exc:
+        return Unreadable(exc)
+
+
+def _retrieve_exception(future: asyncio.Future[None]) -> None:
+    """Mark a failed setup's error as seen: the requests that waited for it have their own."""
+    if not future.cancelled():
+        future.exception()

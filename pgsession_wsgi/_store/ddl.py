@@ -1,0 +1,182 @@
+"""Internal: a session table's names and the DDL that makes it, its grants and its persistence.
+
+Apart from :mod:`pgsession_wsgi.sql` (issue 22), which keeps the statements run against the table
+and imports every name here back, so each stays importable from there. Names are quoted here once:
+every other module takes them, as exact SQL, from :func:`quote_identifier`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ..errors import ConfigurationError
+
+__all__ = [
+    "create_statements",
+    "grant_statements",
+    "index_names",
+    "partition_names",
+    "persistence_statement",
+    "quote_identifier",
+    "setup_names",
+]
+
+
+def quote_identifier(name: str, what: str) -> str:
+    """Quote a table or schema name the way PostgreSQL does, so any name is data, never SQL.
+
+    The result is exact SQL text: fit for DDL run without parameters and for binding as a value.
+    A statement run *with* parameters needs :func:`_in_template` too (the drivers read ``%``).
+
+    :param name: the table or schema name, as given.
+    :param what: what it names (``"table"``, ``"schema"``...), for the error message.
+    :raises ConfigurationError: the name is empty, holds NUL, or is over 63 bytes.
+    """
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ConfigurationError(f"the {what} name must be a non-empty string without NUL characters")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: bytes of a command line that were not UTF-8
+        raise ConfigurationError(f"the {what} name is not valid UTF-8: choose another name") from None
+    if size > 63:
+        raise ConfigurationError(
+            f"the {what} name {name!r} is longer than PostgreSQL's 63-byte limit: choose a shorter one"
+        )
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _in_template(sql_text: str) -> str:
+    """SQL text made safe inside a statement that is run with parameters: ``%`` becomes ``%%``."""
+    return sql_text.replace("%", "%%")
+
+
+def index_names(table: str) -> tuple[str, str]:
+    """The names of a table's two indexes (on ``expires_at``, and the partial one on ``user_id``).
+
+    Distinct per table even when long names share a prefix (PostgreSQL cuts names at 63 bytes);
+    the DDL and :func:`pgsession_wsgi.sqlalchemy.session_table` both take them from here.
+
+    :param table: the table name, as given (unquoted).
+    :returns: the unquoted names of the ``expires_at`` index and of the ``user_id`` index.
+    """
+    short = table.encode()[:30].decode("utf-8", "ignore")  # bytes: PostgreSQL's limit is 63
+    base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
+    return base + "_expires_at_idx", base + "_user_id_idx"
+
+
+def partition_names(table: str, count: int) -> list[str]:
+    """The names of a hash-partitioned table's partitions, ``count`` of them, in remainder order.
+
+    Distinct per table for long names, as :func:`index_names` are.
+
+    :param table: the table name, as given (unquoted).
+    :param count: how many partitions.
+    """
+    short = table.encode()[:30].decode("utf-8", "ignore")
+    base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
+    return [f"{base}_p{remainder}" for remainder in range(count)]
+
+
+def setup_names(schema: str, table: str) -> tuple[str, str, str, str]:
+    """The quoted names :data:`~pgsession_wsgi.sql.SETUP_STATE` is bound with: schema, table and
+    its two indexes.
+
+    :param schema: the schema name, as given.
+    :param table: the table name, as given.
+    """
+    schema_part = quote_identifier(schema, "schema")
+    expires_index, user_index = index_names(table)
+
+    def qualified(name: str) -> str:
+        return f"{schema_part}.{quote_identifier(name, 'table')}"
+
+    return schema_part, qualified(table), qualified(expires_index), qualified(user_index)
+
+
+def grant_statements(schema: str, table: str, role: str) -> list[str]:
+    """The GRANTs a least-privilege role needs to use the session table, and nothing more.
+
+    USAGE on the schema, and SELECT, INSERT, UPDATE, DELETE on the table: every request
+    statement, the purge and ``stats`` need no other privilege once the table exists.
+
+    :param schema: the schema name, as given.
+    :param table: the table name, as given.
+    :param role: the role to grant them to, as given (quoted here).
+    """
+    schema_part = quote_identifier(schema, "schema")
+    qualified = f"{schema_part}.{quote_identifier(table, 'table')}"
+    grantee = quote_identifier(role, "role")
+    return [
+        f"GRANT USAGE ON SCHEMA {schema_part} TO {grantee}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {qualified} TO {grantee}",
+    ]
+
+
+def persistence_statement(qualified: str, unlogged: bool) -> str:
+    """The DDL that makes an existing table unlogged or logged again.
+
+    It rewrites the table and its indexes under an ``ACCESS EXCLUSIVE`` lock (and ``SET LOGGED``
+    writes all of it to the WAL), so it is only run when asked for.
+
+    :param qualified: the table's quoted, qualified name, as exact SQL.
+    :param unlogged: True for ``SET UNLOGGED``, False for ``SET LOGGED``.
+    """
+    return f"ALTER TABLE {qualified} SET {'UNLOGGED' if unlogged else 'LOGGED'}"
+
+
+def create_statements(
+    schema: str, table: str, partitions: int | None
+) -> tuple[list[str], list[str], list[str]]:
+    """The DDL that creates a table of ours, for :class:`~pgsession_wsgi.sql.Statements`.
+
+    :param schema: the schema name (quoted here).
+    :param table: the table name (quoted here).
+    :param partitions: make the table ``PARTITION BY HASH (id)`` into this many partitions (see
+        :func:`partition_names`); None for a plain table.
+    :returns: ``(create, create_unlogged, partitions)``: schema, table, its partitions and
+        indexes with the table logged; the same with an unlogged table; each partition's
+        quoted, qualified name, in remainder order (empty for a plain table).
+    """
+    schema_part = quote_identifier(schema, "schema")
+    # DDL runs without parameters and takes the exact name.
+    exact = f"{schema_part}.{quote_identifier(table, 'table')}"
+    expires_name, user_name = index_names(table)
+    expires_index = quote_identifier(expires_name, "index")
+    user_index = quote_identifier(user_name, "index")
+    table_columns = (
+        f" TABLE IF NOT EXISTS {exact} (\n"
+        "    id          bytea        PRIMARY KEY,\n"
+        "    data        jsonb        NOT NULL,\n"
+        "    user_id     text,\n"
+        "    created_at  timestamptz  NOT NULL DEFAULT now(),\n"
+        "    accessed_at timestamptz  NOT NULL DEFAULT now(),\n"
+        "    expires_at  timestamptz  NOT NULL,\n"
+        "    idle_timeout interval,\n"
+        "    ends_at     timestamptz\n"
+        ")"
+    )
+    # Updates are mostly HOT with room left on each page: the table's, or each partition's
+    # (a partitioned table itself holds no rows, so takes no storage parameters).
+    fill = " WITH (fillfactor = 90)"
+    if partitions is None:
+        table_columns += fill
+        parts: list[str] = []
+    else:
+        table_columns += " PARTITION BY HASH (id)"
+        parts = [
+            f"CREATE TABLE IF NOT EXISTS {schema_part}.{quote_identifier(name, 'table')} PARTITION OF"
+            f" {exact} FOR VALUES WITH (MODULUS {partitions}, REMAINDER {remainder}){fill}"
+            for remainder, name in enumerate(partition_names(table, partitions))
+        ]
+    qualified_partitions = [
+        f"{schema_part}.{quote_identifier(name, 'table')}"
+        for name in (partition_names(table, partitions) if partitions else [])
+    ]
+    schema_and_table = [f"CREATE SCHEMA IF NOT EXISTS {schema_part}", "CREATE" + table_columns]
+    indexes = [
+        f"CREATE INDEX IF NOT EXISTS {expires_index} ON {exact} (expires_at)",
+        f"CREATE INDEX IF NOT EXISTS {user_index} ON {exact} (user_id) WHERE user_id IS NOT NULL",
+    ]
+    create = [*schema_and_table, *parts, *indexes]
+    create_unlogged = [schema_and_table[0], "CREATE UNLOGGED" + table_columns, *parts, *indexes]
+    return create, create_unlogged, qualified_partitions

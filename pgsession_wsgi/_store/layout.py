@@ -1,0 +1,339 @@
+"""The session table's setup and checks, as steps without a driver (see :mod:`.exchange`).
+
+Both stores create, check and grant the table through :class:`TableSetup`, so a missing table, a
+flask-pg-session table or a stranger's table is met the same way whichever driver asks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shlex
+from collections.abc import Callable, Mapping
+
+from ..errors import ConfigurationError, LegacyTableError, PrivilegeError, ReadOnlyServer, SessionError
+from ..sql import (
+    ADDED_COLUMNS,
+    EXPECTED_COLUMNS,
+    LAYOUT,
+    LOCK,
+    PARTITIONING,
+    PERSISTENCE,
+    PRIVILEGES,
+    SETUP_STATE,
+    Statements,
+    grant_statements,
+    lock_key,
+    persistence_statement,
+    quote_identifier,
+    setup_names,
+    upgrade_statement,
+)
+from .exchange import ALL, ONE, Statement, Steps, one_row
+
+__all__ = [
+    "TableSetup",
+    "check_layout",
+    "check_persistence",
+    "missing_table_error",
+    "needs_upgrade",
+    "privilege_error",
+    "read_only_error",
+    "setup_plan",
+]
+
+log = logging.getLogger("pgsession_wsgi")
+
+
+class TableSetup:
+    """A store's table ``schema.table`` (``sql``'s): its DDL, creation, layout check and grants, as
+    steps, and what is done; ``unlogged`` and ``create`` are the store's options (``create_table``),
+    ``store_class`` the store's class name, for messages."""
+
+    def __init__(
+        self,
+        sql: Statements,
+        schema: str,
+        table: str,
+        unlogged: bool | None,
+        create: bool,
+        store_class: str,
+        partitions: int | None = None,
+    ) -> None:
+        self._sql = sql
+        self.schema, self.table = schema, table
+        self.qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
+        self.lock_key = lock_key(schema, table)  # creation, migration and purges serialise on it
+        self._unlogged = unlogged
+        self._create = create
+        self._store_class = store_class
+        self._partitions = partitions
+        #: The table was created (or found) by this store; its layout was checked.
+        self.created = False
+        self.checked = False
+
+    def ddl(self) -> str:
+        """The statements that create the table and its indexes (see ``PostgresStore.ddl``)."""
+        schema_sql, table_sql, *index_sql = self._statements()
+        return ";\n".join([schema_sql, table_sql, self._sql.upgrade, *index_sql]) + ";\n"
+
+    def _statements(self) -> list[str]:
+        return self._sql.create_unlogged if self._unlogged else self._sql.create
+
+    def due(self) -> Callable[[], Steps[None]] | None:
+        """What the store does before its first statement: create the table (``create_table``)
+        or check it, once; None when that is done."""
+        if self._create and not self.created:
+            return self.creating(convert=False)
+        if not self._create and not self.checked:
+            return self.check
+        return None
+
+    def creating(self, *, convert: bool) -> Callable[[], Steps[None]]:
+        """The steps that create what is missing, in one transaction under the table's lock."""
+
+        def create() -> Steps[None]:
+            yield Statement("BEGIN")
+            try:
+                yield Statement(LOCK, (self.lock_key,))
+                state = yield Statement(SETUP_STATE, setup_names(self.schema, self.table), ONE)
+                missing_schema, missing_objects, read_only = one_row(state)
+                if read_only:  # a standby: found at start-up, not at the first write
+                    raise read_only_error("transaction_read_only is on")
+                before, after = setup_plan(missing_schema, missing_objects, self._statements())
+                for statement in before:
+                    yield Statement(statement)
+                # Before the indexes, which need our columns.
+                yield from self._check_layout(upgrade=True, convert=convert)
+                for statement in after:
+                    yield Statement(statement)
+                yield Statement("COMMIT")
+            except Exception:
+                with contextlib.suppress(Exception):  # the connection is gone, and its transaction
+                    yield Statement("ROLLBACK")
+                raise
+            self.created = True
+
+        return create
+
+    def check(self) -> Steps[None]:
+        """Check, changing nothing, that the table is there and is ours."""
+        yield from self._check_layout(upgrade=False)
+        self.checked = True
+
+    def granting(self, role: str) -> Callable[[], Steps[None]]:
+        """The steps that grant ``role`` what an app needs (the names are checked now)."""
+        statements = grant_statements(self.schema, self.table, role)
+
+        def grant() -> Steps[None]:
+            for statement in statements:
+                yield Statement(statement)
+
+        return grant
+
+    def _check_layout(self, *, upgrade: bool, convert: bool = False) -> Steps[None]:
+        """Refuse a table that is not ours; with ``upgrade``, add what an older one of ours lacks.
+
+        A missing table (create_table=False) is refused, naming the command that creates it, and
+        one the store's role may not read, write and delete in, naming the GRANTs it needs.
+        One whose persistence differs from ``unlogged`` is refused, or with ``convert`` altered.
+        """
+        columns = dict((yield Statement(LAYOUT, (self.qualified,), ALL)))
+        if upgrade and needs_upgrade(columns):
+            # ALTER TABLE waits for an exclusive lock even when there is nothing to add: only now.
+            yield Statement(self._sql.upgrade)
+            columns = dict((yield Statement(LAYOUT, (self.qualified,), ALL)))
+        if not columns:
+            where = {"qualified": self.qualified, "table": self.table, "schema": self.schema}
+            raise missing_table_error(**where, driver_class=self._store_class)
+        check_layout(columns, qualified=self.qualified, table=self.table, schema=self.schema)
+        if self._partitions is not None:
+            strategy, count = one_row((yield Statement(PARTITIONING, (self.qualified,) * 2, ONE)))
+            # While creating, a partitioned table just made has no partitions yet (they come next).
+            found = self._partitions if upgrade and strategy == "h" and int(count) == 0 else int(count)
+            check_partitions(strategy, found, self._partitions, qualified=self.qualified)
+        # Found at start-up rather than as a 500 on every request: a table made for another role.
+        role, allowed = one_row((yield Statement(PRIVILEGES, (self.schema, *[self.qualified] * 4), ONE)))
+        if not allowed:
+            detail = f"permission denied for table {self.table}"
+            raise privilege_error(detail, role=role, table=self.table, schema=self.schema)
+        if self._unlogged is None:
+            return
+        is_unlogged = bool(one_row((yield Statement(PERSISTENCE, (self.qualified,), ONE)))[0])
+        if convert and is_unlogged != self._unlogged:
+            log.warning(
+                "converting the session table %s: %s",
+                self.qualified,
+                "SET UNLOGGED" if self._unlogged else "SET LOGGED",
+            )
+            yield Statement(persistence_statement(self.qualified, self._unlogged))
+            is_unlogged = self._unlogged
+        check_persistence(is_unlogged, self._unlogged, qualified=self.qualified)
+
+
+def setup_plan(missing_schema: bool, missing_objects: bool, create: list[str]) -> tuple[list[str], list[str]]:
+    """The DDL ``create_table`` runs before checking the table's layout, and after it.
+
+    Nothing at all when the table and its indexes exist: ``CREATE ... IF NOT EXISTS`` still
+    needs CREATE on the schema and ownership of the table, so an app running as a
+    least-privilege role (after the owner ran ``pgsession-wsgi init``) would fail on it.
+
+    :param missing_schema: the schema does not exist.
+    :param missing_objects: the table or one of its indexes does not exist.
+    :param create: the schema, table and index statements (``Statements.create``).
+    """
+    if not missing_objects:
+        return [], []
+    schema_sql, table_sql, *index_sql = create
+    return [schema_sql, table_sql] if missing_schema else [table_sql], index_sql
+
+
+def missing_table_error(*, qualified: str, table: str, schema: str, driver_class: str) -> SessionError:
+    """The error for a store told ``create_table=False`` whose table does not exist.
+
+    A :class:`SessionError`, not a configuration error: the table may be made while the app
+    runs (by ``pgsession-wsgi init`` or a migration), and the next request then works.
+
+    :param qualified: the table's quoted, qualified name.
+    :param table: the table's own name, for the command.
+    :param schema: the schema's own name, for the command.
+    :param driver_class: ``"PostgresStore"`` or ``"AsyncPostgresStore"``, for the option named.
+    """
+    return SessionError(
+        f"the session table {qualified} does not exist: create it once as its owner with "
+        f"`pgsession-wsgi init --dsn ... --schema {shlex.quote(schema)} --table {shlex.quote(table)}`, "
+        f"or let the app create it ({driver_class}(create_table=True); Flask and Quart: "
+        "PGSESSION_CREATE_TABLE = True)"
+    )
+
+
+def read_only_error(detail: str) -> ReadOnlyServer:
+    """The error for a server that takes no writes: the DSN's way to the one that does.
+
+    :param detail: what showed it: the first line of PostgreSQL's message ("cannot execute
+        INSERT in a read-only transaction"), or the setting the table setup read.
+    """
+    return ReadOnlyServer(
+        f"the database server is read-only ({detail}): the DSN reached a standby, or a primary "
+        "being demoted in a failover. List every server in the DSN and add "
+        "target_session_attrs=read-write (e.g. host=db1,db2 target_session_attrs=read-write), so "
+        "libpq connects only to the one that takes writes; retried on the next request"
+    )
+
+
+def privilege_error(detail: str, *, role: str | None, table: str, schema: str) -> PrivilegeError:
+    """The error for a statement the store's role may not run: both ways out, the GRANTs named.
+
+    :param detail: the first line of PostgreSQL's message ("permission denied for ...").
+    :param role: the role the store connects as, or None if it could not be asked.
+    :param table: the table's own name.
+    :param schema: the schema's own name.
+    """
+    who = role if role else "APP_ROLE"
+    grants = "; ".join(grant_statements(schema, table, who))
+    return PrivilegeError(
+        f"the session store failed: {detail}. The role {who!r} needs the session table made for "
+        f"it: run `pgsession-wsgi init --dsn ... --schema {shlex.quote(schema)} --table "
+        f"{shlex.quote(table)} --grant {shlex.quote(who)}` once as the table's owner (it creates the "
+        f"table and grants what the role needs), or run yourself: {grants}",
+        role,
+    )
+
+
+def needs_upgrade(columns: Mapping[str, str]) -> bool:
+    """Whether the table is ours but made by an older version: only columns added since are missing.
+
+    Only then may a store add them (:func:`~pgsession_wsgi.sql.upgrade_statement`); a table of
+    anyone else is never altered.
+
+    :param columns: column name to type, as :data:`~pgsession_wsgi.sql.LAYOUT` answers.
+    """
+    missing = [name for name in EXPECTED_COLUMNS if name not in columns]
+    return bool(missing) and all(name in ADDED_COLUMNS for name in missing) and _types_match(columns)
+
+
+def _types_match(columns: Mapping[str, str]) -> bool:
+    return all(columns[name] == kind for name, kind in EXPECTED_COLUMNS.items() if name in columns)
+
+
+def check_layout(columns: Mapping[str, str], *, qualified: str, table: str, schema: str) -> None:
+    """Refuse a table whose columns are not ours, naming what to do about it.
+
+    :param columns: column name to type (``format_type``), as :data:`~pgsession_wsgi.sql.LAYOUT`
+        answers for the table, which ``CREATE TABLE IF NOT EXISTS`` has just made or found.
+    :param qualified: the table's quoted, qualified name, for the message.
+    :param table: the table's own name, for the migration command the message suggests.
+    :param schema: the schema's own name, for the same command.
+    :raises LegacyTableError: the table has flask-pg-session's layout (the message gives the
+        command that converts it).
+    :raises ConfigurationError: a table of an older version that lacks the columns added since
+        (the message gives the DDL that adds them), or any other table that is not ours.
+    """
+    if all(columns.get(name) == kind for name, kind in EXPECTED_COLUMNS.items()):
+        return
+    if needs_upgrade(columns):
+        missing = ", ".join(name for name in ADDED_COLUMNS if name not in columns)
+        raise ConfigurationError(
+            f"the session table {qualified} lacks the column(s) {missing} (per-session lifetimes, "
+            f"added in pgsession-wsgi 0.2.0); add them once with `{upgrade_statement(qualified)}` "
+            "(instant: no rewrite), or `pgsession-wsgi init`, or start a store with create_table=True, "
+            "which adds them itself"
+        )
+    if {"session_id", "data", "expiry"} <= columns.keys():
+        raise LegacyTableError(
+            qualified,
+            "pgsession-wsgi migrate-flask-pg-session --dsn ... "
+            f"--table {shlex.quote(table)} --schema {shlex.quote(schema)}",
+        )
+    raise ConfigurationError(
+        f"the table {qualified} exists but is not a pgsession-wsgi table (columns: "
+        f"{', '.join(sorted(columns))}); choose another table name or schema"
+    )
+
+
+def check_partitions(strategy: str | None, count: int, partitions: int, *, qualified: str) -> None:
+    """Refuse a table that is not hash-partitioned into ``partitions`` as the store was told.
+
+    :param strategy: the table's partitioning strategy (``"h"`` for hash), None if it has none.
+    :param count: how many partitions it has.
+    :param partitions: how many the store was told to make.
+    :param qualified: the table's quoted, qualified name, for the message.
+    :raises ConfigurationError: the table is not partitioned, or otherwise, or into another number.
+    """
+    if strategy == "h" and count == partitions:
+        return
+    found = "not partitioned" if strategy is None else f"partitioned into {count} (strategy {strategy!r})"
+    raise ConfigurationError(
+        f"the session table {qualified} is {found}, but the store was told partitions={partitions}: "
+        "pass the number it has (or partitions=None to take it as it is); a plain table becomes a "
+        "partitioned one only by copying its rows into a new table (see docs/deployment.md, "
+        "A table that scales out)"
+    )
+
+
+def check_persistence(is_unlogged: bool, unlogged: bool, *, qualified: str) -> None:
+    """Refuse an existing table that is unlogged when the store was told logged, or the reverse.
+
+    Converting it is never done on the way (it rewrites the whole table under an exclusive lock,
+    which would stall every request at an app's start): the message names the option to change,
+    or the command that converts the table when that is what is wanted.
+
+    :param is_unlogged: whether the table is unlogged now.
+    :param unlogged: what the store's ``unlogged`` option asks for.
+    :param qualified: the table's quoted, qualified name, for the message.
+    :raises ConfigurationError: the two differ.
+    """
+    if is_unlogged == unlogged:
+        return
+    if is_unlogged:
+        raise ConfigurationError(
+            f"the session table {qualified} is UNLOGGED (emptied after a database crash) but the "
+            "store was not told so: pass unlogged=True (Flask: PGSESSION_UNLOGGED = True) to keep "
+            "it that way, or make it crash-safe with `pgsession-wsgi init --logged` (or "
+            f"`{persistence_statement(qualified, False)}`), which rewrites the table"
+        )
+    raise ConfigurationError(
+        f"the session table {qualified} is a logged table but the store has unlogged=True: convert "
+        f"it with `pgsession-wsgi init --unlogged` (or `{persistence_statement(qualified, True)}`), "
+        "which rewrites the table under an exclusive lock, or drop unlogged=True"
+    )
