@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, MutableMapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
@@ -21,7 +21,8 @@ from litestar.middleware.session.base import BaseSessionBackend, SessionMiddlewa
 from litestar.types import ASGIApp, Message, Receive, Scope, ScopeSession, Send
 
 from .._core.operations import Steps
-from ..core import Operation, advance, resume_async, run_async
+from ..async_store import AsyncPostgresStore
+from ..core import Operation, SessionCore, advance, resume_async, run_async
 from ..errors import OutsideRequestError, SessionError, StoreUnavailable
 from ..session import Session
 from .asgi_plumbing import (
@@ -38,12 +39,18 @@ from .websocket import (
     CLOSE_POLICY_VIOLATION,
     CLOSE_UNAVAILABLE,
     REFUSED_REASON,
+    WebsocketOrigins,
     save_without_cookie,
 )
 
-if TYPE_CHECKING:
-    # Only for the annotations: the config module imports this one (its backend and middleware).
-    from .litestar_config import PgSessionConfig
+
+class BackendConfig(Protocol):
+    """What the backend reads of its config, a :class:`~pgsession_wsgi.litestar.PgSessionConfig`
+    (named by this protocol: the config module imports the backend, not the other way round)."""
+
+    core: SessionCore
+    store: AsyncPostgresStore
+    origins: WebsocketOrigins
 
 log = logging.getLogger("pgsession_wsgi")
 
@@ -79,7 +86,7 @@ class _Exchange:
 
     __slots__ = ("config", "session", "saved", "replaced")
 
-    def __init__(self, config: PgSessionConfig, session: Session) -> None:
+    def __init__(self, config: BackendConfig, session: Session) -> None:
         self.config = config
         self.session = session
         #: The save at ``http.response.start`` ran: a later change is a late one.
@@ -115,7 +122,7 @@ def _exchange_of(scope: Scope) -> _Exchange:
     return exchange
 
 
-class PgSessionBackend(BaseSessionBackend["PgSessionConfig"]):
+class PgSessionBackend(BaseSessionBackend[Any]):
     """Litestar's session backend contract on a pgsession-wsgi store, and the operations of
     Litestar's server-side backends by session id (:meth:`get`, :meth:`set`, :meth:`delete`,
     :meth:`delete_all`, :meth:`delete_expired`).
@@ -125,6 +132,7 @@ class PgSessionBackend(BaseSessionBackend["PgSessionConfig"]):
     """
 
     __slots__ = ()
+    config: BackendConfig
 
     # -- Litestar's contract -----------------------------------------------------------------
 
