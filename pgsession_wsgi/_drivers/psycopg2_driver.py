@@ -20,20 +20,9 @@ import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.pool
 
+from .._store import exchange
 from .._store.base import StoreBase
-from .._store.exchange import (
-    ALL,
-    COUNT,
-    EACH,
-    ONE,
-    ROW,
-    TRIES,
-    DriverErrors,
-    Statement,
-    Steps,
-    Unreadable,
-    converse,
-)
+from .._store.exchange import ALL, COUNT, EACH, ONE, ROW, TRIES, Unreadable, converse
 from ..borrowed import EngineConnections, LentConnections, PoolConnections, use_own_typecasters
 from ..core import Operation
 from ..defaults import (
@@ -60,7 +49,7 @@ S = TypeVar("S", bound="Psycopg2Connections")
 Cursor = psycopg2.extensions.cursor
 
 #: psycopg2's errors, by what the store does about them.
-ERRORS = DriverErrors(psycopg2)
+ERRORS = exchange.DriverErrors(psycopg2)
 
 
 class Psycopg2Connections(StoreBase):
@@ -327,22 +316,22 @@ class Psycopg2Connections(StoreBase):
                 self._steps.fail(exc, last)
         raise AssertionError("unreachable")
 
-    def _do(self, make: Callable[[], Steps[T]], *, retry: bool = True, setup: bool = False) -> T:
+    def _do(self, make: Callable[[], exchange.Steps[T]], *, retry: bool = True, setup: bool = False) -> T:
         """Run the steps ``make`` makes, made anew for each try (see :meth:`_run`)."""
         return self._run(_steps_on, make, retry=retry, setup=setup)  # type: ignore[no-any-return]
 
 
-def _steps_on(cur: Cursor, make: Callable[[], Steps[T]]) -> T:
+def _steps_on(cur: Cursor, make: Callable[[], exchange.Steps[T]]) -> T:
     """The steps ``make`` makes, run on ``cur``: work for ``_run`` (no closure made per call)."""
     return converse(make(), _send, cur)
 
 
-def _answer_on(cur: Cursor, steps: Callable[[Operation, Any], Steps[T]], operation: Operation) -> T:
+def _answer_on(cur: Cursor, steps: Callable[[Operation, Any], exchange.Steps[T]], operation: Operation) -> T:
     """The steps that answer one of the core's operations, run on ``cur``: work for ``_run``."""
     return converse(steps(operation, cur.connection), _send, cur)
 
 
-def _send(cur: Cursor, statement: Statement) -> Any:
+def _send(cur: Cursor, statement: exchange.Statement) -> Any:
     """Send one statement (psycopg2 binds the values on the client) and answer as it asks."""
     cur.execute(statement.text, statement.params)
     read = statement.read

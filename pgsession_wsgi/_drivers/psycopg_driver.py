@@ -37,20 +37,9 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from .._codec_tags import loads
+from .._store import exchange
 from .._store.base import StoreBase
-from .._store.exchange import (
-    ALL,
-    COUNT,
-    EACH,
-    ONE,
-    ROW,
-    TRIES,
-    DriverErrors,
-    Statement,
-    Steps,
-    Unreadable,
-    converse_async,
-)
+from .._store.exchange import ALL, COUNT, EACH, ONE, ROW, TRIES, Unreadable, converse_async
 from ..async_borrowed import LentAsyncPool
 from ..defaults import (
     DEFAULT_PURGE_BATCH_SIZE,
@@ -71,11 +60,11 @@ S = TypeVar("S", bound="PsycopgConnections")
 Connection = AsyncConnection[Any]
 Cursor = AsyncCursor[Any]
 #: The steps to run on a borrowed connection, made for it; and where it is borrowed from.
-StepsFor = Callable[[Connection], Steps[T]]
+StepsFor = Callable[[Connection], exchange.Steps[T]]
 Pool = Union[AsyncPool, LentAsyncPool]
 
 #: psycopg 3's errors, by what the store does about them.
-ERRORS = DriverErrors(psycopg)
+ERRORS = exchange.DriverErrors(psycopg)
 #: What reading a value psycopg 3 cannot turn into Python raises (a time out of range...).
 _UNREADABLE: tuple[type[Exception], ...] = (*UNREADABLE_VALUE_ERRORS, psycopg.DataError)
 
@@ -302,12 +291,12 @@ class PsycopgConnections(StoreBase):
         raise AssertionError("unreachable")
 
     async def _do(
-        self, make: Callable[[], Steps[T]], *, retry: bool = True, pool: Pool | None = None
+        self, make: Callable[[], exchange.Steps[T]], *, retry: bool = True, pool: Pool | None = None
     ) -> T:
         """Run the steps ``make`` makes, made anew for each try (see :meth:`_run`)."""
         return await self._run(lambda conn: make(), retry=retry, pool=pool)
 
-    async def _send(self, conn: Connection, statement: Statement) -> Any:
+    async def _send(self, conn: Connection, statement: exchange.Statement) -> Any:
         """Send one statement and answer as it asks; the cursor is moved to its last result
         (past a ``SET LOCAL`` guard or a ``PREPARE``)."""
         attempt = statement.attempt
