@@ -22,10 +22,7 @@ from typing import Any, TypeVar, Union
 
 # The typed readers are apart (issue 22), each only the check of one kind of value; every name
 # they had here stays importable from here.
-from ._adapters.config_readers import _FALSE as _FALSE
-from ._adapters.config_readers import _TRUE as _TRUE
 from ._adapters.config_readers import _keys as _keys
-from ._adapters.config_readers import _refuse as _refuse
 from ._adapters.config_readers import (
     config_flag,
     config_int,

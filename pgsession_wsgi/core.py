@@ -22,7 +22,6 @@ from typing import Any
 # and still holds every name it held (the private ones too, "as" themselves).
 from ._core import operations as _operations
 from ._core import policy as _policy
-from ._core.operations import _UUID_SPELLING as _UUID_SPELLING
 from ._core.operations import (
     Delete,
     Insert,
@@ -42,8 +41,6 @@ from ._core.operations import (
 )
 from ._core.operations import T as T
 from ._core.policy import Policy, private_cache_control, with_session_headers
-from ._core.policy import _duration as _duration
-from ._core.policy import _with_vary as _with_vary
 from ._core.save_decision import _SaveDecision
 from ._core.save_decision import log as log
 from .cookies import CookieSettings, HmacIdSigner, IdSigner, hash_session_id, prefixed_id

@@ -40,16 +40,12 @@ from ._adapters.flask_interface import (
     _teardown_saver,
     register_store_unavailable_handler,
 )
-from ._adapters.flask_interface import _opened_here as _opened_here
-from ._adapters.flask_interface import _store_unavailable as _store_unavailable
-from ._adapters.flask_interface import _UnavailableSession as _UnavailableSession
 from ._adapters.flask_login import (
     _end_session_on_logout,
     _logout_signal,
     log_out_other_sessions,
     sessions_for_user,
 )
-from ._adapters.flask_login import _request_user as _request_user
 from .appconfig import (
     DSN_STORE_KEYS,
     EXTENSION_KEY,

@@ -49,19 +49,13 @@ except ModuleNotFoundError as missing:  # Litestar, which the [litestar] extra b
 # The module is split by responsibility (issue 22): the backend and the middleware, which run per
 # connection, and the config, checked at start-up. Every name it defined stays importable from here.
 from ._adapters import litestar_config as _litestar_config
-from ._adapters.litestar_backend import _SCOPE_KEY as _SCOPE_KEY
-from ._adapters.litestar_backend import _UNAVAILABLE_DETAIL as _UNAVAILABLE_DETAIL
 from ._adapters.litestar_backend import PgSessionBackend as PgSessionBackend
 from ._adapters.litestar_backend import PgSessionMiddleware as PgSessionMiddleware
 from ._adapters.litestar_backend import SessionStoreUnavailable as SessionStoreUnavailable
 from ._adapters.litestar_backend import SessionWebsocketRefused as SessionWebsocketRefused
-from ._adapters.litestar_backend import _Exchange as _Exchange
 from ._adapters.litestar_backend import _exchange_of
-from ._adapters.litestar_backend import _no_loader as _no_loader
 from ._adapters.litestar_backend import log as log
-from ._adapters.litestar_config import _SAMESITE as _SAMESITE
 from ._adapters.litestar_config import PgSessionConfig as PgSessionConfig
-from ._adapters.litestar_config import _in_litestar_names as _in_litestar_names
 from ._adapters.websocket import save_without_cookie
 from .async_store import AsyncPostgresStore
 

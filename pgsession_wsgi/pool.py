@@ -18,8 +18,6 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from ._drivers.connections import _readable_poll as _readable_poll
-from ._drivers.connections import _readable_select as _readable_select
 from ._drivers.connections import choose_readable as _choose_readable
 from ._drivers.connections import first_line
 from .borrowed import JSONB

@@ -38,10 +38,6 @@ from ._adapters.quart_interface import _ERROR_BODIES as _ERROR_BODIES
 from ._adapters.quart_interface import WEBSOCKET_ORIGINS_KEY as WEBSOCKET_ORIGINS_KEY
 from ._adapters.quart_interface import PgSessionInterface as PgSessionInterface
 from ._adapters.quart_interface import _CrossOriginSession as _CrossOriginSession
-from ._adapters.quart_interface import _loaded_up_front as _loaded_up_front
-from ._adapters.quart_interface import _log_failure as _log_failure
-from ._adapters.quart_interface import _replace_with_error as _replace_with_error
-from ._adapters.quart_interface import _SaveAfterBody as _SaveAfterBody
 from ._adapters.quart_interface import _UnavailableSession as _UnavailableSession
 from ._adapters.websocket import (
     CLOSE_ERROR,

@@ -15,19 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, ValuesView
 from typing import Any, Optional
 
-from ._core.checks import _FIRST_INSTANT as _FIRST_INSTANT
-from ._core.checks import _LAST_INSTANT as _LAST_INSTANT
 from ._core.checks import _REENCODE as _REENCODE
 from ._core.checks import UNREADABLE_VALUE_ERRORS as UNREADABLE_VALUE_ERRORS
 from ._core.checks import Expiry as Expiry
-from ._core.checks import _checked_expiry as _checked_expiry
 from ._core.checks import _checked_key as _checked_key
 from ._core.checks import _encode as _encode
 from ._core.checks import _encoded as _encoded
-from ._core.checks import _object_json as _object_json
-from ._core.checks import _Row as _Row
-from ._core.checks import _utf8_length as _utf8_length
-from ._core.checks import _where as _where
 from ._core.checks import checked_row as checked_row
 from ._core.checks import log as log
 from ._core.checks import readable_time as readable_time
@@ -41,7 +34,6 @@ from ._core.lifecycle import META_KEYS as META_KEYS
 from ._core.lifecycle import Changes as Changes
 from ._core.lifecycle import SessionState as SessionState
 from ._core.lifecycle import _SessionLifecycle
-from ._core.lifecycle import _Unloaded as _Unloaded
 from .codec import decode_value
 
 __all__ = ["Session"]

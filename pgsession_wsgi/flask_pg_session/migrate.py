@@ -26,14 +26,7 @@ from ..sql import LOCK, lock_key, quote_identifier
 from ..store import PostgresStore
 
 # The rows (conversion, batches) are apart (issue 22); every name they defined stays importable here.
-from ._migrate_rows import _ISSUED_ID as _ISSUED_ID
-from ._migrate_rows import _MAX_BATCH_CHARS as _MAX_BATCH_CHARS
-from ._migrate_rows import _NOT_ISSUED as _NOT_ISSUED
-from ._migrate_rows import _Converted as _Converted
 from ._migrate_rows import _copy_rows as _copy_rows
-from ._migrate_rows import _in_batches as _in_batches
-from ._migrate_rows import _insert_batch as _insert_batch
-from ._migrate_rows import _json_to_write as _json_to_write
 from ._migrate_rows import _move_rows as _move_rows
 from ._migrate_rows import _RowConverter as _RowConverter
 from .conventions import FLASK_PG_SESSION_TABLE, new_table_name

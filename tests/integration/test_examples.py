@@ -31,7 +31,8 @@ from db import sql
 from webtest import TestApp
 
 from pgsession_wsgi import SessionMiddleware
-from pgsession_wsgi.cli import _default_app, main
+from pgsession_wsgi._cli.demo import _default_app
+from pgsession_wsgi.cli import main
 from pgsession_wsgi.flask import EXTENSION_KEY
 
 ROOT = Path(__file__).resolve().parents[2]

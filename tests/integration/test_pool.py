@@ -24,6 +24,7 @@ from helpers import wait_for
 
 from pgsession_wsgi import PostgresStore, StoreUnavailable
 from pgsession_wsgi import pool as pool_module
+from pgsession_wsgi._drivers import connections
 from pgsession_wsgi.pool import ConnectionPool
 
 MINUTE = timedelta(minutes=1)
@@ -240,11 +241,11 @@ def test_without_poll_select_finds_a_killed_connection_and_keeps_a_live_one(
     Seam: such a platform is stood in for by removing select.poll and making the pool's
     import-time choice again (pool._readable); the pool is driven directly.
     """
-    native = pool_module._readable_poll if hasattr(select, "poll") else pool_module._readable_select
+    native = connections._readable_poll if hasattr(select, "poll") else connections._readable_select
     assert pool_module._readable is native  # the import-time choice
     monkeypatch.delattr(select, "poll", raising=False)
     monkeypatch.setattr(pool_module, "_readable", pool_module._choose_readable())  # as an import would
-    assert pool_module._readable is pool_module._readable_select
+    assert pool_module._readable is connections._readable_select
 
     name = f"pool-select-{uuid.uuid4().hex[:12]}"
     pool = ConnectionPool({"dsn": pg_dsn, "application_name": name}, max_connections=1, timeout=5)
