@@ -12,6 +12,19 @@ with ``-m "not slow"``).
 Tests through PgBouncer (``make_pgbouncer``) need the ``pgbouncer`` program (Debian: ``apt-get install
 pgbouncer``). Without it they are skipped, so a laptop run stays green; set
 ``PGSESSION_REQUIRE_PGBOUNCER=1`` (CI does) to make a missing pgbouncer fail them instead.
+
+Tests assert through the public API. Where a test must see what no public name shows, it goes
+through one of these seams, and says so where it does:
+
+- ``store._run(work, retry=...)``: a statement on one of the store's own connections (its
+  settings, such as ``synchronous_commit``; its prepared statements, dropped to test recovery);
+- ``store._pool``: the store's own pool (its size and wait as configured, a connection of its own,
+  the engine or pool an app lent), and ``store._steps``: whether prepared statements are on;
+- ``pool._readable`` / ``pool._is_dead`` and ``pgsession_wsgi._drivers.connections``: how an idle
+  connection is found dead, to stand in for a platform without ``select.poll()``;
+- ``EmbeddedPostgres._programs()``: where the private copy of PostgreSQL's programs is;
+- the private helpers a unit test names in its docstring (the CLI's redaction, the unpickler's
+  checks, the migration's batches), each one a rule with cases too many to reach from outside.
 """
 
 from __future__ import annotations
