@@ -23,15 +23,9 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 
 from werkzeug.local import LocalProxy
 
+from . import defaults
 from .cookies import IdSigner
 from .core import Policy, SessionCore, run, with_session_headers
-from .defaults import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_SIZE,
-    DEFAULT_PERMANENT,
-    DEFAULT_TOUCH_INTERVAL,
-    DEFAULT_USER_KEY,
-)
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable, UnstorableValue
 from .options import SessionOptions
 from .session import Session
@@ -133,10 +127,10 @@ class SessionMiddleware:
         secret_key: str | bytes | None = None,
         *,
         cookie_name: str = "session",
-        idle_timeout: timedelta | float = DEFAULT_IDLE_TIMEOUT,
+        idle_timeout: timedelta | float = defaults.DEFAULT_IDLE_TIMEOUT,
         absolute_timeout: timedelta | float | None = None,
-        touch_interval: timedelta | float = DEFAULT_TOUCH_INTERVAL,
-        permanent: bool = DEFAULT_PERMANENT,
+        touch_interval: timedelta | float = defaults.DEFAULT_TOUCH_INTERVAL,
+        permanent: bool = defaults.DEFAULT_PERMANENT,
         refresh_each_request: bool = True,
         cookie_path: str = "/",
         cookie_domain: str | None = None,
@@ -145,9 +139,9 @@ class SessionMiddleware:
         cookie_samesite: str | None = "Lax",
         cookie_partitioned: bool = False,
         fallback_secret_keys: Iterable[str | bytes] = (),
-        user_key: str | None = DEFAULT_USER_KEY,
+        user_key: str | None = defaults.DEFAULT_USER_KEY,
         regenerate_on_user_change: bool = True,
-        max_size: int | None = DEFAULT_MAX_SIZE,
+        max_size: int | None = defaults.DEFAULT_MAX_SIZE,
         signer: IdSigner | None = None,
         key_prefix: str = "",
     ) -> None:
