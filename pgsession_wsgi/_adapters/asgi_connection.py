@@ -189,9 +189,7 @@ async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: S
                 except SessionError as exc:
                     status = log_failure(exc, "saving")
                 else:
-                    if headers:
-                        app_headers = list(message.get("headers", []))
-                        message["headers"] = add_session_headers(app_headers, headers)
+                    add_session_headers(message, headers)
             if status is not None:
                 replaced = connection.started = True
                 await error_response(send, status)

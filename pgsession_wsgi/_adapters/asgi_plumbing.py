@@ -80,21 +80,24 @@ def origin_allowed(origins: WebsocketOrigins, scope: Scope) -> bool:
 _MERGED = frozenset(name.encode("latin-1") for name in MERGED_HEADERS)
 
 
-def add_session_headers(
-    headers: list[tuple[bytes, bytes]], extra: list[tuple[str, str]]
-) -> list[tuple[bytes, bytes]]:
-    """The app's headers plus a save's (:func:`~pgsession_wsgi.core.with_session_headers`: one
-    merged ``Vary``), as ASGI's lower-case bytes."""
+def add_session_headers(message: Message, extra: list[tuple[str, str]]) -> None:
+    """Add a save's headers to the app's ``http.response.start`` ``message``
+    (:func:`~pgsession_wsgi.core.with_session_headers`: one merged ``Vary``), as ASGI's
+    lower-case bytes; none leaves it as it is. Shared by the ASGI and Litestar adapters."""
+    if not extra:
+        return
     # Only the headers the merge reads are decoded; the others go on as they came, first.
     kept: list[tuple[bytes, bytes]] = []
     given: list[tuple[str, str]] = []
-    for header in headers:
+    for header in message.get("headers", ()):
         if header[0].lower() in _MERGED:
             given.append((header[0].decode("latin-1"), header[1].decode("latin-1")))
         else:
             kept.append(header)
     merged = with_session_headers(given, extra)
-    return kept + [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in merged]
+    message["headers"] = kept + [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in merged
+    ]
 
 
 def log_failure(exc: SessionError, doing: str) -> int:

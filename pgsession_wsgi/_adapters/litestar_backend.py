@@ -104,13 +104,6 @@ class _Exchange:
         return session
 
 
-def _add_headers(message: Message, headers: list[tuple[str, str]]) -> None:
-    """A save's headers into the ``http.response.start`` message (none: it stays as it is)."""
-    if headers:
-        start = cast("MutableMapping[str, Any]", message)
-        start["headers"] = add_session_headers(list(start.get("headers", [])), headers)
-
-
 def _exchange_of(scope: Scope) -> _Exchange:
     exchange = scope.get(_SCOPE_KEY)
     if not isinstance(exchange, _Exchange):
@@ -210,14 +203,15 @@ class PgSessionBackend(BaseSessionBackend[Any]):
         steps = self.config.core.save(session)
         operation, headers = advance(steps)
         if operation is None:
-            _add_headers(message, headers)
+            add_session_headers(cast("MutableMapping[str, Any]", message), headers)
             return None
         return self._save_finished(steps, operation, message)
 
     async def _save_finished(
         self, steps: Steps[list[tuple[str, str]]], operation: Operation, message: Message
     ) -> None:
-        _add_headers(message, await resume_async(steps, operation, self.config.store.execute))
+        headers = await resume_async(steps, operation, self.config.store.execute)
+        add_session_headers(cast("MutableMapping[str, Any]", message), headers)
 
     async def save_late(self, scope: Scope) -> None:
         """After the response: save a change a streamed body made once the headers were out,
