@@ -24,7 +24,7 @@ from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from ._drivers.async_pool import _is_dead
+from ._drivers.async_pool import CLOSED_MESSAGE, _is_dead
 from .errors import ConfigurationError, StoreUnavailable
 
 __all__ = ["LentAsyncPool"]
@@ -85,7 +85,7 @@ class LentAsyncPool:
     async def _borrow(self) -> tuple[Connection, bool]:
         for _ in range(_MAX_DEAD):
             if self._closed:
-                raise StoreUnavailable("the session store was closed; create a new AsyncPostgresStore")
+                raise StoreUnavailable(CLOSED_MESSAGE)
             try:
                 conn = await self.pool.getconn(timeout=self.timeout)
             except PoolTimeout:
@@ -139,3 +139,7 @@ class LentAsyncPool:
     async def close(self) -> None:
         """Refuse further loans; the app's pool and its connections are left open."""
         self._closed = True
+
+    def reopen(self) -> None:
+        """Lend again after :meth:`close` (the store was opened again)."""
+        self._closed = False

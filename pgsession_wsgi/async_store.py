@@ -54,14 +54,23 @@ class AsyncPostgresStore(PsycopgConnections):
         before :meth:`execute`, which opens the store at its first use; an app calls it at
         startup (e.g. in its lifespan) to find a wrong DSN before the first request does.
 
-        :raises StoreUnavailable: the database cannot be reached, or the store was closed.
+        After :meth:`close` it opens the store again, in the running event loop: an app whose
+        lifespan runs more than once in a process (each ``with TestClient(app):`` runs it) gets
+        a working store each time.
+
+        :raises StoreUnavailable: the database cannot be reached.
         :raises LegacyTableError: the table still has flask-pg-session's layout.
         :raises ConfigurationError: the table exists and is not a pgsession-wsgi table.
         """
+        if self._closed:
+            self._reopen()
         await self._ensure_ready()
 
     async def close(self) -> None:
-        """Stop the purge task and close every connection; the store cannot be opened again."""
+        """Stop the purge task and close every connection (a pool of the app's stays open).
+
+        Until :meth:`open` is called again, any use raises :class:`StoreUnavailable`.
+        """
         self._closed = True
         setup = self._setup
         if setup is not None and not setup.done():

@@ -95,9 +95,12 @@ def add_session_headers(message: Message, extra: list[tuple[str, str]]) -> None:
         else:
             kept.append(header)
     merged = with_session_headers(given, extra)
-    message["headers"] = kept + [
-        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in merged
-    ]
+    headers = kept + [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in merged]
+    current = message.get("headers")
+    if isinstance(current, list):
+        current[:] = headers  # in place, as Litestar's own backends add theirs: who holds the list sees them
+    else:
+        message["headers"] = headers
 
 
 def log_failure(exc: SessionError, doing: str) -> int:

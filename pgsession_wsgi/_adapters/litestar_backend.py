@@ -81,6 +81,16 @@ def _no_loader(session: Session) -> None:
     return None
 
 
+def _cookies_of(connection: ASGIConnection[Any, Any, Any, Any], core: SessionCore) -> str:
+    """The request's ``Cookie`` header; without one, our cookie from the cookies Litestar keeps in
+    the connection's state (where its ``TestClient.get_session_data()`` puts the client's)."""
+    header = cookie_header(connection.scope)  # type: ignore[arg-type]
+    if header:
+        return header
+    value = connection.cookies.get(core.cookie.name)
+    return f"{core.cookie.name}={value}" if value else ""
+
+
 class _Exchange:
     """One connection's session between the backend's load and its save, kept in the scope."""
 
@@ -131,7 +141,8 @@ class PgSessionBackend(BaseSessionBackend[Any]):
 
     async def load_from_connection(self, connection: ASGIConnection[Any, Any, Any, Any]) -> dict[str, Any]:
         """The connection's session, loaded: one statement for a validly signed cookie, none
-        otherwise (a bad or missing cookie is a new, empty session).
+        otherwise (a bad or missing cookie is a new, empty session). Without a ``Cookie`` header
+        the cookie is looked for where Litestar's test client puts it (``connection.cookies``).
 
         :param connection: the request or websocket.
         :raises SessionStoreUnavailable: the store cannot be reached (a 503).
@@ -145,7 +156,7 @@ class PgSessionBackend(BaseSessionBackend[Any]):
         if websocket and not origin_allowed(config.origins, scope):  # type: ignore[arg-type]
             raise SessionWebsocketRefused(detail=REFUSED_REASON, code=CLOSE_POLICY_VIOLATION)
         scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
-        session = config.core.open(cookie_header(scope), scheme, _no_loader)  # type: ignore[arg-type]
+        session = config.core.open(_cookies_of(connection, config.core), scheme, _no_loader)
         try:
             if config.core.wants_load(session.state):
                 await config.core.load_async(session, config.store.execute)
@@ -178,7 +189,9 @@ class PgSessionBackend(BaseSessionBackend[Any]):
         """Save the session as the response starts, and add ``Vary``, ``Set-Cookie`` (when the
         cookie changes) and ``Cache-Control: private`` (when one is set) to ``message``.
 
-        A session the request never used costs nothing and adds no header.
+        A session the request never used costs nothing and adds no header. Called outside the
+        middleware (``TestClient.set_session_data()``), it first loads the session the
+        connection's cookie names, then stores ``scope_session`` as its data.
 
         :param scope_session: the session in the scope: ours, what ``set_session()`` put there,
             or ``Empty`` after ``clear_session()``.
@@ -187,7 +200,12 @@ class PgSessionBackend(BaseSessionBackend[Any]):
         :raises StoreUnavailable: the database cannot be reached in time.
         :raises SessionError: a value cannot be stored, or the session is over ``max_size``.
         """
-        finishing = self._save_started(scope_session, message, connection.scope)
+        scope = connection.scope
+        if not isinstance(scope.get(_SCOPE_KEY), _Exchange):
+            # Called outside the middleware (Litestar's TestClient.set_session_data does): the
+            # session the connection's cookie names is loaded first, and saved with this data.
+            await self.load_from_connection(connection)
+        finishing = self._save_started(scope_session, message, scope)
         if finishing is not None:
             await finishing
 

@@ -262,5 +262,11 @@ def _refused(exc: BaseException | None, secrets: dict[str, Any]) -> StoreUnavail
     )
 
 
+#: What using a closed async store answers (the store, its pool and a lent pool alike).
+CLOSED_MESSAGE = (
+    "the session store was closed: `await store.open()` opens it again (as an app's lifespan startup does)"
+)
+
+
 def _closed_error() -> StoreUnavailable:
-    return StoreUnavailable("the session store was closed; create a new AsyncPostgresStore")
+    return StoreUnavailable(CLOSED_MESSAGE)

@@ -50,7 +50,7 @@ from ..defaults import (
 )
 from ..errors import ConfigurationError, StoreUnavailable
 from ..session import UNREADABLE_VALUE_ERRORS
-from .async_pool import AsyncPool
+from .async_pool import CLOSED_MESSAGE, AsyncPool
 from .async_purge import AsyncPurgeTask
 
 __all__ = ["ERRORS", "PsycopgConnections"]
@@ -117,6 +117,16 @@ class PsycopgConnections(StoreBase):
         self._ready = False
         self._closed = False
         self._purger: AsyncPurgeTask | None = None
+
+    def _reopen(self) -> None:
+        """After :meth:`close`: the next :meth:`open` starts afresh in the running event loop (a
+        new pool of our own, or the app's pool lent again), as the first one did."""
+        if isinstance(self._pool, LentAsyncPool):
+            self._pool.reopen()
+        else:
+            self._pool = None  # a closed psycopg_pool pool cannot be opened again
+        self._pool_lock = self._setup = self._purger = None  # bound to the loop that made them
+        self._ready = self._closed = False
 
     def _own_connections(self, connect_kwargs: dict[str, Any], max_connections: int, timeout: float) -> None:
         self.max_connections = max_connections
@@ -218,7 +228,7 @@ class PsycopgConnections(StoreBase):
 
     async def _ensure_ready(self) -> None:
         if self._closed:
-            raise StoreUnavailable("the session store was closed; create a new AsyncPostgresStore")
+            raise StoreUnavailable(CLOSED_MESSAGE)
         if self._ready:
             return
         # One setup for all the requests that arrive before it is done; each waits at most
@@ -236,7 +246,7 @@ class PsycopgConnections(StoreBase):
 
     async def _open_pool(self) -> Pool:
         if self._closed:
-            raise StoreUnavailable("the session store was closed; create a new AsyncPostgresStore")
+            raise StoreUnavailable(CLOSED_MESSAGE)
         if self._pool_lock is None:
             self._pool_lock = asyncio.Lock()
         async with self._pool_lock:

@@ -36,6 +36,7 @@ from litestar.exceptions import ImproperlyConfiguredException
 from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
 from litestar.security.session_auth import SessionAuth
 from litestar.stores.memory import MemoryStore
+from litestar.testing import AsyncTestClient, TestClient
 from pydantic import BaseModel
 
 from contracts.support import SetCookie, ours_only, set_cookies, the_cookie, use_as_a_dictionary
@@ -426,6 +427,41 @@ async def test_max_age_is_how_long_an_unused_session_lives(make_site: MakeSite) 
         assert (await client.get("/read")).json() == {"user": "ada"}
         await asyncio.sleep(3.1)
         assert (await client.get("/read")).json() == {}
+
+
+# -- Litestar's test clients and the app's lifespan ---------------------------------------------
+
+
+async def test_the_async_test_client_sets_and_reads_the_session_data(make_site: MakeSite) -> None:
+    # Litestar's testing docs: TestClient(app, session_config=config).set_session_data(data) is the
+    # session the next request sees; get_session_data() is what the requests left in it.
+    site = make_site()
+    async with AsyncTestClient(app=site.app, session_config=site.backend.config) as client:
+        await client.set_session_data({"user": "ada", "n": 1})
+        assert (await client.get("/read")).json() == {"user": "ada", "n": 1}
+        await client.get("/write?theme=dark")
+        assert await client.get_session_data() == {"user": "ada", "n": 1, "theme": "dark"}
+        await client.set_session_data({"user": "bob"})  # replaces it, under the same cookie
+        assert (await client.get("/read")).json() == {"user": "bob"}
+
+
+async def test_the_sync_test_client_sets_and_reads_the_session_data(make_site: MakeSite) -> None:
+    site = make_site()
+    with TestClient(app=site.app, session_config=site.backend.config) as client:
+        client.get("/write?user=ada")
+        assert client.get_session_data() == {"user": "ada"}
+        client.set_session_data({"user": "bob", "cart": [1, 2]})
+        assert client.get("/read").json() == {"user": "bob", "cart": [1, 2]}
+
+
+async def test_the_app_serves_sessions_through_each_run_of_its_lifespan(make_site: MakeSite) -> None:
+    # A module-level app and a `with TestClient(app)` per test: the lifespan starts and stops
+    # again for each, in a new event loop each time.
+    site = make_site()
+    for run in range(3):
+        with TestClient(app=site.app) as client:
+            client.get(f"/write?run={run}")
+            assert client.get("/read").json() == {"run": str(run)}
 
 
 # -- get_session_id() and the backend by session id ----------------------------------------------

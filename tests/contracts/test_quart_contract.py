@@ -186,6 +186,17 @@ async def test_values_written_come_back_in_the_next_request(make_app: MakeApp) -
     assert (await answer(client, "/read"))["data"] == {"user": "ada", "cart": {"items": [1]}}
 
 
+async def test_the_app_serves_sessions_through_each_run_of_its_serving(make_app: MakeApp) -> None:
+    # Quart's testing docs: `async with app.test_app()` runs before_serving and after_serving;
+    # one such block per test starts and stops the app again each time.
+    app = make_app()
+    for run in range(3):
+        async with app.test_app() as served:
+            client = served.test_client()
+            await client.get(f"/write?run={run}")
+            assert (await answer(client, "/read"))["data"] == {"run": str(run)}
+
+
 async def test_the_session_is_a_dictionary(make_app: MakeApp) -> None:
     client = make_app().test_client()
     assert await answer(client, "/dict") == {

@@ -27,6 +27,7 @@ from starlette.middleware.sessions import SessionMiddleware as StarletteSessionM
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.testclient import TestClient
 
 from contracts.support import SetCookie, ours_only, set_cookies, the_cookie, theirs_since, use_as_a_dictionary
 from pgsession_wsgi import ConfigurationError
@@ -136,6 +137,16 @@ async def test_values_written_come_back_in_the_next_request(make_app: MakeApp) -
         assert (await client.get("/read")).json() == {
             "user": "ada", "theme": "dark", "cart": {"items": [1, 2], "coupon": None}, "n": 3,
         }
+
+
+async def test_the_app_serves_sessions_through_each_run_of_its_lifespan(make_app: MakeApp) -> None:
+    # Starlette's testing docs: `with TestClient(app):` runs the lifespan. A module-level app and
+    # one such block per test start and stop it again each time, in a new event loop.
+    app = make_app()
+    for run in range(3):
+        with TestClient(app) as client:
+            client.get(f"/write?run={run}")
+            assert client.get("/read").json() == {"run": str(run)}
 
 
 async def test_request_session_is_a_dictionary_interface(make_app: MakeApp) -> None:

@@ -1167,6 +1167,8 @@ async def test_an_exhausted_async_pool_is_store_unavailable_and_close_leaves_it_
         await store.load(ID, timedelta(seconds=60))
     async with pool.connection() as conn:  # the app's pool still serves the app
         assert (await (await conn.execute("SELECT 1")).fetchone()) == (1,)
+    await store.open()  # an app's next lifespan: the store borrows from the same pool again
+    assert await store.load(ID, timedelta(seconds=60)) is None
 
 
 async def test_the_async_purge_borrows_the_apps_pool_per_batch(

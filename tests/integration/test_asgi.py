@@ -1146,6 +1146,26 @@ async def test_the_lifespan_opens_the_store_runs_the_purge_task_and_closes_after
         await store.stats()
 
 
+async def test_open_after_close_opens_the_store_again_with_its_purge(
+    make_async_store: MakeAsyncStore,
+) -> None:
+    # What an app's second lifespan does (each `with TestClient(app):` runs one).
+    store = make_async_store(purge_interval=0.05)
+    await store.open()
+    await store.close()
+    with pytest.raises(StoreUnavailable) as error:
+        await store.stats()
+    assert str(error.value) == (
+        "the session store was closed: `await store.open()` opens it again (as an app's lifespan "
+        "startup does)"
+    )
+    await store.open()
+    assert (await store.stats())["live"] == 0
+    assert any(task.get_name() == TASK_NAME for task in asyncio.all_tasks())
+    await store.close()
+    assert not any(task.get_name() == TASK_NAME for task in asyncio.all_tasks())
+
+
 async def test_a_store_unreachable_at_startup_does_not_stop_the_app(
     pg_dsn: str, make_async_store: MakeAsyncStore, caplog: pytest.LogCaptureFixture
 ) -> None:
