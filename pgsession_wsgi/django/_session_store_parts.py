@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from ._runtime import Runtime
 
 from ..errors import SessionError
+from ._runtime import current_runtime
+
+#: ``pop()`` given no default (None is a default).
+_NOT_GIVEN: Any = object()
 
 
 class MappingMethods:
@@ -43,9 +47,11 @@ class MappingMethods:
         """As ``dict.get``; loads the session first."""
         return self._session.get(key, default)
 
-    def pop(self, key: str, *default: Any) -> Any:
-        """As ``dict.pop``."""
-        return self._session.pop(key, *default)
+    def pop(self, key: str, default: Any = _NOT_GIVEN) -> Any:
+        """As ``SessionBase.pop``: ``dict.pop``, ``default`` also by name."""
+        if default is _NOT_GIVEN:
+            return self._session.pop(key)
+        return self._session.pop(key, default)
 
     def setdefault(self, key: str, value: Any) -> Any:
         """As ``dict.setdefault``."""
@@ -95,7 +101,6 @@ class ExpiryMethods:
         :raises InvalidExpiry: an end that is not in the future, or a negative number of seconds.
         """
         data = self._data
-        runtime = self._runtime
         data.accessed = True
         if value is None:
             data.set_expiry(None)
@@ -118,7 +123,7 @@ class ExpiryMethods:
                 "set_expiry() takes seconds (an int), a datetime, a timedelta, 0 or None, "
                 f"not {type(value).__name__}"
             )
-        if runtime.expire_at_browser_close:
+        if current_runtime().expire_at_browser_close:  # the setting now, as Django reads it
             data["_permanent"] = True
         else:
             data.pop("_permanent", None)
@@ -159,8 +164,8 @@ class ExpiryMethods:
         if self._ending():
             return False  # the cookie goes out with Max-Age=0
         permanent = self._data.get("_permanent")
-        if permanent is None:
-            return bool(self._runtime.expire_at_browser_close)
+        if permanent is None:  # the setting as it is now, as Django reads it (override_settings)
+            return bool(current_runtime().expire_at_browser_close)
         return not permanent
 
 

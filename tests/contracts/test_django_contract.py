@@ -263,6 +263,31 @@ def test_expire_at_browser_close(engine: Any, at_close: bool) -> None:
 
 
 @both
+def test_expire_at_browser_close_is_the_setting_as_it_is_when_asked(engine: Any) -> None:
+    from django.test.utils import override_settings
+
+    session = engine()  # made before the settings change, as in a test using override_settings
+    for at_close in (True, False, True):
+        with override_settings(SESSION_EXPIRE_AT_BROWSER_CLOSE=at_close):
+            assert session.get_expire_at_browser_close() is at_close
+            session.set_expiry(10)
+            assert session.get_expire_at_browser_close() is False
+            session.set_expiry(None)
+            assert session.get_expire_at_browser_close() is at_close
+
+
+@both
+def test_pop_takes_its_default_by_name(engine: Any) -> None:
+    session = engine()
+    session["a"] = 1
+    assert session.pop("missing", default="none") == "none"
+    assert session.pop("a", default=None) == 1
+    assert "a" not in session
+    with pytest.raises(KeyError):
+        session.pop("a")
+
+
+@both
 def test_expiry_survives_a_save(engine: Any) -> None:
     session = engine()
     session["a"] = 1
