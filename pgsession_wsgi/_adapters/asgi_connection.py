@@ -26,11 +26,11 @@ from .asgi_plumbing import (
     Receive,
     Scope,
     Send,
-    add_session_headers,
     error_response,
     log_failure,
     origin_allowed,
     take_over,
+    with_session_headers_sent,
 )
 from .websocket import (
     CLOSE_ERROR,
@@ -189,7 +189,7 @@ async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: S
                 except SessionError as exc:
                     status = log_failure(exc, "saving")
                 else:
-                    add_session_headers(message, headers)
+                    message = with_session_headers_sent(message, headers)
             if status is not None:
                 replaced = connection.started = True
                 await error_response(send, status)

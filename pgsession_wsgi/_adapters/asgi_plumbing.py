@@ -33,13 +33,14 @@ __all__ = [
     "Scope",
     "Send",
     "UNAVAILABLE_BODY",
-    "add_session_headers",
     "as_mapping",
     "cookie_header",
     "error_response",
     "log_failure",
     "origin_allowed",
+    "session_headers",
     "take_over",
+    "with_session_headers_sent",
 ]
 
 log = logging.getLogger("pgsession_wsgi")
@@ -80,12 +81,19 @@ def origin_allowed(origins: WebsocketOrigins, scope: Scope) -> bool:
 _MERGED = frozenset(name.encode("latin-1") for name in MERGED_HEADERS)
 
 
-def add_session_headers(message: Message, extra: list[tuple[str, str]]) -> None:
-    """Add a save's headers to the app's ``http.response.start`` ``message``
-    (:func:`~pgsession_wsgi.core.with_session_headers`: one merged ``Vary``), as ASGI's
-    lower-case bytes; none leaves it as it is. Shared by the ASGI and Litestar adapters."""
+def with_session_headers_sent(message: Message, extra: list[tuple[str, str]]) -> Message:
+    """The app's ``http.response.start`` ``message`` as it goes to the client, with a save's
+    headers (:func:`~pgsession_wsgi.core.with_session_headers`: one merged ``Vary``) as ASGI's
+    lower-case bytes: a new message, the app's own left as it was (a response the app sends again,
+    or a response cache holding it, never keeps one visitor's cookie); ``message`` itself when
+    there are none. Shared by the ASGI middleware and Litestar's."""
     if not extra:
-        return
+        return message
+    return {**message, "headers": session_headers(message, extra)}
+
+
+def session_headers(message: Message, extra: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """``message``'s headers with a save's ``extra`` merged in (see :func:`with_session_headers_sent`)."""
     # Only the headers the merge reads are decoded; the others go on as they came, first.
     kept: list[tuple[bytes, bytes]] = []
     given: list[tuple[str, str]] = []
@@ -95,12 +103,7 @@ def add_session_headers(message: Message, extra: list[tuple[str, str]]) -> None:
         else:
             kept.append(header)
     merged = with_session_headers(given, extra)
-    headers = kept + [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in merged]
-    current = message.get("headers")
-    if isinstance(current, list):
-        current[:] = headers  # in place, as Litestar's own backends add theirs: who holds the list sees them
-    else:
-        message["headers"] = headers
+    return kept + [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in merged]
 
 
 def log_failure(exc: SessionError, doing: str) -> int:

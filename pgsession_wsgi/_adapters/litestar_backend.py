@@ -20,19 +20,19 @@ from litestar.exceptions import ServiceUnavailableException, WebSocketException
 from litestar.middleware.session.base import BaseSessionBackend, SessionMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, ScopeSession, Send
 
-from .._core.operations import Steps
 from ..async_store import AsyncPostgresStore
-from ..core import Operation, SessionCore, advance, resume_async, run_async
+from ..core import SessionCore, advance, resume_async, run_async
 from ..errors import OutsideRequestError, SessionError, StoreUnavailable
 from ..session import Session
 from .asgi_plumbing import (
-    add_session_headers,
     as_mapping,
     cookie_header,
     error_response,
     log_failure,
     origin_allowed,
+    session_headers,
     take_over,
+    with_session_headers_sent,
 )
 from .websocket import (
     CLOSE_ERROR,
@@ -205,31 +205,31 @@ class PgSessionBackend(BaseSessionBackend[Any]):
             # Called outside the middleware (Litestar's TestClient.set_session_data does): the
             # session the connection's cookie names is loaded first, and saved with this data.
             await self.load_from_connection(connection)
-        finishing = self._save_started(scope_session, message, scope)
-        if finishing is not None:
-            await finishing
+        headers = self._save_started(scope_session, scope)
+        if not isinstance(headers, list):
+            headers = await headers
+        if headers:  # into the message's own header list, as Litestar's backends write theirs
+            start = cast("MutableMapping[str, Any]", message)
+            merged = session_headers(start, headers)
+            if isinstance(start.get("headers"), list):
+                start["headers"][:] = merged
+            else:
+                start["headers"] = merged
 
     def _save_started(
-        self, scope_session: ScopeSession, message: Message, scope: Scope
-    ) -> Awaitable[None] | None:
-        """:meth:`store_in_message` up to its first statement, without awaiting: None when the
-        save needed none (a session never used, or read and not changed: its headers are in
-        ``message`` already), else what finishes it."""
+        self, scope_session: ScopeSession, scope: Scope
+    ) -> list[tuple[str, str]] | Awaitable[list[tuple[str, str]]]:
+        """The save of the connection's session up to its first statement, without awaiting: the
+        headers the response needs when the save needed no statement (a session never used, or
+        read and not changed), else what finishes the save and answers them."""
         exchange = _exchange_of(scope)
         session = exchange.adopt(scope_session, scope)
         exchange.saved = True
         steps = self.config.core.save(session)
         operation, headers = advance(steps)
         if operation is None:
-            add_session_headers(cast("MutableMapping[str, Any]", message), headers)
-            return None
-        return self._save_finished(steps, operation, message)
-
-    async def _save_finished(
-        self, steps: Steps[list[tuple[str, str]]], operation: Operation, message: Message
-    ) -> None:
-        headers = await resume_async(steps, operation, self.config.store.execute)
-        add_session_headers(cast("MutableMapping[str, Any]", message), headers)
+            return cast("list[tuple[str, str]]", headers)
+        return resume_async(steps, operation, self.config.store.execute)
 
     async def save_late(self, scope: Scope) -> None:
         """After the response: save a change a streamed body made once the headers were out,
@@ -361,16 +361,18 @@ class PgSessionMiddleware(SessionMiddleware[PgSessionBackend]):
                 return  # the rest of a response replaced by an error response
             if message["type"] == "http.response.start":
                 try:
-                    # store_in_message, awaited only when the save has a statement to run.
-                    finishing = backend._save_started(scope.get("session"), message, scope)
-                    if finishing is not None:
-                        await finishing
+                    # The save, awaited only when it has a statement to run.
+                    headers = backend._save_started(scope.get("session"), scope)
+                    if not isinstance(headers, list):
+                        headers = await headers
                 except SessionError as exc:
                     status = log_failure(exc, "saving")
                     if isinstance(exchange, _Exchange):
                         exchange.replaced = True
                     await error_response(connection_send, status)  # type: ignore[arg-type]
                     return
+                # A new message: the app's own, which a response cache may hold, keeps no cookie.
+                message = with_session_headers_sent(message, headers)  # type: ignore[arg-type,assignment]
             await connection_send(message)
 
         return send

@@ -166,8 +166,14 @@ async def socket_session(socket: WebSocket[Any, Any, Any]) -> None:
     await socket.close(code=1000, reason=found)
 
 
+@get("/cached", cache=True)
+async def cached(request: AnyRequest) -> str:
+    request.session["user"] = request.query_params.get("user", "")
+    return "cached"
+
+
 ROUTES = [
-    write, nested, read, untouched, dictionary, replace, replace_with_dataclass, replace_with_model,
+    cached, write, nested, read, untouched, dictionary, replace, replace_with_dataclass, replace_with_model,
     replace_with_struct,
     replace_then_add, clear_then_replace, clear, session_id, socket_session,
     get("/skipped", skip_session=True, name="skipped")(has_session),
@@ -427,6 +433,18 @@ async def test_max_age_is_how_long_an_unused_session_lives(make_site: MakeSite) 
         assert (await client.get("/read")).json() == {"user": "ada"}
         await asyncio.sleep(3.1)
         assert (await client.get("/read")).json() == {}
+
+
+@ours_only("Litestar's own sessions add their cookie to the message its response cache keeps")
+async def test_a_cached_response_carries_no_visitors_cookie(make_site: MakeSite) -> None:
+    site = make_site()
+    async with browsing(site) as ada, http_client(site.app) as bob:
+        first = await ada.get("/cached?user=ada")
+        assert cookie_of(first).value  # Ada's session was written, and her cookie sent to her
+        again = await bob.get("/cached?user=ada")  # the same key: Litestar's cache answers
+        assert again.text == "cached"
+        assert set_cookies(again) == []
+        assert (await bob.get("/read")).json() == {}
 
 
 # -- Litestar's test clients and the app's lifespan ---------------------------------------------

@@ -71,7 +71,18 @@ async def dictionary(request: Request) -> Response:
     return JSONResponse(use_as_a_dictionary(request.session))
 
 
+#: One response object, sent again on every request (an app may keep a constant response).
+SHARED_RESPONSE = PlainTextResponse("ok")
+
+
+async def write_then_shared_response(request: Request) -> Response:
+    request.session["user"] = request.query_params["user"]
+    return SHARED_RESPONSE
+
+
 ROUTES = [
+    Route("/write-shared", write_then_shared_response),
+] + [
     Route(prefix + path, endpoint)
     for prefix in ("", "/app")
     for path, endpoint in [
@@ -147,6 +158,17 @@ async def test_the_app_serves_sessions_through_each_run_of_its_lifespan(make_app
         with TestClient(app) as client:
             client.get(f"/write?run={run}")
             assert client.get("/read").json() == {"run": str(run)}
+
+
+async def test_a_response_sent_again_carries_only_this_visitors_cookie(make_app: MakeApp) -> None:
+    app = make_app()
+    async with http_client(app) as ada, http_client(app) as bob:
+        ada_cookie = cookie_of(await ada.get("/write-shared?user=ada")).value
+        sent = await bob.get("/write-shared?user=bob")
+        assert [cookie.value for cookie in set_cookies(sent)] == [cookie_of(sent).value]
+        assert cookie_of(sent).value != ada_cookie
+        assert (await bob.get("/read")).json() == {"user": "bob"}
+    assert SHARED_RESPONSE.headers.getlist("set-cookie") == []
 
 
 async def test_request_session_is_a_dictionary_interface(make_app: MakeApp) -> None:
