@@ -17,7 +17,8 @@ from typing import Any, Protocol, cast
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.exceptions import ServiceUnavailableException, WebSocketException
-from litestar.middleware.session.base import BaseSessionBackend, SessionMiddleware
+from litestar.middleware.session.base import SessionMiddleware
+from litestar.middleware.session.server_side import ServerSideSessionBackend
 from litestar.types import ASGIApp, Message, Receive, Scope, ScopeSession, Send
 
 from ..async_store import AsyncPostgresStore
@@ -125,17 +126,23 @@ def _exchange_of(scope: Scope) -> _Exchange:
     return exchange
 
 
-class PgSessionBackend(BaseSessionBackend[Any]):
+class PgSessionBackend(ServerSideSessionBackend):
     """Litestar's session backend contract on a pgsession-wsgi store, and the operations of
     Litestar's server-side backends by session id (:meth:`get`, :meth:`set`, :meth:`delete`,
     :meth:`delete_all`, :meth:`delete_expired`).
 
-    A session id is the one ``request.get_session_id()`` answers: the id the cookie carries,
-    whose SHA-256 is the row's key. An app gets a backend from :attr:`PgSessionConfig.backend`.
+    A Litestar ``ServerSideSessionBackend``, so that Litestar's ``litestar sessions delete`` and
+    ``litestar sessions clear`` commands work on it. A session id is the one
+    ``request.get_session_id()`` answers: the id the cookie carries, whose SHA-256 is the row's
+    key. An app gets a backend from :attr:`PgSessionConfig.backend`.
     """
 
     __slots__ = ()
-    config: BackendConfig
+    config: BackendConfig  # type: ignore[assignment]  # a PgSessionConfig, not Litestar's config
+
+    def __init__(self, config: BackendConfig) -> None:
+        """:param config: a :class:`~pgsession_wsgi.litestar.PgSessionConfig`."""
+        super().__init__(config)  # type: ignore[arg-type]
 
     # -- Litestar's contract -----------------------------------------------------------------
 
@@ -175,7 +182,7 @@ class PgSessionBackend(BaseSessionBackend[Any]):
         scope[_SCOPE_KEY] = _Exchange(config, session)  # type: ignore[literal-required]
         return cast("dict[str, Any]", session)
 
-    def get_session_id(self, connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    def get_session_id(self, connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:  # type: ignore[override]
         """The id of the connection's stored session; None for a session not stored yet.
 
         :param connection: the request or websocket.
@@ -272,16 +279,18 @@ class PgSessionBackend(BaseSessionBackend[Any]):
         await self.config.core.load_async(session, self.config.store.execute)
         return session
 
-    async def get(self, session_id: str) -> dict[str, Any] | None:
+    async def get(self, session_id: str, store: Any = None) -> dict[str, Any] | None:  # type: ignore[override]
         """The data of the live session ``session_id`` (values as the app stored them), or None.
 
         :param session_id: an id as ``request.get_session_id()`` gives it.
+        :param store: unused (Litestar's server-side backends take the app's store here; this
+            one has the config's).
         :raises StoreUnavailable: the database cannot be reached in time.
         """
         session = await self._loaded(session_id)
         return dict(session) if session.id is not None else None
 
-    async def set(self, session_id: str, data: Any) -> str | None:
+    async def set(self, session_id: str, data: Any, store: Any = None) -> str | None:  # type: ignore[override]
         """Replace the data of session ``session_id`` with ``data``; returns the id it lives under.
 
         That is ``session_id`` while its session is live. Ids are never chosen by the caller: for
@@ -291,6 +300,7 @@ class PgSessionBackend(BaseSessionBackend[Any]):
         :param session_id: an id as ``request.get_session_id()`` gives it.
         :param data: a mapping, a dataclass, a pydantic model or a msgspec ``Struct`` of storable
             values.
+        :param store: unused, as for :meth:`get`.
         :raises SessionError: a value cannot be stored, or the session is over ``max_size``.
         :raises StoreUnavailable: the database cannot be reached in time.
         """
@@ -301,10 +311,12 @@ class PgSessionBackend(BaseSessionBackend[Any]):
         await run_async(self.config.core.save(session), self.config.store.execute)
         return session.id
 
-    async def delete(self, session_id: str) -> None:
+    async def delete(self, session_id: str, store: Any = None) -> None:
         """End session ``session_id`` (its row is deleted); nothing happens for an unknown id.
+        ``litestar sessions delete SESSION_ID`` calls it.
 
         :param session_id: an id as ``request.get_session_id()`` gives it.
+        :param store: unused, as for :meth:`get`.
         :raises StoreUnavailable: the database cannot be reached in time.
         """
         session = self._session_for(session_id)

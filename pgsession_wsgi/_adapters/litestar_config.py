@@ -157,6 +157,15 @@ class PgSessionConfig(BaseBackendConfig["PgSessionBackend"]):
         list of the app, a router or a controller (the plugin puts it on the app)."""
         return DefineMiddleware(PgSessionMiddleware, backend=PgSessionBackend(config=self))
 
+    def get_store_from_app(self, app: Any) -> AsyncPostgresStore:
+        """The config's own store, whatever the app's ``stores`` hold: what Litestar's
+        ``litestar sessions delete`` and ``litestar sessions clear`` commands ask a server-side
+        config for (``clear`` calls its ``delete_all()``).
+
+        :param app: the Litestar app (unused: the store is the config's).
+        """
+        return self.store
+
     @property
     def backend(self) -> PgSessionBackend:
         """A backend on this config, for its operations by session id (:meth:`PgSessionBackend.get`...)."""

@@ -646,3 +646,68 @@ def test_store_dsn_of_sync_and_async_engines() -> None:
     assert store_dsn(sa.create_engine(url.replace("+psycopg", "+psycopg2"))) == expected
     with pytest.raises(ConfigurationError, match="PostgreSQL"):
         store_dsn(sa.create_engine("sqlite://"))
+
+
+# -- Litestar's own command line: `litestar sessions delete` and `litestar sessions clear` -----------
+
+CLI_APP = '''
+import os
+from litestar import Litestar, Request, get
+from pgsession_wsgi.litestar import AsyncPostgresStore, PgSessionConfig, PgSessionPlugin
+
+config = PgSessionConfig(
+    store=AsyncPostgresStore(os.environ["CLI_DSN"], schema=os.environ["CLI_SCHEMA"], purge_interval=None),
+    secret_key=os.environ["CLI_SECRET"],
+)
+
+@get("/set")
+async def set_keys(request: Request) -> str:
+    request.session.update(request.query_params.dict())
+    return "ok"
+
+app = Litestar([set_keys], plugins=[PgSessionPlugin(config)])
+'''
+
+
+def test_litestars_sessions_commands_delete_one_session_and_clear_them_all(
+    tmp_path: Any, pg_dsn: str, schema: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "cli_app.py").write_text(CLI_APP)
+    # Rich (Litestar's CLI output) sized and plain, whatever the terminal running the tests.
+    env = {**os.environ, "CLI_DSN": pg_dsn, "CLI_SCHEMA": schema, "CLI_SECRET": SECRET,
+           "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    litestar = Path(sys.executable).with_name("litestar")
+
+    def command(*args: str) -> str:
+        done = subprocess.run([str(litestar), "--app", "cli_app:app", "sessions", *args], input="y\n",
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return " ".join(done.stdout.split())  # as one line, however Rich wrapped it
+
+    def count(where: str = "true", *params: Any) -> int:
+        return int(sql(pg_dsn, f'SELECT count(*) FROM "{schema}".pgsession WHERE {where}', params)[0][0])
+
+    # Two visitors of the same app (the same config: schema, table, key), in this process.
+    config = PgSessionConfig(store=AsyncPostgresStore(pg_dsn, schema=schema, purge_interval=None),
+                             secret_key=SECRET)
+    app = Litestar([set_keys], plugins=[PgSessionPlugin(config)])
+    with TestClient(app) as client:
+        client.get("/set?user=ada")
+        signed = HmacIdSigner(SECRET).unsign(client.cookies["session"])
+        client.cookies.clear()
+        client.get("/set?user=bob")
+    assert signed is not None and count() == 2
+    ada_id = signed[0]
+
+    said = command("delete", ada_id)
+    assert "Deleted session" in said, said
+    assert (count("id = %s", hash_session_id(ada_id)), count()) == (0, 1), said
+    said = command("clear")
+    assert "All active sessions deleted" in said, said
+    assert count() == 0, said
+    assert config.get_store_from_app(app) is config.store
