@@ -112,6 +112,11 @@ class PsycopgConnections(StoreBase):
     def _driver_state(self) -> None:
         self._pool = None
         self._connect_kwargs: dict[str, Any] = {}
+        self._not_open_yet()
+
+    def _not_open_yet(self) -> None:
+        """The state of a store not opened: what the first :meth:`open` (or use) sets up in the
+        running event loop, the things bound to that loop included."""
         self._pool_lock: asyncio.Lock | None = None  # made in the loop (Python 3.9 binds it)
         self._setup: asyncio.Future[None] | None = None
         self._ready = False
@@ -125,8 +130,7 @@ class PsycopgConnections(StoreBase):
             self._pool.reopen()
         else:
             self._pool = None  # a closed psycopg_pool pool cannot be opened again
-        self._pool_lock = self._setup = self._purger = None  # bound to the loop that made them
-        self._ready = self._closed = False
+        self._not_open_yet()
 
     def _own_connections(self, connect_kwargs: dict[str, Any], max_connections: int, timeout: float) -> None:
         self.max_connections = max_connections

@@ -15,10 +15,8 @@ if TYPE_CHECKING:
     from ._runtime import Runtime
 
 from ..errors import SessionError
+from ..session import _MISSING  # the session's own "no default given"
 from ._runtime import current_runtime
-
-#: ``pop()`` given no default (None is a default).
-_NOT_GIVEN: Any = object()
 
 
 class MappingMethods:
@@ -47,10 +45,8 @@ class MappingMethods:
         """As ``dict.get``; loads the session first."""
         return self._session.get(key, default)
 
-    def pop(self, key: str, default: Any = _NOT_GIVEN) -> Any:
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
         """As ``SessionBase.pop``: ``dict.pop``, ``default`` also by name."""
-        if default is _NOT_GIVEN:
-            return self._session.pop(key)
         return self._session.pop(key, default)
 
     def setdefault(self, key: str, value: Any) -> Any:
