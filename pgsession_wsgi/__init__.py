@@ -8,9 +8,8 @@ Quick start (plain WSGI)::
     app = SessionMiddleware(app, store, secret_key=os.environ["SECRET_KEY"])
     # per request, in the app: session = get_session(environ); session["user"] = 42
 
-``__all__`` is everything an application imports. Flask apps use :mod:`pgsession_wsgi.flask`;
-:mod:`pgsession_wsgi.codec` and :mod:`pgsession_wsgi.core` serve those who add a type or write
-another front end. The other modules are internal building blocks.
+Flask apps use :mod:`pgsession_wsgi.flask`; :mod:`pgsession_wsgi.codec` and
+:mod:`pgsession_wsgi.core` serve those who add a type or write another front end.
 """
 
 import importlib
@@ -42,8 +41,7 @@ if TYPE_CHECKING:
     from .middleware import ENVIRON_KEY, SessionMiddleware, current_session, get_session
     from .store import PostgresStore
 
-# The WSGI half (the middleware, and PostgresStore on psycopg2) is imported at its first use
-# (PEP 562), so that an ASGI app importing pgsession_wsgi.asgi (psycopg 3) never loads psycopg2.
+# The WSGI half is imported at first use (PEP 562), so an ASGI app never loads psycopg2.
 _LAZY = {"PostgresStore": "store"} | dict.fromkeys(
     ("ENVIRON_KEY", "SessionMiddleware", "current_session", "get_session"), "middleware"
 )

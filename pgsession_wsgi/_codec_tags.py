@@ -1,12 +1,6 @@
-"""Internal: :class:`~pgsession_wsgi.codec.TypeTag` and the built-in tags, the stored format of 0.1.0.
+"""Internal: :class:`~pgsession_wsgi.codec.TypeTag` and the built-in tags (the stored format).
 
-Each built-in tag is a small class whose name and payload never change (the module docstring of
-:mod:`pgsession_wsgi.codec` lists them), with the helpers that check a payload is spelled exactly
-as it is written. They are apart from the codec so that ``codec.py`` holds the registry and the
-walk over a value (encode, decode) and this module the per-type formats. It imports nothing from
-the codec: the codec imports the tags from here and hands :class:`_DecimalTag` its exponent limit.
-``TypeTag`` and ``Recurse`` are public as ``pgsession_wsgi.codec.TypeTag`` and
-``pgsession_wsgi.codec.Recurse``; import them from there.
+``TypeTag`` and ``Recurse`` are public as ``pgsession_wsgi.codec.TypeTag`` and ``.Recurse``.
 """
 
 from __future__ import annotations
@@ -26,7 +20,7 @@ from markupsafe import Markup
 #: The codec's own encoder or decoder, handed to a tag for the parts of its payload.
 Recurse = Callable[[Any], Any]
 
-# jsonb holds neither U+0000 nor lone surrogates; strings with either travel as base64.
+# What jsonb cannot hold; strings with it travel as base64.
 _NOT_JSONB = re.compile("[\x00\ud800-\udfff]")
 # The codec writes this tag itself (dicts that look like a tag); it cannot be replaced.
 _DICT_TAG = " di"
@@ -35,46 +29,40 @@ _DICT_TAG = " di"
 class TypeTag:
     """How the values of one type are stored: subclass it and register an instance.
 
-    Set :attr:`name` and :attr:`types` (as class or instance attributes), override :meth:`check`
-    only to take subclasses or look-alikes too, and implement :meth:`to_json` and
-    :meth:`from_json`. Leave ``name`` and ``types`` alone once the tag is registered: the codec
-    indexes them then.
+    Set :attr:`name` and :attr:`types`, override :meth:`check` only to take subclasses or
+    look-alikes too, and implement :meth:`to_json` and :meth:`from_json`. Leave ``name`` and
+    ``types`` alone once registered: the codec indexes them.
     """
 
-    #: The key of the one-key object the value is stored as. It starts with a space: the codec
-    #: wraps every user dict whose one key does, so a tag is never mistaken for data. None: the
-    #: value is stored untagged, as whatever :meth:`to_json` returns, and reads back as that
-    #: plain value (a lazy string as its text).
+    #: The key of the one-key object the value is stored as; it starts with a space, so it is
+    #: never mistaken for data. None: stored untagged, as what :meth:`to_json` returns, and read
+    #: back as that plain value.
     name: str | None = None
-    #: The exact types this tag stores, found with one dict lookup; subclasses are not included.
+    #: The exact types this tag stores (not their subclasses).
     types: tuple[type, ...] = ()
 
     def check(self, value: Any) -> bool:
-        """Whether this tag stores ``value``, an instance of a type no tag lists in ``types``.
+        """Whether this tag stores ``value``, of a type no tag lists in ``types``.
 
-        Only tags that override this method are asked, in their registration order, and only
-        for values no exact type matched: an ``isinstance`` here costs nothing on the fast path.
-
-        :param value: the value to store.
+        Only tags that override it are asked, in registration order, and only for values no exact
+        type matched, so an ``isinstance`` here costs the common values nothing.
         """
         return False
 
     def to_json(self, value: Any, encode: Recurse) -> Any:
         """The payload ``value`` is stored as: JSON data (dict, list, str, int, float, bool, None).
 
-        :param value: the value to store, of one of :attr:`types` or accepted by :meth:`check`.
-        :param encode: the codec's encoder; pass it any part that is not plain JSON (the items of
-            a container) so that it is tagged in turn and the depth limit still applies.
+        :param encode: the codec's encoder; pass it any part that is not plain JSON (a
+            container's items) so it is tagged in turn and the depth limit applies.
         """
         raise NotImplementedError
 
     def from_json(self, data: Any, decode: Recurse) -> Any:
-        """The value rebuilt from its stored payload; raise on a payload that makes no sense
-        (the codec reads anything raised as a :class:`~pgsession_wsgi.SessionDataError`).
+        """The value rebuilt from its payload; raise on a payload that makes no sense (the codec
+        turns it into a :class:`~pgsession_wsgi.SessionDataError`).
 
-        :param data: the payload as stored, that is as :meth:`to_json` returned it.
-        :param decode: the codec's decoder; pass it the parts :meth:`to_json` encoded, so that
-            their tags are read and the depth limit still applies.
+        :param data: the payload, as :meth:`to_json` returned it.
+        :param decode: the codec's decoder; pass it the parts :meth:`to_json` encoded.
         """
         raise NotImplementedError
 
@@ -83,24 +71,19 @@ class TypeTag:
 
 
 class _NotEncoded(ValueError):
-    """A value the codec never writes, met while decoding; ``Codec.decode`` turns it into a
-    :class:`~pgsession_wsgi.SessionDataError` whose reason is this message, which never holds
-    the data."""
+    """A value the codec never writes, met while decoding; its message never holds the data."""
 
 
 def _plain_float(value: float) -> bool:
-    """Whether ``value`` is stored as a plain JSON number (else tagged, or refused if not finite).
-
-    jsonb would print a float in exponent form as an int (``1e+16``), and ``-0.0`` as ``0.0``,
-    so those are tagged.
-    """
+    """Whether ``value`` is a plain JSON number: jsonb would print ``1e+16`` as an int, ``-0.0``
+    as ``0.0``."""
     text = repr(value)
     return math.isfinite(value) and "e" not in text and text != "-0.0"
 
 
 class UnwrittenNumber(str):
-    """A JSON number with a fraction or exponent that the encoder would not have written: its
-    text as stored. The codec refuses it on decoding, where a float would round it in silence."""
+    """The text of a stored JSON number the encoder would not have written; decoding refuses it,
+    where a float would round it in silence."""
 
     __slots__ = ()
 
@@ -111,31 +94,21 @@ def _read_float(text: str) -> Any:
 
 
 def loads(text: str | bytes) -> Any:
-    """Stored JSON text as Python data, each number with a fraction or exponent read as a float
-    only where it is spelled as the encoder writes one (its repr, as jsonb prints it back):
-    ``1e-400`` or ``0.30000000000000000001`` would read as ``0.0`` and ``0.3``, another value than
-    was stored, so they come back as :class:`UnwrittenNumber`, which decoding refuses.
+    """A ``data`` column's text (bytes from psycopg 3) as Python data; a float spelled otherwise
+    than its repr (``1e-400``) comes back as :class:`UnwrittenNumber`.
 
-    The stores' drivers read the ``data`` column with it (internal: ``pgsession_wsgi.codec``
-    decodes what it returns).
-
-    :param text: a ``data`` column's text (psycopg 3 hands bytes, psycopg2 str).
     :raises ValueError: not JSON, or bytes that are not UTF-8.
     """
     return _DECODER.decode(text if isinstance(text, str) else text.decode())
 
 
-# One decoder, made once: json.loads with a hook would build a new one for every row.
+# Made once: json.loads with a hook would build a new one for every row.
 _DECODER = json.JSONDecoder(parse_float=_read_float)
 
 
 def _as_written(tag: TypeTag, value: Any, data: Any) -> Any:
-    """``value``, decoded from ``data`` by a built-in ``tag``, if ``tag`` writes it as ``data``.
-
-    The one check that a payload is spelled as the encoder spells it: every other spelling a
-    parser accepts (which differ between Python versions) and every value the encoder refuses
-    are refused here.
-    """
+    """``value`` if ``tag`` writes it as ``data``: other spellings (which parsers accept
+    differently per Python version) and values the encoder refuses are refused."""
     try:
         written = tag.to_json(value, _no_recursion)
     except (TypeError, ValueError):
@@ -150,16 +123,13 @@ def _no_recursion(item: Any) -> Any:
 
 
 def _text(tag: TypeTag, data: Any) -> str:
-    """``data``, the payload of a built-in ``tag`` that stores text; refused if it is not a str."""
+    """``data``, refused if it is not a str."""
     if type(data) is not str:
         raise _NotEncoded(f"a {tag.name!r} payload that is not a str")
     return data
 
 
 _MISSING = object()
-
-
-# -- the built-in tags: the stored format of 0.1.0 ------------------------------------------
 
 
 class _TupleTag(TypeTag):
@@ -176,7 +146,7 @@ class _TupleTag(TypeTag):
 
 
 class _WrappedDictTag(TypeTag):
-    """A user dict whose one key starts with a space; the codec writes it itself."""
+    """A user dict whose one key starts with a space."""
 
     name = _DICT_TAG
 
@@ -184,7 +154,6 @@ class _WrappedDictTag(TypeTag):
         return {key: encode(item) for key, item in value.items()}
 
     def from_json(self, data: Any, decode: Recurse) -> Any:
-        # The codec wraps a dict only when its one key starts with a space: nothing else.
         if type(data) is not dict or len(data) != 1:
             raise _NotEncoded(f"a {_DICT_TAG!r} payload that is not a dict of one key")
         ((key, item),) = data.items()
@@ -235,10 +204,8 @@ class _UUIDTag(TypeTag):
 
 
 class _DecimalTag(TypeTag):
-    """A finite Decimal within ``max_exponent`` (the codec's ``MAX_DECIMAL_EXPONENT``), as its text.
-
-    NaN (signalling NaN raises on any comparison) and infinity are refused, as for floats.
-    """
+    """A finite Decimal within ``max_exponent``, as its text (a signalling NaN raises on any
+    comparison, so NaN is refused)."""
 
     name = " dec"
     types = (Decimal,)
@@ -277,8 +244,7 @@ class _MarkupTag(TypeTag):
 
 
 class _FloatTag(TypeTag):
-    """A float whose repr has an exponent (jsonb would print 1e+16 as an int); NaN and infinity
-    are refused, as JSON has neither. Other floats are plain JSON numbers."""
+    """A finite float that is no plain JSON number (see ``_plain_float``), as its repr."""
 
     name = " f"
     types = (float,)
@@ -295,7 +261,7 @@ class _FloatTag(TypeTag):
 
 
 class _OddStrTag(TypeTag):
-    """A str with NUL or a lone surrogate, which jsonb cannot hold; other str are plain JSON."""
+    """A str with NUL or a lone surrogate, as base64 of its UTF-8."""
 
     name = " s"
     types = (str,)
@@ -325,7 +291,7 @@ class _FunctionTag(TypeTag):
         self.name = name
         self.types = (cls,)
         self._to_json = to_json
-        # Never called for an untagged value (nothing marks it); it reads back as plain data.
+        # Never called for an untagged value: nothing marks it.
         self._from_json = from_json if from_json is not None else _as_is
 
     def to_json(self, value: Any, encode: Recurse) -> Any:

@@ -1,14 +1,6 @@
-"""Internal: reading a Flask-style app config (Flask and Quart share it) into our options.
+"""Internal: reading a Flask-style app config (Flask and Quart share its keys) into our options.
 
-Both frameworks keep the session settings under the same keys (``SESSION_COOKIE_*``,
-``PERMANENT_SESSION_LIFETIME``, ...), so one reading serves the Flask and the Quart extension
-alike (and Flask's ``FlaskPgSession``), and neither imports the other. Every key any of them reads
-is in one table, :data:`SETTINGS`: its type, its default, one line on what it does, and which
-extensions read it. :func:`setting` reads a key through it, refusing a value of another type
-with a :class:`~pgsession_wsgi.ConfigurationError` that names the key, and :func:`check_keys`
-warns, at setup, about a ``PGSESSION_*`` key that is no setting (naming the nearest) or one the
-extension does not read. The checks of ``PgSession(store=...)`` and the headers a save adds to a
-response are shared too.
+Every key an extension reads is in one table, :data:`SETTINGS`; :func:`setting` reads a key through it.
 """
 
 from __future__ import annotations
@@ -20,8 +12,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
-# The typed readers are apart (issue 22), each only the check of one kind of value; every name
-# they had here stays importable from here.
 from ._adapters.config_readers import _keys as _keys
 from ._adapters.config_readers import (
     config_flag,
@@ -115,10 +105,7 @@ _PREFIX = "PGSESSION_"
 class Setting:
     """One config key an extension reads: what it holds, its default, what it does, who reads it.
 
-    :param key: the config key.
     :param kind: what its value is, in words (``"whole number"``, ``"yes/no"``, ...).
-    :param default: the value when the key is unset.
-    :param doc: one line on what it does.
     :param reader: the typed reader (:func:`config_int`, :func:`config_flag`, ...).
     :param extensions: the extensions that read it, among :data:`EXTENSIONS`.
     """
@@ -133,7 +120,6 @@ class Setting:
     def read(self, config: Mapping[str, Any]) -> Any:
         """The key's value in ``config``, checked; the default when unset.
 
-        :param config: the app's config mapping.
         :raises ConfigurationError: a value of another type, naming the key.
         """
         return self.reader(config, self.key, self.default)
@@ -144,8 +130,7 @@ _FLASK = frozenset({"flask", "flask-pg-session"})
 _FPS = frozenset({"flask-pg-session"})
 _ALL = frozenset(EXTENSIONS)
 
-#: Every key an extension reads, by name: the one place each is defined. The docs' tables
-#: (docs/flask.md, docs/flask-pg-session.md) say the same, at more length.
+#: Every key an extension reads, by name: the one place each is defined.
 SETTINGS: dict[str, Setting] = {
     setting.key: setting
     for setting in (
@@ -217,17 +202,14 @@ SETTINGS: dict[str, Setting] = {
 
 
 def setting(config: Mapping[str, Any], key: str) -> Any:
-    """The value of ``key`` in an app's config, read as :data:`SETTINGS` says.
+    """The value of ``key`` (one of :data:`SETTINGS`) in an app's config, read as its entry says.
 
-    :param config: the app's config mapping.
-    :param key: a key of :data:`SETTINGS`.
     :raises ConfigurationError: the value is of another type (the message names the key).
     """
     return SETTINGS[key].read(config)
 
 
-#: The store's keyword arguments that settings give, each with the setting it comes from: the
-#: one mapping Flask, Quart and Django (its ``settings.py`` uses the same names) open a store by.
+#: The store's keyword arguments that settings give, each with its setting (Django's too).
 STORE_SETTINGS: dict[str, str] = {
     "table": "PGSESSION_TABLE",
     "schema": "PGSESSION_SCHEMA",
@@ -244,8 +226,8 @@ def store_arguments(read: Callable[[str], Any], extension: str | None = None) ->
     """The store's keyword arguments (:data:`STORE_SETTINGS`) from an app's settings.
 
     :param read: reads one setting by name, typed (its framework's lookup; a wrong type raises).
-    :param extension: only the settings this extension reads (:data:`SETTINGS`); None: every one.
-        The store's defaults stand for the others.
+    :param extension: only the settings this extension reads (the store's defaults stand for the
+        others); None: every one.
     """
     return {
         argument: read(key)
@@ -257,11 +239,8 @@ def store_arguments(read: Callable[[str], Any], extension: str | None = None) ->
 def check_keys(config: Mapping[str, Any], extension: str) -> None:
     """Warn, once per key, about ``PGSESSION_*`` keys that would be ignored in silence.
 
-    A key that is no setting (a typo) is named with the nearest setting
-    (``PGSESSION_MAX_CONECTIONS ... did you mean PGSESSION_MAX_CONNECTIONS?``); a setting that
-    this extension does not read (``PGSESSION_LOGOUT_ENDS_SESSION`` on Quart) is named too.
+    A typo is named with the nearest setting; so is a setting this extension does not read.
 
-    :param config: the app's config mapping.
     :param extension: the extension setting the app up, a key of :data:`EXTENSIONS`.
     """
     ours = {key[len(_PREFIX):]: key for key in SETTINGS if key.startswith(_PREFIX)}
@@ -287,7 +266,6 @@ def check_keys(config: Mapping[str, Any], extension: str) -> None:
 def pgsession_dsn(config: Mapping[str, Any]) -> str:
     """``PGSESSION_DSN``, else ``SQLALCHEMY_DATABASE_URI`` when it is a PostgreSQL URL.
 
-    :param config: the app's config mapping.
     :raises ConfigurationError: neither names a PostgreSQL database, or one is of another type.
     """
     dsn = setting(config, "PGSESSION_DSN")
@@ -306,7 +284,6 @@ def pgsession_dsn(config: Mapping[str, Any]) -> str:
 def require_secret_key(app: Any) -> None:
     """Refuse an app without ``SECRET_KEY``: the extension signs the session cookie with it.
 
-    :param app: a Flask or Quart app.
     :raises ConfigurationError: ``app.secret_key`` is not set.
     """
     if not app.secret_key:
@@ -320,7 +297,6 @@ def check_store_source(store: Any, store_type: type[Any], example: str) -> None:
     """Refuse a ``PgSession(store=...)`` that is neither a store of ``store_type`` nor a callable.
 
     :param store: what the app passed; None (a store opened from the DSN) passes.
-    :param store_type: the store class the extension runs on.
     :param example: how the app builds one, for the message.
     :raises ConfigurationError: ``store`` is something else.
     """
@@ -335,8 +311,6 @@ def check_store_source(store: Any, store_type: type[Any], example: str) -> None:
 def made_store(store: object, store_type: type[StoreT], example: str) -> StoreT:
     """What the app's ``store(app)`` callable returned, refused unless it is a ``store_type``.
 
-    :param store: the callable's answer.
-    :param store_type: the store class the extension runs on.
     :param example: what the callable should return, for the message.
     :raises ConfigurationError: ``store`` is not a ``store_type``.
     """
@@ -351,11 +325,8 @@ def made_store(store: object, store_type: type[StoreT], example: str) -> StoreT:
 def refuse_store_keys(config: Any, keys: tuple[str, ...], example: str) -> None:
     """Refuse the config keys of the store the extension opens itself, when the app gives its own.
 
-    They configure a store opened from ``PGSESSION_DSN`` (where to connect, how many connections,
-    which table); the app's store was built with its own answers, so a key that is set would be
-    silently ignored. ``SQLALCHEMY_DATABASE_URI`` is the app's, not ours: it is not refused.
+    The app's store was built with its own answers, so a key that is set would be silently ignored.
 
-    :param config: the app's config mapping.
     :param keys: the keys the extension reads for its own store.
     :param example: how the app builds a store, for the message.
     :raises ConfigurationError: one of ``keys`` is set (to anything but None).
@@ -371,11 +342,9 @@ def refuse_store_keys(config: Any, keys: tuple[str, ...], example: str) -> None:
 
 
 def fallback_keys(app: Any) -> list[SecretKey]:
-    """``SECRET_KEY_FALLBACKS`` as a list (one key or several): older keys still accepted.
+    """``SECRET_KEY_FALLBACKS`` as a list, checked with ``SECRET_KEY`` (weak ones are one warning).
 
-    Checked with ``SECRET_KEY`` by :func:`~pgsession_wsgi.cookies.check_secret_keys` (for the
-    extensions that sign with another signer than :func:`cookie_signer`'s): a key of another type
-    is refused, weak ones are one warning.
+    For an extension that signs with another signer than :func:`cookie_signer`'s.
 
     :param app: a Flask or Quart app; its ``SECRET_KEY`` is set.
     :raises ConfigurationError: a key is neither text nor bytes.
@@ -386,10 +355,8 @@ def fallback_keys(app: Any) -> list[SecretKey]:
 def cookie_signer(app: Any) -> HmacIdSigner:
     """The signer of the session cookie, from ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``.
 
-    Its keys are checked once, with the config's names in the messages (a weak one is one
-    warning naming ``SECRET_KEY`` or ``SECRET_KEY_FALLBACKS[n]``).
+    Its keys are checked once, the messages naming the config keys (a weak one is a warning).
 
-    :param app: a Flask or Quart app.
     :raises ConfigurationError: ``SECRET_KEY`` is not set, or a key is neither text nor bytes.
     """
     require_secret_key(app)
@@ -398,10 +365,8 @@ def cookie_signer(app: Any) -> HmacIdSigner:
 
 
 def cookie_options(app: Any) -> dict[str, Any]:
-    """The middleware options an app's session config asks for (cookie, lifetime), each read
-    through :data:`SETTINGS` with the frameworks' meanings.
+    """The middleware options (cookie, lifetime) of an app's session config, as the frameworks mean them.
 
-    :param app: a Flask or Quart app.
     :raises ConfigurationError: a key of another type, or a ``__Host-`` or ``__Secure-``
         ``SESSION_COOKIE_NAME`` meets a key its prefix forbids (``SESSION_COOKIE_DOMAIN``, a
         ``SESSION_COOKIE_PATH`` other than ``/``).
@@ -422,7 +387,6 @@ def cookie_options(app: Any) -> dict[str, Any]:
         # Always sent Secure (as Flask 3.1 does); the "not forced" False above goes with it.
         "cookie_partitioned": setting(config, "SESSION_COOKIE_PARTITIONED"),
     }
-    # The cookies module's check, with the config's own key names in its message.
     keys = {option: f"SESSION_COOKIE_{option.upper()}" for option in ("secure", "path", "domain")}
     name, path, domain = options["cookie_name"], options["cookie_path"], options["cookie_domain"]
     check_prefix(name, path, domain, options["cookie_secure"], keys)
@@ -432,10 +396,7 @@ def cookie_options(app: Any) -> dict[str, Any]:
 def extension_of(app: Any, apps: list[Any], current_app: Any, has_app_context: Any) -> Any:
     """What the extension set up on ``app``: the one given, else the current one, else the only one.
 
-    :param app: the app asked about, or None.
     :param apps: the apps this extension instance set up.
-    :param current_app: the framework's ``current_app`` proxy.
-    :param has_app_context: the framework's ``has_app_context``.
     :raises OutsideRequestError: no ``app``, no app context, and not exactly one app set up.
     :raises ConfigurationError: pgsession-wsgi is not set up on the app.
     """
@@ -457,11 +418,10 @@ def extension_of(app: Any, apps: list[Any], current_app: Any, has_app_context: A
 
 
 def add_session_headers(response: Any, headers: Iterable[tuple[str, str]]) -> None:
-    """Add a save's headers to a framework response (one ``Vary``; a new cookie makes its caching
-    private: :func:`~pgsession_wsgi.core.with_session_headers`).
+    """Add a save's headers (``Set-Cookie``, ``Vary``) to a Flask, Quart or Werkzeug response.
 
-    :param response: a Flask, Quart or Werkzeug response.
-    :param headers: what the core's save returned (``Set-Cookie``, ``Vary``).
+    As :func:`~pgsession_wsgi.core.with_session_headers` merges them: one ``Vary``; a new cookie
+    makes caching private.
     """
     merged = with_session_headers(list(response.headers.items()), list(headers))
     response.headers.clear()

@@ -1,28 +1,10 @@
 """Server-side sessions for ASGI apps (Starlette, FastAPI, Litestar), on psycopg 3 async.
 
-The ASGI adapter of :mod:`pgsession_wsgi.core`, sharing the table, the cookie format and the
-codec with the WSGI side, so one login can span a Flask app and a FastAPI app::
-
-    from pgsession_wsgi.asgi import AsyncPostgresStore, SessionMiddleware
-
-    store = AsyncPostgresStore("postgresql://app@db/app")
-    app.add_middleware(SessionMiddleware, store=store, secret_key=os.environ["SECRET_KEY"])
-
-    @app.get("/")
-    async def home(request: Request) -> dict:
-        request.session["visits"] = request.session.get("visits", 0) + 1
-        return {"visits": request.session["visits"]}
-
-A cookie cannot be read lazily without blocking the event loop, so with ``autoload=True`` a
-request carrying a validly signed cookie is loaded (one statement) before the app runs; a request
-with no cookie or a bad signature costs nothing. With ``autoload=False`` the app calls
-``await load_session(request)`` where it needs the session, and may write without loading (a
-blind write, one statement).
-
-It is a drop-in for Starlette's ``SessionMiddleware`` (its arguments by their names, mapped in
-:data:`STARLETTE_OPTIONS`) and for starsessions' helpers (:func:`load_session`,
-:func:`regenerate_session_id`, :func:`get_session_id`, :func:`get_session_remaining_seconds`,
-:func:`is_loaded`); routes that never use the session are left out with ``exclude_paths``.
+Shares the table, cookie format and codec with the WSGI side, so one login can span a Flask app
+and a FastAPI app. Reading a cookie lazily would block the event loop, so with ``autoload=True``
+a validly signed cookie is loaded (one statement) before the app runs; with ``autoload=False``
+the app calls ``await load_session(request)`` where it needs the session. A drop-in for
+Starlette's ``SessionMiddleware`` (see :data:`STARLETTE_OPTIONS`) and for starsessions' helpers.
 """
 
 from __future__ import annotations
@@ -91,21 +73,19 @@ __all__ = [
 
 log = logging.getLogger("pgsession_wsgi")
 
-#: Where the middleware keeps its per-connection state in the scope (for :func:`load_session`
-#: and :func:`save_session`); the session itself is ``scope["session"]``.
+#: Where the middleware keeps its per-connection state in the scope; the session itself is
+#: ``scope["session"]``.
 SCOPE_KEY = _asgi_connection.SCOPE_KEY
 
-#: The close code of a websocket handshake refused because the session could not be loaded:
-#: 1013, "Try Again Later" (the store is unreachable; 1011 for any other session error).
+#: The close code (1013, "Try Again Later") of a websocket handshake refused because the store
+#: cannot be reached (1011 for any other session error).
 WEBSOCKET_UNAVAILABLE = CLOSE_UNAVAILABLE
 
-#: Starlette's ``SessionMiddleware`` arguments, which this middleware takes by their names too,
-#: and the option of ours each sets (``secret_key`` has the same name and meaning in both, and may
-#: be Starlette's ``Secret``). ``max_age`` also sets ``permanent``: seconds make a cookie with that
-#: ``Max-Age`` (``permanent=True``) and are the idle timeout on the server; None makes a
-#: browser-session cookie (``permanent=False``) and leaves ``idle_timeout`` to ours. ``same_site``
-#: is spelled ``"lax"``, ours ``"Lax"``. Passing a Starlette name and the option of ours it sets
-#: is a :class:`~pgsession_wsgi.ConfigurationError` naming both.
+#: Starlette's ``SessionMiddleware`` arguments, also taken by their names, and the option of ours
+#: each sets. ``max_age`` also sets ``permanent``: seconds make a cookie with that ``Max-Age``
+#: (``permanent=True``), None a browser-session cookie. ``same_site="lax"`` is our ``"Lax"``.
+#: Passing both a Starlette name and the option it sets is a
+#: :class:`~pgsession_wsgi.ConfigurationError`.
 STARLETTE_OPTIONS: Mapping[str, str] = _asgi_options.STARLETTE_OPTIONS
 
 
@@ -119,11 +99,7 @@ class AsyncStore(Protocol):
         """Close the pool; called at lifespan shutdown."""
 
     async def execute(self, operation: Operation) -> Any:
-        """Run one statement the core asks for.
-
-        :param operation: a :class:`~pgsession_wsgi.core.Load`, ``Insert``, ``Write``, ``Touch``
-            or ``Delete``.
-        """
+        """Run one statement the core asks for (a :class:`~pgsession_wsgi.core.Load`, ``Write``...)."""
 
 
 def __getattr__(name: str) -> Any:
@@ -138,74 +114,40 @@ def __getattr__(name: str) -> Any:
 class SessionMiddleware:
     """Give every HTTP and websocket connection of ``app`` a server-side session.
 
-    The session is ``scope["session"]``, so ``request.session`` works unchanged in Starlette,
-    FastAPI and Litestar. It is saved when ``http.response.start`` is sent, before the headers go
-    out: a store that cannot be reached is a 503 and one log line, a value that cannot be stored a
-    500 and one log line naming its key. Litestar's ``request.set_session(data)`` replaces the
-    session's data and ``request.clear_session()`` ends it (row deleted, cookie expired).
+    The session is ``scope["session"]`` (``request.session``), saved at ``http.response.start``,
+    before the headers go out: an unreachable store is a 503, a value that cannot be stored a 500,
+    each with one log line. A websocket's session is loaded at connect (the handshake is closed
+    with :data:`WEBSOCKET_UNAVAILABLE` if the store is down) and, as a websocket cannot set
+    cookies, saved only by ``await save_session(ws)``.
 
-    A websocket's session is loaded at connect; if the store cannot be reached the handshake is
-    closed with code :data:`WEBSOCKET_UNAVAILABLE` (1013, "Try Again Later"). A websocket cannot
-    set cookies, so its session is saved only when the handler calls ``await save_session(ws)``.
+    A browser sends the cookie with any page's websocket handshake, so its ``Origin`` is checked
+    (cross-site websocket hijacking): none (not a browser), the app's own (scheme and ``Host``)
+    or one in ``websocket_origins`` goes on; any other is refused before the load (a 403, or close
+    code 1008). Behind a proxy the app must see the browser's scheme and ``Host`` (uvicorn's
+    ``--proxy-headers``), or list the public origin.
 
-    A browser sends the session cookie with a websocket handshake whatever page opens it, so a
-    handshake's ``Origin`` is checked (against cross-site websocket hijacking): one without
-    ``Origin`` (not a browser), or from the app's own origin (the request's scheme, ``ws`` as
-    ``http`` and ``wss`` as ``https``, and its ``Host`` header), or from an origin listed in
-    ``websocket_origins`` goes on; any other is refused before the session is loaded, with a
-    403 where the server can answer a handshake with an HTTP response, else closed with code
-    1008 ("Policy Violation"), and one warning line. Behind a proxy, the app must see the
-    browser's scheme and ``Host`` (uvicorn's ``--proxy-headers``), or list the public origin.
+    The store opens at lifespan startup after the app's own handlers (so a pool lent with
+    ``AsyncPostgresStore.from_pool`` is open), and closes after its shutdown handlers. A store
+    unreachable at startup is retried by the first request; a table not ours fails startup.
 
-    The store's pool opens at lifespan startup, once the app's own startup handlers have run (so
-    a pool of the app's, lent with ``AsyncPostgresStore.from_pool``, is open by then), or at first
-    use, and closes at lifespan shutdown, after the app's own shutdown handlers. A store that
-    cannot be reached at startup is logged and retried by the first request; a table that is not
-    a pgsession-wsgi table fails startup.
-
-    Starlette's ``SessionMiddleware`` arguments are taken by their names too (``session_cookie``,
-    ``max_age``, ``path``, ``same_site``, ``https_only``, ``domain``, ``partitioned``), each
-    setting the option of ours :data:`STARLETTE_OPTIONS` maps it to, so that moving from
-    Starlette's sessions is changing the import and adding ``store=``. A route that never uses the
-    session is left out with ``exclude_paths``: no statement, no header, even with a cookie.
+    The other keyword options are :class:`~pgsession_wsgi.SessionOptions`' fields, with the same
+    defaults, or Starlette's names for them (``session_cookie``, ``max_age``, ``path``,
+    ``same_site``, ``https_only``, ``domain``, ``partitioned``: see :data:`STARLETTE_OPTIONS`).
 
     :param app: the ASGI application to wrap.
-    :param store: an async store (:class:`AsyncPostgresStore`); a sync ``PostgresStore`` would
-        block the event loop and is refused.
-    :param secret_key: signs the cookie; the same key as a WSGI or Flask app's to share its
-        sessions (with the same table: the other defaults agree). Starlette's ``Secret`` too.
-    :param autoload: load a validly signed session before the app runs (one statement); False
-        leaves it to :func:`load_session`.
-
-    The keyword options of the WSGI middleware (``cookie_name``, ``idle_timeout``,
-    ``absolute_timeout``, ``touch_interval``, ``permanent``, ``refresh_each_request``,
-    ``cookie_path``, ``cookie_domain``, ``cookie_secure``, ``cookie_httponly``,
-    ``cookie_samesite``, ``cookie_partitioned``, ``fallback_secret_keys``, ``user_key``,
-    ``regenerate_on_user_change``, ``max_size``, ``signer``) are
-    :class:`~pgsession_wsgi.SessionOptions`' fields, documented there once for every front
-    end, with the same defaults. The others are this middleware's own:
-
-    :param websocket_origins: origins whose pages may open a websocket besides the app's own,
-        each ``scheme://host[:port]`` (e.g. ``["https://app.example.com"]``).
-    :param exclude_paths: path prefixes whose requests and websockets get no session: nothing
-        is loaded, saved or sent (no statement, no ``Set-Cookie``, no ``Vary``) even with a valid
-        cookie, and using the session there raises :class:`SessionExcluded`.
-        Matched against ``scope["path"]`` segment by segment: ``"/static"`` leaves out
-        ``/static`` and ``/static/app.css``, not ``/statics``. One prefix may be given alone.
-    :param session_cookie: Starlette's name for ``cookie_name``.
-    :param max_age: Starlette's: seconds make a permanent cookie with that ``Max-Age`` and are
-        the server's ``idle_timeout`` (a session unused that long is gone); None makes a
-        browser-session cookie (``permanent=False``) and keeps ``idle_timeout``.
-    :param path: Starlette's name for ``cookie_path``.
-    :param same_site: Starlette's name for ``cookie_samesite``: ``"lax"``, ``"strict"`` or
-        ``"none"`` (which needs Secure).
-    :param https_only: Starlette's name for ``cookie_secure``: True sends ``Secure`` always,
-        False never (not given: when the request came over https).
-    :param domain: Starlette's name for ``cookie_domain``.
-    :param partitioned: Starlette's name for ``cookie_partitioned``.
+    :param store: an async store; a sync ``PostgresStore`` would block the event loop: refused.
+    :param secret_key: signs the cookie (Starlette's ``Secret`` too); the same key as a WSGI or
+        Flask app's to share its sessions.
+    :param autoload: load a validly signed session before the app runs; False leaves it to
+        :func:`load_session`.
+    :param websocket_origins: origins besides the app's own whose pages may open a websocket,
+        each ``scheme://host[:port]``.
+    :param exclude_paths: path prefixes (or one) whose connections get no session: nothing is
+        loaded, saved or sent even with a cookie, and using it raises :class:`SessionExcluded`.
+        Matched by segment: ``"/static"`` covers ``/static/app.css``, not ``/statics``.
     :raises ConfigurationError: ``store`` is not async, ``secret_key`` is missing, an option
-        is invalid or contradicts another, or a Starlette name and the option of ours it sets
-        were both passed.
+        is invalid or contradicts another, or a Starlette name and the option it sets were both
+        passed.
     """
 
     def __init__(
@@ -253,11 +195,9 @@ class SessionMiddleware:
                 "the ASGI SessionMiddleware needs an async store (a sync one would block the event "
                 f"loop), not {type(store).__name__}: pass pgsession_wsgi.asgi.AsyncPostgresStore(dsn)"
             )
-        #: The wrapped application.
         self.app = app
         #: Where sessions live; also the handle for ``revoke_user``, ``stats`` and the like.
         self.store = store
-        #: Load a validly signed session before the app runs.
         self.autoload = autoload
         #: Which pages may open a websocket that gets the session.
         self.websocket_origins = WebsocketOrigins(websocket_origins, "websocket_origins")
@@ -300,12 +240,7 @@ class SessionMiddleware:
         return self.core.policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app with a session in ``scope["session"]``; saved before the headers go out.
-
-        :param scope: the connection's scope (``http``, ``websocket`` or ``lifespan``).
-        :param receive: the server's receive callable.
-        :param send: the server's send callable.
-        """
+        """Run the app with a session in ``scope["session"]``; saved before the headers go out."""
         kind = scope["type"]
         if (
             kind in ("http", "websocket")
@@ -314,7 +249,7 @@ class SessionMiddleware:
             and str(scope.get("path", "")).startswith(self.exclude_paths)
             and _excluded(self.exclude_paths, scope)
         ):
-            await self.app(scope, receive, send)  # no session: nothing read, loaded or sent
+            await self.app(scope, receive, send)
         elif kind == "http":
             await _http(self, scope, receive, send)
         elif kind == "websocket":
@@ -324,13 +259,8 @@ class SessionMiddleware:
         else:
             await self.app(scope, receive, send)
 
-    # -- per connection --------------------------------------------------------------------
-
     def open_session(self, scope: Scope) -> Session:
-        """A session for this connection, not loaded yet (see :meth:`load`).
-
-        :param scope: an ``http`` or ``websocket`` scope; its ``Cookie`` header and scheme are read.
-        """
+        """A session for this ``http`` or ``websocket`` scope, not loaded yet (see :meth:`load`)."""
         scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
         return self.core.open(cookie_header(scope), scheme, self._not_loaded)
 
@@ -340,12 +270,10 @@ class SessionMiddleware:
                 "this session has a cookie but was not loaded: call `await load_session(request)` "
                 "before reading it, or create the middleware with autoload=True"
             )
-        return None  # no (valid) cookie: a new session, nothing to load
 
     async def load(self, session: Session) -> None:
-        """Load ``session`` now if it has a valid cookie and is not loaded yet.
+        """Load ``session`` (from :meth:`open_session`) if it has a valid cookie and is not loaded yet.
 
-        :param session: a session from :meth:`open_session`.
         :raises StoreUnavailable: the database cannot be reached in time.
         :raises SessionDataError: the stored row cannot be decoded.
         """
@@ -355,40 +283,33 @@ class SessionMiddleware:
     async def commit(self, session: Session) -> list[tuple[str, str]]:
         """Save ``session``; return the headers the response needs (``Vary``, ``Set-Cookie``).
 
-        :param session: a session from :meth:`open_session`.
         :raises StoreUnavailable: the database cannot be reached in time.
         :raises SessionError: a value cannot be stored, or the session is over ``max_size``.
         """
         return await run_async(self.core.save(session), self.store.execute)
 
-    # -- lifespan --------------------------------------------------------------------------
-
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
-                # Once the app's own startup is done: a pool it lends the store (from_pool) is
-                # open by then. A table that is not ours raises here, failing the startup.
+                # After the app's own startup, so a pool it lends the store (from_pool) is open.
+                # A table that is not ours raises here, failing the startup.
                 try:
                     await self.store.open()
                 except StoreUnavailable as exc:
                     # Not fatal: the store opens at the first request instead (503s until then).
                     log.warning("session store not reachable at startup, will retry on use: %s", exc)
             elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.store.close()  # after the app's own shutdown handlers
+                await self.store.close()
             await send(message)
 
         return lifespan_send
 
 
-# -- for apps ---------------------------------------------------------------------------------
-
-
 async def load_session(connection: Any) -> Session:
     """Load the connection's session now (with ``autoload=False``); returns it.
 
-    Costs one statement for a validly signed cookie, nothing otherwise or when already loaded.
-    If the store cannot be reached the response is a 503 whatever the framework makes of the
-    exception (Starlette and FastAPI pass it through, Litestar answers a 500 that becomes a 503).
+    One statement for a validly signed cookie, none otherwise. If the store cannot be reached the
+    response is a 503, whatever the framework makes of the exception.
 
     :param connection: a Starlette/FastAPI/Litestar request or websocket, or an ASGI scope.
     :raises StoreUnavailable: the database cannot be reached.
@@ -408,12 +329,9 @@ async def save_session(connection: Any) -> None:
     """Save the session now: from a websocket handler, the only way its changes are stored.
 
     A websocket cannot set a cookie, so a change that needs one (a new session, ``regenerate()``,
-    ``invalidate()``, a login under ``user_key``) raises :class:`SessionError` and is not saved;
-    make it in an HTTP request. A session that ended while the websocket was open (logged out
-    or revoked by another request, or expired) is not saved either, nor started again under a
-    new id the browser could never be sent: that raises :class:`SessionError` too. From an HTTP
-    handler this saves early (the response still gets its cookie); the middleware saves HTTP
-    responses by itself anyway.
+    ``invalidate()``, a login under ``user_key``) is refused: make it in an HTTP request. A session
+    that ended while the websocket was open is not started again under an id the browser could
+    never be sent. From an HTTP handler this saves early (the response still gets its cookie).
 
     :param connection: a websocket (or request) object, or an ASGI scope.
     :raises SessionError: the change needs a new cookie, the session had ended, or it could not
@@ -431,14 +349,11 @@ async def save_session(connection: Any) -> None:
 
 
 # starsessions' helpers, by its names and with its meanings (the differences: docs/asgi.md).
-
-
 def is_loaded(connection: Any) -> bool:
     """Whether the connection's session can be read now without :func:`load_session`.
 
-    starsessions' name. True once it is loaded (``autoload=True`` does it before the app runs),
-    and for a connection without a validly signed cookie, which has nothing to load; False for
-    a stored session not loaded yet (``autoload=False``), which :class:`SessionNotLoaded` guards.
+    True once loaded, and without a validly signed cookie (nothing to load); False for a stored
+    session not loaded yet (``autoload=False``).
 
     :param connection: a Starlette/FastAPI/Litestar request or websocket, or an ASGI scope.
     :raises OutsideRequestError: no :class:`SessionMiddleware` handles this connection.
@@ -451,9 +366,8 @@ def is_loaded(connection: Any) -> bool:
 def get_session_id(connection: Any) -> str | None:
     """The id of the connection's stored session; None for a session not stored yet.
 
-    starsessions' name. It is the id the cookie carries (without its signature), whose SHA-256
-    keys the row: as good as the cookie, so never log it. After :func:`regenerate_session_id` it
-    is the new id once the session is saved (as the response starts).
+    The id the cookie carries (without its signature): as good as the cookie, so never log it.
+    After :func:`regenerate_session_id` it is the new id once the session is saved.
 
     :param connection: a Starlette/FastAPI/Litestar request or websocket, or an ASGI scope.
     :raises SessionNotLoaded: a stored session not loaded yet (``autoload=False``).
@@ -466,9 +380,8 @@ def get_session_id(connection: Any) -> str | None:
 def regenerate_session_id(connection: Any) -> None:
     """Move the session to a new id, keeping its data; the old id stops working.
 
-    starsessions' name, and ``request.session.regenerate()``: call it at login and on privilege
-    changes. The new id is drawn by the save (one statement, as the response starts), so this
-    returns None; :func:`get_session_id` gives the new id after the save.
+    ``request.session.regenerate()``: call it at login and on privilege changes. The new id is
+    drawn by the save, so :func:`get_session_id` gives it only after the save.
 
     :param connection: a Starlette/FastAPI/Litestar request, or an ASGI scope.
     :raises OutsideRequestError: no :class:`SessionMiddleware` handles this connection.
@@ -480,11 +393,10 @@ def regenerate_session_id(connection: Any) -> None:
 def get_session_remaining_seconds(connection: Any) -> int:
     """The seconds the session has left if it is not used again after this request.
 
-    starsessions' name. The session's own lifetime (``set_expiry()``: an idle timeout of its own,
-    or the time to its fixed end), else ``idle_timeout``, never more than ``absolute_timeout``.
-    An upper bound: the database ends the session by its own clock, up to ``touch_interval``
-    sooner for a session whose expiry this request did not push, and ``absolute_timeout`` after
-    its creation (which the load does not read) for one that old.
+    The session's own lifetime (``set_expiry()``), else ``idle_timeout``, capped by
+    ``absolute_timeout``. An upper bound: the database ends the session by its own clock, up to
+    ``touch_interval`` sooner if this request did not push its expiry, and ``absolute_timeout``
+    after its creation (which the load does not read).
 
     :param connection: a Starlette/FastAPI/Litestar request or websocket, or an ASGI scope.
     :raises SessionNotLoaded: a stored session not loaded yet (``autoload=False``).

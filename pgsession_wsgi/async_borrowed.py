@@ -1,17 +1,6 @@
-"""Internal: connections an asyncio app lends the async store, from its ``psycopg_pool`` pool.
-
-The async twin of :mod:`pgsession_wsgi.borrowed`, with the same promises: one connection per
-statement, switched to autocommit and back to the app's setting before it is returned (a
-transaction found open on it is rolled back first), the store's settings sent as ``SET LOCAL``
-with each statement, a dead or broken connection closed so that the pool replaces it, and
-:class:`StoreUnavailable` when the pool has no connection in time. Closing the store leaves the
-app's pool open.
-
-One difference: psycopg 3 offers no cheap way to read a notification off an idle connection
-without waiting, so an idle connection with anything to read (a hang-up, or a ``NOTIFY`` for a
-``LISTEN`` of the app's) is closed and left for the pool to replace. Keep listening connections
-out of the pool the store borrows from.
-"""
+"""Internal: connections an asyncio app lends the async store from its ``psycopg_pool`` pool, with the
+promises of :mod:`pgsession_wsgi.borrowed`, except that an idle connection with anything to read (a
+hang-up, or a ``NOTIFY``: psycopg 3 cannot read one without waiting) is closed for the pool to replace."""
 
 from __future__ import annotations
 
@@ -31,7 +20,7 @@ __all__ = ["LentAsyncPool"]
 
 Connection = AsyncConnection[Any]
 
-#: As in :mod:`pgsession_wsgi.borrowed`: dead connections one borrow drops before it gives up.
+#: Dead connections one borrow drops before it gives up.
 _MAX_DEAD = 64
 
 
@@ -61,7 +50,7 @@ class LentAsyncPool:
     async def connection(self) -> AsyncIterator[Connection]:
         """Borrow a live autocommit connection; it goes back as lent, or closed if it broke.
 
-        :raises StoreUnavailable: none came within ``timeout``, the pool is closed, or the store is.
+        :raises StoreUnavailable: none came within ``timeout``, or the pool or the store is closed.
         """
         conn, autocommit = await self._borrow()
         try:
@@ -70,10 +59,7 @@ class LentAsyncPool:
             await self._return(conn, autocommit)
 
     async def acquire(self) -> Connection:
-        """Borrow a live autocommit connection; give it back with :meth:`release`.
-
-        :raises StoreUnavailable: as :meth:`connection`.
-        """
+        """:meth:`connection` without ``async with``; give it back with :meth:`release`."""
         conn, autocommit = await self._borrow()
         self._lent[id(conn)] = autocommit
         return conn
@@ -127,10 +113,7 @@ class LentAsyncPool:
         await self.pool.putconn(conn)
 
     async def connect_unpooled(self) -> Connection:
-        """Refused: the store opens no connection of its own on an app's pool.
-
-        :raises ConfigurationError: always.
-        """
+        """Raises :class:`ConfigurationError`: the store opens no connection of its own on an app's pool."""
         raise ConfigurationError(
             f"this store borrows every connection from {self.origin} and opens none of its own; "
             "purge with purge_expired() or purge_batch_by_batch()"

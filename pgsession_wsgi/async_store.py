@@ -1,14 +1,12 @@
 """``AsyncPostgresStore``: the async twin of :class:`~pgsession_wsgi.store.PostgresStore` on psycopg 3.
 
-It runs the same steps (:mod:`pgsession_wsgi.store_steps`: the same statements, answers, retries
-and errors) and answers the core's operations exactly as the sync store does, so an async front
-end saves with::
+It runs the same steps as the sync store (:mod:`pgsession_wsgi.store_steps`: the same statements,
+answers, retries and errors), so an async front end saves with::
 
     headers = await run_async(core.save(session), store.execute)
 
-How it uses psycopg 3 is in :mod:`pgsession_wsgi._drivers.psycopg_driver`. The store is asyncio-only
-(psycopg 3's async connections and pool need asyncio) and lives in one event loop: the one that
-opens it, explicitly or at its first use.
+The store is asyncio-only and lives in one event loop: the one that opens it, explicitly or at
+its first use.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from .errors import MissingExtraError
 try:
     import psycopg  # noqa: F401 - the [asgi] extra, checked here: the message names this module
     import psycopg_pool  # noqa: F401
-except ModuleNotFoundError as missing:  # the [asgi] extra: say which command installs it
+except ModuleNotFoundError as missing:
     raise (MissingExtraError.of(missing, __name__) or missing) from None
 
 from ._drivers.psycopg_driver import PsycopgConnections
@@ -37,26 +35,20 @@ __all__ = ["AsyncPostgresStore"]
 class AsyncPostgresStore(PsycopgConnections):
     """Sessions in one PostgreSQL table, keyed by the SHA-256 of their id, for asyncio apps.
 
-    The parameters are :class:`~pgsession_wsgi.store.PostgresStore`'s, with the same meaning;
-    what differs is when things happen. The pool (psycopg 3 connections, made on demand) and the
-    table (``create_table``) are made when the store opens, at :meth:`open` or its first statement,
-    and the background purge (``purge_interval``) is a task of the event loop that opened it.
+    The parameters are :class:`~pgsession_wsgi.store.PostgresStore`'s, with the same meaning.
+    The pool and the table (``create_table``) are made when the store opens, at :meth:`open` or
+    its first statement, and the purge (``purge_interval``) is a task of the loop that opened it.
     """
 
     _store_class = "AsyncPostgresStore"
 
-    # -- opening and closing ---------------------------------------------------------------
-
     async def open(self) -> None:
         """Open the pool, create the table (if ``create_table``) and start the purge task.
 
-        Safe to call again, and from many requests at once: the work is done once. Not needed
-        before :meth:`execute`, which opens the store at its first use; an app calls it at
-        startup (e.g. in its lifespan) to find a wrong DSN before the first request does.
-
-        After :meth:`close` it opens the store again, in the running event loop: an app whose
-        lifespan runs more than once in a process (each ``with TestClient(app):`` runs it) gets
-        a working store each time.
+        Safe to call again, and from many requests at once. Not needed before :meth:`execute`;
+        call it at startup (e.g. in a lifespan) to find a wrong DSN before the first request does.
+        After :meth:`close` it opens the store again, so a lifespan that runs more than once in a
+        process (each ``with TestClient(app):``) gets a working store each time.
 
         :raises StoreUnavailable: the database cannot be reached.
         :raises LegacyTableError: the table still has flask-pg-session's layout.
@@ -91,25 +83,18 @@ class AsyncPostgresStore(PsycopgConnections):
     ) -> None:
         await self.close()
 
-    # -- setup -----------------------------------------------------------------------------
-
     async def create_table(self, *, convert: bool = False) -> None:
         """Create schema, table and indexes if missing; safe when many processes start at once.
 
-        The statements run in one transaction under the table's advisory lock (concurrent
-        ``CREATE ... IF NOT EXISTS`` race in PostgreSQL), then the table's layout is checked; a
-        table made by an older version gets the columns added since (metadata only).
+        As :meth:`PostgresStore.create_table <pgsession_wsgi.store.PostgresStore.create_table>`.
 
-        :param convert: as for :meth:`PostgresStore.create_table
-            <pgsession_wsgi.store.PostgresStore.create_table>`: make an existing table unlogged
-            or logged as ``unlogged`` says (a rewrite) instead of refusing it.
+        :param convert: make an existing table unlogged or logged as ``unlogged`` says (a
+            rewrite) instead of refusing it.
         :raises LegacyTableError: the table still has flask-pg-session's layout.
         :raises ConfigurationError: the table exists and is not a pgsession-wsgi table, or
             (without ``convert``) its persistence differs from ``unlogged``.
         """
         await self._do(self._steps.table.creating(convert=convert), pool=await self._open_pool())
-
-    # -- the request path ------------------------------------------------------------------
 
     async def execute(self, operation: Operation) -> Any:
         """Run one statement the core asked for (see :mod:`pgsession_wsgi.core`), answer it.
@@ -123,9 +108,9 @@ class AsyncPostgresStore(PsycopgConnections):
         steps, retry = self._steps.plans.get(type(operation)) or self._steps.plan(operation)
         return await self._run(partial(steps, operation), retry=retry)
 
-    _answer = execute  # the methods of StoreMethods answer as this class does
+    _answer = execute  # what StoreMethods' methods answer through
 
-    # The store's other methods, written once in StoreMethods, awaited.
+    # StoreMethods' methods, written once, awaited.
     load = awaiting(StoreMethods.load)
     insert = awaiting(StoreMethods.insert)
     write = awaiting(StoreMethods.write)

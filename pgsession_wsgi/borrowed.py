@@ -1,30 +1,6 @@
-"""Internal: connections the app lends the store, from its SQLAlchemy engine or its psycopg2 pool.
-
-An app that already pools connections to the same database should not need a second pool, a
-second set of credentials, or a second idea of how to connect. So the store can borrow one of the
-app's connections for each statement and give it back right after
-(:meth:`PostgresStore.from_engine <pgsession_wsgi.store.PostgresStore.from_engine>`,
-:meth:`~pgsession_wsgi.store.PostgresStore.from_pool`). What the store promises on its own
-connections still holds, and the app gets its connection back as it lent it:
-
-* **Autocommit, one round trip.** A lent connection is switched to autocommit for the statement
-  and back to the app's setting before it is returned (switching sends nothing to the server).
-  A connection lent inside a transaction (its pool should never do that) is rolled back first.
-* **The store's settings apply to its own statements only.** A lent connection was opened by the
-  app, so no startup option of ours is on it, and a session-level ``SET`` would outlive the loan
-  and change the app's own queries. Each statement therefore carries ``SET LOCAL`` for the
-  store's ``statement_timeout`` and ``synchronous_commit`` (the PgBouncer mechanism of
-  :func:`pgsession_wsgi.sql.guard`: same message, same round trip, gone when the statement ends).
-  With ``statement_timeout=None`` the connection's own setting applies. The app's
-  ``application_name``, ``search_path`` and other settings are left as they are.
-* **A dead connection is never handed back as healthy.** It is found before use (one system
-  call, as in :mod:`pgsession_wsgi.pool`) or by the error it raises, and dropped: an engine's is
-  invalidated, a psycopg2 pool's is returned with ``close=True``; another is borrowed instead.
-* **503, not a hung request.** An exhausted pool or an unreachable database raises
-  :class:`StoreUnavailable`: an engine's pool waits its own ``pool_timeout`` first; a psycopg2
-  pool, which refuses at once when exhausted, is asked again until the store's ``pool_timeout``.
-* **The app's pool stays the app's.** Closing the store refuses further loans and closes nothing.
-"""
+"""Internal: connections the app lends the store, from its SQLAlchemy engine or its psycopg2 pool, one
+per statement; each goes back as lent (autocommit restored, no transaction open) or is dropped if dead.
+What the store promises on them is in docs/deployment.md ("Using your app's own engine or pool")."""
 
 from __future__ import annotations
 
@@ -49,8 +25,7 @@ __all__ = ["EngineConnections", "LentConnections", "PoolConnections", "use_own_t
 
 Connection = psycopg2.extensions.connection
 
-#: How many dead connections one borrow throws away before it gives up (after a restart, a pool
-#: may hold nothing but dead ones; each is dropped and the next tried, or a new one made).
+#: How many dead connections one borrow drops before it gives up (after a restart, all may be dead).
 _MAX_DEAD = 64
 
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
@@ -64,29 +39,21 @@ def _jsonb(value: str | bytes | None, cur: psycopg2.extensions.cursor) -> Any:
     return None if value is None else loads(value)
 
 
-#: jsonb read as the codec reads it (plain floats only as it writes them), registered on each
-#: connection the store makes and each cursor on one the app made: such a connection may carry
-#: typecasters of its own (SQLAlchemy's json_deserializer...).
+#: jsonb read as the codec reads it, on each connection the store makes and each cursor on one the
+#: app made (which may carry typecasters of its own: SQLAlchemy's json_deserializer...).
 JSONB = psycopg2.extensions.new_type((3802,), "PGSESSION_JSONB", _jsonb)
 
 
 def use_own_typecasters(cur: psycopg2.extensions.cursor) -> None:
-    """Read jsonb and timestamptz on ``cur`` as on the store's own connections, whatever the app
-    registered on the connection: the answers must not depend on where the connection came from.
-
-    :param cur: a cursor on a connection the app made.
-    """
+    """Read jsonb and timestamptz on ``cur`` (on an app's connection) as on the store's own, whatever
+    the app registered: the answers must not depend on where the connection came from."""
     psycopg2.extensions.register_type(JSONB, cur)
     psycopg2.extensions.register_type(psycopg2.extensions.PYDATETIMETZ, cur)
 
 
 def _is_dead(conn: Connection) -> bool:
-    """Whether a lent, idle connection is gone, without a round trip.
-
-    Unlike the store's own, an app's connection may have something to read while alive (a
-    ``NOTIFY`` for a ``LISTEN`` of the app's): that is read with ``poll()``, which fails only if
-    the server has hung up.
-    """
+    """Whether a lent, idle connection is gone, without a round trip: unlike the store's own, it may
+    have something to read while alive (a ``NOTIFY``), so that is read with ``poll()``."""
     if conn.closed:
         return True
     try:
@@ -104,8 +71,7 @@ def _is_dead(conn: Connection) -> bool:
 def _idle_after_rollback(conn: Connection) -> bool:
     """End any transaction open on ``conn``; whether it is now idle and fit to use.
 
-    psycopg2's ``rollback()`` ends the transactions psycopg2 began; one begun by an explicit
-    ``BEGIN`` on an autocommit connection it does not know of, and is ended with ``ROLLBACK``.
+    psycopg2's ``rollback()`` misses a ``BEGIN`` sent on an autocommit connection: ``ROLLBACK`` ends it.
     """
     status = conn.info.transaction_status
     if status == _IDLE:
@@ -125,7 +91,7 @@ class LentConnections:
     :param timeout: seconds a borrower may wait for a connection (the store's setup waits as long).
     """
 
-    #: Where the connections come from, for messages ("your SQLAlchemy engine").
+    #: Where the connections come from, for messages.
     origin = "your pool"
 
     def __init__(self, timeout: float) -> None:
@@ -142,10 +108,10 @@ class LentConnections:
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
-        """Borrow a live autocommit connection; it goes back to the app as lent, or is dropped.
+        """Borrow a live autocommit connection; it goes back as lent, or is dropped.
 
-        :raises StoreUnavailable: none came within the pool's timeout, the database cannot be
-            reached, or the store was closed.
+        :raises StoreUnavailable: none came in time, the database cannot be reached, or the store
+            was closed.
         """
         handle, conn, autocommit = self._borrow()
         broken = False
@@ -173,14 +139,11 @@ class LentConnections:
                 continue
             try:
                 autocommit = bool(conn.autocommit)
-                # A transaction open on a lent connection is nobody's: it was lent to us.
-                usable = _idle_after_rollback(conn)
-                if usable:
+                if _idle_after_rollback(conn):  # a transaction open on a lent connection is nobody's
                     conn.autocommit = True
+                    return handle, conn, autocommit
             except psycopg2.Error:
-                usable = False
-            if usable:
-                return handle, conn, autocommit
+                pass
             self._give_back(handle, conn, False)
         raise StoreUnavailable(
             f"{self.origin} lent {_MAX_DEAD} dead or unusable connections in a row; check that "
@@ -205,11 +168,8 @@ class LentConnections:
 
 
 class EngineConnections(LentConnections):
-    """Connections borrowed through a SQLAlchemy engine's pool (``engine.raw_connection()``).
-
-    The engine's pool decides how many connections there are and how long a borrower waits
-    (its ``pool_size``, ``max_overflow`` and ``pool_timeout``); a broken connection is
-    invalidated, so the pool replaces it.
+    """Connections borrowed through a SQLAlchemy engine's pool (``engine.raw_connection()``), which
+    decides how many there are and how long a borrower waits; a broken one is invalidated.
 
     :param engine: a :class:`sqlalchemy.engine.Engine` on the ``postgresql+psycopg2`` driver.
     :raises ConfigurationError: not an Engine, or another database or driver.
@@ -266,9 +226,8 @@ class EngineConnections(LentConnections):
 
     @property
     def dsn(self) -> str:
-        """The engine's URL as a libpq ``key=value`` DSN (password included), read the way the
-        engine connects (SQLAlchemy's own ``create_connect_args``), so socket hosts and query
-        parameters come out right.
+        """The engine's URL as a libpq DSN (password included), read as the engine connects
+        (``create_connect_args``), so socket hosts and query parameters come out right.
 
         :raises ConfigurationError: the URL names nothing (an engine made with ``creator=``).
         """
@@ -283,15 +242,11 @@ class EngineConnections(LentConnections):
 
 
 class PoolConnections(LentConnections):
-    """Connections borrowed from a psycopg2 pool (``getconn`` / ``putconn``).
+    """Connections borrowed from a psycopg2 pool (``getconn`` / ``putconn``). It raises at once when
+    all are out, so the store asks again, sleeping briefly, until ``timeout`` has passed.
 
-    psycopg2's pools raise at once when all their connections are out; the store asks again,
-    briefly sleeping between tries, until ``timeout`` has passed. Use a
-    ``ThreadedConnectionPool`` when requests run in threads (``SimpleConnectionPool`` is not
-    thread-safe).
-
-    :param pool: a :class:`psycopg2.pool.AbstractConnectionPool`.
-    :param timeout: seconds to wait for one of its connections before :class:`StoreUnavailable`.
+    :param pool: a :class:`psycopg2.pool.AbstractConnectionPool` (``ThreadedConnectionPool`` when
+        requests run in threads).
     :raises ConfigurationError: not a psycopg2 pool.
     """
 

@@ -1,10 +1,8 @@
 """The ``pgsession-wsgi`` command: a demo server and the maintenance jobs a deployment needs.
 
-Each subcommand is a thin wrapper over :class:`PostgresStore`, so cron jobs and DBAs run exactly
-the SQL the application runs. Expected failures (bad DSN, database down, missing table) print one
-line to stderr and exit 1 or 2; a DSN's password is never printed. The long jobs (``cleanup``,
-``migrate-flask-pg-session``) show their progress on stderr through the library's ``on_batch``
-callbacks, and stop between batches on SIGINT or SIGTERM.
+Each subcommand wraps :class:`PostgresStore`, so cron jobs run the SQL the application runs.
+Expected failures print one line to stderr, never a password, and exit 1 or 2; ``cleanup`` and
+``migrate-flask-pg-session`` show progress on stderr and stop between batches on SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,8 +12,7 @@ import sys
 
 import psycopg2
 
-# The command is split by responsibility (issue 22): what every command shares, the maintenance
-# commands, the demo and the parser. Every name it defined stays importable from here.
+# Re-exported: every name this module defined before it was split stays importable from here.
 from ._cli.commands import STATS_JSON_KEYS as STATS_JSON_KEYS
 from ._cli.common import _DSN_VARIABLES as _DSN_VARIABLES
 from ._cli.common import EXIT_FAILURE as EXIT_FAILURE

@@ -1,55 +1,12 @@
 """Session values to JSON and back, without pickle, through a registry of type tags.
 
-JSON lacks several types people keep in sessions, so a value of such a type is written as a
-one-key object whose key, its *tag*, starts with a space: ``{" dt": "2026-01-01T00:00:00"}``. A
-user dict that happens to look like a tag (one key, starting with a space) is wrapped,
-``{" di": {...}}``, so that it never decodes as one. Each top-level session key stays a top-level
-JSON key, which is what lets the store merge changes per key.
-
-The built-in tags are the stored format since 0.1.0, so their names and payloads never change:
-``" t"`` tuple (list of items), ``" dt"`` datetime, ``" d"`` date, ``" tm"`` time (ISO 8601 text),
-``" b"`` bytes (base64), ``" u"`` UUID (32 hex digits), ``" dec"`` Decimal (its text), ``" m"``
-Markup (its text), ``" f"`` a float in exponent form or ``-0.0`` (its repr: jsonb would print
-``1e+16`` as an int, ``-0.0`` as ``0.0``), ``" s"`` a str holding NUL or a lone surrogate, which
-jsonb cannot hold (base64 of its UTF-8, surrogatepass), and ``" di"`` the wrapped dict.
-
-Decoding reads exactly what encoding writes: a payload spelled otherwise (a UUID with dashes,
-base64 that does not validate, a datetime in another ISO 8601 form, a plain number that is not a
-float's repr), a value encoding refuses (NaN, infinite or too wide numbers, nesting past
-:data:`MAX_DEPTH`) and a tag no type is registered for are a
-:class:`~pgsession_wsgi.SessionDataError`, the same on every Python version.
-
-Adding a type
--------------
-Register it once at start-up, before the first request, with :func:`register_type`: a tag name of
-your own (starting with a space), how to turn a value into data the codec can already store, and
-how to rebuild it from that data::
-
-    from dataclasses import dataclass
-    from decimal import Decimal
-    from pgsession_wsgi.codec import register_type
-
-    @dataclass
-    class Line:
-        sku: str
-        price: Decimal
-
-    register_type(Line, " line", lambda line: [line.sku, line.price], lambda data: Line(*data))
-
-``to_json`` may return anything storable (lists, dicts, tuples, Decimal, other registered types):
-it is encoded like any value, and ``from_json`` receives it decoded. A type that should simply be
-stored as another one, such as flask-babel's ``LazyString`` as its text, needs no tag name and
-reads back as that plain value::
-
-    register_type(LazyString, None, str)
-
-A name or a type already registered, a built-in one included, is refused unless ``replace=True``
-says so: the name is in every row stored with it. Each tagged value, and each container in its
-payload, is a level towards :data:`MAX_DEPTH`.
-
-For full control register an instance of a :class:`TypeTag` subclass with
-``default_codec.register(tag)``, as the built-in types are. A :class:`Codec` of your own starts
-with the built-ins and keeps its registrations apart from :data:`default_codec`.
+A value JSON lacks a type for is stored as a one-key object whose key, its *tag*, starts with a
+space: ``{" dt": "2026-01-01T00:00:00"}``; a user dict that looks like one is wrapped in ``" di"``.
+The built-in tags are the stored format and never change: ``" t"`` tuple, ``" dt"``/``" d"``/``" tm"``
+datetime/date/time, ``" b"`` bytes, ``" u"`` UUID, ``" dec"`` Decimal, ``" m"`` Markup, ``" f"`` a
+float jsonb would misprint (``1e+16``, ``-0.0``), ``" s"`` a str jsonb cannot hold (NUL, lone
+surrogate). Decoding accepts only what encoding writes; anything else is a
+:class:`~pgsession_wsgi.SessionDataError`. Add types with :func:`register_type` at start-up.
 """
 
 from __future__ import annotations
@@ -97,30 +54,23 @@ __all__ = [
     "same",
 ]
 
-#: Containers (lists, dicts, tuples) and tagged values nested deeper than this are refused:
-#: every stored value must decode again without coming near Python's recursion limit.
+#: Deeper nesting (containers and tagged values) is refused, far from the recursion limit.
 MAX_DEPTH = 64
-#: Integers wider than this (about 308 digits) are refused: no session needs one, and Python
-#: refuses to print ints of over 4300 digits.
+#: Wider ints are refused: Python will not print ints of over 4300 digits.
 MAX_INT_BITS = 1024
-#: Decimals whose first digit stands for a power of ten beyond this either way (``1E+1001``,
-#: ``1E-1001``) are refused: written out in full (``int()``, ``format(value, "f")``) such a number
-#: can take gigabytes however short its text.
+#: Decimals beyond ``1E+1000`` or ``1E-1000`` are refused: written out in full they can take
+#: gigabytes, however short their text.
 MAX_DECIMAL_EXPONENT = 1000
 
 _T = TypeVar("_T")
-# Stored as plain JSON before any tag is asked, so a tag for one would never be used.
+# Stored as plain JSON before any tag is asked.
 _PLAIN_TYPES = (int, bool, type(None), list, dict)
-# Plain JSON values that decode as themselves whatever they hold. A str too: jsonb holds neither
-# NUL nor a lone surrogate, and searching every str of every row for them costs 5 us per KB.
+# Decode as themselves. A str too: jsonb holds no NUL or lone surrogate, so none is searched for.
 _AS_IS = frozenset({str, bool, type(None)})
 
 
 def check_key(key: str) -> None:
-    """Raise ``ValueError`` for a str key jsonb cannot hold (NUL or a lone surrogate).
-
-    :param key: a session or dict key, checked before anything is sent to the database.
-    """
+    """Raise ``ValueError`` for a key jsonb cannot hold (NUL or a lone surrogate)."""
     if _NOT_JSONB.search(key):
         raise ValueError(f"the key {key!r} contains a NUL character or a lone surrogate")
 
@@ -128,10 +78,9 @@ def check_key(key: str) -> None:
 class Codec:
     """Turns session values into JSON data and back, through a registry of :class:`TypeTag`.
 
-    A new codec knows the built-in types; :data:`default_codec` is the one sessions use. Plain
-    str, int, bool, None, list and dict, and floats JSON prints exactly, never reach the
-    registry; other values are looked up by exact type, then by the tags' :meth:`TypeTag.check`.
-    Register tags at start-up: the registry is not locked against concurrent requests.
+    A new codec knows the built-in types; :data:`default_codec` is the one sessions use. Values
+    are looked up by exact type, then by the tags' :meth:`TypeTag.check`. Register tags at
+    start-up: the registry is not locked against concurrent requests.
     """
 
     def __init__(self) -> None:
@@ -141,18 +90,14 @@ class Codec:
         for tag in _BUILTIN_TAGS:
             self.register(tag)
 
-    # -- registering -----------------------------------------------------------------------
-
     def register(self, tag: TypeTag, *, replace: bool = False, index: int | None = None) -> None:
         """Store the values of ``tag.types`` (and those its ``check`` accepts) with ``tag``.
 
         :param tag: the tag; its name must start with a space (or be None, for untagged).
-        :param replace: take the name and the types over from the tags that hold them. Without
-            it a collision is an error, so that no app silently changes how stored rows decode.
-            A tag that loses only its types still reads the rows stored with its name.
-        :param index: where ``tag`` goes among the tags whose ``check`` is asked, when more than
-            one may accept a value (a subclass's tag before its base's); default: last, or the
-            place of the tag it replaces.
+        :param replace: take the name and types over from the tags holding them. Without it a
+            collision is an error, so no app silently changes how stored rows decode.
+        :param index: the place among the tags whose ``check`` is asked (a subclass's tag before
+            its base's); default: last, or the place of the tag it replaces.
         :raises TagRegistrationError: the tag is malformed (a name without a leading space, no
             ``to_json``...), or it collides with a registered tag and ``replace`` is off.
         """
@@ -183,19 +128,8 @@ class Codec:
         replace: bool = False,
         index: int | None = None,
     ) -> None:
-        """Store ``cls`` values as what ``to_json`` makes of them, and rebuild them with ``from_json``.
+        """Store ``cls`` values as what ``to_json`` makes of them; see :func:`register_type`.
 
-        :param cls: the type to store.
-        :param name: the tag, a name of your own starting with a space; it is part of every
-            row stored, so keep it short and never reuse it for another type. None stores the
-            value untagged, as plain ``to_json(value)``, which is also what reads back.
-        :param to_json: the value as data the codec can store (it is encoded in turn).
-        :param from_json: the value rebuilt from that data (decoded first); required with a
-            name, and refused without one, as an untagged value cannot be told apart.
-        :param subclasses: store instances of subclasses of ``cls`` with this tag too (they read
-            back as whatever ``from_json`` makes).
-        :param replace: as for :meth:`register`: take a name or type another tag holds.
-        :param index: as for :meth:`register`: the place among tags that check subclasses.
         :raises TagRegistrationError: as for :meth:`register`, or a name without ``from_json``
             (or ``from_json`` without a name).
         """
@@ -232,7 +166,7 @@ class Codec:
                 )
 
     def _holders(self, tag: TypeTag) -> list[TypeTag]:
-        """The registered tags ``tag`` collides with: by name, by type, or ``tag`` itself."""
+        """The registered tags ``tag`` collides with: by name, by type, or itself."""
         found = [self._by_name[tag.name]] if tag.name in self._by_name else []
         found += [self._by_type[kind] for kind in tag.types if kind in self._by_type]
         if self._is_registered(tag):
@@ -259,24 +193,17 @@ class Codec:
                 return position
         return None
 
-    # -- encoding --------------------------------------------------------------------------
-
     def encode(self, value: Any) -> Any:
         """Turn ``value`` into plain JSON data; raise ``TypeError``/``ValueError`` if it can't be.
 
-        ``ValueError`` also covers values nested deeper than :data:`MAX_DEPTH` (each list, dict,
-        tuple or other tagged value is a level), ints wider than :data:`MAX_INT_BITS`, NaN and
-        infinite floats and Decimals, Decimals beyond :data:`MAX_DECIMAL_EXPONENT`, and times
-        whose zone offset has a fraction of a second, so that whatever is stored can always be
-        read back, as the same value.
-
-        :param value: a session value.
+        ``ValueError`` also covers what would not read back as the same value: nesting past
+        :data:`MAX_DEPTH`, ints past :data:`MAX_INT_BITS`, NaN and infinities, Decimals past
+        :data:`MAX_DECIMAL_EXPONENT`, and zone offsets with a fraction of a second.
         """
         return self._encode(value, 0)
 
     def _encode(self, value: Any, depth: int) -> Any:
         kind = type(value)
-        # The fast path: plain JSON never reaches the registry.
         if kind is str:
             if _NOT_JSONB.search(value) is None:
                 return value
@@ -330,22 +257,12 @@ class Codec:
             "(pgsession_wsgi.codec.register_type teaches the codec a type)"
         )
 
-    # -- decoding --------------------------------------------------------------------------
-
     def decode(self, data: Any) -> Any:
-        """Inverse of :meth:`encode`, for exactly what it writes; anything else is refused.
+        """Inverse of :meth:`encode`, for exactly what it writes, the same on every Python.
 
-        The built-in tags' payloads must be spelled as ``encode`` spells them (a UUID as 32
-        lowercase hex digits, bytes as canonical base64, a datetime as ``isoformat()`` writes it),
-        and what ``encode`` refuses to store (NaN, infinite or too wide numbers, values nested
-        deeper than :data:`MAX_DEPTH`) is refused here too, the same on every Python version.
-        A tag no registered type has is refused rather than read as a plain dict. A registered
-        type's own ``from_json`` decides on its payload; whatever it raises is refused the same way.
-        Plain strings and keys are taken as parsed: jsonb holds no NUL and no lone surrogate.
-
-        :param data: JSON data as stored (parsed).
-        :raises SessionDataError: ``data`` is nothing ``encode`` writes; the message names what
-            was wrong, never the data itself.
+        :raises SessionDataError: ``data`` is nothing ``encode`` writes (another spelling of a
+            payload, a refused value, an unregistered tag, or a tag's ``from_json`` raised); the
+            message names what was wrong, never the data itself.
         """
         try:
             return self._decode(data, 0)
@@ -410,7 +327,7 @@ def _collision_message(tag: TypeTag, holder: TypeTag, by_type: dict[type, TypeTa
     )
 
 
-# The tags a new Codec starts with: the stored format of 0.1.0 (they are in _codec_tags).
+# The tags a new Codec starts with: the stored format.
 _BUILTIN_TAGS: tuple[TypeTag, ...] = (
     _TupleTag(),
     _WrappedDictTag(),
@@ -439,12 +356,14 @@ def register_type(
     replace: bool = False,
     index: int | None = None,
 ) -> None:
-    """Teach :data:`default_codec` to store ``cls``; see :meth:`Codec.register_type`.
+    """Teach :data:`default_codec` to store ``cls``; register at start-up, before any request::
 
-    :param cls: the type to store.
-    :param name: its tag, starting with a space; None stores it untagged, as plain data.
-    :param to_json: the value as data the codec can already store.
-    :param from_json: the value rebuilt from that data; required with a name.
+        register_type(Line, " line", lambda line: [line.sku, line.price], lambda data: Line(*data))
+
+    :param name: its tag, starting with a space; it is in every row stored, so never reuse it
+        for another type. None stores the value untagged, and it reads back as plain data.
+    :param to_json: the value as data the codec can already store (encoded in turn).
+    :param from_json: the value rebuilt from that data (decoded first); required with a name.
     :param subclasses: store instances of subclasses of ``cls`` with this tag too.
     :param replace: take a tag name or type over from the tag holding it.
     :param index: the place among the tags that check subclasses.
@@ -457,17 +376,13 @@ def register_type(
 
 
 def encode_value(value: Any) -> Any:
-    """Turn ``value`` into plain JSON data with :data:`default_codec` (see :meth:`Codec.encode`).
-
-    :param value: a session value; ``TypeError``/``ValueError`` if it cannot be stored.
-    """
+    """Turn ``value`` into plain JSON data with :data:`default_codec` (see :meth:`Codec.encode`)."""
     return default_codec.encode(value)
 
 
 def decode_value(data: Any) -> Any:
-    """Inverse of :func:`encode_value`, for exactly what it writes (see :meth:`Codec.decode`).
+    """Inverse of :func:`encode_value` (see :meth:`Codec.decode`).
 
-    :param data: JSON data as stored (parsed).
     :raises SessionDataError: ``data`` is nothing :func:`encode_value` writes.
     """
     return data if type(data) in _AS_IS else default_codec.decode(data)  # a string: no call
@@ -478,19 +393,13 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii
 
 
 def dumps(data: Any) -> str:
-    """Compact JSON text of already-encoded data (UTF-8 as is: its length bounds the stored size).
-
-    :param data: what :func:`encode_value` returned.
-    """
+    """Compact JSON text of what :func:`encode_value` returned (UTF-8 as is: its length bounds
+    the stored size)."""
     return _ENCODER.encode(data)
 
 
 def same(left: Any, right: Any) -> bool:
-    """Equality that also compares types, so ``1``, ``1.0`` and ``True`` count as different.
-
-    :param left: encoded data, e.g. a value as loaded.
-    :param right: encoded data, e.g. the same value as it would be saved now.
-    """
+    """Equality of encoded data that also compares types, so ``1``, ``1.0`` and ``True`` differ."""
     if type(left) is not type(right):
         return False
     if type(left) is dict:

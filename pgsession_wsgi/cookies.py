@@ -38,12 +38,11 @@ log = logging.getLogger("pgsession_wsgi")
 #: Cookies longer than this are not even parsed: no browser sends a valid one that long.
 MAX_COOKIE_LENGTH = 4096
 
-#: A signing key shorter than this many bytes is warned about: ``secrets.token_hex(32)`` makes 64.
+#: A signing key shorter than this many bytes is warned about.
 MIN_SECRET_KEY_BYTES = 32
-#: How to make a real key, for the messages.
 MAKE_A_KEY = 'python -c "import secrets; print(secrets.token_hex(32))"'
-# Keys copied from a tutorial or a template, compared in lower case with only letters and digits
-# kept ("Change-Me" is "changeme"); a key holding one of the markers is one too, however long.
+# Keys copied from a tutorial or a template, compared as lower-case letters and digits; a key
+# holding one of the markers is one too, however long.
 _PLACEHOLDERS = frozenset(
     {
         "changeme", "changethis", "secret", "secretkey", "mysecret", "mysecretkey", "yoursecretkey",
@@ -64,22 +63,16 @@ def new_session_id() -> str:
 
 
 def hash_session_id(session_id: str) -> bytes:
-    """The primary key a session id is stored under, so a leaked table or backup opens no session.
-
-    :param session_id: the id as the cookie carries it.
-    """
+    """The primary key a session id is stored under, so a leaked table or backup opens no session."""
     return hashlib.sha256(session_id.encode("utf-8")).digest()
 
 
 def prefixed_id(session_id: str, key_prefix: str) -> str:
     """The form an id is hashed in when apps share one table: the prefix, a NUL, the id.
 
-    Without a prefix, the id alone. The NUL, which no issued id holds, keeps ``"a" + "bc..."``
-    apart from ``"ab" + "c..."``; the core, the flask-pg-session fallback and its migration
-    all key rows this way, so they find each other's rows.
+    The NUL, which no issued id holds, keeps ``"a" + "bc..."`` apart from ``"ab" + "c..."``.
 
-    :param session_id: the id as the cookie carries it.
-    :param key_prefix: the app's prefix (``SESSION_KEY_PREFIX``); "" for none.
+    :param key_prefix: the app's prefix (``SESSION_KEY_PREFIX``); "" for none: the id alone.
     """
     return f"{key_prefix}\x00{session_id}" if key_prefix else session_id
 
@@ -88,10 +81,7 @@ class IdSigner(Protocol):
     """Turns session ids into cookie values and back; swap it to read another cookie format."""
 
     def sign(self, session_id: str) -> str:
-        """The cookie value that carries ``session_id``.
-
-        :param session_id: an id from :func:`new_session_id` (or one the old format issued).
-        """
+        """The cookie value that carries ``session_id``."""
         ...
 
     def unsign(self, value: str) -> tuple[str, bool] | None:
@@ -126,16 +116,12 @@ def check_secret_keys(
     """Refuse signing keys that are not text or bytes, and warn once about weak ones.
 
     A key anyone can guess lets anyone sign a cookie, so a key shorter than 32 bytes or a
-    well-known placeholder (``change-me``, ``secret``, ``dev``, ...; in any case) is logged once,
-    as one warning on the ``pgsession_wsgi`` logger naming each weak key by its setting (a
-    fallback by its position), never by its value. Every front end calls this once at setup,
-    through :class:`HmacIdSigner` (the Flask-pg-session drop-in directly).
+    well-known placeholder (``change-me``, ``secret``...) gets one warning on the
+    ``pgsession_wsgi`` logger, naming each weak key by its setting, never by its value.
 
-    :param secret_key: the key that signs.
     :param fallback_secret_keys: older keys that still verify: one key, or several.
     :param names: what the messages call the settings, under the keys ``"secret_key"`` and
-        ``"fallback_secret_keys"`` (e.g. a Flask config's ``SECRET_KEY`` and
-        ``SECRET_KEY_FALLBACKS``); None: the middlewares' arguments.
+        ``"fallback_secret_keys"`` (e.g. ``SECRET_KEY``); None: the middlewares' arguments.
     :returns: the fallback keys as a list, empty ones left out.
     :raises ConfigurationError: a key (or the fallbacks) of another type, or no ``secret_key``.
     """
@@ -193,8 +179,7 @@ def _article(name: str) -> str:
 class HmacIdSigner:
     """HMAC-SHA256 signatures from itsdangerous; fallback keys verify but never sign.
 
-    The keys are checked by :func:`check_secret_keys`: one of another type is refused, and weak
-    ones are one warning.
+    The keys are checked by :func:`check_secret_keys`.
 
     :param secret_key: signs every cookie.
     :param fallback_secret_keys: older keys still accepted while you rotate; empty ones are skipped.
@@ -215,21 +200,16 @@ class HmacIdSigner:
         options = {"salt": salt, "key_derivation": "hmac", "digest_method": hashlib.sha256}
         keys = [secret_key, *fallbacks]
         signers = [Signer(key, **options) for key in keys]  # type: ignore[arg-type]
-        # itsdangerous derives the key again on every call; derived once here, each check is a
-        # single HMAC over the id.
+        # itsdangerous derives the key again on every call; derived once, a check is one HMAC.
         self._derived = [signer.derive_key() for signer in signers]
 
     def _signature(self, position: int, session_id: str) -> str:
-        # One C-level HMAC (what itsdangerous's HMACAlgorithm computes, without its per-call
-        # object) over the id, with the key derived once in __init__.
+        # What itsdangerous's HMACAlgorithm computes, without its per-call object.
         raw = hmac.digest(self._derived[position], session_id.encode("ascii"), "sha256")
         return base64_encode(raw).decode("ascii")
 
     def sign(self, session_id: str) -> str:
-        """``<id>.<signature>``, signed with ``secret_key``.
-
-        :param session_id: the id to carry.
-        """
+        """``<id>.<signature>``, signed with ``secret_key``."""
         return f"{session_id}.{self._signature(0, session_id)}"
 
     def unsign(self, value: str) -> tuple[str, bool] | None:
@@ -258,19 +238,13 @@ def check_prefix(
 ) -> None:
     """Refuse the options for which browsers would drop a cookie whose name has a prefix.
 
-    A ``__Secure-`` cookie must be Secure. A ``__Host-`` cookie must also have ``Path=/`` and no
-    ``Domain``, so that no subdomain and no other path of the site can set or shadow it. Both
-    prefixes are matched in any case (``__HOST-``), as browsers match them. Both are sent
-    Secure however the request came (see :meth:`CookieSettings.is_secure`), so only
-    ``secure=False`` (forced off) is refused.
+    A ``__Secure-`` cookie must be Secure; a ``__Host-`` cookie also ``Path=/`` and no
+    ``Domain``. Prefixes match in any case, as in browsers. Such cookies are always sent Secure
+    (see :meth:`CookieSettings.is_secure`), so only ``secure=False`` is refused.
 
-    :param name: the cookie's name.
-    :param path: its ``Path``.
-    :param domain: its ``Domain``; None for none.
     :param secure: ``Secure`` forced on (True), off (False), or following the scheme (None).
     :param names: what the messages call the options, under the keys ``"secure"``, ``"path"``
-        and ``"domain"``, e.g. a Flask or Quart config's keys (``SESSION_COOKIE_SECURE``, ...);
-        None: the middlewares' arguments (``cookie_secure``, ``cookie_path``, ``cookie_domain``).
+        and ``"domain"`` (e.g. ``SESSION_COOKIE_SECURE``); None: the middlewares' arguments.
     :raises ConfigurationError: an option the name's prefix forbids.
     """
     if names is None:
@@ -285,8 +259,7 @@ def check_prefix(
 
 
 def _prefix(name: str) -> str | None:
-    """``"__host-"`` or ``"__secure-"`` for a name browsers give that prefix's rules (they match
-    it whatever its case), else None."""
+    """``"__host-"`` or ``"__secure-"`` for a name with that prefix, in any case; else None."""
     lowered = name[:9].lower()
     return next((prefix for prefix in ("__host-", "__secure-") if lowered.startswith(prefix)), None)
 
@@ -296,10 +269,8 @@ class CookieSettings:
     """Where and how the session cookie is set, checked once so no response sends a bad one.
 
     :param name: the cookie's name; ``__Host-`` and ``__Secure-`` names are always Secure.
-    :param path: its ``Path``.
     :param domain: its ``Domain``; None sends none (the safest).
     :param secure: force ``Secure`` on or off; None: when the request came over https.
-    :param httponly: ``HttpOnly``.
     :param samesite: ``"Lax"``, ``"Strict"``, ``"None"`` (needs Secure) or None.
     :param partitioned: ``Partitioned`` (CHIPS: a cookie kept apart per top-level site, for an
         app embedded in other sites' pages); always sent Secure, as browsers drop it otherwise.
@@ -310,7 +281,7 @@ class CookieSettings:
     name: str = "session"
     path: str = "/"
     domain: str | None = None
-    secure: bool | None = None  # None: Secure when the request came over https
+    secure: bool | None = None
     httponly: bool = True
     samesite: str | None = "Lax"
     partitioned: bool = False
@@ -334,21 +305,16 @@ class CookieSettings:
         check_prefix(self.name, self.path, self.domain, self.secure)
 
     def is_secure(self, environ_scheme: str) -> bool:
-        """Whether the cookie gets ``Secure`` in the response to this request.
-
-        :param environ_scheme: the request's URL scheme, ``"https"`` or ``"http"``.
-        """
+        """Whether the cookie gets ``Secure`` in the response to a request with this URL scheme."""
         if self.partitioned or _prefix(self.name) is not None:
             return True
         return self.secure if self.secure is not None else environ_scheme == "https"
 
     def read(self, cookie_header: str) -> str | None:
-        """This cookie's value from a Cookie header; None if absent or not plausible.
+        """This cookie's value from a ``Cookie`` header; None if absent or not plausible.
 
-        A plain split is enough for the values this layer issues (plain or in quotes), and
-        anything odd in the header (another cookie's bytes included) cannot become an error.
-
-        :param cookie_header: the request's ``Cookie`` header.
+        A plain split is enough for the values this layer issues, and nothing odd in the header
+        can become an error.
         """
         if self.name not in cookie_header:
             return None
@@ -364,34 +330,26 @@ class CookieSettings:
         return None
 
     def set_header(self, value: str, max_age: int | None, scheme: str) -> str:
-        """The ``Set-Cookie`` value that stores ``value`` in the browser.
+        """The ``Set-Cookie`` value that stores ``value``, the signed id, in the browser.
 
-        :param value: the signed id.
         :param max_age: seconds the cookie lives; None for a browser-session cookie.
         :param scheme: the request's URL scheme, for ``Secure``.
         """
-        header = dump_cookie(
-            self.name,
-            value,
-            max_age=max_age,
-            path=self.path,
-            domain=self.domain,
-            secure=self.is_secure(scheme),
-            httponly=self.httponly,
-            samesite=self.samesite,
-        )
-        return header + "; Partitioned" if self.partitioned else header
+        return self._header(value, max_age, scheme)
 
     def delete_header(self, scheme: str) -> str:
         """The ``Set-Cookie`` value that makes the browser drop the cookie of an ended session.
 
         :param scheme: the request's URL scheme; the attributes must match the set cookie's.
         """
+        return self._header("", 0, scheme, expires=0)
+
+    def _header(self, value: str, max_age: int | None, scheme: str, expires: int | None = None) -> str:
         header = dump_cookie(
             self.name,
-            "",
-            max_age=0,
-            expires=0,
+            value,
+            max_age=max_age,
+            expires=expires,
             path=self.path,
             domain=self.domain,
             secure=self.is_secure(scheme),

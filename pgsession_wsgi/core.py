@@ -1,16 +1,13 @@
 """The request algorithm, with no I/O: what to load, which statement to run, which cookie to send.
 
-The core knows neither WSGI nor a database driver. Its two steps, :meth:`SessionCore.load` and
-:meth:`SessionCore.save`, are generators: each yields the statements it needs (:class:`Load`,
-:class:`Insert`, :class:`Write`, :class:`Touch`, :class:`Delete`), receives each result, and
-returns its answer. An adapter runs them with a store, sync or async, so that every front end
-shares one copy of every rule below::
+It knows neither WSGI nor a database driver. :meth:`SessionCore.load` and :meth:`SessionCore.save`
+are generators: each yields the statements it needs (:class:`Load`, :class:`Insert`,
+:class:`Write`, :class:`Touch`, :class:`Delete`), is sent each result and returns its answer, so
+every front end, sync or async, shares one copy of every rule::
 
-    core = SessionCore.from_options(options)  # a SessionOptions, from the front end's own
+    core = SessionCore.from_options(options)
     session = core.open(cookie_header, scheme, lambda s: run(core.load(s), store.execute))
-    ...                                                   # the app uses the session
-    headers = run(core.save(session), store.execute)              # WSGI: psycopg2
-    headers = await run_async(core.save(session), store.execute)  # ASGI: psycopg 3
+    headers = run(core.save(session), store.execute)  # async: await run_async(...)
 """
 
 from __future__ import annotations
@@ -18,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-# The operations and the policy live in modules of their own; this one documents them (__all__),
-# and still holds every name it held (the private ones too, "as" themselves).
+# Defined in _core and documented here (__all__); the other names stay importable from here.
 from ._core import operations as _operations
 from ._core import policy as _policy
 from ._core.operations import (
@@ -48,19 +44,17 @@ from .errors import ConfigurationError, SessionError
 from .options import SessionOptions
 from .session import Expiry, Session, SessionState
 
-# The constants and the alias are bound here again, each with its "#:" line: the API reference
-# documents a module's data only where the module's own source assigns it.
+# Bound again here: the API reference documents a module's data only where its source assigns it.
 
 #: The ``user_id`` of a :class:`Write` that leaves the stored user id as it is.
 KEEP_USER: Any = _operations.KEEP_USER
-#: What stands between an app's ``key_prefix`` and a user id in the user column. User ids cannot
-#: hold it (nor NUL, which a text column cannot store), so an id stored under one prefix, or
-#: under none, can never read as another app's.
+#: Separates an app's ``key_prefix`` from a user id in the user column. User ids cannot hold it
+#: (nor NUL), so an id stored under one prefix, or none, never reads as another app's.
 USER_PREFIX_SEPARATOR = _operations.USER_PREFIX_SEPARATOR
 #: Any statement the core may ask a store to run.
 Operation = _operations.Operation
-#: The app's response headers :func:`with_session_headers` reads or replaces (lower case); it
-#: leaves every other one as it is, so a front end may pass only these.
+#: The app's response headers :func:`with_session_headers` reads or replaces (lower case): a front
+#: end may pass only these.
 MERGED_HEADERS = _policy.MERGED_HEADERS
 
 __all__ = [
@@ -88,19 +82,15 @@ __all__ = [
 ]
 
 
-# -- the algorithm ----------------------------------------------------------------------------
-
-
 class SessionCore(_SaveDecision):
     """Every decision of a request's session, for any front end.
 
     :param policy: lifetimes, size limit and user key, from :meth:`Policy.from_options`.
     :param cookie: the cookie's name and attributes.
     :param signer: turns ids into cookie values and back.
-    :param key_prefix: keeps apart the sessions of apps that share one table: an id is stored
-        under the SHA-256 of ``key_prefix``, a NUL and the id (of the id alone when empty), so
-        one app's cookie opens none of another's sessions. ``SessionState.session_id`` (and
-        ``Session.id``) hold that prefixed form; the cookie carries the id alone.
+    :param key_prefix: keeps apart the sessions of apps sharing one table: an id is stored under
+        the SHA-256 of the prefix, a NUL and the id, so one app's cookie opens none of another's
+        sessions. ``SessionState.session_id`` holds that prefixed form; the cookie, the id alone.
     :raises ConfigurationError: ``key_prefix`` holds a NUL character.
     """
 
@@ -114,15 +104,13 @@ class SessionCore(_SaveDecision):
         self.signer = signer
         #: The prefix given; "" for none.
         self.key_prefix = key_prefix
-        # What goes before a cookie's id in its stored form (see prefixed_id); "" without a prefix.
         self._id_head = prefixed_id("", key_prefix)
         self._max_age = int(policy.idle_timeout.total_seconds())
 
     @classmethod
     def from_options(cls, options: SessionOptions) -> SessionCore:
-        """A core from the session's options, which every front end maps its own onto.
+        """A core from the options every front end maps its own onto.
 
-        :param options: the options, as :class:`~pgsession_wsgi.SessionOptions` documents.
         :raises ConfigurationError: a missing secret or an option that contradicts another.
         """
         signer = options.signer
@@ -164,12 +152,10 @@ class SessionCore(_SaveDecision):
         state = SessionState(cookie_header, scheme)
         return Session(loader, permanent=self.policy.permanent, state=state)
 
-    # -- loading ---------------------------------------------------------------------------
-
     def read_cookie(self, state: SessionState) -> None:
-        """Verify the request's cookie once; a bad one leaves no id (and costs no statement).
+        """Verify the request's cookie once, setting ``state.session_id`` and ``state.resign``.
 
-        :param state: the request's state; ``session_id`` and ``resign`` are set on it.
+        A bad cookie leaves no id, and costs no statement.
         """
         if state.cookie_read:
             return
@@ -188,10 +174,7 @@ class SessionCore(_SaveDecision):
             state.session_id, state.resign = self._id_head + verified[0], verified[1]
 
     def wants_load(self, state: SessionState) -> bool:
-        """Whether loading would ask the store anything: only for a validly signed cookie.
-
-        :param state: the request's state.
-        """
+        """Whether loading would ask the store anything: only for a validly signed cookie."""
         self.read_cookie(state)
         return state.session_id is not None
 
@@ -207,12 +190,11 @@ class SessionCore(_SaveDecision):
         return self.loaded(session.state, (yield operation))
 
     async def load_async(self, session: Session, execute: Callable[[Operation], Awaitable[Any]]) -> None:
-        """Load ``session`` with an async store (``store.execute``), for a front end that loads
-        before the app runs: :meth:`load` without a generator to drive, as every request with a
-        cookie runs it (one await for a validly signed cookie, none otherwise).
+        """:meth:`load` with an async store's ``execute``, for a front end that loads before the app.
+
+        No generator to drive: one await for a validly signed cookie, none otherwise.
 
         :param session: a session from :meth:`open`, not loaded yet.
-        :param execute: an async store's ``execute``.
         :raises StoreUnavailable: the database cannot be reached in time.
         :raises SessionDataError: the stored row cannot be decoded.
         """
@@ -221,10 +203,7 @@ class SessionCore(_SaveDecision):
         session.preload(None if operation is None else self.loaded(state, await execute(operation)))
 
     def load_operation(self, state: SessionState) -> Load | None:
-        """The :class:`Load` that reads the session of a validly signed cookie; None without one.
-
-        :param state: the request's state.
-        """
+        """The :class:`Load` that reads the session of a validly signed cookie; None without one."""
         self.read_cookie(state)
         stored_id = state.session_id
         if stored_id is None:
@@ -232,11 +211,11 @@ class SessionCore(_SaveDecision):
         return Load(hash_session_id(stored_id), self.policy.touch_interval, stored_id[len(self._id_head) :])
 
     def loaded(self, state: SessionState, row: LoadedRow | None) -> dict[str, Any] | None:
-        """What the store answered to :meth:`load_operation`: the stored object (values still
-        encoded), or None for no live row, whose id is then never used again.
+        """The stored object (values still encoded) from the answer to :meth:`load_operation`.
+
+        None for no live row, whose id is then never used again.
 
         :param state: the request's state; its id, touch and lifetime are set from ``row``.
-        :param row: the store's answer.
         """
         if row is None:
             state.session_id = None
@@ -245,8 +224,6 @@ class SessionCore(_SaveDecision):
         if not state.expiry_set:  # one the app set before the load wins, as its writes do
             state.expiry = _stored_expiry(row.idle_timeout, row.ends_at)
         return row.data
-
-    # -- saving ----------------------------------------------------------------------------
 
     def save(self, session: Session) -> Steps[list[tuple[str, str]]]:
         """Write what changed; return the headers to add (``Vary``, maybe ``Set-Cookie``).
@@ -267,24 +244,17 @@ class SessionCore(_SaveDecision):
 
     def wants_save(self, session: Session) -> bool:
         """Whether :meth:`save` has anything to do: not for a session never used, nor for one
-        :meth:`check` refused (the framework answers for that error).
-
-        :param session: a session from :meth:`open`.
-        """
+        :meth:`check` refused (the framework answers for that error)."""
         return session.accessed and session.state.refused is None
 
     def check(self, session: Session) -> None:
-        """Run now what of the save can fail without the database, for a framework whose own
-        request handling ends before the save (Flask's and Quart's ``save_session``): every value
-        is encoded and the size and the user id are checked, so that a value changed in place
-        into something unstorable (``session["cart"].append({1})``) fails there like any error
-        of the view's: propagated with ``TESTING``/``DEBUG``, else a 500 with the framework's log
-        line. The save then reuses what this found, unless the session was used since.
+        """Run now what of the save can fail without the database, for a framework whose request
+        handling ends before the save (Flask's and Quart's ``save_session``).
 
-        A session refused here is not saved at all (the framework answers for the error), and
-        asking again (the framework's error handling saves once more) raises nothing.
+        A value changed in place into something unstorable then fails there, like any error of the
+        view's. The save reuses what this found unless the session was used since. A session
+        refused here is not saved at all, and asking again raises nothing.
 
-        :param session: a session from :meth:`open`; one never used needs no check.
         :raises UnstorableValue: a value cannot be stored (naming its key).
         :raises SessionTooLarge: the changes alone are over ``max_size``.
         :raises SessionError: the value under ``user_key`` is no user id.
@@ -303,16 +273,12 @@ class SessionCore(_SaveDecision):
         state.used_since_save = False  # a use from now on makes the save look again
 
     def late_save_refused(self, session: Session) -> bool:
-        """A change made after the headers went out that needs a cookie it can no longer get.
+        """Whether a change made after the headers went out needs a cookie it can no longer get.
 
-        True for a new session, a regenerated or ended one, or a login under ``user_key``;
-        the adapter logs it (or raises) and does not save. The refusal is remembered
-        (``state.late_refused``): :meth:`needs_late_save` is False from then on, so a request
-        with several late points (Quart's teardown, then its streamed body's end; Flask's
-        teardown, run again when a test's ``with client:`` block ends, then the body's end) says
-        it once. A save that goes through (a websocket's explicit save) forgets it.
-
-        :param session: a session that :meth:`needs_late_save`.
+        True for a new session, a regenerated or ended one, or a login under ``user_key``: the
+        adapter logs it (or raises) and does not save. The refusal is remembered, so
+        :meth:`needs_late_save` is False from then on and a request with several late points (a
+        teardown, then a streamed body's end) says it once; a save that goes through forgets it.
         """
         state = session.state
         self.read_cookie(state)
@@ -322,30 +288,25 @@ class SessionCore(_SaveDecision):
         return False
 
     def needs_late_save(self, session: Session) -> bool:
-        """Only a session used after the save (by a streaming body, a teardown) can have changed
-        since; one :meth:`check` refused is never saved, and a late change refused once
-        (:meth:`late_save_refused`) is not looked at again.
-
-        :param session: a session saved before its response body finished.
-        """
+        """Whether a session saved before its body finished changed since (a streaming body, a
+        teardown); never for one :meth:`check` refused or a late change already refused."""
         state = session.state
         if not state.used_since_save or state.refused is not None or state.late_refused:
             return False
         try:
             return session.unsaved
         except SessionError:
-            # A value changed in place into one the codec refuses: the late save meets the same
-            # error inside the adapter's handling, which logs it, rather than here, outside; and
-            # only once, however many late points the request still has.
+            # A value changed in place into one the codec refuses: the late save meets the error
+            # inside the adapter's handling, which logs it, once.
             state.late_refused = True
             return True
 
     def max_age(self, expiry: Expiry) -> int:
         """The ``Max-Age`` of a permanent session's cookie, in whole seconds, never negative.
 
-        The session's own lifetime if it has one (a fixed end: the time left until it), capped
-        by ``absolute_timeout``; else ``idle_timeout``. The database, not this number, decides
-        when the session ends; the cookie only must not outlive it by much, nor die before it.
+        The session's own lifetime (a fixed end: the time left), capped by ``absolute_timeout``;
+        else ``idle_timeout``. The database decides when the session ends; the cookie only must not
+        outlive it by much, nor die before it.
 
         :param expiry: the session's own lifetime (``session.expiry``); None for the default.
         """

@@ -1,9 +1,5 @@
-"""Internal: the defaults more than one part of pgsession-wsgi offers, each defined once.
-
-The store, the middleware, the Flask extensions and the command line all expose some of these;
-reading them from here keeps, say, ``pgsession-wsgi init``'s ``--table`` and ``PostgresStore``'s
-``table`` from drifting apart when one of them changes.
-"""
+"""Internal: the defaults more than one part of pgsession-wsgi offers, each defined once so that
+the store, the middlewares, the Flask extensions and the command line never drift apart."""
 
 from __future__ import annotations
 
@@ -28,19 +24,16 @@ __all__ = [
 #: The session table, and the schema holding it.
 DEFAULT_TABLE: Final = "pgsession"
 DEFAULT_SCHEMA: Final = "public"
-#: How long an unused session lives: Flask's ``PERMANENT_SESSION_LIFETIME`` default, so a Flask
-#: app (or a migrated flask-pg-session table) keeps the lifetime it had.
+#: How long an unused session lives: Flask's ``PERMANENT_SESSION_LIFETIME``, which a Flask app keeps.
 DEFAULT_IDLE_TIMEOUT: Final = timedelta(days=31)
-#: The longest lifetime a session, the middleware's timeouts or ``set_expiry`` may give: 100
-#: years. A session's expiry moves forward by its idle timeout as it is used, and must stay
-#: before year 10000, the last a ``datetime`` holds (past it no driver reads the row back).
+#: The longest lifetime the middleware's timeouts or ``set_expiry`` may give: 100 years. An expiry
+#: moves forward by it as it is used, and must stay before year 10000, which no driver reads.
 MAX_LIFETIME: Final = timedelta(days=36500)
-#: Whether a new session's cookie outlives the browser (``session.permanent``): no, as in Flask and
-#: Quart, until the app sets ``session.permanent = True`` (then it gets ``Max-Age``). The same in
-#: every front end, so a session shared by a Flask app and an ASGI app keeps one cookie lifetime.
+#: Whether a new session's cookie outlives the browser (``session.permanent``): no, as in Flask,
+#: in every front end, so a session shared by a Flask and an ASGI app keeps one cookie lifetime.
 DEFAULT_PERMANENT: Final = False
-#: The session key holding the logged-in user's id (Flask-Login's), mirrored into the user column:
-#: every front end reads it by default, so a login in one app is listed and revoked in all.
+#: The session key holding the logged-in user's id (Flask-Login's), mirrored into the user column
+#: by every front end, so a login in one app is listed and revoked in all.
 DEFAULT_USER_KEY: Final = "_user_id"
 #: A read moves the expiry forward at most this often, so a busy session is not a write per request.
 DEFAULT_TOUCH_INTERVAL: Final = timedelta(seconds=60)
@@ -50,8 +43,8 @@ DEFAULT_PURGE_INTERVAL: Final[float] = 300
 DEFAULT_PURGE_BATCH_SIZE: Final = 1000
 #: Connections in each process's pool.
 DEFAULT_MAX_CONNECTIONS: Final = 10
-#: The largest encoded session, in bytes: the middleware's limit, and the migration's, so that
-#: whatever the migration converts can be saved again.
+#: The largest encoded session, in bytes: the middleware's limit and the migration's, so whatever
+#: the migration converts can be saved again.
 DEFAULT_MAX_SIZE: Final = 256 * 1024
 
 

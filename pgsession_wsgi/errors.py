@@ -18,7 +18,7 @@ class TagRegistrationError(ConfigurationError):
 class LegacyTableError(ConfigurationError):
     """The session table still has flask-pg-session's layout; ``command`` converts it.
 
-    Raised at start-up instead of reading the old rows, which would mean unpickling them.
+    Raised at start-up: reading the old rows would mean unpickling them.
 
     :param table: the table's quoted, qualified name.
     :param command: the ``pgsession-wsgi migrate-flask-pg-session ...`` command line to run.
@@ -36,9 +36,6 @@ class LegacyTableError(ConfigurationError):
 class PrivilegeError(ConfigurationError):
     """The database role may not create or use the session table; the message names the GRANTs.
 
-    A least-privilege role (no CREATE on the schema, not the table's owner) starts fine once the
-    owner has run ``pgsession-wsgi init``; this names what is still missing.
-
     :param role: the role the store connects as (``current_user``), or None if unknown.
     """
 
@@ -48,24 +45,17 @@ class PrivilegeError(ConfigurationError):
 
 
 class InvalidExpiry(SessionError, ValueError):
-    """``session.set_expiry()`` was given a lifetime no session can have (ended, or zoneless).
-
-    Raised in the view that called it, so the mistake shows where it was made.
-    """
+    """``session.set_expiry()`` was given a lifetime no session can have (ended, or zoneless)."""
 
 
 class UnstorableValue(SessionError):
     """A session value the codec cannot store; the message names its key and what to do instead.
 
-    Raised where the value goes in (``session[key] = value``, ``update()``, ``setdefault()``,
-    ``|=``...), in the view that made the mistake, and the session keeps what it held before. A
-    value changed in place afterwards (``session["cart"].append({1})``) can only be found by the
-    save: Flask and Quart then raise it in their own request handling, so ``TESTING`` and the
-    debugger show it; elsewhere the response is a 500 with one log line. Each one is also the
-    ``TypeError`` (:class:`UnstorableTypeError`) or ``ValueError`` (:class:`UnstorableValueError`)
-    the codec found, as ``json.dumps`` would raise.
+    Raised where the value goes in (``session[key] = value``, ``update()``...), and the session
+    keeps what it held. A value changed in place afterwards can only be found by the save (then
+    Flask and Quart raise it, elsewhere the response is a 500). Each is also the ``TypeError`` or
+    ``ValueError`` the codec found, as ``json.dumps`` would raise.
 
-    :param message: what is wrong and what to do.
     :param key: the session key the value was put under.
     """
 
@@ -92,15 +82,11 @@ class StoreUnavailable(SessionError):
 
 
 class ReadOnlyServer(StoreUnavailable):
-    """The DSN led to a server that accepts no writes: a standby (hot standby), or a primary
-    being demoted in a failover; the message names ``target_session_attrs=read-write``.
+    """The DSN led to a server that accepts no writes (a standby, or a primary being demoted).
 
-    A :class:`StoreUnavailable` (503 with ``Retry-After``, one log line, retried on the next
-    request), not a configuration error: during a failover a server may be read-only for a
-    while, and the next connection may reach the new primary. A DSN that always names a
-    standby gets this at start-up (where the store sets its table up) or at the first write,
-    and on every request until it is fixed: list every server and add
-    ``target_session_attrs=read-write`` so libpq picks the one that takes writes.
+    Not a configuration error: during a failover the next connection may reach the new primary.
+    A DSN that always names a standby gets it on every request: list every server and add
+    ``target_session_attrs=read-write``, as the message says.
     """
 
 
@@ -133,7 +119,7 @@ class SessionDataError(SessionError):
         )
 
 
-# The optional extras: which third-party package each one brings, and what to install for it.
+# Which extra brings each optional package.
 _EXTRAS = {
     "psycopg": "pgsession-wsgi[asgi]",
     "psycopg_pool": "pgsession-wsgi[asgi]",
@@ -147,15 +133,10 @@ _BESIDES_AN_EXTRA = {"quart": ("quart", "pgsession-wsgi[asgi]")}
 
 
 class MissingExtraError(SessionError, ModuleNotFoundError):
-    """A module of ours needs an optional dependency that is not installed: the message names
-    the ``pip install`` that adds it (e.g. ``pip install 'pgsession-wsgi[asgi]'``).
-
-    Raised when the module is imported (``pgsession_wsgi.asgi``'s store, ``.async_store``,
-    ``.quart``, ``.flask``, ``.sqlalchemy``); ``name`` is the missing package, as in any
-    ``ModuleNotFoundError``.
+    """A module of ours needs an optional dependency that is not installed; the message names the
+    ``pip install`` that adds it. Raised on import; ``name`` is the missing package.
 
     :param missing: the package that could not be imported, e.g. ``"psycopg"``.
-    :param module: our module that needs it.
     :param install: the arguments of the ``pip install`` that adds it.
     """
 
@@ -167,12 +148,8 @@ class MissingExtraError(SessionError, ModuleNotFoundError):
 
     @classmethod
     def of(cls, error: ModuleNotFoundError, module: str) -> MissingExtraError | None:
-        """The error to raise instead of ``error`` met while importing ``module``, or None when
-        the missing package is none an extra of ours brings (``error`` then stays as it is).
-
-        :param error: what the import raised.
-        :param module: our module that was importing, e.g. ``__name__``.
-        """
+        """The error to raise instead of ``error`` met while importing ``module`` (e.g.
+        ``__name__``), or None when no extra of ours brings the missing package."""
         top = (error.name or "").split(".")[0]
         if top in _EXTRAS:
             return cls(top, module, f"'{_EXTRAS[top]}'")

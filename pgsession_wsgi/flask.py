@@ -1,20 +1,11 @@
 """Flask integration: ``PgSession``, and ``FlaskPgSession``, a drop-in for flask-pg-session.
 
 ``flask.session`` *is* the :class:`pgsession_wsgi.Session` that ``SessionMiddleware`` put into the
-WSGI environ: one lazy object, saved by the middleware, so Flask code and plain WSGI code see the
-same data. Importing this module imports Flask; importing ``pgsession_wsgi`` does not.
+WSGI environ, so Flask code and plain WSGI code see the same data. Importing this module imports
+Flask; importing ``pgsession_wsgi`` does not. Usage::
 
-Usage::
-
-    from flask import Flask
-    from pgsession_wsgi.flask import PgSession
-
-    app = Flask(__name__)
     app.config.update(SECRET_KEY=os.environ["SECRET_KEY"], PGSESSION_DSN="postgresql://app@db/app")
     PgSession(app)  # flask.session now lives in PostgreSQL
-
-An app with its own engine (Flask-SQLAlchemy's ``db``) gives PgSession a store on it instead of a
-DSN: ``PgSession(app, store=lambda app: PostgresStore.from_engine(db.engine))``.
 """
 
 from __future__ import annotations
@@ -33,8 +24,7 @@ try:
 except ModuleNotFoundError as missing:  # the [flask] extra: say which command installs it
     raise (MissingExtraError.of(missing, __name__) or missing) from None
 
-# Split by responsibility (issue 22), imported once Flask is known to be there: flask.session bound
-# to the environ's session, and Flask-Login. Every name defined here before stays importable here.
+# After the check above: these import Flask.
 from ._adapters.flask_interface import (
     EnvironSessionInterface,
     _teardown_saver,
@@ -97,8 +87,7 @@ STORE_KEYS = (*DSN_STORE_KEYS, "PGSESSION_PREPARED_STATEMENTS")
 @dataclass(frozen=True)
 class _Settings:
     dsn: str  # "" when the app gives its own store (never read then)
-    #: The store's keyword arguments from the config (``appconfig.store_arguments``).
-    store: dict[str, Any]
+    store: dict[str, Any]  # the store's keyword arguments from the config
     purge_interval: float | None
     secret_key: SecretKey | None
     permanent: bool
@@ -130,7 +119,6 @@ class _Extension:
         settings = self._settings(app)
         # Checked before the store opens: a missing Flask-Login fails the setup with nothing to close.
         logged_out = _logout_signal() if settings.logout_ends_session else None
-        interface = EnvironSessionInterface()
         options = cookie_options(app)
         store = self._make_store(app, settings)
         # A store the app gave is the app's to close, even when this setup fails.
@@ -151,7 +139,7 @@ class _Extension:
             if owned:
                 store.close()
             raise
-        interface.middleware = middleware
+        interface = EnvironSessionInterface(middleware)
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.session_interface = interface
         # First in the list, so run last (Flask runs them in reverse): after the app's own.
@@ -165,9 +153,8 @@ class _Extension:
         return interface
 
     def get_middleware(self, app: Flask | None = None) -> SessionMiddleware:
-        """The middleware of ``app``; by default of ``current_app``, or of the only app set up.
+        """The middleware of ``app``; None: of ``current_app``, or of the only app set up.
 
-        :param app: the app; None for the current one, or the only one this extension set up.
         :raises OutsideRequestError: no ``app``, no app context, and not exactly one app set up.
         :raises ConfigurationError: pgsession-wsgi is not set up on the app.
         """
@@ -182,24 +169,12 @@ class _Extension:
         return self.get_middleware().store
 
     def sessions_for_user(self, user_id: Any = None) -> list[UserSession]:
-        """The live sessions of the logged-in user, the request's own marked ``current``.
-
-        The same as :func:`pgsession_wsgi.flask.sessions_for_user`; see there.
-
-        :param user_id: whose sessions; None for the user logged in on the request's session.
-        """
+        """The live sessions of the logged-in user: :func:`pgsession_wsgi.flask.sessions_for_user`."""
         return sessions_for_user(user_id)
 
     def log_out_other_sessions(self, user_id: Any = None) -> int:
-        """End every session of the logged-in user except the request's own.
-
-        The same as :func:`pgsession_wsgi.flask.log_out_other_sessions`; see there.
-
-        :param user_id: whose sessions; None for the user logged in on the request's session.
-        """
+        """End the user's other sessions: :func:`pgsession_wsgi.flask.log_out_other_sessions`."""
         return log_out_other_sessions(user_id)
-
-    # -- for subclasses --------------------------------------------------------------------
 
     def _settings(self, app: Flask) -> _Settings:
         raise NotImplementedError
@@ -210,7 +185,6 @@ class _Extension:
     def _create_table(self, store: PostgresStore) -> None:
         try:
             if not store._create_table:
-                # PGSESSION_CREATE_TABLE = False: `pgsession-wsgi init` made it, which needs no app.
                 # An app's own store is left to its migrations, which may run through this app.
                 if self._store_source is None:
                     store.check_table()
@@ -228,33 +202,17 @@ class PgSession(_Extension):
     """Server-side Flask sessions in PostgreSQL: ``PgSession(app)`` or ``init_app(app)`` later.
 
     Wraps ``app.wsgi_app`` with :class:`SessionMiddleware` and installs
-    :class:`EnvironSessionInterface`. Reads Flask's session config plus ``PGSESSION_DSN``,
-    ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA``, ``PGSESSION_MAX_CONNECTIONS``,
-    ``PGSESSION_SYNCHRONOUS_COMMIT``, ``PGSESSION_UNLOGGED`` and ``PGSESSION_PREPARED_STATEMENTS``
-    (:class:`~pgsession_wsgi.PostgresStore`'s ``unlogged`` and ``prepared_statements``) and
-    ``PGSESSION_USER_KEY`` (default ``"_user_id"``, Flask-Login's key: a login gets a new
-    session id by itself); one instance may serve several apps, each with its own store.
-
-    An app that already has its own database setup passes ``store`` instead of a DSN, and the
-    sessions then go through its connections::
-
-        db = SQLAlchemy(app)  # Flask-SQLAlchemy, on postgresql+psycopg2://
-        PgSession(app, store=lambda app: PostgresStore.from_engine(db.engine))
-
-    The store's own arguments then decide what ``PGSESSION_DSN``, ``PGSESSION_TABLE``,
-    ``PGSESSION_SCHEMA``, ``PGSESSION_MAX_CONNECTIONS``, ``PGSESSION_SYNCHRONOUS_COMMIT``,
-    ``PGSESSION_UNLOGGED`` and ``PGSESSION_PREPARED_STATEMENTS`` would: setting any of them is a
-    :class:`ConfigurationError` (``SQLALCHEMY_DATABASE_URI`` is left alone). The rest of the config
-    is read as without a store. The store stays the app's: PgSession never closes it (its
-    :meth:`~pgsession_wsgi.PostgresStore.close` would leave the engine open anyway).
+    :class:`EnvironSessionInterface`; reads Flask's session config plus the ``PGSESSION_*`` keys
+    (docs: Flask). One instance may serve several apps, each with its own store.
 
     :param app: the app to set up now; None to call :meth:`init_app` later.
     :param store: None (the default) opens a store from ``PGSESSION_DSN``. A
         :class:`~pgsession_wsgi.PostgresStore` the app built (e.g. with
         :meth:`~pgsession_wsgi.PostgresStore.from_engine`) serves every app this instance sets
-        up. A callable ``store(app)`` returning one is called by :meth:`init_app` for each app,
-        inside ``app.app_context()`` (where Flask-SQLAlchemy's ``db.engine`` is that app's
-        engine), so an app factory's apps each get their own store.
+        up; a callable ``store(app)`` returning one is called for each app inside
+        ``app.app_context()`` (where Flask-SQLAlchemy's ``db.engine`` is that app's engine). The
+        app's store decides what the DSN store's keys would (setting one is a
+        :class:`ConfigurationError`), and stays the app's: PgSession never closes it.
     :raises ConfigurationError: ``store`` is neither a ``PostgresStore`` nor a callable.
     """
 
@@ -271,11 +229,6 @@ class PgSession(_Extension):
     def init_app(self, app: Flask) -> None:
         """Set the app up; the table is checked (and created) now, so a bad one fails at start.
 
-        With the app's own ``store`` the table is created now if that store creates tables
-        (``create_table=True``, the default); with ``create_table=False`` the store checks it at
-        its first statement.
-
-        :param app: the Flask app.
         :raises ConfigurationError: ``SECRET_KEY`` or the DSN is missing, an option is invalid,
             or the app is set up already; with ``store``: a config key of the DSN store is set,
             or the callable returned something other than a ``PostgresStore``.
@@ -314,21 +267,11 @@ class PgSession(_Extension):
 class FlaskPgSession(_Extension):
     """Drop-in replacement for ``flask_pg_session.FlaskPgSession``: change only the import.
 
-    Same construction and config keys (``SQLALCHEMY_DATABASE_URI``, ``SESSION_PG_TABLE``,
-    ``SESSION_PG_SCHEMA``, ``SESSION_KEY_PREFIX``, ``SESSION_USE_SIGNER``, ``SESSION_PERMANENT``,
-    ``SESSION_AUTODELETE_EXPIRED``, ``SESSION_PG_MAX_DB_CONN``; plus ``PGSESSION_USER_KEY`` and
-    ``PGSESSION_UNLOGGED`` as for :class:`PgSession`) and the same cookie format, so users stay
-    logged in with nothing to run first. On flask-pg-session's own table, that table stays where it
-    is and sessions are stored next to it in ``<SESSION_PG_TABLE>_v2`` (or ``PGSESSION_TABLE``);
-    each session moves there when its cookie next comes back
-    (:class:`~pgsession_wsgi.flask_pg_session.LegacyFallbackStore`,
-    :func:`~pgsession_wsgi.flask_pg_session.choose_tables`). ``SESSION_KEY_PREFIX`` keeps apps that
-    share the tables apart, as it did.
-
-    It takes no ``store`` (unlike :class:`PgSession`): it chooses the table itself, from
-    ``SESSION_PG_TABLE`` and the tables it finds, and moves flask-pg-session's sessions out of
-    the old table as their cookies return, which a store the app built for one fixed table cannot
-    do. It connects with ``SQLALCHEMY_DATABASE_URI``, the URL Flask-SQLAlchemy's engine uses too.
+    Same construction, config keys and cookie format, so users stay logged in with nothing to run
+    first. On flask-pg-session's own table, sessions are stored next to it in
+    ``<SESSION_PG_TABLE>_v2`` (or ``PGSESSION_TABLE``), each moved there when its cookie next comes
+    back (:class:`~pgsession_wsgi.flask_pg_session.LegacyFallbackStore`). It takes no ``store``:
+    it chooses the tables itself, which a store built for one fixed table cannot do.
 
     :param app: the app to set up now; None to call :meth:`init_app` later.
     """
@@ -346,8 +289,7 @@ class FlaskPgSession(_Extension):
         return self._setup(app)
 
     def _make_store(self, app: Flask, settings: _Settings) -> PostgresStore:
-        """The store for the table :func:`choose_tables` picks; one that moves sessions in from
-        flask-pg-session's table when that table is there."""
+        """The store for the table :func:`choose_tables` picks, moving sessions in from a legacy one."""
         configured = setting(app.config, "PGSESSION_TABLE") if app.config.get("PGSESSION_TABLE") else None
         options = {**settings.store, "purge_interval": settings.purge_interval}
         table, legacy = choose_tables(settings.dsn, options.pop("table"), options["schema"], configured)
@@ -377,7 +319,6 @@ class FlaskPgSession(_Extension):
         # The key signs only with SESSION_USE_SIGNER (without a key, the signer says what to set).
         fallbacks = fallback_keys(app) if use_signer and app.secret_key else []
         signer = FlaskPgSessionSigner(app.secret_key, fallbacks, use_signer=use_signer)
-        # flask-pg-session's keys for what PgSession's PGSESSION_* keys set.
         own = {
             "table": setting(config, "SESSION_PG_TABLE") or FLASK_PG_SESSION_TABLE,
             "schema": setting(config, "SESSION_PG_SCHEMA"),

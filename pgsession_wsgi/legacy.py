@@ -1,10 +1,5 @@
-"""The 0.1.0 path of the flask-pg-session tools; they now live in :mod:`pgsession_wsgi.flask_pg_session`.
-
-Code written against 0.1.0 (``from pgsession_wsgi.legacy import migrate_flask_pg_session``) keeps
-working: every name below is the very object the new package exports, so ``isinstance`` checks
-and ``except`` clauses match either way. New code should import from
-``pgsession_wsgi.flask_pg_session``.
-"""
+"""The 0.1.0 path of :mod:`pgsession_wsgi.flask_pg_session`: the very same objects, so
+``isinstance`` checks and ``except`` clauses match either way. Import from the new path."""
 
 from __future__ import annotations
 
@@ -22,7 +17,7 @@ from .flask_pg_session import (
     restricted_loads,
 )
 
-# The names 0.1.0 exported (RENAMED_SUFFIX was documented, though not in its __all__).
+# The names 0.1.0 exported or documented.
 __all__ = [
     "DEFAULT_MAX_SIZE",
     "RENAMED_SUFFIX",

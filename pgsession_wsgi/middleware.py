@@ -1,15 +1,10 @@
 """``SessionMiddleware``: server-side sessions for any WSGI application.
 
-The WSGI adapter of :mod:`pgsession_wsgi.core`: it puts a lazy session into each request, runs
-the statements the core asks for on a :class:`PostgresStore`, and saves inside
-``start_response``, before the status line can reach the client, so a failed save becomes an
-error response instead of a silently lost write::
+It puts a lazy session into each request, runs the core's statements on a :class:`PostgresStore`,
+and saves inside ``start_response``, before the status line can reach the client, so a failed save
+is an error response instead of a silently lost write::
 
-    from pgsession_wsgi import PostgresStore, SessionMiddleware, current_session
-
-    store = PostgresStore("postgresql://app@db/app")
-    app = SessionMiddleware(app, store, secret_key=os.environ["SECRET_KEY"])
-    # while the app handles a request: current_session["cart"] = [], or get_session(environ)
+    app = SessionMiddleware(app, PostgresStore(dsn), secret_key=os.environ["SECRET_KEY"])
 """
 
 from __future__ import annotations
@@ -81,12 +76,7 @@ _ERROR_BODIES = {
 
 
 def _propagated(session: Session, exc: SessionError) -> bool:
-    """The app's own mistake with its session, which its framework propagated on purpose.
-
-    A framework that reports exceptions itself (Flask: ``state.reported``) lets one through only
-    with ``TESTING``, ``DEBUG`` or ``PROPAGATE_EXCEPTIONS``: a value refused at its assignment, or
-    what ``core.check`` refused in its ``save_session``, then reaches the test or the debugger.
-    """
+    """The app's own mistake with its session, that its framework propagated on purpose (Flask's DEBUG)."""
     state = session.state
     return state.reported and (isinstance(exc, UnstorableValue) or exc is state.refused)
 
@@ -100,22 +90,11 @@ class SessionMiddleware:
     """Give every request of ``app`` a server-side session stored by ``store``.
 
     The session is ``environ["pgsession.session"]`` (:func:`get_session`), and
-    :data:`current_session` while the request runs. Nothing touches the database until the app
-    touches its session. A store that cannot be reached is a 503 and one log line; a value that
-    cannot be stored is a 500 naming its key.
+    :data:`current_session` while the request runs; nothing touches the database until the app
+    touches it. An unreachable store is a 503 and one log line; a value that cannot be stored, a
+    500 naming its key. The keyword options are :class:`~pgsession_wsgi.SessionOptions`' fields.
 
-    :param app: the WSGI application to wrap.
-    :param store: where sessions live.
     :param secret_key: signs the cookie (HMAC-SHA256); required unless ``signer`` is given.
-
-    The keyword options (``cookie_name``, ``idle_timeout``, ``absolute_timeout``,
-    ``touch_interval``, ``permanent``, ``refresh_each_request``, ``cookie_path``,
-    ``cookie_domain``, ``cookie_secure``, ``cookie_httponly``, ``cookie_samesite``,
-    ``cookie_partitioned``, ``fallback_secret_keys``, ``user_key``,
-    ``regenerate_on_user_change``, ``max_size``, ``signer``, ``key_prefix``) are
-    :class:`~pgsession_wsgi.SessionOptions`' fields, documented there once for every front
-    end, with the same defaults.
-
     :raises ConfigurationError: ``secret_key`` is missing, an option is invalid or contradicts
         another, or ``store`` is no :class:`PostgresStore`.
     """
@@ -151,7 +130,7 @@ class SessionMiddleware:
         self.app = app
         #: Where sessions live; also the handle for ``revoke_user``, ``stats`` and the like.
         self.store = store
-        # The loader every request's session gets: bound once, not on every request.
+        # Bound once, not on every request.
         self._loader = self._load
         #: The request algorithm, with the options as checked.
         self.core = SessionCore.from_options(SessionOptions.among(locals()))
@@ -166,16 +145,9 @@ class SessionMiddleware:
         """Turns ids into cookie values and back (from ``secret_key``, or the one given)."""
         return self.core.signer
 
-    # -- per request -----------------------------------------------------------------------
-
     def open_session(self, environ: WSGIEnvironment) -> Session:
-        """A lazy session for this request: nothing is parsed or loaded until it is used.
-
-        For framework integrations that open a session outside the WSGI call; save it with
-        :meth:`commit`.
-
-        :param environ: the request's WSGI environ (its ``Cookie`` header and URL scheme are read).
-        """
+        """A lazy session for a framework integration that opens one outside the WSGI call; save
+        it with :meth:`commit`. Nothing is parsed or loaded until it is used."""
         return self.core.open(
             environ.get("HTTP_COOKIE", ""), environ.get("wsgi.url_scheme", "http"), self._loader
         )
@@ -184,25 +156,17 @@ class SessionMiddleware:
         return run(self.core.load(session), self.store.execute)
 
     def commit(self, session: Session) -> list[tuple[str, str]]:
-        """Save ``session`` and return the headers the response needs (Set-Cookie, Vary).
+        """Save a session from :meth:`open_session`; return the headers the response needs.
 
-        For sessions from :meth:`open_session`; the WSGI call saves its own.
-
-        :param session: the session to save.
-        :returns: the headers to add; empty if the session was never used.
+        :returns: ``Vary`` and maybe ``Set-Cookie``; nothing if the session was never used.
         :raises StoreUnavailable: the database cannot be reached in time.
         :raises SessionError: a value cannot be stored, or the session is over ``max_size``.
         """
         return run(self.core.save(session), self.store.execute)
 
-    # -- WSGI ------------------------------------------------------------------------------
-
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        """Run the app with a session bound; save it before the status line can go out.
-
-        :param environ: the request's WSGI environ; the session is put under :data:`ENVIRON_KEY`.
-        :param start_response: the server's ``start_response``.
-        """
+        """Run the app with a session bound (under :data:`ENVIRON_KEY`); save it before the status
+        line can go out."""
         session = self.core.open(
             environ.get("HTTP_COOKIE", ""), environ.get("wsgi.url_scheme", "http"), self._loader
         )
@@ -264,14 +228,7 @@ class SessionMiddleware:
 
 
 class _Exchange:
-    """One request's session work in one object, so an untouched request makes few objects.
-
-    It is the ``start_response`` the app is given (the save happens there, before the status
-    line can go out) and then the response body the server iterates: it passes the app's body
-    through and finishes once, at the body's end or at ``close()``: a late save if a streaming
-    body changed the session, and ``current_session`` unbound. Finishing at the end of the body
-    too unbinds it even under clients that never call ``close()`` (Flask's test client, for one).
-    """
+    """One request's ``start_response`` (which saves), then its body; finishes once, at its end."""
 
     __slots__ = ("_middleware", "_session", "_start_response", "_token", "_extra", "saved", "started", "body")
 
@@ -303,11 +260,11 @@ class _Exchange:
 
     def __iter__(self) -> Iterator[bytes]:
         yield from self.body
-        self._finish()
+        self._finish()  # here too: some clients never call close() (Flask's test client)
 
     def unbind(self) -> None:
         """Unbind ``current_session`` (once the request is over, or failed)."""
-        # try/except rather than contextlib.suppress: this runs on every request.
+        # Not contextlib.suppress: this runs on every request.
         try:  # noqa: SIM105
             _current.reset(self._token)
         except ValueError:  # closed from another context by an async server

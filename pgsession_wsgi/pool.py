@@ -1,8 +1,6 @@
-"""Internal: the small, bounded, blocking pool of psycopg2 connections a store goes through.
-
-Why not ``psycopg2.pool``: it raises at once when empty instead of waiting, it does not notice
-dead connections, and it hands a forked child the parent's sockets.
-"""
+"""Internal: the small, bounded, blocking pool of psycopg2 connections a store goes through. Not
+``psycopg2.pool``, which raises at once when empty instead of waiting, does not notice dead
+connections, and hands a forked child the parent's sockets."""
 
 from __future__ import annotations
 
@@ -27,6 +25,7 @@ from .errors import ConfigurationError, StoreUnavailable
 __all__ = ["ConnectionPool"]
 
 Connection = psycopg2.extensions.connection
+_IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 
 _pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
 # Connections a forked child inherited. Closing them would end the parent's sessions on the
@@ -47,11 +46,7 @@ _readable = _choose_readable()  # chosen once, at import
 
 
 def _is_dead(conn: Connection) -> bool:
-    """True if an idle connection has been closed by the server (restart, pg_terminate_backend).
-
-    An idle connection has nothing to read; if its socket is readable, the server has sent an
-    error and closed it. This costs one system call and no round trip.
-    """
+    """Whether an idle connection was closed by the server: it has something to read (one system call)."""
     if conn.closed:  # written out, not connections.gone: this runs on every request's path
         return True
     try:
@@ -171,10 +166,8 @@ class ConnectionPool:
 
     def _release(self, conn: Connection, broken: bool) -> None:
         with self._lock:
-            if broken or conn.closed or self._closed:
-                self._discard_locked(conn)
-            elif conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
-                # Left inside a transaction by an error mid-way: never reuse that state.
+            # One left inside a transaction by an error mid-way is never reused in that state.
+            if broken or conn.closed or self._closed or conn.get_transaction_status() != _IDLE:
                 self._discard_locked(conn)
             else:
                 self._idle.append(conn)
@@ -182,8 +175,7 @@ class ConnectionPool:
                 self._cond.notify()
 
     def connection(self) -> AbstractContextManager[Connection]:
-        """Borrow a connection (``with pool.connection() as conn``); it goes back to the pool
-        unless it broke.
+        """Borrow a connection (``with pool.connection() as conn``); it goes back unless it broke.
 
         :raises StoreUnavailable: none became free within ``timeout``, a new one could not
             connect, or the pool is closed.
@@ -205,8 +197,7 @@ class ConnectionPool:
 
 
 class _Borrowing:
-    """One ``with pool.connection()``: a class, as it runs twice per request (a generator-based
-    context manager costs about twice as much)."""
+    """One ``with pool.connection()``: a class, as a generator would cost twice as much, twice a request."""
 
     __slots__ = ("_pool", "_conn")
 

@@ -21,7 +21,7 @@ log = logging.getLogger("pgsession_wsgi")
 
 
 class Purgeable(Protocol):
-    """What the worker needs of a store (a :class:`~pgsession_wsgi.store.PostgresStore`)."""
+    """What the worker needs of a store."""
 
     @property
     def qualified_name(self) -> str: ...
@@ -37,10 +37,7 @@ class PurgeWorker(threading.Thread):
     engine or pool, one borrowed for each batch).
 
     One per process, started (again, in forked children) by the store. It holds the store
-    weakly, so a store that is dropped without ``close()`` still stops it.
-
-    :param store: the store to purge.
-    :param interval: seconds between purges.
+    weakly, so a store dropped without ``close()`` still stops it.
     """
 
     def __init__(self, store: Purgeable, interval: float) -> None:
@@ -67,7 +64,6 @@ class PurgeWorker(threading.Thread):
                 break
             try:
                 if store.borrows_connections:
-                    # The app's engine or pool: a borrowed connection per batch, never kept.
                     removed = store.purge_batch_by_batch(DEFAULT_PURGE_BATCH_SIZE)
                 else:
                     if conn is None or conn.closed:

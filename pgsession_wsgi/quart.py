@@ -1,19 +1,13 @@
 """Quart integration: ``quart.session`` stored in PostgreSQL, configured like the Flask extension.
 
-::
+It runs the same core as every other front end on the async store, so a Quart app shares its
+sessions (table, cookie, codec) with Flask, WSGI and ASGI apps using the same secret. A request
+with a validly signed cookie is loaded before the handler runs (one statement); one without
+costs nothing. The pool opens before serving (creating the table, so a wrong DSN or table fails
+at startup) and closes after. Usage::
 
-    from quart import Quart, session
-    from pgsession_wsgi.quart import PgSession
-
-    app = Quart(__name__)
     app.config.update(SECRET_KEY=os.environ["SECRET_KEY"], PGSESSION_DSN="postgresql://app@db/app")
     PgSession(app)
-
-It runs the same core as every other front end on the async store, so a Quart app shares its
-sessions (table, cookie, codec) with Flask, WSGI and ASGI apps using the same secret. Quart opens
-a request's session before the handler runs: a request with a validly signed cookie is loaded
-then (one statement); one without costs nothing. The pool opens before serving (creating the
-table, so a wrong DSN or table fails at startup, as with Flask) and closes after.
 """
 
 from __future__ import annotations
@@ -32,8 +26,6 @@ try:
 except ModuleNotFoundError as missing:  # Quart, which no extra brings: say what to install
     raise (MissingExtraError.of(missing, __name__) or missing) from None
 
-# The module is split by responsibility (issue 22): the session interface, which opens and saves
-# each request's session, is apart. Every name it defined stays importable from here.
 from ._adapters.quart_interface import _ERROR_BODIES as _ERROR_BODIES
 from ._adapters.quart_interface import WEBSOCKET_ORIGINS_KEY as WEBSOCKET_ORIGINS_KEY
 from ._adapters.quart_interface import PgSessionInterface as PgSessionInterface
@@ -64,9 +56,7 @@ from .appconfig import (
 )
 from .async_store import AsyncPostgresStore
 from .core import SessionCore
-from .defaults import (
-    DEFAULT_PURGE_INTERVAL,
-)
+from .defaults import DEFAULT_PURGE_INTERVAL
 from .devices import UserSession, mark_current, request_user
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
 from .options import SessionOptions
@@ -94,42 +84,19 @@ STORE_KEYS = (*DSN_STORE_KEYS, "PGSESSION_PREPARED_STATEMENTS")
 class PgSession:
     """Server-side Quart sessions in PostgreSQL: ``PgSession(app)`` or ``init_app(app)`` later.
 
-    Reads the same config as :class:`pgsession_wsgi.flask.PgSession`: ``SECRET_KEY`` (and
-    ``SECRET_KEY_FALLBACKS``), ``PGSESSION_DSN`` (else a PostgreSQL ``SQLALCHEMY_DATABASE_URI``),
-    ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA``, ``PGSESSION_MAX_CONNECTIONS``,
-    ``PGSESSION_SYNCHRONOUS_COMMIT``, ``PGSESSION_UNLOGGED``, ``PGSESSION_PREPARED_STATEMENTS``,
-    ``PGSESSION_USER_KEY`` (default ``"_user_id"``),
-    ``PERMANENT_SESSION_LIFETIME``, ``SESSION_REFRESH_EACH_REQUEST`` and the
-    ``SESSION_COOKIE_*`` keys. A store that cannot be reached during a request is a 503 (an
-    app's own ``StoreUnavailable`` handler is kept); a websocket is closed with code 1013.
-    On an https site, ``SESSION_COOKIE_NAME = "__Host-session"`` is recommended: browsers keep
-    such a cookie only if it is Secure (it is, even over http), has ``Path=/`` and no
-    ``Domain``, so ``SESSION_COOKIE_DOMAIN`` or another ``SESSION_COOKIE_PATH`` is refused.
-
-    A websocket handshake gets the session only without an ``Origin`` header (not a browser),
-    from the app's own origin (its scheme, ``ws`` as ``http`` and ``wss`` as ``https``, and its
-    ``Host``) or from an origin listed in ``PGSESSION_WEBSOCKET_ORIGINS`` (e.g.
-    ``["https://app.example.com"]``); any other is refused with a 403 (where the server cannot
-    send one, closed with code 1008) before its session is loaded, against cross-site
-    websocket hijacking.
-
-    An app with its own psycopg 3 pool passes ``store`` instead of a DSN; as with Flask, the
-    keys of the DSN store (``PGSESSION_DSN``, ``PGSESSION_TABLE``, ``PGSESSION_SCHEMA``,
-    ``PGSESSION_MAX_CONNECTIONS``, ``PGSESSION_SYNCHRONOUS_COMMIT``, ``PGSESSION_UNLOGGED``,
-    ``PGSESSION_PREPARED_STATEMENTS``) are then refused, and the store stays the app's:
-    PgSession neither opens nor closes it. It opens at its first use; ``await store.open()``
-    after the pool opens (in ``before_serving``) finds a wrong table at startup, and
-    ``await store.close()`` before the pool closes stops its purge::
-
-        pool = AsyncConnectionPool(dsn, open=False)
-        store = AsyncPostgresStore.from_pool(pool)
-        PgSession(app, store=store)
+    Reads the same config as :class:`pgsession_wsgi.flask.PgSession`. A store that cannot be
+    reached during a request is a 503 (an app's own ``StoreUnavailable`` handler is kept), and a
+    websocket is closed with code 1013. Against cross-site websocket hijacking, a handshake from
+    an ``Origin`` other than the app's own or one in ``PGSESSION_WEBSOCKET_ORIGINS`` is refused
+    with a 403 (or closed with 1008) before its session is loaded.
 
     :param app: the Quart app to set up now, or None to call :meth:`init_app` later.
     :param store: None (the default) opens a store from ``PGSESSION_DSN``, opened before serving
-        and closed after. An :class:`AsyncPostgresStore` the app built serves every app this
-        instance sets up; a callable ``store(app)`` returning one is called by :meth:`init_app`
-        for each app (outside any app context: Quart's is async).
+        and closed after. An :class:`AsyncPostgresStore` the app built (e.g. with ``from_pool``)
+        serves every app this instance sets up; a callable ``store(app)`` returning one is called
+        for each app, outside any app context (Quart's is async). The app's store decides what
+        the DSN store's keys would (setting one is a :class:`ConfigurationError`), and stays the
+        app's: PgSession neither opens nor closes it.
     :raises ConfigurationError: ``store`` is neither an ``AsyncPostgresStore`` nor a callable.
     """
 
@@ -197,9 +164,8 @@ class PgSession:
         return interface
 
     def get_interface(self, app: Quart | None = None) -> PgSessionInterface:
-        """The session interface of ``app``; by default of the current app, or the only one set up.
+        """The session interface of ``app``; None: of the current app, or of the only one set up.
 
-        :param app: the app; None for the current one, or the only one this extension set up.
         :raises OutsideRequestError: no ``app``, no app context, and not exactly one app set up.
         :raises ConfigurationError: pgsession-wsgi is not set up on the app.
         """
@@ -216,27 +182,16 @@ class PgSession:
         return self.get_interface().store
 
     async def sessions_for_user(self, user_id: Any = None) -> list[UserSession]:
-        """The live sessions of the logged-in user, the request's own marked ``current``.
-
-        The same as :func:`pgsession_wsgi.quart.sessions_for_user`; see there.
-
-        :param user_id: whose sessions; None for the user logged in on the request's session.
-        """
+        """The live sessions of the logged-in user: :func:`pgsession_wsgi.quart.sessions_for_user`."""
         return await sessions_for_user(user_id)
 
     async def log_out_other_sessions(self, user_id: Any = None) -> int:
-        """End every session of the logged-in user except the request's own.
-
-        The same as :func:`pgsession_wsgi.quart.log_out_other_sessions`; see there.
-
-        :param user_id: whose sessions; None for the user logged in on the request's session.
-        """
+        """End the user's other sessions: :func:`pgsession_wsgi.quart.log_out_other_sessions`."""
         return await log_out_other_sessions(user_id)
 
 
 def _request_user(what: str, user_id: Any) -> tuple[PgSessionInterface, Session, Any]:
-    """The current app's interface, the request's session and whose sessions ``what`` means,
-    for the functions below (:func:`~pgsession_wsgi.devices.request_user`)."""
+    """The current app's interface, the request's session and whose sessions ``what`` means."""
     from quart import current_app, has_request_context
 
     if not (has_request_context() or has_websocket_context()):
@@ -255,8 +210,7 @@ def _request_user(what: str, user_id: Any) -> tuple[PgSessionInterface, Session,
 async def sessions_for_user(user_id: Any = None) -> list[UserSession]:
     """The live sessions of the logged-in user, most recently used first, for a "your devices" page.
 
-    The request's own session is the one with ``current`` set; the user is the one stored under
-    ``PGSESSION_USER_KEY`` (``"_user_id"`` by default) unless ``user_id`` names another.
+    The request's own session is the one with ``current`` set.
 
     :param user_id: whose sessions; None for the user logged in on the request's session.
     :raises OutsideRequestError: called outside a request.
@@ -289,16 +243,11 @@ async def log_out_other_sessions(user_id: Any = None) -> int:
 async def save_session() -> None:
     """Save ``quart.session`` now, from a websocket handler: the reliable way to keep its changes.
 
-    Quart cancels a websocket handler when the client disconnects, so changes left for the end
-    of the handler may never be saved. A websocket cannot set a cookie either: a change that
-    needs one (a new session, ``regenerate()``, ``invalidate()``, a login under ``user_key``)
-    raises :class:`SessionError`; make it in an HTTP request. A session that ended while the
-    websocket was open (logged out or revoked by another request, or expired) is not saved
-    either: that raises :class:`SessionError` too. In an HTTP request this does nothing: the
-    response saves the session.
+    Quart cancels a websocket handler when the client disconnects, so changes left for its end
+    may never be saved. In an HTTP request this does nothing: the response saves the session.
 
-    :raises SessionError: the change needs a new cookie, the session had ended, or it cannot be
-        stored.
+    :raises SessionError: the change needs a new cookie (a websocket cannot set one: make it in an
+        HTTP request), the session ended while the websocket was open, or it cannot be stored.
     :raises StoreUnavailable: the database cannot be reached.
     """
     from quart import current_app
@@ -317,8 +266,7 @@ async def save_session() -> None:
 
 
 async def _refuse_unavailable() -> Any:
-    """Before any other hook: a session that could not be loaded answers the request, and a
-    websocket from an origin that is not allowed is refused."""
+    """Before any other hook: answer for a session that could not be loaded, or a refused origin."""
     current = session._get_current_object()  # type: ignore[attr-defined]
     if isinstance(current, _CrossOriginSession):
         return await _refuse_cross_origin()
@@ -336,10 +284,7 @@ async def _refuse_unavailable() -> Any:
 
 
 async def _save_teardown_change(exc: BaseException | None) -> None:
-    """After the app's ``teardown_request`` functions: save a change they made to the session,
-    which was saved with the response already, as the Flask extension does. One that needs a new
-    cookie is not saved (a warning says so). A request that made no response (its exception went
-    past Quart's error handling) saves nothing here either."""
+    """After the app's ``teardown_request`` functions: save a change they made, if a response was made."""
     from quart import current_app
 
     current = session._get_current_object()  # type: ignore[attr-defined]
@@ -360,8 +305,7 @@ async def _close_with_error(error: _WebsocketSessionError) -> Any:
 
 
 async def _refuse_cross_origin() -> Response:
-    """A 403, which Quart sends if the server can answer a handshake with an HTTP response;
-    where it cannot, the handshake is closed with 1008 first (and Quart sends nothing more)."""
+    """A 403 where the server can answer a handshake with an HTTP response; else close with 1008."""
     if "websocket.http.response" not in (websocket.scope.get("extensions") or {}):
         await _close_websocket(CLOSE_POLICY_VIOLATION, REFUSED_REASON)
     return Response(FORBIDDEN_BODY, status=403, mimetype="text/plain")

@@ -2,12 +2,8 @@
 
 Change detection compares each value's encoded form with what was loaded, so a nested change
 (``session["cart"].append(x)``) is saved without ``modified = True``, and a request that only
-reads is never written back.
-
-The dict protocol is here; the session's lifecycle and change tracking (and :class:`SessionState`,
-:class:`Changes`) are in ``pgsession_wsgi._core.lifecycle``, which ``Session`` inherits from, and
-the checks of what goes in and what a row holds in ``pgsession_wsgi._core.checks``: every name is
-importable from here.
+reads is never written back. The dict protocol is here; the lifecycle, change tracking and checks
+are in ``pgsession_wsgi._core``, and importable from here.
 """
 
 from __future__ import annotations
@@ -20,7 +16,6 @@ from ._core.checks import UNREADABLE_VALUE_ERRORS as UNREADABLE_VALUE_ERRORS
 from ._core.checks import Expiry as Expiry
 from ._core.checks import _checked_key as _checked_key
 from ._core.checks import _encode as _encode
-from ._core.checks import _encoded as _encoded
 from ._core.checks import checked_row as checked_row
 from ._core.checks import log as log
 from ._core.checks import readable_time as readable_time
@@ -66,28 +61,17 @@ _dict_repr = dict.__repr__
 
 # dict is named again, after the private base (a dict too), for the reference to show it as the base.
 class Session(_SessionLifecycle, dict[str, Any]):
-    """The dict an app keeps per user (a ``dict`` subclass): loaded on first use, it finds by
-    itself what to save.
+    """The dict an app keeps per user: loaded on first use, it finds by itself what to save.
 
-    It is a ``dict``: ``isinstance(session, dict)``, ``json.dumps(session)``, Starlette's
-    ``JSONResponse(request.session)``, ``jsonify(...)``, ``dict(session)``, ``{**session}``,
-    ``session | {...}``, ``session |= {...}`` and every dict method work as on a dict, and each
-    of them, Python's C code included, loads the session first: nothing is read from the
-    database until the app touches the session. Every change goes through the session, so it is
-    found by the save, nested ones included (``session["cart"].append(x)``), and saved per key.
+    It is a ``dict``, and every dict operation (Python's C code's too) loads it first: nothing is
+    read from the database until the app touches it. Where it is not just a dict:
 
-    Where it is not just a dict:
-
-    - keys must be ``str`` (``TypeError`` otherwise), and a value the codec cannot store is
-      refused where it goes in (:class:`~pgsession_wsgi.UnstorableValue`, naming the key); an
-      ``update()`` or ``|=`` with one stores none of its values;
-    - ``copy()``, ``session | other``, ``other | session``, ``fromkeys()``, ``copy.copy()``,
-      ``copy.deepcopy()`` and pickling give a plain ``dict`` of the data (as ``dict.copy()`` and
-      ``|`` do for any dict subclass): a session belongs to its request and its cookie, so it is
-      never copied or pickled as one;
-    - :meth:`clear` replaces the stored data as a whole (other keys are merged per key);
-    - ``repr()`` is a dict's once the session is loaded, and ``<Session (not loaded)>`` before,
-      so that printing or logging a session never queries the database.
+    - keys must be ``str``, and a value the codec cannot store is refused where it goes in
+      (:class:`~pgsession_wsgi.UnstorableValue`, naming the key; an ``update()`` then stores none);
+    - ``copy()``, ``|``, ``fromkeys()``, ``copy.copy()``, ``copy.deepcopy()`` and pickling give a
+      plain ``dict`` of the data: a session belongs to its request and cookie;
+    - :meth:`clear` replaces the stored data as a whole (other changes are merged per key);
+    - ``repr()`` of a session not loaded is ``<Session (not loaded)>``, never a query.
 
     Apps get one from :func:`~pgsession_wsgi.get_session` or
     :data:`~pgsession_wsgi.current_session`; adapters make one with
@@ -98,11 +82,9 @@ class Session(_SessionLifecycle, dict[str, Any]):
     :param state: the request's :class:`SessionState` (the core makes it); a fresh one if None.
     """
 
-    # Slots, not an instance __dict__: attribute access on a dict subclass's __dict__ is about
-    # twice as slow as on a plain object's, and on slots twice as fast, which every request feels.
+    # Slots: attributes in a dict subclass's __dict__ are slow to reach, and every request reaches them.
     __slots__ = {
-        "accessed": "The app read or wrote the session: only then is the database touched and a "
-        "cookie sent.",
+        "accessed": "The app read or wrote the session: only then is the database touched, a cookie sent.",
         "state": "The request-scoped :class:`SessionState`: what the core reads and updates.",
         "_loader": None,
         "_default_permanent": None,
@@ -113,10 +95,8 @@ class Session(_SessionLifecycle, dict[str, Any]):
         "_mutated": None,  # set, deleted or cleared since the load (nested changes are found apart)
         "_differs": None,  # the last changes() found data to send
         "_saved_change": None,  # a save in this request wrote a change: ``modified`` stays True
-        # The keys assigned since the load or the last save, each with its encoding if its value
-        # is immutable (checked at the assignment, it serves the save), or _REENCODE for a
-        # container (it may change in place: the save encodes it again). Every value goes in
-        # through __setitem__ or _store, which keep it up to date.
+        # The keys assigned since the load or the last save: each with its encoding if immutable,
+        # else _REENCODE (a container may change in place: the save encodes it again).
         "_assigned": None,
         "__weakref__": None,
     }
@@ -128,7 +108,6 @@ class Session(_SessionLifecycle, dict[str, Any]):
         self._default_permanent = permanent
         self._loaded = loader is None
         self.accessed = self._cleared = self._mutated = self._differs = self._saved_change = False
-        # The shared empty defaults are only ever replaced, never mutated.
         self._raw = self._encoded = _NOTHING
         self._assigned = _NOTHING_ASSIGNED
         self.state = state if state is not None else SessionState()
@@ -137,16 +116,13 @@ class Session(_SessionLifecycle, dict[str, Any]):
         else:
             _dict_setdefault(self, _UNLOADED)  # dict.__setitem__'s wrapper costs more to call
 
-    # -- loading ---------------------------------------------------------------------------
-
     def _load(self) -> None:
         self.preload(self._loader(self) if self._loader is not None else None)
 
     def preload(self, raw: dict[str, Any] | None) -> None:
-        """Give the session its stored data now, for front ends that cannot load lazily.
+        """Give the session its stored data now, for front ends that cannot load lazily (async).
 
-        An async front end runs the core's load before the app and hands the row over here;
-        the session then counts as loaded but not yet accessed.
+        The session then counts as loaded but not yet accessed.
 
         :param raw: the stored JSON object (None: no live row).
         :raises SessionDataError: the row cannot be decoded.
@@ -179,8 +155,6 @@ class Session(_SessionLifecycle, dict[str, Any]):
         if not self._loaded:
             self._load()
 
-    # -- reading, as a dict reads --------------------------------------------------------------
-
     def __getitem__(self, key: str) -> Any:
         self.accessed = self.state.used_since_save = True
         if not self._loaded:
@@ -188,10 +162,7 @@ class Session(_SessionLifecycle, dict[str, Any]):
         return _dict_getitem(self, key)
 
     def get(self, key: str, default: Any = None) -> Any:
-        """As ``dict.get``; loads the session first, as every read does.
-
-        ``default`` may be passed by name too, as the session took it before it was a dict.
-        """
+        """As ``dict.get`` (``default`` may be passed by name too); loads the session first."""
         self.accessed = self.state.used_since_save = True
         if not self._loaded:
             self._load()
@@ -275,8 +246,6 @@ class Session(_SessionLifecycle, dict[str, Any]):
         if not self._loaded:
             return "<Session (not loaded)>"
         return _dict_repr(self)
-
-    # -- writing, each way through the session's own tracking ----------------------------------
 
     def __setitem__(self, key: str, value: Any) -> None:
         if type(key) is not str:

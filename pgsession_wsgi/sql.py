@@ -1,17 +1,13 @@
-"""Internal: every SQL statement pgsession-wsgi sends, and the DDL, written once.
+"""Internal: every SQL statement pgsession-wsgi sends, and the DDL, written once for both drivers.
 
-The text uses ``%(name)s`` placeholders, which psycopg2 and psycopg 3 both read, so the sync and
-the async store run the same statements. Each request statement touches one row by its primary
-key and filters ``expires_at > now()``: an expired row is never served, purged or not. Names
-travel only as quoted identifiers; values only as bound parameters.
-"""
+Names travel only as quoted identifiers; values only as bound ``%(name)s`` parameters."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 
-# The table's names and its DDL are apart (issue 22); every name they defined stays importable here.
+# Re-exported: the table's names and DDL moved to _store.ddl (issue 22).
 from ._store.ddl import _in_template as _in_template
 from ._store.ddl import create_statements as create_statements
 from ._store.ddl import grant_statements as grant_statements
@@ -22,59 +18,38 @@ from ._store.ddl import quote_identifier as quote_identifier
 from ._store.ddl import setup_names as setup_names
 
 __all__ = [
-    "ADDED_COLUMNS",
-    "EXPECTED_COLUMNS",
-    "LAYOUT",
-    "LOCK",
-    "PARTITIONING",
-    "PERSISTENCE",
-    "PRIVILEGES",
-    "SCHEMA_MISSING",
-    "SETTINGS",
-    "Statements",
-    "guard",
-    "index_names",
-    "partition_names",
-    "lock_key",
-    "persistence_statement",
-    "prepared",
-    "quote_identifier",
-    "upgrade_statement",
-    "with_literals",
+    "ADDED_COLUMNS", "EXPECTED_COLUMNS", "LAYOUT", "LOCK", "PARTITIONING", "PERSISTENCE", "PRIVILEGES",
+    "SCHEMA_MISSING", "SETTINGS", "Statements", "guard", "index_names", "partition_names", "lock_key",
+    "persistence_statement", "prepared", "quote_identifier", "upgrade_statement", "with_literals",
 ]
 
 #: Take the table's advisory lock for the rest of the transaction (creation, migration).
 LOCK = "SELECT pg_advisory_xact_lock(%s)"
 #: Whether a schema (its quoted name bound as the value) is missing.
 SCHEMA_MISSING = "SELECT to_regnamespace(%s) IS NULL"
-#: Whether the schema is missing, whether the table or one of its indexes is (the quoted names
-#: of the schema, the table and the two indexes bound: :func:`setup_names`), and whether the
-#: server takes no writes (a standby), which the setup refuses before any CREATE.
+#: Whether the schema is missing, whether the table or one of its indexes is (the names of
+#: :func:`setup_names` bound), and whether the server takes no writes (a standby).
 SETUP_STATE = (
     "SELECT to_regnamespace(%s) IS NULL,"
     " to_regclass(%s) IS NULL OR to_regclass(%s) IS NULL OR to_regclass(%s) IS NULL,"
     " current_setting('transaction_read_only')::boolean"
 )
-#: The role a connection works as, named in a privilege error.
 CURRENT_ROLE = "SELECT current_user"
-#: A table's columns and their types (its quoted, qualified name bound as the value).
+#: A table's columns and their types (its quoted, qualified name bound).
 LAYOUT = (
     "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
     " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped"
 )
-#: The current values of some settings (their names bound as an array).
 SETTINGS = "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)"
-#: How a table is partitioned ("h" for hash, NULL for not at all) and into how many partitions (its
-#: quoted, qualified name bound twice).
+#: How a table is partitioned ("h" for hash, NULL for not at all) and into how many partitions.
 PARTITIONING = (
     "SELECT (SELECT partstrat::text FROM pg_partitioned_table WHERE partrelid = to_regclass(%s)),"
     " (SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass(%s))"
 )
-#: Whether a table (its quoted, qualified name bound as the value) is unlogged; no row if missing.
+#: Whether a table is unlogged; no row if missing.
 PERSISTENCE = "SELECT relpersistence = 'u' FROM pg_class WHERE oid = to_regclass(%s)"
-#: Who the store connects as, and whether it may use the table as a store does: USAGE on the
-#: schema (its name bound first) and each of the four privileges on the table (its quoted,
-#: qualified name bound four times; has_table_privilege is true for any one of a list).
+#: Who the store connects as, and whether it may use the table: USAGE on the schema and each
+#: of the four privileges on the table (has_table_privilege is true for any one of a list).
 PRIVILEGES = (
     "SELECT current_user, has_schema_privilege(%s, 'USAGE') AND has_table_privilege(%s, 'SELECT')"
     " AND has_table_privilege(%s, 'INSERT') AND has_table_privilege(%s, 'UPDATE')"
@@ -83,20 +58,13 @@ PRIVILEGES = (
 
 
 def lock_key(schema: str, table: str) -> int:
-    """The advisory lock key of one table: creation, migration and purges serialise on it.
-
-    :param schema: the schema name, as given.
-    :param table: the table name, as given.
-    """
+    """The advisory lock key of one table: creation, migration and purges serialise on it."""
     digest = hashlib.sha256(f"pgsession-wsgi:{schema}.{table}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def guard(settings: dict[str, str]) -> str:
-    """``SET LOCAL`` for each setting, to prefix statements where startup options are dropped.
-
-    :param settings: setting names and values, as the store sends them as startup options.
-    """
+    """``SET LOCAL`` for each setting, to prefix statements where startup options are dropped."""
     return "".join(f"SET LOCAL {name} = {value}; " for name, value in settings.items())
 
 
@@ -111,16 +79,12 @@ EXPECTED_COLUMNS = {
     "idle_timeout": "interval",
     "ends_at": "timestamp with time zone",
 }
-#: The columns added since 0.1.0 (a session's own lifetime): an older table of ours gets them
-#: from :func:`upgrade_statement`.
+#: The columns added since 0.1.0: an older table of ours gets them from :func:`upgrade_statement`.
 ADDED_COLUMNS = {"idle_timeout": "interval", "ends_at": "timestamptz"}
 
 
 def upgrade_statement(qualified: str) -> str:
-    """The DDL that brings a table made by an older version up to date (metadata only, instant).
-
-    :param qualified: the table's quoted, qualified name, as exact SQL.
-    """
+    """The DDL that brings a table made by an older version up to date (metadata only, instant)."""
     adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {name} {kind}" for name, kind in ADDED_COLUMNS.items())
     return f"ALTER TABLE {qualified} {adds}"
 
@@ -148,16 +112,13 @@ _PLACEHOLDER = re.compile(r"%%|%\((\w+)\)s")
 
 
 def prepared(kind: str, text: str) -> tuple[str, str]:
-    """A request statement as a server-side prepared statement: its ``PREPARE`` and ``EXECUTE``.
+    """A request statement as a server-side prepared statement: ``(prepare, execute)``.
 
-    The name holds a hash of the text, so one name always means one statement whichever table
-    or connection it meets. Both are templates like the text itself (``%`` doubled, each value
-    a ``%(name)s`` placeholder of the ``EXECUTE``); sent together, ``PREPARE ...; EXECUTE ...``
-    is still one round trip. Each parameter is sent once, however often the statement uses it.
+    Both are templates like ``text`` (``%`` doubled, each value a ``%(name)s`` placeholder of the
+    ``EXECUTE``), sent together in one round trip; each parameter is sent once.
 
     :param kind: the statement's name in :class:`Statements` (``"load"``, ``"write"``...).
-    :param text: its text, with ``%(name)s`` placeholders and no guard prefix.
-    :returns: ``(prepare, execute)``.
+    :param text: its text, with no guard prefix.
     :raises KeyError: a placeholder without a type in :data:`PARAMETER_TYPES`.
     """
     order: list[str] = []
@@ -180,11 +141,8 @@ def prepared(kind: str, text: str) -> tuple[str, str]:
 def by_name(kind: str, text: str) -> tuple[bytes, str]:
     """A request statement as a driver that executes prepared statements by name sends it.
 
-    :param kind: as for :func:`prepared`.
-    :param text: as for :func:`prepared`.
     :returns: ``(name, statement)``: the name of :func:`prepared`'s statement, and ``text`` with
-        each ``%(name)s`` placeholder made ``%(name)t`` (its value sent as text), numbered as the
-        ``PREPARE`` numbers them (by first appearance).
+        each ``%(name)s`` placeholder made ``%(name)t`` (its value sent as text).
     """
     statement = _PLACEHOLDER.sub(lambda m: "%%" if m.group(1) is None else f"%({m.group(1)})t", text)
     return _statement_name(kind, text).encode(), statement
@@ -199,12 +157,9 @@ def _statement_name(kind: str, text: str) -> str:
 def with_literals(template: str, literals: dict[str, str]) -> str:
     """``template`` with some of its ``%(name)s`` placeholders replaced by fixed SQL literals.
 
-    For values that are the same on every request of an app (its lifetimes, its size limit):
-    written into the text once, they are not adapted by the driver on every statement.
+    For an app's settings (lifetimes, size limit): written in once, not adapted on every request.
 
-    :param template: a statement template, such as the ``EXECUTE`` of :func:`prepared`.
-    :param literals: placeholder names and the SQL text of their values (e.g. ``"NULL"``);
-        names the template does not use are ignored.
+    :param literals: placeholder names and the SQL text of their values (e.g. ``"NULL"``).
     """
 
     def replace(match: re.Match[str]) -> str:
@@ -217,8 +172,7 @@ def with_literals(template: str, literals: dict[str, str]) -> str:
 
 
 def _expiry(ends_at: str, idle_timeout: str, created_at: str) -> str:
-    """When a row expires: its fixed end, else its own or the store's idle timeout from now;
-    never later than its absolute limit (LEAST ignores a NULL limit)."""
+    """When a row expires: its fixed end, else its idle timeout from now; LEAST ignores a NULL limit."""
     return (
         f"LEAST(COALESCE({ends_at}, now() + COALESCE({idle_timeout}, %(idle)s)), {created_at} + %(absolute)s)"
     )
@@ -233,7 +187,7 @@ _NEW_IDLE_TIMEOUT = "%(idle_timeout)s::interval"
 _TOUCH_DUE = "accessed_at < now() - LEAST(%(touch)s, idle_timeout / 10)"
 _MERGED = "(CASE WHEN %(replace)s THEN '{}'::jsonb ELSE data - %(removed)s::text[] END || %(changed)s::jsonb)"
 # The stored _permanent flag as a boolean, NULL when unset or not a boolean: the driver then
-# returns a bool (no JSON to parse), and a string "true" is no more taken for true than before.
+# returns a bool (no JSON to parse), and a string "true" is not taken for true.
 _STORED_PERMANENT = "CASE data -> '_permanent' WHEN 'true' THEN true WHEN 'false' THEN false END"
 # max_size bounds what the database stores, measured as it prints the jsonb value.
 _FITS = "(%(max_size)s::bigint IS NULL OR octet_length({data}::text) <= %(max_size)s::bigint)"
@@ -248,9 +202,7 @@ _TREE_SIZE = (
 
 
 def _purge(t: str) -> str:
-    """One batch of the purge on the table (or partition) ``t``, in template form: the expired
-    rows from ``%(after)s`` on, at most ``%(limit)s``, under the table's advisory lock; how many
-    went and the last ``expires_at``."""
+    """One purge batch on the table (or partition) ``t``: the rows gone, and the last ``expires_at``."""
     return (
         "WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(%(lock)s) AS acquired),"
         f" deleted AS (DELETE FROM {t} WHERE id IN (SELECT s.id FROM {t} s, lock"
@@ -263,17 +215,14 @@ def _purge(t: str) -> str:
 class Statements:
     """The SQL text for one table, built once per store.
 
-    :param schema: the schema name (quoted here).
-    :param table: the table name (quoted here).
     :param guard: a prefix for every request statement (see :func:`guard`), or "".
-    :param partitions: make the table ``PARTITION BY HASH (id)`` into this many partitions (see
-        :func:`partition_names`); None for a plain table.
+    :param partitions: make the table ``PARTITION BY HASH (id)`` into this many partitions; None
+        for a plain table.
     """
 
     def __init__(self, schema: str, table: str, guard: str, partitions: int | None = None) -> None:
         exact = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
-        # DDL runs without parameters and takes the exact name; every other statement runs
-        # with parameters and takes the template form.
+        # DDL runs without parameters and takes the exact name; the rest takes the template form.
         t = _in_template(exact)
         create, create_unlogged, qualified_partitions = create_statements(schema, table, partitions)
         #: Each partition's quoted, qualified name, in remainder order; empty for a plain table.
@@ -328,13 +277,10 @@ class Statements:
         )
         self.delete = f"DELETE FROM {t} WHERE id = %(id)s"
         self.purge = _purge(t)
-        #: :attr:`purge` of each partition (a partitioned table is purged one partition at a
-        #: time: each batch's scan and locks stay in one partition's index).
+        #: :attr:`purge` of each partition: each batch's scan and locks stay in one partition.
         self.purge_partitions = [guard + _purge(_in_template(name)) for name in self.partitions]
-        # About how many rows a purge has ahead, for progress displays: counted exactly up to
-        # %(cap)s rows (bounded work on the expires_at index), else estimated from a sample of
-        # about %(pages)s of the table's pages (the table given as %(name)s), whatever the
-        # freshness of its statistics.
+        # About how many rows a purge has ahead, for progress: counted up to %(cap)s rows, else
+        # estimated from a sample of about %(pages)s pages, whatever the freshness of statistics.
         self.expired_count = (
             f"SELECT count(*) FROM (SELECT 1 FROM {t} WHERE expires_at <= now() LIMIT %(cap)s) s"
         )
@@ -351,9 +297,8 @@ class Statements:
             " WHERE user_id = %(user_id)s AND expires_at > now() ORDER BY accessed_at DESC"
         )
         self.revoke = f"DELETE FROM {t} WHERE user_id = %(user_id)s AND id IS DISTINCT FROM %(keep)s"
-        # Every row, a batch at a time in id order from %(after)s on (a short statement each, so
-        # requests wait for no more than one batch, and none walks over rows already deleted):
-        # the live sessions it ended, and the last id (NULL once nothing was left).
+        # Every row, a batch at a time in id order from %(after)s on (requests wait for one batch
+        # at most): the live sessions it ended, and the last id (NULL once nothing was left).
         self.delete_all = (
             f"WITH deleted AS (DELETE FROM {t} WHERE id IN (SELECT id FROM {t}"
             " WHERE id >= %(after)s::bytea ORDER BY id LIMIT %(limit)s) RETURNING id, expires_at)"
@@ -367,8 +312,8 @@ class Statements:
             f" {_TREE_SIZE.format(size='pg_total_relation_size')} FROM {t}"
         )
         if guard:
-            # Every statement but the DDL (the lists and upgrade), in the same query string: one
-            # round trip, one implicit transaction.
+            # Every statement but the DDL, in the same query string: one round trip, one implicit
+            # transaction.
             for name, text in list(vars(self).items()):
                 if isinstance(text, str) and name != "upgrade":
                     setattr(self, name, guard + text)

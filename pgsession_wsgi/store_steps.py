@@ -1,14 +1,6 @@
 """Internal: what a session store decides, written once for both drivers and without I/O.
 
-:class:`StoreSteps` holds every decision of :class:`~pgsession_wsgi.store.PostgresStore`
-(psycopg2) and :class:`~pgsession_wsgi.async_store.AsyncPostgresStore` (psycopg 3) as steps (see
-:mod:`pgsession_wsgi._store.exchange`): which statement answers each of the core's operations and how its
-answer is read, the settings sent with each statement where startup options do not arrive, which
-work may run again on a fresh connection, what a driver's error means for the app, the purge's
-batches (:class:`Purge`) and those that delete every row (:class:`DeleteAll`), and through
-:mod:`.layout` and :mod:`.prepared` the table's setup and the prepared statements. A store only
-runs these steps on its driver's connections.
-"""
+Each decision is a step (:mod:`pgsession_wsgi._store.exchange`); a store only runs them."""
 
 from __future__ import annotations
 
@@ -76,14 +68,7 @@ class StoreSteps:
     """Everything one store decides, for one table: each public method checks its arguments at
     once and returns steps (or what makes them: a driver makes them anew for a second try).
 
-    :param schema: the schema's name, as given.
-    :param table: the table's name, as given.
-    :param settings: the settings the store itself sets (startup options, or ``SET LOCAL``).
-    :param statement_timeout: as given to the store, for its message.
-    :param unlogged: as given to the store.
-    :param create: the store's ``create_table``.
-    :param store_class: the store's class name, for messages.
-    :param errors: its driver's errors.
+    ``settings`` are those the store itself sets (startup options, or ``SET LOCAL``).
     """
 
     def __init__(
@@ -102,12 +87,10 @@ class StoreSteps:
         self.errors = errors
         #: The prefix each of :attr:`sql` carries: "", or ``SET LOCAL`` for each setting.
         self.guard = ""
-        #: Whether a connection was asked if it kept the startup options (see check_settings).
         self.settings_checked = False
         self.prepared = PreparedStatements(self.sql, errors, self._plain)
         self._request = self.prepared.statement  # a request statement, prepared or as text
-        #: Each of the core's operations' steps (given it and the connection), and whether they
-        #: may run again: see :meth:`plan`.
+        #: Each of the core's operations' steps, and whether they may run again (:meth:`plan`).
         self.plans: dict[type, tuple[Callable[[Any, Any], Steps[Any]], bool]] = {
             Load: (self._load, True),
             Write: (self._write, False),
@@ -115,8 +98,6 @@ class StoreSteps:
             Touch: (self._touch, True),
             Delete: (self._delete, True),
         }
-
-    # -- how statements go ------------------------------------------------------------------
 
     def lend(self) -> None:
         """Connections the app lends: no startup option of ours reached them, so every statement
@@ -131,8 +112,7 @@ class StoreSteps:
 
     def check_settings(self) -> Steps[None]:
         """On a new connection, once: were the startup options kept? PgBouncer in transaction
-        mode drops them; then every statement carries its own ``SET LOCAL`` (still one round
-        trip, a little more server work)."""
+        mode drops them; then every statement carries its own ``SET LOCAL`` (still one round trip)."""
         if self.settings_checked:
             return
         kept = dict((yield Statement(SETTINGS, (list(self.settings),), ALL)))
@@ -148,8 +128,6 @@ class StoreSteps:
     def _plain(self, kind: str, params: dict[str, Any], fixed: Fixed, read: int) -> Statement:
         """A request statement as text, every value bound (prepared statements off)."""
         return Statement(getattr(self.sql, kind), {**params, **dict(fixed)}, read, bool(self.guard))
-
-    # -- what a driver's error means ----------------------------------------------------------
 
     def fail(self, exc: Exception, last: bool) -> None:
         """Raise what the driver's ``exc`` means for the app; return if the work may run again
@@ -187,15 +165,13 @@ class StoreSteps:
             return None
 
     def refused(self, exc: Exception, role: str | None) -> PrivilegeError:
-        """The error for a statement the role ``role`` may not run: both ways out, the GRANTs named."""
+        """The error for a statement the role ``role`` may not run, the GRANTs named."""
         return privilege_error(first_line(exc), role=role, table=self._table, schema=self._schema)
-
-    # -- the request path ---------------------------------------------------------------------
 
     def plan(self, operation: Operation) -> tuple[Callable[[Any, Any], Steps[Any]], bool]:
         """The steps that answer one of the core's operations (given it and the connection), and
-        whether they may run again: reads and idempotent writes may, an insert or a merge (which
-        may have been applied before a connection broke) may not.
+        whether they may run again: not an insert or a merge, which may have been applied before a
+        connection broke.
 
         :raises TypeError: ``operation`` is none of the core's.
         """
@@ -209,7 +185,7 @@ class StoreSteps:
 
     def _load(self, op: Load, conn: Any) -> Steps[LoadedRow | None]:
         statement = self._request(conn, "load", {"id": op.id_hash}, (("touch", op.touch_interval),), ROW)
-        row = readable((yield statement))  # JSON our codec never writes, a time or duration out of range
+        row = readable((yield statement))
         if row is None:
             return None
         if type(row[0]) is not dict:  # a JSON array or scalar: no session was ever stored as one
@@ -231,17 +207,14 @@ class StoreSteps:
             raise SessionTooLarge(int(size), op.max_size)
 
     def _write(self, op: Write, conn: Any) -> Steps[WriteResult]:
-        # The merged row is measured in the same statement, so concurrent writes cannot pass
-        # max_size together. The expiry columns change only when a touch is due (or with
-        # set_expiry), so most writes leave every indexed column as it was and PostgreSQL can
-        # update the row in place (a HOT update).
+        # The expiry columns change only when a touch is due (or with set_expiry), so most writes
+        # leave every indexed column as it was and PostgreSQL can update the row in place (HOT).
         keep_user = op.user_id is KEEP_USER
         params = {
             "id": op.id_hash,
             "new_id": op.new_hash,
             "changed": op.changed_json,
-            # No key removed (most writes): the empty array's text, which costs the driver
-            # nothing to send, where adapting an empty list costs more than the other values.
+            # No key removed (most writes): the empty array's text, cheaper than adapting a list.
             "removed": list(op.removed) if op.removed else "{}",
             "replace": op.replace,
             "set_user": not keep_user,
@@ -258,7 +231,7 @@ class StoreSteps:
             ("absolute", op.absolute),
             ("max_size", op.max_size),
         )
-        row = readable((yield self._request(conn, kind, params, fixed, ROW)))  # its own lifetime, as stored
+        row = readable((yield self._request(conn, kind, params, fixed, ROW)))
         if row is None:
             if op.max_size is not None:
                 # Rare: the row is gone, or the merge would pass the limit. Ask which.
@@ -266,7 +239,7 @@ class StoreSteps:
                 if found is not None and found[0] > op.max_size:
                     raise SessionTooLarge(int(found[0]), op.max_size)
             return WriteResult(updated=False, touched=False, permanent=None)
-        permanent, touched, own_idle, own_end = row  # permanent: a bool, or NULL if unset
+        permanent, touched, own_idle, own_end = row  # permanent: a bool, or None if unset
         return WriteResult(True, touched, permanent, own_idle, own_end)
 
     def _touch(self, op: Touch, conn: Any) -> Steps[bool]:
@@ -275,8 +248,6 @@ class StoreSteps:
 
     def _delete(self, op: Delete, conn: Any) -> Steps[bool]:
         return bool((yield self._request(conn, "delete", {"id": op.id_hash}, (), COUNT)))
-
-    # -- maintenance --------------------------------------------------------------------------
 
     def purge(self, batch_size: int, on_batch: Callable[[int, int], bool | None] | None = None) -> Purge:
         """A purge of expired rows in batches of ``batch_size`` (see ``purge_expired``)."""
@@ -319,16 +290,9 @@ class StoreSteps:
         return {"live": live, "expired": expired, "users": users, "total_bytes": size}
 
 
-
-
-
 class DeleteAll:
     """Every row of the table deleted, batch after batch in id order until none is left; the
-    live sessions it ended counted across tries and connections.
-
-    Each batch is one short statement, its own transaction, so a request waits for one batch at
-    most, and a try after a broken connection starts over (deleting again is harmless). A session
-    made while it runs, under an id it has passed, stays.
+    live sessions it ended counted across tries (a try after a broken connection starts over).
 
     :raises ConfigurationError: ``batch_size`` is below 1.
     """
@@ -338,7 +302,6 @@ class DeleteAll:
             raise ConfigurationError("batch_size must be at least 1")
         self._steps = steps
         self._batch_size = batch_size
-        #: The live sessions ended so far.
         self.ended = 0
 
     def batches(self) -> Steps[int]:
@@ -357,10 +320,8 @@ class Purge:
     """One purge: batch after batch until one comes back short (or ``on_batch`` says stop), what
     was removed kept across batches, tries and connections.
 
-    Each batch is one short statement, its own transaction, that skips rows other transactions
-    hold, under the table's advisory lock (another process purging: it stops at once); each
-    starts where the last one ended in ``expires_at`` order, so it never walks over index entries
-    of rows already deleted (and not yet vacuumed).
+    Each batch starts where the last ended in ``expires_at`` order, so it never walks over index
+    entries of rows already deleted (and not yet vacuumed).
 
     :raises ConfigurationError: ``batch_size`` is below 1.
     """
@@ -373,10 +334,8 @@ class Purge:
         self._steps = steps
         self._batch_size = batch_size
         self._on_batch = on_batch
-        #: Rows removed so far; whether another batch is due.
         self.removed = 0
-        self.more = True
-        #: ``on_batch`` asked to stop: no further batch, in this partition or the next.
+        self.more = True  # another batch is due
         self.stopped = False
         self._expected: int | None = None
         self._after: Any = "-infinity"

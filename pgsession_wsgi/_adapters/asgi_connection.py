@@ -1,14 +1,6 @@
 """Internal: what the ASGI ``SessionMiddleware`` does with one HTTP request or websocket.
 
-Apart from :mod:`pgsession_wsgi.asgi` (the middleware's construction, its public methods and the
-helpers apps call) so that module and its class stay small: the state kept in the connection's
-scope, the session of a path ``exclude_paths`` lists, the two errors a wrong use of the session
-raises (public as ``pgsession_wsgi.asgi``'s), the HTTP request (the save at
-``http.response.start``, an error response in place of the app's, the save after a streamed
-body) and the websocket handshake (the ``Origin`` check, the load, the refusals).
-``SessionMiddleware.__call__`` calls :func:`_http` and :func:`_websocket` as it called its own
-methods before: no call more per request. This module cannot import :mod:`pgsession_wsgi.asgi`,
-which imports it; :class:`_Middleware` says what it uses of the middleware.
+Kept apart from :mod:`pgsession_wsgi.asgi`, which imports it: :class:`_Middleware` says what it uses.
 """
 
 from __future__ import annotations
@@ -43,7 +35,6 @@ from .websocket import (
 
 log = logging.getLogger("pgsession_wsgi")
 
-# Documented where apps import it, as pgsession_wsgi.asgi.SCOPE_KEY.
 SCOPE_KEY = "pgsession.connection"
 
 
@@ -54,16 +45,17 @@ class SessionNotLoaded(SessionError, RuntimeError):
 
 
 class SessionExcluded(OutsideRequestError, AttributeError):
-    """The app used the session of a connection whose path ``exclude_paths`` lists, which has
-    none; also an ``AttributeError``, so code that probes the session with ``hasattr()`` (as
-    Starlette's ``request.session`` does) finds nothing instead of failing."""
+    """The app used the session of a connection on a path ``exclude_paths`` lists.
+
+    Also an ``AttributeError``, so ``hasattr()`` probes (as Starlette's ``request.session``) find
+    nothing instead of failing.
+    """
 
     __module__ = "pgsession_wsgi.asgi"  # where apps import it from: tracebacks name it so
 
 
 class _NoSession:
-    """``scope["session"]`` of a connection on an excluded path: any use of it says why (the
-    message is written only then: an excluded request pays for no formatting)."""
+    """``scope["session"]`` on an excluded path: any use says why (formatted only then)."""
 
     __slots__ = ("path", "prefix")
 
@@ -91,8 +83,7 @@ class _NoSession:
 
 
 def _excluded(prefixes: tuple[str, ...], scope: Scope) -> bool:
-    """Whether ``exclude_paths`` (its ``prefixes``) leaves this connection out; if so its session
-    says why."""
+    """Whether ``prefixes`` leave this connection out; if so its session says why."""
     path = str(scope.get("path", ""))
     for prefix in prefixes:
         if path == prefix or path.startswith(prefix + "/"):
@@ -102,11 +93,10 @@ def _excluded(prefixes: tuple[str, ...], scope: Scope) -> bool:
 
 
 class _Middleware(Protocol):
-    """What the connection's handling uses of :class:`~pgsession_wsgi.asgi.SessionMiddleware`
-    (named by what it does, as this module cannot import that one)."""
+    """What this module uses of :class:`~pgsession_wsgi.asgi.SessionMiddleware`."""
 
     app: ASGIApp
-    store: Any  # an AsyncStore: the helpers for apps call its execute()
+    store: Any  # an AsyncStore
     core: SessionCore
     autoload: bool
     websocket_origins: WebsocketOrigins
@@ -119,7 +109,7 @@ class _Middleware(Protocol):
 
 
 class _Connection:
-    """What the middleware knows about one HTTP request or websocket, kept in its scope."""
+    """The middleware's state for one HTTP request or websocket, kept in its scope."""
 
     __slots__ = ("middleware", "session", "websocket", "started", "pending", "unavailable")
 
@@ -127,17 +117,14 @@ class _Connection:
         self.middleware = middleware
         self.session = session
         self.websocket = websocket
-        #: The response headers went out: a change needing a new cookie cannot be saved any more.
-        self.started = False
-        #: Headers from an explicit :func:`save_session` before the response started.
-        self.pending: list[tuple[str, str]] = []
-        #: :func:`load_session` found the store unreachable: a 5xx the app answers becomes a 503.
+        self.started = False  # the response headers went out: no new cookie can be set
+        self.pending: list[tuple[str, str]] = []  # from a save_session() before the response
+        # load_session() found the store unreachable: a 5xx the app answers becomes a 503.
         self.unavailable: StoreUnavailable | None = None
 
 
 def _connection_of(connection: Any) -> tuple[Scope, _Connection]:
-    """The scope of ``connection`` (a request, a websocket or a scope) and the middleware's state
-    in it, for the helpers apps call; a connection without it says why it has no session."""
+    """The scope of ``connection`` (a request, a websocket or a scope) and the state in it."""
     scope = getattr(connection, "scope", connection)
     state = scope.get(SCOPE_KEY) if isinstance(scope, Mapping) else None
     if not isinstance(state, _Connection):
@@ -151,11 +138,8 @@ def _connection_of(connection: Any) -> tuple[Scope, _Connection]:
     return scope, state
 
 
-# -- HTTP -------------------------------------------------------------------------------------
-
-
 async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve one HTTP request of ``middleware``'s app, its session saved as the response starts."""
+    """Serve one HTTP request, its session saved as the response starts."""
     session = middleware.open_session(scope)
     if middleware.autoload and middleware.core.wants_load(session.state):  # no cookie: nothing to await
         try:
@@ -166,18 +150,18 @@ async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: S
     connection = _Connection(middleware, session, websocket=False)
     scope["session"] = session
     scope[SCOPE_KEY] = connection
-    replaced = False  # our error response went out instead of the app's
+    replaced = False  # an error response of ours went out instead of the app's
 
     async def send_with_session(message: Message) -> None:
         nonlocal replaced
         if replaced:
-            return  # the rest of the app's response, which was replaced
+            return
         if message["type"] == "http.response.start":
             status = _answer_instead(connection, message)
             if status is None:
                 session = _adopt(scope, connection)
                 try:
-                    # A session never used, or read and not changed: nothing to await.
+                    # Awaits only when the save has a statement to run.
                     headers: list[tuple[str, str]] = []
                     if middleware.core.wants_save(session):
                         steps = middleware.core.save(session)
@@ -200,8 +184,8 @@ async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: S
     try:
         await middleware.app(scope, receive, send_with_session)
     except SessionError as exc:
-        # Starlette and FastAPI let the app's exceptions through to here: the store failing
-        # in `await load_session(request)` is a 503, as it would be had the middleware loaded.
+        # Starlette and FastAPI let the app's exceptions through: the store failing in
+        # `await load_session(request)` is a 503, as it would be had the middleware loaded.
         if connection.started or isinstance(exc, (OutsideRequestError, SessionNotLoaded)):
             raise  # too late for another status, or a programming error: keep the traceback
         connection.started = replaced = True
@@ -209,12 +193,12 @@ async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: S
         return
     if not replaced and connection.started:
         session = _adopt(scope, connection)
-        if middleware.core.needs_late_save(session):  # no coroutine for the common case
+        if middleware.core.needs_late_save(session):  # no coroutine made in the common case
             await _save_late(middleware, session)
 
 
 def _with_pending(connection: _Connection, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The save's headers at ``http.response.start``, merged with an explicit save's before."""
+    """The save's headers merged with those of an explicit save before the response."""
     pending, connection.pending = connection.pending, []
     names = {name for name, _ in headers}
     return [*headers, *((name, value) for name, value in pending if name not in names)]
@@ -235,7 +219,7 @@ async def _save_late(middleware: _Middleware, session: Session) -> None:
 
 
 def _answer_instead(connection: _Connection, message: Message) -> int | None:
-    """A 503 for the app's own error response after :func:`load_session` found the store down."""
+    """A 503 in place of the app's 5xx after :func:`load_session` found the store down."""
     if connection.unavailable is not None and int(message.get("status", 200)) >= 500:
         exc, connection.unavailable = connection.unavailable, None
         return log_failure(exc, "loading")
@@ -243,28 +227,21 @@ def _answer_instead(connection: _Connection, message: Message) -> int | None:
 
 
 def _adopt(scope: Scope, connection: _Connection) -> Session:
-    """The connection's session after the app ran.
-
-    Litestar's ``set_session(data)`` puts ``data`` in ``scope["session"]`` (its data replaces
-    ours) and ``clear_session()`` puts ``Empty`` there (the session ends).
-    """
+    """The connection's session, after Litestar's ``set_session()`` or ``clear_session()``."""
     session = connection.session
     current: object = scope.get("session")
     if current is session:
         return session
     if isinstance(current, Session):
-        connection.session = current  # the app put another of our sessions there: it wins
+        connection.session = current
         return current
     take_over(session, current)
     scope["session"] = session
     return session
 
 
-# -- websockets -------------------------------------------------------------------------------
-
-
 async def _websocket(middleware: _Middleware, scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve one websocket of ``middleware``'s app: its ``Origin`` checked, its session loaded."""
+    """Serve one websocket: its ``Origin`` checked, its session loaded."""
     if not origin_allowed(middleware.websocket_origins, scope):
         await receive()  # websocket.connect: the handshake is answered, then refused
         await _refuse_cross_origin(scope, send)
@@ -275,7 +252,7 @@ async def _websocket(middleware: _Middleware, scope: Scope, receive: Receive, se
             await middleware.load(session)
         except SessionError as exc:
             status = log_failure(exc, "loading")
-            await receive()  # websocket.connect: the handshake is answered, then refused
+            await receive()
             await _refuse_websocket(send, status)
             return
     connection = _Connection(middleware, session, websocket=True)
@@ -290,7 +267,7 @@ async def _websocket(middleware: _Middleware, scope: Scope, receive: Receive, se
     try:
         await middleware.app(scope, receive, watch_accept)
     except StoreUnavailable as exc:
-        # `await load_session(websocket)` before accepting: refuse the handshake as autoload does.
+        # From `await load_session(websocket)` before accepting: refused as autoload does.
         if connection.started:
             raise
         await _refuse_websocket(send, log_failure(exc, "loading"))

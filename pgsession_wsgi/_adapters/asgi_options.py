@@ -1,11 +1,4 @@
-"""Internal: the ASGI ``SessionMiddleware``'s arguments, checked and resolved at construction.
-
-Apart from :mod:`pgsession_wsgi.asgi` because none of it runs per request: the defaults told
-apart from the same value passed (so a Starlette name and the option of ours it sets cannot
-both be given), Starlette's ``SessionMiddleware`` names resolved into ours, the error messages
-naming the options as they were passed, ``exclude_paths`` checked, and Starlette's ``Secret``
-recognised without importing Starlette.
-"""
+"""Internal: the ASGI ``SessionMiddleware``'s arguments, checked and resolved at construction."""
 
 from __future__ import annotations
 
@@ -16,7 +9,6 @@ from typing import Any, TypeVar, cast
 
 from ..errors import ConfigurationError
 
-# Documented where apps import it, as pgsession_wsgi.asgi.STARLETTE_OPTIONS.
 STARLETTE_OPTIONS: Mapping[str, str] = {
     "session_cookie": "cookie_name",
     "max_age": "idle_timeout",
@@ -31,8 +23,8 @@ _T = TypeVar("_T")
 
 
 class _Default:
-    """An option's default, told apart from the same value passed: passing both a Starlette
-    name and the option of ours it sets is refused even when ours is given its default value."""
+    """An option's default, told apart from the same value passed, so that a Starlette name and
+    the option of ours it sets are refused together even when ours is given its default value."""
 
     __slots__ = ("value",)
 
@@ -44,8 +36,8 @@ class _Default:
 
 
 def _default(value: _T) -> _T:
-    """``value`` as an option's default (a :class:`_Default`), typed as the value itself."""
-    return cast(_T, _Default(value))  # a T to type checkers: the signature keeps its types
+    """``value`` as a :class:`_Default`, typed as the value itself so signatures keep their types."""
+    return cast(_T, _Default(value))
 
 
 #: A Starlette name not passed.
@@ -64,11 +56,7 @@ def _from_starlette(name: str, value: Any) -> dict[str, Any]:
 def _resolve_options(
     ours: Mapping[str, Any], starlette: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Our options after Starlette's names given in their place.
-
-    :returns: every option of ``ours`` with its value, and which Starlette name set which option.
-    :raises ConfigurationError: a Starlette name and the option of ours it sets were both passed.
-    """
+    """Every option of ``ours`` with its value after Starlette's names, and which name set which."""
     given = {name for name, value in ours.items() if not isinstance(value, _Default)}
     options = {name: value.value if isinstance(value, _Default) else value for name, value in ours.items()}
     renamed: dict[str, str] = {}
@@ -118,6 +106,6 @@ def _path_prefixes(paths: str | Iterable[str]) -> tuple[str, ...]:
 
 
 def _is_starlette_secret(value: Any) -> bool:
-    """Whether ``value`` is Starlette's ``Secret`` (a secret key, or one passed as the store)."""
-    datastructures = sys.modules.get("starlette.datastructures")  # only if Starlette is in use
+    """Whether ``value`` is Starlette's ``Secret``."""
+    datastructures = sys.modules.get("starlette.datastructures")  # never imports Starlette
     return datastructures is not None and isinstance(value, getattr(datastructures, "Secret", ()))

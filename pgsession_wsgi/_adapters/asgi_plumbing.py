@@ -1,13 +1,7 @@
 """Internal: the ASGI plumbing the Starlette-style middleware and the Litestar backend share.
 
-Both front ends read the same request headers, answer a failed save the same way and take over
-what an app put in ``scope["session"]`` the same way; written once here, importing neither of
-them, so they cannot drift apart and neither imports the other's framework. What each does:
-the ``Cookie`` header as one string, the websocket ``Origin`` check, a save's headers merged into
-a response's (as ASGI's lower-case bytes), the log line and status of a session error, the plain
-error response that replaces an app's, and the session data after ``set_session()`` or
-``clear_session()``. Django's ``SessionMiddleware`` (``pgsession_wsgi.django``) answers an outage
-with the same log line and body.
+Written once, importing neither framework, so the two cannot drift apart (Django's middleware
+answers an outage with the same log line and body).
 """
 
 from __future__ import annotations
@@ -53,15 +47,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: The body of a 503 answered for a session store that cannot be reached (Django's too).
 UNAVAILABLE_BODY = b"Service Unavailable: the session store cannot be reached. Please try again shortly.\n"
-_ERROR_BODIES = {
-    503: UNAVAILABLE_BODY,
-    500: b"Internal Server Error\n",
-}
+_ERROR_BODIES = {503: UNAVAILABLE_BODY, 500: b"Internal Server Error\n"}
 
 
 def cookie_header(scope: Scope) -> str:
-    """The request's ``Cookie`` header, "" if none: HTTP/2 may split it, and joined with "; "
-    its parts read as one header."""
+    """The request's ``Cookie`` header, "" if none; HTTP/2 may split it, so parts are joined."""
     found = b""
     for name, value in scope.get("headers", ()):
         if name.lower() == b"cookie":
@@ -70,8 +60,7 @@ def cookie_header(scope: Scope) -> str:
 
 
 def origin_allowed(origins: WebsocketOrigins, scope: Scope) -> bool:
-    """Whether a websocket handshake's ``Origin`` may get the session (see
-    :class:`~pgsession_wsgi._adapters.websocket.WebsocketOrigins`), judged on its scheme and ``Host``."""
+    """Whether a websocket handshake's ``Origin`` may get the session (see :class:`WebsocketOrigins`)."""
     headers = scope.get("headers", ())
     sent = [value.decode("latin-1") for name, value in headers if name.lower() == b"origin"]
     host = next((value.decode("latin-1") for name, value in headers if name.lower() == b"host"), None)
@@ -82,18 +71,18 @@ _MERGED = frozenset(name.encode("latin-1") for name in MERGED_HEADERS)
 
 
 def with_session_headers_sent(message: Message, extra: list[tuple[str, str]]) -> Message:
-    """The app's ``http.response.start`` ``message`` as it goes to the client, with a save's
-    headers (:func:`~pgsession_wsgi.core.with_session_headers`: one merged ``Vary``) as ASGI's
-    lower-case bytes: a new message, the app's own left as it was (a response the app sends again,
-    or a response cache holding it, never keeps one visitor's cookie); ``message`` itself when
-    there are none. Shared by the ASGI middleware and Litestar's."""
+    """``message`` (``http.response.start``) with a save's headers, as a new message.
+
+    The app's own is left as it was, so a response it sends again, or a cache holding it, never
+    keeps one visitor's cookie.
+    """
     if not extra:
         return message
     return {**message, "headers": session_headers(message, extra)}
 
 
 def session_headers(message: Message, extra: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    """``message``'s headers with a save's ``extra`` merged in (see :func:`with_session_headers_sent`)."""
+    """``message``'s headers with a save's ``extra`` merged in, as ASGI's lower-case bytes."""
     # Only the headers the merge reads are decoded; the others go on as they came, first.
     kept: list[tuple[bytes, bytes]] = []
     given: list[tuple[str, str]] = []
@@ -107,10 +96,8 @@ def session_headers(message: Message, extra: list[tuple[str, str]]) -> list[tupl
 
 
 def log_failure(exc: SessionError, doing: str) -> int:
-    """Log a session error once and answer its status: 503 when the store cannot be reached (the
-    client may try again), 500 for any other.
+    """Log a session error once; its status: 503 for an unreachable store, else 500.
 
-    :param exc: the error.
     :param doing: what failed ("loading", "saving"...), for the log line.
     """
     if isinstance(exc, StoreUnavailable):
@@ -132,11 +119,7 @@ async def error_response(send: Send, status: int) -> None:
 
 def take_over(session: Session, current: object) -> None:
     """Make ``session`` what the app put in ``scope["session"]`` in its place: None or Litestar's
-    ``Empty`` (``clear_session()``) ends it; any other mapping (``set_session(data)``) becomes its
-    data, under the same id.
-
-    :raises SessionError: ``current`` is no mapping, dataclass or pydantic model.
-    """
+    ``Empty`` (``clear_session()``) ends it; data (``set_session(data)``) replaces its data."""
     if current is None or _is_litestar_empty(current):
         session.invalidate()
     else:
@@ -147,18 +130,14 @@ def take_over(session: Session, current: object) -> None:
 
 def as_mapping(value: Any) -> Mapping[str, Any]:
     """Session data given as a mapping, a dataclass, a pydantic model or a msgspec ``Struct``
-    (the data containers Litestar's ``set_session`` takes), as a dict, nested ones too.
-
-    :raises SessionError: it is none of them.
-    """
+    (what Litestar's ``set_session`` takes), as a dict; :class:`SessionError` if none of them."""
     if isinstance(value, Mapping):
         return dict(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     msgspec = sys.modules.get("msgspec")  # only if msgspec (Litestar's) is in use: never imported
     if msgspec is not None and isinstance(value, msgspec.Struct):
-        data = msgspec.to_builtins(value, builtin_types=_KEPT_BY_MSGSPEC)  # the codec's types kept
-        return cast("dict[str, Any]", data)
+        return cast("dict[str, Any]", msgspec.to_builtins(value, builtin_types=_KEPT_BY_MSGSPEC))
     dump = getattr(value, "model_dump", None) or getattr(value, "dict", None)
     if callable(dump):
         return dict(dump())
@@ -168,8 +147,7 @@ def as_mapping(value: Any) -> Mapping[str, Any]:
     )
 
 
-# The values msgspec leaves as they are when it turns a Struct into a dict: those the codec
-# stores as themselves (msgspec would make text of them).
+# Types the codec stores as themselves, which msgspec would otherwise turn into text.
 _KEPT_BY_MSGSPEC = (datetime, date, time, bytes, UUID, Decimal)
 
 

@@ -1,9 +1,7 @@
 """Internal: the typed readers of a Flask-style config key, each refusing another type by name.
 
-:mod:`pgsession_wsgi.appconfig` imports them back (and documents them there): its
-:data:`~pgsession_wsgi.appconfig.SETTINGS` table names one reader for every key. They are apart
-because each is only the check of one kind of value (text, a whole number, seconds, yes/no, a
-database URL, origins), with no knowledge of the keys, the table or the frameworks.
+Each returns ``default`` for a key unset (most for None too); :mod:`pgsession_wsgi.appconfig`
+re-exports them.
 """
 
 from __future__ import annotations
@@ -36,9 +34,6 @@ def _refuse(key: str, should: str, value: Any, secret: bool = False) -> Configur
 def config_text(config: Mapping[str, Any], key: str, default: str | None) -> str | None:
     """A text key (a table name, a cookie's name).
 
-    :param config: the app's config mapping.
-    :param key: the key, e.g. ``"PGSESSION_TABLE"``.
-    :param default: when the key is unset (or None).
     :raises ConfigurationError: the value is not a ``str``.
     """
     value = config.get(key)
@@ -52,8 +47,6 @@ def config_text(config: Mapping[str, Any], key: str, default: str | None) -> str
 def config_optional_text(config: Mapping[str, Any], key: str, default: str | None) -> str | None:
     """A text key that None (or "") turns off, e.g. ``PGSESSION_USER_KEY``; unset: ``default``.
 
-    :param config: the app's config mapping.
-    :param key: the key.
     :param default: when the key is not in the config at all.
     :raises ConfigurationError: the value is neither a ``str`` nor None.
     """
@@ -70,9 +63,6 @@ def config_optional_text(config: Mapping[str, Any], key: str, default: str | Non
 def config_int(config: Mapping[str, Any], key: str, default: int, minimum: int = 1) -> int:
     """A whole-number key (a pool size), an ``int`` or its digits as text (from the environment).
 
-    :param config: the app's config mapping.
-    :param key: the key, e.g. ``"PGSESSION_MAX_CONNECTIONS"``.
-    :param default: when the key is unset (or None).
     :param minimum: the smallest value that makes sense.
     :raises ConfigurationError: the value is no whole number (a bool is none), or below ``minimum``.
     """
@@ -92,9 +82,6 @@ def config_int(config: Mapping[str, Any], key: str, default: int, minimum: int =
 def config_partitions(config: Mapping[str, Any], key: str, default: int | None) -> int | None:
     """``PGSESSION_PARTITIONS``: a number of hash partitions (2 to 1024, also as digits), or None.
 
-    :param config: the app's config mapping.
-    :param key: the key.
-    :param default: when the key is unset (or None).
     :raises ConfigurationError: the value is no whole number from 2 to 1024.
     """
     if config.get(key) is None:
@@ -108,9 +95,6 @@ def config_partitions(config: Mapping[str, Any], key: str, default: int | None) 
 def config_seconds(config: Mapping[str, Any], key: str, default: timedelta) -> timedelta:
     """A duration key: a ``timedelta``, or a number of seconds (as a number or as text).
 
-    :param config: the app's config mapping.
-    :param key: the key, e.g. ``"PERMANENT_SESSION_LIFETIME"``.
-    :param default: when the key is unset (or None).
     :raises ConfigurationError: the value is no duration, or not a positive one.
     """
     value = config.get(key)
@@ -141,9 +125,6 @@ def config_flag(config: Mapping[str, Any], key: str, default: bool) -> bool:
     ``bool("False")`` is True: a flag read from the environment as text must not turn on what
     it says to turn off, so text other than the usual spellings is refused, naming the key.
 
-    :param config: the app's config mapping.
-    :param key: the key, e.g. ``"PGSESSION_CREATE_TABLE"``.
-    :param default: when the key is unset (or None).
     :raises ConfigurationError: the value is neither a bool nor one of its spellings.
     """
     value = config.get(key)
@@ -163,8 +144,6 @@ def config_url(config: Mapping[str, Any], key: str, default: str | None) -> str 
 
     The value holds a password: a message never shows it, only its type.
 
-    :param config: the app's config mapping.
-    :param key: the key, e.g. ``"PGSESSION_DSN"``.
     :param default: when the key is unset, None or blank.
     :raises ConfigurationError: the value is neither text nor a SQLAlchemy URL.
     """
@@ -181,12 +160,8 @@ def config_url(config: Mapping[str, Any], key: str, default: str | None) -> str 
 
 
 def config_origins(config: Mapping[str, Any], key: str, default: tuple[str, ...]) -> tuple[Any, ...]:
-    """A list of websocket origins (one origin alone is a list of one); each is checked by
-    :class:`~pgsession_wsgi._adapters.websocket.WebsocketOrigins`.
+    """A list of websocket origins (one origin alone is a list of one), each checked later.
 
-    :param config: the app's config mapping.
-    :param key: the key, ``"PGSESSION_WEBSOCKET_ORIGINS"``.
-    :param default: when the key is unset (or None).
     :raises ConfigurationError: the value is neither an origin nor a list of them.
     """
     value = config.get(key)

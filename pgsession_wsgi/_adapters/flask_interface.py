@@ -1,11 +1,6 @@
 """Internal: ``flask.session`` bound to the session in the WSGI environ, and the 503 for a store down.
 
-:class:`EnvironSessionInterface` makes ``flask.session`` the session ``SessionMiddleware`` put into
-the environ; :func:`register_store_unavailable_handler` turns a store that cannot be reached into a
-503 through the app's own handlers. They are apart from the extensions of
-:mod:`pgsession_wsgi.flask` (which imports them back, the place an app imports them from) because
-they work on a request, with or without the extensions: an app may wire them by hand. Imported by
-:mod:`pgsession_wsgi.flask` once it has checked that Flask is installed.
+Usable without the extensions (an app may wire them by hand); :mod:`pgsession_wsgi.flask` re-exports them.
 """
 
 from __future__ import annotations
@@ -32,18 +27,16 @@ __all__ = ["EnvironSessionInterface", "register_store_unavailable_handler"]
 
 log = logging.getLogger("pgsession_wsgi")
 
-# The session this interface opened itself (no middleware ran) and must save, in this context.
-# A context variable, not an environ key: save_session() runs on every request, and reading
-# the environ there goes through Flask's request proxy.
+# The session this interface opened itself (no middleware ran) and must save. A context variable,
+# not an environ key: save_session() runs on every request, and the environ is behind a proxy.
 _opened_here: ContextVar[Session | None] = ContextVar("pgsession_opened_by_interface", default=None)
 
 
 class EnvironSessionInterface(SessionInterface):
     """Makes ``flask.session`` the session ``SessionMiddleware`` put into the WSGI environ.
 
-    The middleware loads and saves it, so this interface never touches the database itself,
-    except for sessions it had to open because no middleware ran: Flask's test client opens
-    ``session_transaction()`` sessions that way. Pass the ``middleware`` to support that.
+    The middleware loads and saves it; this interface touches the database only for sessions no
+    middleware ran for, as Flask's test client's ``session_transaction()`` opens them.
 
     :param middleware: opens and saves the sessions no middleware ran for; None refuses them.
     """
@@ -54,8 +47,6 @@ class EnvironSessionInterface(SessionInterface):
     def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
         """The environ's session, as ``flask.session``; Flask calls this for every request.
 
-        :param app: the Flask app.
-        :param request: the request whose environ holds the session.
         :raises OutsideRequestError: no middleware ran and none was given to this interface.
         """
         session = request.environ.get(ENVIRON_KEY)
@@ -68,7 +59,6 @@ class EnvironSessionInterface(SessionInterface):
                     "pgsession_wsgi.flask.PgSession(app), which does both"
                 )
             session = self.middleware.open_session(request.environ)
-            # This interface, not the middleware, saves it: remember that.
             request.environ[ENVIRON_KEY] = session
             _opened_here.set(session)
         # Flask reports the app's exceptions itself: one that escapes it was propagated on purpose.
@@ -80,14 +70,9 @@ class EnvironSessionInterface(SessionInterface):
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Save a session this interface opened; check one the middleware opened, which it saves.
 
-        The middleware saves when the response starts, after Flask's own error handling. What of
-        that save can fail without the database runs here instead, inside it
-        (:meth:`~pgsession_wsgi.core.SessionCore.check`), so that a value changed in place into
-        something unstorable is raised like any error of a view: to the test client with
-        ``TESTING``, to the debugger with ``DEBUG``, else a 500 with Flask's one log line.
+        The middleware saves after Flask's error handling, so the checks that need no database run
+        here, inside it: an unstorable value is raised like any error of a view.
 
-        :param app: the Flask app.
-        :param session: ``flask.session``.
         :param response: gets the ``Set-Cookie`` and ``Vary`` headers the save needs.
         :raises UnstorableValue: a value changed in place cannot be stored (nothing is saved).
         """
@@ -106,12 +91,8 @@ class EnvironSessionInterface(SessionInterface):
 def _teardown_saver(middleware: SessionMiddleware) -> Callable[[BaseException | None], None]:
     """The ``teardown_request`` function that saves what the app's own teardown functions changed.
 
-    The middleware saves late changes when the body ends, which a server reaches after Flask's
-    teardown. A test client need not: Flask's leaves the body unread, and with ``with client:``
-    Flask runs the teardown functions (again) when the block ends, after the body. So the late
-    save runs here too, as the body's end runs it (the core decides, and says a refusal once):
-    into the session's row, or refused with a warning when it would need a new cookie. Only once
-    the response was made: a request whose exception went past Flask saves nothing.
+    The middleware saves late changes when the body ends, but a test client may leave the body
+    unread, and ``with client:`` runs the teardown functions again after it; so it runs here too.
     """
 
     def save_teardown_change(exc: BaseException | None) -> None:
@@ -130,9 +111,8 @@ def _teardown_saver(middleware: SessionMiddleware) -> Callable[[BaseException | 
 class _UnavailableSession(NullSession):
     """Stands in for the session after the store failed: reads see nothing, writes fail.
 
-    Without it every later ``session`` read in the same request (an error page template,
-    Flask-Login's after_request hook) would wait for the dead store again and turn the 503
-    into a 500.
+    Else every later read in the request (an error page, Flask-Login's hook) would wait for the
+    dead store again and turn the 503 into a 500.
     """
 
     def _fail(self, *args: Any, **kwargs: Any) -> Any:
@@ -161,8 +141,6 @@ def register_store_unavailable_handler(app: Flask) -> None:
 
     ``PgSession`` does this itself; call it when you wire ``EnvironSessionInterface`` by hand.
     An app's own handler for ``StoreUnavailable`` is left in place.
-
-    :param app: the Flask app.
     """
     existing = app.error_handler_spec.get(None, {}).get(None, {})
     if StoreUnavailable not in existing:

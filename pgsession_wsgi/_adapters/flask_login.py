@@ -1,11 +1,6 @@
 """Internal: Flask-Login with the Flask extensions: a logout that ends the session, the user's sessions.
 
-``PGSESSION_LOGOUT_ENDS_SESSION`` connects :func:`_end_session_on_logout` to Flask-Login's
-``user_logged_out``; :func:`sessions_for_user` and :func:`log_out_other_sessions` list and end the
-logged-in user's sessions on other devices. They are apart from the extensions of
-:mod:`pgsession_wsgi.flask` (which imports them back, the place an app imports them from) because
-they are about the user logged in, not about setting an app up. Imported by
-:mod:`pgsession_wsgi.flask` once it has checked that Flask is installed.
+:mod:`pgsession_wsgi.flask` re-exports the public functions.
 """
 
 from __future__ import annotations
@@ -38,15 +33,7 @@ def _logout_signal() -> Any:
 
 
 def _end_session_on_logout(app: Flask, **extra: Any) -> None:
-    """Receives ``user_logged_out``: delete the row and expire the cookie, not just a few keys.
-
-    ``logout_user()`` asks its after-request hook to clear the remember-me cookie by leaving
-    ``_remember = "clear"`` in the session; ending the session would drop that request, and the
-    remember-me cookie would log the user in again on the next request, so it is put back.
-
-    :param app: the app whose ``logout_user()`` ran (the signal's sender).
-    :param extra: the signal's other arguments (``user``).
-    """
+    """Receives ``user_logged_out``: delete the row and expire the cookie, not just a few keys."""
     if not has_request_context():
         return
     session = flask_request.environ.get(ENVIRON_KEY)
@@ -55,12 +42,13 @@ def _end_session_on_logout(app: Flask, **extra: Any) -> None:
     remember = session.get("_remember")
     session.invalidate()
     if remember == "clear":
-        session["_remember"] = remember  # Flask-Login's hook pops it again: nothing is stored
+        # Flask-Login's hook clears the remember-me cookie on seeing this (else it would log the
+        # user in again); it pops the key again, so nothing is stored.
+        session["_remember"] = remember
 
 
 def _request_user(what: str, user_id: Any) -> tuple[SessionMiddleware, Session, Any]:
-    """The current app's middleware, the request's session and whose sessions ``what`` means,
-    for the functions below (:func:`~pgsession_wsgi.devices.request_user`)."""
+    """The current app's middleware, the request's session and whose sessions ``what`` means."""
     if not has_request_context():
         raise OutsideRequestError(
             f"{what}() works on the request's session: call it while handling a request (in a view)"
@@ -78,9 +66,8 @@ def _request_user(what: str, user_id: Any) -> tuple[SessionMiddleware, Session, 
 def sessions_for_user(user_id: Any = None) -> list[UserSession]:
     """The live sessions of the logged-in user, most recently used first, for a "your devices" page.
 
-    The request's own session is the one with ``current`` set. Works with Flask-Login (the user
-    under ``PGSESSION_USER_KEY``, ``"_user_id"`` by default) or any login that stores the user's id
-    under that key.
+    The request's own session is the one with ``current`` set. Works with Flask-Login, or any
+    login that stores the user's id under ``PGSESSION_USER_KEY``.
 
     :param user_id: whose sessions; None for the user logged in on the request's session.
     :raises OutsideRequestError: called outside a request.

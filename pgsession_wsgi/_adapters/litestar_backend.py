@@ -1,12 +1,5 @@
-"""What Litestar runs per connection for ``pgsession_wsgi.litestar``: the session backend
-(the load before the handler, the save as the response starts and after a streamed body, the
-operations by session id), the middleware around it, the exchange it keeps in the scope between
-load and save, and the two exceptions it raises.
-
-Apart from the config (``pgsession_wsgi._adapters.litestar_config``), which is checked once at
-start-up, and from the public module, which assembles both for an app (the plugin) and re-exports
-every name. The middleware's ``__call__`` and send wrapper are the per-request path.
-"""
+"""Internal: what Litestar runs per connection for :mod:`pgsession_wsgi.litestar`: the backend,
+its middleware, the exchange kept in the scope between load and save, and the two exceptions."""
 
 from __future__ import annotations
 
@@ -44,30 +37,27 @@ from .websocket import (
     save_without_cookie,
 )
 
+log = logging.getLogger("pgsession_wsgi")
+
+_SCOPE_KEY = "pgsession.litestar"
+_UNAVAILABLE_DETAIL = "the session store cannot be reached; please try again shortly"
+
 
 class BackendConfig(Protocol):
-    """What the backend reads of its config, a :class:`~pgsession_wsgi.litestar.PgSessionConfig`
-    (named by this protocol: the config module imports the backend, not the other way round)."""
+    """What the backend reads of a :class:`~pgsession_wsgi.litestar.PgSessionConfig` (whose module
+    imports this one)."""
 
     core: SessionCore
     store: AsyncPostgresStore
     origins: WebsocketOrigins
 
-log = logging.getLogger("pgsession_wsgi")
-
-# Where the backend keeps one connection's session in its scope, between load and save.
-_SCOPE_KEY = "pgsession.litestar"
-
-_UNAVAILABLE_DETAIL = "the session store cannot be reached; please try again shortly"
-
 
 class SessionStoreUnavailable(StoreUnavailable, ServiceUnavailableException):
     """The store could not be reached while loading a request's session: a 503.
 
-    Both a :class:`~pgsession_wsgi.StoreUnavailable` (an app's handler for it, or for
-    :class:`~pgsession_wsgi.SessionError`, is used) and Litestar's
-    ``ServiceUnavailableException`` (so without one Litestar answers 503, with
-    ``Retry-After: 5``; a handler for the status code 503 is used too).
+    Both a :class:`~pgsession_wsgi.StoreUnavailable` and Litestar's
+    ``ServiceUnavailableException``, so an app's handler for either (or for the status 503) is
+    used; without one Litestar answers 503 with ``Retry-After: 5``.
     """
 
 
@@ -79,12 +69,10 @@ class SessionWebsocketRefused(SessionError, WebSocketException):
 
 def _no_loader(session: Session) -> None:
     """Never called: the backend loads every session before Litestar hands it to the app."""
-    return None
 
 
 def _cookies_of(connection: ASGIConnection[Any, Any, Any, Any], core: SessionCore) -> str:
-    """The request's ``Cookie`` header; without one, our cookie from the cookies Litestar keeps in
-    the connection's state (where its ``TestClient.get_session_data()`` puts the client's)."""
+    """The ``Cookie`` header, else our cookie where Litestar's test client puts it (``cookies``)."""
     header = cookie_header(connection.scope)  # type: ignore[arg-type]
     if header:
         return header
@@ -100,14 +88,11 @@ class _Exchange:
     def __init__(self, config: BackendConfig, session: Session) -> None:
         self.config = config
         self.session = session
-        #: The save at ``http.response.start`` ran: a later change is a late one.
-        self.saved = False
-        #: A failed save was answered with an error response instead of the app's.
-        self.replaced = False
+        self.saved = False  # the save at http.response.start ran: a later change is a late one
+        self.replaced = False  # a failed save was answered with an error response
 
     def adopt(self, current: Any, scope: Scope) -> Session:
-        """The session to save, after Litestar's ``set_session(data)`` put ``data`` in the scope
-        (it replaces the session's data) or ``clear_session()`` put ``Empty`` there (it ends it)."""
+        """The session to save, after Litestar's ``set_session()`` or ``clear_session()``."""
         session = self.session
         if current is not session:
             take_over(session, current)
@@ -127,14 +112,11 @@ def _exchange_of(scope: Scope) -> _Exchange:
 
 
 class PgSessionBackend(ServerSideSessionBackend):
-    """Litestar's session backend contract on a pgsession-wsgi store, and the operations of
-    Litestar's server-side backends by session id (:meth:`get`, :meth:`set`, :meth:`delete`,
-    :meth:`delete_all`, :meth:`delete_expired`).
+    """Litestar's session backend on a pgsession-wsgi store, with the operations by session id
+    of Litestar's server-side backends (so ``litestar sessions delete`` and ``clear`` work).
 
-    A Litestar ``ServerSideSessionBackend``, so that Litestar's ``litestar sessions delete`` and
-    ``litestar sessions clear`` commands work on it. A session id is the one
-    ``request.get_session_id()`` answers: the id the cookie carries, whose SHA-256 is the row's
-    key. An app gets a backend from :attr:`PgSessionConfig.backend`.
+    A session id is the one ``request.get_session_id()`` answers: the id the cookie carries. An
+    app gets a backend from :attr:`PgSessionConfig.backend`.
     """
 
     __slots__ = ()
@@ -144,14 +126,9 @@ class PgSessionBackend(ServerSideSessionBackend):
         """:param config: a :class:`~pgsession_wsgi.litestar.PgSessionConfig`."""
         super().__init__(config)  # type: ignore[arg-type]
 
-    # -- Litestar's contract -----------------------------------------------------------------
-
     async def load_from_connection(self, connection: ASGIConnection[Any, Any, Any, Any]) -> dict[str, Any]:
-        """The connection's session, loaded: one statement for a validly signed cookie, none
-        otherwise (a bad or missing cookie is a new, empty session). Without a ``Cookie`` header
-        the cookie is looked for where Litestar's test client puts it (``connection.cookies``).
+        """The connection's session, loaded: one statement for a validly signed cookie, none otherwise.
 
-        :param connection: the request or websocket.
         :raises SessionStoreUnavailable: the store cannot be reached (a 503).
         :raises SessionWebsocketRefused: a websocket from another origin's page, or one whose
             session cannot be loaded.
@@ -167,7 +144,7 @@ class PgSessionBackend(ServerSideSessionBackend):
         try:
             if config.core.wants_load(session.state):
                 await config.core.load_async(session, config.store.execute)
-            else:  # no valid cookie: a new session, nothing to await
+            else:  # no valid cookie: nothing to await
                 session.preload(None)
         except SessionError as exc:
             status = log_failure(exc, "loading")
@@ -183,34 +160,23 @@ class PgSessionBackend(ServerSideSessionBackend):
         return cast("dict[str, Any]", session)
 
     def get_session_id(self, connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:  # type: ignore[override]
-        """The id of the connection's stored session; None for a session not stored yet.
-
-        :param connection: the request or websocket.
-        """
+        """The id of the connection's stored session; None for a session not stored yet."""
         exchange = connection.scope.get(_SCOPE_KEY)
         return exchange.session.id if isinstance(exchange, _Exchange) else None
 
     async def store_in_message(
         self, scope_session: ScopeSession, message: Message, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> None:
-        """Save the session as the response starts, and add ``Vary``, ``Set-Cookie`` (when the
-        cookie changes) and ``Cache-Control: private`` (when one is set) to ``message``.
+        """Save the session as the response starts, adding its headers to ``message``.
 
-        A session the request never used costs nothing and adds no header. Called outside the
-        middleware (``TestClient.set_session_data()``), it first loads the session the
-        connection's cookie names, then stores ``scope_session`` as its data.
-
-        :param scope_session: the session in the scope: ours, what ``set_session()`` put there,
-            or ``Empty`` after ``clear_session()``.
-        :param message: the ``http.response.start`` message.
-        :param connection: the request.
+        :param scope_session: ours, what ``set_session()`` put there, or ``Empty`` after
+            ``clear_session()``.
         :raises StoreUnavailable: the database cannot be reached in time.
         :raises SessionError: a value cannot be stored, or the session is over ``max_size``.
         """
         scope = connection.scope
         if not isinstance(scope.get(_SCOPE_KEY), _Exchange):
-            # Called outside the middleware (Litestar's TestClient.set_session_data does): the
-            # session the connection's cookie names is loaded first, and saved with this data.
+            # Called outside the middleware (Litestar's TestClient.set_session_data does).
             await self.load_from_connection(connection)
         headers = self._save_started(scope_session, scope)
         if not isinstance(headers, list):
@@ -226,9 +192,7 @@ class PgSessionBackend(ServerSideSessionBackend):
     def _save_started(
         self, scope_session: ScopeSession, scope: Scope
     ) -> list[tuple[str, str]] | Awaitable[list[tuple[str, str]]]:
-        """The save of the connection's session up to its first statement, without awaiting: the
-        headers the response needs when the save needed no statement (a session never used, or
-        read and not changed), else what finishes the save and answers them."""
+        """The save's headers if it needs no statement, else an awaitable of them (to await less)."""
         exchange = _exchange_of(scope)
         session = exchange.adopt(scope_session, scope)
         exchange.saved = True
@@ -240,17 +204,13 @@ class PgSessionBackend(ServerSideSessionBackend):
 
     async def save_late(self, scope: Scope) -> None:
         """After the response: save a change a streamed body made once the headers were out,
-        if it needs no new cookie (else it is logged and dropped, as on every front end).
-
-        :param scope: the request's scope.
-        """
+        if it needs no new cookie (else it is logged and dropped)."""
         session = self._late_session(scope)
         if session is not None:
             await self._save_late(session)
 
     def _late_session(self, scope: Scope) -> Session | None:
-        """The session :meth:`save_late` has to save; None (every request's common case) when
-        there is nothing to do, so the middleware awaits nothing then."""
+        """The session :meth:`save_late` has to save; None (the common case) lets it await nothing."""
         exchange = scope.get(_SCOPE_KEY)
         if not isinstance(exchange, _Exchange) or not exchange.saved or exchange.replaced:
             return None
@@ -263,10 +223,8 @@ class PgSessionBackend(ServerSideSessionBackend):
         except SessionError as exc:
             log.warning("session change made after the response headers were sent was not saved: %s", exc)
 
-    # -- by session id -----------------------------------------------------------------------
-
     def _session_for(self, session_id: str) -> Session:
-        """A session for ``session_id`` as if its cookie had come in: the core reads it as any."""
+        """A session for ``session_id`` as if its cookie had come in."""
         core = self.config.core
         try:
             cookie = f"{core.cookie.name}={core.signer.sign(session_id)}"
@@ -282,9 +240,7 @@ class PgSessionBackend(ServerSideSessionBackend):
     async def get(self, session_id: str, store: Any = None) -> dict[str, Any] | None:  # type: ignore[override]
         """The data of the live session ``session_id`` (values as the app stored them), or None.
 
-        :param session_id: an id as ``request.get_session_id()`` gives it.
-        :param store: unused (Litestar's server-side backends take the app's store here; this
-            one has the config's).
+        :param store: unused (this backend has the config's).
         :raises StoreUnavailable: the database cannot be reached in time.
         """
         session = await self._loaded(session_id)
@@ -293,14 +249,11 @@ class PgSessionBackend(ServerSideSessionBackend):
     async def set(self, session_id: str, data: Any, store: Any = None) -> str | None:  # type: ignore[override]
         """Replace the data of session ``session_id`` with ``data``; returns the id it lives under.
 
-        That is ``session_id`` while its session is live. Ids are never chosen by the caller: for
-        an id with no live session (ended, expired, never issued) the data is stored under a new
-        id, returned. Empty data ends the session (None is returned).
+        Ids are never chosen by the caller: for an id with no live session the data is stored
+        under a new id. Empty data ends the session (None is returned).
 
-        :param session_id: an id as ``request.get_session_id()`` gives it.
-        :param data: a mapping, a dataclass, a pydantic model or a msgspec ``Struct`` of storable
-            values.
-        :param store: unused, as for :meth:`get`.
+        :param data: a mapping, a dataclass, a pydantic model or a msgspec ``Struct``.
+        :param store: unused.
         :raises SessionError: a value cannot be stored, or the session is over ``max_size``.
         :raises StoreUnavailable: the database cannot be reached in time.
         """
@@ -313,10 +266,8 @@ class PgSessionBackend(ServerSideSessionBackend):
 
     async def delete(self, session_id: str, store: Any = None) -> None:
         """End session ``session_id`` (its row is deleted); nothing happens for an unknown id.
-        ``litestar sessions delete SESSION_ID`` calls it.
 
-        :param session_id: an id as ``request.get_session_id()`` gives it.
-        :param store: unused, as for :meth:`get`.
+        :param store: unused.
         :raises StoreUnavailable: the database cannot be reached in time.
         """
         session = self._session_for(session_id)
@@ -324,18 +275,14 @@ class PgSessionBackend(ServerSideSessionBackend):
         await run_async(self.config.core.save(session), self.config.store.execute)
 
     async def delete_all(self) -> int:
-        """End every session in the store's table; how many live ones ended.
-
-        The store's :meth:`~pgsession_wsgi.async_store.AsyncPostgresStore.delete_all`: every
-        app's sessions on that table go (a row does not record which app made it), on a store
-        of its own connections or on your pool's (``AsyncPostgresStore.from_pool``) alike.
+        """End every session in the store's table, every app's; how many live ones ended.
 
         :raises StoreUnavailable: the database cannot be reached.
         """
         return await self.config.store.delete_all()
 
     async def delete_expired(self) -> int:
-        """Delete the expired rows now (the store's background purge does it too); how many.
+        """Delete the expired rows now (the store's purge does it too); how many.
 
         :raises StoreUnavailable: the database cannot be reached.
         """
@@ -343,27 +290,18 @@ class PgSessionBackend(ServerSideSessionBackend):
 
 
 class PgSessionMiddleware(SessionMiddleware[PgSessionBackend]):
-    """Litestar's ``SessionMiddleware`` (its route exclusions, scopes and ``get_session_id``),
-    with what a database-backed save needs besides.
+    """Litestar's ``SessionMiddleware``, with what a database-backed save needs besides.
 
-    A save that fails as the response starts answers a 503 (store unreachable, with
-    ``Retry-After: 5``) or a 500 (a value that cannot be stored), with one log line, instead of
-    the app's response; Litestar would have no response left to send. A change a streamed body
-    makes after the headers went out is saved after the body, if it needs no new cookie.
-
-    :param app: the next ASGI app.
-    :param backend: a :class:`PgSessionBackend` (``config.middleware`` makes both).
+    A save that fails as the response starts answers a 503 (store unreachable) or a 500, with one
+    log line, instead of the app's response. A change a streamed body makes after the headers went
+    out is saved after the body, if it needs no new cookie.
     """
 
     def __init__(self, app: ASGIApp, backend: PgSessionBackend) -> None:
         super().__init__(app, backend)
 
     def create_send_wrapper(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Send:
-        """Litestar's send wrapper (the backend saves at ``http.response.start``), answering
-        the failure of that save with an error response.
-
-        :param connection: the request.
-        """
+        """Litestar's send wrapper, answering a failed save with an error response."""
         scope, connection_send = connection.scope, connection.send
         backend = self.backend
 
@@ -373,7 +311,6 @@ class PgSessionMiddleware(SessionMiddleware[PgSessionBackend]):
                 return  # the rest of a response replaced by an error response
             if message["type"] == "http.response.start":
                 try:
-                    # The save, awaited only when it has a statement to run.
                     headers = backend._save_started(scope.get("session"), scope)
                     if not isinstance(headers, list):
                         headers = await headers
@@ -383,21 +320,13 @@ class PgSessionMiddleware(SessionMiddleware[PgSessionBackend]):
                         exchange.replaced = True
                     await error_response(connection_send, status)  # type: ignore[arg-type]
                     return
-                # A new message: the app's own, which a response cache may hold, keeps no cookie.
                 message = with_session_headers_sent(message, headers)  # type: ignore[arg-type,assignment]
             await connection_send(message)
 
         return send
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Litestar's middleware (the session loaded into the scope, its id into the connection's
-        state, the save as the response starts), then the save of a change made while the body
-        streamed.
-
-        :param scope: the connection's scope.
-        :param receive: the ASGI receive callable.
-        :param send: the ASGI send callable.
-        """
+        """Litestar's middleware, then the save of a change made while the body streamed."""
         # What Litestar's SessionMiddleware.__call__ does, in one pass: its connection class
         # unsubscripted (calling the subscripted generic costs as much again per request).
         connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope, receive=receive, send=send)
@@ -406,6 +335,6 @@ class PgSessionMiddleware(SessionMiddleware[PgSessionBackend]):
         connection._connection_state.session_id = backend.get_session_id(connection)
         await self.app(scope, receive, self.create_send_wrapper(connection))
         if scope["type"] == ScopeType.HTTP:
-            late = backend._late_session(scope)  # save_late, awaited only with something to save
+            late = backend._late_session(scope)  # save_late, awaiting only with something to save
             if late is not None:
                 await backend._save_late(late)

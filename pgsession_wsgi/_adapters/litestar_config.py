@@ -1,14 +1,8 @@
-"""The config of ``pgsession_wsgi.litestar``: the session options by Litestar's names,
-translated to the core's and checked once, when the config is made; and the middleware it hands an
-app.
-
-Apart from what runs per connection (``pgsession_wsgi._adapters.litestar_backend``), which this module
-builds on, and from the public module, which re-exports every name.
-"""
+"""Internal: the config of :mod:`pgsession_wsgi.litestar`, its options by Litestar's names
+translated to the core's and checked once, and the middleware it hands an app."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,11 +24,10 @@ from ..defaults import (
 )
 from ..errors import ConfigurationError
 from ..options import SessionOptions
+from .asgi_options import _in_names_given
 from .litestar_backend import PgSessionBackend, PgSessionMiddleware
 from .websocket import WebsocketOrigins
 
-# Litestar's name of each cookie and lifetime option, and the core's: documented where an app
-# imports it, as pgsession_wsgi.litestar.OPTION_NAMES (the same mapping).
 OPTION_NAMES: Mapping[str, str] = {
     "key": "cookie_name",
     "max_age": "idle_timeout",
@@ -49,46 +42,24 @@ OPTION_NAMES: Mapping[str, str] = {
 _SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 
 
-def _in_litestar_names(message: str) -> str:
-    """A core message about an option, naming it as :class:`PgSessionConfig` does."""
-    for litestar_name, core_name in OPTION_NAMES.items():
-        message = re.sub(rf"\b{core_name}\b", litestar_name, message)
-    return message
-
-
 @dataclass(eq=False)
 class PgSessionConfig(BaseBackendConfig["PgSessionBackend"]):
-    """The session options, by Litestar's names where Litestar has one (see
-    :data:`OPTION_NAMES`), and the middleware (:attr:`middleware`) that uses them.
+    """The session options, by Litestar's names where it has one (see :data:`OPTION_NAMES`), and
+    the :attr:`middleware` that uses them; checked once, here, so a wrong option fails at start-up.
 
-    Checked once, here: a wrong option fails at start-up, never per request.
+    The options without a Litestar name are :class:`~pgsession_wsgi.SessionOptions`' fields, with
+    the same defaults.
 
-    :param store: where sessions live: an :class:`~pgsession_wsgi.asgi.AsyncPostgresStore`
-        (``AsyncPostgresStore.from_pool(pool)`` to borrow your own psycopg pool's connections).
-    :param secret_key: signs the cookie; the same key as a Flask or WSGI app's to share its
-        sessions. Required (Litestar's server-side sessions sign nothing).
-    :param key: the cookie's name (the core's ``cookie_name``); ``"session"``, as Flask's.
+    :param store: where sessions live: an :class:`~pgsession_wsgi.asgi.AsyncPostgresStore`.
+    :param secret_key: signs the cookie (Litestar's server-side sessions sign nothing); the same
+        key as a Flask or WSGI app's to share its sessions.
     :param max_age: seconds a session lives unused, also a permanent session's cookie's
-        ``Max-Age`` (the core's ``idle_timeout``); 31 days, as in every front end (Flask's
-        ``PERMANENT_SESSION_LIFETIME``).
-    :param scopes: the connections that get a session: ``http`` and ``websocket`` (Litestar's).
-    :param path: the cookie's ``Path``.
-    :param domain: the cookie's ``Domain``; None sends none (the safest).
+        ``Max-Age`` (the core's ``idle_timeout``).
     :param secure: ``Secure``; None (the default): when the request came over https.
-    :param httponly: ``HttpOnly``.
-    :param samesite: ``"lax"``, ``"strict"`` or ``"none"`` (which needs Secure cookies).
     :param exclude: a path pattern, or a list of them, whose requests get no session (Litestar's).
     :param exclude_opt_key: a route whose ``opt`` has this key set true gets no session
         (``@get("/", skip_session=True)``; Litestar's).
-
-    The other options (``absolute_timeout``, ``touch_interval``, ``permanent``,
-    ``refresh_each_request``, ``fallback_secret_keys``, ``user_key``,
-    ``regenerate_on_user_change``, ``max_size``, ``signer``) are
-    :class:`~pgsession_wsgi.SessionOptions`' fields, documented there once for every front
-    end, with the same defaults.
-
-    :param websocket_origins: origins whose pages may open a websocket that gets the session,
-        besides the app's own (e.g. ``["https://app.example.com"]``).
+    :param websocket_origins: origins besides the app's own whose pages may open a websocket.
     :raises ConfigurationError: ``store`` is not an ``AsyncPostgresStore``, ``secret_key`` is
         missing, or an option is invalid or contradicts another (named as here).
     """
@@ -116,7 +87,7 @@ class PgSessionConfig(BaseBackendConfig["PgSessionBackend"]):
     max_size: int | None = DEFAULT_MAX_SIZE
     signer: IdSigner | None = field(default=None, repr=False)
     websocket_origins: Iterable[str] = ()
-    #: The request algorithm, with the options as checked (made from the fields above).
+    #: The request algorithm, with the options as checked.
     core: SessionCore = field(init=False, repr=False)
     #: The pages that may open a websocket getting the session (from ``websocket_origins``).
     origins: WebsocketOrigins = field(init=False, repr=False)
@@ -148,25 +119,20 @@ class PgSessionConfig(BaseBackendConfig["PgSessionBackend"]):
             options = {**vars(self), **{OPTION_NAMES[name]: value for name, value in given.items()}}
             self.core = SessionCore.from_options(SessionOptions.among(options))
         except ConfigurationError as exc:
-            raise ConfigurationError(_in_litestar_names(str(exc))) from None
+            renamed = {core_name: name for name, core_name in OPTION_NAMES.items()}
+            raise ConfigurationError(_in_names_given(str(exc), renamed)) from None
         self.origins = WebsocketOrigins(self.websocket_origins, "websocket_origins")
 
     @property
     def middleware(self) -> DefineMiddleware:
-        """Litestar's session middleware around this config's backend, for a ``middleware``
-        list of the app, a router or a controller (the plugin puts it on the app)."""
+        """Litestar's session middleware around this config's backend, for a ``middleware`` list."""
         return DefineMiddleware(PgSessionMiddleware, backend=PgSessionBackend(config=self))
 
     def get_store_from_app(self, app: Any) -> AsyncPostgresStore:
-        """The config's own store, whatever the app's ``stores`` hold: what Litestar's
-        ``litestar sessions delete`` and ``litestar sessions clear`` commands ask a server-side
-        config for (``clear`` calls its ``delete_all()``).
-
-        :param app: the Litestar app (unused: the store is the config's).
-        """
+        """The config's own store, whatever the app's ``stores`` hold (for ``litestar sessions``)."""
         return self.store
 
     @property
     def backend(self) -> PgSessionBackend:
-        """A backend on this config, for its operations by session id (:meth:`PgSessionBackend.get`...)."""
+        """A backend on this config, for its operations by session id."""
         return PgSessionBackend(config=self)

@@ -1,11 +1,5 @@
-"""How ``pgsession_wsgi.quart`` opens and saves each request's session: the session interface
-Quart calls (the load before the handler, the save into the response, the late saves of a
-websocket, a teardown or a streamed body), the stand-ins for a session that could not be loaded,
-and the error response that replaces one whose save failed.
-
-Apart from the extension that installs it on an app (its config, hooks and error answers) and
-the functions a view calls, which stay in the public module; that module re-exports every name.
-The hook named below, ``_refuse_unavailable``, is the public module's.
+"""Internal: the session interface :mod:`pgsession_wsgi.quart` installs, which loads each request's
+session before the handler and saves it (into the response, or late), and its stand-in sessions.
 """
 
 from __future__ import annotations
@@ -41,10 +35,8 @@ _ERROR_BODIES = {
 class _UnavailableSession(NullSession):
     """Stands in when the session could not be loaded: reads see nothing, writes fail.
 
-    The hook :func:`_refuse_unavailable` answers the request (503 or 500) before the handler
-    runs, so only the app's own earlier hooks can meet it.
-
-    :param error: why the session could not be loaded.
+    The quart module's ``_refuse_unavailable`` hook answers the request (503 or 500) before the
+    handler runs, so only the app's own earlier hooks can meet it.
     """
 
     def __init__(self, error: SessionError) -> None:
@@ -61,10 +53,7 @@ class _UnavailableSession(NullSession):
 
 
 class _CrossOriginSession(NullSession):
-    """Stands in for a websocket whose ``Origin`` is refused: nothing loaded, writes fail.
-
-    The hook :func:`_refuse_unavailable` answers the handshake (403) before the handler runs.
-    """
+    """Stands in for a websocket whose ``Origin`` is refused (answered with a 403): writes fail."""
 
     def _fail(self, *args: Any, **kwargs: Any) -> Any:
         raise SessionError(
@@ -93,11 +82,7 @@ class PgSessionInterface(SessionInterface):
         self._origins = WebsocketOrigins(websocket_origins, WEBSOCKET_ORIGINS_KEY)
 
     async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> SessionMixin | None:
-        """The request's session, loaded now if its cookie is validly signed.
-
-        :param app: the Quart app.
-        :param request: the request or websocket.
-        """
+        """The request's session, loaded now if its cookie is validly signed."""
         if isinstance(request, Websocket) and not self._origins.allows(
             request.headers.getlist("Origin"), request.scheme, request.headers.get("Host"), request.server
         ):
@@ -119,19 +104,13 @@ class PgSessionInterface(SessionInterface):
     ) -> None:
         """Save the session; its headers go on ``response``.
 
-        A websocket has no response once accepted (``response`` is None): its session is saved
-        if the change keeps the cookie the browser has, else the change is dropped with a warning.
+        A store that cannot be reached is a 503 and one log line of ours.
 
-        A value changed in place into something unstorable is raised here, inside Quart's
-        request handling (:meth:`~pgsession_wsgi.core.SessionCore.check`), like any error of a
-        view: Quart's traceback page with ``TESTING`` or ``DEBUG``, to the caller with
-        ``PROPAGATE_EXCEPTIONS``, else a 500 with Quart's one log line; nothing is saved then. A
-        store that cannot be reached is a 503 and one log line of ours.
-
-        :param app: the Quart app.
-        :param session: ``quart.session``.
-        :param response: the response about to be sent, or None for an accepted websocket.
-        :raises UnstorableValue: a value changed in place cannot be stored.
+        :param response: the response about to be sent, or None for an accepted websocket: its
+            session is saved if the change keeps the cookie the browser has, else dropped with a
+            warning.
+        :raises UnstorableValue: a value changed in place cannot be stored (raised inside Quart's
+            request handling, like any error of a view; nothing is saved).
         """
         if not isinstance(session, Session):
             return
@@ -151,13 +130,7 @@ class PgSessionInterface(SessionInterface):
             response.response = _SaveAfterBody(response.response, self, session)
 
     async def _save_without_cookie(self, session: Session, where: str = "in a websocket") -> None:
-        """Save a change made where no cookie can be set any more (a websocket, a teardown, a
-        streamed body); one that needs a new cookie is logged, once however many of these
-        points follow (the core remembers the refusal).
-
-        :param session: the session.
-        :param where: for the log lines.
-        """
+        """Save a change made where no cookie can be set; one that needs a new cookie is logged, once."""
         if not self.core.needs_late_save(session):
             return
         if self.core.late_save_refused(session):
@@ -174,12 +147,7 @@ class PgSessionInterface(SessionInterface):
 
 
 class _SaveAfterBody(ResponseBody):
-    """A streamed body that saves the session's late changes once it is sent (or cut off).
-
-    :param body: the response's own body.
-    :param interface: saves the session.
-    :param session: the request's session.
-    """
+    """A streamed body that saves the session's late changes once it is sent (or cut off)."""
 
     def __init__(self, body: ResponseBody, interface: PgSessionInterface, session: Session) -> None:
         self._body = body

@@ -1,9 +1,7 @@
 """Internal: what the ASGI middleware and the Quart extension share about websockets.
 
-Written once here so the two adapters cannot drift apart: which pages may open a websocket
-that gets the session (the ``Origin`` check against cross-site websocket hijacking), the close
-codes, and the save made where no cookie can be set any more (a websocket, or an HTTP response
-whose headers went out).
+The ``Origin`` check (against cross-site websocket hijacking), the close codes, and the save made
+where no cookie can be set any more (a websocket, or an HTTP response whose headers went out).
 """
 
 from __future__ import annotations
@@ -31,27 +29,19 @@ __all__ = [
 
 log = logging.getLogger("pgsession_wsgi")
 
-#: The close code of a handshake refused because the session store cannot be reached:
-#: 1013, "Try Again Later".
-CLOSE_UNAVAILABLE = 1013
-#: The close code of a handshake refused for any other session error: 1011, "Internal Error".
-CLOSE_ERROR = 1011
-#: The close code of a cross-origin handshake, where the server cannot answer it with a 403:
-#: 1008, "Policy Violation".
-CLOSE_POLICY_VIOLATION = 1008
-#: The close reason of a cross-origin handshake.
+CLOSE_UNAVAILABLE = 1013  # "Try Again Later": the session store cannot be reached
+CLOSE_ERROR = 1011  # "Internal Error": any other session error
+CLOSE_POLICY_VIOLATION = 1008  # a cross-origin handshake the server cannot answer with a 403
 REFUSED_REASON = "websocket Origin not allowed"
-#: The body of the 403 that answers a cross-origin handshake.
 FORBIDDEN_BODY = "Forbidden: this page's Origin may not open a websocket to this site.\n"
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST = re.compile(r"[a-z0-9._-]+|[0-9a-f:.]*:[0-9a-f:.]*")  # a name, an IPv4 or an IPv6 address
-_SHOWN = 200  # at most this much of a refused Origin goes into the log line
+_SHOWN = 200  # at most this much of a refused Origin is logged
 
 
 def _origin(text: str) -> str | None:
-    """``text`` as an origin in one spelling (``scheme://host[:port]``, lower case, no default
-    port), or None if it is none: another scheme, a path, a user, an opaque ``null``..."""
+    """``text`` as ``scheme://host[:port]`` (lower case, no default port), or None if no origin."""
     if not text.isascii() or text.endswith(("?", "#")):
         return None
     try:
@@ -77,24 +67,21 @@ def _origin(text: str) -> str | None:
 
 
 class WebsocketOrigins:
-    """Which pages may open a websocket that gets the session: the app's own origin and those
-    listed; a client sending no ``Origin`` (not a browser) may too.
+    """Which pages may open a websocket that gets the session: the app's own origin, those
+    listed, and clients sending no ``Origin`` (not browsers).
 
     A browser sends the session cookie with a websocket handshake whatever page opens it, so
     without this check any site a user visits could talk to the app as that user.
 
-    :param listed: origins allowed besides the app's own, e.g. ``"https://app.example.com"``;
-        one string is one origin.
-    :param option: the option's name, for the messages (``websocket_origins``, or
-        ``PGSESSION_WEBSOCKET_ORIGINS`` in Quart).
+    :param listed: origins allowed besides the app's own; one string is one origin.
+    :param option: the option's name, for the messages.
     :raises ConfigurationError: an entry is not an ``http`` or ``https`` origin.
     """
 
     def __init__(self, listed: str | Iterable[str], option: str) -> None:
         self.option = option
-        entries = [listed] if isinstance(listed, str) else list(listed)
         allowed = set()
-        for entry in entries:
+        for entry in [listed] if isinstance(listed, str) else listed:
             origin = _origin(entry) if isinstance(entry, str) else None
             if origin is None:
                 raise ConfigurationError(
@@ -103,7 +90,6 @@ class WebsocketOrigins:
                     "'https://app.example.com'"
                 )
             allowed.add(origin)
-        #: The origins listed, each in one spelling.
         self.listed = frozenset(allowed)
 
     def allows(
@@ -112,7 +98,6 @@ class WebsocketOrigins:
         """Whether a handshake may go on; a refusal is logged (one warning line).
 
         :param origins: the request's ``Origin`` headers, as sent (several are refused).
-        :param scheme: the request's scheme: ``ws`` or ``wss`` (``http`` / ``https`` too).
         :param host: its ``Host`` header, None if it sent none.
         :param server: the ``(host, port)`` the server listens on, for a request without ``Host``.
         """
@@ -134,8 +119,7 @@ class WebsocketOrigins:
 
 
 def _own(scheme: str, host: str | None, server: Sequence[Any] | None) -> str | None:
-    """The origin of the app's own pages: the request's scheme (``ws`` -> ``http``, ``wss`` ->
-    ``https``) and its ``Host`` header, else the server's address."""
+    """The app's own origin: the request's scheme as http(s) and its ``Host``, else the server's."""
     web = "https" if scheme in ("wss", "https") else "http"
     if host is None and server is not None and len(server) == 2 and server[0]:
         address, port = str(server[0]), server[1]
@@ -149,16 +133,9 @@ async def save_without_cookie(
 ) -> None:
     """Save ``session`` now, where the browser can no longer be sent a cookie.
 
-    A change that needs a new cookie is refused before anything is written. A session that
-    ended elsewhere (its row deleted by a logout or a revocation, or expired) is not brought
-    back: the save is dropped, or, written blind, the row it started under a new id (which no
-    cookie could carry to the browser) is deleted again; either way this raises.
-
-    :param core: the adapter's core.
-    :param session: the connection's session.
-    :param execute: the async store's ``execute``.
-    :raises SessionError: the change needs a new cookie, or the session had ended.
-    :raises StoreUnavailable: the database cannot be reached.
+    A change that needs a new cookie is refused before anything is written. A session that ended
+    elsewhere is not brought back: a row a blind write started under a new id (which no cookie
+    could carry) is deleted again, and this raises :class:`SessionError`.
     """
     if core.late_save_refused(session):
         raise SessionError(
@@ -171,7 +148,7 @@ async def save_without_cookie(
     after = session.state.session_id
     if after == before:
         return
-    if after is not None:  # written blind into a row that was gone: a new id nobody can use
+    if after is not None:  # a blind write into a row that was gone: a new id nobody can use
         await execute(Delete(hash_session_id(after)))
         session.mark_saved(None)
     raise SessionError(

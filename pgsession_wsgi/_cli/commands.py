@@ -1,10 +1,5 @@
-"""The maintenance commands of ``pgsession-wsgi``: ``init``, ``cleanup``, ``stats``, ``revoke`` and
-``migrate-flask-pg-session``, with what the two long ones share (:class:`_LongJob`: the progress
-display, and the stop between batches on SIGINT or SIGTERM).
-
-Apart from the demo, which serves an app rather than running one job on a table, and from the
-parser, which only names these functions.
-"""
+"""The maintenance commands of ``pgsession-wsgi`` (``init``, ``cleanup``, ``stats``, ``revoke``,
+``migrate-flask-pg-session``) and what the two long ones share."""
 
 from __future__ import annotations
 
@@ -12,6 +7,7 @@ import argparse
 import json
 import signal
 import sys
+from contextlib import suppress
 from datetime import timedelta
 from types import FrameType
 from typing import Any
@@ -28,31 +24,19 @@ _UNUSED_DSN = "postgresql://"
 
 
 class _LongJob:
-    """The command line's side of a library call that reports its batches (``on_batch``).
-
-    It draws the progress, and turns the first SIGINT or SIGTERM into a stop between batches:
-    the library finishes the batch under way and returns (the purge) or rolls back (the
-    migration), so nothing is left half-done. A second signal stops at once (exit 130).
-
-    :param progress: the display; None for ``--quiet``.
-    """
+    """Shows a long job's progress; a first SIGINT or SIGTERM stops it between batches, a second at once."""
 
     def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
-        #: The signal that asked to stop, if one did.
         self.signum: int | None = None
-        #: Whether the library was told to stop (and did).
         self.stopped = False
-        #: The last ``(done, total)`` the library reported.
         self.done = self.total = 0
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _LongJob:
-        try:
+        with suppress(ValueError):  # main() called outside the main thread: signals stay as they are
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._on_signal)
-        except ValueError:  # main() called outside the main thread: signals stay as they are
-            pass
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -86,9 +70,6 @@ def _progress(args: argparse.Namespace, label: str, what: str, *, approximate: b
     if args.quiet:
         return None
     return Progress(label, what, sys.stderr, approximate=approximate, interval=args.progress_interval)
-
-
-# -- subcommands -----------------------------------------------------------------------------
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -169,8 +150,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    """Move a flask-pg-session table's sessions at once: in place (the old table is kept,
-    renamed), or ``--into`` the table a running FlaskPgSession uses (the old one stays)."""
+    """Move a flask-pg-session table's sessions at once, in place or ``--into`` another table."""
     label = f"{PROG} migrate-flask-pg-session"
     progress = _progress(args, label, "rows handled", approximate=False)
     try:

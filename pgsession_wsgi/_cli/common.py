@@ -1,10 +1,5 @@
-"""What every ``pgsession-wsgi`` command shares: its exit statuses, its output lines, the
-DSN (where it comes from, and its password kept out of every line printed), the checks of the
-arguments and settings made before anything runs, and the store a maintenance command opens.
-
-Apart from cli.py so that the commands, the demo and the parser can use them without importing
-the entry point (which imports them all).
-"""
+"""What every ``pgsession-wsgi`` command shares: exit statuses, output, the DSN and its redaction,
+the checks made before anything runs, and a maintenance command's store."""
 
 from __future__ import annotations
 
@@ -40,9 +35,6 @@ _MAX_DAYS = MAX_LIFETIME.days  # a lifetime: 100 years
 _MAX_INTERVAL = 86400  # between progress lines: a day
 
 
-# -- helpers ---------------------------------------------------------------------------------
-
-
 def _say(text: str) -> None:
     """Print and flush at once: the demo's first line must reach a pipe before serving starts."""
     print(text, flush=True)
@@ -54,8 +46,7 @@ def _tell(text: str) -> None:
 
 
 def _passwords(sources: Iterable[str | None]) -> list[str]:
-    """Every password the sources (DSNs, or any command-line argument) may hold, longest first:
-    as libpq reads it, and as typed, even in a DSN libpq cannot parse."""
+    """Every password the sources may hold, as libpq reads it and as typed, longest first."""
     found: set[str] = set()
     for source in sources:
         if not source:
@@ -71,16 +62,14 @@ def _passwords(sources: Iterable[str | None]) -> list[str]:
 
 
 def _redact(text: str, *sources: str | None) -> str:
-    """Hide the password of every DSN in ``sources`` wherever it appears in ``text`` (errors may
-    quote the connection string, or the user name when it is the password too)."""
+    """Hide the passwords of ``sources`` in ``text``: errors may quote a DSN, or a user name equal to one."""
     for secret in _passwords(sources):
         text = text.replace(secret, "***")
     return text
 
 
 def _not_text(value: str) -> bool:
-    """Whether ``value`` holds bytes the locale could not decode (Python keeps them as lone
-    surrogates), which no database, file or terminal can take as text."""
+    """Whether ``value`` holds undecodable bytes (kept by Python as lone surrogates)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -134,10 +123,7 @@ def _number(value: float) -> str:
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
-    """Refuse a number no command can use (NaN, infinite, negative, huge) before anything runs.
-
-    Each bound is written so that NaN fails it too.
-    """
+    """Refuse NaN, infinite, negative or huge numbers before anything runs (each bound fails NaN)."""
     port = getattr(args, "port", None)
     if port is not None and not 1 <= port <= 65535:
         raise ConfigurationError(f"--port must be a TCP port number from 1 to 65535, not {port}")
@@ -207,10 +193,7 @@ def _describe_dsn(dsn: str) -> str:
 
 @contextmanager
 def _store(args: argparse.Namespace, unlogged: bool | None = None) -> Iterator[PostgresStore]:
-    """A store for one maintenance command: no table creation, no purge thread, one connection.
-
-    It takes the table as it is, logged or unlogged, unless ``unlogged`` says which it must be.
-    """
+    """A store for one maintenance command: no table creation, no purge thread, one connection."""
     store = PostgresStore(
         _require_dsn(args),
         args.table,

@@ -1,8 +1,4 @@
-"""``pgsession-wsgi demo``: an example app served on a database, yours or a private embedded one.
-
-Apart from the maintenance commands: it imports an example, checks the address before
-anything starts, and keeps Ctrl-C and SIGTERM from leaving the embedded PostgreSQL running.
-"""
+"""``pgsession-wsgi demo``: an example app served on a database, yours or a private embedded one."""
 
 from __future__ import annotations
 
@@ -14,13 +10,13 @@ import os
 import secrets
 import signal
 import socket
-import sys
+from contextlib import suppress
 from types import FrameType, ModuleType
 from typing import Any
 
 from ..errors import ConfigurationError
 from ..store import PostgresStore
-from .common import EXIT_FAILURE, PROG, _describe_dsn, _dsn_and_source, _redact, _say, _where
+from .common import EXIT_FAILURE, PROG, _describe_dsn, _dsn_and_source, _redact, _say, _tell, _where
 
 # The checkout's examples/ folder, which the wheel ships as this package (see pyproject.toml).
 _EXAMPLES = "pgsession_wsgi.examples"
@@ -32,11 +28,7 @@ def _default_app() -> str:
 
 
 def _load_example(name: str) -> ModuleType:
-    """Import an example by module name, so the installed command works outside any checkout.
-
-    Importing one starts nothing (its ``app`` is built on first use), so a missing dependency is
-    reported before any database is touched.
-    """
+    """Import an example; that starts nothing, so a missing dependency shows before any database does."""
     module_name = f"{_EXAMPLES}.{name}_app"
     try:
         return importlib.import_module(module_name)
@@ -65,25 +57,16 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _stop_on_signals() -> dict[int, Any]:
-    """Make Ctrl-C and SIGTERM stop the server so the embedded PostgreSQL is stopped, not orphaned.
-
-    SIGINT is set explicitly: a shell that starts the demo in the background ignores it.
-    """
+    """Let SIGTERM, and SIGINT (ignored in a background job), stop the server: no orphaned PostgreSQL."""
     previous: dict[int, Any] = {}
-    try:
+    with suppress(ValueError):  # not the main thread: leave signals alone
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, _interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
     return previous
 
 
 def _check_port(host: str, port: int) -> None:
-    """Refuse at once an address the server could not listen on.
-
-    werkzeug finds out only when it starts, after the database is set up and "serving" printed.
-    This binds a socket as werkzeug does (same address family, ``SO_REUSEADDR``) and closes it.
-    """
+    """Refuse now, by binding as werkzeug does, an address werkzeug would refuse only after setup."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         found = socket.getaddrinfo(host.strip("[]"), port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -133,11 +116,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         try:
             server = start_embedded()
         except RuntimeError as exc:  # initdb or pg_ctl failed; the message carries the server log
-            print(
-                f"{PROG} demo: error: the embedded PostgreSQL did not start: {exc}",
-                file=sys.stderr,
-                flush=True,
-            )
+            _tell(f"{PROG} demo: error: the embedded PostgreSQL did not start: {exc}")
             return EXIT_FAILURE
         unused = (
             '; DATABASE_URL is not used by the demo: pass --dsn "$DATABASE_URL" to serve from there'

@@ -1,8 +1,4 @@
-"""The argument parser of ``pgsession-wsgi``: every command, its options and their help.
-
-Apart from cli.py because it is long and only describes; its errors are raised (not printed)
-so that main() can hide any password they echo.
-"""
+"""The argument parser of ``pgsession-wsgi``: every command, its options and their help."""
 
 from __future__ import annotations
 
@@ -37,8 +33,7 @@ class _UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser, whose errors go back to main() instead of being printed at once: they
-    may echo an argument, such as a DSN given before the command (read as the command's name)."""
+    """Raises its errors for main() to redact: they may echo an argument, such as a misplaced DSN."""
 
     def error(self, message: str) -> NoReturn:
         raise _UsageError(self.format_usage(), f"{self.prog}: error: {message}\n")
@@ -83,10 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         "is still printed",
     )
 
-    parser = _Parser(
-        prog=PROG,
-        description="Server-side WSGI sessions in PostgreSQL: demo and maintenance.",
-    )
+    parser = _Parser(prog=PROG, description="Server-side WSGI sessions in PostgreSQL: demo and maintenance.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -226,9 +218,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the flask-pg-session table, SESSION_PG_TABLE (default: %(default)s)",
     )
     migrate.add_argument(
-        "--schema",
-        default=DEFAULT_SCHEMA,
-        help="its schema, SESSION_PG_SCHEMA (default: %(default)s)",
+        "--schema", default=DEFAULT_SCHEMA, help="its schema, SESSION_PG_SCHEMA (default: %(default)s)"
     )
     migrate.add_argument(
         "--key-prefix",

@@ -1,10 +1,6 @@
-"""The checks at a session's two edges, and the JSON a save is written in.
+"""Internal: the checks on what an app puts into a session and on what a store reads from a row.
 
-What an app puts in (a key, a value the codec must store, a lifetime) is refused where it goes in,
-with what to do instead; what a store reads out of a row (a time or a value no driver reads back as
-one pgsession-wsgi writes) is refused as :class:`~pgsession_wsgi.SessionDataError`. Plain functions
-without state, apart from the ``Session`` class: the stores and drivers use the row checks without
-it, and :mod:`pgsession_wsgi.session` imports the rest back.
+Plain functions, for ``Session`` and the stores; :mod:`pgsession_wsgi.session` imports them back.
 """
 
 from __future__ import annotations
@@ -27,7 +23,7 @@ Expiry = Union[timedelta, datetime, None]
 
 
 def _checked_expiry(value: Any) -> Expiry:
-    """``value`` if a session can have it as its lifetime; refused here, where the app set it."""
+    """``value`` if a session can have it as its lifetime; refused where the app set it."""
     if value is None:
         return None
     if isinstance(value, timedelta):
@@ -68,8 +64,7 @@ def _checked_expiry(value: Any) -> Expiry:
     )
 
 
-# The first and last instants a datetime holds: psycopg2 reads PostgreSQL's -infinity and
-# infinity as these, psycopg 3 refuses both, so neither can stand for a time that was stored.
+# psycopg2 reads -infinity and infinity as these, psycopg 3 refuses both: neither is a stored time.
 _FIRST_INSTANT = datetime.min.replace(tzinfo=timezone.utc)
 _LAST_INSTANT = datetime.max.replace(tzinfo=timezone.utc)
 
@@ -77,12 +72,9 @@ _LAST_INSTANT = datetime.max.replace(tzinfo=timezone.utc)
 def readable_time(value: datetime) -> bool:
     """Whether an aware ``value`` is a time both drivers read back as itself.
 
-    That is strictly between the first and the last instant a ``datetime`` holds, in UTC: an end
-    at 23:00 on 31 December 9999 at UTC-5 is in year 10000 for the database, which no driver
-    reads, and the two instants themselves are what psycopg2 reads ``-infinity`` and
-    ``infinity`` as.
-
-    :param value: an aware datetime, as set by an app or as read from a row.
+    Strictly between the first and last instants a ``datetime`` holds, in UTC: 23:00 on 31 December
+    9999 at UTC-5 is in year 10000 for the database, and psycopg2 reads ``-infinity`` and
+    ``infinity`` as those two instants.
     """
     try:
         utc = value.astimezone(timezone.utc)
@@ -91,12 +83,9 @@ def readable_time(value: datetime) -> bool:
     return _FIRST_INSTANT < utc < _LAST_INSTANT
 
 
-# -- reading rows: the one rule both stores read a fetched row by ------------------------------
-
-#: What a driver raises turning a row's values into Python ones when the row holds what
-#: pgsession-wsgi never writes: JSON it never writes (``ValueError``, ``RecursionError``), a time
-#: before year 1 or after year 9999 (psycopg2: ``ValueError``), an interval longer than a
-#: ``timedelta`` (psycopg2: ``OverflowError``). A store adds its driver's own error for them.
+#: What a driver raises reading a row pgsession-wsgi never writes: such JSON (``ValueError``,
+#: ``RecursionError``), a time outside years 1-9999 (psycopg2: ``ValueError``), an interval longer
+#: than a ``timedelta`` (psycopg2: ``OverflowError``). A store adds its driver's own error.
 UNREADABLE_VALUE_ERRORS: tuple[type[Exception], ...] = (ValueError, ArithmeticError, RecursionError)
 
 _Row = TypeVar("_Row", bound=Optional[Sequence[Any]])
@@ -109,8 +98,7 @@ def reading_row(*driver_errors: type[Exception]) -> Iterator[None]:
 
     Only the fetch belongs inside: the errors caught here are a statement's as well.
 
-    :param driver_errors: what the store's driver raises for such a value besides
-        :data:`UNREADABLE_VALUE_ERRORS` (psycopg 3: ``psycopg.DataError``).
+    :param driver_errors: the driver's own errors for such a value (psycopg 3: ``psycopg.DataError``).
     :raises SessionDataError: naming the driver's exception, never the row's data.
     """
     try:
@@ -121,11 +109,8 @@ def reading_row(*driver_errors: type[Exception]) -> Iterator[None]:
 
 @contextmanager
 def skipping_unreadable_row(*driver_errors: type[Exception]) -> Iterator[None]:
-    """As :func:`reading_row`, but such a row is left out (with a warning) instead of failing:
-    ``sessions_for_user`` lists the sessions it can read, and ``revoke_user`` still deletes all.
-
-    :param driver_errors: as for :func:`reading_row`.
-    """
+    """As :func:`reading_row`, but such a row is left out with a warning: ``sessions_for_user``
+    lists the sessions it can read, and ``revoke_user`` still deletes all."""
     try:
         with reading_row(*driver_errors):
             yield
@@ -134,14 +119,11 @@ def skipping_unreadable_row(*driver_errors: type[Exception]) -> Iterator[None]:
 
 
 def checked_row(row: _Row) -> _Row:
-    """``row`` as fetched (None too), if each time in it is a :func:`readable_time`.
+    """``row`` as fetched (None too), if each time in it is a :func:`readable_time`, so that
+    both drivers read a row holding ``infinity`` the same way.
 
-    psycopg2 reads ``infinity`` and ``-infinity`` as the last and first instants a ``datetime``
-    holds, where psycopg 3 raises: refused here, both stores read such a row the same way.
-
-    :param row: a fetched row.
-    :raises ValueError: a time in it is no time pgsession-wsgi writes; inside :func:`reading_row`,
-        a :class:`SessionDataError`.
+    :raises ValueError: a time in it is no time pgsession-wsgi writes (inside :func:`reading_row`,
+        a :class:`SessionDataError`).
     """
     if row is not None:
         for value in row:
@@ -155,13 +137,7 @@ def _utf8_length(text: str) -> int:
 
 
 def _encode(key: str, value: Any, changed_in_place: bool = False) -> Any:
-    """``value`` as the save stores it; refused with the key named and what to do instead.
-
-    :param changed_in_place: the save found it: it was storable when it went in, so it was
-        changed in place since (``session[key].append(...)``), which the message says.
-    :raises UnstorableTypeError: a type the codec does not know (or a dict key not a str).
-    :raises UnstorableValueError: a value that would not read back as itself (NaN...).
-    """
+    """``value`` as the save stores it; refused naming ``key`` (and saying if it ``changed_in_place``)."""
     try:
         check_key(key)
         return encode_value(value)
@@ -189,8 +165,7 @@ def _checked_key(key: Any) -> str:
 
 
 def _encoded(key: str, value: Any, checked: Any) -> Any:
-    """``value`` as the save stores it: its encoding as checked at the assignment (``checked``),
-    or, for a container (``_REENCODE``), encoded anew: it may have changed in place."""
+    """``checked``, the encoding made at the assignment, or for a container encoded anew."""
     if checked is _REENCODE:
         return _encode(key, value, changed_in_place=True)
     return checked

@@ -1,7 +1,6 @@
-"""The statements the core asks a store to run, their answers, and the loops that run them.
+"""Internal: the statements the core asks a store to run, their answers, and the loops that run them.
 
-Held apart from :mod:`pgsession_wsgi.core` (which imports each name back and documents it there)
-because the stores and drivers need only these values, not the request algorithm that makes them.
+Apart from :mod:`pgsession_wsgi.core`, which documents them: the stores need only these.
 """
 
 from __future__ import annotations
@@ -18,22 +17,10 @@ from ..session import Expiry
 
 T = TypeVar("T")
 
+KEEP_USER: Any = object()  # a Write's user_id that leaves the stored one (documented in core)
+USER_PREFIX_SEPARATOR = "\x1f"  # between a key_prefix and a user id (documented in core)
 
-# The operations and their answers are plain dataclasses, not frozen ones: a request builds up
-# to four of them, and a frozen dataclass costs about five times as much to build (its __init__
-# sets each field through object.__setattr__). Treat them as values all the same.
-
-#: The ``user_id`` of a :class:`Write` that leaves the stored user id as it is.
-KEEP_USER: Any = object()
-
-
-#: What stands between an app's ``key_prefix`` and a user id in the user column. User ids cannot
-#: hold it (nor NUL, which a text column cannot store), so an id stored under one prefix, or
-#: under none, can never read as another app's.
-USER_PREFIX_SEPARATOR = "\x1f"
-
-# The spellings of a UUID that apps and operators write: any case, with or without the hyphens,
-# braces or a urn:uuid: head. Each is stored and looked up as str(UUID): lower case, hyphenated.
+# A UUID in any case, with or without hyphens, braces or a urn:uuid: head: stored as str(UUID).
 _UUID_SPELLING = re.compile(
     r"(?:urn:uuid:)?(\{)?[0-9a-f]{8}(?:-?[0-9a-f]{4}){3}-?[0-9a-f]{12}(?(1)\})",
     re.IGNORECASE,
@@ -43,12 +30,10 @@ _UUID_SPELLING = re.compile(
 def user_id_text(value: Any, key: str | None = None, *, key_prefix: str = "") -> str:
     """The one text form a user id is stored and looked up under.
 
-    A str is kept as it is, unless it spells a UUID (any case, hyphens or none, braces): then it
-    is the UUID's canonical form, as a :class:`uuid.UUID` and an int are their ``str()``. Anything
-    else is refused, so "log out everywhere" can never miss a session because the app stored the
-    id in one type or spelling and looks it up in another. With ``key_prefix``, the text is
-    scoped to that prefix, so apps sharing a table under their own prefixes never see or end
-    each other's users' sessions.
+    A str is kept as it is, unless it spells a UUID: then it is the UUID's canonical form, as a
+    :class:`uuid.UUID` and an int are their ``str()``. Anything else is refused, so "log out
+    everywhere" never misses a session stored under another type or spelling. With ``key_prefix``,
+    apps sharing a table never see or end each other's users' sessions.
 
     :param value: the user id.
     :param key: the session key it was found under, for the error message; None for a lookup.
@@ -76,6 +61,8 @@ def user_id_text(value: Any, key: str | None = None, *, key_prefix: str = "") ->
     return f"{key_prefix}{USER_PREFIX_SEPARATOR}{text}" if key_prefix else text
 
 
+# The operations are plain dataclasses, yet values: a frozen one costs about five times as much to
+# build (its __init__ sets each field through object.__setattr__), and a request builds up to four.
 @dataclass
 class LoadedRow:
     """A live row, as :class:`Load` is answered: its data and whether a touch is due.
@@ -225,22 +212,17 @@ def _stored_expiry(idle_timeout: timedelta | None, ends_at: datetime | None) -> 
     return ends_at if ends_at is not None else idle_timeout
 
 
-#: Any statement the core may ask a store to run.
 Operation = Union[Load, Insert, Write, Touch, Delete]
 #: A step of the core: yields operations, is sent their results, returns ``T``.
 Steps = Generator[Operation, Any, T]
 #: What :func:`advance` answers: the step's first operation and None, or None and its answer.
-#: (Spelled with ``Optional`` so that its documentation reads it on Python 3.9 too.)
+#: (``Optional``, so that its documentation reads it on Python 3.9 too.)
 Advanced = tuple[Optional[Operation], Any]
 
 
 def run(steps: Steps[T], execute: Callable[[Operation], Any]) -> T:
-    """Drive ``steps`` with a blocking ``execute`` (for example ``PostgresStore.execute``).
-
-    :param steps: a step of the core, such as ``core.save(session)``.
-    :param execute: runs one operation and returns its answer.
-    :returns: what the step returns.
-    """
+    """Drive ``steps`` (such as ``core.save(session)``) with a blocking ``execute`` (such as
+    ``PostgresStore.execute``), which runs one operation and returns its answer."""
     try:
         operation = next(steps)
         while True:
@@ -250,12 +232,7 @@ def run(steps: Steps[T], execute: Callable[[Operation], Any]) -> T:
 
 
 async def run_async(steps: Steps[T], execute: Callable[[Operation], Awaitable[Any]]) -> T:
-    """Drive ``steps`` with an awaitable ``execute`` (an async store).
-
-    :param steps: a step of the core, such as ``core.save(session)``.
-    :param execute: a coroutine function that runs one operation and returns its answer.
-    :returns: what the step returns.
-    """
+    """:func:`run` with a coroutine function ``execute`` (an async store's)."""
     operation, answer = advance(steps)
     if operation is None:
         return answer  # type: ignore[no-any-return]
@@ -263,9 +240,8 @@ async def run_async(steps: Steps[T], execute: Callable[[Operation], Awaitable[An
 
 
 def advance(steps: Steps[T]) -> Advanced:
-    """Start ``steps`` without awaiting: ``(its first operation, None)``, or ``(None, its
-    answer)`` when it needs none, as the save of a session read but not changed: an async
-    adapter then awaits nothing (:func:`resume_async` goes on from an operation)."""
+    """Start ``steps`` without awaiting: ``(its first operation, None)``, or ``(None, its answer)``
+    when it needs none (the save of a session read but not changed), so nothing is awaited."""
     try:
         return next(steps), None
     except StopIteration as done:

@@ -1,7 +1,6 @@
-"""The policy a core applies (lifetimes, size limit, user key) and the response headers it adds.
+"""Internal: the policy a core applies (lifetimes, size limit, user key) and the headers it adds.
 
-Held apart from :mod:`pgsession_wsgi.core` (which imports each name back and documents it there):
-these are settled once at start-up or applied to the app's headers, not steps of the algorithm.
+:mod:`pgsession_wsgi.core` imports each name back and documents it.
 """
 
 from __future__ import annotations
@@ -50,10 +49,8 @@ class Policy:
     def from_options(cls, options: SessionOptions) -> Policy:
         """Check and normalise the lifetimes, size limit and user key, so a bad one fails at start-up.
 
-        Durations may be given in seconds; ``touch_interval`` is capped at a tenth of
-        ``idle_timeout``.
+        Durations may be given in seconds; ``touch_interval`` is capped at a tenth of ``idle_timeout``.
 
-        :param options: the session's options (only the fields above are read).
         :raises ConfigurationError: a duration that is not positive, or a ``max_size`` below 1.
         """
         max_size = options.max_size
@@ -91,8 +88,6 @@ def private_cache_control(value: str | None) -> str | None:
     return ", ".join(["private", *kept])
 
 
-#: The app's response headers :func:`with_session_headers` reads or replaces (lower case); it
-#: leaves every other one as it is, so a front end may pass only these.
 MERGED_HEADERS = frozenset(("vary", "cache-control"))
 
 
@@ -101,9 +96,8 @@ def with_session_headers(
 ) -> list[tuple[str, str]]:
     """The app's response headers with a save's added, for every front end.
 
-    ``Vary`` stays one header: ``Cookie`` joins the app's own tokens (its ``Vary`` lines merged
-    into one), unless one of them is already ``Cookie`` (in any case) or ``*``. A response that
-    sets the cookie gets a private ``Cache-Control`` (:func:`private_cache_control`).
+    ``Cookie`` joins the app's ``Vary`` tokens in one header, unless one is already ``Cookie`` or
+    ``*``. A response that sets the cookie gets a private ``Cache-Control``.
 
     :param headers: the app's headers, names in any case.
     :param extra: what :meth:`SessionCore.save` returned (``Vary``, maybe ``Set-Cookie``).

@@ -1,20 +1,6 @@
-"""The async store's connections: ``psycopg_pool.AsyncConnectionPool``, set up to behave like the
-sync pool (:mod:`pgsession_wsgi.pool`) where a request can tell the difference.
-
-Three things the pool does not do by itself, added here with its public API only:
-
-* **Dead idle connections are dropped without a round trip.** After a server restart every idle
-  connection is dead; the pool's own ``check`` would cost a statement per checkout and sleeps with
-  a growing backoff between failed checks. Here a connection handed out is first polled (one
-  system call, as the sync pool does) and a dead one is closed and replaced, at once.
-* **A refused connection fails the waiting request at once**, as it does in the sync pool, rather
-  than after ``pool_timeout``: the pool connects in background tasks and tells a waiting client
-  nothing when that fails. Its ``reconnect_failed`` callback, run once it has given up (and freed
-  the slot, so a request arriving later makes a new attempt), wakes the requests waiting.
-* **Connections are made on demand** (``min_size=0``) and a failed attempt is not retried in the
-  background (``reconnect_timeout=0``): the next request that needs a connection tries again. The
-  pool's own backoff would otherwise leave an app answering 503 for up to minutes after the
-  database came back.
+"""Internal: the async store's ``psycopg_pool.AsyncConnectionPool``, set up to behave like the sync
+pool: dead idle connections dropped without a round trip, a refused connection failing the waiting
+requests at once, connections made on demand and never retried in the background.
 """
 
 from __future__ import annotations
@@ -40,10 +26,11 @@ OnConnect = Callable[[Connection], Awaitable[None]]
 
 
 class _Failures:
-    """Wakes every request waiting for a connection when the pool gives up making one.
+    """Wakes the requests waiting for a connection when the pool gives up making one (the pool tells
+    them nothing, so they would wait out ``pool_timeout``).
 
-    Its event is made inside the running loop (Python 3.9's asyncio objects bind the loop they are
-    created in, and a store is often built at import time, before the server's loop exists).
+    Its event is made in the running loop: Python 3.9 binds asyncio objects to the loop they are
+    made in, and a store is often built at import time, before the server's loop exists.
     """
 
     def __init__(self) -> None:
@@ -57,14 +44,11 @@ class _Failures:
         return self._event
 
     def record(self, exc: BaseException) -> None:
-        """Keep why an attempt failed, for the message of the requests it fails."""
+        """Keep why an attempt failed, for the requests' message."""
         self.last = exc
 
     def gave_up(self, pool: object = None) -> None:
-        """The pool's ``reconnect_failed``: wake those waiting now; later waiters wait for a later one.
-
-        :param pool: the pool that gave up (the callback's argument; there is only ours).
-        """
+        """The pool's ``reconnect_failed`` (``pool`` is ours): wake those waiting now."""
         event, self._event = self._event, None
         if event is not None:
             event.set()
@@ -86,13 +70,9 @@ def _watched_connection_class(failures: _Failures) -> type[Connection]:
 
 
 def _idle_counter(pool: AsyncConnectionPool[Any]) -> Callable[[], int]:
-    """How many idle connections ``pool`` holds, asked on every request.
-
-    The pool's own answer, ``get_stats()["pool_available"]``, builds a dict of every figure (about
-    a fifth of a checkout's cost); the length of its deque of idle connections (``_pool``, the
-    same object for the pool's life in every psycopg_pool release we support) is one call. Should
-    a release name it otherwise, the public answer is used.
-    """
+    """How many idle connections ``pool`` holds, asked on every request: the length of its idle deque
+    (``_pool``), as ``get_stats()`` builds a dict of every figure (a fifth of a checkout's cost); the
+    public answer should a psycopg_pool release rename it."""
     idle = getattr(pool, "_pool", None)
     if type(idle) is deque:
         return idle.__len__
@@ -105,16 +85,13 @@ def _is_dead(conn: Connection) -> bool:
 
 
 class AsyncPool:
-    """Autocommit psycopg 3 connections for one store, at most ``max_connections`` at once.
+    """Autocommit psycopg 3 connections for one store, at most ``max_connections`` at once; build it
+    in the event loop that will use it.
 
-    Build it inside the event loop that will use it (the store does so in ``open()``).
-
-    :param connect_kwargs: :func:`pgsession_wsgi.dsn.connect_arguments`' answer: the DSN (``dsn``)
-        and the libpq parameters it leaves to us, so the DSN's own parameters win.
-    :param max_connections: the pool's size; requests beyond it wait up to ``timeout``.
+    :param connect_kwargs: :func:`pgsession_wsgi.dsn.connect_arguments`' answer (``dsn`` included).
     :param timeout: seconds a request waits for a connection before :class:`StoreUnavailable`.
-    :param on_connect: run on every new connection before its first use (adapters, the settings
-        check); its failure counts as a failed connection attempt.
+    :param on_connect: run on every new connection before its first use; its failure counts as a
+        failed connection attempt.
     """
 
     def __init__(
@@ -122,11 +99,9 @@ class AsyncPool:
     ) -> None:
         kwargs = dict(connect_kwargs)
         self._conninfo = str(kwargs.pop("dsn"))
-        # What hide_password needs to keep the password out of a refusal's message.
         self._secrets = {"dsn": self._conninfo, "password": kwargs.get("password")}
-        # prepare_threshold=None: psycopg 3 would prepare a statement run 5 times; PgBouncer in
-        # transaction mode then fails it on another server connection, and PgBouncer cannot be
-        # told apart reliably (it keeps startup options that it is configured to pass on).
+        # prepare_threshold=None: psycopg 3 would prepare a statement run 5 times, which PgBouncer in
+        # transaction mode fails on another server connection (and PgBouncer cannot be told apart).
         self._kwargs: dict[str, Any] = {**kwargs, "autocommit": True, "prepare_threshold": None}
         self.max_connections = max_connections
         self.timeout = timeout
@@ -137,12 +112,14 @@ class AsyncPool:
             self._conninfo,
             connection_class=self._connection_class,
             kwargs=self._kwargs,
+            # On demand, no retries in the background: the next request tries again (the pool's
+            # backoff would leave the app answering 503 for minutes after the database came back).
             min_size=0,
+            reconnect_timeout=0,
             max_size=max_connections,
             open=False,
             configure=self._configure,
             timeout=timeout,
-            reconnect_timeout=0,
             reconnect_failed=self._failures.gave_up,
             name="pgsession-wsgi",
         )
@@ -162,15 +139,13 @@ class AsyncPool:
             raise
 
     def connection(self) -> contextlib.AbstractAsyncContextManager[Connection]:
-        """Borrow a live connection (``async with pool.connection() as conn``); it goes back to
-        the pool, or is replaced if it broke."""
+        """Borrow a live connection (``async with``); it goes back, or is replaced if it broke."""
         return _Checkout(self)
 
     async def acquire(self) -> Connection:
-        """Borrow a live connection; give it back with :meth:`release`. (The store's own path:
-        one await fewer than ``async with connection()``.)"""
-        # Each dead idle connection is closed (the pool replaces it) and the next one tried; after
-        # a restart, all of them may be dead, so this stops only when a live one or a new one comes.
+        """Borrow a live connection, given back with :meth:`release` (an await fewer than ``async with``)."""
+        # A dead one is closed (the pool replaces it) without a round trip (the pool's own check
+        # costs one); after a restart all may be dead, so try until a live or new one comes.
         for _ in range(self.max_connections + 1):
             conn = await self._getconn()
             if not _is_dead(conn):
@@ -186,11 +161,10 @@ class AsyncPool:
 
     async def _getconn(self) -> Connection:
         if self._closed:
-            raise _closed_error()
+            raise StoreUnavailable(CLOSED_MESSAGE)
         try:
             if self._idle():
-                # An idle connection is there: the pool hands it over at once, and no connection
-                # attempt can fail while this waits (no need to watch for one).
+                # An idle one is handed over at once: no connection attempt can fail meanwhile.
                 return await self._pool.getconn()
             return await self._getconn_watched()
         except PoolTimeout:
@@ -199,7 +173,7 @@ class AsyncPool:
                 f"(max_connections={self.max_connections}); raise max_connections or look for slow queries"
             ) from None
         except PoolClosed:
-            raise _closed_error() from None
+            raise StoreUnavailable(CLOSED_MESSAGE) from None
 
     async def _getconn_watched(self) -> Connection:
         """Wait for a connection, or for the pool to give up making one (a refused connection)."""
@@ -239,8 +213,7 @@ class AsyncPool:
 
 
 class _Checkout:
-    """One ``async with pool.connection()``: a class, as it runs twice per request (a
-    generator-based context manager costs several times more)."""
+    """One ``async with pool.connection()``: a class, as a generator costs several times more."""
 
     __slots__ = ("_owner", "_conn")
 
@@ -266,7 +239,3 @@ def _refused(exc: BaseException | None, secrets: dict[str, Any]) -> StoreUnavail
 CLOSED_MESSAGE = (
     "the session store was closed: `await store.open()` opens it again (as an app's lifespan startup does)"
 )
-
-
-def _closed_error() -> StoreUnavailable:
-    return StoreUnavailable(CLOSED_MESSAGE)

@@ -1,9 +1,5 @@
-"""The async store's background purge: one asyncio task deleting expired rows, off the request pool.
-
-The twin of :mod:`pgsession_wsgi.purge`: every ``interval`` seconds it runs the purge statement in
-batches on a connection of its own (so a purge never takes a connection a request is waiting
-for), under the table's advisory lock (so one process purges at a time, the others skip).
-"""
+"""Internal: the async store's background purge, an asyncio task deleting expired rows on a connection
+of its own (on an app's pool, one borrowed per batch), never one a request waits for."""
 
 from __future__ import annotations
 
@@ -23,12 +19,12 @@ __all__ = ["AsyncPurgeTask"]
 
 log = logging.getLogger("pgsession_wsgi")
 
-#: The name of the purge task, for ``asyncio.all_tasks()`` (and the tests).
+#: The purge task's name, for ``asyncio.all_tasks()``.
 TASK_NAME = "pgsession-purge"
 
 
 class Purgeable(Protocol):
-    """What the task needs of a store (an :class:`~pgsession_wsgi.async_store.AsyncPostgresStore`)."""
+    """What the task needs of a store."""
 
     @property
     def qualified_name(self) -> str: ...
@@ -40,12 +36,9 @@ class Purgeable(Protocol):
 
 
 class AsyncPurgeTask:
-    """Purges ``store`` every ``interval`` seconds until :meth:`stop`.
+    """Purges ``store`` every ``interval`` seconds (the first after one interval) until :meth:`stop`.
 
     It holds the store weakly, so a store dropped without ``close()`` still stops it.
-
-    :param store: the store whose table is purged, and whose connection settings are used.
-    :param interval: seconds between purges; the first one runs after the first interval.
     """
 
     def __init__(self, store: Purgeable, interval: float) -> None:
@@ -54,7 +47,7 @@ class AsyncPurgeTask:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start the task in the running event loop (the one the store serves requests in)."""
+        """Start the task in the running event loop (the one the store serves)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=TASK_NAME)
 
@@ -78,7 +71,6 @@ class AsyncPurgeTask:
                     return
                 try:
                     if store.borrows_connections:
-                        # The app's pool: a borrowed connection per batch, never kept.
                         removed = await store.purge_batch_by_batch(DEFAULT_PURGE_BATCH_SIZE)
                     else:
                         if conn is None or conn.closed:

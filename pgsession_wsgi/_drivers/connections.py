@@ -1,9 +1,5 @@
-"""Internal: what the store's connection code shares whatever its driver (psycopg2 or psycopg 3).
-
-An idle connection the server has closed (a restart, ``pg_terminate_backend``) is found with one
-system call and no round trip: it has something to read, the server's goodbye or the end of the
-stream. And a driver's error is shown by its first line, never its whole text.
-"""
+"""Internal: connection helpers both drivers share. An idle connection the server closed is found
+with one system call and no round trip: it has something to read (the goodbye, or end of stream)."""
 
 from __future__ import annotations
 
@@ -20,7 +16,7 @@ def first_line(exc: BaseException | None) -> str:
 
 
 def _readable_poll(fd: int) -> bool:
-    """Whether ``fd`` has something to read, an error or a hang-up, without waiting: poll()."""
+    """Whether ``fd`` has something to read, an error or a hang-up, without waiting."""
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
     return bool(poller.poll(0))
@@ -37,13 +33,11 @@ def choose_readable() -> Callable[[int], bool]:
     return _readable_poll if hasattr(select, "poll") else _readable_select
 
 
-readable = choose_readable()  # chosen once, at import
+readable = choose_readable()
 
 
 def gone(closed: bool, fileno: Callable[[], int], driver_error: type[Exception]) -> bool:
-    """Whether an idle connection (``closed``, as its driver knows; its socket, ``fileno()``) has
-    been closed by the server: an idle one has nothing to read. ``driver_error`` is what the driver
-    raises when the socket is gone too."""
+    """Whether an idle connection was closed; ``driver_error`` is what the driver raises on a gone socket."""
     if closed:
         return True
     try:

@@ -1,12 +1,6 @@
-"""Internal: the psycopg2 side of :class:`~pgsession_wsgi.store.PostgresStore`, kept thin.
-
-Where the store's connections come from (its own pool from a DSN or an app's factory, or an app's
-SQLAlchemy engine or psycopg2 pool, borrowed per statement), and how a statement runs on one: the
-steps of :mod:`pgsession_wsgi.store_steps` decide everything else. Here a statement is sent and
-its answer read (:func:`_send`), a piece of work gets its tries on a connection and a driver's
-error is handed to the steps to say what it means (:meth:`Psycopg2Connections._run`), and the
-table is set up once per process before the first statement.
-"""
+"""Internal: the psycopg2 side of :class:`~pgsession_wsgi.store.PostgresStore`: where its connections
+come from (its own pool, or an app's factory, engine or pool) and how a statement runs on one; the
+steps of :mod:`pgsession_wsgi.store_steps` decide everything else."""
 
 from __future__ import annotations
 
@@ -82,26 +76,20 @@ class Psycopg2Connections(StoreBase):
     ) -> S:
         """A store on the app's SQLAlchemy engine: one engine, one set of credentials, one pool.
 
-        Each statement borrows a connection from the engine's pool (``engine.raw_connection()``)
-        and gives it back at once, as it was lent (see :mod:`pgsession_wsgi.borrowed`). The
-        engine's pool sets how many connections there are and how long a request waits for one
-        (its ``pool_size``, ``max_overflow``, ``pool_timeout``: SQLAlchemy's default wait is 30
-        s, a shorter one answers 503 sooner). ``pool_pre_ping`` is not needed: the store finds
-        dead connections without a round trip, and pre-ping would add one per statement.
+        Each statement borrows a connection (``engine.raw_connection()``) and gives it back at
+        once, as it was lent. The engine's pool sets how many there are and how long a request
+        waits (SQLAlchemy's default ``pool_timeout`` is 30 s; a shorter one answers 503 sooner).
+        ``pool_pre_ping`` is not needed: the store finds dead connections without a round trip.
 
         :param engine: a :class:`sqlalchemy.engine.Engine` with the ``postgresql+psycopg2``
             driver; :meth:`close` leaves it open.
-        :param table: as for :class:`PostgresStore`.
-        :param schema: as for :class:`PostgresStore`.
         :param statement_timeout: seconds any one of the store's statements may run, set with
-            ``SET LOCAL`` on each (the engine's connections are the app's: nothing outlives the
-            statement); None leaves the connection's own setting.
+            ``SET LOCAL`` on each; None leaves the connection's own setting.
         :param synchronous_commit: as for :class:`PostgresStore`, also with ``SET LOCAL``.
-        :param create_table: as for :class:`PostgresStore`; False when a migration tool (e.g.
-            Alembic with :func:`pgsession_wsgi.sqlalchemy.session_table`) creates the table.
+        :param create_table: False when a migration tool (e.g. Alembic with
+            :func:`pgsession_wsgi.sqlalchemy.session_table`) creates the table.
         :param purge_interval: as for :class:`PostgresStore`; the background purge borrows a
             connection for each batch alone, so it never holds one of the app's for long.
-        :param unlogged: as for :class:`PostgresStore`.
         :raises ConfigurationError: not an Engine, or not ``postgresql+psycopg2``.
         """
         check_store_options(1, 1.0, 1.0, purge_interval)
@@ -125,21 +113,14 @@ class Psycopg2Connections(StoreBase):
     ) -> S:
         """A store on the app's psycopg2 pool, borrowing one connection per statement.
 
-        Each connection goes back with ``putconn`` right after its statement, as it was lent,
-        or with ``putconn(conn, close=True)`` if it broke. Use a ``ThreadedConnectionPool``
-        when requests run in threads.
+        Each goes back with ``putconn`` right after its statement, as lent (``close=True`` if it
+        broke). Use a ``ThreadedConnectionPool`` when requests run in threads. The other
+        parameters are as for :meth:`from_engine`.
 
         :param pool: a :class:`psycopg2.pool.AbstractConnectionPool`; :meth:`close` leaves it open.
-        :param table: as for :class:`PostgresStore`.
-        :param schema: as for :class:`PostgresStore`.
         :param pool_timeout: seconds to wait for one of the pool's connections while all are out
             (psycopg2's pools refuse at once; the store asks again until then), then
             :class:`StoreUnavailable`.
-        :param statement_timeout: as for :meth:`from_engine`.
-        :param synchronous_commit: as for :meth:`from_engine`.
-        :param create_table: as for :class:`PostgresStore`.
-        :param purge_interval: as for :meth:`from_engine`.
-        :param unlogged: as for :class:`PostgresStore`.
         :raises ConfigurationError: not a psycopg2 pool, or a number out of range.
         """
         check_store_options(1, pool_timeout, 1.0, purge_interval)
@@ -165,25 +146,15 @@ class Psycopg2Connections(StoreBase):
     ) -> S:
         """A store whose own pool opens its connections with the app's factory.
 
-        For credentials only the app knows how to get (a secrets manager, a rotating token):
-        the factory is called for each new connection, and the store pools, checks and closes
-        them as it does its own. The store's settings travel with each statement (``SET
-        LOCAL``) unless the factory's connections already have them, which is checked once.
+        For credentials only the app knows how to get (a secrets manager, a rotating token): the
+        store pools, checks and closes the factory's connections as its own. Its settings travel
+        with each statement (``SET LOCAL``) unless the first connection already has them. The
+        other parameters are as for :class:`PostgresStore` (``statement_timeout`` and
+        ``synchronous_commit`` as for :meth:`from_engine`).
 
         :param factory: returns a new psycopg2 connection, e.g.
             ``lambda: psycopg2.connect(dsn, password=fetch_token())``.
-        :param table: as for :class:`PostgresStore`.
-        :param schema: as for :class:`PostgresStore`.
-        :param max_connections: as for :class:`PostgresStore`.
-        :param pool_timeout: as for :class:`PostgresStore`.
-        :param statement_timeout: as for :meth:`from_engine`.
-        :param synchronous_commit: as for :meth:`from_engine`.
-        :param create_table: as for :class:`PostgresStore`.
-        :param purge_interval: as for :class:`PostgresStore` (the purge has a connection of its
-            own, from the factory).
-        :param unlogged: as for :class:`PostgresStore`.
-        :param prepared_statements: as for :class:`PostgresStore` (off when the factory's
-            connections lack the store's settings, which then travel with each statement).
+        :param prepared_statements: off when the factory's connections lack the store's settings.
         :raises ConfigurationError: ``factory`` is not callable, or a number out of range.
         """
         if not callable(factory):
@@ -205,12 +176,10 @@ class Psycopg2Connections(StoreBase):
 
     @property
     def dsn(self) -> str:
-        """The DSN the store connects with (as given, normalised); it may hold a password.
-
-        A store on an engine answers the engine's URL (as libpq reads it).
+        """The DSN the store connects with, normalised (on an engine: its URL); it may hold a password.
 
         :raises ConfigurationError: the store takes its connections from a psycopg2 pool or a
-            connection factory, and so knows no DSN: use the one the app built them with.
+            connection factory, and so knows no DSN.
         """
         if isinstance(self._pool, EngineConnections):
             return self._pool.dsn
@@ -223,15 +192,13 @@ class Psycopg2Connections(StoreBase):
 
     @property
     def borrows_connections(self) -> bool:
-        """Whether every connection is borrowed from the app's engine or pool (the store then
-        opens none of its own, and its background purge borrows one per batch)."""
+        """Whether every connection is borrowed from the app's engine or pool (none of its own)."""
         return isinstance(self._pool, LentConnections)
 
     def purge_on(self, conn: psycopg2.extensions.connection, batch_size: int) -> int:
         """:meth:`purge_expired` on a connection outside the pool (the purge worker's own).
 
         :param conn: an open autocommit connection, e.g. from :meth:`connect_unpooled`.
-        :param batch_size: rows per statement.
         """
         with conn.cursor() as cur:
             return converse(self._steps.purge(batch_size).batches(), _send, cur)
@@ -239,8 +206,7 @@ class Psycopg2Connections(StoreBase):
     def connect_unpooled(self) -> psycopg2.extensions.connection:
         """A connection outside the pool, for work that must never make a request wait.
 
-        :raises ConfigurationError: the store borrows the app's connections (an engine or a
-            psycopg2 pool) and opens none: see :meth:`purge_batch_by_batch`.
+        :raises ConfigurationError: the store borrows the app's connections and opens none.
         """
         if isinstance(self._pool, LentConnections):
             raise ConfigurationError(
@@ -252,12 +218,10 @@ class Psycopg2Connections(StoreBase):
     def purge_batch_by_batch(self, batch_size: int = DEFAULT_PURGE_BATCH_SIZE) -> int:
         """:meth:`purge_expired`, borrowing a connection for each batch alone; how many rows went.
 
-        The background purge of a store on the app's engine or pool: between batches the
-        connection is back in the app's pool, so the purge never keeps one from a request for
-        longer than one short statement.
+        The background purge of a store on the app's engine or pool: it never keeps a connection
+        from a request for longer than one short statement.
 
-        :param batch_size: rows per statement.
-        :raises ConfigurationError: ``batch_size`` is below 1.
+        :raises ConfigurationError: ``batch_size`` (rows per statement) is below 1.
         """
         purge = self._steps.purge(batch_size)
         while purge.more:
@@ -265,8 +229,7 @@ class Psycopg2Connections(StoreBase):
         return purge.removed
 
     def _check_first_connection(self, conn: psycopg2.extensions.connection) -> None:
-        """Each new connection of the store's own: the first tells whether the startup options
-        were kept (see ``StoreSteps.check_settings``)."""
+        """On each new connection: the first tells whether the startup options were kept."""
         if not self._steps.settings_checked:
             with conn.cursor() as cur:
                 converse(self._steps.check_settings(), _send, cur)
@@ -295,11 +258,8 @@ class Psycopg2Connections(StoreBase):
             self._ready_lock.release()
 
     def _run(self, work: Callable[..., T], *args: Any, retry: bool, setup: bool = False) -> T:
-        """Run ``work(cursor, *args)`` on a pooled connection, turning database trouble into clear errors.
-
-        ``retry`` is for statements that are safe to repeat (reads, idempotent writes): they get
-        one more try on a fresh connection when the first one turns out to be broken.
-        """
+        """Run ``work(cursor, *args)`` on a pooled connection, turning database trouble into clear errors;
+        with ``retry`` (safe to repeat), once more on a fresh connection when the first was broken."""
         if not setup:
             self._ensure_ready()
         for last in TRIES[retry]:
@@ -322,12 +282,12 @@ class Psycopg2Connections(StoreBase):
 
 
 def _steps_on(cur: Cursor, make: Callable[[], exchange.Steps[T]]) -> T:
-    """The steps ``make`` makes, run on ``cur``: work for ``_run`` (no closure made per call)."""
+    """Work for ``_run``: the steps ``make`` makes, on ``cur`` (no closure made per call)."""
     return converse(make(), _send, cur)
 
 
 def _answer_on(cur: Cursor, steps: Callable[[Operation, Any], exchange.Steps[T]], operation: Operation) -> T:
-    """The steps that answer one of the core's operations, run on ``cur``: work for ``_run``."""
+    """Work for ``_run``: the steps answering one of the core's operations, on ``cur``."""
     return converse(steps(operation, cur.connection), _send, cur)
 
 
@@ -352,7 +312,7 @@ def _send(cur: Cursor, statement: exchange.Statement) -> Any:
 
 
 def _row_at(cur: Cursor, index: int) -> Any:
-    """The row at ``index``, by position: one that cannot be read leaves the others readable."""
+    """The row at ``index``: one that cannot be read leaves the others readable."""
     cur.scroll(index, mode="absolute")
     try:
         return cur.fetchone()

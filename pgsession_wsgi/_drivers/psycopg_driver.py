@@ -1,27 +1,6 @@
-"""Internal: the psycopg 3 side of :class:`~pgsession_wsgi.async_store.AsyncPostgresStore`, kept thin.
-
-Where the store's connections come from (its own ``psycopg_pool`` pool, opened in the event loop at
-its first use, or an app's pool, borrowed per statement) and how a statement runs on one; the
-steps of :mod:`pgsession_wsgi.store_steps` decide everything else, exactly as for the sync store.
-Driver choices, each made so that an answer never depends on which store gave it:
-
-* **JSON** comes back through the codec's ``loads`` on every connection, as with psycopg2
-  (psycopg 3's global default could be changed by the app); values go out as text cast by the
-  statements (``%(data)s::jsonb``), which psycopg 3 sends untyped, so the server reads them as jsonb.
-* **Prepared statements under our own names** (:mod:`pgsession_wsgi._store.prepared`), executed by name:
-  a cursor that tells psycopg 3 the statement is prepared under that name, so psycopg sends only
-  the extended protocol's bind and execute with the values, as it does for its own prepared
-  statements. psycopg 3's own automatic preparation stays off (``prepare_threshold=None``): its
-  names (``_pg3_0``...) are the same on every connection, so behind a PgBouncer the first check
-  misses they could meet another client's different statement; ours name their text's hash. A
-  psycopg without that cursor hook gets them as the sync store sends them (``EXECUTE`` text).
-* **Behind PgBouncer** (and on an app's pool) each statement is prefixed with ``SET LOCAL ...``.
-  Several commands cannot go in one extended-protocol statement, so such statements go through
-  ``AsyncClientCursor``: values bound on the client, the whole text in one simple-protocol
-  message, exactly what psycopg2 sends: one round trip, one implicit transaction, so ``SET LOCAL``
-  covers the statement and nothing after it. Otherwise values are bound on the server (one
-  extended-protocol round trip).
-"""
+"""Internal: the psycopg 3 side of :class:`~pgsession_wsgi.async_store.AsyncPostgresStore`: where its
+connections come from (its own pool, or an app's) and how a statement runs on one, so that an answer
+never depends on which store gave it; the steps of :mod:`pgsession_wsgi.store_steps` decide the rest."""
 
 from __future__ import annotations
 
@@ -59,7 +38,6 @@ T = TypeVar("T")
 S = TypeVar("S", bound="PsycopgConnections")
 Connection = AsyncConnection[Any]
 Cursor = AsyncCursor[Any]
-#: The steps to run on a borrowed connection, made for it; and where it is borrowed from.
 StepsFor = Callable[[Connection], exchange.Steps[T]]
 Pool = Union[AsyncPool, LentAsyncPool]
 
@@ -70,11 +48,12 @@ _UNREADABLE: tuple[type[Exception], ...] = (*UNREADABLE_VALUE_ERRORS, psycopg.Da
 
 
 class _Named(AsyncCursor[Any]):
-    """A cursor whose statement is prepared on its connection under ``name``: psycopg 3 binds the
-    values to that name and executes it, and never parses or prepares anything itself.
+    """A cursor whose statement is prepared on its connection under ``name``: psycopg 3 sends only
+    bind and execute, as for its own prepared statements (``_get_prepared`` answers our name).
 
-    psycopg's own ``AsyncClientCursor`` answers the same question (``_get_prepared``) to turn
-    preparation off; this answers it with our name.
+    psycopg's own preparation stays off (``prepare_threshold=None``): its names (``_pg3_0``...) are
+    the same on every connection, so behind PgBouncer they could meet another client's statement;
+    ours name their text's hash.
     """
 
     __slots__ = ("_statement_name",)
@@ -88,7 +67,8 @@ class _Named(AsyncCursor[Any]):
 
 
 def _prepared_already() -> Any:
-    """psycopg's answer "prepared already", if this psycopg asks its cursors (3.1 and later)."""
+    """psycopg's answer "prepared already", if this psycopg asks its cursors (3.1 and later); without
+    it, prepared statements are sent as the sync store sends them (``EXECUTE`` text)."""
     try:
         from psycopg._preparing import Prepare
     except ImportError:  # pragma: no cover - a psycopg that moved it
@@ -115,8 +95,7 @@ class PsycopgConnections(StoreBase):
         self._not_open_yet()
 
     def _not_open_yet(self) -> None:
-        """The state of a store not opened: what the first :meth:`open` (or use) sets up in the
-        running event loop, the things bound to that loop included."""
+        """The state of a store not opened: what the first :meth:`open` (or use) sets up in its loop."""
         self._pool_lock: asyncio.Lock | None = None  # made in the loop (Python 3.9 binds it)
         self._setup: asyncio.Future[None] | None = None
         self._ready = False
@@ -124,8 +103,7 @@ class PsycopgConnections(StoreBase):
         self._purger: AsyncPurgeTask | None = None
 
     def _reopen(self) -> None:
-        """After :meth:`close`: the next :meth:`open` starts afresh in the running event loop (a
-        new pool of our own, or the app's pool lent again), as the first one did."""
+        """After :meth:`close`: the next :meth:`open` starts afresh, as the first one did."""
         if isinstance(self._pool, LentAsyncPool):
             self._pool.reopen()
         else:
@@ -145,30 +123,24 @@ class PsycopgConnections(StoreBase):
         schema: str = DEFAULT_SCHEMA,
         *,
         pool_timeout: float | None = None,
-        # As for every store on an app's connections (PostgresStore.from_pool's, from_engine's):
-        statement_timeout: float | None = 5.0, synchronous_commit: bool = True, create_table: bool = True,
-        purge_interval: float | None = DEFAULT_PURGE_INTERVAL, unlogged: bool | None = False,
+        statement_timeout: float | None = 5.0,
+        synchronous_commit: bool = True,
+        create_table: bool = True,
+        purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+        unlogged: bool | None = False,
     ) -> S:
         """A store on the app's psycopg 3 pool, borrowing one connection per statement.
 
-        As :meth:`PostgresStore.from_pool <pgsession_wsgi.store.PostgresStore.from_pool>` does
-        (see :mod:`pgsession_wsgi.async_borrowed`): each connection is switched to autocommit for
-        the statement and given back with its own setting; the store's settings go with each
-        statement as ``SET LOCAL``; a dead or broken connection is closed for the pool to
-        replace; :meth:`close` leaves the pool open; the background purge borrows a connection
-        per batch. The app opens the pool (``await pool.open()``) before the store's first use.
+        As :meth:`PostgresStore.from_pool <pgsession_wsgi.store.PostgresStore.from_pool>` does:
+        each connection is given back as lent (closed if it broke), the store's settings go with
+        each statement as ``SET LOCAL``, and :meth:`close` leaves the pool open. The app opens the
+        pool (``await pool.open()``) before the store's first use.
 
         :param pool: a :class:`psycopg_pool.AsyncConnectionPool` of the app's.
-        :param table: as for :class:`AsyncPostgresStore`.
-        :param schema: as for :class:`AsyncPostgresStore`.
         :param pool_timeout: seconds to wait for one of the pool's connections before
             :class:`StoreUnavailable`; None: the pool's own ``timeout``.
         :param statement_timeout: seconds any one of the store's statements may run, set with
             ``SET LOCAL`` on each; None leaves the connection's own setting.
-        :param synchronous_commit: as for :class:`AsyncPostgresStore`, also with ``SET LOCAL``.
-        :param create_table: as for :class:`AsyncPostgresStore`.
-        :param purge_interval: as for :class:`AsyncPostgresStore`.
-        :param unlogged: as for :class:`AsyncPostgresStore`.
         :raises ConfigurationError: not a psycopg_pool ``AsyncConnectionPool``, or a number out
             of range.
         """
@@ -182,10 +154,9 @@ class PsycopgConnections(StoreBase):
 
     @property
     def dsn(self) -> str:
-        """The DSN the store connects with (as given, normalised); it may hold a password.
+        """The DSN the store connects with (normalised); it may hold a password.
 
-        :raises ConfigurationError: the store borrows an app's pool (:meth:`from_pool`) and
-            knows no DSN.
+        :raises ConfigurationError: the store borrows an app's pool and knows no DSN.
         """
         if "dsn" not in self._connect_kwargs:
             raise ConfigurationError(
@@ -211,11 +182,10 @@ class PsycopgConnections(StoreBase):
     async def purge_batch_by_batch(self, batch_size: int = DEFAULT_PURGE_BATCH_SIZE) -> int:
         """:meth:`purge_expired`, borrowing a connection for each batch alone; how many rows went.
 
-        The background purge of a store on the app's pool: between batches the connection is
-        back in the app's pool.
+        The background purge of a store on the app's pool: it never keeps a connection from a
+        request for longer than one short statement.
 
-        :param batch_size: rows per statement.
-        :raises ConfigurationError: ``batch_size`` is below 1.
+        :raises ConfigurationError: ``batch_size`` (rows per statement) is below 1.
         """
         purge = self._steps.purge(batch_size)
         while purge.more:
@@ -226,7 +196,6 @@ class PsycopgConnections(StoreBase):
         """:meth:`purge_expired` on a given connection; driver errors are left to the caller.
 
         :param conn: an autocommit connection from :meth:`connect_unpooled` (or the pool).
-        :param batch_size: rows per statement.
         """
         return await converse_async(self._steps.purge(batch_size).batches(), self._send, conn)
 
@@ -273,18 +242,15 @@ class PsycopgConnections(StoreBase):
         self._ready = True
 
     async def _on_connect(self, conn: Connection) -> None:
-        """Every new connection: the codec's JSON decoding; the first: were the startup options
-        kept (see ``StoreSteps.check_settings``)?"""
+        """Every new connection: the codec's JSON decoding (not psycopg's global one, which the app
+        may change); the first: were the startup options kept?"""
         set_json_loads(loads, conn)
         if not self._steps.settings_checked:
             await converse_async(self._steps.check_settings(), self._send, conn)
 
-    # -- running statements ----------------------------------------------------------------
-
     async def _run(self, steps_for: StepsFor[T], *, retry: bool, pool: Pool | None = None) -> T:
-        """Run the steps ``steps_for(conn)`` makes on a connection of ``pool`` (the store's,
-        ready, by default), the steps saying what a driver's error means: work that is safe to
-        repeat gets one more try on a fresh connection when the first one turns out to be broken."""
+        """Run ``steps_for(conn)`` on a connection of ``pool`` (the store's, by default); with ``retry``
+        (safe to repeat), once more on a fresh connection when the first was broken."""
         if pool is None:
             if self._closed or not self._ready:
                 await self._ensure_ready()
@@ -311,9 +277,12 @@ class PsycopgConnections(StoreBase):
         return await self._run(lambda conn: make(), retry=retry, pool=pool)
 
     async def _send(self, conn: Connection, statement: exchange.Statement) -> Any:
-        """Send one statement and answer as it asks; the cursor is moved to its last result
-        (past a ``SET LOCAL`` guard or a ``PREPARE``)."""
+        """Send one statement and answer as it asks, from its last result (past a ``SET LOCAL`` guard
+        or a ``PREPARE``)."""
         attempt = statement.attempt
+        # Several commands (``SET LOCAL ...; ...``, behind PgBouncer or on an app's pool) cannot
+        # go in one extended-protocol statement: bound on the client, one simple-protocol message
+        # as psycopg2 sends it, one implicit transaction that ``SET LOCAL`` covers.
         if statement.client:
             cur: Cursor = AsyncClientCursor(conn)
         elif attempt is not None and attempt.name is not None:  # prepared here: by name
@@ -344,7 +313,7 @@ class PsycopgConnections(StoreBase):
 
 
 async def _row_at(cur: Cursor, index: int) -> Any:
-    """The row at ``index``, by position: one that cannot be read leaves the others readable."""
+    """The row at ``index``: one that cannot be read leaves the others readable."""
     await cur.scroll(index, mode="absolute")
     try:
         return await cur.fetchone()

@@ -1,14 +1,6 @@
 """Internal: what both stores are and offer, whatever their driver, written once.
 
-:class:`StoreBase` holds the options, the names and the table's DDL, and the :class:`StoreSteps
-<pgsession_wsgi.store_steps.StoreSteps>` that decide everything the store does.
-:class:`StoreMethods` is the store's API beyond the core's ``execute``: each request statement
-on its own, the purge, a user's sessions, every session at once, the table's figures. Their
-bodies hand an operation to the store's ``_answer`` or steps to its ``_do``:
-:class:`~pgsession_wsgi.store.PostgresStore` inherits them, which answer at once;
-:class:`~pgsession_wsgi.async_store.AsyncPostgresStore` takes each through :func:`awaiting`, as
-its ``_answer`` and ``_do`` are coroutines.
-"""
+The async store wraps each of :class:`StoreMethods` in :func:`awaiting` (its ``_do`` is async)."""
 
 from __future__ import annotations
 
@@ -43,7 +35,6 @@ S = TypeVar("S", bound="StoreBase")
 
 
 def _check_partitions(partitions: int | None, unlogged: bool | None) -> None:
-    """Refuse a number of partitions PostgreSQL cannot make, or one it cannot make unlogged."""
     if partitions is None:
         return
     if isinstance(partitions, bool) or not isinstance(partitions, int) or not 2 <= partitions <= 1024:
@@ -59,17 +50,10 @@ def _check_partitions(partitions: int | None, unlogged: bool | None) -> None:
 
 
 class StoreBase:
-    """What both stores are, whatever their driver: the options, the names and the DDL.
+    """The options, the names and the DDL; the constructor is both stores' (see theirs)."""
 
-    The constructor is :class:`~pgsession_wsgi.store.PostgresStore`'s and
-    :class:`~pgsession_wsgi.async_store.AsyncPostgresStore`'s (their docstrings say what each
-    parameter means); each store opens its own connections in :meth:`_own_connections`.
-    """
-
-    #: The store's class as messages name it, and its driver's errors.
     _store_class = "StoreBase"
     _errors: DriverErrors
-    #: Whether the driver executes a prepared statement by name (see :mod:`.prepared`).
     _prepares_by_name = False
     _pool: Any
 
@@ -113,7 +97,7 @@ class StoreBase:
         cls: type[S], source: Any, table: str, schema: str, statement_timeout: float | None,
         synchronous_commit: bool, create_table: bool, purge_interval: float | None, unlogged: bool | None,
     ) -> S:
-        """A store on connections the app lends (``source``, given back after each statement)."""
+        """A store on connections the app lends (given back after each statement)."""
         store = cls.__new__(cls)
         settings = lent_settings(statement_timeout, synchronous_commit)
         store._configure(table, schema, statement_timeout, settings, create_table, purge_interval, unlogged)
@@ -127,7 +111,6 @@ class StoreBase:
         create_table: bool, purge_interval: float | None, unlogged: bool | None,
         partitions: int | None = None,
     ) -> None:
-        """What every constructor does, wherever the connections come from."""
         self._steps = StoreSteps(
             schema, table, settings, statement_timeout=statement_timeout, unlogged=unlogged,
             create=create_table, store_class=self._store_class, errors=self._errors, partitions=partitions,
@@ -136,15 +119,14 @@ class StoreBase:
         self.table = table
         #: The schema's name, as given (unquoted).
         self.schema = schema
-        #: Seconds any one statement may run, as given; None for no limit (or, on an app's
-        #: connections, their own).
+        #: Seconds any one statement may run, as given; None for no limit (or the app's own).
         self.statement_timeout = statement_timeout
         #: Seconds between background purges, as given; None for none.
         self.purge_interval = purge_interval
         #: Whether the table is (made) unlogged, as given; None takes an existing one as it is.
         self.unlogged = unlogged
-        #: The hash partitions the table is made with (and purged one by one), as given; None
-        #: for a plain table (or a partitioned one taken as it is).
+        #: The hash partitions the table is made with, as given; None for a plain table (or a
+        #: partitioned one taken as it is).
         self.partitions = partitions
         self._create_table = create_table
         # Where the app's connections come from ("your SQLAlchemy engine"), None for a DSN.
@@ -152,7 +134,7 @@ class StoreBase:
         self._driver_state()
 
     def _driver_state(self) -> None:
-        """Set up what the driver keeps (a new store's: no connection, nothing ready)."""
+        """Set up what the driver keeps for a new store."""
 
     def __repr__(self) -> str:
         return f"<{self._store_class} {self.qualified_name}>"
@@ -165,27 +147,24 @@ class StoreBase:
     def ddl(self) -> str:
         """The statements that create the table and its indexes, for a DBA to run by hand.
 
-        They also bring a table made by an older version up to date (its missing columns). With
-        ``unlogged=True`` the table is created ``UNLOGGED``.
+        They also add the columns a table made by an older version lacks.
         """
         return self._steps.table.ddl()
 
 
 class StoreMethods:
-    """The store's methods besides ``execute``, written once (see the module)."""
+    """The store's methods besides ``execute``, written once for both stores."""
 
     _steps: StoreSteps
 
     def _answer(self, operation: Operation) -> Any:
-        """Answer an operation as this store's ``execute`` does, whatever a subclass's adds."""
         raise NotImplementedError
 
     def _do(self, make: Callable[[], Steps[T]], *, retry: bool = True) -> T:
-        """Run the steps ``make`` makes on a connection, made anew for each try."""
         raise NotImplementedError
 
     def load(self, id_hash: bytes, touch_interval: timedelta) -> LoadedRow | None:
-        """The live row for ``id_hash``, or None: the answer to a ``Load``.
+        """The live row for ``id_hash``, or None.
 
         :param id_hash: the SHA-256 of the session id.
         :param touch_interval: how old ``accessed_at`` may get before ``touch_due`` is set.
@@ -208,8 +187,7 @@ class StoreMethods:
     ) -> None:
         """Store a new session, as :class:`~pgsession_wsgi.core.Insert` describes each parameter.
 
-        The size is what the database stores (``octet_length(data::text)``), checked in the
-        same statement.
+        The size is what the database stores (``octet_length(data::text)``).
 
         :raises SessionTooLarge: the data is over ``max_size``; nothing was stored.
         """
@@ -237,9 +215,7 @@ class StoreMethods:
         :class:`~pgsession_wsgi.core.Write` describes each parameter.
 
         The merged row is measured in the same statement, so concurrent writes cannot pass
-        ``max_size`` together. The expiry columns change only when a touch is due (or with
-        ``set_expiry``), so most writes leave every indexed column as it was and PostgreSQL can
-        update the row in place (a HOT update).
+        ``max_size`` together.
 
         :returns: whether the row was there, whether its expiry moved, its ``_permanent``, and
             its own lifetime.
@@ -268,8 +244,6 @@ class StoreMethods:
         """
         return self._answer(Delete(id_hash))  # type: ignore[no-any-return]
 
-    # -- maintenance -----------------------------------------------------------------------
-
     def purge_expired(
         self,
         batch_size: int = DEFAULT_PURGE_BATCH_SIZE,
@@ -278,21 +252,17 @@ class StoreMethods:
     ) -> int:
         """Delete expired rows in batches of ``batch_size``; returns how many went.
 
-        Each batch is one short statement, its own transaction, that skips rows other
-        transactions hold, so requests never wait on it and a stop between batches leaves nothing
-        half-done. Batches take a transaction-scoped advisory lock: while another process is
-        purging, this call stops early (and may return 0).
+        Each batch is its own short transaction that skips rows other transactions hold, so
+        requests never wait on it. While another process is purging (an advisory lock), this
+        call stops early and may return 0.
 
         :param batch_size: rows per statement: shorter statements against more round trips.
-        :param on_batch: for a long purge, to show progress or stop it: called as
-            ``on_batch(removed, expected)`` once before the first batch (``removed`` 0) and after
-            each committed batch, ``removed`` counting every row gone so far. ``expected`` is how
-            many rows were expired at the start: an exact count up to
-            :data:`EXACT_COUNT_LIMIT`, beyond it an estimate from a sample of the table's pages
-            (rows expiring meanwhile are purged too, so ``removed`` may pass it). Return
-            ``False`` to stop there; the rows removed so far stay removed and are counted in the
-            result. Without it, no count is made.
-            On the async store too it is a plain (not async) callable.
+        :param on_batch: to show progress or stop a long purge: called as
+            ``on_batch(removed, expected)`` before the first batch (``removed`` 0) and after each
+            one, ``removed`` counting every row gone so far. ``expected`` is how many rows were
+            expired at the start, exact up to :data:`EXACT_COUNT_LIMIT`, else estimated (so
+            ``removed`` may pass it). Return ``False`` to stop; what was removed stays removed.
+            A plain (not async) callable on the async store too.
         :raises ConfigurationError: ``batch_size`` is below 1.
         """
         return self._do(self._steps.purge(batch_size, on_batch).batches)
@@ -304,8 +274,8 @@ class StoreMethods:
             UUID's spellings), matched as :func:`~pgsession_wsgi.core.user_id_text` stores it.
         :param key_prefix: the app's ``key_prefix`` (``SESSION_KEY_PREFIX``): only that app's
             sessions are listed; "" for an app without one.
-        :returns: the sessions; one whose row holds a time no ``datetime`` holds (``infinity``,
-            year 10000: never written by pgsession-wsgi) is left out, with a warning.
+        :returns: the sessions; one whose row holds a time no ``datetime`` holds (``infinity``)
+            is left out, with a warning.
         :raises SessionError: ``user_id`` is of another type.
         """
         return self._do(self._steps.sessions_for_user(user_id, key_prefix))
@@ -324,16 +294,13 @@ class StoreMethods:
     def delete_all(self, *, batch_size: int = DEFAULT_PURGE_BATCH_SIZE) -> int:
         """End every session in the table ("log everyone out"); returns how many live ones ended.
 
-        Every row goes, expired ones too (uncounted), whichever app made it: a session's row
-        does not record the app's ``key_prefix`` (its id is hashed with it), so apps sharing the
-        table under their own prefixes are all logged out; give an app a table of its own
-        (``table=``) for a ``delete_all`` of its own. To end one user's sessions, use
-        :meth:`revoke_user`. Works on connections the app lends (``from_pool``, ``from_engine``)
-        as on the store's own.
+        Every row goes, expired ones too (uncounted), whichever app made it: a row does not
+        record the app's ``key_prefix``, so apps sharing the table are all logged out; give an app
+        a table of its own for a ``delete_all`` of its own.
 
         :param batch_size: rows per statement, each its own short transaction: a request waits
-            for one batch at most, and a big table takes more statements, not longer ones (none
-            runs into ``statement_timeout``). A session made while it runs may stay.
+            for one batch at most, and none runs into ``statement_timeout``. A session made while
+            it runs may stay.
         :raises ConfigurationError: ``batch_size`` is below 1.
         """
         return self._do(self._steps.delete_all(batch_size).batches)
@@ -344,15 +311,13 @@ class StoreMethods:
         :returns: ``live`` and ``expired`` rows, distinct ``users`` with a live session, and
             ``total_bytes``, the table's size on disk with its indexes.
         """
-
         return self._do(self._steps.stats)
 
 
 def awaiting(
     method: Callable[Concatenate[Any, P], T],
 ) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, T]]:
-    """A method of :class:`StoreMethods` for the async store: the same parameters and docstring,
-    its answer (a coroutine there) awaited."""
+    """``method`` for the async store: the same signature and docstring, its answer awaited."""
 
     async def twin(self: Any, *args: P.args, **kwargs: P.kwargs) -> T:
         return await cast("Awaitable[T]", method(self, *args, **kwargs))

@@ -1,9 +1,6 @@
 """Internal: a session table's names and the DDL that makes it, its grants and its persistence.
 
-Apart from :mod:`pgsession_wsgi.sql` (issue 22), which keeps the statements run against the table
-and imports every name here back, so each stays importable from there. Names are quoted here once:
-every other module takes them, as exact SQL, from :func:`quote_identifier`.
-"""
+Names are quoted here once; :mod:`pgsession_wsgi.sql` imports every name here back (issue 22)."""
 
 from __future__ import annotations
 
@@ -12,21 +9,16 @@ import hashlib
 from ..errors import ConfigurationError
 
 __all__ = [
-    "create_statements",
-    "grant_statements",
-    "index_names",
-    "partition_names",
-    "persistence_statement",
-    "quote_identifier",
-    "setup_names",
+    "create_statements", "grant_statements", "index_names", "partition_names", "persistence_statement",
+    "quote_identifier", "setup_names",
 ]
 
 
 def quote_identifier(name: str, what: str) -> str:
     """Quote a table or schema name the way PostgreSQL does, so any name is data, never SQL.
 
-    The result is exact SQL text: fit for DDL run without parameters and for binding as a value.
-    A statement run *with* parameters needs :func:`_in_template` too (the drivers read ``%``).
+    The result is exact SQL text; a statement run *with* parameters needs :func:`_in_template`
+    too (the drivers read ``%``).
 
     :param name: the table or schema name, as given.
     :param what: what it names (``"table"``, ``"schema"``...), for the error message.
@@ -46,44 +38,35 @@ def quote_identifier(name: str, what: str) -> str:
 
 
 def _in_template(sql_text: str) -> str:
-    """SQL text made safe inside a statement that is run with parameters: ``%`` becomes ``%%``."""
+    """SQL text made safe inside a statement run with parameters: ``%`` becomes ``%%``."""
     return sql_text.replace("%", "%%")
 
 
+def _name_base(table: str) -> str:
+    # Distinct per table even when long names share a prefix (PostgreSQL cuts names at 63 bytes).
+    short = table.encode()[:30].decode("utf-8", "ignore")
+    return f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
+
+
 def index_names(table: str) -> tuple[str, str]:
-    """The names of a table's two indexes (on ``expires_at``, and the partial one on ``user_id``).
+    """The unquoted names of a table's ``expires_at`` index and its partial ``user_id`` index.
 
-    Distinct per table even when long names share a prefix (PostgreSQL cuts names at 63 bytes);
-    the DDL and :func:`pgsession_wsgi.sqlalchemy.session_table` both take them from here.
-
-    :param table: the table name, as given (unquoted).
-    :returns: the unquoted names of the ``expires_at`` index and of the ``user_id`` index.
+    Distinct per table even when long names share a prefix; the DDL and
+    :func:`pgsession_wsgi.sqlalchemy.session_table` both take them from here.
     """
-    short = table.encode()[:30].decode("utf-8", "ignore")  # bytes: PostgreSQL's limit is 63
-    base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
+    base = _name_base(table)
     return base + "_expires_at_idx", base + "_user_id_idx"
 
 
 def partition_names(table: str, count: int) -> list[str]:
-    """The names of a hash-partitioned table's partitions, ``count`` of them, in remainder order.
-
-    Distinct per table for long names, as :func:`index_names` are.
-
-    :param table: the table name, as given (unquoted).
-    :param count: how many partitions.
-    """
-    short = table.encode()[:30].decode("utf-8", "ignore")
-    base = f"{short}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
+    """The names of a hash-partitioned table's ``count`` partitions, in remainder order."""
+    base = _name_base(table)
     return [f"{base}_p{remainder}" for remainder in range(count)]
 
 
 def setup_names(schema: str, table: str) -> tuple[str, str, str, str]:
     """The quoted names :data:`~pgsession_wsgi.sql.SETUP_STATE` is bound with: schema, table and
-    its two indexes.
-
-    :param schema: the schema name, as given.
-    :param table: the table name, as given.
-    """
+    its two indexes."""
     schema_part = quote_identifier(schema, "schema")
     expires_index, user_index = index_names(table)
 
@@ -98,10 +81,6 @@ def grant_statements(schema: str, table: str, role: str) -> list[str]:
 
     USAGE on the schema, and SELECT, INSERT, UPDATE, DELETE on the table: every request
     statement, the purge and ``stats`` need no other privilege once the table exists.
-
-    :param schema: the schema name, as given.
-    :param table: the table name, as given.
-    :param role: the role to grant them to, as given (quoted here).
     """
     schema_part = quote_identifier(schema, "schema")
     qualified = f"{schema_part}.{quote_identifier(table, 'table')}"
@@ -115,11 +94,9 @@ def grant_statements(schema: str, table: str, role: str) -> list[str]:
 def persistence_statement(qualified: str, unlogged: bool) -> str:
     """The DDL that makes an existing table unlogged or logged again.
 
-    It rewrites the table and its indexes under an ``ACCESS EXCLUSIVE`` lock (and ``SET LOGGED``
-    writes all of it to the WAL), so it is only run when asked for.
+    It rewrites the table under an ``ACCESS EXCLUSIVE`` lock, so it is only run when asked for.
 
     :param qualified: the table's quoted, qualified name, as exact SQL.
-    :param unlogged: True for ``SET UNLOGGED``, False for ``SET LOGGED``.
     """
     return f"ALTER TABLE {qualified} SET {'UNLOGGED' if unlogged else 'LOGGED'}"
 
@@ -129,16 +106,13 @@ def create_statements(
 ) -> tuple[list[str], list[str], list[str]]:
     """The DDL that creates a table of ours, for :class:`~pgsession_wsgi.sql.Statements`.
 
-    :param schema: the schema name (quoted here).
-    :param table: the table name (quoted here).
-    :param partitions: make the table ``PARTITION BY HASH (id)`` into this many partitions (see
-        :func:`partition_names`); None for a plain table.
+    :param partitions: make the table ``PARTITION BY HASH (id)`` into this many partitions; None
+        for a plain table.
     :returns: ``(create, create_unlogged, partitions)``: schema, table, its partitions and
         indexes with the table logged; the same with an unlogged table; each partition's
         quoted, qualified name, in remainder order (empty for a plain table).
     """
     schema_part = quote_identifier(schema, "schema")
-    # DDL runs without parameters and takes the exact name.
     exact = f"{schema_part}.{quote_identifier(table, 'table')}"
     expires_name, user_name = index_names(table)
     expires_index = quote_identifier(expires_name, "index")
@@ -155,22 +129,18 @@ def create_statements(
         "    ends_at     timestamptz\n"
         ")"
     )
-    # Updates are mostly HOT with room left on each page: the table's, or each partition's
-    # (a partitioned table itself holds no rows, so takes no storage parameters).
-    fill = " WITH (fillfactor = 90)"
-    if partitions is None:
-        table_columns += fill
-        parts: list[str] = []
-    else:
-        table_columns += " PARTITION BY HASH (id)"
-        parts = [
-            f"CREATE TABLE IF NOT EXISTS {schema_part}.{quote_identifier(name, 'table')} PARTITION OF"
-            f" {exact} FOR VALUES WITH (MODULUS {partitions}, REMAINDER {remainder}){fill}"
-            for remainder, name in enumerate(partition_names(table, partitions))
-        ]
     qualified_partitions = [
         f"{schema_part}.{quote_identifier(name, 'table')}"
         for name in (partition_names(table, partitions) if partitions else [])
+    ]
+    # Updates are mostly HOT with room left on each page: the table's, or each partition's
+    # (a partitioned table itself holds no rows, so takes no storage parameters).
+    fill = " WITH (fillfactor = 90)"
+    table_columns += fill if partitions is None else " PARTITION BY HASH (id)"
+    parts = [
+        f"CREATE TABLE IF NOT EXISTS {qualified} PARTITION OF"
+        f" {exact} FOR VALUES WITH (MODULUS {partitions}, REMAINDER {remainder}){fill}"
+        for remainder, qualified in enumerate(qualified_partitions)
     ]
     schema_and_table = [f"CREATE SCHEMA IF NOT EXISTS {schema_part}", "CREATE" + table_columns]
     indexes = [

@@ -1,14 +1,6 @@
 """Internal: how the store's steps and its two drivers talk, with no I/O.
 
-Everything a store does (a request's statement, the table's setup, a purge) is written once, in
-:mod:`pgsession_wsgi.store_steps`, as *steps*: a generator that yields each :class:`Statement` it
-needs and is sent that statement's answer, as the request algorithm of :mod:`pgsession_wsgi.core`
-yields its operations. A driver (psycopg2 in :mod:`pgsession_wsgi._drivers.psycopg2_driver`, psycopg 3
-in :mod:`pgsession_wsgi._drivers.psycopg_driver`) only sends a statement and hands back what its ``read``
-asks for; when the statement fails, the driver's exception is thrown into the step at its ``yield``,
-so the step decides what it means. :func:`converse` and :func:`converse_async` run a step on one
-connection.
-"""
+Steps yield each :class:`Statement` and are sent its answer, or the driver's error at the ``yield``."""
 
 from __future__ import annotations
 
@@ -22,29 +14,23 @@ __all__ = ["Statement", "Steps", "Unreadable", "converse", "converse_async", "on
 
 T = TypeVar("T")
 
-# What a statement's answer is (its ``read``): NOTHING, None; ONE, the first row or None; ROW, the
-# same, but a row the driver cannot read is answered as an Unreadable (for readable() to refuse);
-# ALL, every row; EACH, every row, each one the driver cannot read as an Unreadable; COUNT, how
-# many rows the statement changed.
+# A statement's answer (its ``read``): NOTHING, None; ONE, the first row or None; ROW, the same,
+# an unreadable row as an Unreadable; ALL, every row; EACH, every row, each unreadable one as an
+# Unreadable; COUNT, how many rows the statement changed.
 NOTHING, ONE, ROW, ALL, EACH, COUNT = range(6)
 
-#: The tries a piece of work gets, each told whether it is the last: work that is safe to repeat
-#: (reads, idempotent writes) gets a second one on a fresh connection when the first breaks.
+#: The tries a piece of work gets, each told whether it is the last: work safe to repeat gets a
+#: second one on a fresh connection when the first breaks.
 TRIES = {True: (False, True), False: (True,)}
 
 
 class Statement(NamedTuple):
     """One statement a step asks a driver for.
 
-    :param text: the SQL, with ``%(name)s`` or ``%s`` placeholders; sent as it is without params.
-    :param params: the values, or None.
-    :param read: what the answer is: :data:`NOTHING`, :data:`ONE`, :data:`ROW`, :data:`ALL`,
-        :data:`EACH` or :data:`COUNT`.
-    :param client: bind the values on the client and send the text in one simple-protocol message,
-        as the text holds several commands (a ``SET LOCAL`` guard, a ``PREPARE``); psycopg2 always
-        does, psycopg 3 binds on the server otherwise.
-    :param attempt: a prepared statement's bookkeeping (:mod:`pgsession_wsgi._store.prepared`): told when
-        the statement was sent, asked for another statement when it failed.
+    :param read: what the answer is: :data:`NOTHING`, :data:`ONE`, :data:`ROW`...
+    :param client: bind the values on the client and send one simple-protocol message, as the text
+        holds several commands (a ``SET LOCAL`` guard, a ``PREPARE``); psycopg2 always does.
+    :param attempt: a prepared statement's bookkeeping (:mod:`.prepared`).
     """
 
     text: str
@@ -59,30 +45,23 @@ Steps = Generator[Statement, Any, T]
 
 
 class DriverErrors:
-    """A driver's exception classes, by what a store does about them (psycopg2's and psycopg 3's
-    have the same names: ``Error``, ``OperationalError``, ``errors.QueryCanceled``...).
-
-    :param driver: the driver's module, ``psycopg2`` or ``psycopg``.
-    """
+    """A driver's exception classes (``psycopg2``'s or ``psycopg``'s: the same names), by what a
+    store does about them."""
 
     def __init__(self, driver: Any) -> None:
         self.base: type[Exception] = driver.Error
-        # The connection broke (work that is safe to repeat gets another try); ran past
-        # statement_timeout; no table; a read-only server (a standby: SQLSTATE 25006); a prepared
-        # statement not there, or there already.
         self.lost: tuple[type[Exception], ...] = (driver.OperationalError, driver.InterfaceError)
         self.canceled: type[Exception] = driver.errors.QueryCanceled
         self.undefined_table: type[Exception] = driver.errors.UndefinedTable
         self.read_only: type[Exception] = driver.errors.ReadOnlySqlTransaction
         self.prepared_missing: type[Exception] = driver.errors.InvalidSqlStatementName
         self.prepared_duplicate: type[Exception] = driver.errors.DuplicatePreparedStatement
-        # What the driver raises for an error with no SQLSTATE, which no server sent.
         self._bare: type[Exception] = driver.DatabaseError
 
     def broke(self, exc: Exception) -> bool:
         """True if the connection broke under ``exc``: a connection error, or a bare
-        ``DatabaseError`` with no SQLSTATE (psycopg2's "server closed the connection
-        unexpectedly" when the server went away before libpq marked the connection bad)."""
+        ``DatabaseError`` with no SQLSTATE (psycopg2's "server closed the connection unexpectedly"
+        before libpq marked the connection bad)."""
         if isinstance(exc, self.lost):
             return True
         # psycopg2 names the SQLSTATE pgcode, psycopg 3 sqlstate.
@@ -91,11 +70,7 @@ class DriverErrors:
 
 
 class Unreadable:
-    """The answer for a row whose values the driver could not read (a time or a duration no
-    Python value holds, JSON the codec never writes): :func:`readable` refuses it.
-
-    :param error: what the driver raised.
-    """
+    """The answer for a row the driver could not read (``error``): :func:`readable` refuses it."""
 
     __slots__ = ("kind",)
 
@@ -117,10 +92,7 @@ def readable(row: Any) -> Any:
 
 
 def one_row(row: Any) -> Any:
-    """``row``, which a statement always answers.
-
-    :raises SessionError: there is none.
-    """
+    """``row``, which a statement always answers; :class:`SessionError` if there is none."""
     if row is None:
         raise SessionError("the database returned no row where one was expected")
     return row
@@ -136,12 +108,7 @@ def _instead(steps: Steps[Any], statement: Statement, exc: Exception) -> Stateme
 
 
 def converse(steps: Steps[T], send: Callable[[Any, Statement], Any], link: Any) -> T:
-    """Run ``steps`` to its answer, each statement sent with ``send(link, statement)``.
-
-    :param steps: the steps, not started.
-    :param send: a driver's: sends a statement on ``link`` and answers as its ``read`` asks.
-    :param link: the driver's connection (or cursor) to send on.
-    """
+    """Run ``steps`` (not started) to its answer, each statement sent with ``send(link, statement)``."""
     try:
         statement = next(steps)
         while True:

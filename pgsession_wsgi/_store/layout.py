@@ -1,8 +1,6 @@
-"""The session table's setup and checks, as steps without a driver (see :mod:`.exchange`).
+"""Internal: the session table's setup and checks, as steps without a driver.
 
-Both stores create, check and grant the table through :class:`TableSetup`, so a missing table, a
-flask-pg-session table or a stranger's table is met the same way whichever driver asks.
-"""
+Both stores go through :class:`TableSetup`, so a table is met the same way whichever driver asks."""
 
 from __future__ import annotations
 
@@ -32,48 +30,33 @@ from ..sql import (
 from .exchange import ALL, ONE, Statement, Steps, one_row
 
 __all__ = [
-    "TableSetup",
-    "check_layout",
-    "check_persistence",
-    "missing_table_error",
-    "needs_upgrade",
-    "privilege_error",
-    "read_only_error",
-    "setup_plan",
+    "TableSetup", "check_layout", "check_persistence", "missing_table_error", "needs_upgrade",
+    "privilege_error", "read_only_error", "setup_plan",
 ]
 
 log = logging.getLogger("pgsession_wsgi")
 
 
 class TableSetup:
-    """A store's table ``schema.table`` (``sql``'s): its DDL, creation, layout check and grants, as
-    steps, and what is done; ``unlogged`` and ``create`` are the store's options (``create_table``),
-    ``store_class`` the store's class name, for messages."""
+    """A store's table: its DDL, creation, layout check and grants, as steps, and what is done."""
 
     def __init__(
-        self,
-        sql: Statements,
-        schema: str,
-        table: str,
-        unlogged: bool | None,
-        create: bool,
-        store_class: str,
-        partitions: int | None = None,
+        self, sql: Statements, schema: str, table: str, unlogged: bool | None, create: bool,
+        store_class: str, partitions: int | None = None,
     ) -> None:
         self._sql = sql
         self.schema, self.table = schema, table
         self.qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
-        self.lock_key = lock_key(schema, table)  # creation, migration and purges serialise on it
+        self.lock_key = lock_key(schema, table)
         self._unlogged = unlogged
         self._create = create
         self._store_class = store_class
         self._partitions = partitions
-        #: The table was created (or found) by this store; its layout was checked.
         self.created = False
         self.checked = False
 
     def ddl(self) -> str:
-        """The statements that create the table and its indexes (see ``PostgresStore.ddl``)."""
+        """The statements that create the table and its indexes (``PostgresStore.ddl``)."""
         schema_sql, table_sql, *index_sql = self._statements()
         return ";\n".join([schema_sql, table_sql, self._sql.upgrade, *index_sql]) + ";\n"
 
@@ -81,8 +64,7 @@ class TableSetup:
         return self._sql.create_unlogged if self._unlogged else self._sql.create
 
     def due(self) -> Callable[[], Steps[None]] | None:
-        """What the store does before its first statement: create the table (``create_table``)
-        or check it, once; None when that is done."""
+        """What the store does before its first statement, once: create or check the table."""
         if self._create and not self.created:
             return self.creating(convert=False)
         if not self._create and not self.checked:
@@ -132,12 +114,9 @@ class TableSetup:
         return grant
 
     def _check_layout(self, *, upgrade: bool, convert: bool = False) -> Steps[None]:
-        """Refuse a table that is not ours; with ``upgrade``, add what an older one of ours lacks.
-
-        A missing table (create_table=False) is refused, naming the command that creates it, and
-        one the store's role may not read, write and delete in, naming the GRANTs it needs.
-        One whose persistence differs from ``unlogged`` is refused, or with ``convert`` altered.
-        """
+        """Refuse a table that is not ours, or that the store's role may not use, or whose
+        persistence differs from ``unlogged`` (unless ``convert``); with ``upgrade``, add what an
+        older one of ours lacks."""
         columns = dict((yield Statement(LAYOUT, (self.qualified,), ALL)))
         if upgrade and needs_upgrade(columns):
             # ALTER TABLE waits for an exclusive lock even when there is nothing to add: only now.
@@ -149,7 +128,7 @@ class TableSetup:
         check_layout(columns, qualified=self.qualified, table=self.table, schema=self.schema)
         if self._partitions is not None:
             strategy, count = one_row((yield Statement(PARTITIONING, (self.qualified,) * 2, ONE)))
-            # While creating, a partitioned table just made has no partitions yet (they come next).
+            # While creating, a partitioned table just made has no partitions yet.
             found = self._partitions if upgrade and strategy == "h" and int(count) == 0 else int(count)
             check_partitions(strategy, found, self._partitions, qualified=self.qualified)
         # Found at start-up rather than as a 500 on every request: a table made for another role.
@@ -174,13 +153,8 @@ class TableSetup:
 def setup_plan(missing_schema: bool, missing_objects: bool, create: list[str]) -> tuple[list[str], list[str]]:
     """The DDL ``create_table`` runs before checking the table's layout, and after it.
 
-    Nothing at all when the table and its indexes exist: ``CREATE ... IF NOT EXISTS`` still
-    needs CREATE on the schema and ownership of the table, so an app running as a
-    least-privilege role (after the owner ran ``pgsession-wsgi init``) would fail on it.
-
-    :param missing_schema: the schema does not exist.
-    :param missing_objects: the table or one of its indexes does not exist.
-    :param create: the schema, table and index statements (``Statements.create``).
+    Nothing when the table and its indexes exist: ``CREATE ... IF NOT EXISTS`` still needs CREATE
+    on the schema and ownership of the table, which a least-privilege role lacks.
     """
     if not missing_objects:
         return [], []
@@ -191,13 +165,8 @@ def setup_plan(missing_schema: bool, missing_objects: bool, create: list[str]) -
 def missing_table_error(*, qualified: str, table: str, schema: str, driver_class: str) -> SessionError:
     """The error for a store told ``create_table=False`` whose table does not exist.
 
-    A :class:`SessionError`, not a configuration error: the table may be made while the app
-    runs (by ``pgsession-wsgi init`` or a migration), and the next request then works.
-
-    :param qualified: the table's quoted, qualified name.
-    :param table: the table's own name, for the command.
-    :param schema: the schema's own name, for the command.
-    :param driver_class: ``"PostgresStore"`` or ``"AsyncPostgresStore"``, for the option named.
+    Not a configuration error: the table may be made while the app runs, and the next request
+    then works.
     """
     return SessionError(
         f"the session table {qualified} does not exist: create it once as its owner with "
@@ -208,11 +177,8 @@ def missing_table_error(*, qualified: str, table: str, schema: str, driver_class
 
 
 def read_only_error(detail: str) -> ReadOnlyServer:
-    """The error for a server that takes no writes: the DSN's way to the one that does.
-
-    :param detail: what showed it: the first line of PostgreSQL's message ("cannot execute
-        INSERT in a read-only transaction"), or the setting the table setup read.
-    """
+    """The error for a server that takes no writes (``detail`` showed it): the DSN's way to the one
+    that does."""
     return ReadOnlyServer(
         f"the database server is read-only ({detail}): the DSN reached a standby, or a primary "
         "being demoted in a failover. List every server in the DSN and add "
@@ -222,13 +188,7 @@ def read_only_error(detail: str) -> ReadOnlyServer:
 
 
 def privilege_error(detail: str, *, role: str | None, table: str, schema: str) -> PrivilegeError:
-    """The error for a statement the store's role may not run: both ways out, the GRANTs named.
-
-    :param detail: the first line of PostgreSQL's message ("permission denied for ...").
-    :param role: the role the store connects as, or None if it could not be asked.
-    :param table: the table's own name.
-    :param schema: the schema's own name.
-    """
+    """The error for a statement the store's role (None: unknown) may not run, the GRANTs named."""
     who = role if role else "APP_ROLE"
     grants = "; ".join(grant_statements(schema, table, who))
     return PrivilegeError(
@@ -243,10 +203,7 @@ def privilege_error(detail: str, *, role: str | None, table: str, schema: str) -
 def needs_upgrade(columns: Mapping[str, str]) -> bool:
     """Whether the table is ours but made by an older version: only columns added since are missing.
 
-    Only then may a store add them (:func:`~pgsession_wsgi.sql.upgrade_statement`); a table of
-    anyone else is never altered.
-
-    :param columns: column name to type, as :data:`~pgsession_wsgi.sql.LAYOUT` answers.
+    Only then may a store add them; a table of anyone else is never altered.
     """
     missing = [name for name in EXPECTED_COLUMNS if name not in columns]
     return bool(missing) and all(name in ADDED_COLUMNS for name in missing) and _types_match(columns)
@@ -257,18 +214,9 @@ def _types_match(columns: Mapping[str, str]) -> bool:
 
 
 def check_layout(columns: Mapping[str, str], *, qualified: str, table: str, schema: str) -> None:
-    """Refuse a table whose columns are not ours, naming what to do about it.
-
-    :param columns: column name to type (``format_type``), as :data:`~pgsession_wsgi.sql.LAYOUT`
-        answers for the table, which ``CREATE TABLE IF NOT EXISTS`` has just made or found.
-    :param qualified: the table's quoted, qualified name, for the message.
-    :param table: the table's own name, for the migration command the message suggests.
-    :param schema: the schema's own name, for the same command.
-    :raises LegacyTableError: the table has flask-pg-session's layout (the message gives the
-        command that converts it).
-    :raises ConfigurationError: a table of an older version that lacks the columns added since
-        (the message gives the DDL that adds them), or any other table that is not ours.
-    """
+    """Refuse a table whose columns (name to type, as ``LAYOUT`` answers) are not ours, naming
+    what to do about it: a :class:`LegacyTableError` for flask-pg-session's, else a
+    :class:`ConfigurationError`."""
     if all(columns.get(name) == kind for name, kind in EXPECTED_COLUMNS.items()):
         return
     if needs_upgrade(columns):
@@ -292,14 +240,7 @@ def check_layout(columns: Mapping[str, str], *, qualified: str, table: str, sche
 
 
 def check_partitions(strategy: str | None, count: int, partitions: int, *, qualified: str) -> None:
-    """Refuse a table that is not hash-partitioned into ``partitions`` as the store was told.
-
-    :param strategy: the table's partitioning strategy (``"h"`` for hash), None if it has none.
-    :param count: how many partitions it has.
-    :param partitions: how many the store was told to make.
-    :param qualified: the table's quoted, qualified name, for the message.
-    :raises ConfigurationError: the table is not partitioned, or otherwise, or into another number.
-    """
+    """Refuse a table not hash-partitioned (``strategy`` ``"h"``) into ``partitions`` as told."""
     if strategy == "h" and count == partitions:
         return
     found = "not partitioned" if strategy is None else f"partitioned into {count} (strategy {strategy!r})"
@@ -314,14 +255,8 @@ def check_partitions(strategy: str | None, count: int, partitions: int, *, quali
 def check_persistence(is_unlogged: bool, unlogged: bool, *, qualified: str) -> None:
     """Refuse an existing table that is unlogged when the store was told logged, or the reverse.
 
-    Converting it is never done on the way (it rewrites the whole table under an exclusive lock,
-    which would stall every request at an app's start): the message names the option to change,
-    or the command that converts the table when that is what is wanted.
-
-    :param is_unlogged: whether the table is unlogged now.
-    :param unlogged: what the store's ``unlogged`` option asks for.
-    :param qualified: the table's quoted, qualified name, for the message.
-    :raises ConfigurationError: the two differ.
+    Never converted on the way: that rewrites the table under an exclusive lock, which would
+    stall every request at an app's start.
     """
     if is_unlogged == unlogged:
         return

@@ -1,22 +1,6 @@
 """Internal: the request statements as server-side prepared statements, for both stores.
 
-On a store's own connections each request statement (load, insert, write, merge, touch, delete) is
-prepared once per connection: PostgreSQL then skips parsing and planning it on every request. Its
-first use on a connection sends ``PREPARE ...; EXECUTE ...`` in one message (no round trip added),
-with the values an app's settings fix (lifetimes, the size limit) written in once as literals, so
-the driver adapts only the request's own values. Its name holds a hash of its text
-(:func:`~pgsession_wsgi.sql.prepared`), so a name met on a server connection shared with other
-clients always means the same statement. Later uses go as the driver can send them:
-
-* **by name** (psycopg 3): the values, the settings' too, are bound to the name and it is executed,
-  in one extended-protocol round trip with no text for the server to parse, as psycopg 3's own
-  prepared statements go. Each value goes as text, which the ``PREPARE``'s declared types read.
-* **as text** (psycopg2, which cannot execute a statement by name): ``EXECUTE name(...)``.
-
-A prepared statement gone missing, or met under its name without our asking (a pooler sharing
-server connections that the first connection's check did not find), turns them off for good: the
-statements are sent as text from then on.
-"""
+Named by a hash of their text; executed by name (psycopg 3) or as ``EXECUTE`` text (psycopg2)."""
 
 from __future__ import annotations
 
@@ -33,11 +17,10 @@ __all__ = ["MAX_BOUND_STATEMENTS", "PREPARED_KINDS", "PreparedStatements"]
 
 log = logging.getLogger("pgsession_wsgi")
 
-#: The request statements a store prepares on its own connections (with prepared_statements).
 PREPARED_KINDS = ("load", "insert", "write", "merge", "touch", "delete")
 
-#: The most EXECUTE texts with an app's settings written in that a store keeps (an app needs one
-#: per statement; a store shared by apps with other settings, one per app and statement).
+#: The most EXECUTE texts with an app's settings written in that a store keeps (one per
+#: statement and app).
 MAX_BOUND_STATEMENTS = 64
 
 #: A statement's values that come from the app's settings: (placeholder name, value) pairs.
@@ -49,20 +32,16 @@ _statement = tuple.__new__
 class PreparedStatements:
     """Which text each request statement goes as, per connection; off until :meth:`enable`.
 
-    :param sql: the store's statements, without a ``SET LOCAL`` guard (a guard turns these off).
-    :param errors: the driver's errors, to tell a prepared statement gone missing.
-    :param plain: makes a request statement as text, with every value bound (while these are off).
+    ``plain`` makes a request statement as text, every value bound (while these are off).
     """
 
     def __init__(self, sql: Statements, errors: DriverErrors, plain: Callable[..., Statement]) -> None:
         self.sql = sql
         self.plain = plain
-        #: A prepared statement not there, and one there already: nothing ran.
         self.gone = (errors.prepared_missing, errors.prepared_duplicate)
         #: Each kind's (PREPARE, EXECUTE) templates; None while off.
         self.templates: dict[str, tuple[str, str]] | None = None
-        #: Each kind's (name, statement with text placeholders), when the driver executes
-        #: prepared statements by name; None when it sends them as text.
+        #: Each kind's (name, statement with text placeholders) when executed by name, else None.
         self.named: dict[str, tuple[bytes, str]] | None = None
         # Per connection (by id, while it lives), kind -> True (prepared there) or False (tried).
         self._on: dict[int, dict[str, bool]] = {}
@@ -70,23 +49,16 @@ class PreparedStatements:
         self._bound: dict[tuple[str, Fixed], _Attempt] = {}
 
     def enable(self, named: bool = False) -> None:
-        """Prepare the request statements from now on.
-
-        :param named: the driver executes a prepared statement by name (see the module).
-        """
+        """Prepare the request statements from now on (``named``: executed by name)."""
         self.templates = {kind: prepared(kind, getattr(self.sql, kind)) for kind in PREPARED_KINDS}
         if named:
             self.named = {kind: by_name(kind, getattr(self.sql, kind)) for kind in PREPARED_KINDS}
 
     def statement(self, conn: Any, kind: str, params: dict[str, Any], fixed: Fixed, read: int) -> Statement:
-        """The request statement ``kind`` as it goes on ``conn``: its ``EXECUTE`` where it is
-        prepared there, ``PREPARE ...; EXECUTE ...`` where not yet, the text while these are off.
+        """The request statement ``kind`` as it goes on ``conn``: its ``EXECUTE`` where prepared
+        there, ``PREPARE ...; EXECUTE ...`` where not yet, the text while these are off.
 
-        :param conn: the driver's connection, only as a key.
-        :param kind: the statement's name in :class:`~pgsession_wsgi.sql.Statements`.
-        :param params: the request's own values.
-        :param fixed: the values from the app's settings, written into the ``EXECUTE``.
-        :param read: what the statement's answer is.
+        ``params`` are the request's own values, ``fixed`` those of the app's settings.
         """
         if self.templates is None:
             return self.plain(kind, params, fixed, read)
@@ -111,7 +83,7 @@ class PreparedStatements:
         return Statement(f"{self.templates[kind][0]}; {alone.execute}", params, read, True, attempt)
 
     def _bind(self, kind: str, fixed: Fixed) -> _Attempt:
-        """The ``EXECUTE`` alone with the settings' values written in, kept for the next request."""
+        """The ``EXECUTE`` with the settings' values written in, kept for the next request."""
         assert self.templates is not None
         literals = {name: _literal(name, value) for name, value in fixed}
         alone = _Attempt(self, kind, fixed, None, with_literals(self.templates[kind][1], literals))
@@ -124,10 +96,7 @@ class PreparedStatements:
 
 
 class _Attempt:
-    """One request statement sent as a prepared one: what follows when it ran, or failed.
-
-    :attr:`name` set: the driver executes the statement of that name (see the module).
-    """
+    """One request statement sent as a prepared one: what follows when it ran, or failed."""
 
     __slots__ = ("owner", "kind", "fixed", "done", "execute", "tried_before", "name", "named", "values")
 
@@ -138,8 +107,7 @@ class _Attempt:
         self.owner, self.kind, self.fixed, self.execute = owner, kind, fixed, execute
         self.done = done  # the connection's bookkeeping, when this one carries the PREPARE
         self.tried_before = tried_before  # an earlier PREPARE of it failed: it may be there
-        #: By name: the statement's name (None: as text), its text with text placeholders, and
-        #: the settings' values, bound as the request's are.
+        # By name: the statement's name (None: as text), its text, the settings' values.
         self.name: bytes | None = None
         self.named = ""
         self.values: dict[str, Any] = {}
@@ -150,7 +118,7 @@ class _Attempt:
             self.done[self.kind] = True
 
     def recover(self, statement: Statement, exc: Exception) -> Statement | None:
-        """What to send instead of ``statement``, which failed with ``exc``; None: the failure stands."""
+        """What to send instead of ``statement``, failed with ``exc``; None: the failure stands."""
         owner = self.owner
         if not isinstance(exc, owner.gone):
             return None
@@ -168,8 +136,7 @@ class _Attempt:
 def _literal(name: str, value: Any) -> str:
     """A setting's value as SQL text, exactly as psycopg2 sends it as a parameter.
 
-    Only the kinds of value the settings take (durations, byte counts, None) are written into a
-    statement's text; anything else is refused here rather than pasted into SQL.
+    Only durations, numbers and None: anything else is refused rather than pasted into SQL.
     """
     if isinstance(value, bool) or not (value is None or isinstance(value, (timedelta, int, float))):
         parameter = "touch_interval" if name == "touch" else name
@@ -188,9 +155,8 @@ _SPECIAL_FLOATS = {"inf": "'Infinity'::float", "-inf": "'-Infinity'::float", "na
 
 
 def _as_text(value: Any) -> Any:
-    """A setting's value as bound by name: a duration or a whole number as the text its declared
-    type reads (psycopg then only encodes a str, where it would adapt the value on every
-    request); anything else as it is."""
+    """A setting's value as bound by name: a duration or an int as text its declared type reads
+    (psycopg then only encodes a str, instead of adapting the value on every request)."""
     if isinstance(value, timedelta):
         return f"{value.days} days {value.seconds}.{value.microseconds:06d} seconds"
     if type(value) is int:

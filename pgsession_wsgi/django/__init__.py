@@ -1,30 +1,11 @@
-"""Django session engine: ``SESSION_ENGINE = "pgsession_wsgi.django"``, on the shared table.
+"""Django session engine on the shared table: ``SESSION_ENGINE = "pgsession_wsgi.django"``.
 
-Django's ``SessionMiddleware`` (or :class:`SessionMiddleware` here, Django's answering a database
-outage with a 503) stays in charge of the cookie: it builds a :class:`SessionStore` from the
-cookie's value, asks it what changed, saves it and sets the cookie to
-:attr:`SessionStore.session_key`. That key is our signed cookie value (the HMAC-signed random id
-every front end writes, signed with Django's ``SECRET_KEY``), so a Flask, Quart or ASGI app with
-the same secret, cookie name and table reads the same session. The data behind the store is a
-:class:`pgsession_wsgi.Session` made by the core (:class:`~pgsession_wsgi.core.SessionCore`):
-lazy (a request that does not touch the session costs no statement), tracking changes per key
-(concurrent saves merge), with the expiry enforced by the database.
-
-Settings (``settings.py``)::
-
-    SESSION_ENGINE = "pgsession_wsgi.django"
-    PGSESSION_DATABASE = "default"        # or PGSESSION_DSN = "postgresql://..."
-    MIDDLEWARE = [..., "pgsession_wsgi.django.SessionMiddleware", ...]
-
-Every setting the engine reads is in :data:`SETTINGS`, read through one typed reader. Old
-sessions of ``django.contrib.sessions.backends.db`` are moved in as their cookies come back (see
-``docs/django.md``, "Moving from Django's database sessions").
-
-Django imports this package as the engine (``SessionStore``) and the middleware; its modules:
-``_settings`` (the typed settings, the DSN of a ``DATABASES`` entry), ``_store`` (the store and
-the read-through of ``django_session``), ``_runtime`` (one core and one store per process),
-``_session_store`` (``SessionStore``, with ``_async_methods``), ``_users`` ("your devices", the
-Flask-Login bridge) and ``_middleware`` (``SessionMiddleware``).
+Django's ``SessionMiddleware`` (or :class:`SessionMiddleware` here, which answers a database outage
+with a 503) keeps the cookie. Its value, :attr:`SessionStore.session_key`, is the signed id every
+front end writes (signed with ``SECRET_KEY``), so a Flask, Quart or ASGI app with the same secret,
+cookie name and table reads the same session. The data is a lazy :class:`pgsession_wsgi.Session`
+saved per changed key. Every setting read is in :data:`SETTINGS`; old database sessions of Django
+move in as their cookies come back (``docs/django.md``).
 """
 
 from __future__ import annotations

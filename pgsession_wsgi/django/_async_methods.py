@@ -1,5 +1,4 @@
-"""Django's async session methods (``aload``, ``asave``, ...) as Django's base offers them: the
-same work as the sync method, in a thread (the store is psycopg2's)."""
+"""Django's async session methods (``aload``, ``asave``...): the sync ones in a thread (psycopg2)."""
 
 from __future__ import annotations
 

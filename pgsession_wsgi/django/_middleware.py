@@ -12,8 +12,7 @@ from ..errors import StoreUnavailable
 
 
 def _unavailable(exc: StoreUnavailable) -> Any:
-    """The answer to an outage: 503, ``Retry-After: 5``, and the one log line every front end
-    writes (Django's own line for a 5xx response is not added to it)."""
+    """503, ``Retry-After: 5`` and the one log line every front end writes (not Django's too)."""
     status = log_failure(exc, "saving")
     response = HttpResponse(UNAVAILABLE_BODY, status=status, content_type="text/plain; charset=utf-8")
     response["Retry-After"] = "5"
@@ -22,15 +21,11 @@ def _unavailable(exc: StoreUnavailable) -> Any:
 
 
 class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]  # django-stubs are not installed
-    """Django's ``SessionMiddleware`` (same settings, same behaviour), answering a database
-    outage with a 503: put it in ``MIDDLEWARE`` in place of
-    ``django.contrib.sessions.middleware.SessionMiddleware``.
+    """Django's ``SessionMiddleware``, answering a database outage with a 503; use it in its place.
 
-    A :class:`~pgsession_wsgi.StoreUnavailable` raised by the save (here, in
-    ``process_response``) or by a view's use of ``request.session`` (``process_exception``)
-    becomes a plain-text 503 with ``Retry-After: 5`` and one log line, as the WSGI and ASGI front
-    ends answer it, instead of Django's 500 and traceback. Every other exception, other
-    :class:`~pgsession_wsgi.SessionError` included, is Django's to handle as before.
+    A :class:`~pgsession_wsgi.StoreUnavailable` from the save or from a view's use of
+    ``request.session`` becomes a plain-text 503 with ``Retry-After: 5`` and one log line, as in
+    the WSGI and ASGI front ends, instead of Django's 500. Django handles every other exception.
     """
 
     def process_response(self, request: Any, response: Any) -> Any:

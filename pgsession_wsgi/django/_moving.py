@@ -1,6 +1,5 @@
 """Internal: moving an old ``django_session`` row into the shared table, under an id derived from
-its key, the first time its cookie comes back (the zero-step read-through from Django's db
-engine)."""
+its key, the first time its cookie comes back."""
 
 from __future__ import annotations
 
@@ -39,9 +38,7 @@ def django_decode(session_data: str) -> dict[str, Any]:
 
 
 def move_django_session(runtime: Runtime, session: Session, key: str) -> dict[str, Any] | None:
-    """Move the live ``django_session`` row of the old key ``key`` into our table under
-    ``session``'s id (:func:`derived_id`), in one statement; the stored data, or None when there
-    is no such row or it cannot be moved (one warning, naming it by its new id's hash)."""
+    """Move the live old row of ``key`` to ``session``'s id in one statement; its data, or None."""
     assert session.state.session_id is not None
     id_hash = hash_session_id(session.state.session_id)
     label = id_hash.hex()[:12]
@@ -66,19 +63,16 @@ def move_django_session(runtime: Runtime, session: Session, key: str) -> dict[st
             ends_at = end if end.utcoffset() is not None else django_timezone.make_aware(end)
     if not data or all(name in META_KEYS for name in data):
         log.warning(
-            "Django session %s not moved (empty or unreadable data); the request gets a new session",
-            label,
+            "Django session %s not moved (empty or unreadable data); the request gets a new session", label
         )
         return None
     try:
         encoded = {name: encode_value(value) for name, value in data.items()}
         user_key = runtime.core.policy.user_key
         user_value = data.get(user_key) if user_key is not None else None
-        user = (
-            None
-            if user_value is None
-            else user_id_text(user_value, user_key, key_prefix=runtime.core.key_prefix)
-        )
+        user = None
+        if user_value is not None:
+            user = user_id_text(user_value, user_key, key_prefix=runtime.core.key_prefix)
     except (TypeError, ValueError, SessionError) as exc:
         log.warning(
             "Django session %s not moved (%s); the request gets a new session", label, type(exc).__name__

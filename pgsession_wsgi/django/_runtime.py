@@ -101,10 +101,9 @@ def _build_runtime() -> Runtime:
     )
     core = SessionCore.from_options(options)
     config = _store_config()
-    store = _open_store(config)
     return Runtime(
         core=core,
-        store=store,
+        store=_open_store(config),
         secret_key=secret.encode("utf-8") if isinstance(secret, str) else bytes(secret),
         id_head=prefixed_id("", key_prefix),
         move_django_sessions=config.legacy_table is not None,
@@ -137,8 +136,7 @@ setting_changed.connect(_settings_changed, dispatch_uid="pgsession_wsgi.django")
 
 
 def close_stores() -> None:
-    """Close every store this process opened (registered with :mod:`atexit`); the next session
-    opens one again."""
+    """Close every store this process opened (at exit too); the next session opens one again."""
     global _runtime
     with _lock:
         _runtime = None

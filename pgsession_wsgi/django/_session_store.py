@@ -28,12 +28,10 @@ _SCHEME = "https"
 class SessionStore(MappingMethods, FlagMethods, ExpiryMethods, AsyncMethods, SessionBase):  # type: ignore[misc]  # no django-stubs
     """Django's session store, on the pgsession-wsgi table; Django's SessionMiddleware uses it.
 
-    Everything ``SessionBase`` documents works, with Django's meanings (the exceptions are listed
-    in ``docs/django.md``). The data is a :class:`pgsession_wsgi.Session`, loaded on first use
-    and saved per changed key.
+    ``SessionBase``'s API with Django's meanings (exceptions in ``docs/django.md``), over a
+    :class:`pgsession_wsgi.Session` loaded on first use and saved per changed key.
 
-    :param session_key: the session cookie's value, as Django's ``SessionMiddleware`` passes it;
-        None for a new session.
+    :param session_key: the session cookie's value; None for a new session.
     """
 
     def __init__(self, session_key: str | None = None) -> None:
@@ -50,8 +48,6 @@ class SessionStore(MappingMethods, FlagMethods, ExpiryMethods, AsyncMethods, Ses
                 header = f"{runtime.core.cookie.name}={session_key}"
         self._data: Session = runtime.core.open(header, _SCHEME, self._load_data)
         super().__init__(session_key)
-
-    # -- loading --------------------------------------------------------------------------
 
     def _load_data(self, session: Session) -> dict[str, Any] | None:
         """The core's load, then an old Django session's move when the cookie is one."""
@@ -101,8 +97,6 @@ class SessionStore(MappingMethods, FlagMethods, ExpiryMethods, AsyncMethods, Ses
         self._data.clear()
         self._data.update(items)
 
-    # -- Django's flags (accessed, modified: FlagMethods) -----------------------------------
-
     @property
     def session_key(self) -> str | None:
         """The cookie's value: the live session's signed id; None when there is none."""
@@ -125,8 +119,7 @@ class SessionStore(MappingMethods, FlagMethods, ExpiryMethods, AsyncMethods, Ses
             return False
 
     def is_empty(self) -> bool:
-        """Whether there is neither a session key nor data (Django's middleware then sends no
-        cookie, or deletes the one the request had). Asks the database nothing."""
+        """Whether there is neither a key nor data (Django then sends no cookie, or deletes it); no query."""
         data = self._data
         if not data.accessed:
             return not self._session_key
@@ -139,8 +132,6 @@ class SessionStore(MappingMethods, FlagMethods, ExpiryMethods, AsyncMethods, Ses
         if not data.loaded:  # nothing written, nothing read: the cookie decides, as in Django
             return not self._session_key
         return self.session_key is None
-
-    # -- saving -------------------------------------------------------------------------------
 
     def _run_save(self) -> None:
         data = self._data
@@ -160,10 +151,9 @@ class SessionStore(MappingMethods, FlagMethods, ExpiryMethods, AsyncMethods, Ses
             raise UpdateError
 
     def save(self, must_create: bool = False) -> None:
-        """Save what changed, merged per key into the stored row (Django's meaning).
+        """Save what changed, merged per key into the stored row; an emptied session is deleted.
 
-        A session never stored is stored under a new id (:attr:`session_key` then changes), an
-        emptied one is deleted.
+        A session never stored gets a new id (:attr:`session_key` changes).
 
         :param must_create: store a new session; :class:`CreateError` if the key has a live row.
         :raises UpdateError: the row was deleted meanwhile (a concurrent logout); Django's
@@ -294,14 +284,11 @@ class SessionStore(MappingMethods, FlagMethods, ExpiryMethods, AsyncMethods, Ses
 
     @classmethod
     def clear_expired(cls) -> None:
-        """Delete the expired rows (``manage.py clearsessions``), and those of ``django_session``
-        while old sessions are being moved in."""
+        """Delete the expired rows (``manage.py clearsessions``), old ``django_session`` ones too."""
         runtime = current_runtime()
         runtime.store.purge_expired()
         if runtime.move_django_sessions:
             runtime.store.purge_django_sessions()
-
-    # -- for the helpers below ------------------------------------------------------------------
 
     @property
     def data(self) -> Session:

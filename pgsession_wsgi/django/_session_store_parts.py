@@ -1,7 +1,5 @@
-"""What Django's ``SessionStore`` offers besides loading and saving, apart so that class stays
-short: the mapping (every read and write goes to the core's :class:`~pgsession_wsgi.Session`),
-Django's ``accessed`` and ``modified`` flags, and the expiry methods with Django's meanings.
-Mixins of ``SessionStore`` only."""
+"""Mixins of ``SessionStore``: the mapping, Django's ``accessed`` and ``modified`` flags, and the
+expiry methods, each on the core's session, with Django's meanings."""
 
 from __future__ import annotations
 
@@ -20,8 +18,7 @@ from ._runtime import current_runtime
 
 
 class MappingMethods:
-    """The session as a mapping, as ``SessionBase`` offers it: each call goes to the core's
-    session, loaded first where the call reads."""
+    """The session as a mapping, as ``SessionBase`` offers it, on the core's session."""
 
     if TYPE_CHECKING:
         _data: Session
@@ -79,8 +76,7 @@ class MappingMethods:
 
 
 class ExpiryMethods:
-    """``set_expiry`` and the ``get_expiry_*`` methods, with Django's meanings, on the core's
-    session's own expiry."""
+    """``set_expiry`` and the ``get_expiry_*`` methods, on the core's session's own expiry."""
 
     if TYPE_CHECKING:
         _data: Session
@@ -90,9 +86,8 @@ class ExpiryMethods:
         def get_session_cookie_age(self) -> int: ...
 
     def set_expiry(self, value: Any) -> None:
-        """Django's meanings: seconds of inactivity (an ``int``), a fixed end (a ``datetime``, or
-        a ``timedelta`` from now), 0 for a cookie that ends with the browser, None for the
-        global policy.
+        """Set the lifetime, as Django means it: seconds of inactivity (an ``int``), a fixed end
+        (a ``datetime``, or a ``timedelta`` from now), 0 to end with the browser, None for the default.
 
         :raises InvalidExpiry: an end that is not in the future, or a negative number of seconds.
         """
@@ -124,9 +119,6 @@ class ExpiryMethods:
         else:
             data.pop("_permanent", None)
 
-    def _own_expiry(self) -> timedelta | datetime | None:
-        return self._data.expiry
-
     def get_expiry_age(self, **kwargs: Any) -> int:
         """Seconds until the session expires (Django's meaning; ``modification`` and ``expiry``
         as Django takes them). 0 for a session the save will end (emptied)."""
@@ -134,7 +126,7 @@ class ExpiryMethods:
             return super().get_expiry_age(**kwargs)  # type: ignore[misc,no-any-return]
         if self._ending():
             return 0
-        expiry = self._own_expiry()
+        expiry = self._data.expiry
         if isinstance(expiry, datetime):
             modification = kwargs.get("modification") or django_timezone.now()
             delta = expiry - modification
@@ -147,7 +139,7 @@ class ExpiryMethods:
         """When the session expires if unused (Django's meaning and keywords)."""
         if "expiry" in kwargs:
             return super().get_expiry_date(**kwargs)  # type: ignore[misc,no-any-return]
-        expiry = self._own_expiry()
+        expiry = self._data.expiry
         if isinstance(expiry, datetime):
             return expiry
         modification = kwargs.get("modification") or django_timezone.now()
@@ -166,8 +158,7 @@ class ExpiryMethods:
 
 
 class FlagMethods:
-    """Django's ``accessed`` and ``modified``, read from the core's session (what the save will
-    write), and set as Django's code sets them."""
+    """Django's ``accessed`` and ``modified``, read from the core's session (what the save will write)."""
 
     if TYPE_CHECKING:
         _data: Session

@@ -7,6 +7,7 @@ import difflib
 import logging
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -31,6 +32,7 @@ log = logging.getLogger("pgsession_wsgi")
 DJANGO_USER_KEY = "_auth_user_id"
 # Options of a Django DATABASES entry that are Django's, not libpq's.
 _NOT_LIBPQ = frozenset({"isolation_level", "pool", "server_side_binding", "assume_role", "cursor_factory"})
+_LIBPQ_NAMES = {"NAME": "dbname", "USER": "user", "PASSWORD": "password", "HOST": "host", "PORT": "port"}
 _DJANGO_ENGINES = ("django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis")
 
 
@@ -76,7 +78,7 @@ def _keys(config: Mapping[str, Any], key: str, default: Any) -> Any:
     return config.get(key, default)
 
 
-_DJANGO = frozenset({"django"})
+_setting = partial(Setting, extensions=frozenset({"django"}))
 
 #: Every setting the engine reads, by name: type, default, one line on what it does. Read with
 #: the typed readers of :mod:`pgsession_wsgi.appconfig`, so a value of another type stops the
@@ -84,154 +86,129 @@ _DJANGO = frozenset({"django"})
 SETTINGS: dict[str, Setting] = {
     setting.key: setting
     for setting in (
-        Setting(
+        _setting(
             "PGSESSION_DSN",
             "database URL",
             None,
             "the database; unset: the PostgreSQL of DATABASES[PGSESSION_DATABASE]",
             config_url,
-            _DJANGO,
         ),
-        Setting(
+        _setting(
             "PGSESSION_DATABASE",
             "text",
             "default",
             "the DATABASES alias whose PostgreSQL holds the sessions",
             config_text,
-            _DJANGO,
         ),
-        Setting("PGSESSION_TABLE", "text", DEFAULT_TABLE, "the session table's name", config_text, _DJANGO),
-        Setting(
-            "PGSESSION_SCHEMA", "text", DEFAULT_SCHEMA, "its schema, created if missing", config_text, _DJANGO
-        ),
-        Setting(
+        _setting("PGSESSION_TABLE", "text", DEFAULT_TABLE, "the session table's name", config_text),
+        _setting("PGSESSION_SCHEMA", "text", DEFAULT_SCHEMA, "its schema, created if missing", config_text),
+        _setting(
             "PGSESSION_CREATE_TABLE",
             "yes/no",
             True,
             "create the table (False: `pgsession-wsgi init` made it)",
             config_flag,
-            _DJANGO,
         ),
-        Setting(
+        _setting(
             "PGSESSION_MAX_CONNECTIONS",
             "whole number",
             DEFAULT_MAX_CONNECTIONS,
             "the pool's size in each process",
             config_int,
-            _DJANGO,
         ),
-        Setting(
+        _setting(
             "PGSESSION_SYNCHRONOUS_COMMIT",
             "yes/no",
             True,
             "False: faster writes, the last ones lost in a database crash",
             config_flag,
-            _DJANGO,
         ),
-        Setting(
+        _setting(
             "PGSESSION_UNLOGGED",
             "yes/no",
             False,
             "an UNLOGGED table: no WAL, emptied after a database crash",
             config_flag,
-            _DJANGO,
         ),
-        Setting(
+        _setting(
             "PGSESSION_PARTITIONS",
             "whole number or None",
             None,
             "a table PARTITION BY HASH into this many partitions (None: a plain table)",
             config_partitions,
-            _DJANGO,
         ),
-        Setting(
+        _setting(
             "PGSESSION_PREPARED_STATEMENTS",
             "yes/no",
             True,
             "prepare the request statements on the server",
             config_flag,
-            _DJANGO,
         ),
-        Setting(
+        _setting(
             "PGSESSION_PURGE_INTERVAL",
             "seconds or None",
             timedelta(seconds=DEFAULT_PURGE_INTERVAL),
             "how often each process purges expired rows (None: only `manage.py clearsessions`)",
             _optional_seconds,
-            _DJANGO,
         ),
-        Setting(
+        _setting(
             "PGSESSION_ABSOLUTE_TIMEOUT",
             "seconds or None",
             None,
             "a session older than this ends however active it is",
             _optional_seconds,
-            _DJANGO,
         ),
-        Setting("PGSESSION_KEY_PREFIX", "text", "", "keeps apps sharing a table apart", config_text, _DJANGO),
-        Setting(
+        _setting("PGSESSION_KEY_PREFIX", "text", "", "keeps apps sharing a table apart", config_text),
+        _setting(
             "PGSESSION_USER_KEY",
             "text or None",
             DJANGO_USER_KEY,
             "the session key mirrored into the user column (None: none)",
             config_optional_text,
-            _DJANGO,
         ),
-        Setting(
+        _setting(
             "PGSESSION_MOVE_DJANGO_SESSIONS",
             "yes/no",
             True,
             "move an old django_session row in when its cookie comes back",
             config_flag,
-            _DJANGO,
         ),
-        Setting(
+        _setting(
             "PGSESSION_DJANGO_TABLE",
             "text",
             "django_session",
             "the table of django.contrib.sessions.backends.db",
             config_text,
-            _DJANGO,
         ),
-        Setting(
+        _setting(
             "PGSESSION_DJANGO_SCHEMA",
             "text or None",
             None,
             "its schema (None: the connection's search_path)",
             config_optional_text,
-            _DJANGO,
         ),
         # Django's own settings, with Django's meanings
-        Setting("SECRET_KEY", "text or bytes", None, "signs the session cookie", _keys, _DJANGO),
-        Setting("SECRET_KEY_FALLBACKS", "list of keys", (), "older keys that still verify", _keys, _DJANGO),
-        Setting("SESSION_COOKIE_NAME", "text", "sessionid", "the cookie's name", config_text, _DJANGO),
-        Setting(
+        _setting("SECRET_KEY", "text or bytes", None, "signs the session cookie", _keys),
+        _setting("SECRET_KEY_FALLBACKS", "list of keys", (), "older keys that still verify", _keys),
+        _setting("SESSION_COOKIE_NAME", "text", "sessionid", "the cookie's name", config_text),
+        _setting(
             "SESSION_COOKIE_AGE",
             "seconds",
             timedelta(weeks=2),
             "the idle timeout, and the cookie's Max-Age",
             config_seconds,
-            _DJANGO,
         ),
-        Setting(
-            "SESSION_COOKIE_DOMAIN",
-            "text or None",
-            None,
-            "the cookie's Domain",
-            config_optional_text,
-            _DJANGO,
-        ),
-        Setting("SESSION_COOKIE_PATH", "text", "/", "the cookie's Path", config_text, _DJANGO),
-        Setting("SESSION_COOKIE_SECURE", "yes/no", False, "Secure", config_flag, _DJANGO),
-        Setting("SESSION_COOKIE_HTTPONLY", "yes/no", True, "HttpOnly", config_flag, _DJANGO),
-        Setting("SESSION_COOKIE_SAMESITE", "text or False", "Lax", "SameSite", _samesite, _DJANGO),
-        Setting(
+        _setting("SESSION_COOKIE_DOMAIN", "text or None", None, "the cookie's Domain", config_optional_text),
+        _setting("SESSION_COOKIE_PATH", "text", "/", "the cookie's Path", config_text),
+        _setting("SESSION_COOKIE_SECURE", "yes/no", False, "Secure", config_flag),
+        _setting("SESSION_COOKIE_HTTPONLY", "yes/no", True, "HttpOnly", config_flag),
+        _setting("SESSION_COOKIE_SAMESITE", "text or False", "Lax", "SameSite", _samesite),
+        _setting(
             "SESSION_EXPIRE_AT_BROWSER_CLOSE",
             "yes/no",
             False,
             "cookies without Max-Age unless set_expiry() says otherwise",
             config_flag,
-            _DJANGO,
         ),
     )
 }
@@ -253,15 +230,12 @@ def warn_unknown_settings() -> None:
 
 
 def _libpq_quote(value: Any) -> str:
-    text = str(value)
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def database_dsn(alias: str) -> str:
-    """A libpq connection string for ``DATABASES[alias]`` (NAME, USER, PASSWORD, HOST, PORT and
-    the libpq keys of OPTIONS, such as ``sslmode``, ``options`` or ``service``).
-
-    The engine opens connections of its own with it, never Django's: see ``docs/django.md``.
+    """A libpq connection string for ``DATABASES[alias]``: NAME, USER, PASSWORD, HOST, PORT and
+    the libpq keys of OPTIONS (``sslmode``, ``service``...), for the engine's own connections.
 
     :param alias: a key of ``settings.DATABASES``.
     :raises ConfigurationError: no such alias, or its ENGINE is not PostgreSQL.
@@ -280,18 +254,10 @@ def database_dsn(alias: str) -> str:
             "PostgreSQL that holds the sessions (postgresql://user:password@host/dbname)"
         )
     parts: dict[str, Any] = {}
-    for key, name in (
-        ("NAME", "dbname"),
-        ("USER", "user"),
-        ("PASSWORD", "password"),
-        ("HOST", "host"),
-        ("PORT", "port"),
-    ):
+    for key, name in _LIBPQ_NAMES.items():
         if entry.get(key):
             parts[name] = entry[key]
     for key, value in (entry.get("OPTIONS") or {}).items():
         if key not in _NOT_LIBPQ and isinstance(value, (str, int)) and not isinstance(value, bool):
             parts[key] = value
-    if not parts:
-        return ""
     return " ".join(f"{name}={_libpq_quote(value)}" for name, value in parts.items())

@@ -1,13 +1,12 @@
-"""The store, and the read-through of Django's ``django_session``: a :class:`PostgresStore` that can
-also read, move and purge its rows, which cookies are old Django keys, the id an old key moves
-to, and the move of one old session into our table."""
+"""The store, and the read-through of Django's ``django_session``: a :class:`PostgresStore` that
+can also read, move and purge its rows, and which cookies are old Django keys."""
 
 from __future__ import annotations
 
-import logging
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.errors
@@ -17,7 +16,8 @@ from ..errors import SessionDataError
 from ..sql import quote_identifier
 from ..store import PostgresStore
 
-log = logging.getLogger("pgsession_wsgi")
+_T = TypeVar("_T")
+_Cursor = psycopg2.extensions.cursor
 
 # Django's own session keys, as django.contrib.sessions.backends.base makes them: 32 characters
 # of [a-z0-9]. Only such a cookie is looked up in django_session, never a client's other choice.
@@ -40,22 +40,32 @@ class DjangoStore(PostgresStore):
             "{new}", self.qualified_name.replace("%", "%%")
         )
 
-    def find_django_session(self, key: str) -> tuple[str, datetime] | None:
-        """The live ``django_session`` row under ``key``: its encoded data and expiry; None if
-        none (or no such table)."""
-        statement = self._legacy_sql(
-            "SELECT session_data, expire_date FROM {old} WHERE session_key = %(key)s AND expire_date > now()"
-        )
+    def _on_legacy(
+        self, statement: str, params: dict[str, str] | None, missing: _T, result: Callable[[_Cursor], _T]
+    ) -> _T:
+        """``result`` of the cursor after ``statement``, or ``missing`` if Django's table is gone."""
+        sql = self._legacy_sql(statement)
 
-        def find(cur: psycopg2.extensions.cursor) -> tuple[str, datetime] | None:
+        def work(cur: _Cursor) -> _T:
             try:
-                cur.execute(statement, {"key": key})
+                cur.execute(sql, params)
             except psycopg2.errors.UndefinedTable:
-                return None
+                return missing
+            return result(cur)
+
+        return self._run(work, retry=True)
+
+    def find_django_session(self, key: str) -> tuple[str, datetime] | None:
+        """The live ``django_session`` row of ``key`` (data, expiry); None if none or no such table."""
+
+        def found(cur: _Cursor) -> tuple[str, datetime] | None:
             row = cur.fetchone()
             return None if row is None else (row[0], row[1])
 
-        return self._run(find, retry=True)
+        statement = (
+            "SELECT session_data, expire_date FROM {old} WHERE session_key = %(key)s AND expire_date > now()"
+        )
+        return self._on_legacy(statement, {"key": key}, None, found)
 
     def move_django_session(
         self,
@@ -94,7 +104,7 @@ class DjangoStore(PostgresStore):
             "ends_at": ends_at,
         }
 
-        def move(cur: psycopg2.extensions.cursor) -> dict[str, Any] | None:
+        def move(cur: _Cursor) -> dict[str, Any] | None:
             cur.execute(statement, params)
             try:
                 row = cur.fetchone()
@@ -106,26 +116,10 @@ class DjangoStore(PostgresStore):
 
     def delete_django_session(self, key: str) -> bool:
         """Delete the ``django_session`` row under ``key``; True if there was one."""
-        statement = self._legacy_sql("DELETE FROM {old} WHERE session_key = %(key)s")
-
-        def delete(cur: psycopg2.extensions.cursor) -> bool:
-            try:
-                cur.execute(statement, {"key": key})
-            except psycopg2.errors.UndefinedTable:
-                return False
-            return bool(cur.rowcount)
-
-        return self._run(delete, retry=True)
+        statement = "DELETE FROM {old} WHERE session_key = %(key)s"
+        return self._on_legacy(statement, {"key": key}, False, lambda cur: bool(cur.rowcount))
 
     def purge_django_sessions(self) -> int:
         """Delete the expired ``django_session`` rows (none if the table is gone); how many went."""
-        statement = self._legacy_sql("DELETE FROM {old} WHERE expire_date < now()")
-
-        def purge(cur: psycopg2.extensions.cursor) -> int:
-            try:
-                cur.execute(statement)
-            except psycopg2.errors.UndefinedTable:
-                return 0
-            return int(cur.rowcount)
-
-        return self._run(purge, retry=True)
+        statement = "DELETE FROM {old} WHERE expire_date < now()"
+        return self._on_legacy(statement, None, 0, lambda cur: int(cur.rowcount))

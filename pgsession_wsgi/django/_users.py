@@ -23,9 +23,8 @@ def _request_store(request: Any, what: str) -> SessionStore:
 
 
 def sessions_for_user(request: Any, user_id: Any = None) -> list[UserSession]:
-    """The live sessions of the logged-in user, most recently used first ("your devices").
-
-    The request's own session is the one with ``current`` set.
+    """The live sessions of the logged-in user, most recently used first, the request's marked
+    ``current`` ("your devices").
 
     :param request: the view's ``HttpRequest``.
     :param user_id: whose sessions; None for the user logged in on the request's session.
@@ -43,9 +42,6 @@ def sessions_for_user(request: Any, user_id: Any = None) -> list[UserSession]:
 def log_out_other_sessions(request: Any, user_id: Any = None) -> int:
     """End every session of the logged-in user except the request's own ("log out other devices").
 
-    Django's ``update_session_auth_hash()`` after a password change already renews this
-    session's id; the user's other sessions end here.
-
     :param request: the view's ``HttpRequest``.
     :param user_id: whose sessions; None for the user logged in on the request's session.
     :returns: how many sessions ended.
@@ -61,15 +57,9 @@ def log_out_other_sessions(request: Any, user_id: Any = None) -> int:
 def mirror_login_for_flask_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     """A receiver of Django's ``user_logged_in``: put the user's id where Flask-Login reads it.
 
-    Connect it once (``user_logged_in.connect(mirror_login_for_flask_login)``, e.g. in an
-    ``AppConfig.ready()``), and a Flask app on the same table, secret and cookie name sees a
-    Django login as Flask-Login's ``current_user``: ``_user_id`` is the user's primary key as
-    text, ``_fresh`` True. Django's logout ends the whole session, so Flask sees that too.
-
-    :param sender: the user's class (the signal's sender).
-    :param request: the request that logged in.
-    :param user: the user who logged in.
-    :param kwargs: the signal's other arguments.
+    Connected once (``user_logged_in.connect(mirror_login_for_flask_login)``, e.g. in an
+    ``AppConfig.ready()``), it lets a Flask app on the same table, secret and cookie name see a
+    Django login as Flask-Login's ``current_user`` (``_user_id``: the primary key as text).
     """
     session = getattr(request, "session", None)
     if session is None:

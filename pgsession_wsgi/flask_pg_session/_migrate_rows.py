@@ -1,16 +1,11 @@
 """The rows of a flask-pg-session migration: each old row converted, and written a batch at a time.
 
-Apart from :mod:`.migrate` (issue 22), which keeps the public function, its report and errors, and
-the statements on the tables (the lock, the checks, the rename, the new table); it imports every
-name here back, so each stays importable from there. One old row's fate is decided by
-:class:`_RowConverter`, with the rules the app's fallback applies too; :func:`_copy_rows` (in
-place) and :func:`_move_rows` (``into``) write the rows kept, in batches bounded by count and size.
+Internal to :mod:`.migrate`, which imports these names back.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,18 +14,14 @@ import psycopg2
 import psycopg2.extras
 
 from ..session import META_KEYS
-from .conventions import UUID4_PATTERN
 from .convert import encode_row, user_column
-from .fallback import move_statement, refusal_label, row_key, short_reason
+from .fallback import _ISSUED_ID, move_statement, refusal_label, row_key, short_reason
 from .rows import LegacyRow, read_legacy_rows
 
-# Only ids flask-pg-session issued are converted: a client-chosen one would keep serving the
-# attacker's id (see UUID4_PATTERN).
-_ISSUED_ID = re.compile(UUID4_PATTERN)
-# Encoded rows held for one INSERT at most (a batch of large rows is sent early); not Final, so
-# a test can lower it.
+# The JSON characters held for one INSERT at most; not Final, so a test can lower it.
 _MAX_BATCH_CHARS = 16 * 1024 * 1024
 
+# A client-chosen id would keep serving the attacker's id (see UUID4_PATTERN).
 _NOT_ISSUED = "the session id is not a uuid4, the only id flask-pg-session issues; not converted"
 
 
@@ -45,8 +36,7 @@ class _Converted:
 
 
 class _Report(Protocol):
-    """What the rows are counted into: :class:`~.migrate.MigrationReport`, named here by the
-    fields this module reads and writes, so that it does not import the module it came from."""
+    """The fields of :class:`~.migrate.MigrationReport` used here (not imported: it imports us)."""
 
     migrated: int
     refused: list[tuple[str, str]]
@@ -74,7 +64,6 @@ class _RowConverter:
         self.user_key = user_key
 
     def convert(self, row: LegacyRow) -> _Converted:
-        # The key the app looks the cookie's id up by.
         digest = row_key(row.session_id, self.key_prefix)
         if not _ISSUED_ID.fullmatch(row.session_id):
             return _Converted(digest, reason=_NOT_ISSUED)
@@ -92,7 +81,6 @@ class _RowConverter:
 
 
 def _copy_rows(
-    conn: Any,
     cur: Any,
     report: _Report,
     old_table: str,
@@ -103,8 +91,7 @@ def _copy_rows(
     new_qualified: str,
     progress: Callable[[int], None] | None = None,
 ) -> None:
-    """Convert the rows, inserting them a batch at a time and reporting each batch to
-    ``progress`` with the rows handled so far (converted, refused or skipped)."""
+    """Convert the rows, inserting them a batch at a time."""
     # execute_values reads % in the statement: one in a name is doubled.
     target = new_qualified.replace("%", "%%")
     insert = f"INSERT INTO {target} (id, data, user_id, created_at, accessed_at, expires_at) VALUES %s"
@@ -126,7 +113,9 @@ def _copy_rows(
         pending.append((digest, data_json, converted.user_id, row.created, row.expiry, lifetime))
         return len(data_json)
 
-    legacy = read_legacy_rows(conn, old_table, schema, key_prefix=rows.key_prefix, batch_size=batch_size)
+    legacy = read_legacy_rows(
+        cur.connection, old_table, schema, key_prefix=rows.key_prefix, batch_size=batch_size
+    )
     _in_batches(legacy, batch_size, take, flush, progress)
 
 
@@ -137,11 +126,9 @@ def _in_batches(
     flush: Callable[[], None],
     progress: Callable[[int], None] | None,
 ) -> None:
-    """Hand each row to ``take`` (which answers the JSON characters it queued) and ``flush``
-    after every ``batch_size`` rows handled, or sooner once the queued JSON reaches
-    ``_MAX_BATCH_CHARS`` (rows may be up to max_size each, so a batch's memory is bounded, not
-    only its count), and once more for a last, smaller batch (rows queued, or only refused or
-    empty ones); ``progress`` hears the rows handled after each flush, once per count."""
+    """Hand each row to ``take`` (which answers the JSON characters it queued), and ``flush``
+    every ``batch_size`` rows, sooner once ``_MAX_BATCH_CHARS`` are queued, and at the end;
+    ``progress`` hears the rows handled (converted, refused or skipped) after each flush."""
     handled = reported = queued = 0
     for row in legacy:
         queued += take(row)
@@ -163,7 +150,6 @@ def _insert_batch(cur: Any, insert: str, template: str, rows: list[tuple[Any, ..
 
 
 def _move_rows(
-    conn: Any,
     cur: Any,
     report: _Report,
     table: str,
@@ -183,9 +169,8 @@ def _move_rows(
             sids, digests, datas, users = zip(*batch)
             params = {
                 "sids": list(sids),
-                # No payload to compare: the row moves as it is now (flask-pg-session, if it
-                # still runs somewhere, may have rewritten it since it was read: rare, and
-                # the newer data is lost, never the session).
+                # No payload to compare: the row moves as it is now (if flask-pg-session rewrote
+                # it since, rare, the newer data is lost, never the session).
                 "payloads": [None] * len(batch),
                 "ids": [psycopg2.Binary(digest) for digest in digests],
                 "datas": list(datas),
@@ -205,5 +190,7 @@ def _move_rows(
         batch.append((rows.key_prefix + row.session_id, converted.digest, data_json, converted.user_id))
         return len(data_json)
 
-    legacy = read_legacy_rows(conn, table, schema, key_prefix=rows.key_prefix, batch_size=batch_size)
+    legacy = read_legacy_rows(
+        cur.connection, table, schema, key_prefix=rows.key_prefix, batch_size=batch_size
+    )
     _in_batches(legacy, batch_size, take, flush, progress)

@@ -1,9 +1,5 @@
-"""What flask-pg-session itself writes (its default table name, the only ids it issues), and
-where the drop-in puts the sessions it moves out of that table.
-
-Defined once here because several places must agree on them: ``FlaskPgSession`` and the
-``migrate-flask-pg-session`` command default to the same tables, and the cookie signer, the
-fallback and the migration accept the same ids.
+"""What flask-pg-session writes (its default table, the only ids it issues), and where the
+drop-in moves its sessions: defined once, since the signer, the fallback and the migration agree.
 """
 
 from __future__ import annotations
@@ -24,13 +20,15 @@ UUID4_PATTERN: Final = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-
 NEW_TABLE_SUFFIX: Final = "_v2"
 
 
+def suffixed(name: str, suffix: str) -> str:
+    """``name`` + ``suffix``, ``name`` cut on a character boundary to PostgreSQL's 63 bytes."""
+    head = name.encode("utf-8")[: 63 - len(suffix.encode())].decode("utf-8", "ignore")
+    return head + suffix
+
+
 def new_table_name(table: str) -> str:
     """The table ``FlaskPgSession`` moves the sessions of the flask-pg-session ``table`` into.
 
     Cut to PostgreSQL's 63 bytes, on a character boundary, so the suffix always survives.
-
-    :param table: the flask-pg-session table's name (``SESSION_PG_TABLE``), unquoted.
     """
-    suffix = NEW_TABLE_SUFFIX.encode()
-    head = table.encode("utf-8")[: 63 - len(suffix)].decode("utf-8", "ignore")
-    return head + NEW_TABLE_SUFFIX
+    return suffixed(table, NEW_TABLE_SUFFIX)

@@ -1,7 +1,6 @@
 """One decoded flask-pg-session dict to the JSON a pgsession-wsgi row stores, or why it cannot be.
 
-The migration and the fallback call :func:`encode_row` and :func:`user_column` once per row.
-Neither raises: a row that cannot be converted is refused with a reason, and the others carry on.
+Nothing here raises: a row that cannot be converted is refused with a reason, the others go on.
 """
 
 from __future__ import annotations
@@ -17,18 +16,15 @@ from ..errors import SessionError
 
 __all__ = ["encode_row", "user_column"]
 
-# What the size estimate counts per value (a separator and a quote, at the least).
+# What the size estimate counts per value: a separator and a quote, at the least.
 _NODE_BYTES: Final = 2
 
 
 def _estimate_exceeds(value: object, limit: int) -> bool:
-    """True as soon as ``value`` is sure to encode to more than ``limit`` bytes.
+    """True as soon as ``value`` is sure to encode to more than ``limit`` bytes, copying nothing.
 
-    Shared references are counted once per use, as the JSON would copy them, but nothing is
-    copied: a 100-byte pickle whose references expand to gigabytes is stopped after at most
-    ``limit / 2`` values. Iterative, so depth costs no recursion. The count (2 bytes per value
-    plus text, byte and digit lengths) never exceeds the real encoded size, so a row that fits
-    is never refused here.
+    Shared references count once per use, as the JSON copies them, so a tiny pickle expanding
+    to gigabytes stops within ``limit / 2`` values. The count never exceeds the real size.
     """
     total = 0
     stack: list[Any] = [value]
@@ -59,13 +55,10 @@ def _estimate_exceeds(value: object, limit: int) -> bool:
 
 
 def encode_row(data: dict[Any, Any], max_size: int) -> tuple[str | None, str | None]:
-    """``(json, None)`` for a convertible session dict, ``(None, reason)`` otherwise.
-
-    Never raises: whatever one row does (RecursionError, MemoryError, ...) refuses that row.
+    """``(json, None)`` for a convertible session dict, ``(None, reason)`` otherwise; never raises.
 
     :param data: a session dict as :func:`~.unpickle.restricted_loads` returned it.
-    :param max_size: the largest JSON, in UTF-8 bytes, to accept; judged before the JSON is
-        built, since a tiny pickle can expand enormously through shared references.
+    :param max_size: the largest JSON, in UTF-8 bytes, to accept; judged before the JSON is built.
     """
     try:
         return _encode_row_or_raise(data, max_size)
@@ -106,14 +99,11 @@ def user_column(
 ) -> tuple[str | None, str | None]:
     """``(text, None)`` for the user column of a converted row, or ``(None, reason)``.
 
-    The text is the one the store looks users up by (:func:`~pgsession_wsgi.core.user_id_text`),
-    so "log out everywhere" finds converted sessions too; None when nobody is logged in.
+    The text is the one the store looks users up by, so "log out everywhere" finds converted
+    sessions too; None when nobody is logged in.
 
-    :param data: the session dict.
-    :param user_key: the session key holding the user's id (Flask-Login's ``"_user_id"``); None
-        leaves the column empty.
-    :param key_prefix: ``SESSION_KEY_PREFIX``: the user is the prefix's, as the app's own saves
-        store it, so apps sharing the table under other prefixes never see it.
+    :param user_key: the session key holding the user's id; None leaves the column empty.
+    :param key_prefix: ``SESSION_KEY_PREFIX``, which scopes the user as the app's own saves do.
     """
     value = data.get(user_key) if user_key is not None else None
     if value is None:

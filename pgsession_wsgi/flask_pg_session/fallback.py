@@ -1,16 +1,8 @@
 """Switching from flask-pg-session with no step: sessions move out of its table one by one.
 
-``FlaskPgSession`` on a database that still has flask-pg-session's table keeps that table where
-it is and stores its sessions in a pgsession-wsgi table next to it (:func:`choose_tables`). Its
-store is a :class:`LegacyFallbackStore`: when a cookie finds no live row in the new table and
-carries an id flask-pg-session issued, the store looks the id up in the old table, reads the
-pickle with :func:`~.unpickle.restricted_loads` and moves the session over in one statement that
-deletes the old row and inserts the new one, so two requests with the same cookie can neither
-both move it nor lose it. Users stay logged in; nothing has to be run first.
-
-The core knows nothing of this: it hands the store the cookie's id in :class:`~pgsession_wsgi.core.Load`
-and the store does the rest. A request whose session is in the new table costs what it costs
-with any store; a miss in both tables costs one more statement.
+``FlaskPgSession`` stores its sessions in a table next to flask-pg-session's
+(:func:`choose_tables`); its :class:`LegacyFallbackStore` moves a session over, in one statement,
+when its cookie comes back. A miss in both tables costs one more statement.
 """
 
 from __future__ import annotations
@@ -55,30 +47,18 @@ Cursor = psycopg2.extensions.cursor
 MAX_PICKLE_FACTOR: Final = 4
 # Only ids flask-pg-session issued are looked up (see UUID4_PATTERN): never a client's choice.
 _ISSUED_ID = re.compile(UUID4_PATTERN)
-# The longest reason a log line or a report carries.
 _MAX_REASON: Final = 200
-# An old row is live while its expiry (naive UTC, NULL for a browser session) is ahead.
+# expiry is naive UTC, NULL for a browser session.
 _LIVE = "({row}.expiry IS NULL OR {row}.expiry > now() AT TIME ZONE 'UTC')"
 
 
 def refusal_label(id_hash: bytes) -> str:
-    """How a refused session is named in logs and reports: 12 hex digits of its row key.
-
-    Never the id, which would be a usable cookie; the same label in the app's log and in the
-    migration's report.
-
-    :param id_hash: the key the session is (or would be) stored under in the new table.
-    """
+    """How logs and reports name a refused session: 12 hex digits of its row key, never the id."""
     return id_hash.hex()[:12]
 
 
 def short_reason(text: str) -> str:
-    """One printable line of at most 200 characters, safe to log or print to a terminal.
-
-    Reasons quote pickled names and session keys, which are attacker-controlled text.
-
-    :param text: a refusal reason.
-    """
+    """One printable line of at most 200 characters: reasons quote attacker-controlled text."""
     line = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text[: _MAX_REASON * 2])
     return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
 
@@ -91,17 +71,13 @@ def _template(qualified: str) -> str:
 def move_statement(old_qualified: str, new_qualified: str) -> str:
     """One statement that moves converted sessions: it deletes their old rows and inserts them.
 
-    Run with arrays of equal length: ``sids`` (the old table's ``session_id``: prefix and id),
-    ``payloads`` (the pickle as read, or NULL: then the row moves whatever it holds now; given,
-    a row flask-pg-session rewrote meanwhile stays), ``ids`` (the new keys), ``datas`` (the
-    JSON), ``users`` (the user column); ``idle`` and ``absolute`` as for the store. A row moves
-    only if it is still there and live, so of two requests moving the same session only one
-    inserts it; the other gets no row back. Creation and expiry are carried over (a browser
-    session, NULL expiry, gets ``now() + idle``), capped by ``created + absolute``. An expired
-    row of ours under the same key is replaced, a live one kept. Returns each inserted ``data``.
-
-    :param old_qualified: flask-pg-session's table, quoted and qualified.
-    :param new_qualified: the pgsession-wsgi table, quoted and qualified.
+    Run with arrays of equal length: ``sids`` (the old ``session_id``: prefix and id),
+    ``payloads`` (the pickle as read, so a row rewritten meanwhile stays; or NULL: moved as it
+    is), ``ids``, ``datas`` (the JSON), ``users``; ``idle`` and ``absolute`` as for the store.
+    A row moves only if still there and live, so of two requests only one inserts it. Creation
+    and expiry carry over (NULL expiry: ``now() + idle``), capped by ``created + absolute``; an
+    expired row of ours under the same key is replaced, a live one kept. Returns each ``data``.
+    The names are quoted and qualified.
     """
     old, new = _template(old_qualified), _template(new_qualified)
     created = "COALESCE(m.created AT TIME ZONE 'UTC', now())"
@@ -124,8 +100,8 @@ def move_statement(old_qualified: str, new_qualified: str) -> str:
 
 
 def _probe_statement(old_qualified: str, new_qualified: str) -> str:
-    """The old row (whether there is one, its pickle) and whether the new table has the session
-    now, in one snapshot: a concurrent move commits both sides at once, so one side shows it."""
+    """The old row (found, its pickle) and whether the new table has the session, in one snapshot:
+    a concurrent move commits both sides at once, so one side shows it."""
     old, new = _template(old_qualified), _template(new_qualified)
     return (
         f"SELECT o.session_id IS NOT NULL, o.data,"
@@ -134,16 +110,18 @@ def _probe_statement(old_qualified: str, new_qualified: str) -> str:
     )
 
 
-# -- which tables -------------------------------------------------------------------------------
+def own_connection(dsn: str, application_name: str) -> Any:
+    """A psycopg2 connection of its own; the DSN (and PGAPPNAME, ...) win over our defaults."""
+    defaults = {"connect_timeout": 10, "application_name": application_name}
+    try:
+        return psycopg2.connect(**connect_arguments(dsn, defaults=defaults, settings={})[0])
+    except psycopg2.OperationalError as exc:
+        raise StoreUnavailable(f"cannot connect to PostgreSQL ({first_line(exc)})") from None
 
 
 def _layouts(dsn: str, schema: str, names: list[str]) -> dict[str, dict[str, str]]:
     """The columns of each of ``names`` that exists in ``schema``, on a connection of its own."""
-    defaults = {"connect_timeout": 10, "application_name": "pgsession-wsgi"}
-    try:
-        conn = psycopg2.connect(**connect_arguments(dsn, defaults=defaults, settings={})[0])
-    except psycopg2.OperationalError as exc:
-        raise StoreUnavailable(f"cannot connect to PostgreSQL ({first_line(exc)})") from None
+    conn = own_connection(dsn, "pgsession-wsgi")
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -177,20 +155,15 @@ def choose_tables(
 ) -> tuple[str, str | None]:
     """Where ``FlaskPgSession`` keeps its sessions, and the flask-pg-session table to move them from.
 
-    ``table`` (``SESSION_PG_TABLE``) keeps naming what it named before:
-
     - ``configured`` (``PGSESSION_TABLE``) given: that table; ``table`` is the old one if it
       has flask-pg-session's layout.
-    - ``table`` is a pgsession-wsgi table (the migration converted it in place, or the app
-      started on an empty database): ``table``, with nothing to move.
-    - ``table`` has flask-pg-session's layout, or it is gone and ``<table>_v2`` exists (the old
-      table was dropped once empty): ``<table>_v2`` (:func:`~.conventions.new_table_name`).
+    - ``table`` is a pgsession-wsgi table: ``table``, with nothing to move.
+    - ``table`` has flask-pg-session's layout, or it is gone and ``<table>_v2`` exists:
+      ``<table>_v2``.
     - neither exists: ``table``, created as a pgsession-wsgi table.
 
-    :param dsn: the database, as for :class:`PostgresStore`.
     :param table: ``SESSION_PG_TABLE``, unquoted.
     :param schema: ``SESSION_PG_SCHEMA``, unquoted.
-    :param configured: ``PGSESSION_TABLE``; None for the rules above.
     :returns: ``(table to store sessions in, flask-pg-session table or None)``.
     :raises ConfigurationError: ``table`` is a pgsession-wsgi table and ``<table>_v2`` exists too,
         so which one holds the sessions cannot be told.
@@ -217,31 +190,23 @@ def choose_tables(
     return (target, None) if target in layouts else (table, None)
 
 
-# -- the store --------------------------------------------------------------------------------
-
-
 class LegacyFallbackStore(PostgresStore):
     """A :class:`PostgresStore` that moves flask-pg-session's sessions in as their cookies return.
 
-    On a ``Load`` that finds no live row, for an id shaped like flask-pg-session's (uuid4), it
-    reads the old table's live row stored under ``key_prefix`` + id and moves it: the new row is
-    keyed like any other (:func:`~pgsession_wsgi.cookies.prefixed_id`), keeps the old creation
-    and expiry, and its user column is filled from ``user_key``. A row that cannot be read safely
-    (a global outside the allow-list, garbage, over ``max_size``, keys that are not text, a user
-    id of another type) is never served: one warning names it by :func:`refusal_label` and the
-    reason, the request gets a fresh session, and the row stays in the old table untouched.
+    A ``Load`` that misses, for a uuid4 id, moves the old table's live row under ``key_prefix`` +
+    id, keeping its creation and expiry. A row that cannot be read safely is never served: one
+    warning names it by :func:`refusal_label` and the reason, the request gets a fresh session,
+    and the row stays in the old table.
 
-    :param dsn: as for :class:`PostgresStore`.
     :param table: the pgsession-wsgi table sessions are stored in.
     :param schema: the schema of both tables.
     :param legacy_table: flask-pg-session's table (``SESSION_PG_TABLE``), left where it is.
-    :param key_prefix: flask-pg-session's ``SESSION_KEY_PREFIX``: only old rows under it are
-        read; pass the middleware the same prefix, which keys the new rows by it.
+    :param key_prefix: ``SESSION_KEY_PREFIX``: only old rows under it are read; pass the
+        middleware the same prefix.
     :param user_key: the session key holding the user's id; None leaves the user column empty.
-    :param lifetime: the expiry of a moved browser session (NULL expiry): ``now() + lifetime``;
-        pass the app's ``PERMANENT_SESSION_LIFETIME``, the middleware's ``idle_timeout``.
-    :param absolute: the middleware's ``absolute_timeout``: no moved session outlives its creation
-        by more; None for no limit.
+    :param lifetime: a moved browser session (NULL expiry) expires ``now() + lifetime``: the
+        middleware's ``idle_timeout``.
+    :param absolute: the middleware's ``absolute_timeout``, capping a moved session; None for none.
     :param max_size: a session whose JSON would be larger is refused; the middleware's ``max_size``.
     :param options: the other keyword arguments of :class:`PostgresStore`.
     :raises ConfigurationError: as :class:`PostgresStore`, or a bad name, prefix or limit here.
@@ -290,11 +255,7 @@ class LegacyFallbackStore(PostgresStore):
         return f"<LegacyFallbackStore {self.qualified_name} <- {self.legacy_qualified_name}>"
 
     def execute(self, operation: Operation) -> Any:
-        """As :meth:`PostgresStore.execute`; a ``Load`` that misses looks in the old table.
-
-        :param operation: a ``Load``, ``Insert``, ``Write``, ``Touch`` or ``Delete``.
-        :returns: the answer that operation's docstring names.
-        """
+        """As :meth:`PostgresStore.execute`; a ``Load`` that misses looks in the old table."""
         answer = super().execute(operation)
         if answer is not None or not isinstance(operation, Load):
             return answer
@@ -303,12 +264,8 @@ class LegacyFallbackStore(PostgresStore):
             return None
         return self._move_in(operation, self.key_prefix + session_id)
 
-    def _guarded(self, statement: str) -> str:
-        """``statement`` with the ``SET LOCAL`` prefix the store's own statements carry, if any."""
-        return self._steps.guard + statement
-
     def _move_in(self, load: Load, old_id: str) -> LoadedRow | None:
-        """Find the session in the old table and move it; None if it is not there (or refused)."""
+        """Move the session from the old table; None if it is not there (or refused)."""
         for _ in range(2):  # a second look only if the row changed between the two statements
             found_old, payload, found_new = self._look(load.id_hash, old_id)
             if found_new:  # a concurrent request moved it after this one's first look
@@ -329,7 +286,7 @@ class LegacyFallbackStore(PostgresStore):
 
     def _look(self, id_hash: bytes, old_id: str) -> tuple[bool, Any, bool]:
         """(an old live row exists, its pickle, the new table has the session now)."""
-        statement = self._guarded(self._probe_sql)
+        statement = self._steps.guard + self._probe_sql  # the store's SET LOCAL prefix, if any
 
         def look(cur: Cursor) -> tuple[bool, Any, bool]:
             cur.execute(statement, {"id": id_hash, "sid": old_id})
@@ -374,7 +331,7 @@ class LegacyFallbackStore(PostgresStore):
         self, old_id: str, payload: bytes, id_hash: bytes, data_json: str, user_id: str | None
     ) -> dict[str, Any] | None:
         """Run the move; the stored data if this request moved the row, else None."""
-        statement = self._guarded(self._move_sql)
+        statement = self._steps.guard + self._move_sql
         params = {
             "sids": [old_id],
             "payloads": [psycopg2.Binary(payload)],
@@ -397,9 +354,5 @@ class LegacyFallbackStore(PostgresStore):
 
 
 def row_key(session_id: str, key_prefix: str) -> bytes:
-    """The key a flask-pg-session id is stored under in the new table, as the core looks it up.
-
-    :param session_id: the id the cookie carries (the old ``session_id`` without the prefix).
-    :param key_prefix: ``SESSION_KEY_PREFIX``.
-    """
+    """The key the cookie's id (without ``key_prefix``) is stored under in the new table."""
     return hash_session_id(prefixed_id(session_id, key_prefix))

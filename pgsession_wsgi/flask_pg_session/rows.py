@@ -1,7 +1,6 @@
 """Reading a flask-pg-session table: which tables are one, and their live rows, decoded safely.
 
-Every pickle goes through :func:`~.unpickle.restricted_loads`; a row that cannot be read comes
-back with the reason instead of its data, so one bad row never stops a reader of the others.
+A row that cannot be read comes back with the reason instead of its data, so the others go on.
 """
 
 from __future__ import annotations
@@ -34,8 +33,7 @@ class LegacyRow(NamedTuple):
 
     :param session_id: the id the cookie carries (the stored column minus ``key_prefix``).
     :param data: the session dict; None if it could not be read.
-    :param expiry: aware UTC, or None for a non-permanent session (flask-pg-session writes NULL
-        then and serves the row until the browser drops its cookie).
+    :param expiry: aware UTC, or None for a non-permanent (browser) session.
     :param error: why ``data`` is None; None when it was read.
     :param created: the row's ``created`` column as aware UTC, when present.
     """
@@ -48,7 +46,7 @@ class LegacyRow(NamedTuple):
 
 
 def _as_utc(value: _dt.datetime | None) -> _dt.datetime | None:
-    """flask-pg-session writes naive UTC ``timestamp``; make it aware (or normalise to UTC)."""
+    """flask-pg-session writes naive UTC ``timestamp``: make it aware (or normalise to UTC)."""
     if value is None:
         return None
     if value.tzinfo is None:
@@ -57,10 +55,7 @@ def _as_utc(value: _dt.datetime | None) -> _dt.datetime | None:
 
 
 def decode_payload(payload: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
-    """One ``data`` cell as ``(dict, None)``, or ``(None, reason)``; never raises, never runs code.
-
-    :param payload: the pickled session, read with :func:`~.unpickle.restricted_loads`.
-    """
+    """One ``data`` cell as ``(dict, None)``, or ``(None, reason)``; never raises, never runs code."""
     if payload is None:
         return None, "the row has no data (NULL)"
     try:
@@ -84,18 +79,15 @@ def read_legacy_rows(
 ) -> Iterator[LegacyRow]:
     """Yield the live rows of a flask-pg-session table, ``batch_size`` rows per query.
 
-    Live means ``expiry`` is NULL or later than the database's current UTC time, taken once
-    at the start so the cut-off is the same for every batch. Batches are keyset-paginated on
-    the primary key, so the table is never held in memory, no transaction or server-side
-    cursor stays open between batches (works in autocommit and behind PgBouncer), and the
-    caller may write on the same connection between rows. Only rows whose stored id starts
-    with ``key_prefix`` (flask-pg-session's ``SESSION_KEY_PREFIX``) are read.
+    Live means ``expiry`` is NULL or ahead of the database's UTC time, taken once at the start.
+    Batches are keyset-paginated, so no transaction or server-side cursor stays open between
+    them (autocommit and PgBouncer work) and the caller may write on the connection meanwhile.
 
     :param conn: an open psycopg2 connection; only read from, so the caller owns its transaction.
-    :param table: the flask-pg-session table (its ``SESSION_PG_TABLE``), not quoted.
+    :param table: the flask-pg-session table (``SESSION_PG_TABLE``), not quoted.
     :param schema: its schema (``SESSION_PG_SCHEMA``), not quoted.
-    :param key_prefix: flask-pg-session's ``SESSION_KEY_PREFIX``; rows under another prefix are
-        skipped, and the prefix is cut from the ids yielded (the cookie carries the id without it).
+    :param key_prefix: ``SESSION_KEY_PREFIX``; rows under another prefix are skipped, and the
+        prefix is cut from the ids yielded (the cookie carries the id without it).
     :param batch_size: rows per query: memory held at once against round trips.
     :raises ValueError: when ``batch_size`` is below 1.
     """
@@ -137,14 +129,9 @@ def read_legacy_rows(
 
 
 def is_legacy_table(conn: Any, table: str, schema: str = DEFAULT_SCHEMA) -> bool:
-    """True if ``schema.table`` looks like flask-pg-session's table and not like ours.
-
-    Requires ``session_id``, ``data bytea`` and ``expiry`` columns and no ``id bytea`` column
-    (pgsession-wsgi's primary key), so the migration never reads our own table by mistake.
+    """True if ``schema.table`` (not quoted) looks like flask-pg-session's table and not like ours.
 
     :param conn: an open psycopg2 connection; the catalog is read, nothing is written.
-    :param table: the table name, not quoted; a missing table is simply not a legacy one.
-    :param schema: its schema, not quoted.
     """
     with conn.cursor() as cur:
         cur.execute(
@@ -161,10 +148,7 @@ def is_legacy_table(conn: Any, table: str, schema: str = DEFAULT_SCHEMA) -> bool
 
 
 def looks_legacy(columns: dict[str, str]) -> bool:
-    """Whether a table of these columns is flask-pg-session's (and not ours).
-
-    :param columns: column name to type, as ``format_type(atttypid, NULL)`` names it.
-    """
+    """Whether a table of these columns (name to ``format_type``) is flask-pg-session's, not ours."""
     return (
         "session_id" in columns
         and columns.get("data") == "bytea"

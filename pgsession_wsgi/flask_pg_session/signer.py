@@ -1,8 +1,4 @@
-"""Session cookies in flask-pg-session's format, so the cookies it issued stay valid.
-
-An :class:`~pgsession_wsgi.cookies.IdSigner` for ``SessionMiddleware(signer=...)``; ``FlaskPgSession``
-uses it. Needs only itsdangerous, not Flask.
-"""
+"""Session cookies in flask-pg-session's format (an ``IdSigner``); needs itsdangerous, not Flask."""
 
 from __future__ import annotations
 
@@ -27,12 +23,11 @@ class FlaskPgSessionSigner:
     """Session cookies in flask-pg-session's format, so cookies issued by it stay valid.
 
     Signed: ``<id>.<sig>`` from ``itsdangerous.Signer(key, salt="flask-session",
-    key_derivation="hmac")`` (SHA-1). Unsigned: the bare id. Either way only ids shaped like the
-    ones flask-pg-session (uuid4) or pgsession-wsgi (43 urlsafe characters) issue are accepted.
-    A signature is compared as text, so each id has exactly one valid cookie per key.
+    key_derivation="hmac")``; unsigned: the bare id. Only ids shaped like flask-pg-session's
+    (uuid4) or pgsession-wsgi's are accepted, and each has one valid cookie per key.
 
-    :param secret_key: the app's ``SECRET_KEY``, the same value flask-pg-session signed with, so
-        existing cookies verify; required when ``use_signer`` is on.
+    :param secret_key: the app's ``SECRET_KEY``, as flask-pg-session signed with; required when
+        ``use_signer`` is on.
     :param fallback_secret_keys: older keys (``SECRET_KEY_FALLBACKS``): they verify but never
         sign, and a cookie they verify is re-signed with ``secret_key``.
     :param use_signer: flask-pg-session's ``SESSION_USE_SIGNER``; off, the cookie is the bare id.
@@ -60,19 +55,13 @@ class FlaskPgSessionSigner:
         self._signers = [Signer(key, salt="flask-session", key_derivation="hmac") for key in keys]
 
     def sign(self, session_id: str) -> str:
-        """The cookie value for ``session_id``: signed with the primary key, or the bare id.
-
-        :param session_id: an id as issued (uuid4 from flask-pg-session, or a new 43-character one).
-        """
+        """The cookie value for ``session_id``: signed with the primary key, or the bare id."""
         if not self._signers:
             return session_id
         return self._signers[0].sign(session_id).decode("ascii")
 
     def unsign(self, value: str) -> tuple[str, bool] | None:
-        """``(session_id, needs_resign)`` for a valid cookie value, else None; never raises.
-
-        :param value: the cookie's value as the browser sent it (untrusted).
-        """
+        """``(session_id, needs_resign)`` for a valid (untrusted) cookie value, else None; never raises."""
         if not self._signers:
             return (value, False) if _BARE_ID.fullmatch(value) else None
         if not _SIGNED_ID.fullmatch(value):

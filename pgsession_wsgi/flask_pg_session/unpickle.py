@@ -1,9 +1,7 @@
 """A restricted unpickler for flask-pg-session's rows: plain data types in, nothing ever run.
 
-flask-pg-session stores ``pickle.dumps(dict(session))`` in a ``bytea`` column. Plain
-``pickle.loads`` on that column would run any code an attacker (or a compromised replica,
-backup or SQL injection elsewhere) managed to write there, so this module unpickles with an
-allow-list of plain data types and refuses everything else before it is called.
+Plain ``pickle.loads`` on its ``bytea`` column would run any code an attacker managed to write
+there, so only an allow-list of plain data types is rebuilt, within a work budget.
 """
 
 from __future__ import annotations
@@ -54,39 +52,30 @@ _LATIN1_NAMES = frozenset({"latin1", "latin-1", "latin_1", "iso8859-1", "iso-885
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
-    """Stand-in for ``_codecs.encode``, which protocol 2 uses to rebuild ``bytes``.
-
-    The real function accepts any codec name; only the latin-1 form pickle emits is
-    accepted, so a crafted pickle cannot reach other codecs through it.
-    """
+    """Stand-in for ``_codecs.encode`` (protocol 2's ``bytes``): latin-1 only, so no other codec runs."""
     if type(text) is not str or encoding not in _LATIN1_NAMES:
         raise UnsafePickleError(f"_codecs.encode({type(text).__name__}, {encoding!r})")
     return text.encode("latin-1")
 
 
 def _empty_bytes(*args: object) -> bytes:
-    """Stand-in for ``bytes``, which protocol 2 calls with no arguments for ``b""``.
-
-    ``bytes(n)`` would allocate ``n`` zero bytes, so any argument is refused.
-    """
+    """Stand-in for ``bytes`` (protocol 2's ``b""``): ``bytes(n)`` would allocate, so no arguments."""
     if args:
         raise UnsafePickleError("builtins.bytes(<arguments>)")
     return b""
 
 
 def _described(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> str:
-    """``name(<argument types>)``: how a refused call is named (never its values)."""
+    """``name(<argument types>)``: a refused call, named without its values."""
     kinds = [type(arg).__name__ for arg in args] + [f"{key}=" for key in kwargs]
     return f"{name}({', '.join(kinds)})"
 
 
 class _MarkupFromStr:
-    """Stand-in for ``markupsafe.Markup``: a ``Markup`` built from one ``str``, nothing else.
+    """Stand-in for ``Markup``, from one ``str`` only (a class: pickle calls ``__new__``, NEWOBJ).
 
-    Pickle rebuilds a ``Markup`` as ``Markup.__new__(Markup, text)`` (NEWOBJ), so this is a class
-    whose ``__new__`` hands back a real ``Markup``. The real one also takes ``(bytes, encoding)``
-    and decodes them with any codec (the idna and punycode decoders are quadratic in the size of
-    the bytes), and calls ``str()`` on any other object; neither is in a pickle of a session.
+    The real one decodes ``(bytes, encoding)`` with any codec (idna is quadratic) and calls
+    ``str()`` on anything else.
     """
 
     def __new__(cls, *args: object, **kwargs: object) -> Markup:  # type: ignore[misc]
@@ -97,18 +86,13 @@ class _MarkupFromStr:
 
 
 def _decimal_from_str(*args: object) -> decimal.Decimal:
-    """Stand-in for ``decimal.Decimal``, which pickles as ``Decimal(text)``.
-
-    The real class also converts an ``int``, in time quadratic in its size; only the ``str``
-    form a pickle holds is accepted.
-    """
+    """Stand-in for ``Decimal``, from a ``str`` only: converting an ``int`` is quadratic in its size."""
     if len(args) != 1 or type(args[0]) is not str:
         raise UnsafePickleError(_described("decimal.Decimal", args, {}))
     return decimal.Decimal(args[0])
 
 
-# (module, name) exactly as they appear in the pickle stream -> what to hand back.
-# Python 2 spellings are mapped to these first (see find_class).
+# (module, name) in the stream, Python 2 spellings mapped first (find_class) -> what to hand back.
 _ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
     ("datetime", "datetime"): _dt.datetime,
     ("datetime", "date"): _dt.date,
@@ -123,19 +107,7 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
 }
 
 _SCALAR_TYPES: frozenset[type] = frozenset(
-    {
-        str,
-        bytes,
-        int,
-        float,
-        bool,
-        type(None),
-        _dt.date,
-        _dt.timedelta,
-        _dt.timezone,
-        decimal.Decimal,
-        Markup,
-    }
+    {str, bytes, int, float, bool, type(None), _dt.date, _dt.timedelta, _dt.timezone, decimal.Decimal, Markup}
 )
 _CONTAINER_TYPES: frozenset[type] = frozenset({dict, list, tuple})
 
@@ -145,7 +117,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         """Resolve only allow-listed globals; the module is never imported for a refused one."""
-        # Protocol 2 writes Python 2 names (``__builtin__.set``); speak Python 3 names.
+        # Protocol 2 writes Python 2 names (``__builtin__.set``).
         if (module, name) in _compat_pickle.NAME_MAPPING:
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         elif module in _compat_pickle.IMPORT_MAPPING:
@@ -161,20 +133,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def type_name(obj: object) -> str:
-    """``module.qualname`` of the object's type, as the errors (and the row readers) name it.
-
-    :param obj: any object.
-    """
+    """``module.qualname`` of the object's type, as the errors name it."""
     kind = type(obj)
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _check_plain(value: object) -> None:
-    """Refuse anything but allow-listed exact types, found without recursion.
+    """Refuse anything but allow-listed exact types, iteratively; cycles too (JSON cannot hold one).
 
-    Protocol 4+ builds ``set``, ``frozenset`` and ``bytearray`` from opcodes that never call
-    ``find_class``, and BUILD can give an allowed class odd state; this walk catches both.
-    Shared references are fine, cycles are refused (the result must be encodable as JSON).
+    Protocol 4+ builds ``set``, ``frozenset`` and ``bytearray`` without ``find_class``, and BUILD
+    can give an allowed class odd state: this walk catches both.
     """
     on_path: set[int] = set()
     done: set[int] = set()
@@ -214,43 +182,27 @@ def _check_plain(value: object) -> None:
             stack.extend((item, False) for item in obj)  # type: ignore[attr-defined]
 
 
-#: Tuples nested deeper than this are refused before unpickling: unpickling hashes dict keys
-#: and set members, and hashing a tuple recurses in C with no limit, so a deep enough one
-#: crashes the whole process (a segmentation fault, not an exception).
+# Hashing a tuple (a dict key, a set member) recurses in C with no limit: a deep enough one
+# crashes the process (a segmentation fault), so deeper ones are refused before unpickling.
 _MAX_TUPLE_DEPTH = 1000
 #: The work a pickle may cost to rebuild: this many units per byte of it, plus
-#: :data:`WORK_ALLOWANCE` (a unit is a byte copied or parsed by a constructor, an item visited by a
-#: hash, a key compared; :func:`rebuild_work` counts them). A pickle that only builds what it
-#: holds costs about one unit per byte; only reuse through the memo (one big argument passed to
-#: many calls, one tuple inside another many times as a key) or keys of one hash (ints and tuples
-#: of them: their hashes are not randomised) cost more.
+#: :data:`WORK_ALLOWANCE` (:func:`rebuild_work` counts the units). Building what it holds costs
+#: about one unit per byte; only reuse through the memo or keys of one hash cost more.
 WORK_PER_BYTE = 8
 #: The flat part of a pickle's work budget, in units (see :data:`WORK_PER_BYTE`).
 WORK_ALLOWANCE = 4_000_000
 
-# What the replay keeps of each stack item: (tuple depth, cost of hashing it, bytes a
-# constructor would copy from it, whether its hash is randomised: str and bytes).
+# A replayed stack item: (tuple depth, cost of hashing it, bytes a constructor would copy from
+# it, whether its hash is randomised: str and bytes).
 _Item = tuple[int, int, int, bool]
 _PLAIN: _Item = (0, 1, 1, False)
 _TEXT_OPCODES = frozenset(
-    {
-        "STRING",
-        "BINSTRING",
-        "SHORT_BINSTRING",
-        "UNICODE",
-        "BINUNICODE",
-        "SHORT_BINUNICODE",
-        "BINUNICODE8",
-        "BINBYTES",
-        "SHORT_BINBYTES",
-        "BINBYTES8",
-        "BYTEARRAY8",
-    }
+    {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"}
+    | {"BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"}
 )
 _INT_OPCODES = frozenset({"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"})
-# How many stack items each fixed-size tuple opcode takes (TUPLE takes all above the mark).
 _TUPLE_SIZES = {"EMPTY_TUPLE": 0, "TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
-# Opcodes that call an allow-listed callable: how many items its arguments are, under the top.
+# Opcodes that call an allow-listed callable: how many stack items its arguments are.
 _CALL_ARGUMENTS = {"REDUCE": 1, "NEWOBJ": 1, "NEWOBJ_EX": 2}
 _PUT_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 _GET_OPCODES = frozenset({"GET", "BINGET", "LONG_BINGET"})
@@ -262,7 +214,7 @@ class _Work:
     def __init__(self, payload_size: int) -> None:
         self.budget = WORK_PER_BYTE * payload_size + WORK_ALLOWANCE
         self.spent = 0
-        self.fixed_hash_keys = 0  # keys and members so far whose hash is not randomised
+        self.fixed_hash_keys = 0  # keys so far whose hash is not randomised
 
     def spend(self, units: int) -> None:
         self.spent += units
@@ -309,14 +261,13 @@ def rebuild_work(payload: bytes) -> int:
     """The units of work unpickling ``payload`` would take, counted from its opcodes, running none.
 
     :func:`restricted_loads` refuses a pickle whose work passes ``WORK_PER_BYTE * len(payload) +
-    WORK_ALLOWANCE``; this is the count it compares, for a row a migration refused as too costly
-    or to see how close a pickle comes. The units: a constructor call (``Decimal``, ``Markup``,
-    the datetime types, protocol 2's bytes) costs the size of its arguments; a dict key or set
-    member costs its hash weight, and, when its hash is not randomised (ints, tuples, anything but
-    str and bytes), that weight times the number of such keys so far (all could share one hash).
-    Sizes: a str or bytes its length, an int one plus its bytes, a tuple one plus its members',
-    anything else one. Hash weights: a str or bytes one, an int one plus its bytes // 8, a tuple
-    one plus its members'. Memo references count their object again each time they are used.
+    WORK_ALLOWANCE``. The units: a constructor call (``Decimal``, ``Markup``, the datetime types,
+    protocol 2's bytes) costs the size of its arguments; a dict key or set member costs its hash
+    weight, and, when its hash is not randomised (anything but str and bytes), that weight times
+    the number of such keys so far (all could share one hash). Sizes: a str or bytes its length,
+    an int one plus its bytes, a tuple one plus its members', anything else one. Hash weights: a
+    str or bytes one, an int one plus its bytes // 8, a tuple one plus its members'. A memo
+    reference counts its object again each time it is used.
 
     :raises LegacyDataError: the work passes the budget (counting stops there), tuples nest more
         than 1000 deep, or the bytes are not a pickle the replay can follow.
@@ -334,13 +285,9 @@ def _unreadable(exc: Exception) -> LegacyDataError:
 
 
 def _check_work(payload: bytes) -> int:
-    """Refuse a pickle that would cost more to rebuild than its size allows, running none of it.
+    """The units spent replaying the unpickler's stack from the opcodes, keeping only what costs work.
 
-    The unpickler's stack is replayed from the opcodes (:func:`pickletools.genops`), keeping
-    only what costs work: each item's tuple depth (deep tuples crash the hash), the cost of
-    hashing it as a dict key or set member, and the bytes a constructor would copy from it.
-    Memo references push the same item again, so reuse is counted every time it is used.
-    Whatever the replay cannot follow fails ``load`` too. Returns the units spent.
+    Whatever the replay cannot follow fails ``load`` too.
     """
     work = _Work(len(payload))
     cap = work.budget + 1  # weights and sizes beyond the budget need not be exact
@@ -352,6 +299,13 @@ def _check_work(payload: bytes) -> int:
         start = marks.pop()
         items = stack[start:]
         del stack[start:]
+        return items
+
+    def take(count: int) -> list[_Item]:
+        if count > len(stack):
+            raise ValueError("stack underflow")
+        items = stack[len(stack) - count :]
+        del stack[len(stack) - count :]
         return items
 
     for opcode, arg, _ in pickletools.genops(payload):
@@ -369,23 +323,11 @@ def _check_work(payload: bytes) -> int:
         elif name == "TUPLE":
             stack.append(_tuple_of(above_mark(), cap))
         elif name in _TUPLE_SIZES:
-            count = _TUPLE_SIZES[name]
-            if count > len(stack):
-                raise ValueError("stack underflow")
-            items = stack[len(stack) - count :]
-            del stack[len(stack) - count :]
-            stack.append(_tuple_of(items, cap))
-        elif name in _CALL_ARGUMENTS:  # f(*args): the allow-listed callables copy their arguments
-            count = _CALL_ARGUMENTS[name] + 1
-            if count > len(stack):
-                raise ValueError("stack underflow")
-            arguments = stack[len(stack) - count + 1 :]
-            del stack[len(stack) - count :]
+            stack.append(_tuple_of(take(_TUPLE_SIZES[name]), cap))
+        elif name in _CALL_ARGUMENTS or name in ("INST", "OBJ"):
+            # The allow-listed callables copy their arguments (INST and OBJ: those above the mark).
+            arguments = take(_CALL_ARGUMENTS[name] + 1)[1:] if name in _CALL_ARGUMENTS else above_mark()
             size = min(cap, sum(item[2] for item in arguments))
-            work.spend(size)
-            stack.append((0, 1, size, False))
-        elif name in ("INST", "OBJ"):  # protocol 0 and 1 calls: the arguments are above the mark
-            size = min(cap, sum(item[2] for item in above_mark()))
             work.spend(size)
             stack.append((0, 1, size, False))
         elif name == "SETITEM":
@@ -411,9 +353,7 @@ def _check_work(payload: bytes) -> int:
                 count = before.index(pickletools.markobject)
             else:
                 count = len(before)
-            if count > len(stack):
-                raise ValueError("stack underflow")
-            del stack[len(stack) - count :]
+            take(count)
             for item in opcode.stack_after:
                 if item is pickletools.markobject:
                     marks.append(len(stack))
@@ -426,14 +366,11 @@ def restricted_loads(payload: bytes) -> Any:
     """Unpickle ``payload`` allowing only plain data types, so a crafted row runs nothing.
 
     :param payload: one ``data`` cell of a flask-pg-session table (any pickle protocol).
-    :returns: the unpickled value, made only of the allow-listed types (not always a dict:
-        the caller decides whether the shape is a session).
-    :raises UnsafePickleError: the pickle names a global or type outside the allow-list;
-        raised before any refused callable could run.
-    :raises LegacyDataError: the bytes are not a well-formed pickle, nest tuples deep enough
-        to crash the interpreter, or would cost more work to rebuild than a pickle of their size
-        can need (one object reused through the memo as many arguments or dict keys, many dict
-        keys of one hash); all judged from the opcodes, before anything is rebuilt.
+    :returns: the value, of allow-listed types only (not always a dict).
+    :raises UnsafePickleError: a global or type outside the allow-list, before anything runs.
+    :raises LegacyDataError: the bytes are not a well-formed pickle, nest tuples deep enough to
+        crash the interpreter, or would cost more work to rebuild than their size allows
+        (:func:`rebuild_work`); judged from the opcodes, before anything is rebuilt.
     """
     rebuild_work(payload)
     try:
