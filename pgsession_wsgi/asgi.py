@@ -195,9 +195,11 @@ class SessionMiddleware:
                 "the ASGI SessionMiddleware needs an async store (a sync one would block the event "
                 f"loop), not {type(store).__name__}: pass pgsession_wsgi.asgi.AsyncPostgresStore(dsn)"
             )
+        #: The wrapped application.
         self.app = app
         #: Where sessions live; also the handle for ``revoke_user``, ``stats`` and the like.
         self.store = store
+        #: Load a validly signed session before the app runs.
         self.autoload = autoload
         #: Which pages may open a websocket that gets the session.
         self.websocket_origins = WebsocketOrigins(websocket_origins, "websocket_origins")

@@ -34,12 +34,14 @@ SETUP_STATE = (
     " to_regclass(%s) IS NULL OR to_regclass(%s) IS NULL OR to_regclass(%s) IS NULL,"
     " current_setting('transaction_read_only')::boolean"
 )
+#: The role a connection works as, named in a privilege error.
 CURRENT_ROLE = "SELECT current_user"
 #: A table's columns and their types (its quoted, qualified name bound).
 LAYOUT = (
     "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
     " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped"
 )
+#: The current values of some settings (their names bound as an array).
 SETTINGS = "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)"
 #: How a table is partitioned ("h" for hash, NULL for not at all) and into how many partitions.
 PARTITIONING = (
