@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from datetime import date, datetime, time
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -75,8 +76,7 @@ class _NotEncoded(ValueError):
 
 
 def _plain_float(value: float) -> bool:
-    """Whether ``value`` is a plain JSON number: jsonb would print ``1e+16`` as an int, ``-0.0``
-    as ``0.0``."""
+    """Whether ``value`` is plain JSON: jsonb would print ``1e+16`` as an int, ``-0.0`` as ``0.0``."""
     text = repr(value)
     return math.isfinite(value) and "e" not in text and text != "-0.0"
 
@@ -106,30 +106,27 @@ def loads(text: str | bytes) -> Any:
 _DECODER = json.JSONDecoder(parse_float=_read_float)
 
 
-def _as_written(tag: TypeTag, value: Any, data: Any) -> Any:
-    """``value`` if ``tag`` writes it as ``data``: other spellings (which parsers accept
-    differently per Python version) and values the encoder refuses are refused."""
-    try:
-        written = tag.to_json(value, _no_recursion)
-    except (TypeError, ValueError):
-        written = _MISSING
-    if type(written) is not type(data) or written != data:
-        raise _NotEncoded(f"a {tag.name!r} payload not as pgsession-wsgi writes it")
-    return value
-
-
 def _no_recursion(item: Any) -> Any:
     raise AssertionError("the built-in scalar tags encode no parts")
 
 
-def _text(tag: TypeTag, data: Any) -> str:
-    """``data``, refused if it is not a str."""
-    if type(data) is not str:
-        raise _NotEncoded(f"a {tag.name!r} payload that is not a str")
-    return data
+class _TextTag(TypeTag):
+    """A scalar stored as text, read back only from the exact text ``to_json`` writes: not from
+    other spellings (parsers accept different ones per Python version) or refused values."""
 
+    _parse: Callable[[str], Any]  # the value from its text
 
-_MISSING = object()
+    def from_json(self, data: Any, decode: Recurse) -> Any:
+        if type(data) is not str:
+            raise _NotEncoded(f"a {self.name!r} payload that is not a str")
+        value = self._parse(data)
+        try:
+            written = self.to_json(value, _no_recursion)
+        except (TypeError, ValueError):
+            written = None
+        if type(written) is not str or written != data:
+            raise _NotEncoded(f"a {self.name!r} payload not as pgsession-wsgi writes it")
+        return value
 
 
 class _TupleTag(TypeTag):
@@ -162,13 +159,13 @@ class _WrappedDictTag(TypeTag):
         return {key: decode(item)}
 
 
-class _IsoFormatTag(TypeTag):
+class _IsoFormatTag(_TextTag):
     """datetime, date or time as ISO 8601 text."""
 
     def __init__(self, name: str, cls: type[datetime] | type[date] | type[time]) -> None:
         self.name = name
         self.types = (cls,)
-        self._cls = cls
+        self._parse = cls.fromisoformat
 
     def to_json(self, value: Any, encode: Recurse) -> Any:
         offset = value.utcoffset() if isinstance(value, (datetime, time)) else None
@@ -177,38 +174,32 @@ class _IsoFormatTag(TypeTag):
             raise ValueError("a time zone offset with a fraction of a second cannot be stored")
         return value.isoformat()
 
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        return _as_written(self, self._cls.fromisoformat(_text(self, data)), data)
 
-
-class _BytesTag(TypeTag):
+class _BytesTag(_TextTag):
     name = " b"
     types = (bytes,)
+    _parse = partial(base64.b64decode, validate=True)
 
     def to_json(self, value: Any, encode: Recurse) -> Any:
         return base64.b64encode(value).decode("ascii")
 
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        return _as_written(self, base64.b64decode(_text(self, data), validate=True), data)
 
-
-class _UUIDTag(TypeTag):
+class _UUIDTag(_TextTag):
     name = " u"
     types = (UUID,)
+    _parse = UUID
 
     def to_json(self, value: Any, encode: Recurse) -> Any:
         return value.hex
 
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        return _as_written(self, UUID(hex=_text(self, data)), data)
 
-
-class _DecimalTag(TypeTag):
+class _DecimalTag(_TextTag):
     """A finite Decimal within ``max_exponent``, as its text (a signalling NaN raises on any
     comparison, so NaN is refused)."""
 
     name = " dec"
     types = (Decimal,)
+    _parse = Decimal
 
     def __init__(self, max_exponent: int) -> None:
         self._max_exponent = max_exponent
@@ -221,15 +212,13 @@ class _DecimalTag(TypeTag):
             raise ValueError(f"Decimals beyond 1E+{limit} or 1E-{limit} cannot be stored")
         return str(value)
 
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        return _as_written(self, Decimal(_text(self, data)), data)
 
-
-class _MarkupTag(TypeTag):
+class _MarkupTag(_TextTag):
     """Markup and its subclasses (which read back as Markup)."""
 
     name = " m"
     types = (Markup,)
+    _parse = Markup
 
     def check(self, value: Any) -> bool:
         return isinstance(value, Markup)
@@ -239,15 +228,13 @@ class _MarkupTag(TypeTag):
             raise ValueError("Markup with a NUL character or a lone surrogate cannot be stored")
         return str(value)
 
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        return _as_written(self, Markup(_text(self, data)), data)
 
-
-class _FloatTag(TypeTag):
+class _FloatTag(_TextTag):
     """A finite float that is no plain JSON number (see ``_plain_float``), as its repr."""
 
     name = " f"
     types = (float,)
+    _parse = float
 
     def to_json(self, value: Any, encode: Recurse) -> Any:
         if not math.isfinite(value):
@@ -256,11 +243,8 @@ class _FloatTag(TypeTag):
             raise ValueError(f"{value!r} is stored as a plain JSON number, not with {self.name!r}")
         return repr(value)
 
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        return _as_written(self, float(_text(self, data)), data)
 
-
-class _OddStrTag(TypeTag):
+class _OddStrTag(_TextTag):
     """A str with NUL or a lone surrogate, as base64 of its UTF-8."""
 
     name = " s"
@@ -273,9 +257,8 @@ class _OddStrTag(TypeTag):
             )
         return base64.b64encode(value.encode("utf-8", "surrogatepass")).decode("ascii")
 
-    def from_json(self, data: Any, decode: Recurse) -> Any:
-        raw = base64.b64decode(_text(self, data), validate=True)
-        return _as_written(self, raw.decode("utf-8", "surrogatepass"), data)
+    def _parse(self, text: str) -> str:
+        return base64.b64decode(text, validate=True).decode("utf-8", "surrogatepass")
 
 
 class _FunctionTag(TypeTag):
@@ -292,7 +275,7 @@ class _FunctionTag(TypeTag):
         self.types = (cls,)
         self._to_json = to_json
         # Never called for an untagged value: nothing marks it.
-        self._from_json = from_json if from_json is not None else _as_is
+        self._from_json = from_json if from_json is not None else lambda data: data
 
     def to_json(self, value: Any, encode: Recurse) -> Any:
         return encode(self._to_json(value))
@@ -302,10 +285,6 @@ class _FunctionTag(TypeTag):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} for {self.types[0].__qualname__}>"
-
-
-def _as_is(data: Any) -> Any:
-    return data
 
 
 class _SubclassFunctionTag(_FunctionTag):

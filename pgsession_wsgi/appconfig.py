@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
-from ._adapters.config_readers import _keys as _keys
+from . import defaults
 from ._adapters.config_readers import (
+    _keys,
     config_flag,
     config_int,
     config_optional_text,
@@ -25,13 +26,7 @@ from ._adapters.config_readers import (
 )
 from .cookies import HmacIdSigner, _article, check_prefix, check_secret_keys
 from .core import with_session_headers
-from .defaults import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_SCHEMA,
-    DEFAULT_TABLE,
-    DEFAULT_USER_KEY,
-)
+from .defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SCHEMA, DEFAULT_TABLE
 from .errors import ConfigurationError, OutsideRequestError
 
 __all__ = [
@@ -74,7 +69,7 @@ StoreT = TypeVar("StoreT")
 #: ``app.extensions`` key holding what the extension set up on an app.
 EXTENSION_KEY = "pgsession_wsgi"
 #: Flask-Login keeps the logged-in user's id under this session key (every front end's default).
-FLASK_LOGIN_USER_KEY = DEFAULT_USER_KEY
+FLASK_LOGIN_USER_KEY = defaults.DEFAULT_USER_KEY
 #: What the messages about the signing keys call them in a Flask or Quart config.
 SECRET_KEY_NAMES = {"secret_key": "SECRET_KEY", "fallback_secret_keys": "SECRET_KEY_FALLBACKS"}
 #: The config keys of the store both extensions open from the DSN; refused when the app gives its own.
@@ -327,7 +322,6 @@ def refuse_store_keys(config: Any, keys: tuple[str, ...], example: str) -> None:
 
     The app's store was built with its own answers, so a key that is set would be silently ignored.
 
-    :param keys: the keys the extension reads for its own store.
     :param example: how the app builds a store, for the message.
     :raises ConfigurationError: one of ``keys`` is set (to anything but None).
     """
@@ -344,9 +338,8 @@ def refuse_store_keys(config: Any, keys: tuple[str, ...], example: str) -> None:
 def fallback_keys(app: Any) -> list[SecretKey]:
     """``SECRET_KEY_FALLBACKS`` as a list, checked with ``SECRET_KEY`` (weak ones are one warning).
 
-    For an extension that signs with another signer than :func:`cookie_signer`'s.
+    For a signer other than :func:`cookie_signer`'s; ``app.secret_key`` must be set.
 
-    :param app: a Flask or Quart app; its ``SECRET_KEY`` is set.
     :raises ConfigurationError: a key is neither text nor bytes.
     """
     return check_secret_keys(app.secret_key, app.config.get("SECRET_KEY_FALLBACKS") or (), SECRET_KEY_NAMES)

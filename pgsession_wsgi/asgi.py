@@ -20,20 +20,12 @@ from ._adapters import asgi_options as _asgi_options
 from ._adapters.asgi_connection import (
     SessionExcluded,
     SessionNotLoaded,
-    _adopt,
     _connection_of,
     _excluded,
     _http,
     _websocket,
 )
-from ._adapters.asgi_options import (
-    _UNSET,
-    _default,
-    _in_names_given,
-    _is_starlette_secret,
-    _path_prefixes,
-    _resolve_options,
-)
+from ._adapters.asgi_options import _UNSET, _default
 from ._adapters.asgi_plumbing import ASGIApp, Message, Receive, Scope, Send, cookie_header
 from ._adapters.websocket import CLOSE_UNAVAILABLE, WebsocketOrigins, save_without_cookie
 from .cookies import IdSigner
@@ -114,21 +106,14 @@ def __getattr__(name: str) -> Any:
 class SessionMiddleware:
     """Give every HTTP and websocket connection of ``app`` a server-side session.
 
-    The session is ``scope["session"]`` (``request.session``), saved at ``http.response.start``,
-    before the headers go out: an unreachable store is a 503, a value that cannot be stored a 500,
-    each with one log line. A websocket's session is loaded at connect (the handshake is closed
-    with :data:`WEBSOCKET_UNAVAILABLE` if the store is down) and, as a websocket cannot set
-    cookies, saved only by ``await save_session(ws)``.
+    The session is ``scope["session"]`` (``request.session``), saved at ``http.response.start``:
+    an unreachable store is a 503, a value that cannot be stored a 500, each with one log line. A
+    websocket's session is loaded at connect (closed with :data:`WEBSOCKET_UNAVAILABLE` if the
+    store is down) and saved only by ``await save_session(ws)``. A websocket handshake from a page
+    on another origin than the app's or ``websocket_origins`` is refused (a 403, or close code 1008).
 
-    A browser sends the cookie with any page's websocket handshake, so its ``Origin`` is checked
-    (cross-site websocket hijacking): none (not a browser), the app's own (scheme and ``Host``)
-    or one in ``websocket_origins`` goes on; any other is refused before the load (a 403, or close
-    code 1008). Behind a proxy the app must see the browser's scheme and ``Host`` (uvicorn's
-    ``--proxy-headers``), or list the public origin.
-
-    The store opens at lifespan startup after the app's own handlers (so a pool lent with
-    ``AsyncPostgresStore.from_pool`` is open), and closes after its shutdown handlers. A store
-    unreachable at startup is retried by the first request; a table not ours fails startup.
+    The store opens at lifespan startup, after the app's own handlers (a store unreachable then is
+    retried by the first request), and closes after its shutdown handlers.
 
     The other keyword options are :class:`~pgsession_wsgi.SessionOptions`' fields, with the same
     defaults, or Starlette's names for them (``session_cookie``, ``max_age``, ``path``,
@@ -184,7 +169,7 @@ class SessionMiddleware:
         domain: str | None = _UNSET,
         partitioned: bool = _UNSET,
     ) -> None:
-        if isinstance(store, (str, bytes)) or _is_starlette_secret(store):
+        if isinstance(store, (str, bytes)) or _asgi_options._is_starlette_secret(store):
             raise ConfigurationError(
                 "SessionMiddleware(app, store, secret_key=...): the second argument is the store, "
                 "not the secret key as in Starlette's: pass store=AsyncPostgresStore(dsn), "
@@ -204,29 +189,9 @@ class SessionMiddleware:
         #: Which pages may open a websocket that gets the session.
         self.websocket_origins = WebsocketOrigins(websocket_origins, "websocket_origins")
         #: The path prefixes whose connections get no session (``exclude_paths``, checked).
-        self.exclude_paths = _path_prefixes(exclude_paths)
-        options, renamed = _resolve_options(
-            {
-                "cookie_name": cookie_name,
-                "idle_timeout": idle_timeout,
-                "permanent": permanent,
-                "cookie_path": cookie_path,
-                "cookie_domain": cookie_domain,
-                "cookie_secure": cookie_secure,
-                "cookie_samesite": cookie_samesite,
-                "cookie_partitioned": cookie_partitioned,
-            },
-            {
-                "session_cookie": session_cookie,
-                "max_age": max_age,
-                "path": path,
-                "same_site": same_site,
-                "https_only": https_only,
-                "domain": domain,
-                "partitioned": partitioned,
-            },
-        )
-        if _is_starlette_secret(secret_key):
+        self.exclude_paths = _asgi_options._path_prefixes(exclude_paths)
+        options, renamed = _asgi_options._resolve_options(locals())
+        if _asgi_options._is_starlette_secret(secret_key):
             secret_key = str(secret_key)
         try:
             #: The request algorithm, with the options as checked.
@@ -234,7 +199,7 @@ class SessionMiddleware:
         except ConfigurationError as exc:
             if not renamed:
                 raise
-            raise ConfigurationError(_in_names_given(str(exc), renamed)) from None
+            raise ConfigurationError(_asgi_options._in_names_given(str(exc), renamed)) from None
 
     @property
     def policy(self) -> Policy:
@@ -317,8 +282,7 @@ async def load_session(connection: Any) -> Session:
     :raises StoreUnavailable: the database cannot be reached.
     :raises OutsideRequestError: no :class:`SessionMiddleware` handles this connection.
     """
-    scope, state = _connection_of(connection)
-    session = _adopt(scope, state)
+    state, session = _connection_of(connection)
     try:
         await state.middleware.load(session)
     except StoreUnavailable as exc:
@@ -340,8 +304,7 @@ async def save_session(connection: Any) -> None:
         be stored.
     :raises StoreUnavailable: the database cannot be reached.
     """
-    scope, state = _connection_of(connection)
-    session = _adopt(scope, state)
+    state, session = _connection_of(connection)
     if not session.accessed:
         return
     if not (state.websocket or state.started):
@@ -360,8 +323,7 @@ def is_loaded(connection: Any) -> bool:
     :param connection: a Starlette/FastAPI/Litestar request or websocket, or an ASGI scope.
     :raises OutsideRequestError: no :class:`SessionMiddleware` handles this connection.
     """
-    scope, state = _connection_of(connection)
-    session = _adopt(scope, state)
+    state, session = _connection_of(connection)
     return session.loaded or not state.middleware.core.wants_load(session.state)
 
 
@@ -375,8 +337,7 @@ def get_session_id(connection: Any) -> str | None:
     :raises SessionNotLoaded: a stored session not loaded yet (``autoload=False``).
     :raises OutsideRequestError: no :class:`SessionMiddleware` handles this connection.
     """
-    scope, state = _connection_of(connection)
-    return _adopt(scope, state).id
+    return _connection_of(connection)[1].id
 
 
 def regenerate_session_id(connection: Any) -> None:
@@ -388,24 +349,21 @@ def regenerate_session_id(connection: Any) -> None:
     :param connection: a Starlette/FastAPI/Litestar request, or an ASGI scope.
     :raises OutsideRequestError: no :class:`SessionMiddleware` handles this connection.
     """
-    scope, state = _connection_of(connection)
-    _adopt(scope, state).regenerate()
+    _connection_of(connection)[1].regenerate()
 
 
 def get_session_remaining_seconds(connection: Any) -> int:
     """The seconds the session has left if it is not used again after this request.
 
     The session's own lifetime (``set_expiry()``), else ``idle_timeout``, capped by
-    ``absolute_timeout``. An upper bound: the database ends the session by its own clock, up to
-    ``touch_interval`` sooner if this request did not push its expiry, and ``absolute_timeout``
-    after its creation (which the load does not read).
+    ``absolute_timeout``: an upper bound, as the database ends the session by its own clock.
 
     :param connection: a Starlette/FastAPI/Litestar request or websocket, or an ASGI scope.
     :raises SessionNotLoaded: a stored session not loaded yet (``autoload=False``).
     :raises OutsideRequestError: no :class:`SessionMiddleware` handles this connection.
     """
-    scope, state = _connection_of(connection)
+    state, session = _connection_of(connection)
     core = state.middleware.core
-    seconds = core.max_age(_adopt(scope, state).expiry)
+    seconds = core.max_age(session.expiry)
     absolute = core.policy.absolute_timeout
     return seconds if absolute is None else min(seconds, int(absolute.total_seconds()))

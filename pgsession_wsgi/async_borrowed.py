@@ -5,7 +5,6 @@ hang-up, or a ``NOTIFY``: psycopg 3 cannot read one without waiting) is closed f
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -13,7 +12,7 @@ from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from ._drivers.async_pool import CLOSED_MESSAGE, _is_dead
+from ._drivers.async_pool import CLOSED_MESSAGE, _Checkout, _is_dead
 from .errors import ConfigurationError, StoreUnavailable
 
 __all__ = ["LentAsyncPool"]
@@ -46,34 +45,20 @@ class LentAsyncPool:
         # Each connection on loan (by id), and the autocommit it came with, to give it back so.
         self._lent: dict[int, bool] = {}
 
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        """Borrow a live autocommit connection; it goes back as lent, or closed if it broke.
+    def connection(self) -> contextlib.AbstractAsyncContextManager[Connection]:
+        """Borrow a live autocommit connection (``async with``); back as lent, or closed if it broke.
 
         :raises StoreUnavailable: none came within ``timeout``, or the pool or the store is closed.
         """
-        conn, autocommit = await self._borrow()
-        try:
-            yield conn
-        finally:
-            await self._return(conn, autocommit)
+        return _Checkout(self)
 
     async def acquire(self) -> Connection:
         """:meth:`connection` without ``async with``; give it back with :meth:`release`."""
-        conn, autocommit = await self._borrow()
-        self._lent[id(conn)] = autocommit
-        return conn
-
-    async def release(self, conn: Connection) -> None:
-        """Give back a connection from :meth:`acquire`, as it was lent (closed if it broke)."""
-        await self._return(conn, self._lent.pop(id(conn)))
-
-    async def _borrow(self) -> tuple[Connection, bool]:
         for _ in range(_MAX_DEAD):
             if self._closed:
                 raise StoreUnavailable(CLOSED_MESSAGE)
             try:
-                conn = await self.pool.getconn(timeout=self.timeout)
+                conn: Connection = await self.pool.getconn(timeout=self.timeout)
             except PoolTimeout:
                 raise StoreUnavailable(
                     f"no connection of {self.origin} became free within {self.timeout}s; raise its "
@@ -89,7 +74,8 @@ class LentAsyncPool:
                     autocommit = conn.autocommit
                     await conn.rollback()  # a transaction left open on a lent connection is nobody's
                     await conn.set_autocommit(True)
-                    return conn, autocommit
+                    self._lent[id(conn)] = autocommit
+                    return conn
                 except psycopg.Error:
                     pass
             with contextlib.suppress(psycopg.Error):
@@ -100,7 +86,9 @@ class LentAsyncPool:
             "PostgreSQL is running"
         )
 
-    async def _return(self, conn: Connection, autocommit: bool) -> None:
+    async def release(self, conn: Connection) -> None:
+        """Give back a connection from :meth:`acquire`, as it was lent (closed if it broke)."""
+        autocommit = self._lent.pop(id(conn))
         try:
             if conn.closed or conn.broken:
                 raise psycopg.InterfaceError("the connection broke")

@@ -45,10 +45,9 @@ class AsyncPostgresStore(PsycopgConnections):
     async def open(self) -> None:
         """Open the pool, create the table (if ``create_table``) and start the purge task.
 
-        Safe to call again, and from many requests at once. Not needed before :meth:`execute`;
-        call it at startup (e.g. in a lifespan) to find a wrong DSN before the first request does.
-        After :meth:`close` it opens the store again, so a lifespan that runs more than once in a
-        process (each ``with TestClient(app):``) gets a working store each time.
+        Safe to call again, and from many requests at once; not needed before :meth:`execute`,
+        but finds a wrong DSN at startup. After :meth:`close` it opens the store again (a lifespan
+        may run more than once in a process: each ``with TestClient(app):``).
 
         :raises StoreUnavailable: the database cannot be reached.
         :raises LegacyTableError: the table still has flask-pg-session's layout.

@@ -69,10 +69,8 @@ def _is_dead(conn: Connection) -> bool:
 
 
 def _idle_after_rollback(conn: Connection) -> bool:
-    """End any transaction open on ``conn``; whether it is now idle and fit to use.
-
-    psycopg2's ``rollback()`` misses a ``BEGIN`` sent on an autocommit connection: ``ROLLBACK`` ends it.
-    """
+    """End any transaction open on ``conn`` (with ``ROLLBACK`` too: psycopg2's ``rollback()`` misses
+    a ``BEGIN`` sent on an autocommit connection); whether it is now idle and fit to use."""
     status = conn.info.transaction_status
     if status == _IDLE:
         return True
@@ -114,14 +112,19 @@ class LentConnections:
             was closed.
         """
         handle, conn, autocommit = self._borrow()
-        broken = False
         try:
             yield conn
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            broken = bool(conn.closed)
-            raise
         finally:
-            self._return(handle, conn, autocommit, broken)
+            healthy = not conn.closed  # the driver closes a connection that broke
+            if healthy:
+                try:
+                    # Left mid-way by an error, or by an explicit BEGIN: never hand that state back.
+                    healthy = _idle_after_rollback(conn)
+                    if healthy:
+                        conn.autocommit = autocommit
+                except psycopg2.Error:
+                    healthy = False
+            self._give_back(handle, conn, healthy)
 
     def _borrow(self) -> tuple[Any, Connection, bool]:
         for _ in range(_MAX_DEAD):
@@ -149,18 +152,6 @@ class LentConnections:
             f"{self.origin} lent {_MAX_DEAD} dead or unusable connections in a row; check that "
             "PostgreSQL is running"
         )
-
-    def _return(self, handle: Any, conn: Connection, autocommit: bool, broken: bool) -> None:
-        healthy = not broken and not conn.closed
-        if healthy:
-            try:
-                # Left mid-way by an error, or by an explicit BEGIN: never hand that state back.
-                healthy = _idle_after_rollback(conn)
-                if healthy:
-                    conn.autocommit = autocommit
-            except psycopg2.Error:
-                healthy = False
-        self._give_back(handle, conn, healthy)
 
     def close(self) -> None:
         """Refuse further loans; the app's pool and its connections are left open."""

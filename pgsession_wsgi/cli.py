@@ -38,8 +38,6 @@ _COMMANDS = ("demo", "init", "cleanup", "stats", "revoke", "migrate-flask-pg-ses
 def main(argv: list[str] | None = None) -> int:
     """Run the command line, callable from Python too (the ``pgsession-wsgi`` script calls it).
 
-    Expected failures print one line to stderr, never a traceback or a password.
-
     :param argv: the arguments after the program name; None for ``sys.argv[1:]``.
     :returns: the exit status: 0 ok, 1 failed, 2 usage or configuration, 130 stopped by
         SIGINT (Ctrl-C), 143 stopped by SIGTERM.

@@ -102,9 +102,9 @@ class Codec:
             ``to_json``...), or it collides with a registered tag and ``replace`` is off.
         """
         self._validate(tag)
-        holders = self._holders(tag)
-        if holders and not replace:
-            raise TagRegistrationError(_collision_message(tag, holders[0], self._by_type))
+        holder = self._holder(tag)
+        if holder is not None and not replace:
+            raise TagRegistrationError(_collision_message(tag, holder, self._by_type))
         position = None
         for old in (self._by_name.get(tag.name) if tag.name is not None else None, tag):
             if old is not None and self._is_registered(old):
@@ -165,17 +165,14 @@ class Codec:
                     f"{tag!r} would never be used"
                 )
 
-    def _holders(self, tag: TypeTag) -> list[TypeTag]:
-        """The registered tags ``tag`` collides with: by name, by type, or itself."""
-        found = [self._by_name[tag.name]] if tag.name in self._by_name else []
-        found += [self._by_type[kind] for kind in tag.types if kind in self._by_type]
-        if self._is_registered(tag):
-            found.append(tag)
-        unique: list[TypeTag] = []
-        for holder in found:  # by identity: a tag class may define __eq__ (or no __hash__)
-            if not any(holder is seen for seen in unique):
-                unique.append(holder)
-        return unique
+    def _holder(self, tag: TypeTag) -> TypeTag | None:
+        """The first registered tag ``tag`` collides with: by name, by type, or itself."""
+        if tag.name in self._by_name:
+            return self._by_name[tag.name]
+        for kind in tag.types:
+            if kind in self._by_type:
+                return self._by_type[kind]
+        return tag if self._is_registered(tag) else None
 
     def _is_registered(self, tag: TypeTag) -> bool:
         holders = [*self._by_name.values(), *self._by_type.values(), *self._checked]

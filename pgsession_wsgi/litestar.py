@@ -1,11 +1,10 @@
 """Server-side sessions for Litestar: a session backend, its config and a plugin.
 
-:class:`PgSessionConfig` takes Litestar's session options by their names plus the store and the
-signing key; its ``middleware`` is Litestar's own ``SessionMiddleware`` around
-:class:`PgSessionBackend`, so ``skip_session``, ``exclude``, ``request.set_session()`` and
-``SessionAuth`` work as Litestar documents them. :class:`PgSessionPlugin` installs it and opens and
-closes the store with the app. The table, cookie format and codec are the other front ends', so a
-login made in a Flask app is seen here. Needs the ``litestar`` extra.
+:class:`PgSessionConfig` takes Litestar's session options by their names; its ``middleware`` is
+Litestar's own ``SessionMiddleware`` around :class:`PgSessionBackend` (so ``skip_session``,
+``set_session()`` and ``SessionAuth`` work as Litestar documents them), which
+:class:`PgSessionPlugin` installs, opening and closing the store with the app. Needs the
+``litestar`` extra.
 """
 
 from __future__ import annotations
@@ -73,14 +72,9 @@ async def save_session(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
 
 
 class PgSessionPlugin(InitPluginProtocol):
-    """Sessions for the whole app: installs ``config.middleware`` and opens and closes the store
-    with the app's lifespan.
-
-    The store opens after the app's own ``on_startup`` hooks (so a pool the app opens there is
-    open), creating its table: a wrong DSN or a foreign table stops the app at start. It closes
-    after the app's ``on_shutdown`` hooks. A ``SessionAuth`` on this config in the app's
-    middleware already brings the session middleware, which is then not added twice.
-    """
+    """Sessions for the whole app: installs ``config.middleware`` (unless a ``SessionAuth`` on this
+    config brings it already), opens the store after the app's ``on_startup`` hooks (a wrong DSN or
+    a foreign table stops the app at start) and closes it after its ``on_shutdown`` hooks."""
 
     __slots__ = ("config",)
 

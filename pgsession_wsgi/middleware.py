@@ -240,8 +240,7 @@ class _Exchange:
         self._start_response = start_response
         self._token = token
         self._extra: list[tuple[str, str]] = []
-        self.saved = False
-        self.started = False
+        self.saved = self.started = False
         self.body: Iterable[bytes] = ()
 
     def __call__(

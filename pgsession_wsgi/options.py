@@ -11,13 +11,7 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from .defaults import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_SIZE,
-    DEFAULT_PERMANENT,
-    DEFAULT_TOUCH_INTERVAL,
-    DEFAULT_USER_KEY,
-)
+from . import defaults
 
 if TYPE_CHECKING:
     from .cookies import IdSigner
@@ -70,10 +64,10 @@ class SessionOptions:
 
     secret_key: str | bytes | None = field(default=None, repr=False)
     cookie_name: str = "session"
-    idle_timeout: timedelta | float = DEFAULT_IDLE_TIMEOUT
+    idle_timeout: timedelta | float = defaults.DEFAULT_IDLE_TIMEOUT
     absolute_timeout: timedelta | float | None = None
-    touch_interval: timedelta | float = DEFAULT_TOUCH_INTERVAL
-    permanent: bool = DEFAULT_PERMANENT
+    touch_interval: timedelta | float = defaults.DEFAULT_TOUCH_INTERVAL
+    permanent: bool = defaults.DEFAULT_PERMANENT
     refresh_each_request: bool = True
     cookie_path: str = "/"
     cookie_domain: str | None = None
@@ -82,9 +76,9 @@ class SessionOptions:
     cookie_samesite: str | None = "Lax"
     cookie_partitioned: bool = False
     fallback_secret_keys: Iterable[str | bytes] = field(default=(), repr=False)
-    user_key: str | None = DEFAULT_USER_KEY
+    user_key: str | None = defaults.DEFAULT_USER_KEY
     regenerate_on_user_change: bool = True
-    max_size: int | None = DEFAULT_MAX_SIZE
+    max_size: int | None = defaults.DEFAULT_MAX_SIZE
     signer: IdSigner | None = field(default=None, repr=False)
     key_prefix: str = ""
 

@@ -10,16 +10,14 @@ import time
 import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
-from types import TracebackType
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 
 from ._drivers.connections import choose_readable as _choose_readable
-from ._drivers.connections import first_line
+from ._drivers.connections import first_line, refused
 from .borrowed import JSONB
-from .dsn import hide_password
 from .errors import ConfigurationError, StoreUnavailable
 
 __all__ = ["ConnectionPool"]
@@ -35,7 +33,8 @@ _inherited: list[Connection] = []
 
 def _after_fork_in_child() -> None:
     for pool in list(_pools):
-        pool._forget_inherited()
+        _inherited.extend(pool._idle)
+        pool._reset()
 
 
 if hasattr(os, "register_at_fork"):
@@ -47,7 +46,7 @@ _readable = _choose_readable()  # chosen once, at import
 
 def _is_dead(conn: Connection) -> bool:
     """Whether an idle connection was closed by the server: it has something to read (one system call)."""
-    if conn.closed:  # written out, not connections.gone: this runs on every request's path
+    if conn.closed:
         return True
     try:
         return _readable(conn.fileno())
@@ -79,21 +78,17 @@ class ConnectionPool:
         self._factory = factory
         self.max_connections = max_connections
         self.timeout = timeout
+        self._closed = False
+        self._reset()
+        _pools.add(self)
+
+    def _reset(self) -> None:
+        """No connection open or idle (a new pool, or a forked child's, which forgets the parent's)."""
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._waiting = 0  # borrowers in self._cond.wait(): a release wakes one only if any
         self._idle: list[Connection] = []
         self._open = 0
-        self._closed = False
-        _pools.add(self)
-
-    def _forget_inherited(self) -> None:
-        _inherited.extend(self._idle)
-        self._idle = []
-        self._open = 0
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._waiting = 0
 
     def _connect(self) -> Connection:
         try:
@@ -101,11 +96,7 @@ class ConnectionPool:
                 psycopg2.connect(**self.connect_kwargs) if self._factory is None else self._factory()
             )
         except psycopg2.OperationalError as exc:
-            reason = hide_password(first_line(exc), self.connect_kwargs)
-            raise StoreUnavailable(
-                f"cannot connect to PostgreSQL ({reason}); check that the server is running and "
-                "the DSN is right"
-            ) from None
+            raise refused(exc, self.connect_kwargs) from None
         if not isinstance(conn, Connection):
             raise ConfigurationError(
                 f"the connection factory returned {type(conn).__name__}, not a psycopg2 connection: "
@@ -164,10 +155,10 @@ class ConnectionPool:
         with suppress(psycopg2.Error):
             conn.close()
 
-    def _release(self, conn: Connection, broken: bool) -> None:
+    def _release(self, conn: Connection) -> None:
         with self._lock:
-            # One left inside a transaction by an error mid-way is never reused in that state.
-            if broken or conn.closed or self._closed or conn.get_transaction_status() != _IDLE:
+            # Closed (by the driver, when it broke), or left in a transaction by an error: discarded.
+            if conn.closed or self._closed or conn.get_transaction_status() != _IDLE:
                 self._discard_locked(conn)
             else:
                 self._idle.append(conn)
@@ -208,13 +199,5 @@ class _Borrowing:
         self._conn = self._pool._acquire()
         return self._conn
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        conn = self._conn
-        # A connection is given up only when the driver found it closed.
-        broken = kind is not None and issubclass(kind, _CONNECTION_ERRORS) and bool(conn.closed)
-        self._pool._release(conn, broken)
-
-
-_CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        self._pool._release(self._conn)

@@ -55,7 +55,6 @@ class PurgeWorker(threading.Thread):
 
     def run(self) -> None:
         """Purge every ``interval`` until stopped; an outage is logged once and retried."""
-        # A connection of its own, outside the pool, so a purge never makes a request wait.
         conn: psycopg2.extensions.connection | None = None
         failing = False
         while not self._stopped.wait(self._interval):

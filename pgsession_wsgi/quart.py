@@ -21,16 +21,15 @@ from typing import Any, cast
 from .errors import MissingExtraError
 
 try:
-    from quart import Quart, has_websocket_context, session, websocket
+    from quart import Quart, current_app, has_websocket_context, session, websocket
     from quart.wrappers import Response
 except ModuleNotFoundError as missing:  # Quart, which no extra brings: say what to install
     raise (MissingExtraError.of(missing, __name__) or missing) from None
 
-from ._adapters.quart_interface import _ERROR_BODIES as _ERROR_BODIES
+from . import appconfig
+from ._adapters.quart_interface import _ERROR_BODIES, _CrossOriginSession, _UnavailableSession
 from ._adapters.quart_interface import WEBSOCKET_ORIGINS_KEY as WEBSOCKET_ORIGINS_KEY
 from ._adapters.quart_interface import PgSessionInterface as PgSessionInterface
-from ._adapters.quart_interface import _CrossOriginSession as _CrossOriginSession
-from ._adapters.quart_interface import _UnavailableSession as _UnavailableSession
 from ._adapters.websocket import (
     CLOSE_ERROR,
     CLOSE_POLICY_VIOLATION,
@@ -40,26 +39,12 @@ from ._adapters.websocket import (
     WebsocketOrigins,
     save_without_cookie,
 )
-from .appconfig import (
-    DSN_STORE_KEYS,
-    EXTENSION_KEY,
-    check_keys,
-    check_store_source,
-    cookie_options,
-    cookie_signer,
-    extension_of,
-    made_store,
-    pgsession_dsn,
-    refuse_store_keys,
-    setting,
-    store_arguments,
-)
+from .appconfig import EXTENSION_KEY, setting
 from .async_store import AsyncPostgresStore
 from .core import SessionCore
 from .defaults import DEFAULT_PURGE_INTERVAL
 from .devices import UserSession, mark_current, request_user
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable
-from .options import SessionOptions
 from .session import Session
 
 __all__ = [
@@ -78,7 +63,7 @@ log = logging.getLogger("pgsession_wsgi")
 #: The close code of a websocket whose session store cannot be reached: "Try Again Later".
 WEBSOCKET_UNAVAILABLE = CLOSE_UNAVAILABLE
 #: The config keys of the store PgSession opens from the DSN; refused when the app gives its own.
-STORE_KEYS = (*DSN_STORE_KEYS, "PGSESSION_PREPARED_STATEMENTS")
+STORE_KEYS = (*appconfig.DSN_STORE_KEYS, "PGSESSION_PREPARED_STATEMENTS")
 
 
 class PgSession:
@@ -106,7 +91,7 @@ class PgSession:
         *,
         store: AsyncPostgresStore | Callable[[Quart], AsyncPostgresStore] | None = None,
     ) -> None:
-        check_store_source(store, AsyncPostgresStore, "AsyncPostgresStore.from_pool(pool)")
+        appconfig.check_store_source(store, AsyncPostgresStore, "AsyncPostgresStore.from_pool(pool)")
         self._store_source = store
         self._apps: list[Quart] = []
         if app is not None:
@@ -115,7 +100,6 @@ class PgSession:
     def init_app(self, app: Quart) -> PgSessionInterface:
         """Install the session interface, the 503 answers and the pool's lifecycle.
 
-        :param app: the Quart app.
         :raises ConfigurationError: ``SECRET_KEY`` or the DSN is missing, an option is invalid,
             or the app is set up already; with ``store``: a config key of the DSN store is set,
             or the callable returned something other than an ``AsyncPostgresStore``.
@@ -123,28 +107,29 @@ class PgSession:
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError(f"pgsession-wsgi is already set up on the app {app.name!r}")
         config = app.config
-        check_keys(config, "quart")
-        signer = cookie_signer(app)
+        appconfig.check_keys(config, "quart")
+        signer = appconfig.cookie_signer(app)
         source = self._store_source
         if source is None:
-            dsn = pgsession_dsn(config)
+            dsn = appconfig.pgsession_dsn(config)
         else:
-            refuse_store_keys(config, STORE_KEYS, "e.g. AsyncPostgresStore.from_pool(pool, table=...)")
-        options = SessionOptions(
+            appconfig.refuse_store_keys(
+                config, STORE_KEYS, "e.g. AsyncPostgresStore.from_pool(pool, table=...)"
+            )
+        core = SessionCore.configure(
             app.secret_key,
             permanent=False,  # as in Quart: a browser-session cookie until session.permanent = True
             user_key=setting(config, "PGSESSION_USER_KEY"),
             signer=signer,  # it has SECRET_KEY_FALLBACKS
-            **cookie_options(app),
+            **appconfig.cookie_options(app),
         )
-        core = SessionCore.from_options(options)
         origins = WebsocketOrigins(setting(config, WEBSOCKET_ORIGINS_KEY), WEBSOCKET_ORIGINS_KEY).listed
         if source is None:
-            arguments = store_arguments(partial(setting, config), "quart")
+            arguments = appconfig.store_arguments(partial(setting, config), "quart")
             store = AsyncPostgresStore(dsn, purge_interval=DEFAULT_PURGE_INTERVAL, **arguments)
         else:
             store = source if isinstance(source, AsyncPostgresStore) else source(app)
-            store = made_store(store, AsyncPostgresStore, "AsyncPostgresStore.from_pool(pool)")
+            store = appconfig.made_store(store, AsyncPostgresStore, "AsyncPostgresStore.from_pool(pool)")
         interface = PgSessionInterface(core, store, origins)
         app.session_interface = interface  # type: ignore[assignment]  # Quart annotates its default
         app.extensions[EXTENSION_KEY] = interface
@@ -156,8 +141,7 @@ class PgSession:
         # First in the list, so run last (Quart runs them in reverse): after the app's own.
         app.teardown_request_funcs.setdefault(None, []).insert(0, _save_teardown_change)
         app.before_websocket_funcs.setdefault(None, []).insert(0, _refuse_unavailable)
-        existing = app.error_handler_spec.get(None, {}).get(None, {})
-        if StoreUnavailable not in existing:
+        if StoreUnavailable not in app.error_handler_spec.get(None, {}).get(None, {}):
             app.register_error_handler(StoreUnavailable, _store_unavailable)
         app.register_error_handler(_WebsocketSessionError, _close_with_error)
         self._apps.append(app)
@@ -169,16 +153,13 @@ class PgSession:
         :raises OutsideRequestError: no ``app``, no app context, and not exactly one app set up.
         :raises ConfigurationError: pgsession-wsgi is not set up on the app.
         """
-        from quart import current_app, has_app_context
+        from quart import has_app_context
 
-        return cast(PgSessionInterface, extension_of(app, self._apps, current_app, has_app_context))
+        return cast(PgSessionInterface, appconfig.extension_of(app, self._apps, current_app, has_app_context))
 
     @property
     def store(self) -> AsyncPostgresStore:
-        """The :class:`AsyncPostgresStore` of this app, for ``revoke_user`` and the like.
-
-        Found as :meth:`get_interface` finds the app, and raises as it does.
-        """
+        """The :class:`AsyncPostgresStore` (for ``revoke_user``...) of the app :meth:`get_interface` finds."""
         return self.get_interface().store
 
     async def sessions_for_user(self, user_id: Any = None) -> list[UserSession]:
@@ -192,7 +173,7 @@ class PgSession:
 
 def _request_user(what: str, user_id: Any) -> tuple[PgSessionInterface, Session, Any]:
     """The current app's interface, the request's session and whose sessions ``what`` means."""
-    from quart import current_app, has_request_context
+    from quart import has_request_context
 
     if not (has_request_context() or has_websocket_context()):
         raise OutsideRequestError(
@@ -250,8 +231,6 @@ async def save_session() -> None:
         HTTP request), the session ended while the websocket was open, or it cannot be stored.
     :raises StoreUnavailable: the database cannot be reached.
     """
-    from quart import current_app
-
     if not has_websocket_context():
         return
     current = session._get_current_object()  # type: ignore[attr-defined]
@@ -269,7 +248,10 @@ async def _refuse_unavailable() -> Any:
     """Before any other hook: answer for a session that could not be loaded, or a refused origin."""
     current = session._get_current_object()  # type: ignore[attr-defined]
     if isinstance(current, _CrossOriginSession):
-        return await _refuse_cross_origin()
+        # A 403 where the server can answer a handshake with an HTTP response; else close with 1008.
+        if "websocket.http.response" not in (websocket.scope.get("extensions") or {}):
+            await _close_websocket(CLOSE_POLICY_VIOLATION, REFUSED_REASON)
+        return Response(FORBIDDEN_BODY, status=403, mimetype="text/plain")
     if not isinstance(current, _UnavailableSession):
         return None
     error = current.error
@@ -285,8 +267,6 @@ async def _refuse_unavailable() -> Any:
 
 async def _save_teardown_change(exc: BaseException | None) -> None:
     """After the app's ``teardown_request`` functions: save a change they made, if a response was made."""
-    from quart import current_app
-
     current = session._get_current_object()  # type: ignore[attr-defined]
     if not isinstance(current, Session) or not current.state.responded:
         return
@@ -302,13 +282,6 @@ class _WebsocketSessionError(SessionError):
 async def _close_with_error(error: _WebsocketSessionError) -> Any:
     await _close_websocket(CLOSE_ERROR, "session error")
     return None  # nothing more to send: the handshake is closed
-
-
-async def _refuse_cross_origin() -> Response:
-    """A 403 where the server can answer a handshake with an HTTP response; else close with 1008."""
-    if "websocket.http.response" not in (websocket.scope.get("extensions") or {}):
-        await _close_websocket(CLOSE_POLICY_VIOLATION, REFUSED_REASON)
-    return Response(FORBIDDEN_BODY, status=403, mimetype="text/plain")
 
 
 async def _store_unavailable(error: StoreUnavailable) -> Any:

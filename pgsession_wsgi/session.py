@@ -11,24 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, ValuesView
 from typing import Any, Optional
 
-from ._core.checks import _REENCODE as _REENCODE
+from ._core.checks import _REENCODE, _checked_key, _encode
 from ._core.checks import UNREADABLE_VALUE_ERRORS as UNREADABLE_VALUE_ERRORS
 from ._core.checks import Expiry as Expiry
-from ._core.checks import _checked_key as _checked_key
-from ._core.checks import _encode as _encode
 from ._core.checks import checked_row as checked_row
-from ._core.checks import log as log
 from ._core.checks import readable_time as readable_time
 from ._core.checks import reading_row as reading_row
 from ._core.checks import skipping_unreadable_row as skipping_unreadable_row
-from ._core.lifecycle import _IMMUTABLE as _IMMUTABLE
+from ._core.lifecycle import _IMMUTABLE, _NOTHING_ASSIGNED, _UNLOADED, _SessionLifecycle
 from ._core.lifecycle import _MISSING as _MISSING
-from ._core.lifecycle import _NOTHING_ASSIGNED as _NOTHING_ASSIGNED
-from ._core.lifecycle import _UNLOADED as _UNLOADED
 from ._core.lifecycle import META_KEYS as META_KEYS
 from ._core.lifecycle import Changes as Changes
 from ._core.lifecycle import SessionState as SessionState
-from ._core.lifecycle import _SessionLifecycle
 from .codec import decode_value
 
 __all__ = ["Session"]
@@ -46,17 +40,13 @@ _dict_delitem = dict.__delitem__
 _dict_contains = dict.__contains__
 _dict_len = dict.__len__
 _dict_iter = dict.__iter__
-_dict_reversed = dict.__reversed__
 _dict_keys = dict.keys
 _dict_values = dict.values
 _dict_items = dict.items
 _dict_pop = dict.pop
 _dict_setdefault = dict.setdefault
-_dict_popitem = dict.popitem
 _dict_clear = dict.clear
 _dict_update = dict.update
-_dict_eq = dict.__eq__
-_dict_repr = dict.__repr__
 
 
 # dict is named again, after the private base (a dict too), for the reference to show it as the base.
@@ -120,11 +110,9 @@ class Session(_SessionLifecycle, dict[str, Any]):
         self.preload(self._loader(self) if self._loader is not None else None)
 
     def preload(self, raw: dict[str, Any] | None) -> None:
-        """Give the session its stored data now, for front ends that cannot load lazily (async).
+        """Give the session its stored data now (``raw``, None for no live row), for front ends
+        that cannot load lazily (async); it then counts as loaded but not yet accessed.
 
-        The session then counts as loaded but not yet accessed.
-
-        :param raw: the stored JSON object (None: no live row).
         :raises SessionDataError: the row cannot be decoded.
         """
         state = self.state
@@ -182,7 +170,7 @@ class Session(_SessionLifecycle, dict[str, Any]):
 
     def __reversed__(self) -> Iterator[str]:
         self._ensure_loaded()
-        return _dict_reversed(self)
+        return dict.__reversed__(self)
 
     def keys(self) -> KeysView[str]:  # type: ignore[override]  # typeshed's dict_keys is private
         """As ``dict.keys`` (a live view); ``dict(session)`` and ``{**session}`` read through it."""
@@ -215,7 +203,7 @@ class Session(_SessionLifecycle, dict[str, Any]):
         self._ensure_loaded()
         if isinstance(other, Session):
             other._ensure_loaded()
-        return _dict_eq(self, other)
+        return dict.__eq__(self, other)
 
     def __ne__(self, other: object) -> bool:
         # dict's own __ne__ would compare the storage of a session not loaded yet.
@@ -227,16 +215,12 @@ class Session(_SessionLifecycle, dict[str, Any]):
     def __or__(self, other: object) -> dict[str, Any]:  # type: ignore[override]
         if not isinstance(other, dict):
             return NotImplemented
-        merged = self.copy()
-        merged.update(other)
-        return merged
+        return {**self.copy(), **other}
 
     def __ror__(self, other: object) -> dict[str, Any]:  # type: ignore[override]
         if not isinstance(other, dict):
             return NotImplemented
-        merged = dict(other)
-        merged.update(self.copy())
-        return merged
+        return {**other, **self.copy()}
 
     def __reduce__(self) -> tuple[Any, ...]:
         # copy.copy(), copy.deepcopy() and pickle: the data, as a plain dict.
@@ -245,23 +229,14 @@ class Session(_SessionLifecycle, dict[str, Any]):
     def __repr__(self) -> str:
         if not self._loaded:
             return "<Session (not loaded)>"
-        return _dict_repr(self)
+        return dict.__repr__(self)
 
     def __setitem__(self, key: str, value: Any) -> None:
         if type(key) is not str:
             raise TypeError(f"session keys must be str, not {type(key).__name__}")
         # Refused here, in the view that made the mistake, not at the save: UnstorableValue.
         encoded = _encode(key, value)
-        # What _store does, written out: this is every write's path.
-        self.accessed = self.state.used_since_save = self._mutated = True
-        _dict_setitem(self, key, value)
-        assigned = self._assigned
-        if assigned is _NOTHING_ASSIGNED:
-            self._assigned = assigned = {}
-        assigned[key] = encoded if type(value) in _IMMUTABLE else _REENCODE  # type: ignore[index]
-
-    def _store(self, key: str, value: Any, encoded: Any) -> None:
-        """Put a value the codec accepted (as ``encoded``) under ``key``."""
+        # What update() does, written out: this is every write's path.
         self.accessed = self.state.used_since_save = self._mutated = True
         _dict_setitem(self, key, value)
         assigned = self._assigned
@@ -274,8 +249,15 @@ class Session(_SessionLifecycle, dict[str, Any]):
         refuses (:class:`~pgsession_wsgi.UnstorableValue`) leaves the session as it was."""
         given = dict(other, **kwargs)  # dict's own reading of a mapping, pairs and keywords
         checked = [(key, value, _encode(_checked_key(key), value)) for key, value in given.items()]
+        if not checked:
+            return
+        self.accessed = self.state.used_since_save = self._mutated = True
+        assigned = self._assigned
+        if assigned is _NOTHING_ASSIGNED:
+            self._assigned = assigned = {}
         for key, value, encoded in checked:
-            self._store(key, value, encoded)
+            _dict_setitem(self, key, value)
+            assigned[key] = encoded if type(value) in _IMMUTABLE else _REENCODE  # type: ignore[index]
 
     def __ior__(self, other: Any) -> Session:  # type: ignore[override,misc]
         self.update(other)
@@ -307,7 +289,7 @@ class Session(_SessionLifecycle, dict[str, Any]):
     def popitem(self) -> tuple[str, Any]:
         """As ``dict.popitem``: the newest key and its value (``KeyError`` when empty)."""
         self._ensure_loaded()
-        item = _dict_popitem(self)
+        item = dict.popitem(self)
         self._mutated = True
         return item
 

@@ -8,19 +8,33 @@ import hashlib
 import re
 
 # Re-exported: the table's names and DDL moved to _store.ddl (issue 22).
-from ._store.ddl import _in_template as _in_template
 from ._store.ddl import create_statements as create_statements
 from ._store.ddl import grant_statements as grant_statements
 from ._store.ddl import index_names as index_names
 from ._store.ddl import partition_names as partition_names
 from ._store.ddl import persistence_statement as persistence_statement
 from ._store.ddl import quote_identifier as quote_identifier
-from ._store.ddl import setup_names as setup_names
 
 __all__ = [
-    "ADDED_COLUMNS", "EXPECTED_COLUMNS", "LAYOUT", "LOCK", "PARTITIONING", "PERSISTENCE", "PRIVILEGES",
-    "SCHEMA_MISSING", "SETTINGS", "Statements", "guard", "index_names", "partition_names", "lock_key",
-    "persistence_statement", "prepared", "quote_identifier", "upgrade_statement", "with_literals",
+    "ADDED_COLUMNS",
+    "EXPECTED_COLUMNS",
+    "LAYOUT",
+    "LOCK",
+    "PARTITIONING",
+    "PERSISTENCE",
+    "PRIVILEGES",
+    "SCHEMA_MISSING",
+    "SETTINGS",
+    "Statements",
+    "guard",
+    "index_names",
+    "partition_names",
+    "lock_key",
+    "persistence_statement",
+    "prepared",
+    "quote_identifier",
+    "upgrade_statement",
+    "with_literals",
 ]
 
 #: Take the table's advisory lock for the rest of the transaction (creation, migration).
@@ -166,9 +180,7 @@ def with_literals(template: str, literals: dict[str, str]) -> str:
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
-        if name is None or name not in literals:
-            return match.group(0)
-        return literals[name].replace("%", "%%")
+        return literals[name].replace("%", "%%") if name in literals else match.group(0)
 
     return _PLACEHOLDER.sub(replace, template)
 
@@ -224,8 +236,8 @@ class Statements:
 
     def __init__(self, schema: str, table: str, guard: str, partitions: int | None = None) -> None:
         exact = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
-        # DDL runs without parameters and takes the exact name; the rest takes the template form.
-        t = _in_template(exact)
+        # DDL runs without parameters and takes the exact name; the rest the template form (%%).
+        t = exact.replace("%", "%%")
         create, create_unlogged, qualified_partitions = create_statements(schema, table, partitions)
         #: Each partition's quoted, qualified name, in remainder order; empty for a plain table.
         self.partitions = qualified_partitions
@@ -280,7 +292,7 @@ class Statements:
         self.delete = f"DELETE FROM {t} WHERE id = %(id)s"
         self.purge = _purge(t)
         #: :attr:`purge` of each partition: each batch's scan and locks stay in one partition.
-        self.purge_partitions = [guard + _purge(_in_template(name)) for name in self.partitions]
+        self.purge_partitions = [guard + _purge(name.replace("%", "%%")) for name in self.partitions]
         # About how many rows a purge has ahead, for progress: counted up to %(cap)s rows, else
         # estimated from a sample of about %(pages)s pages, whatever the freshness of statistics.
         self.expired_count = (

@@ -62,11 +62,6 @@ _TABLE_WITH = any(
 )
 
 
-def _primary_key_name(table: str) -> str:
-    """PostgreSQL's name for an unnamed primary key, so a naming convention cannot change it."""
-    return table.encode()[: 63 - len("_pkey")].decode("utf-8", "ignore") + "_pkey"
-
-
 def session_table(
     metadata: MetaData, name: str = DEFAULT_TABLE, schema: str | None = None, *, unlogged: bool = False
 ) -> Table:
@@ -86,6 +81,8 @@ def session_table(
     if schema is not None:
         quote_identifier(schema, "schema")
     expires_index, user_index = index_names(name)
+    # PostgreSQL's name for an unnamed primary key, so a naming convention cannot change it.
+    primary_key = name.encode()[: 63 - len("_pkey")].decode("utf-8", "ignore") + "_pkey"
     storage: dict[str, Any] = {"postgresql_with": {"fillfactor": FILLFACTOR}} if _TABLE_WITH else {}
     table = Table(
         name,
@@ -98,7 +95,7 @@ def session_table(
         Column("expires_at", TIMESTAMP(timezone=True), nullable=False),
         Column("idle_timeout", INTERVAL),
         Column("ends_at", TIMESTAMP(timezone=True)),
-        PrimaryKeyConstraint("id", name=_primary_key_name(name)),
+        PrimaryKeyConstraint("id", name=primary_key),
         schema=schema,
         prefixes=["UNLOGGED"] if unlogged else [],
         **storage,

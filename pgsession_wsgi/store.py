@@ -64,8 +64,7 @@ class PostgresStore(Psycopg2Connections, StoreMethods):
     def create_table(self, *, convert: bool = False) -> None:
         """Create schema, table and indexes if missing; safe when many processes start at once.
 
-        The statements run under an advisory lock (concurrent ``CREATE ... IF NOT EXISTS`` race
-        in PostgreSQL). A table made by an older version gets the columns added since.
+        A table made by an older version gets the columns added since.
 
         :param convert: make an existing table unlogged or logged as ``unlogged`` says (a rewrite
             under an exclusive lock) instead of refusing it.
@@ -89,8 +88,7 @@ class PostgresStore(Psycopg2Connections, StoreMethods):
     def check_table(self) -> None:
         """Check, without changing anything, that the table exists and is a pgsession-wsgi table.
 
-        Call it at start-up (the Flask extension does) so that a missing table stops the app with
-        one line naming ``pgsession-wsgi init``, instead of failing every request.
+        At start-up (the Flask extension does), a missing table stops the app instead of every request.
 
         :raises ConfigurationError: the table is missing, or is not a pgsession-wsgi table (a
             :class:`~pgsession_wsgi.LegacyTableError` for flask-pg-session's).

@@ -10,23 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ._core.operations import user_id_text
 from ._drivers.connections import first_line
 from ._store.exchange import ALL, COUNT, EACH, ONE, ROW, DriverErrors, Statement, Steps, one_row, readable
 from ._store.layout import TableSetup, privilege_error, read_only_error
 from ._store.prepared import Fixed, PreparedStatements
 from .cookies import hash_session_id
-from .core import (
-    KEEP_USER,
-    Delete,
-    Insert,
-    Load,
-    LoadedRow,
-    Operation,
-    Touch,
-    Write,
-    WriteResult,
-    user_id_text,
-)
+from .core import KEEP_USER, Delete, Insert, Load, LoadedRow, Operation, Touch, Write, WriteResult
 from .errors import (
     ConfigurationError,
     PrivilegeError,
@@ -66,10 +56,8 @@ class SessionInfo:
 
 class StoreSteps:
     """Everything one store decides, for one table: each public method checks its arguments at
-    once and returns steps (or what makes them: a driver makes them anew for a second try).
-
-    ``settings`` are those the store itself sets (startup options, or ``SET LOCAL``).
-    """
+    once and returns steps, or what makes them anew for each try. ``settings`` are those the store
+    itself sets (startup options, or ``SET LOCAL``)."""
 
     def __init__(
         self, schema: str, table: str, settings: dict[str, str], *, statement_timeout: float | None,
@@ -90,7 +78,8 @@ class StoreSteps:
         self.settings_checked = False
         self.prepared = PreparedStatements(self.sql, errors, self._plain)
         self._request = self.prepared.statement  # a request statement, prepared or as text
-        #: Each of the core's operations' steps, and whether they may run again (:meth:`plan`).
+        #: Each of the core's operations' steps, and whether they may run again: not an insert or a
+        #: write, which may have been applied before a connection broke.
         self.plans: dict[type, tuple[Callable[[Any, Any], Steps[Any]], bool]] = {
             Load: (self._load, True),
             Write: (self._write, False),
@@ -133,11 +122,9 @@ class StoreSteps:
         """Raise what the driver's ``exc`` means for the app; return if the work may run again
         (the connection broke, and this was not its ``last`` try)."""
         if isinstance(exc, self.errors.canceled):
-            limit = (
-                f"statement_timeout={self._statement_timeout}s"
-                if "statement_timeout" in self.settings
-                else "the statement_timeout your DSN or server sets"
-            )
+            limit = "the statement_timeout your DSN or server sets"
+            if "statement_timeout" in self.settings:
+                limit = f"statement_timeout={self._statement_timeout}s"
             raise StoreUnavailable(
                 f"a session statement ran longer than {limit}; check the database load, "
                 "or raise statement_timeout"
@@ -169,19 +156,11 @@ class StoreSteps:
         return privilege_error(first_line(exc), role=role, table=self._table, schema=self._schema)
 
     def plan(self, operation: Operation) -> tuple[Callable[[Any, Any], Steps[Any]], bool]:
-        """The steps that answer one of the core's operations (given it and the connection), and
-        whether they may run again: not an insert or a merge, which may have been applied before a
-        connection broke.
-
-        :raises TypeError: ``operation`` is none of the core's.
-        """
-        plans = self.plans
-        entry = plans.get(type(operation))
-        if entry is None:
-            entry = next((plan for kind, plan in plans.items() if isinstance(operation, kind)), None)
-            if entry is None:
-                raise TypeError(f"not a session store operation: {operation!r}")
-        return entry
+        """``operation``'s entry in ``plans``, which its subclass may take; TypeError if it has none."""
+        for kind, entry in self.plans.items():
+            if isinstance(operation, kind):
+                return entry
+        raise TypeError(f"not a session store operation: {operation!r}")
 
     def _load(self, op: Load, conn: Any) -> Steps[LoadedRow | None]:
         statement = self._request(conn, "load", {"id": op.id_hash}, (("touch", op.touch_interval),), ROW)
@@ -317,11 +296,9 @@ class DeleteAll:
 
 
 class Purge:
-    """One purge: batch after batch until one comes back short (or ``on_batch`` says stop), what
-    was removed kept across batches, tries and connections.
-
-    Each batch starts where the last ended in ``expires_at`` order, so it never walks over index
-    entries of rows already deleted (and not yet vacuumed).
+    """One purge: batch after batch until one comes back short (or ``on_batch`` says stop), each
+    from where the last ended in ``expires_at`` order (so never over the index entries of deleted
+    rows not yet vacuumed); what was removed is kept across batches, tries and connections.
 
     :raises ConfigurationError: ``batch_size`` is below 1.
     """

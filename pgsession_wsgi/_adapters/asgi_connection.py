@@ -1,19 +1,15 @@
-"""Internal: what the ASGI ``SessionMiddleware`` does with one HTTP request or websocket.
-
-Kept apart from :mod:`pgsession_wsgi.asgi`, which imports it: :class:`_Middleware` says what it uses.
-"""
+"""Internal: what the ASGI ``SessionMiddleware`` does with one HTTP request or websocket."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from ..core import SessionCore, advance, resume_async
+from ..core import advance, resume_async
 from ..errors import OutsideRequestError, SessionError, StoreUnavailable
 from ..session import Session
 from .asgi_plumbing import (
-    ASGIApp,
     Message,
     Receive,
     Scope,
@@ -24,14 +20,10 @@ from .asgi_plumbing import (
     take_over,
     with_session_headers_sent,
 )
-from .websocket import (
-    CLOSE_ERROR,
-    CLOSE_POLICY_VIOLATION,
-    CLOSE_UNAVAILABLE,
-    FORBIDDEN_BODY,
-    REFUSED_REASON,
-    WebsocketOrigins,
-)
+from .websocket import CLOSE_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_UNAVAILABLE, FORBIDDEN_BODY, REFUSED_REASON
+
+if TYPE_CHECKING:
+    from ..asgi import SessionMiddleware
 
 log = logging.getLogger("pgsession_wsgi")
 
@@ -73,10 +65,7 @@ class _NoSession:
     def refuse(self, *args: object, **kwargs: object) -> NoReturn:
         raise SessionExcluded(self.reason)
 
-    __getitem__ = __setitem__ = __delitem__ = __contains__ = __iter__ = __len__ = refuse
-
-    def __getattr__(self, name: str) -> NoReturn:
-        raise SessionExcluded(self.reason)
+    __getitem__ = __setitem__ = __delitem__ = __contains__ = __iter__ = __len__ = __getattr__ = refuse
 
     def __repr__(self) -> str:
         return f"<no session: {self.reason}>"
@@ -92,28 +81,12 @@ def _excluded(prefixes: tuple[str, ...], scope: Scope) -> bool:
     return False
 
 
-class _Middleware(Protocol):
-    """What this module uses of :class:`~pgsession_wsgi.asgi.SessionMiddleware`."""
-
-    app: ASGIApp
-    store: Any  # an AsyncStore
-    core: SessionCore
-    autoload: bool
-    websocket_origins: WebsocketOrigins
-
-    def open_session(self, scope: Scope) -> Session: ...
-
-    async def load(self, session: Session) -> None: ...
-
-    async def commit(self, session: Session) -> list[tuple[str, str]]: ...
-
-
 class _Connection:
     """The middleware's state for one HTTP request or websocket, kept in its scope."""
 
     __slots__ = ("middleware", "session", "websocket", "started", "pending", "unavailable")
 
-    def __init__(self, middleware: _Middleware, session: Session, websocket: bool) -> None:
+    def __init__(self, middleware: SessionMiddleware, session: Session, websocket: bool) -> None:
         self.middleware = middleware
         self.session = session
         self.websocket = websocket
@@ -123,8 +96,8 @@ class _Connection:
         self.unavailable: StoreUnavailable | None = None
 
 
-def _connection_of(connection: Any) -> tuple[Scope, _Connection]:
-    """The scope of ``connection`` (a request, a websocket or a scope) and the state in it."""
+def _connection_of(connection: Any) -> tuple[_Connection, Session]:
+    """The state in the scope of ``connection`` (a request, a websocket or a scope), and its session."""
     scope = getattr(connection, "scope", connection)
     state = scope.get(SCOPE_KEY) if isinstance(scope, Mapping) else None
     if not isinstance(state, _Connection):
@@ -135,10 +108,10 @@ def _connection_of(connection: Any) -> tuple[Scope, _Connection]:
             "this connection has no session: wrap the app with "
             "pgsession_wsgi.asgi.SessionMiddleware(app, store=..., secret_key=...)"
         )
-    return scope, state
+    return state, _adopt(scope, state)
 
 
-async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: Send) -> None:
+async def _http(middleware: SessionMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one HTTP request, its session saved as the response starts."""
     session = middleware.open_session(scope)
     if middleware.autoload and middleware.core.wants_load(session.state):  # no cookie: nothing to await
@@ -157,8 +130,12 @@ async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: S
         if replaced:
             return
         if message["type"] == "http.response.start":
-            status = _answer_instead(connection, message)
-            if status is None:
+            status: int | None = None
+            if connection.unavailable is not None and int(message.get("status", 200)) >= 500:
+                # load_session() found the store down: a 503 in place of the app's 5xx.
+                unavailable, connection.unavailable = connection.unavailable, None
+                status = log_failure(unavailable, "loading")
+            else:
                 session = _adopt(scope, connection)
                 try:
                     # Awaits only when the save has a statement to run.
@@ -204,7 +181,7 @@ def _with_pending(connection: _Connection, headers: list[tuple[str, str]]) -> li
     return [*headers, *((name, value) for name, value in pending if name not in names)]
 
 
-async def _save_late(middleware: _Middleware, session: Session) -> None:
+async def _save_late(middleware: SessionMiddleware, session: Session) -> None:
     """A streaming body changed the session after the headers went out (``needs_late_save``)."""
     if middleware.core.late_save_refused(session):
         log.warning(
@@ -216,14 +193,6 @@ async def _save_late(middleware: _Middleware, session: Session) -> None:
         await middleware.commit(session)
     except SessionError as exc:
         log.error("session change made while streaming was not saved: %s", exc)
-
-
-def _answer_instead(connection: _Connection, message: Message) -> int | None:
-    """A 503 in place of the app's 5xx after :func:`load_session` found the store down."""
-    if connection.unavailable is not None and int(message.get("status", 200)) >= 500:
-        exc, connection.unavailable = connection.unavailable, None
-        return log_failure(exc, "loading")
-    return None
 
 
 def _adopt(scope: Scope, connection: _Connection) -> Session:
@@ -240,7 +209,7 @@ def _adopt(scope: Scope, connection: _Connection) -> Session:
     return session
 
 
-async def _websocket(middleware: _Middleware, scope: Scope, receive: Receive, send: Send) -> None:
+async def _websocket(middleware: SessionMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one websocket: its ``Origin`` checked, its session loaded."""
     if not origin_allowed(middleware.websocket_origins, scope):
         await receive()  # websocket.connect: the handshake is answered, then refused
@@ -275,13 +244,10 @@ async def _websocket(middleware: _Middleware, scope: Scope, receive: Receive, se
 
 async def _refuse_cross_origin(scope: Scope, send: Send) -> None:
     """A 403 if the server can answer a handshake with an HTTP response, else close code 1008."""
-    if "websocket.http.response" not in (scope.get("extensions") or {}):
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        await error_response(send, 403, FORBIDDEN_BODY.encode(), "websocket.http")
+    else:
         await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION, "reason": REFUSED_REASON})
-        return
-    body = FORBIDDEN_BODY.encode()
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": body})
 
 
 async def _refuse_websocket(send: Send, status: int) -> None:

@@ -53,14 +53,14 @@ def _from_starlette(name: str, value: Any) -> dict[str, Any]:
     return {STARLETTE_OPTIONS[name]: value}
 
 
-def _resolve_options(
-    ours: Mapping[str, Any], starlette: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """Every option of ``ours`` with its value after Starlette's names, and which name set which."""
+def _resolve_options(arguments: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Starlette's names applied to the middleware's ``arguments``: the options, which name set which."""
+    ours = {name: arguments[name] for name in (*STARLETTE_OPTIONS.values(), "permanent")}
     given = {name for name, value in ours.items() if not isinstance(value, _Default)}
     options = {name: value.value if isinstance(value, _Default) else value for name, value in ours.items()}
     renamed: dict[str, str] = {}
-    for name, value in starlette.items():
+    for name in STARLETTE_OPTIONS:
+        value = arguments[name]
         if isinstance(value, _Default):
             continue
         for option, converted in _from_starlette(name, value).items():

@@ -71,11 +71,8 @@ _MERGED = frozenset(name.encode("latin-1") for name in MERGED_HEADERS)
 
 
 def with_session_headers_sent(message: Message, extra: list[tuple[str, str]]) -> Message:
-    """``message`` (``http.response.start``) with a save's headers, as a new message.
-
-    The app's own is left as it was, so a response it sends again, or a cache holding it, never
-    keeps one visitor's cookie.
-    """
+    """``message`` (``http.response.start``) with a save's headers, as a new message: the app's
+    own is left as it was, so a response sent again, or cached, never keeps one visitor's cookie."""
     if not extra:
         return message
     return {**message, "headers": session_headers(message, extra)}
@@ -96,10 +93,8 @@ def session_headers(message: Message, extra: list[tuple[str, str]]) -> list[tupl
 
 
 def log_failure(exc: SessionError, doing: str) -> int:
-    """Log a session error once; its status: 503 for an unreachable store, else 500.
-
-    :param doing: what failed ("loading", "saving"...), for the log line.
-    """
+    """Log a session error once, saying what failed (``doing``: "loading", "saving"...); its
+    status: 503 for an unreachable store, else 500."""
     if isinstance(exc, StoreUnavailable):
         log.error("session store unavailable, answering 503: %s", exc)
         return 503
@@ -107,20 +102,22 @@ def log_failure(exc: SessionError, doing: str) -> int:
     return 500
 
 
-async def error_response(send: Send, status: int) -> None:
-    """Send a plain-text 503 (with ``Retry-After: 5``) or 500 in place of the app's response."""
-    body = _ERROR_BODIES[status]
+async def error_response(send: Send, status: int, body: bytes = b"", kind: str = "http") -> None:
+    """Send a plain-text 503 (with ``Retry-After: 5``) or 500 in place of the app's response, or
+    ``body`` as ``status``; ``kind`` ``"websocket.http"`` answers a websocket handshake."""
+    body = body or _ERROR_BODIES[status]
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
     if status == 503:
         headers.append((b"retry-after", b"5"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{kind}.response.start", "status": status, "headers": headers})
+    await send({"type": f"{kind}.response.body", "body": body})
 
 
 def take_over(session: Session, current: object) -> None:
     """Make ``session`` what the app put in ``scope["session"]`` in its place: None or Litestar's
     ``Empty`` (``clear_session()``) ends it; data (``set_session(data)``) replaces its data."""
-    if current is None or _is_litestar_empty(current):
+    empty = sys.modules.get("litestar.types.empty")  # only if Litestar is in use: never imported
+    if current is None or (empty is not None and current is getattr(empty, "Empty", object())):
         session.invalidate()
     else:
         data = as_mapping(current)
@@ -149,8 +146,3 @@ def as_mapping(value: Any) -> Mapping[str, Any]:
 
 # Types the codec stores as themselves, which msgspec would otherwise turn into text.
 _KEPT_BY_MSGSPEC = (datetime, date, time, bytes, UUID, Decimal)
-
-
-def _is_litestar_empty(value: Any) -> bool:
-    empty = sys.modules.get("litestar.types.empty")  # only if Litestar is in use: never imported
-    return empty is not None and value is getattr(empty, "Empty", object())

@@ -6,23 +6,13 @@ re-exports them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 from ..cookies import _article
 from ..errors import ConfigurationError
-
-__all__ = [
-    "config_flag",
-    "config_int",
-    "config_optional_text",
-    "config_origins",
-    "config_partitions",
-    "config_seconds",
-    "config_text",
-    "config_url",
-]
 
 
 def _refuse(key: str, should: str, value: Any, secret: bool = False) -> ConfigurationError:
@@ -47,7 +37,6 @@ def config_text(config: Mapping[str, Any], key: str, default: str | None) -> str
 def config_optional_text(config: Mapping[str, Any], key: str, default: str | None) -> str | None:
     """A text key that None (or "") turns off, e.g. ``PGSESSION_USER_KEY``; unset: ``default``.
 
-    :param default: when the key is not in the config at all.
     :raises ConfigurationError: the value is neither a ``str`` nor None.
     """
     if key not in config:
@@ -69,12 +58,8 @@ def config_int(config: Mapping[str, Any], key: str, default: int, minimum: int =
     value = config.get(key)
     if value is None:
         return default
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-    if number is None or number < minimum:
+    number = int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else value
+    if not isinstance(number, int) or isinstance(number, bool) or number < minimum:
         raise _refuse(key, f"a whole number, at least {minimum} (e.g. {default})", value)
     return number
 
@@ -106,10 +91,8 @@ def config_seconds(config: Mapping[str, Any], key: str, default: timedelta) -> t
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         duration = timedelta(seconds=value)
     elif isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError, OverflowError):
             duration = timedelta(seconds=float(value.strip()))
-        except (ValueError, OverflowError):
-            duration = None
     if duration is None or duration <= timedelta(0):
         raise _refuse(key, "a positive number of seconds or a datetime.timedelta", value)
     return duration
@@ -130,9 +113,7 @@ def config_flag(config: Mapping[str, Any], key: str, default: bool) -> bool:
     value = config.get(key)
     if value is None:
         return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
+    if isinstance(value, int) and value in (0, 1):  # a bool too
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE

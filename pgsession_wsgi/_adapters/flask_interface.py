@@ -111,8 +111,7 @@ def _teardown_saver(middleware: SessionMiddleware) -> Callable[[BaseException | 
 class _UnavailableSession(NullSession):
     """Stands in for the session after the store failed: reads see nothing, writes fail.
 
-    Else every later read in the request (an error page, Flask-Login's hook) would wait for the
-    dead store again and turn the 503 into a 500.
+    Else each later read (an error page, Flask-Login's hook) would wait for the dead store again: a 500.
     """
 
     def _fail(self, *args: Any, **kwargs: Any) -> Any:
@@ -142,6 +141,5 @@ def register_store_unavailable_handler(app: Flask) -> None:
     ``PgSession`` does this itself; call it when you wire ``EnvironSessionInterface`` by hand.
     An app's own handler for ``StoreUnavailable`` is left in place.
     """
-    existing = app.error_handler_spec.get(None, {}).get(None, {})
-    if StoreUnavailable not in existing:
+    if StoreUnavailable not in app.error_handler_spec.get(None, {}).get(None, {}):
         app.register_error_handler(StoreUnavailable, _store_unavailable)

@@ -34,9 +34,7 @@ def _logout_signal() -> Any:
 
 def _end_session_on_logout(app: Flask, **extra: Any) -> None:
     """Receives ``user_logged_out``: delete the row and expire the cookie, not just a few keys."""
-    if not has_request_context():
-        return
-    session = flask_request.environ.get(ENVIRON_KEY)
+    session = flask_request.environ.get(ENVIRON_KEY) if has_request_context() else None
     if not isinstance(session, Session):
         return
     remember = session.get("_remember")

@@ -71,15 +71,6 @@ def _no_loader(session: Session) -> None:
     """Never called: the backend loads every session before Litestar hands it to the app."""
 
 
-def _cookies_of(connection: ASGIConnection[Any, Any, Any, Any], core: SessionCore) -> str:
-    """The ``Cookie`` header, else our cookie where Litestar's test client puts it (``cookies``)."""
-    header = cookie_header(connection.scope)  # type: ignore[arg-type]
-    if header:
-        return header
-    value = connection.cookies.get(core.cookie.name)
-    return f"{core.cookie.name}={value}" if value else ""
-
-
 class _Exchange:
     """One connection's session between the backend's load and its save, kept in the scope."""
 
@@ -139,8 +130,12 @@ class PgSessionBackend(ServerSideSessionBackend):
         websocket = scope["type"] == ScopeType.WEBSOCKET
         if websocket and not origin_allowed(config.origins, scope):  # type: ignore[arg-type]
             raise SessionWebsocketRefused(detail=REFUSED_REASON, code=CLOSE_POLICY_VIOLATION)
+        cookies = cookie_header(scope)  # type: ignore[arg-type]
+        if not cookies:  # our cookie, where Litestar's test client puts it
+            value = connection.cookies.get(config.core.cookie.name)
+            cookies = f"{config.core.cookie.name}={value}" if value else ""
         scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
-        session = config.core.open(_cookies_of(connection, config.core), scheme, _no_loader)
+        session = config.core.open(cookies, scheme, _no_loader)
         try:
             if config.core.wants_load(session.state):
                 await config.core.load_async(session, config.store.execute)

@@ -106,17 +106,9 @@ class PgSessionConfig(BaseBackendConfig["PgSessionBackend"]):
                 "secrets.token_hex(32)) read from the environment; the same as your Flask app's "
                 "SECRET_KEY to share its sessions"
             )
-        given: dict[str, Any] = {
-            "key": self.key,
-            "max_age": self.max_age,
-            "path": self.path,
-            "domain": self.domain,
-            "secure": self.secure,
-            "httponly": self.httponly,
-            "samesite": _SAMESITE.get(str(self.samesite).lower(), self.samesite),
-        }
+        options = {**vars(self), **{ours: getattr(self, name) for name, ours in OPTION_NAMES.items()}}
+        options["cookie_samesite"] = _SAMESITE.get(str(self.samesite).lower(), self.samesite)
         try:
-            options = {**vars(self), **{OPTION_NAMES[name]: value for name, value in given.items()}}
             self.core = SessionCore.from_options(SessionOptions.among(options))
         except ConfigurationError as exc:
             renamed = {core_name: name for name, core_name in OPTION_NAMES.items()}

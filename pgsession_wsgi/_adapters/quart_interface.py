@@ -20,6 +20,7 @@ from ..async_store import AsyncPostgresStore
 from ..core import SessionCore, run_async
 from ..errors import SessionError, StoreUnavailable
 from ..session import Session
+from .asgi_plumbing import log_failure
 from .websocket import WebsocketOrigins
 
 log = logging.getLogger("pgsession_wsgi")
@@ -35,8 +36,7 @@ _ERROR_BODIES = {
 class _UnavailableSession(NullSession):
     """Stands in when the session could not be loaded: reads see nothing, writes fail.
 
-    The quart module's ``_refuse_unavailable`` hook answers the request (503 or 500) before the
-    handler runs, so only the app's own earlier hooks can meet it.
+    ``quart._refuse_unavailable`` answers (503 or 500) before the handler: only earlier hooks meet it.
     """
 
     def __init__(self, error: SessionError) -> None:
@@ -122,7 +122,12 @@ class PgSessionInterface(SessionInterface):
         try:
             headers = await run_async(self.core.save(session), self.store.execute)
         except SessionError as exc:
-            _replace_with_error(response, _log_failure(exc, "saving"))
+            status = log_failure(exc, "saving")
+            response.status_code = status
+            response.set_data(_ERROR_BODIES[status])
+            response.headers["Content-Type"] = "text/plain; charset=utf-8"
+            if status == 503:
+                response.headers["Retry-After"] = "5"
             return
         add_session_headers(response, headers)
         if isinstance(response, Response) and isinstance(response.response, IterableBody):
@@ -166,19 +171,3 @@ class _SaveAfterBody(ResponseBody):
 
 def _loaded_up_front(session: Session) -> None:
     return None  # open_session loads what there is to load before the handler runs
-
-
-def _log_failure(exc: SessionError, doing: str) -> int:
-    if isinstance(exc, StoreUnavailable):
-        log.error("session store unavailable, answering 503: %s", exc)
-        return 503
-    log.error("session error while %s, answering 500: %s", doing, exc)
-    return 500
-
-
-def _replace_with_error(response: Response | WerkzeugResponse, status: int) -> None:
-    response.status_code = status
-    response.set_data(_ERROR_BODIES[status])
-    response.headers["Content-Type"] = "text/plain; charset=utf-8"
-    if status == 503:
-        response.headers["Retry-After"] = "5"

@@ -50,15 +50,9 @@ def _origin(text: str) -> str | None:
     except ValueError:
         return None
     host = parts.hostname
-    if (
-        parts.scheme not in _DEFAULT_PORTS
-        or host is None
-        or not _HOST.fullmatch(host)
-        or "@" in parts.netloc
-        or parts.path
-        or parts.query
-        or parts.fragment
-    ):
+    if parts.scheme not in _DEFAULT_PORTS or host is None or not _HOST.fullmatch(host):
+        return None
+    if "@" in parts.netloc or parts.path or parts.query or parts.fragment:  # more than an origin
         return None
     host = f"[{host}]" if ":" in host else host
     if port is None or port == _DEFAULT_PORTS[parts.scheme]:
@@ -67,11 +61,8 @@ def _origin(text: str) -> str | None:
 
 
 class WebsocketOrigins:
-    """Which pages may open a websocket that gets the session: the app's own origin, those
-    listed, and clients sending no ``Origin`` (not browsers).
-
-    A browser sends the session cookie with a websocket handshake whatever page opens it, so
-    without this check any site a user visits could talk to the app as that user.
+    """Which pages may open a websocket that gets the session, against cross-site websocket
+    hijacking: the app's own origin, those listed, and clients sending no ``Origin`` (not browsers).
 
     :param listed: origins allowed besides the app's own; one string is one origin.
     :param option: the option's name, for the messages.

@@ -1,5 +1,4 @@
-"""The maintenance commands of ``pgsession-wsgi`` (``init``, ``cleanup``, ``stats``, ``revoke``,
-``migrate-flask-pg-session``) and what the two long ones share."""
+"""The maintenance commands of ``pgsession-wsgi``, and what the two long ones share."""
 
 from __future__ import annotations
 
@@ -7,17 +6,15 @@ import argparse
 import json
 import signal
 import sys
-from contextlib import suppress
 from datetime import timedelta
 from types import FrameType
-from typing import Any
 
 from .._store.progress import Progress
 from ..defaults import DEFAULT_MAX_SIZE
 from ..flask_pg_session import MigrationStopped, migrate_flask_pg_session
 from ..sql import grant_statements
 from ..store import PostgresStore
-from .common import PROG, _dsn_and_source, _require_dsn, _say, _store, _tell, _where
+from .common import PROG, _dsn_and_source, _require_dsn, _say, _store, _tell, _trap, _where
 
 # `init --sql` needs no database; the store still wants a DSN, so it gets one it never uses.
 _UNUSED_DSN = "postgresql://"
@@ -26,17 +23,18 @@ _UNUSED_DSN = "postgresql://"
 class _LongJob:
     """Shows a long job's progress; a first SIGINT or SIGTERM stops it between batches, a second at once."""
 
-    def __init__(self, progress: Progress | None) -> None:
-        self.progress = progress
+    def __init__(self, args: argparse.Namespace, label: str, what: str, *, approximate: bool) -> None:
+        self.progress: Progress | None = None
+        if not args.quiet:
+            self.progress = Progress(
+                label, what, sys.stderr, approximate=approximate, interval=args.progress_interval
+            )
         self.signum: int | None = None
         self.stopped = False
-        self.done = self.total = 0
-        self._previous: dict[int, Any] = {}
+        self.total = 0
 
     def __enter__(self) -> _LongJob:
-        with suppress(ValueError):  # main() called outside the main thread: signals stay as they are
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._on_signal)
+        self._previous = _trap(self._on_signal)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -52,7 +50,7 @@ class _LongJob:
 
     def on_batch(self, done: int, total: int) -> bool:
         """The ``on_batch`` callback: show ``done`` of ``total``; False once a stop was asked."""
-        self.done, self.total = done, total
+        self.total = total
         if self.progress is not None:
             self.progress.update(done, total)
         if self.signum is not None:
@@ -64,12 +62,6 @@ class _LongJob:
     def status(self) -> int:
         """The exit status after a stop: 128 + the signal's number, as a shell reports it."""
         return 128 + (self.signum or signal.SIGINT)
-
-
-def _progress(args: argparse.Namespace, label: str, what: str, *, approximate: bool) -> Progress | None:
-    if args.quiet:
-        return None
-    return Progress(label, what, sys.stderr, approximate=approximate, interval=args.progress_interval)
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -104,8 +96,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 def _cmd_cleanup(args: argparse.Namespace) -> int:
     """One purge, for cron; expired rows are never served anyway, this only reclaims space."""
     label = f"{PROG} cleanup"
-    progress = _progress(args, label, "expired rows removed", approximate=True)
-    with _store(args) as store, _LongJob(progress) as job:
+    with _store(args) as store, _LongJob(args, label, "expired rows removed", approximate=True) as job:
         removed = store.purge_expired(batch_size=args.batch_size, on_batch=job.on_batch)
     if job.stopped:
         of_total = f" of ~{job.total}" if removed <= job.total else ""
@@ -152,9 +143,8 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 def _cmd_migrate(args: argparse.Namespace) -> int:
     """Move a flask-pg-session table's sessions at once, in place or ``--into`` another table."""
     label = f"{PROG} migrate-flask-pg-session"
-    progress = _progress(args, label, "rows handled", approximate=False)
     try:
-        with _LongJob(progress) as job:
+        with _LongJob(args, label, "rows handled", approximate=False) as job:
             report = migrate_flask_pg_session(
                 _require_dsn(args),
                 table=args.table,

@@ -1,5 +1,4 @@
-"""What every ``pgsession-wsgi`` command shares: exit statuses, output, the DSN and its redaction,
-the checks made before anything runs, and a maintenance command's store."""
+"""What every ``pgsession-wsgi`` command shares: exit statuses, output, the DSN, checks, signals."""
 
 from __future__ import annotations
 
@@ -8,8 +7,10 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from types import FrameType
+from typing import Any
 from urllib.parse import unquote
 
 import psycopg2
@@ -43,6 +44,15 @@ def _say(text: str) -> None:
 def _tell(text: str) -> None:
     """A line on stderr, next to the progress display: stdout keeps only the results."""
     print(text, file=sys.stderr, flush=True)
+
+
+def _trap(handler: Callable[[int, FrameType | None], None]) -> dict[int, Any]:
+    """Trap SIGINT and SIGTERM with ``handler`` (as the shell's ``trap``); returns the handlers replaced."""
+    previous: dict[int, Any] = {}
+    with suppress(ValueError):  # main() called outside the main thread: signals stay as they are
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, handler)
+    return previous
 
 
 def _passwords(sources: Iterable[str | None]) -> list[str]:
@@ -118,37 +128,32 @@ def _undecodable_setting(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _number(value: float) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def _check_numbers(args: argparse.Namespace) -> None:
     """Refuse NaN, infinite, negative or huge numbers before anything runs (each bound fails NaN)."""
-    port = getattr(args, "port", None)
-    if port is not None and not 1 <= port <= 65535:
-        raise ConfigurationError(f"--port must be a TCP port number from 1 to 65535, not {port}")
-    batch_size = getattr(args, "batch_size", None)
-    if batch_size is not None and not 1 <= batch_size <= _MAX_ROWS:
-        raise ConfigurationError(
-            f"--batch-size must be a positive number of rows, at most {_MAX_ROWS}, not {batch_size}"
-        )
-    max_size = getattr(args, "max_size", None)
-    if max_size is not None and not 1 <= max_size <= _MAX_BYTES:
-        raise ConfigurationError(
-            f"--max-size must be a positive number of bytes, at most {_MAX_BYTES} (1 GiB), not {max_size}"
-        )
-    days = getattr(args, "lifetime_days", None)
-    if days is not None and not 0 < days <= _MAX_DAYS:
-        raise ConfigurationError(
-            f"--lifetime-days must be a positive number of days, at most {_MAX_DAYS} (100 years), "
-            f"not {_number(days)}"
-        )
-    interval = getattr(args, "progress_interval", None)
-    if interval is not None and not 0 <= interval <= _MAX_INTERVAL:
-        raise ConfigurationError(
-            f"--progress-interval must be 0 or a positive number of seconds, at most {_MAX_INTERVAL} "
-            f"(a day), not {_number(interval)}"
-        )
+
+    def check(name: str, within: Callable[[float], bool], must: str) -> None:
+        value = getattr(args, name, None)
+        if value is not None and not within(value):
+            shown = f"{value:g}" if isinstance(value, float) else value
+            raise ConfigurationError(f"--{name.replace('_', '-')} must be {must}, not {shown}")
+
+    check("port", lambda n: 1 <= n <= 65535, "a TCP port number from 1 to 65535")
+    check("batch_size", lambda n: 1 <= n <= _MAX_ROWS, f"a positive number of rows, at most {_MAX_ROWS}")
+    check(
+        "max_size",
+        lambda n: 1 <= n <= _MAX_BYTES,
+        f"a positive number of bytes, at most {_MAX_BYTES} (1 GiB)",
+    )
+    check(
+        "lifetime_days",
+        lambda n: 0 < n <= _MAX_DAYS,
+        f"a positive number of days, at most {_MAX_DAYS} (100 years)",
+    )
+    check(
+        "progress_interval",
+        lambda n: 0 <= n <= _MAX_INTERVAL,
+        f"0 or a positive number of seconds, at most {_MAX_INTERVAL} (a day)",
+    )
 
 
 #: Where the commands look for the DSN, in order. DATABASE_URL is what the docs' apps read; the

@@ -10,13 +10,12 @@ import os
 import secrets
 import signal
 import socket
-from contextlib import suppress
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
 from ..errors import ConfigurationError
 from ..store import PostgresStore
-from .common import EXIT_FAILURE, PROG, _describe_dsn, _dsn_and_source, _redact, _say, _tell, _where
+from .common import EXIT_FAILURE, PROG, _describe_dsn, _dsn_and_source, _redact, _say, _tell, _trap, _where
 
 # The checkout's examples/ folder, which the wheel ships as this package (see pyproject.toml).
 _EXAMPLES = "pgsession_wsgi.examples"
@@ -50,19 +49,6 @@ def _load_example(name: str) -> ModuleType:
             f"the {name} example needs the module {missing or '?'}, which is not installed: "
             "`pip install 'pgsession-wsgi[demo]'`"
         ) from exc
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def _stop_on_signals() -> dict[int, Any]:
-    """Let SIGTERM, and SIGINT (ignored in a background job), stop the server: no orphaned PostgreSQL."""
-    previous: dict[int, Any] = {}
-    with suppress(ValueError):  # not the main thread: leave signals alone
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, _interrupt)
-    return previous
 
 
 def _check_port(host: str, port: int) -> None:
@@ -142,7 +128,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"{PROG} demo: serving {example.__name__} on http://{args.host}:{args.port}/ "
             f"(sessions in {_where(args)}); press Ctrl-C to stop"
         )
-        previous = _stop_on_signals()
+        # SIGTERM, and SIGINT (ignored in a background job), stop the server: no orphaned PostgreSQL.
+        previous = _trap(signal.default_int_handler)
         from werkzeug.serving import run_simple
 
         run_simple(args.host, args.port, app, threaded=True)  # returns on Ctrl-C

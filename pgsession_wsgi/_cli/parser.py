@@ -44,8 +44,6 @@ def _parser() -> argparse.ArgumentParser:
     dsn_options = _Parser(add_help=False)
     dsn_options.add_argument(
         "--dsn",
-        default=None,
-        metavar="DSN",
         help="PostgreSQL URL or libpq string (default: $PGSESSION_DSN, else $DATABASE_URL; the demo "
         "reads only $PGSESSION_DSN)",
     )
@@ -94,7 +92,6 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--app",
         choices=("flask", "wsgi"),
-        default=None,
         help="the example to serve, examples/flask_app.py or examples/wsgi_app.py (installed as "
         "pgsession_wsgi.examples; default: flask if Flask is installed)",
     )
@@ -132,7 +129,6 @@ def _parser() -> argparse.ArgumentParser:
         dest="unlogged",
         action="store_const",
         const=True,
-        default=None,
         help="an UNLOGGED table: faster writes, no WAL, emptied after a database crash (everyone "
         "logged out); converts an existing logged table (a rewrite under an exclusive lock)",
     )
@@ -228,7 +224,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument(
         "--into",
-        default=None,
         metavar="TABLE",
         help="move the sessions into this pgsession-wsgi table (FlaskPgSession's: <table>_v2 unless "
         "PGSESSION_TABLE names another), leaving the old table in place (default: convert in place)",
@@ -251,7 +246,6 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--max-size",
         type=int,
-        default=None,
         metavar="BYTES",
         help="refuse a session whose JSON would be larger; use the app's max_size (default: "
         f"{DEFAULT_MAX_SIZE // 1024} KiB, SessionMiddleware's default)",

@@ -70,12 +70,9 @@ _LAST_INSTANT = datetime.max.replace(tzinfo=timezone.utc)
 
 
 def readable_time(value: datetime) -> bool:
-    """Whether an aware ``value`` is a time both drivers read back as itself.
-
-    Strictly between the first and last instants a ``datetime`` holds, in UTC: 23:00 on 31 December
-    9999 at UTC-5 is in year 10000 for the database, and psycopg2 reads ``-infinity`` and
-    ``infinity`` as those two instants.
-    """
+    """Whether an aware ``value`` is a time both drivers read back as itself: strictly between the
+    first and last instants a ``datetime`` holds, in UTC (23:00 on 31 December 9999 at UTC-5 is in
+    year 10000 for the database)."""
     try:
         utc = value.astimezone(timezone.utc)
     except OverflowError:  # before year 1 or after year 9999 in UTC
@@ -93,14 +90,10 @@ _Row = TypeVar("_Row", bound=Optional[Sequence[Any]])
 
 @contextmanager
 def reading_row(*driver_errors: type[Exception]) -> Iterator[None]:
-    """Fetch a row inside, then check it with :func:`checked_row`: a row no driver reads as values
-    pgsession-wsgi could have written is a :class:`SessionDataError` (a 500 with one log line).
-
-    Only the fetch belongs inside: the errors caught here are a statement's as well.
-
-    :param driver_errors: the driver's own errors for such a value (psycopg 3: ``psycopg.DataError``).
-    :raises SessionDataError: naming the driver's exception, never the row's data.
-    """
+    """Fetch a row inside (only the fetch: these errors are a statement's too), then check it with
+    :func:`checked_row`. A row no driver reads as values pgsession-wsgi could have written (the
+    driver's own errors for it: ``driver_errors``, e.g. ``psycopg.DataError``) is a
+    :class:`SessionDataError` naming the driver's exception, never the row's data."""
     try:
         yield
     except (*UNREADABLE_VALUE_ERRORS, *driver_errors) as exc:
@@ -119,12 +112,8 @@ def skipping_unreadable_row(*driver_errors: type[Exception]) -> Iterator[None]:
 
 
 def checked_row(row: _Row) -> _Row:
-    """``row`` as fetched (None too), if each time in it is a :func:`readable_time`, so that
-    both drivers read a row holding ``infinity`` the same way.
-
-    :raises ValueError: a time in it is no time pgsession-wsgi writes (inside :func:`reading_row`,
-        a :class:`SessionDataError`).
-    """
+    """``row`` as fetched (None too), if each time in it is a :func:`readable_time` (so that both
+    drivers read a row holding ``infinity`` the same way); ``ValueError`` otherwise."""
     if row is not None:
         for value in row:
             if isinstance(value, datetime) and not readable_time(value):

@@ -65,14 +65,11 @@ class SessionState:
 class Changes:
     """What a save must send: changed keys as JSON text, removed keys, or a whole replacement.
 
-    :param changed_json: the changed keys and their values, a JSON object.
-    :param changed_keys: the names of those keys.
-    :param removed: keys deleted since the load.
+    :param changed_json: the changed keys (``changed_keys``) and their values, a JSON object.
     :param replace: the session was cleared: the stored object is replaced, not merged into.
     :param empty: the session holds nothing worth storing (at most ``_permanent``).
     :param loaded: the stored data was read: the changes are against it.
-    :param values: every key's encoded value, when the whole session is known (a loaded
-        session), for :attr:`full_json`.
+    :param values: every key's encoded value when the whole session is known, for :attr:`full_json`.
     """
 
     changed_json: str
@@ -140,11 +137,8 @@ class _SessionLifecycle(dict[str, Any]):
 
     @property
     def id(self) -> str | None:
-        """The live session's id, e.g. for ``keep`` in :meth:`PostgresStore.revoke_user`.
-
-        None for a session not stored yet; reading it loads the session. Never log it: it is as
-        good as the cookie.
-        """
+        """The live session's id (``keep`` in :meth:`PostgresStore.revoke_user`), None for one not
+        stored yet; reading it loads the session. Never log it: it is as good as the cookie."""
         state = self.state
         if state.row_found is None:
             self._ensure_loaded()
@@ -161,11 +155,8 @@ class _SessionLifecycle(dict[str, Any]):
 
     @property
     def new(self) -> bool:
-        """True when no stored session existed for this request (or it had expired).
-
-        Reading it loads the session. A first visit stays new to the end of the request, after its
-        save too.
-        """
+        """True when no stored session existed for this request (or it had expired); reading it
+        loads the session. A first visit stays new to the end of the request, after its save too."""
         self._ensure_loaded()
         state = self.state
         found = state.found_at_start
@@ -173,11 +164,9 @@ class _SessionLifecycle(dict[str, Any]):
 
     @property
     def permanent(self) -> bool:
-        """Whether the cookie outlives the browser (``Max-Age``) or ends with it.
-
-        Stored as ``_permanent``, as Flask does; the default is the middleware's ``permanent``.
-        Setting the value it already has writes nothing.
-        """
+        """Whether the cookie outlives the browser (``Max-Age``) or ends with it; stored as
+        ``_permanent``, as Flask does (the middleware's ``permanent`` by default; setting the value
+        it already has writes nothing)."""
         return bool(self.get("_permanent", self._default_permanent))
 
     @permanent.setter
@@ -188,9 +177,7 @@ class _SessionLifecycle(dict[str, Any]):
     @property
     def expiry(self) -> timedelta | datetime | None:
         """This session's own lifetime, as :meth:`set_expiry` set it; None: the store's default.
-
-        Reading it loads the session, unless it was set or saved in this request.
-        """
+        Reading it loads the session, unless it was set or saved in this request."""
         state = self.state
         if not state.expiry_set and state.row_found is None:  # known once the store was asked
             self._ensure_loaded()
@@ -212,9 +199,8 @@ class _SessionLifecycle(dict[str, Any]):
         value = _checked_expiry(value)
         state = self.state
         self.accessed = state.used_since_save = True
-        known = state.row_found is not None  # the store was asked: the stored lifetime is in state
-        if known and not state.expiry_set and value == state.expiry:
-            return
+        if state.row_found is not None and not state.expiry_set and value == state.expiry:
+            return  # the store was asked, and its lifetime is this one already
         state.expiry = value
         state.expiry_set = True
 
@@ -243,18 +229,14 @@ class _SessionLifecycle(dict[str, Any]):
         return state.regenerate or state.invalidate or state.expiry_set or self.changes(max_size=None).any
 
     def regenerate(self) -> None:
-        """Keep the data under a new id, so that an id known before (a planted cookie) dies.
-
-        Call it at login and on privilege changes; the move is one statement at the save.
-        """
+        """Keep the data under a new id, so that an id known before (a planted cookie) dies: call it
+        at login and on privilege changes; the move is one statement at the save."""
         self.accessed = self.state.used_since_save = True
         self.state.regenerate = True
 
     def invalidate(self) -> None:
-        """End the session (logout): delete the stored row, empty this one, expire the cookie.
-
-        A session started after it in the same request has the default lifetime again.
-        """
+        """End the session (logout): delete the stored row, empty this one, expire the cookie. A
+        session started after it in the same request has the default lifetime again."""
         self.clear()
         self._cleared = False
         state = self.state
@@ -263,10 +245,8 @@ class _SessionLifecycle(dict[str, Any]):
         state.expiry = None
 
     def changes(self, max_size: int | None) -> Changes:
-        """What a save must send, encoded once, for the core's statement.
-
-        A loaded session sends the keys whose encoded form differs from what was loaded; one
-        written without being read sends every key it was given.
+        """What a save must send, encoded once: a loaded session's keys whose encoded form differs
+        from what was loaded, or every key a session written without being read was given.
 
         :param max_size: refuse a session whose JSON is surely larger; None for no check.
         :raises UnstorableValue: a value changed in place since it went in cannot be stored.
@@ -313,19 +293,12 @@ class _SessionLifecycle(dict[str, Any]):
             if size > max_size:
                 raise SessionTooLarge(size, max_size)
         return Changes(
-            changed_json=_object_json(texts, changed),
-            changed_keys=changed,
-            removed=removed,
-            replace=self._cleared,
-            empty=empty,
-            loaded=self._loaded,
-            values=loaded_values,
+            _object_json(texts, changed), changed, removed, self._cleared, empty, self._loaded, loaded_values
         )
 
     def mark_saved(self, session_id: str | None, whole: bool = False) -> None:
-        """Make what was just written the new baseline, so a later save sends only what changed.
-
-        The values stay for the rest of the request, and so do :attr:`modified` and :attr:`new`.
+        """Make what was just written the new baseline, so a later save sends only what changed;
+        the values, :attr:`modified` and :attr:`new` stay for the rest of the request.
 
         :param session_id: the id the data now lives under; None if no row remains.
         :param whole: the save wrote the whole session (a new row), so a session written blind
@@ -342,20 +315,14 @@ class _SessionLifecycle(dict[str, Any]):
         self._assigned = _NOTHING_ASSIGNED
         if whole and state.found_at_start is None:
             state.found_at_start = False  # the save found no row for it: a first visit
-        if not self._loaded and whole:
-            # A new row holds only what was written: nothing is left to load (an async front end
-            # could not load it later).
+        if not self._loaded and whole:  # a new row holds only what was written: nothing is left to load
             _dict_pop(self, _UNLOADED)
-            self._loaded = True
-            state.row_found = True
+            self._loaded = state.row_found = True
             self._raw = self._encoded
             return
-        if not self._loaded:
-            # What was written blind is stored with the row's other keys: a later read loads all.
+        if self._loaded:
+            self._raw = self._encoded if session_id is not None else {}
+        else:  # what was written blind is stored with the row's other keys: a later read loads all
             _dict_clear(self)
             _dict_setdefault(self, _UNLOADED)
-        elif session_id is not None:
-            self._raw = self._encoded
-        else:
-            self._raw = {}
         state.row_found = session_id is not None

@@ -21,10 +21,7 @@ KEEP_USER: Any = object()  # a Write's user_id that leaves the stored one (docum
 USER_PREFIX_SEPARATOR = "\x1f"  # between a key_prefix and a user id (documented in core)
 
 # A UUID in any case, with or without hyphens, braces or a urn:uuid: head: stored as str(UUID).
-_UUID_SPELLING = re.compile(
-    r"(?:urn:uuid:)?(\{)?[0-9a-f]{8}(?:-?[0-9a-f]{4}){3}-?[0-9a-f]{12}(?(1)\})",
-    re.IGNORECASE,
-)
+_UUID_SPELLING = re.compile(r"(?i)(?:urn:uuid:)?(\{)?[0-9a-f]{8}(?:-?[0-9a-f]{4}){3}-?[0-9a-f]{12}(?(1)\})")
 
 
 def user_id_text(value: Any, key: str | None = None, *, key_prefix: str = "") -> str:
@@ -35,7 +32,6 @@ def user_id_text(value: Any, key: str | None = None, *, key_prefix: str = "") ->
     everywhere" never misses a session stored under another type or spelling. With ``key_prefix``,
     apps sharing a table never see or end each other's users' sessions.
 
-    :param value: the user id.
     :param key: the session key it was found under, for the error message; None for a lookup.
     :param key_prefix: the app's ``key_prefix`` (``SESSION_KEY_PREFIX``); "" for none.
     :raises SessionError: ``value`` is not a str, int or UUID, or holds NUL or U+001F.
@@ -142,20 +138,18 @@ class Insert:
 class Write:
     """Merge changes into a live row (maybe moving it); answered with a :class:`WriteResult`.
 
-    :param id_hash: the SHA-256 of the current id.
+    ``id_hash`` (of the current id), ``absolute``, ``idle_timeout``, ``ends_at`` and
+    ``touch_interval`` are as for :class:`Insert` and :class:`Load`.
+
     :param changed_json: the changed keys, a JSON object merged over the stored one.
     :param removed: the keys to delete from the stored object.
     :param replace: start from an empty object instead (after ``clear()``).
     :param new_hash: the SHA-256 of a new id to move the row to; None to keep the id.
     :param user_id: the user column's new text, None to clear it, or :data:`KEEP_USER`.
     :param idle: as for :class:`Insert`; applied only when a touch is due.
-    :param absolute: as for :class:`Insert`.
-    :param touch_interval: as for :class:`Load`.
     :param max_size: as for :class:`Insert`, measured on the merged row.
     :param set_expiry: store ``idle_timeout`` and ``ends_at`` and recompute the expiry from
-        them now, due or not; False keeps the row's own.
-    :param idle_timeout: as for :class:`Insert`; written only with ``set_expiry``.
-    :param ends_at: as for :class:`Insert`; written only with ``set_expiry``.
+        them now, due or not; False keeps the row's own (and writes neither).
     """
 
     id_hash: bytes
@@ -176,11 +170,7 @@ class Write:
 @dataclass
 class Touch:
     """Push a live row's expiry forward (by its own lifetime, if it has one); True if it was there.
-
-    :param id_hash: the SHA-256 of the session id.
-    :param idle: as for :class:`Insert`.
-    :param absolute: as for :class:`Insert`.
-    """
+    ``id_hash`` is as for :class:`Load`; ``idle`` and ``absolute`` as for :class:`Insert`."""
 
     id_hash: bytes
     idle: timedelta
@@ -189,10 +179,7 @@ class Touch:
 
 @dataclass
 class Delete:
-    """Remove a row; answered with True if it was there.
-
-    :param id_hash: the SHA-256 of the session id.
-    """
+    """Remove the row under ``id_hash`` (the SHA-256 of the session id); True if it was there."""
 
     id_hash: bytes
 
@@ -205,11 +192,6 @@ def expiry_columns(expiry: Expiry) -> tuple[timedelta | None, datetime | None]:
     if isinstance(expiry, datetime):
         return None, expiry
     return expiry, None
-
-
-def _stored_expiry(idle_timeout: timedelta | None, ends_at: datetime | None) -> Expiry:
-    # A fixed end wins, as it does in the expiry formula (COALESCE(ends_at, ...)).
-    return ends_at if ends_at is not None else idle_timeout
 
 
 Operation = Union[Load, Insert, Write, Touch, Delete]

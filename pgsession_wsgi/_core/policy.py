@@ -73,19 +73,15 @@ class Policy:
 
 
 def private_cache_control(value: str | None) -> str | None:
-    """The Cache-Control a response that sets a session cookie needs, or None to keep ``value``.
-
-    A shared cache (CDN, proxy) that stored such a response would hand one user's cookie to
-    everyone, so ``public`` becomes ``private``; ``private`` and ``no-store`` already suffice.
-
-    :param value: the response's Cache-Control (its headers joined with ", "), or None.
-    """
+    """The Cache-Control a response that sets a session cookie needs, or None to keep ``value``
+    (the response's Cache-Control headers joined with ", ", or None). A shared cache (CDN, proxy)
+    that stored such a response would hand one user's cookie to everyone, so ``public`` becomes
+    ``private``; ``private`` and ``no-store`` already suffice."""
     directives = [part.strip() for part in (value or "").split(",") if part.strip()]
-    names = {part.split("=", 1)[0].strip().lower() for part in directives}
+    names = [part.split("=", 1)[0].strip().lower() for part in directives]
     if "private" in names or "no-store" in names:
         return None
-    kept = [part for part in directives if part.split("=", 1)[0].strip().lower() != "public"]
-    return ", ".join(["private", *kept])
+    return ", ".join(["private", *(part for part, name in zip(directives, names) if name != "public")])
 
 
 MERGED_HEADERS = frozenset(("vary", "cache-control"))
@@ -94,12 +90,10 @@ MERGED_HEADERS = frozenset(("vary", "cache-control"))
 def with_session_headers(
     headers: list[tuple[str, str]], extra: list[tuple[str, str]]
 ) -> list[tuple[str, str]]:
-    """The app's response headers with a save's added, for every front end.
-
+    """The app's ``headers`` (names in any case) with a save's added, for every front end:
     ``Cookie`` joins the app's ``Vary`` tokens in one header, unless one is already ``Cookie`` or
-    ``*``. A response that sets the cookie gets a private ``Cache-Control``.
+    ``*``, and a response that sets the cookie gets a private ``Cache-Control``.
 
-    :param headers: the app's headers, names in any case.
     :param extra: what :meth:`SessionCore.save` returned (``Vary``, maybe ``Set-Cookie``).
     """
     merged = list(headers)

@@ -6,24 +6,16 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cookies import CookieSettings, IdSigner, hash_session_id, new_session_id
 from ..errors import SessionError
 from ..session import Changes, Expiry, Session, SessionState
-from .operations import (
-    KEEP_USER,
-    Delete,
-    Insert,
-    Steps,
-    Touch,
-    Write,
-    WriteResult,
-    _stored_expiry,
-    expiry_columns,
-    user_id_text,
-)
+from .operations import KEEP_USER, Delete, Insert, Touch, Write, expiry_columns, user_id_text
 from .policy import Policy
+
+if TYPE_CHECKING:
+    from .operations import Steps, WriteResult
 
 log = logging.getLogger("pgsession_wsgi")
 
@@ -58,7 +50,7 @@ class _SaveDecision:
     def _insert_new(self, session: Session, state: SessionState, changes: Changes) -> Steps[str]:
         policy = self.policy
         new_id = self._id_head + new_session_id()
-        data = changes.full_json if changes.full_json is not None else changes.changed_json
+        data = changes.full_json or changes.changed_json  # never "": an object is at least "{}"
         user = self._user_column(session, changes)
         idle_timeout, ends_at = expiry_columns(state.expiry)
         yield Insert(
@@ -119,7 +111,7 @@ class _SaveDecision:
             return None
         current_id = new_id or old_id
         if not set_expiry:  # a blind write learns the row's own lifetime here, for Max-Age
-            state.expiry = _stored_expiry(result.idle_timeout, result.ends_at)
+            state.expiry = result.ends_at if result.ends_at is not None else result.idle_timeout
         cookie = self._cookie_after_save(
             session,
             state,
@@ -192,11 +184,8 @@ class _SaveDecision:
         """What :meth:`SessionCore.max_age` returns."""
         if expiry is None:
             return self._max_age
-        if isinstance(expiry, datetime):
-            seconds = (expiry - datetime.now(timezone.utc)).total_seconds()
-        else:
-            seconds = expiry.total_seconds()
+        left = expiry - datetime.now(timezone.utc) if isinstance(expiry, datetime) else expiry
         absolute = self.policy.absolute_timeout
         if absolute is not None:
-            seconds = min(seconds, absolute.total_seconds())
-        return max(0, int(seconds))
+            left = min(left, absolute)
+        return max(0, int(left.total_seconds()))

@@ -9,15 +9,17 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from ..dsn import hide_password
 from ..errors import StoreUnavailable
-from .connections import first_line, gone
+from .connections import readable, refused
+
+if TYPE_CHECKING:
+    from ..async_borrowed import LentAsyncPool
 
 __all__ = ["AsyncPool"]
 
@@ -26,8 +28,8 @@ OnConnect = Callable[[Connection], Awaitable[None]]
 
 
 class _Failures:
-    """Wakes the requests waiting for a connection when the pool gives up making one (the pool tells
-    them nothing, so they would wait out ``pool_timeout``).
+    """Wakes the requests waiting for a connection when the pool gives up making one (it tells them
+    nothing, so they would wait out ``pool_timeout``); ``last`` keeps why, for their message.
 
     Its event is made in the running loop: Python 3.9 binds asyncio objects to the loop they are
     made in, and a store is often built at import time, before the server's loop exists.
@@ -42,10 +44,6 @@ class _Failures:
         if self._event is None:
             self._event = asyncio.Event()
         return self._event
-
-    def record(self, exc: BaseException) -> None:
-        """Keep why an attempt failed, for the requests' message."""
-        self.last = exc
 
     def gave_up(self, pool: object = None) -> None:
         """The pool's ``reconnect_failed`` (``pool`` is ours): wake those waiting now."""
@@ -63,7 +61,7 @@ def _watched_connection_class(failures: _Failures) -> type[Connection]:
             try:
                 return await super().connect(conninfo, **kwargs)
             except psycopg.Error as exc:
-                failures.record(exc)
+                failures.last = exc
                 raise
 
     return WatchedConnection
@@ -81,7 +79,12 @@ def _idle_counter(pool: AsyncConnectionPool[Any]) -> Callable[[], int]:
 
 def _is_dead(conn: Connection) -> bool:
     """True if an idle connection has been closed by the server: it has something to read."""
-    return gone(conn.closed or conn.broken, conn.fileno, psycopg.Error)
+    if conn.closed or conn.broken:
+        return True
+    try:
+        return readable(conn.fileno())
+    except (OSError, ValueError, psycopg.Error):
+        return True
 
 
 class AsyncPool:
@@ -134,7 +137,7 @@ class AsyncPool:
         try:
             await self._on_connect(conn)
         except psycopg.Error as exc:
-            self._failures.record(exc)
+            self._failures.last = exc
             await conn.close()  # the pool drops it without closing it
             raise
 
@@ -191,14 +194,14 @@ class AsyncPool:
         except asyncio.CancelledError:
             if not watcher.done() or watcher.cancelled():
                 raise  # the request itself was cancelled
-            raise _refused(self._failures.last, self._secrets) from None
+            raise refused(self._failures.last, self._secrets) from None
 
     async def connect_unpooled(self) -> Connection:
         """A connection outside the pool, for work that must never make a request wait."""
         try:
             conn = await self._connection_class.connect(self._conninfo, **self._kwargs)
         except psycopg.Error as exc:
-            raise _refused(exc, self._secrets) from None
+            raise refused(exc, self._secrets) from None
         try:
             await self._on_connect(conn)
         except BaseException:
@@ -213,11 +216,11 @@ class AsyncPool:
 
 
 class _Checkout:
-    """One ``async with pool.connection()``: a class, as a generator costs several times more."""
+    """One ``async with pool.connection()``, on either pool: a class, as a generator costs more."""
 
     __slots__ = ("_owner", "_conn")
 
-    def __init__(self, owner: AsyncPool) -> None:
+    def __init__(self, owner: AsyncPool | LentAsyncPool) -> None:
         self._owner = owner
 
     async def __aenter__(self) -> Connection:
@@ -226,13 +229,6 @@ class _Checkout:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._owner.release(self._conn)
-
-
-def _refused(exc: BaseException | None, secrets: dict[str, Any]) -> StoreUnavailable:
-    reason = hide_password(first_line(exc), secrets) if exc is not None else "the attempt failed"
-    return StoreUnavailable(
-        f"cannot connect to PostgreSQL ({reason}); check that the server is running and the DSN is right"
-    )
 
 
 #: What using a closed async store answers (the store, its pool and a lent pool alike).

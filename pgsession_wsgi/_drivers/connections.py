@@ -4,15 +4,27 @@ with one system call and no round trip: it has something to read (the goodbye, o
 from __future__ import annotations
 
 import select
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-__all__ = ["choose_readable", "first_line", "gone"]
+from ..dsn import hide_password
+from ..errors import StoreUnavailable
+
+__all__ = ["choose_readable", "first_line", "refused"]
 
 
 def first_line(exc: BaseException | None) -> str:
     """The first line of an error's message, or its class name when it has none."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def refused(exc: BaseException | None, secrets: Mapping[str, Any]) -> StoreUnavailable:
+    """The error for a connection PostgreSQL refused, quoting why without the password."""
+    reason = hide_password(first_line(exc), secrets) if exc is not None else "the attempt failed"
+    return StoreUnavailable(
+        f"cannot connect to PostgreSQL ({reason}); check that the server is running and the DSN is right"
+    )
 
 
 def _readable_poll(fd: int) -> bool:
@@ -34,13 +46,3 @@ def choose_readable() -> Callable[[int], bool]:
 
 
 readable = choose_readable()
-
-
-def gone(closed: bool, fileno: Callable[[], int], driver_error: type[Exception]) -> bool:
-    """Whether an idle connection was closed; ``driver_error`` is what the driver raises on a gone socket."""
-    if closed:
-        return True
-    try:
-        return readable(fileno())
-    except (OSError, ValueError, driver_error):
-        return True

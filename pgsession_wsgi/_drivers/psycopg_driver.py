@@ -48,12 +48,10 @@ _UNREADABLE: tuple[type[Exception], ...] = (*UNREADABLE_VALUE_ERRORS, psycopg.Da
 
 
 class _Named(AsyncCursor[Any]):
-    """A cursor whose statement is prepared on its connection under ``name``: psycopg 3 sends only
-    bind and execute, as for its own prepared statements (``_get_prepared`` answers our name).
+    """A cursor for a statement prepared under ``name``: psycopg 3 sends only bind and execute.
 
-    psycopg's own preparation stays off (``prepare_threshold=None``): its names (``_pg3_0``...) are
-    the same on every connection, so behind PgBouncer they could meet another client's statement;
-    ours name their text's hash.
+    psycopg's own preparation stays off: its names (``_pg3_0``...) are the same on every connection,
+    so behind PgBouncer they could meet another client's statement; ours name their text's hash.
     """
 
     __slots__ = ("_statement_name",)
@@ -66,17 +64,14 @@ class _Named(AsyncCursor[Any]):
         return _PREPARED_ALREADY, self._statement_name
 
 
-def _prepared_already() -> Any:
-    """psycopg's answer "prepared already", if this psycopg asks its cursors (3.1 and later); without
-    it, prepared statements are sent as the sync store sends them (``EXECUTE`` text)."""
-    try:
-        from psycopg._preparing import Prepare
-    except ImportError:  # pragma: no cover - a psycopg that moved it
-        return None
-    return Prepare.YES if hasattr(AsyncCursor, "_get_prepared") else None
-
-
-_PREPARED_ALREADY = _prepared_already()
+# psycopg's answer "prepared already", if this psycopg asks its cursors (3.1 and later); without it,
+# prepared statements are sent as the sync store sends them (``EXECUTE`` text).
+try:
+    from psycopg._preparing import Prepare
+except ImportError:  # pragma: no cover - a psycopg that moved it
+    _PREPARED_ALREADY: Any = None
+else:
+    _PREPARED_ALREADY = Prepare.YES if hasattr(AsyncCursor, "_get_prepared") else None
 
 
 class PsycopgConnections(StoreBase):
@@ -280,9 +275,8 @@ class PsycopgConnections(StoreBase):
         """Send one statement and answer as it asks, from its last result (past a ``SET LOCAL`` guard
         or a ``PREPARE``)."""
         attempt = statement.attempt
-        # Several commands (``SET LOCAL ...; ...``, behind PgBouncer or on an app's pool) cannot
-        # go in one extended-protocol statement: bound on the client, one simple-protocol message
-        # as psycopg2 sends it, one implicit transaction that ``SET LOCAL`` covers.
+        # Several commands (``SET LOCAL ...; ...``) cannot go in one extended-protocol statement:
+        # one simple-protocol message, as psycopg2 sends it, in one implicit transaction.
         if statement.client:
             cur: Cursor = AsyncClientCursor(conn)
         elif attempt is not None and attempt.name is not None:  # prepared here: by name

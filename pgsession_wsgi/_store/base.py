@@ -125,8 +125,7 @@ class StoreBase:
         self.purge_interval = purge_interval
         #: Whether the table is (made) unlogged, as given; None takes an existing one as it is.
         self.unlogged = unlogged
-        #: The hash partitions the table is made with, as given; None for a plain table (or a
-        #: partitioned one taken as it is).
+        #: The hash partitions the table is made with, as given; None: a plain table, or one taken as it is.
         self.partitions = partitions
         self._create_table = create_table
         # Where the app's connections come from ("your SQLAlchemy engine"), None for a DSN.
@@ -187,9 +186,8 @@ class StoreMethods:
     ) -> None:
         """Store a new session, as :class:`~pgsession_wsgi.core.Insert` describes each parameter.
 
-        The size is what the database stores (``octet_length(data::text)``).
-
-        :raises SessionTooLarge: the data is over ``max_size``; nothing was stored.
+        :raises SessionTooLarge: the data, as stored (``octet_length(data::text)``), is over
+            ``max_size``; nothing was stored.
         """
         insert = Insert(id_hash, data_json, user_id, idle, absolute, max_size, idle_timeout, ends_at)
         return self._answer(insert)  # type: ignore[no-any-return]
@@ -214,12 +212,10 @@ class StoreMethods:
         """Merge changed keys into a live row, moving it to ``new_hash`` if given, as
         :class:`~pgsession_wsgi.core.Write` describes each parameter.
 
-        The merged row is measured in the same statement, so concurrent writes cannot pass
-        ``max_size`` together.
-
         :returns: whether the row was there, whether its expiry moved, its ``_permanent``, and
             its own lifetime.
-        :raises SessionTooLarge: the merged row is over ``max_size``; nothing was written.
+        :raises SessionTooLarge: the merged row is over ``max_size`` (measured in the same
+            statement: concurrent writes cannot pass it together); nothing was written.
         """
         write = Write(
             id_hash, changed_json, list(removed), replace, new_hash, user_id, idle, absolute, touch_interval,
@@ -252,9 +248,8 @@ class StoreMethods:
     ) -> int:
         """Delete expired rows in batches of ``batch_size``; returns how many went.
 
-        Each batch is its own short transaction that skips rows other transactions hold, so
-        requests never wait on it. While another process is purging (an advisory lock), this
-        call stops early and may return 0.
+        Each batch is its own short transaction that skips rows in use, so requests never wait on
+        it. While another process is purging, this call stops early and may return 0.
 
         :param batch_size: rows per statement: shorter statements against more round trips.
         :param on_batch: to show progress or stop a long purge: called as
@@ -294,9 +289,7 @@ class StoreMethods:
     def delete_all(self, *, batch_size: int = DEFAULT_PURGE_BATCH_SIZE) -> int:
         """End every session in the table ("log everyone out"); returns how many live ones ended.
 
-        Every row goes, expired ones too (uncounted), whichever app made it: a row does not
-        record the app's ``key_prefix``, so apps sharing the table are all logged out; give an app
-        a table of its own for a ``delete_all`` of its own.
+        Every row goes, expired ones too (uncounted), whichever app sharing the table made it.
 
         :param batch_size: rows per statement, each its own short transaction: a request waits
             for one batch at most, and none runs into ``statement_timeout``. A session made while

@@ -9,16 +9,18 @@ import hashlib
 from ..errors import ConfigurationError
 
 __all__ = [
-    "create_statements", "grant_statements", "index_names", "partition_names", "persistence_statement",
-    "quote_identifier", "setup_names",
+    "create_statements",
+    "grant_statements",
+    "index_names",
+    "partition_names",
+    "persistence_statement",
+    "quote_identifier",
+    "setup_names",
 ]
 
 
 def quote_identifier(name: str, what: str) -> str:
     """Quote a table or schema name the way PostgreSQL does, so any name is data, never SQL.
-
-    The result is exact SQL text; a statement run *with* parameters needs :func:`_in_template`
-    too (the drivers read ``%``).
 
     :param name: the table or schema name, as given.
     :param what: what it names (``"table"``, ``"schema"``...), for the error message.
@@ -37,11 +39,6 @@ def quote_identifier(name: str, what: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _in_template(sql_text: str) -> str:
-    """SQL text made safe inside a statement run with parameters: ``%`` becomes ``%%``."""
-    return sql_text.replace("%", "%%")
-
-
 def _name_base(table: str) -> str:
     # Distinct per table even when long names share a prefix (PostgreSQL cuts names at 63 bytes).
     short = table.encode()[:30].decode("utf-8", "ignore")
@@ -51,8 +48,7 @@ def _name_base(table: str) -> str:
 def index_names(table: str) -> tuple[str, str]:
     """The unquoted names of a table's ``expires_at`` index and its partial ``user_id`` index.
 
-    Distinct per table even when long names share a prefix; the DDL and
-    :func:`pgsession_wsgi.sqlalchemy.session_table` both take them from here.
+    The DDL and :func:`pgsession_wsgi.sqlalchemy.session_table` both take them from here.
     """
     base = _name_base(table)
     return base + "_expires_at_idx", base + "_user_id_idx"
@@ -77,11 +73,8 @@ def setup_names(schema: str, table: str) -> tuple[str, str, str, str]:
 
 
 def grant_statements(schema: str, table: str, role: str) -> list[str]:
-    """The GRANTs a least-privilege role needs to use the session table, and nothing more.
-
-    USAGE on the schema, and SELECT, INSERT, UPDATE, DELETE on the table: every request
-    statement, the purge and ``stats`` need no other privilege once the table exists.
-    """
+    """The GRANTs a least-privilege role needs to use the session table once it exists, and no more:
+    USAGE on the schema, and SELECT, INSERT, UPDATE, DELETE on the table."""
     schema_part = quote_identifier(schema, "schema")
     qualified = f"{schema_part}.{quote_identifier(table, 'table')}"
     grantee = quote_identifier(role, "role")
@@ -92,9 +85,8 @@ def grant_statements(schema: str, table: str, role: str) -> list[str]:
 
 
 def persistence_statement(qualified: str, unlogged: bool) -> str:
-    """The DDL that makes an existing table unlogged or logged again.
-
-    It rewrites the table under an ``ACCESS EXCLUSIVE`` lock, so it is only run when asked for.
+    """The DDL that makes an existing table unlogged or logged again (a rewrite under an
+    ``ACCESS EXCLUSIVE`` lock, so only run when asked for).
 
     :param qualified: the table's quoted, qualified name, as exact SQL.
     """
@@ -104,19 +96,14 @@ def persistence_statement(qualified: str, unlogged: bool) -> str:
 def create_statements(
     schema: str, table: str, partitions: int | None
 ) -> tuple[list[str], list[str], list[str]]:
-    """The DDL that creates a table of ours, for :class:`~pgsession_wsgi.sql.Statements`.
+    """The DDL that creates a table of ours (``partitions`` as :class:`~pgsession_wsgi.sql.Statements`).
 
-    :param partitions: make the table ``PARTITION BY HASH (id)`` into this many partitions; None
-        for a plain table.
     :returns: ``(create, create_unlogged, partitions)``: schema, table, its partitions and
-        indexes with the table logged; the same with an unlogged table; each partition's
-        quoted, qualified name, in remainder order (empty for a plain table).
+        indexes, the table logged; the same, the table unlogged; the partitions' qualified names.
     """
     schema_part = quote_identifier(schema, "schema")
     exact = f"{schema_part}.{quote_identifier(table, 'table')}"
-    expires_name, user_name = index_names(table)
-    expires_index = quote_identifier(expires_name, "index")
-    user_index = quote_identifier(user_name, "index")
+    expires_index, user_index = (quote_identifier(name, "index") for name in index_names(table))
     table_columns = (
         f" TABLE IF NOT EXISTS {exact} (\n"
         "    id          bytea        PRIMARY KEY,\n"
@@ -130,8 +117,7 @@ def create_statements(
         ")"
     )
     qualified_partitions = [
-        f"{schema_part}.{quote_identifier(name, 'table')}"
-        for name in (partition_names(table, partitions) if partitions else [])
+        f"{schema_part}.{quote_identifier(name, 'table')}" for name in partition_names(table, partitions or 0)
     ]
     # Updates are mostly HOT with room left on each page: the table's, or each partition's
     # (a partitioned table itself holds no rows, so takes no storage parameters).
@@ -142,11 +128,11 @@ def create_statements(
         f" {exact} FOR VALUES WITH (MODULUS {partitions}, REMAINDER {remainder}){fill}"
         for remainder, qualified in enumerate(qualified_partitions)
     ]
-    schema_and_table = [f"CREATE SCHEMA IF NOT EXISTS {schema_part}", "CREATE" + table_columns]
     indexes = [
         f"CREATE INDEX IF NOT EXISTS {expires_index} ON {exact} (expires_at)",
         f"CREATE INDEX IF NOT EXISTS {user_index} ON {exact} (user_id) WHERE user_id IS NOT NULL",
     ]
-    create = [*schema_and_table, *parts, *indexes]
-    create_unlogged = [schema_and_table[0], "CREATE UNLOGGED" + table_columns, *parts, *indexes]
+    create_schema = f"CREATE SCHEMA IF NOT EXISTS {schema_part}"
+    create = [create_schema, "CREATE" + table_columns, *parts, *indexes]
+    create_unlogged = [create_schema, "CREATE UNLOGGED" + table_columns, *parts, *indexes]
     return create, create_unlogged, qualified_partitions

@@ -59,9 +59,8 @@ class DriverErrors:
         self._bare: type[Exception] = driver.DatabaseError
 
     def broke(self, exc: Exception) -> bool:
-        """True if the connection broke under ``exc``: a connection error, or a bare
-        ``DatabaseError`` with no SQLSTATE (psycopg2's "server closed the connection unexpectedly"
-        before libpq marked the connection bad)."""
+        """True if the connection broke under ``exc``: a connection error, or a bare ``DatabaseError``
+        with no SQLSTATE (psycopg2's "server closed the connection unexpectedly" before libpq knew)."""
         if isinstance(exc, self.lost):
             return True
         # psycopg2 names the SQLSTATE pgcode, psycopg 3 sqlstate.
@@ -79,10 +78,8 @@ class Unreadable:
 
 
 def readable(row: Any) -> Any:
-    """``row`` (None too), if it holds values pgsession-wsgi could have written.
-
-    :raises SessionDataError: the driver could not read it, or a time in it is out of range.
-    """
+    """``row`` (None too); :class:`SessionDataError` if the driver could not read it or a time in it
+    is out of range."""
     if type(row) is Unreadable:
         raise SessionDataError(row.kind)
     try:

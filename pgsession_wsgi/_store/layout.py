@@ -9,29 +9,20 @@ import logging
 import shlex
 from collections.abc import Callable, Mapping
 
+from .. import sql
 from ..errors import ConfigurationError, LegacyTableError, PrivilegeError, ReadOnlyServer, SessionError
-from ..sql import (
-    ADDED_COLUMNS,
-    EXPECTED_COLUMNS,
-    LAYOUT,
-    LOCK,
-    PARTITIONING,
-    PERSISTENCE,
-    PRIVILEGES,
-    SETUP_STATE,
-    Statements,
-    grant_statements,
-    lock_key,
-    persistence_statement,
-    quote_identifier,
-    setup_names,
-    upgrade_statement,
-)
+from .ddl import grant_statements, persistence_statement, quote_identifier, setup_names
 from .exchange import ALL, ONE, Statement, Steps, one_row
 
 __all__ = [
-    "TableSetup", "check_layout", "check_persistence", "missing_table_error", "needs_upgrade",
-    "privilege_error", "read_only_error", "setup_plan",
+    "TableSetup",
+    "check_layout",
+    "check_persistence",
+    "missing_table_error",
+    "needs_upgrade",
+    "privilege_error",
+    "read_only_error",
+    "setup_plan",
 ]
 
 log = logging.getLogger("pgsession_wsgi")
@@ -41,19 +32,24 @@ class TableSetup:
     """A store's table: its DDL, creation, layout check and grants, as steps, and what is done."""
 
     def __init__(
-        self, sql: Statements, schema: str, table: str, unlogged: bool | None, create: bool,
-        store_class: str, partitions: int | None = None,
+        self,
+        statements: sql.Statements,
+        schema: str,
+        table: str,
+        unlogged: bool | None,
+        create: bool,
+        store_class: str,
+        partitions: int | None = None,
     ) -> None:
-        self._sql = sql
+        self._sql = statements
         self.schema, self.table = schema, table
         self.qualified = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
-        self.lock_key = lock_key(schema, table)
+        self.lock_key = sql.lock_key(schema, table)
         self._unlogged = unlogged
         self._create = create
         self._store_class = store_class
         self._partitions = partitions
-        self.created = False
-        self.checked = False
+        self.created = self.checked = False
 
     def ddl(self) -> str:
         """The statements that create the table and its indexes (``PostgresStore.ddl``)."""
@@ -65,11 +61,9 @@ class TableSetup:
 
     def due(self) -> Callable[[], Steps[None]] | None:
         """What the store does before its first statement, once: create or check the table."""
-        if self._create and not self.created:
-            return self.creating(convert=False)
-        if not self._create and not self.checked:
-            return self.check
-        return None
+        if self._create:
+            return None if self.created else self.creating(convert=False)
+        return None if self.checked else self.check
 
     def creating(self, *, convert: bool) -> Callable[[], Steps[None]]:
         """The steps that create what is missing, in one transaction under the table's lock."""
@@ -77,8 +71,8 @@ class TableSetup:
         def create() -> Steps[None]:
             yield Statement("BEGIN")
             try:
-                yield Statement(LOCK, (self.lock_key,))
-                state = yield Statement(SETUP_STATE, setup_names(self.schema, self.table), ONE)
+                yield Statement(sql.LOCK, (self.lock_key,))
+                state = yield Statement(sql.SETUP_STATE, setup_names(self.schema, self.table), ONE)
                 missing_schema, missing_objects, read_only = one_row(state)
                 if read_only:  # a standby: found at start-up, not at the first write
                     raise read_only_error("transaction_read_only is on")
@@ -106,56 +100,45 @@ class TableSetup:
     def granting(self, role: str) -> Callable[[], Steps[None]]:
         """The steps that grant ``role`` what an app needs (the names are checked now)."""
         statements = grant_statements(self.schema, self.table, role)
-
-        def grant() -> Steps[None]:
-            for statement in statements:
-                yield Statement(statement)
-
-        return grant
+        return lambda: (Statement(statement) for statement in statements)
 
     def _check_layout(self, *, upgrade: bool, convert: bool = False) -> Steps[None]:
         """Refuse a table that is not ours, or that the store's role may not use, or whose
         persistence differs from ``unlogged`` (unless ``convert``); with ``upgrade``, add what an
         older one of ours lacks."""
-        columns = dict((yield Statement(LAYOUT, (self.qualified,), ALL)))
+        columns = dict((yield Statement(sql.LAYOUT, (self.qualified,), ALL)))
         if upgrade and needs_upgrade(columns):
             # ALTER TABLE waits for an exclusive lock even when there is nothing to add: only now.
             yield Statement(self._sql.upgrade)
-            columns = dict((yield Statement(LAYOUT, (self.qualified,), ALL)))
+            columns = dict((yield Statement(sql.LAYOUT, (self.qualified,), ALL)))
         if not columns:
             where = {"qualified": self.qualified, "table": self.table, "schema": self.schema}
             raise missing_table_error(**where, driver_class=self._store_class)
         check_layout(columns, qualified=self.qualified, table=self.table, schema=self.schema)
         if self._partitions is not None:
-            strategy, count = one_row((yield Statement(PARTITIONING, (self.qualified,) * 2, ONE)))
+            strategy, count = one_row((yield Statement(sql.PARTITIONING, (self.qualified,) * 2, ONE)))
             # While creating, a partitioned table just made has no partitions yet.
             found = self._partitions if upgrade and strategy == "h" and int(count) == 0 else int(count)
             check_partitions(strategy, found, self._partitions, qualified=self.qualified)
         # Found at start-up rather than as a 500 on every request: a table made for another role.
-        role, allowed = one_row((yield Statement(PRIVILEGES, (self.schema, *[self.qualified] * 4), ONE)))
+        role, allowed = one_row((yield Statement(sql.PRIVILEGES, (self.schema, *[self.qualified] * 4), ONE)))
         if not allowed:
             detail = f"permission denied for table {self.table}"
             raise privilege_error(detail, role=role, table=self.table, schema=self.schema)
         if self._unlogged is None:
             return
-        is_unlogged = bool(one_row((yield Statement(PERSISTENCE, (self.qualified,), ONE)))[0])
+        is_unlogged = bool(one_row((yield Statement(sql.PERSISTENCE, (self.qualified,), ONE)))[0])
         if convert and is_unlogged != self._unlogged:
-            log.warning(
-                "converting the session table %s: %s",
-                self.qualified,
-                "SET UNLOGGED" if self._unlogged else "SET LOGGED",
-            )
+            how = "SET UNLOGGED" if self._unlogged else "SET LOGGED"
+            log.warning("converting the session table %s: %s", self.qualified, how)
             yield Statement(persistence_statement(self.qualified, self._unlogged))
             is_unlogged = self._unlogged
         check_persistence(is_unlogged, self._unlogged, qualified=self.qualified)
 
 
 def setup_plan(missing_schema: bool, missing_objects: bool, create: list[str]) -> tuple[list[str], list[str]]:
-    """The DDL ``create_table`` runs before checking the table's layout, and after it.
-
-    Nothing when the table and its indexes exist: ``CREATE ... IF NOT EXISTS`` still needs CREATE
-    on the schema and ownership of the table, which a least-privilege role lacks.
-    """
+    """The DDL ``create_table`` runs before the layout check, and after it: none if the table and its
+    indexes exist (``CREATE ... IF NOT EXISTS`` needs privileges a least-privilege role lacks)."""
     if not missing_objects:
         return [], []
     schema_sql, table_sql, *index_sql = create
@@ -163,11 +146,8 @@ def setup_plan(missing_schema: bool, missing_objects: bool, create: list[str]) -
 
 
 def missing_table_error(*, qualified: str, table: str, schema: str, driver_class: str) -> SessionError:
-    """The error for a store told ``create_table=False`` whose table does not exist.
-
-    Not a configuration error: the table may be made while the app runs, and the next request
-    then works.
-    """
+    """The error for a store told ``create_table=False`` whose table does not exist (not a
+    configuration error: the table may be made while the app runs, and the next request works)."""
     return SessionError(
         f"the session table {qualified} does not exist: create it once as its owner with "
         f"`pgsession-wsgi init --dsn ... --schema {shlex.quote(schema)} --table {shlex.quote(table)}`, "
@@ -201,29 +181,25 @@ def privilege_error(detail: str, *, role: str | None, table: str, schema: str) -
 
 
 def needs_upgrade(columns: Mapping[str, str]) -> bool:
-    """Whether the table is ours but made by an older version: only columns added since are missing.
-
-    Only then may a store add them; a table of anyone else is never altered.
-    """
-    missing = [name for name in EXPECTED_COLUMNS if name not in columns]
-    return bool(missing) and all(name in ADDED_COLUMNS for name in missing) and _types_match(columns)
-
-
-def _types_match(columns: Mapping[str, str]) -> bool:
-    return all(columns[name] == kind for name, kind in EXPECTED_COLUMNS.items() if name in columns)
+    """Whether the table is ours but made by an older version: only columns added since are missing
+    (only then may a store add them; a table of anyone else is never altered)."""
+    missing = sql.EXPECTED_COLUMNS.keys() - columns.keys()
+    if not missing or not missing <= sql.ADDED_COLUMNS.keys():
+        return False
+    return all(columns[name] == kind for name, kind in sql.EXPECTED_COLUMNS.items() if name in columns)
 
 
 def check_layout(columns: Mapping[str, str], *, qualified: str, table: str, schema: str) -> None:
     """Refuse a table whose columns (name to type, as ``LAYOUT`` answers) are not ours, naming
     what to do about it: a :class:`LegacyTableError` for flask-pg-session's, else a
     :class:`ConfigurationError`."""
-    if all(columns.get(name) == kind for name, kind in EXPECTED_COLUMNS.items()):
+    if all(columns.get(name) == kind for name, kind in sql.EXPECTED_COLUMNS.items()):
         return
     if needs_upgrade(columns):
-        missing = ", ".join(name for name in ADDED_COLUMNS if name not in columns)
+        missing = ", ".join(name for name in sql.ADDED_COLUMNS if name not in columns)
         raise ConfigurationError(
             f"the session table {qualified} lacks the column(s) {missing} (per-session lifetimes, "
-            f"added in pgsession-wsgi 0.2.0); add them once with `{upgrade_statement(qualified)}` "
+            f"added in pgsession-wsgi 0.2.0); add them once with `{sql.upgrade_statement(qualified)}` "
             "(instant: no rewrite), or `pgsession-wsgi init`, or start a store with create_table=True, "
             "which adds them itself"
         )
@@ -253,11 +229,8 @@ def check_partitions(strategy: str | None, count: int, partitions: int, *, quali
 
 
 def check_persistence(is_unlogged: bool, unlogged: bool, *, qualified: str) -> None:
-    """Refuse an existing table that is unlogged when the store was told logged, or the reverse.
-
-    Never converted on the way: that rewrites the table under an exclusive lock, which would
-    stall every request at an app's start.
-    """
+    """Refuse an existing table that is unlogged when the store was told logged, or the reverse
+    (never converted on the way: the rewrite's exclusive lock would stall every request)."""
     if is_unlogged == unlogged:
         return
     if is_unlogged:

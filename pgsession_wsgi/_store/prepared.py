@@ -30,10 +30,8 @@ _statement = tuple.__new__
 
 
 class PreparedStatements:
-    """Which text each request statement goes as, per connection; off until :meth:`enable`.
-
-    ``plain`` makes a request statement as text, every value bound (while these are off).
-    """
+    """Which text each request statement goes as, per connection; off until :meth:`enable`
+    (``plain`` makes a request statement as text, every value bound, while off)."""
 
     def __init__(self, sql: Statements, errors: DriverErrors, plain: Callable[..., Statement]) -> None:
         self.sql = sql
@@ -56,10 +54,8 @@ class PreparedStatements:
 
     def statement(self, conn: Any, kind: str, params: dict[str, Any], fixed: Fixed, read: int) -> Statement:
         """The request statement ``kind`` as it goes on ``conn``: its ``EXECUTE`` where prepared
-        there, ``PREPARE ...; EXECUTE ...`` where not yet, the text while these are off.
-
-        ``params`` are the request's own values, ``fixed`` those of the app's settings.
-        """
+        there, ``PREPARE ...; EXECUTE ...`` where not yet, the text while these are off. ``params``
+        are the request's own values, ``fixed`` those of the app's settings."""
         if self.templates is None:
             return self.plain(kind, params, fixed, read)
         try:
@@ -134,10 +130,8 @@ class _Attempt:
 
 
 def _literal(name: str, value: Any) -> str:
-    """A setting's value as SQL text, exactly as psycopg2 sends it as a parameter.
-
-    Only durations, numbers and None: anything else is refused rather than pasted into SQL.
-    """
+    """A setting's value as SQL text, exactly as psycopg2 sends it as a parameter; only durations,
+    numbers and None (anything else is refused rather than pasted into SQL)."""
     if isinstance(value, bool) or not (value is None or isinstance(value, (timedelta, int, float))):
         parameter = "touch_interval" if name == "touch" else name
         raise TypeError(f"{parameter} must be a timedelta, a number or None, not {type(value).__name__}")

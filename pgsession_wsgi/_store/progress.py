@@ -60,8 +60,16 @@ class Progress:
     """
 
     def __init__(
-        self, label: str, what: str, stream: TextIO, *, approximate: bool = False, interval: float = 10.0,
-        tty: bool | None = None, clock: Callable[[], float] = time.monotonic, width: int | None = None,
+        self,
+        label: str,
+        what: str,
+        stream: TextIO,
+        *,
+        approximate: bool = False,
+        interval: float = 10.0,
+        tty: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        width: int | None = None,
     ) -> None:
         self.label = label
         self.what = what

@@ -36,8 +36,7 @@ class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]  # djang
             return _unavailable(exc)
 
     def process_exception(self, request: Any, exception: BaseException) -> Any:
-        """A 503 for a :class:`~pgsession_wsgi.StoreUnavailable` raised by the view; None
-        (Django's handling) for any other exception."""
+        """A 503 for a :class:`~pgsession_wsgi.StoreUnavailable` from the view; else None (Django's)."""
         if isinstance(exception, StoreUnavailable):
             return _unavailable(exception)
         return None

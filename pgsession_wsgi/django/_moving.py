@@ -1,11 +1,11 @@
-"""Internal: moving an old ``django_session`` row into the shared table, under an id derived from
-its key, the first time its cookie comes back."""
+"""Internal: an old ``django_session`` row moved into the shared table when its cookie comes back."""
 
 from __future__ import annotations
 
 import base64
 import hmac
 import logging
+from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,19 +22,12 @@ log = logging.getLogger("pgsession_wsgi")
 
 
 def derived_id(runtime: Runtime, django_key: str) -> str:
-    """The id an old Django session key moves to: an HMAC of it under ``SECRET_KEY``, so that
-    two requests with the same old cookie move it to one row (43 characters, as new ids)."""
+    """The session id an old Django key moves to: the key prefix and an HMAC of the key under
+    ``SECRET_KEY`` (43 characters, as new ids), so that two requests move it to one row."""
     digest = hmac.digest(
         runtime.secret_key, b"pgsession-wsgi django session\x00" + django_key.encode(), "sha256"
     )
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def django_decode(session_data: str) -> dict[str, Any]:
-    """An old row's data, decoded by Django's own database backend (its signing, its serializer)."""
-    from django.contrib.sessions.backends.db import SessionStore as DjangoDbStore
-
-    return DjangoDbStore().decode(session_data)  # type: ignore[no-any-return]
+    return runtime.id_head + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def move_django_session(runtime: Runtime, session: Session, key: str) -> dict[str, Any] | None:
@@ -45,8 +38,10 @@ def move_django_session(runtime: Runtime, session: Session, key: str) -> dict[st
     found = runtime.store.find_django_session(key)
     if found is None:
         return None
+    from django.contrib.sessions.backends.db import SessionStore as DjangoDbStore
+
     session_data, _expire_date = found
-    data = dict(django_decode(session_data))
+    data = dict(DjangoDbStore().decode(session_data))  # Django's own signing and serializer
     expiry = data.pop("_session_expiry", None)
     idle_timeout: timedelta | None = None
     ends_at: datetime | None = None
@@ -55,36 +50,32 @@ def move_django_session(runtime: Runtime, session: Session, key: str) -> dict[st
     elif isinstance(expiry, (int, float)) and not isinstance(expiry, bool) and expiry > 0:
         idle_timeout = timedelta(seconds=expiry)
     elif isinstance(expiry, str):
-        try:
-            end = datetime.fromisoformat(expiry)
-        except ValueError:
-            end = None
-        if end is not None:
-            ends_at = end if end.utcoffset() is not None else django_timezone.make_aware(end)
+        with suppress(ValueError):
+            ends_at = datetime.fromisoformat(expiry)
+        if ends_at is not None and ends_at.utcoffset() is None:
+            ends_at = django_timezone.make_aware(ends_at)
     if not data or all(name in META_KEYS for name in data):
         log.warning(
             "Django session %s not moved (empty or unreadable data); the request gets a new session", label
         )
         return None
+    policy = runtime.core.policy
     try:
         encoded = {name: encode_value(value) for name, value in data.items()}
-        user_key = runtime.core.policy.user_key
-        user_value = data.get(user_key) if user_key is not None else None
         user = None
-        if user_value is not None:
-            user = user_id_text(user_value, user_key, key_prefix=runtime.core.key_prefix)
+        if policy.user_key is not None and data.get(policy.user_key) is not None:
+            user = user_id_text(data[policy.user_key], policy.user_key, key_prefix=runtime.core.key_prefix)
     except (TypeError, ValueError, SessionError) as exc:
         log.warning(
             "Django session %s not moved (%s); the request gets a new session", label, type(exc).__name__
         )
         return None
     data_json = "{" + ",".join(f"{dumps(name)}:{dumps(value)}" for name, value in encoded.items()) + "}"
-    max_size = runtime.core.policy.max_size
-    if max_size is not None and len(data_json.encode("utf-8")) > max_size:
+    if policy.max_size is not None and len(data_json.encode("utf-8")) > policy.max_size:
         log.warning("Django session %s not moved (over max_size); the request gets a new session", label)
         return None
     stored = runtime.store.move_django_session(
-        key, session_data, id_hash, data_json, user, runtime.absolute_timeout, idle_timeout, ends_at
+        key, session_data, id_hash, data_json, user, policy.absolute_timeout, idle_timeout, ends_at
     )
     if stored is None:  # another request moved it meanwhile: read what it stored
         return run(runtime.core.load(session), runtime.store.execute)

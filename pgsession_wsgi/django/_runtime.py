@@ -1,12 +1,10 @@
-"""One core and one store per process: built from the settings at the first session, rebuilt
-after ``override_settings``, closed at exit."""
+"""One core and one store per process: built at the first session, rebuilt on a settings change."""
 
 from __future__ import annotations
 
 import atexit
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.core.signals import setting_changed
@@ -39,7 +37,6 @@ class Runtime:
     secret_key: bytes
     id_head: str
     move_django_sessions: bool
-    absolute_timeout: timedelta | None
     expire_at_browser_close: bool
 
 
@@ -107,7 +104,6 @@ def _build_runtime() -> Runtime:
         secret_key=secret.encode("utf-8") if isinstance(secret, str) else bytes(secret),
         id_head=prefixed_id("", key_prefix),
         move_django_sessions=config.legacy_table is not None,
-        absolute_timeout=core.policy.absolute_timeout,
         expire_at_browser_close=expire_at_browser_close,
     )
 

@@ -1,5 +1,4 @@
-"""The engine's ``SessionStore``: Django's ``SessionBase`` whose data is the core's
-:class:`~pgsession_wsgi.Session` and whose ``session_key`` is the signed cookie value."""
+"""The engine's ``SessionStore``: Django's ``SessionBase`` on the core's session, keyed by the cookie."""
 
 from __future__ import annotations
 
@@ -20,8 +19,7 @@ from ._runtime import current_runtime
 from ._session_store_parts import ExpiryMethods, FlagMethods, MappingMethods
 from ._store import DJANGO_KEY
 
-# The scheme the core is told: it only decides the Secure flag of a cookie the core would write,
-# and Django's SessionMiddleware writes the cookie here.
+# The scheme the core is told: only for the Secure flag of a cookie it would write (Django's writes it).
 _SCHEME = "https"
 
 
@@ -56,10 +54,10 @@ class SessionStore(MappingMethods, FlagMethods, ExpiryMethods, AsyncMethods, Ses
         if raw is not None or self._legacy_key is None:
             return raw
         state = session.state
-        state.session_id = runtime.id_head + derived_id(runtime, self._legacy_key)
+        state.session_id = derived_id(runtime, self._legacy_key)
         raw = run(runtime.core.load(session), runtime.store.execute)  # moved by an earlier request
         if raw is None:
-            state.session_id = runtime.id_head + derived_id(runtime, self._legacy_key)
+            state.session_id = derived_id(runtime, self._legacy_key)
             raw = move_django_session(runtime, session, self._legacy_key)
         if raw is None:
             state.session_id = None
@@ -89,8 +87,7 @@ class SessionStore(MappingMethods, FlagMethods, ExpiryMethods, AsyncMethods, Ses
 
     @_session_cache.setter
     def _session_cache(self, value: Mapping[str, Any]) -> None:
-        # Django's base replaces the cache with a new dict; here the tracked session is emptied
-        # and refilled, so the save still knows what changed.
+        # Django's base puts a new dict; the tracked session is refilled, so the save knows what changed.
         if value is self._data:
             return
         items = dict(value)
@@ -124,10 +121,9 @@ class SessionStore(MappingMethods, FlagMethods, ExpiryMethods, AsyncMethods, Ses
         if not data.accessed:
             return not self._session_key
         try:
-            empty = data.changes(None).empty
+            if not data.changes(None).empty:
+                return False
         except SessionError:
-            return False
-        if not empty:
             return False
         if not data.loaded:  # nothing written, nothing read: the cookie decides, as in Django
             return not self._session_key
@@ -210,7 +206,7 @@ class SessionStore(MappingMethods, FlagMethods, ExpiryMethods, AsyncMethods, Ses
             return False
         runtime = self._runtime
         if runtime.move_django_sessions and DJANGO_KEY.fullmatch(session_key):
-            moved = runtime.id_head + derived_id(runtime, session_key)
+            moved = derived_id(runtime, session_key)
             if runtime.store.load(hash_session_id(moved), runtime.core.policy.touch_interval) is not None:
                 return True
             return runtime.store.find_django_session(session_key) is not None
@@ -239,7 +235,7 @@ class SessionStore(MappingMethods, FlagMethods, ExpiryMethods, AsyncMethods, Ses
                 runtime.store.delete_django_session(self._legacy_key)
             return
         if runtime.move_django_sessions and DJANGO_KEY.fullmatch(session_key):
-            runtime.store.delete(hash_session_id(runtime.id_head + derived_id(runtime, session_key)))
+            runtime.store.delete(hash_session_id(derived_id(runtime, session_key)))
             runtime.store.delete_django_session(session_key)
             return
         id_hash = self._hash_of(session_key)
@@ -269,7 +265,7 @@ class SessionStore(MappingMethods, FlagMethods, ExpiryMethods, AsyncMethods, Ses
         run(self._runtime.core.save(data), self._runtime.store.execute)
         if self._legacy_key is not None:  # the old key's row, wherever it is by now
             runtime = self._runtime
-            runtime.store.delete(hash_session_id(runtime.id_head + derived_id(runtime, self._legacy_key)))
+            runtime.store.delete(hash_session_id(derived_id(runtime, self._legacy_key)))
             runtime.store.delete_django_session(self._legacy_key)
             self._legacy_key = None
         self._moved = False

@@ -1,5 +1,4 @@
-"""Mixins of ``SessionStore``: the mapping, Django's ``accessed`` and ``modified`` flags, and the
-expiry methods, each on the core's session, with Django's meanings."""
+"""Mixins of ``SessionStore`` on the core's session, with Django's meanings: mapping, flags, expiry."""
 
 from __future__ import annotations
 
@@ -193,8 +192,7 @@ class FlagMethods:
 
     @modified.setter
     def modified(self, value: bool) -> None:
-        # True asks for a save (Django's idiom after a change in place, found here anyway);
-        # False drops no change.
+        # True asks for a save (Django's idiom after a change in place, found anyway); False drops none.
         self._save_requested = bool(value)
         if value:
             self._data.accessed = True

@@ -1,5 +1,4 @@
-"""The engine's settings: each one typed and read from ``django.conf.settings``, and the libpq
-connection string of a ``DATABASES`` entry."""
+"""The engine's settings, each typed and read from ``django.conf.settings``; a ``DATABASES`` entry's DSN."""
 
 from __future__ import annotations
 
@@ -253,10 +252,7 @@ def database_dsn(alias: str) -> str:
             f"DATABASES[{alias!r}] uses {engine!r}, not PostgreSQL: set PGSESSION_DSN to the "
             "PostgreSQL that holds the sessions (postgresql://user:password@host/dbname)"
         )
-    parts: dict[str, Any] = {}
-    for key, name in _LIBPQ_NAMES.items():
-        if entry.get(key):
-            parts[name] = entry[key]
+    parts = {name: entry[key] for key, name in _LIBPQ_NAMES.items() if entry.get(key)}
     for key, value in (entry.get("OPTIONS") or {}).items():
         if key not in _NOT_LIBPQ and isinstance(value, (str, int)) and not isinstance(value, bool):
             parts[key] = value

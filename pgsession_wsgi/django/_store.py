@@ -1,5 +1,4 @@
-"""The store, and the read-through of Django's ``django_session``: a :class:`PostgresStore` that
-can also read, move and purge its rows, and which cookies are old Django keys."""
+"""The store that also reads, moves and purges ``django_session`` rows, and which cookies are their keys."""
 
 from __future__ import annotations
 
@@ -19,8 +18,7 @@ from ..store import PostgresStore
 _T = TypeVar("_T")
 _Cursor = psycopg2.extensions.cursor
 
-# Django's own session keys, as django.contrib.sessions.backends.base makes them: 32 characters
-# of [a-z0-9]. Only such a cookie is looked up in django_session, never a client's other choice.
+# Django's own session keys (32 of [a-z0-9]): only such a cookie is looked up in django_session.
 DJANGO_KEY = re.compile(r"[a-z0-9]{32}")
 
 
@@ -78,8 +76,7 @@ class DjangoStore(PostgresStore):
         idle_timeout: timedelta | None,
         ends_at: datetime | None,
     ) -> dict[str, Any] | None:
-        """Delete the old row and insert it here in one statement; the stored data, or None if
-        another request moved (or changed) it first."""
+        """Move the old row here in one statement: its stored data, or None if moved or changed meanwhile."""
         statement = self._legacy_sql(
             "WITH m AS (DELETE FROM {old} WHERE session_key = %(key)s AND session_data = %(old_data)s"
             " AND expire_date > now() RETURNING expire_date)"

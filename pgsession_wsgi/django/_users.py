@@ -12,14 +12,14 @@ from ._session_store import SessionStore
 FLASK_LOGIN_USER_KEY = "_user_id"
 
 
-def _request_store(request: Any, what: str) -> SessionStore:
+def _store_and_user(request: Any, user_id: Any, what: str) -> tuple[SessionStore, Any]:
     store = getattr(request, "session", None)
     if not isinstance(store, SessionStore):
         raise ConfigurationError(
             f"{what}() needs request.session from pgsession_wsgi.django: set "
             "SESSION_ENGINE = 'pgsession_wsgi.django' and keep Django's SessionMiddleware"
         )
-    return store
+    return store, request_user(store.data, store._runtime.core.policy.user_key, user_id)
 
 
 def sessions_for_user(request: Any, user_id: Any = None) -> list[UserSession]:
@@ -32,9 +32,8 @@ def sessions_for_user(request: Any, user_id: Any = None) -> list[UserSession]:
     :raises SessionError: no ``user_id`` given and nobody is logged in.
     :raises StoreUnavailable: the database cannot be reached.
     """
-    store = _request_store(request, "sessions_for_user")
+    store, user = _store_and_user(request, user_id, "sessions_for_user")
     runtime = store._runtime
-    user = request_user(store.data, runtime.core.policy.user_key, user_id)
     infos = runtime.store.sessions_for_user(user, key_prefix=runtime.core.key_prefix)
     return mark_current(infos, store.data)
 
@@ -48,9 +47,8 @@ def log_out_other_sessions(request: Any, user_id: Any = None) -> int:
     :raises ConfigurationError: the engine is another, or ``PGSESSION_USER_KEY`` is None.
     :raises SessionError: no ``user_id`` given and nobody is logged in.
     """
-    store = _request_store(request, "log_out_other_sessions")
+    store, user = _store_and_user(request, user_id, "log_out_other_sessions")
     runtime = store._runtime
-    user = request_user(store.data, runtime.core.policy.user_key, user_id)
     return runtime.store.revoke_user(user, keep=store.data, key_prefix=runtime.core.key_prefix)
 
 

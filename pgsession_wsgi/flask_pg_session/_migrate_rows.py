@@ -6,17 +6,19 @@ Internal to :mod:`.migrate`, which imports these names back.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 import psycopg2.extras
 
-from ..session import META_KEYS
-from .convert import encode_row, user_column
+from .convert import convert_session
 from .fallback import _ISSUED_ID, move_statement, refusal_label, row_key, short_reason
 from .rows import LegacyRow, read_legacy_rows
+
+if TYPE_CHECKING:
+    from .migrate import MigrationReport
 
 # The JSON characters held for one INSERT at most; not Final, so a test can lower it.
 _MAX_BATCH_CHARS = 16 * 1024 * 1024
@@ -35,33 +37,17 @@ class _Converted:
     reason: str | None = None
 
 
-class _Report(Protocol):
-    """The fields of :class:`~.migrate.MigrationReport` used here (not imported: it imports us)."""
-
-    migrated: int
-    refused: list[tuple[str, str]]
-    renamed_to: str
-    skipped_empty: int
-    moved_into: str | None
+# The rows of a batch to write, each with its conversion (which has its JSON).
+_Batch = list[tuple[LegacyRow, _Converted]]
 
 
-def _json_to_write(report: _Report, converted: _Converted) -> str | None:
-    """A converted row's JSON to write; None for a refused or an empty one, counted in ``report``."""
-    if converted.reason is not None:
-        report.refused.append((refusal_label(converted.digest), short_reason(converted.reason)))
-        return None
-    if converted.data_json is None:
-        report.skipped_empty += 1
-    return converted.data_json
-
-
+@dataclass(frozen=True)
 class _RowConverter:
     """Turns the old rows into new ones, by the rules the app's fallback applies too."""
 
-    def __init__(self, key_prefix: str, max_size: int, user_key: str | None) -> None:
-        self.key_prefix = key_prefix
-        self.max_size = max_size
-        self.user_key = user_key
+    key_prefix: str
+    max_size: int
+    user_key: str | None
 
     def convert(self, row: LegacyRow) -> _Converted:
         digest = row_key(row.session_id, self.key_prefix)
@@ -69,20 +55,12 @@ class _RowConverter:
             return _Converted(digest, reason=_NOT_ISSUED)
         if row.data is None:
             return _Converted(digest, reason=row.error or "unreadable data")
-        if all(key in META_KEYS for key in row.data):
-            return _Converted(digest)  # empty: skipped
-        data_json, reason = encode_row(row.data, self.max_size)
-        if data_json is None:
-            return _Converted(digest, reason=reason or "cannot be stored")
-        user_id, reason = user_column(row.data, self.user_key, self.key_prefix)
-        if reason is not None:
-            return _Converted(digest, reason=reason)
-        return _Converted(digest, data_json, user_id)
+        return _Converted(digest, *convert_session(row.data, self.max_size, self.user_key, self.key_prefix))
 
 
 def _copy_rows(
     cur: Any,
-    report: _Report,
+    report: MigrationReport,
     old_table: str,
     schema: str,
     rows: _RowConverter,
@@ -96,52 +74,59 @@ def _copy_rows(
     target = new_qualified.replace("%", "%%")
     insert = f"INSERT INTO {target} (id, data, user_id, created_at, accessed_at, expires_at) VALUES %s"
     template = "(%s, %s::jsonb, %s, COALESCE(%s, now()), now(), COALESCE(%s, now() + %s))"
-    pending: list[tuple[Any, ...]] = []
 
-    def flush() -> None:
-        if pending:
-            _insert_batch(cur, insert, template, pending)
-            report.migrated += len(pending)
-            pending.clear()
+    def flush(batch: _Batch) -> None:
+        values = [
+            (psycopg2.Binary(new.digest), new.data_json, new.user_id, row.created, row.expiry, lifetime)
+            for row, new in batch
+        ]
+        _insert_batch(cur, insert, template, values)
+        report.migrated += len(values)
 
-    def take(row: LegacyRow) -> int:
-        converted = rows.convert(row)
-        data_json = _json_to_write(report, converted)
-        if data_json is None:
-            return 0
-        digest = psycopg2.Binary(converted.digest)
-        pending.append((digest, data_json, converted.user_id, row.created, row.expiry, lifetime))
-        return len(data_json)
-
-    legacy = read_legacy_rows(
-        cur.connection, old_table, schema, key_prefix=rows.key_prefix, batch_size=batch_size
-    )
-    _in_batches(legacy, batch_size, take, flush, progress)
+    _in_batches(cur, report, old_table, schema, rows, batch_size, progress, flush)
 
 
 def _in_batches(
-    legacy: Iterable[LegacyRow],
+    cur: Any,
+    report: MigrationReport,
+    table: str,
+    schema: str,
+    rows: _RowConverter,
     batch_size: int,
-    take: Callable[[LegacyRow], int],
-    flush: Callable[[], None],
     progress: Callable[[int], None] | None,
+    flush: Callable[[_Batch], None],
 ) -> None:
-    """Hand each row to ``take`` (which answers the JSON characters it queued), and ``flush``
-    every ``batch_size`` rows, sooner once ``_MAX_BATCH_CHARS`` are queued, and at the end;
+    """Convert the live rows, counting the refused and empty ones in ``report``, and ``flush`` the
+    others every ``batch_size`` rows, sooner once ``_MAX_BATCH_CHARS`` are queued, and at the end;
     ``progress`` hears the rows handled (converted, refused or skipped) after each flush."""
+    legacy = read_legacy_rows(
+        cur.connection, table, schema, key_prefix=rows.key_prefix, batch_size=batch_size
+    )
+    pending: _Batch = []
     handled = reported = queued = 0
-    for row in legacy:
-        queued += take(row)
-        handled += 1
-        if handled % batch_size == 0 or queued >= _MAX_BATCH_CHARS:
-            flush()
-            reported, queued = handled, 0
-            if progress is not None:
-                progress(handled)
-    if handled > reported:
-        flush()
+
+    def send() -> None:
+        if pending:
+            flush(pending)
+            pending.clear()
         if progress is not None:
             progress(handled)
+
+    for row in legacy:
+        converted = rows.convert(row)
+        if converted.reason is not None:
+            report.refused.append((refusal_label(converted.digest), short_reason(converted.reason)))
+        elif converted.data_json is None:
+            report.skipped_empty += 1
+        else:
+            pending.append((row, converted))
+            queued += len(converted.data_json)
+        handled += 1
+        if handled % batch_size == 0 or queued >= _MAX_BATCH_CHARS:
+            send()
+            reported, queued = handled, 0
+    if handled > reported:
+        send()
 
 
 def _insert_batch(cur: Any, insert: str, template: str, rows: list[tuple[Any, ...]]) -> None:
@@ -151,7 +136,7 @@ def _insert_batch(cur: Any, insert: str, template: str, rows: list[tuple[Any, ..
 
 def _move_rows(
     cur: Any,
-    report: _Report,
+    report: MigrationReport,
     table: str,
     schema: str,
     rows: _RowConverter,
@@ -162,35 +147,20 @@ def _move_rows(
     """Move the convertible rows with :func:`~.fallback.move_statement`, one statement a batch."""
     assert report.moved_into is not None
     statement = move_statement(report.renamed_to, report.moved_into)
-    batch: list[tuple[str, bytes, str, str | None]] = []
 
-    def flush() -> None:
-        if batch:
-            sids, digests, datas, users = zip(*batch)
-            params = {
-                "sids": list(sids),
-                # No payload to compare: the row moves as it is now (if flask-pg-session rewrote
-                # it since, rare, the newer data is lost, never the session).
-                "payloads": [None] * len(batch),
-                "ids": [psycopg2.Binary(digest) for digest in digests],
-                "datas": list(datas),
-                "users": list(users),
-                "idle": lifetime,
-                "absolute": None,
-            }
-            cur.execute(statement, params)
-            report.migrated += cur.rowcount
-            batch.clear()
+    def flush(batch: _Batch) -> None:
+        params = {
+            "sids": [rows.key_prefix + row.session_id for row, _ in batch],
+            # No payload to compare: the row moves as it is now (if flask-pg-session rewrote
+            # it since, rare, the newer data is lost, never the session).
+            "payloads": [None] * len(batch),
+            "ids": [psycopg2.Binary(new.digest) for _, new in batch],
+            "datas": [new.data_json for _, new in batch],
+            "users": [new.user_id for _, new in batch],
+            "idle": lifetime,
+            "absolute": None,
+        }
+        cur.execute(statement, params)
+        report.migrated += cur.rowcount
 
-    def take(row: LegacyRow) -> int:
-        converted = rows.convert(row)
-        data_json = _json_to_write(report, converted)
-        if data_json is None:
-            return 0
-        batch.append((rows.key_prefix + row.session_id, converted.digest, data_json, converted.user_id))
-        return len(data_json)
-
-    legacy = read_legacy_rows(
-        cur.connection, table, schema, key_prefix=rows.key_prefix, batch_size=batch_size
-    )
-    _in_batches(legacy, batch_size, take, flush, progress)
+    _in_batches(cur, report, table, schema, rows, batch_size, progress, flush)

@@ -27,8 +27,6 @@ def suffixed(name: str, suffix: str) -> str:
 
 
 def new_table_name(table: str) -> str:
-    """The table ``FlaskPgSession`` moves the sessions of the flask-pg-session ``table`` into.
-
-    Cut to PostgreSQL's 63 bytes, on a character boundary, so the suffix always survives.
-    """
+    """The table ``FlaskPgSession`` moves the sessions of the flask-pg-session ``table`` into, cut
+    to PostgreSQL's 63 bytes on a character boundary so that the suffix always survives."""
     return suffixed(table, NEW_TABLE_SUFFIX)

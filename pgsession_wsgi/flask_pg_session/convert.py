@@ -13,8 +13,9 @@ from markupsafe import Markup
 from ..codec import dumps, encode_value
 from ..core import user_id_text
 from ..errors import SessionError
+from ..session import META_KEYS
 
-__all__ = ["encode_row", "user_column"]
+__all__ = ["convert_session", "encode_row", "user_column"]
 
 # What the size estimate counts per value: a separator and a quote, at the least.
 _NODE_BYTES: Final = 2
@@ -38,17 +39,13 @@ def _estimate_exceeds(value: object, limit: int) -> bool:
             total += (bits - 1) * 30102 // 100000 if bits else 0  # digits - 1, rounded down
         elif kind is decimal.Decimal:
             total += len(item.as_tuple().digits)
-        elif kind is dict:
-            total += 2 * _NODE_BYTES * len(item)
+        elif kind is dict or kind is list or kind is tuple:
+            total += (2 if kind is dict else 1) * _NODE_BYTES * len(item)
             if total > limit:
                 return True
             stack.extend(item)
-            stack.extend(item.values())
-        elif kind is list or kind is tuple:
-            total += _NODE_BYTES * len(item)
-            if total > limit:
-                return True
-            stack.extend(item)
+            if kind is dict:
+                stack.extend(item.values())
         if total > limit:
             return True
     return False
@@ -97,10 +94,8 @@ def _encode_row_or_raise(data: dict[Any, Any], max_size: int) -> tuple[str | Non
 def user_column(
     data: dict[str, Any], user_key: str | None, key_prefix: str = ""
 ) -> tuple[str | None, str | None]:
-    """``(text, None)`` for the user column of a converted row, or ``(None, reason)``.
-
-    The text is the one the store looks users up by, so "log out everywhere" finds converted
-    sessions too; None when nobody is logged in.
+    """``(text, None)`` for the user column of a converted row (None: nobody is logged in), or
+    ``(None, reason)``; the text the store looks users up by, so "log out everywhere" finds it.
 
     :param user_key: the session key holding the user's id; None leaves the column empty.
     :param key_prefix: ``SESSION_KEY_PREFIX``, which scopes the user as the app's own saves do.
@@ -112,3 +107,17 @@ def user_column(
         return user_id_text(value, user_key, key_prefix=key_prefix), None
     except SessionError as exc:
         return None, str(exc)
+
+
+def convert_session(
+    data: dict[str, Any], max_size: int, user_key: str | None, key_prefix: str
+) -> tuple[str | None, str | None, str | None]:
+    """``(json, user column, None)``; ``(None, None, reason)`` if refused; all None if ``data`` holds
+    only Flask's ``_permanent`` flag. The rules the fallback and the migration share."""
+    if all(key in META_KEYS for key in data):
+        return None, None, None
+    data_json, reason = encode_row(data, max_size)
+    if data_json is None:
+        return None, None, reason or "cannot be stored"
+    user_id, reason = user_column(data, user_key, key_prefix)
+    return (None, None, reason) if reason is not None else (data_json, user_id, None)

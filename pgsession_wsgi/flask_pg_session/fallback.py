@@ -21,11 +21,10 @@ from ..core import Load, LoadedRow, Operation
 from ..defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_SCHEMA
 from ..dsn import connect_arguments
 from ..errors import ConfigurationError, SessionDataError, SessionError, StoreUnavailable
-from ..session import META_KEYS
 from ..sql import quote_identifier
 from ..store import PostgresStore
 from .conventions import UUID4_PATTERN, new_table_name
-from .convert import encode_row, user_column
+from .convert import convert_session
 from .rows import decode_payload, looks_legacy
 
 __all__ = [
@@ -48,8 +47,8 @@ MAX_PICKLE_FACTOR: Final = 4
 # Only ids flask-pg-session issued are looked up (see UUID4_PATTERN): never a client's choice.
 _ISSUED_ID = re.compile(UUID4_PATTERN)
 _MAX_REASON: Final = 200
-# expiry is naive UTC, NULL for a browser session.
-_LIVE = "({row}.expiry IS NULL OR {row}.expiry > now() AT TIME ZONE 'UTC')"
+# The old row ``o`` is live: expiry is naive UTC, NULL for a browser session.
+_LIVE = "(o.expiry IS NULL OR o.expiry > now() AT TIME ZONE 'UTC')"
 
 
 def refusal_label(id_hash: bytes) -> str:
@@ -86,7 +85,7 @@ def move_statement(old_qualified: str, new_qualified: str) -> str:
         "WITH src AS (SELECT * FROM unnest(%(sids)s::text[], %(payloads)s::bytea[], %(ids)s::bytea[],"
         " %(datas)s::text[], %(users)s::text[]) AS s(session_id, payload, id, data, user_id)),"
         f" m AS (DELETE FROM {old} o USING src WHERE o.session_id = src.session_id"
-        f" AND (src.payload IS NULL OR o.data = src.payload) AND {_LIVE.format(row='o')}"
+        f" AND (src.payload IS NULL OR o.data = src.payload) AND {_LIVE}"
         " RETURNING src.id, src.data, src.user_id, o.created, o.expiry)"
         f" INSERT INTO {new} AS t (id, data, user_id, created_at, accessed_at, expires_at)"
         f" SELECT m.id, m.data::jsonb, m.user_id, {created}, now(), {expires} FROM m"
@@ -106,7 +105,7 @@ def _probe_statement(old_qualified: str, new_qualified: str) -> str:
     return (
         f"SELECT o.session_id IS NOT NULL, o.data,"
         f" EXISTS (SELECT 1 FROM {new} WHERE id = %(id)s AND expires_at > now())"
-        f" FROM (SELECT 1) AS one LEFT JOIN {old} o ON o.session_id = %(sid)s AND {_LIVE.format(row='o')}"
+        f" FROM (SELECT 1) AS one LEFT JOIN {old} o ON o.session_id = %(sid)s AND {_LIVE}"
     )
 
 
@@ -174,9 +173,7 @@ def choose_tables(
     target = configured or new_table_name(table)
     layouts = _layouts(dsn, schema, sorted({table, target}))
     old = table if table != target and looks_legacy(layouts.get(table, {})) else None
-    if configured:
-        return configured, old
-    if old is not None:
+    if configured or old is not None:  # configured: it is the target
         return target, old
     if table in layouts:
         if _ours(layouts[table]) and target in layouts:
@@ -187,7 +184,7 @@ def choose_tables(
                 f"{table!r} in place)"
             )
         return table, None  # ours (or a stranger's table, which the store refuses by name)
-    return (target, None) if target in layouts else (table, None)
+    return (target if target in layouts else table), None
 
 
 class LegacyFallbackStore(PostgresStore):
@@ -305,17 +302,11 @@ class LegacyFallbackStore(PostgresStore):
         if data is None:
             self._refuse(id_hash, error or "unreadable data")
             return None
-        if all(key in META_KEYS for key in data):
-            return None  # only Flask's _permanent flag: nothing a new session would not have
-        data_json, reason = encode_row(data, self._max_size)
-        if data_json is None:
-            self._refuse(id_hash, reason or "cannot be stored")
-            return None
-        user_id, reason = user_column(data, self._user_key, self.key_prefix)
+        data_json, user_id, reason = convert_session(data, self._max_size, self._user_key, self.key_prefix)
         if reason is not None:
             self._refuse(id_hash, reason)
             return None
-        return data_json, user_id
+        return None if data_json is None else (data_json, user_id)
 
     def _refuse(self, id_hash: bytes, reason: str) -> None:
         """Log the one line a session that is not moved gets (never its id)."""

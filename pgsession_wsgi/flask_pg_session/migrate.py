@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -14,13 +15,9 @@ from ..defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_SCHEMA
 from ..errors import ConfigurationError, SessionError
 from ..sql import LOCK, lock_key, quote_identifier
 from ..store import PostgresStore
-
-# Every name the rows' module took from here stays importable here.
-from ._migrate_rows import _copy_rows as _copy_rows
-from ._migrate_rows import _move_rows as _move_rows
-from ._migrate_rows import _RowConverter as _RowConverter
+from ._migrate_rows import _copy_rows, _move_rows, _RowConverter
 from .conventions import FLASK_PG_SESSION_TABLE, new_table_name, suffixed
-from .fallback import own_connection
+from .fallback import _ours, own_connection
 from .rows import DEFAULT_BATCH_SIZE, is_legacy_table
 
 __all__ = [
@@ -103,7 +100,7 @@ def _check_legacy_table(cur: Any, table: str, schema: str, qualified: str, nothi
     columns = _columns(cur, qualified)
     if not columns:
         raise NothingToMigrate(f"there is no table {qualified}: nothing to {nothing}")
-    if columns.get("id") == "bytea" and columns.get("data") == "jsonb":
+    if _ours(columns):
         raise NothingToMigrate(f"{qualified} is already a pgsession-wsgi table: nothing to {nothing}")
     if not is_legacy_table(cur.connection, table, schema):
         raise ConfigurationError(
@@ -177,35 +174,31 @@ def migrate_flask_pg_session(
     next_qualified = f"{schema_part}.{quote_identifier(new_table_name(table), 'table')}"
     conn = own_connection(dsn, "pgsession-wsgi migrate")
     report = MigrationReport(migrated=0, refused=[], renamed_to=old_qualified)
-    try:
-        with conn, conn.cursor() as cur:  # one transaction: commit at the end, or roll back
-            cur.execute(LOCK, (lock_key(schema, table),))
-            _check_legacy_table(cur, table, schema, qualified, "migrate")
-            if _columns(cur, old_qualified):
-                raise ConfigurationError(
-                    f"cannot keep the old table as {old_qualified}: a table of that name already "
-                    "exists; rename or drop it first"
-                )
-            if _columns(cur, next_qualified):
-                # A running FlaskPgSession moves sessions there: renaming its old table under it
-                # would break it, and the sessions it moved would be left behind.
-                raise ConfigurationError(
-                    f"{next_qualified} exists: FlaskPgSession already moves this table's sessions "
-                    f"into it; move the rest there with `--into {new_table_name(table)}` (into=...) "
-                    "instead of converting the table in place"
-                )
-            _rename(cur, schema_part, qualified, renamed)
-            cur.execute(target.ddl())
-            progress = None
-            if on_batch is not None:
-                progress = _reporter(on_batch, _count_live(cur, old_qualified, key_prefix), qualified)
-                progress(0)
-            _copy_rows(
-                cur, report, renamed, schema, rows, lifetime, batch_size, target.qualified_name, progress
+    # One transaction (``with conn``): committed at the end, or rolled back.
+    with closing(conn), conn, conn.cursor() as cur:
+        cur.execute(LOCK, (lock_key(schema, table),))
+        _check_legacy_table(cur, table, schema, qualified, "migrate")
+        if _columns(cur, old_qualified):
+            raise ConfigurationError(
+                f"cannot keep the old table as {old_qualified}: a table of that name already "
+                "exists; rename or drop it first"
             )
-            report.other_prefix = _count_other_prefix(cur, old_qualified, key_prefix)
-    finally:
-        conn.close()
+        if _columns(cur, next_qualified):
+            # A running FlaskPgSession moves sessions there: renaming its old table under it
+            # would break it, and the sessions it moved would be left behind.
+            raise ConfigurationError(
+                f"{next_qualified} exists: FlaskPgSession already moves this table's sessions "
+                f"into it; move the rest there with `--into {new_table_name(table)}` (into=...) "
+                "instead of converting the table in place"
+            )
+        _rename(cur, schema_part, qualified, renamed)
+        cur.execute(target.ddl())
+        progress = None
+        if on_batch is not None:
+            progress = _reporter(on_batch, _count_live(cur, old_qualified, key_prefix), qualified)
+            progress(0)
+        _copy_rows(cur, report, renamed, schema, rows, lifetime, batch_size, target.qualified_name, progress)
+        report.other_prefix = _count_other_prefix(cur, old_qualified, key_prefix)
     return report
 
 
@@ -275,25 +268,19 @@ def _move_into(
     qualified = f"{schema_part}.{quote_identifier(table, 'table')}"
     # Creates the table (or checks and upgrades it) exactly as the app does.
     target = PostgresStore(dsn, into, schema, create_table=False, purge_interval=None, unlogged=None)
-    try:
-        conn = own_connection(dsn, "pgsession-wsgi migrate")
-        try:
-            conn.autocommit = True  # each batch is one statement: moved, or not at all
-            with conn.cursor() as cur:
-                _check_legacy_table(cur, table, schema, qualified, "move")
-                target.create_table()
-                report = MigrationReport(
-                    migrated=0, refused=[], renamed_to=qualified, moved_into=target.qualified_name
-                )
-                progress = None
-                if on_batch is not None:
-                    total = _count_live(cur, qualified, rows.key_prefix)
-                    progress = _reporter(on_batch, total, qualified, target.qualified_name)
-                    progress(0)
-                _move_rows(cur, report, table, schema, rows, lifetime, batch_size, progress)
-                report.other_prefix = _count_other_prefix(cur, qualified, rows.key_prefix)
-        finally:
-            conn.close()
-    finally:
-        target.close()
+    with closing(target), closing(own_connection(dsn, "pgsession-wsgi migrate")) as conn:
+        conn.autocommit = True  # each batch is one statement: moved, or not at all
+        with conn.cursor() as cur:
+            _check_legacy_table(cur, table, schema, qualified, "move")
+            target.create_table()
+            report = MigrationReport(
+                migrated=0, refused=[], renamed_to=qualified, moved_into=target.qualified_name
+            )
+            progress = None
+            if on_batch is not None:
+                total = _count_live(cur, qualified, rows.key_prefix)
+                progress = _reporter(on_batch, total, qualified, target.qualified_name)
+                progress(0)
+            _move_rows(cur, report, table, schema, rows, lifetime, batch_size, progress)
+            report.other_prefix = _count_other_prefix(cur, qualified, rows.key_prefix)
     return report

@@ -116,13 +116,7 @@ def read_legacy_rows(
             batch = cur.fetchall()
         for stored_id, payload, expiry, created in batch:
             data, error = decode_payload(payload)
-            yield LegacyRow(
-                session_id=stored_id[len(key_prefix) :],
-                data=data,
-                expiry=_as_utc(expiry),
-                error=error,
-                created=_as_utc(created),
-            )
+            yield LegacyRow(stored_id[len(key_prefix) :], data, _as_utc(expiry), error, _as_utc(created))
         if len(batch) < batch_size:
             return
         after = batch[-1][0]
@@ -149,9 +143,5 @@ def is_legacy_table(conn: Any, table: str, schema: str = DEFAULT_SCHEMA) -> bool
 
 def looks_legacy(columns: dict[str, str]) -> bool:
     """Whether a table of these columns (name to ``format_type``) is flask-pg-session's, not ours."""
-    return (
-        "session_id" in columns
-        and columns.get("data") == "bytea"
-        and "expiry" in columns
-        and columns.get("id") != "bytea"
-    )
+    has_columns = "session_id" in columns and "expiry" in columns
+    return has_columns and columns.get("data") == "bytea" and columns.get("id") != "bytea"

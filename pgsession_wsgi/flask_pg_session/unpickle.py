@@ -13,6 +13,7 @@ import io
 import pickle
 import pickletools
 import uuid
+from itertools import chain
 from typing import Any, Callable
 
 from markupsafe import Markup
@@ -72,11 +73,8 @@ def _described(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -
 
 
 class _MarkupFromStr:
-    """Stand-in for ``Markup``, from one ``str`` only (a class: pickle calls ``__new__``, NEWOBJ).
-
-    The real one decodes ``(bytes, encoding)`` with any codec (idna is quadratic) and calls
-    ``str()`` on anything else.
-    """
+    """Stand-in for ``Markup``, from one ``str`` only (a class: pickle calls ``__new__``, NEWOBJ);
+    the real one decodes ``(bytes, encoding)`` with any codec (idna is quadratic), ``str()`` the rest."""
 
     def __new__(cls, *args: object, **kwargs: object) -> Markup:  # type: ignore[misc]
         text = args[0] if len(args) == 1 else ""
@@ -139,11 +137,8 @@ def type_name(obj: object) -> str:
 
 
 def _check_plain(value: object) -> None:
-    """Refuse anything but allow-listed exact types, iteratively; cycles too (JSON cannot hold one).
-
-    Protocol 4+ builds ``set``, ``frozenset`` and ``bytearray`` without ``find_class``, and BUILD
-    can give an allowed class odd state: this walk catches both.
-    """
+    """Refuse all but allow-listed exact types, and cycles (JSON cannot hold one), iteratively; protocol
+    4+ builds sets and bytearrays without ``find_class``, and BUILD can give an allowed class odd state."""
     on_path: set[int] = set()
     done: set[int] = set()
     stack: list[tuple[object, bool]] = [(value, False)]
@@ -174,12 +169,8 @@ def _check_plain(value: object) -> None:
             continue
         on_path.add(id(obj))
         stack.append((obj, True))
-        if kind is dict:
-            for key, item in obj.items():  # type: ignore[attr-defined]
-                stack.append((key, False))
-                stack.append((item, False))
-        else:
-            stack.extend((item, False) for item in obj)  # type: ignore[attr-defined]
+        items = chain.from_iterable(obj.items()) if kind is dict else obj  # type: ignore[attr-defined]
+        stack.extend((item, False) for item in items)  # type: ignore[attr-defined]
 
 
 # Hashing a tuple (a dict key, a set member) recurses in C with no limit: a deep enough one
@@ -285,10 +276,7 @@ def _unreadable(exc: Exception) -> LegacyDataError:
 
 
 def _check_work(payload: bytes) -> int:
-    """The units spent replaying the unpickler's stack from the opcodes, keeping only what costs work.
-
-    Whatever the replay cannot follow fails ``load`` too.
-    """
+    """Replay the unpickler's stack from the opcodes, keeping only what costs work; the units spent."""
     work = _Work(len(payload))
     cap = work.budget + 1  # weights and sizes beyond the budget need not be exact
     stack: list[_Item] = []
@@ -335,17 +323,12 @@ def _check_work(payload: bytes) -> int:
                 raise ValueError("stack underflow")
             work.hash_key(stack[-2])
             del stack[-2:]
-        elif name in ("SETITEMS", "DICT"):
+        elif name in ("SETITEMS", "DICT", "ADDITEMS", "FROZENSET"):
             items = above_mark()
-            for key in items[::2]:
+            for key in items[::2] if name in ("SETITEMS", "DICT") else items:  # keys, or set members
                 work.hash_key(key)
-            if name == "DICT":
+            if name in ("DICT", "FROZENSET"):  # a new object (a frozenset caches its hash)
                 stack.append(_PLAIN)
-        elif name in ("ADDITEMS", "FROZENSET"):
-            for member in above_mark():
-                work.hash_key(member)
-            if name == "FROZENSET":
-                stack.append(_PLAIN)  # a frozenset caches its hash
         else:  # the rest: their cost is their own size, and none makes a tuple
             before = opcode.stack_before
             if pickletools.markobject in before:
