@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
-from ..core import advance, resume_async
+from ..core import SessionCore, advance, resume_async
 from ..errors import OutsideRequestError, SessionError, StoreUnavailable
 from ..session import Session
 from .asgi_plumbing import (
+    ASGIApp,
     Message,
     Receive,
     Scope,
@@ -20,10 +21,14 @@ from .asgi_plumbing import (
     take_over,
     with_session_headers_sent,
 )
-from .websocket import CLOSE_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_UNAVAILABLE, FORBIDDEN_BODY, REFUSED_REASON
-
-if TYPE_CHECKING:
-    from ..asgi import SessionMiddleware
+from .websocket import (
+    CLOSE_ERROR,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_UNAVAILABLE,
+    FORBIDDEN_BODY,
+    REFUSED_REASON,
+    WebsocketOrigins,
+)
 
 log = logging.getLogger("pgsession_wsgi")
 
@@ -81,12 +86,28 @@ def _excluded(prefixes: tuple[str, ...], scope: Scope) -> bool:
     return False
 
 
+class _Middleware(Protocol):
+    """What this module uses of :class:`~pgsession_wsgi.asgi.SessionMiddleware` (which imports it)."""
+
+    app: ASGIApp
+    store: Any  # an AsyncStore
+    core: SessionCore
+    autoload: bool
+    websocket_origins: WebsocketOrigins
+
+    def open_session(self, scope: Scope) -> Session: ...
+
+    async def load(self, session: Session) -> None: ...
+
+    async def commit(self, session: Session) -> list[tuple[str, str]]: ...
+
+
 class _Connection:
     """The middleware's state for one HTTP request or websocket, kept in its scope."""
 
     __slots__ = ("middleware", "session", "websocket", "started", "pending", "unavailable")
 
-    def __init__(self, middleware: SessionMiddleware, session: Session, websocket: bool) -> None:
+    def __init__(self, middleware: _Middleware, session: Session, websocket: bool) -> None:
         self.middleware = middleware
         self.session = session
         self.websocket = websocket
@@ -111,7 +132,7 @@ def _connection_of(connection: Any) -> tuple[_Connection, Session]:
     return state, _adopt(scope, state)
 
 
-async def _http(middleware: SessionMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
+async def _http(middleware: _Middleware, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one HTTP request, its session saved as the response starts."""
     session = middleware.open_session(scope)
     if middleware.autoload and middleware.core.wants_load(session.state):  # no cookie: nothing to await
@@ -181,7 +202,7 @@ def _with_pending(connection: _Connection, headers: list[tuple[str, str]]) -> li
     return [*headers, *((name, value) for name, value in pending if name not in names)]
 
 
-async def _save_late(middleware: SessionMiddleware, session: Session) -> None:
+async def _save_late(middleware: _Middleware, session: Session) -> None:
     """A streaming body changed the session after the headers went out (``needs_late_save``)."""
     if middleware.core.late_save_refused(session):
         log.warning(
@@ -209,7 +230,7 @@ def _adopt(scope: Scope, connection: _Connection) -> Session:
     return session
 
 
-async def _websocket(middleware: SessionMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
+async def _websocket(middleware: _Middleware, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one websocket: its ``Origin`` checked, its session loaded."""
     if not origin_allowed(middleware.websocket_origins, scope):
         await receive()  # websocket.connect: the handshake is answered, then refused

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import AsyncConnection
@@ -17,9 +17,6 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from ..errors import StoreUnavailable
 from .connections import readable, refused
-
-if TYPE_CHECKING:
-    from ..async_borrowed import LentAsyncPool
 
 __all__ = ["AsyncPool"]
 
@@ -215,12 +212,20 @@ class AsyncPool:
         await self._pool.close()
 
 
+class _Lender(Protocol):
+    """A pool :class:`_Checkout` borrows from: :class:`AsyncPool` or a lent ``psycopg_pool`` one."""
+
+    async def acquire(self) -> Connection: ...
+
+    async def release(self, conn: Connection) -> None: ...
+
+
 class _Checkout:
     """One ``async with pool.connection()``, on either pool: a class, as a generator costs more."""
 
     __slots__ = ("_owner", "_conn")
 
-    def __init__(self, owner: AsyncPool | LentAsyncPool) -> None:
+    def __init__(self, owner: _Lender) -> None:
         self._owner = owner
 
     async def __aenter__(self) -> Connection:

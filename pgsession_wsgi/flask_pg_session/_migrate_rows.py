@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg2
 import psycopg2.extras
@@ -17,14 +17,21 @@ from .convert import convert_session
 from .fallback import _ISSUED_ID, move_statement, refusal_label, row_key, short_reason
 from .rows import LegacyRow, read_legacy_rows
 
-if TYPE_CHECKING:
-    from .migrate import MigrationReport
-
 # The JSON characters held for one INSERT at most; not Final, so a test can lower it.
 _MAX_BATCH_CHARS = 16 * 1024 * 1024
 
 # A client-chosen id would keep serving the attacker's id (see UUID4_PATTERN).
 _NOT_ISSUED = "the session id is not a uuid4, the only id flask-pg-session issues; not converted"
+
+
+class _Report(Protocol):
+    """What this module fills in of :class:`~.migrate.MigrationReport` (which imports it)."""
+
+    migrated: int
+    refused: list[tuple[str, str]]
+    renamed_to: str
+    skipped_empty: int
+    moved_into: str | None
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,7 @@ class _RowConverter:
 
 def _copy_rows(
     cur: Any,
-    report: MigrationReport,
+    report: _Report,
     old_table: str,
     schema: str,
     rows: _RowConverter,
@@ -88,7 +95,7 @@ def _copy_rows(
 
 def _in_batches(
     cur: Any,
-    report: MigrationReport,
+    report: _Report,
     table: str,
     schema: str,
     rows: _RowConverter,
@@ -136,7 +143,7 @@ def _insert_batch(cur: Any, insert: str, template: str, rows: list[tuple[Any, ..
 
 def _move_rows(
     cur: Any,
-    report: MigrationReport,
+    report: _Report,
     table: str,
     schema: str,
     rows: _RowConverter,
