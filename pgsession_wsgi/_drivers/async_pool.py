@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from ..errors import StoreUnavailable
-from .connections import readable, refused
+from .connections import gone, refused
 
 __all__ = ["AsyncPool"]
 
@@ -76,12 +76,7 @@ def _idle_counter(pool: AsyncConnectionPool[Any]) -> Callable[[], int]:
 
 def _is_dead(conn: Connection) -> bool:
     """True if an idle connection has been closed by the server: it has something to read."""
-    if conn.closed or conn.broken:
-        return True
-    try:
-        return readable(conn.fileno())
-    except (OSError, ValueError, psycopg.Error):
-        return True
+    return gone(conn.closed or conn.broken, conn.fileno, psycopg.Error)
 
 
 class AsyncPool:

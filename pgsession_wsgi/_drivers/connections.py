@@ -10,7 +10,7 @@ from typing import Any
 from ..dsn import hide_password
 from ..errors import StoreUnavailable
 
-__all__ = ["choose_readable", "first_line", "refused"]
+__all__ = ["choose_readable", "first_line", "gone", "refused"]
 
 
 def first_line(exc: BaseException | None) -> str:
@@ -46,3 +46,13 @@ def choose_readable() -> Callable[[int], bool]:
 
 
 readable = choose_readable()
+
+
+def gone(closed: bool, fileno: Callable[[], int], driver_error: type[Exception]) -> bool:
+    """Whether an idle connection was closed; ``driver_error`` is what the driver raises on a gone socket."""
+    if closed:
+        return True
+    try:
+        return readable(fileno())
+    except (OSError, ValueError, driver_error):
+        return True
