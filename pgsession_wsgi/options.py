@@ -42,8 +42,10 @@ class SessionOptions:
         that ends with the browser, True one with ``Max-Age``. The server forgets an unused
         session after ``idle_timeout`` either way.
     :param refresh_each_request: re-send a permanent session's cookie when its expiry moves.
+    :param cookie_path: the cookie's ``Path``.
     :param cookie_domain: the cookie's ``Domain``; None sends none (the safest).
     :param cookie_secure: ``Secure``; None: when the request came over https (or wss).
+    :param cookie_httponly: ``HttpOnly`` (True: scripts cannot read the cookie).
     :param cookie_samesite: ``"Lax"``, ``"Strict"``, ``"None"`` (needs Secure) or None.
     :param cookie_partitioned: ``Partitioned`` (CHIPS), for an app embedded in other sites' pages.
         Always sent Secure (browsers drop it otherwise), so ``cookie_secure=False`` is refused.

@@ -81,6 +81,8 @@ class Psycopg2Connections(StoreBase):
         waits (SQLAlchemy's default ``pool_timeout`` is 30 s; a shorter one answers 503 sooner).
         ``pool_pre_ping`` is not needed: the store finds dead connections without a round trip.
 
+        ``table``, ``schema`` and ``unlogged`` are as for :class:`PostgresStore`.
+
         :param engine: a :class:`sqlalchemy.engine.Engine` with the ``postgresql+psycopg2``
             driver; :meth:`close` leaves it open.
         :param statement_timeout: seconds any one of the store's statements may run, set with

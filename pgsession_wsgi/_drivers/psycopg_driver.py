@@ -131,6 +131,9 @@ class PsycopgConnections(StoreBase):
         each statement as ``SET LOCAL``, and :meth:`close` leaves the pool open. The app opens the
         pool (``await pool.open()``) before the store's first use.
 
+        The other parameters are as for :meth:`PostgresStore.from_pool
+        <pgsession_wsgi.store.PostgresStore.from_pool>`.
+
         :param pool: a :class:`psycopg_pool.AsyncConnectionPool` of the app's.
         :param pool_timeout: seconds to wait for one of the pool's connections before
             :class:`StoreUnavailable`; None: the pool's own ``timeout``.
