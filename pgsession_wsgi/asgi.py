@@ -115,9 +115,14 @@ class SessionMiddleware:
     The store opens at lifespan startup, after the app's own handlers (a store unreachable then is
     retried by the first request), and closes after its shutdown handlers.
 
-    The other keyword options are :class:`~pgsession_wsgi.SessionOptions`' fields, with the same
-    defaults, or Starlette's names for them (``session_cookie``, ``max_age``, ``path``,
-    ``same_site``, ``https_only``, ``domain``, ``partitioned``: see :data:`STARLETTE_OPTIONS`).
+    The other keyword options (``cookie_name``, ``idle_timeout``, ``absolute_timeout``,
+    ``touch_interval``, ``permanent``, ``refresh_each_request``, ``cookie_path``,
+    ``cookie_domain``, ``cookie_secure``, ``cookie_httponly``, ``cookie_samesite``,
+    ``cookie_partitioned``, ``fallback_secret_keys``, ``user_key``, ``regenerate_on_user_change``,
+    ``max_size``, ``signer``) are :class:`~pgsession_wsgi.SessionOptions`' fields, documented there
+    once for every front end, with the same defaults; or Starlette's names for them
+    (``session_cookie``, ``max_age``, ``path``, ``same_site``, ``https_only``, ``domain``,
+    ``partitioned``: see :data:`STARLETTE_OPTIONS`).
 
     :param app: the ASGI application to wrap.
     :param store: an async store; a sync ``PostgresStore`` would block the event loop: refused.

@@ -92,7 +92,14 @@ class SessionMiddleware:
     The session is ``environ["pgsession.session"]`` (:func:`get_session`), and
     :data:`current_session` while the request runs; nothing touches the database until the app
     touches it. An unreachable store is a 503 and one log line; a value that cannot be stored, a
-    500 naming its key. The keyword options are :class:`~pgsession_wsgi.SessionOptions`' fields.
+    500 naming its key.
+
+    The keyword options (``cookie_name``, ``idle_timeout``, ``absolute_timeout``,
+    ``touch_interval``, ``permanent``, ``refresh_each_request``, ``cookie_path``,
+    ``cookie_domain``, ``cookie_secure``, ``cookie_httponly``, ``cookie_samesite``,
+    ``cookie_partitioned``, ``fallback_secret_keys``, ``user_key``, ``regenerate_on_user_change``,
+    ``max_size``, ``signer``, ``key_prefix``) are :class:`~pgsession_wsgi.SessionOptions`' fields,
+    documented there once for every front end.
 
     :param secret_key: signs the cookie (HMAC-SHA256); required unless ``signer`` is given.
     :raises ConfigurationError: ``secret_key`` is missing, an option is invalid or contradicts
