@@ -350,7 +350,12 @@ def _websocket_handshake(port: int, origin: str) -> str:
     )
     with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
         conn.sendall(request.encode())
-        return conn.makefile("rb").readline().decode("latin-1").strip()
+        answer = conn.makefile("rb")
+        status = answer.readline().decode("latin-1").strip()
+        # Read to the end: the server is done with this connection before the test stops it (a
+        # SIGTERM while it still answers the handshake makes uvicorn's wsproto fail at shutdown).
+        answer.read()
+        return status
 
 
 def _accepts(port: int) -> bool:
