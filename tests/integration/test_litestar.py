@@ -704,7 +704,7 @@ def test_litestars_sessions_commands_delete_one_session_and_clear_them_all(
     assert signed is not None and count() == 2
     ada_id = signed[0]
 
-    said = command("delete", ada_id)
+    said = command("delete", "--", ada_id)  # "--": an id may start with "-"
     assert "Deleted session" in said, said
     assert (count("id = %s", hash_session_id(ada_id)), count()) == (0, 1), said
     said = command("clear")
