@@ -193,8 +193,8 @@ async def retrieve_user(session: dict[str, Any], connection: ASGIConnection[Any,
 
 
 @get("/login")
-async def login(request: AnyRequest, user: str) -> str:
-    request.set_session({"user_id": user})
+async def login(request: AnyRequest) -> str:
+    request.set_session({"user_id": request.query_params.get("user", "")})
     return "welcome"
 
 
