@@ -12,7 +12,6 @@ import re
 from collections.abc import Callable
 from datetime import date, datetime, time
 from decimal import Decimal
-from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -178,7 +177,9 @@ class _IsoFormatTag(_TextTag):
 class _BytesTag(_TextTag):
     name = " b"
     types = (bytes,)
-    _parse = partial(base64.b64decode, validate=True)
+
+    def _parse(self, text: str) -> bytes:
+        return base64.b64decode(text, validate=True)
 
     def to_json(self, value: Any, encode: Recurse) -> Any:
         return base64.b64encode(value).decode("ascii")
