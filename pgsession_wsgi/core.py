@@ -32,6 +32,7 @@ from ._core.operations import (
     resume_async,
     run,
     run_async,
+    stored_expiry,
     user_id_text,
 )
 from ._core.operations import T as T
@@ -207,8 +208,7 @@ class SessionCore(_SaveDecision):
             return None
         state.touch_due = row.touch_due
         if not state.expiry_set:  # one the app set before the load wins, as its writes do
-            # A fixed end wins, as in the expiry formula (COALESCE(ends_at, ...)).
-            state.expiry = row.ends_at if row.ends_at is not None else row.idle_timeout
+            state.expiry = stored_expiry(row.idle_timeout, row.ends_at)
         return row.data
 
     def save(self, session: Session) -> Steps[list[tuple[str, str]]]:

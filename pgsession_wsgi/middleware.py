@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 from werkzeug.local import LocalProxy
 
 from . import defaults
+from ._core.failure import ERROR_BODIES
 from .cookies import IdSigner
 from .core import Policy, SessionCore, run, with_session_headers
 from .errors import ConfigurationError, OutsideRequestError, SessionError, StoreUnavailable, UnstorableValue
@@ -67,12 +68,6 @@ def get_session(environ: WSGIEnvironment) -> Session:
             "this WSGI environ has no session: wrap the application with "
             "pgsession_wsgi.SessionMiddleware(app, store, secret_key=...)"
         ) from None
-
-
-_ERROR_BODIES = {
-    503: b"Service Unavailable: the session store cannot be reached. Please try again shortly.\n",
-    500: b"Internal Server Error\n",
-}
 
 
 def _propagated(session: Session, exc: SessionError) -> bool:
@@ -224,7 +219,7 @@ class SessionMiddleware:
             log.error("session change made while streaming was not saved: %s", exc)
 
     def _error_response(self, start_response: StartResponse, status: int, started: bool) -> list[bytes]:
-        body = _ERROR_BODIES[status]
+        body = ERROR_BODIES[status]
         reason = "503 Service Unavailable" if status == 503 else "500 Internal Server Error"
         headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
         if status == 503:

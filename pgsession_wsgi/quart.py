@@ -27,9 +27,9 @@ except ModuleNotFoundError as missing:  # Quart, which no extra brings: say what
     raise (MissingExtraError.of(missing, __name__) or missing) from None
 
 from . import appconfig
-from ._adapters.quart_interface import _ERROR_BODIES, _CrossOriginSession, _UnavailableSession
 from ._adapters.quart_interface import WEBSOCKET_ORIGINS_KEY as WEBSOCKET_ORIGINS_KEY
 from ._adapters.quart_interface import PgSessionInterface as PgSessionInterface
+from ._adapters.quart_interface import _CrossOriginSession, _UnavailableSession
 from ._adapters.websocket import (
     CLOSE_ERROR,
     CLOSE_POLICY_VIOLATION,
@@ -39,6 +39,7 @@ from ._adapters.websocket import (
     WebsocketOrigins,
     save_without_cookie,
 )
+from ._core.failure import ERROR_BODIES, log_failure
 from .appconfig import EXTENSION_KEY, setting
 from .async_store import AsyncPostgresStore
 from .core import SessionCore
@@ -261,8 +262,7 @@ async def _refuse_unavailable() -> Any:
         log.error("session error while loading, closing the websocket with 1011: %s", error)
         # An exception, not a return: Quart then runs no handler and sends nothing after the close.
         raise _WebsocketSessionError(error)
-    log.error("session error while loading, answering 500: %s", error)
-    return Response(_ERROR_BODIES[500], status=500, mimetype="text/plain")
+    return Response(ERROR_BODIES[log_failure(error, "loading")], status=500, mimetype="text/plain")
 
 
 async def _save_teardown_change(exc: BaseException | None) -> None:
@@ -285,11 +285,11 @@ async def _close_with_error(error: _WebsocketSessionError) -> Any:
 
 
 async def _store_unavailable(error: StoreUnavailable) -> Any:
-    log.error("session store unavailable, answering 503: %s", error)
+    log_failure(error, "loading")
     if has_websocket_context():
         await _close_websocket(WEBSOCKET_UNAVAILABLE, "session store unavailable")
         return None
-    return Response(_ERROR_BODIES[503], status=503, headers={"Retry-After": "5"}, mimetype="text/plain")
+    return Response(ERROR_BODIES[503], status=503, headers={"Retry-After": "5"}, mimetype="text/plain")
 
 
 async def _close_websocket(code: int, reason: str) -> None:

@@ -170,6 +170,11 @@ def _statement_name(kind: str, text: str) -> str:
     return f"pgsession_{kind}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
+def _in_template(sql_text: str) -> str:
+    """Exact SQL text as part of a statement run with parameters: the drivers read ``%``."""
+    return sql_text.replace("%", "%%")
+
+
 def with_literals(template: str, literals: dict[str, str]) -> str:
     """``template`` with some of its ``%(name)s`` placeholders replaced by fixed SQL literals.
 
@@ -180,7 +185,7 @@ def with_literals(template: str, literals: dict[str, str]) -> str:
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
-        return literals[name].replace("%", "%%") if name in literals else match.group(0)
+        return _in_template(literals[name]) if name in literals else match.group(0)
 
     return _PLACEHOLDER.sub(replace, template)
 
@@ -237,7 +242,7 @@ class Statements:
     def __init__(self, schema: str, table: str, guard: str, partitions: int | None = None) -> None:
         exact = f"{quote_identifier(schema, 'schema')}.{quote_identifier(table, 'table')}"
         # DDL runs without parameters and takes the exact name; the rest the template form (%%).
-        t = exact.replace("%", "%%")
+        t = _in_template(exact)
         create, create_unlogged, qualified_partitions = create_statements(schema, table, partitions)
         #: Each partition's quoted, qualified name, in remainder order; empty for a plain table.
         self.partitions = qualified_partitions
@@ -292,7 +297,7 @@ class Statements:
         self.delete = f"DELETE FROM {t} WHERE id = %(id)s"
         self.purge = _purge(t)
         #: :attr:`purge` of each partition: each batch's scan and locks stay in one partition.
-        self.purge_partitions = [guard + _purge(name.replace("%", "%%")) for name in self.partitions]
+        self.purge_partitions = [guard + _purge(_in_template(name)) for name in self.partitions]
         # About how many rows a purge has ahead, for progress: counted up to %(cap)s rows, else
         # estimated from a sample of about %(pages)s pages, whatever the freshness of statistics.
         self.expired_count = (

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     # sqlalchemy.ext.asyncio needs greenlet, which sync apps lack.
     import sqlalchemy.ext.asyncio
 
+from ._store.ddl import suffixed_name
 from .defaults import DEFAULT_TABLE
 from .dsn import normalize_dsn
 from .errors import ConfigurationError
@@ -81,8 +82,6 @@ def session_table(
     if schema is not None:
         quote_identifier(schema, "schema")
     expires_index, user_index = index_names(name)
-    # PostgreSQL's name for an unnamed primary key, so a naming convention cannot change it.
-    primary_key = name.encode()[: 63 - len("_pkey")].decode("utf-8", "ignore") + "_pkey"
     storage: dict[str, Any] = {"postgresql_with": {"fillfactor": FILLFACTOR}} if _TABLE_WITH else {}
     table = Table(
         name,
@@ -95,7 +94,8 @@ def session_table(
         Column("expires_at", TIMESTAMP(timezone=True), nullable=False),
         Column("idle_timeout", INTERVAL),
         Column("ends_at", TIMESTAMP(timezone=True)),
-        PrimaryKeyConstraint("id", name=primary_key),
+        # PostgreSQL's name for an unnamed primary key, so a naming convention cannot change it.
+        PrimaryKeyConstraint("id", name=suffixed_name(name, "_pkey")),
         schema=schema,
         prefixes=["UNLOGGED"] if unlogged else [],
         **storage,

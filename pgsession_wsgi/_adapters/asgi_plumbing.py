@@ -1,13 +1,12 @@
 """Internal: the ASGI plumbing the Starlette-style middleware and the Litestar backend share.
 
-Written once, importing neither framework, so the two cannot drift apart (Django's middleware
-answers an outage with the same log line and body).
+Written once, importing neither framework, so the two cannot drift apart (every front end answers
+an outage with the log line and body of ``_core.failure``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import sys
 from collections.abc import Awaitable, Mapping, MutableMapping
 from datetime import date, datetime, time
@@ -15,8 +14,9 @@ from decimal import Decimal
 from typing import Any, Callable, cast
 from uuid import UUID
 
+from .._core.failure import ERROR_BODIES, UNAVAILABLE_BODY, log_failure
 from ..core import MERGED_HEADERS, with_session_headers
-from ..errors import SessionError, StoreUnavailable
+from ..errors import SessionError
 from ..session import Session
 from .websocket import WebsocketOrigins
 
@@ -37,17 +37,11 @@ __all__ = [
     "with_session_headers_sent",
 ]
 
-log = logging.getLogger("pgsession_wsgi")
-
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-#: The body of a 503 answered for a session store that cannot be reached (Django's too).
-UNAVAILABLE_BODY = b"Service Unavailable: the session store cannot be reached. Please try again shortly.\n"
-_ERROR_BODIES = {503: UNAVAILABLE_BODY, 500: b"Internal Server Error\n"}
 
 
 def cookie_header(scope: Scope) -> str:
@@ -92,20 +86,10 @@ def session_headers(message: Message, extra: list[tuple[str, str]]) -> list[tupl
     return kept + [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in merged]
 
 
-def log_failure(exc: SessionError, doing: str) -> int:
-    """Log a session error once, saying what failed (``doing``: "loading", "saving"...); its
-    status: 503 for an unreachable store, else 500."""
-    if isinstance(exc, StoreUnavailable):
-        log.error("session store unavailable, answering 503: %s", exc)
-        return 503
-    log.error("session error while %s, answering 500: %s", doing, exc)
-    return 500
-
-
 async def error_response(send: Send, status: int, body: bytes = b"", kind: str = "http") -> None:
     """Send a plain-text 503 (with ``Retry-After: 5``) or 500 in place of the app's response, or
     ``body`` as ``status``; ``kind`` ``"websocket.http"`` answers a websocket handshake."""
-    body = body or _ERROR_BODIES[status]
+    body = body or ERROR_BODIES[status]
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
     if status == 503:
         headers.append((b"retry-after", b"5"))

@@ -18,6 +18,7 @@ from flask.typing import ResponseReturnValue
 from flask.wrappers import Request, Response
 from werkzeug.exceptions import ServiceUnavailable
 
+from .._core.failure import log_failure
 from ..appconfig import add_session_headers
 from ..errors import OutsideRequestError, StoreUnavailable
 from ..middleware import ENVIRON_KEY, SessionMiddleware
@@ -124,7 +125,7 @@ class _UnavailableSession(NullSession):
 
 
 def _store_unavailable(exc: StoreUnavailable) -> ResponseReturnValue:
-    log.error("session store unavailable, answering 503: %s", exc)
+    log_failure(exc, "loading")
     ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
     # Flask >= 3.1 keeps the session in ``_session``; earlier versions in ``session``.
     setattr(ctx, "_session" if hasattr(ctx, "_session") else "session", _UnavailableSession())

@@ -107,7 +107,7 @@ class PgSessionConfig(BaseBackendConfig["PgSessionBackend"]):
                 "SECRET_KEY to share its sessions"
             )
         options = {**vars(self), **{ours: getattr(self, name) for name, ours in OPTION_NAMES.items()}}
-        options["cookie_samesite"] = _SAMESITE.get(str(self.samesite).lower(), self.samesite)
+        options[OPTION_NAMES["samesite"]] = _SAMESITE.get(str(self.samesite).lower(), self.samesite)
         try:
             self.core = SessionCore.from_options(SessionOptions.among(options))
         except ConfigurationError as exc:

@@ -15,22 +15,18 @@ from quart.wrappers import BaseRequestWebsocket, Response, Websocket
 from quart.wrappers.response import IterableBody, ResponseBody
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from .._core.failure import ERROR_BODIES, log_failure
 from ..appconfig import add_session_headers
 from ..async_store import AsyncPostgresStore
 from ..core import SessionCore, run_async
 from ..errors import SessionError, StoreUnavailable
 from ..session import Session
-from .asgi_plumbing import log_failure
 from .websocket import WebsocketOrigins
 
 log = logging.getLogger("pgsession_wsgi")
 
 #: The config key listing the origins whose pages may open a websocket, besides the app's own.
 WEBSOCKET_ORIGINS_KEY = "PGSESSION_WEBSOCKET_ORIGINS"
-_ERROR_BODIES = {
-    503: "Service Unavailable: the session store cannot be reached. Please try again shortly.\n",
-    500: "Internal Server Error\n",
-}
 
 
 class _UnavailableSession(NullSession):
@@ -124,7 +120,7 @@ class PgSessionInterface(SessionInterface):
         except SessionError as exc:
             status = log_failure(exc, "saving")
             response.status_code = status
-            response.set_data(_ERROR_BODIES[status])
+            response.set_data(ERROR_BODIES[status])
             response.headers["Content-Type"] = "text/plain; charset=utf-8"
             if status == 503:
                 response.headers["Retry-After"] = "5"

@@ -184,6 +184,12 @@ class Delete:
     id_hash: bytes
 
 
+def stored_expiry(idle_timeout: timedelta | None, ends_at: datetime | None) -> Expiry:
+    """A row's own lifetime as a session's ``expiry``: a fixed end wins, as in the expiry formula
+    (``COALESCE(ends_at, ...)``)."""
+    return ends_at if ends_at is not None else idle_timeout
+
+
 def expiry_columns(expiry: Expiry) -> tuple[timedelta | None, datetime | None]:
     """A session's own lifetime as the row holds it: ``(idle_timeout, ends_at)``.
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..cookies import CookieSettings, IdSigner, hash_session_id, new_session_id
 from ..errors import SessionError
 from ..session import Changes, Expiry, Session, SessionState
-from .operations import KEEP_USER, Delete, Insert, Touch, Write, expiry_columns, user_id_text
+from .operations import KEEP_USER, Delete, Insert, Touch, Write, expiry_columns, stored_expiry, user_id_text
 from .policy import Policy
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class _SaveDecision:
             return None
         current_id = new_id or old_id
         if not set_expiry:  # a blind write learns the row's own lifetime here, for Max-Age
-            state.expiry = result.ends_at if result.ends_at is not None else result.idle_timeout
+            state.expiry = stored_expiry(result.idle_timeout, result.ends_at)
         cookie = self._cookie_after_save(
             session,
             state,

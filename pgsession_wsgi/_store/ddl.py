@@ -16,6 +16,7 @@ __all__ = [
     "persistence_statement",
     "quote_identifier",
     "setup_names",
+    "suffixed_name",
 ]
 
 
@@ -37,6 +38,13 @@ def quote_identifier(name: str, what: str) -> str:
             f"the {what} name {name!r} is longer than PostgreSQL's 63-byte limit: choose a shorter one"
         )
     return '"' + name.replace('"', '""') + '"'
+
+
+def suffixed_name(name: str, suffix: str) -> str:
+    """``name`` + ``suffix``, ``name`` cut on a character boundary to PostgreSQL's 63 bytes, so the
+    suffix always survives (as PostgreSQL names a primary key: ``<table>_pkey``)."""
+    head = name.encode("utf-8")[: 63 - len(suffix.encode())].decode("utf-8", "ignore")
+    return head + suffix
 
 
 def _name_base(table: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import HttpResponse
 
-from .._adapters.asgi_plumbing import UNAVAILABLE_BODY, log_failure
+from .._core.failure import UNAVAILABLE_BODY, log_failure
 from ..errors import StoreUnavailable
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from .._store.ddl import suffixed_name
+
 __all__ = ["FLASK_PG_SESSION_TABLE", "NEW_TABLE_SUFFIX", "UUID4_PATTERN", "new_table_name"]
 
 #: flask-pg-session's default ``SESSION_PG_TABLE``.
@@ -20,13 +22,7 @@ UUID4_PATTERN: Final = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-
 NEW_TABLE_SUFFIX: Final = "_v2"
 
 
-def suffixed(name: str, suffix: str) -> str:
-    """``name`` + ``suffix``, ``name`` cut on a character boundary to PostgreSQL's 63 bytes."""
-    head = name.encode("utf-8")[: 63 - len(suffix.encode())].decode("utf-8", "ignore")
-    return head + suffix
-
-
 def new_table_name(table: str) -> str:
     """The table ``FlaskPgSession`` moves the sessions of the flask-pg-session ``table`` into, cut
     to PostgreSQL's 63 bytes on a character boundary so that the suffix always survives."""
-    return suffixed(table, NEW_TABLE_SUFFIX)
+    return suffixed_name(table, NEW_TABLE_SUFFIX)

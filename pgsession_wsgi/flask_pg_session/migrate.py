@@ -10,13 +10,14 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .._store.ddl import suffixed_name
 from ..appconfig import FLASK_LOGIN_USER_KEY
 from ..defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_SCHEMA
 from ..errors import ConfigurationError, SessionError
 from ..sql import LOCK, lock_key, quote_identifier
 from ..store import PostgresStore
 from ._migrate_rows import _copy_rows, _move_rows, _RowConverter
-from .conventions import FLASK_PG_SESSION_TABLE, new_table_name, suffixed
+from .conventions import FLASK_PG_SESSION_TABLE, new_table_name
 from .fallback import _ours, own_connection
 from .rows import DEFAULT_BATCH_SIZE, is_legacy_table
 
@@ -167,7 +168,7 @@ def migrate_flask_pg_session(
     # Validates the names and gives the exact DDL and advisory lock the app itself uses.
     target = PostgresStore(dsn, table, schema, create_table=False, purge_interval=None, unlogged=None)
     target.close()
-    renamed = suffixed(table, RENAMED_SUFFIX)
+    renamed = suffixed_name(table, RENAMED_SUFFIX)
     schema_part = quote_identifier(schema, "schema")
     qualified = f"{schema_part}.{quote_identifier(table, 'table')}"
     old_qualified = f"{schema_part}.{quote_identifier(renamed, 'table')}"
@@ -240,7 +241,7 @@ def _rename(cur: Any, schema_part: str, qualified: str, renamed: str) -> None:
     primary = cur.fetchone()
     cur.execute(f"ALTER TABLE {qualified} RENAME TO {quote_identifier(renamed, 'table')}")
     if primary is not None:
-        new_key = suffixed(renamed, "_pkey")
+        new_key = suffixed_name(renamed, "_pkey")
         cur.execute(
             f"ALTER TABLE {schema_part}.{quote_identifier(renamed, 'table')}"
             f" RENAME CONSTRAINT {quote_identifier(primary[0], 'constraint')}"

@@ -296,7 +296,7 @@ async def test_an_unstorable_value_is_a_500_naming_the_key_in_one_log_line(
     assert set_cookies(response) == []
     [record] = session_records(caplog)
     assert "'sock'" in record.getMessage()
-    # What failed and the status (asgi._log_failure mutants 9, 14; now _asgi_plumbing.log_failure).
+    # What failed and the status (asgi._log_failure mutants 9, 14; now _core.failure.log_failure).
     assert record.getMessage().startswith("session error while saving, answering 500: ")
     assert [data for _, data, _ in rows(store)] == [{"a": "1"}]
 
@@ -331,7 +331,7 @@ async def test_the_store_down_is_a_503_with_one_log_line(
             assert set_cookies(response) == []
             [record] = session_records(caplog)
             # The status and why, in the store's own words (asgi._log_failure mutants 2, 4, 5;
-            # now _asgi_plumbing.log_failure); the body says what happened (_error_response 30, 31).
+            # now _core.failure.log_failure); the body says what happened (_error_response 30, 31).
             assert record.getMessage().startswith(
                 "session store unavailable, answering 503: cannot connect to PostgreSQL"
             )
